@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// The `ticker` command. `ticker serve` runs a node in the foreground.
+import { parseArgs } from "node:util";
+import { CONFIG_KEYS, ConfigError, loadConfig } from "../config.js";
+import { ShardPool } from "../front/shards.js";
+import { createFront } from "../front/app.js";
+
+const USAGE = `usage: ticker serve [--host 127.0.0.1] [--port 8080] [--data-dir ./data] [--config file.json] [--<key> value ...]
+
+Every configuration key (see README, "Configuration") can be given as a flag
+(--segment-bytes-max 1048576), as TICKER_<KEY> in the environment, or in the
+JSON config file.`;
+
+async function serve(argv: string[]): Promise<void> {
+  const options: Record<string, { type: "string" }> = { config: { type: "string" } };
+  for (const key of CONFIG_KEYS) options[key.replaceAll("_", "-")] = { type: "string" };
+  let flags: Record<string, unknown>;
+  try {
+    flags = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    console.error(`${(err as Error).message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  let config;
+  try {
+    config = loadConfig(flags);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(2);
+    }
+    throw err;
+  }
+  if (config.host !== "127.0.0.1" && config.host !== "::1" && config.host !== "localhost") {
+    console.warn(`WARNING: listening on ${config.host} without API keys: anyone who can reach this port can read and write every stream.`);
+  }
+
+  const started = Date.now();
+  const pool = new ShardPool(config);
+  let ready = false;
+  const front = createFront(config, pool, () => ready);
+  const port = await front.listen();
+  console.log(`ticker listening on ${config.host}:${port} (data dir ${config.data_dir}, ${config.shards} shards)`);
+  const reports = await pool.ready();
+  ready = true;
+  let streams = 0;
+  for (const r of reports) {
+    streams += r.streams;
+    for (const { stream, report } of r.recovery) {
+      console.log(`recovery: stream ${stream}: cut ${report.truncatedBytes} torn bytes, rebuilt ${report.rebuiltIndexes} index(es)`);
+      for (const c of report.corruptions) {
+        console.error(`recovery: stream ${stream}: DAMAGED record ${c.seq} in segment ${c.segment} at byte ${c.position} (${c.reason}); it will not be served`);
+      }
+    }
+  }
+  console.log(`ticker ready: ${streams} streams recovered in ${Date.now() - started} ms`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: stopping (finishing ${pool.inFlight} requests in flight)`);
+    front.stopListening();
+    const deadline = Date.now() + config.shutdown_timeout_ms;
+    while (pool.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await pool.shutdown();
+    console.log("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+const [command, ...rest] = process.argv.slice(2);
+if (command === "serve") {
+  serve(rest).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else {
+  console.error(USAGE);
+  process.exit(command === undefined || command === "help" || command === "--help" ? 0 : 2);
+}

@@ -1,0 +1,94 @@
+// One typed config for the whole server. Sources, later ones winning:
+// defaults < config file (--config / TICKER_CONFIG, JSON with snake_case keys)
+// < TICKER_<KEY> environment variables < --kebab-case flags.
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { z } from "zod";
+
+const MiB = 1024 * 1024;
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const bool = z.preprocess((v) => (v === "true" || v === "1" ? true : v === "false" || v === "0" ? false : v), z.boolean());
+
+export const configSchema = z
+  .object({
+    host: z.string().min(1).default("127.0.0.1"),
+    port: int(0, 65535).default(8080),
+    data_dir: z.string().min(1).default("./data"),
+    /** Shard worker threads; each owns the streams that hash to it. */
+    shards: int(1, 64).default(Math.min(4, Math.max(2, availableParallelism()))),
+    /** Bytes of each SharedArrayBuffer ring (one in, one out per shard). */
+    ring_bytes: int(1 * MiB, 1024 * MiB).default(48 * MiB),
+    auto_create_streams: bool.default(true),
+
+    publish_events_max: int(1, 100_000).default(1000),
+    event_bytes_max: int(1, 64 * MiB).default(1 * MiB),
+    event_field_bytes_max: int(16, 64 * 1024).default(1024),
+    request_bytes_max: int(1024, 256 * MiB).default(16 * MiB),
+    replay_page_events_max: int(1, 1_000_000).default(10_000),
+    replay_page_events_default: int(1, 1_000_000).default(1000),
+    replay_page_bytes_max: int(64 * 1024, 256 * MiB).default(8 * MiB),
+
+    segment_bytes_max: int(4096, 1024 * MiB).default(64 * MiB),
+    index_interval_bytes: int(64, 1 * MiB).default(4096),
+    retention_check_interval_ms: int(10, 3_600_000).default(1000),
+    dedup_keys_max: int(1, 100_000_000).default(1_000_000),
+
+    default_retention_ms: int(1).default(604_800_000),
+    default_dedup_window_ms: int(0).default(86_400_000),
+    default_durability: z.enum(["process", "fsync"]).default("process"),
+    shutdown_timeout_ms: int(100, 600_000).default(10_000),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    // A ring must always be able to hold the largest message twice over
+    // (see Ring.messageBytesMax), or a legal request could never be taken.
+    const largest = Math.max(c.request_bytes_max, c.replay_page_bytes_max + 4 * c.event_bytes_max) + 64 * 1024;
+    if (c.ring_bytes < 2 * largest) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ["ring_bytes"],
+        message: `must be at least ${2 * largest} bytes for the configured request, page and event limits`,
+      });
+    }
+    if (c.replay_page_events_default > c.replay_page_events_max) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["replay_page_events_default"], message: "must not exceed replay_page_events_max" });
+    }
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigKey = keyof Config;
+
+export const CONFIG_KEYS = Object.keys(configSchema._def.schema.shape) as ConfigKey[];
+
+export class ConfigError extends Error {}
+
+export function loadConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): Config {
+  const merged: Record<string, unknown> = {};
+  const file = (flags["config"] as string | undefined) ?? env.TICKER_CONFIG;
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, "utf8"));
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError(`config file ${file} must hold a JSON object`);
+    }
+    Object.assign(merged, parsed);
+  }
+  for (const key of CONFIG_KEYS) {
+    const v = env[`TICKER_${key.toUpperCase()}`];
+    if (v !== undefined) merged[key] = v;
+  }
+  for (const [k, v] of Object.entries(flags)) {
+    if (k === "config" || v === undefined) continue;
+    merged[k.replaceAll("-", "_")] = v;
+  }
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `${i.path.join(".") || "config"}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  }
+  return result.data;
+}

@@ -1,0 +1,75 @@
+// Every error a client can see, in one place. A handler throws ApiError (or
+// returns it as a value); the front renders it as
+// {"error": {"code", "message", ...extra}} with the status that fits.
+
+export type ErrorCode =
+  | "invalid_stream"
+  | "invalid_json"
+  | "invalid_body"
+  | "invalid_event"
+  | "invalid_config"
+  | "invalid_parameter"
+  | "invalid_flatbuffer"
+  | "event_too_large"
+  | "batch_too_large"
+  | "request_too_large"
+  | "unsupported_media_type"
+  | "stream_not_found"
+  | "not_found"
+  | "method_not_allowed"
+  | "expired"
+  | "shard_busy"
+  | "not_ready"
+  | "disk_full"
+  | "corrupt_record"
+  | "internal";
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ErrorCode,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+
+  toJSON(): { error: Record<string, unknown> } {
+    return { error: { code: this.code, message: this.message, ...this.extra } };
+  }
+
+  body(): string {
+    return JSON.stringify(this.toJSON());
+  }
+}
+
+export const badRequest = (code: ErrorCode, message: string, extra?: Record<string, unknown>) =>
+  new ApiError(400, code, message, extra);
+
+/** Turns anything thrown into an ApiError; unexpected errors become 500 internal. */
+export function asApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e && (e.code === "ENOSPC" || e.code === "EDQUOT")) {
+    return new ApiError(503, "disk_full", "the data directory is out of space; nothing was appended");
+  }
+  return new ApiError(500, "internal", e && e.message ? e.message : String(err));
+}
+
+export const STATUS_TEXT: Record<number, string> = {
+  200: "200 OK",
+  201: "201 Created",
+  204: "204 No Content",
+  400: "400 Bad Request",
+  401: "401 Unauthorized",
+  403: "403 Forbidden",
+  404: "404 Not Found",
+  405: "405 Method Not Allowed",
+  409: "409 Conflict",
+  410: "410 Gone",
+  413: "413 Payload Too Large",
+  415: "415 Unsupported Media Type",
+  429: "429 Too Many Requests",
+  500: "500 Internal Server Error",
+  503: "503 Service Unavailable",
+};

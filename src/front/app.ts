@@ -1,0 +1,199 @@
+// The front: uWebSockets.js HTTP on the main thread. It parses and checks
+// what it can without touching stream state (ids, content types, sizes),
+// routes each request to the shard that owns the stream, and writes the
+// shard's answer back, corked into one send.
+import uWS from "uWebSockets.js";
+import type { Config } from "../config.js";
+import { ApiError, STATUS_TEXT } from "../errors.js";
+import { ContentType, Op, type RequestMeta } from "../shard/protocol.js";
+import { STREAM_ID } from "../shard/stream.js";
+import type { ShardPool } from "./shards.js";
+
+const CT_JSON = "application/json";
+const CT_FLATBUFFERS = "application/x-flatbuffers";
+/** Seconds a client should wait after a 429 from a full shard ring. */
+const RETRY_AFTER_S = "1";
+
+interface Exchange {
+  res: uWS.HttpResponse;
+  aborted: boolean;
+  done: boolean;
+}
+
+function contentTypeOf(header: string): ContentType | null {
+  const base = header.split(";")[0].trim().toLowerCase();
+  if (base === "" || base === CT_JSON) return ContentType.Json;
+  if (base === CT_FLATBUFFERS) return ContentType.FlatBuffers;
+  return null;
+}
+
+function send(x: Exchange, status: number, ct: ContentType, body: Uint8Array | string | null, extraHeaders?: Record<string, string>): void {
+  if (x.aborted || x.done) return;
+  x.done = true;
+  x.res.cork(() => {
+    x.res.writeStatus(STATUS_TEXT[status] ?? String(status));
+    if (ct !== ContentType.None) x.res.writeHeader("content-type", ct === ContentType.FlatBuffers ? CT_FLATBUFFERS : CT_JSON);
+    if (extraHeaders) for (const k in extraHeaders) x.res.writeHeader(k, extraHeaders[k]);
+    x.res.end(body ?? undefined);
+  });
+}
+
+function sendError(x: Exchange, e: ApiError): void {
+  send(x, e.status, ContentType.Json, e.body(), e.status === 429 ? { "retry-after": RETRY_AFTER_S } : undefined);
+}
+
+function exchange(res: uWS.HttpResponse): Exchange {
+  const x: Exchange = { res, aborted: false, done: false };
+  res.onAborted(() => {
+    x.aborted = true;
+  });
+  return x;
+}
+
+/**
+ * Collects a request body up to `limitBytes`. Past the limit the client gets
+ * 413 at once and the rest of the body is dropped, never buffered.
+ */
+function readBody(x: Exchange, lengthHeader: string, limitBytes: number, done: (body: Buffer) => void): void {
+  const declared = lengthHeader === "" ? -1 : Number(lengthHeader);
+  if (declared > limitBytes) {
+    // Answered before reading: uWS drops the rest of the body.
+    return sendError(x, tooLarge(limitBytes));
+  }
+  let buf = Buffer.allocUnsafe(declared > 0 ? declared : 0);
+  let len = 0;
+  x.res.onData((chunk, isLast) => {
+    if (x.done || x.aborted) return;
+    if (len + chunk.byteLength > limitBytes) return sendError(x, tooLarge(limitBytes));
+    if (len + chunk.byteLength > buf.length) {
+      const next = Buffer.allocUnsafe(Math.min(limitBytes, Math.max(len + chunk.byteLength, buf.length * 2)));
+      buf.copy(next, 0, 0, len);
+      buf = next;
+    }
+    // The chunk's memory belongs to uWS and is reused after this callback.
+    buf.set(new Uint8Array(chunk), len);
+    len += chunk.byteLength;
+    if (isLast) done(buf.subarray(0, len));
+  });
+}
+
+const tooLarge = (limitBytes: number) =>
+  new ApiError(413, "request_too_large", `request body exceeds request_bytes_max (${limitBytes} bytes)`, { request_bytes_max: limitBytes });
+
+export interface Front {
+  listen(): Promise<number>;
+  /** Stops accepting connections; requests already taken are still answered. */
+  stopListening(): void;
+}
+
+export function createFront(config: Config, pool: ShardPool, isReady: () => boolean): Front {
+  const app = uWS.App();
+  const bodyLimit = Math.min(config.request_bytes_max, pool.requestBytesMax);
+  let listenSocket: uWS.us_listen_socket | null = null;
+
+  /** Routes a request to the stream's shard and relays its answer. */
+  const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null) => {
+    if (x.aborted) return;
+    const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => send(x, r.status, r.ct, r.body));
+    if (!ok) sendError(x, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity; retry later", { stream }));
+  };
+
+  /** Common checks for /v1/streams/:id routes; null when already answered. */
+  const streamRoute = (res: uWS.HttpResponse, req: uWS.HttpRequest): { x: Exchange; stream: string } | null => {
+    const x = exchange(res);
+    const stream = req.getParameter(0) ?? "";
+    if (!isReady()) {
+      sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
+      return null;
+    }
+    if (!STREAM_ID.test(stream)) {
+      sendError(x, new ApiError(400, "invalid_stream", `stream id must match ${STREAM_ID.source}`, { stream: stream.slice(0, 200) }));
+      return null;
+    }
+    return { x, stream };
+  };
+
+  app.get("/healthz", (res) => send(exchange(res), 200, ContentType.Json, `{"status":"ok"}`));
+  app.get("/readyz", (res) => {
+    const x = exchange(res);
+    if (isReady()) send(x, 200, ContentType.Json, `{"status":"ready"}`);
+    else sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
+  });
+
+  app.get("/v1/streams", (res) => {
+    const x = exchange(res);
+    if (!isReady()) return sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
+    void pool.broadcast(Op.ListStreams, {}).then((answers) => {
+      if (!answers) return sendError(x, new ApiError(429, "shard_busy", "a shard is at capacity; retry later"));
+      const streams = answers.flatMap((a) => (a.json as { streams: Array<{ id: string }> }).streams);
+      streams.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      send(x, 200, ContentType.Json, JSON.stringify({ streams }));
+    });
+  });
+
+  app.put("/v1/streams/:id", (res, req) => {
+    const ctHeader = req.getHeader("content-type");
+    const len = req.getHeader("content-length");
+    const r = streamRoute(res, req);
+    if (!r) return;
+    if (contentTypeOf(ctHeader) !== ContentType.Json) {
+      sendError(r.x, new ApiError(415, "unsupported_media_type", `stream config must be ${CT_JSON}`));
+      return;
+    }
+    readBody(r.x, len, bodyLimit, (body) => forward(r.x, Op.PutStream, r.stream, { stream: r.stream }, body));
+  });
+  app.get("/v1/streams/:id", (res, req) => {
+    const r = streamRoute(res, req);
+    if (r) forward(r.x, Op.GetStream, r.stream, { stream: r.stream }, null);
+  });
+  app.del("/v1/streams/:id", (res, req) => {
+    const r = streamRoute(res, req);
+    if (r) forward(r.x, Op.DeleteStream, r.stream, { stream: r.stream }, null);
+  });
+
+  app.post("/v1/streams/:id/events", (res, req) => {
+    const ctHeader = req.getHeader("content-type");
+    const len = req.getHeader("content-length");
+    const r = streamRoute(res, req);
+    if (!r) return;
+    const ct = contentTypeOf(ctHeader);
+    if (ct === null) {
+      sendError(r.x, new ApiError(415, "unsupported_media_type", `publish body must be ${CT_JSON} or ${CT_FLATBUFFERS}`, { content_type: ctHeader.slice(0, 100) }));
+      return;
+    }
+    readBody(r.x, len, bodyLimit, (body) => forward(r.x, Op.Publish, r.stream, { stream: r.stream, ct }, body));
+  });
+  app.get("/v1/streams/:id/events", (res, req) => {
+    const accept = req.getHeader("accept");
+    const query = req.getQuery() ?? "";
+    const r = streamRoute(res, req);
+    if (!r) return;
+    const wantsBinary = accept.toLowerCase().includes(CT_FLATBUFFERS);
+    forward(r.x, Op.Replay, r.stream, { stream: r.stream, query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
+  });
+
+  const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse) => {
+    sendError(exchange(res), new ApiError(405, "method_not_allowed", `allowed methods: ${allowed}`));
+  };
+  app.any("/v1/streams", methodNotAllowed("GET"));
+  app.any("/v1/streams/:id", methodNotAllowed("GET, PUT, DELETE"));
+  app.any("/v1/streams/:id/events", methodNotAllowed("GET, POST"));
+  app.any("/*", (res, req) => {
+    sendError(exchange(res), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
+  });
+
+  return {
+    listen: () =>
+      new Promise((resolve, reject) => {
+        app.listen(config.host, config.port, (s) => {
+          if (!s) return reject(new Error(`cannot listen on ${config.host}:${config.port}`));
+          listenSocket = s;
+          resolve(uWS.us_socket_local_port(s as unknown as uWS.us_socket));
+        });
+      }),
+    stopListening: () => {
+      if (listenSocket) uWS.us_listen_socket_close(listenSocket);
+      listenSocket = null;
+    },
+  };
+}

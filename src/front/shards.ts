@@ -1,0 +1,141 @@
+// The front's side of the shard workers: starts them, routes each stream to
+// its shard, writes requests into that shard's in-ring and hands each
+// response from its out-ring to whoever waits for it.
+import { Worker } from "node:worker_threads";
+import { fileURLToPath } from "node:url";
+import type { Config } from "../config.js";
+import { Ring } from "../ring/ring.js";
+import { ContentType, Op, readResponse, requestBytes, shardOf, writeRequest, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
+
+export type OnResponse = (r: Response) => void;
+
+const WORKER_URL = new URL("../shard/worker.js", import.meta.url);
+
+class Shard {
+  readonly inRing: Ring;
+  readonly outRing: Ring;
+  readonly worker: Worker;
+  readonly pending = new Map<number, OnResponse>();
+  ready: Promise<Extract<WorkerEvent, { type: "ready" }>>;
+  closed: Promise<void>;
+  private stopped = false;
+
+  constructor(shard: number, config: Config) {
+    const inBuf = Ring.allocate(config.ring_bytes);
+    const outBuf = Ring.allocate(config.ring_bytes);
+    this.inRing = new Ring(inBuf);
+    this.outRing = new Ring(outBuf);
+    const init: WorkerInit = { shard, shards: config.shards, config, inRing: inBuf, outRing: outBuf };
+    this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: init, name: `shard-${shard}` });
+    this.ready = new Promise((resolve, reject) => {
+      this.closed = new Promise((resolveClosed) => {
+        this.worker.on("message", (m: WorkerEvent) => {
+          if (m.type === "ready") resolve(m);
+          else if (m.type === "closed") resolveClosed();
+          else if (m.type === "fatal") {
+            console.error(`shard ${shard} failed: ${m.message}`);
+            reject(new Error(m.message));
+            process.exit(1);
+          }
+        });
+        this.worker.on("error", (err) => {
+          console.error(`shard ${shard} crashed: ${err.stack ?? err}`);
+          reject(err);
+          process.exit(1);
+        });
+        this.worker.on("exit", () => resolveClosed());
+      });
+    });
+    this.closed ??= Promise.resolve();
+    void this.pump();
+  }
+
+  /** Delivers responses as they arrive; the views are valid only during the callback. */
+  private async pump(): Promise<void> {
+    while (!this.stopped) {
+      let msg;
+      while ((msg = this.outRing.read())) {
+        const r = readResponse(this.outRing, msg);
+        const cb = this.pending.get(r.reqId);
+        this.pending.delete(r.reqId);
+        try {
+          cb?.(r);
+        } finally {
+          this.outRing.release();
+        }
+      }
+      await this.outRing.waitReadable(1000);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}
+
+export class ShardPool {
+  private readonly shards: Shard[] = [];
+  private nextReqId = 1;
+  /** Largest request body the rings can carry with room for its metadata. */
+  readonly requestBytesMax: number;
+
+  constructor(private readonly config: Config) {
+    for (let i = 0; i < config.shards; i++) this.shards.push(new Shard(i, config));
+    this.requestBytesMax = this.shards[0].inRing.messageBytesMax - requestBytes(1024, 0);
+  }
+
+  async ready(): Promise<Array<Extract<WorkerEvent, { type: "ready" }>>> {
+    return Promise.all(this.shards.map((s) => s.ready));
+  }
+
+  get inFlight(): number {
+    let n = 0;
+    for (const s of this.shards) n += s.pending.size;
+    return n;
+  }
+
+  shardFor(stream: string): number {
+    return shardOf(stream, this.shards.length);
+  }
+
+  get count(): number {
+    return this.shards.length;
+  }
+
+  /**
+   * Sends one request to a shard. False when its ring is full right now: the
+   * caller answers 429, nothing is queued here.
+   */
+  send(shard: number, op: Op, meta: RequestMeta, body: Uint8Array | null, onResponse: OnResponse): boolean {
+    const s = this.shards[shard];
+    const reqId = this.nextReqId;
+    this.nextReqId = this.nextReqId === 0xffffffff ? 1 : this.nextReqId + 1;
+    if (!writeRequest(s.inRing, op, reqId, meta, body)) return false;
+    s.pending.set(reqId, onResponse);
+    return true;
+  }
+
+  /** Sends the same request to every shard and collects the JSON answers. */
+  broadcast(op: Op, meta: RequestMeta): Promise<Array<{ status: number; json: unknown }> | null> {
+    const answers: Array<{ status: number; json: unknown }> = [];
+    return new Promise((resolve) => {
+      let left = this.shards.length;
+      for (let i = 0; i < this.shards.length; i++) {
+        const ok = this.send(i, op, meta, null, (r) => {
+          answers[i] = { status: r.status, json: r.ct === ContentType.Json ? JSON.parse(Buffer.from(r.body).toString("utf8")) : null };
+          if (--left === 0) resolve(answers);
+        });
+        if (!ok) return resolve(null);
+      }
+    });
+  }
+
+  async shutdown(): Promise<void> {
+    for (const s of this.shards) s.worker.postMessage({ type: "shutdown" });
+    await Promise.all(this.shards.map((s) => s.closed));
+    for (const s of this.shards) {
+      s.stop();
+      await s.worker.terminate();
+    }
+  }
+}

@@ -1,0 +1,448 @@
+// The log of one stream: its segments, append, read, recovery and retention.
+// Only the shard worker that owns the stream touches it (single writer).
+import { fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, closeSync, readSync, readdirSync, writeSync, fsyncSync } from "node:fs";
+import { Segment } from "./segment.js";
+import { checkFrame, frameSeq, frameTs, RECORD_BYTES_MIN, RECORD_HEADER_BYTES } from "./record.js";
+
+export interface LogOptions {
+  segmentBytesMax: number;
+  indexIntervalBytes: number;
+  /** Largest valid frame; anything claiming more is damage, not data. */
+  frameBytesMax: number;
+}
+
+export interface RecoveryReport {
+  segments: number;
+  /** Bytes cut from the torn tail of the last segment. */
+  truncatedBytes: number;
+  rebuiltIndexes: number;
+  /** Damage found in closed segments (kept, reported, never served). */
+  corruptions: CorruptionInfo[];
+}
+
+export interface CorruptionInfo {
+  segment: number;
+  position: number;
+  /** The seq that was expected at that position. */
+  seq: number;
+  reason: string;
+}
+
+export class CorruptRecordError extends Error {
+  constructor(readonly info: CorruptionInfo) {
+    super(`record ${info.seq} is damaged (${info.reason}) in segment ${info.segment} at byte ${info.position}`);
+  }
+}
+
+/** A contiguous run of stored frames: what a replay page or live batch sends. */
+export interface FramePage {
+  buf: Buffer;
+  bytes: number;
+  count: number;
+  /** Seq to ask for next. */
+  next: number;
+  /** Set when the page stopped at damaged data. */
+  corrupt?: CorruptionInfo;
+}
+
+const SCAN_CHUNK_BYTES = 1 << 20;
+
+export class StreamLog {
+  segments: Segment[] = [];
+  headSeq = 0;
+  lastTs = 0;
+  /** Highest seq known to be durable at the stream's durability level. */
+  committedSeq = 0;
+  private syncing = false;
+  private syncSeg: Segment | null = null;
+  /** The one closed segment whose file is open for reading (bounded fds). */
+  private reading: Segment | null = null;
+  private syncWaiters: Array<{ seq: number; done: (err: Error | null) => void }> = [];
+  private scratch = Buffer.allocUnsafe(SCAN_CHUNK_BYTES);
+
+  constructor(readonly dir: string, private readonly opts: LogOptions) {}
+
+  get active(): Segment {
+    return this.segments[this.segments.length - 1];
+  }
+
+  get firstSeq(): number {
+    return this.segments[0].empty ? this.headSeq + 1 : this.segments[0].baseSeq;
+  }
+
+  get bytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.size;
+    return n;
+  }
+
+  get firstTs(): number {
+    for (const s of this.segments) if (!s.empty) return s.firstTs;
+    return 0;
+  }
+
+  // ---- recovery --------------------------------------------------------
+
+  /**
+   * Opens (or creates) the log: closed segments load their index or are
+   * rescanned; the last segment is always scanned, and a torn tail (short,
+   * bad length, bad CRC, or broken seq chain) is cut. head_seq comes from the
+   * last valid record.
+   */
+  open(): RecoveryReport {
+    mkdirSync(this.dir, { recursive: true });
+    const report: RecoveryReport = { segments: 0, truncatedBytes: 0, rebuiltIndexes: 0, corruptions: [] };
+    const bases = readdirSync(this.dir)
+      .filter((f) => /^\d{20}\.log$/.test(f))
+      .map((f) => Number(f.slice(0, 20)))
+      .sort((a, b) => a - b);
+    if (bases.length === 0) {
+      this.segments.push(new Segment(this.dir, 1, this.opts.indexIntervalBytes, true));
+      this.syncDir();
+      report.segments = 1;
+      return report;
+    }
+    for (let i = 0; i < bases.length; i++) {
+      const seg = new Segment(this.dir, bases[i], this.opts.indexIntervalBytes, false);
+      const last = i === bases.length - 1;
+      if (!last) {
+        seg.closed = true;
+        if (!seg.loadIndexFiles()) {
+          report.rebuiltIndexes++;
+          const damage = this.scan(seg);
+          if (damage) report.corruptions.push(damage);
+          else seg.writeIndexFiles();
+        }
+        seg.close(); // closed segments are opened lazily, one at a time, to read
+      } else {
+        const fileBytes = seg.fileBytes();
+        this.scan(seg);
+        if (seg.size < fileBytes) {
+          ftruncateSync(seg.fd, seg.size);
+          fdatasyncSync(seg.fd);
+          report.truncatedBytes = fileBytes - seg.size;
+        }
+      }
+      const prev = this.segments[this.segments.length - 1];
+      if (prev && seg.baseSeq !== prev.lastSeq + 1 && report.corruptions.length === 0) {
+        report.corruptions.push({ segment: prev.baseSeq, position: prev.size, seq: prev.lastSeq + 1, reason: `segment ${seg.baseSeq} does not follow seq ${prev.lastSeq}` });
+      }
+      this.segments.push(seg);
+    }
+    report.segments = this.segments.length;
+    const a = this.active;
+    this.headSeq = a.lastSeq;
+    this.committedSeq = this.headSeq;
+    for (let i = this.segments.length - 1; i >= 0 && this.lastTs === 0; i--) this.lastTs = this.segments[i].lastTs;
+    return report;
+  }
+
+  /**
+   * Rebuilds a segment's index by reading every record, checking CRC and the
+   * seq chain. Stops at the first bad record and returns what it found there.
+   */
+  private scan(seg: Segment): CorruptionInfo | null {
+    const fileBytes = seg.fileBytes();
+    let pos = 0;
+    let expected = seg.baseSeq;
+    let prevTs = 0;
+    seg.truncateIndex(0);
+    seg.lastSeq = seg.baseSeq - 1;
+    seg.size = 0;
+    while (pos < fileBytes) {
+      const want = Math.min(this.scratch.length, fileBytes - pos);
+      const got = readSync(seg.fd, this.scratch, 0, want, pos);
+      let p = 0;
+      while (p < got) {
+        const chk = checkFrame(this.scratch, p, got, this.opts.frameBytesMax);
+        if (!chk.ok) {
+          if (chk.reason === "short" && pos + p + this.frameLengthAt(p, got) <= fileBytes && p > 0) break; // read on
+          if (chk.reason === "short" && p === 0 && got === this.scratch.length) {
+            this.scratch = Buffer.allocUnsafe(this.scratch.length * 2);
+            break;
+          }
+          return { segment: seg.baseSeq, position: pos + p, seq: expected, reason: chk.reason };
+        }
+        const seq = frameSeq(this.scratch, p);
+        const ts = frameTs(this.scratch, p);
+        if (seq !== expected || ts < prevTs) {
+          return { segment: seg.baseSeq, position: pos + p, seq: expected, reason: seq !== expected ? `seq ${seq} where ${expected} was due` : "ingest_ts went back" };
+        }
+        seg.noteRecord(seq, ts, pos + p, chk.frameBytes);
+        prevTs = ts;
+        expected++;
+        p += chk.frameBytes;
+      }
+      pos += p;
+      if (p === 0 && got < this.scratch.length) break;
+    }
+    return null;
+  }
+
+  private frameLengthAt(p: number, end: number): number {
+    return end - p >= 4 ? this.scratch.readUInt32LE(p) : RECORD_BYTES_MIN;
+  }
+
+  // ---- append ----------------------------------------------------------
+
+  /**
+   * Appends frames already stamped with seqs headSeq+1... `frames` holds
+   * `count` whole frames back to back. The batch lands whole in one segment
+   * or not at all: on a write error the segment is cut back and rethrown.
+   */
+  append(frames: Buffer, bytes: number, count: number, durable: boolean): void {
+    let seg = this.active;
+    if (!seg.empty && seg.size + bytes > this.opts.segmentBytesMax) seg = this.roll(durable);
+    const start = seg.size;
+    try {
+      let off = 0;
+      while (off < bytes) off += writeSync(seg.fd, frames, off, bytes - off, start + off);
+    } catch (err) {
+      try {
+        ftruncateSync(seg.fd, start);
+      } catch {
+        // The torn bytes are cut by recovery if this fails too.
+      }
+      throw err;
+    }
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      const frameBytes = frames.readUInt32LE(at);
+      seg.noteRecord(frameSeq(frames, at), frameTs(frames, at), start + at, frameBytes);
+      at += frameBytes;
+    }
+    if (at !== bytes || seg.lastSeq !== this.headSeq + count) {
+      throw new Error(`log invariant: appended ${count} frames (${at}/${bytes} bytes) ending at seq ${seg.lastSeq}, head was ${this.headSeq}`);
+    }
+    this.headSeq = seg.lastSeq;
+    this.lastTs = seg.lastTs;
+    if (!durable) this.committedSeq = this.headSeq;
+  }
+
+  /** Closes the active segment (persisting its index) and opens the next one. */
+  roll(durable: boolean): Segment {
+    const old = this.active;
+    if (durable) fdatasyncSync(old.fd);
+    old.writeIndexFiles();
+    old.closed = true;
+    // An fdatasync may still be running on this fd in the thread pool; its
+    // callback closes the file instead, so the fd number is never reused under it.
+    if (this.syncSeg !== old) old.close();
+    const next = new Segment(this.dir, old.lastSeq + 1, this.opts.indexIntervalBytes, true);
+    this.segments.push(next);
+    if (durable) this.syncDir();
+    return next;
+  }
+
+  private syncDir(): void {
+    const fd = openSync(this.dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /**
+   * Group commit: calls `done` once every record up to `seq` is on disk. One
+   * fdatasync covers every waiter that arrived before it started.
+   */
+  syncTo(seq: number, done: (err: Error | null) => void): void {
+    if (seq <= this.committedSeq) return done(null);
+    this.syncWaiters.push({ seq, done });
+    if (!this.syncing) this.startSync();
+  }
+
+  private startSync(): void {
+    this.syncing = true;
+    const target = this.headSeq;
+    const seg = (this.syncSeg = this.active);
+    fdatasync(seg.fd, (err) => {
+      this.syncing = false;
+      this.syncSeg = null;
+      if (seg.closed && this.reading !== seg) seg.close();
+      if (!err && target > this.committedSeq) this.committedSeq = target;
+      const waiting = this.syncWaiters;
+      this.syncWaiters = [];
+      for (const w of waiting) {
+        if (err) w.done(err);
+        else if (w.seq <= this.committedSeq) w.done(null);
+        else this.syncWaiters.push(w);
+      }
+      if (this.syncWaiters.length > 0) this.startSync();
+    });
+  }
+
+  // ---- read ------------------------------------------------------------
+
+  private fdFor(seg: Segment): number {
+    if (seg.fd >= 0) return seg.fd;
+    if (this.reading && this.reading !== seg && this.reading.closed) this.reading.close();
+    this.reading = seg;
+    return seg.reopen();
+  }
+
+  private segmentFor(seq: number): Segment | null {
+    let lo = 0;
+    let hi = this.segments.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.segments[mid].baseSeq <= seq) lo = mid;
+      else hi = mid - 1;
+    }
+    const s = this.segments[lo];
+    return s && seq >= s.baseSeq && seq <= s.lastSeq ? s : null;
+  }
+
+  /**
+   * Reads whole frames from `from` up to `to` (inclusive, capped at the
+   * committed seq), at most `eventsMax` frames and about `bytesMax` bytes
+   * (the first frame is always included). Every frame's CRC and seq are checked
+   * before it is handed out; the page stops at the first damaged one.
+   */
+  read(from: number, to: number, eventsMax: number, bytesMax: number, out: Buffer): FramePage {
+    const last = Math.min(to, this.committedSeq);
+    let seq = from;
+    let len = 0;
+    let count = 0;
+    let full = false;
+    let corrupt: CorruptionInfo | undefined;
+    let seg: Segment | null = null;
+    let pos = 0;
+    while (!full && !corrupt && count < eventsMax && seq <= last) {
+      if (!seg || seq > seg.lastSeq) {
+        seg = this.segmentFor(seq);
+        if (!seg) {
+          corrupt = { segment: -1, position: 0, seq, reason: "no segment holds this seq" };
+          break;
+        }
+        pos = seg.seekSeq(seq).pos;
+      }
+      // Read about what the page still needs (average frame size of this
+      // segment), not the whole buffer: a short read simply loops.
+      const avgFrameBytes = Math.ceil(seg.size / Math.max(1, seg.records));
+      const estimate = (Math.min(eventsMax - count, last - seq + 1) + 1) * avgFrameBytes + this.opts.indexIntervalBytes;
+      const want = Math.min(seg.size - pos, out.length - len, estimate);
+      if (want <= 0) break;
+      const got = readSync(this.fdFor(seg), out, len, want, pos);
+      const end = len + got;
+      let p = len;
+      let keepFrom = -1;
+      while (p < end && count < eventsMax && seq <= last) {
+        const chk = checkFrame(out, p, end, this.opts.frameBytesMax);
+        if (!chk.ok) {
+          if (chk.reason !== "short") corrupt = { segment: seg.baseSeq, position: pos + (p - len), seq, reason: chk.reason };
+          break;
+        }
+        const s = frameSeq(out, p);
+        if (keepFrom === -1 && s < seq) {
+          p += chk.frameBytes; // between the index point and the wanted seq
+          continue;
+        }
+        if (s !== seq) {
+          corrupt = { segment: seg.baseSeq, position: pos + (p - len), seq, reason: `found seq ${s}` };
+          break;
+        }
+        const kept = keepFrom === -1 ? 0 : p - keepFrom;
+        if (count > 0 && len + kept + chk.frameBytes > bytesMax) {
+          full = true;
+          break;
+        }
+        if (keepFrom === -1) keepFrom = p;
+        p += chk.frameBytes;
+        count++;
+        seq++;
+      }
+      const consumed = p - len;
+      if (keepFrom !== -1) {
+        out.copyWithin(len, keepFrom, p);
+        len += p - keepFrom;
+      }
+      if (consumed === 0) break; // the next frame does not fit in `out`
+      pos += consumed;
+    }
+    if (corrupt && count === 0) throw new CorruptRecordError(corrupt);
+    return { buf: out, bytes: len, count, next: from + count, corrupt };
+  }
+
+  /** Seq of the first record with ingest_ts >= ts (headSeq + 1 if none). */
+  seqAtTime(ts: number): number {
+    for (const seg of this.segments) {
+      if (seg.empty || seg.lastTs < ts) continue;
+      const start = seg.seekTime(ts);
+      let pos = start.pos;
+      while (pos < seg.size) {
+        const got = readSync(this.fdFor(seg), this.scratch, 0, Math.min(this.scratch.length, seg.size - pos), pos);
+        let p = 0;
+        while (p + RECORD_HEADER_BYTES <= got) {
+          const frameBytes = this.scratch.readUInt32LE(p);
+          if (frameBytes < RECORD_BYTES_MIN) return seg.lastSeq + 1;
+          if (frameTs(this.scratch, p) >= ts) return frameSeq(this.scratch, p);
+          if (p + frameBytes > got) break;
+          p += frameBytes;
+        }
+        if (p === 0) break;
+        pos += p;
+      }
+    }
+    return this.headSeq + 1;
+  }
+
+  /** Calls `fn(buf, at)` for each record from `from` on (dedup rebuild). */
+  forEach(from: number, fn: (buf: Buffer, at: number) => void): void {
+    const page = Buffer.allocUnsafe(4 << 20);
+    let seq = Math.max(from, this.firstSeq);
+    while (seq <= this.headSeq) {
+      const r = this.read(seq, this.headSeq, 100_000, page.length - this.opts.frameBytesMax, page);
+      let at = 0;
+      for (let i = 0; i < r.count; i++) {
+        fn(r.buf, at);
+        at += r.buf.readUInt32LE(at);
+      }
+      if (r.count === 0 || r.corrupt) break;
+      seq = r.next;
+    }
+  }
+
+  // ---- retention -------------------------------------------------------
+
+  /**
+   * Deletes whole segments that are past `retentionMs` (by their newest
+   * record) or that push the log over `retentionBytes`, oldest first. The
+   * active segment is rolled first when everything in it has expired, so an
+   * idle stream frees its disk too. Returns the number of segments removed.
+   */
+  applyRetention(nowMs: number, retentionMs: number, retentionBytes: number | null, durable: boolean): number {
+    const cutoff = nowMs - retentionMs;
+    let removed = 0;
+    if (this.segments.length === 1 && !this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
+    while (this.segments.length > 1 && (this.segments[0].empty || this.segments[0].lastTs < cutoff)) {
+      this.segments.shift()!.remove();
+      removed++;
+    }
+    if (retentionBytes !== null) {
+      let total = this.bytes;
+      while (this.segments.length > 1 && total > retentionBytes) {
+        const s = this.segments.shift()!;
+        total -= s.size;
+        s.remove();
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  close(): void {
+    for (const s of this.segments) s.close();
+  }
+
+  /** Flushes the active segment and persists nothing else (index is rebuilt). */
+  flush(): void {
+    fdatasyncSync(this.active.fd);
+  }
+
+  remove(): void {
+    for (const s of this.segments) s.remove();
+    this.segments = [];
+  }
+}

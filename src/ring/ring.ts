@@ -1,0 +1,172 @@
+// Single-producer single-consumer message ring over a SharedArrayBuffer: the
+// only data path between the front (main thread) and a shard worker.
+//
+// Layout: a 128-byte control block (write position and read position on
+// separate cache lines), then `capacity` data bytes. A message is an 8-byte
+// header (u32 payload bytes, i32 kind) and its payload, padded to 8 bytes.
+// Positions run over [0, 2 * capacity) so that "full" and "empty" differ
+// without a separate counter; a message never straddles the end of the data
+// area: when it does not fit, the producer writes a PAD message to the end
+// and starts again at 0. Hence the largest message is capacity / 2.
+//
+// Memory ordering: payload bytes are plain writes published by the
+// Atomics.store of the write position (and freed by the store of the read
+// position), which orders them for the other thread.
+
+const CONTROL_BYTES = 128;
+const WRITE = 0; // Int32 index of the write position
+const READ = 16; // Int32 index of the read position, 64 bytes away
+const HEADER_BYTES = 8;
+const KIND_PAD = -1;
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+export interface RingMessage {
+  kind: number;
+  /** Offset of the payload in `ring.data`. */
+  offset: number;
+  length: number;
+}
+
+export class Ring {
+  readonly capacity: number;
+  readonly data: Uint8Array;
+  private readonly view: DataView;
+  private readonly control: Int32Array;
+  private readonly span: number;
+  // Each side keeps its own position locally; only it ever writes it.
+  private writePos: number;
+  private readPos: number;
+  private reserved = -1;
+  /** Read position seen by the last reserve(): waitWritable() waits for it to move. */
+  private readSeen = 0;
+  private current = 0;
+
+  /** Allocates the shared memory for a ring with `capacityBytes` of data. */
+  static allocate(capacityBytes: number): SharedArrayBuffer {
+    const capacity = capacityBytes & ~7;
+    if (capacity < 64 || capacity > 1 << 30) throw new RangeError(`ring capacity ${capacityBytes} out of range`);
+    return new SharedArrayBuffer(CONTROL_BYTES + capacity);
+  }
+
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.capacity = buffer.byteLength - CONTROL_BYTES;
+    this.span = 2 * this.capacity;
+    this.control = new Int32Array(buffer, 0, CONTROL_BYTES / 4);
+    this.data = new Uint8Array(buffer, CONTROL_BYTES, this.capacity);
+    this.view = new DataView(buffer, CONTROL_BYTES, this.capacity);
+    this.writePos = Atomics.load(this.control, WRITE);
+    this.readPos = Atomics.load(this.control, READ);
+  }
+
+  /** Largest payload a single message may carry. */
+  get messageBytesMax(): number {
+    return ((this.capacity / 2) & ~7) - HEADER_BYTES;
+  }
+
+  /** Bytes currently in use (messages written and not yet released). */
+  usedBytes(): number {
+    return (Atomics.load(this.control, WRITE) - Atomics.load(this.control, READ) + this.span) % this.span;
+  }
+
+  // ---- producer side -------------------------------------------------
+
+  /**
+   * Reserves room for a payload of `payloadBytes` and returns the offset in
+   * `data` to write it at, or -1 when the ring is too full right now. Follow
+   * with commit(); at most one reservation is open at a time.
+   */
+  reserve(payloadBytes: number): number {
+    if (this.reserved !== -1) throw new Error("ring: reserve() while a reservation is open");
+    const need = align8(HEADER_BYTES + payloadBytes);
+    if (payloadBytes < 0 || need > this.capacity / 2) {
+      throw new RangeError(`ring: message of ${payloadBytes} bytes exceeds ${this.messageBytesMax}`);
+    }
+    this.readSeen = Atomics.load(this.control, READ);
+    const free = this.capacity - (this.writePos - this.readSeen + this.span) % this.span;
+    const at = this.writePos % this.capacity;
+    const toEnd = this.capacity - at;
+    if (toEnd >= need) {
+      if (free < need) return -1;
+      this.reserved = at;
+      return at + HEADER_BYTES;
+    }
+    if (free < toEnd + need) return -1;
+    // Pad to the end; the pad is published together with the message.
+    this.view.setUint32(at, toEnd - HEADER_BYTES, true);
+    this.view.setInt32(at + 4, KIND_PAD, true);
+    this.writePos = (this.writePos + toEnd) % this.span;
+    this.reserved = 0;
+    return HEADER_BYTES;
+  }
+
+  /** Publishes the reserved message. */
+  commit(kind: number, payloadBytes: number): void {
+    const at = this.reserved;
+    if (at === -1) throw new Error("ring: commit() without reserve()");
+    if (kind === KIND_PAD) throw new RangeError("ring: kind -1 is reserved");
+    this.view.setUint32(at, payloadBytes, true);
+    this.view.setInt32(at + 4, kind, true);
+    this.reserved = -1;
+    this.writePos = (this.writePos + align8(HEADER_BYTES + payloadBytes)) % this.span;
+    Atomics.store(this.control, WRITE, this.writePos);
+    Atomics.notify(this.control, WRITE);
+  }
+
+  /** Copies `payload` in as one message; false when the ring is too full. */
+  tryWrite(kind: number, payload: Uint8Array): boolean {
+    const at = this.reserve(payload.byteLength);
+    if (at === -1) return false;
+    this.data.set(payload, at);
+    this.commit(kind, payload.byteLength);
+    return true;
+  }
+
+  /**
+   * Resolves once the consumer has released something since the last
+   * reserve() (at once if it already has). Note: in Node 20 a pending
+   * waitAsync does not keep a thread alive; the owner must (a timer, a socket).
+   */
+  async waitWritable(timeoutMs?: number): Promise<void> {
+    const r = Atomics.waitAsync(this.control, READ, this.readSeen, timeoutMs);
+    if (r.async) await r.value;
+  }
+
+  // ---- consumer side -------------------------------------------------
+
+  /**
+   * The oldest unreleased message, or null when the ring is empty. The payload
+   * stays valid until release(); read() again without release() returns the
+   * same message.
+   */
+  read(): RingMessage | null {
+    const write = Atomics.load(this.control, WRITE);
+    while (this.readPos !== write) {
+      const at = this.readPos % this.capacity;
+      const length = this.view.getUint32(at, true);
+      const kind = this.view.getInt32(at + 4, true);
+      if (kind === KIND_PAD) {
+        this.readPos = (this.readPos + this.capacity - at) % this.span;
+        continue;
+      }
+      this.current = align8(HEADER_BYTES + length);
+      return { kind, offset: at + HEADER_BYTES, length };
+    }
+    return null;
+  }
+
+  /** Frees the message returned by the last read(). */
+  release(): void {
+    if (this.current === 0) throw new Error("ring: release() without read()");
+    this.readPos = (this.readPos + this.current) % this.span;
+    this.current = 0;
+    Atomics.store(this.control, READ, this.readPos);
+    Atomics.notify(this.control, READ);
+  }
+
+  /** Resolves once a message may be available (immediately if one is). */
+  async waitReadable(timeoutMs?: number): Promise<void> {
+    const r = Atomics.waitAsync(this.control, WRITE, this.readPos, timeoutMs);
+    if (r.async) await r.value;
+  }
+}

@@ -1,0 +1,58 @@
+// The idempotency window of one stream: idempotency_key -> seq for keys
+// appended within dedup_window_ms, at most dedup_keys_max keys (oldest go
+// first when full). Rebuilt from the log on start, so it survives restarts.
+
+export class DedupWindow {
+  private readonly seqByKey = new Map<string, number>();
+  // Insertion order (ingest_ts never decreases), for expiry from the front.
+  private keys: string[] = [];
+  private seqs: number[] = [];
+  private tss: number[] = [];
+  private head = 0;
+
+  constructor(
+    private windowMs: number,
+    private readonly keysMax: number,
+  ) {}
+
+  get size(): number {
+    return this.seqByKey.size;
+  }
+
+  setWindow(windowMs: number): void {
+    this.windowMs = windowMs;
+  }
+
+  /** The seq an unexpired key was appended at, or undefined. */
+  get(key: string): number | undefined {
+    return this.seqByKey.get(key);
+  }
+
+  add(key: string, seq: number, ts: number): void {
+    if (this.windowMs === 0) return;
+    this.seqByKey.set(key, seq);
+    this.keys.push(key);
+    this.seqs.push(seq);
+    this.tss.push(ts);
+    while (this.seqByKey.size > this.keysMax) this.dropOldest();
+  }
+
+  /** Forgets keys older than the window. */
+  expire(nowMs: number): void {
+    const cutoff = nowMs - this.windowMs;
+    while (this.head < this.keys.length && this.tss[this.head] < cutoff) this.dropOldest();
+  }
+
+  private dropOldest(): void {
+    const key = this.keys[this.head];
+    // A key appended again later keeps its newer entry.
+    if (this.seqByKey.get(key) === this.seqs[this.head]) this.seqByKey.delete(key);
+    this.head++;
+    if (this.head > 1024 && this.head * 2 > this.keys.length) {
+      this.keys = this.keys.slice(this.head);
+      this.seqs = this.seqs.slice(this.head);
+      this.tss = this.tss.slice(this.head);
+      this.head = 0;
+    }
+  }
+}

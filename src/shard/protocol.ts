@@ -1,0 +1,132 @@
+// Everything that crosses between the front and a shard worker, typed in one
+// place. Requests and responses travel through the two SharedArrayBuffer
+// rings; postMessage carries only start-up, readiness and shutdown.
+import type { Config } from "../config.js";
+import type { Ring, RingMessage } from "../ring/ring.js";
+import type { RecoveryReport } from "../log/log.js";
+
+export const enum Op {
+  Publish = 1,
+  Replay = 2,
+  PutStream = 3,
+  GetStream = 4,
+  DeleteStream = 5,
+  ListStreams = 6,
+}
+
+export const enum ContentType {
+  Json = 0,
+  FlatBuffers = 1,
+  None = 2,
+}
+
+/** Small per-request facts; the body (publish batch, PUT config) rides after. */
+export interface RequestMeta {
+  stream?: string;
+  /** Content type of the body, for publish and PUT. */
+  ct?: ContentType;
+  /** Wanted response format, for replay. */
+  accept?: ContentType;
+  /** Raw query string, for replay. */
+  query?: string;
+}
+
+export interface WorkerInit {
+  shard: number;
+  shards: number;
+  config: Config;
+  inRing: SharedArrayBuffer;
+  outRing: SharedArrayBuffer;
+}
+
+export type WorkerEvent =
+  | { type: "ready"; streams: number; recovery: Array<{ stream: string; report: RecoveryReport }> }
+  | { type: "closed" }
+  | { type: "fatal"; message: string };
+
+export type FrontCommand = { type: "shutdown" };
+
+const REQUEST_HEADER_BYTES = 8;
+const RESPONSE_HEADER_BYTES = 8;
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+
+/** Bytes a request takes in the ring, to check against messageBytesMax. */
+export const requestBytes = (metaBytes: number, bodyBytes: number) => REQUEST_HEADER_BYTES + metaBytes + bodyBytes;
+
+/** Writes one request; false when the ring is too full (caller answers 429). */
+export function writeRequest(ring: Ring, op: Op, reqId: number, meta: RequestMeta, body: Uint8Array | null): boolean {
+  const metaBytes = textEncoder.encode(JSON.stringify(meta));
+  const total = requestBytes(metaBytes.byteLength, body ? body.byteLength : 0);
+  const at = ring.reserve(total);
+  if (at === -1) return false;
+  const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, REQUEST_HEADER_BYTES);
+  dv.setUint32(0, reqId, true);
+  dv.setUint32(4, metaBytes.byteLength, true);
+  ring.data.set(metaBytes, at + REQUEST_HEADER_BYTES);
+  if (body) ring.data.set(body, at + REQUEST_HEADER_BYTES + metaBytes.byteLength);
+  ring.commit(op, total);
+  return true;
+}
+
+export interface Request {
+  op: Op;
+  reqId: number;
+  meta: RequestMeta;
+  /** A view into the ring: valid until the message is released. */
+  body: Buffer;
+}
+
+export function readRequest(ring: Ring, msg: RingMessage): Request {
+  const d = ring.data;
+  const base = d.byteOffset + msg.offset;
+  const dv = new DataView(d.buffer, base, REQUEST_HEADER_BYTES);
+  const reqId = dv.getUint32(0, true);
+  const metaBytes = dv.getUint32(4, true);
+  const meta = JSON.parse(textDecoder.decode(d.subarray(msg.offset + REQUEST_HEADER_BYTES, msg.offset + REQUEST_HEADER_BYTES + metaBytes)));
+  const bodyAt = base + REQUEST_HEADER_BYTES + metaBytes;
+  return { op: msg.kind as Op, reqId, meta, body: Buffer.from(d.buffer, bodyAt, msg.length - REQUEST_HEADER_BYTES - metaBytes) };
+}
+
+/** Writes one response (kind = HTTP status); false when the ring is full. */
+export function writeResponse(ring: Ring, reqId: number, status: number, ct: ContentType, body: Uint8Array | string | null): boolean {
+  const bytes = typeof body === "string" ? textEncoder.encode(body) : body;
+  const total = RESPONSE_HEADER_BYTES + (bytes ? bytes.byteLength : 0);
+  const at = ring.reserve(total);
+  if (at === -1) return false;
+  const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, RESPONSE_HEADER_BYTES);
+  dv.setUint32(0, reqId, true);
+  dv.setUint32(4, ct, true);
+  if (bytes) ring.data.set(bytes, at + RESPONSE_HEADER_BYTES);
+  ring.commit(status, total);
+  return true;
+}
+
+export interface Response {
+  status: number;
+  reqId: number;
+  ct: ContentType;
+  /** A view into the ring: valid until the message is released. */
+  body: Uint8Array;
+}
+
+export function readResponse(ring: Ring, msg: RingMessage): Response {
+  const d = ring.data;
+  const dv = new DataView(d.buffer, d.byteOffset + msg.offset, RESPONSE_HEADER_BYTES);
+  return {
+    status: msg.kind,
+    reqId: dv.getUint32(0, true),
+    ct: dv.getUint32(4, true) as ContentType,
+    body: d.subarray(msg.offset + RESPONSE_HEADER_BYTES, msg.offset + msg.length),
+  };
+}
+
+/** Stable stream -> shard routing (FNV-1a of the id). */
+export function shardOf(streamId: string, shards: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < streamId.length; i++) {
+    h ^= streamId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % shards;
+}

@@ -1,0 +1,168 @@
+// A stream as its owning shard worker sees it: config, log and dedup window.
+// On disk: streams/<escaped id>/stream.json plus the log's segment files.
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import * as flatbuffers from "flatbuffers";
+import { ApiError } from "../errors.js";
+import { StreamLog, type LogOptions, type RecoveryReport } from "../log/log.js";
+import { frameSeq, frameTs } from "../log/record.js";
+import { Event, recordIdempotencyKey } from "../wire/event-codec.js";
+import { DedupWindow } from "./dedup.js";
+
+export const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * Directory name for a stream id: every byte outside [a-z0-9-] becomes _XX
+ * (hex), so ids that differ only in case, or hold dots, stay distinct and
+ * safe on any filesystem.
+ */
+export function escapeStreamId(id: string): string {
+  return id.replace(/[^a-z0-9-]/g, (c) => "_" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+}
+
+export interface StreamDefaults {
+  retention_ms: number;
+  dedup_window_ms: number;
+  durability: "process" | "fsync";
+  max_event_bytes: number;
+}
+
+export const streamConfigPatch = z
+  .object({
+    retention_ms: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+    retention_bytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).nullable(),
+    max_event_bytes: z.number().int().min(1),
+    dedup_window_ms: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    durability: z.enum(["process", "fsync"]),
+    producer_ordering: z.boolean(),
+  })
+  .partial()
+  .strict();
+
+export type StreamConfig = Required<z.infer<typeof streamConfigPatch>>;
+
+/** Validates a PUT body against the contract and the server's own limits. */
+export function parseStreamConfigPatch(body: unknown, eventBytesMax: number): Partial<StreamConfig> {
+  const r = streamConfigPatch.safeParse(body ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const where = i.path.length ? `"${i.path.join(".")}"` : "body";
+    const msg = i.code === "unrecognized_keys" ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(", ")}` : `${where}: ${i.message}`;
+    throw new ApiError(400, "invalid_config", msg);
+  }
+  if (r.data.max_event_bytes !== undefined && r.data.max_event_bytes > eventBytesMax) {
+    throw new ApiError(400, "invalid_config", `"max_event_bytes" must not exceed the server's event_bytes_max (${eventBytesMax})`);
+  }
+  return r.data;
+}
+
+interface StreamMeta {
+  id: string;
+  created_at: number;
+  config: StreamConfig;
+}
+
+export class Stream {
+  readonly log: StreamLog;
+  readonly dedup: DedupWindow;
+  recovery: RecoveryReport | null = null;
+
+  private constructor(
+    readonly id: string,
+    readonly dir: string,
+    readonly createdAt: number,
+    public config: StreamConfig,
+    logOpts: LogOptions,
+    dedupKeysMax: number,
+  ) {
+    this.log = new StreamLog(join(dir, "log"), logOpts);
+    this.dedup = new DedupWindow(config.dedup_window_ms, dedupKeysMax);
+  }
+
+  /** The stream's JSON literal, for rendering events without re-escaping it. */
+  readonly idJson = () => JSON.stringify(this.id);
+
+  static create(root: string, id: string, config: StreamConfig, logOpts: LogOptions, dedupKeysMax: number): Stream {
+    const dir = join(root, escapeStreamId(id));
+    mkdirSync(dir, { recursive: true });
+    const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax);
+    s.saveMeta();
+    s.recovery = s.log.open();
+    return s;
+  }
+
+  /** Opens an existing stream directory: recovery, then the dedup rebuild. */
+  static open(dir: string, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): Stream {
+    const meta = JSON.parse(readFileSync(join(dir, "stream.json"), "utf8")) as StreamMeta;
+    const config = { ...fullConfig({}, defaults), ...meta.config };
+    const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
+    s.recovery = s.log.open();
+    s.rebuildDedup();
+    return s;
+  }
+
+  /** Reads the log's last dedup_window_ms of records back into the window. */
+  private rebuildDedup(): void {
+    if (this.config.dedup_window_ms === 0 || this.log.headSeq === 0) return;
+    const now = Date.now();
+    const from = this.log.seqAtTime(now - this.config.dedup_window_ms);
+    const ev = new Event();
+    let bb = new flatbuffers.ByteBuffer(new Uint8Array(0));
+    this.log.forEach(from, (buf, at) => {
+      if (bb.bytes() !== buf) bb = new flatbuffers.ByteBuffer(buf);
+      const key = recordIdempotencyKey(buf, at, ev, bb);
+      if (key !== null) this.dedup.add(key, frameSeq(buf, at), frameTs(buf, at));
+    });
+    this.dedup.expire(now);
+  }
+
+  saveMeta(): void {
+    const meta: StreamMeta = { id: this.id, created_at: this.createdAt, config: this.config };
+    const path = join(this.dir, "stream.json");
+    writeFileSync(path + ".tmp", JSON.stringify(meta));
+    renameSync(path + ".tmp", path);
+  }
+
+  update(patch: Partial<StreamConfig>): void {
+    this.config = { ...this.config, ...patch };
+    this.dedup.setWindow(this.config.dedup_window_ms);
+    this.saveMeta();
+  }
+
+  info(): Record<string, unknown> {
+    const log = this.log;
+    return {
+      id: this.id,
+      head_seq: log.headSeq,
+      first_seq: log.firstSeq,
+      events: log.headSeq - log.firstSeq + 1,
+      bytes: log.bytes,
+      created_at: this.createdAt,
+      ...this.config,
+      segments: log.segments.length,
+      ...(this.recovery && this.recovery.corruptions.length > 0 ? { corruptions: this.recovery.corruptions } : {}),
+    };
+  }
+
+  close(): void {
+    this.log.close();
+  }
+
+  remove(): void {
+    this.log.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function fullConfig(patch: Partial<StreamConfig>, d: StreamDefaults): StreamConfig {
+  return {
+    retention_ms: d.retention_ms,
+    retention_bytes: null,
+    max_event_bytes: d.max_event_bytes,
+    dedup_window_ms: d.dedup_window_ms,
+    durability: d.durability,
+    producer_ordering: false,
+    ...patch,
+  };
+}

@@ -1,0 +1,381 @@
+// A shard worker: owns the streams that hash to it (sequencer, dedup window,
+// log, retention) and serves every request for them that the front passes
+// through its in-ring, answering through its out-ring.
+import { parentPort, workerData } from "node:worker_threads";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { setImmediate as yieldToLoop } from "node:timers/promises";
+import * as flatbuffers from "flatbuffers";
+import { Ring } from "../ring/ring.js";
+import { ApiError, asApiError } from "../errors.js";
+import type { Config } from "../config.js";
+import { CorruptRecordError, type LogOptions } from "../log/log.js";
+import { frameBytesFor, writeFrameHeader, sealFrame, RECORD_HEADER_BYTES } from "../log/record.js";
+import { ByteWriter, Event, encodeJsonEvent, parseFlatBatch, parseJsonBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
+import { EventBatch } from "../wire/generated/ticker/wire/event-batch.js";
+import { ContentType, Op, readRequest, shardOf, writeResponse, type FrontCommand, type Request, type WorkerEvent, type WorkerInit } from "./protocol.js";
+import { Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
+
+/** Requests taken from the ring before yielding to timers and fsync callbacks. */
+const REQUESTS_PER_TURN_MAX = 64;
+
+interface Reply {
+  reqId: number;
+  status: number;
+  ct: ContentType;
+  body: Uint8Array | string | null;
+}
+
+class ShardWorker {
+  private readonly streams = new Map<string, Stream>();
+  private readonly inRing: Ring;
+  private readonly outRing: Ring;
+  private readonly root: string;
+  private readonly logOpts: LogOptions;
+  private readonly defaults: StreamDefaults;
+  private readonly limits: EventLimits;
+  /** Replies the out-ring could not take yet; no request is read while any wait. */
+  private outbox: Reply[] = [];
+  private stopping = false;
+  // Reused per request: the staging area for frames and the page buffers.
+  private staging = Buffer.allocUnsafe(1 << 20);
+  private readonly pageBuf: Buffer;
+  private readonly jsonPage = new ByteWriter(1 << 20);
+  private readonly builder = new flatbuffers.Builder(1024);
+  private readonly pageBuilder = new flatbuffers.Builder(1 << 20);
+
+  constructor(private readonly init: WorkerInit) {
+    const c = init.config;
+    this.inRing = new Ring(init.inRing);
+    this.outRing = new Ring(init.outRing);
+    this.root = join(c.data_dir, "streams");
+    this.logOpts = {
+      segmentBytesMax: c.segment_bytes_max,
+      indexIntervalBytes: c.index_interval_bytes,
+      frameBytesMax: frameBytesFor(c.event_bytes_max + 4 * c.event_field_bytes_max + 256),
+    };
+    this.defaults = {
+      retention_ms: c.default_retention_ms,
+      dedup_window_ms: c.default_dedup_window_ms,
+      durability: c.default_durability,
+      max_event_bytes: c.event_bytes_max,
+    };
+    this.limits = { eventBytesMax: c.event_bytes_max, fieldBytesMax: c.event_field_bytes_max };
+    this.pageBuf = Buffer.allocUnsafe(c.replay_page_bytes_max + this.logOpts.frameBytesMax);
+  }
+
+  private get config(): Config {
+    return this.init.config;
+  }
+
+  /** Opens every stream this shard owns; recovery runs here, before ready. */
+  recover(): WorkerEvent {
+    mkdirSync(this.root, { recursive: true });
+    const recovery: Array<{ stream: string; report: Stream["recovery"] & object }> = [];
+    for (const name of readdirSync(this.root)) {
+      const dir = join(this.root, name);
+      if (!existsSync(join(dir, "stream.json"))) continue;
+      const s = Stream.open(dir, this.logOpts, this.config.dedup_keys_max, this.defaults);
+      if (shardOf(s.id, this.init.shards) !== this.init.shard) {
+        s.close();
+        continue;
+      }
+      this.streams.set(s.id, s);
+      const r = s.recovery!;
+      if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0) recovery.push({ stream: s.id, report: r });
+    }
+    return { type: "ready", streams: this.streams.size, recovery };
+  }
+
+  async run(): Promise<void> {
+    const retention = setInterval(() => this.applyRetention(), this.config.retention_check_interval_ms);
+    while (!this.stopping) {
+      let taken = 0;
+      while (taken < REQUESTS_PER_TURN_MAX && this.outbox.length === 0) {
+        const msg = this.inRing.read();
+        if (!msg) break;
+        const req = readRequest(this.inRing, msg);
+        try {
+          this.handle(req);
+        } catch (err) {
+          const e = asApiError(err);
+          if (e.status === 500) console.error(`shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
+          this.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+        }
+        this.inRing.release();
+        taken++;
+      }
+      if (this.outbox.length > 0) await this.drainOutbox();
+      else if (taken === 0) await this.inRing.waitReadable(1000);
+      else if (taken === REQUESTS_PER_TURN_MAX) await yieldToLoop();
+    }
+    clearInterval(retention);
+  }
+
+  stop(): void {
+    this.stopping = true;
+    for (const s of this.streams.values()) {
+      try {
+        s.log.flush();
+      } finally {
+        s.close();
+      }
+    }
+  }
+
+  private reply(r: Reply): void {
+    if (this.outbox.length === 0 && writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) return;
+    this.outbox.push(r);
+  }
+
+  private async drainOutbox(): Promise<void> {
+    while (this.outbox.length > 0) {
+      const r = this.outbox[0];
+      if (writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) this.outbox.shift();
+      else await this.outRing.waitWritable(1000);
+    }
+  }
+
+  private json(reqId: number, status: number, value: unknown): void {
+    this.reply({ reqId, status, ct: ContentType.Json, body: JSON.stringify(value) });
+  }
+
+  private handle(req: Request): void {
+    switch (req.op) {
+      case Op.Publish:
+        return this.publish(req);
+      case Op.Replay:
+        return this.replay(req);
+      case Op.PutStream:
+        return this.putStream(req);
+      case Op.GetStream:
+        return this.json(req.reqId, 200, this.existing(req.meta.stream!).info());
+      case Op.DeleteStream: {
+        const s = this.existing(req.meta.stream!);
+        this.streams.delete(s.id);
+        s.remove();
+        return this.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
+      }
+      case Op.ListStreams:
+        return this.json(req.reqId, 200, { streams: [...this.streams.values()].map((s) => s.info()) });
+      default:
+        throw new ApiError(500, "internal", `unknown op ${req.op}`);
+    }
+  }
+
+  private existing(id: string): Stream {
+    const s = this.streams.get(id);
+    if (!s) throw new ApiError(404, "stream_not_found", `stream "${id}" does not exist`, { stream: id });
+    return s;
+  }
+
+  private createStream(id: string, patch: Parameters<typeof fullConfig>[0]): Stream {
+    const s = Stream.create(this.root, id, fullConfig(patch, this.defaults), this.logOpts, this.config.dedup_keys_max);
+    this.streams.set(id, s);
+    return s;
+  }
+
+  private putStream(req: Request): void {
+    let body: unknown = undefined;
+    if (req.body.byteLength > 0) {
+      try {
+        body = JSON.parse(req.body.toString("utf8"));
+      } catch (err) {
+        throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
+      }
+    }
+    const patch = parseStreamConfigPatch(body, this.config.event_bytes_max);
+    const id = req.meta.stream!;
+    const existing = this.streams.get(id);
+    if (existing) {
+      existing.update(patch);
+      return this.json(req.reqId, 200, existing.info());
+    }
+    return this.json(req.reqId, 201, this.createStream(id, patch).info());
+  }
+
+  // ---- publish ---------------------------------------------------------
+
+  private publish(req: Request): void {
+    const id = req.meta.stream!;
+    let stream = this.streams.get(id);
+    if (!stream && !this.config.auto_create_streams) this.existing(id);
+    const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
+    // Validate and encode the whole batch before anything is appended.
+    let incoming: IncomingEvent[] | unknown[];
+    const isJson = req.meta.ct !== ContentType.FlatBuffers;
+    if (isJson) incoming = parseJsonBatch(req.body.toString("utf8"), this.config.publish_events_max);
+    else incoming = parseFlatBatch(req.body, this.config.publish_events_max, limits);
+    if (!stream) stream = this.createStream(id, {});
+    const log = stream.log;
+    const ts = Math.max(Date.now(), log.lastTs);
+    let seq = log.headSeq + 1;
+    const first = seq;
+    let bytes = 0;
+    let count = 0;
+    const duplicates: Array<{ index: number; seq: number }> = [];
+    const batchKeys = new Map<string, number>();
+    for (let i = 0; i < incoming.length; i++) {
+      const ev = isJson ? encodeJsonEvent(incoming[i], i, limits, this.builder) : (incoming[i] as IncomingEvent);
+      const key = ev.idempotencyKey;
+      if (key !== null) {
+        const dup = stream.dedup.get(key) ?? batchKeys.get(key);
+        if (dup !== undefined) {
+          duplicates.push({ index: i, seq: dup });
+          continue;
+        }
+        batchKeys.set(key, seq);
+      }
+      const frameBytes = frameBytesFor(ev.body.byteLength);
+      if (bytes + frameBytes > this.staging.length) this.growStaging(bytes + frameBytes);
+      writeFrameHeader(this.staging, bytes, frameBytes, ev.body.byteLength, seq, ts);
+      this.staging.set(ev.body, bytes + RECORD_HEADER_BYTES);
+      sealFrame(this.staging, bytes, frameBytes);
+      bytes += frameBytes;
+      count++;
+      seq++;
+    }
+    const durable = stream.config.durability === "fsync";
+    if (count > 0) log.append(this.staging, bytes, count, durable);
+    for (const [key, s] of batchKeys) stream.dedup.add(key, s, ts);
+    const body = JSON.stringify({
+      stream: id,
+      first_seq: count > 0 ? first : log.headSeq + 1,
+      last_seq: count > 0 ? first + count - 1 : log.headSeq,
+      count,
+      duplicates,
+    });
+    const reqId = req.reqId;
+    if (!durable) return this.json200(reqId, body);
+    // Duplicates may point at records still waiting for their sync too.
+    log.syncTo(log.headSeq, (err) => {
+      if (err) {
+        const e = asApiError(err);
+        this.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+      } else this.json200(reqId, body);
+    });
+  }
+
+  private json200(reqId: number, body: string): void {
+    this.reply({ reqId, status: 200, ct: ContentType.Json, body });
+  }
+
+  private growStaging(bytes: number): void {
+    const next = Buffer.allocUnsafe(Math.max(bytes, this.staging.length * 2));
+    this.staging.copy(next);
+    this.staging = next;
+  }
+
+  // ---- replay ----------------------------------------------------------
+
+  private replay(req: Request): void {
+    const stream = this.existing(req.meta.stream!);
+    const log = stream.log;
+    const q = new URLSearchParams(req.meta.query ?? "");
+    for (const k of q.keys()) {
+      if (k !== "from" && k !== "to" && k !== "limit" && k !== "from_time") {
+        throw new ApiError(400, "invalid_parameter", `unknown query parameter "${k}"`);
+      }
+    }
+    const fromParam = q.get("from");
+    const fromTime = q.get("from_time");
+    if (fromParam !== null && fromTime !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
+    let from: number;
+    if (fromTime !== null) from = Math.max(log.seqAtTime(uintParam("from_time", fromTime, 0)), log.firstSeq);
+    else if (fromParam === null || fromParam === "earliest") from = log.firstSeq;
+    else if (fromParam === "latest") from = log.headSeq + 1;
+    else from = uintParam("from", fromParam, 1);
+    const to = q.get("to") === null ? Number.MAX_SAFE_INTEGER : uintParam("to", q.get("to")!, 1);
+    if (to < from && fromParam !== "latest") throw new ApiError(400, "invalid_parameter", `"to" (${to}) is below "from" (${from})`);
+    const limitMax = this.config.replay_page_events_max;
+    const limit = q.get("limit") === null ? this.config.replay_page_events_default : uintParam("limit", q.get("limit")!, 1);
+    if (limit > limitMax) {
+      throw new ApiError(400, "invalid_parameter", `"limit" ${limit} exceeds replay_page_events_max (${limitMax})`, { replay_page_events_max: limitMax });
+    }
+    if (from < log.firstSeq) {
+      throw new ApiError(410, "expired", `seq ${from} has expired; the oldest retained seq is ${log.firstSeq}`, { first_seq: log.firstSeq });
+    }
+    let page;
+    try {
+      page = log.read(from, to, limit, this.config.replay_page_bytes_max, this.pageBuf);
+    } catch (err) {
+      if (err instanceof CorruptRecordError) {
+        throw new ApiError(500, "corrupt_record", err.message, { seq: err.info.seq, segment: err.info.segment });
+      }
+      throw err;
+    }
+    if (page.corrupt) console.error(`stream ${stream.id}: replay stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
+    if (req.meta.accept === ContentType.FlatBuffers) {
+      const b = this.pageBuilder;
+      b.clear();
+      const streamOff = b.createString(stream.id);
+      const recordsOff = b.createByteVector(page.buf.subarray(0, page.bytes));
+      EventBatch.startEventBatch(b);
+      EventBatch.addStream(b, streamOff);
+      EventBatch.addFirstSeq(b, BigInt(log.firstSeq));
+      EventBatch.addHeadSeq(b, BigInt(log.committedSeq));
+      EventBatch.addNext(b, BigInt(page.next));
+      EventBatch.addCount(b, page.count);
+      EventBatch.addRecords(b, recordsOff);
+      b.finish(EventBatch.endEventBatch(b));
+      return this.reply({ reqId: req.reqId, status: 200, ct: ContentType.FlatBuffers, body: b.asUint8Array() });
+    }
+    const w = this.jsonPage;
+    w.reset();
+    w.ascii(`{"events":[`);
+    const bb = new flatbuffers.ByteBuffer(page.buf);
+    const ev = new Event();
+    const streamJson = stream.idJson();
+    const bytesMax = this.config.replay_page_bytes_max;
+    let at = 0;
+    let rendered = 0;
+    while (rendered < page.count && (rendered === 0 || w.length < bytesMax)) {
+      if (rendered > 0) w.ascii(",");
+      renderJsonEvent(w, page.buf, at, streamJson, bb, ev);
+      at += page.buf.readUInt32LE(at);
+      rendered++;
+    }
+    w.ascii(`],"next":${from + rendered},"head_seq":${log.committedSeq},"first_seq":${log.firstSeq}}`);
+    this.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: w.view() });
+  }
+
+  // ---- retention -------------------------------------------------------
+
+  private applyRetention(): void {
+    const now = Date.now();
+    for (const s of this.streams.values()) {
+      try {
+        s.log.applyRetention(now, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync");
+        s.dedup.expire(now);
+      } catch (err) {
+        console.error(`stream ${s.id}: retention failed: ${(err as Error).message}`);
+      }
+    }
+  }
+}
+
+function uintParam(name: string, v: string, min: number): number {
+  if (!/^\d{1,16}$/.test(v)) throw new ApiError(400, "invalid_parameter", `"${name}" must be an integer, got "${v.slice(0, 40)}"`);
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min) throw new ApiError(400, "invalid_parameter", `"${name}" must be an integer >= ${min}`);
+  return n;
+}
+
+const port = parentPort!;
+const worker = new ShardWorker(workerData as WorkerInit);
+try {
+  port.postMessage(worker.recover());
+} catch (err) {
+  port.postMessage({ type: "fatal", message: (err as Error).stack ?? String(err) } satisfies WorkerEvent);
+  process.exit(1);
+}
+port.on("message", (cmd: FrontCommand) => {
+  if (cmd.type === "shutdown") {
+    worker.stop();
+    port.postMessage({ type: "closed" } satisfies WorkerEvent);
+    port.close();
+  }
+});
+worker.run().catch((err) => {
+  port.postMessage({ type: "fatal", message: (err as Error).stack ?? String(err) } satisfies WorkerEvent);
+});
