@@ -415,7 +415,7 @@ export class StreamLog {
   applyRetention(nowMs: number, retentionMs: number, retentionBytes: number | null, durable: boolean): number {
     const cutoff = nowMs - retentionMs;
     let removed = 0;
-    if (this.segments.length === 1 && !this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
+    if (!this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
     while (this.segments.length > 1 && (this.segments[0].empty || this.segments[0].lastTs < cutoff)) {
       this.segments.shift()!.remove();
       removed++;

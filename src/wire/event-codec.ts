@@ -98,6 +98,9 @@ export function encodeJsonEvent(e: unknown, index: number, limits: EventLimits, 
   if (payload && payload.byteLength > limits.eventBytesMax) throw tooLarge(index, payload.byteLength, limits.eventBytesMax);
 
   builder.clear();
+  // producer_seq/producer_ts are optional scalars: 0 is a value, not "absent"
+  // (flatc 2.0.8 emits a default of 0 for them, which would drop it).
+  builder.forceDefaults(true);
   const typeOff = builder.createString(type);
   const keyOff = key === null ? 0 : builder.createString(key);
   const producerOff = producerId === null ? 0 : builder.createString(producerId);

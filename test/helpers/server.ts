@@ -1,0 +1,96 @@
+// Starts the real server (dist build) as a child process for integration tests.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const MAIN = fileURLToPath(new URL("../../dist/src/cli/main.js", import.meta.url));
+
+export interface TestServer {
+  url: string;
+  port: number;
+  dataDir: string;
+  proc: ChildProcess;
+  output: () => string;
+  /** SIGTERM and wait for exit; resolves with the exit code. */
+  stop: () => Promise<number | null>;
+  /** SIGKILL and wait for exit. */
+  kill9: () => Promise<void>;
+}
+
+export function tempDataDir(prefix = "ticker-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Starts `ticker serve` on a free port and resolves once it is ready. */
+export function startServer(opts: { dataDir?: string; args?: string[]; env?: Record<string, string> } = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? tempDataDir();
+  const proc = spawn(process.execPath, [MAIN, "serve", "--port", "0", "--data-dir", dataDir, ...(opts.args ?? [])], {
+    env: { ...process.env, ...opts.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let port = 0;
+  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+  return new Promise((resolveStart, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not become ready in 20 s:\n${out}`)), 20_000);
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /ticker listening on [^\s]+:(\d+)/.exec(out);
+      if (m) port = Number(m[1]);
+      if (port && out.includes("ticker ready")) {
+        clearTimeout(timer);
+        const url = `http://127.0.0.1:${port}`;
+        resolveStart({
+          url,
+          port,
+          dataDir,
+          proc,
+          output: () => out,
+          stop: async () => {
+            proc.kill("SIGTERM");
+            return exited;
+          },
+          kill9: async () => {
+            proc.kill("SIGKILL");
+            await exited;
+          },
+        });
+      }
+    };
+    proc.stdout!.on("data", onData);
+    proc.stderr!.on("data", onData);
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before ready:\n${out}`));
+    });
+  });
+}
+
+/** JSON request helper: returns status, headers and parsed body (or null). */
+export async function api(
+  url: string,
+  method: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Headers; json: any; raw: Uint8Array }> {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    if (body instanceof Uint8Array || typeof body === "string") init.body = body as BodyInit;
+    else {
+      init.body = JSON.stringify(body);
+      (init.headers as Record<string, string>)["content-type"] ??= "application/json";
+    }
+  }
+  const res = await fetch(url, init);
+  const raw = new Uint8Array(await res.arrayBuffer());
+  let json: any = null;
+  const ct = res.headers.get("content-type") ?? "";
+  if (ct.includes("json") && raw.byteLength > 0) json = JSON.parse(Buffer.from(raw).toString("utf8"));
+  return { status: res.status, headers: res.headers, json, raw };
+}

@@ -1,0 +1,167 @@
+// The engine end to end, against a real server process.
+import { describe, it, expect, afterAll, beforeAll } from "vitest";
+import { randomBytes } from "node:crypto";
+import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
+import { decodeEventBatch, decodeRecords, encodePublishBatch, type OutgoingEvent } from "../../src/wire/client.js";
+
+const FB = "application/x-flatbuffers";
+
+async function replayAllJson(url: string, stream: string, from = 1): Promise<any[]> {
+  const events: any[] = [];
+  let next = from;
+  for (;;) {
+    const r = await api(`${url}/v1/streams/${stream}/events?from=${next}&limit=10000`, "GET");
+    expect(r.status).toBe(200);
+    if (r.json.events.length === 0) return events;
+    events.push(...r.json.events);
+    next = r.json.next;
+  }
+}
+
+async function replayAllBinary(url: string, stream: string, from = 1) {
+  const events = [];
+  let next = from;
+  for (;;) {
+    const r = await api(`${url}/v1/streams/${stream}/events?from=${next}&limit=10000`, "GET", undefined, { accept: FB });
+    expect(r.status).toBe(200);
+    expect(r.headers.get("content-type")).toBe(FB);
+    const page = decodeEventBatch(r.raw);
+    if (page.count === 0) return events;
+    const decoded = decodeRecords(page.records);
+    expect(decoded.length).toBe(page.count);
+    events.push(...decoded);
+    next = page.next;
+  }
+}
+
+describe("publish and replay", () => {
+  let s: TestServer;
+  beforeAll(async () => {
+    s = await startServer();
+  });
+  afterAll(async () => {
+    expect(await s.stop()).toBe(0);
+    removeDir(s.dataDir);
+  });
+
+  it("100,000 JSON events round-trip in order with payloads intact, as JSON and as binary", async () => {
+    const total = 100_000;
+    const batch = 1000;
+    for (let b = 0; b < total / batch; b++) {
+      const events = Array.from({ length: batch }, (_, i) => {
+        const n = b * batch + i;
+        return { type: "tick", key: `k${n % 7}`, producer_id: "p", producer_seq: n, payload: { n, s: `é"\\\n${n}`, a: [n, null, true] } };
+      });
+      const r = await api(`${s.url}/v1/streams/rt-json/events`, "POST", { events });
+      expect(r.status).toBe(200);
+      expect(r.json).toEqual({ stream: "rt-json", first_seq: b * batch + 1, last_seq: (b + 1) * batch, count: batch, duplicates: [] });
+    }
+    const json = await replayAllJson(s.url, "rt-json");
+    expect(json.length).toBe(total);
+    let lastTs = 0;
+    json.forEach((e, n) => {
+      expect(e.seq).toBe(n + 1);
+      expect(e.stream).toBe("rt-json");
+      expect(e.payload).toEqual({ n, s: `é"\\\n${n}`, a: [n, null, true] });
+      expect(e.producer_seq).toBe(n);
+      expect(e.key).toBe(`k${n % 7}`);
+      expect(e.ingest_ts).toBeGreaterThanOrEqual(lastTs);
+      lastTs = e.ingest_ts;
+    });
+    const bin = await replayAllBinary(s.url, "rt-json");
+    expect(bin.length).toBe(total);
+    bin.forEach((e, n) => {
+      expect(e.seq).toBe(n + 1);
+      expect(e.payload).toEqual(json[n].payload);
+      expect(e.ingest_ts).toBe(json[n].ingest_ts);
+    });
+  });
+
+  it("100,000 FlatBuffers events round-trip with binary payloads byte for byte, as binary and as JSON", async () => {
+    const total = 100_000;
+    const batch = 1000;
+    const payloads: Buffer[] = [];
+    for (let b = 0; b < total / batch; b++) {
+      const events: OutgoingEvent[] = [];
+      for (let i = 0; i < batch; i++) {
+        const p = randomBytes(1 + ((b * batch + i) % 200));
+        payloads.push(p);
+        events.push({ type: "bin", idempotency_key: `id-${b * batch + i}`, producer_ts: 1_700_000_000_000 + i, payload_bytes: p });
+      }
+      const r = await api(`${s.url}/v1/streams/rt-bin/events`, "POST", encodePublishBatch(events), { "content-type": FB });
+      expect(r.status).toBe(200);
+      expect(r.json.first_seq).toBe(b * batch + 1);
+      expect(r.json.count).toBe(batch);
+    }
+    const bin = await replayAllBinary(s.url, "rt-bin");
+    expect(bin.length).toBe(total);
+    bin.forEach((e, n) => {
+      expect(e.seq).toBe(n + 1);
+      expect(e.idempotency_key).toBe(`id-${n}`);
+      expect(Buffer.from(e.payload_bytes!).equals(payloads[n])).toBe(true);
+    });
+    const json = await replayAllJson(s.url, "rt-bin");
+    expect(json.length).toBe(total);
+    json.forEach((e, n) => {
+      expect(e.payload_base64).toBe(payloads[n].toString("base64"));
+      expect(e.producer_ts).toBe(1_700_000_000_000 + (n % batch));
+    });
+  });
+
+  it("events of one request get consecutive seqs even with concurrent publishers", async () => {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, c) =>
+        api(`${s.url}/v1/streams/concurrent/events`, "POST", { events: Array.from({ length: 50 }, (_, i) => ({ type: "t", payload: { c, i } })) }),
+      ),
+    );
+    const ranges = results.map((r) => [r.json.first_seq, r.json.last_seq]).sort((a, b) => a[0] - b[0]);
+    ranges.forEach(([f, l], i) => {
+      expect(f).toBe(i * 50 + 1);
+      expect(l).toBe(f + 49);
+    });
+    const events = await replayAllJson(s.url, "concurrent");
+    for (const r of results) {
+      const c = events[r.json.first_seq - 1].payload.c;
+      for (let i = 0; i < 50; i++) expect(events[r.json.first_seq - 1 + i].payload).toEqual({ c, i });
+    }
+  });
+
+  it("replays by time, by range, from latest, and reports stream info", async () => {
+    const t0 = Date.now();
+    await api(`${s.url}/v1/streams/timed/events`, "POST", { events: [{ type: "a" }, { type: "b" }] });
+    await new Promise((r) => setTimeout(r, 30));
+    const t1 = Date.now();
+    await api(`${s.url}/v1/streams/timed/events`, "POST", { events: [{ type: "c" }, { type: "d" }] });
+    const byTime = await api(`${s.url}/v1/streams/timed/events?from_time=${t1}`, "GET");
+    expect(byTime.json.events.map((e: any) => e.type)).toEqual(["c", "d"]);
+    const early = await api(`${s.url}/v1/streams/timed/events?from_time=${t0 - 1000}`, "GET");
+    expect(early.json.events.length).toBe(4);
+    const range = await api(`${s.url}/v1/streams/timed/events?from=2&to=3`, "GET");
+    expect(range.json.events.map((e: any) => e.seq)).toEqual([2, 3]);
+    expect(range.json.next).toBe(4);
+    const latest = await api(`${s.url}/v1/streams/timed/events?from=latest`, "GET");
+    expect(latest.json).toEqual({ events: [], next: 5, head_seq: 4, first_seq: 1 });
+    const info = await api(`${s.url}/v1/streams/timed`, "GET");
+    expect(info.json).toMatchObject({ id: "timed", head_seq: 4, first_seq: 1, events: 4, retention_ms: 604800000, durability: "process" });
+    expect(info.json.bytes).toBeGreaterThan(0);
+    const list = await api(`${s.url}/v1/streams`, "GET");
+    expect(list.json.streams.map((x: any) => x.id)).toEqual(expect.arrayContaining(["timed", "rt-json", "rt-bin", "concurrent"]));
+  });
+
+  it("a durability fsync stream acknowledges only synced events and loses none", async () => {
+    expect((await api(`${s.url}/v1/streams/durable`, "PUT", { durability: "fsync" })).status).toBe(201);
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, c) => api(`${s.url}/v1/streams/durable/events`, "POST", { events: [{ type: "t", payload: c }, { type: "t", payload: c }] })),
+    );
+    for (const r of results) expect(r.status).toBe(200);
+    expect((await replayAllJson(s.url, "durable")).length).toBe(60);
+  });
+
+  it("deleting a stream removes it; publishing again starts at seq 1", async () => {
+    await api(`${s.url}/v1/streams/gone/events`, "POST", { events: [{ type: "a" }, { type: "b" }] });
+    expect((await api(`${s.url}/v1/streams/gone`, "DELETE")).status).toBe(204);
+    expect((await api(`${s.url}/v1/streams/gone`, "GET")).status).toBe(404);
+    const again = await api(`${s.url}/v1/streams/gone/events`, "POST", { events: [{ type: "a" }] });
+    expect(again.json.first_seq).toBe(1);
+  });
+});

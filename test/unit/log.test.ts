@@ -1,0 +1,264 @@
+import { describe, it, expect, afterEach } from "vitest";
+import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, openSync, writeSync, closeSync, readFileSync, unlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
+import { checkFrame, frameBytesFor, frameSeq, frameTs, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), "ticker-log-"));
+  dirs.push(d);
+  return d;
+}
+afterEach(() => {
+  while (dirs.length) rmSync(dirs.pop()!, { recursive: true, force: true });
+});
+
+const OPTS = { segmentBytesMax: 64 * 1024, indexIntervalBytes: 4096, frameBytesMax: 1 << 20 };
+
+/** Frames `count` records with bodies of `bodyBytes` (first byte = seq & 0xff). */
+function frames(firstSeq: number, count: number, bodyBytes: number, ts: number): { buf: Buffer; bytes: number } {
+  const fb = frameBytesFor(bodyBytes);
+  const buf = Buffer.alloc(fb * count);
+  for (let i = 0; i < count; i++) {
+    const at = i * fb;
+    writeFrameHeader(buf, at, fb, bodyBytes, firstSeq + i, ts + i);
+    buf.fill((firstSeq + i) & 0xff, at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + bodyBytes);
+    sealFrame(buf, at, fb);
+  }
+  return { buf, bytes: fb * count };
+}
+
+function appendN(log: StreamLog, n: number, bodyBytes = 100, batch = 50, ts = 1_000): void {
+  for (let done = 0; done < n; ) {
+    const c = Math.min(batch, n - done);
+    const f = frames(log.headSeq + 1, c, bodyBytes, ts + log.headSeq);
+    log.append(f.buf, f.bytes, c, false);
+    done += c;
+  }
+}
+
+function readAll(log: StreamLog, from = log.firstSeq): number[] {
+  const out = Buffer.alloc(1 << 20);
+  const seqs: number[] = [];
+  let seq = from;
+  for (;;) {
+    const page = log.read(seq, Number.MAX_SAFE_INTEGER, 1000, 256 * 1024, out);
+    if (page.count === 0) break;
+    let at = 0;
+    for (let i = 0; i < page.count; i++) {
+      seqs.push(frameSeq(page.buf, at));
+      at += page.buf.readUInt32LE(at);
+    }
+    seq = page.next;
+  }
+  return seqs;
+}
+
+const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+describe("record framing", () => {
+  it("a sealed frame checks out, and any flipped bit is caught by its CRC", () => {
+    const { buf } = frames(7, 1, 40, 123);
+    const fb = frameBytesFor(40);
+    expect(checkFrame(buf, 0, fb, 1 << 20)).toEqual({ ok: true, frameBytes: fb });
+    expect(frameSeq(buf, 0)).toBe(7);
+    expect(frameTs(buf, 0)).toBe(123);
+    for (const bit of [8 * 8, 8 * 20, 8 * (RECORD_HEADER_BYTES + 5) + 3, 8 * 4]) {
+      const copy = Buffer.from(buf);
+      copy[bit >> 3] ^= 1 << (bit & 7);
+      expect(checkFrame(copy, 0, fb, 1 << 20)).toEqual({ ok: false, reason: "crc" });
+    }
+  });
+
+  it("frames are 8-byte aligned, a cut frame is short and a silly length is rejected", () => {
+    expect(frameBytesFor(1) % 8).toBe(0);
+    expect(frameBytesFor(40)).toBe(64);
+    const { buf } = frames(1, 1, 40, 1);
+    expect(checkFrame(buf, 0, 50, 1 << 20)).toEqual({ ok: false, reason: "short" });
+    expect(checkFrame(buf, 0, 10, 1 << 20)).toEqual({ ok: false, reason: "short" });
+    const bad = Buffer.from(buf);
+    bad.writeUInt32LE(12, 0);
+    expect(checkFrame(bad, 0, 64, 1 << 20)).toEqual({ ok: false, reason: "length" });
+    bad.writeUInt32LE(1 << 24, 0);
+    expect(checkFrame(bad, 0, 64, 1 << 20)).toEqual({ ok: false, reason: "length" });
+  });
+});
+
+describe("log append, index seek and read", () => {
+  it("reads every seq back in order across many segments, from any starting seq", () => {
+    const log = new StreamLog(tempDir(), OPTS);
+    log.open();
+    appendN(log, 5000);
+    expect(log.headSeq).toBe(5000);
+    expect(log.segments.length).toBeGreaterThan(5);
+    expect(readAll(log)).toEqual(range(1, 5000));
+    for (const from of [1, 2, 57, 58, 499, 1234, 4999, 5000]) {
+      const page = log.read(from, Number.MAX_SAFE_INTEGER, 3, 1 << 20, Buffer.alloc(1 << 20));
+      expect(page.count).toBe(Math.min(3, 5001 - from));
+      expect(frameSeq(page.buf, 0)).toBe(from);
+    }
+    expect(log.read(5001, Number.MAX_SAFE_INTEGER, 10, 1 << 20, Buffer.alloc(1 << 16)).count).toBe(0);
+  });
+
+  it("honours to, the event limit and the byte limit, always sending at least one record", () => {
+    const log = new StreamLog(tempDir(), OPTS);
+    log.open();
+    appendN(log, 300, 1000);
+    const out = Buffer.alloc(1 << 20);
+    expect(log.read(10, 19, 100, 1 << 20, out).count).toBe(10);
+    expect(log.read(10, 1000, 7, 1 << 20, out).count).toBe(7);
+    const fb = frameBytesFor(1000);
+    const page = log.read(10, 1000, 100, fb * 5 + 10, out);
+    expect(page.count).toBe(5);
+    expect(page.bytes).toBe(fb * 5);
+    expect(page.next).toBe(15);
+    expect(log.read(10, 1000, 100, 10, out).count).toBe(1);
+  });
+
+  it("seeks by time to the first record at or after it", () => {
+    const log = new StreamLog(tempDir(), OPTS);
+    log.open();
+    appendN(log, 3000, 100, 50, 10_000); // record n has ts 10_000 + n - 1
+    expect(log.seqAtTime(0)).toBe(1);
+    expect(log.seqAtTime(10_000)).toBe(1);
+    expect(log.seqAtTime(10_500)).toBe(501);
+    expect(log.seqAtTime(12_999)).toBe(3000);
+    expect(log.seqAtTime(13_000)).toBe(3001);
+  });
+});
+
+describe("log recovery", () => {
+  it("restores head_seq and the index of every segment after a clean reopen", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, OPTS);
+    a.open();
+    appendN(a, 4000);
+    a.close();
+    const b = new StreamLog(dir, OPTS);
+    const report = b.open();
+    expect(report.truncatedBytes).toBe(0);
+    expect(report.rebuiltIndexes).toBe(0);
+    expect(b.headSeq).toBe(4000);
+    expect(readAll(b)).toEqual(range(1, 4000));
+    expect(b.seqAtTime(1_000 + 1999)).toBe(2000);
+  });
+
+  it("cuts a torn tail (a half-written frame, then garbage) and keeps every whole record", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, OPTS);
+    a.open();
+    appendN(a, 1000);
+    const lastPath = a.active.logPath;
+    const sizeBefore = statSync(lastPath).size;
+    a.close();
+    const torn = frames(1001, 1, 100, 5000).buf.subarray(0, 70);
+    appendFileSync(lastPath, torn);
+    appendFileSync(lastPath, Buffer.from("garbage after the tear"));
+    const b = new StreamLog(dir, OPTS);
+    const report = b.open();
+    expect(report.truncatedBytes).toBe(70 + 22);
+    expect(statSync(lastPath).size).toBe(sizeBefore);
+    expect(b.headSeq).toBe(1000);
+    expect(readAll(b)).toEqual(range(1, 1000));
+    const f = frames(1001, 5, 100, 9000);
+    b.append(f.buf, f.bytes, 5, false);
+    expect(readAll(b)).toEqual(range(1, 1005));
+  });
+
+  it("a flipped bit in the tail record cuts the log back to the record before it", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, OPTS);
+    a.open();
+    appendN(a, 100);
+    const path = a.active.logPath;
+    a.close();
+    const fd = openSync(path, "r+");
+    const size = statSync(path).size;
+    const b1 = Buffer.alloc(1);
+    const at = size - 10;
+    b1[0] = readFileSync(path)[at] ^ 0x10;
+    writeSync(fd, b1, 0, 1, at);
+    closeSync(fd);
+    const b = new StreamLog(dir, OPTS);
+    b.open();
+    expect(b.headSeq).toBe(99);
+  });
+
+  it("rebuilds a missing or damaged index of a closed segment", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, OPTS);
+    a.open();
+    appendN(a, 3000);
+    a.close();
+    const idx = readdirSync(dir).filter((f) => f.endsWith(".idx")).sort();
+    unlinkSync(join(dir, idx[0]));
+    writeFileSync(join(dir, idx[1]), Buffer.from("not an index"));
+    const b = new StreamLog(dir, OPTS);
+    const report = b.open();
+    expect(report.rebuiltIndexes).toBe(2);
+    expect(readAll(b)).toEqual(range(1, 3000));
+    expect(readdirSync(dir).filter((f) => f.endsWith(".idx")).length).toBe(idx.length);
+  });
+
+  it("a damaged record in a closed segment is reported and never served", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, OPTS);
+    a.open();
+    appendN(a, 3000);
+    const first = a.segments[0];
+    const path = first.logPath;
+    const damagedSeq = 100;
+    const fb = frameBytesFor(100);
+    a.close();
+    const fd = openSync(path, "r+");
+    writeSync(fd, Buffer.from([0xff]), 0, 1, (damagedSeq - 1) * fb + RECORD_HEADER_BYTES + 3);
+    closeSync(fd);
+    const b = new StreamLog(dir, OPTS);
+    b.open();
+    const out = Buffer.alloc(1 << 20);
+    const page = b.read(90, 200, 1000, 1 << 20, out);
+    expect(page.count).toBe(10);
+    expect(page.corrupt?.seq).toBe(damagedSeq);
+    expect(() => b.read(damagedSeq, 200, 1000, 1 << 20, out)).toThrow(CorruptRecordError);
+    // Reading past it through the index still works.
+    expect(b.read(damagedSeq + 100, damagedSeq + 100, 1, 1 << 20, out).count).toBe(1);
+  });
+});
+
+describe("log retention", () => {
+  it("deletes expired closed segments, moves first_seq and frees their disk", () => {
+    const dir = tempDir();
+    const log = new StreamLog(dir, OPTS);
+    log.open();
+    appendN(log, 3000, 100, 50, 1_000);
+    const segs = log.segments.length;
+    const bytesBefore = log.bytes;
+    // Everything older than ts 2_500 goes, segment by segment.
+    const removed = log.applyRetention(2_500 + 1_000, 1_000, null, false);
+    expect(removed).toBeGreaterThan(0);
+    expect(log.segments.length).toBe(segs - removed);
+    expect(log.firstSeq).toBeGreaterThan(1);
+    expect(log.bytes).toBeLessThan(bytesBefore);
+    expect(readAll(log)).toEqual(range(log.firstSeq, 3000));
+    // All expired: even the active segment is rolled and removed, head is kept.
+    log.applyRetention(1e12, 1_000, null, false);
+    expect(log.firstSeq).toBe(3001);
+    expect(log.headSeq).toBe(3000);
+    log.close();
+    const again = new StreamLog(dir, OPTS);
+    again.open();
+    expect(again.headSeq).toBe(3000);
+    expect(again.firstSeq).toBe(3001);
+  });
+
+  it("keeps the log under retention_bytes by dropping the oldest segments", () => {
+    const log = new StreamLog(tempDir(), OPTS);
+    log.open();
+    appendN(log, 5000);
+    log.applyRetention(0, 1e15, 200_000, false);
+    expect(log.bytes).toBeLessThanOrEqual(200_000 + OPTS.segmentBytesMax);
+    expect(readAll(log)).toEqual(range(log.firstSeq, 5000));
+  });
+});
