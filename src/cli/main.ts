@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { CONFIG_KEYS, ConfigError, loadConfig } from "../config.js";
 import { ShardPool } from "../front/shards.js";
 import { createFront } from "../front/app.js";
+import { startScrub } from "../log/scrub.js";
 
 const USAGE = `usage: ticker serve [--host 127.0.0.1] [--port 8080] [--data-dir ./data] [--config file.json] [--<key> value ...]
 
@@ -55,6 +56,16 @@ async function serve(argv: string[]): Promise<void> {
   }
   console.log(`ticker ready: ${streams} streams recovered in ${Date.now() - started} ms`);
 
+  const scrubItems = reports.flatMap((r) => r.scrub);
+  const scrubber = startScrub(scrubItems, (item, damage) => {
+    const info = { segment: item.baseSeq, ...damage };
+    console.error(`scrub: stream ${item.stream}: DAMAGED record ${damage.seq} in segment ${item.baseSeq} at byte ${damage.position} (${damage.reason}); it will not be served`);
+    pool.notify(item.stream, { type: "corruption", stream: item.stream, info });
+  });
+  void scrubber.done.then(() => {
+    if (scrubItems.length > 0) console.log(`scrub: verified ${scrubItems.length} closed segments`);
+  });
+
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -63,6 +74,7 @@ async function serve(argv: string[]): Promise<void> {
     front.stopListening();
     const deadline = Date.now() + config.shutdown_timeout_ms;
     while (pool.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await scrubber.stop();
     await pool.shutdown();
     console.log("stopped");
     process.exit(0);

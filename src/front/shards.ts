@@ -5,7 +5,7 @@ import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import type { Config } from "../config.js";
 import { Ring } from "../ring/ring.js";
-import { ContentType, Op, readResponse, requestBytes, shardOf, writeRequest, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
+import { ContentType, Op, readResponse, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
 
 export type OnResponse = (r: Response) => void;
 
@@ -128,6 +128,11 @@ export class ShardPool {
         if (!ok) return resolve(null);
       }
     });
+  }
+
+  /** Tells the shard owning `stream` about damage found outside it. */
+  notify(stream: string, cmd: FrontCommand): void {
+    this.shards[this.shardFor(stream)].worker.postMessage(cmd);
   }
 
   async shutdown(): Promise<void> {

@@ -2,6 +2,7 @@
 // Only the shard worker that owns the stream touches it (single writer).
 import { fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, closeSync, readSync, readdirSync, writeSync, fsyncSync } from "node:fs";
 import { Segment } from "./segment.js";
+import { scanSegment } from "./scan.js";
 import { checkFrame, frameSeq, frameTs, RECORD_BYTES_MIN, RECORD_HEADER_BYTES } from "./record.js";
 
 export interface LogOptions {
@@ -18,6 +19,8 @@ export interface RecoveryReport {
   rebuiltIndexes: number;
   /** Damage found in closed segments (kept, reported, never served). */
   corruptions: CorruptionInfo[];
+  /** Closed segments whose index was trusted without reading the records. */
+  unverified: Array<{ path: string; baseSeq: number; lastSeq: number }>;
 }
 
 export interface CorruptionInfo {
@@ -45,7 +48,7 @@ export interface FramePage {
   corrupt?: CorruptionInfo;
 }
 
-const SCAN_CHUNK_BYTES = 1 << 20;
+const SCRATCH_BYTES = 1 << 20;
 
 export class StreamLog {
   segments: Segment[] = [];
@@ -58,7 +61,7 @@ export class StreamLog {
   /** The one closed segment whose file is open for reading (bounded fds). */
   private reading: Segment | null = null;
   private syncWaiters: Array<{ seq: number; done: (err: Error | null) => void }> = [];
-  private scratch = Buffer.allocUnsafe(SCAN_CHUNK_BYTES);
+  private scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
 
   constructor(readonly dir: string, private readonly opts: LogOptions) {}
 
@@ -91,7 +94,7 @@ export class StreamLog {
    */
   open(): RecoveryReport {
     mkdirSync(this.dir, { recursive: true });
-    const report: RecoveryReport = { segments: 0, truncatedBytes: 0, rebuiltIndexes: 0, corruptions: [] };
+    const report: RecoveryReport = { segments: 0, truncatedBytes: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
     const bases = readdirSync(this.dir)
       .filter((f) => /^\d{20}\.log$/.test(f))
       .map((f) => Number(f.slice(0, 20)))
@@ -107,7 +110,8 @@ export class StreamLog {
       const last = i === bases.length - 1;
       if (!last) {
         seg.closed = true;
-        if (!seg.loadIndexFiles()) {
+        if (seg.loadIndexFiles()) report.unverified.push({ path: seg.logPath, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq });
+        else {
           report.rebuiltIndexes++;
           const damage = this.scan(seg);
           if (damage) report.corruptions.push(damage);
@@ -142,45 +146,13 @@ export class StreamLog {
    * seq chain. Stops at the first bad record and returns what it found there.
    */
   private scan(seg: Segment): CorruptionInfo | null {
-    const fileBytes = seg.fileBytes();
-    let pos = 0;
-    let expected = seg.baseSeq;
-    let prevTs = 0;
     seg.truncateIndex(0);
     seg.lastSeq = seg.baseSeq - 1;
     seg.size = 0;
-    while (pos < fileBytes) {
-      const want = Math.min(this.scratch.length, fileBytes - pos);
-      const got = readSync(seg.fd, this.scratch, 0, want, pos);
-      let p = 0;
-      while (p < got) {
-        const chk = checkFrame(this.scratch, p, got, this.opts.frameBytesMax);
-        if (!chk.ok) {
-          if (chk.reason === "short" && pos + p + this.frameLengthAt(p, got) <= fileBytes && p > 0) break; // read on
-          if (chk.reason === "short" && p === 0 && got === this.scratch.length) {
-            this.scratch = Buffer.allocUnsafe(this.scratch.length * 2);
-            break;
-          }
-          return { segment: seg.baseSeq, position: pos + p, seq: expected, reason: chk.reason };
-        }
-        const seq = frameSeq(this.scratch, p);
-        const ts = frameTs(this.scratch, p);
-        if (seq !== expected || ts < prevTs) {
-          return { segment: seg.baseSeq, position: pos + p, seq: expected, reason: seq !== expected ? `seq ${seq} where ${expected} was due` : "ingest_ts went back" };
-        }
-        seg.noteRecord(seq, ts, pos + p, chk.frameBytes);
-        prevTs = ts;
-        expected++;
-        p += chk.frameBytes;
-      }
-      pos += p;
-      if (p === 0 && got < this.scratch.length) break;
-    }
-    return null;
-  }
-
-  private frameLengthAt(p: number, end: number): number {
-    return end - p >= 4 ? this.scratch.readUInt32LE(p) : RECORD_BYTES_MIN;
+    const r = scanSegment(seg.fd, seg.fileBytes(), seg.baseSeq, this.opts.frameBytesMax, (seq, ts, pos, frameBytes) =>
+      seg.noteRecord(seq, ts, pos, frameBytes),
+    );
+    return r.damage ? { segment: seg.baseSeq, ...r.damage } : null;
   }
 
   // ---- append ----------------------------------------------------------

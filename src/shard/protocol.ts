@@ -3,7 +3,7 @@
 // rings; postMessage carries only start-up, readiness and shutdown.
 import type { Config } from "../config.js";
 import type { Ring, RingMessage } from "../ring/ring.js";
-import type { RecoveryReport } from "../log/log.js";
+import type { CorruptionInfo, RecoveryReport } from "../log/log.js";
 
 export const enum Op {
   Publish = 1,
@@ -39,12 +39,21 @@ export interface WorkerInit {
   outRing: SharedArrayBuffer;
 }
 
+/** A closed segment recovery trusted by its index: verified later by the scrub. */
+export interface ScrubItem {
+  stream: string;
+  path: string;
+  baseSeq: number;
+  lastSeq: number;
+  frameBytesMax: number;
+}
+
 export type WorkerEvent =
-  | { type: "ready"; streams: number; recovery: Array<{ stream: string; report: RecoveryReport }> }
+  | { type: "ready"; streams: number; recovery: Array<{ stream: string; report: RecoveryReport }>; scrub: ScrubItem[] }
   | { type: "closed" }
   | { type: "fatal"; message: string };
 
-export type FrontCommand = { type: "shutdown" };
+export type FrontCommand = { type: "shutdown" } | { type: "corruption"; stream: string; info: CorruptionInfo };
 
 const REQUEST_HEADER_BYTES = 8;
 const RESPONSE_HEADER_BYTES = 8;

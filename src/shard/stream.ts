@@ -2,6 +2,7 @@
 // On disk: streams/<escaped id>/stream.json plus the log's segment files.
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import * as flatbuffers from "flatbuffers";
 import { ApiError } from "../errors.js";
@@ -13,13 +14,18 @@ import { DedupWindow } from "./dedup.js";
 export const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /**
- * Directory name for a stream id: every byte outside [a-z0-9-] becomes _XX
- * (hex), so ids that differ only in case, or hold dots, stay distinct and
- * safe on any filesystem.
+ * Directory name for a stream id: every byte outside [a-z0-9.-] becomes _XX
+ * (hex), so ids that differ only in case stay distinct on any filesystem.
+ * Ids whose escaped form would be long keep a prefix and a hash of the id,
+ * under the 255-byte name limit (stream.json keeps the real id).
  */
 export function escapeStreamId(id: string): string {
-  return id.replace(/[^a-z0-9-]/g, (c) => "_" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+  const escaped = id.replace(/[^a-z0-9.-]/g, (c) => "_" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+  if (escaped.length <= DIR_NAME_BYTES_MAX) return escaped;
+  return `${escaped.slice(0, DIR_NAME_BYTES_MAX - 41)}~${createHash("sha256").update(id).digest("hex").slice(0, 40)}`;
 }
+
+const DIR_NAME_BYTES_MAX = 200;
 
 export interface StreamDefaults {
   retention_ms: number;
@@ -92,9 +98,18 @@ export class Stream {
     return s;
   }
 
+  /** The id stored in a stream directory (to route it before opening it). */
+  static readId(dir: string): string {
+    return Stream.readMeta(dir).id;
+  }
+
+  private static readMeta(dir: string): StreamMeta {
+    return JSON.parse(readFileSync(join(dir, "stream.json"), "utf8")) as StreamMeta;
+  }
+
   /** Opens an existing stream directory: recovery, then the dedup rebuild. */
   static open(dir: string, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): Stream {
-    const meta = JSON.parse(readFileSync(join(dir, "stream.json"), "utf8")) as StreamMeta;
+    const meta = Stream.readMeta(dir);
     const config = { ...fullConfig({}, defaults), ...meta.config };
     const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
     s.recovery = s.log.open();

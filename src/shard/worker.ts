@@ -9,11 +9,11 @@ import * as flatbuffers from "flatbuffers";
 import { Ring } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
-import { CorruptRecordError, type LogOptions } from "../log/log.js";
+import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, writeFrameHeader, sealFrame, RECORD_HEADER_BYTES } from "../log/record.js";
 import { ByteWriter, Event, encodeJsonEvent, parseFlatBatch, parseJsonBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
 import { EventBatch } from "../wire/generated/ticker/wire/event-batch.js";
-import { ContentType, Op, readRequest, shardOf, writeResponse, type FrontCommand, type Request, type WorkerEvent, type WorkerInit } from "./protocol.js";
+import { ContentType, Op, readRequest, shardOf, writeResponse, type FrontCommand, type Request, type ScrubItem, type WorkerEvent, type WorkerInit } from "./protocol.js";
 import { Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
@@ -72,19 +72,26 @@ class ShardWorker {
   recover(): WorkerEvent {
     mkdirSync(this.root, { recursive: true });
     const recovery: Array<{ stream: string; report: Stream["recovery"] & object }> = [];
+    const scrub: ScrubItem[] = [];
     for (const name of readdirSync(this.root)) {
       const dir = join(this.root, name);
       if (!existsSync(join(dir, "stream.json"))) continue;
+      // Only the owner may open a stream: opening runs recovery, which writes.
+      if (shardOf(Stream.readId(dir), this.init.shards) !== this.init.shard) continue;
       const s = Stream.open(dir, this.logOpts, this.config.dedup_keys_max, this.defaults);
-      if (shardOf(s.id, this.init.shards) !== this.init.shard) {
-        s.close();
-        continue;
-      }
       this.streams.set(s.id, s);
       const r = s.recovery!;
       if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0) recovery.push({ stream: s.id, report: r });
+      for (const u of r.unverified) scrub.push({ stream: s.id, ...u, frameBytesMax: this.logOpts.frameBytesMax });
+      r.unverified = [];
     }
-    return { type: "ready", streams: this.streams.size, recovery };
+    return { type: "ready", streams: this.streams.size, recovery, scrub };
+  }
+
+  /** Damage the background scrub found: shown in the stream's info from now on. */
+  noteCorruption(stream: string, info: CorruptionInfo): void {
+    const s = this.streams.get(stream);
+    if (s?.recovery && !s.recovery.corruptions.some((c) => c.segment === info.segment && c.seq === info.seq)) s.recovery.corruptions.push(info);
   }
 
   async run(): Promise<void> {
@@ -206,10 +213,10 @@ class ShardWorker {
     const isJson = req.meta.ct !== ContentType.FlatBuffers;
     if (isJson) incoming = parseJsonBatch(req.body.toString("utf8"), this.config.publish_events_max);
     else incoming = parseFlatBatch(req.body, this.config.publish_events_max, limits);
-    if (!stream) stream = this.createStream(id, {});
-    const log = stream.log;
-    const ts = Math.max(Date.now(), log.lastTs);
-    let seq = log.headSeq + 1;
+    // A new stream is created only once the whole batch has passed: a
+    // rejected request leaves nothing behind, not even an empty stream.
+    const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
+    let seq = (stream ? stream.log.headSeq : 0) + 1;
     const first = seq;
     let bytes = 0;
     let count = 0;
@@ -219,7 +226,7 @@ class ShardWorker {
       const ev = isJson ? encodeJsonEvent(incoming[i], i, limits, this.builder) : (incoming[i] as IncomingEvent);
       const key = ev.idempotencyKey;
       if (key !== null) {
-        const dup = stream.dedup.get(key) ?? batchKeys.get(key);
+        const dup = stream?.dedup.get(key) ?? batchKeys.get(key);
         if (dup !== undefined) {
           duplicates.push({ index: i, seq: dup });
           continue;
@@ -235,6 +242,8 @@ class ShardWorker {
       count++;
       seq++;
     }
+    stream ??= this.createStream(id, {});
+    const log = stream.log;
     const durable = stream.config.durability === "fsync";
     if (count > 0) log.append(this.staging, bytes, count, durable);
     for (const [key, s] of batchKeys) stream.dedup.add(key, s, ts);
@@ -370,7 +379,8 @@ try {
   process.exit(1);
 }
 port.on("message", (cmd: FrontCommand) => {
-  if (cmd.type === "shutdown") {
+  if (cmd.type === "corruption") worker.noteCorruption(cmd.stream, cmd.info);
+  else if (cmd.type === "shutdown") {
     worker.stop();
     port.postMessage({ type: "closed" } satisfies WorkerEvent);
     port.close();

@@ -9,6 +9,7 @@ import { PayloadEncoding } from "./generated/ticker/wire/payload-encoding.js";
 import { PublishBatch } from "./generated/ticker/wire/publish-batch.js";
 import { EncodedEvent } from "./generated/ticker/wire/encoded-event.js";
 import { RECORD_HEADER_BYTES, frameSeq, frameTs } from "../log/record.js";
+import { Verifier, VerifyError } from "./verify.js";
 
 export { Event, PayloadEncoding, PublishBatch, EncodedEvent };
 
@@ -156,6 +157,28 @@ function checkFbString(v: Uint8Array | null, name: string, index: number, limits
   if (!isUtf8(v)) throw invalid(index, `"${name}" is not valid UTF-8`);
 }
 
+// Field indexes in schemas/ticker.fbs, for the verifier.
+const EVENT_STRING_FIELDS = [0, 1, 2, 5]; // type, key, producer_id, idempotency_key
+const EVENT_FIELD_PRODUCER_SEQ = 3;
+const EVENT_FIELD_PRODUCER_TS = 4;
+const EVENT_FIELD_ENCODING = 6;
+const EVENT_FIELD_PAYLOAD = 7;
+
+/** Structural check of one Event: every field it has lies inside `bytes`. */
+function verifyEvent(bytes: Uint8Array): void {
+  const v = new Verifier(bytes);
+  const root = v.root();
+  for (const f of EVENT_STRING_FIELDS) {
+    const at = v.field(root, f, 4);
+    if (at) v.vector(at, 1, true);
+  }
+  v.field(root, EVENT_FIELD_PRODUCER_SEQ, 8);
+  v.field(root, EVENT_FIELD_PRODUCER_TS, 8);
+  v.field(root, EVENT_FIELD_ENCODING, 1);
+  const payload = v.field(root, EVENT_FIELD_PAYLOAD, 4);
+  if (payload) v.vector(payload, 1);
+}
+
 /**
  * Checks a FlatBuffers PublishBatch and returns each Event's bytes as sent:
  * the stored body is the producer's own serialization, never re-encoded.
@@ -164,29 +187,33 @@ export function parseFlatBatch(bytes: Uint8Array, publishEventsMax: number, limi
   const out: IncomingEvent[] = [];
   let index = -1;
   try {
-    const bb = new flatbuffers.ByteBuffer(bytes);
-    if (bytes.byteLength < 8) throw new RangeError("too short");
-    const batch = PublishBatch.getRootAsPublishBatch(bb);
-    const count = batch.eventsLength();
+    const v = new Verifier(bytes);
+    const root = v.root();
+    const eventsAt = v.field(root, 0, 4);
+    if (!eventsAt) throw new VerifyError("PublishBatch.events is missing");
+    const count = v.vector(eventsAt, 4);
     checkBatchSize(count, publishEventsMax);
+    for (let i = 0; i < count; i++) {
+      const holderAt = v.vectorTable(eventsAt, i);
+      const eventAt = v.field(holderAt, 0, 4);
+      if (eventAt) v.vector(eventAt, 1);
+    }
+    const batch = PublishBatch.getRootAsPublishBatch(new flatbuffers.ByteBuffer(bytes));
     const holder = new EncodedEvent();
     const ev = new Event();
     for (index = 0; index < count; index++) {
-      const encoded = batch.events(index, holder);
-      const body = encoded?.eventArray();
+      const body = batch.events(index, holder)?.eventArray();
       if (!body || body.byteLength < 8) throw invalid(index, "missing nested Event bytes");
       // Copy: the request buffer is released once the batch is appended.
       const own = Uint8Array.prototype.slice.call(body) as Uint8Array;
-      const ebb = new flatbuffers.ByteBuffer(own);
-      const e = Event.getRootAsEvent(ebb, ev);
+      verifyEvent(own);
+      const e = Event.getRootAsEvent(new flatbuffers.ByteBuffer(own), ev);
       const utf8 = flatbuffers.Encoding.UTF8_BYTES;
       checkFbString(e.type(utf8) as Uint8Array | null, "type", index, limits, true);
       checkFbString(e.key(utf8) as Uint8Array | null, "key", index, limits, false);
       checkFbString(e.producerId(utf8) as Uint8Array | null, "producer_id", index, limits, false);
       const idem = e.idempotencyKey(utf8) as Uint8Array | null;
       checkFbString(idem, "idempotency_key", index, limits, false);
-      e.producerSeq();
-      e.producerTs();
       const enc = e.payloadEncoding();
       const payload = e.payloadArray();
       const payloadBytes = payload ? payload.byteLength : 0;
@@ -206,9 +233,10 @@ export function parseFlatBatch(bytes: Uint8Array, publishEventsMax: number, limi
     }
   } catch (err) {
     if (err instanceof ApiError) throw err;
+    const why = err instanceof VerifyError ? `: ${err.message}` : "";
     throw new ApiError(400, "invalid_flatbuffer", index < 0
-      ? "body is not a FlatBuffers PublishBatch"
-      : `event ${index}: not a valid FlatBuffers Event`, index < 0 ? {} : { index });
+      ? `body is not a FlatBuffers PublishBatch${why}`
+      : `event ${index}: not a valid FlatBuffers Event${why}`, index < 0 ? {} : { index });
   }
   return out;
 }

@@ -1,0 +1,73 @@
+// A small FlatBuffers verifier for what producers send us. The JS runtime has
+// none, and a malformed buffer read through generated accessors quietly yields
+// zeros or garbage instead of failing. These checks keep every offset we are
+// about to follow inside the buffer; a failure throws VerifyError.
+
+export class VerifyError extends Error {}
+
+const fail = (what: string): never => {
+  throw new VerifyError(what);
+};
+
+export class Verifier {
+  private readonly dv: DataView;
+  constructor(private readonly bytes: Uint8Array) {
+    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  private need(pos: number, n: number, what: string): void {
+    if (pos < 0 || n < 0 || pos + n > this.bytes.byteLength) fail(`${what} out of bounds`);
+  }
+
+  /** Checks the root table and returns its position. */
+  root(): number {
+    this.need(0, 4, "root offset");
+    const pos = this.dv.getUint32(0, true);
+    this.table(pos);
+    return pos;
+  }
+
+  /** Checks a table's vtable; returns the vtable position and size. */
+  table(pos: number): { vt: number; vtBytes: number } {
+    if (pos % 4 !== 0) fail("misaligned table");
+    this.need(pos, 4, "table");
+    const vt = pos - this.dv.getInt32(pos, true);
+    this.need(vt, 4, "vtable");
+    const vtBytes = this.dv.getUint16(vt, true);
+    const tableBytes = this.dv.getUint16(vt + 2, true);
+    if (vtBytes < 4 || vtBytes % 2 !== 0) fail("bad vtable size");
+    this.need(vt, vtBytes, "vtable");
+    this.need(pos, tableBytes, "table");
+    return { vt, vtBytes };
+  }
+
+  /** Position of field `index` in the table at `pos`, or 0 when absent. */
+  field(pos: number, index: number, bytes: number): number {
+    const { vt, vtBytes } = this.table(pos);
+    const at = 4 + index * 2;
+    if (at >= vtBytes) return 0;
+    const off = this.dv.getUint16(vt + at, true);
+    if (off === 0) return 0;
+    this.need(pos + off, bytes, "field");
+    return pos + off;
+  }
+
+  /** Checks the vector (or string) an offset field points at; returns element count. */
+  vector(fieldPos: number, elemBytes: number, isString = false): number {
+    this.need(fieldPos, 4, "vector offset");
+    const vec = fieldPos + this.dv.getUint32(fieldPos, true);
+    this.need(vec, 4, "vector length");
+    const n = this.dv.getUint32(vec, true);
+    this.need(vec + 4, n * elemBytes + (isString ? 1 : 0), "vector");
+    return n;
+  }
+
+  /** Position of the table the i-th element of a table vector points at, checked. */
+  vectorTable(fieldPos: number, i: number): number {
+    const vec = fieldPos + this.dv.getUint32(fieldPos, true);
+    const slot = vec + 4 + i * 4;
+    const pos = slot + this.dv.getUint32(slot, true);
+    this.table(pos);
+    return pos;
+  }
+}
