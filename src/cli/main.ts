@@ -58,6 +58,7 @@ async function serve(argv: string[]): Promise<void> {
 
   const scrubItems = reports.flatMap((r) => r.scrub);
   const scrubber = startScrub(scrubItems, (item, damage) => {
+    if (!damage) return pool.notify(item.stream, { type: "verified", stream: item.stream, baseSeq: item.baseSeq });
     const info = { segment: item.baseSeq, ...damage };
     console.error(`scrub: stream ${item.stream}: DAMAGED record ${damage.seq} in segment ${item.baseSeq} at byte ${damage.position} (${damage.reason}); it will not be served`);
     pool.notify(item.stream, { type: "corruption", stream: item.stream, info });

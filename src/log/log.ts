@@ -3,7 +3,7 @@
 import { fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, closeSync, readSync, readdirSync, writeSync, fsyncSync } from "node:fs";
 import { Segment } from "./segment.js";
 import { scanSegment } from "./scan.js";
-import { checkFrame, frameSeq, frameTs, RECORD_BYTES_MIN, RECORD_HEADER_BYTES } from "./record.js";
+import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT, RECORD_BYTES_MIN, RECORD_HEADER_BYTES } from "./record.js";
 
 export interface LogOptions {
   segmentBytesMax: number;
@@ -121,6 +121,7 @@ export class StreamLog {
       } else {
         const fileBytes = seg.fileBytes();
         this.scan(seg);
+        seg.verified = true; // whatever did not check out is cut just below
         if (seg.size < fileBytes) {
           ftruncateSync(seg.fd, seg.size);
           fdatasyncSync(seg.fd);
@@ -152,13 +153,20 @@ export class StreamLog {
     const r = scanSegment(seg.fd, seg.fileBytes(), seg.baseSeq, this.opts.frameBytesMax, (seq, ts, pos, frameBytes) =>
       seg.noteRecord(seq, ts, pos, frameBytes),
     );
+    seg.verified = r.damage === null;
     return r.damage ? { segment: seg.baseSeq, ...r.damage } : null;
+  }
+
+  /** The scrub read this closed segment through without finding damage. */
+  markVerified(baseSeq: number): void {
+    const seg = this.segments.find((s) => s.baseSeq === baseSeq);
+    if (seg) seg.verified = true;
   }
 
   // ---- append ----------------------------------------------------------
 
   /**
-   * Appends frames already stamped with seqs headSeq+1... `frames` holds
+   * Appends frames already stamped with seqs headSeq+1...; `frames` holds
    * `count` whole frames back to back. The batch lands whole in one segment
    * or not at all: on a write error the segment is cut back and rethrown.
    */
@@ -178,13 +186,16 @@ export class StreamLog {
       throw err;
     }
     let at = 0;
-    for (let i = 0; i < count; i++) {
+    let lastAt = 0;
+    for (let i = 0, seq = this.headSeq + 1; i < count; i++, seq++) {
       const frameBytes = frames.readUInt32LE(at);
-      seg.noteRecord(frameSeq(frames, at), frameTs(frames, at), start + at, frameBytes);
+      seg.noteRecord(seq, frameTs(frames, at), start + at, frameBytes);
+      lastAt = at;
       at += frameBytes;
     }
-    if (at !== bytes || seg.lastSeq !== this.headSeq + count) {
-      throw new Error(`log invariant: appended ${count} frames (${at}/${bytes} bytes) ending at seq ${seg.lastSeq}, head was ${this.headSeq}`);
+    // The seq chain must hold across the batch: first and last frame as stamped.
+    if (at !== bytes || frameSeq(frames, 0) !== this.headSeq + 1 || frameSeq(frames, lastAt) !== this.headSeq + count) {
+      throw new Error(`log invariant: ${count} frames (${at}/${bytes} bytes) stamped ${frameSeq(frames, 0)}..${frameSeq(frames, lastAt)}, head was ${this.headSeq}`);
     }
     this.headSeq = seg.lastSeq;
     this.lastTs = seg.lastTs;
@@ -301,14 +312,14 @@ export class StreamLog {
       let p = len;
       let keepFrom = -1;
       while (p < end && count < eventsMax && seq <= last) {
-        const chk = checkFrame(out, p, end, this.opts.frameBytesMax);
-        if (!chk.ok) {
-          if (chk.reason !== "short") corrupt = { segment: seg.baseSeq, position: pos + (p - len), seq, reason: chk.reason };
+        const frameBytes = checkFrame(out, p, end, this.opts.frameBytesMax, !seg.verified);
+        if (frameBytes < 0) {
+          if (frameBytes !== FRAME_SHORT) corrupt = { segment: seg.baseSeq, position: pos + (p - len), seq, reason: frameProblem(frameBytes) };
           break;
         }
         const s = frameSeq(out, p);
         if (keepFrom === -1 && s < seq) {
-          p += chk.frameBytes; // between the index point and the wanted seq
+          p += frameBytes; // between the index point and the wanted seq
           continue;
         }
         if (s !== seq) {
@@ -316,12 +327,12 @@ export class StreamLog {
           break;
         }
         const kept = keepFrom === -1 ? 0 : p - keepFrom;
-        if (count > 0 && len + kept + chk.frameBytes > bytesMax) {
+        if (count > 0 && len + kept + frameBytes > bytesMax) {
           full = true;
           break;
         }
         if (keepFrom === -1) keepFrom = p;
-        p += chk.frameBytes;
+        p += frameBytes;
         count++;
         seq++;
       }

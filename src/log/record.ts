@@ -8,7 +8,7 @@
 //  24  ...  body          a FlatBuffers Event, zero-padded to the frame end
 //
 // Frames start 8-aligned so the FlatBuffers body is aligned for any reader.
-import { crc32 } from "node:zlib";
+import { crc32Range } from "./crc.js";
 
 export const RECORD_HEADER_BYTES = 24;
 /** A frame can never be smaller than a header plus the smallest Event. */
@@ -19,35 +19,46 @@ export const frameBytesFor = (bodyBytes: number) => (RECORD_HEADER_BYTES + bodyB
 /** Writes header fields (not the CRC) and zeroes the padding after `bodyBytes`. */
 export function writeFrameHeader(buf: Buffer, at: number, frameBytes: number, bodyBytes: number, seq: number, ingestTs: number): void {
   buf.writeUInt32LE(frameBytes, at);
-  buf.writeBigUInt64LE(BigInt(seq), at + 8);
-  buf.writeBigUInt64LE(BigInt(ingestTs), at + 16);
-  buf.fill(0, at + RECORD_HEADER_BYTES + bodyBytes, at + frameBytes);
+  writeU64(buf, at + 8, seq);
+  writeU64(buf, at + 16, ingestTs);
+  for (let i = at + RECORD_HEADER_BYTES + bodyBytes; i < at + frameBytes; i++) buf[i] = 0;
 }
+
+// Seqs and timestamps are below 2^53: two u32 halves avoid BigInt per record.
+const TWO_32 = 0x1_0000_0000;
+export function writeU64(buf: Buffer, at: number, v: number): void {
+  buf.writeUInt32LE(v % TWO_32, at);
+  buf.writeUInt32LE(Math.floor(v / TWO_32), at + 4);
+}
+export const readU64 = (buf: Buffer, at: number) => buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * TWO_32;
 
 /** Computes and stores the CRC of a frame whose other bytes are final. */
 export function sealFrame(buf: Buffer, at: number, frameBytes: number): void {
-  buf.writeUInt32LE(crc32(buf.subarray(at + 8, at + frameBytes)), at + 4);
+  buf.writeUInt32LE(crc32Range(buf, at + 8, at + frameBytes), at + 4);
 }
 
-export const frameSeq = (buf: Buffer, at: number) => Number(buf.readBigUInt64LE(at + 8));
-export const frameTs = (buf: Buffer, at: number) => Number(buf.readBigUInt64LE(at + 16));
+export const frameSeq = (buf: Buffer, at: number) => readU64(buf, at + 8);
+export const frameTs = (buf: Buffer, at: number) => readU64(buf, at + 16);
 
-export type FrameCheck =
-  | { ok: true; frameBytes: number }
-  | { ok: false; reason: "short" | "length" | "crc" };
+/** checkFrame results below zero: why the bytes at `at` are not a usable record. */
+export const FRAME_SHORT = -1;
+export const FRAME_BAD_LENGTH = -2;
+export const FRAME_BAD_CRC = -3;
+
+export const frameProblem = (code: number) => (code === FRAME_SHORT ? "short" : code === FRAME_BAD_LENGTH ? "length" : "crc");
 
 /**
- * Checks the frame at `at` among `end` bytes. "short" means the buffer ends
- * inside the frame (read more, or a torn tail); "length" and "crc" mean the
- * bytes are not a valid record.
+ * Checks the frame at `at` among `end` bytes and returns its length, or a
+ * negative code: FRAME_SHORT means the buffer ends inside the frame (read
+ * more, or a torn tail); FRAME_BAD_LENGTH and FRAME_BAD_CRC mean the bytes
+ * are not a valid record. `verifyCrc` false skips the CRC for bytes already
+ * verified since they were last read from disk (see Segment.verified).
  */
-export function checkFrame(buf: Buffer, at: number, end: number, frameBytesMax: number): FrameCheck {
-  if (end - at < RECORD_HEADER_BYTES) return { ok: false, reason: "short" };
+export function checkFrame(buf: Buffer, at: number, end: number, frameBytesMax: number, verifyCrc = true): number {
+  if (end - at < RECORD_HEADER_BYTES) return FRAME_SHORT;
   const frameBytes = buf.readUInt32LE(at);
-  if (frameBytes < RECORD_BYTES_MIN || frameBytes > frameBytesMax || (frameBytes & 7) !== 0) {
-    return { ok: false, reason: "length" };
-  }
-  if (end - at < frameBytes) return { ok: false, reason: "short" };
-  if (crc32(buf.subarray(at + 8, at + frameBytes)) !== buf.readUInt32LE(at + 4)) return { ok: false, reason: "crc" };
-  return { ok: true, frameBytes };
+  if (frameBytes < RECORD_BYTES_MIN || frameBytes > frameBytesMax || (frameBytes & 7) !== 0) return FRAME_BAD_LENGTH;
+  if (end - at < frameBytes) return FRAME_SHORT;
+  if (verifyCrc && crc32Range(buf, at + 8, at + frameBytes) !== buf.readUInt32LE(at + 4)) return FRAME_BAD_CRC;
+  return frameBytes;
 }

@@ -2,7 +2,7 @@
 // seq chain and ingest_ts order. Recovery uses it to rebuild indexes and cut
 // torn tails; the background scrub (piscina) uses it to verify closed segments.
 import { readSync } from "node:fs";
-import { checkFrame, frameSeq, frameTs, RECORD_HEADER_BYTES } from "./record.js";
+import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
 
 export interface ScanResult {
   /** Bytes of whole, valid records from the start of the file. */
@@ -30,9 +30,9 @@ export function scanSegment(
     const got = readSync(fd, scratch, 0, Math.min(scratch.length, fileBytes - pos), pos);
     let p = 0;
     while (p < got) {
-      const chk = checkFrame(scratch, p, got, frameBytesMax);
-      if (!chk.ok) {
-        if (chk.reason !== "short") return stop(pos + p, chk.reason);
+      const frameBytes = checkFrame(scratch, p, got, frameBytesMax);
+      if (frameBytes < 0) {
+        if (frameBytes !== FRAME_SHORT) return stop(pos + p, frameProblem(frameBytes));
         const need = got - p >= 4 ? scratch.readUInt32LE(p) : RECORD_HEADER_BYTES;
         if (pos + p + need > fileBytes) return stop(pos + p, "short"); // a torn tail
         if (need > scratch.length) scratch = Buffer.allocUnsafe(need); // one frame bigger than a chunk
@@ -42,10 +42,10 @@ export function scanSegment(
       const ts = frameTs(scratch, p);
       if (seq !== expected) return stop(pos + p, `seq ${seq} where ${expected} was due`);
       if (ts < prevTs) return stop(pos + p, "ingest_ts went back");
-      onRecord?.(seq, ts, pos + p, chk.frameBytes);
+      onRecord?.(seq, ts, pos + p, frameBytes);
       prevTs = ts;
       expected++;
-      p += chk.frameBytes;
+      p += frameBytes;
     }
     pos += p;
   }

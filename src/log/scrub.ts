@@ -10,7 +10,7 @@ export interface Scrubber {
   stop(): Promise<void>;
 }
 
-export function startScrub(items: ScrubItem[], onDamage: (item: ScrubItem, damage: ScrubResult) => void): Scrubber {
+export function startScrub(items: ScrubItem[], onResult: (item: ScrubItem, damage: ScrubResult | null) => void): Scrubber {
   const pool = new Piscina<ScrubTask, ScrubResult | null>({
     filename: new URL("./scrub-task.js", import.meta.url).href,
     minThreads: 0,
@@ -23,7 +23,7 @@ export function startScrub(items: ScrubItem[], onDamage: (item: ScrubItem, damag
       if (stopped) return;
       try {
         const damage = await pool.run({ path: item.path, baseSeq: item.baseSeq, lastSeq: item.lastSeq, frameBytesMax: item.frameBytesMax });
-        if (damage) onDamage(item, damage);
+        onResult(item, damage);
       } catch (err) {
         if (!stopped) console.error(`scrub: ${item.path}: ${(err as Error).message}`);
       }

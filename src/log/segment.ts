@@ -26,6 +26,12 @@ export class Segment {
   firstTs = 0;
   lastTs = 0;
   closed = false;
+  /**
+   * Every record was CRC-checked (or written) by this process: reads may skip
+   * the CRC. False for closed segments recovery took on trust from their
+   * index, until the background scrub has read them through.
+   */
+  verified: boolean;
   // Sparse index points, ascending; the first record always has one.
   private readonly idxSeq: number[] = [];
   private readonly idxTs: number[] = [];
@@ -44,6 +50,7 @@ export class Segment {
     this.tidxPath = join(dir, `${name}.tidx`);
     this.fd = openSync(this.logPath, create ? "wx+" : "r+");
     this.lastSeq = baseSeq - 1;
+    this.verified = create;
   }
 
   get empty(): boolean {

@@ -53,7 +53,10 @@ export type WorkerEvent =
   | { type: "closed" }
   | { type: "fatal"; message: string };
 
-export type FrontCommand = { type: "shutdown" } | { type: "corruption"; stream: string; info: CorruptionInfo };
+export type FrontCommand =
+  | { type: "shutdown" }
+  | { type: "corruption"; stream: string; info: CorruptionInfo }
+  | { type: "verified"; stream: string; baseSeq: number };
 
 const REQUEST_HEADER_BYTES = 8;
 const RESPONSE_HEADER_BYTES = 8;

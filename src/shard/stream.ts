@@ -4,11 +4,11 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import * as flatbuffers from "flatbuffers";
 import { ApiError } from "../errors.js";
 import { StreamLog, type LogOptions, type RecoveryReport } from "../log/log.js";
 import { frameSeq, frameTs } from "../log/record.js";
-import { Event, recordIdempotencyKey } from "../wire/event-codec.js";
+import { recordIdempotencyKey } from "../wire/event-codec.js";
+import { EventFields } from "../wire/event-layout.js";
 import { DedupWindow } from "./dedup.js";
 
 export const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -122,11 +122,9 @@ export class Stream {
     if (this.config.dedup_window_ms === 0 || this.log.headSeq === 0) return;
     const now = Date.now();
     const from = this.log.seqAtTime(now - this.config.dedup_window_ms);
-    const ev = new Event();
-    let bb = new flatbuffers.ByteBuffer(new Uint8Array(0));
+    const fields = new EventFields();
     this.log.forEach(from, (buf, at) => {
-      if (bb.bytes() !== buf) bb = new flatbuffers.ByteBuffer(buf);
-      const key = recordIdempotencyKey(buf, at, ev, bb);
+      const key = recordIdempotencyKey(buf, at, fields);
       if (key !== null) this.dedup.add(key, frameSeq(buf, at), frameTs(buf, at));
     });
     this.dedup.expire(now);

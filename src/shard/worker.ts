@@ -11,7 +11,8 @@ import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, writeFrameHeader, sealFrame, RECORD_HEADER_BYTES } from "../log/record.js";
-import { ByteWriter, Event, encodeJsonEvent, parseFlatBatch, parseJsonBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
+import { ByteWriter, checkWritten, jsonEventInput, newEventInput, parseFlatBatch, parseJsonBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
+import { EventFields, eventBytesBound, writeEvent } from "../wire/event-layout.js";
 import { EventBatch } from "../wire/generated/ticker/wire/event-batch.js";
 import { ContentType, Op, readRequest, shardOf, writeResponse, type FrontCommand, type Request, type ScrubItem, type WorkerEvent, type WorkerInit } from "./protocol.js";
 import { Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
@@ -39,9 +40,11 @@ class ShardWorker {
   private stopping = false;
   // Reused per request: the staging area for frames and the page buffers.
   private staging = Buffer.allocUnsafe(1 << 20);
+  private bodyBuf = Buffer.allocUnsafe(1 << 20);
   private readonly pageBuf: Buffer;
   private readonly jsonPage = new ByteWriter(1 << 20);
-  private readonly builder = new flatbuffers.Builder(1024);
+  private readonly eventInput = newEventInput();
+  private readonly fields = new EventFields();
   private readonly pageBuilder = new flatbuffers.Builder(1 << 20);
 
   constructor(private readonly init: WorkerInit) {
@@ -86,6 +89,10 @@ class ShardWorker {
       r.unverified = [];
     }
     return { type: "ready", streams: this.streams.size, recovery, scrub };
+  }
+
+  noteVerified(stream: string, baseSeq: number): void {
+    this.streams.get(stream)?.log.markVerified(baseSeq);
   }
 
   /** Damage the background scrub found: shown in the stream's info from now on. */
@@ -186,7 +193,7 @@ class ShardWorker {
     let body: unknown = undefined;
     if (req.body.byteLength > 0) {
       try {
-        body = JSON.parse(req.body.toString("utf8"));
+        body = JSON.parse(this.ownCopy(req.body).toString("utf8"));
       } catch (err) {
         throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
       }
@@ -211,8 +218,9 @@ class ShardWorker {
     // Validate and encode the whole batch before anything is appended.
     let incoming: IncomingEvent[] | unknown[];
     const isJson = req.meta.ct !== ContentType.FlatBuffers;
-    if (isJson) incoming = parseJsonBatch(req.body.toString("utf8"), this.config.publish_events_max);
-    else incoming = parseFlatBatch(req.body, this.config.publish_events_max, limits);
+    const raw = this.ownCopy(req.body);
+    if (isJson) incoming = parseJsonBatch(raw.toString("utf8"), this.config.publish_events_max);
+    else incoming = parseFlatBatch(raw, this.config.publish_events_max, limits);
     // A new stream is created only once the whole batch has passed: a
     // rejected request leaves nothing behind, not even an empty stream.
     const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
@@ -223,20 +231,27 @@ class ShardWorker {
     const duplicates: Array<{ index: number; seq: number }> = [];
     const batchKeys = new Map<string, number>();
     for (let i = 0; i < incoming.length; i++) {
-      const ev = isJson ? encodeJsonEvent(incoming[i], i, limits, this.builder) : (incoming[i] as IncomingEvent);
-      const key = ev.idempotencyKey;
-      if (key !== null) {
-        const dup = stream?.dedup.get(key) ?? batchKeys.get(key);
-        if (dup !== undefined) {
-          duplicates.push({ index: i, seq: dup });
-          continue;
-        }
-        batchKeys.set(key, seq);
+      let key: string | null;
+      let bodyBytes: number;
+      if (isJson) {
+        const e = jsonEventInput(incoming[i], i, this.eventInput);
+        key = e.idempotencyKey;
+        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
+        this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesBound(e) + 8);
+        const w = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, e);
+        checkWritten(w, i, limits);
+        bodyBytes = w.bytes;
+      } else {
+        const e = incoming[i] as IncomingEvent;
+        key = e.idempotencyKey;
+        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
+        bodyBytes = e.body.byteLength;
+        this.ensureStaging(bytes + RECORD_HEADER_BYTES + bodyBytes + 8);
+        this.staging.set(e.body, bytes + RECORD_HEADER_BYTES);
       }
-      const frameBytes = frameBytesFor(ev.body.byteLength);
-      if (bytes + frameBytes > this.staging.length) this.growStaging(bytes + frameBytes);
-      writeFrameHeader(this.staging, bytes, frameBytes, ev.body.byteLength, seq, ts);
-      this.staging.set(ev.body, bytes + RECORD_HEADER_BYTES);
+      if (key !== null) batchKeys.set(key, seq);
+      const frameBytes = frameBytesFor(bodyBytes);
+      writeFrameHeader(this.staging, bytes, frameBytes, bodyBytes, seq, ts);
       sealFrame(this.staging, bytes, frameBytes);
       bytes += frameBytes;
       count++;
@@ -269,10 +284,30 @@ class ShardWorker {
     this.reply({ reqId, status: 200, ct: ContentType.Json, body });
   }
 
-  private growStaging(bytes: number): void {
+  /**
+   * Copies a request body out of the shared ring into worker memory, in one
+   * native memcpy: V8 reads SharedArrayBuffer-backed arrays through slow
+   * atomic-safe paths, so parsing straight from the ring costs several times more.
+   */
+  private ownCopy(shared: Buffer): Buffer {
+    if (shared.byteLength > this.bodyBuf.length) this.bodyBuf = Buffer.allocUnsafe(Math.max(shared.byteLength, this.bodyBuf.length * 2));
+    shared.copy(this.bodyBuf, 0);
+    return this.bodyBuf.subarray(0, shared.byteLength);
+  }
+
+  private ensureStaging(bytes: number): void {
+    if (bytes <= this.staging.length) return;
     const next = Buffer.allocUnsafe(Math.max(bytes, this.staging.length * 2));
     this.staging.copy(next);
     this.staging = next;
+  }
+
+  /** An idempotency key already in the stream's window or earlier in this batch. */
+  private isDuplicate(stream: Stream | undefined, batchKeys: Map<string, number>, key: string, index: number, duplicates: Array<{ index: number; seq: number }>): boolean {
+    const seq = stream?.dedup.get(key) ?? batchKeys.get(key);
+    if (seq === undefined) return false;
+    duplicates.push({ index, seq });
+    return true;
   }
 
   // ---- replay ----------------------------------------------------------
@@ -332,15 +367,13 @@ class ShardWorker {
     const w = this.jsonPage;
     w.reset();
     w.ascii(`{"events":[`);
-    const bb = new flatbuffers.ByteBuffer(page.buf);
-    const ev = new Event();
     const streamJson = stream.idJson();
     const bytesMax = this.config.replay_page_bytes_max;
     let at = 0;
     let rendered = 0;
     while (rendered < page.count && (rendered === 0 || w.length < bytesMax)) {
       if (rendered > 0) w.ascii(",");
-      renderJsonEvent(w, page.buf, at, streamJson, bb, ev);
+      renderJsonEvent(w, page.buf, at, streamJson, this.fields);
       at += page.buf.readUInt32LE(at);
       rendered++;
     }
@@ -380,6 +413,7 @@ try {
 }
 port.on("message", (cmd: FrontCommand) => {
   if (cmd.type === "corruption") worker.noteCorruption(cmd.stream, cmd.info);
+  else if (cmd.type === "verified") worker.noteVerified(cmd.stream, cmd.baseSeq);
   else if (cmd.type === "shutdown") {
     worker.stop();
     port.postMessage({ type: "closed" } satisfies WorkerEvent);

@@ -1,17 +1,13 @@
-// Events in and out: JSON publish bodies become FlatBuffers Event bodies, binary
-// publish batches are checked and kept byte for byte, and stored records are
-// rendered as JSON pages. Per-event code here avoids decoding what it can copy.
-import * as flatbuffers from "flatbuffers";
+// Events in and out: JSON publish bodies become Event FlatBuffers written
+// straight into the frame staging buffer; binary publish batches are verified
+// and kept byte for byte; stored records are rendered as JSON pages. The
+// per-event paths read and write fields by position (event-layout.ts) and
+// copy bytes rather than decoding them where they can.
 import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
-import { Event } from "./generated/ticker/wire/event.js";
-import { PayloadEncoding } from "./generated/ticker/wire/payload-encoding.js";
-import { PublishBatch } from "./generated/ticker/wire/publish-batch.js";
-import { EncodedEvent } from "./generated/ticker/wire/encoded-event.js";
 import { RECORD_HEADER_BYTES, frameSeq, frameTs } from "../log/record.js";
 import { Verifier, VerifyError } from "./verify.js";
-
-export { Event, PayloadEncoding, PublishBatch, EncodedEvent };
+import { EVENT_FIELD, EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, type EventInput, type WrittenEvent } from "./event-layout.js";
 
 export interface EventLimits {
   /** Largest payload in bytes (JSON text, or raw bytes for binary payloads). */
@@ -20,7 +16,7 @@ export interface EventLimits {
   fieldBytesMax: number;
 }
 
-/** One event ready to append: its Event body and what dedup needs. */
+/** A binary-published event: a view of its Event bytes and what dedup needs. */
 export interface IncomingEvent {
   body: Uint8Array;
   idempotencyKey: string | null;
@@ -35,25 +31,8 @@ function invalid(index: number, message: string): ApiError {
   return new ApiError(400, "invalid_event", `event ${index}: ${message}`, { index });
 }
 
-function checkString(v: unknown, name: string, index: number, limits: EventLimits, required: boolean): string | null {
-  if (v === undefined || v === null) {
-    if (required) throw invalid(index, `"${name}" is required`);
-    return null;
-  }
-  if (typeof v !== "string") throw invalid(index, `"${name}" must be a string`);
-  if (required && v.length === 0) throw invalid(index, `"${name}" must not be empty`);
-  if (Buffer.byteLength(v) > limits.fieldBytesMax) {
-    throw invalid(index, `"${name}" is longer than event_field_bytes_max (${limits.fieldBytesMax} bytes)`);
-  }
-  return v;
-}
-
-function checkUint(v: unknown, name: string, index: number): bigint | null {
-  if (v === undefined || v === null) return null;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-    throw invalid(index, `"${name}" must be a non-negative integer`);
-  }
-  return BigInt(v);
+function tooLong(index: number, name: string, limits: EventLimits): ApiError {
+  return invalid(index, `"${name}" is longer than event_field_bytes_max (${limits.fieldBytesMax} bytes)`);
 }
 
 function tooLarge(index: number, bytes: number, max: number): ApiError {
@@ -63,8 +42,27 @@ function tooLarge(index: number, bytes: number, max: number): ApiError {
   });
 }
 
-/** Validates one JSON event and encodes it as an Event body. Throws ApiError. */
-export function encodeJsonEvent(e: unknown, index: number, limits: EventLimits, builder: flatbuffers.Builder): IncomingEvent {
+function checkString(v: unknown, name: string, index: number, required: boolean): string | null {
+  if (v === undefined || v === null) {
+    if (required) throw invalid(index, `"${name}" is required`);
+    return null;
+  }
+  if (typeof v !== "string") throw invalid(index, `"${name}" must be a string`);
+  if (required && v.length === 0) throw invalid(index, `"${name}" must not be empty`);
+  return v;
+}
+
+function checkUint(v: unknown, name: string, index: number): number {
+  if (v === undefined || v === null) return -1;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalid(index, `"${name}" must be a non-negative integer`);
+  return v;
+}
+
+/**
+ * Validates one JSON event into `out` (reused by the caller). Byte limits of
+ * strings and payload are checked on what writeEvent wrote: checkWritten().
+ */
+export function jsonEventInput(e: unknown, index: number, out: EventInput): EventInput {
   if (typeof e !== "object" || e === null || Array.isArray(e)) throw invalid(index, "must be a JSON object");
   const o = e as Record<string, unknown>;
   for (const k in o) {
@@ -74,50 +72,40 @@ export function encodeJsonEvent(e: unknown, index: number, limits: EventLimits, 
         : `unknown field "${k}"`);
     }
   }
-  const type = checkString(o.type, "type", index, limits, true)!;
-  const key = checkString(o.key, "key", index, limits, false);
-  const producerId = checkString(o.producer_id, "producer_id", index, limits, false);
-  const idempotencyKey = checkString(o.idempotency_key, "idempotency_key", index, limits, false);
-  const producerSeq = checkUint(o.producer_seq, "producer_seq", index);
-  const producerTs = checkUint(o.producer_ts, "producer_ts", index);
-
-  let encoding = PayloadEncoding.None;
-  let payload: Uint8Array | null = null;
-  if (o.payload !== undefined && o.payload_base64 !== undefined) {
-    throw invalid(index, `send "payload" or "payload_base64", not both`);
-  }
+  out.type = checkString(o.type, "type", index, true)!;
+  out.key = checkString(o.key, "key", index, false);
+  out.producerId = checkString(o.producer_id, "producer_id", index, false);
+  out.idempotencyKey = checkString(o.idempotency_key, "idempotency_key", index, false);
+  out.producerSeq = checkUint(o.producer_seq, "producer_seq", index);
+  out.producerTs = checkUint(o.producer_ts, "producer_ts", index);
+  if (o.payload !== undefined && o.payload_base64 !== undefined) throw invalid(index, `send "payload" or "payload_base64", not both`);
   if (o.payload !== undefined) {
-    encoding = PayloadEncoding.Json;
-    payload = Buffer.from(JSON.stringify(o.payload));
+    out.encoding = PAYLOAD_JSON;
+    out.payload = JSON.stringify(o.payload);
   } else if (o.payload_base64 !== undefined) {
-    if (typeof o.payload_base64 !== "string" || o.payload_base64.length % 4 !== 0 || !BASE64.test(o.payload_base64)) {
-      throw invalid(index, `"payload_base64" must be a base64 string`);
-    }
-    encoding = PayloadEncoding.Binary;
-    payload = Buffer.from(o.payload_base64, "base64");
+    const b64 = o.payload_base64;
+    if (typeof b64 !== "string" || b64.length % 4 !== 0 || !BASE64.test(b64)) throw invalid(index, `"payload_base64" must be a base64 string`);
+    out.encoding = PAYLOAD_BINARY;
+    out.payload = Buffer.from(b64, "base64");
+  } else {
+    out.encoding = PAYLOAD_NONE;
+    out.payload = null;
   }
-  if (payload && payload.byteLength > limits.eventBytesMax) throw tooLarge(index, payload.byteLength, limits.eventBytesMax);
+  return out;
+}
 
-  builder.clear();
-  // producer_seq/producer_ts are optional scalars: 0 is a value, not "absent"
-  // (flatc 2.0.8 emits a default of 0 for them, which would drop it).
-  builder.forceDefaults(true);
-  const typeOff = builder.createString(type);
-  const keyOff = key === null ? 0 : builder.createString(key);
-  const producerOff = producerId === null ? 0 : builder.createString(producerId);
-  const idemOff = idempotencyKey === null ? 0 : builder.createString(idempotencyKey);
-  const payloadOff = payload === null ? 0 : builder.createByteVector(payload);
-  Event.startEvent(builder);
-  Event.addType(builder, typeOff);
-  if (keyOff) Event.addKey(builder, keyOff);
-  if (producerOff) Event.addProducerId(builder, producerOff);
-  if (producerSeq !== null) Event.addProducerSeq(builder, producerSeq);
-  if (producerTs !== null) Event.addProducerTs(builder, producerTs);
-  if (idemOff) Event.addIdempotencyKey(builder, idemOff);
-  if (encoding !== PayloadEncoding.None) Event.addPayloadEncoding(builder, encoding);
-  if (payloadOff) Event.addPayload(builder, payloadOff);
-  builder.finish(Event.endEvent(builder));
-  return { body: builder.asUint8Array(), idempotencyKey };
+/** Applies the byte limits to an event writeEvent just wrote. */
+export function checkWritten(w: WrittenEvent, index: number, limits: EventLimits): void {
+  const max = limits.fieldBytesMax;
+  if (w.typeLen > max) throw tooLong(index, "type", limits);
+  if (w.keyLen > max) throw tooLong(index, "key", limits);
+  if (w.producerIdLen > max) throw tooLong(index, "producer_id", limits);
+  if (w.idemLen > max) throw tooLong(index, "idempotency_key", limits);
+  if (w.payloadLen > limits.eventBytesMax) throw tooLarge(index, w.payloadLen, limits.eventBytesMax);
+}
+
+export function newEventInput(): EventInput {
+  return { type: "", key: null, producerId: null, producerSeq: -1, producerTs: -1, idempotencyKey: null, encoding: PAYLOAD_NONE, payload: null };
 }
 
 /** Parses a JSON publish body into its events array. Throws ApiError. */
@@ -145,45 +133,44 @@ function checkBatchSize(count: number, publishEventsMax: number): void {
   }
 }
 
-function checkFbString(v: Uint8Array | null, name: string, index: number, limits: EventLimits, required: boolean): void {
-  if (v === null) {
+/** Valid UTF-8, with a JS fast path for the common all-ASCII short string. */
+function utf8Ok(buf: Buffer, at: number, len: number): boolean {
+  for (let i = at; i < at + len; i++) if (buf[i] > 0x7f) return isUtf8(buf.subarray(at, at + len));
+  return true;
+}
+
+function checkFbString(buf: Buffer, at: number, len: number, name: string, index: number, limits: EventLimits, required: boolean): void {
+  if (at < 0) {
     if (required) throw invalid(index, `"${name}" is required`);
     return;
   }
-  if (required && v.byteLength === 0) throw invalid(index, `"${name}" must not be empty`);
-  if (v.byteLength > limits.fieldBytesMax) {
-    throw invalid(index, `"${name}" is longer than event_field_bytes_max (${limits.fieldBytesMax} bytes)`);
-  }
-  if (!isUtf8(v)) throw invalid(index, `"${name}" is not valid UTF-8`);
+  if (required && len === 0) throw invalid(index, `"${name}" must not be empty`);
+  if (len > limits.fieldBytesMax) throw tooLong(index, name, limits);
+  if (!utf8Ok(buf, at, len)) throw invalid(index, `"${name}" is not valid UTF-8`);
 }
 
-// Field indexes in schemas/ticker.fbs, for the verifier.
-const EVENT_STRING_FIELDS = [0, 1, 2, 5]; // type, key, producer_id, idempotency_key
-const EVENT_FIELD_PRODUCER_SEQ = 3;
-const EVENT_FIELD_PRODUCER_TS = 4;
-const EVENT_FIELD_ENCODING = 6;
-const EVENT_FIELD_PAYLOAD = 7;
+const EVENT_STRING_FIELDS = [EVENT_FIELD.type, EVENT_FIELD.key, EVENT_FIELD.producerId, EVENT_FIELD.idempotencyKey];
 
-/** Structural check of one Event: every field it has lies inside `bytes`. */
-function verifyEvent(bytes: Uint8Array): void {
-  const v = new Verifier(bytes);
+/** Structural check of one Event: every field it has lies inside its buffer. */
+function verifyEvent(v: Verifier): void {
   const root = v.root();
   for (const f of EVENT_STRING_FIELDS) {
     const at = v.field(root, f, 4);
     if (at) v.vector(at, 1, true);
   }
-  v.field(root, EVENT_FIELD_PRODUCER_SEQ, 8);
-  v.field(root, EVENT_FIELD_PRODUCER_TS, 8);
-  v.field(root, EVENT_FIELD_ENCODING, 1);
-  const payload = v.field(root, EVENT_FIELD_PAYLOAD, 4);
+  v.field(root, EVENT_FIELD.producerSeq, 8);
+  v.field(root, EVENT_FIELD.producerTs, 8);
+  v.field(root, EVENT_FIELD.payloadEncoding, 1);
+  const payload = v.field(root, EVENT_FIELD.payload, 4);
   if (payload) v.vector(payload, 1);
 }
 
 /**
- * Checks a FlatBuffers PublishBatch and returns each Event's bytes as sent:
- * the stored body is the producer's own serialization, never re-encoded.
+ * Checks a FlatBuffers PublishBatch and returns each Event's bytes as sent,
+ * as views into `bytes`: the stored body is the producer's own serialization,
+ * never re-encoded. Verified in place, in one pass, with no copy per event.
  */
-export function parseFlatBatch(bytes: Uint8Array, publishEventsMax: number, limits: EventLimits): IncomingEvent[] {
+export function parseFlatBatch(bytes: Buffer, publishEventsMax: number, limits: EventLimits): IncomingEvent[] {
   const out: IncomingEvent[] = [];
   let index = -1;
   try {
@@ -193,43 +180,35 @@ export function parseFlatBatch(bytes: Uint8Array, publishEventsMax: number, limi
     if (!eventsAt) throw new VerifyError("PublishBatch.events is missing");
     const count = v.vector(eventsAt, 4);
     checkBatchSize(count, publishEventsMax);
-    for (let i = 0; i < count; i++) {
-      const holderAt = v.vectorTable(eventsAt, i);
-      const eventAt = v.field(holderAt, 0, 4);
-      if (eventAt) v.vector(eventAt, 1);
-    }
-    const batch = PublishBatch.getRootAsPublishBatch(new flatbuffers.ByteBuffer(bytes));
-    const holder = new EncodedEvent();
-    const ev = new Event();
+    const f = new EventFields();
     for (index = 0; index < count; index++) {
-      const body = batch.events(index, holder)?.eventArray();
-      if (!body || body.byteLength < 8) throw invalid(index, "missing nested Event bytes");
-      // Copy: the request buffer is released once the batch is appended.
-      const own = Uint8Array.prototype.slice.call(body) as Uint8Array;
-      verifyEvent(own);
-      const e = Event.getRootAsEvent(new flatbuffers.ByteBuffer(own), ev);
-      const utf8 = flatbuffers.Encoding.UTF8_BYTES;
-      checkFbString(e.type(utf8) as Uint8Array | null, "type", index, limits, true);
-      checkFbString(e.key(utf8) as Uint8Array | null, "key", index, limits, false);
-      checkFbString(e.producerId(utf8) as Uint8Array | null, "producer_id", index, limits, false);
-      const idem = e.idempotencyKey(utf8) as Uint8Array | null;
-      checkFbString(idem, "idempotency_key", index, limits, false);
-      const enc = e.payloadEncoding();
-      const payload = e.payloadArray();
-      const payloadBytes = payload ? payload.byteLength : 0;
-      if (enc !== PayloadEncoding.None && enc !== PayloadEncoding.Json && enc !== PayloadEncoding.Binary) {
-        throw invalid(index, `unknown payload_encoding ${enc}`);
+      const holderAt = v.vectorTable(eventsAt, index);
+      const nestedAt = v.field(holderAt, 0, 4);
+      if (!nestedAt) throw invalid(index, "missing nested Event bytes");
+      const span = v.vectorSpan(nestedAt, 1);
+      if (span.count < 8) throw invalid(index, "missing nested Event bytes");
+      verifyEvent(v.within(span.data, span.data + span.count));
+      f.read(bytes, span.data);
+      checkFbString(bytes, f.typeAt, f.typeLen, "type", index, limits, true);
+      checkFbString(bytes, f.keyAt, f.keyLen, "key", index, limits, false);
+      checkFbString(bytes, f.producerIdAt, f.producerIdLen, "producer_id", index, limits, false);
+      checkFbString(bytes, f.idemAt, f.idemLen, "idempotency_key", index, limits, false);
+      if (f.encoding !== PAYLOAD_NONE && f.encoding !== PAYLOAD_JSON && f.encoding !== PAYLOAD_BINARY) {
+        throw invalid(index, `unknown payload_encoding ${f.encoding}`);
       }
-      if (payloadBytes > limits.eventBytesMax) throw tooLarge(index, payloadBytes, limits.eventBytesMax);
-      if (enc === PayloadEncoding.Json) {
-        if (!payload) throw invalid(index, "payload_encoding Json without payload");
+      if (f.payloadLen > limits.eventBytesMax) throw tooLarge(index, f.payloadLen, limits.eventBytesMax);
+      if (f.encoding === PAYLOAD_JSON) {
+        if (f.payloadAt < 0) throw invalid(index, "payload_encoding Json without payload");
         try {
-          JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("utf8"));
+          JSON.parse(bytes.toString("utf8", f.payloadAt, f.payloadAt + f.payloadLen));
         } catch {
           throw invalid(index, "payload_encoding is Json but the payload is not valid JSON");
         }
       }
-      out.push({ body: own, idempotencyKey: idem ? Buffer.from(idem).toString("utf8") : null });
+      out.push({
+        body: bytes.subarray(span.data, span.data + span.count),
+        idempotencyKey: f.idemAt < 0 ? null : bytes.toString("utf8", f.idemAt, f.idemAt + f.idemLen),
+      });
     }
   } catch (err) {
     if (err instanceof ApiError) throw err;
@@ -242,9 +221,9 @@ export function parseFlatBatch(bytes: Uint8Array, publishEventsMax: number, limi
 }
 
 /** The idempotency key of a stored record (used to rebuild the dedup window). */
-export function recordIdempotencyKey(buf: Buffer, at: number, ev: Event, bb: flatbuffers.ByteBuffer): string | null {
-  bb.setPosition(at + RECORD_HEADER_BYTES);
-  return Event.getRootAsEvent(bb, ev).idempotencyKey();
+export function recordIdempotencyKey(buf: Buffer, at: number, f: EventFields): string | null {
+  f.read(buf, at + RECORD_HEADER_BYTES);
+  return f.idemAt < 0 ? null : buf.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
 }
 
 // ---- JSON rendering of stored records --------------------------------
@@ -275,25 +254,27 @@ export class ByteWriter {
     this.ensure(s.length * 3);
     this.length += this.buf.write(s, this.length, "utf8");
   }
-  bytes(b: Uint8Array): void {
-    this.ensure(b.byteLength);
-    this.buf.set(b, this.length);
-    this.length += b.byteLength;
+  /** Copies `len` bytes of `src` from `at`. */
+  copy(src: Buffer, at: number, len: number): void {
+    this.ensure(len);
+    src.copy(this.buf, this.length, at, at + len);
+    this.length += len;
   }
-  /** A JSON string literal from UTF-8 bytes, copied as is unless it needs escaping. */
-  jsonString(b: Uint8Array): void {
-    for (let i = 0; i < b.byteLength; i++) {
-      const c = b[i];
+  /** A JSON string literal from UTF-8 bytes, copied as they are unless they need escaping. */
+  jsonString(src: Buffer, at: number, len: number): void {
+    for (let i = at; i < at + len; i++) {
+      const c = src[i];
       if (c < 0x20 || c === 0x22 || c === 0x5c) {
-        this.utf8(JSON.stringify(Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8")));
+        this.utf8(JSON.stringify(src.toString("utf8", at, at + len)));
         return;
       }
     }
-    this.ensure(b.byteLength + 2);
-    this.buf[this.length++] = 0x22;
-    this.buf.set(b, this.length);
-    this.length += b.byteLength;
-    this.buf[this.length++] = 0x22;
+    this.ensure(len + 2);
+    const b = this.buf;
+    b[this.length++] = 0x22;
+    src.copy(b, this.length, at, at + len);
+    this.length += len;
+    b[this.length++] = 0x22;
   }
   view(): Buffer {
     return this.buf.subarray(0, this.length);
@@ -302,45 +283,34 @@ export class ByteWriter {
 
 /**
  * Renders the record at `at` as one JSON event object. `streamJson` is the
- * stream id already as a JSON string literal.
+ * stream id already as a JSON string literal; `f` is reused scratch.
  */
-export function renderJsonEvent(w: ByteWriter, buf: Buffer, at: number, streamJson: string, bb: flatbuffers.ByteBuffer, ev: Event): void {
-  bb.setPosition(at + RECORD_HEADER_BYTES);
-  const e = Event.getRootAsEvent(bb, ev);
-  const utf8 = flatbuffers.Encoding.UTF8_BYTES;
+export function renderJsonEvent(w: ByteWriter, buf: Buffer, at: number, streamJson: string, f: EventFields): void {
+  f.read(buf, at + RECORD_HEADER_BYTES);
   w.ascii(`{"seq":${frameSeq(buf, at)},"stream":${streamJson},"type":`);
-  w.jsonString(e.type(utf8) as Uint8Array);
-  const key = e.key(utf8) as Uint8Array | null;
-  if (key) {
+  w.jsonString(buf, f.typeAt, f.typeLen);
+  if (f.keyAt >= 0) {
     w.ascii(`,"key":`);
-    w.jsonString(key);
+    w.jsonString(buf, f.keyAt, f.keyLen);
   }
-  const producerId = e.producerId(utf8) as Uint8Array | null;
-  if (producerId) {
+  if (f.producerIdAt >= 0) {
     w.ascii(`,"producer_id":`);
-    w.jsonString(producerId);
+    w.jsonString(buf, f.producerIdAt, f.producerIdLen);
   }
-  const producerSeq = e.producerSeq();
-  if (producerSeq !== null) w.ascii(`,"producer_seq":${producerSeq}`);
-  const producerTs = e.producerTs();
-  if (producerTs !== null) w.ascii(`,"producer_ts":${producerTs}`);
+  if (f.producerSeq >= 0) w.ascii(`,"producer_seq":${f.producerSeq}`);
+  if (f.producerTs >= 0) w.ascii(`,"producer_ts":${f.producerTs}`);
   w.ascii(`,"ingest_ts":${frameTs(buf, at)}`);
-  const idem = e.idempotencyKey(utf8) as Uint8Array | null;
-  if (idem) {
+  if (f.idemAt >= 0) {
     w.ascii(`,"idempotency_key":`);
-    w.jsonString(idem);
+    w.jsonString(buf, f.idemAt, f.idemLen);
   }
-  const enc = e.payloadEncoding();
-  if (enc !== PayloadEncoding.None) {
-    const payload = e.payloadArray() ?? new Uint8Array(0);
-    if (enc === PayloadEncoding.Json) {
-      w.ascii(`,"payload":`);
-      w.bytes(payload);
-    } else {
-      w.ascii(`,"payload_base64":"`);
-      w.ascii(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("base64"));
-      w.ascii(`"`);
-    }
+  if (f.encoding === PAYLOAD_JSON) {
+    w.ascii(`,"payload":`);
+    w.copy(buf, f.payloadAt, f.payloadLen);
+  } else if (f.encoding === PAYLOAD_BINARY) {
+    w.ascii(`,"payload_base64":"`);
+    w.ascii(f.payloadAt < 0 ? "" : buf.toString("base64", f.payloadAt, f.payloadAt + f.payloadLen));
+    w.ascii(`"`);
   }
   w.ascii("}");
 }

@@ -11,25 +11,34 @@ const fail = (what: string): never => {
 
 export class Verifier {
   private readonly dv: DataView;
-  constructor(private readonly bytes: Uint8Array) {
-    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  /**
+   * Checks positions in `bytes` within [start, end): a nested buffer is
+   * verified in place, its offsets relative to its own start like any other.
+   */
+  constructor(bytes: Uint8Array | DataView, private readonly start = 0, private readonly end = bytes.byteLength) {
+    this.dv = bytes instanceof DataView ? bytes : new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** A verifier for the nested buffer at [start, end), sharing this one's view. */
+  within(start: number, end: number): Verifier {
+    return new Verifier(this.dv, start, end);
   }
 
   private need(pos: number, n: number, what: string): void {
-    if (pos < 0 || n < 0 || pos + n > this.bytes.byteLength) fail(`${what} out of bounds`);
+    if (pos < this.start || n < 0 || pos + n > this.end) fail(`${what} out of bounds`);
   }
 
   /** Checks the root table and returns its position. */
   root(): number {
-    this.need(0, 4, "root offset");
-    const pos = this.dv.getUint32(0, true);
+    this.need(this.start, 4, "root offset");
+    const pos = this.start + this.dv.getUint32(this.start, true);
     this.table(pos);
     return pos;
   }
 
   /** Checks a table's vtable; returns the vtable position and size. */
   table(pos: number): { vt: number; vtBytes: number } {
-    if (pos % 4 !== 0) fail("misaligned table");
+    if ((pos - this.start) % 4 !== 0) fail("misaligned table");
     this.need(pos, 4, "table");
     const vt = pos - this.dv.getInt32(pos, true);
     this.need(vt, 4, "vtable");
@@ -54,12 +63,17 @@ export class Verifier {
 
   /** Checks the vector (or string) an offset field points at; returns element count. */
   vector(fieldPos: number, elemBytes: number, isString = false): number {
+    return this.vectorSpan(fieldPos, elemBytes, isString).count;
+  }
+
+  /** Checks a vector and returns where its elements start and how many there are. */
+  vectorSpan(fieldPos: number, elemBytes: number, isString = false): { data: number; count: number } {
     this.need(fieldPos, 4, "vector offset");
     const vec = fieldPos + this.dv.getUint32(fieldPos, true);
     this.need(vec, 4, "vector length");
-    const n = this.dv.getUint32(vec, true);
-    this.need(vec + 4, n * elemBytes + (isString ? 1 : 0), "vector");
-    return n;
+    const count = this.dv.getUint32(vec, true);
+    this.need(vec + 4, count * elemBytes + (isString ? 1 : 0), "vector");
+    return { data: vec + 4, count };
   }
 
   /** Position of the table the i-th element of a table vector points at, checked. */

@@ -3,7 +3,9 @@ import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
-import { checkFrame, frameBytesFor, frameSeq, frameTs, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";
+import { checkFrame, frameBytesFor, frameSeq, frameTs, sealFrame, writeFrameHeader, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_HEADER_BYTES } from "../../src/log/record.js";
+import { crc32Range } from "../../src/log/crc.js";
+import { crc32 } from "node:zlib";
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -62,13 +64,13 @@ describe("record framing", () => {
   it("a sealed frame checks out, and any flipped bit is caught by its CRC", () => {
     const { buf } = frames(7, 1, 40, 123);
     const fb = frameBytesFor(40);
-    expect(checkFrame(buf, 0, fb, 1 << 20)).toEqual({ ok: true, frameBytes: fb });
+    expect(checkFrame(buf, 0, fb, 1 << 20)).toBe(fb);
     expect(frameSeq(buf, 0)).toBe(7);
     expect(frameTs(buf, 0)).toBe(123);
     for (const bit of [8 * 8, 8 * 20, 8 * (RECORD_HEADER_BYTES + 5) + 3, 8 * 4]) {
       const copy = Buffer.from(buf);
       copy[bit >> 3] ^= 1 << (bit & 7);
-      expect(checkFrame(copy, 0, fb, 1 << 20)).toEqual({ ok: false, reason: "crc" });
+      expect(checkFrame(copy, 0, fb, 1 << 20)).toBe(FRAME_BAD_CRC);
     }
   });
 
@@ -76,13 +78,23 @@ describe("record framing", () => {
     expect(frameBytesFor(1) % 8).toBe(0);
     expect(frameBytesFor(40)).toBe(64);
     const { buf } = frames(1, 1, 40, 1);
-    expect(checkFrame(buf, 0, 50, 1 << 20)).toEqual({ ok: false, reason: "short" });
-    expect(checkFrame(buf, 0, 10, 1 << 20)).toEqual({ ok: false, reason: "short" });
+    expect(checkFrame(buf, 0, 50, 1 << 20)).toBe(FRAME_SHORT);
+    expect(checkFrame(buf, 0, 10, 1 << 20)).toBe(FRAME_SHORT);
     const bad = Buffer.from(buf);
     bad.writeUInt32LE(12, 0);
-    expect(checkFrame(bad, 0, 64, 1 << 20)).toEqual({ ok: false, reason: "length" });
+    expect(checkFrame(bad, 0, 64, 1 << 20)).toBe(FRAME_BAD_LENGTH);
     bad.writeUInt32LE(1 << 24, 0);
-    expect(checkFrame(bad, 0, 64, 1 << 20)).toEqual({ ok: false, reason: "length" });
+    expect(checkFrame(bad, 0, 64, 1 << 20)).toBe(FRAME_BAD_LENGTH);
+  });
+});
+
+describe("crc32 of a range", () => {
+  it("equals zlib.crc32 for every length from 0 to 2 KiB and any offset", () => {
+    const buf = Buffer.alloc(4096);
+    for (let i = 0; i < buf.length; i++) buf[i] = (i * 7919 + 13) & 0xff;
+    for (let len = 0; len <= 2048; len += len < 64 ? 1 : 37) {
+      for (const start of [0, 1, 3, 8]) expect(crc32Range(buf, start, start + len)).toBe(crc32(buf.subarray(start, start + len)));
+    }
   });
 });
 
