@@ -18,23 +18,33 @@ export const frameBytesFor = (bodyBytes: number) => (RECORD_HEADER_BYTES + bodyB
 
 /** Writes header fields (not the CRC) and zeroes the padding after `bodyBytes`. */
 export function writeFrameHeader(buf: Buffer, at: number, frameBytes: number, bodyBytes: number, seq: number, ingestTs: number): void {
-  buf.writeUInt32LE(frameBytes, at);
+  writeU32(buf, at, frameBytes);
   writeU64(buf, at + 8, seq);
   writeU64(buf, at + 16, ingestTs);
   for (let i = at + RECORD_HEADER_BYTES + bodyBytes; i < at + frameBytes; i++) buf[i] = 0;
 }
 
+// Plain byte stores: Buffer.writeUInt32LE validates its value on every call,
+// which shows in per-record profiles; callers here pass valid integers.
+export function writeU32(buf: Buffer, at: number, v: number): void {
+  buf[at] = v;
+  buf[at + 1] = v >>> 8;
+  buf[at + 2] = v >>> 16;
+  buf[at + 3] = v >>> 24;
+}
+
 // Seqs and timestamps are below 2^53: two u32 halves avoid BigInt per record.
 const TWO_32 = 0x1_0000_0000;
 export function writeU64(buf: Buffer, at: number, v: number): void {
-  buf.writeUInt32LE(v % TWO_32, at);
-  buf.writeUInt32LE(Math.floor(v / TWO_32), at + 4);
+  const lo = v >>> 0;
+  writeU32(buf, at, lo);
+  writeU32(buf, at + 4, (v - lo) / TWO_32);
 }
 export const readU64 = (buf: Buffer, at: number) => buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * TWO_32;
 
 /** Computes and stores the CRC of a frame whose other bytes are final. */
 export function sealFrame(buf: Buffer, at: number, frameBytes: number): void {
-  buf.writeUInt32LE(crc32Range(buf, at + 8, at + frameBytes), at + 4);
+  writeU32(buf, at + 4, crc32Range(buf, at + 8, at + frameBytes));
 }
 
 export const frameSeq = (buf: Buffer, at: number) => readU64(buf, at + 8);

@@ -11,8 +11,9 @@ import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, writeFrameHeader, sealFrame, RECORD_HEADER_BYTES } from "../log/record.js";
-import { ByteWriter, checkWritten, jsonEventInput, newEventInput, parseFlatBatch, parseJsonBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
-import { EventFields, eventBytesBound, writeEvent } from "../wire/event-layout.js";
+import { ByteWriter, parseFlatBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
+import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
+import { JsonBatch } from "../wire/json-batch.js";
 import { EventBatch } from "../wire/generated/ticker/wire/event-batch.js";
 import { ContentType, Op, readRequest, shardOf, writeResponse, type FrontCommand, type Request, type ScrubItem, type WorkerEvent, type WorkerInit } from "./protocol.js";
 import { Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
@@ -43,7 +44,7 @@ class ShardWorker {
   private bodyBuf = Buffer.allocUnsafe(1 << 20);
   private readonly pageBuf: Buffer;
   private readonly jsonPage = new ByteWriter(1 << 20);
-  private readonly eventInput = newEventInput();
+  private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   private readonly pageBuilder = new flatbuffers.Builder(1 << 20);
 
@@ -216,11 +217,12 @@ class ShardWorker {
     if (!stream && !this.config.auto_create_streams) this.existing(id);
     const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
     // Validate and encode the whole batch before anything is appended.
-    let incoming: IncomingEvent[] | unknown[];
     const isJson = req.meta.ct !== ContentType.FlatBuffers;
     const raw = this.ownCopy(req.body);
-    if (isJson) incoming = parseJsonBatch(raw.toString("utf8"), this.config.publish_events_max);
-    else incoming = parseFlatBatch(raw, this.config.publish_events_max, limits);
+    let flat: IncomingEvent[] = [];
+    if (isJson) this.jsonBatch.scan(this.bodyBuf, raw.length, this.config.publish_events_max);
+    else flat = parseFlatBatch(raw, this.config.publish_events_max, limits);
+    const n = isJson ? this.jsonBatch.count : flat.length;
     // A new stream is created only once the whole batch has passed: a
     // rejected request leaves nothing behind, not even an empty stream.
     const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
@@ -230,24 +232,22 @@ class ShardWorker {
     let count = 0;
     const duplicates: Array<{ index: number; seq: number }> = [];
     const batchKeys = new Map<string, number>();
-    for (let i = 0; i < incoming.length; i++) {
+    for (let i = 0; i < n; i++) {
       let key: string | null;
       let bodyBytes: number;
       if (isJson) {
-        const e = jsonEventInput(incoming[i], i, this.eventInput);
-        key = e.idempotencyKey;
+        const f = this.jsonBatch.fields(i, this.fields, limits);
+        key = f.idemAt < 0 ? null : this.bodyBuf.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
         if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
-        this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesBound(e) + 8);
-        const w = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, e);
-        checkWritten(w, i, limits);
-        bodyBytes = w.bytes;
+        this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesFor(f) + 8);
+        bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, this.bodyBuf, f);
       } else {
-        const e = incoming[i] as IncomingEvent;
+        const e = flat[i];
         key = e.idempotencyKey;
         if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
-        bodyBytes = e.body.byteLength;
+        bodyBytes = e.bytes;
         this.ensureStaging(bytes + RECORD_HEADER_BYTES + bodyBytes + 8);
-        this.staging.set(e.body, bytes + RECORD_HEADER_BYTES);
+        raw.copy(this.staging, bytes + RECORD_HEADER_BYTES, e.at, e.at + bodyBytes);
       }
       if (key !== null) batchKeys.set(key, seq);
       const frameBytes = frameBytesFor(bodyBytes);
@@ -290,7 +290,8 @@ class ShardWorker {
    * atomic-safe paths, so parsing straight from the ring costs several times more.
    */
   private ownCopy(shared: Buffer): Buffer {
-    if (shared.byteLength > this.bodyBuf.length) this.bodyBuf = Buffer.allocUnsafe(Math.max(shared.byteLength, this.bodyBuf.length * 2));
+    // Twice the body: JsonBatch decodes escaped strings into the space after it.
+    if (2 * shared.byteLength > this.bodyBuf.length) this.bodyBuf = Buffer.allocUnsafe(Math.max(2 * shared.byteLength, this.bodyBuf.length * 2));
     shared.copy(this.bodyBuf, 0);
     return this.bodyBuf.subarray(0, shared.byteLength);
   }

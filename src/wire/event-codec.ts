@@ -7,7 +7,7 @@ import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
 import { RECORD_HEADER_BYTES, frameSeq, frameTs } from "../log/record.js";
 import { Verifier, VerifyError } from "./verify.js";
-import { EVENT_FIELD, EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, type EventInput, type WrittenEvent } from "./event-layout.js";
+import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 
 export interface EventLimits {
   /** Largest payload in bytes (JSON text, or raw bytes for binary payloads). */
@@ -16,16 +16,13 @@ export interface EventLimits {
   fieldBytesMax: number;
 }
 
-/** A binary-published event: a view of its Event bytes and what dedup needs. */
+/** A binary-published event: where its Event bytes are in the request, and what dedup needs. */
 export interface IncomingEvent {
-  body: Uint8Array;
+  at: number;
+  bytes: number;
   idempotencyKey: string | null;
 }
 
-const ALLOWED_FIELDS = new Set([
-  "type", "key", "producer_id", "producer_seq", "producer_ts", "idempotency_key", "payload", "payload_base64",
-]);
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 function invalid(index: number, message: string): ApiError {
   return new ApiError(400, "invalid_event", `event ${index}: ${message}`, { index });
@@ -40,88 +37,6 @@ function tooLarge(index: number, bytes: number, max: number): ApiError {
     index,
     max_event_bytes: max,
   });
-}
-
-function checkString(v: unknown, name: string, index: number, required: boolean): string | null {
-  if (v === undefined || v === null) {
-    if (required) throw invalid(index, `"${name}" is required`);
-    return null;
-  }
-  if (typeof v !== "string") throw invalid(index, `"${name}" must be a string`);
-  if (required && v.length === 0) throw invalid(index, `"${name}" must not be empty`);
-  return v;
-}
-
-function checkUint(v: unknown, name: string, index: number): number {
-  if (v === undefined || v === null) return -1;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalid(index, `"${name}" must be a non-negative integer`);
-  return v;
-}
-
-/**
- * Validates one JSON event into `out` (reused by the caller). Byte limits of
- * strings and payload are checked on what writeEvent wrote: checkWritten().
- */
-export function jsonEventInput(e: unknown, index: number, out: EventInput): EventInput {
-  if (typeof e !== "object" || e === null || Array.isArray(e)) throw invalid(index, "must be a JSON object");
-  const o = e as Record<string, unknown>;
-  for (const k in o) {
-    if (!ALLOWED_FIELDS.has(k)) {
-      throw invalid(index, k === "seq" || k === "ingest_ts" || k === "stream"
-        ? `"${k}" is assigned by the server and must not be sent`
-        : `unknown field "${k}"`);
-    }
-  }
-  out.type = checkString(o.type, "type", index, true)!;
-  out.key = checkString(o.key, "key", index, false);
-  out.producerId = checkString(o.producer_id, "producer_id", index, false);
-  out.idempotencyKey = checkString(o.idempotency_key, "idempotency_key", index, false);
-  out.producerSeq = checkUint(o.producer_seq, "producer_seq", index);
-  out.producerTs = checkUint(o.producer_ts, "producer_ts", index);
-  if (o.payload !== undefined && o.payload_base64 !== undefined) throw invalid(index, `send "payload" or "payload_base64", not both`);
-  if (o.payload !== undefined) {
-    out.encoding = PAYLOAD_JSON;
-    out.payload = JSON.stringify(o.payload);
-  } else if (o.payload_base64 !== undefined) {
-    const b64 = o.payload_base64;
-    if (typeof b64 !== "string" || b64.length % 4 !== 0 || !BASE64.test(b64)) throw invalid(index, `"payload_base64" must be a base64 string`);
-    out.encoding = PAYLOAD_BINARY;
-    out.payload = Buffer.from(b64, "base64");
-  } else {
-    out.encoding = PAYLOAD_NONE;
-    out.payload = null;
-  }
-  return out;
-}
-
-/** Applies the byte limits to an event writeEvent just wrote. */
-export function checkWritten(w: WrittenEvent, index: number, limits: EventLimits): void {
-  const max = limits.fieldBytesMax;
-  if (w.typeLen > max) throw tooLong(index, "type", limits);
-  if (w.keyLen > max) throw tooLong(index, "key", limits);
-  if (w.producerIdLen > max) throw tooLong(index, "producer_id", limits);
-  if (w.idemLen > max) throw tooLong(index, "idempotency_key", limits);
-  if (w.payloadLen > limits.eventBytesMax) throw tooLarge(index, w.payloadLen, limits.eventBytesMax);
-}
-
-export function newEventInput(): EventInput {
-  return { type: "", key: null, producerId: null, producerSeq: -1, producerTs: -1, idempotencyKey: null, encoding: PAYLOAD_NONE, payload: null };
-}
-
-/** Parses a JSON publish body into its events array. Throws ApiError. */
-export function parseJsonBatch(text: string, publishEventsMax: number): unknown[] {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof body !== "object" || body === null || !Array.isArray((body as { events?: unknown }).events)) {
-    throw new ApiError(400, "invalid_body", `body must be {"events": [ ... ]}`);
-  }
-  const events = (body as { events: unknown[] }).events;
-  checkBatchSize(events.length, publishEventsMax);
-  return events;
 }
 
 function checkBatchSize(count: number, publishEventsMax: number): void {
@@ -149,25 +64,9 @@ function checkFbString(buf: Buffer, at: number, len: number, name: string, index
   if (!utf8Ok(buf, at, len)) throw invalid(index, `"${name}" is not valid UTF-8`);
 }
 
-const EVENT_STRING_FIELDS = [EVENT_FIELD.type, EVENT_FIELD.key, EVENT_FIELD.producerId, EVENT_FIELD.idempotencyKey];
-
-/** Structural check of one Event: every field it has lies inside its buffer. */
-function verifyEvent(v: Verifier): void {
-  const root = v.root();
-  for (const f of EVENT_STRING_FIELDS) {
-    const at = v.field(root, f, 4);
-    if (at) v.vector(at, 1, true);
-  }
-  v.field(root, EVENT_FIELD.producerSeq, 8);
-  v.field(root, EVENT_FIELD.producerTs, 8);
-  v.field(root, EVENT_FIELD.payloadEncoding, 1);
-  const payload = v.field(root, EVENT_FIELD.payload, 4);
-  if (payload) v.vector(payload, 1);
-}
-
 /**
- * Checks a FlatBuffers PublishBatch and returns each Event's bytes as sent,
- * as views into `bytes`: the stored body is the producer's own serialization,
+ * Checks a FlatBuffers PublishBatch and returns where each Event's bytes
+ * are in `bytes`, to be stored as sent: the stored body is the producer's own serialization,
  * never re-encoded. Verified in place, in one pass, with no copy per event.
  */
 export function parseFlatBatch(bytes: Buffer, publishEventsMax: number, limits: EventLimits): IncomingEvent[] {
@@ -187,8 +86,7 @@ export function parseFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
       if (!nestedAt) throw invalid(index, "missing nested Event bytes");
       const span = v.vectorSpan(nestedAt, 1);
       if (span.count < 8) throw invalid(index, "missing nested Event bytes");
-      verifyEvent(v.within(span.data, span.data + span.count));
-      f.read(bytes, span.data);
+      f.read(bytes, span.data, span.data + span.count);
       checkFbString(bytes, f.typeAt, f.typeLen, "type", index, limits, true);
       checkFbString(bytes, f.keyAt, f.keyLen, "key", index, limits, false);
       checkFbString(bytes, f.producerIdAt, f.producerIdLen, "producer_id", index, limits, false);
@@ -206,7 +104,8 @@ export function parseFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
         }
       }
       out.push({
-        body: bytes.subarray(span.data, span.data + span.count),
+        at: span.data,
+        bytes: span.count,
         idempotencyKey: f.idemAt < 0 ? null : bytes.toString("utf8", f.idemAt, f.idemAt + f.idemLen),
       });
     }

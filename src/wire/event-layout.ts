@@ -3,7 +3,8 @@
 // JSON, rendering replay pages) then allocate nothing per field. The bytes are
 // ordinary FlatBuffers; the generated code reads what writeEvent writes, and
 // EventFields reads any valid Event (from the generated builder or a producer).
-import { readU64, writeU64 } from "../log/record.js";
+import { readU64, writeU32, writeU64 } from "../log/record.js";
+import { VerifyError } from "./verify.js";
 
 // Field indexes of table Event, in schema order.
 export const EVENT_FIELD = { type: 0, key: 1, producerId: 2, producerSeq: 3, producerTs: 4, idempotencyKey: 5, payloadEncoding: 6, payload: 7 } as const;
@@ -32,71 +33,84 @@ export class EventFields {
   producerTs = -1;
 
   /**
-   * Reads the Event whose buffer starts at `base`. The bytes must be a valid
-   * Event: written by writeEvent, or checked by the ingest verifier.
+   * Reads the Event whose buffer starts at `base`. With `end` (the end of
+   * that buffer), every offset is checked to stay inside [base, end) first,
+   * and a malformed buffer throws VerifyError: this is the ingest verifier,
+   * one pass over the vtable. Without `end` the bytes are trusted (our own
+   * log, written by writeEvent or verified on the way in).
    */
-  read(buf: Buffer, base: number): this {
+  read(buf: Buffer, base: number, end = -1): this {
+    this.buf = buf;
+    this.base = base;
+    this.end = end;
+    this.need(base, 4);
     const table = base + buf.readUInt32LE(base);
+    this.need(table, 4);
     const vt = table - buf.readInt32LE(table);
+    this.need(vt, 4);
     const vtBytes = buf.readUInt16LE(vt);
-    const slot = (field: number) => {
-      const o = 4 + 2 * field;
-      return o < vtBytes ? buf.readUInt16LE(vt + o) : 0;
-    };
-    let o = slot(EVENT_FIELD.type);
-    if (o) {
-      const s = table + o + buf.readUInt32LE(table + o);
-      this.typeLen = buf.readUInt32LE(s);
-      this.typeAt = s + 4;
-    } else this.typeAt = -1;
-    o = slot(EVENT_FIELD.key);
-    if (o) {
-      const s = table + o + buf.readUInt32LE(table + o);
-      this.keyLen = buf.readUInt32LE(s);
-      this.keyAt = s + 4;
-    } else this.keyAt = -1;
-    o = slot(EVENT_FIELD.producerId);
-    if (o) {
-      const s = table + o + buf.readUInt32LE(table + o);
-      this.producerIdLen = buf.readUInt32LE(s);
-      this.producerIdAt = s + 4;
-    } else this.producerIdAt = -1;
-    o = slot(EVENT_FIELD.idempotencyKey);
-    if (o) {
-      const s = table + o + buf.readUInt32LE(table + o);
-      this.idemLen = buf.readUInt32LE(s);
-      this.idemAt = s + 4;
-    } else this.idemAt = -1;
-    o = slot(EVENT_FIELD.payload);
-    if (o) {
-      const s = table + o + buf.readUInt32LE(table + o);
-      this.payloadLen = buf.readUInt32LE(s);
-      this.payloadAt = s + 4;
-    } else {
-      this.payloadAt = -1;
-      this.payloadLen = 0;
+    if (end >= 0) {
+      if (vtBytes < 4 || (vtBytes & 1) !== 0 || ((table - base) & 3) !== 0) throw new VerifyError("bad Event vtable");
+      this.need(vt, vtBytes);
+      this.need(table, buf.readUInt16LE(vt + 2));
     }
-    o = slot(EVENT_FIELD.payloadEncoding);
+    this.table = table;
+    this.vt = vt;
+    this.vtBytes = vtBytes;
+    let o = this.slot(EVENT_FIELD.type, 4);
+    this.typeAt = o ? this.vector(o, 1) : -1;
+    this.typeLen = o ? this.len : 0;
+    o = this.slot(EVENT_FIELD.key, 4);
+    this.keyAt = o ? this.vector(o, 1) : -1;
+    this.keyLen = o ? this.len : 0;
+    o = this.slot(EVENT_FIELD.producerId, 4);
+    this.producerIdAt = o ? this.vector(o, 1) : -1;
+    this.producerIdLen = o ? this.len : 0;
+    o = this.slot(EVENT_FIELD.idempotencyKey, 4);
+    this.idemAt = o ? this.vector(o, 1) : -1;
+    this.idemLen = o ? this.len : 0;
+    o = this.slot(EVENT_FIELD.payload, 4);
+    this.payloadAt = o ? this.vector(o, 0) : -1;
+    this.payloadLen = o ? this.len : 0;
+    o = this.slot(EVENT_FIELD.payloadEncoding, 1);
     this.encoding = o ? buf[table + o] : PAYLOAD_NONE;
-    o = slot(EVENT_FIELD.producerSeq);
+    o = this.slot(EVENT_FIELD.producerSeq, 8);
     this.producerSeq = o ? readU64(buf, table + o) : -1;
-    o = slot(EVENT_FIELD.producerTs);
+    o = this.slot(EVENT_FIELD.producerTs, 8);
     this.producerTs = o ? readU64(buf, table + o) : -1;
     return this;
   }
-}
 
-/** What writeEvent stores; strings are written as UTF-8. */
-export interface EventInput {
-  type: string;
-  key: string | null;
-  producerId: string | null;
-  producerSeq: number; // -1: absent
-  producerTs: number; // -1: absent
-  idempotencyKey: string | null;
-  encoding: number;
-  /** JSON text (PAYLOAD_JSON) or raw bytes (PAYLOAD_BINARY); null for none. */
-  payload: string | Uint8Array | null;
+  // Scratch of the read in progress (instance fields, not closures: no
+  // allocation per event, and the calls inline).
+  private buf: Buffer = Buffer.alloc(0);
+  private base = 0;
+  private end = -1;
+  private table = 0;
+  private vt = 0;
+  private vtBytes = 0;
+  private len = 0;
+
+  private need(pos: number, n: number): void {
+    if (this.end >= 0 && (pos < this.base || pos + n > this.end)) throw new VerifyError("Event field out of bounds");
+  }
+
+  private slot(field: number, bytes: number): number {
+    const o = 4 + 2 * field;
+    const off = o < this.vtBytes ? this.buf.readUInt16LE(this.vt + o) : 0;
+    if (off) this.need(this.table + off, bytes);
+    return off;
+  }
+
+  /** A string or byte vector: u32 offset to [u32 length][bytes] (+ NUL for strings). */
+  private vector(off: number, nul: number): number {
+    const at = this.table + off;
+    const s = at + this.buf.readUInt32LE(at);
+    this.need(s, 4);
+    this.len = this.buf.readUInt32LE(s);
+    this.need(s + 4, this.len + nul);
+    return s + 4;
+  }
 }
 
 // Fixed layout: root offset, vtable (8 slots), then the table with the 8-byte
@@ -116,82 +130,78 @@ const T_ENCODING = 44;
 const TABLE_BYTES = 48;
 const FIXED_BYTES = TABLE + TABLE_BYTES; // 72
 
-/** An upper bound of the bytes writeEvent needs for `e`. */
-export function eventBytesBound(e: EventInput): number {
-  const str = (s: string | null) => (s === null ? 0 : 3 * s.length + 8);
-  const payload = e.payload === null ? 0 : typeof e.payload === "string" ? 3 * e.payload.length + 8 : e.payload.byteLength + 8;
-  return FIXED_BYTES + str(e.type) + str(e.key) + str(e.producerId) + str(e.idempotencyKey) + payload;
+const w32 = (buf: Buffer, v: number, at: number) => writeU32(buf, at, v);
+const w16 = (buf: Buffer, v: number, at: number) => {
+  buf[at] = v;
+  buf[at + 1] = v >>> 8;
+};
+
+/** Bytes writeEvent needs for `f`, padding included. */
+export function eventBytesFor(f: EventFields): number {
+  const str = (at: number, len: number) => (at < 0 ? 0 : (4 + len + 1 + 3) & ~3);
+  return FIXED_BYTES + str(f.typeAt, f.typeLen) + str(f.keyAt, f.keyLen) + str(f.producerIdAt, f.producerIdLen) + str(f.idemAt, f.idemLen) +
+    (f.payloadAt < 0 || f.encoding === PAYLOAD_NONE ? 0 : (4 + f.payloadLen + 3) & ~3);
 }
 
-export interface WrittenEvent {
-  bytes: number;
-  /** UTF-8 bytes of each string and the payload, for the caller's limits. */
-  typeLen: number;
-  keyLen: number;
-  producerIdLen: number;
-  idemLen: number;
-  payloadLen: number;
+/** Copies `len` bytes; a loop beats Buffer.copy's fixed cost for short strings. */
+function copyBytes(src: Buffer, from: number, len: number, dst: Buffer, to: number): void {
+  if (len > 32) src.copy(dst, to, from, from + len);
+  else for (let j = 0; j < len; j++) dst[to + j] = src[from + j];
 }
-
-const written: WrittenEvent = { bytes: 0, typeLen: 0, keyLen: 0, producerIdLen: 0, idemLen: 0, payloadLen: 0 };
 
 /**
- * Writes `e` as an Event FlatBuffer at `at` (4-aligned; room for
- * eventBytesBound(e) is the caller's). Returns a shared result object.
+ * Writes the Event whose values `f` locates in `src` as a FlatBuffer at `at`
+ * in `buf` (4-aligned, eventBytesFor(f) bytes of room). Every byte written is
+ * defined (padding zeroed): records must not carry stale buffer contents.
+ * Returns the bytes written.
  */
-export function writeEvent(buf: Buffer, at: number, e: EventInput): WrittenEvent {
+export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields): number {
   const table = at + TABLE;
-  buf.writeUInt32LE(TABLE - ROOT, at + ROOT);
-  buf.writeUInt16LE(VTABLE_BYTES, at + VTABLE);
-  buf.writeUInt16LE(TABLE_BYTES, at + VTABLE + 2);
-  const slot = (field: number, tableOffset: number) => buf.writeUInt16LE(tableOffset, at + VTABLE + 4 + 2 * field);
-  buf.writeInt32LE(TABLE - VTABLE, table);
-  buf.fill(0, table + 4, table + TABLE_BYTES);
+  w32(buf, TABLE - ROOT, at + ROOT);
+  w16(buf, VTABLE_BYTES, at + VTABLE);
+  w16(buf, TABLE_BYTES, at + VTABLE + 2);
+  w32(buf, TABLE - VTABLE, table);
+  w32(buf, 0, table + 4); // padding before the 8-aligned scalars
+  w32(buf, 0, table + T_ENCODING); // encoding byte and its padding
+  const slot = at + VTABLE + 4;
   let p = at + FIXED_BYTES;
-  const str = (field: number, tableOffset: number, s: string | null): number => {
-    if (s === null) {
-      slot(field, 0);
-      return 0;
+  // A string field: u32 offset in the table to [u32 length][bytes][NUL][pad].
+  const str = (field: number, tableOffset: number, from: number, len: number) => {
+    if (from < 0) {
+      w16(buf, 0, slot + 2 * field);
+      w32(buf, 0, table + tableOffset);
+      return;
     }
-    slot(field, tableOffset);
-    const n = buf.write(s, p + 4, "utf8");
-    buf.writeUInt32LE(n, p);
-    buf[p + 4 + n] = 0;
-    buf.writeUInt32LE(p - (table + tableOffset), table + tableOffset);
-    p = (p + 4 + n + 1 + 3) & ~3;
-    return n;
+    w16(buf, tableOffset, slot + 2 * field);
+    w32(buf, p - (table + tableOffset), table + tableOffset);
+    w32(buf, len, p);
+    copyBytes(src, from, len, buf, p + 4);
+    const end = (p + 4 + len + 1 + 3) & ~3;
+    for (let j = p + 4 + len; j < end; j++) buf[j] = 0;
+    p = end;
   };
-  written.typeLen = str(EVENT_FIELD.type, T_TYPE, e.type);
-  written.keyLen = str(EVENT_FIELD.key, T_KEY, e.key);
-  written.producerIdLen = str(EVENT_FIELD.producerId, T_PRODUCER_ID, e.producerId);
-  written.idemLen = str(EVENT_FIELD.idempotencyKey, T_IDEM, e.idempotencyKey);
-  if (e.producerSeq >= 0) {
-    slot(EVENT_FIELD.producerSeq, T_PRODUCER_SEQ);
-    writeU64(buf, table + T_PRODUCER_SEQ, e.producerSeq);
-  } else slot(EVENT_FIELD.producerSeq, 0);
-  if (e.producerTs >= 0) {
-    slot(EVENT_FIELD.producerTs, T_PRODUCER_TS);
-    writeU64(buf, table + T_PRODUCER_TS, e.producerTs);
-  } else slot(EVENT_FIELD.producerTs, 0);
-  if (e.payload === null || e.encoding === PAYLOAD_NONE) {
-    slot(EVENT_FIELD.payloadEncoding, 0);
-    slot(EVENT_FIELD.payload, 0);
-    written.payloadLen = 0;
+  str(EVENT_FIELD.type, T_TYPE, f.typeAt, f.typeLen);
+  str(EVENT_FIELD.key, T_KEY, f.keyAt, f.keyLen);
+  str(EVENT_FIELD.producerId, T_PRODUCER_ID, f.producerIdAt, f.producerIdLen);
+  str(EVENT_FIELD.idempotencyKey, T_IDEM, f.idemAt, f.idemLen);
+  w16(buf, f.producerSeq >= 0 ? T_PRODUCER_SEQ : 0, slot + 2 * EVENT_FIELD.producerSeq);
+  writeU64(buf, table + T_PRODUCER_SEQ, Math.max(0, f.producerSeq));
+  w16(buf, f.producerTs >= 0 ? T_PRODUCER_TS : 0, slot + 2 * EVENT_FIELD.producerTs);
+  writeU64(buf, table + T_PRODUCER_TS, Math.max(0, f.producerTs));
+  if (f.payloadAt < 0 || f.encoding === PAYLOAD_NONE) {
+    w16(buf, 0, slot + 2 * EVENT_FIELD.payloadEncoding);
+    w16(buf, 0, slot + 2 * EVENT_FIELD.payload);
+    w32(buf, 0, table + T_PAYLOAD);
   } else {
-    slot(EVENT_FIELD.payloadEncoding, T_ENCODING);
-    buf[table + T_ENCODING] = e.encoding;
-    slot(EVENT_FIELD.payload, T_PAYLOAD);
-    let n: number;
-    if (typeof e.payload === "string") n = buf.write(e.payload, p + 4, "utf8");
-    else {
-      buf.set(e.payload, p + 4);
-      n = e.payload.byteLength;
-    }
-    buf.writeUInt32LE(n, p);
-    buf.writeUInt32LE(p - (table + T_PAYLOAD), table + T_PAYLOAD);
-    p = (p + 4 + n + 3) & ~3;
-    written.payloadLen = n;
+    w16(buf, T_ENCODING, slot + 2 * EVENT_FIELD.payloadEncoding);
+    buf[table + T_ENCODING] = f.encoding;
+    w16(buf, T_PAYLOAD, slot + 2 * EVENT_FIELD.payload);
+    w32(buf, p - (table + T_PAYLOAD), table + T_PAYLOAD);
+    w32(buf, f.payloadLen, p);
+    copyBytes(src, f.payloadAt, f.payloadLen, buf, p + 4);
+    const end = (p + 4 + f.payloadLen + 3) & ~3;
+    for (let j = p + 4 + f.payloadLen; j < end; j++) buf[j] = 0;
+    p = end;
   }
-  written.bytes = p - at;
-  return written;
+  return p - at;
 }

@@ -1,28 +1,43 @@
 import { describe, it, expect } from "vitest";
 import * as flatbuffers from "flatbuffers";
 import { Event } from "../../src/wire/generated/ticker/wire/event.js";
-import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, eventBytesBound, writeEvent, type EventInput } from "../../src/wire/event-layout.js";
+import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, eventBytesFor, writeEvent } from "../../src/wire/event-layout.js";
 import { encodeEvent } from "../../src/wire/client.js";
-import { Verifier } from "../../src/wire/verify.js";
 
-const full: EventInput = {
-  type: "trade",
-  key: "BTC-USD",
-  producerId: "feed-ä",
-  producerSeq: 0,
-  producerTs: 2 ** 40 + 5,
-  idempotencyKey: "feed-a:9001",
-  encoding: PAYLOAD_JSON,
-  payload: `{"px":91234.5,"note":"é\\""}`,
-};
+/** Lays strings out in a source buffer and points an EventFields at them. */
+function source(values: Record<string, string>): { src: Buffer; f: EventFields } {
+  const src = Buffer.alloc(4096);
+  const f = new EventFields();
+  f.typeAt = f.keyAt = f.producerIdAt = f.idemAt = f.payloadAt = -1;
+  f.producerSeq = f.producerTs = -1;
+  f.encoding = 0;
+  let at = 7; // deliberately unaligned
+  const put = (s: string) => {
+    const n = src.write(s, at);
+    const r = [at, n];
+    at += n + 3;
+    return r;
+  };
+  if (values.type !== undefined) [f.typeAt, f.typeLen] = put(values.type);
+  if (values.key !== undefined) [f.keyAt, f.keyLen] = put(values.key);
+  if (values.producerId !== undefined) [f.producerIdAt, f.producerIdLen] = put(values.producerId);
+  if (values.idem !== undefined) [f.idemAt, f.idemLen] = put(values.idem);
+  if (values.payload !== undefined) {
+    [f.payloadAt, f.payloadLen] = put(values.payload);
+    f.encoding = PAYLOAD_JSON;
+  }
+  return { src, f };
+}
 
 describe("Event layout without the generated classes", () => {
   it("what writeEvent writes is a valid Event for the generated reader, field for field", () => {
-    const buf = Buffer.alloc(eventBytesBound(full));
-    const w = writeEvent(buf, 0, full);
-    expect(w.bytes % 4).toBe(0);
-    expect(w.payloadLen).toBe(Buffer.byteLength(full.payload as string));
-    const e = Event.getRootAsEvent(new flatbuffers.ByteBuffer(buf.subarray(0, w.bytes)));
+    const { src, f } = source({ type: "trade", key: "BTC-USD", producerId: "feed-ä", idem: "feed-a:9001", payload: `{"px":91234.5,"note":"é\\""}` });
+    f.producerSeq = 0;
+    f.producerTs = 2 ** 40 + 5;
+    const buf = Buffer.alloc(eventBytesFor(f)).fill(0xee);
+    const bytes = writeEvent(buf, 0, src, f);
+    expect(bytes).toBe(eventBytesFor(f));
+    const e = Event.getRootAsEvent(new flatbuffers.ByteBuffer(buf.subarray(0, bytes)));
     expect(e.type()).toBe("trade");
     expect(e.key()).toBe("BTC-USD");
     expect(e.producerId()).toBe("feed-ä");
@@ -30,26 +45,29 @@ describe("Event layout without the generated classes", () => {
     expect(e.producerTs()).toBe(BigInt(2 ** 40 + 5));
     expect(e.idempotencyKey()).toBe("feed-a:9001");
     expect(e.payloadEncoding()).toBe(PAYLOAD_JSON);
-    expect(Buffer.from(e.payloadArray()!).toString()).toBe(full.payload);
-    // and it passes the ingest verifier
-    expect(() => new Verifier(buf.subarray(0, w.bytes)).root()).not.toThrow();
+    expect(Buffer.from(e.payloadArray()!).toString()).toBe(`{"px":91234.5,"note":"é\\""}`);
+    // and it passes the ingest verifier (EventFields.read with bounds)
+    expect(() => new EventFields().read(buf, 0, bytes)).not.toThrow();
+    // no byte of the old buffer contents survives: padding and absent slots are zeroed
+    expect(buf.includes(0xee)).toBe(false);
   });
 
-  it("absent optional fields stay absent", () => {
-    const bare: EventInput = { type: "t", key: null, producerId: null, producerSeq: -1, producerTs: -1, idempotencyKey: null, encoding: 0, payload: null };
-    const buf = Buffer.alloc(eventBytesBound(bare));
-    const w = writeEvent(buf, 0, bare);
-    const e = Event.getRootAsEvent(new flatbuffers.ByteBuffer(buf.subarray(0, w.bytes)));
+  it("absent optional fields stay absent, and nothing stale is left in the bytes", () => {
+    const { src, f } = source({ type: "t" });
+    const buf = Buffer.alloc(eventBytesFor(f)).fill(0xee);
+    const bytes = writeEvent(buf, 0, src, f);
+    const e = Event.getRootAsEvent(new flatbuffers.ByteBuffer(buf.subarray(0, bytes)));
     expect([e.key(), e.producerId(), e.producerSeq(), e.producerTs(), e.idempotencyKey(), e.payloadArray()]).toEqual([null, null, null, null, null, null]);
-    const f = new EventFields().read(buf, 0);
-    expect([f.keyAt, f.producerIdAt, f.idemAt, f.payloadAt, f.producerSeq, f.producerTs]).toEqual([-1, -1, -1, -1, -1, -1]);
+    const r = new EventFields().read(buf, 0);
+    expect([r.keyAt, r.producerIdAt, r.idemAt, r.payloadAt, r.producerSeq, r.producerTs]).toEqual([-1, -1, -1, -1, -1, -1]);
+    expect(buf.includes(0xee)).toBe(false);
   });
 
   it("EventFields reads an Event built by the generated builder at any offset", () => {
     const bytes = encodeEvent({ type: "x", key: "k", producer_seq: 7, idempotency_key: "i", payload_bytes: new Uint8Array([1, 2, 3]) });
     const buf = Buffer.alloc(bytes.byteLength + 12);
     buf.set(bytes, 12);
-    const f = new EventFields().read(buf, 12);
+    const f = new EventFields().read(buf, 12, 12 + bytes.byteLength);
     expect(buf.toString("utf8", f.typeAt, f.typeAt + f.typeLen)).toBe("x");
     expect(buf.toString("utf8", f.keyAt, f.keyAt + f.keyLen)).toBe("k");
     expect(buf.toString("utf8", f.idemAt, f.idemAt + f.idemLen)).toBe("i");
@@ -57,5 +75,13 @@ describe("Event layout without the generated classes", () => {
     expect(f.producerTs).toBe(-1);
     expect(f.encoding).toBe(PAYLOAD_BINARY);
     expect([...buf.subarray(f.payloadAt, f.payloadAt + f.payloadLen)]).toEqual([1, 2, 3]);
+  });
+
+  it("a truncated or lying Event is refused by the bounds-checked read", () => {
+    const bytes = Buffer.from(encodeEvent({ type: "hello", payload: { a: 1 } }));
+    expect(() => new EventFields().read(bytes, 0, bytes.length - 6)).toThrow();
+    const lying = Buffer.from(bytes);
+    lying.writeUInt32LE(1 << 20, 0); // root offset far outside
+    expect(() => new EventFields().read(lying, 0, lying.length)).toThrow();
   });
 });
