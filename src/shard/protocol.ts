@@ -114,6 +114,21 @@ export function writeResponse(ring: Ring, reqId: number, status: number, ct: Con
   return true;
 }
 
+/**
+ * Writes one response whose body `fill` writes in place (no staging copy):
+ * `fill(data, at)` must write exactly `bodyBytes` at data[at]. False when full.
+ */
+export function writeResponseWith(ring: Ring, reqId: number, status: number, ct: ContentType, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): boolean {
+  const at = ring.reserve(RESPONSE_HEADER_BYTES + bodyBytes);
+  if (at === -1) return false;
+  const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, RESPONSE_HEADER_BYTES);
+  dv.setUint32(0, reqId, true);
+  dv.setUint32(4, ct, true);
+  fill(ring.data, at + RESPONSE_HEADER_BYTES);
+  ring.commit(status, RESPONSE_HEADER_BYTES + bodyBytes);
+  return true;
+}
+
 export interface Response {
   status: number;
   reqId: number;

@@ -5,7 +5,6 @@ import { parentPort, workerData } from "node:worker_threads";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
-import * as flatbuffers from "flatbuffers";
 import { Ring } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
@@ -14,8 +13,8 @@ import { frameBytesFor, writeFrameHeader, sealFrame, RECORD_HEADER_BYTES } from 
 import { ByteWriter, parseFlatBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
-import { EventBatch } from "../wire/generated/ticker/wire/event-batch.js";
-import { ContentType, Op, readRequest, shardOf, writeResponse, type FrontCommand, type Request, type ScrubItem, type WorkerEvent, type WorkerInit } from "./protocol.js";
+import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
+import { ContentType, Op, readRequest, shardOf, writeResponse, writeResponseWith, type FrontCommand, type Request, type ScrubItem, type WorkerEvent, type WorkerInit } from "./protocol.js";
 import { Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
@@ -46,7 +45,6 @@ class ShardWorker {
   private readonly jsonPage = new ByteWriter(1 << 20);
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
-  private readonly pageBuilder = new flatbuffers.Builder(1 << 20);
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -351,19 +349,18 @@ class ShardWorker {
     }
     if (page.corrupt) console.error(`stream ${stream.id}: replay stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
     if (req.meta.accept === ContentType.FlatBuffers) {
-      const b = this.pageBuilder;
-      b.clear();
-      const streamOff = b.createString(stream.id);
-      const recordsOff = b.createByteVector(page.buf.subarray(0, page.bytes));
-      EventBatch.startEventBatch(b);
-      EventBatch.addStream(b, streamOff);
-      EventBatch.addFirstSeq(b, BigInt(log.firstSeq));
-      EventBatch.addHeadSeq(b, BigInt(log.committedSeq));
-      EventBatch.addNext(b, BigInt(page.next));
-      EventBatch.addCount(b, page.count);
-      EventBatch.addRecords(b, recordsOff);
-      b.finish(EventBatch.endEventBatch(b));
-      return this.reply({ reqId: req.reqId, status: 200, ct: ContentType.FlatBuffers, body: b.asUint8Array() });
+      // The envelope is written around the frames as read from the log.
+      const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: log.committedSeq, next: page.next, count: page.count };
+      const headerBytes = eventBatchHeaderBytes(Buffer.byteLength(stream.id));
+      const fill = (data: Uint8Array, at: number) => {
+        writeEventBatchHeader(data, at, info, page.bytes);
+        data.set(page.buf.subarray(0, page.bytes), at + headerBytes);
+      };
+      const total = headerBytes + page.bytes;
+      if (this.outbox.length === 0 && writeResponseWith(this.outRing, req.reqId, 200, ContentType.FlatBuffers, total, fill)) return;
+      const body = Buffer.allocUnsafe(total);
+      fill(body, 0);
+      return this.reply({ reqId: req.reqId, status: 200, ct: ContentType.FlatBuffers, body });
     }
     const w = this.jsonPage;
     w.reset();

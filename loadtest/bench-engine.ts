@@ -1,0 +1,744 @@
+// Engine benchmark: publish (W1) and replay (W2) throughput of one stream
+// against the real server, one fresh server process per workload, with the
+// server's own CPU, memory and disk cost next to the client-side rate.
+//
+//   npm run bench:engine                        # 1,000,000 events per workload
+//   node dist/loadtest/bench-engine.js --quick  # 100,000 events, smoke run
+//
+// Prints a markdown report and writes it to docs/bench-engine-latest.md.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import { availableParallelism, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { decodeEventBatch, encodePublishBatch } from "../src/wire/client.js";
+
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
+const SERVER_MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+const REPORT_PATH = join(REPO, "docs", "bench-engine-latest.md");
+
+const STREAM = "bench";
+const BATCH_EVENTS = 1000; // the server's publish_events_max
+const PAYLOAD_BYTES = 100;
+const PAGE_EVENTS = 10_000; // the server's replay_page_events_max
+/**
+ * Distinct pre-encoded bodies, sent round-robin. Encoding all 1,000 batches
+ * up front would cost seconds and ~150 MB for no change in what the server
+ * does: it parses every body afresh and nothing deduplicates without keys.
+ */
+const BODY_POOL = 50;
+const CT_JSON = "application/json";
+const CT_FLAT = "application/x-flatbuffers";
+
+const SERVER_START_TIMEOUT_MS = 30_000;
+/** Above the server's default shutdown_timeout_ms (10 s) so SIGKILL is a last resort. */
+const SERVER_STOP_TIMEOUT_MS = 15_000;
+const REQUEST_TIMEOUT_MS = 60_000;
+/** Before timing, the server must stay under 4% of a core for a whole window. */
+const SETTLE_WINDOW_MS = 500;
+const SETTLE_QUIET_CPU = 0.04;
+const SETTLE_TIMEOUT_MS = 30_000;
+/** The whole run must end well inside 10 minutes, even if the server hangs. */
+const RUN_DEADLINE_MS = 9 * 60_000;
+
+const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+
+// ---- options -------------------------------------------------------------
+
+const { values: opts } = parseArgs({
+  options: {
+    events: { type: "string" },
+    quick: { type: "boolean", default: false },
+    // Kept selectable so the choice of default below can be re-checked.
+    client: { type: "string", default: "http" },
+  },
+  strict: true,
+});
+const EVENTS = opts.events !== undefined ? Number(opts.events) : opts.quick ? 100_000 : 1_000_000;
+if (!Number.isSafeInteger(EVENTS) || EVENTS <= 0 || EVENTS % BATCH_EVENTS !== 0) {
+  console.error(`--events must be a positive multiple of ${BATCH_EVENTS}`);
+  process.exit(2);
+}
+if (opts.client !== "http" && opts.client !== "fetch") {
+  console.error(`--client must be "http" or "fetch"`);
+  process.exit(2);
+}
+const CLIENT_KIND = opts.client as "http" | "fetch";
+
+// ---- HTTP clients ----------------------------------------------------------
+
+interface Reply {
+  status: number;
+  body: Buffer;
+}
+
+interface Client {
+  request(method: string, path: string, body?: Buffer, headers?: Record<string, string>): Promise<Reply>;
+  close(): void;
+}
+
+/**
+ * node:http with a keep-alive Agent, the default: in alternating runs of
+ * 300,000 events on the 2-core VM it matched or beat Node 20's fetch
+ * (undici behind WHATWG streams) in most rows, by up to 1.5x, and fetch's
+ * extra per-request work is client CPU taken from the cores the server runs
+ * on. The VM is noisy; `--client fetch` re-checks it.
+ */
+function httpClient(port: number, sockets: number): Client {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: sockets });
+  return {
+    request: (method, path, body, headers = {}) =>
+      new Promise((resolve, reject) => {
+        const req = http.request(
+          { host: "127.0.0.1", port, method, path, agent, headers: body ? { ...headers, "content-length": String(body.byteLength) } : headers },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on("data", (c: Buffer) => chunks.push(c));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) }));
+            res.on("error", reject);
+          },
+        );
+        req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`${method} ${path}: no answer in ${REQUEST_TIMEOUT_MS} ms`)));
+        req.on("error", reject);
+        req.end(body);
+      }),
+    close: () => agent.destroy(),
+  };
+}
+
+/** Node's global fetch; its default dispatcher keeps connections alive. */
+function fetchClient(port: number): Client {
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    request: async (method, path, body, headers = {}) => {
+      const res = await fetch(base + path, { method, body, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      return { status: res.status, body: Buffer.from(await res.arrayBuffer()) };
+    },
+    close: () => {},
+  };
+}
+
+// ---- server process and /proc sampling ------------------------------------
+
+interface CpuSample {
+  processTicks: number;
+  threadTicks: Map<number, number>;
+}
+
+interface ThreadCpu {
+  mainS: number;
+  shardS: number[] | null;
+  otherS: number;
+}
+
+/** Fields after the parenthesised comm, which may itself contain spaces. */
+function statFields(path: string): string[] {
+  const s = readFileSync(path, "utf8");
+  return s.slice(s.lastIndexOf(")") + 2).split(" ");
+}
+// stat field n (1-based, see proc(5)) is statFields()[n - 3]: utime is 14, stime 15.
+const ticksOf = (path: string) => {
+  const f = statFields(path);
+  return Number(f[11]) + Number(f[12]);
+};
+
+/** How the last server's shard threads were identified, for the report. */
+let shardThreadMethod = "not identified";
+
+const liveServers = new Set<Server>();
+const tempDirs = new Set<string>();
+
+function makeTempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "ticker-bench-"));
+  tempDirs.add(dir);
+  return dir;
+}
+
+function removeTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
+class Server {
+  port = 0;
+  private shardCount = 0;
+  /** tid → shard label, or null when the shard threads could not be told apart. */
+  private shardThreads: Map<number, string> | null = null;
+  /** Threads alive when the listening line arrived: shards yes, the scrub's piscina thread not yet. */
+  private earlyTids: number[] = [];
+  private out = "";
+  /** Lines the server wrote to stderr; any of them is worth reporting. */
+  readonly errors: string[] = [];
+  private exitInfo: string | null = null;
+  private readonly exited: Promise<void>;
+
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly dataDir: string,
+  ) {
+    liveServers.add(this);
+    this.exited = new Promise((resolve) =>
+      proc.once("exit", (code, signal) => {
+        this.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
+        liveServers.delete(this);
+        resolve();
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.proc.pid!;
+  }
+
+  /** How the process ended, or null while it runs. */
+  get exit(): string | null {
+    return this.exitInfo;
+  }
+
+  static async start(dataDir: string): Promise<Server> {
+    const proc = spawn(process.execPath, [SERVER_MAIN, "serve", "--port", "0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"] });
+    const s = new Server(proc, dataDir);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server not ready in ${SERVER_START_TIMEOUT_MS} ms:\n${s.out}`)), SERVER_START_TIMEOUT_MS);
+      const check = () => {
+        const m = /ticker listening on \S+:(\d+) \(.*?(\d+) shards\)/.exec(s.out);
+        if (m && !s.port) {
+          s.port = Number(m[1]);
+          s.shardCount = Number(m[2]);
+          s.earlyTids = s.tids();
+        }
+        if (s.port && s.out.includes("ticker ready")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      proc.stdout!.on("data", (c: Buffer) => {
+        s.out += c.toString();
+        check();
+      });
+      proc.stderr!.on("data", (c: Buffer) => {
+        s.out += c.toString();
+        s.errors.push(...c.toString().split("\n").filter((l) => l.trim() !== ""));
+        check();
+      });
+      void s.exited.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`server exited (${s.exitInfo}) before ready:\n${s.out}`));
+      });
+    });
+    return s;
+  }
+
+  /**
+   * Waits until the server stops using CPU on its own, then finds its shard
+   * threads (they must be idle for that). After a restart the server scrubs
+   * every closed segment on a piscina thread; timing a replay during that
+   * would measure the scrub too. Returns what settling cost, for the notes.
+   */
+  async settle(): Promise<string> {
+    const stat = `/proc/${this.pid}/stat`;
+    const t0 = performance.now();
+    const c0 = ticksOf(stat);
+    let last = c0;
+    let quiet = false;
+    while (!quiet && performance.now() - t0 < SETTLE_TIMEOUT_MS) {
+      await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+      const now = ticksOf(stat);
+      quiet = now - last <= Math.max(1, Math.floor((SETTLE_QUIET_CPU * CLK_TCK * SETTLE_WINDOW_MS) / 1000));
+      last = now;
+    }
+    this.shardThreads = await this.findShardThreads();
+    const scrub = /scrub: verified \d+ closed segments/.exec(this.out)?.[0];
+    return (
+      `${quiet ? "settled" : `NOT quiet after ${SETTLE_TIMEOUT_MS / 1000} s`}: ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
+      `${((last - c0) / CLK_TCK).toFixed(2)} s server CPU after ready${scrub ? ` ("${scrub}")` : ""}`
+    );
+  }
+
+  private tids(): number[] {
+    return readdirSync(`/proc/${this.pid}/task`)
+      .map(Number)
+      .sort((a, b) => a - b);
+  }
+
+  /**
+   * If Node names a Worker's OS thread after its `name` option, comm says
+   * "shard-N"; Node 20 leaves every thread "node". Then the shards are
+   * found by what they do when idle: a Worker runs its own event loop and
+   * so sleeps in epoll_wait, as do the main thread and, created before any
+   * Worker, the platform's delayed-task thread; V8 helpers and the libuv
+   * pool sleep on futexes. So the last `shards` epoll sleepers by tid are
+   * the shards, in creation order (shard 0 first), counting only threads
+   * that existed at the listening line: the scrub's piscina Worker, started
+   * after ready, also sleeps in epoll_wait with a higher tid.
+   */
+  private async findShardThreads(): Promise<Map<number, string> | null> {
+    const comm = (tid: number) => readFileSync(`/proc/${this.pid}/task/${tid}/comm`, "utf8").trim();
+    const named = this.tids().filter((t) => comm(t).startsWith("shard-"));
+    if (named.length > 0) {
+      shardThreadMethod = "by thread name (/proc/<pid>/task/<tid>/comm)";
+      return new Map(named.map((t) => [t, comm(t)]));
+    }
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const alive = new Set(this.tids());
+      const sleepers = this.earlyTids.filter((t) => t !== this.pid && alive.has(t) && readFileSync(`/proc/${this.pid}/task/${t}/wchan`, "utf8").includes("epoll"));
+      // A shard caught running is not sleeping: look again.
+      if (sleepers.length === this.shardCount + 1) {
+        shardThreadMethod = "inferred: the server's threads are all named \"node\", so the shards are the last epoll_wait sleepers by tid (see findShardThreads)";
+        return new Map(sleepers.slice(-this.shardCount).map((t, i) => [t, `shard-${i}`]));
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return null;
+  }
+
+  cpu(): CpuSample {
+    const threadTicks = new Map<number, number>();
+    for (const tid of this.tids()) {
+      try {
+        threadTicks.set(tid, ticksOf(`/proc/${this.pid}/task/${tid}/stat`));
+      } catch {
+        // The thread ended between the listing and the read.
+      }
+    }
+    return { processTicks: ticksOf(`/proc/${this.pid}/stat`), threadTicks };
+  }
+
+  threadCpu(before: CpuSample, after: CpuSample): ThreadCpu {
+    const delta = (tid: number) => ((after.threadTicks.get(tid) ?? 0) - (before.threadTicks.get(tid) ?? 0)) / CLK_TCK;
+    const shards = this.shardThreads;
+    let otherS = 0;
+    for (const tid of after.threadTicks.keys()) if (tid !== this.pid && !shards?.has(tid)) otherS += delta(tid);
+    return {
+      mainS: delta(this.pid),
+      shardS: shards ? [...shards.keys()].map(delta) : null,
+      otherS: shards ? otherS : NaN,
+    };
+  }
+
+  /** VmHWM and VmRSS in bytes. */
+  memory(): { peak: number; rss: number } {
+    const status = readFileSync(`/proc/${this.pid}/status`, "utf8");
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN) * 1024;
+    return { peak: kb("VmHWM"), rss: kb("VmRSS") };
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited in time; returns how it ended. */
+  async stop(): Promise<string> {
+    if (this.exitInfo) return `had already exited (${this.exitInfo})`;
+    process.kill(this.pid, "SIGTERM");
+    const timedOut = await Promise.race([
+      this.exited.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), SERVER_STOP_TIMEOUT_MS)),
+    ]);
+    if (!timedOut) return `SIGTERM: exited (${this.exitInfo})`;
+    process.kill(this.pid, "SIGKILL");
+    await this.exited;
+    return `SIGTERM ignored for ${SERVER_STOP_TIMEOUT_MS} ms, SIGKILLed`;
+  }
+
+  /** Synchronous last resort for the deadline and signal handlers. */
+  killNow(): void {
+    try {
+      process.kill(this.pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+
+  outputTail(lines = 15): string {
+    return this.out.trimEnd().split("\n").slice(-lines).join("\n");
+  }
+}
+
+/**
+ * Busy ticks of the whole machine (user, nice, system, irq, softirq; not
+ * idle, iowait or steal). Minus the server and the client it is everything
+ * else competing for the same cores, which on a shared VM is worth seeing.
+ */
+function machineBusyTicks(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n", 1)[0].trim().split(/\s+/).slice(1).map(Number);
+  return f[0] + f[1] + f[2] + f[5] + f[6];
+}
+
+function diskBytes(dir: string): number {
+  // Allocated blocks (not apparent size): what the data really costs on disk.
+  return Number(execFileSync("du", ["-s", "--block-size=1", dir], { encoding: "utf8" }).split("\t")[0]);
+}
+
+// ---- workloads ------------------------------------------------------------
+
+type Format = "json" | "flatbuffers";
+
+interface Measure {
+  label: string;
+  wallS: number;
+  serverCpuS: number;
+  threads: ThreadCpu;
+  clientCpuS: number;
+  restCpuS: number;
+  peakRss: number;
+  rssAfter: number;
+  diskBytes: number;
+}
+
+interface Row {
+  label: string;
+  measure?: Measure;
+  error?: string;
+}
+
+function randomPayloadText(): string {
+  // 75 random bytes are exactly 100 base64 characters, none needing a JSON escape.
+  return randomBytes((PAYLOAD_BYTES * 3) / 4).toString("base64");
+}
+
+function buildBodies(format: Format): Buffer[] {
+  const bodies: Buffer[] = [];
+  for (let b = 0; b < BODY_POOL; b++) {
+    if (format === "json") {
+      const events = Array.from({ length: BATCH_EVENTS }, () => `{"type":"tick","payload":"${randomPayloadText()}"}`);
+      bodies.push(Buffer.from(`{"events":[${events.join(",")}]}`));
+    } else {
+      const bytes = encodePublishBatch(Array.from({ length: BATCH_EVENTS }, () => ({ type: "tick", payload_bytes: randomBytes(PAYLOAD_BYTES) })));
+      bodies.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    }
+  }
+  return bodies;
+}
+
+function makeClient(server: Server, inFlight: number): Client {
+  return CLIENT_KIND === "http" ? httpClient(server.port, inFlight) : fetchClient(server.port);
+}
+
+/** Runs `body` between two samples of the server and the client process. */
+async function measured(label: string, server: Server, events: number, body: () => Promise<void>): Promise<Measure> {
+  const machine0 = machineBusyTicks();
+  const cpu0 = server.cpu();
+  const client0 = process.cpuUsage();
+  const t0 = performance.now();
+  await body();
+  const wallS = (performance.now() - t0) / 1000;
+  const client1 = process.cpuUsage(client0);
+  const cpu1 = server.cpu();
+  const machineS = (machineBusyTicks() - machine0) / CLK_TCK;
+  const mem = server.memory();
+  const serverCpuS = (cpu1.processTicks - cpu0.processTicks) / CLK_TCK;
+  const clientCpuS = (client1.user + client1.system) / 1e6;
+  return {
+    label,
+    wallS,
+    serverCpuS,
+    threads: server.threadCpu(cpu0, cpu1),
+    clientCpuS,
+    // The two sides are counted at slightly different instants: a few ticks below zero are rounding.
+    restCpuS: Math.max(0, machineS - serverCpuS - clientCpuS),
+    peakRss: mem.peak,
+    rssAfter: mem.rss,
+    diskBytes: diskBytes(server.dataDir) / events,
+  };
+}
+
+async function headSeq(client: Client): Promise<number> {
+  const r = await client.request("GET", `/v1/streams/${STREAM}`);
+  if (r.status !== 200) throw new Error(`GET /v1/streams/${STREAM}: HTTP ${r.status}: ${r.body.toString("utf8", 0, 300)}`);
+  return (JSON.parse(r.body.toString("utf8")) as { head_seq: number }).head_seq;
+}
+
+/** W1: `events` events in batches, `inFlight` requests outstanding at any time. */
+async function publish(label: string, server: Server, format: Format, inFlight: number, fsync: boolean): Promise<Measure> {
+  const client = makeClient(server, inFlight);
+  try {
+    if (fsync) {
+      const r = await client.request("PUT", `/v1/streams/${STREAM}`, Buffer.from(`{"durability":"fsync"}`), { "content-type": CT_JSON });
+      if (r.status !== 201 && r.status !== 200) throw new Error(`PUT durability fsync: HTTP ${r.status}: ${r.body.toString()}`);
+    }
+    const bodies = buildBodies(format);
+    const headers = { "content-type": format === "json" ? CT_JSON : CT_FLAT };
+    const batches = EVENTS / BATCH_EVENTS;
+    const path = `/v1/streams/${STREAM}/events`;
+    let nextBatch = 0;
+    let accepted = 0;
+    let failed = false;
+    const lane = async () => {
+      while (!failed && nextBatch < batches) {
+        const i = nextBatch++;
+        const r = await client.request("POST", path, bodies[i % bodies.length], headers);
+        if (r.status !== 200) {
+          failed = true;
+          throw new Error(`batch ${i + 1}/${batches}: HTTP ${r.status}: ${r.body.toString("utf8", 0, 300)}`);
+        }
+        accepted += (JSON.parse(r.body.toString("utf8")) as { count: number }).count;
+      }
+    };
+    const m = await measured(label, server, EVENTS, async () => {
+      await Promise.all(Array.from({ length: inFlight }, lane));
+    });
+    if (accepted !== EVENTS) throw new Error(`responses acknowledged ${accepted} events, expected ${EVENTS}`);
+    const head = await headSeq(client);
+    if (head !== EVENTS) throw new Error(`head_seq is ${head} after publishing ${EVENTS}`);
+    return m;
+  } finally {
+    client.close();
+  }
+}
+
+interface PageCount {
+  count: number;
+  next: number;
+}
+
+const SEQ_KEY = Buffer.from(`{"seq":`);
+const NEXT_KEY = Buffer.from(`"next":`);
+
+function uintAt(buf: Buffer, at: number): number {
+  let v = 0;
+  for (let c = buf[at]; c !== undefined && c >= 48 && c <= 57; c = buf[++at]) v = v * 10 + (c - 48);
+  return v;
+}
+
+/**
+ * Counts a JSON page's events and checks their seqs run on from `from`,
+ * without JSON.parse: parsing ~2.5 MB per page would put more client CPU
+ * into the timed loop than the server spends rendering it. Every event
+ * object starts with {"seq":N and a base64 payload cannot contain that.
+ */
+function countJsonPage(body: Buffer, from: number): PageCount {
+  let seq = from;
+  for (let at = body.indexOf(SEQ_KEY); at !== -1; at = body.indexOf(SEQ_KEY, at + SEQ_KEY.length)) {
+    const s = uintAt(body, at + SEQ_KEY.length);
+    if (s !== seq) throw new Error(`JSON page from ${from}: seq ${s} where ${seq} was expected`);
+    seq++;
+  }
+  const n = body.lastIndexOf(NEXT_KEY);
+  const next = n === -1 ? NaN : uintAt(body, n + NEXT_KEY.length);
+  if (next !== seq) throw new Error(`JSON page from ${from}: next is ${next}, events end at ${seq - 1}`);
+  return { count: seq - from, next };
+}
+
+/** Counts a binary page by its header and checks every frame's seq (u64 LE at frame offset 8). */
+function countFlatPage(body: Buffer, from: number): PageCount {
+  const page = decodeEventBatch(body);
+  const rec = page.records;
+  const view = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+  let at = 0;
+  let seq = from;
+  for (let i = 0; i < page.count; i++) {
+    // Seqs stay below 2^53, so the high word times 2^32 is exact.
+    const s = view.getUint32(at + 8, true) + view.getUint32(at + 12, true) * 2 ** 32;
+    if (s !== seq) throw new Error(`binary page from ${from}: frame ${i} has seq ${s} where ${seq} was expected`);
+    seq++;
+    at += view.getUint32(at, true);
+  }
+  if (at !== rec.byteLength) throw new Error(`binary page from ${from}: ${page.count} frames span ${at} of ${rec.byteLength} record bytes`);
+  if (page.next !== seq) throw new Error(`binary page from ${from}: next is ${page.next}, frames end at ${seq - 1}`);
+  return { count: page.count, next: page.next };
+}
+
+/** W2: reads the whole stream back from seq 1, one page at a time, following `next`. */
+async function replay(label: string, server: Server, format: Format): Promise<Measure> {
+  const client = makeClient(server, 1);
+  try {
+    const head = await headSeq(client);
+    if (head !== EVENTS) throw new Error(`stream holds head_seq ${head} after restart, expected ${EVENTS}`);
+    const headers: Record<string, string> = format === "json" ? { accept: CT_JSON } : { accept: CT_FLAT };
+    const countPage = format === "json" ? countJsonPage : countFlatPage;
+    let received = 0;
+    let from = 1;
+    let pages = 0;
+    let lastBody: Buffer | null = null;
+    const m = await measured(label, server, EVENTS, async () => {
+      while (received < EVENTS) {
+        const r = await client.request("GET", `/v1/streams/${STREAM}/events?from=${from}&limit=${PAGE_EVENTS}`, undefined, headers);
+        if (r.status !== 200) throw new Error(`page from ${from}: HTTP ${r.status}: ${r.body.toString("utf8", 0, 300)}`);
+        const page = countPage(r.body, from);
+        if (page.count === 0) throw new Error(`page from ${from} is empty after ${received} of ${EVENTS} events`);
+        received += page.count;
+        from = page.next;
+        pages++;
+        lastBody = r.body;
+      }
+    });
+    if (received !== EVENTS) throw new Error(`received ${received} events, expected ${EVENTS}`);
+    // One full parse, untimed, so a page that only looks right still fails the run.
+    if (format === "json") JSON.parse(lastBody!.toString("utf8"));
+    else if (decodeEventBatch(lastBody!).head_seq !== EVENTS) throw new Error(`last binary page reports head_seq ${decodeEventBatch(lastBody!).head_seq}`);
+    m.label += ` (${pages} pages)`;
+    return m;
+  } finally {
+    client.close();
+  }
+}
+
+// ---- run ------------------------------------------------------------------
+
+interface PublishSpec {
+  label: string;
+  format: Format;
+  inFlight: number;
+  fsync: boolean;
+  /** Keep the data dir for the W2 run of this format. */
+  keepFor?: Format;
+}
+
+const fmtName = (f: Format) => (f === "json" ? "JSON" : "FlatBuffers");
+const PUBLISH: PublishSpec[] = [
+  { label: "W1 publish JSON, 1 in flight", format: "json", inFlight: 1, fsync: false },
+  { label: "W1 publish JSON, 8 in flight", format: "json", inFlight: 8, fsync: false, keepFor: "json" },
+  { label: "W1 publish FlatBuffers, 1 in flight", format: "flatbuffers", inFlight: 1, fsync: false },
+  { label: "W1 publish FlatBuffers, 8 in flight", format: "flatbuffers", inFlight: 8, fsync: false, keepFor: "flatbuffers" },
+  { label: "W1 publish FlatBuffers, 8 in flight, fsync", format: "flatbuffers", inFlight: 8, fsync: true },
+];
+
+const notes: string[] = [];
+
+/** Starts a server on `dataDir`, runs `work`, stops the server; never throws. */
+async function runWorkload(label: string, dataDir: string, work: (s: Server) => Promise<Measure>): Promise<Row> {
+  let server: Server | null = null;
+  const row: Row = { label };
+  try {
+    server = await Server.start(dataDir);
+    notes.push(`${label}: before timing, ${await server.settle()}.`);
+    row.measure = await work(server);
+    if (server.exit) throw new Error(`server exited (${server.exit}) during the workload`);
+  } catch (err) {
+    row.error = (err as Error).message.split("\n")[0];
+    notes.push(`**${label} failed:** ${(err as Error).message}` + (server ? `\n\n\`\`\`\n${server.outputTail()}\n\`\`\`` : ""));
+  }
+  if (server) {
+    const how = await server.stop();
+    if (!how.startsWith("SIGTERM: exited (code 0)")) notes.push(`${label}: server stop: ${how}.`);
+    if (server.errors.length > 0) notes.push(`${label}: server stderr:\n\n\`\`\`\n${server.errors.slice(0, 20).join("\n")}\n\`\`\``);
+  }
+  console.error(row.error ? `${label}: FAILED: ${row.error}` : `${label}: ${fmtRate(row.measure!)} events/s`);
+  return row;
+}
+
+const fmtRate = (m: Measure) => Math.round(EVENTS / m.wallS).toLocaleString("en-US");
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "?");
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "?");
+const mib = (n: number) => (Number.isFinite(n) ? (n / 2 ** 20).toFixed(0) : "?");
+
+function table(rows: Row[]): string {
+  const lines = [
+    "| workload | events/s | wall s | server CPU s | main thread CPU s | shard threads CPU s | other threads CPU s | client CPU s | rest of machine CPU s | server peak RSS MiB | RSS after MiB | disk B/event |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of rows) {
+    const m = r.measure;
+    if (!m) {
+      lines.push(`| ${r.label} | FAILED: ${r.error!.replaceAll("|", "\\|")} | | | | | | | | | | |`);
+      continue;
+    }
+    const t = m.threads;
+    const shards = t.shardS ? t.shardS.map(f2).join(" / ") : "?";
+    lines.push(
+      `| ${m.label} | ${fmtRate(m)} | ${f2(m.wallS)} | ${f2(m.serverCpuS)} | ${f2(t.mainS)} | ${shards} | ${f2(t.otherS)} | ${f2(m.clientCpuS)} | ${f2(m.restCpuS)} | ${mib(m.peakRss)} | ${mib(m.rssAfter)} | ${f1(m.diskBytes)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+function machineFacts(): string[] {
+  const cpuModel = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
+  let kernel = "unknown";
+  try {
+    kernel = execFileSync("uname", ["-sr"], { encoding: "utf8" }).trim();
+  } catch {
+    // Not fatal: a fact we can do without.
+  }
+  return [
+    `- **Date:** ${new Date().toISOString()}`,
+    `- **Machine:** nproc ${availableParallelism()}, CPU ${cpuModel}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${kernel}, data in ${tmpdir()}`,
+    `- **Node:** ${process.version}; CLK_TCK ${CLK_TCK}`,
+  ];
+}
+
+function commandLine(): string {
+  const args = process.argv.slice(2).join(" ");
+  if (process.env.npm_lifecycle_event === "bench:engine") return `cd ${REPO.replace(/\/$/, "")} && npm run bench:engine${args ? ` -- ${args}` : ""}`;
+  return `cd ${REPO.replace(/\/$/, "")} && node dist/loadtest/bench-engine.js${args ? ` ${args}` : ""}`;
+}
+
+function cleanupNow(): void {
+  for (const s of liveServers) s.killNow();
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+}
+
+async function main(): Promise<number> {
+  const deadline = setTimeout(() => {
+    console.error(`bench-engine: run exceeded ${RUN_DEADLINE_MS / 60_000} minutes; killing servers and giving up`);
+    cleanupNow();
+    process.exit(1);
+  }, RUN_DEADLINE_MS);
+  deadline.unref();
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      cleanupNow();
+      process.exit(130);
+    });
+  }
+
+  const rows: Row[] = [];
+  const kept = new Map<Format, string>();
+  try {
+    for (const spec of PUBLISH) {
+      const dir = makeTempDir();
+      const row = await runWorkload(spec.label, dir, (s) => publish(spec.label, s, spec.format, spec.inFlight, spec.fsync));
+      rows.push(row);
+      if (spec.keepFor && row.measure) kept.set(spec.keepFor, dir);
+      else removeTempDir(dir);
+    }
+    for (const format of ["json", "flatbuffers"] as const) {
+      const label = `W2 replay ${fmtName(format)}, limit ${PAGE_EVENTS}`;
+      const dir = kept.get(format);
+      if (!dir) {
+        rows.push({ label, error: `no data: W1 ${fmtName(format)}, 8 in flight did not complete` });
+        continue;
+      }
+      rows.push(await runWorkload(label, dir, (s) => replay(label, s, format)));
+      removeTempDir(dir);
+    }
+  } finally {
+    cleanupNow();
+  }
+
+  const report = [
+    "# Engine benchmark: latest run",
+    "",
+    "Written by `loadtest/bench-engine.ts`; overwritten on every run.",
+    "",
+    ...machineFacts(),
+    `- **Command:** \`${commandLine()}\``,
+    "",
+    table(rows),
+    "",
+    "How to read it:",
+    "",
+    `- ${EVENTS.toLocaleString("en-US")} events per workload, one stream (\`${STREAM}\`), a fresh server process (\`serve --port 0\`, default config) on a fresh temp data dir for each W1 row. W2 restarts a server on the data dir that the matching W1 "8 in flight" row wrote (JSON payloads for the JSON replay, binary payloads for the FlatBuffers one), so its pages come from a hot page cache.`,
+    `- W1: batches of ${BATCH_EVENTS} events with ${PAYLOAD_BYTES}-byte payloads (JSON: \`{"type":"tick","payload":"<${PAYLOAD_BYTES} chars>"}\`; FlatBuffers: \`payload_bytes\` of ${PAYLOAD_BYTES} random bytes). **Request bodies are pre-encoded before timing** (a pool of ${BODY_POOL} distinct batches, sent round-robin), so client encoding is not measured. Every response is checked for 200 and its \`count\`; \`head_seq\` must equal the events sent.`,
+    `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1, following \`next\`, one request at a time. The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
+    `- Client: ${CLIENT_KIND === "http" ? "node:http with a keep-alive Agent" : "Node's global fetch (undici)"}, in the benchmark's own process, on the same ${availableParallelism()} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
+    `- Server CPU is utime+stime from /proc/<pid>/stat over the timed part. Per-thread CPU is from /proc/<pid>/task/*/stat: the main thread (uWS front) is tid = pid; shard threads are listed shard-0 / shard-1 /… (${shardThreadMethod}); "other" is V8 helpers, the libuv pool (fdatasync) and the rest. Peak RSS is VmHWM (whole server life, start included); disk B/event is allocated bytes (\`du\`) of the data dir after the workload over the events.`,
+    ...(notes.length > 0 ? ["", "## Notes from this run", "", ...notes.map((n) => `- ${n}`)] : []),
+    "",
+  ].join("\n");
+  process.stdout.write(report);
+  writeFileSync(REPORT_PATH, report);
+  console.error(`report written to ${REPORT_PATH}`);
+  clearTimeout(deadline);
+  return rows.some((r) => r.error) ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    cleanupNow();
+    console.error(err);
+    process.exit(1);
+  },
+);
