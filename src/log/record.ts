@@ -40,7 +40,12 @@ export function writeU64(buf: Buffer, at: number, v: number): void {
   writeU32(buf, at, lo);
   writeU32(buf, at + 4, (v - lo) / TWO_32);
 }
-export const readU64 = (buf: Buffer, at: number) => buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * TWO_32;
+/**
+ * Little-endian loads by hand: Buffer.readUInt32LE checks its arguments on
+ * every call, and these run for every record (and every field) read.
+ */
+export const u32 = (b: Buffer, at: number) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16)) + b[at + 3] * 0x1000000;
+export const readU64 = (buf: Buffer, at: number) => u32(buf, at) + u32(buf, at + 4) * TWO_32;
 
 /** Computes and stores the CRC of a frame whose other bytes are final. */
 export function sealFrame(buf: Buffer, at: number, frameBytes: number): void {
@@ -66,9 +71,9 @@ export const frameProblem = (code: number) => (code === FRAME_SHORT ? "short" : 
  */
 export function checkFrame(buf: Buffer, at: number, end: number, frameBytesMax: number, verifyCrc = true): number {
   if (end - at < RECORD_HEADER_BYTES) return FRAME_SHORT;
-  const frameBytes = buf.readUInt32LE(at);
+  const frameBytes = u32(buf, at);
   if (frameBytes < RECORD_BYTES_MIN || frameBytes > frameBytesMax || (frameBytes & 7) !== 0) return FRAME_BAD_LENGTH;
   if (end - at < frameBytes) return FRAME_SHORT;
-  if (verifyCrc && crc32Range(buf, at + 8, at + frameBytes) !== buf.readUInt32LE(at + 4)) return FRAME_BAD_CRC;
+  if (verifyCrc && crc32Range(buf, at + 8, at + frameBytes) !== u32(buf, at + 4)) return FRAME_BAD_CRC;
   return frameBytes;
 }

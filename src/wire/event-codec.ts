@@ -127,7 +127,11 @@ export function recordIdempotencyKey(buf: Buffer, at: number, f: EventFields): s
 
 // ---- JSON rendering of stored records --------------------------------
 
-/** Growable output buffer for a JSON page; the page bytes limit keeps it bounded. */
+/**
+ * Growable output buffer for a JSON page; the page bytes limit keeps it
+ * bounded. Short pieces are stored with byte loops: for the few-byte writes a
+ * JSON event is made of, Buffer.write's fixed cost dominates.
+ */
 export class ByteWriter {
   buf: Buffer;
   length = 0;
@@ -145,18 +149,47 @@ export class ByteWriter {
     this.buf.copy(next, 0, 0, this.length);
     this.buf = next;
   }
+  /** A string of code points below 256 (JSON punctuation, names, digits). */
   ascii(s: string): void {
-    this.ensure(s.length);
-    this.length += this.buf.write(s, this.length, "latin1");
+    const n = s.length;
+    this.ensure(n);
+    if (n > 64) {
+      this.length += this.buf.write(s, this.length, "latin1");
+      return;
+    }
+    const b = this.buf;
+    let at = this.length;
+    for (let i = 0; i < n; i++) b[at++] = s.charCodeAt(i);
+    this.length = at;
   }
   utf8(s: string): void {
     this.ensure(s.length * 3);
     this.length += this.buf.write(s, this.length, "utf8");
   }
+  base64(src: Buffer, at: number, len: number): void {
+    if (at < 0) return;
+    this.ensure(((len + 2) / 3) * 4 + 4);
+    this.length += this.buf.write(src.toString("base64", at, at + len), this.length, "latin1");
+  }
+  /** A non-negative integer below 2^53, in decimal. */
+  uint(v: number): void {
+    this.ensure(16);
+    const b = this.buf;
+    let digits = 1;
+    for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+    let at = this.length + digits;
+    this.length = at;
+    do {
+      const q = Math.floor(v / 10);
+      b[--at] = 0x30 + (v - q * 10);
+      v = q;
+    } while (v > 0);
+  }
   /** Copies `len` bytes of `src` from `at`. */
   copy(src: Buffer, at: number, len: number): void {
     this.ensure(len);
-    src.copy(this.buf, this.length, at, at + len);
+    if (len > 32) src.copy(this.buf, this.length, at, at + len);
+    else for (let i = 0; i < len; i++) this.buf[this.length + i] = src[at + i];
     this.length += len;
   }
   /** A JSON string literal from UTF-8 bytes, copied as they are unless they need escaping. */
@@ -169,11 +202,9 @@ export class ByteWriter {
       }
     }
     this.ensure(len + 2);
-    const b = this.buf;
-    b[this.length++] = 0x22;
-    src.copy(b, this.length, at, at + len);
-    this.length += len;
-    b[this.length++] = 0x22;
+    this.buf[this.length++] = 0x22;
+    this.copy(src, at, len);
+    this.buf[this.length++] = 0x22;
   }
   view(): Buffer {
     return this.buf.subarray(0, this.length);
@@ -186,7 +217,11 @@ export class ByteWriter {
  */
 export function renderJsonEvent(w: ByteWriter, buf: Buffer, at: number, streamJson: string, f: EventFields): void {
   f.read(buf, at + RECORD_HEADER_BYTES);
-  w.ascii(`{"seq":${frameSeq(buf, at)},"stream":${streamJson},"type":`);
+  w.ascii(`{"seq":`);
+  w.uint(frameSeq(buf, at));
+  w.ascii(`,"stream":`);
+  w.ascii(streamJson); // ASCII by the stream id rules
+  w.ascii(`,"type":`);
   w.jsonString(buf, f.typeAt, f.typeLen);
   if (f.keyAt >= 0) {
     w.ascii(`,"key":`);
@@ -196,9 +231,16 @@ export function renderJsonEvent(w: ByteWriter, buf: Buffer, at: number, streamJs
     w.ascii(`,"producer_id":`);
     w.jsonString(buf, f.producerIdAt, f.producerIdLen);
   }
-  if (f.producerSeq >= 0) w.ascii(`,"producer_seq":${f.producerSeq}`);
-  if (f.producerTs >= 0) w.ascii(`,"producer_ts":${f.producerTs}`);
-  w.ascii(`,"ingest_ts":${frameTs(buf, at)}`);
+  if (f.producerSeq >= 0) {
+    w.ascii(`,"producer_seq":`);
+    w.uint(f.producerSeq);
+  }
+  if (f.producerTs >= 0) {
+    w.ascii(`,"producer_ts":`);
+    w.uint(f.producerTs);
+  }
+  w.ascii(`,"ingest_ts":`);
+  w.uint(frameTs(buf, at));
   if (f.idemAt >= 0) {
     w.ascii(`,"idempotency_key":`);
     w.jsonString(buf, f.idemAt, f.idemLen);
@@ -208,7 +250,7 @@ export function renderJsonEvent(w: ByteWriter, buf: Buffer, at: number, streamJs
     w.copy(buf, f.payloadAt, f.payloadLen);
   } else if (f.encoding === PAYLOAD_BINARY) {
     w.ascii(`,"payload_base64":"`);
-    w.ascii(f.payloadAt < 0 ? "" : buf.toString("base64", f.payloadAt, f.payloadAt + f.payloadLen));
+    w.base64(buf, f.payloadAt, f.payloadLen);
     w.ascii(`"`);
   }
   w.ascii("}");

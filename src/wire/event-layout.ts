@@ -3,7 +3,7 @@
 // JSON, rendering replay pages) then allocate nothing per field. The bytes are
 // ordinary FlatBuffers; the generated code reads what writeEvent writes, and
 // EventFields reads any valid Event (from the generated builder or a producer).
-import { readU64, writeU32, writeU64 } from "../log/record.js";
+import { readU64, u32, writeU32, writeU64 } from "../log/record.js";
 import { VerifyError } from "./verify.js";
 
 // Field indexes of table Event, in schema order.
@@ -11,6 +11,10 @@ export const EVENT_FIELD = { type: 0, key: 1, producerId: 2, producerSeq: 3, pro
 export const PAYLOAD_NONE = 0;
 export const PAYLOAD_JSON = 1;
 export const PAYLOAD_BINARY = 2;
+
+// Positions are checked by need() before each load when `end` is given.
+const i32 = (b: Buffer, at: number) => b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24);
+const u16 = (b: Buffer, at: number) => b[at] | (b[at + 1] << 8);
 
 /**
  * Where each field of one Event lies in a buffer (absolute positions; -1 when
@@ -44,15 +48,15 @@ export class EventFields {
     this.base = base;
     this.end = end;
     this.need(base, 4);
-    const table = base + buf.readUInt32LE(base);
+    const table = base + u32(buf, base);
     this.need(table, 4);
-    const vt = table - buf.readInt32LE(table);
+    const vt = table - i32(buf, table);
     this.need(vt, 4);
-    const vtBytes = buf.readUInt16LE(vt);
+    const vtBytes = u16(buf, vt);
     if (end >= 0) {
       if (vtBytes < 4 || (vtBytes & 1) !== 0 || ((table - base) & 3) !== 0) throw new VerifyError("bad Event vtable");
       this.need(vt, vtBytes);
-      this.need(table, buf.readUInt16LE(vt + 2));
+      this.need(table, u16(buf, vt + 2));
     }
     this.table = table;
     this.vt = vt;
@@ -97,7 +101,7 @@ export class EventFields {
 
   private slot(field: number, bytes: number): number {
     const o = 4 + 2 * field;
-    const off = o < this.vtBytes ? this.buf.readUInt16LE(this.vt + o) : 0;
+    const off = o < this.vtBytes ? u16(this.buf, this.vt + o) : 0;
     if (off) this.need(this.table + off, bytes);
     return off;
   }
@@ -105,9 +109,9 @@ export class EventFields {
   /** A string or byte vector: u32 offset to [u32 length][bytes] (+ NUL for strings). */
   private vector(off: number, nul: number): number {
     const at = this.table + off;
-    const s = at + this.buf.readUInt32LE(at);
+    const s = at + u32(this.buf, at);
     this.need(s, 4);
-    this.len = this.buf.readUInt32LE(s);
+    this.len = u32(this.buf, s);
     this.need(s + 4, this.len + nul);
     return s + 4;
   }
