@@ -1,0 +1,44 @@
+import { describe, it, expect, afterEach } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, loadConfig } from "../../src/config.js";
+
+const dirs: string[] = [];
+afterEach(() => {
+  while (dirs.length) rmSync(dirs.pop()!, { recursive: true, force: true });
+});
+
+function configFile(obj: unknown): string {
+  const d = mkdtempSync(join(tmpdir(), "ticker-cfg-"));
+  dirs.push(d);
+  const p = join(d, "ticker.json");
+  writeFileSync(p, JSON.stringify(obj));
+  return p;
+}
+
+describe("configuration", () => {
+  it("defaults give the embedded node on 127.0.0.1:8080 with data in ./data", () => {
+    const c = loadConfig({}, {});
+    expect([c.host, c.port, c.data_dir, c.publish_events_max, c.request_bytes_max, c.replay_page_events_max]).toEqual([
+      "127.0.0.1", 8080, "./data", 1000, 16 * 1024 * 1024, 10_000,
+    ]);
+  });
+
+  it("flags win over TICKER_* environment, which wins over the config file", () => {
+    const file = configFile({ port: 1111, data_dir: "/from/file", segment_bytes_max: 4096 });
+    const c = loadConfig({ config: file, port: "3333" }, { TICKER_PORT: "2222", TICKER_DATA_DIR: "/from/env" });
+    expect([c.port, c.data_dir, c.segment_bytes_max]).toEqual([3333, "/from/env", 4096]);
+    expect(loadConfig({}, { TICKER_CONFIG: file }).port).toBe(1111);
+    expect(loadConfig({ "auto-create-streams": "false" }, {}).auto_create_streams).toBe(false);
+  });
+
+  it("refuses unknown keys, values out of range and rings too small for the limits", () => {
+    expect(() => loadConfig({ config: configFile({ prot: 1 }) }, {})).toThrow(ConfigError);
+    expect(() => loadConfig({ port: "70000" }, {})).toThrow(/port/);
+    expect(() => loadConfig({ "publish-events-max": "0" }, {})).toThrow(/publish_events_max/);
+    expect(() => loadConfig({ "ring-bytes": String(1 << 20) }, {})).toThrow(/ring_bytes/);
+    expect(() => loadConfig({ "replay-page-events-default": "20000" }, {})).toThrow(/replay_page_events_default/);
+    expect(() => loadConfig({ config: "/nonexistent/ticker.json" }, {})).toThrow(/cannot read config file/);
+  });
+});
