@@ -94,3 +94,16 @@ export async function api(
   if (ct.includes("json") && raw.byteLength > 0) json = JSON.parse(Buffer.from(raw).toString("utf8"));
   return { status: res.status, headers: res.headers, json, raw };
 }
+
+/** Every event of a stream as JSON, following `next` page by page. */
+export async function replayAll(url: string, stream: string, from = 1): Promise<any[]> {
+  const events: any[] = [];
+  let next = from;
+  for (;;) {
+    const r = await api(`${url}/v1/streams/${stream}/events?from=${next}&limit=10000`, "GET");
+    if (r.status !== 200) throw new Error(`replay of ${stream} from ${next}: ${r.status} ${JSON.stringify(r.json)}`);
+    if (r.json.events.length === 0) return events;
+    events.push(...r.json.events);
+    next = r.json.next;
+  }
+}

@@ -1,22 +1,10 @@
 // The engine end to end, against a real server process.
 import { describe, it, expect, afterAll, beforeAll } from "vitest";
 import { randomBytes } from "node:crypto";
-import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
+import { api, removeDir, replayAll, startServer, type TestServer } from "../helpers/server.js";
 import { decodeEventBatch, decodeRecords, encodePublishBatch, type OutgoingEvent } from "../../src/wire/client.js";
 
 const FB = "application/x-flatbuffers";
-
-async function replayAllJson(url: string, stream: string, from = 1): Promise<any[]> {
-  const events: any[] = [];
-  let next = from;
-  for (;;) {
-    const r = await api(`${url}/v1/streams/${stream}/events?from=${next}&limit=10000`, "GET");
-    expect(r.status).toBe(200);
-    if (r.json.events.length === 0) return events;
-    events.push(...r.json.events);
-    next = r.json.next;
-  }
-}
 
 async function replayAllBinary(url: string, stream: string, from = 1) {
   const events = [];
@@ -56,7 +44,7 @@ describe("publish and replay", () => {
       expect(r.status).toBe(200);
       expect(r.json).toEqual({ stream: "rt-json", first_seq: b * batch + 1, last_seq: (b + 1) * batch, count: batch, duplicates: [] });
     }
-    const json = await replayAllJson(s.url, "rt-json");
+    const json = await replayAll(s.url, "rt-json");
     expect(json.length).toBe(total);
     // One comparison per property over the whole stream (per-event expects are slow).
     expect(json.map((e) => e.seq)).toEqual(json.map((_, n) => n + 1));
@@ -90,7 +78,7 @@ describe("publish and replay", () => {
     expect(bin.map((e) => e.seq)).toEqual(bin.map((_, n) => n + 1));
     expect(bin.map((e) => e.idempotency_key)).toEqual(bin.map((_, n) => `id-${n}`));
     expect(bin.every((e, n) => Buffer.from(e.payload_bytes!).equals(payloads[n]))).toBe(true);
-    const json = await replayAllJson(s.url, "rt-bin");
+    const json = await replayAll(s.url, "rt-bin");
     expect(json.map((e) => e.payload_base64)).toEqual(payloads.map((p) => p.toString("base64")));
     expect(json.map((e) => e.producer_ts)).toEqual(json.map((_, n) => 1_700_000_000_000 + (n % batch)));
   });
@@ -106,7 +94,7 @@ describe("publish and replay", () => {
       expect(f).toBe(i * 50 + 1);
       expect(l).toBe(f + 49);
     });
-    const events = await replayAllJson(s.url, "concurrent");
+    const events = await replayAll(s.url, "concurrent");
     for (const r of results) {
       const c = events[r.json.first_seq - 1].payload.c;
       for (let i = 0; i < 50; i++) expect(events[r.json.first_seq - 1 + i].payload).toEqual({ c, i });
@@ -141,7 +129,7 @@ describe("publish and replay", () => {
       Array.from({ length: 30 }, (_, c) => api(`${s.url}/v1/streams/durable/events`, "POST", { events: [{ type: "t", payload: c }, { type: "t", payload: c }] })),
     );
     for (const r of results) expect(r.status).toBe(200);
-    expect((await replayAllJson(s.url, "durable")).length).toBe(60);
+    expect((await replayAll(s.url, "durable")).length).toBe(60);
   });
 
   it("deleting a stream removes it; publishing again starts at seq 1", async () => {

@@ -2,7 +2,7 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { appendFileSync, closeSync, openSync, readdirSync, readSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { api, removeDir, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+import { api, removeDir, replayAll, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
 import { escapeStreamId } from "../../src/shard/stream.js";
 
 const dirs: string[] = [];
@@ -24,18 +24,6 @@ function logDir(dataDir: string, stream: string): string {
 
 function segmentFiles(dataDir: string, stream: string): string[] {
   return readdirSync(logDir(dataDir, stream)).filter((f) => f.endsWith(".log")).sort().map((f) => join(logDir(dataDir, stream), f));
-}
-
-async function replayAll(url: string, stream: string): Promise<any[]> {
-  const out: any[] = [];
-  let next = 1;
-  for (;;) {
-    const r = await api(`${url}/v1/streams/${stream}/events?from=${next}&limit=10000`, "GET");
-    expect(r.status).toBe(200);
-    if (r.json.events.length === 0) return out;
-    out.push(...r.json.events);
-    next = r.json.next;
-  }
 }
 
 describe("crash recovery", () => {
