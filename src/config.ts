@@ -24,6 +24,8 @@ export const configSchema = z
     event_bytes_max: int(1, 64 * MiB).default(1 * MiB),
     event_field_bytes_max: int(16, 64 * 1024).default(1024),
     request_bytes_max: int(1024, 256 * MiB).default(16 * MiB),
+    /** Request bodies held by the front at once, over all connections. */
+    request_buffer_bytes_max: int(1024, 16 * 1024 * MiB).default(256 * MiB),
     replay_page_events_max: int(1, 1_000_000).default(10_000),
     replay_page_events_default: int(1, 1_000_000).default(1000),
     replay_page_bytes_max: int(64 * 1024, 256 * MiB).default(8 * MiB),
@@ -49,6 +51,9 @@ export const configSchema = z
         path: ["ring_bytes"],
         message: `must be at least ${2 * largest} bytes for the configured request, page and event limits`,
       });
+    }
+    if (c.request_buffer_bytes_max < c.request_bytes_max) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["request_buffer_bytes_max"], message: "must be at least request_bytes_max" });
     }
     if (c.replay_page_events_default > c.replay_page_events_max) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["replay_page_events_default"], message: "must not exceed replay_page_events_max" });

@@ -19,6 +19,7 @@ export type ErrorCode =
   | "method_not_allowed"
   | "expired"
   | "shard_busy"
+  | "server_busy"
   | "not_ready"
   | "disk_full"
   | "corrupt_record"

@@ -18,6 +18,8 @@ interface Exchange {
   res: uWS.HttpResponse;
   aborted: boolean;
   done: boolean;
+  /** Frees what the request holds if the client goes away first. */
+  onAbort?: () => void;
 }
 
 function contentTypeOf(header: string): ContentType | null {
@@ -46,34 +48,81 @@ function exchange(res: uWS.HttpResponse): Exchange {
   const x: Exchange = { res, aborted: false, done: false };
   res.onAborted(() => {
     x.aborted = true;
+    x.onAbort?.();
   });
   return x;
 }
 
 /**
- * Collects a request body up to `limitBytes`. Past the limit the client gets
- * 413 at once and the rest of the body is dropped, never buffered.
+ * Bytes of request bodies the front holds at once, across all connections:
+ * without this bound, many slow uploads of legal size would each hold a
+ * buffer of up to request_bytes_max.
  */
-function readBody(x: Exchange, lengthHeader: string, limitBytes: number, done: (body: Buffer) => void): void {
+class BodyBudget {
+  private used = 0;
+  constructor(private readonly max: number) {}
+  take(n: number): boolean {
+    if (this.used + n > this.max) return false;
+    this.used += n;
+    return true;
+  }
+  give(n: number): void {
+    this.used -= n;
+  }
+}
+
+const bodyBufferFull = (maxBytes: number) =>
+  new ApiError(429, "server_busy", `request bodies in progress would exceed request_buffer_bytes_max (${maxBytes} bytes); retry later`, {
+    request_buffer_bytes_max: maxBytes,
+  });
+
+/**
+ * Collects a request body up to `limitBytes`, within the shared budget.
+ * Past the limit the client gets 413 at once (past the budget, 429) and the
+ * rest of the body is dropped, never buffered.
+ */
+function readBody(x: Exchange, lengthHeader: string, limitBytes: number, budget: BodyBudget, budgetMax: number, done: (body: Buffer) => void): void {
   const declared = lengthHeader === "" ? -1 : Number(lengthHeader);
   if (declared > limitBytes) {
     // Answered before reading: uWS drops the rest of the body.
     return sendError(x, tooLarge(limitBytes));
   }
-  let buf = Buffer.allocUnsafe(declared > 0 ? declared : 0);
+  let held = declared > 0 ? declared : 0;
+  if (!budget.take(held)) return sendError(x, bodyBufferFull(budgetMax));
+  const release = () => {
+    budget.give(held);
+    held = 0;
+  };
+  x.onAbort = release;
+  let buf = Buffer.allocUnsafe(held);
   let len = 0;
   x.res.onData((chunk, isLast) => {
     if (x.done || x.aborted) return;
-    if (len + chunk.byteLength > limitBytes) return sendError(x, tooLarge(limitBytes));
+    if (len + chunk.byteLength > limitBytes) {
+      release();
+      return sendError(x, tooLarge(limitBytes));
+    }
     if (len + chunk.byteLength > buf.length) {
-      const next = Buffer.allocUnsafe(Math.min(limitBytes, Math.max(len + chunk.byteLength, buf.length * 2)));
+      const size = Math.min(limitBytes, Math.max(len + chunk.byteLength, buf.length * 2));
+      if (!budget.take(size - held)) {
+        release();
+        return sendError(x, bodyBufferFull(budgetMax));
+      }
+      held = size;
+      const next = Buffer.allocUnsafe(size);
       buf.copy(next, 0, 0, len);
       buf = next;
     }
     // The chunk's memory belongs to uWS and is reused after this callback.
     buf.set(new Uint8Array(chunk), len);
     len += chunk.byteLength;
-    if (isLast) done(buf.subarray(0, len));
+    if (isLast) {
+      try {
+        done(buf.subarray(0, len)); // copies the body into a ring, or answers
+      } finally {
+        release();
+      }
+    }
   });
 }
 
@@ -89,6 +138,8 @@ export interface Front {
 export function createFront(config: Config, pool: ShardPool, isReady: () => boolean): Front {
   const app = uWS.App();
   const bodyLimit = Math.min(config.request_bytes_max, pool.requestBytesMax);
+  const budget = new BodyBudget(config.request_buffer_bytes_max);
+  const body = (x: Exchange, len: string, done: (b: Buffer) => void) => readBody(x, len, bodyLimit, budget, config.request_buffer_bytes_max, done);
   let listenSocket: uWS.us_listen_socket | null = null;
 
   /** Routes a request to the stream's shard and relays its answer. */
@@ -140,7 +191,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       sendError(r.x, new ApiError(415, "unsupported_media_type", `stream config must be ${CT_JSON}`));
       return;
     }
-    readBody(r.x, len, bodyLimit, (body) => forward(r.x, Op.PutStream, r.stream, { stream: r.stream }, body));
+    body(r.x, len, (b) => forward(r.x, Op.PutStream, r.stream, { stream: r.stream }, b));
   });
   app.get("/v1/streams/:id", (res, req) => {
     const r = streamRoute(res, req);
@@ -161,7 +212,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       sendError(r.x, new ApiError(415, "unsupported_media_type", `publish body must be ${CT_JSON} or ${CT_FLATBUFFERS}`, { content_type: ctHeader.slice(0, 100) }));
       return;
     }
-    readBody(r.x, len, bodyLimit, (body) => forward(r.x, Op.Publish, r.stream, { stream: r.stream, ct }, body));
+    body(r.x, len, (b) => forward(r.x, Op.Publish, r.stream, { stream: r.stream, ct }, b));
   });
   app.get("/v1/streams/:id/events", (res, req) => {
     const accept = req.getHeader("accept");

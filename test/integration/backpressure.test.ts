@@ -1,6 +1,7 @@
 // Floods get 429 with Retry-After from a full shard ring, never unbounded memory,
 // and nothing acknowledged is lost.
 import { describe, it, expect } from "vitest";
+import { connect, type Socket } from "node:net";
 import { api, removeDir, startServer } from "../helpers/server.js";
 
 describe("backpressure", () => {
@@ -38,6 +39,36 @@ describe("backpressure", () => {
       const after = await api(`${s.url}/v1/streams/flood/events`, "POST", { events: [{ type: "after" }] });
       expect(after.json.first_seq).toBe(ok.length * 1000 + 1);
     } finally {
+      await s.stop();
+      removeDir(s.dataDir);
+    }
+  });
+
+  it("request bodies held at once are bounded: past request_buffer_bytes_max a new upload gets 429, and the budget frees when uploads end", async () => {
+    const s = await startServer({ args: ["--request-bytes-max", "65536", "--request-buffer-bytes-max", "131072"] });
+    const held: Socket[] = [];
+    try {
+      // Two slow uploads that declare 60,000 bytes each and send only part of them.
+      for (let i = 0; i < 2; i++) {
+        const sock = connect(s.port, "127.0.0.1");
+        await new Promise((r) => sock.once("connect", r));
+        sock.write(`POST /v1/streams/slow/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n{"events":[`);
+        held.push(sock);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      const body = JSON.stringify({ events: [{ type: "t", payload: "x".repeat(20_000) }] });
+      const busy = await fetch(`${s.url}/v1/streams/other/events`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      expect(busy.status).toBe(429);
+      expect(busy.headers.get("retry-after")).toBe("1");
+      expect(((await busy.json()) as any).error.code).toBe("server_busy");
+      for (const sock of held) sock.destroy();
+      // Aborted uploads give their budget back.
+      await expect
+        .poll(async () => (await fetch(`${s.url}/v1/streams/other/events`, { method: "POST", headers: { "content-type": "application/json" }, body })).status, { timeout: 5000 })
+        .toBe(200);
+      expect((await api(`${s.url}/v1/streams/slow`, "GET")).status).toBe(404);
+    } finally {
+      for (const sock of held) sock.destroy();
       await s.stop();
       removeDir(s.dataDir);
     }
