@@ -4,7 +4,10 @@
 //
 //   npm run bench:engine                        # 1,000,000 events per workload
 //   node dist/loadtest/bench-engine.js --quick  # 100,000 events, smoke run
+//   node dist/loadtest/bench-engine.js --no-peers  # Ticker only, no Redis rows
 //
+// After the Ticker rows it runs the same workloads against Redis Streams
+// (loadtest/peers/redis.ts), so docs can put both side by side from one run.
 // Prints a markdown report and writes it to docs/bench-engine-latest.md.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -16,6 +19,8 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { decodeEventBatch, encodePublishBatch } from "../src/wire/client.js";
+import { killRedisNow, runRedisPeer, type PeerRow, type RedisPeerReport, type Workload } from "./peers/redis.js";
+import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf } from "./proc.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
 const SERVER_MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
@@ -25,6 +30,8 @@ const STREAM = "bench";
 const BATCH_EVENTS = 1000; // the server's publish_events_max
 const PAYLOAD_BYTES = 100;
 const PAGE_EVENTS = 10_000; // the server's replay_page_events_max
+/** The concurrent rows' requests in flight: enough to keep both shard threads' rings busy. */
+const IN_FLIGHT = 8;
 /**
  * Distinct pre-encoded bodies, sent round-robin. Encoding all 1,000 batches
  * up front would cost seconds and ~150 MB for no change in what the server
@@ -45,8 +52,6 @@ const SETTLE_TIMEOUT_MS = 30_000;
 /** The whole run must end well inside 10 minutes, even if the server hangs. */
 const RUN_DEADLINE_MS = 9 * 60_000;
 
-const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-
 // ---- options -------------------------------------------------------------
 
 const { values: opts } = parseArgs({
@@ -55,6 +60,8 @@ const { values: opts } = parseArgs({
     quick: { type: "boolean", default: false },
     // Kept selectable so the choice of default below can be re-checked.
     client: { type: "string", default: "http" },
+    // Node 20's parseArgs has no --no-X negation, so the flag is its own option.
+    "no-peers": { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -134,17 +141,6 @@ interface ThreadCpu {
   shardS: number[] | null;
   otherS: number;
 }
-
-/** Fields after the parenthesised comm, which may itself contain spaces. */
-function statFields(path: string): string[] {
-  const s = readFileSync(path, "utf8");
-  return s.slice(s.lastIndexOf(")") + 2).split(" ");
-}
-// stat field n (1-based, see proc(5)) is statFields()[n - 3]: utime is 14, stime 15.
-const ticksOf = (path: string) => {
-  const f = statFields(path);
-  return Number(f[11]) + Number(f[12]);
-};
 
 /** How the last server's shard threads were identified, for the report. */
 let shardThreadMethod = "not identified";
@@ -322,9 +318,7 @@ class Server {
 
   /** VmHWM and VmRSS in bytes. */
   memory(): { peak: number; rss: number } {
-    const status = readFileSync(`/proc/${this.pid}/status`, "utf8");
-    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN) * 1024;
-    return { peak: kb("VmHWM"), rss: kb("VmRSS") };
+    return processMemory(this.pid);
   }
 
   /** SIGTERM, then SIGKILL if it has not exited in time; returns how it ended. */
@@ -355,21 +349,6 @@ class Server {
   }
 }
 
-/**
- * Busy ticks of the whole machine (user, nice, system, irq, softirq; not
- * idle, iowait or steal). Minus the server and the client it is everything
- * else competing for the same cores, which on a shared VM is worth seeing.
- */
-function machineBusyTicks(): number {
-  const f = readFileSync("/proc/stat", "utf8").split("\n", 1)[0].trim().split(/\s+/).slice(1).map(Number);
-  return f[0] + f[1] + f[2] + f[5] + f[6];
-}
-
-function diskBytes(dir: string): number {
-  // Allocated blocks (not apparent size): what the data really costs on disk.
-  return Number(execFileSync("du", ["-s", "--block-size=1", dir], { encoding: "utf8" }).split("\t")[0]);
-}
-
 // ---- workloads ------------------------------------------------------------
 
 type Format = "json" | "flatbuffers";
@@ -388,6 +367,9 @@ interface Measure {
 
 interface Row {
   label: string;
+  /** What a peer row must mirror to be set against this one in the ratio lines. */
+  workload: Workload;
+  format: Format;
   measure?: Measure;
   error?: string;
 }
@@ -588,18 +570,18 @@ interface PublishSpec {
 const fmtName = (f: Format) => (f === "json" ? "JSON" : "FlatBuffers");
 const PUBLISH: PublishSpec[] = [
   { label: "W1 publish JSON, 1 in flight", format: "json", inFlight: 1, fsync: false },
-  { label: "W1 publish JSON, 8 in flight", format: "json", inFlight: 8, fsync: false, keepFor: "json" },
+  { label: `W1 publish JSON, ${IN_FLIGHT} in flight`, format: "json", inFlight: IN_FLIGHT, fsync: false, keepFor: "json" },
   { label: "W1 publish FlatBuffers, 1 in flight", format: "flatbuffers", inFlight: 1, fsync: false },
-  { label: "W1 publish FlatBuffers, 8 in flight", format: "flatbuffers", inFlight: 8, fsync: false, keepFor: "flatbuffers" },
-  { label: "W1 publish FlatBuffers, 8 in flight, fsync", format: "flatbuffers", inFlight: 8, fsync: true },
+  { label: `W1 publish FlatBuffers, ${IN_FLIGHT} in flight`, format: "flatbuffers", inFlight: IN_FLIGHT, fsync: false, keepFor: "flatbuffers" },
+  { label: `W1 publish FlatBuffers, ${IN_FLIGHT} in flight, fsync`, format: "flatbuffers", inFlight: IN_FLIGHT, fsync: true },
 ];
 
 const notes: string[] = [];
 
 /** Starts a server on `dataDir`, runs `work`, stops the server; never throws. */
-async function runWorkload(label: string, dataDir: string, work: (s: Server) => Promise<Measure>): Promise<Row> {
+async function runWorkload(label: string, workload: Workload, format: Format, dataDir: string, work: (s: Server) => Promise<Measure>): Promise<Row> {
   let server: Server | null = null;
-  const row: Row = { label };
+  const row: Row = { label, workload, format };
   try {
     server = await Server.start(dataDir);
     notes.push(`${label}: before timing, ${await server.settle()}.`);
@@ -618,7 +600,7 @@ async function runWorkload(label: string, dataDir: string, work: (s: Server) => 
   return row;
 }
 
-const fmtRate = (m: Measure) => Math.round(EVENTS / m.wallS).toLocaleString("en-US");
+const fmtRate = (m: { wallS: number }) => Math.round(EVENTS / m.wallS).toLocaleString("en-US");
 const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "?");
 const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "?");
 const mib = (n: number) => (Number.isFinite(n) ? (n / 2 ** 20).toFixed(0) : "?");
@@ -641,6 +623,79 @@ function table(rows: Row[]): string {
     );
   }
   return lines.join("\n");
+}
+
+function peerTable(rows: PeerRow[]): string {
+  const lines = [
+    "| workload | events/s | wall s | redis-server CPU s | client CPU s | rest of machine CPU s | redis peak RSS MiB | redis RSS after MiB | AOF B/event | checked |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+  ];
+  for (const r of rows) {
+    const m = r.measure;
+    if (!m) {
+      lines.push(`| ${r.label} | FAILED: ${r.error!.replaceAll("|", "\\|")} | | | | | | | | |`);
+      continue;
+    }
+    const disk = Number.isNaN(m.diskBytes) ? "–" : f1(m.diskBytes);
+    lines.push(
+      `| ${m.label} | ${fmtRate(m)} | ${f2(m.wallS)} | ${f2(m.serverCpuS)} | ${f2(m.clientCpuS)} | ${f2(m.restCpuS)} | ${mib(m.peakRss)} | ${mib(m.rssAfter)} | ${disk} | ${m.check} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Client CPU over wall time from which a peer row is flagged as measuring its client. */
+const CLIENT_BOUND_SHARE = 0.9;
+
+const PEER_WORKLOADS: Record<Workload, string> = {
+  "publish-1": "W1 publish, 1 in flight",
+  "publish-n": `W1 publish, ${IN_FLIGHT} in flight`,
+  "publish-n-fsync": `W1 publish, ${IN_FLIGHT} in flight, fsync on every write`,
+  replay: `W2 replay, pages of ${PAGE_EVENTS}`,
+};
+
+/**
+ * One line per workload: Ticker's events/s over Redis's, and the same for
+ * server CPU per event (both sides handled the same number of events), for
+ * every Ticker row of that workload (JSON and FlatBuffers differ a lot).
+ */
+function ratioLines(peerRows: PeerRow[], rows: Row[]): string[] {
+  const x = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)}x` : "?");
+  return peerRows.map((p) => {
+    const head = `- **${PEER_WORKLOADS[p.workload]}:** `;
+    const pm = p.measure;
+    if (!pm) return `${head}no Redis figure (${p.error}).`;
+    const parts = rows
+      .filter((r) => r.workload === p.workload && r.measure)
+      .map((r) => `${fmtName(r.format)}: ${x(pm.wallS / r.measure!.wallS)} events/s, ${x(r.measure!.serverCpuS / pm.serverCpuS)} server CPU`);
+    // With one core left for the client, a client using most of a core sets the pace, not redis-server.
+    const clientBound = pm.clientCpuS >= CLIENT_BOUND_SHARE * pm.wallS;
+    const caveat = clientBound ? ` **Client-bound:** the client used ${f2(pm.clientCpuS)} s CPU in ${f2(pm.wallS)} s, redis-server ${f2(pm.serverCpuS)} s, so this ratio is mostly ioredis's cost.` : "";
+    return `${head}${parts.length > 0 ? parts.join("; ") : "no Ticker row completed"}.${caveat}`;
+  });
+}
+
+function peerSection(peer: RedisPeerReport, rows: Row[]): string[] {
+  if (!peer.available) return ["## Redis Streams, same run", "", `redis: unavailable (${peer.reason})`];
+  const v = peer.version;
+  return [
+    "## Redis Streams, same run",
+    "",
+    `- **redis-server:** ${v.number} (\`${v.line}\`${v.debian ? `; Debian package ${v.debian}` : ""}), ${v.binary}`,
+    "",
+    peerTable(peer.rows),
+    "",
+    "Ratio (Ticker / Redis), same workload and event count; above 1x means Ticker was faster, or used more server CPU:",
+    "",
+    ...ratioLines(peer.rows, rows),
+    "",
+    "How to read it:",
+    "",
+    `- Each Redis row mirrors the Ticker rows of its workload: ${EVENTS.toLocaleString("en-US")} XADDs of one field \`p\` with a ${PAYLOAD_BYTES}-character value to one stream key, in pipelines of ${BATCH_EVENTS} XADDs (one Ticker batch), then XRANGE \`- +\` with COUNT ${PAGE_EVENTS} (one Ticker page), each next page starting after the last id read (\`(id\`), one request at a time.`,
+    `- A private redis-server per W1 row (daemonized, 127.0.0.1 on a free port, temp dir, stopped by the pid in its pidfile), with \`--save ""\` and \`--appendonly no\`: nothing persisted, so those rows compare the servers as processes, not as stores. The fsync row runs on its own instance with \`--appendonly yes --appendfsync always\` (automatic AOF rewrite off); Ticker's fsync row is a stream with \`durability: fsync\`. W2 reads the ${IN_FLIGHT}-in-flight row's stream from the same process, from memory, right after it was written; Ticker's W2 reads its log from a hot page cache after a restart.`,
+    `- Client: ioredis in the benchmark's own process; "${IN_FLIGHT} in flight" is ${IN_FLIGHT} ioredis connections with one pipeline outstanding on each, as the Ticker rows use ${IN_FLIGHT} keep-alive sockets with one request each. **Pipelines are built and encoded inside the timed part** (ioredis encodes as commands are queued), where Ticker's request bodies are pre-encoded, so the Redis rows carry more client CPU; with 2 cores, a client near one full core (client CPU s close to wall s) means the row is partly client-bound.`,
+    "- redis-server CPU is utime+stime of its pid from /proc/<pid>/stat over the timed part (all its threads; commands run on one). Peak RSS is VmHWM over the server's life, RSS after is VmRSS after the workload; AOF B/event is allocated bytes (`du`) of the instance's dir after the workload over the events. XLEN is checked after each W1 row, and W2 checks that every entry is one `p` field of the payload's length and that ids rise across pages.",
+  ];
 }
 
 function machineFacts(): string[] {
@@ -666,6 +721,7 @@ function commandLine(): string {
 
 function cleanupNow(): void {
   for (const s of liveServers) s.killNow();
+  killRedisNow();
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 }
 
@@ -688,7 +744,8 @@ async function main(): Promise<number> {
   try {
     for (const spec of PUBLISH) {
       const dir = makeTempDir();
-      const row = await runWorkload(spec.label, dir, (s) => publish(spec.label, s, spec.format, spec.inFlight, spec.fsync));
+      const workload: Workload = spec.fsync ? "publish-n-fsync" : spec.inFlight === 1 ? "publish-1" : "publish-n";
+      const row = await runWorkload(spec.label, workload, spec.format, dir, (s) => publish(spec.label, s, spec.format, spec.inFlight, spec.fsync));
       rows.push(row);
       if (spec.keepFor && row.measure) kept.set(spec.keepFor, dir);
       else removeTempDir(dir);
@@ -697,16 +754,28 @@ async function main(): Promise<number> {
       const label = `W2 replay ${fmtName(format)}, limit ${PAGE_EVENTS}`;
       const dir = kept.get(format);
       if (!dir) {
-        rows.push({ label, error: `no data: W1 ${fmtName(format)}, 8 in flight did not complete` });
+        rows.push({ label, workload: "replay", format, error: `no data: W1 ${fmtName(format)}, ${IN_FLIGHT} in flight did not complete` });
         continue;
       }
-      rows.push(await runWorkload(label, dir, (s) => replay(label, s, format)));
+      rows.push(await runWorkload(label, "replay", format, dir, (s) => replay(label, s, format)));
       removeTempDir(dir);
     }
   } finally {
     cleanupNow();
   }
 
+  // After the Ticker rows, so a slow apt-get install or a broken Redis cannot change them.
+  let peer: RedisPeerReport | null = null;
+  if (!opts["no-peers"]) {
+    try {
+      peer = await runRedisPeer({ events: EVENTS, batchEvents: BATCH_EVENTS, payloadBytes: PAYLOAD_BYTES, pageEvents: PAGE_EVENTS, inFlight: IN_FLIGHT });
+    } finally {
+      killRedisNow();
+    }
+    if (!peer.available) console.error(`redis: unavailable (${peer.reason})`);
+  }
+
+  const allNotes = [...notes, ...(peer?.notes ?? [])];
   const report = [
     "# Engine benchmark: latest run",
     "",
@@ -724,14 +793,16 @@ async function main(): Promise<number> {
     `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1, following \`next\`, one request at a time. The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
     `- Client: ${CLIENT_KIND === "http" ? "node:http with a keep-alive Agent" : "Node's global fetch (undici)"}, in the benchmark's own process, on the same ${availableParallelism()} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
     `- Server CPU is utime+stime from /proc/<pid>/stat over the timed part. Per-thread CPU is from /proc/<pid>/task/*/stat: the main thread (uWS front) is tid = pid; shard threads are listed shard-0 / shard-1 /… (${shardThreadMethod}); "other" is V8 helpers, the libuv pool (fdatasync) and the rest. Peak RSS is VmHWM (whole server life, start included); disk B/event is allocated bytes (\`du\`) of the data dir after the workload over the events.`,
-    ...(notes.length > 0 ? ["", "## Notes from this run", "", ...notes.map((n) => `- ${n}`)] : []),
+    ...(peer ? ["", ...peerSection(peer, rows)] : []),
+    ...(allNotes.length > 0 ? ["", "## Notes from this run", "", ...allNotes.map((n) => `- ${n}`)] : []),
     "",
   ].join("\n");
   process.stdout.write(report);
   writeFileSync(REPORT_PATH, report);
   console.error(`report written to ${REPORT_PATH}`);
   clearTimeout(deadline);
-  return rows.some((r) => r.error) ? 1 : 0;
+  // An unavailable peer is the machine's state, not a failed run; a failed peer row is.
+  return rows.some((r) => r.error) || (peer?.available && peer.rows.some((r) => r.error)) ? 1 : 0;
 }
 
 main().then(

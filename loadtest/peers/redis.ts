@@ -1,0 +1,502 @@
+// Redis Streams as a peer for bench-engine: W1 (publish) and W2 (replay)
+// mirrored with XADD and XRANGE against a private redis-server, measured the
+// way the Ticker rows are (server CPU from /proc, client CPU of this process,
+// the rest of the machine), so the two can sit in one report from one run.
+//
+// Each W1 row gets a fresh redis-server in a fresh temp dir, as each Ticker W1
+// row gets a fresh server; W2 reads the stream the "8 in flight" row wrote.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { Redis } from "ioredis";
+import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf } from "../proc.js";
+
+export interface RedisWorkloadSpec {
+  events: number;
+  batchEvents: number;
+  payloadBytes: number;
+  pageEvents: number;
+  /** The Ticker rows' "N in flight". */
+  inFlight: number;
+}
+
+/** Which Ticker workload a row mirrors, for the ratio lines. */
+export type Workload = "publish-1" | "publish-n" | "publish-n-fsync" | "replay";
+
+export interface PeerMeasure {
+  label: string;
+  wallS: number;
+  serverCpuS: number;
+  clientCpuS: number;
+  restCpuS: number;
+  peakRss: number;
+  rssAfter: number;
+  /** Allocated bytes of the AOF over the events; NaN where nothing is persisted. */
+  diskBytes: number;
+  /** What was verified after the run, for the table. */
+  check: string;
+}
+
+export interface PeerRow {
+  label: string;
+  workload: Workload;
+  measure?: PeerMeasure;
+  error?: string;
+}
+
+export type RedisPeerReport =
+  | { available: true; version: RedisVersion; rows: PeerRow[]; notes: string[] }
+  | { available: false; reason: string; notes: string[] };
+
+const KEY = "bench";
+const FIELD = "p";
+const START_TIMEOUT_MS = 15_000;
+/** redis-server exits within milliseconds of SIGTERM without an RDB save; more means it is stuck. */
+const STOP_TIMEOUT_MS = 15_000;
+const COMMAND_TIMEOUT_MS = 60_000;
+/** apt-get can sit on a dead mirror for minutes; the bench's own deadline is 9 minutes in all. */
+const APT_UPDATE_TIMEOUT_MS = 120_000;
+const APT_INSTALL_TIMEOUT_MS = 180_000;
+
+type Persistence = "none" | "aof-always";
+
+const liveServers = new Set<RedisServer>();
+
+/** Synchronous last resort for bench-engine's deadline and signal handlers. */
+export function killRedisNow(): void {
+  for (const s of liveServers) s.killNow();
+}
+
+// ---- finding or installing redis-server ------------------------------------
+
+function onPath(name: string): string | null {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return null;
+}
+
+function run(cmd: string, args: string[], timeoutMs: number): Promise<{ ok: boolean; out: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } }, (err, stdout, stderr) => {
+      const out = `${stdout}${stderr}`.trim();
+      resolve({ ok: !err, out: err && !out ? err.message : out });
+    });
+  });
+}
+
+const lastLine = (s: string) => s.split("\n").filter((l) => l.trim() !== "").at(-1) ?? "";
+
+/**
+ * redis-server's path, installing the Debian package first when it is not
+ * on PATH (a fresh machine has no Redis). Returns a reason instead when
+ * that fails, so the Ticker rows still get reported.
+ */
+async function ensureRedisServer(notes: string[]): Promise<{ binary: string } | { reason: string }> {
+  const found = onPath("redis-server");
+  if (found) return { binary: found };
+  console.error("redis: redis-server not on PATH; apt-get update && apt-get install -y redis-server");
+  const t0 = performance.now();
+  const update = await run("apt-get", ["update"], APT_UPDATE_TIMEOUT_MS);
+  // A failed update may still leave usable package lists from an earlier one, so try the install anyway.
+  const install = await run("apt-get", ["install", "-y", "redis-server"], APT_INSTALL_TIMEOUT_MS);
+  const binary = onPath("redis-server");
+  if (!install.ok || !binary) {
+    const why = lastLine(install.out) || "apt-get install failed";
+    return { reason: `redis-server not on PATH and apt-get install failed: ${why}${update.ok ? "" : `; apt-get update: ${lastLine(update.out)}`}` };
+  }
+  // Flush what dpkg wrote, so its writeback does not land inside the AOF fsync row.
+  await run("sync", [], 60_000);
+  notes.push(`redis-server was not installed: installed with apt-get in ${((performance.now() - t0) / 1000).toFixed(0)} s, before any Redis row was timed.`);
+  return { binary };
+}
+
+export interface RedisVersion {
+  /** "7.0.15" */
+  number: string;
+  /** All of `redis-server --version`: build, allocator and sha are part of what was measured. */
+  line: string;
+  binary: string;
+  /** The Debian package's version, when dpkg knows the binary. */
+  debian: string | null;
+}
+
+async function serverVersion(binary: string): Promise<RedisVersion> {
+  // "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=…"
+  const r = await run(binary, ["--version"], 10_000);
+  const v = /v=(\d+\.\d+\.\d+)/.exec(r.out)?.[1];
+  if (!r.ok || !v) throw new Error(`redis-server --version: ${lastLine(r.out)}`);
+  const pkg = await run("dpkg-query", ["-W", "-f", "${Version}", "redis-server"], 10_000);
+  return { number: v, line: lastLine(r.out), binary, debian: pkg.ok && pkg.out ? pkg.out : null };
+}
+
+/** XRANGE takes an exclusive start, "(id", from Redis 6.2 on. */
+function hasExclusiveRange(version: RedisVersion): boolean {
+  const [major, minor] = version.number.split(".").map(Number);
+  return major > 6 || (major === 6 && minor >= 2);
+}
+
+// ---- the server process ---------------------------------------------------
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** Exited, or a zombie nobody has reaped yet: the daemon's parent is init, not us. */
+function gone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] === "Z";
+  } catch {
+    return true;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class RedisServer {
+  private constructor(
+    readonly pid: number,
+    readonly port: number,
+    readonly dir: string,
+  ) {
+    liveServers.add(this);
+  }
+
+  /**
+   * A private redis-server, daemonized on a free loopback port with its
+   * pidfile, log and any AOF in a fresh temp dir. `--save ""`: no RDB, ever,
+   * so no fork for a snapshot runs beside the workload or at shutdown.
+   */
+  static async start(binary: string, persistence: Persistence): Promise<RedisServer> {
+    const dir = mkdtempSync(join(tmpdir(), "ticker-bench-redis-"));
+    try {
+      const pidfile = join(dir, "redis.pid");
+      const logfile = join(dir, "redis.log");
+      const port = await freePort();
+      const durability =
+        persistence === "none"
+          ? ["--appendonly", "no"]
+          : // Percentage 0 turns off the automatic AOF rewrite: it forks a child whose
+            // CPU is not in the server's /proc counters, and Ticker has no compaction
+            // on this path either. What is left is append + fsync, as in Ticker's row.
+            ["--appendonly", "yes", "--appendfsync", "always", "--auto-aof-rewrite-percentage", "0"];
+      const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...durability, "--dir", dir, "--daemonize", "yes", "--pidfile", pidfile, "--logfile", logfile];
+      const launched = await run(binary, args, START_TIMEOUT_MS);
+      if (!launched.ok) throw new Error(`redis-server did not start: ${lastLine(launched.out)}`);
+      const t0 = performance.now();
+      let pid = NaN;
+      while (performance.now() - t0 < START_TIMEOUT_MS) {
+        // The daemon writes its pidfile after the fork, so it may lag the launcher's exit.
+        if (existsSync(pidfile)) pid = Number(readFileSync(pidfile, "utf8").trim());
+        if (pid > 0) break;
+        await sleep(20);
+      }
+      if (!(pid > 0)) throw new Error(`no pidfile in ${START_TIMEOUT_MS} ms; log: ${RedisServer.logTail(logfile)}`);
+      const server = new RedisServer(pid, port, dir);
+      try {
+        const conn = await connect(port);
+        await conn.ping();
+        conn.disconnect();
+      } catch (err) {
+        await server.stop();
+        throw new Error(`redis-server (pid ${pid}) not answering: ${(err as Error).message}; log: ${RedisServer.logTail(logfile)}`);
+      }
+      return server;
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private static logTail(logfile: string): string {
+    return existsSync(logfile) ? readFileSync(logfile, "utf8").trim().split("\n").slice(-3).join(" / ") : "(no log)";
+  }
+
+  cpuTicks(): number {
+    return ticksOf(`/proc/${this.pid}/stat`);
+  }
+
+  /** Kills the pid from the pidfile and waits for it to exit, then removes the temp dir. */
+  async stop(): Promise<string> {
+    let how = "SIGTERM: exited";
+    if (!gone(this.pid) && this.isRedis()) {
+      process.kill(this.pid, "SIGTERM");
+      const t0 = performance.now();
+      while (!gone(this.pid) && performance.now() - t0 < STOP_TIMEOUT_MS) await sleep(20);
+      if (!gone(this.pid)) {
+        process.kill(this.pid, "SIGKILL");
+        while (!gone(this.pid)) await sleep(20);
+        how = `SIGTERM ignored for ${STOP_TIMEOUT_MS} ms, SIGKILLed`;
+      }
+    } else {
+      how = "had already exited";
+    }
+    liveServers.delete(this);
+    rmSync(this.dir, { recursive: true, force: true });
+    return how;
+  }
+
+  killNow(): void {
+    try {
+      if (this.isRedis()) process.kill(this.pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** A pid from a pidfile can outlive its process and be reused; kill only a redis-server. */
+  private isRedis(): boolean {
+    try {
+      return readFileSync(`/proc/${this.pid}/comm`, "utf8").startsWith("redis-server");
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** One ioredis connection that fails fast instead of retrying: a benchmark wants the error. */
+async function connect(port: number): Promise<Redis> {
+  const conn = new Redis({
+    host: "127.0.0.1",
+    port,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    commandTimeout: COMMAND_TIMEOUT_MS,
+  });
+  await conn.connect();
+  return conn;
+}
+
+// ---- workloads ------------------------------------------------------------
+
+/** Runs `body` between two samples of the server and of this process, as bench-engine's `measured` does. */
+async function measured(label: string, server: RedisServer, events: number, body: () => Promise<void>, persistence: Persistence): Promise<PeerMeasure> {
+  const machine0 = machineBusyTicks();
+  const server0 = server.cpuTicks();
+  const client0 = process.cpuUsage();
+  const t0 = performance.now();
+  await body();
+  const wallS = (performance.now() - t0) / 1000;
+  const client1 = process.cpuUsage(client0);
+  const serverCpuS = (server.cpuTicks() - server0) / CLK_TCK;
+  const machineS = (machineBusyTicks() - machine0) / CLK_TCK;
+  const clientCpuS = (client1.user + client1.system) / 1e6;
+  const mem = processMemory(server.pid);
+  return {
+    label,
+    wallS,
+    serverCpuS,
+    clientCpuS,
+    // The two sides are counted at slightly different instants: a few ticks below zero are rounding.
+    restCpuS: Math.max(0, machineS - serverCpuS - clientCpuS),
+    peakRss: mem.peak,
+    rssAfter: mem.rss,
+    diskBytes: persistence === "none" ? NaN : diskBytes(server.dir) / events,
+    check: "",
+  };
+}
+
+/**
+ * Distinct 100-character values, one per XADD of a pipeline. Base64 text
+ * like the Ticker JSON payloads, so a reply decodes to a string of known
+ * length that W2 can check cheaply.
+ */
+function payloadPool(spec: RedisWorkloadSpec): string[] {
+  return Array.from({ length: spec.batchEvents }, () => randomBytes(Math.ceil((spec.payloadBytes * 3) / 4)).toString("base64").slice(0, spec.payloadBytes));
+}
+
+/**
+ * W1: `events` XADDs to one stream, in pipelines of `batchEvents`, with
+ * `inFlight` pipelines outstanding, each on its own connection: the Ticker
+ * rows' "N in flight" is N keep-alive sockets with one request each.
+ */
+async function publish(label: string, server: RedisServer, spec: RedisWorkloadSpec, inFlight: number, persistence: Persistence): Promise<PeerMeasure> {
+  const conns = await Promise.all(Array.from({ length: inFlight }, () => connect(server.port)));
+  try {
+    const values = payloadPool(spec);
+    const batches = spec.events / spec.batchEvents;
+    let nextBatch = 0;
+    let accepted = 0;
+    let failed = false;
+    // Building the pipeline is inside the timed part, unlike Ticker's pre-encoded
+    // bodies: ioredis encodes a command when it is queued, and a pipeline runs once.
+    const lane = async (conn: Redis) => {
+      while (!failed && nextBatch < batches) {
+        const i = nextBatch++;
+        const pipe = conn.pipeline();
+        for (const v of values) pipe.xadd(KEY, "*", FIELD, v);
+        const replies = await pipe.exec();
+        if (!replies || replies.length !== spec.batchEvents) {
+          failed = true;
+          throw new Error(`pipeline ${i + 1}/${batches}: ${replies?.length ?? "no"} replies`);
+        }
+        for (const [err] of replies) {
+          if (err) {
+            failed = true;
+            throw new Error(`pipeline ${i + 1}/${batches}: ${err.message}`);
+          }
+        }
+        accepted += replies.length;
+      }
+    };
+    const m = await measured(label, server, spec.events, async () => void (await Promise.all(conns.map(lane))), persistence);
+    if (accepted !== spec.events) throw new Error(`replies acknowledged ${accepted} entries, expected ${spec.events}`);
+    const len = await conns[0].xlen(KEY);
+    if (len !== spec.events) throw new Error(`XLEN is ${len} after adding ${spec.events}`);
+    m.check = `XLEN ${len.toLocaleString("en-US")}`;
+    return m;
+  } finally {
+    for (const c of conns) c.disconnect();
+  }
+}
+
+/**
+ * W2: XRANGE from the start in pages of `pageEvents`, one request at a time,
+ * each page starting after the last id of the one before. Every entry is
+ * checked to be one field of the payload's length; the ids are checked to
+ * rise from page to page.
+ */
+async function replay(label: string, server: RedisServer, spec: RedisWorkloadSpec, exclusive: boolean): Promise<PeerMeasure> {
+  const conn = await connect(server.port);
+  try {
+    let pages = 0;
+    let received = 0;
+    let start = "-";
+    let lastId = "";
+    const m = await measured(
+      label,
+      server,
+      spec.events,
+      async () => {
+        while (received < spec.events) {
+          const page = await conn.xrange(KEY, start, "+", "COUNT", spec.pageEvents);
+          if (page.length === 0) throw new Error(`page after ${lastId || "the start"} is empty after ${received} of ${spec.events} entries`);
+          if (lastId && !idAfter(page[0][0], lastId)) throw new Error(`page starts at ${page[0][0]}, not after ${lastId}`);
+          for (const [id, fields] of page) {
+            if (fields.length !== 2 || fields[0] !== FIELD || fields[1].length !== spec.payloadBytes) throw new Error(`entry ${id} is not one ${spec.payloadBytes}-byte "${FIELD}" field`);
+          }
+          received += page.length;
+          lastId = page[page.length - 1][0];
+          start = exclusive ? `(${lastId}` : nextId(lastId);
+          pages++;
+        }
+      },
+      "none",
+    );
+    const rest = await conn.xrange(KEY, start, "+", "COUNT", 1);
+    if (received !== spec.events || rest.length !== 0) throw new Error(`read ${received} entries, expected ${spec.events} and then none`);
+    m.label += ` (${pages} pages)`;
+    m.check = `${received.toLocaleString("en-US")} entries read, ids rising`;
+    return m;
+  } finally {
+    conn.disconnect();
+  }
+}
+
+function parseId(id: string): [bigint, bigint] {
+  const [ms, seq] = id.split("-");
+  return [BigInt(ms), BigInt(seq)];
+}
+
+function idAfter(a: string, b: string): boolean {
+  const [am, as] = parseId(a);
+  const [bm, bs] = parseId(b);
+  return am > bm || (am === bm && as > bs);
+}
+
+/** Before Redis 6.2 the start of XRANGE is inclusive: the smallest id after `id`. */
+function nextId(id: string): string {
+  const [ms, seq] = parseId(id);
+  return `${ms}-${seq + 1n}`;
+}
+
+// ---- run ------------------------------------------------------------------
+
+const rate = (events: number, m: PeerMeasure) => Math.round(events / m.wallS).toLocaleString("en-US");
+
+/** Runs one row's workload, recording a failure in the row and the notes instead of throwing. */
+async function attempt(row: PeerRow, notes: string[], events: number, work: () => Promise<PeerMeasure>): Promise<void> {
+  try {
+    row.measure = await work();
+  } catch (err) {
+    row.error = (err as Error).message.split("\n")[0];
+    notes.push(`**Redis ${row.label} failed:** ${(err as Error).message}`);
+  }
+  console.error(row.error ? `redis ${row.label}: FAILED: ${row.error}` : `redis ${row.label}: ${rate(events, row.measure!)} entries/s`);
+}
+
+/** Starts a fresh server, runs `rows` on it in order, stops it by pid; never throws. */
+async function onFreshServer(binary: string, persistence: Persistence, notes: string[], events: number, rows: [PeerRow, (s: RedisServer) => Promise<PeerMeasure>][]): Promise<void> {
+  let server: RedisServer;
+  try {
+    server = await RedisServer.start(binary, persistence);
+  } catch (err) {
+    for (const [row] of rows) row.error = `redis-server did not start: ${(err as Error).message.split("\n")[0]}`;
+    notes.push(`**Redis ${rows[0][0].label}: server start failed:** ${(err as Error).message}`);
+    return;
+  }
+  for (const [row, work] of rows) {
+    if (rows.some(([r]) => r.error)) row.error ??= `no data: ${rows[0][0].label} did not complete`;
+    else await attempt(row, notes, events, () => work(server));
+  }
+  const how = await server.stop();
+  if (how !== "SIGTERM: exited") notes.push(`Redis ${rows[0][0].label}: server stop: ${how}.`);
+}
+
+/**
+ * The Redis rows: W1 with 1 and `inFlight` pipelines in flight, W2 over
+ * what the `inFlight` row wrote (same process: without persistence a
+ * restart would empty it), and W1 again against an appendfsync-always
+ * instance. Never throws: a failure is a row's error or, when there is no
+ * redis-server to be had, the whole report's reason.
+ */
+export async function runRedisPeer(spec: RedisWorkloadSpec): Promise<RedisPeerReport> {
+  const notes: string[] = [];
+  const found = await ensureRedisServer(notes);
+  if ("reason" in found) return { available: false, reason: found.reason, notes };
+  let version: RedisVersion;
+  try {
+    version = await serverVersion(found.binary);
+  } catch (err) {
+    return { available: false, reason: (err as Error).message, notes };
+  }
+  const exclusive = hasExclusiveRange(version);
+  if (!exclusive) notes.push(`Redis ${version.number} predates exclusive XRANGE starts (6.2): W2 pages start at the last id's seq + 1 instead.`);
+
+  const n = spec.inFlight;
+  const pipe = `pipelines of ${spec.batchEvents}`;
+  const one: PeerRow = { label: `W1 XADD, ${pipe}, 1 in flight`, workload: "publish-1" };
+  const many: PeerRow = { label: `W1 XADD, ${pipe}, ${n} in flight`, workload: "publish-n" };
+  const read: PeerRow = { label: `W2 XRANGE, COUNT ${spec.pageEvents}`, workload: "replay" };
+  const fsync: PeerRow = { label: `W1 XADD, ${pipe}, ${n} in flight, AOF appendfsync always`, workload: "publish-n-fsync" };
+  const ev = spec.events;
+
+  await onFreshServer(found.binary, "none", notes, ev, [[one, (s) => publish(one.label, s, spec, 1, "none")]]);
+  await onFreshServer(found.binary, "none", notes, ev, [
+    [many, (s) => publish(many.label, s, spec, n, "none")],
+    [read, (s) => replay(read.label, s, spec, exclusive)],
+  ]);
+  await onFreshServer(found.binary, "aof-always", notes, ev, [[fsync, (s) => publish(fsync.label, s, spec, n, "aof-always")]]);
+  return { available: true, version, rows: [one, many, fsync, read], notes };
+}
