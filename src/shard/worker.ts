@@ -10,7 +10,7 @@ import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, writeFrameHeader, sealFrame, RECORD_HEADER_BYTES } from "../log/record.js";
-import { ByteWriter, parseFlatBatch, renderJsonEvent, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
+import { ByteWriter, JsonRenderer, parseFlatBatch, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
@@ -45,6 +45,7 @@ class ShardWorker {
   private readonly jsonPage = new ByteWriter(1 << 20);
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
+  private readonly renderer = new JsonRenderer();
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -365,13 +366,13 @@ class ShardWorker {
     const w = this.jsonPage;
     w.reset();
     w.ascii(`{"events":[`);
-    const streamJson = stream.idJson();
+    const render = this.renderer.forStream(stream.idJson());
     const bytesMax = this.config.replay_page_bytes_max;
     let at = 0;
     let rendered = 0;
     while (rendered < page.count && (rendered === 0 || w.length < bytesMax)) {
       if (rendered > 0) w.ascii(",");
-      renderJsonEvent(w, page.buf, at, streamJson, this.fields);
+      render.event(w, page.buf, at);
       at += page.buf.readUInt32LE(at);
       rendered++;
     }
