@@ -18,6 +18,8 @@ export const configSchema = z
     shards: int(1, 64).default(Math.min(4, Math.max(2, availableParallelism()))),
     /** Bytes of each SharedArrayBuffer ring (one in, one out per shard). */
     ring_bytes: int(1 * MiB, 1024 * MiB).default(48 * MiB),
+    /** Requests a shard may have in flight (taken, not yet answered: e.g. waiting for fsync). */
+    shard_requests_max: int(1, 1_000_000).default(4096),
     auto_create_streams: bool.default(true),
 
     publish_events_max: int(1, 100_000).default(1000),

@@ -146,7 +146,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null) => {
     if (x.aborted) return;
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => send(x, r.status, r.ct, r.body));
-    if (!ok) sendError(x, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity; retry later", { stream }));
+    if (!ok) sendError(x, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", { stream }));
   };
 
   /** Common checks for /v1/streams/:id routes; null when already answered. */

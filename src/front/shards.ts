@@ -103,11 +103,13 @@ export class ShardPool {
   }
 
   /**
-   * Sends one request to a shard. False when its ring is full right now: the
-   * caller answers 429, nothing is queued here.
+   * Sends one request to a shard. False when its ring is full right now or it
+   * already has shard_requests_max requests in flight: the caller answers
+   * 429, nothing is queued here.
    */
   send(shard: number, op: Op, meta: RequestMeta, body: Uint8Array | null, onResponse: OnResponse): boolean {
     const s = this.shards[shard];
+    if (s.pending.size >= this.config.shard_requests_max) return false;
     const reqId = this.nextReqId;
     this.nextReqId = this.nextReqId === 0xffffffff ? 1 : this.nextReqId + 1;
     if (!writeRequest(s.inRing, op, reqId, meta, body)) return false;

@@ -5,12 +5,11 @@ import { connect, type Socket } from "node:net";
 import { api, removeDir, startServer } from "../helpers/server.js";
 
 describe("backpressure", () => {
-  it("a flood of large publishes gets 429 with Retry-After once the shard ring is full; every acked event is kept", async () => {
-    // Smallest legal ring for these limits: about 16 requests of 60 KB fit in it.
-    const s = await startServer({
-      args: ["--ring-bytes", String(1 << 20), "--request-bytes-max", "65536", "--replay-page-bytes-max", "65536", "--event-bytes-max", "1024", "--shards", "1"],
-    });
+  it("a flood of publishes to an fsync stream gets 429 with Retry-After past shard_requests_max; every acked event is kept", async () => {
+    // Requests wait in the shard for their fsync: at most 8 may be in flight.
+    const s = await startServer({ args: ["--shard-requests-max", "8", "--shards", "1"] });
     try {
+      expect((await api(`${s.url}/v1/streams/flood`, "PUT", { durability: "fsync" })).status).toBe(201);
       const events = Array.from({ length: 1000 }, (_, i) => ({ type: "flood", payload: `${i}`.padStart(30, "x") }));
       const body = JSON.stringify({ events });
       expect(body.length).toBeLessThan(65536);
