@@ -24,6 +24,12 @@ export function writeFrameHeader(buf: Buffer, at: number, frameBytes: number, bo
   for (let i = at + RECORD_HEADER_BYTES + bodyBytes; i < at + frameBytes; i++) buf[i] = 0;
 }
 
+/** Stamps seq and ingest_ts into a frame whose length and body are final. */
+export function stampFrame(buf: Buffer, at: number, seq: number, ingestTs: number): void {
+  writeU64(buf, at + 8, seq);
+  writeU64(buf, at + 16, ingestTs);
+}
+
 // Plain byte stores: Buffer.writeUInt32LE validates its value on every call,
 // which shows in per-record profiles; callers here pass valid integers.
 export function writeU32(buf: Buffer, at: number, v: number): void {

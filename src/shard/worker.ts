@@ -9,8 +9,8 @@ import { Ring } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
-import { frameBytesFor, writeFrameHeader, sealFrame, RECORD_HEADER_BYTES } from "../log/record.js";
-import { ByteWriter, JsonRenderer, parseFlatBatch, type EventLimits, type IncomingEvent } from "../wire/event-codec.js";
+import { frameBytesFor, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
+import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
@@ -215,43 +215,50 @@ class ShardWorker {
     let stream = this.streams.get(id);
     if (!stream && !this.config.auto_create_streams) this.existing(id);
     const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
-    // Validate and encode the whole batch before anything is appended.
+    // Validate and encode the whole batch before anything is appended. JSON
+    // events are written as frames into the staging buffer; binary ones
+    // arrive framed and are stamped in place in the worker's copy.
     const isJson = req.meta.ct !== ContentType.FlatBuffers;
     const raw = this.ownCopy(req.body);
-    let flat: IncomingEvent[] = [];
+    let flat: FlatBatch | null = null;
     if (isJson) this.jsonBatch.scan(this.bodyBuf, raw.length, this.config.publish_events_max);
-    else flat = parseFlatBatch(raw, this.config.publish_events_max, limits);
-    const n = isJson ? this.jsonBatch.count : flat.length;
+    else flat = checkFlatBatch(raw, this.config.publish_events_max, limits, this.logOpts.frameBytesMax, this.fields);
+    const n = flat ? flat.count : this.jsonBatch.count;
+    const out = flat ? raw.subarray(flat.start, flat.end) : null;
     // A new stream is created only once the whole batch has passed: a
     // rejected request leaves nothing behind, not even an empty stream.
     const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
     let seq = (stream ? stream.log.headSeq : 0) + 1;
     const first = seq;
-    let bytes = 0;
+    let bytes = 0; // frames kept so far (in `out`, or in staging for JSON)
     let count = 0;
+    let at = 0; // next binary frame in `out`; duplicates are squeezed out in place
     const duplicates: Array<{ index: number; seq: number }> = [];
     const batchKeys = new Map<string, number>();
     for (let i = 0; i < n; i++) {
       let key: string | null;
-      let bodyBytes: number;
-      if (isJson) {
+      let frameBytes: number;
+      if (flat && out) {
+        frameBytes = u32(out, at);
+        key = flat.anyIdempotencyKey ? recordIdempotencyKey(out, at, this.fields) : null;
+        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) {
+          at += frameBytes;
+          continue;
+        }
+        if (bytes !== at) out.copyWithin(bytes, at, at + frameBytes);
+        at += frameBytes;
+        stampFrame(out, bytes, seq, ts);
+      } else {
         const f = this.jsonBatch.fields(i, this.fields, limits);
         key = f.idemAt < 0 ? null : this.bodyBuf.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
         if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
         this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesFor(f) + 8);
-        bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, this.bodyBuf, f);
-      } else {
-        const e = flat[i];
-        key = e.idempotencyKey;
-        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
-        bodyBytes = e.bytes;
-        this.ensureStaging(bytes + RECORD_HEADER_BYTES + bodyBytes + 8);
-        raw.copy(this.staging, bytes + RECORD_HEADER_BYTES, e.at, e.at + bodyBytes);
+        const bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, this.bodyBuf, f);
+        frameBytes = frameBytesFor(bodyBytes);
+        writeFrameHeader(this.staging, bytes, frameBytes, bodyBytes, seq, ts);
       }
       if (key !== null) batchKeys.set(key, seq);
-      const frameBytes = frameBytesFor(bodyBytes);
-      writeFrameHeader(this.staging, bytes, frameBytes, bodyBytes, seq, ts);
-      sealFrame(this.staging, bytes, frameBytes);
+      sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
       bytes += frameBytes;
       count++;
       seq++;
@@ -259,7 +266,7 @@ class ShardWorker {
     stream ??= this.createStream(id, {});
     const log = stream.log;
     const durable = stream.config.durability === "fsync";
-    if (count > 0) log.append(this.staging, bytes, count, durable);
+    if (count > 0) log.append(out ?? this.staging, bytes, count, durable);
     for (const [key, s] of batchKeys) stream.dedup.add(key, s, ts);
     const body = JSON.stringify({
       stream: id,

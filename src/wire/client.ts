@@ -4,7 +4,6 @@
 import * as flatbuffers from "flatbuffers";
 import { crc32 } from "node:zlib";
 import { Event } from "./generated/ticker/wire/event.js";
-import { EncodedEvent } from "./generated/ticker/wire/encoded-event.js";
 import { EventBatch } from "./generated/ticker/wire/event-batch.js";
 import { PayloadEncoding } from "./generated/ticker/wire/payload-encoding.js";
 import { PublishBatch } from "./generated/ticker/wire/publish-batch.js";
@@ -58,20 +57,27 @@ export function encodeEvent(e: OutgoingEvent, b = new flatbuffers.Builder(256)):
   return b.asUint8Array().slice();
 }
 
-/** A PublishBatch body from events (or from events already encoded). */
+/**
+ * A PublishBatch body: each event (or already-encoded Event) in a record
+ * frame whose header the server fills in (docs/wire.md), frames 8-aligned.
+ */
 export function encodePublishBatch(events: Array<OutgoingEvent | Uint8Array>): Uint8Array {
   const inner = new flatbuffers.Builder(256);
   const encoded = events.map((e) => (e instanceof Uint8Array ? e : encodeEvent(e, inner)));
-  const b = new flatbuffers.Builder(encoded.reduce((n, e) => n + e.byteLength + 16, 64));
-  const holders = encoded.map((bytes) => {
-    const v = b.createByteVector(bytes);
-    EncodedEvent.startEncodedEvent(b);
-    EncodedEvent.addEvent(b, v);
-    return EncodedEvent.endEncodedEvent(b);
-  });
-  const vec = PublishBatch.createEventsVector(b, holders);
+  const frameBytes = (n: number) => (24 + n + 7) & ~7;
+  const total = encoded.reduce((n, e) => n + frameBytes(e.byteLength), 0);
+  const records = new Uint8Array(total); // zero headers and padding
+  let at = 0;
+  for (const e of encoded) {
+    new DataView(records.buffer).setUint32(at, frameBytes(e.byteLength), true);
+    records.set(e, at + 24);
+    at += frameBytes(e.byteLength);
+  }
+  const b = new flatbuffers.Builder(total + 64);
+  b.prep(8, total); // frames 8-aligned in the buffer, for readers that care
+  const vec = b.createByteVector(records);
   PublishBatch.startPublishBatch(b);
-  PublishBatch.addEvents(b, vec);
+  PublishBatch.addRecords(b, vec);
   b.finish(PublishBatch.endPublishBatch(b));
   return b.asUint8Array();
 }

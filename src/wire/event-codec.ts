@@ -5,7 +5,7 @@
 // copy bytes rather than decoding them where they can.
 import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
-import { RECORD_HEADER_BYTES, frameSeq, frameTs } from "../log/record.js";
+import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs } from "../log/record.js";
 import { Verifier, VerifyError } from "./verify.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 
@@ -15,14 +15,6 @@ export interface EventLimits {
   /** Largest type, key, producer_id or idempotency_key in UTF-8 bytes. */
   fieldBytesMax: number;
 }
-
-/** A binary-published event: where its Event bytes are in the request, and what dedup needs. */
-export interface IncomingEvent {
-  at: number;
-  bytes: number;
-  idempotencyKey: string | null;
-}
-
 
 function invalid(index: number, message: string): ApiError {
   return new ApiError(400, "invalid_event", `event ${index}: ${message}`, { index });
@@ -64,33 +56,44 @@ function checkFbString(buf: Buffer, at: number, len: number, name: string, index
   if (!utf8Ok(buf, at, len)) throw invalid(index, `"${name}" is not valid UTF-8`);
 }
 
+/** Where the record frames of a binary publish lie in its body, and how many. */
+export interface FlatBatch {
+  start: number;
+  end: number;
+  count: number;
+  /** Whether any event carries an idempotency_key (else dedup can skip the batch). */
+  anyIdempotencyKey: boolean;
+}
+
 /**
- * Checks a FlatBuffers PublishBatch and returns where each Event's bytes
- * are in `bytes`, to be stored as sent: the stored body is the producer's own serialization,
- * never re-encoded. Verified in place, in one pass, with no copy per event.
+ * Checks a FlatBuffers PublishBatch: the envelope, then every record frame in
+ * it (length, alignment) and the Event inside each (structure, required
+ * fields, limits, UTF-8). Nothing is copied: the caller stamps the frames in
+ * place and appends them as they are. Throws ApiError.
  */
-export function parseFlatBatch(bytes: Buffer, publishEventsMax: number, limits: EventLimits): IncomingEvent[] {
-  const out: IncomingEvent[] = [];
+export function checkFlatBatch(bytes: Buffer, publishEventsMax: number, limits: EventLimits, frameBytesMax: number, f: EventFields): FlatBatch {
   let index = -1;
   try {
     const v = new Verifier(bytes);
     const root = v.root();
-    const eventsAt = v.field(root, 0, 4);
-    if (!eventsAt) throw new VerifyError("PublishBatch.events is missing");
-    const count = v.vector(eventsAt, 4);
-    checkBatchSize(count, publishEventsMax);
-    const f = new EventFields();
-    for (index = 0; index < count; index++) {
-      const holderAt = v.vectorTable(eventsAt, index);
-      const nestedAt = v.field(holderAt, 0, 4);
-      if (!nestedAt) throw invalid(index, "missing nested Event bytes");
-      const span = v.vectorSpan(nestedAt, 1);
-      if (span.count < 8) throw invalid(index, "missing nested Event bytes");
-      f.read(bytes, span.data, span.data + span.count);
+    const recordsAt = v.field(root, 0, 4);
+    if (!recordsAt) throw new VerifyError("PublishBatch.records is missing");
+    const span = v.vectorSpan(recordsAt, 1);
+    const start = span.data;
+    const end = start + span.count;
+    let count = 0;
+    let anyIdempotencyKey = false;
+    for (let at = start; at < end; ) {
+      index = count;
+      if (count === publishEventsMax) checkBatchSize(count + 1, publishEventsMax); // stop reading at the limit
+      const frameBytes = checkFrame(bytes, at, end, frameBytesMax, false);
+      if (frameBytes < 0) throw invalid(index, "record frame has a bad length (see docs/wire.md)");
+      f.read(bytes, at + RECORD_HEADER_BYTES, at + frameBytes);
       checkFbString(bytes, f.typeAt, f.typeLen, "type", index, limits, true);
       checkFbString(bytes, f.keyAt, f.keyLen, "key", index, limits, false);
       checkFbString(bytes, f.producerIdAt, f.producerIdLen, "producer_id", index, limits, false);
       checkFbString(bytes, f.idemAt, f.idemLen, "idempotency_key", index, limits, false);
+      if (f.idemAt >= 0) anyIdempotencyKey = true;
       if (f.encoding !== PAYLOAD_NONE && f.encoding !== PAYLOAD_JSON && f.encoding !== PAYLOAD_BINARY) {
         throw invalid(index, `unknown payload_encoding ${f.encoding}`);
       }
@@ -103,12 +106,11 @@ export function parseFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
           throw invalid(index, "payload_encoding is Json but the payload is not valid JSON");
         }
       }
-      out.push({
-        at: span.data,
-        bytes: span.count,
-        idempotencyKey: f.idemAt < 0 ? null : bytes.toString("utf8", f.idemAt, f.idemAt + f.idemLen),
-      });
+      at += frameBytes;
+      count++;
     }
+    checkBatchSize(count, publishEventsMax);
+    return { start, end, count, anyIdempotencyKey };
   } catch (err) {
     if (err instanceof ApiError) throw err;
     const why = err instanceof VerifyError ? `: ${err.message}` : "";
@@ -116,7 +118,6 @@ export function parseFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
       ? `body is not a FlatBuffers PublishBatch${why}`
       : `event ${index}: not a valid FlatBuffers Event${why}`, index < 0 ? {} : { index });
   }
-  return out;
 }
 
 /** The idempotency key of a stored record (used to rebuild the dedup window). */

@@ -19,10 +19,6 @@ export class Verifier {
     this.dv = bytes instanceof DataView ? bytes : new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
-  /** A verifier for the nested buffer at [start, end), sharing this one's view. */
-  within(start: number, end: number): Verifier {
-    return new Verifier(this.dv, start, end);
-  }
 
   private need(pos: number, n: number, what: string): void {
     if (pos < this.start || n < 0 || pos + n > this.end) fail(`${what} out of bounds`);
@@ -61,10 +57,6 @@ export class Verifier {
     return pos + off;
   }
 
-  /** Checks the vector (or string) an offset field points at; returns element count. */
-  vector(fieldPos: number, elemBytes: number, isString = false): number {
-    return this.vectorSpan(fieldPos, elemBytes, isString).count;
-  }
 
   /** Checks a vector and returns where its elements start and how many there are. */
   vectorSpan(fieldPos: number, elemBytes: number, isString = false): { data: number; count: number } {
@@ -76,12 +68,4 @@ export class Verifier {
     return { data: vec + 4, count };
   }
 
-  /** Position of the table the i-th element of a table vector points at, checked. */
-  vectorTable(fieldPos: number, i: number): number {
-    const vec = fieldPos + this.dv.getUint32(fieldPos, true);
-    const slot = vec + 4 + i * 4;
-    const pos = slot + this.dv.getUint32(slot, true);
-    this.table(pos);
-    return pos;
-  }
 }

@@ -83,6 +83,22 @@ describe("publish and replay", () => {
     expect(json.map((e) => e.producer_ts)).toEqual(json.map((_, n) => 1_700_000_000_000 + (n % batch)));
   });
 
+  it("binary duplicates are squeezed out of a batch and the rest keep consecutive seqs", async () => {
+    const ev = (k: string, n: number): OutgoingEvent => ({ type: "t", idempotency_key: k, payload_bytes: Buffer.from([n]) });
+    const first = await api(`${s.url}/v1/streams/bin-dup/events`, "POST", encodePublishBatch([ev("a", 1), ev("b", 2)]), { "content-type": FB });
+    expect(first.json).toMatchObject({ first_seq: 1, last_seq: 2, count: 2 });
+    const second = await api(`${s.url}/v1/streams/bin-dup/events`, "POST", encodePublishBatch([ev("a", 3), ev("c", 4), ev("c", 5), ev("d", 6), ev("b", 7)]), {
+      "content-type": FB,
+    });
+    expect(second.json).toEqual({
+      stream: "bin-dup", first_seq: 3, last_seq: 4, count: 2,
+      duplicates: [{ index: 0, seq: 1 }, { index: 2, seq: 3 }, { index: 4, seq: 2 }],
+    });
+    const r = await api(`${s.url}/v1/streams/bin-dup/events?from=1`, "GET", undefined, { accept: FB });
+    const events = decodeRecords(decodeEventBatch(r.raw).records);
+    expect(events.map((e) => [e.seq, e.idempotency_key, e.payload_bytes![0]])).toEqual([[1, "a", 1], [2, "b", 2], [3, "c", 4], [4, "d", 6]]);
+  });
+
   it("events of one request get consecutive seqs even with concurrent publishers", async () => {
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, c) =>

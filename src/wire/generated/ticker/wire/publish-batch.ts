@@ -2,9 +2,6 @@
 
 import * as flatbuffers from 'flatbuffers';
 
-import { EncodedEvent } from '../../ticker/wire/encoded-event.js';
-
-
 export class PublishBatch {
   bb: flatbuffers.ByteBuffer|null = null;
   bb_pos = 0;
@@ -23,45 +20,50 @@ static getSizePrefixedRootAsPublishBatch(bb:flatbuffers.ByteBuffer, obj?:Publish
   return (obj || new PublishBatch()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
 }
 
-events(index: number, obj?:EncodedEvent):EncodedEvent|null {
+records(index: number):number|null {
   const offset = this.bb!.__offset(this.bb_pos, 4);
-  return offset ? (obj || new EncodedEvent()).__init(this.bb!.__indirect(this.bb!.__vector(this.bb_pos + offset) + index * 4), this.bb!) : null;
+  return offset ? this.bb!.readUint8(this.bb!.__vector(this.bb_pos + offset) + index) : 0;
 }
 
-eventsLength():number {
+recordsLength():number {
   const offset = this.bb!.__offset(this.bb_pos, 4);
   return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+recordsArray():Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+  return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
 }
 
 static startPublishBatch(builder:flatbuffers.Builder) {
   builder.startObject(1);
 }
 
-static addEvents(builder:flatbuffers.Builder, eventsOffset:flatbuffers.Offset) {
-  builder.addFieldOffset(0, eventsOffset, 0);
+static addRecords(builder:flatbuffers.Builder, recordsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(0, recordsOffset, 0);
 }
 
-static createEventsVector(builder:flatbuffers.Builder, data:flatbuffers.Offset[]):flatbuffers.Offset {
-  builder.startVector(4, data.length, 4);
+static createRecordsVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset {
+  builder.startVector(1, data.length, 1);
   for (let i = data.length - 1; i >= 0; i--) {
-    builder.addOffset(data[i]!);
+    builder.addInt8(data[i]!);
   }
   return builder.endVector();
 }
 
-static startEventsVector(builder:flatbuffers.Builder, numElems:number) {
-  builder.startVector(4, numElems, 4);
+static startRecordsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(1, numElems, 1);
 }
 
 static endPublishBatch(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
-  builder.requiredField(offset, 4) // events
+  builder.requiredField(offset, 4) // records
   return offset;
 }
 
-static createPublishBatch(builder:flatbuffers.Builder, eventsOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createPublishBatch(builder:flatbuffers.Builder, recordsOffset:flatbuffers.Offset):flatbuffers.Offset {
   PublishBatch.startPublishBatch(builder);
-  PublishBatch.addEvents(builder, eventsOffset);
+  PublishBatch.addRecords(builder, recordsOffset);
   return PublishBatch.endPublishBatch(builder);
 }
 }
