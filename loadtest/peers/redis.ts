@@ -5,6 +5,12 @@
 //
 // Each W1 row gets a fresh redis-server in a fresh temp dir, as each Ticker W1
 // row gets a fresh server; W2 reads the stream the "8 in flight" row wrote.
+//
+// The client is as light as Ticker's: XADD pipelines are RESP encoded before
+// timing (a pool of distinct ones, like bench-engine's pre-encoded bodies),
+// written to raw node:net sockets, and their replies only counted
+// (./resp.ts); XRANGE pages are walked once, as they arrive, for their count
+// and last id.
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,8 +18,8 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { Redis } from "ioredis";
 import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf } from "../proc.js";
+import { encodeCommand, readScalar, ReplyCounter, XrangeReader, type StreamId } from "./resp.js";
 
 export interface RedisWorkloadSpec {
   events: number;
@@ -22,6 +28,8 @@ export interface RedisWorkloadSpec {
   pageEvents: number;
   /** The Ticker rows' "N in flight". */
   inFlight: number;
+  /** Distinct pre-encoded pipelines, sent round-robin: the Ticker rows' body pool. */
+  poolSize: number;
 }
 
 /** Which Ticker workload a row mirrors, for the ratio lines. */
@@ -54,6 +62,7 @@ export type RedisPeerReport =
 
 const KEY = "bench";
 const FIELD = "p";
+const FIELD_BYTES = Buffer.from(FIELD);
 const START_TIMEOUT_MS = 15_000;
 /** redis-server exits within milliseconds of SIGTERM without an RDB save; more means it is stuck. */
 const STOP_TIMEOUT_MS = 15_000;
@@ -212,9 +221,13 @@ class RedisServer {
       if (!(pid > 0)) throw new Error(`no pidfile in ${START_TIMEOUT_MS} ms; log: ${RedisServer.logTail(logfile)}`);
       const server = new RedisServer(pid, port, dir);
       try {
-        const conn = await connect(port);
-        await conn.ping();
-        conn.disconnect();
+        const conn = await RespConn.connect(port);
+        try {
+          const pong = await conn.command("PING");
+          if (pong !== "PONG") throw new Error(`PING answered ${JSON.stringify(pong)}`);
+        } finally {
+          conn.close();
+        }
       } catch (err) {
         await server.stop();
         throw new Error(`redis-server (pid ${pid}) not answering: ${(err as Error).message}; log: ${RedisServer.logTail(logfile)}`);
@@ -273,19 +286,158 @@ class RedisServer {
   }
 }
 
-/** One ioredis connection that fails fast instead of retrying: a benchmark wants the error. */
-async function connect(port: number): Promise<Redis> {
-  const conn = new Redis({
-    host: "127.0.0.1",
-    port,
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    commandTimeout: COMMAND_TIMEOUT_MS,
-  });
-  await conn.connect();
-  return conn;
+// ---- the client -----------------------------------------------------------
+
+/** Reads the answer to one request from chunks split anywhere. */
+interface ReplyReader<T> {
+  /** Takes the next bytes; true once the whole answer has arrived. Throws on a bad or error reply. */
+  feed(chunk: Buffer): boolean;
+  result(): T;
+}
+
+/**
+ * The replies to `n` pipelined commands, counted by one connection's
+ * ReplyCounter (idle between requests); their bytes are kept only if asked.
+ */
+class CountedReplies implements ReplyReader<Buffer | null> {
+  private readonly counter = new ReplyCounter();
+  private n = 0;
+  private due = 0;
+  private errorsBefore = 0;
+  private chunks: Buffer[] | null = null;
+
+  expect(n: number, keep: boolean): this {
+    this.n = n;
+    this.due = this.counter.replies + n;
+    this.errorsBefore = this.counter.errors;
+    this.chunks = keep ? [] : null;
+    return this;
+  }
+
+  feed(chunk: Buffer): boolean {
+    this.chunks?.push(chunk);
+    this.counter.feed(chunk);
+    if (this.counter.replies < this.due) return false;
+    if (this.counter.replies > this.due || !this.counter.idle) throw new Error(`more than the ${this.n} replies due arrived`);
+    const errors = this.counter.errors - this.errorsBefore;
+    if (errors > 0) throw new Error(`${errors} of ${this.n} replies were errors, the last: ${this.counter.error}`);
+    return true;
+  }
+
+  result(): Buffer | null {
+    const c = this.chunks;
+    return c ? (c.length === 1 ? c[0] : Buffer.concat(c)) : null;
+  }
+}
+
+interface Waiter {
+  reader: ReplyReader<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * One raw socket to redis-server with one request in flight at a time: the
+ * request is written as given, and its answer read by the request's own
+ * ReplyReader as the bytes arrive. A connection that fails stays failed: a
+ * benchmark wants the error, not a retry.
+ */
+class RespConn {
+  private readonly replies = new CountedReplies();
+  private waiter: Waiter | null = null;
+  private failure: Error | null = null;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err) => this.fail(err));
+    socket.on("close", () => this.fail(new Error("connection closed")));
+    // Idle time, not per request: it only matters while an answer is awaited.
+    socket.setTimeout(COMMAND_TIMEOUT_MS, () => {
+      if (this.waiter) this.fail(new Error(`no reply in ${COMMAND_TIMEOUT_MS} ms`));
+    });
+  }
+
+  static connect(port: number): Promise<RespConn> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: "127.0.0.1", port });
+      const onError = (err: Error) => reject(err);
+      socket.once("error", onError);
+      socket.once("connect", () => {
+        socket.off("error", onError);
+        resolve(new RespConn(socket));
+      });
+    });
+  }
+
+  /** Writes `request` and resolves with what `reader` made of the answer. */
+  request<T>(request: Buffer, reader: ReplyReader<T>): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.waiter) return Promise.reject(new Error("a request is already in flight on this connection"));
+    return new Promise<T>((resolve, reject) => {
+      this.waiter = { reader, resolve: resolve as (value: unknown) => void, reject };
+      this.socket.write(request);
+    });
+  }
+
+  /**
+   * Writes a pipeline of `replies` commands and resolves once all their
+   * replies have arrived, with their bytes if `keep`, else null. Rejects if
+   * any of them is an error reply.
+   */
+  send(request: Buffer, replies: number, keep = false): Promise<Buffer | null> {
+    if (this.waiter) return Promise.reject(new Error("a request is already in flight on this connection"));
+    return this.request(request, this.replies.expect(replies, keep));
+  }
+
+  /** One command, untimed: setup and checks. */
+  async command(...args: string[]): Promise<string | number | null> {
+    return readScalar((await this.send(encodeCommand(args), 1, true))!);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    const w = this.waiter;
+    if (!w) {
+      this.fail(new Error(`${chunk.length} bytes arrived with no request in flight`));
+      return;
+    }
+    let done: boolean;
+    let value: unknown;
+    try {
+      done = w.reader.feed(chunk);
+      if (done) value = w.reader.result();
+    } catch (err) {
+      // Replies past the request's or a malformed one leave the stream out of step: end it.
+      this.fail(err as Error);
+      return;
+    }
+    if (!done) return;
+    this.waiter = null;
+    w.resolve(value);
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(err);
+    this.socket.destroy();
+  }
+}
+
+async function connectAll(port: number, n: number): Promise<RespConn[]> {
+  const settled = await Promise.allSettled(Array.from({ length: n }, () => RespConn.connect(port)));
+  const conns = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) {
+    for (const c of conns) c.close();
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  return conns;
 }
 
 // ---- workloads ------------------------------------------------------------
@@ -318,71 +470,72 @@ async function measured(label: string, server: RedisServer, events: number, body
 }
 
 /**
- * Distinct 100-character values, one per XADD of a pipeline. Base64 text
- * like the Ticker JSON payloads, so a reply decodes to a string of known
- * length that W2 can check cheaply.
+ * `poolSize` distinct pipelines of `batchEvents` XADDs, RESP encoded, each
+ * value a fresh random base64 text of `payloadBytes` characters, like the
+ * Ticker JSON payloads. Built before timing, as Ticker's request bodies are.
  */
-function payloadPool(spec: RedisWorkloadSpec): string[] {
-  return Array.from({ length: spec.batchEvents }, () => randomBytes(Math.ceil((spec.payloadBytes * 3) / 4)).toString("base64").slice(0, spec.payloadBytes));
+function pipelinePool(spec: RedisWorkloadSpec): Buffer[] {
+  const head = `*5\r\n$4\r\nXADD\r\n$${KEY.length}\r\n${KEY}\r\n$1\r\n*\r\n$${FIELD.length}\r\n${FIELD}\r\n$${spec.payloadBytes}\r\n`;
+  return Array.from({ length: spec.poolSize }, () => {
+    const parts: string[] = [];
+    for (let i = 0; i < spec.batchEvents; i++) {
+      const value = randomBytes(Math.ceil((spec.payloadBytes * 3) / 4)).toString("base64").slice(0, spec.payloadBytes);
+      parts.push(head, value, "\r\n");
+    }
+    return Buffer.from(parts.join(""), "latin1");
+  });
 }
 
 /**
  * W1: `events` XADDs to one stream, in pipelines of `batchEvents`, with
- * `inFlight` pipelines outstanding, each on its own connection: the Ticker
+ * `inFlight` pipelines outstanding, each on its own socket: the Ticker
  * rows' "N in flight" is N keep-alive sockets with one request each.
  */
 async function publish(label: string, server: RedisServer, spec: RedisWorkloadSpec, inFlight: number, persistence: Persistence): Promise<PeerMeasure> {
-  const conns = await Promise.all(Array.from({ length: inFlight }, () => connect(server.port)));
+  const pool = pipelinePool(spec);
+  const conns = await connectAll(server.port, inFlight);
   try {
-    const values = payloadPool(spec);
     const batches = spec.events / spec.batchEvents;
     let nextBatch = 0;
     let accepted = 0;
     let failed = false;
-    // Building the pipeline is inside the timed part, unlike Ticker's pre-encoded
-    // bodies: ioredis encodes a command when it is queued, and a pipeline runs once.
-    const lane = async (conn: Redis) => {
+    const lane = async (conn: RespConn) => {
       while (!failed && nextBatch < batches) {
         const i = nextBatch++;
-        const pipe = conn.pipeline();
-        for (const v of values) pipe.xadd(KEY, "*", FIELD, v);
-        const replies = await pipe.exec();
-        if (!replies || replies.length !== spec.batchEvents) {
+        try {
+          await conn.send(pool[i % pool.length], spec.batchEvents);
+        } catch (err) {
           failed = true;
-          throw new Error(`pipeline ${i + 1}/${batches}: ${replies?.length ?? "no"} replies`);
+          throw new Error(`pipeline ${i + 1}/${batches}: ${(err as Error).message}`);
         }
-        for (const [err] of replies) {
-          if (err) {
-            failed = true;
-            throw new Error(`pipeline ${i + 1}/${batches}: ${err.message}`);
-          }
-        }
-        accepted += replies.length;
+        accepted += spec.batchEvents;
       }
     };
     const m = await measured(label, server, spec.events, async () => void (await Promise.all(conns.map(lane))), persistence);
     if (accepted !== spec.events) throw new Error(`replies acknowledged ${accepted} entries, expected ${spec.events}`);
-    const len = await conns[0].xlen(KEY);
+    const len = await conns[0].command("XLEN", KEY);
     if (len !== spec.events) throw new Error(`XLEN is ${len} after adding ${spec.events}`);
-    m.check = `XLEN ${len.toLocaleString("en-US")}`;
+    m.check = `XLEN ${spec.events.toLocaleString("en-US")}`;
     return m;
   } finally {
-    for (const c of conns) c.disconnect();
+    for (const c of conns) c.close();
   }
 }
 
 /**
  * W2: XRANGE from the start in pages of `pageEvents`, one request at a time,
- * each page starting after the last id of the one before. Every entry is
- * checked to be one field of the payload's length; the ids are checked to
- * rise from page to page.
+ * each page starting after the last id of the one before. Each page is
+ * walked as it arrives (XrangeReader): every entry must be one field of the
+ * payload's length, and every id must rise, across pages too.
  */
 async function replay(label: string, server: RedisServer, spec: RedisWorkloadSpec, exclusive: boolean): Promise<PeerMeasure> {
-  const conn = await connect(server.port);
+  const conn = await RespConn.connect(server.port);
   try {
+    const reader = new XrangeReader({ field: FIELD_BYTES, valueBytes: spec.payloadBytes });
     let pages = 0;
     let received = 0;
     let start = "-";
+    let last: StreamId | null = null;
     let lastId = "";
     const m = await measured(
       label,
@@ -390,39 +543,30 @@ async function replay(label: string, server: RedisServer, spec: RedisWorkloadSpe
       spec.events,
       async () => {
         while (received < spec.events) {
-          const page = await conn.xrange(KEY, start, "+", "COUNT", spec.pageEvents);
-          if (page.length === 0) throw new Error(`page after ${lastId || "the start"} is empty after ${received} of ${spec.events} entries`);
-          if (lastId && !idAfter(page[0][0], lastId)) throw new Error(`page starts at ${page[0][0]}, not after ${lastId}`);
-          for (const [id, fields] of page) {
-            if (fields.length !== 2 || fields[0] !== FIELD || fields[1].length !== spec.payloadBytes) throw new Error(`entry ${id} is not one ${spec.payloadBytes}-byte "${FIELD}" field`);
-          }
-          received += page.length;
-          lastId = page[page.length - 1][0];
+          const page = await conn.request(encodeCommand(["XRANGE", KEY, start, "+", "COUNT", String(spec.pageEvents)]), reader.start(last));
+          if (page.entries === 0) throw new Error(`page after ${lastId || "the start"} is empty after ${received} of ${spec.events} entries`);
+          received += page.entries;
+          last = page.last;
+          lastId = page.lastId;
           start = exclusive ? `(${lastId}` : nextId(lastId);
           pages++;
         }
       },
       "none",
     );
-    const rest = await conn.xrange(KEY, start, "+", "COUNT", 1);
-    if (received !== spec.events || rest.length !== 0) throw new Error(`read ${received} entries, expected ${spec.events} and then none`);
+    const rest = await conn.request(encodeCommand(["XRANGE", KEY, start, "+", "COUNT", "1"]), reader.start(last));
+    if (received !== spec.events || rest.entries !== 0) throw new Error(`read ${received} entries, expected ${spec.events} and then none`);
     m.label += ` (${pages} pages)`;
     m.check = `${received.toLocaleString("en-US")} entries read, ids rising`;
     return m;
   } finally {
-    conn.disconnect();
+    conn.close();
   }
 }
 
 function parseId(id: string): [bigint, bigint] {
   const [ms, seq] = id.split("-");
   return [BigInt(ms), BigInt(seq)];
-}
-
-function idAfter(a: string, b: string): boolean {
-  const [am, as] = parseId(a);
-  const [bm, bs] = parseId(b);
-  return am > bm || (am === bm && as > bs);
 }
 
 /** Before Redis 6.2 the start of XRANGE is inclusive: the smallest id after `id`. */
