@@ -521,9 +521,15 @@ function countFlatPage(body: Buffer, from: number): PageCount {
   return { count: page.count, next: page.next };
 }
 
-/** W2: reads the whole stream back from seq 1, one page at a time, following `next`. */
-async function replay(label: string, server: Server, format: Format): Promise<Measure> {
-  const client = makeClient(server, 1);
+/**
+ * W2: reads the whole stream back from seq 1 in pages. With `depth` 1 it
+ * follows `next` one request at a time; with more, it keeps `depth` page
+ * requests outstanding by seq range (from = 1, 1 + page, ...), which a batch
+ * consumer can do because seqs are gap-free, the way Kafka consumers prefetch.
+ * Pages are checked in order either way.
+ */
+async function replay(label: string, server: Server, format: Format, depth: number): Promise<Measure> {
+  const client = makeClient(server, depth);
   try {
     const head = await headSeq(client);
     if (head !== EVENTS) throw new Error(`stream holds head_seq ${head} after restart, expected ${EVENTS}`);
@@ -533,9 +539,20 @@ async function replay(label: string, server: Server, format: Format): Promise<Me
     let from = 1;
     let pages = 0;
     let lastBody: Buffer | null = null;
+    const get = (at: number) => client.request("GET", `/v1/streams/${STREAM}/events?from=${at}&limit=${PAGE_EVENTS}`, undefined, headers);
     const m = await measured(label, server, EVENTS, async () => {
+      const ahead: Array<{ at: number; res: ReturnType<typeof get> }> = [];
+      let nextAsk = 1;
       while (received < EVENTS) {
-        const r = await client.request("GET", `/v1/streams/${STREAM}/events?from=${from}&limit=${PAGE_EVENTS}`, undefined, headers);
+        // Following `next` when depth is 1; by range otherwise.
+        while (ahead.length < depth && (depth === 1 ? ahead.length === 0 : nextAsk <= EVENTS)) {
+          const at = depth === 1 ? from : nextAsk;
+          ahead.push({ at, res: get(at) });
+          nextAsk = at + PAGE_EVENTS;
+        }
+        const { at, res } = ahead.shift()!;
+        const r = await res;
+        if (at !== from) throw new Error(`page asked from ${at} while ${from} was due`);
         if (r.status !== 200) throw new Error(`page from ${from}: HTTP ${r.status}: ${r.body.toString("utf8", 0, 300)}`);
         const page = countPage(r.body, from);
         if (page.count === 0) throw new Error(`page from ${from} is empty after ${received} of ${EVENTS} events`);
@@ -544,6 +561,7 @@ async function replay(label: string, server: Server, format: Format): Promise<Me
         pages++;
         lastBody = r.body;
       }
+      await Promise.all(ahead.map((a) => a.res));
     });
     if (received !== EVENTS) throw new Error(`received ${received} events, expected ${EVENTS}`);
     // One full parse, untimed, so a page that only looks right still fails the run.
@@ -555,6 +573,9 @@ async function replay(label: string, server: Server, format: Format): Promise<Me
     client.close();
   }
 }
+
+/** Pages in flight for the prefetching W2 rows. */
+const REPLAY_DEPTH = 4;
 
 // ---- run ------------------------------------------------------------------
 
@@ -664,7 +685,7 @@ function ratioLines(peerRows: PeerRow[], rows: Row[]): string[] {
     if (!pm) return `${head}no Redis figure (${p.error}).`;
     const parts = rows
       .filter((r) => r.workload === p.workload && r.measure)
-      .map((r) => `${fmtName(r.format)}: ${x(pm.wallS / r.measure!.wallS)} events/s, ${x(r.measure!.serverCpuS / pm.serverCpuS)} server CPU`);
+      .map((r) => `${r.label}: ${x(pm.wallS / r.measure!.wallS)} events/s, ${x(r.measure!.serverCpuS / pm.serverCpuS)} server CPU`);
     // On 2 cores a client busier than the server takes CPU the server could have used, and may set the pace.
     const clientBound = pm.clientCpuS > pm.serverCpuS;
     const caveat = clientBound ? ` **Client-bound:** the client used ${f2(pm.clientCpuS)} s CPU in ${f2(pm.wallS)} s, more than redis-server's ${f2(pm.serverCpuS)} s, so this ratio is partly the client's cost.` : "";
@@ -748,14 +769,16 @@ async function main(): Promise<number> {
       else removeTempDir(dir);
     }
     for (const format of ["json", "flatbuffers"] as const) {
-      const label = `W2 replay ${fmtName(format)}, limit ${PAGE_EVENTS}`;
       const dir = kept.get(format);
-      if (!dir) {
-        rows.push({ label, workload: "replay", format, error: `no data: W1 ${fmtName(format)}, ${IN_FLIGHT} in flight did not complete` });
-        continue;
+      for (const depth of [1, REPLAY_DEPTH]) {
+        const label = `W2 replay ${fmtName(format)}, limit ${PAGE_EVENTS}, ${depth === 1 ? "following next" : `${depth} pages in flight`}`;
+        if (!dir) {
+          rows.push({ label, workload: "replay", format, error: `no data: W1 ${fmtName(format)}, ${IN_FLIGHT} in flight did not complete` });
+          continue;
+        }
+        rows.push(await runWorkload(label, "replay", format, dir, (s) => replay(label, s, format, depth)));
       }
-      rows.push(await runWorkload(label, "replay", format, dir, (s) => replay(label, s, format)));
-      removeTempDir(dir);
+      if (dir) removeTempDir(dir);
     }
   } finally {
     cleanupNow();
@@ -787,7 +810,7 @@ async function main(): Promise<number> {
     "",
     `- ${EVENTS.toLocaleString("en-US")} events per workload, one stream (\`${STREAM}\`), a fresh server process (\`serve --port 0\`, default config) on a fresh temp data dir for each W1 row. W2 restarts a server on the data dir that the matching W1 "8 in flight" row wrote (JSON payloads for the JSON replay, binary payloads for the FlatBuffers one), so its pages come from a hot page cache.`,
     `- W1: batches of ${BATCH_EVENTS} events with ${PAYLOAD_BYTES}-byte payloads (JSON: \`{"type":"tick","payload":"<${PAYLOAD_BYTES} chars>"}\`; FlatBuffers: \`payload_bytes\` of ${PAYLOAD_BYTES} random bytes). **Request bodies are pre-encoded before timing** (a pool of ${BODY_POOL} distinct batches, sent round-robin), so client encoding is not measured. Every response is checked for 200 and its \`count\`; \`head_seq\` must equal the events sent.`,
-    `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1, following \`next\`, one request at a time. The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
+    `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1: one request at a time following \`next\`, and ${REPLAY_DEPTH} page requests outstanding by seq range (seqs are gap-free, so a batch consumer can prefetch), pages checked in order. The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
     `- Client: ${CLIENT_KIND === "http" ? "node:http with a keep-alive Agent" : "Node's global fetch (undici)"}, in the benchmark's own process, on the same ${availableParallelism()} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
     `- Server CPU is utime+stime from /proc/<pid>/stat over the timed part. Per-thread CPU is from /proc/<pid>/task/*/stat: the main thread (uWS front) is tid = pid; shard threads are listed shard-0 / shard-1 /… (${shardThreadMethod}); "other" is V8 helpers, the libuv pool (fdatasync) and the rest. Peak RSS is VmHWM (whole server life, start included); disk B/event is allocated bytes (\`du\`) of the data dir after the workload over the events.`,
     ...(peer ? ["", ...peerSection(peer, rows)] : []),
