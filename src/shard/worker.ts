@@ -10,7 +10,7 @@ import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
-import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
+import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
@@ -140,13 +140,24 @@ class ShardWorker {
   private reply(r: Reply): void {
     if (this.outbox.length === 0 && writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) return;
     this.outbox.push(r);
+    // Replies also come from callbacks (fsync, render pool) while the request
+    // loop may be parked: drain from here too rather than wait for it.
+    if (!this.draining) void this.drainOutbox();
   }
 
+  private draining = false;
+
   private async drainOutbox(): Promise<void> {
-    while (this.outbox.length > 0) {
-      const r = this.outbox[0];
-      if (writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) this.outbox.shift();
-      else await this.outRing.waitWritable(1000);
+    if (this.draining) return this.outRing.waitWritable(1000);
+    this.draining = true;
+    try {
+      while (this.outbox.length > 0) {
+        const r = this.outbox[0];
+        if (writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) this.outbox.shift();
+        else await this.outRing.waitWritable(1000);
+      }
+    } finally {
+      this.draining = false;
     }
   }
 
@@ -370,21 +381,10 @@ class ShardWorker {
       fill(body, 0);
       return this.reply({ reqId: req.reqId, status: 200, ct: ContentType.FlatBuffers, body });
     }
-    const w = this.jsonPage;
-    w.reset();
-    w.ascii(`{"events":[`);
-    const render = this.renderer.forStream(stream.idJson());
+    const info = { streamJson: stream.idJson(), firstSeq: log.firstSeq, headSeq: log.committedSeq, from };
     const bytesMax = this.config.replay_page_bytes_max;
-    let at = 0;
-    let rendered = 0;
-    while (rendered < page.count && (rendered === 0 || w.length < bytesMax)) {
-      if (rendered > 0) w.ascii(",");
-      render.event(w, page.buf, at);
-      at += page.buf.readUInt32LE(at);
-      rendered++;
-    }
-    w.ascii(`],"next":${from + rendered},"head_seq":${log.committedSeq},"first_seq":${log.firstSeq}}`);
-    this.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: w.view() });
+    renderJsonPage(this.jsonPage, this.renderer, page.buf, page.count, info, bytesMax);
+    this.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: this.jsonPage.view() });
   }
 
   // ---- retention -------------------------------------------------------

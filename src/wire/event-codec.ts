@@ -284,3 +284,30 @@ export class JsonRenderer {
     w.ascii("}");
   }
 }
+
+export interface JsonPageInfo {
+  streamJson: string;
+  firstSeq: number;
+  headSeq: number;
+  /** The seq of the first frame. */
+  from: number;
+}
+
+/**
+ * Renders `count` frames as a JSON replay page into `w`. Stops early (after
+ * at least one event) once the page reaches `bytesMax`; `next` says where.
+ */
+export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, info: JsonPageInfo, bytesMax: number): void {
+  w.reset();
+  w.ascii(`{"events":[`);
+  r.forStream(info.streamJson);
+  let at = 0;
+  let rendered = 0;
+  while (rendered < count && (rendered === 0 || w.length < bytesMax)) {
+    if (rendered > 0) w.ascii(",");
+    r.event(w, frames, at);
+    at += frames.readUInt32LE(at);
+    rendered++;
+  }
+  w.ascii(`],"next":${info.from + rendered},"head_seq":${info.headSeq},"first_seq":${info.firstSeq}}`);
+}
