@@ -2,7 +2,7 @@
 // place. Requests and responses travel through the two SharedArrayBuffer
 // rings; postMessage carries only start-up, readiness and shutdown.
 import type { Config } from "../config.js";
-import type { Ring, RingMessage } from "../ring/ring.js";
+import { copyBytes, type Ring, type RingMessage } from "../ring/ring.js";
 import type { CorruptionInfo, RecoveryReport } from "../log/log.js";
 
 export const enum Op {
@@ -75,8 +75,8 @@ export function writeRequest(ring: Ring, op: Op, reqId: number, meta: RequestMet
   const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, REQUEST_HEADER_BYTES);
   dv.setUint32(0, reqId, true);
   dv.setUint32(4, metaBytes.byteLength, true);
-  ring.data.set(metaBytes, at + REQUEST_HEADER_BYTES);
-  if (body) ring.data.set(body, at + REQUEST_HEADER_BYTES + metaBytes.byteLength);
+  copyBytes(metaBytes, ring.data, at + REQUEST_HEADER_BYTES);
+  if (body) copyBytes(body, ring.data, at + REQUEST_HEADER_BYTES + metaBytes.byteLength);
   ring.commit(op, total);
   return true;
 }
@@ -109,7 +109,7 @@ export function writeResponse(ring: Ring, reqId: number, status: number, ct: Con
   const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, RESPONSE_HEADER_BYTES);
   dv.setUint32(0, reqId, true);
   dv.setUint32(4, ct, true);
-  if (bytes) ring.data.set(bytes, at + RESPONSE_HEADER_BYTES);
+  if (bytes) copyBytes(bytes, ring.data, at + RESPONSE_HEADER_BYTES);
   ring.commit(status, total);
   return true;
 }
