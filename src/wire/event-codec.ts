@@ -5,7 +5,7 @@
 // copy bytes rather than decoding them where they can.
 import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
-import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs } from "../log/record.js";
+import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs, u32 } from "../log/record.js";
 import { Verifier, VerifyError } from "./verify.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 
@@ -212,6 +212,7 @@ export class ByteWriter {
 }
 
 const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
+const COMMA = ascii(",");
 const J_SEQ = ascii(`{"seq":`);
 const J_STREAM = ascii(`,"stream":`);
 const J_TYPE = ascii(`,"type":`);
@@ -304,9 +305,9 @@ export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, c
   let at = 0;
   let rendered = 0;
   while (rendered < count && (rendered === 0 || w.length < bytesMax)) {
-    if (rendered > 0) w.ascii(",");
+    if (rendered > 0) w.raw(COMMA);
     r.event(w, frames, at);
-    at += frames.readUInt32LE(at);
+    at += u32(frames, at);
     rendered++;
   }
   w.ascii(`],"next":${info.from + rendered},"head_seq":${info.headSeq},"first_seq":${info.firstSeq}}`);
