@@ -44,9 +44,6 @@ export class ApiError extends Error {
   }
 }
 
-export const badRequest = (code: ErrorCode, message: string, extra?: Record<string, unknown>) =>
-  new ApiError(400, code, message, extra);
-
 /** Turns anything thrown into an ApiError; unexpected errors become 500 internal. */
 export function asApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;

@@ -79,11 +79,6 @@ export class StreamLog {
     return n;
   }
 
-  get firstTs(): number {
-    for (const s of this.segments) if (!s.empty) return s.firstTs;
-    return 0;
-  }
-
   // ---- recovery --------------------------------------------------------
 
   /**
@@ -424,8 +419,4 @@ export class StreamLog {
     fdatasyncSync(this.active.fd);
   }
 
-  remove(): void {
-    for (const s of this.segments) s.remove();
-    this.segments = [];
-  }
 }
