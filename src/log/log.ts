@@ -418,5 +418,4 @@ export class StreamLog {
   flush(): void {
     fdatasyncSync(this.active.fd);
   }
-
 }
