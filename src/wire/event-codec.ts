@@ -176,9 +176,8 @@ export class ByteWriter {
   uint(v: number): void {
     this.ascii(String(v)); // V8's number-to-string beats a digit loop in JS
   }
-  /** Pre-encoded bytes (constant JSON pieces). */
-  raw(bytes: Uint8Array): void {
-    const n = bytes.length;
+  /** Pre-encoded bytes (constant JSON pieces), the first `n` of them. */
+  raw(bytes: Uint8Array, n = bytes.length): void {
     this.ensure(n);
     const b = this.buf;
     let at = this.length;
@@ -214,13 +213,10 @@ export class ByteWriter {
 const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 const COMMA = ascii(",");
 const J_SEQ = ascii(`{"seq":`);
-const J_STREAM = ascii(`,"stream":`);
-const J_TYPE = ascii(`,"type":`);
 const J_KEY = ascii(`,"key":`);
 const J_PRODUCER_ID = ascii(`,"producer_id":`);
 const J_PRODUCER_SEQ = ascii(`,"producer_seq":`);
 const J_PRODUCER_TS = ascii(`,"producer_ts":`);
-const J_INGEST_TS = ascii(`,"ingest_ts":`);
 const J_IDEM = ascii(`,"idempotency_key":`);
 const J_PAYLOAD = ascii(`,"payload":`);
 const J_PAYLOAD_B64 = ascii(`,"payload_base64":"`);
@@ -228,23 +224,49 @@ const J_PAYLOAD_B64 = ascii(`,"payload_base64":"`);
 /** Per-page rendering state: the stream literal and the last ingest_ts text. */
 export class JsonRenderer {
   readonly fields = new EventFields();
-  private streamJson: Uint8Array = new Uint8Array(0);
+  /** `,"stream":"<id>","type":` for the page's stream, as one piece. */
+  private streamAndType: Uint8Array = new Uint8Array(0);
+  /** `,"ingest_ts":<ts>` of the last record: records of one batch share it. */
   private lastTs = -1;
   private lastTsText: Uint8Array = new Uint8Array(0);
+  /** Decimal digits of the last seq, counted up in place for the next one. */
+  private readonly seqDigits = new Uint8Array(20);
+  private seqDigitsLen = 0;
+  private lastSeq = -2;
 
   forStream(streamJson: string): this {
-    this.streamJson = ascii(streamJson); // ASCII by the stream id rules
+    this.streamAndType = ascii(`,"stream":${streamJson},"type":`); // ASCII by the stream id rules
+    this.lastSeq = -2;
     return this;
+  }
+
+  /** Seqs in a page are consecutive: add one to the digits instead of formatting a number. */
+  private seq(w: ByteWriter, seq: number): void {
+    const d = this.seqDigits;
+    if (seq === this.lastSeq + 1) {
+      let i = this.seqDigitsLen - 1;
+      while (i >= 0 && d[i] === 0x39) d[i--] = 0x30;
+      if (i >= 0) d[i]++;
+      else {
+        d.copyWithin(1, 0, this.seqDigitsLen);
+        d[0] = 0x31;
+        this.seqDigitsLen++;
+      }
+    } else {
+      const text = String(seq);
+      for (let i = 0; i < text.length; i++) d[i] = text.charCodeAt(i);
+      this.seqDigitsLen = text.length;
+    }
+    this.lastSeq = seq;
+    w.raw(d, this.seqDigitsLen);
   }
 
   /** Renders the record at `at` as one JSON event object. */
   event(w: ByteWriter, buf: Buffer, at: number): void {
     const f = this.fields.read(buf, at + RECORD_HEADER_BYTES);
     w.raw(J_SEQ);
-    w.uint(frameSeq(buf, at));
-    w.raw(J_STREAM);
-    w.raw(this.streamJson);
-    w.raw(J_TYPE);
+    this.seq(w, frameSeq(buf, at));
+    w.raw(this.streamAndType);
     w.jsonString(buf, f.typeAt, f.typeLen);
     if (f.keyAt >= 0) {
       w.raw(J_KEY);
@@ -262,12 +284,10 @@ export class JsonRenderer {
       w.raw(J_PRODUCER_TS);
       w.uint(f.producerTs);
     }
-    w.raw(J_INGEST_TS);
-    // Records of one batch share their ingest_ts: render its digits once.
     const ts = frameTs(buf, at);
     if (ts !== this.lastTs) {
       this.lastTs = ts;
-      this.lastTsText = ascii(String(ts));
+      this.lastTsText = ascii(`,"ingest_ts":${ts}`);
     }
     w.raw(this.lastTsText);
     if (f.idemAt >= 0) {

@@ -85,3 +85,28 @@ describe("Event layout without the generated classes", () => {
     expect(() => new EventFields().read(lying, 0, lying.length)).toThrow();
   });
 });
+
+describe("JSON page rendering", () => {
+  it("renders consecutive seqs across digit carries and a gap exactly, as valid JSON", async () => {
+    const { ByteWriter, JsonRenderer, renderJsonPage } = await import("../../src/wire/event-codec.js");
+    const { frameBytesFor, writeFrameHeader, sealFrame } = await import("../../src/log/record.js");
+    const seqs = [7, 8, 9, 10, 11, 98, 99, 100, 101, 999, 1000, 9007199254740991];
+    const { src, f } = source({ type: 'q"t', payload: `{"a":[1,"é"]}` });
+    const page = Buffer.alloc(64 * 1024);
+    let at = 0;
+    for (const [i, seq] of seqs.entries()) {
+      const body = writeEvent(page, at + 24, src, f);
+      const fb = frameBytesFor(body);
+      writeFrameHeader(page, at, fb, body, seq, 1764000000000 + (i >> 2));
+      sealFrame(page, at, fb);
+      at += fb;
+    }
+    const w = new ByteWriter(16);
+    renderJsonPage(w, new JsonRenderer(), page, seqs.length, { streamJson: `"s.1"`, firstSeq: 1, headSeq: 9, from: 7 }, 1 << 20);
+    const json = JSON.parse(w.view().toString("utf8"));
+    expect(json.events.map((e: any) => e.seq)).toEqual(seqs);
+    expect(json.events.map((e: any) => e.ingest_ts)).toEqual(seqs.map((_, i) => 1764000000000 + (i >> 2)));
+    expect(json.events[0]).toEqual({ seq: 7, stream: "s.1", type: 'q"t', ingest_ts: 1764000000000, payload: { a: [1, "é"] } });
+    expect([json.next, json.head_seq, json.first_seq]).toEqual([7 + seqs.length, 9, 1]);
+  });
+});
