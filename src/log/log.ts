@@ -3,7 +3,7 @@
 import { fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, closeSync, readSync, readdirSync, writeSync, fsyncSync } from "node:fs";
 import { Segment } from "./segment.js";
 import { scanSegment } from "./scan.js";
-import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT, RECORD_BYTES_MIN, RECORD_HEADER_BYTES } from "./record.js";
+import { checkFrame, frameProblem, frameSeq, frameTs, u32, FRAME_SHORT, RECORD_BYTES_MIN, RECORD_HEADER_BYTES } from "./record.js";
 
 export interface LogOptions {
   segmentBytesMax: number;
@@ -287,6 +287,9 @@ export class StreamLog {
     let corrupt: CorruptionInfo | undefined;
     let seg: Segment | null = null;
     let pos = 0;
+    let nextFrameBytes = 0;
+    let retried = false;
+    const frameBytesMax = this.opts.frameBytesMax;
     while (!full && !corrupt && count < eventsMax && seq <= last) {
       if (!seg || seq > seg.lastSeq) {
         seg = this.segmentFor(seq);
@@ -300,16 +303,18 @@ export class StreamLog {
       // segment), not the whole buffer: a short read simply loops.
       const avgFrameBytes = Math.ceil(seg.size / Math.max(1, seg.records));
       const estimate = (Math.min(eventsMax - count, last - seq + 1) + 1) * avgFrameBytes + this.opts.indexIntervalBytes;
-      const want = Math.min(seg.size - pos, out.length - len, estimate);
+      const want = Math.min(seg.size - pos, out.length - len, Math.max(estimate, nextFrameBytes));
       if (want <= 0) break;
       const got = readSync(this.fdFor(seg), out, len, want, pos);
       const end = len + got;
       let p = len;
       let keepFrom = -1;
       while (p < end && count < eventsMax && seq <= last) {
-        const frameBytes = checkFrame(out, p, end, this.opts.frameBytesMax, !seg.verified);
+        const frameBytes = checkFrame(out, p, end, frameBytesMax, !seg.verified);
         if (frameBytes < 0) {
           if (frameBytes !== FRAME_SHORT) corrupt = { segment: seg.baseSeq, position: pos + (p - len), seq, reason: frameProblem(frameBytes) };
+          // A frame larger than this read: the next read takes all of it.
+          else if (end - p >= 4) nextFrameBytes = u32(out, p) + this.opts.indexIntervalBytes;
           break;
         }
         const s = frameSeq(out, p);
@@ -336,7 +341,15 @@ export class StreamLog {
         out.copyWithin(len, keepFrom, p);
         len += p - keepFrom;
       }
-      if (consumed === 0) break; // the next frame does not fit in `out`
+      if (consumed === 0) {
+        // Read once more, with room for the whole frame; if that cannot help
+        // (the frame does not fit in what is left of `out`), the page ends.
+        if (nextFrameBytes <= got || retried) break;
+        retried = true;
+        continue;
+      }
+      retried = false;
+      nextFrameBytes = 0;
       pos += consumed;
     }
     if (corrupt && count === 0) throw new CorruptRecordError(corrupt);

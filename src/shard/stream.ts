@@ -82,7 +82,7 @@ export class Stream {
     logOpts: LogOptions,
     dedupKeysMax: number,
   ) {
-    this.log = new StreamLog(join(dir, "log"), logOpts);
+    this.log = new StreamLog(dir, logOpts); // segments sit beside stream.json
     this.dedup = new DedupWindow(config.dedup_window_ms, dedupKeysMax);
   }
 

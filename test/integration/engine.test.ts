@@ -156,3 +156,33 @@ describe("publish and replay", () => {
     expect(again.json.first_seq).toBe(1);
   });
 });
+
+describe("replay page bytes", () => {
+  it("a page stops at replay_page_bytes_max and always carries at least one event", async () => {
+    const s = await startServer({ args: ["--replay-page-bytes-max", "65536"] });
+    try {
+      const big = "x".repeat(10_000);
+      const r = await api(`${s.url}/v1/streams/pages/events`, "POST", { events: Array.from({ length: 20 }, (_, i) => ({ type: "t", payload: `${i}${big}` })) });
+      expect(r.json.count).toBe(20);
+      const json = await api(`${s.url}/v1/streams/pages/events?from=1&limit=100`, "GET");
+      const n = json.json.events.length;
+      expect(n).toBeGreaterThan(1);
+      expect(n).toBeLessThan(20);
+      expect(json.raw.byteLength).toBeLessThanOrEqual(65536 + 12_000);
+      expect(json.json.next).toBe(1 + n);
+      const bin = await api(`${s.url}/v1/streams/pages/events?from=1&limit=100`, "GET", undefined, { accept: FB });
+      const page = decodeEventBatch(bin.raw);
+      expect(page.count).toBeGreaterThan(1);
+      expect(page.records.byteLength).toBeLessThanOrEqual(65536);
+      expect(page.next).toBe(1 + page.count);
+      // One event larger than the page limit still comes, alone.
+      await api(`${s.url}/v1/streams/pages/events`, "POST", { events: [{ type: "huge", payload: "y".repeat(100_000) }] });
+      const alone = await api(`${s.url}/v1/streams/pages/events?from=21&limit=100`, "GET");
+      expect(alone.json.events.map((e: any) => e.type)).toEqual(["huge"]);
+      expect(alone.json.next).toBe(22);
+    } finally {
+      expect(await s.stop()).toBe(0);
+      removeDir(s.dataDir);
+    }
+  });
+});

@@ -19,7 +19,7 @@ async function start(dataDir: string, args: string[] = []): Promise<TestServer> 
 }
 
 function logDir(dataDir: string, stream: string): string {
-  return join(dataDir, "streams", escapeStreamId(stream), "log");
+  return join(dataDir, "streams", escapeStreamId(stream));
 }
 
 function segmentFiles(dataDir: string, stream: string): string[] {

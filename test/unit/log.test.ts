@@ -129,6 +129,20 @@ describe("log append, index seek and read", () => {
     expect(log.read(10, 1000, 100, 10, out).count).toBe(1);
   });
 
+  it("reads a record far larger than the segment's average, alone or after small ones", () => {
+    const log = new StreamLog(tempDir(), { ...OPTS, segmentBytesMax: 1 << 20 });
+    log.open();
+    appendN(log, 50, 100);
+    const big = frames(51, 1, 100_000, 5_000);
+    log.append(big.buf, big.bytes, 1, false);
+    appendN(log, 5, 100);
+    const out = Buffer.alloc(1 << 20);
+    const alone = log.read(51, 51, 10, 4096, out);
+    expect([alone.count, frameSeq(alone.buf, 0), alone.bytes]).toEqual([1, 51, big.bytes]);
+    expect(log.read(45, 100, 100, 1 << 19, out).count).toBe(12);
+    expect(readAll(log)).toEqual(range(1, 56));
+  });
+
   it("seeks by time to the first record at or after it", () => {
     const log = new StreamLog(tempDir(), OPTS);
     log.open();
