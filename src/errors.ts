@@ -15,6 +15,8 @@ export type ErrorCode =
   | "request_too_large"
   | "unsupported_media_type"
   | "stream_not_found"
+  | "group_not_found"
+  | "invalid_group"
   | "not_found"
   | "method_not_allowed"
   | "expired"

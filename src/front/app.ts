@@ -223,12 +223,32 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     forward(r.x, Op.Replay, r.stream, { stream: r.stream, query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
   });
 
+  app.post("/v1/streams/:id/checkpoint", (res, req) => {
+    const ctHeader = req.getHeader("content-type");
+    const len = req.getHeader("content-length");
+    const r = streamRoute(res, req);
+    if (!r) return;
+    if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `checkpoint body must be ${CT_JSON}`));
+    body(r.x, len, (b) => forward(r.x, Op.SetCheckpoint, r.stream, { stream: r.stream }, b));
+  });
+  const queryRoute = (op: Op) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+    const query = req.getQuery() ?? "";
+    const r = streamRoute(res, req);
+    if (r) forward(r.x, op, r.stream, { stream: r.stream, query }, null);
+  };
+  app.get("/v1/streams/:id/checkpoint", queryRoute(Op.GetCheckpoint));
+  app.get("/v1/streams/:id/lag", queryRoute(Op.Lag));
+  app.get("/v1/streams/:id/groups", queryRoute(Op.Groups));
+
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse) => {
     sendError(exchange(res), new ApiError(405, "method_not_allowed", `allowed methods: ${allowed}`));
   };
   app.any("/v1/streams", methodNotAllowed("GET"));
   app.any("/v1/streams/:id", methodNotAllowed("GET, PUT, DELETE"));
   app.any("/v1/streams/:id/events", methodNotAllowed("GET, POST"));
+  app.any("/v1/streams/:id/checkpoint", methodNotAllowed("GET, POST"));
+  app.any("/v1/streams/:id/lag", methodNotAllowed("GET"));
+  app.any("/v1/streams/:id/groups", methodNotAllowed("GET"));
   app.any("/*", (res, req) => {
     sendError(exchange(res), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
   });

@@ -12,6 +12,10 @@ export const enum Op {
   GetStream = 4,
   DeleteStream = 5,
   ListStreams = 6,
+  SetCheckpoint = 7,
+  GetCheckpoint = 8,
+  Lag = 9,
+  Groups = 10,
 }
 
 export const enum ContentType {

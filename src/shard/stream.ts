@@ -10,6 +10,7 @@ import { frameSeq, frameTs } from "../log/record.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
 import { DedupWindow } from "./dedup.js";
+import { CheckpointStore } from "../consumer/checkpoints.js";
 
 export const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -72,6 +73,7 @@ interface StreamMeta {
 export class Stream {
   readonly log: StreamLog;
   readonly dedup: DedupWindow;
+  private checkpointStore: CheckpointStore | null = null;
   recovery: RecoveryReport | null = null;
 
   private constructor(
@@ -130,6 +132,11 @@ export class Stream {
     this.dedup.expire(now);
   }
 
+  /** Consumer-group checkpoints, opened on first use (most streams have none). */
+  get checkpoints(): CheckpointStore {
+    return (this.checkpointStore ??= new CheckpointStore(this.dir));
+  }
+
   saveMeta(): void {
     const meta: StreamMeta = { id: this.id, created_at: this.createdAt, config: this.config };
     const path = join(this.dir, "stream.json");
@@ -160,10 +167,11 @@ export class Stream {
 
   close(): void {
     this.log.close();
+    this.checkpointStore?.close();
   }
 
   remove(): void {
-    this.log.close();
+    this.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -9,7 +9,7 @@ import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
-import { frameBytesFor, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
+import { frameBytesFor, frameTs, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
@@ -183,6 +183,21 @@ class ShardWorker {
       }
       case Op.ListStreams:
         return this.json(req.reqId, 200, { streams: [...this.streams.values()].map((s) => s.info()) });
+      case Op.SetCheckpoint:
+        return this.setCheckpoint(req);
+      case Op.GetCheckpoint: {
+        const s = this.existing(req.meta.stream!);
+        const group = groupParam(req.meta.query);
+        return this.json(req.reqId, 200, { group, seq: this.checkpointOf(s, group).seq });
+      }
+      case Op.Lag: {
+        const s = this.existing(req.meta.stream!);
+        return this.json(req.reqId, 200, this.lag(s, groupParam(req.meta.query)));
+      }
+      case Op.Groups: {
+        const s = this.existing(req.meta.stream!);
+        return this.json(req.reqId, 200, { groups: [...s.checkpoints.groups.keys()].sort().map((g) => ({ ...this.lag(s, g), members: [] })) });
+      }
       default:
         throw new ApiError(500, "internal", `unknown op ${req.op}`);
     }
@@ -217,6 +232,50 @@ class ShardWorker {
       return this.json(req.reqId, 200, existing.info());
     }
     return this.json(req.reqId, 201, this.createStream(id, patch).info());
+  }
+
+  // ---- checkpoints and lag ----------------------------------------------
+
+  private checkpointOf(s: Stream, group: string) {
+    const c = s.checkpoints.get(group);
+    if (!c) throw new ApiError(404, "group_not_found", `group "${group}" has no checkpoint on stream "${s.id}"`, { group });
+    return c;
+  }
+
+  private setCheckpoint(req: Request): void {
+    const s = this.existing(req.meta.stream!);
+    let body: { group?: unknown; seq?: unknown };
+    try {
+      body = JSON.parse(this.ownCopy(req.body).toString("utf8"));
+    } catch (err) {
+      throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
+    }
+    if (typeof body !== "object" || body === null) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
+    const group = checkGroup(body.group);
+    const seq = body.seq;
+    if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) throw new ApiError(400, "invalid_parameter", `"seq" must be a non-negative integer`);
+    if (seq > s.log.headSeq) {
+      throw new ApiError(400, "invalid_parameter", `"seq" ${seq} is above the stream's head_seq ${s.log.headSeq}`, { head_seq: s.log.headSeq });
+    }
+    s.checkpoints.set(group, seq);
+    this.json(req.reqId, 200, { group, seq });
+  }
+
+  /**
+   * Lag in events and in time: lag_ms is how long the oldest event the group
+   * has not acknowledged has waited (0 when it is caught up).
+   */
+  private lag(s: Stream, group: string): Record<string, unknown> {
+    const checkpoint = this.checkpointOf(s, group).seq;
+    const log = s.log;
+    const head = log.committedSeq;
+    let lagMs = 0;
+    const oldest = Math.max(checkpoint + 1, log.firstSeq);
+    if (oldest <= head) {
+      const page = log.read(oldest, oldest, 1, 1, this.pageBuf);
+      if (page.count === 1) lagMs = Math.max(0, Date.now() - frameTs(page.buf, 0));
+    }
+    return { group, head_seq: head, checkpoint_seq: checkpoint, lag: Math.max(0, head - checkpoint), lag_ms: lagMs };
   }
 
   // ---- publish ---------------------------------------------------------
@@ -405,6 +464,19 @@ class ShardWorker {
       }
     }
   }
+}
+
+const GROUP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+function checkGroup(g: unknown): string {
+  if (typeof g !== "string" || !GROUP.test(g)) throw new ApiError(400, "invalid_group", `group must match ${GROUP.source}`);
+  return g;
+}
+
+function groupParam(query: string | undefined): string {
+  const g = new URLSearchParams(query ?? "").get("group");
+  if (g === null) throw new ApiError(400, "invalid_parameter", `"group" is required`);
+  return checkGroup(g);
 }
 
 function uintParam(name: string, v: string, min: number): number {

@@ -1,0 +1,92 @@
+// Consumer-group checkpoints of one stream, embedded in its directory:
+// `checkpoints.log`, an append-only file of CRC-framed (group, seq) records,
+// the last one of a group winning. An update is one pwrite, so it survives a
+// crash of the process as soon as it is acknowledged; the file is compacted
+// to one record per group when it grows past CHECKPOINT_LOG_BYTES_MAX.
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { crc32Range } from "../log/crc.js";
+import { readU64, writeU32, writeU64 } from "../log/record.js";
+
+const FILE = "checkpoints.log";
+/** Compaction threshold of the checkpoint file. */
+const CHECKPOINT_LOG_BYTES_MAX = 1 << 20;
+const HEADER_BYTES = 24; // u32 bytes, u32 crc of [8, bytes), u64 seq, u64 updated_at ms
+
+export interface Checkpoint {
+  seq: number;
+  updatedAt: number;
+}
+
+export class CheckpointStore {
+  private readonly path: string;
+  private fd: number;
+  private size = 0;
+  readonly groups = new Map<string, Checkpoint>();
+
+  constructor(dir: string) {
+    this.path = join(dir, FILE);
+    this.fd = openSync(this.path, existsSync(this.path) ? "r+" : "w+");
+    this.load();
+  }
+
+  /** Reads every record; a torn or damaged tail (a crash mid-write) is cut. */
+  private load(): void {
+    const fileBytes = fstatSync(this.fd).size;
+    const buf = Buffer.alloc(fileBytes);
+    readSync(this.fd, buf, 0, fileBytes, 0);
+    let at = 0;
+    while (at + HEADER_BYTES <= fileBytes) {
+      const bytes = buf.readUInt32LE(at);
+      if (bytes < HEADER_BYTES || at + bytes > fileBytes || crc32Range(buf, at + 8, at + bytes) !== buf.readUInt32LE(at + 4)) break;
+      this.groups.set(buf.toString("utf8", at + HEADER_BYTES, at + bytes), { seq: readU64(buf, at + 8), updatedAt: readU64(buf, at + 16) });
+      at += bytes;
+    }
+    if (at < fileBytes) ftruncateSync(this.fd, at);
+    this.size = at;
+  }
+
+  private record(group: string, c: Checkpoint): Buffer {
+    const name = Buffer.from(group);
+    const buf = Buffer.alloc(HEADER_BYTES + name.length);
+    writeU32(buf, 0, buf.length);
+    writeU64(buf, 8, c.seq);
+    writeU64(buf, 16, c.updatedAt);
+    name.copy(buf, HEADER_BYTES);
+    writeU32(buf, 4, crc32Range(buf, 8, buf.length));
+    return buf;
+  }
+
+  get(group: string): Checkpoint | undefined {
+    return this.groups.get(group);
+  }
+
+  set(group: string, seq: number, now = Date.now()): Checkpoint {
+    const c = { seq, updatedAt: now };
+    if (this.size > CHECKPOINT_LOG_BYTES_MAX) this.compact();
+    const rec = this.record(group, c);
+    writeSync(this.fd, rec, 0, rec.length, this.size);
+    this.size += rec.length;
+    this.groups.set(group, c);
+    return c;
+  }
+
+  /** Rewrites the file with one record per group (write, then rename over). */
+  private compact(): void {
+    const parts = [...this.groups].map(([g, c]) => this.record(g, c));
+    const all = Buffer.concat(parts);
+    const tmp = this.path + ".tmp";
+    const fd = openSync(tmp, "w");
+    writeSync(fd, all, 0, all.length, 0);
+    closeSync(fd);
+    renameSync(tmp, this.path);
+    closeSync(this.fd);
+    this.fd = openSync(this.path, "r+");
+    this.size = all.length;
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+}
