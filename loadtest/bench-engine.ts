@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { decodeEventBatch, encodePublishBatch } from "../src/wire/client.js";
 import { killRedisNow, runRedisPeer, type PeerRow, type RedisPeerReport, type Workload } from "./peers/redis.js";
-import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf } from "./proc.js";
+import { CLK_TCK, diskBytes, processMemory, ticksOf, timed } from "./proc.js";
 import { HttpRawClient } from "./http-raw.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -400,26 +400,15 @@ function makeClient(server: Server, inFlight: number): Client {
 
 /** Runs `body` between two samples of the server and the client process. */
 async function measured(label: string, server: Server, events: number, body: () => Promise<void>): Promise<Measure> {
-  const machine0 = machineBusyTicks();
-  const cpu0 = server.cpu();
-  const client0 = process.cpuUsage();
-  const t0 = performance.now();
-  await body();
-  const wallS = (performance.now() - t0) / 1000;
-  const client1 = process.cpuUsage(client0);
-  const cpu1 = server.cpu();
-  const machineS = (machineBusyTicks() - machine0) / CLK_TCK;
+  const t = await timed(() => server.cpu(), (c) => c.processTicks, body);
   const mem = server.memory();
-  const serverCpuS = (cpu1.processTicks - cpu0.processTicks) / CLK_TCK;
-  const clientCpuS = (client1.user + client1.system) / 1e6;
   return {
     label,
-    wallS,
-    serverCpuS,
-    threads: server.threadCpu(cpu0, cpu1),
-    clientCpuS,
-    // The two sides are counted at slightly different instants: a few ticks below zero are rounding.
-    restCpuS: Math.max(0, machineS - serverCpuS - clientCpuS),
+    wallS: t.wallS,
+    serverCpuS: t.serverCpuS,
+    threads: server.threadCpu(t.before, t.after),
+    clientCpuS: t.clientCpuS,
+    restCpuS: t.restCpuS,
     peakRss: mem.peak,
     rssAfter: mem.rss,
     diskBytes: diskBytes(server.dataDir) / events,

@@ -39,3 +39,34 @@ export function diskBytes(dir: string): number {
   // Allocated blocks (not apparent size): what the data really costs on disk.
   return Number(execFileSync("du", ["-s", "--block-size=1", dir], { encoding: "utf8" }).split("\t")[0]);
 }
+
+export interface Timed<S> {
+  wallS: number;
+  serverCpuS: number;
+  clientCpuS: number;
+  /** Busy CPU of everything else on the machine over the same interval. */
+  restCpuS: number;
+  /** The server's own samples before and after, for per-thread figures. */
+  before: S;
+  after: S;
+}
+
+/**
+ * Runs `body` between two samples of the server (`sample`, with its process
+ * CPU ticks from `ticks`), of this process and of the whole machine.
+ */
+export async function timed<S>(sample: () => S, ticks: (s: S) => number, body: () => Promise<void>): Promise<Timed<S>> {
+  const machine0 = machineBusyTicks();
+  const before = sample();
+  const client0 = process.cpuUsage();
+  const t0 = performance.now();
+  await body();
+  const wallS = (performance.now() - t0) / 1000;
+  const client1 = process.cpuUsage(client0);
+  const after = sample();
+  const machineS = (machineBusyTicks() - machine0) / CLK_TCK;
+  const serverCpuS = (ticks(after) - ticks(before)) / CLK_TCK;
+  const clientCpuS = (client1.user + client1.system) / 1e6;
+  // The sides are counted at slightly different instants: a few ticks below zero are rounding.
+  return { wallS, serverCpuS, clientCpuS, restCpuS: Math.max(0, machineS - serverCpuS - clientCpuS), before, after };
+}

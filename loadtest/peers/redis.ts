@@ -18,7 +18,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf } from "../proc.js";
+import { diskBytes, processMemory, ticksOf, timed } from "../proc.js";
 import { encodeCommand, readScalar, ReplyCounter, XrangeReader, type StreamId } from "./resp.js";
 
 export interface RedisWorkloadSpec {
@@ -444,24 +444,14 @@ async function connectAll(port: number, n: number): Promise<RespConn[]> {
 
 /** Runs `body` between two samples of the server and of this process, as bench-engine's `measured` does. */
 async function measured(label: string, server: RedisServer, events: number, body: () => Promise<void>, persistence: Persistence): Promise<PeerMeasure> {
-  const machine0 = machineBusyTicks();
-  const server0 = server.cpuTicks();
-  const client0 = process.cpuUsage();
-  const t0 = performance.now();
-  await body();
-  const wallS = (performance.now() - t0) / 1000;
-  const client1 = process.cpuUsage(client0);
-  const serverCpuS = (server.cpuTicks() - server0) / CLK_TCK;
-  const machineS = (machineBusyTicks() - machine0) / CLK_TCK;
-  const clientCpuS = (client1.user + client1.system) / 1e6;
+  const t = await timed(() => server.cpuTicks(), (ticks: number) => ticks, body);
   const mem = processMemory(server.pid);
   return {
     label,
-    wallS,
-    serverCpuS,
-    clientCpuS,
-    // The two sides are counted at slightly different instants: a few ticks below zero are rounding.
-    restCpuS: Math.max(0, machineS - serverCpuS - clientCpuS),
+    wallS: t.wallS,
+    serverCpuS: t.serverCpuS,
+    clientCpuS: t.clientCpuS,
+    restCpuS: t.restCpuS,
     peakRss: mem.peak,
     rssAfter: mem.rss,
     diskBytes: persistence === "none" ? NaN : diskBytes(server.dir) / events,
