@@ -7,6 +7,7 @@ import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
 import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs, u32 } from "../log/record.js";
 import { Verifier, VerifyError } from "./verify.js";
+import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 
 export interface EventLimits {
@@ -14,30 +15,6 @@ export interface EventLimits {
   eventBytesMax: number;
   /** Largest type, key, producer_id or idempotency_key in UTF-8 bytes. */
   fieldBytesMax: number;
-}
-
-function invalid(index: number, message: string): ApiError {
-  return new ApiError(400, "invalid_event", `event ${index}: ${message}`, { index });
-}
-
-function tooLong(index: number, name: string, limits: EventLimits): ApiError {
-  return invalid(index, `"${name}" is longer than event_field_bytes_max (${limits.fieldBytesMax} bytes)`);
-}
-
-function tooLarge(index: number, bytes: number, max: number): ApiError {
-  return new ApiError(413, "event_too_large", `event ${index}: payload of ${bytes} bytes exceeds max_event_bytes (${max})`, {
-    index,
-    max_event_bytes: max,
-  });
-}
-
-function checkBatchSize(count: number, publishEventsMax: number): void {
-  if (count === 0) throw new ApiError(400, "invalid_body", "a publish request needs at least one event");
-  if (count > publishEventsMax) {
-    throw new ApiError(413, "batch_too_large", `${count} events exceed publish_events_max (${publishEventsMax})`, {
-      publish_events_max: publishEventsMax,
-    });
-  }
 }
 
 /** Valid UTF-8, with a JS fast path for the common all-ASCII short string. */
@@ -48,12 +25,12 @@ function utf8Ok(buf: Buffer, at: number, len: number): boolean {
 
 function checkFbString(buf: Buffer, at: number, len: number, name: string, index: number, limits: EventLimits, required: boolean): void {
   if (at < 0) {
-    if (required) throw invalid(index, `"${name}" is required`);
+    if (required) throw invalidEvent(index, `"${name}" is required`);
     return;
   }
-  if (required && len === 0) throw invalid(index, `"${name}" must not be empty`);
-  if (len > limits.fieldBytesMax) throw tooLong(index, name, limits);
-  if (!utf8Ok(buf, at, len)) throw invalid(index, `"${name}" is not valid UTF-8`);
+  if (required && len === 0) throw invalidEvent(index, `"${name}" must not be empty`);
+  if (len > limits.fieldBytesMax) throw fieldTooLong(index, name, limits.fieldBytesMax);
+  if (!utf8Ok(buf, at, len)) throw invalidEvent(index, `"${name}" is not valid UTF-8`);
 }
 
 /** Where the record frames of a binary publish lie in its body, and how many. */
@@ -85,9 +62,9 @@ export function checkFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
     let anyIdempotencyKey = false;
     for (let at = start; at < end; ) {
       index = count;
-      if (count === publishEventsMax) checkBatchSize(count + 1, publishEventsMax); // stop reading at the limit
+      if (count === publishEventsMax) throw tooManyEvents(publishEventsMax);
       const frameBytes = checkFrame(bytes, at, end, frameBytesMax, false);
-      if (frameBytes < 0) throw invalid(index, "record frame has a bad length (see docs/wire.md)");
+      if (frameBytes < 0) throw invalidEvent(index, "record frame has a bad length (see docs/wire.md)");
       f.read(bytes, at + RECORD_HEADER_BYTES, at + frameBytes);
       checkFbString(bytes, f.typeAt, f.typeLen, "type", index, limits, true);
       checkFbString(bytes, f.keyAt, f.keyLen, "key", index, limits, false);
@@ -95,21 +72,21 @@ export function checkFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
       checkFbString(bytes, f.idemAt, f.idemLen, "idempotency_key", index, limits, false);
       if (f.idemAt >= 0) anyIdempotencyKey = true;
       if (f.encoding !== PAYLOAD_NONE && f.encoding !== PAYLOAD_JSON && f.encoding !== PAYLOAD_BINARY) {
-        throw invalid(index, `unknown payload_encoding ${f.encoding}`);
+        throw invalidEvent(index, `unknown payload_encoding ${f.encoding}`);
       }
-      if (f.payloadLen > limits.eventBytesMax) throw tooLarge(index, f.payloadLen, limits.eventBytesMax);
+      if (f.payloadLen > limits.eventBytesMax) throw eventTooLarge(index, f.payloadLen, limits.eventBytesMax);
       if (f.encoding === PAYLOAD_JSON) {
-        if (f.payloadAt < 0) throw invalid(index, "payload_encoding Json without payload");
+        if (f.payloadAt < 0) throw invalidEvent(index, "payload_encoding Json without payload");
         try {
           JSON.parse(bytes.toString("utf8", f.payloadAt, f.payloadAt + f.payloadLen));
         } catch {
-          throw invalid(index, "payload_encoding is Json but the payload is not valid JSON");
+          throw invalidEvent(index, "payload_encoding is Json but the payload is not valid JSON");
         }
       }
       at += frameBytes;
       count++;
     }
-    checkBatchSize(count, publishEventsMax);
+    if (count === 0) throw noEvents();
     return { start, end, count, anyIdempotencyKey };
   } catch (err) {
     if (err instanceof ApiError) throw err;

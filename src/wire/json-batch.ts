@@ -11,6 +11,7 @@ import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 import type { EventLimits } from "./event-codec.js";
+import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
 
 // Value kinds recorded per field.
 const ABSENT = 0;
@@ -97,7 +98,7 @@ export class JsonBatch {
     this.finish();
     if (eventsNotArray) throw new ApiError(400, "invalid_body", `"events" must be an array`);
     if (!sawEvents) throw new ApiError(400, "invalid_body", `body must be {"events": [ ... ]}`);
-    if (this.count === 0) throw new ApiError(400, "invalid_body", "a publish request needs at least one event");
+    if (this.count === 0) throw noEvents();
   }
 
   private finish(): void {
@@ -114,9 +115,7 @@ export class JsonBatch {
     }
     for (;;) {
       this.ws();
-      if (this.count === eventsMax) {
-        throw new ApiError(413, "batch_too_large", `more than publish_events_max (${eventsMax}) events`, { publish_events_max: eventsMax });
-      }
+      if (this.count === eventsMax) throw tooManyEvents(eventsMax);
       const n = this.count++;
       if (this.spans.length < (n + 1) * STRIDE) {
         const grown = new Int32Array(this.spans.length * 2);
@@ -334,10 +333,10 @@ export class JsonBatch {
   fields(index: number, f: EventFields, limits: EventLimits): EventFields {
     const s = this.spans;
     const base = index * STRIDE;
-    if (s[base] !== 1) throw invalid(index, "must be a JSON object");
+    if (s[base] !== 1) throw invalidEvent(index, "must be a JSON object");
     if (s[base + 1] !== 0) {
       const k = JSON.parse(this.b.toString("utf8", s[base + 1], s[base + 2])) as string;
-      throw invalid(index, k === "seq" || k === "ingest_ts" || k === "stream" ? `"${k}" is assigned by the server and must not be sent` : `unknown field "${k}"`);
+      throw invalidEvent(index, k === "seq" || k === "ingest_ts" || k === "stream" ? `"${k}" is assigned by the server and must not be sent` : `unknown field "${k}"`);
     }
     const kind = (field: number) => s[base + 3 + 3 * field];
     const start = (field: number) => s[base + 4 + 3 * field];
@@ -348,11 +347,11 @@ export class JsonBatch {
       const k = kind(field);
       const name = FIELD_NAMES[field];
       if (k === ABSENT || k === NULL) {
-        if (required) throw invalid(index, `"${name}" is required`);
+        if (required) throw invalidEvent(index, `"${name}" is required`);
         this.len = 0;
         return -1;
       }
-      if (k !== STRING && k !== STRING_ESCAPED) throw invalid(index, `"${name}" must be a string`);
+      if (k !== STRING && k !== STRING_ESCAPED) throw invalidEvent(index, `"${name}" must be a string`);
       let at = start(field) + 1;
       this.len = stop(field) - 1 - at;
       if (k === STRING_ESCAPED) {
@@ -361,15 +360,15 @@ export class JsonBatch {
         this.len = this.b.write(value, at, "utf8");
         this.side += this.len;
       }
-      if (required && this.len === 0) throw invalid(index, `"${name}" must not be empty`);
-      if (this.len > bytesMax) throw invalid(index, `"${name}" is longer than event_field_bytes_max (${bytesMax} bytes)`);
+      if (required && this.len === 0) throw invalidEvent(index, `"${name}" must not be empty`);
+      if (this.len > bytesMax) throw fieldTooLong(index, name, bytesMax);
       return at;
     };
     const uint = (field: number): number => {
       const k = kind(field);
       if (k === ABSENT || k === NULL) return -1;
       const v = k === NUMBER ? Number(this.b.toString("latin1", start(field), stop(field))) : NaN;
-      if (!Number.isSafeInteger(v) || v < 0) throw invalid(index, `"${FIELD_NAMES[field]}" must be a non-negative integer`);
+      if (!Number.isSafeInteger(v) || v < 0) throw invalidEvent(index, `"${FIELD_NAMES[field]}" must be a non-negative integer`);
       return v;
     };
 
@@ -385,7 +384,7 @@ export class JsonBatch {
     f.producerTs = uint(F_PRODUCER_TS);
     const hasPayload = kind(F_PAYLOAD) !== ABSENT;
     const b64Kind = kind(F_PAYLOAD_BASE64);
-    if (hasPayload && b64Kind !== ABSENT) throw invalid(index, `send "payload" or "payload_base64", not both`);
+    if (hasPayload && b64Kind !== ABSENT) throw invalidEvent(index, `send "payload" or "payload_base64", not both`);
     if (hasPayload) {
       f.encoding = PAYLOAD_JSON;
       f.payloadAt = start(F_PAYLOAD);
@@ -393,7 +392,7 @@ export class JsonBatch {
     } else if (b64Kind !== ABSENT) {
       const at = str(F_PAYLOAD_BASE64, false, Infinity); // its decoded size is checked below
       const text = at < 0 ? null : this.b.toString("latin1", at, at + this.len);
-      if (text === null || text.length % 4 !== 0 || !BASE64.test(text)) throw invalid(index, `"payload_base64" must be a base64 string`);
+      if (text === null || text.length % 4 !== 0 || !BASE64.test(text)) throw invalidEvent(index, `"payload_base64" must be a base64 string`);
       f.encoding = PAYLOAD_BINARY;
       f.payloadAt = this.side;
       f.payloadLen = this.b.write(text, this.side, "base64");
@@ -403,12 +402,7 @@ export class JsonBatch {
       f.payloadAt = -1;
       f.payloadLen = 0;
     }
-    if (f.payloadLen > limits.eventBytesMax) {
-      throw new ApiError(413, "event_too_large", `event ${index}: payload of ${f.payloadLen} bytes exceeds max_event_bytes (${limits.eventBytesMax})`, {
-        index,
-        max_event_bytes: limits.eventBytesMax,
-      });
-    }
+    if (f.payloadLen > limits.eventBytesMax) throw eventTooLarge(index, f.payloadLen, limits.eventBytesMax);
     return f;
   }
   private len = 0;
@@ -416,8 +410,4 @@ export class JsonBatch {
 
 function syntax(message: string): ApiError {
   return new ApiError(400, "invalid_json", `request body is not valid JSON: ${message}`);
-}
-
-function invalid(index: number, message: string): ApiError {
-  return new ApiError(400, "invalid_event", `event ${index}: ${message}`, { index });
 }
