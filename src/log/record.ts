@@ -19,8 +19,7 @@ export const frameBytesFor = (bodyBytes: number) => (RECORD_HEADER_BYTES + bodyB
 /** Writes header fields (not the CRC) and zeroes the padding after `bodyBytes`. */
 export function writeFrameHeader(buf: Buffer, at: number, frameBytes: number, bodyBytes: number, seq: number, ingestTs: number): void {
   writeU32(buf, at, frameBytes);
-  writeU64(buf, at + 8, seq);
-  writeU64(buf, at + 16, ingestTs);
+  stampFrame(buf, at, seq, ingestTs);
   for (let i = at + RECORD_HEADER_BYTES + bodyBytes; i < at + frameBytes; i++) buf[i] = 0;
 }
 

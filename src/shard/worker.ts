@@ -15,7 +15,7 @@ import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js"
 import { JsonBatch } from "../wire/json-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
 import { ContentType, Op, readRequest, shardOf, writeResponse, writeResponseWith, type FrontCommand, type Request, type ScrubItem, type WorkerEvent, type WorkerInit } from "./protocol.js";
-import { Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
+import { STREAM_ID, Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
@@ -140,7 +140,7 @@ class ShardWorker {
   private reply(r: Reply): void {
     if (this.outbox.length === 0 && writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) return;
     this.outbox.push(r);
-    // Replies also come from callbacks (fsync, render pool) while the request
+    // Replies also come from callbacks (fsync completions) while the request
     // loop may be parked: drain from here too rather than wait for it.
     if (!this.draining) void this.drainOutbox();
   }
@@ -216,14 +216,7 @@ class ShardWorker {
   }
 
   private putStream(req: Request): void {
-    let body: unknown = undefined;
-    if (req.body.byteLength > 0) {
-      try {
-        body = JSON.parse(this.ownCopy(req.body).toString("utf8"));
-      } catch (err) {
-        throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
-      }
-    }
+    const body = req.body.byteLength > 0 ? this.jsonBody(req) : undefined;
     const patch = parseStreamConfigPatch(body, this.config.event_bytes_max);
     const id = req.meta.stream!;
     const existing = this.streams.get(id);
@@ -232,6 +225,15 @@ class ShardWorker {
       return this.json(req.reqId, 200, existing.info());
     }
     return this.json(req.reqId, 201, this.createStream(id, patch).info());
+  }
+
+  /** A control-plane JSON body (stream config, checkpoint). */
+  private jsonBody(req: Request): unknown {
+    try {
+      return JSON.parse(this.ownCopy(req.body).toString("utf8"));
+    } catch (err) {
+      throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
+    }
   }
 
   // ---- checkpoints and lag ----------------------------------------------
@@ -244,12 +246,7 @@ class ShardWorker {
 
   private setCheckpoint(req: Request): void {
     const s = this.existing(req.meta.stream!);
-    let body: { group?: unknown; seq?: unknown };
-    try {
-      body = JSON.parse(this.ownCopy(req.body).toString("utf8"));
-    } catch (err) {
-      throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
-    }
+    const body = this.jsonBody(req) as { group?: unknown; seq?: unknown } | null;
     if (typeof body !== "object" || body === null) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
     const group = checkGroup(body.group);
     const seq = body.seq;
@@ -366,9 +363,10 @@ class ShardWorker {
   }
 
   /**
-   * Copies a request body out of the shared ring into worker memory, in one
-   * native memcpy: V8 reads SharedArrayBuffer-backed arrays through slow
-   * atomic-safe paths, so parsing straight from the ring costs several times more.
+   * Copies a request body out of the shared ring into worker memory (one
+   * native memcpy), for the parsers that need a buffer of their own: the JSON
+   * scanner writes decoded strings after the body, and V8's string decoding
+   * and JSON.parse take slower paths on shared memory.
    */
   private ownCopy(shared: Buffer): Buffer {
     // Twice the body: JsonBatch decodes escaped strings into the space after it.
@@ -466,7 +464,8 @@ class ShardWorker {
   }
 }
 
-const GROUP = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Group names follow the stream id rule. */
+const GROUP = STREAM_ID;
 
 function checkGroup(g: unknown): string {
   if (typeof g !== "string" || !GROUP.test(g)) throw new ApiError(400, "invalid_group", `group must match ${GROUP.source}`);
