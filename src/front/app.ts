@@ -182,25 +182,24 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     });
   });
 
-  app.put("/v1/streams/:id", (res, req) => {
+  /** A control-plane route whose JSON body goes to the stream's shard as is. */
+  const jsonBodyRoute = (op: Op, what: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
     const r = streamRoute(res, req);
     if (!r) return;
-    if (contentTypeOf(ctHeader) !== ContentType.Json) {
-      sendError(r.x, new ApiError(415, "unsupported_media_type", `stream config must be ${CT_JSON}`));
-      return;
-    }
-    body(r.x, len, (b) => forward(r.x, Op.PutStream, r.stream, { stream: r.stream }, b));
-  });
-  app.get("/v1/streams/:id", (res, req) => {
+    if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
+    body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b));
+  };
+  app.put("/v1/streams/:id", jsonBodyRoute(Op.PutStream, "stream config"));
+  /** A route without a body: the stream and the raw query go to its shard. */
+  const queryRoute = (op: Op) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+    const query = req.getQuery() ?? "";
     const r = streamRoute(res, req);
-    if (r) forward(r.x, Op.GetStream, r.stream, { stream: r.stream }, null);
-  });
-  app.del("/v1/streams/:id", (res, req) => {
-    const r = streamRoute(res, req);
-    if (r) forward(r.x, Op.DeleteStream, r.stream, { stream: r.stream }, null);
-  });
+    if (r) forward(r.x, op, r.stream, { stream: r.stream, query }, null);
+  };
+  app.get("/v1/streams/:id", queryRoute(Op.GetStream));
+  app.del("/v1/streams/:id", queryRoute(Op.DeleteStream));
 
   app.post("/v1/streams/:id/events", (res, req) => {
     const ctHeader = req.getHeader("content-type");
@@ -223,19 +222,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     forward(r.x, Op.Replay, r.stream, { stream: r.stream, query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
   });
 
-  app.post("/v1/streams/:id/checkpoint", (res, req) => {
-    const ctHeader = req.getHeader("content-type");
-    const len = req.getHeader("content-length");
-    const r = streamRoute(res, req);
-    if (!r) return;
-    if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `checkpoint body must be ${CT_JSON}`));
-    body(r.x, len, (b) => forward(r.x, Op.SetCheckpoint, r.stream, { stream: r.stream }, b));
-  });
-  const queryRoute = (op: Op) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
-    const query = req.getQuery() ?? "";
-    const r = streamRoute(res, req);
-    if (r) forward(r.x, op, r.stream, { stream: r.stream, query }, null);
-  };
+  app.post("/v1/streams/:id/checkpoint", jsonBodyRoute(Op.SetCheckpoint, "checkpoint body"));
   app.get("/v1/streams/:id/checkpoint", queryRoute(Op.GetCheckpoint));
   app.get("/v1/streams/:id/lag", queryRoute(Op.Lag));
   app.get("/v1/streams/:id/groups", queryRoute(Op.Groups));

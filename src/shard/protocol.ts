@@ -104,20 +104,6 @@ export function readRequest(ring: Ring, msg: RingMessage): Request {
   return { op: msg.kind as Op, reqId, meta, body: Buffer.from(d.buffer, bodyAt, msg.length - REQUEST_HEADER_BYTES - metaBytes) };
 }
 
-/** Writes one response (kind = HTTP status); false when the ring is full. */
-export function writeResponse(ring: Ring, reqId: number, status: number, ct: ContentType, body: Uint8Array | string | null): boolean {
-  const bytes = typeof body === "string" ? textEncoder.encode(body) : body;
-  const total = RESPONSE_HEADER_BYTES + (bytes ? bytes.byteLength : 0);
-  const at = ring.reserve(total);
-  if (at === -1) return false;
-  const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, RESPONSE_HEADER_BYTES);
-  dv.setUint32(0, reqId, true);
-  dv.setUint32(4, ct, true);
-  if (bytes) copyBytes(bytes, ring.data, at + RESPONSE_HEADER_BYTES);
-  ring.commit(status, total);
-  return true;
-}
-
 /**
  * Writes one response whose body `fill` writes in place (no staging copy):
  * `fill(data, at)` must write exactly `bodyBytes` at data[at]. False when full.
@@ -131,6 +117,14 @@ export function writeResponseWith(ring: Ring, reqId: number, status: number, ct:
   fill(ring.data, at + RESPONSE_HEADER_BYTES);
   ring.commit(status, RESPONSE_HEADER_BYTES + bodyBytes);
   return true;
+}
+
+/** Writes one response (kind = HTTP status); false when the ring is full. */
+export function writeResponse(ring: Ring, reqId: number, status: number, ct: ContentType, body: Uint8Array | string | null): boolean {
+  const bytes = typeof body === "string" ? textEncoder.encode(body) : body;
+  return writeResponseWith(ring, reqId, status, ct, bytes ? bytes.byteLength : 0, (data, at) => {
+    if (bytes) copyBytes(bytes, data, at);
+  });
 }
 
 export interface Response {
