@@ -26,8 +26,9 @@ export class CheckpointStore {
 
   constructor(dir: string) {
     this.path = join(dir, FILE);
-    this.fd = openSync(this.path, existsSync(this.path) ? "r+" : "w+");
-    this.load();
+    // The file is created by the first checkpoint, not by a read of lag.
+    this.fd = existsSync(this.path) ? openSync(this.path, "r+") : -1;
+    if (this.fd >= 0) this.load();
   }
 
   /** Reads every record; a torn or damaged tail (a crash mid-write) is cut. */
@@ -65,6 +66,7 @@ export class CheckpointStore {
     const c = { seq, updatedAt: now };
     if (this.size > CHECKPOINT_LOG_BYTES_MAX) this.compact();
     const rec = this.record(group, c);
+    if (this.fd < 0) this.fd = openSync(this.path, "w+");
     writeSync(this.fd, rec, 0, rec.length, this.size);
     this.size += rec.length;
     this.groups.set(group, c);
