@@ -8,7 +8,7 @@ import { ApiError } from "../errors.js";
 import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs, u32 } from "../log/record.js";
 import { Verifier, VerifyError } from "./verify.js";
 import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
-import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
+import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, copyShort } from "./event-layout.js";
 
 export interface EventLimits {
   /** Largest payload in bytes (JSON text, or raw bytes for binary payloads). */
@@ -164,8 +164,7 @@ export class ByteWriter {
   /** Copies `len` bytes of `src` from `at`. */
   copy(src: Buffer, at: number, len: number): void {
     this.ensure(len);
-    if (len > 32) this.buf.set(src.subarray(at, at + len), this.length);
-    else for (let i = 0; i < len; i++) this.buf[this.length + i] = src[at + i];
+    copyShort(src, at, len, this.buf, this.length);
     this.length += len;
   }
   /** A JSON string literal from UTF-8 bytes, copied as they are unless they need escaping. */

@@ -148,8 +148,8 @@ export function eventBytesFor(f: EventFields): number {
 }
 
 /** Copies `len` bytes; a loop beats Buffer.copy's fixed cost for short strings. */
-function copyBytes(src: Buffer, from: number, len: number, dst: Buffer, to: number): void {
-  if (len > 32) src.copy(dst, to, from, from + len);
+export function copyShort(src: Buffer, from: number, len: number, dst: Buffer, to: number): void {
+  if (len > 32) dst.set(src.subarray(from, from + len), to); // measured faster than Buffer.copy here
   else for (let j = 0; j < len; j++) dst[to + j] = src[from + j];
 }
 
@@ -179,7 +179,7 @@ export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields)
     w16(buf, tableOffset, slot + 2 * field);
     w32(buf, p - (table + tableOffset), table + tableOffset);
     w32(buf, len, p);
-    copyBytes(src, from, len, buf, p + 4);
+    copyShort(src, from, len, buf, p + 4);
     const end = (p + 4 + len + 1 + 3) & ~3;
     for (let j = p + 4 + len; j < end; j++) buf[j] = 0;
     p = end;
@@ -202,7 +202,7 @@ export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields)
     w16(buf, T_PAYLOAD, slot + 2 * EVENT_FIELD.payload);
     w32(buf, p - (table + T_PAYLOAD), table + T_PAYLOAD);
     w32(buf, f.payloadLen, p);
-    copyBytes(src, f.payloadAt, f.payloadLen, buf, p + 4);
+    copyShort(src, f.payloadAt, f.payloadLen, buf, p + 4);
     const end = (p + 4 + f.payloadLen + 3) & ~3;
     for (let j = p + 4 + f.payloadLen; j < end; j++) buf[j] = 0;
     p = end;
