@@ -64,7 +64,7 @@ export function parseStreamConfigPatch(body: unknown, eventBytesMax: number): Pa
   return r.data;
 }
 
-interface StreamMeta {
+export interface StreamMeta {
   id: string;
   created_at: number;
   config: StreamConfig;
@@ -100,18 +100,13 @@ export class Stream {
     return s;
   }
 
-  /** The id stored in a stream directory (to route it before opening it). */
-  static readId(dir: string): string {
-    return Stream.readMeta(dir).id;
-  }
-
-  private static readMeta(dir: string): StreamMeta {
+  /** What a stream directory says about itself (its id routes it before it is opened). */
+  static readMeta(dir: string): StreamMeta {
     return JSON.parse(readFileSync(join(dir, "stream.json"), "utf8")) as StreamMeta;
   }
 
   /** Opens an existing stream directory: recovery, then the dedup rebuild. */
-  static open(dir: string, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): Stream {
-    const meta = Stream.readMeta(dir);
+  static open(dir: string, meta: StreamMeta, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): Stream {
     const config = { ...fullConfig({}, defaults), ...meta.config };
     const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
     s.recovery = s.log.open();

@@ -80,8 +80,9 @@ class ShardWorker {
       const dir = join(this.root, name);
       if (!existsSync(join(dir, "stream.json"))) continue;
       // Only the owner may open a stream: opening runs recovery, which writes.
-      if (shardOf(Stream.readId(dir), this.init.shards) !== this.init.shard) continue;
-      const s = Stream.open(dir, this.logOpts, this.config.dedup_keys_max, this.defaults);
+      const meta = Stream.readMeta(dir);
+      if (shardOf(meta.id, this.init.shards) !== this.init.shard) continue;
+      const s = Stream.open(dir, meta, this.logOpts, this.config.dedup_keys_max, this.defaults);
       this.streams.set(s.id, s);
       const r = s.recovery!;
       if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0) recovery.push({ stream: s.id, report: r });
