@@ -3,7 +3,7 @@
 // that recovery did not need to read is found and reported before a reader
 // trips on it. Stateless: it opens, reads and closes the file.
 import { closeSync, fstatSync, openSync } from "node:fs";
-import { scanSegment } from "./scan.js";
+import { scanSegment, type ScanResult } from "./scan.js";
 
 export interface ScrubTask {
   path: string;
@@ -13,11 +13,8 @@ export interface ScrubTask {
   frameBytesMax: number;
 }
 
-export interface ScrubResult {
-  position: number;
-  seq: number;
-  reason: string;
-}
+/** Where the first damaged record is, as the scan reports it. */
+export type ScrubResult = NonNullable<ScanResult["damage"]>;
 
 export default function scrub(task: ScrubTask): ScrubResult | null {
   let fd: number;
