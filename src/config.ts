@@ -41,12 +41,32 @@ export const configSchema = z
     default_dedup_window_ms: int(0).default(86_400_000),
     default_durability: z.enum(["process", "fsync"]).default("process"),
     shutdown_timeout_ms: int(100, 600_000).default(10_000),
+
+    /** WebSocket consumers connected at once (active and standby). */
+    consumers_max: int(1, 1_000_000).default(20_000),
+    /** Unacked events a group member may have in flight, unless ?window= says less. */
+    consume_window_default: int(1, 10_000_000).default(10_000),
+    consume_window_max: int(1, 10_000_000).default(1_000_000),
+    /** One log-path read for a consumer: events and frame bytes. */
+    consume_page_events_max: int(1, 1_000_000).default(2000),
+    consume_page_bytes_max: int(4096, 64 * MiB).default(1 * MiB),
+    /** Bytes queued on a consumer's socket before it is moved to the log path. */
+    consumer_buffer_bytes_max: int(4096, 1024 * MiB).default(1 * MiB),
+    /** A heartbeat goes out when nothing was sent for this long. */
+    consumer_heartbeat_interval_ms: int(50, 10_000).default(500),
+    /** With standbys waiting, an active member silent this long (no pong, no message) is replaced. */
+    consumer_takeover_ms: int(500, 600_000).default(3000),
+    /** Any consumer silent this long is disconnected. */
+    consumer_idle_timeout_ms: int(1000, 3_600_000).default(60_000),
+    /** Nacks of one event before it goes to the dead-letter stream, unless ?max_attempts= says otherwise. */
+    consume_max_attempts_default: int(1, 1000).default(5),
   })
   .strict()
   .superRefine((c, ctx) => {
     // A ring must always be able to hold the largest message twice over
     // (see Ring.messageBytesMax), or a legal request could never be taken.
-    const largest = Math.max(c.request_bytes_max, c.replay_page_bytes_max + 4 * c.event_bytes_max) + 64 * 1024;
+    const pageBytes = Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max) + 4 * c.event_bytes_max;
+    const largest = Math.max(c.request_bytes_max, pageBytes) + 64 * 1024;
     if (c.ring_bytes < 2 * largest) {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
@@ -56,6 +76,9 @@ export const configSchema = z
     }
     if (c.request_buffer_bytes_max < c.request_bytes_max) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["request_buffer_bytes_max"], message: "must be at least request_bytes_max" });
+    }
+    if (c.consume_window_default > c.consume_window_max) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["consume_window_default"], message: "must not exceed consume_window_max" });
     }
     if (c.replay_page_events_default > c.replay_page_events_max) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["replay_page_events_default"], message: "must not exceed replay_page_events_max" });

@@ -25,6 +25,16 @@ export type ErrorCode =
   | "not_ready"
   | "disk_full"
   | "corrupt_record"
+  | "stream_deleted"
+  | "no_group"
+  | "not_active"
+  | "invalid_ack"
+  | "invalid_nack"
+  | "invalid_seek"
+  | "invalid_message"
+  | "message_too_large"
+  | "idle_timeout"
+  | "shutting_down"
   | "internal";
 
 export class ApiError extends Error {
@@ -43,6 +53,14 @@ export class ApiError extends Error {
 
   body(): string {
     return JSON.stringify(this.toJSON());
+  }
+
+  /** The error a shard answered with, parsed back from its JSON body. */
+  static fromBody(status: number, body: unknown): ApiError {
+    const e = (body as { error?: Record<string, unknown> } | null)?.error;
+    if (!e || typeof e.code !== "string") return new ApiError(status, "internal", `unexpected answer (status ${status})`);
+    const { code, message, ...extra } = e;
+    return new ApiError(status, code as ErrorCode, String(message ?? ""), extra);
   }
 }
 
@@ -64,6 +82,7 @@ export const STATUS_TEXT: Record<number, string> = {
   401: "401 Unauthorized",
   403: "403 Forbidden",
   404: "404 Not Found",
+  408: "408 Request Timeout",
   405: "405 Method Not Allowed",
   409: "409 Conflict",
   410: "410 Gone",

@@ -73,8 +73,10 @@ async function serve(argv: string[]): Promise<void> {
     stopping = true;
     console.log(`${signal}: stopping (finishing ${pool.inFlight} requests in flight)`);
     front.stopListening();
+    // Consumers are told first; the acks they sent are written before the shards stop.
+    front.consumers.closeAll();
     const deadline = Date.now() + config.shutdown_timeout_ms;
-    while (pool.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    while ((pool.inFlight > 0 || front.consumers.pendingWrites > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     await scrubber.stop();
     await pool.shutdown();
     console.log("stopped");

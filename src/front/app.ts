@@ -4,54 +4,12 @@
 // shard's answer back, corked into one send.
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
-import { ApiError, STATUS_TEXT } from "../errors.js";
+import { ApiError } from "../errors.js";
 import { ContentType, Op, type RequestMeta } from "../shard/protocol.js";
+import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
 import { STREAM_ID } from "../shard/stream.js";
 import type { ShardPool } from "./shards.js";
-
-const CT_JSON = "application/json";
-const CT_FLATBUFFERS = "application/x-flatbuffers";
-/** Seconds a client should wait after a 429 from a full shard ring. */
-const RETRY_AFTER_S = "1";
-
-interface Exchange {
-  res: uWS.HttpResponse;
-  aborted: boolean;
-  done: boolean;
-  /** Frees what the request holds if the client goes away first. */
-  onAbort?: () => void;
-}
-
-function contentTypeOf(header: string): ContentType | null {
-  const base = header.split(";")[0].trim().toLowerCase();
-  if (base === "" || base === CT_JSON) return ContentType.Json;
-  if (base === CT_FLATBUFFERS) return ContentType.FlatBuffers;
-  return null;
-}
-
-function send(x: Exchange, status: number, ct: ContentType, body: Uint8Array | string | null, extraHeaders?: Record<string, string>): void {
-  if (x.aborted || x.done) return;
-  x.done = true;
-  x.res.cork(() => {
-    x.res.writeStatus(STATUS_TEXT[status] ?? String(status));
-    if (ct !== ContentType.None) x.res.writeHeader("content-type", ct === ContentType.FlatBuffers ? CT_FLATBUFFERS : CT_JSON);
-    if (extraHeaders) for (const k in extraHeaders) x.res.writeHeader(k, extraHeaders[k]);
-    x.res.end(body ?? undefined);
-  });
-}
-
-function sendError(x: Exchange, e: ApiError): void {
-  send(x, e.status, ContentType.Json, e.body(), e.status === 429 ? { "retry-after": RETRY_AFTER_S } : undefined);
-}
-
-function exchange(res: uWS.HttpResponse): Exchange {
-  const x: Exchange = { res, aborted: false, done: false };
-  res.onAborted(() => {
-    x.aborted = true;
-    x.onAbort?.();
-  });
-  return x;
-}
+import { ConsumeHub, consumeRoute } from "./consume.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -129,10 +87,14 @@ function readBody(x: Exchange, lengthHeader: string, limitBytes: number, budget:
 const tooLarge = (limitBytes: number) =>
   new ApiError(413, "request_too_large", `request body exceeds request_bytes_max (${limitBytes} bytes)`, { request_bytes_max: limitBytes });
 
+const shardBusy = (stream: string) =>
+  new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", { stream });
+
 export interface Front {
   listen(): Promise<number>;
   /** Stops accepting connections; requests already taken are still answered. */
   stopListening(): void;
+  readonly consumers: ConsumeHub;
 }
 
 export function createFront(config: Config, pool: ShardPool, isReady: () => boolean): Front {
@@ -146,7 +108,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null) => {
     if (x.aborted) return;
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => send(x, r.status, r.ct, r.body));
-    if (!ok) sendError(x, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", { stream }));
+    if (!ok) sendError(x, shardBusy(stream));
   };
 
   /** Common checks for /v1/streams/:id routes; null when already answered. */
@@ -225,7 +187,26 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   app.post("/v1/streams/:id/checkpoint", jsonBodyRoute(Op.SetCheckpoint, "checkpoint body"));
   app.get("/v1/streams/:id/checkpoint", queryRoute(Op.GetCheckpoint));
   app.get("/v1/streams/:id/lag", queryRoute(Op.Lag));
-  app.get("/v1/streams/:id/groups", queryRoute(Op.Groups));
+  // The shard knows checkpoints and lag; the front adds who is connected.
+  const consumers = new ConsumeHub(config, pool);
+  app.get("/v1/streams/:id/groups", (res, req) => {
+    const query = req.getQuery() ?? "";
+    const r = streamRoute(res, req);
+    if (!r) return;
+    const ok = pool.send(pool.shardFor(r.stream), Op.Groups, { stream: r.stream, query }, null, (answer) => {
+      if (answer.status !== 200) return send(r.x, answer.status, answer.ct, answer.body);
+      const body = JSON.parse(Buffer.from(answer.body).toString("utf8")) as { groups: Array<Record<string, unknown>> };
+      const live = consumers.members(r.stream);
+      for (const g of body.groups) g.members = live.groups.get(g.group as string) ?? [];
+      for (const [group, members] of live.groups) {
+        if (!body.groups.some((g) => g.group === group)) body.groups.push({ group, head_seq: live.head, checkpoint_seq: null, lag: null, lag_ms: null, members });
+      }
+      body.groups.sort((a, b) => ((a.group as string) < (b.group as string) ? -1 : 1));
+      send(r.x, 200, ContentType.Json, JSON.stringify(body));
+    });
+    if (!ok) sendError(r.x, shardBusy(r.stream));
+  });
+  consumeRoute(app, consumers, isReady);
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse) => {
     sendError(exchange(res), new ApiError(405, "method_not_allowed", `allowed methods: ${allowed}`));
@@ -236,6 +217,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   app.any("/v1/streams/:id/checkpoint", methodNotAllowed("GET, POST"));
   app.any("/v1/streams/:id/lag", methodNotAllowed("GET"));
   app.any("/v1/streams/:id/groups", methodNotAllowed("GET"));
+  app.any("/v1/streams/:id/consume", methodNotAllowed("GET (WebSocket upgrade)"));
   app.any("/*", (res, req) => {
     sendError(exchange(res), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
   });
@@ -249,6 +231,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
           resolve(uWS.us_socket_local_port(s as unknown as uWS.us_socket));
         });
       }),
+    consumers,
     stopListening: () => {
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);
       listenSocket = null;

@@ -5,7 +5,7 @@ import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import type { Config } from "../config.js";
 import { Ring } from "../ring/ring.js";
-import { ContentType, Op, readResponse, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
+import { ContentType, Op, PUSH_REQ_ID, readResponse, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
 
 export type OnResponse = (r: Response) => void;
 
@@ -16,6 +16,8 @@ class Shard {
   readonly outRing: Ring;
   readonly worker: Worker;
   readonly pending = new Map<number, OnResponse>();
+  /** Receives what the shard sends unasked (live batches, deleted streams). */
+  onPush: OnResponse = () => {};
   ready: Promise<Extract<WorkerEvent, { type: "ready" }>>;
   closed: Promise<void>;
   private stopped = false;
@@ -56,8 +58,11 @@ class Shard {
       let msg;
       while ((msg = this.outRing.read())) {
         const r = readResponse(this.outRing, msg);
-        const cb = this.pending.get(r.reqId);
-        this.pending.delete(r.reqId);
+        let cb: OnResponse | undefined = this.onPush;
+        if (r.reqId !== PUSH_REQ_ID) {
+          cb = this.pending.get(r.reqId);
+          this.pending.delete(r.reqId);
+        }
         try {
           cb?.(r);
         } finally {
@@ -86,6 +91,11 @@ export class ShardPool {
 
   async ready(): Promise<Array<Extract<WorkerEvent, { type: "ready" }>>> {
     return Promise.all(this.shards.map((s) => s.ready));
+  }
+
+  /** Where every shard's unasked messages go. */
+  onPush(cb: OnResponse): void {
+    for (const s of this.shards) s.onPush = cb;
   }
 
   get inFlight(): number {

@@ -16,7 +16,23 @@ export const enum Op {
   GetCheckpoint = 8,
   Lag = 9,
   Groups = 10,
+  /** Resolves where a new consumer starts (from, from_time, group checkpoint). */
+  ConsumeStart = 11,
+  /** One log-path page for a consumer, as the message to send on its socket. */
+  ConsumeRead = 12,
+  /** Sets which formats of live batches the front wants for a stream (meta.watch). */
+  Watch = 13,
 }
+
+/** Bits of RequestMeta.watch: the formats live batches are rendered in. */
+export const WATCH_JSON = 1;
+export const WATCH_BINARY = 2;
+
+/**
+ * reqId of a message the shard sends unasked: a live batch of a watched
+ * stream (status 200) or the news that a watched stream was deleted (404).
+ */
+export const PUSH_REQ_ID = 0;
 
 export const enum ContentType {
   Json = 0,
@@ -33,6 +49,57 @@ export interface RequestMeta {
   accept?: ContentType;
   /** Raw query string, for replay. */
   query?: string;
+  /** ConsumeRead: first seq and most events wanted. */
+  from?: number;
+  limit?: number;
+  /** Watch: WATCH_* bits; 0 stops the live batches. */
+  watch?: number;
+}
+
+/**
+ * Head of a ConsumeRead answer and of a live push, before the message bytes.
+ * ConsumeRead: count, next seq, head_seq, first_seq, then one message.
+ * Push: count, first seq, last seq (the head after it), first_seq, then the
+ * stream id, the binary message and the JSON message (either may be empty).
+ * count 0 in a push means "the head moved to last; read the log".
+ */
+export const CONSUME_HEAD_BYTES = 40;
+
+export interface ConsumeHead {
+  count: number;
+  /** ConsumeRead: next seq. Push: first seq of the batch. */
+  a: number;
+  /** ConsumeRead: head_seq. Push: last seq of the batch. */
+  b: number;
+  firstSeq: number;
+  /** Push: bytes of the stream id, the binary and the JSON message. */
+  idBytes: number;
+  binBytes: number;
+  jsonBytes: number;
+}
+
+export function writeConsumeHead(data: Uint8Array, at: number, h: ConsumeHead): void {
+  const dv = new DataView(data.buffer, data.byteOffset + at, CONSUME_HEAD_BYTES);
+  dv.setUint32(0, h.count, true);
+  dv.setUint32(4, h.idBytes, true);
+  dv.setFloat64(8, h.a, true);
+  dv.setFloat64(16, h.b, true);
+  dv.setFloat64(24, h.firstSeq, true);
+  dv.setUint32(32, h.binBytes, true);
+  dv.setUint32(36, h.jsonBytes, true);
+}
+
+export function readConsumeHead(data: Uint8Array): ConsumeHead {
+  const dv = new DataView(data.buffer, data.byteOffset, CONSUME_HEAD_BYTES);
+  return {
+    count: dv.getUint32(0, true),
+    idBytes: dv.getUint32(4, true),
+    a: dv.getFloat64(8, true),
+    b: dv.getFloat64(16, true),
+    firstSeq: dv.getFloat64(24, true),
+    binBytes: dv.getUint32(32, true),
+    jsonBytes: dv.getUint32(36, true),
+  };
 }
 
 export interface WorkerInit {

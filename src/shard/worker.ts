@@ -10,11 +10,28 @@ import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, frameTs, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
-import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
+import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
-import { ContentType, Op, readRequest, shardOf, writeResponse, writeResponseWith, type FrontCommand, type Request, type ScrubItem, type WorkerEvent, type WorkerInit } from "./protocol.js";
+import {
+  CONSUME_HEAD_BYTES,
+  ContentType,
+  Op,
+  PUSH_REQ_ID,
+  WATCH_BINARY,
+  WATCH_JSON,
+  readRequest,
+  shardOf,
+  writeConsumeHead,
+  writeResponse,
+  writeResponseWith,
+  type FrontCommand,
+  type Request,
+  type ScrubItem,
+  type WorkerEvent,
+  type WorkerInit,
+} from "./protocol.js";
 import { STREAM_ID, Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
@@ -46,6 +63,8 @@ class ShardWorker {
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   private readonly renderer = new JsonRenderer();
+  /** Streams the front follows live, with the WATCH_* formats it wants. */
+  private readonly watched = new Map<string, number>();
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -180,6 +199,7 @@ class ShardWorker {
         const s = this.existing(req.meta.stream!);
         this.streams.delete(s.id);
         s.remove();
+        if (this.watched.delete(s.id)) this.reply({ reqId: PUSH_REQ_ID, status: 404, ct: ContentType.None, body: s.id });
         return this.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
       }
       case Op.ListStreams:
@@ -198,6 +218,16 @@ class ShardWorker {
       case Op.Groups: {
         const s = this.existing(req.meta.stream!);
         return this.json(req.reqId, 200, { groups: [...s.checkpoints.groups.keys()].sort().map((g) => ({ ...this.lag(s, g), members: [] })) });
+      }
+      case Op.ConsumeStart:
+        return this.json(req.reqId, 200, this.consumeStart(this.existing(req.meta.stream!), req.meta.query ?? ""));
+      case Op.ConsumeRead:
+        return this.consumeRead(req);
+      case Op.Watch: {
+        const id = req.meta.stream!;
+        if (req.meta.watch) this.watched.set(id, req.meta.watch);
+        else this.watched.delete(id);
+        return this.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
       }
       default:
         throw new ApiError(500, "internal", `unknown op ${req.op}`);
@@ -349,13 +379,28 @@ class ShardWorker {
       duplicates,
     });
     const reqId = req.reqId;
-    if (!durable) return this.json200(reqId, body);
+    if (!durable) {
+      // The push goes before the answer: a consumer sees an event no later
+      // than its producer hears it was appended.
+      if (count > 0) this.pushLive(stream, out ?? this.staging, bytes, count, first);
+      return this.json200(reqId, body);
+    }
     // Duplicates may point at records still waiting for their sync too.
+    const s = stream;
     log.syncTo(log.headSeq, (err) => {
       if (err) {
         const e = asApiError(err);
         this.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
-      } else this.json200(reqId, body);
+        return;
+      }
+      // The frames left the staging buffer long ago: read them back (from
+      // the page cache) only if someone follows the stream.
+      if (count > 0 && this.watched.has(s.id)) {
+        const page = s.log.read(first, first + count - 1, count, this.config.consume_page_bytes_max, this.pageBuf);
+        if (page.count === count) this.pushLive(s, page.buf, page.bytes, count, first);
+        else this.pushHead(s, first + count - 1);
+      }
+      this.json200(reqId, body);
     });
   }
 
@@ -448,6 +493,121 @@ class ShardWorker {
     const bytesMax = this.config.replay_page_bytes_max;
     renderJsonPage(this.jsonPage, this.renderer, page.buf, page.count, info, bytesMax);
     this.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: this.jsonPage.view() });
+  }
+
+  // ---- consume ---------------------------------------------------------
+
+  /**
+   * Where a new consumer starts: `from` / `from_time` resolved to a seq (null
+   * when neither is given), plus the group's checkpoint for the front to fall
+   * back on.
+   */
+  private consumeStart(s: Stream, query: string): Record<string, unknown> {
+    const q = new URLSearchParams(query);
+    const log = s.log;
+    const group = q.get("group");
+    const fromParam = q.get("from");
+    const fromTime = q.get("from_time");
+    let from: number | null = null;
+    if (fromTime !== null) from = Math.max(log.seqAtTime(uintParam("from_time", fromTime, 0)), log.firstSeq);
+    else if (fromParam === "earliest") from = log.firstSeq;
+    else if (fromParam === "latest") from = log.committedSeq + 1;
+    else if (fromParam !== null) {
+      from = uintParam("from", fromParam, 1);
+      if (from > log.committedSeq + 1) {
+        throw new ApiError(400, "invalid_parameter", `"from" ${from} is beyond head_seq + 1 (${log.committedSeq + 1})`, { head_seq: log.committedSeq });
+      }
+    }
+    const checkpoint = group === null ? null : (s.checkpoints.get(checkGroup(group))?.seq ?? null);
+    return { from, checkpoint, head_seq: log.committedSeq, first_seq: log.firstSeq };
+  }
+
+  /** One page of the log for a consumer, as the message its socket gets. */
+  private consumeRead(req: Request): void {
+    const stream = this.existing(req.meta.stream!);
+    const log = stream.log;
+    const from = req.meta.from!;
+    if (from < log.firstSeq) {
+      throw new ApiError(410, "expired", `seq ${from} has expired; the oldest retained seq is ${log.firstSeq}`, { first_seq: log.firstSeq });
+    }
+    const bytesMax = this.config.consume_page_bytes_max;
+    const page = log.read(from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit!, this.config.consume_page_events_max), bytesMax, this.pageBuf);
+    if (page.corrupt) console.error(`stream ${stream.id}: consumer read stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
+    const head = log.committedSeq;
+    if (req.meta.accept === ContentType.FlatBuffers) {
+      const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
+      const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
+      const consumed = { count: page.count, a: page.next, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: batchBytes, jsonBytes: 0 };
+      return this.replyWith(req.reqId, 200, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
+        writeConsumeHead(data, at, consumed);
+        if (page.count > 0) this.writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
+      });
+    }
+    const n = page.count === 0 ? 0 : renderEventsMessage(this.jsonPage, this.renderer, page.buf, page.count, stream.idJson(), bytesMax);
+    const json = n === 0 ? null : this.jsonPage.view();
+    const consumed = { count: n, a: from + n, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: 0, jsonBytes: json ? json.byteLength : 0 };
+    this.replyWith(req.reqId, 200, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
+      writeConsumeHead(data, at, consumed);
+      if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
+    });
+  }
+
+  /** An EventBatch envelope around frames, written at data[at]. */
+  private writeBatch(data: Uint8Array, at: number, info: Parameters<typeof writeEventBatchHeader>[2], frames: Buffer, bytes: number): void {
+    const headerBytes = writeEventBatchHeader(data, at, info, bytes);
+    copyBytes(frames.subarray(0, bytes), data, at + headerBytes);
+  }
+
+  /**
+   * Sends the front a just-committed batch of a watched stream, rendered in
+   * the formats its consumers want. When the out-ring cannot take it right
+   * now, only the new head goes (queued): the front then serves those
+   * consumers from the log, so nothing here ever waits or grows.
+   */
+  private pushLive(s: Stream, frames: Buffer, bytes: number, count: number, first: number): void {
+    const mask = this.watched.get(s.id);
+    if (!mask) return;
+    const last = first + count - 1;
+    const idBytes = Buffer.byteLength(s.id);
+    const info = { stream: s.id, firstSeq: s.log.firstSeq, headSeq: last, next: last + 1, count };
+    const binBytes = mask & WATCH_BINARY ? eventBatchHeaderBytes(idBytes) + bytes : 0;
+    let json: Buffer | null = null;
+    if (mask & WATCH_JSON) {
+      renderEventsMessage(this.jsonPage, this.renderer, frames, count, s.idJson(), Number.MAX_SAFE_INTEGER);
+      json = this.jsonPage.view();
+    }
+    const jsonBytes = json ? json.byteLength : 0;
+    const total = CONSUME_HEAD_BYTES + idBytes + binBytes + jsonBytes;
+    const head = { count, a: first, b: last, firstSeq: s.log.firstSeq, idBytes, binBytes, jsonBytes };
+    const fits =
+      this.outbox.length === 0 &&
+      total <= this.outRing.messageBytesMax &&
+      writeResponseWith(this.outRing, PUSH_REQ_ID, 200, ContentType.None, total, (data, at) => {
+        writeConsumeHead(data, at, head);
+        let p = at + CONSUME_HEAD_BYTES;
+        p += Buffer.from(data.buffer, data.byteOffset + p, idBytes).write(s.id, "utf8");
+        if (binBytes > 0) this.writeBatch(data, p, info, frames, bytes);
+        if (json) copyBytes(json, data, p + binBytes);
+      });
+    if (!fits) this.pushHead(s, last);
+  }
+
+  /** Tells the front only that a watched stream's head moved. */
+  private pushHead(s: Stream, head: number): void {
+    if (!this.watched.has(s.id)) return;
+    const idBytes = Buffer.byteLength(s.id);
+    const body = Buffer.allocUnsafe(CONSUME_HEAD_BYTES + idBytes);
+    writeConsumeHead(body, 0, { count: 0, a: head + 1, b: head, firstSeq: s.log.firstSeq, idBytes, binBytes: 0, jsonBytes: 0 });
+    body.write(s.id, CONSUME_HEAD_BYTES, "utf8");
+    this.reply({ reqId: PUSH_REQ_ID, status: 200, ct: ContentType.None, body });
+  }
+
+  /** A reply written in place when the out-ring has room, else queued. */
+  private replyWith(reqId: number, status: number, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): void {
+    if (this.outbox.length === 0 && writeResponseWith(this.outRing, reqId, status, ContentType.None, bodyBytes, fill)) return;
+    const body = Buffer.allocUnsafe(bodyBytes);
+    fill(body, 0);
+    this.reply({ reqId, status, ct: ContentType.None, body });
   }
 
   // ---- retention -------------------------------------------------------

@@ -291,13 +291,12 @@ export interface JsonPageInfo {
 }
 
 /**
- * Renders `count` frames as a JSON replay page into `w`. Stops early (after
- * at least one event) once the page reaches `bytesMax`; `next` says where.
+ * Renders up to `count` frames as comma-separated JSON events into `w`,
+ * stopping early (after at least one) once `w` reaches `bytesMax`; returns
+ * how many it rendered.
  */
-export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, info: JsonPageInfo, bytesMax: number): void {
-  w.reset();
-  w.ascii(`{"events":[`);
-  r.forStream(info.streamJson);
+function renderEvents(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, streamJson: string, bytesMax: number): number {
+  r.forStream(streamJson);
   let at = 0;
   let rendered = 0;
   while (rendered < count && (rendered === 0 || w.length < bytesMax)) {
@@ -306,5 +305,28 @@ export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, c
     at += u32(frames, at);
     rendered++;
   }
+  return rendered;
+}
+
+/**
+ * Renders `count` frames as a JSON replay page into `w`. Stops early (after
+ * at least one event) once the page reaches `bytesMax`; `next` says where.
+ */
+export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, info: JsonPageInfo, bytesMax: number): void {
+  w.reset();
+  w.ascii(`{"events":[`);
+  const rendered = renderEvents(w, r, frames, count, info.streamJson, bytesMax);
   w.ascii(`],"next":${info.from + rendered},"head_seq":${info.headSeq},"first_seq":${info.firstSeq}}`);
+}
+
+/**
+ * Renders frames as a consumer's `events` message; same early stop as a
+ * replay page. Returns how many events the message holds.
+ */
+export function renderEventsMessage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, streamJson: string, bytesMax: number): number {
+  w.reset();
+  w.ascii(`{"type":"events","events":[`);
+  const rendered = renderEvents(w, r, frames, count, streamJson, bytesMax);
+  w.ascii(`]}`);
+  return rendered;
 }

@@ -1,0 +1,50 @@
+// HTTP answers on uWS: every response is written corked, once, and never
+// after the client went away.
+import type uWS from "uWebSockets.js";
+import { ApiError, STATUS_TEXT } from "../errors.js";
+import { ContentType } from "../shard/protocol.js";
+
+export const CT_JSON = "application/json";
+export const CT_FLATBUFFERS = "application/x-flatbuffers";
+/** Seconds a client should wait after a 429 from a full shard ring. */
+export const RETRY_AFTER_S = "1";
+
+export interface Exchange {
+  res: uWS.HttpResponse;
+  aborted: boolean;
+  done: boolean;
+  /** Frees what the request holds if the client goes away first. */
+  onAbort?: () => void;
+}
+
+export function contentTypeOf(header: string): ContentType | null {
+  const base = header.split(";")[0].trim().toLowerCase();
+  if (base === "" || base === CT_JSON) return ContentType.Json;
+  if (base === CT_FLATBUFFERS) return ContentType.FlatBuffers;
+  return null;
+}
+
+export function send(x: Exchange, status: number, ct: ContentType, body: Uint8Array | string | null, extraHeaders?: Record<string, string>): void {
+  if (x.aborted || x.done) return;
+  x.done = true;
+  x.res.cork(() => {
+    x.res.writeStatus(STATUS_TEXT[status] ?? String(status));
+    if (ct !== ContentType.None) x.res.writeHeader("content-type", ct === ContentType.FlatBuffers ? CT_FLATBUFFERS : CT_JSON);
+    if (extraHeaders) for (const k in extraHeaders) x.res.writeHeader(k, extraHeaders[k]);
+    x.res.end(body ?? undefined);
+  });
+}
+
+export function sendError(x: Exchange, e: ApiError): void {
+  send(x, e.status, ContentType.Json, e.body(), e.status === 429 ? { "retry-after": RETRY_AFTER_S } : undefined);
+}
+
+export function exchange(res: uWS.HttpResponse): Exchange {
+  const x: Exchange = { res, aborted: false, done: false };
+  res.onAborted(() => {
+    x.aborted = true;
+    x.onAbort?.();
+  });
+  return x;
+}
+
