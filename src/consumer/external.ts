@@ -26,9 +26,11 @@ const KEY_PREFIX_DEFAULT = "ticker:";
 const LOAD_PIPELINE_STREAMS_MAX = 1000;
 /** One connection flushes while the other serves load(); more buys nothing. */
 const PG_CONNECTIONS_MAX = 2;
-/** Seconds; a flush every second keeps a connection warm, an idle process lets go. */
-const PG_IDLE_TIMEOUT_S = 10;
+/** Seconds; a flush every second keeps a connection warm, an idle one is let go. */
+const PG_IDLE_TIMEOUT_S = 5;
 const PG_CLOSE_TIMEOUT_S = 5;
+/** Node turns a longer setInterval delay into 1 ms, a flush per millisecond. */
+const TIMER_MS_MAX = 2 ** 31 - 1;
 
 /**
  * Numbered schema migrations, applied in order, each once. Append only: a
@@ -62,6 +64,7 @@ export class ExternalCheckpoints {
   private pgTail: Promise<unknown> = Promise.resolve();
   private timerFlush: Promise<void> | null = null;
   private closed = false;
+  private closing: Promise<void> | null = null;
   private readonly redisErrors = new ErrorBurst("external checkpoints: redis");
   private readonly pgErrors = new ErrorBurst("external checkpoints: postgres flush");
 
@@ -80,7 +83,7 @@ export class ExternalCheckpoints {
   static async open(opts: ExternalCheckpointOptions): Promise<ExternalCheckpoints> {
     if (!opts.postgresUrl && !opts.redisUrl) throw new Error("external checkpoints need a postgresUrl, a redisUrl, or both");
     const intervalMs = opts.flushIntervalMs ?? FLUSH_INTERVAL_MS_DEFAULT;
-    if (!Number.isFinite(intervalMs) || intervalMs <= 0) throw new RangeError(`flushIntervalMs must be > 0, got ${intervalMs}`);
+    if (!(intervalMs > 0 && intervalMs <= TIMER_MS_MAX)) throw new RangeError(`flushIntervalMs must be in (0, ${TIMER_MS_MAX}], got ${intervalMs}`);
     const sql = opts.postgresUrl ? connectPostgres(opts.postgresUrl) : null;
     const redis = opts.redisUrl ? connectRedis(opts.redisUrl) : null;
     try {
@@ -137,8 +140,12 @@ export class ExternalCheckpoints {
   }
 
   /** Flushes, then ends both clients; nothing of this object keeps the process alive afterwards. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     try {
