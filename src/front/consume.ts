@@ -55,8 +55,9 @@ interface StartInfo {
 /** What uWS keeps on each socket from the upgrade. */
 export interface SocketData {
   params: ConsumeParams;
-  start: StartInfo;
+  /** Set once the shard has said where the consumer starts. */
   session?: Session;
+  closed?: boolean;
 }
 
 type Socket = uWS.WebSocket<SocketData>;
@@ -180,39 +181,41 @@ export class ConsumeHub {
     return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString() };
   }
 
-  /**
-   * Takes a connection slot and asks the shard where the consumer starts.
-   * `done` gets the answer, or an ApiError to send as the HTTP response.
-   */
-  prepare(params: ConsumeParams, done: (err: ApiError | null, start?: StartInfo) => void): () => void {
-    if (this.connections >= this.config.consumers_max) {
-      done(new ApiError(429, "server_busy", `consumers_max (${this.config.consumers_max}) consumers are connected; retry later`, { consumers_max: this.config.consumers_max }));
-      return () => {};
-    }
+  /** Takes a connection slot for an upgrade; false when consumers_max are connected. */
+  admit(): boolean {
+    if (this.connections >= this.config.consumers_max) return false;
     this.connections++;
-    let held = true;
-    const release = () => {
-      if (held) this.connections--;
-      held = false;
-    };
-    const ok = this.pool.send(this.pool.shardFor(params.stream), Op.ConsumeStart, { stream: params.stream, query: params.query }, null, (r) => {
-      const body = jsonOf(r);
-      if (r.status !== 200) {
-        release();
-        return done(ApiError.fromBody(r.status, body));
-      }
-      held = false; // the socket owns the slot from here; close() gives it back
-      done(null, body as StartInfo);
-    });
-    if (!ok) {
-      release();
-      done(new ApiError(429, "shard_busy", "the shard owning this stream is at capacity; retry later", { stream: params.stream }));
-    }
-    return release;
+    return true;
   }
 
+  /**
+   * A socket is open: ask the shard where it starts, then attach it. The
+   * upgrade itself is synchronous (uWS closes some sockets upgraded from an
+   * async callback), so an unknown stream or a bad `from` is reported as an
+   * error message and a close rather than as an HTTP status.
+   */
   open(ws: Socket): void {
-    const { params, start } = ws.getUserData();
+    const data = ws.getUserData();
+    const params = data.params;
+    const ok = this.pool.send(this.pool.shardFor(params.stream), Op.ConsumeStart, { stream: params.stream, query: params.query }, null, (r) => {
+      if (data.closed) return;
+      const body = jsonOf(r);
+      if (r.status !== 200) return this.refuse(ws, ApiError.fromBody(r.status, body));
+      this.attach(ws, body as StartInfo);
+    });
+    if (!ok) this.refuse(ws, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity; retry later", { stream: params.stream }));
+  }
+
+  /** Closes a socket that never became a session. */
+  private refuse(ws: Socket, e: ApiError): void {
+    ws.cork(() => {
+      ws.send(JSON.stringify({ type: "error", code: e.code, message: e.message }), false);
+      ws.end(e.status === 429 || e.status >= 500 ? CLOSE_SERVER_ERROR : CLOSE_POLICY, e.code);
+    });
+  }
+
+  private attach(ws: Socket, start: StartInfo): void {
+    const params = ws.getUserData().params;
     let feed = this.feeds.get(params.stream);
     if (!feed) {
       feed = new Feed(params.stream, this.pool.shardFor(params.stream), start.head_seq, start.first_seq);
@@ -483,8 +486,10 @@ export class ConsumeHub {
   // ---- leave -------------------------------------------------------------
 
   close(ws: Socket): void {
-    const s = ws.getUserData().session;
-    if (s) this.detach(s);
+    const data = ws.getUserData();
+    data.closed = true;
+    if (data.session) this.detach(data.session);
+    else this.connections--;
   }
 
   private detach(s: Session): void {
@@ -611,6 +616,10 @@ export class ConsumeHub {
     return this.connections;
   }
 
+  get consumersMax(): number {
+    return this.config.consumers_max;
+  }
+
   /** Clean shutdown: every consumer gets an error and a close; acks already taken are written. */
   closeAll(): void {
     clearInterval(this.tick);
@@ -681,25 +690,19 @@ export function consumeRoute(app: uWS.TemplatedApp, hub: ConsumeHub, isReady: ()
     sendPingsAutomatically: false,
     upgrade: (res, req, context) => {
       const x = exchange(res);
-      const stream = req.getParameter(0) ?? "";
-      const query = req.getQuery() ?? "";
-      const key = req.getHeader("sec-websocket-key");
-      const protocol = req.getHeader("sec-websocket-protocol");
-      const extensions = req.getHeader("sec-websocket-extensions");
       if (!isReady()) return sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
       let params: ConsumeParams;
       try {
-        params = hub.parseParams(stream, query);
+        params = hub.parseParams(req.getParameter(0) ?? "", req.getQuery() ?? "");
       } catch (err) {
         return sendError(x, err as ApiError);
       }
-      const release = hub.prepare(params, (err, start) => {
-        if (x.aborted) return;
-        if (err) return sendError(x, err);
-        x.done = true;
-        res.cork(() => res.upgrade<SocketData>({ params, start: start! }, key, protocol, extensions, context));
-      });
-      x.onAbort = release;
+      if (!hub.admit()) {
+        const max = hub.consumersMax;
+        return sendError(x, new ApiError(429, "server_busy", `consumers_max (${max}) consumers are connected; retry later`, { consumers_max: max }));
+      }
+      x.done = true;
+      res.upgrade<SocketData>({ params }, req.getHeader("sec-websocket-key"), req.getHeader("sec-websocket-protocol"), req.getHeader("sec-websocket-extensions"), context);
     },
     open: (ws) => hub.open(ws),
     message: (ws, data, isBinary) => hub.message(ws, data, isBinary),

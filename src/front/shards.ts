@@ -22,7 +22,11 @@ class Shard {
   closed: Promise<void>;
   private stopped = false;
 
-  constructor(shard: number, config: Config) {
+  constructor(
+    private readonly index: number,
+    config: Config,
+  ) {
+    const shard = index;
     const inBuf = Ring.allocate(config.ring_bytes);
     const outBuf = Ring.allocate(config.ring_bytes);
     this.inRing = new Ring(inBuf);
@@ -65,6 +69,9 @@ class Shard {
         }
         try {
           cb?.(r);
+        } catch (err) {
+          // One failing handler must not stop the answers to everyone else.
+          console.error(`front: handling an answer of shard ${this.index} failed: ${(err as Error).stack ?? err}`);
         } finally {
           this.outRing.release();
         }
