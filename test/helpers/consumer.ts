@@ -6,6 +6,8 @@ import { decodeEventBatch } from "../../src/wire/client.js";
 export interface ConsumerOptions {
   /** Acknowledge each events message's last seq as it arrives. */
   autoAck?: boolean;
+  /** Keep each binary message and JSON event (default true); seqs are always kept. */
+  keepMessages?: boolean;
 }
 
 export class Consumer {
@@ -46,7 +48,7 @@ export class Consumer {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (isBinary) {
-      this.binary.push(new Uint8Array(data));
+      if (this.opts.keepMessages !== false) this.binary.push(new Uint8Array(data));
       const batch = decodeEventBatch(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       const r = Buffer.from(batch.records.buffer, batch.records.byteOffset, batch.records.byteLength);
       for (let at = 0; at < r.length; at += r.readUInt32LE(at)) this.seqs.push(Number(r.readBigUInt64LE(at + 8)));
@@ -56,7 +58,7 @@ export class Consumer {
       if (m.type === "events") {
         for (const e of m.events) {
           this.seqs.push(e.seq);
-          this.events.push(e);
+          if (this.opts.keepMessages !== false) this.events.push(e);
         }
         if (this.opts.autoAck) this.send({ type: "ack", seq: m.events[m.events.length - 1].seq });
       } else this.control.push(m);
