@@ -58,6 +58,13 @@ export const configSchema = z
     consumer_takeover_ms: int(500, 600_000).default(3000),
     /** Any consumer silent this long is disconnected. */
     consumer_idle_timeout_ms: int(1000, 3_600_000).default(60_000),
+    /** PostgreSQL for durable group checkpoints (postgres://...); empty: the data dir only. */
+    postgres_url: z.string().default(""),
+    /** Redis caching group checkpoints on every ack (redis://...); empty: none. */
+    redis_url: z.string().default(""),
+    redis_key_prefix: z.string().default("ticker:"),
+    /** Checkpoints reach PostgreSQL in one batched write per interval (and on clean shutdown). */
+    checkpoint_flush_interval_ms: int(10, 3_600_000).default(1000),
     /** Nacks of one event before it goes to the dead-letter stream, unless ?max_attempts= says otherwise. */
     consume_max_attempts_default: int(1, 1000).default(5),
   })

@@ -8,6 +8,7 @@ import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
+import { ExternalCheckpoints } from "../consumer/external.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, frameTs, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
@@ -63,6 +64,8 @@ class ShardWorker {
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   private readonly renderer = new JsonRenderer();
+  /** PostgreSQL / Redis copies of group checkpoints, when configured. */
+  private external: ExternalCheckpoints | null = null;
   /** Streams the front follows live, with the WATCH_* formats it wants. */
   private readonly watched = new Map<string, number>();
 
@@ -111,6 +114,27 @@ class ShardWorker {
     return { type: "ready", streams: this.streams.size, recovery, scrub };
   }
 
+  /**
+   * With PostgreSQL or Redis configured, their checkpoints win over the data
+   * dir's: Redis (set on every ack) first, then PostgreSQL (batched). The data
+   * dir may be new, restored or behind; those stores are shared.
+   */
+  async loadExternalCheckpoints(): Promise<void> {
+    const c = this.config;
+    if (!c.postgres_url && !c.redis_url) return;
+    this.external = await ExternalCheckpoints.open({
+      postgresUrl: c.postgres_url || undefined,
+      redisUrl: c.redis_url || undefined,
+      flushIntervalMs: c.checkpoint_flush_interval_ms,
+      keyPrefix: c.redis_key_prefix,
+    });
+    const loaded = await this.external.load([...this.streams.keys()]);
+    for (const [id, groups] of loaded) {
+      const s = this.streams.get(id)!;
+      for (const [group, seq] of groups) if (s.checkpoints.get(group)?.seq !== seq) s.checkpoints.set(group, seq);
+    }
+  }
+
   noteVerified(stream: string, baseSeq: number): void {
     this.streams.get(stream)?.log.markVerified(baseSeq);
   }
@@ -146,7 +170,7 @@ class ShardWorker {
     clearInterval(retention);
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.stopping = true;
     for (const s of this.streams.values()) {
       try {
@@ -155,6 +179,7 @@ class ShardWorker {
         s.close();
       }
     }
+    await this.external?.close(); // the last batch of checkpoints
   }
 
   private reply(r: Reply): void {
@@ -199,6 +224,7 @@ class ShardWorker {
         const s = this.existing(req.meta.stream!);
         this.streams.delete(s.id);
         s.remove();
+        void this.external?.deleteStream(s.id);
         if (this.watched.delete(s.id)) this.reply({ reqId: PUSH_REQ_ID, status: 404, ct: ContentType.None, body: s.id });
         return this.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
       }
@@ -286,6 +312,7 @@ class ShardWorker {
       throw new ApiError(400, "invalid_parameter", `"seq" ${seq} is above the stream's head_seq ${s.log.headSeq}`, { head_seq: s.log.headSeq });
     }
     s.checkpoints.set(group, seq);
+    this.external?.write(s.id, group, seq);
     this.json(req.reqId, 200, { group, seq });
   }
 
@@ -648,21 +675,25 @@ function uintParam(name: string, v: string, min: number): number {
 
 const port = parentPort!;
 const worker = new ShardWorker(workerData as WorkerInit);
-try {
-  port.postMessage(worker.recover());
-} catch (err) {
+const fatal = (err: unknown) => {
   port.postMessage({ type: "fatal", message: (err as Error).stack ?? String(err) } satisfies WorkerEvent);
   process.exit(1);
+};
+try {
+  const ready = worker.recover();
+  await worker.loadExternalCheckpoints();
+  port.postMessage(ready);
+} catch (err) {
+  fatal(err);
 }
 port.on("message", (cmd: FrontCommand) => {
   if (cmd.type === "corruption") worker.noteCorruption(cmd.stream, cmd.info);
   else if (cmd.type === "verified") worker.noteVerified(cmd.stream, cmd.baseSeq);
   else if (cmd.type === "shutdown") {
-    worker.stop();
-    port.postMessage({ type: "closed" } satisfies WorkerEvent);
-    port.close();
+    void worker.stop().then(() => {
+      port.postMessage({ type: "closed" } satisfies WorkerEvent);
+      port.close();
+    }, fatal);
   }
 });
-worker.run().catch((err) => {
-  port.postMessage({ type: "fatal", message: (err as Error).stack ?? String(err) } satisfies WorkerEvent);
-});
+worker.run().catch(fatal);
