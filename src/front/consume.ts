@@ -58,7 +58,12 @@ export interface SocketData {
   /** Set once the shard has said where the consumer starts. */
   session?: Session;
   closed?: boolean;
+  /** Messages that came before the session (copied: uWS reuses its buffer). */
+  early?: Array<{ data: ArrayBuffer; isBinary: boolean }>;
 }
+
+/** Client messages held while the shard answers where a consumer starts. */
+const EARLY_MESSAGES_MAX = 16;
 
 type Socket = uWS.WebSocket<SocketData>;
 
@@ -238,10 +243,11 @@ export class ConsumeHub {
     if (group && group.active) {
       group.standby.push(s);
       this.hello(s, null);
-      return;
-    }
-    const from = s.explicitFrom ?? (group && group.checkpoint !== null ? group.checkpoint + 1 : feed.head + 1);
-    this.activate(s, from);
+    } else this.activate(s, s.explicitFrom ?? (group && group.checkpoint !== null ? group.checkpoint + 1 : feed.head + 1));
+    const data = ws.getUserData();
+    const early = data.early;
+    data.early = undefined;
+    if (early) for (const m of early) this.message(ws, m.data, m.isBinary);
   }
 
   private activate(s: Session, from: number): void {
@@ -354,8 +360,15 @@ export class ConsumeHub {
   // ---- client messages ---------------------------------------------------
 
   message(ws: Socket, data: ArrayBuffer, isBinary: boolean): void {
-    const s = ws.getUserData().session;
-    if (!s || s.closed) return;
+    const d = ws.getUserData();
+    const s = d.session;
+    if (!s) {
+      d.early ??= [];
+      if (d.early.length >= EARLY_MESSAGES_MAX) return this.refuse(ws, new ApiError(429, "server_busy", `more than ${EARLY_MESSAGES_MAX} messages before the hello`));
+      d.early.push({ data: data.slice(0), isBinary });
+      return;
+    }
+    if (s.closed) return;
     s.lastSeen = Date.now();
     try {
       this.handleMessage(s, parseClientMessage(data, isBinary));
