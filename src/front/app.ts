@@ -5,7 +5,7 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { ContentType, Op, type RequestMeta } from "../shard/protocol.js";
+import { ContentType, Op, type RequestMeta, type Response } from "../shard/protocol.js";
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
 import { STREAM_ID } from "../shard/stream.js";
 import type { ShardPool } from "./shards.js";
@@ -103,11 +103,15 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   const budget = new BodyBudget(config.request_buffer_bytes_max);
   const body = (x: Exchange, len: string, done: (b: Buffer) => void) => readBody(x, len, bodyLimit, budget, config.request_buffer_bytes_max, done);
   let listenSocket: uWS.us_listen_socket | null = null;
+  const consumers = new ConsumeHub(config, pool);
 
   /** Routes a request to the stream's shard and relays its answer. */
-  const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null) => {
+  const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null, seen?: (r: Response) => void) => {
     if (x.aborted) return;
-    const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => send(x, r.status, r.ct, r.body));
+    const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
+      seen?.(r);
+      send(x, r.status, r.ct, r.body);
+    });
     if (!ok) sendError(x, shardBusy(stream));
   };
 
@@ -145,13 +149,13 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
 
   /** A control-plane route whose JSON body goes to the stream's shard as is. */
-  const jsonBodyRoute = (op: Op, what: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+  const jsonBodyRoute = (op: Op, what: string, seen?: (r: Response, stream: string) => void) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
     const r = streamRoute(res, req);
     if (!r) return;
     if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
-    body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b));
+    body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
   };
   app.put("/v1/streams/:id", jsonBodyRoute(Op.PutStream, "stream config"));
   /** A route without a body: the stream and the raw query go to its shard. */
@@ -184,11 +188,17 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     forward(r.x, Op.Replay, r.stream, { stream: r.stream, query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
   });
 
-  app.post("/v1/streams/:id/checkpoint", jsonBodyRoute(Op.SetCheckpoint, "checkpoint body"));
+  app.post(
+    "/v1/streams/:id/checkpoint",
+    jsonBodyRoute(Op.SetCheckpoint, "checkpoint body", (r, stream) => {
+      if (r.status !== 200) return;
+      const { group, seq } = JSON.parse(Buffer.from(r.body).toString("utf8")) as { group: string; seq: number };
+      consumers.noteCheckpoint(stream, group, seq);
+    }),
+  );
   app.get("/v1/streams/:id/checkpoint", queryRoute(Op.GetCheckpoint));
   app.get("/v1/streams/:id/lag", queryRoute(Op.Lag));
   // The shard knows checkpoints and lag; the front adds who is connected.
-  const consumers = new ConsumeHub(config, pool);
   app.get("/v1/streams/:id/groups", (res, req) => {
     const query = req.getQuery() ?? "";
     const r = streamRoute(res, req);

@@ -489,11 +489,7 @@ export class ConsumeHub {
       if (g.checkpoint !== seq) this.writeCheckpoint(g);
       else this.dropIfIdle(g.feed);
     });
-    if (!ok) {
-      g.writing = false;
-      setTimeout(() => !g.writing && this.writeCheckpoint(g), RETRY_MS);
-      g.writing = true;
-    }
+    if (!ok) setTimeout(() => this.writeCheckpoint(g), RETRY_MS); // still "writing" meanwhile
   }
 
   // ---- leave -------------------------------------------------------------
@@ -609,6 +605,12 @@ export class ConsumeHub {
   }
 
   // ---- for other routes --------------------------------------------------
+
+  /** A checkpoint set over HTTP: the group's next member starts from it. */
+  noteCheckpoint(stream: string, group: string, seq: number): void {
+    const g = this.feeds.get(stream)?.groups.get(group);
+    if (g && !g.writing) g.checkpoint = seq;
+  }
 
   /** Connected members of each group of a stream, for GET .../groups. */
   members(stream: string): { head: number; groups: Map<string, MemberInfo[]> } {

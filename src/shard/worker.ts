@@ -184,6 +184,9 @@ class ShardWorker {
 
   private reply(r: Reply): void {
     if (this.outbox.length === 0 && writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) return;
+    // A body may be a view of a reused buffer (the page writer), which a
+    // push from an fsync callback can overwrite before the outbox drains.
+    if (r.body instanceof Uint8Array) r.body = Uint8Array.prototype.slice.call(r.body);
     this.outbox.push(r);
     // Replies also come from callbacks (fsync completions) while the request
     // loop may be parked: drain from here too rather than wait for it.
@@ -492,15 +495,7 @@ class ShardWorker {
     if (from < log.firstSeq) {
       throw new ApiError(410, "expired", `seq ${from} has expired; the oldest retained seq is ${log.firstSeq}`, { first_seq: log.firstSeq });
     }
-    let page;
-    try {
-      page = log.read(from, to, limit, this.config.replay_page_bytes_max, this.pageBuf);
-    } catch (err) {
-      if (err instanceof CorruptRecordError) {
-        throw new ApiError(500, "corrupt_record", err.message, { seq: err.info.seq, segment: err.info.segment });
-      }
-      throw err;
-    }
+    const page = this.readPage(log, from, to, limit, this.config.replay_page_bytes_max);
     if (page.corrupt) console.error(`stream ${stream.id}: replay stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
     if (req.meta.accept === ContentType.FlatBuffers) {
       // The envelope is written around the frames as read from the log.
@@ -558,7 +553,7 @@ class ShardWorker {
       throw new ApiError(410, "expired", `seq ${from} has expired; the oldest retained seq is ${log.firstSeq}`, { first_seq: log.firstSeq });
     }
     const bytesMax = this.config.consume_page_bytes_max;
-    const page = log.read(from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit!, this.config.consume_page_events_max), bytesMax, this.pageBuf);
+    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit!, this.config.consume_page_events_max), bytesMax);
     if (page.corrupt) console.error(`stream ${stream.id}: consumer read stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
     const head = log.committedSeq;
     if (req.meta.accept === ContentType.FlatBuffers) {
@@ -637,6 +632,16 @@ class ShardWorker {
     this.reply({ reqId, status, ct: ContentType.None, body });
   }
 
+  /** A page of frames into pageBuf; damage at its first record is a 500 corrupt_record. */
+  private readPage(log: Stream["log"], from: number, to: number, eventsMax: number, bytesMax: number) {
+    try {
+      return log.read(from, to, eventsMax, bytesMax, this.pageBuf);
+    } catch (err) {
+      if (err instanceof CorruptRecordError) throw corruptRecord(err.info);
+      throw err;
+    }
+  }
+
   // ---- retention -------------------------------------------------------
 
   private applyRetention(): void {
@@ -651,6 +656,9 @@ class ShardWorker {
     }
   }
 }
+
+const corruptRecord = (info: CorruptionInfo) =>
+  new ApiError(500, "corrupt_record", new CorruptRecordError(info).message, { seq: info.seq, segment: info.segment });
 
 /** Group names follow the stream id rule. */
 const GROUP = STREAM_ID;

@@ -120,6 +120,20 @@ describe("WebSocket consume", () => {
     await fresh.close();
   });
 
+  it("a checkpoint set over HTTP while the group is connected is where its standby takes over", async () => {
+    await publish(s.url, "moved", 50);
+    const a = await Consumer.connect(s.url, "moved", "group=ops&from=earliest");
+    await a.eventsThrough(50);
+    const b = await Consumer.connect(s.url, "moved", "group=ops");
+    expect(await b.controlMessage("hello")).toMatchObject({ role: "standby" });
+    expect((await api(`${s.url}/v1/streams/moved/checkpoint`, "POST", { group: "ops", seq: 30 })).status).toBe(200);
+    await a.close();
+    expect(await b.controlMessage("hello", 1)).toMatchObject({ role: "active", from: 31 });
+    await b.eventsThrough(50);
+    expect(isRun(b.seqs, 31, 50)).toBe(true);
+    await b.close();
+  });
+
   it("window bounds unacked events in flight; acks open it again", async () => {
     await publish(s.url, "windowed", 500);
     const c = await Consumer.connect(s.url, "windowed", "group=slow&from=earliest&window=100");
