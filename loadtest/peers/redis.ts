@@ -11,6 +11,9 @@
 // written to raw node:net sockets, and their replies only counted
 // (./resp.ts); XRANGE pages are walked once, as they arrive, for their count
 // and last id.
+//
+// bench-consume uses the same private server, install step and connection
+// (RedisServer, ensureRedisServer, RespConn) for its XADD → XREAD latency rows.
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -111,7 +114,7 @@ const lastLine = (s: string) => s.split("\n").filter((l) => l.trim() !== "").at(
  * on PATH (a fresh machine has no Redis). Returns a reason instead when
  * that fails, so the Ticker rows still get reported.
  */
-async function ensureRedisServer(notes: string[]): Promise<{ binary: string } | { reason: string }> {
+export async function ensureRedisServer(notes: string[]): Promise<{ binary: string } | { reason: string }> {
   const found = onPath("redis-server");
   if (found) return { binary: found };
   console.error("redis: redis-server not on PATH; apt-get update && apt-get install -y redis-server");
@@ -140,7 +143,7 @@ export interface RedisVersion {
   debian: string | null;
 }
 
-async function serverVersion(binary: string): Promise<RedisVersion> {
+export async function serverVersion(binary: string): Promise<RedisVersion> {
   // "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=…"
   const r = await run(binary, ["--version"], 10_000);
   const v = /v=(\d+\.\d+\.\d+)/.exec(r.out)?.[1];
@@ -180,7 +183,7 @@ function gone(pid: number): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-class RedisServer {
+export class RedisServer {
   private constructor(
     readonly pid: number,
     readonly port: number,
@@ -289,7 +292,7 @@ class RedisServer {
 // ---- the client -----------------------------------------------------------
 
 /** Reads the answer to one request from chunks split anywhere. */
-interface ReplyReader<T> {
+export interface ReplyReader<T> {
   /** Takes the next bytes; true once the whole answer has arrived. Throws on a bad or error reply. */
   feed(chunk: Buffer): boolean;
   result(): T;
@@ -342,7 +345,7 @@ interface Waiter {
  * ReplyReader as the bytes arrive. A connection that fails stays failed: a
  * benchmark wants the error, not a retry.
  */
-class RespConn {
+export class RespConn {
   private readonly replies = new CountedReplies();
   private waiter: Waiter | null = null;
   private failure: Error | null = null;
