@@ -15,7 +15,8 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, type ConsumeHead } from "../shard/protocol.js";
+import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead } from "../shard/protocol.js";
+import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
 import { STREAM_ID } from "../shard/stream.js";
 import type { Response } from "../shard/protocol.js";
 import { exchange, sendError } from "./http.js";
@@ -130,6 +131,10 @@ class Feed {
   readonly groups = new Map<string, Group>();
   /** WATCH_* formats the shard renders live batches in. */
   mask = 0;
+  /** Live batches received this turn, sent joined when it ends. */
+  pending: LiveBatch[] = [];
+  pendingBytes = 0;
+  flushQueued = false;
 
   constructor(
     readonly stream: string,
@@ -322,6 +327,11 @@ export class ConsumeHub {
 
   // ---- the live path -----------------------------------------------------
 
+  /**
+   * A live batch (or head news) from a shard. Batches are held until the
+   * current turn of the event loop ends and then sent joined: when the
+   * front is busy, a socket gets one write for many pushes.
+   */
   private onPush(r: Response): void {
     if (r.status === 404) {
       const feed = this.feeds.get(Buffer.from(r.body).toString("utf8"));
@@ -334,27 +344,46 @@ export class ConsumeHub {
     if (!feed) return;
     if (h.b > feed.head) feed.head = h.b;
     feed.first = h.firstSeq;
-    const bin = r.body.subarray(idEnd, idEnd + h.binBytes);
-    const json = r.body.subarray(idEnd + h.binBytes, idEnd + h.binBytes + h.jsonBytes);
-    for (const s of feed.sessions) {
-      if (s.live && s.role === "active") this.deliverLive(s, h, s.params.binary ? bin : json);
+    // Copies: the ring's bytes are reused once this callback returns.
+    const bin = h.binBytes > 0 ? Buffer.from(r.body.subarray(idEnd, idEnd + h.binBytes)) : null;
+    const json = h.jsonBytes > 0 ? Buffer.from(r.body.subarray(idEnd + h.binBytes, idEnd + h.binBytes + h.jsonBytes)) : null;
+    feed.pending.push({ count: h.count, first: h.a, last: h.b, firstSeq: h.firstSeq, bin, json });
+    feed.pendingBytes += h.binBytes + h.jsonBytes;
+    if (feed.pendingBytes >= this.liveMessageBytesMax) this.flushLive(feed);
+    else if (!feed.flushQueued) {
+      feed.flushQueued = true;
+      setImmediate(() => this.flushLive(feed));
     }
   }
 
-  private deliverLive(s: Session, h: ConsumeHead, msg: Uint8Array): void {
-    if (h.b < s.nextSeq) return; // already sent
+  private flushLive(feed: Feed): void {
+    feed.flushQueued = false;
+    const batches = feed.pending;
+    feed.pending = [];
+    feed.pendingBytes = 0;
+    if (this.feeds.get(feed.stream) !== feed) return;
+    for (const run of runsOf(batches)) {
+      const b = joinRun(feed.stream, run);
+      for (const s of feed.sessions) {
+        if (s.live && s.role === "active") this.deliverLive(s, b, s.params.binary ? b.bin : b.json);
+      }
+    }
+  }
+
+  private deliverLive(s: Session, b: LiveBatch, msg: Buffer | null): void {
+    if (b.last < s.nextSeq) return; // already sent
     const fits =
-      h.count > 0 &&
-      h.a === s.nextSeq &&
-      msg.byteLength > 0 &&
+      b.count > 0 &&
+      b.first === s.nextSeq &&
+      msg !== null &&
       msg.byteLength <= this.liveMessageBytesMax &&
-      h.count <= s.room &&
+      b.count <= s.room &&
       s.ws.getBufferedAmount() < this.config.consumer_buffer_bytes_max;
     if (!fits) {
       s.live = false;
       return this.pump(s);
     }
-    if (this.sendData(s, msg)) s.nextSeq = h.b + 1;
+    if (this.sendData(s, msg)) s.nextSeq = b.last + 1;
   }
 
   // ---- client messages ---------------------------------------------------

@@ -319,14 +319,18 @@ export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, c
   w.ascii(`],"next":${info.from + rendered},"head_seq":${info.headSeq},"first_seq":${info.firstSeq}}`);
 }
 
+/** A consumer's `events` message is EVENTS_MESSAGE_HEAD, the events joined by commas, EVENTS_MESSAGE_TAIL. */
+export const EVENTS_MESSAGE_HEAD = `{"type":"events","events":[`;
+export const EVENTS_MESSAGE_TAIL = `]}`;
+
 /**
  * Renders frames as a consumer's `events` message; same early stop as a
  * replay page. Returns how many events the message holds.
  */
 export function renderEventsMessage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, streamJson: string, bytesMax: number): number {
   w.reset();
-  w.ascii(`{"type":"events","events":[`);
+  w.ascii(EVENTS_MESSAGE_HEAD);
   const rendered = renderEvents(w, r, frames, count, streamJson, bytesMax);
-  w.ascii(`]}`);
+  w.ascii(EVENTS_MESSAGE_TAIL);
   return rendered;
 }
