@@ -203,7 +203,9 @@ class Server {
   }
 
   static async start(dataDir: string): Promise<Server> {
-    const proc = spawn(process.execPath, [SERVER_MAIN, "serve", "--port", "0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"] });
+    // TICKER_BENCH_SERVER_FLAGS: node flags for the server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeFlags = (process.env.TICKER_BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean);
+    const proc = spawn(process.execPath, [...nodeFlags, SERVER_MAIN, "serve", "--port", "0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"] });
     const s = new Server(proc);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`server not ready in ${SERVER_START_TIMEOUT_MS} ms:\n${s.out}`)), SERVER_START_TIMEOUT_MS);
