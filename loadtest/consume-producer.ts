@@ -81,33 +81,40 @@ async function tickerLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lan
   const path = `/v1/streams/${spec.stream}/events`;
   const headers = { "Content-Type": "application/json" };
   const tail = `,"p":"${spec.pad}"}}`;
-  return conns.map((conn): Lane => ({
-    busy: false,
-    async send(n, t) {
-      const event = `{"type":"tick","payload":{"t":${t}${tail}`;
-      const body = Buffer.from(`{"events":[${(event + ",").repeat(n - 1)}${event}]}`, "latin1");
-      for (;;) {
-        let r: HttpRawReply;
-        try {
-          r = await conn.post(path, body, headers);
-        } catch (err) {
-          return error(res, `POST of ${n} events: ${(err as Error).message}`);
+  return conns.map((first): Lane => {
+    let conn = first;
+    const lane: Lane = {
+      busy: false,
+      async send(n, t) {
+        // The server closes keep-alive connections idle for 10 s; a lane that
+        // sat out a quiet spell reconnects (nothing was in flight on it).
+        if (conn.failed) conn = await HttpRawConnection.connect(spec.port, { timeoutMs: REQUEST_TIMEOUT_MS });
+        const event = `{"type":"tick","payload":{"t":${t}${tail}`;
+        const body = Buffer.from(`{"events":[${(event + ",").repeat(n - 1)}${event}]}`, "latin1");
+        for (;;) {
+          let r: HttpRawReply;
+          try {
+            r = await conn.post(path, body, headers);
+          } catch (err) {
+            return error(res, `POST of ${n} events: ${(err as Error).message}`);
+          }
+          if (r.status === 429) {
+            res.retries++;
+            await new Promise((ok) => setTimeout(ok, RETRY_MS));
+            continue;
+          }
+          if (r.status !== 200) return error(res, `POST of ${n} events: HTTP ${r.status}: ${r.body.toString("utf8", 0, 200)}`);
+          const a = JSON.parse(r.body.toString("utf8")) as { count: number; last_seq: number };
+          if (a.count !== n) error(res, `POST of ${n} events appended ${a.count}`);
+          res.accepted += a.count;
+          if (a.last_seq > res.lastSeq) res.lastSeq = a.last_seq;
+          return;
         }
-        if (r.status === 429) {
-          res.retries++;
-          await new Promise((ok) => setTimeout(ok, RETRY_MS));
-          continue;
-        }
-        if (r.status !== 200) return error(res, `POST of ${n} events: HTTP ${r.status}: ${r.body.toString("utf8", 0, 200)}`);
-        const a = JSON.parse(r.body.toString("utf8")) as { count: number; last_seq: number };
-        if (a.count !== n) error(res, `POST of ${n} events appended ${a.count}`);
-        res.accepted += a.count;
-        if (a.last_seq > res.lastSeq) res.lastSeq = a.last_seq;
-        return;
-      }
-    },
-    close: () => conn.close(),
-  }));
+      },
+      close: () => conn.close(),
+    };
+    return lane;
+  });
 }
 
 async function redisLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lane[]> {
@@ -136,7 +143,21 @@ function error(res: ProducerResult, msg: string): void {
 }
 
 export async function runProducer(spec: ProducerSpec): Promise<ProducerResult> {
-  const res: ProducerResult = { sent: 0, accepted: 0, measured: 0, lastSeq: 0, requests: 0, batchMax: 0, stalls: 0, backlogMax: 0, retries: 0, tickLateP99Ms: 0, tickLateMaxMs: 0, rtt: "", errors: [] };
+  const res: ProducerResult = {
+    sent: 0,
+    accepted: 0,
+    measured: 0,
+    lastSeq: 0,
+    requests: 0,
+    batchMax: 0,
+    stalls: 0,
+    backlogMax: 0,
+    retries: 0,
+    tickLateP99Ms: 0,
+    tickLateMaxMs: 0,
+    rtt: "",
+    errors: [],
+  };
   const rtt = newHistogram();
   const lanes = spec.target === "ticker" ? await tickerLanes(spec, res) : await redisLanes(spec, res);
   const total = Math.floor(((spec.tEnd - spec.t0) * spec.rate) / 1000);

@@ -135,6 +135,11 @@ export class HttpRawConnection {
     });
   }
 
+  /** The connection is gone (e.g. the server closed it after its keep-alive idle time). */
+  get failed(): boolean {
+    return this.failure !== null;
+  }
+
   /** Requests written and not yet answered. */
   get pending(): number {
     return this.waiting.length;
