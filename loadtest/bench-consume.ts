@@ -25,7 +25,7 @@
 // Prints a markdown report and writes it to docs/bench-consume-latest.md.
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
 import http from "node:http";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -219,6 +219,8 @@ class Server {
       };
       proc.stdout!.on("data", (c: Buffer) => {
         s.out += c.toString();
+        // TICKER_BENCH_SERVER_LOG: a file that gets the server's stdout (e.g. with --trace-gc).
+        if (process.env.TICKER_BENCH_SERVER_LOG) appendFileSync(process.env.TICKER_BENCH_SERVER_LOG, c);
         check();
       });
       proc.stderr!.on("data", (c: Buffer) => {
