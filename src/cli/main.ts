@@ -5,7 +5,6 @@ import { CONFIG_KEYS, ConfigError, loadConfig } from "../config.js";
 import { ShardPool } from "../front/shards.js";
 import { createFront } from "../front/app.js";
 import { startScrub } from "../log/scrub.js";
-import { migrate } from "../consumer/external.js";
 
 const USAGE = `usage: ticker serve [--host 127.0.0.1] [--port 8080] [--data-dir ./data] [--config file.json] [--<key> value ...]
 
@@ -39,7 +38,7 @@ async function serve(argv: string[]): Promise<void> {
 
   const started = Date.now();
   // The schema is in place before any shard loads or writes checkpoints.
-  if (config.postgres_url) await migrate(config.postgres_url);
+  if (config.postgres_url) await (await import("../consumer/external.js")).migrate(config.postgres_url);
   const pool = new ShardPool(config);
   let ready = false;
   const front = createFront(config, pool, () => ready);

@@ -96,7 +96,7 @@ export class Stream {
     mkdirSync(dir, { recursive: true });
     const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax);
     s.saveMeta();
-    s.recovery = s.log.open();
+    s.recovery = s.log.open(config.durability === "fsync");
     return s;
   }
 
@@ -109,7 +109,7 @@ export class Stream {
   static open(dir: string, meta: StreamMeta, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): Stream {
     const config = { ...fullConfig({}, defaults), ...meta.config };
     const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
-    s.recovery = s.log.open();
+    s.recovery = s.log.open(config.durability === "fsync");
     s.rebuildDedup();
     return s;
   }

@@ -8,7 +8,7 @@ import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
-import { ExternalCheckpoints } from "../consumer/external.js";
+import type { ExternalCheckpoints } from "../consumer/external.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, frameTs, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
@@ -122,6 +122,9 @@ class ShardWorker {
   async loadExternalCheckpoints(): Promise<void> {
     const c = this.config;
     if (!c.postgres_url && !c.redis_url) return;
+    // Loaded only when configured: the PostgreSQL and Redis clients cost each
+    // shard thread megabytes of heap.
+    const { ExternalCheckpoints } = await import("../consumer/external.js");
     this.external = await ExternalCheckpoints.open({
       postgresUrl: c.postgres_url || undefined,
       redisUrl: c.redis_url || undefined,
