@@ -1,0 +1,186 @@
+// Machine limits: what this machine allows at best (memory copy, sequential
+// disk write, append + fdatasync, loopback TCP), measured by a small C program
+// (native-bench/limits.c) so that a benchmark report can set Ticker's figures
+// against the hardware's. See native-bench/README.md for what each figure is.
+//
+//   npm run bench:limits        # build, compile, measure: ~5 s of measuring
+//
+// The program is compiled with the system's `cc` into a fresh temp dir and
+// measures disk on a directory in os.tmpdir(), the file system the other
+// benchmarks' data dirs are on; the temp dir is removed afterwards.
+import { execFile, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { z } from "zod";
+import type { MachineLimits } from "./results.js";
+
+const run = promisify(execFile);
+
+const SOURCE = fileURLToPath(new URL("../../native-bench/limits.c", import.meta.url));
+const CC_ARGS = ["-O2", "-std=c11", "-pthread", "-Wall", "-Wextra"];
+// The program bounds itself (a 20 s watchdog); these only catch a wedged child.
+const COMPILE_TIMEOUT_MS = 60_000;
+const MEASURE_TIMEOUT_MS = 30_000;
+const APT_UPDATE_TIMEOUT_MS = 180_000;
+const APT_INSTALL_TIMEOUT_MS = 300_000;
+
+const limitsSchema = z
+  .object({
+    memcpy_gib_s: z.number().finite().positive(),
+    seq_write_mib_s: z.number().finite().positive(),
+    fdatasync_per_s: z.number().finite().positive(),
+    fdatasync_p50_ms: z.number().finite().positive(),
+    fdatasync_p99_ms: z.number().finite().positive(),
+    tcp_loopback_gbit_s: z.number().finite().positive(),
+  })
+  .strict()
+  .refine((l) => l.fdatasync_p50_ms <= l.fdatasync_p99_ms, "fdatasync p50 is above p99");
+
+interface LimitsRun {
+  limits: MachineLimits;
+  /** The program's one line per phase (stderr): counts, durations, maxima. */
+  detail: string[];
+  wallS: number;
+}
+
+/** Programs and temp dirs of runs in progress, for the CLI's Ctrl-C. */
+const liveChildren = new Set<ChildProcess>();
+const liveDirs = new Set<string>();
+
+function isMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === "ENOENT";
+}
+
+function failure(what: string, err: unknown): Error {
+  const e = err as { stderr?: string; message?: string; killed?: boolean; signal?: string };
+  const out = e.stderr?.trim() || e.message || String(err);
+  return new Error(`limits: ${what}${e.killed ? ` (killed: ${e.signal ?? "timeout"})` : ""}:\n${out}`);
+}
+
+let aptUpdated = false;
+
+/** `cc` on PATH, or installed from Debian (gcc provides cc) when we are root. */
+async function ensureCompiler(): Promise<void> {
+  try {
+    await run("cc", ["--version"]);
+    return;
+  } catch (err) {
+    if (!isMissing(err)) throw failure("`cc --version` failed", err);
+  }
+  if (process.getuid?.() !== 0) {
+    throw new Error("limits: no C compiler: `cc` is not on PATH and this is not root, so gcc cannot be installed here; run `apt-get install -y gcc` (or put a C11 `cc` on PATH) and retry");
+  }
+  console.error("limits: `cc` not found; installing gcc from Debian (apt-get)");
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  try {
+    if (!aptUpdated) {
+      await run("apt-get", ["update"], { env, timeout: APT_UPDATE_TIMEOUT_MS, maxBuffer: 16 << 20 });
+      aptUpdated = true;
+    }
+    await run("apt-get", ["install", "-y", "gcc"], { env, timeout: APT_INSTALL_TIMEOUT_MS, maxBuffer: 16 << 20 });
+    await run("cc", ["--version"]);
+  } catch (err) {
+    throw failure("installing gcc failed", err);
+  }
+}
+
+function parseLimits(stdout: string): MachineLimits {
+  let json: unknown;
+  try {
+    json = JSON.parse(stdout);
+  } catch {
+    throw new Error(`limits: the program did not print one JSON object; it printed:\n${stdout}`);
+  }
+  const parsed = limitsSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new Error(`limits: the program's JSON is not a valid MachineLimits: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(object)"}: ${i.message}`).join("; ")}\n${stdout}`);
+  }
+  return parsed.data;
+}
+
+async function measureWithDetail(): Promise<LimitsRun> {
+  await ensureCompiler();
+  const dir = mkdtempSync(join(tmpdir(), "ticker-limits-"));
+  liveDirs.add(dir);
+  try {
+    const bin = join(dir, "limits");
+    const data = join(dir, "data");
+    mkdirSync(data);
+    try {
+      await run("cc", [...CC_ARGS, "-o", bin, SOURCE], { timeout: COMPILE_TIMEOUT_MS });
+    } catch (err) {
+      throw failure(`compiling ${SOURCE} failed`, err);
+    }
+    const t0 = performance.now();
+    let out: { stdout: string; stderr: string };
+    const measuring = run(bin, [data], { timeout: MEASURE_TIMEOUT_MS, killSignal: "SIGKILL" });
+    liveChildren.add(measuring.child);
+    try {
+      out = await measuring;
+    } catch (err) {
+      throw failure("the measurement failed", err);
+    } finally {
+      liveChildren.delete(measuring.child);
+    }
+    const wallS = (performance.now() - t0) / 1000;
+    const detail = out.stderr.split("\n").filter((l) => l.trim() !== "");
+    return { limits: parseLimits(out.stdout), detail, wallS };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
+  }
+}
+
+/** Measures this machine's limits (~5 s; compiles native-bench/limits.c with `cc`, installing gcc if root and missing). */
+export async function measureLimits(): Promise<MachineLimits> {
+  return (await measureWithDetail()).limits;
+}
+
+function table(l: MachineLimits): string {
+  const rows: [string, string, string][] = [
+    ["memcpy", `${l.memcpy_gib_s.toFixed(2)} GiB/s`, "64 MiB buffers, best of 5 passes of 0.1 s"],
+    ["sequential write", `${l.seq_write_mib_s.toFixed(0)} MiB/s`, "256 MiB in 1 MiB writes, then fdatasync (timed)"],
+    ["append + fdatasync", `${l.fdatasync_per_s.toFixed(0)} /s`, "4 KiB appends, each followed by fdatasync, ~2 s"],
+    ["append + fdatasync p50", `${l.fdatasync_p50_ms.toFixed(3)} ms`, ""],
+    ["append + fdatasync p99", `${l.fdatasync_p99_ms.toFixed(3)} ms`, ""],
+    ["loopback TCP", `${l.tcp_loopback_gbit_s.toFixed(2)} Gbit/s`, "1 GiB over 127.0.0.1 in 256 KiB writes"],
+  ];
+  return ["| limit | value | how |", "|---|---:|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
+
+async function main(): Promise<number> {
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      // The program first, so it cannot write into a dir being removed.
+      for (const c of liveChildren) c.kill("SIGKILL");
+      for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
+      process.exit(130);
+    });
+  }
+  const { limits, detail, wallS } = await measureWithDetail();
+  process.stdout.write(`${JSON.stringify(limits)}\n\n${table(limits)}\n`);
+  for (const line of detail) console.error(line);
+  console.error(`limits: measured in ${wallS.toFixed(1)} s (disk: ${tmpdir()})`);
+  return 0;
+}
+
+function runDirectly(): boolean {
+  try {
+    return !!process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false; // argv[1] is not a file (node -e, a REPL): imported, not run
+  }
+}
+
+if (runDirectly()) {
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(err instanceof Error ? err.message : err);
+      process.exit(1);
+    },
+  );
+}
