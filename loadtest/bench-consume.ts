@@ -23,9 +23,9 @@
 // CLOCK_PROBES round trips) and reported; it was a few µs when written.
 //
 // Prints a markdown report and writes it to docs/bench-consume-latest.md.
-import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,9 +38,10 @@ import type { HostReply, HostRequest } from "./consume-host.js";
 import { runProducer, type ProducerResult, type ProducerSpec } from "./consume-producer.js";
 import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion } from "./peers/redis.js";
 import { CLK_TCK, machineBusyTicks, processMemory, ticksOf } from "./proc.js";
+import { BenchServer, killAllServers } from "./server.js";
+import { report as reportResults, resultsFile, type Measurement } from "./results.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
-const SERVER_MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 const PRODUCER_MAIN = new URL("./consume-producer.js", import.meta.url);
 const HOST_MAIN = fileURLToPath(new URL("./consume-host.js", import.meta.url));
 const REPORT_PATH = join(REPO, "docs", "bench-consume-latest.md");
@@ -63,9 +64,6 @@ const LANES = 16;
 const LEAD_MS = 500;
 const CLOCK_PROBES = 20;
 
-const SERVER_START_TIMEOUT_MS = 30_000;
-/** Above the server's default shutdown_timeout_ms (10 s) so SIGKILL is a last resort. */
-const SERVER_STOP_TIMEOUT_MS = 15_000;
 /** After the producer's last answer, the consumers get this long to receive the rest. */
 const DRAIN_TIMEOUT_MS = 20_000;
 /**
@@ -114,6 +112,8 @@ const { values: opts } = parseArgs({
     "fanout-hosts": { type: "string" },
     rows: { type: "string" },
     "no-peers": { type: "boolean", default: false },
+    // A JSON-lines file that gets this run's measurements (loadtest/results.ts), for `npm run bench`.
+    results: { type: "string" },
   },
   strict: true,
 });
@@ -160,7 +160,6 @@ for (const id of selected) {
 
 // ---- the server -------------------------------------------------------------
 
-const liveServers = new Set<Server>();
 const liveHosts = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
 
@@ -175,94 +174,6 @@ function removeTempDir(dir: string): void {
   tempDirs.delete(dir);
 }
 
-class Server {
-  port = 0;
-  private out = "";
-  /** Lines the server wrote to stderr; any of them is worth reporting. */
-  readonly errors: string[] = [];
-  private exitInfo: string | null = null;
-  private readonly exited: Promise<void>;
-
-  private constructor(private readonly proc: ChildProcess) {
-    liveServers.add(this);
-    this.exited = new Promise((resolve) =>
-      proc.once("exit", (code, signal) => {
-        this.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-        liveServers.delete(this);
-        resolve();
-      }),
-    );
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  get exit(): string | null {
-    return this.exitInfo;
-  }
-
-  static async start(dataDir: string): Promise<Server> {
-    // TICKER_BENCH_SERVER_FLAGS: node flags for the server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-    const nodeFlags = (process.env.TICKER_BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean);
-    const proc = spawn(process.execPath, [...nodeFlags, SERVER_MAIN, "serve", "--port", "0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"] });
-    const s = new Server(proc);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server not ready in ${SERVER_START_TIMEOUT_MS} ms:\n${s.out}`)), SERVER_START_TIMEOUT_MS);
-      const check = () => {
-        const m = /ticker listening on \S+:(\d+)/.exec(s.out);
-        if (m && !s.port) s.port = Number(m[1]);
-        if (s.port && s.out.includes("ticker ready")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      proc.stdout!.on("data", (c: Buffer) => {
-        s.out += c.toString();
-        // TICKER_BENCH_SERVER_LOG: a file that gets the server's stdout (e.g. with --trace-gc).
-        if (process.env.TICKER_BENCH_SERVER_LOG) appendFileSync(process.env.TICKER_BENCH_SERVER_LOG, c);
-        check();
-      });
-      proc.stderr!.on("data", (c: Buffer) => {
-        s.out += c.toString();
-        s.errors.push(...c.toString().split("\n").filter((l) => l.trim() !== ""));
-        check();
-      });
-      void s.exited.then(() => {
-        clearTimeout(timer);
-        reject(new Error(`server exited (${s.exitInfo}) before ready:\n${s.out}`));
-      });
-    });
-    return s;
-  }
-
-  memory(): { peak: number; rss: number } {
-    return processMemory(this.pid);
-  }
-
-  /** SIGTERM, then SIGKILL if it has not exited in time; returns how it ended. */
-  async stop(): Promise<string> {
-    if (this.exitInfo) return `had already exited (${this.exitInfo})`;
-    process.kill(this.pid, "SIGTERM");
-    const timedOut = await Promise.race([this.exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), SERVER_STOP_TIMEOUT_MS))]);
-    if (!timedOut) return `SIGTERM: exited (${this.exitInfo})`;
-    process.kill(this.pid, "SIGKILL");
-    await this.exited;
-    return `SIGTERM ignored for ${SERVER_STOP_TIMEOUT_MS} ms, SIGKILLed`;
-  }
-
-  killNow(): void {
-    try {
-      process.kill(this.pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  }
-
-  outputTail(lines = 15): string {
-    return this.out.trimEnd().split("\n").slice(-lines).join("\n");
-  }
-}
 
 function request(port: number, method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -471,12 +382,12 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
   const { label, rate, consumers } = spec;
   const row: Row = { spec };
   const dir = makeTempDir();
-  let server: Server | null = null;
+  let server: BenchServer | null = null;
   let set: WsConsumerSet | null = null;
   const hosts: Host[] = [];
   const useHosts = consumers > 1 ? FANOUT_HOSTS : 0;
   try {
-    server = await Server.start(dir);
+    server = await BenchServer.start(dir);
     const port = server.port;
     const put = await request(port, "PUT", `/v1/streams/${STREAM}`, "{}");
     if (put.status !== 201 && put.status !== 200) throw new Error(`PUT /v1/streams/${STREAM}: HTTP ${put.status}: ${put.body}`);
@@ -635,6 +546,21 @@ const PAD = randomBytes(PAD_CHARS).toString("base64").slice(0, PAD_CHARS);
 // ---- report ---------------------------------------------------------------
 
 /** µs → ms text: 3 decimals under 1 ms, 2 under 100, none above. */
+/** A row as measurements for `npm run bench`: W3 rows and the plain fan-out rows. */
+function measurementsOf(r: Row): Measurement[] {
+  const workload = ({ "w3-20k": "W3-20k", "w3-100k": "W3-100k", "fanout-100": "fanout-100", "fanout-1000": "fanout-1000" } as const)[r.spec.id as "w3-20k"];
+  if (!workload || !r.hist || r.spec.target !== "ticker") return [];
+  const h = r.hist;
+  const at = (metric: string, us: number): Measurement => ({ workload, system: "Ticker", metric, value: us / 1000, better: "lower" });
+  return [
+    at("p50 ms", h.getValueAtPercentile(50)),
+    at("p99 ms", h.getValueAtPercentile(99)),
+    at("p99.9 ms", h.getValueAtPercentile(99.9)),
+    at("max ms", h.maxValue),
+    { workload, system: "Ticker", metric: "server CPU cores", value: r.serverCpu!, better: "lower" },
+  ];
+}
+
 function ms(us: number): string {
   const v = us / 1000;
   return v < 1 ? v.toFixed(3) : v < 100 ? v.toFixed(2) : v.toFixed(0);
@@ -676,7 +602,7 @@ function commandLine(): string {
 }
 
 function cleanupNow(): void {
-  for (const s of liveServers) s.killNow();
+  killAllServers();
   for (const h of liveHosts) h.kill("SIGKILL");
   killRedisNow();
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
@@ -706,6 +632,7 @@ async function main(): Promise<number> {
   } finally {
     cleanupNow();
   }
+  reportResults(rows.flatMap(measurementsOf), opts.results ?? resultsFile());
 
   const dirty = git(["status", "--porcelain", "--untracked-files=no", "src"]);
   const commit = (git(["rev-parse", "--short", "HEAD"]) || "unknown") + (dirty ? " (plus uncommitted changes under src/)" : "");

@@ -9,7 +9,7 @@
 // After the Ticker rows it runs the same workloads against Redis Streams
 // (loadtest/peers/redis.ts), so docs can put both side by side from one run.
 // Prints a markdown report and writes it to docs/bench-engine-latest.md.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -20,11 +20,12 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { decodeEventBatch, encodePublishBatch } from "../src/wire/client.js";
 import { killRedisNow, runRedisPeer, type PeerRow, type RedisPeerReport, type Workload } from "./peers/redis.js";
-import { CLK_TCK, diskBytes, processMemory, ticksOf, timed } from "./proc.js";
+import { CLK_TCK, diskBytes, ticksOf, timed } from "./proc.js";
+import { BenchServer, killAllServers, spawnServer } from "./server.js";
+import { report as reportResults, resultsFile, type Measurement } from "./results.js";
 import { HttpRawClient } from "./http-raw.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
-const SERVER_MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 const REPORT_PATH = join(REPO, "docs", "bench-engine-latest.md");
 
 const STREAM = "bench";
@@ -42,9 +43,6 @@ const BODY_POOL = 50;
 const CT_JSON = "application/json";
 const CT_FLAT = "application/x-flatbuffers";
 
-const SERVER_START_TIMEOUT_MS = 30_000;
-/** Above the server's default shutdown_timeout_ms (10 s) so SIGKILL is a last resort. */
-const SERVER_STOP_TIMEOUT_MS = 15_000;
 const REQUEST_TIMEOUT_MS = 60_000;
 /** Before timing, the server must stay under 4% of a core for a whole window. */
 const SETTLE_WINDOW_MS = 500;
@@ -63,6 +61,8 @@ const { values: opts } = parseArgs({
     client: { type: "string", default: "http" },
     // Node 20's parseArgs has no --no-X negation, so the flag is its own option.
     "no-peers": { type: "boolean", default: false },
+    // A JSON-lines file that gets this run's measurements (loadtest/results.ts), for `npm run bench`.
+    results: { type: "string" },
   },
   strict: true,
 });
@@ -146,7 +146,6 @@ interface ThreadCpu {
 /** How the last server's shard threads were identified, for the report. */
 let shardThreadMethod = "not identified";
 
-const liveServers = new Set<Server>();
 const tempDirs = new Set<string>();
 
 function makeTempDir(): string {
@@ -160,75 +159,23 @@ function removeTempDir(dir: string): void {
   tempDirs.delete(dir);
 }
 
-class Server {
-  port = 0;
-  private shardCount = 0;
+/** The server with what this benchmark adds: its shard threads told apart, and settling. */
+class Server extends BenchServer {
   /** tid → shard label, or null when the shard threads could not be told apart. */
   private shardThreads: Map<number, string> | null = null;
   /** Threads alive when the listening line arrived: shards yes, the scrub's piscina thread not yet. */
   private earlyTids: number[] = [];
-  private out = "";
-  /** Lines the server wrote to stderr; any of them is worth reporting. */
-  readonly errors: string[] = [];
-  private exitInfo: string | null = null;
-  private readonly exited: Promise<void>;
 
-  private constructor(
-    private readonly proc: ChildProcess,
-    readonly dataDir: string,
-  ) {
-    liveServers.add(this);
-    this.exited = new Promise((resolve) =>
-      proc.once("exit", (code, signal) => {
-        this.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-        liveServers.delete(this);
-        resolve();
-      }),
-    );
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  /** How the process ended, or null while it runs. */
-  get exit(): string | null {
-    return this.exitInfo;
-  }
-
-  static async start(dataDir: string): Promise<Server> {
-    const proc = spawn(process.execPath, [SERVER_MAIN, "serve", "--port", "0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"] });
-    const s = new Server(proc, dataDir);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server not ready in ${SERVER_START_TIMEOUT_MS} ms:\n${s.out}`)), SERVER_START_TIMEOUT_MS);
-      const check = () => {
-        const m = /ticker listening on \S+:(\d+) \(.*?(\d+) shards\)/.exec(s.out);
-        if (m && !s.port) {
-          s.port = Number(m[1]);
-          s.shardCount = Number(m[2]);
-          s.earlyTids = s.tids();
-        }
-        if (s.port && s.out.includes("ticker ready")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      proc.stdout!.on("data", (c: Buffer) => {
-        s.out += c.toString();
-        check();
-      });
-      proc.stderr!.on("data", (c: Buffer) => {
-        s.out += c.toString();
-        s.errors.push(...c.toString().split("\n").filter((l) => l.trim() !== ""));
-        check();
-      });
-      void s.exited.then(() => {
-        clearTimeout(timer);
-        reject(new Error(`server exited (${s.exitInfo}) before ready:\n${s.out}`));
-      });
-    });
+  static override async start(dataDir: string): Promise<Server> {
+    const s = new Server(spawnServer(dataDir), dataDir);
+    await s.ready();
     return s;
   }
+
+  protected override onListening(): void {
+    this.earlyTids = this.tids();
+  }
+
 
   /**
    * Waits until the server stops using CPU on its own, then finds its shard
@@ -256,11 +203,13 @@ class Server {
     );
   }
 
+
   private tids(): number[] {
     return readdirSync(`/proc/${this.pid}/task`)
       .map(Number)
       .sort((a, b) => a - b);
   }
+
 
   /**
    * If Node names a Worker's OS thread after its `name` option, comm says
@@ -293,6 +242,7 @@ class Server {
     return null;
   }
 
+
   cpu(): CpuSample {
     const threadTicks = new Map<number, number>();
     for (const tid of this.tids()) {
@@ -305,6 +255,7 @@ class Server {
     return { processTicks: ticksOf(`/proc/${this.pid}/stat`), threadTicks };
   }
 
+
   threadCpu(before: CpuSample, after: CpuSample): ThreadCpu {
     const delta = (tid: number) => ((after.threadTicks.get(tid) ?? 0) - (before.threadTicks.get(tid) ?? 0)) / CLK_TCK;
     const shards = this.shardThreads;
@@ -315,38 +266,6 @@ class Server {
       shardS: shards ? [...shards.keys()].map(delta) : null,
       otherS: shards ? otherS : NaN,
     };
-  }
-
-  /** VmHWM and VmRSS in bytes. */
-  memory(): { peak: number; rss: number } {
-    return processMemory(this.pid);
-  }
-
-  /** SIGTERM, then SIGKILL if it has not exited in time; returns how it ended. */
-  async stop(): Promise<string> {
-    if (this.exitInfo) return `had already exited (${this.exitInfo})`;
-    process.kill(this.pid, "SIGTERM");
-    const timedOut = await Promise.race([
-      this.exited.then(() => false),
-      new Promise<boolean>((r) => setTimeout(() => r(true), SERVER_STOP_TIMEOUT_MS)),
-    ]);
-    if (!timedOut) return `SIGTERM: exited (${this.exitInfo})`;
-    process.kill(this.pid, "SIGKILL");
-    await this.exited;
-    return `SIGTERM ignored for ${SERVER_STOP_TIMEOUT_MS} ms, SIGKILLed`;
-  }
-
-  /** Synchronous last resort for the deadline and signal handlers. */
-  killNow(): void {
-    try {
-      process.kill(this.pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  }
-
-  outputTail(lines = 15): string {
-    return this.out.trimEnd().split("\n").slice(-lines).join("\n");
   }
 }
 
@@ -615,6 +534,22 @@ async function runWorkload(label: string, workload: Workload, format: Format, da
   return row;
 }
 
+/** A Ticker row as measurements for `npm run bench`: "W1 publish JSON, 8 in flight" → W1, "JSON, 8 in flight". */
+function measurementsOf(r: Row): Measurement[] {
+  if (!r.measure) return [];
+  const fsync = r.workload === "publish-n-fsync";
+  const workload = fsync ? "fsync" : r.workload === "replay" ? "W2" : "W1";
+  const variant = r.label
+    .replace(/^W[12] (publish|replay) /, "")
+    .replace(/, fsync$/, "")
+    .replace(/, limit \d+/, "");
+  const m = r.measure;
+  return [
+    { workload, system: "Ticker", variant, metric: "events/s", value: EVENTS / m.wallS, better: "higher" },
+    { workload, system: "Ticker", variant, metric: "server CPU s", value: m.serverCpuS, better: "lower" },
+  ];
+}
+
 const fmtRate = (m: { wallS: number }) => Math.round(EVENTS / m.wallS).toLocaleString("en-US");
 const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "?");
 const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "?");
@@ -732,7 +667,7 @@ function commandLine(): string {
 }
 
 function cleanupNow(): void {
-  for (const s of liveServers) s.killNow();
+  killAllServers();
   killRedisNow();
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 }
@@ -777,6 +712,7 @@ async function main(): Promise<number> {
   } finally {
     cleanupNow();
   }
+  reportResults(rows.flatMap(measurementsOf), opts.results ?? resultsFile());
 
   // After the Ticker rows, so a slow apt-get install or a broken Redis cannot change them.
   let peer: RedisPeerReport | null = null;
