@@ -38,7 +38,7 @@ import type { HostReply, HostRequest } from "./consume-host.js";
 import { runProducer, type ProducerResult, type ProducerSpec } from "./consume-producer.js";
 import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion } from "./peers/redis.js";
 import { CLK_TCK, machineBusyTicks, processMemory, ticksOf } from "./proc.js";
-import { BenchServer, killAllServers } from "./server.js";
+import { BenchServer, guardRun, killAllServers } from "./server.js";
 import { report as reportResults, resultsFile, type Measurement } from "./results.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -610,18 +610,7 @@ function cleanupNow(): void {
 
 async function main(): Promise<number> {
   const runStart = performance.now();
-  const deadline = setTimeout(() => {
-    console.error(`bench-consume: run exceeded ${RUN_DEADLINE_MS / 60_000} minutes; killing servers and giving up`);
-    cleanupNow();
-    process.exit(1);
-  }, RUN_DEADLINE_MS);
-  deadline.unref();
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.once(sig, () => {
-      cleanupNow();
-      process.exit(130);
-    });
-  }
+  const deadline = guardRun("bench-consume", RUN_DEADLINE_MS, cleanupNow);
 
   const rows: Row[] = [];
   try {

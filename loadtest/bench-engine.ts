@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 import { decodeEventBatch, encodePublishBatch } from "../src/wire/client.js";
 import { killRedisNow, runRedisPeer, type PeerRow, type RedisPeerReport, type Workload } from "./peers/redis.js";
 import { CLK_TCK, diskBytes, ticksOf, timed } from "./proc.js";
-import { BenchServer, killAllServers, spawnServer } from "./server.js";
+import { BenchServer, guardRun, killAllServers, spawnServer } from "./server.js";
 import { report as reportResults, resultsFile, type Measurement } from "./results.js";
 import { HttpRawClient } from "./http-raw.js";
 
@@ -673,18 +673,7 @@ function cleanupNow(): void {
 }
 
 async function main(): Promise<number> {
-  const deadline = setTimeout(() => {
-    console.error(`bench-engine: run exceeded ${RUN_DEADLINE_MS / 60_000} minutes; killing servers and giving up`);
-    cleanupNow();
-    process.exit(1);
-  }, RUN_DEADLINE_MS);
-  deadline.unref();
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.once(sig, () => {
-      cleanupNow();
-      process.exit(130);
-    });
-  }
+  const deadline = guardRun("bench-engine", RUN_DEADLINE_MS, cleanupNow);
 
   const rows: Row[] = [];
   const kept = new Map<Format, string>();

@@ -138,3 +138,23 @@ export function spawnServer(dataDir: string, opts: ServerOptions = {}): ChildPro
 export function killAllServers(): void {
   for (const s of liveServers) s.killNow();
 }
+
+/**
+ * Runs `cleanup` and exits if the benchmark outlives `deadlineMs` or gets
+ * SIGINT / SIGTERM; returns the deadline timer, to clear when done.
+ */
+export function guardRun(name: string, deadlineMs: number, cleanup: () => void): NodeJS.Timeout {
+  const deadline = setTimeout(() => {
+    console.error(`${name}: run exceeded ${deadlineMs / 60_000} minutes; killing servers and giving up`);
+    cleanup();
+    process.exit(1);
+  }, deadlineMs);
+  deadline.unref();
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      cleanup();
+      process.exit(130);
+    });
+  }
+  return deadline;
+}
