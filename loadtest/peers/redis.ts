@@ -74,7 +74,8 @@ const COMMAND_TIMEOUT_MS = 60_000;
 const APT_UPDATE_TIMEOUT_MS = 120_000;
 const APT_INSTALL_TIMEOUT_MS = 180_000;
 
-type Persistence = "none" | "aof-always";
+/** No AOF, or an AOF fsynced once a second (in a background thread) or before every reply. */
+export type Persistence = "none" | "aof-everysec" | "aof-always";
 
 const liveServers = new Set<RedisServer>();
 
@@ -209,7 +210,7 @@ export class RedisServer {
           : // Percentage 0 turns off the automatic AOF rewrite: it forks a child whose
             // CPU is not in the server's /proc counters, and Ticker has no compaction
             // on this path either. What is left is append + fsync, as in Ticker's row.
-            ["--appendonly", "yes", "--appendfsync", "always", "--auto-aof-rewrite-percentage", "0"];
+            ["--appendonly", "yes", "--appendfsync", persistence === "aof-always" ? "always" : "everysec", "--auto-aof-rewrite-percentage", "0"];
       const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...durability, "--dir", dir, "--daemonize", "yes", "--pidfile", pidfile, "--logfile", logfile];
       const launched = await run(binary, args, START_TIMEOUT_MS);
       if (!launched.ok) throw new Error(`redis-server did not start: ${lastLine(launched.out)}`);
