@@ -4,6 +4,7 @@
 //
 //   npm run bench                       # 3 runs, ~15 min
 //   npm run bench -- --runs 1 --quick   # a smoke run, ~3 min
+//   npm run bench -- --report-only      # rewrite the report from the kept results
 //
 // Each benchmark script runs as its own process (a crash or a hung server
 // stays inside it) and appends its measurements to one JSON-lines file
@@ -22,6 +23,9 @@ const REPO = fileURLToPath(new URL("../../", import.meta.url));
 const DIST = fileURLToPath(new URL("./", import.meta.url));
 const REPORT = join(REPO, "docs", "BENCHMARKS.md");
 const ANALYSIS = join(REPO, "docs", "bench-analysis.md");
+/** The last run's raw measurements and facts, kept so the report can be rewritten without re-running. */
+const RESULTS = join(REPO, "docs", "bench-results.jsonl");
+const RUN_FACTS = join(REPO, "docs", "bench-run.json");
 /** One step may not hang the whole run. */
 const STEP_TIMEOUT_MS = 12 * 60_000;
 
@@ -31,6 +35,8 @@ const { values: opts } = parseArgs({
     quick: { type: "boolean", default: false },
     // Comma-separated subset of the steps below, to re-run part of the report's sources.
     steps: { type: "string" },
+    // Rewrite docs/BENCHMARKS.md from the kept results of the last run (after editing the analysis).
+    "report-only": { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -93,7 +99,8 @@ function aggregate(ms: Measurement[]): Series[] {
       by.set(key, s);
     }
     s.values.push(m.value);
-    if (m.note && !s.notes.includes(m.note)) s.notes.push(m.note);
+    // The first run's note says how it was measured; later runs repeat it with other figures.
+    if (m.note && s.notes.length === 0) s.notes.push(m.note);
   }
   return [...by.values()];
 }
@@ -277,14 +284,24 @@ function git(args: string[]): string {
   }
 }
 
-function writeReport(all: Series[], limits: MachineLimits | null, limitsErr: string | null, failures: string[], runtimeS: number): void {
-  const commit = git(["rev-parse", "--short", "HEAD"]) || "unknown";
-  const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
+interface RunFacts {
+  limits: MachineLimits | null;
+  limitsErr: string | null;
+  failures: string[];
+  runtimeS: number;
+  runs: number;
+  commit: string;
+  command: string;
+  date: string;
+}
+
+function writeReport(all: Series[], facts: RunFacts): void {
+  const { limits, limitsErr, failures, runtimeS, commit, command } = facts;
   const goals = GOALS.map((g) => ({ g, r: g.check(all) }));
   const lines = [
     "# Benchmarks",
     "",
-    `Written by \`${command}\` (\`loadtest/bench-all.ts\`) on ${new Date().toISOString().slice(0, 10)} at commit ${commit}: ${RUNS} run${RUNS > 1 ? "s" : ""} of every workload, Ticker and its peers in the same runs, ${Math.round(runtimeS / 60)} min in all. Figures are medians with min–max over the runs. Do not edit by hand: the prose on what limits each figure lives in \`docs/bench-analysis.md\` and is appended below. Speeds are never asserted in tests; they live here.`,
+    `Written by \`${command}\` (\`loadtest/bench-all.ts\`) on ${facts.date} at commit ${commit}: ${facts.runs} run${facts.runs > 1 ? "s" : ""} of every workload, Ticker and its peers in the same runs, ${Math.round(runtimeS / 60)} min in all. Figures are medians with min–max over the runs. Do not edit by hand: the prose on what limits each figure lives in \`docs/bench-analysis.md\` and is appended below. Speeds are never asserted in tests; they live here.`,
     "",
     ...machine(),
     `- **Each run's full reports:** \`docs/bench-engine-latest.md\`, \`docs/bench-consume-latest.md\` (last run), the peers' tables in the run's output.`,
@@ -308,6 +325,11 @@ function writeReport(all: Series[], limits: MachineLimits | null, limitsErr: str
 }
 
 async function main(): Promise<void> {
+  if (opts["report-only"]) {
+    writeReport(aggregate(readResults(RESULTS)), JSON.parse(readFileSync(RUN_FACTS, "utf8")) as RunFacts);
+    console.error(`bench: ${REPORT} rewritten from ${RESULTS}`);
+    return;
+  }
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), "ticker-bench-all-"));
   const results = join(dir, "results.jsonl");
@@ -329,8 +351,20 @@ async function main(): Promise<void> {
         if (failed) failures.push(`run ${run}: ${failed}`);
       }
     }
-    const all = aggregate(readResults(results));
-    writeReport(all, limits, limitsErr, failures, (performance.now() - t0) / 1000);
+    const facts: RunFacts = {
+      limits,
+      limitsErr,
+      failures,
+      runtimeS: (performance.now() - t0) / 1000,
+      runs: RUNS,
+      commit: git(["rev-parse", "--short", "HEAD"]) || "unknown",
+      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
+      date: new Date().toISOString().slice(0, 10),
+    };
+    writeFileSync(RESULTS, readFileSync(results));
+    writeFileSync(RUN_FACTS, JSON.stringify(facts, null, 2) + "\n");
+    const all = aggregate(readResults(RESULTS));
+    writeReport(all, facts);
     console.error(`bench: ${REPORT} written (${all.length} series, ${failures.length} failed steps) in ${((performance.now() - t0) / 60_000).toFixed(1)} min`);
   } finally {
     // Keep the logs of failed steps for a look; otherwise clean up.
