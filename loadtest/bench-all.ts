@@ -317,7 +317,8 @@ function writeReport(all: Series[], facts: RunFacts): void {
     ...limitsTable(limits, limitsErr),
   ];
   for (const sec of SECTIONS) lines.push(`## ${sec.title}`, "", `${sec.what}.`, "", ...sectionTable(all, sec));
-  const notes = all.filter((s) => s.notes.length > 0).map((s) => `- ${s.workload}, ${s.system}${s.variant ? ` (${s.variant})` : ""}: ${s.notes.join("; ")}`);
+  // Every metric of a row carries the row's note: list each once.
+  const notes = [...new Set(all.filter((s) => s.notes.length > 0).map((s) => `- ${s.workload}, ${s.system}${s.variant ? ` (${s.variant})` : ""}: ${s.notes.join("; ")}`))];
   if (notes.length > 0) lines.push("## Notes from the runs", "", ...notes, "");
   if (failures.length > 0) lines.push("## Steps that failed", "", ...failures.map((f) => `- ${f}`), "");
   if (existsSync(ANALYSIS)) lines.push(readFileSync(ANALYSIS, "utf8").trim(), "");
