@@ -25,9 +25,9 @@
 // Prints a markdown report and writes it to docs/bench-consume-latest.md.
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import http from "node:http";
-import { cpus, tmpdir } from "node:os";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -38,7 +38,7 @@ import type { HostReply, HostRequest } from "./consume-host.js";
 import { runProducer, type ProducerResult, type ProducerSpec } from "./consume-producer.js";
 import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion } from "./peers/redis.js";
 import { CLK_TCK, machineBusyTicks, processMemory, ticksOf } from "./proc.js";
-import { BenchServer, guardRun, killAllServers } from "./server.js";
+import { BenchServer, guardRun, killAllServers, runMain, TempDirs } from "./server.js";
 import { report as reportResults, resultsFile, type Measurement } from "./results.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -161,18 +161,7 @@ for (const id of selected) {
 // ---- the server -------------------------------------------------------------
 
 const liveHosts = new Set<ChildProcess>();
-const tempDirs = new Set<string>();
-
-function makeTempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "ticker-bench-consume-"));
-  tempDirs.add(dir);
-  return dir;
-}
-
-function removeTempDir(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
-  tempDirs.delete(dir);
-}
+const tempDirs = new TempDirs("ticker-bench-consume-");
 
 
 function request(port: number, method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
@@ -381,7 +370,7 @@ function mergedCheck(label: string, expected: number, consumers: number, r: { me
 async function tickerRow(spec: RowSpec): Promise<Row> {
   const { label, rate, consumers } = spec;
   const row: Row = { spec };
-  const dir = makeTempDir();
+  const dir = tempDirs.make();
   let server: BenchServer | null = null;
   let set: WsConsumerSet | null = null;
   const hosts: Host[] = [];
@@ -474,7 +463,7 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
       if (!how.startsWith("SIGTERM: exited (code 0)")) notes.push(`${label}: server stop: ${how}.`);
       if (server.errors.length > 0) notes.push(`**${label}: server stderr:**\n\n\`\`\`\n${server.errors.slice(0, 20).join("\n")}\n\`\`\``);
     }
-    removeTempDir(dir);
+    tempDirs.remove(dir);
   }
   console.error(row.error ? `${label}: FAILED: ${row.error}` : `${label}: p99 ${ms(row.hist!.getValueAtPercentile(99))} ms, delivered ${row.delivered}`);
   return row;
@@ -605,7 +594,7 @@ function cleanupNow(): void {
   killAllServers();
   for (const h of liveHosts) h.kill("SIGKILL");
   killRedisNow();
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  tempDirs.removeAll();
 }
 
 async function main(): Promise<number> {
@@ -659,11 +648,4 @@ async function main(): Promise<number> {
   return rows.some((r) => r.error) ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    cleanupNow();
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main, cleanupNow);

@@ -11,7 +11,7 @@
 // Prints a markdown report and writes it to docs/bench-engine-latest.md.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { availableParallelism, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 import { decodeEventBatch, encodePublishBatch } from "../src/wire/client.js";
 import { killRedisNow, runRedisPeer, type PeerRow, type RedisPeerReport, type Workload } from "./peers/redis.js";
 import { CLK_TCK, diskBytes, ticksOf, timed } from "./proc.js";
-import { BenchServer, guardRun, killAllServers, spawnServer } from "./server.js";
+import { BenchServer, guardRun, killAllServers, runMain, TempDirs, spawnServer } from "./server.js";
 import { report as reportResults, resultsFile, type Measurement } from "./results.js";
 import { HttpRawClient } from "./http-raw.js";
 
@@ -146,18 +146,7 @@ interface ThreadCpu {
 /** How the last server's shard threads were identified, for the report. */
 let shardThreadMethod = "not identified";
 
-const tempDirs = new Set<string>();
-
-function makeTempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "ticker-bench-"));
-  tempDirs.add(dir);
-  return dir;
-}
-
-function removeTempDir(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
-  tempDirs.delete(dir);
-}
+const tempDirs = new TempDirs("ticker-bench-");
 
 /** The server with what this benchmark adds: its shard threads told apart, and settling. */
 class Server extends BenchServer {
@@ -669,7 +658,7 @@ function commandLine(): string {
 function cleanupNow(): void {
   killAllServers();
   killRedisNow();
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  tempDirs.removeAll();
 }
 
 async function main(): Promise<number> {
@@ -679,12 +668,12 @@ async function main(): Promise<number> {
   const kept = new Map<Format, string>();
   try {
     for (const spec of PUBLISH) {
-      const dir = makeTempDir();
+      const dir = tempDirs.make();
       const workload: Workload = spec.fsync ? "publish-n-fsync" : spec.inFlight === 1 ? "publish-1" : "publish-n";
       const row = await runWorkload(spec.label, workload, spec.format, dir, (s) => publish(spec.label, s, spec.format, spec.inFlight, spec.fsync));
       rows.push(row);
       if (spec.keepFor && row.measure) kept.set(spec.keepFor, dir);
-      else removeTempDir(dir);
+      else tempDirs.remove(dir);
     }
     for (const format of ["json", "flatbuffers"] as const) {
       const dir = kept.get(format);
@@ -696,7 +685,7 @@ async function main(): Promise<number> {
         }
         rows.push(await runWorkload(label, "replay", format, dir, (s) => replay(label, s, format, depth)));
       }
-      if (dir) removeTempDir(dir);
+      if (dir) tempDirs.remove(dir);
     }
   } finally {
     cleanupNow();
@@ -744,11 +733,4 @@ async function main(): Promise<number> {
   return rows.some((r) => r.error) || (peer?.available && peer.rows.some((r) => r.error)) ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    cleanupNow();
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main, cleanupNow);

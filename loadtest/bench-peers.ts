@@ -49,7 +49,7 @@ import { ensureNatsServer, killNatsNow, natsServerVersion, natsSyncAlwaysSupport
 import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion, type Persistence } from "./peers/redis.js";
 import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf, timed } from "./proc.js";
 import { report, resultsFile, type Measurement, type Workload } from "./results.js";
-import { guardRun } from "./server.js";
+import { guardRun, runMain } from "./server.js";
 
 // ---- workload constants --------------------------------------------------------
 
@@ -1400,14 +1400,7 @@ async function main(): Promise<number> {
 }
 
 if (isMainThread) {
-  main().then(
-    (code) => process.exit(code),
-    (err) => {
-      cleanupNow();
-      console.error(err);
-      process.exit(1);
-    },
-  );
+  runMain(main, cleanupNow);
 } else if ((workerData as { role?: string } | null)?.role === PRODUCER_ROLE) {
   producerThread();
 }

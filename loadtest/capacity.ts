@@ -21,6 +21,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { machineInfo, writeCapacityReport, type CapacityResults } from "./capacity/report.js";
 import { cleanupNow } from "./capacity/measure.js";
+import { runMain } from "./server.js";
 import { sweepConsumers, sweepPublish, sweepStreams, type ConsumersOptions, type PublishOptions, type StreamsOptions } from "./capacity/sweeps.js";
 
 export { capacityMarkdown, machineInfo, sizing, unitCosts, writeCapacityReport, type CapacityResults } from "./capacity/report.js";
@@ -131,12 +132,5 @@ async function main(): Promise<number> {
 
 // Run only as the command, not when imported (npm run bench imports the sweeps).
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().then(
-    (code) => process.exit(code),
-    (err) => {
-      cleanupNow();
-      console.error(err);
-      process.exit(1);
-    },
-  );
+  runMain(main, cleanupNow);
 }

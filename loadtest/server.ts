@@ -2,7 +2,9 @@
 // free port, waited for until ready, stopped with SIGTERM (SIGKILL as a last
 // resort), and killed on the way out whatever happens to the benchmark.
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { processMemory } from "./proc.js";
 
@@ -157,4 +159,34 @@ export function guardRun(name: string, deadlineMs: number, cleanup: () => void):
     });
   }
   return deadline;
+}
+
+/** Runs a benchmark's main and exits with its code; on a throw, cleans up first. */
+export function runMain(main: () => Promise<number>, cleanup: () => void): void {
+  main().then(
+    (code) => process.exit(code),
+    (err) => {
+      cleanup();
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}
+
+/** Temp dirs a benchmark made, so that an abort can remove them all. */
+export class TempDirs {
+  private readonly dirs = new Set<string>();
+  constructor(private readonly prefix: string) {}
+  make(): string {
+    const dir = mkdtempSync(join(tmpdir(), this.prefix));
+    this.dirs.add(dir);
+    return dir;
+  }
+  remove(dir: string): void {
+    rmSync(dir, { recursive: true, force: true });
+    this.dirs.delete(dir);
+  }
+  removeAll(): void {
+    for (const d of this.dirs) this.remove(d);
+  }
 }
