@@ -31,13 +31,13 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Worker } from "node:worker_threads";
 import type { Histogram } from "hdr-histogram-js";
 import { decodeHistogram, newHistogram, wallNow, WsConsumerSet, XreadConsumer, type ConsumerSetResult } from "./consume-clients.js";
 import type { HostReply, HostRequest } from "./consume-host.js";
 import { runProducer, type ProducerResult, type ProducerSpec } from "./consume-producer.js";
 import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion } from "./peers/redis.js";
 import { CLK_TCK, machineBusyTicks, processMemory, ticksOf } from "./proc.js";
+import { clockOffset, startProducerThread, type Producer } from "./producer-thread.js";
 import { BenchServer, guardRun, killAllServers, runMain, TempDirs } from "./server.js";
 import { report as reportResults, resultsFile, type Measurement } from "./results.js";
 
@@ -62,7 +62,6 @@ const HEARTBEAT_MS = 500;
 const LANES = 16;
 /** Time for the producer thread to start and the clock probes, before t0. */
 const LEAD_MS = 500;
-const CLOCK_PROBES = 20;
 
 /** After the producer's last answer, the consumers get this long to receive the rest. */
 const DRAIN_TIMEOUT_MS = 20_000;
@@ -182,50 +181,9 @@ function request(port: number, method: string, path: string, body?: string): Pro
 
 // ---- the producer and the consumer hosts ------------------------------------
 
-/** The clock offset of another thread or process: the probe with the shortest round trip, its stamp minus our midpoint. */
-async function clockOffset(probe: () => Promise<number>): Promise<{ offsetMs: number; rttMs: number }> {
-  let best = { offsetMs: NaN, rttMs: Infinity };
-  for (let i = 0; i < CLOCK_PROBES; i++) {
-    const a = wallNow();
-    const t = await probe();
-    const b = wallNow();
-    if (b - a < best.rttMs) best = { offsetMs: t - (a + b) / 2, rttMs: b - a };
-  }
-  return best;
-}
-
-interface Producer {
-  result: Promise<ProducerResult>;
-  /** The producer thread's clock minus ours; 0 inline. */
-  offset: Promise<{ offsetMs: number; rttMs: number }>;
-}
-
-function startProducer(spec: ProducerSpec): Producer {
+function startProducer(spec: ProducerSpec): Producer<ProducerResult> {
   if (PRODUCER === "inline") return { result: runProducer(spec), offset: Promise.resolve({ offsetMs: 0, rttMs: 0 }) };
-  const worker = new Worker(PRODUCER_MAIN, { workerData: { role: "consume-producer", spec } });
-  let clockWaiter: ((t: number) => void) | null = null;
-  const result = new Promise<ProducerResult>((resolve, reject) => {
-    worker.on("message", (m: { type: "clock"; t: number } | { type: "result"; result: ProducerResult } | { type: "failed"; message: string }) => {
-      if (m.type === "clock") clockWaiter?.(m.t);
-      else if (m.type === "result") resolve(m.result);
-      else reject(new Error(`producer: ${m.message}`));
-    });
-    worker.on("error", reject);
-    worker.on("exit", (code) => reject(new Error(`producer thread exited (code ${code}) without a result`)));
-  });
-  // The worker answers probes while it waits for t0, so they do not delay a send.
-  const online = new Promise<void>((r) => worker.once("online", () => r()));
-  const offset = online.then(() =>
-    clockOffset(
-      () =>
-        new Promise<number>((resolve) => {
-          clockWaiter = resolve;
-          worker.postMessage({ type: "clock" });
-        }),
-    ),
-  );
-  void result.finally(() => void worker.terminate()).catch(() => {});
-  return { result, offset };
+  return startProducerThread<ProducerResult>(PRODUCER_MAIN, { role: "consume-producer", spec });
 }
 
 /** A child process holding some of the fan-out consumers (consume-host.ts). */

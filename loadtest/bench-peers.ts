@@ -40,7 +40,7 @@ import { randomBytes } from "node:crypto";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
 import { connect, consumerOpts, createInbox, StorageType, type JsMsg, type Msg, type NatsConnection, type NatsError, type Subscription } from "nats";
@@ -48,6 +48,7 @@ import { decodeHistogram, encodeHistogram, LATENCY_US_MAX, newHistogram, wallNow
 import { ensureNatsServer, killNatsNow, natsServerVersion, natsSyncAlwaysSupport, NatsServer, SYNC_ALWAYS_CONFIG } from "./peers/nats.js";
 import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion, type Persistence } from "./peers/redis.js";
 import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf, timed } from "./proc.js";
+import { startProducerThread, type Producer } from "./producer-thread.js";
 import { report, resultsFile, type Measurement, type Workload } from "./results.js";
 import { guardRun, runMain } from "./server.js";
 
@@ -70,7 +71,6 @@ const TICK_MS = 1;
 const LANES = 16;
 /** Time for the producer thread to start and the clock probes, before t0. */
 const LEAD_MS = 500;
-const CLOCK_PROBES = 20;
 /** After the producer's last answer, the consumer gets this long to receive the rest. */
 const DRAIN_TIMEOUT_MS = 20_000;
 /** Before a latency row the machine should be idle (other work on 2 cores is latency); waited for, at most QUIET_TIMEOUT_MS. */
@@ -723,49 +723,8 @@ async function runProducer(spec: ProducerSpec): Promise<ProducerResult> {
   return res;
 }
 
-interface Producer {
-  result: Promise<ProducerResult>;
-  /** The producer thread's clock minus ours. */
-  offset: Promise<{ offsetMs: number; rttMs: number }>;
-}
-
-/** The clock offset of another thread: the probe with the shortest round trip, its stamp minus our midpoint. */
-async function clockOffset(probe: () => Promise<number>): Promise<{ offsetMs: number; rttMs: number }> {
-  let best = { offsetMs: NaN, rttMs: Infinity };
-  for (let i = 0; i < CLOCK_PROBES; i++) {
-    const a = wallNow();
-    const t = await probe();
-    const b = wallNow();
-    if (b - a < best.rttMs) best = { offsetMs: t - (a + b) / 2, rttMs: b - a };
-  }
-  return best;
-}
-
-function startProducer(spec: ProducerSpec): Producer {
-  const worker = new Worker(new URL(import.meta.url), { workerData: { role: PRODUCER_ROLE, spec } });
-  let clockWaiter: ((t: number) => void) | null = null;
-  const result = new Promise<ProducerResult>((resolve, reject) => {
-    worker.on("message", (m: { type: "clock"; t: number } | { type: "result"; result: ProducerResult } | { type: "failed"; message: string }) => {
-      if (m.type === "clock") clockWaiter?.(m.t);
-      else if (m.type === "result") resolve(m.result);
-      else reject(new Error(`producer: ${m.message}`));
-    });
-    worker.on("error", reject);
-    worker.on("exit", (code) => reject(new Error(`producer thread exited (code ${code}) without a result`)));
-  });
-  // The worker answers probes while it waits for t0, so they do not delay a send.
-  const online = new Promise<void>((r) => worker.once("online", () => r()));
-  const offset = online.then(() =>
-    clockOffset(
-      () =>
-        new Promise<number>((resolve) => {
-          clockWaiter = resolve;
-          worker.postMessage({ type: "clock" });
-        }),
-    ),
-  );
-  void result.finally(() => void worker.terminate()).catch(() => {});
-  return { result, offset };
+function startProducer(spec: ProducerSpec): Producer<ProducerResult> {
+  return startProducerThread<ProducerResult>(new URL(import.meta.url), { role: PRODUCER_ROLE, spec });
 }
 
 function producerThread(): void {

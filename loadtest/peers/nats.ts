@@ -4,12 +4,12 @@
 // from Debian first (as root), under the same flock(1) lock file the test
 // setup uses for apt-get (test/setup/servers.ts), so two installs never
 // overlap and one waits for what the other installs.
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { daemonVersion, freePort, installed, lastLine, onPath, run, type DaemonVersion } from "./daemon.js";
 
 /** Shared with test/setup/servers.ts: every apt-get of this project runs under it. */
 const APT_LOCK_PATH = join(tmpdir(), "ticker-test-apt.lock");
@@ -34,30 +34,6 @@ export function killNatsNow(): void {
 
 // ---- finding or installing nats-server --------------------------------------
 
-function onPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? "").split(":")) {
-    if (!dir) continue;
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // Not in this directory.
-    }
-  }
-  return null;
-}
-
-function run(cmd: string, args: string[], timeoutMs: number): Promise<{ ok: boolean; out: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } }, (err, stdout, stderr) => {
-      const out = `${stdout}${stderr}`.trim();
-      resolve({ ok: !err, out: err && !out ? err.message : out });
-    });
-  });
-}
-
-const lastLine = (s: string) => s.split("\n").filter((l) => l.trim() !== "").at(-1) ?? "";
-
 /**
  * nats-server's path, installing the Debian package first when it is not on
  * PATH. Returns a reason instead when that fails (or we are not root), so
@@ -74,29 +50,15 @@ export async function ensureNatsServer(notes: string[]): Promise<{ binary: strin
   const install = await run("flock", ["-w", String(APT_LOCK_WAIT_S), APT_LOCK_PATH, "sh", "-c", script], APT_TIMEOUT_MS);
   const binary = onPath("nats-server");
   if (!binary) return { reason: `nats-server not on PATH and apt-get install failed: ${lastLine(install.out) || "no output"}` };
-  // Flush what dpkg wrote, so its writeback does not land inside a timed row.
-  await run("sync", [], 60_000);
-  notes.push(`nats-server was not installed: installed with apt-get in ${((performance.now() - t0) / 1000).toFixed(0)} s, before any NATS row was timed.`);
-  return { binary };
+  return installed("nats-server", "NATS", binary, t0, notes);
 }
 
-export interface NatsVersion {
-  /** "2.9.10" */
-  number: string;
-  /** All of `nats-server --version`. */
-  line: string;
-  binary: string;
-  /** The Debian package's version, when dpkg knows it. */
-  debian: string | null;
-}
+/** `number` is e.g. "2.9.10". */
+export type NatsVersion = DaemonVersion;
 
-export async function natsServerVersion(binary: string): Promise<NatsVersion> {
+export function natsServerVersion(binary: string): Promise<NatsVersion> {
   // "nats-server: v2.9.10"
-  const r = await run(binary, ["--version"], 10_000);
-  const v = /v(\d+\.\d+\.\d+)/.exec(r.out)?.[1];
-  if (!r.ok || !v) throw new Error(`nats-server --version: ${lastLine(r.out)}`);
-  const pkg = await run("dpkg-query", ["-W", "-f", "${Version}", "nats-server"], 10_000);
-  return { number: v, line: lastLine(r.out), binary, debian: pkg.ok && pkg.out ? pkg.out : null };
+  return daemonVersion(binary, "nats-server", /v(\d+\.\d+\.\d+)/);
 }
 
 /** The configuration that makes JetStream fsync every write before its ack (nats-server 2.10 and later). */
@@ -119,17 +81,6 @@ export async function natsSyncAlwaysSupport(binary: string): Promise<{ supported
 }
 
 // ---- the server process -------------------------------------------------------
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 export class NatsServer {
   private log = "";

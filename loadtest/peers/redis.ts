@@ -14,14 +14,14 @@
 //
 // bench-consume uses the same private server, install step and connection
 // (RedisServer, ensureRedisServer, RespConn) for its XADD → XREAD latency rows.
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { diskBytes, processMemory, ticksOf, timed } from "../proc.js";
+import { daemonVersion, freePort, installed, lastLine, onPath, run, type DaemonVersion } from "./daemon.js";
 import { encodeCommand, readScalar, ReplyCounter, XrangeReader, type StreamId } from "./resp.js";
 
 export interface RedisWorkloadSpec {
@@ -86,30 +86,6 @@ export function killRedisNow(): void {
 
 // ---- finding or installing redis-server ------------------------------------
 
-function onPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? "").split(":")) {
-    if (!dir) continue;
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // Not in this directory.
-    }
-  }
-  return null;
-}
-
-function run(cmd: string, args: string[], timeoutMs: number): Promise<{ ok: boolean; out: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * 2 ** 20, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } }, (err, stdout, stderr) => {
-      const out = `${stdout}${stderr}`.trim();
-      resolve({ ok: !err, out: err && !out ? err.message : out });
-    });
-  });
-}
-
-const lastLine = (s: string) => s.split("\n").filter((l) => l.trim() !== "").at(-1) ?? "";
-
 /**
  * redis-server's path, installing the Debian package first when it is not
  * on PATH (a fresh machine has no Redis). Returns a reason instead when
@@ -128,29 +104,16 @@ export async function ensureRedisServer(notes: string[]): Promise<{ binary: stri
     const why = lastLine(install.out) || "apt-get install failed";
     return { reason: `redis-server not on PATH and apt-get install failed: ${why}${update.ok ? "" : `; apt-get update: ${lastLine(update.out)}`}` };
   }
-  // Flush what dpkg wrote, so its writeback does not land inside the AOF fsync row.
-  await run("sync", [], 60_000);
-  notes.push(`redis-server was not installed: installed with apt-get in ${((performance.now() - t0) / 1000).toFixed(0)} s, before any Redis row was timed.`);
-  return { binary };
+  // The sync keeps dpkg's writeback out of the AOF fsync row.
+  return installed("redis-server", "Redis", binary, t0, notes);
 }
 
-export interface RedisVersion {
-  /** "7.0.15" */
-  number: string;
-  /** All of `redis-server --version`: build, allocator and sha are part of what was measured. */
-  line: string;
-  binary: string;
-  /** The Debian package's version, when dpkg knows the binary. */
-  debian: string | null;
-}
+/** `line` is all of `redis-server --version`: build, allocator and sha are part of what was measured. */
+export type RedisVersion = DaemonVersion;
 
-export async function serverVersion(binary: string): Promise<RedisVersion> {
+export function serverVersion(binary: string): Promise<RedisVersion> {
   // "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=…"
-  const r = await run(binary, ["--version"], 10_000);
-  const v = /v=(\d+\.\d+\.\d+)/.exec(r.out)?.[1];
-  if (!r.ok || !v) throw new Error(`redis-server --version: ${lastLine(r.out)}`);
-  const pkg = await run("dpkg-query", ["-W", "-f", "${Version}", "redis-server"], 10_000);
-  return { number: v, line: lastLine(r.out), binary, debian: pkg.ok && pkg.out ? pkg.out : null };
+  return daemonVersion(binary, "redis-server", /v=(\d+\.\d+\.\d+)/);
 }
 
 /** XRANGE takes an exclusive start, "(id", from Redis 6.2 on. */
@@ -160,17 +123,6 @@ function hasExclusiveRange(version: RedisVersion): boolean {
 }
 
 // ---- the server process ---------------------------------------------------
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 /** Exited, or a zombie nobody has reaped yet: the daemon's parent is init, not us. */
 function gone(pid: number): boolean {
