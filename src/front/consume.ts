@@ -15,7 +15,7 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead } from "../shard/protocol.js";
+import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson } from "../shard/protocol.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
 import { STREAM_ID } from "../shard/stream.js";
 import type { Response } from "../shard/protocol.js";
@@ -211,7 +211,7 @@ export class ConsumeHub {
     const params = data.params;
     const ok = this.pool.send(this.pool.shardFor(params.stream), Op.ConsumeStart, { stream: params.stream, query: params.query }, null, (r) => {
       if (data.closed) return;
-      const body = jsonOf(r);
+      const body = responseJson(r);
       if (r.status !== 200) return this.refuse(ws, ApiError.fromBody(r.status, body));
       this.attach(ws, body as StartInfo);
     });
@@ -300,14 +300,14 @@ export class ConsumeHub {
 
   private onPage(s: Session, r: Response): void {
     if (r.status === 410) {
-      const first = (jsonOf(r) as { error: { first_seq: number } }).error.first_seq;
+      const first = (responseJson(r) as { error: { first_seq: number } }).error.first_seq;
       this.sendJson(s, { type: "reset", from: first, reason: "expired" });
       s.feed.first = first;
       s.nextSeq = first;
       s.acked = Math.max(s.acked, first - 1);
       return this.pump(s);
     }
-    if (r.status !== 200) return this.fail(s, ApiError.fromBody(r.status, jsonOf(r)), CLOSE_SERVER_ERROR);
+    if (r.status !== 200) return this.fail(s, ApiError.fromBody(r.status, responseJson(r)), CLOSE_SERVER_ERROR);
     const h = readConsumeHead(r.body);
     const f = s.feed;
     if (h.b > f.head) f.head = h.b;
@@ -498,7 +498,7 @@ export class ConsumeHub {
         s.busy = false;
         return this.restartAt(s, seq, seq - 1);
       }
-      if (r.status !== 200) return this.fail(s, ApiError.fromBody(r.status, jsonOf(r)), CLOSE_SERVER_ERROR);
+      if (r.status !== 200) return this.fail(s, ApiError.fromBody(r.status, responseJson(r)), CLOSE_SERVER_ERROR);
       const msg = JSON.parse(Buffer.from(r.body.subarray(CONSUME_HEAD_BYTES)).toString("utf8")) as { events: Array<Record<string, unknown>> };
       const event = msg.events[0];
       const letter = {
@@ -512,7 +512,7 @@ export class ConsumeHub {
       const sent = this.pool.send(this.pool.shardFor(dlq), Op.Publish, { stream: dlq, ct: ContentType.Json }, body, (p) => {
         if (s.closed) return;
         if (p.status === 429) return retry();
-        if (p.status !== 200) return this.fail(s, ApiError.fromBody(p.status, jsonOf(p)), CLOSE_SERVER_ERROR);
+        if (p.status !== 200) return this.fail(s, ApiError.fromBody(p.status, responseJson(p)), CLOSE_SERVER_ERROR);
         s.busy = false;
         if (epoch !== s.epoch) return this.pump(s);
         if (seq > s.acked) this.ack(s, seq);
@@ -578,8 +578,8 @@ export class ConsumeHub {
     for (const s of f.sessions) mask |= s.params.binary ? WATCH_BINARY : WATCH_JSON;
     if (mask === f.mask) return true;
     if (!this.pool.send(f.shard, Op.Watch, { stream: f.stream, watch: mask }, null, () => {})) {
-      // A stale wider mask only costs rendering; a narrower one would starve consumers.
-      return mask < f.mask || (mask & f.mask) === mask;
+      // A stale wider mask only costs rendering; one lacking a wanted format would starve consumers.
+      return (mask & f.mask) === mask;
     }
     f.mask = mask;
     return true;
@@ -727,14 +727,6 @@ function intParam(q: URLSearchParams, name: string, dflt: number, min: number, m
   const n = /^\d{1,16}$/.test(v) ? Number(v) : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new ApiError(400, "invalid_parameter", `"${name}" must be an integer from ${min} to ${max}`);
   return n;
-}
-
-function jsonOf(r: Response): unknown {
-  try {
-    return JSON.parse(Buffer.from(r.body).toString("utf8"));
-  } catch {
-    return null;
-  }
 }
 
 /** The WebSocket route: upgrade only once the shard has said where the consumer starts. */
