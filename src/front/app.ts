@@ -5,7 +5,7 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { ContentType, Op, type RequestMeta, type Response } from "../shard/protocol.js";
+import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
 import { STREAM_ID } from "../shard/stream.js";
 import type { ShardPool } from "./shards.js";
@@ -192,7 +192,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     "/v1/streams/:id/checkpoint",
     jsonBodyRoute(Op.SetCheckpoint, "checkpoint body", (r, stream) => {
       if (r.status !== 200) return;
-      const { group, seq } = JSON.parse(Buffer.from(r.body).toString("utf8")) as { group: string; seq: number };
+      const { group, seq } = responseJson(r) as { group: string; seq: number };
       consumers.noteCheckpoint(stream, group, seq);
     }),
   );
@@ -205,7 +205,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (!r) return;
     const ok = pool.send(pool.shardFor(r.stream), Op.Groups, { stream: r.stream, query }, null, (answer) => {
       if (answer.status !== 200) return send(r.x, answer.status, answer.ct, answer.body);
-      const body = JSON.parse(Buffer.from(answer.body).toString("utf8")) as { groups: Array<Record<string, unknown>> };
+      const body = responseJson(answer) as { groups: Array<Record<string, unknown>> };
       const live = consumers.members(r.stream);
       for (const g of body.groups) g.members = live.groups.get(g.group as string) ?? [];
       for (const [group, members] of live.groups) {

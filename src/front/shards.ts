@@ -5,7 +5,7 @@ import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import type { Config } from "../config.js";
 import { Ring } from "../ring/ring.js";
-import { ContentType, Op, PUSH_REQ_ID, readResponse, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
+import { ContentType, Op, PUSH_REQ_ID, readResponse, responseJson, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
 
 export type OnResponse = (r: Response) => void;
 
@@ -141,7 +141,7 @@ export class ShardPool {
       let left = this.shards.length;
       for (let i = 0; i < this.shards.length; i++) {
         const ok = this.send(i, op, meta, null, (r) => {
-          answers[i] = { status: r.status, json: r.ct === ContentType.Json ? JSON.parse(Buffer.from(r.body).toString("utf8")) : null };
+          answers[i] = { status: r.status, json: r.ct === ContentType.Json ? responseJson(r) : null };
           if (--left === 0) resolve(answers);
         });
         if (!ok) return resolve(null);

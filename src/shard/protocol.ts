@@ -213,6 +213,15 @@ export function readResponse(ring: Ring, msg: RingMessage): Response {
   };
 }
 
+/** A JSON answer's body, parsed (null when it is not JSON). */
+export function responseJson(r: Response): unknown {
+  try {
+    return JSON.parse(Buffer.from(r.body).toString("utf8"));
+  } catch {
+    return null;
+  }
+}
+
 /** Stable stream -> shard routing (FNV-1a of the id). */
 export function shardOf(streamId: string, shards: number): number {
   let h = 0x811c9dc5;

@@ -495,24 +495,14 @@ class ShardWorker {
     if (limit > limitMax) {
       throw new ApiError(400, "invalid_parameter", `"limit" ${limit} exceeds replay_page_events_max (${limitMax})`, { replay_page_events_max: limitMax });
     }
-    if (from < log.firstSeq) {
-      throw new ApiError(410, "expired", `seq ${from} has expired; the oldest retained seq is ${log.firstSeq}`, { first_seq: log.firstSeq });
-    }
+    if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const page = this.readPage(log, from, to, limit, this.config.replay_page_bytes_max);
     if (page.corrupt) console.error(`stream ${stream.id}: replay stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
     if (req.meta.accept === ContentType.FlatBuffers) {
       // The envelope is written around the frames as read from the log.
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: log.committedSeq, next: page.next, count: page.count };
-      const headerBytes = eventBatchHeaderBytes(Buffer.byteLength(stream.id));
-      const fill = (data: Uint8Array, at: number) => {
-        writeEventBatchHeader(data, at, info, page.bytes);
-        copyBytes(page.buf.subarray(0, page.bytes), data, at + headerBytes);
-      };
-      const total = headerBytes + page.bytes;
-      if (this.outbox.length === 0 && writeResponseWith(this.outRing, req.reqId, 200, ContentType.FlatBuffers, total, fill)) return;
-      const body = Buffer.allocUnsafe(total);
-      fill(body, 0);
-      return this.reply({ reqId: req.reqId, status: 200, ct: ContentType.FlatBuffers, body });
+      const total = eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
+      return this.replyWith(req.reqId, 200, ContentType.FlatBuffers, total, (data, at) => this.writeBatch(data, at, info, page.buf, page.bytes));
     }
     const info = { streamJson: stream.idJson(), firstSeq: log.firstSeq, headSeq: log.committedSeq, from };
     const bytesMax = this.config.replay_page_bytes_max;
@@ -552,9 +542,7 @@ class ShardWorker {
     const stream = this.existing(req.meta.stream!);
     const log = stream.log;
     const from = req.meta.from!;
-    if (from < log.firstSeq) {
-      throw new ApiError(410, "expired", `seq ${from} has expired; the oldest retained seq is ${log.firstSeq}`, { first_seq: log.firstSeq });
-    }
+    if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const bytesMax = this.config.consume_page_bytes_max;
     const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit!, this.config.consume_page_events_max), bytesMax);
     if (page.corrupt) console.error(`stream ${stream.id}: consumer read stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
@@ -563,7 +551,7 @@ class ShardWorker {
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
       const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
       const consumed = { count: page.count, a: page.next, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: batchBytes, jsonBytes: 0 };
-      return this.replyWith(req.reqId, 200, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
+      return this.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
         writeConsumeHead(data, at, consumed);
         if (page.count > 0) this.writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
       });
@@ -571,7 +559,7 @@ class ShardWorker {
     const n = page.count === 0 ? 0 : renderEventsMessage(this.jsonPage, this.renderer, page.buf, page.count, stream.idJson(), bytesMax);
     const json = n === 0 ? null : this.jsonPage.view();
     const consumed = { count: n, a: from + n, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: 0, jsonBytes: json ? json.byteLength : 0 };
-    this.replyWith(req.reqId, 200, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
+    this.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
       writeConsumeHead(data, at, consumed);
       if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
     });
@@ -628,11 +616,11 @@ class ShardWorker {
   }
 
   /** A reply written in place when the out-ring has room, else queued. */
-  private replyWith(reqId: number, status: number, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): void {
-    if (this.outbox.length === 0 && writeResponseWith(this.outRing, reqId, status, ContentType.None, bodyBytes, fill)) return;
+  private replyWith(reqId: number, status: number, ct: ContentType, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): void {
+    if (this.outbox.length === 0 && writeResponseWith(this.outRing, reqId, status, ct, bodyBytes, fill)) return;
     const body = Buffer.allocUnsafe(bodyBytes);
     fill(body, 0);
-    this.reply({ reqId, status, ct: ContentType.None, body });
+    this.reply({ reqId, status, ct, body });
   }
 
   /** A page of frames into pageBuf; damage at its first record is a 500 corrupt_record. */
@@ -659,6 +647,9 @@ class ShardWorker {
     }
   }
 }
+
+const expired = (seq: number, firstSeq: number) =>
+  new ApiError(410, "expired", `seq ${seq} has expired; the oldest retained seq is ${firstSeq}`, { first_seq: firstSeq });
 
 const corruptRecord = (info: CorruptionInfo) =>
   new ApiError(500, "corrupt_record", new CorruptRecordError(info).message, { seq: info.seq, segment: info.segment });
