@@ -8,6 +8,10 @@
 // without a separate counter; a message never straddles the end of the data
 // area: when it does not fit, the producer writes a PAD message to the end
 // and starts again at 0. Hence the largest message is capacity / 2.
+// The producer also starts again at 0 whenever it finds the ring empty past
+// REWIND_BYTES, so a ring that is drained as fast as it is filled keeps
+// touching the same few pages instead of every page of its capacity (a ring's
+// resident memory follows what is in flight, not its size).
 //
 // Memory ordering: payload bytes are plain writes published by the
 // Atomics.store of the write position (and freed by the store of the read
@@ -18,6 +22,8 @@ const WRITE = 0; // Int32 index of the write position
 const READ = 16; // Int32 index of the read position, 64 bytes away
 const HEADER_BYTES = 8;
 const KIND_PAD = -1;
+/** An empty ring whose write offset is past this starts again at 0. */
+export const REWIND_BYTES = 256 * 1024;
 
 const align8 = (n: number) => (n + 7) & ~7;
 
@@ -97,7 +103,8 @@ export class Ring {
     const free = this.capacity - (this.writePos - this.readSeen + this.span) % this.span;
     const at = this.writePos % this.capacity;
     const toEnd = this.capacity - at;
-    if (toEnd >= need) {
+    const rewind = free === this.capacity && at >= REWIND_BYTES && at >= need;
+    if (toEnd >= need && !rewind) {
       if (free < need) return -1;
       this.reserved = at;
       return at + HEADER_BYTES;
