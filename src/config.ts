@@ -18,6 +18,13 @@ export const configSchema = z
     shards: int(1, 64).default(Math.min(4, Math.max(2, availableParallelism()))),
     /** Bytes of each SharedArrayBuffer ring (one in, one out per shard). */
     ring_bytes: int(1 * MiB, 1024 * MiB).default(48 * MiB),
+    /**
+     * Cap on each shard thread's V8 young generation (MiB; 0: V8's own,
+     * which grows to 48 MiB under load). Small streams and steady publishing
+     * leave little garbage per event, so a small cap costs little and keeps
+     * an idle server's memory down.
+     */
+    shard_young_generation_mb: int(0, 1024).default(4),
     /** Requests a shard may have in flight (taken, not yet answered: e.g. waiting for fsync). */
     shard_requests_max: int(1, 1_000_000).default(4096),
     auto_create_streams: bool.default(true),

@@ -32,7 +32,11 @@ class Shard {
     this.inRing = new Ring(inBuf);
     this.outRing = new Ring(outBuf);
     const init: WorkerInit = { shard, shards: config.shards, config, inRing: inBuf, outRing: outBuf };
-    this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: init, name: `shard-${shard}` });
+    this.worker = new Worker(fileURLToPath(WORKER_URL), {
+      workerData: init,
+      name: `shard-${shard}`,
+      ...(config.shard_young_generation_mb > 0 ? { resourceLimits: { maxYoungGenerationSizeMb: config.shard_young_generation_mb } } : {}),
+    });
     this.ready = new Promise((resolve, reject) => {
       this.closed = new Promise((resolveClosed) => {
         this.worker.on("message", (m: WorkerEvent) => {

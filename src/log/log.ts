@@ -67,7 +67,7 @@ export class StreamLog {
   private syncSeg: Segment | null = null;
   /** The one closed segment whose file is open for reading (bounded fds). */
   private reading: Segment | null = null;
-  private syncWaiters: Array<{ seq: number; done: (err: Error | null) => void }> = [];
+  private syncWaiters: Array<{ seq: number; done: (err: Error | null) => void }> | null = null;
   /** Appended since the last fdatasync of this log (flush() skips clean logs). */
   private unsynced = false;
 
@@ -104,7 +104,7 @@ export class StreamLog {
       .map((f) => Number(f.slice(0, 20)))
       .sort((a, b) => a - b);
     if (bases.length === 0) {
-      this.segments.push(new Segment(this.dir, 1, this.opts.indexIntervalBytes, true));
+      this.segments = [new Segment(this.dir, 1, this.opts.indexIntervalBytes, true)]; // sized to fit
       if (durable) this.syncDir();
       report.segments = 1;
       return report;
@@ -237,7 +237,7 @@ export class StreamLog {
    */
   syncTo(seq: number, done: (err: Error | null) => void): void {
     if (seq <= this.committedSeq) return done(null);
-    this.syncWaiters.push({ seq, done });
+    (this.syncWaiters ??= []).push({ seq, done });
     if (!this.syncing) this.startSync();
   }
 
@@ -250,14 +250,14 @@ export class StreamLog {
       this.syncSeg = null;
       if (seg.closed && this.reading !== seg) seg.close();
       if (!err && target > this.committedSeq) this.committedSeq = target;
-      const waiting = this.syncWaiters;
-      this.syncWaiters = [];
+      const waiting = this.syncWaiters ?? [];
+      this.syncWaiters = null;
       for (const w of waiting) {
         if (err) w.done(err);
         else if (w.seq <= this.committedSeq) w.done(null);
-        else this.syncWaiters.push(w);
+        else (this.syncWaiters ??= []).push(w);
       }
-      if (this.syncWaiters.length > 0) this.startSync();
+      if (this.syncWaiters) this.startSync();
     });
   }
 

@@ -17,9 +17,6 @@ const TIDX_HEADER_BYTES = 24;
 export const segmentName = (baseSeq: number) => String(baseSeq).padStart(20, "0");
 
 export class Segment {
-  readonly logPath: string;
-  readonly idxPath: string;
-  readonly tidxPath: string;
   fd: number;
   /** Bytes of valid records in the file. */
   size = 0;
@@ -33,10 +30,10 @@ export class Segment {
    * index, until the background scrub has read them through.
    */
   verified: boolean;
-  // Sparse index points, ascending; the first record always has one.
-  private readonly idxSeq: number[] = [];
-  private readonly idxTs: number[] = [];
-  private readonly idxPos: number[] = [];
+  // Sparse index points, ascending, as (seq, ingest_ts, position) triples in
+  // one array (one allocation per segment: a shard holds thousands of small
+  // streams); the first record always has one.
+  private points: number[] = [];
   private lastIndexedPos = -Infinity;
 
   constructor(
@@ -45,13 +42,28 @@ export class Segment {
     private readonly indexIntervalBytes: number,
     create: boolean,
   ) {
-    const name = segmentName(baseSeq);
-    this.logPath = join(dir, `${name}.log`);
-    this.idxPath = join(dir, `${name}.idx`);
-    this.tidxPath = join(dir, `${name}.tidx`);
     this.fd = openSync(this.logPath, create ? "wx+" : "r+");
     this.lastSeq = baseSeq - 1;
     this.verified = create;
+  }
+
+  // Derived, not stored: three path strings per segment were a third of an
+  // idle stream's memory.
+  get logPath(): string {
+    return join(this.dir, `${segmentName(this.baseSeq)}.log`);
+  }
+
+  get idxPath(): string {
+    return join(this.dir, `${segmentName(this.baseSeq)}.idx`);
+  }
+
+  get tidxPath(): string {
+    return join(this.dir, `${segmentName(this.baseSeq)}.tidx`);
+  }
+
+  /** Number of sparse index points. */
+  private get indexPoints(): number {
+    return this.points.length / 3;
   }
 
   get empty(): boolean {
@@ -70,9 +82,8 @@ export class Segment {
   noteRecord(seq: number, ts: number, pos: number, frameBytes: number): void {
     if (this.empty) this.firstTs = ts;
     if (pos - this.lastIndexedPos >= this.indexIntervalBytes) {
-      this.idxSeq.push(seq);
-      this.idxTs.push(ts);
-      this.idxPos.push(pos);
+      if (this.points.length === 0) this.points = [seq, ts, pos]; // sized to fit: most segments keep one point
+      else this.points.push(seq, ts, pos);
       this.lastIndexedPos = pos;
     }
     this.lastSeq = seq;
@@ -82,44 +93,44 @@ export class Segment {
 
   /** Drops every index point at or after `pos` (after a failed append is cut). */
   truncateIndex(pos: number): void {
-    while (this.idxPos.length > 0 && this.idxPos[this.idxPos.length - 1] >= pos) {
-      this.idxPos.pop();
-      this.idxSeq.pop();
-      this.idxTs.pop();
-    }
-    this.lastIndexedPos = this.idxPos.length > 0 ? this.idxPos[this.idxPos.length - 1] : -Infinity;
+    const p = this.points;
+    while (p.length > 0 && p[p.length - 1] >= pos) p.length -= 3;
+    this.lastIndexedPos = p.length > 0 ? p[p.length - 1] : -Infinity;
   }
 
   /** Index point (seq, pos) at or before `seq`: scan forward from there. O(log n). */
   seekSeq(seq: number): { seq: number; pos: number } {
+    const p = this.points;
     let lo = 0;
-    let hi = this.idxSeq.length - 1;
-    if (hi < 0 || seq <= this.idxSeq[0]) return { seq: this.baseSeq, pos: 0 };
+    let hi = this.indexPoints - 1;
+    if (hi < 0 || seq <= p[0]) return { seq: this.baseSeq, pos: 0 };
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (this.idxSeq[mid] <= seq) lo = mid;
+      if (p[3 * mid] <= seq) lo = mid;
       else hi = mid - 1;
     }
-    return { seq: this.idxSeq[lo], pos: this.idxPos[lo] };
+    return { seq: p[3 * lo], pos: p[3 * lo + 2] };
   }
 
   /** Index point before the first record with ingest_ts >= ts. O(log n). */
   seekTime(ts: number): { seq: number; pos: number } {
+    const p = this.points;
     let lo = 0;
-    let hi = this.idxTs.length - 1;
-    if (hi < 0 || ts <= this.idxTs[0]) return { seq: this.baseSeq, pos: 0 };
+    let hi = this.indexPoints - 1;
+    if (hi < 0 || ts <= p[1]) return { seq: this.baseSeq, pos: 0 };
     // Last point with ts strictly below the target: the first match is after it.
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (this.idxTs[mid] < ts) lo = mid;
+      if (p[3 * mid + 1] < ts) lo = mid;
       else hi = mid - 1;
     }
-    return { seq: this.idxSeq[lo], pos: this.idxPos[lo] };
+    return { seq: p[3 * lo], pos: p[3 * lo + 2] };
   }
 
   /** Writes the .idx and .tidx files (on close). Both end with a CRC32. */
   writeIndexFiles(): void {
-    const n = this.idxSeq.length;
+    const n = this.indexPoints;
+    const p = this.points;
     const idx = Buffer.alloc(IDX_HEADER_BYTES + n * 8 + 4);
     idx.writeUInt32LE(IDX_MAGIC, 0);
     idx.writeUInt32LE(INDEX_VERSION, 4);
@@ -136,10 +147,10 @@ export class Segment {
     writeU64(tidx, 8, this.baseSeq);
     writeU64(tidx, 16, n);
     for (let i = 0; i < n; i++) {
-      const rel = this.idxSeq[i] - this.baseSeq;
+      const rel = p[3 * i] - this.baseSeq;
       writeU32(idx, IDX_HEADER_BYTES + i * 8, rel);
-      writeU32(idx, IDX_HEADER_BYTES + i * 8 + 4, this.idxPos[i]);
-      writeU64(tidx, TIDX_HEADER_BYTES + i * 16, this.idxTs[i]);
+      writeU32(idx, IDX_HEADER_BYTES + i * 8 + 4, p[3 * i + 2]);
+      writeU64(tidx, TIDX_HEADER_BYTES + i * 16, p[3 * i + 1]);
       writeU32(tidx, TIDX_HEADER_BYTES + i * 16 + 8, rel);
     }
     idx.writeUInt32LE(crc32(idx.subarray(0, idx.length - 4)), idx.length - 4);
@@ -169,15 +180,14 @@ export class Segment {
     if (size !== this.fileBytes()) return false;
     const n = (idx.length - IDX_HEADER_BYTES - 4) / 8;
     if (!Number.isInteger(n) || Number(tidx.readBigUInt64LE(16)) !== n || tidx.length !== TIDX_HEADER_BYTES + n * 16 + 4) return false;
-    this.idxSeq.length = this.idxTs.length = this.idxPos.length = 0;
+    const points: number[] = [];
     for (let i = 0; i < n; i++) {
       const relSeq = idx.readUInt32LE(IDX_HEADER_BYTES + i * 8);
       if (relSeq !== tidx.readUInt32LE(TIDX_HEADER_BYTES + i * 16 + 8)) return false;
-      this.idxSeq.push(this.baseSeq + relSeq);
-      this.idxPos.push(idx.readUInt32LE(IDX_HEADER_BYTES + i * 8 + 4));
-      this.idxTs.push(Number(tidx.readBigUInt64LE(TIDX_HEADER_BYTES + i * 16)));
+      points.push(this.baseSeq + relSeq, Number(tidx.readBigUInt64LE(TIDX_HEADER_BYTES + i * 16)), idx.readUInt32LE(IDX_HEADER_BYTES + i * 8 + 4));
     }
-    this.lastIndexedPos = n > 0 ? this.idxPos[n - 1] : -Infinity;
+    this.points = points;
+    this.lastIndexedPos = n > 0 ? points[points.length - 1] : -Infinity;
     this.lastSeq = Number(idx.readBigUInt64LE(16));
     this.size = size;
     this.firstTs = Number(idx.readBigUInt64LE(32));

@@ -2,8 +2,11 @@
 // appended within dedup_window_ms, at most dedup_keys_max keys (oldest go
 // first when full). Rebuilt from the log on start, so it survives restarts.
 
+const NO_KEYS: ReadonlyMap<string, number> = new Map();
+
 export class DedupWindow {
-  private readonly seqByKey = new Map<string, number>();
+  // Allocated on the first key: most streams never see one.
+  private seqByKey: Map<string, number> | null = null;
   // Insertion order (ingest_ts never decreases), for expiry from the front.
   private keys: string[] = [];
   private seqs: number[] = [];
@@ -16,7 +19,7 @@ export class DedupWindow {
   ) {}
 
   get size(): number {
-    return this.seqByKey.size;
+    return (this.seqByKey ?? NO_KEYS).size;
   }
 
   setWindow(windowMs: number): void {
@@ -25,16 +28,17 @@ export class DedupWindow {
 
   /** The seq an unexpired key was appended at, or undefined. */
   get(key: string): number | undefined {
-    return this.seqByKey.get(key);
+    return (this.seqByKey ?? NO_KEYS).get(key);
   }
 
   add(key: string, seq: number, ts: number): void {
     if (this.windowMs === 0) return;
-    this.seqByKey.set(key, seq);
+    const byKey = (this.seqByKey ??= new Map());
+    byKey.set(key, seq);
     this.keys.push(key);
     this.seqs.push(seq);
     this.tss.push(ts);
-    while (this.seqByKey.size > this.keysMax) this.dropOldest();
+    while (byKey.size > this.keysMax) this.dropOldest();
   }
 
   /** Forgets keys older than the window. */
@@ -46,7 +50,7 @@ export class DedupWindow {
   private dropOldest(): void {
     const key = this.keys[this.head];
     // A key appended again later keeps its newer entry.
-    if (this.seqByKey.get(key) === this.seqs[this.head]) this.seqByKey.delete(key);
+    if (this.seqByKey!.get(key) === this.seqs[this.head]) this.seqByKey!.delete(key);
     this.head++;
     if (this.head > 1024 && this.head * 2 > this.keys.length) {
       this.keys = this.keys.slice(this.head);

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { ApiError } from "../errors.js";
-import { StreamLog, type LogOptions, type RecoveryReport } from "../log/log.js";
+import { StreamLog, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
 import { frameSeq, frameTs } from "../log/record.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
@@ -70,11 +70,16 @@ export interface StreamMeta {
   config: StreamConfig;
 }
 
+// A shard holds thousands of these: every field counts (~1 KB per idle
+// stream in all, with its log and segment). Paths are derived when needed,
+// the dedup window allocates on its first key, and corruptions are kept only
+// when there are any.
 export class Stream {
   readonly log: StreamLog;
   readonly dedup: DedupWindow;
   private checkpointStore: CheckpointStore | null = null;
-  recovery: RecoveryReport | null = null;
+  /** Damage found by recovery or by the scrub, shown in info(); null when none. */
+  corruptions: CorruptionInfo[] | null = null;
 
   private constructor(
     readonly id: string,
@@ -89,14 +94,16 @@ export class Stream {
   }
 
   /** The stream's JSON literal, for rendering events without re-escaping it. */
-  readonly idJson = () => JSON.stringify(this.id);
+  idJson(): string {
+    return JSON.stringify(this.id);
+  }
 
   static create(root: string, id: string, config: StreamConfig, logOpts: LogOptions, dedupKeysMax: number): Stream {
     const dir = join(root, escapeStreamId(id));
     mkdirSync(dir, { recursive: true });
     const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax);
     s.saveMeta();
-    s.recovery = s.log.open(config.durability === "fsync");
+    s.log.open(config.durability === "fsync"); // a new log: nothing to report
     return s;
   }
 
@@ -106,12 +113,19 @@ export class Stream {
   }
 
   /** Opens an existing stream directory: recovery, then the dedup rebuild. */
-  static open(dir: string, meta: StreamMeta, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): Stream {
+  static open(dir: string, meta: StreamMeta, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): { stream: Stream; report: RecoveryReport } {
     const config = { ...fullConfig({}, defaults), ...meta.config };
     const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
-    s.recovery = s.log.open(config.durability === "fsync");
+    const report = s.log.open(config.durability === "fsync");
+    if (report.corruptions.length > 0) s.corruptions = [...report.corruptions];
     s.rebuildDedup();
-    return s;
+    return { stream: s, report };
+  }
+
+  /** Records damage found after opening (the scrub); each place once. */
+  noteCorruption(info: CorruptionInfo): void {
+    if (this.corruptions?.some((c) => c.segment === info.segment && c.seq === info.seq)) return;
+    (this.corruptions ??= []).push(info);
   }
 
   /** Reads the log's last dedup_window_ms of records back into the window. */
@@ -156,7 +170,7 @@ export class Stream {
       created_at: this.createdAt,
       ...this.config,
       segments: log.segments.length,
-      ...(this.recovery && this.recovery.corruptions.length > 0 ? { corruptions: this.recovery.corruptions } : {}),
+      ...(this.corruptions ? { corruptions: this.corruptions } : {}),
     };
   }
 

@@ -9,7 +9,7 @@ import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
-import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
+import { CorruptRecordError, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
 import { frameBytesFor, frameTs, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
@@ -96,7 +96,7 @@ class ShardWorker {
   /** Opens every stream this shard owns; recovery runs here, before ready. */
   recover(): WorkerEvent {
     mkdirSync(this.root, { recursive: true });
-    const recovery: Array<{ stream: string; report: Stream["recovery"] & object }> = [];
+    const recovery: Array<{ stream: string; report: RecoveryReport }> = [];
     const scrub: ScrubItem[] = [];
     for (const name of readdirSync(this.root)) {
       const dir = join(this.root, name);
@@ -104,12 +104,11 @@ class ShardWorker {
       // Only the owner may open a stream: opening runs recovery, which writes.
       const meta = Stream.readMeta(dir);
       if (shardOf(meta.id, this.init.shards) !== this.init.shard) continue;
-      const s = Stream.open(dir, meta, this.logOpts, this.config.dedup_keys_max, this.defaults);
+      const { stream: s, report: r } = Stream.open(dir, meta, this.logOpts, this.config.dedup_keys_max, this.defaults);
       this.streams.set(s.id, s);
-      const r = s.recovery!;
-      if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0) recovery.push({ stream: s.id, report: r });
       for (const u of r.unverified) scrub.push({ stream: s.id, ...u, frameBytesMax: this.logOpts.frameBytesMax });
       r.unverified = [];
+      if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0) recovery.push({ stream: s.id, report: r });
     }
     return { type: "ready", streams: this.streams.size, recovery, scrub };
   }
@@ -144,8 +143,7 @@ class ShardWorker {
 
   /** Damage the background scrub found: shown in the stream's info from now on. */
   noteCorruption(stream: string, info: CorruptionInfo): void {
-    const s = this.streams.get(stream);
-    if (s?.recovery && !s.recovery.corruptions.some((c) => c.segment === info.segment && c.seq === info.seq)) s.recovery.corruptions.push(info);
+    this.streams.get(stream)?.noteCorruption(info);
   }
 
   async run(): Promise<void> {

@@ -338,59 +338,25 @@ export class JsonBatch {
       const k = JSON.parse(this.b.toString("utf8", s[base + 1], s[base + 2])) as string;
       throw invalidEvent(index, k === "seq" || k === "ingest_ts" || k === "stream" ? `"${k}" is assigned by the server and must not be sent` : `unknown field "${k}"`);
     }
-    const kind = (field: number) => s[base + 3 + 3 * field];
-    const start = (field: number) => s[base + 4 + 3 * field];
-    const stop = (field: number) => s[base + 5 + 3 * field];
-
-    // Strings: [at, len) of the value's UTF-8 bytes; -1 when absent or null.
-    const str = (field: number, required: boolean, bytesMax = limits.fieldBytesMax): number => {
-      const k = kind(field);
-      const name = FIELD_NAMES[field];
-      if (k === ABSENT || k === NULL) {
-        if (required) throw invalidEvent(index, `"${name}" is required`);
-        this.len = 0;
-        return -1;
-      }
-      if (k !== STRING && k !== STRING_ESCAPED) throw invalidEvent(index, `"${name}" must be a string`);
-      let at = start(field) + 1;
-      this.len = stop(field) - 1 - at;
-      if (k === STRING_ESCAPED) {
-        const value = JSON.parse(this.b.toString("utf8", start(field), stop(field))) as string;
-        at = this.side;
-        this.len = this.b.write(value, at, "utf8");
-        this.side += this.len;
-      }
-      if (required && this.len === 0) throw invalidEvent(index, `"${name}" must not be empty`);
-      if (this.len > bytesMax) throw fieldTooLong(index, name, bytesMax);
-      return at;
-    };
-    const uint = (field: number): number => {
-      const k = kind(field);
-      if (k === ABSENT || k === NULL) return -1;
-      const v = k === NUMBER ? Number(this.b.toString("latin1", start(field), stop(field))) : NaN;
-      if (!Number.isSafeInteger(v) || v < 0) throw invalidEvent(index, `"${FIELD_NAMES[field]}" must be a non-negative integer`);
-      return v;
-    };
-
-    f.typeAt = str(F_TYPE, true);
+    f.typeAt = this.str(index, base, F_TYPE, true, limits.fieldBytesMax);
     f.typeLen = this.len;
-    f.keyAt = str(F_KEY, false);
+    f.keyAt = this.str(index, base, F_KEY, false, limits.fieldBytesMax);
     f.keyLen = this.len;
-    f.producerIdAt = str(F_PRODUCER_ID, false);
+    f.producerIdAt = this.str(index, base, F_PRODUCER_ID, false, limits.fieldBytesMax);
     f.producerIdLen = this.len;
-    f.idemAt = str(F_IDEM, false);
+    f.idemAt = this.str(index, base, F_IDEM, false, limits.fieldBytesMax);
     f.idemLen = this.len;
-    f.producerSeq = uint(F_PRODUCER_SEQ);
-    f.producerTs = uint(F_PRODUCER_TS);
-    const hasPayload = kind(F_PAYLOAD) !== ABSENT;
-    const b64Kind = kind(F_PAYLOAD_BASE64);
+    f.producerSeq = this.uint(index, base, F_PRODUCER_SEQ);
+    f.producerTs = this.uint(index, base, F_PRODUCER_TS);
+    const hasPayload = s[base + 3 + 3 * F_PAYLOAD] !== ABSENT;
+    const b64Kind = s[base + 3 + 3 * F_PAYLOAD_BASE64];
     if (hasPayload && b64Kind !== ABSENT) throw invalidEvent(index, `send "payload" or "payload_base64", not both`);
     if (hasPayload) {
       f.encoding = PAYLOAD_JSON;
-      f.payloadAt = start(F_PAYLOAD);
-      f.payloadLen = stop(F_PAYLOAD) - f.payloadAt;
+      f.payloadAt = s[base + 4 + 3 * F_PAYLOAD];
+      f.payloadLen = s[base + 5 + 3 * F_PAYLOAD] - f.payloadAt;
     } else if (b64Kind !== ABSENT) {
-      const at = str(F_PAYLOAD_BASE64, false, Infinity); // its decoded size is checked below
+      const at = this.str(index, base, F_PAYLOAD_BASE64, false, Infinity); // its decoded size is checked below
       const text = at < 0 ? null : this.b.toString("latin1", at, at + this.len);
       if (text === null || text.length % 4 !== 0 || !BASE64.test(text)) throw invalidEvent(index, `"payload_base64" must be a base64 string`);
       f.encoding = PAYLOAD_BINARY;
@@ -405,6 +371,45 @@ export class JsonBatch {
     if (f.payloadLen > limits.eventBytesMax) throw eventTooLarge(index, f.payloadLen, limits.eventBytesMax);
     return f;
   }
+
+  // Per-field rules as methods, not closures: fields() runs once per event
+  // and five closures each time were most of the JSON path's garbage.
+
+  /** A string field's value as [at, this.len) of UTF-8 bytes; -1 when absent or null. */
+  private str(index: number, base: number, field: number, required: boolean, bytesMax: number): number {
+    const s = this.spans;
+    const k = s[base + 3 + 3 * field];
+    if (k === ABSENT || k === NULL) {
+      if (required) throw invalidEvent(index, `"${FIELD_NAMES[field]}" is required`);
+      this.len = 0;
+      return -1;
+    }
+    if (k !== STRING && k !== STRING_ESCAPED) throw invalidEvent(index, `"${FIELD_NAMES[field]}" must be a string`);
+    const start = s[base + 4 + 3 * field];
+    const stop = s[base + 5 + 3 * field];
+    let at = start + 1;
+    this.len = stop - 1 - at;
+    if (k === STRING_ESCAPED) {
+      const value = JSON.parse(this.b.toString("utf8", start, stop)) as string;
+      at = this.side;
+      this.len = this.b.write(value, at, "utf8");
+      this.side += this.len;
+    }
+    if (required && this.len === 0) throw invalidEvent(index, `"${FIELD_NAMES[field]}" must not be empty`);
+    if (this.len > bytesMax) throw fieldTooLong(index, FIELD_NAMES[field], bytesMax);
+    return at;
+  }
+
+  /** A non-negative integer field, or -1 when absent or null. */
+  private uint(index: number, base: number, field: number): number {
+    const s = this.spans;
+    const k = s[base + 3 + 3 * field];
+    if (k === ABSENT || k === NULL) return -1;
+    const v = k === NUMBER ? Number(this.b.toString("latin1", s[base + 4 + 3 * field], s[base + 5 + 3 * field])) : NaN;
+    if (!Number.isSafeInteger(v) || v < 0) throw invalidEvent(index, `"${FIELD_NAMES[field]}" must be a non-negative integer`);
+    return v;
+  }
+
   private len = 0;
 }
 
