@@ -11,7 +11,14 @@
 // The producer also starts again at 0 whenever it finds the ring empty past
 // REWIND_BYTES, so a ring that is drained as fast as it is filled keeps
 // touching the same few pages instead of every page of its capacity (a ring's
-// resident memory follows what is in flight, not its size).
+// resident memory follows what is in flight, not its size). That jump is not
+// a PAD in the data area (the consumer would have to read the PAD's header
+// before the producer could reuse the space behind it, so a burst right after
+// a rewind would find the ring nearly full): the producer publishes the
+// position it jumped from in the control block, and the consumer, on reaching
+// exactly that position, jumps too and clears it. Until the consumer has
+// jumped, the producer counts the space as free, since nothing there will be
+// read. One jump at most is pending: the next needs the ring empty again.
 //
 // Memory ordering: payload bytes are plain writes published by the
 // Atomics.store of the write position (and freed by the store of the read
@@ -20,6 +27,7 @@
 const CONTROL_BYTES = 128;
 const WRITE = 0; // Int32 index of the write position
 const READ = 16; // Int32 index of the read position, 64 bytes away
+const JUMP = 8; // Int32 index of 1 + the position the producer jumped from, 0: none
 const HEADER_BYTES = 8;
 const KIND_PAD = -1;
 /** An empty ring whose write offset is past this starts again at 0. */
@@ -55,6 +63,9 @@ export class Ring {
   private writePos: number;
   private readPos: number;
   private reserved = -1;
+  /** Producer: the rewind the consumer may not have followed yet (from, to), or -1. */
+  private jumpFrom = -1;
+  private jumpTo = 0;
   /** Read position seen by the last reserve(): waitWritable() waits for it to move. */
   private readSeen = 0;
   private current = 0;
@@ -100,11 +111,22 @@ export class Ring {
       throw new RangeError(`ring: message of ${payloadBytes} bytes exceeds ${this.messageBytesMax}`);
     }
     this.readSeen = Atomics.load(this.control, READ);
-    const free = this.capacity - (this.writePos - this.readSeen + this.span) % this.span;
+    let readFrom = this.readSeen;
+    if (this.jumpFrom !== -1) {
+      // The consumer moves off the jump's origin only by taking the jump.
+      if (readFrom === this.jumpFrom) readFrom = this.jumpTo;
+      else this.jumpFrom = -1;
+    }
+    const free = this.capacity - (this.writePos - readFrom + this.span) % this.span;
+    if (free === this.capacity && this.jumpFrom === -1 && this.writePos % this.capacity >= REWIND_BYTES) {
+      const from = this.writePos;
+      this.jumpFrom = from;
+      this.jumpTo = this.writePos = (from + this.capacity - (from % this.capacity)) % this.span;
+      Atomics.store(this.control, JUMP, from + 1); // published with the next commit's write position
+    }
     const at = this.writePos % this.capacity;
     const toEnd = this.capacity - at;
-    const rewind = free === this.capacity && at >= REWIND_BYTES && at >= need;
-    if (toEnd >= need && !rewind) {
+    if (toEnd >= need) {
       if (free < need) return -1;
       this.reserved = at;
       return at + HEADER_BYTES;
@@ -160,6 +182,11 @@ export class Ring {
   read(): RingMessage | null {
     const write = Atomics.load(this.control, WRITE);
     while (this.readPos !== write) {
+      if (Atomics.load(this.control, JUMP) === this.readPos + 1) {
+        Atomics.store(this.control, JUMP, 0);
+        this.readPos = (this.readPos + this.capacity - (this.readPos % this.capacity)) % this.span;
+        continue;
+      }
       const at = this.readPos % this.capacity;
       const length = this.view.getUint32(at, true);
       const kind = this.view.getInt32(at + 4, true);

@@ -173,6 +173,35 @@ describe("Ring: rewinding when drained", () => {
     expect(highest).toBeLessThan(REWIND_BYTES + footprint(1000));
   });
 
+  it("right after a rewind the producer can fill the whole ring before the consumer follows", () => {
+    const ring = newRing(4 * REWIND_BYTES);
+    const consumer = new Ring(ring.buffer);
+    const big = pattern(REWIND_BYTES / 2 - 64, 3);
+    // Walk the write offset past REWIND_BYTES, draining each message.
+    while (true) {
+      const at = ring.reserve(big.byteLength);
+      ring.data.set(big, at);
+      ring.commit(1, big.byteLength);
+      consumer.read();
+      consumer.release();
+      if (at + big.byteLength >= REWIND_BYTES) break;
+    }
+    // Empty and past the mark: the next message starts at 0, and a burst
+    // fills the ring up to its capacity, not just the bytes before the mark.
+    let burst = 0;
+    while (ring.tryWrite(100 + burst, big)) burst++;
+    expect(burst).toBe(Math.floor(ring.capacity / footprint(big.byteLength)));
+    for (let i = 0; i < burst; i++) {
+      const m = consumer.read()!;
+      expect(m.kind).toBe(100 + i);
+      if (i === 0) expect(m.offset).toBe(HEADER_BYTES);
+      expect(sameBytes(consumer.data.subarray(m.offset, m.offset + m.length), big)).toBe(true);
+      consumer.release();
+    }
+    expect(consumer.read()).toBeNull();
+    expect(ring.usedBytes()).toBe(0);
+  });
+
   it("a ring with messages in flight does not rewind: they stay in order across the wrap", () => {
     const ring = newRing(4 * REWIND_BYTES);
     const size = 4000;
