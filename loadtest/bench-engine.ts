@@ -58,7 +58,7 @@ const { values: opts } = parseArgs({
     events: { type: "string" },
     quick: { type: "boolean", default: false },
     // Kept selectable so the choice of default below can be re-checked.
-    client: { type: "string", default: "http" },
+    client: { type: "string", default: "raw" },
     // Node 20's parseArgs has no --no-X negation, so the flag is its own option.
     "no-peers": { type: "boolean", default: false },
     // A JSON-lines file that gets this run's measurements (loadtest/results.ts), for `npm run bench`.
@@ -71,11 +71,16 @@ if (!Number.isSafeInteger(EVENTS) || EVENTS <= 0 || EVENTS % BATCH_EVENTS !== 0)
   console.error(`--events must be a positive multiple of ${BATCH_EVENTS}`);
   process.exit(2);
 }
-if (opts.client !== "http" && opts.client !== "fetch") {
-  console.error(`--client must be "http" or "fetch"`);
+if (opts.client !== "raw" && opts.client !== "http" && opts.client !== "fetch") {
+  console.error(`--client must be "raw", "http" or "fetch"`);
   process.exit(2);
 }
-const CLIENT_KIND = opts.client as "http" | "fetch";
+const CLIENT_KIND = opts.client as "raw" | "http" | "fetch";
+const CLIENT_NAMES = {
+  raw: "raw HTTP/1.1 keep-alive sockets (loadtest/http-raw.ts, as a load generator such as autocannon drives a server)",
+  http: "node:http with a keep-alive Agent",
+  fetch: "Node's global fetch (undici)",
+};
 
 // ---- HTTP clients ----------------------------------------------------------
 
@@ -90,7 +95,27 @@ interface Client {
 }
 
 /**
- * node:http with a keep-alive Agent, the default: in alternating runs of
+ * Raw keep-alive sockets, one per request in flight, the default. The
+ * benchmark's client shares the 2 cores with the server: node:http spent
+ * ~0.4 s of client CPU per million published events (1,000 requests of
+ * 184 KB), the raw client ~0.17 s, and the server got the difference.
+ */
+async function rawClient(port: number, sockets: number): Promise<Client> {
+  const raw = await HttpRawClient.connect(port, sockets, { timeoutMs: REQUEST_TIMEOUT_MS });
+  return {
+    request: (method, path, body, headers = {}) => {
+      if (method === "GET" && !body) return raw.get(path, headers);
+      if (method === "POST" && body) return raw.post(path, body, headers);
+      // Other methods (the untimed PUT of the fsync row) go over node:http.
+      const once = httpClient(port, 1);
+      return once.request(method, path, body, headers).finally(() => once.close());
+    },
+    close: () => raw.close(),
+  };
+}
+
+/**
+ * node:http with a keep-alive Agent: in alternating runs of
  * 300,000 events on the 2-core VM it matched or beat Node 20's fetch
  * (undici behind WHATWG streams) in most rows, by up to 1.5x, and fetch's
  * extra per-request work is client CPU taken from the cores the server runs
@@ -302,7 +327,8 @@ function buildBodies(format: Format): Buffer[] {
   return bodies;
 }
 
-function makeClient(server: Server, inFlight: number): Client {
+async function makeClient(server: Server, inFlight: number): Promise<Client> {
+  if (CLIENT_KIND === "raw") return rawClient(server.port, inFlight);
   return CLIENT_KIND === "http" ? httpClient(server.port, inFlight) : fetchClient(server.port);
 }
 
@@ -331,7 +357,7 @@ async function headSeq(client: Client): Promise<number> {
 
 /** W1: `events` events in batches, `inFlight` requests outstanding at any time. */
 async function publish(label: string, server: Server, format: Format, inFlight: number, fsync: boolean): Promise<Measure> {
-  const client = makeClient(server, inFlight);
+  const client = await makeClient(server, inFlight);
   try {
     if (fsync) {
       const r = await client.request("PUT", `/v1/streams/${STREAM}`, Buffer.from(`{"durability":"fsync"}`), { "content-type": CT_JSON });
@@ -430,7 +456,7 @@ async function replay(label: string, server: Server, format: Format, depth: numb
   // head_seq (untimed) over the W1 client; pages over raw sockets, as the
   // Redis rows read theirs (http-raw.ts): `depth` sockets, one page each.
   const raw = await HttpRawClient.connect(server.port, depth, { timeoutMs: REQUEST_TIMEOUT_MS });
-  const client = makeClient(server, 1);
+  const client = await makeClient(server, 1);
   try {
     const head = await headSeq(client);
     if (head !== EVENTS) throw new Error(`stream holds head_seq ${head} after restart, expected ${EVENTS}`);
@@ -719,7 +745,7 @@ async function main(): Promise<number> {
     `- ${EVENTS.toLocaleString("en-US")} events per workload, one stream (\`${STREAM}\`), a fresh server process (\`serve --port 0\`, default config) on a fresh temp data dir for each W1 row. W2 restarts a server on the data dir that the matching W1 "8 in flight" row wrote (JSON payloads for the JSON replay, binary payloads for the FlatBuffers one), so its pages come from a hot page cache.`,
     `- W1: batches of ${BATCH_EVENTS} events with ${PAYLOAD_BYTES}-byte payloads (JSON: \`{"type":"tick","payload":"<${PAYLOAD_BYTES} chars>"}\`; FlatBuffers: \`payload_bytes\` of ${PAYLOAD_BYTES} random bytes). **Request bodies are pre-encoded before timing** (a pool of ${BODY_POOL} distinct batches, sent round-robin), so client encoding is not measured. Every response is checked for 200 and its \`count\`; \`head_seq\` must equal the events sent.`,
     `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1: one request at a time following \`next\`, and ${REPLAY_DEPTH} page requests outstanding by seq range (seqs are gap-free, so a batch consumer can prefetch), pages checked in order, read over raw \`node:net\` keep-alive sockets like the Redis rows (\`loadtest/http-raw.ts\`: status line and content-length only, each body read straight into one buffer of that length; ${REPLAY_DEPTH} in flight is ${REPLAY_DEPTH} sockets with one request each). The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
-    `- Client: W1 uses ${CLIENT_KIND === "http" ? "node:http with a keep-alive Agent" : "Node's global fetch (undici)"}; W2 uses raw sockets like the Redis rows (above; its untimed head_seq check uses the W1 client). Both run in the benchmark's own process, on the same ${availableParallelism()} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
+    `- Client: W1 uses ${CLIENT_NAMES[CLIENT_KIND]}; W2 uses raw sockets like the Redis rows (above; its untimed head_seq check uses the W1 client). Both run in the benchmark's own process, on the same ${availableParallelism()} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
     `- Server CPU is utime+stime from /proc/<pid>/stat over the timed part. Per-thread CPU is from /proc/<pid>/task/*/stat: the main thread (uWS front) is tid = pid; shard threads are listed shard-0 / shard-1 /… (${shardThreadMethod}); "other" is V8 helpers, the libuv pool (fdatasync) and the rest. Peak RSS is VmHWM (whole server life, start included); disk B/event is allocated bytes (\`du\`) of the data dir after the workload over the events.`,
     ...(peer ? ["", ...peerSection(peer, rows)] : []),
     ...(allNotes.length > 0 ? ["", "## Notes from this run", "", ...allNotes.map((n) => `- ${n}`)] : []),

@@ -276,9 +276,18 @@ export class HttpRawClient {
   }
 
   get(path: string, headers: Record<string, string> = {}): Promise<HttpRawReply> {
+    return this.leastBusy().get(path, headers);
+  }
+
+  post(path: string, body: Buffer, headers: Record<string, string> = {}): Promise<HttpRawReply> {
+    return this.leastBusy().post(path, body, headers);
+  }
+
+  /** The connection with the fewest requests outstanding. */
+  private leastBusy(): HttpRawConnection {
     let best = this.conns[0];
     for (const c of this.conns) if (c.pending < best.pending) best = c;
-    return best.get(path, headers);
+    return best;
   }
 
   close(): void {
