@@ -186,7 +186,8 @@ export class ByteWriter {
   }
 }
 
-const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
+/** An ASCII string's bytes, in one native call (Uint8Array.from(s, fn) iterated it char by char). */
+const ascii = (s: string): Uint8Array => Buffer.from(s, "latin1");
 const COMMA = ascii(",");
 const J_SEQ = ascii(`{"seq":`);
 const J_KEY = ascii(`,"key":`);
@@ -202,6 +203,7 @@ export class JsonRenderer {
   readonly fields = new EventFields();
   /** `,"stream":"<id>","type":` for the page's stream, as one piece. */
   private streamAndType: Uint8Array = new Uint8Array(0);
+  private streamJson = "";
   /** `,"ingest_ts":<ts>` of the last record: records of one batch share it. */
   private lastTs = -1;
   private lastTsText: Uint8Array = new Uint8Array(0);
@@ -211,7 +213,10 @@ export class JsonRenderer {
   private lastSeq = -2;
 
   forStream(streamJson: string): this {
-    this.streamAndType = ascii(`,"stream":${streamJson},"type":`); // ASCII by the stream id rules
+    if (streamJson !== this.streamJson) {
+      this.streamJson = streamJson;
+      this.streamAndType = ascii(`,"stream":${streamJson},"type":`); // ASCII by the stream id rules
+    }
     this.lastSeq = -2;
     return this;
   }

@@ -141,8 +141,10 @@ const w16 = (buf: Buffer, v: number, at: number) => {
 };
 
 /** Bytes writeEvent needs for `f`, padding included. */
+const stringBytes = (at: number, len: number) => (at < 0 ? 0 : (4 + len + 1 + 3) & ~3);
+
 export function eventBytesFor(f: EventFields): number {
-  const str = (at: number, len: number) => (at < 0 ? 0 : (4 + len + 1 + 3) & ~3);
+  const str = stringBytes;
   return FIXED_BYTES + str(f.typeAt, f.typeLen) + str(f.keyAt, f.keyLen) + str(f.producerIdAt, f.producerIdLen) + str(f.idemAt, f.idemLen) +
     (f.payloadAt < 0 || f.encoding === PAYLOAD_NONE ? 0 : (4 + f.payloadLen + 3) & ~3);
 }
@@ -151,6 +153,27 @@ export function eventBytesFor(f: EventFields): number {
 export function copyShort(src: Buffer, from: number, len: number, dst: Buffer, to: number): void {
   if (len > 32) dst.set(src.subarray(from, from + len), to); // measured faster than Buffer.copy here
   else for (let j = 0; j < len; j++) dst[to + j] = src[from + j];
+}
+
+/**
+ * One string field of writeEvent at `p`: a u32 offset in the table to
+ * [u32 length][bytes][NUL][pad]; absent (`from` < 0): a zero slot. Returns
+ * the next free position. A function, not a closure over `p`: writeEvent
+ * runs once per published JSON event.
+ */
+function writeString(buf: Buffer, p: number, slot: number, table: number, field: number, tableOffset: number, src: Buffer, from: number, len: number): number {
+  if (from < 0) {
+    w16(buf, 0, slot + 2 * field);
+    w32(buf, 0, table + tableOffset);
+    return p;
+  }
+  w16(buf, tableOffset, slot + 2 * field);
+  w32(buf, p - (table + tableOffset), table + tableOffset);
+  w32(buf, len, p);
+  copyShort(src, from, len, buf, p + 4);
+  const end = (p + 4 + len + 1 + 3) & ~3;
+  for (let j = p + 4 + len; j < end; j++) buf[j] = 0;
+  return end;
 }
 
 /**
@@ -169,25 +192,10 @@ export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields)
   w32(buf, 0, table + T_ENCODING); // encoding byte and its padding
   const slot = at + VTABLE + 4;
   let p = at + FIXED_BYTES;
-  // A string field: u32 offset in the table to [u32 length][bytes][NUL][pad].
-  const str = (field: number, tableOffset: number, from: number, len: number) => {
-    if (from < 0) {
-      w16(buf, 0, slot + 2 * field);
-      w32(buf, 0, table + tableOffset);
-      return;
-    }
-    w16(buf, tableOffset, slot + 2 * field);
-    w32(buf, p - (table + tableOffset), table + tableOffset);
-    w32(buf, len, p);
-    copyShort(src, from, len, buf, p + 4);
-    const end = (p + 4 + len + 1 + 3) & ~3;
-    for (let j = p + 4 + len; j < end; j++) buf[j] = 0;
-    p = end;
-  };
-  str(EVENT_FIELD.type, T_TYPE, f.typeAt, f.typeLen);
-  str(EVENT_FIELD.key, T_KEY, f.keyAt, f.keyLen);
-  str(EVENT_FIELD.producerId, T_PRODUCER_ID, f.producerIdAt, f.producerIdLen);
-  str(EVENT_FIELD.idempotencyKey, T_IDEM, f.idemAt, f.idemLen);
+  p = writeString(buf, p, slot, table, EVENT_FIELD.type, T_TYPE, src, f.typeAt, f.typeLen);
+  p = writeString(buf, p, slot, table, EVENT_FIELD.key, T_KEY, src, f.keyAt, f.keyLen);
+  p = writeString(buf, p, slot, table, EVENT_FIELD.producerId, T_PRODUCER_ID, src, f.producerIdAt, f.producerIdLen);
+  p = writeString(buf, p, slot, table, EVENT_FIELD.idempotencyKey, T_IDEM, src, f.idemAt, f.idemLen);
   w16(buf, f.producerSeq >= 0 ? T_PRODUCER_SEQ : 0, slot + 2 * EVENT_FIELD.producerSeq);
   writeU64(buf, table + T_PRODUCER_SEQ, Math.max(0, f.producerSeq));
   w16(buf, f.producerTs >= 0 ? T_PRODUCER_TS : 0, slot + 2 * EVENT_FIELD.producerTs);

@@ -305,23 +305,26 @@ export class JsonBatch {
   private number(): void {
     const b = this.b;
     let i = this.i;
-    const digit = (j: number) => j < this.end && b[j] >= 0x30 && b[j] <= 0x39;
     if (b[i] === 0x2d) i++;
-    if (!digit(i)) throw syntax(`bad number at position ${i}`);
+    if (!this.digit(i)) throw syntax(`bad number at position ${i}`);
     if (b[i] === 0x30) i++;
-    else while (digit(i)) i++;
+    else while (this.digit(i)) i++;
     if (i < this.end && b[i] === 0x2e) {
       i++;
-      if (!digit(i)) throw syntax(`bad number at position ${i}`);
-      while (digit(i)) i++;
+      if (!this.digit(i)) throw syntax(`bad number at position ${i}`);
+      while (this.digit(i)) i++;
     }
     if (i < this.end && (b[i] === 0x65 || b[i] === 0x45)) {
       i++;
       if (i < this.end && (b[i] === 0x2b || b[i] === 0x2d)) i++;
-      if (!digit(i)) throw syntax(`bad number at position ${i}`);
-      while (digit(i)) i++;
+      if (!this.digit(i)) throw syntax(`bad number at position ${i}`);
+      while (this.digit(i)) i++;
     }
     this.i = i;
+  }
+
+  private digit(j: number): boolean {
+    return j < this.end && this.b[j] >= 0x30 && this.b[j] <= 0x39;
   }
 
   // ---- event rules ---------------------------------------------------------
