@@ -355,7 +355,9 @@ export class ConsumeHub {
     else if (!feed.flushQueued) {
       feed.flushQueued = true;
       const wait = feed.nextFlushAt - performance.now();
-      if (wait <= 0) setImmediate(() => this.flushLive(feed));
+      // Timers have 1 ms steps: a wait shorter than that (one consumer, a
+      // quick flush) would become a whole millisecond of latency.
+      if (wait < 1) setImmediate(() => this.flushLive(feed));
       else setTimeout(() => this.flushLive(feed), wait);
     }
   }

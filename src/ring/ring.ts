@@ -20,6 +20,16 @@
 // jumped, the producer counts the space as free, since nothing there will be
 // read. One jump at most is pending: the next needs the ring empty again.
 //
+// Wake-ups: each side counts itself in the control block while it waits, and
+// the other side calls Atomics.notify only when that count is non-zero. A
+// notify that finds a waitAsync waiter is the expensive part of a hand-off
+// (a task posted to the other thread's loop and a write to its eventfd: tens
+// of µs on a VM); one that finds the waiter busy is skipped. The count is
+// raised before waitAsync compares the position, so a commit either sees the
+// count or changes the position that the waiter then compares: no lost wake.
+// A producer may also defer its notify to the end of the current turn
+// (`deferNotify`), so that several commits of one turn wake the reader once.
+//
 // Memory ordering: payload bytes are plain writes published by the
 // Atomics.store of the write position (and freed by the store of the read
 // position), which orders them for the other thread.
@@ -28,6 +38,8 @@ const CONTROL_BYTES = 128;
 const WRITE = 0; // Int32 index of the write position
 const READ = 16; // Int32 index of the read position, 64 bytes away
 const JUMP = 8; // Int32 index of 1 + the position the producer jumped from, 0: none
+const READERS_WAITING = 24; // consumer waits for WRITE to move (waitReadable)
+const WRITERS_WAITING = 4; // producer waits for READ to move (waitWritable)
 const HEADER_BYTES = 8;
 const KIND_PAD = -1;
 /** An empty ring whose write offset is past this starts again at 0. */
@@ -63,6 +75,9 @@ export class Ring {
   private writePos: number;
   private readPos: number;
   private reserved = -1;
+  /** Producer: wake the consumer once per turn (a microtask) rather than on every commit. */
+  deferNotify = false;
+  private notifyQueued = false;
   /** Producer: the rewind the consumer may not have followed yet (from, to), or -1. */
   private jumpFrom = -1;
   private jumpTo = 0;
@@ -150,7 +165,20 @@ export class Ring {
     this.reserved = -1;
     this.writePos = (this.writePos + align8(HEADER_BYTES + payloadBytes)) % this.span;
     Atomics.store(this.control, WRITE, this.writePos);
-    Atomics.notify(this.control, WRITE);
+    if (!this.deferNotify) this.wakeReader();
+    else if (!this.notifyQueued) {
+      this.notifyQueued = true;
+      queueMicrotask(this.wakeQueued);
+    }
+  }
+
+  private readonly wakeQueued = () => {
+    this.notifyQueued = false;
+    this.wakeReader();
+  };
+
+  private wakeReader(): void {
+    if (Atomics.load(this.control, READERS_WAITING) > 0) Atomics.notify(this.control, WRITE);
   }
 
   /** Copies `payload` in as one message; false when the ring is too full. */
@@ -168,8 +196,13 @@ export class Ring {
    * waitAsync does not keep a thread alive; the owner must (a timer, a socket).
    */
   async waitWritable(timeoutMs?: number): Promise<void> {
-    const r = Atomics.waitAsync(this.control, READ, this.readSeen, timeoutMs);
-    if (r.async) await r.value;
+    Atomics.add(this.control, WRITERS_WAITING, 1);
+    try {
+      const r = Atomics.waitAsync(this.control, READ, this.readSeen, timeoutMs);
+      if (r.async) await r.value;
+    } finally {
+      Atomics.sub(this.control, WRITERS_WAITING, 1);
+    }
   }
 
   // ---- consumer side -------------------------------------------------
@@ -206,12 +239,17 @@ export class Ring {
     this.readPos = (this.readPos + this.current) % this.span;
     this.current = 0;
     Atomics.store(this.control, READ, this.readPos);
-    Atomics.notify(this.control, READ);
+    if (Atomics.load(this.control, WRITERS_WAITING) > 0) Atomics.notify(this.control, READ);
   }
 
   /** Resolves once a message may be available (immediately if one is). */
   async waitReadable(timeoutMs?: number): Promise<void> {
-    const r = Atomics.waitAsync(this.control, WRITE, this.readPos, timeoutMs);
-    if (r.async) await r.value;
+    Atomics.add(this.control, READERS_WAITING, 1);
+    try {
+      const r = Atomics.waitAsync(this.control, WRITE, this.readPos, timeoutMs);
+      if (r.async) await r.value;
+    } finally {
+      Atomics.sub(this.control, READERS_WAITING, 1);
+    }
   }
 }

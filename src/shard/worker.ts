@@ -73,6 +73,8 @@ class ShardWorker {
     const c = init.config;
     this.inRing = new Ring(init.inRing);
     this.outRing = new Ring(init.outRing);
+    // Answers and pushes of one turn wake the front once.
+    this.outRing.deferNotify = true;
     this.root = join(c.data_dir, "streams");
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
