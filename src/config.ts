@@ -24,7 +24,7 @@ export const configSchema = z
      * leave little garbage per event, so a small cap costs little and keeps
      * an idle server's memory down.
      */
-    shard_young_generation_mb: int(0, 1024).default(4),
+    shard_young_generation_mb: int(0, 1024).default(3),
     /** Requests a shard may have in flight (taken, not yet answered: e.g. waiting for fsync). */
     shard_requests_max: int(1, 1_000_000).default(4096),
     auto_create_streams: bool.default(true),

@@ -3,14 +3,16 @@
 // first when full). Rebuilt from the log on start, so it survives restarts.
 
 const NO_KEYS: ReadonlyMap<string, number> = new Map();
+const NONE = Object.freeze([]) as unknown as never[];
 
 export class DedupWindow {
   // Allocated on the first key: most streams never see one.
   private seqByKey: Map<string, number> | null = null;
   // Insertion order (ingest_ts never decreases), for expiry from the front.
-  private keys: string[] = [];
-  private seqs: number[] = [];
-  private tss: number[] = [];
+  // Shared empty arrays until the first key, like the Map.
+  private keys: string[] = NONE;
+  private seqs: number[] = NONE;
+  private tss: number[] = NONE;
   private head = 0;
 
   constructor(
@@ -33,7 +35,13 @@ export class DedupWindow {
 
   add(key: string, seq: number, ts: number): void {
     if (this.windowMs === 0) return;
-    const byKey = (this.seqByKey ??= new Map());
+    if (this.seqByKey === null) {
+      this.seqByKey = new Map();
+      this.keys = [];
+      this.seqs = [];
+      this.tss = [];
+    }
+    const byKey = this.seqByKey;
     byKey.set(key, seq);
     this.keys.push(key);
     this.seqs.push(seq);

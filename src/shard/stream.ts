@@ -185,7 +185,15 @@ export class Stream {
   }
 }
 
+/** The defaults' config, one frozen object shared by every stream created without a patch. */
+const defaultConfigs = new WeakMap<StreamDefaults, StreamConfig>();
+
 export function fullConfig(patch: Partial<StreamConfig>, d: StreamDefaults): StreamConfig {
+  if (Object.keys(patch).length === 0) {
+    let shared = defaultConfigs.get(d);
+    if (!shared) defaultConfigs.set(d, (shared = Object.freeze(fullConfig({ durability: d.durability }, d))));
+    return shared;
+  }
   return {
     retention_ms: d.retention_ms,
     retention_bytes: null,

@@ -42,8 +42,8 @@ describe("configuration", () => {
     expect(() => loadConfig({ config: "/nonexistent/ticker.json" }, {})).toThrow(/cannot read config file/);
   });
 
-  it("shard_young_generation_mb: 4 by default, 0 (V8's own) to 1024, nothing outside", () => {
-    expect(loadConfig({}, {}).shard_young_generation_mb).toBe(4);
+  it("shard_young_generation_mb: 3 by default, 0 (V8's own) to 1024, nothing outside", () => {
+    expect(loadConfig({}, {}).shard_young_generation_mb).toBe(3);
     expect(loadConfig({ "shard-young-generation-mb": "0" }, {}).shard_young_generation_mb).toBe(0);
     expect(loadConfig({}, { TICKER_SHARD_YOUNG_GENERATION_MB: "1024" }).shard_young_generation_mb).toBe(1024);
     expect(() => loadConfig({ "shard-young-generation-mb": "1025" }, {})).toThrow(/shard_young_generation_mb/);
