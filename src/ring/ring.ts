@@ -195,13 +195,18 @@ export class Ring {
    * reserve() (at once if it already has). Note: in Node 20 a pending
    * waitAsync does not keep a thread alive; the owner must (a timer, a socket).
    */
-  async waitWritable(timeoutMs?: number): Promise<void> {
-    Atomics.add(this.control, WRITERS_WAITING, 1);
+  waitWritable(timeoutMs?: number): Promise<void> {
+    return this.waitCounted(WRITERS_WAITING, READ, this.readSeen, timeoutMs);
+  }
+
+  /** Waits for control[index] to leave `value`, counted in control[counter] meanwhile (see the header). */
+  private async waitCounted(counter: number, index: number, value: number, timeoutMs?: number): Promise<void> {
+    Atomics.add(this.control, counter, 1);
     try {
-      const r = Atomics.waitAsync(this.control, READ, this.readSeen, timeoutMs);
+      const r = Atomics.waitAsync(this.control, index, value, timeoutMs);
       if (r.async) await r.value;
     } finally {
-      Atomics.sub(this.control, WRITERS_WAITING, 1);
+      Atomics.sub(this.control, counter, 1);
     }
   }
 
@@ -243,13 +248,7 @@ export class Ring {
   }
 
   /** Resolves once a message may be available (immediately if one is). */
-  async waitReadable(timeoutMs?: number): Promise<void> {
-    Atomics.add(this.control, READERS_WAITING, 1);
-    try {
-      const r = Atomics.waitAsync(this.control, WRITE, this.readPos, timeoutMs);
-      if (r.async) await r.value;
-    } finally {
-      Atomics.sub(this.control, READERS_WAITING, 1);
-    }
+  waitReadable(timeoutMs?: number): Promise<void> {
+    return this.waitCounted(READERS_WAITING, WRITE, this.readPos, timeoutMs);
   }
 }
