@@ -44,7 +44,8 @@ import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
 import { connect, consumerOpts, createInbox, StorageType, type JsMsg, type Msg, type NatsConnection, type NatsError, type Subscription } from "nats";
-import { decodeHistogram, encodeHistogram, LATENCY_US_MAX, newHistogram, wallNow } from "./consume-clients.js";
+import { decodeHistogram, LATENCY_US_MAX, newHistogram, wallNow } from "./consume-clients.js";
+import { pace, type PacedLane, type PaceStats } from "./consume-producer.js";
 import { ensureNatsServer, killNatsNow, natsServerVersion, natsSyncAlwaysSupport, NatsServer, SYNC_ALWAYS_CONFIG } from "./peers/nats.js";
 import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion, type Persistence } from "./peers/redis.js";
 import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf, timed } from "./proc.js";
@@ -548,27 +549,13 @@ interface ProducerSpec {
   pad: string;
 }
 
-interface ProducerResult {
-  sent: number;
+/** pace()'s counters (rtt: stamp to ack of each batch), and what was acknowledged. */
+interface ProducerResult extends PaceStats {
   accepted: number;
-  /** Events whose stamp lies in [tStart, tEnd). */
-  measured: number;
-  requests: number;
-  batchMax: number;
-  /** Ticks that found events due and no free lane. */
-  stalls: number;
-  backlogMax: number;
-  tickLateP99Ms: number;
-  tickLateMaxMs: number;
-  /** Round trip of each batch, stamp to ack (µs, an encoded HDR histogram). */
-  rtt: string;
   errors: string[];
 }
 
-interface Lane {
-  busy: boolean;
-  /** Sends n events stamped t; resolves once acknowledged, or failed (noted in the result). */
-  send(n: number, t: number): Promise<void>;
+interface Lane extends PacedLane {
   close(): Promise<void>;
 }
 
@@ -652,74 +639,15 @@ async function natsLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lane[
   });
 }
 
-/**
- * Pacing as in consume-producer.ts: a timer every TICK_MS sends the events
- * due so far, floor(rate × elapsed) − sent, as one batch (at most
- * BATCH_EVENTS) on a lane with nothing outstanding, stamped once right
- * before it is built. When every lane is busy the due events wait for the
- * next tick and go out in a larger batch: counted as a stall, so a
- * producer that fell behind shows instead of lowering the rate quietly.
- * Unlike consume-producer, sending stops at tEnd even if behind: what is
- * still due would be stamped after the window and only lengthen the run.
- */
+/** Pacing as in consume-producer.ts, stopping at tEnd even if behind. */
 async function runProducer(spec: ProducerSpec): Promise<ProducerResult> {
   const res: ProducerResult = { sent: 0, accepted: 0, measured: 0, requests: 0, batchMax: 0, stalls: 0, backlogMax: 0, tickLateP99Ms: 0, tickLateMaxMs: 0, rtt: "", errors: [] };
-  const rtt = newHistogram();
   const lanes = spec.kind === "nats" ? await natsLanes(spec, res) : spec.redisProducer === "resp" ? await respLanes(spec, res) : await redisLanes(spec, res);
-  const total = Math.floor(((spec.tEnd - spec.t0) * spec.rate) / 1000);
-  const late: number[] = [];
-  let inFlight = 0;
   try {
-    await sleep(Math.max(0, spec.t0 - wallNow()));
-    await new Promise<void>((resolve) => {
-      let lastTick = wallNow();
-      let stopped = false;
-      const tick = () => {
-        const now = wallNow();
-        late.push(now - lastTick - TICK_MS);
-        lastTick = now;
-        if (now >= spec.tEnd) {
-          clearInterval(timer);
-          stopped = true;
-          if (inFlight === 0) resolve();
-          return;
-        }
-        let due = Math.min(total, Math.floor(((Math.min(now, spec.tEnd) - spec.t0) * spec.rate) / 1000)) - res.sent;
-        for (const lane of lanes) {
-          if (due <= 0) break;
-          if (lane.busy) continue;
-          const n = Math.min(due, BATCH_EVENTS);
-          const t = wallNow();
-          const inWindow = t >= spec.tStart && t < spec.tEnd;
-          if (inWindow) res.measured += n;
-          res.sent += n;
-          res.requests++;
-          res.batchMax = Math.max(res.batchMax, n);
-          due -= n;
-          lane.busy = true;
-          inFlight++;
-          void lane.send(n, t).then(() => {
-            if (inWindow) rtt.recordValue(Math.min(LATENCY_US_MAX, Math.max(0, Math.round((wallNow() - t) * 1000))));
-            lane.busy = false;
-            inFlight--;
-            if ((stopped || res.sent === total) && inFlight === 0) resolve();
-          });
-        }
-        if (due > 0) {
-          res.stalls++;
-          res.backlogMax = Math.max(res.backlogMax, due);
-        }
-        if (res.sent === total) clearInterval(timer);
-      };
-      const timer = setInterval(tick, TICK_MS);
-    });
+    await pace({ ...spec, tickMs: TICK_MS, batchEventsMax: BATCH_EVENTS, stopAtEnd: true }, lanes, res);
   } finally {
     await Promise.all(lanes.map((l) => l.close()));
   }
-  late.sort((a, b) => a - b);
-  res.tickLateP99Ms = late[Math.floor(late.length * 0.99)] ?? 0;
-  res.tickLateMaxMs = late.at(-1) ?? 0;
-  res.rtt = encodeHistogram(rtt);
   return res;
 }
 

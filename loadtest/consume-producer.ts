@@ -158,56 +158,103 @@ export async function runProducer(spec: ProducerSpec): Promise<ProducerResult> {
     rtt: "",
     errors: [],
   };
-  const rtt = newHistogram();
   const lanes = spec.target === "ticker" ? await tickerLanes(spec, res) : await redisLanes(spec, res);
-  const total = Math.floor(((spec.tEnd - spec.t0) * spec.rate) / 1000);
-  const late: number[] = [];
-  let inFlight = 0;
   try {
-    await new Promise((r) => setTimeout(r, Math.max(0, spec.t0 - wallNow())));
-    await new Promise<void>((resolve) => {
-      let lastTick = wallNow();
-      const tick = () => {
-        const now = wallNow();
-        late.push(now - lastTick - spec.tickMs);
-        lastTick = now;
-        let due = Math.min(total, Math.floor(((Math.min(now, spec.tEnd) - spec.t0) * spec.rate) / 1000)) - res.sent;
-        for (const lane of lanes) {
-          if (due <= 0) break;
-          if (lane.busy) continue;
-          const n = Math.min(due, BATCH_EVENTS_MAX);
-          // One stamp per batch, taken right before its body is built and written.
-          const t = wallNow();
-          if (t >= spec.tStart && t < spec.tEnd) res.measured += n;
-          res.sent += n;
-          res.requests++;
-          res.batchMax = Math.max(res.batchMax, n);
-          due -= n;
-          lane.busy = true;
-          inFlight++;
-          void lane.send(n, t).then(() => {
-            if (t >= spec.tStart && t < spec.tEnd) rtt.recordValue(Math.min(LATENCY_US_MAX, Math.max(0, Math.round((wallNow() - t) * 1000))));
-            lane.busy = false;
-            inFlight--;
-            if (res.sent === total && inFlight === 0) resolve();
-          });
-        }
-        if (due > 0) {
-          res.stalls++;
-          res.backlogMax = Math.max(res.backlogMax, due);
-        }
-        if (res.sent === total) clearInterval(timer);
-      };
-      const timer = setInterval(tick, spec.tickMs);
-    });
+    await pace({ ...spec, batchEventsMax: BATCH_EVENTS_MAX, stopAtEnd: false }, lanes, res);
   } finally {
     for (const lane of lanes) lane.close();
   }
+  return res;
+}
+
+/** What pace() needs of a lane: one request at a time. */
+export interface PacedLane {
+  busy: boolean;
+  /** Sends n events stamped t; resolves once answered (failures are the lane's to record). */
+  send(n: number, t: number): Promise<void>;
+}
+
+export interface PaceOptions {
+  rate: number;
+  t0: number;
+  tStart: number;
+  tEnd: number;
+  tickMs: number;
+  batchEventsMax: number;
+  /** Stop sending at tEnd even if behind (what is still due would be stamped after the window). */
+  stopAtEnd: boolean;
+}
+
+/** The counters pace() fills in (ProducerResult and the peers' results have them). */
+export interface PaceStats {
+  sent: number;
+  measured: number;
+  requests: number;
+  batchMax: number;
+  stalls: number;
+  backlogMax: number;
+  tickLateP99Ms: number;
+  tickLateMaxMs: number;
+  rtt: string;
+}
+
+/**
+ * The pacing loop described at the top of this file, over any lanes (Ticker,
+ * Redis, NATS): resolves once every batch sent has been answered.
+ */
+export async function pace(o: PaceOptions, lanes: PacedLane[], res: PaceStats): Promise<void> {
+  const rtt = newHistogram();
+  const total = Math.floor(((o.tEnd - o.t0) * o.rate) / 1000);
+  const late: number[] = [];
+  let inFlight = 0;
+  await new Promise((r) => setTimeout(r, Math.max(0, o.t0 - wallNow())));
+  await new Promise<void>((resolve) => {
+    let lastTick = wallNow();
+    let stopped = false;
+    const tick = () => {
+      const now = wallNow();
+      late.push(now - lastTick - o.tickMs);
+      lastTick = now;
+      if (o.stopAtEnd && now >= o.tEnd) {
+        clearInterval(timer);
+        stopped = true;
+        if (inFlight === 0) resolve();
+        return;
+      }
+      let due = Math.min(total, Math.floor(((Math.min(now, o.tEnd) - o.t0) * o.rate) / 1000)) - res.sent;
+      for (const lane of lanes) {
+        if (due <= 0) break;
+        if (lane.busy) continue;
+        const n = Math.min(due, o.batchEventsMax);
+        // One stamp per batch, taken right before its body is built and written.
+        const t = wallNow();
+        const inWindow = t >= o.tStart && t < o.tEnd;
+        if (inWindow) res.measured += n;
+        res.sent += n;
+        res.requests++;
+        res.batchMax = Math.max(res.batchMax, n);
+        due -= n;
+        lane.busy = true;
+        inFlight++;
+        void lane.send(n, t).then(() => {
+          if (inWindow) rtt.recordValue(Math.min(LATENCY_US_MAX, Math.max(0, Math.round((wallNow() - t) * 1000))));
+          lane.busy = false;
+          inFlight--;
+          if ((stopped || res.sent === total) && inFlight === 0) resolve();
+        });
+      }
+      if (due > 0) {
+        res.stalls++;
+        res.backlogMax = Math.max(res.backlogMax, due);
+      }
+      if (res.sent === total) clearInterval(timer);
+    };
+    const timer = setInterval(tick, o.tickMs);
+  });
   late.sort((a, b) => a - b);
   res.tickLateP99Ms = late[Math.floor(late.length * 0.99)] ?? 0;
   res.tickLateMaxMs = late.at(-1) ?? 0;
   res.rtt = encodeHistogram(rtt);
-  return res;
 }
 
 // As a worker: answer clock probes until told the spec, then produce and report.
