@@ -40,16 +40,16 @@ import { randomBytes } from "node:crypto";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import { isMainThread, parentPort, workerData } from "node:worker_threads";
+import { isMainThread, workerData } from "node:worker_threads";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
 import { connect, consumerOpts, createInbox, StorageType, type JsMsg, type Msg, type NatsConnection, type NatsError, type Subscription } from "nats";
-import { decodeHistogram, LATENCY_US_MAX, newHistogram, wallNow } from "./consume-clients.js";
-import { pace, type PacedLane, type PaceStats } from "./consume-producer.js";
+import { decodeHistogram, newHistogram, record, wallNow, type LatencyRecorder } from "./consume-clients.js";
+import { error, pace, respXaddLanes, type PacedLane, type PaceStats } from "./consume-producer.js";
 import { ensureNatsServer, killNatsNow, natsServerVersion, natsSyncAlwaysSupport, NatsServer, SYNC_ALWAYS_CONFIG } from "./peers/nats.js";
-import { ensureRedisServer, killRedisNow, RedisServer, RespConn, serverVersion, type Persistence } from "./peers/redis.js";
+import { ensureRedisServer, killRedisNow, RedisServer, serverVersion, type Persistence } from "./peers/redis.js";
 import { CLK_TCK, diskBytes, machineBusyTicks, processMemory, ticksOf, timed } from "./proc.js";
-import { startProducerThread, type Producer } from "./producer-thread.js";
+import { serveProducerThread, startProducerThread, type Producer } from "./producer-thread.js";
 import { report, resultsFile, type Measurement, type Workload } from "./results.js";
 import { guardRun, runMain } from "./server.js";
 
@@ -559,30 +559,10 @@ interface Lane extends PacedLane {
   close(): Promise<void>;
 }
 
-const ERRORS_MAX = 10;
-
-function producerError(res: ProducerResult, msg: string): void {
-  if (res.errors.length < ERRORS_MAX) res.errors.push(msg);
-}
-
-/** Redis: `XADD bench * t <stamp> p <pad>` × n as one pipeline, RESP encoded here and written to a raw socket. */
+/** Redis: `XADD bench * t <stamp> p <pad>` × n as one pipeline, RESP encoded and written to a raw socket. */
 async function respLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lane[]> {
-  const conns = await Promise.all(Array.from({ length: LANES }, () => RespConn.connect(spec.port)));
-  const head = `*7\r\n$4\r\nXADD\r\n$${STREAM_KEY.length}\r\n${STREAM_KEY}\r\n$1\r\n*\r\n$1\r\nt\r\n`;
-  const tail = `\r\n$1\r\np\r\n$${spec.pad.length}\r\n${spec.pad}\r\n`;
-  return conns.map((conn) => ({
-    busy: false,
-    async send(n, t) {
-      const ts = String(t);
-      try {
-        await conn.send(Buffer.from(`${head}$${ts.length}\r\n${ts}${tail}`.repeat(n), "latin1"), n);
-        res.accepted += n;
-      } catch (err) {
-        producerError(res, `pipeline of ${n} XADDs: ${(err as Error).message}`);
-      }
-    },
-    close: async () => conn.close(),
-  }));
+  const lanes = await respXaddLanes(spec.port, LANES, STREAM_KEY, spec.pad, res);
+  return lanes.map((l) => ({ ...l, close: async () => l.close() }));
 }
 
 /** Redis: `XADD bench * t <stamp> p <pad>` × n as one ioredis pipeline. */
@@ -598,7 +578,7 @@ async function redisLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lane
         checkExec(await p.exec(), n);
         res.accepted += n;
       } catch (err) {
-        producerError(res, `pipeline of ${n} XADDs: ${(err as Error).message}`);
+        error(res, `pipeline of ${n} XADDs: ${(err as Error).message}`);
       }
     },
     close: async () => r.disconnect(),
@@ -625,10 +605,10 @@ async function natsLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lane[
         const errorsBefore = pub.errors;
         try {
           await pub.send(STREAM_KEY, n, () => data);
-          if (pub.errors > errorsBefore) producerError(res, `${pub.errors - errorsBefore} of ${n} publishes failed: ${pub.lastError}`);
+          if (pub.errors > errorsBefore) error(res, `${pub.errors - errorsBefore} of ${n} publishes failed: ${pub.lastError}`);
           else res.accepted += n;
         } catch (err) {
-          producerError(res, `${n} publishes: ${(err as Error).message}`);
+          error(res, `${n} publishes: ${(err as Error).message}`);
         }
       },
       close: async () => {
@@ -655,21 +635,10 @@ function startProducer(spec: ProducerSpec): Producer<ProducerResult> {
   return startProducerThread<ProducerResult>(new URL(import.meta.url), { role: PRODUCER_ROLE, spec });
 }
 
-function producerThread(): void {
-  const spec = (workerData as { spec: ProducerSpec }).spec;
-  parentPort!.on("message", (m: { type: string }) => {
-    if (m.type === "clock") parentPort!.postMessage({ type: "clock", t: wallNow() });
-  });
-  runProducer(spec).then(
-    (result) => parentPort!.postMessage({ type: "result", result }),
-    (err: Error) => parentPort!.postMessage({ type: "failed", message: err.stack ?? err.message }),
-  );
-}
-
 // ---- W3: the consumers ------------------------------------------------------------
 
-/** Receive time − send stamp of every event stamped inside the window, in µs. */
-class Recorder {
+/** Receive time − send stamp of every event stamped inside the window, in µs (bench-consume's recorder). */
+class Recorder implements LatencyRecorder {
   readonly hist: Histogram = newHistogram();
   measured = 0;
   total = 0;
@@ -681,18 +650,7 @@ class Recorder {
   ) {}
 
   record(t: number, recv: number): void {
-    this.total++;
-    if (t < this.tStart || t >= this.tEnd) return;
-    this.measured++;
-    let us = Math.round((recv - t) * 1000);
-    if (us < 0) {
-      this.negative++;
-      us = 0;
-    } else if (us > LATENCY_US_MAX) {
-      this.clipped++;
-      us = LATENCY_US_MAX;
-    }
-    this.hist.recordValue(us);
+    record(this, t, recv, this.tStart, this.tEnd);
   }
 }
 
@@ -788,7 +746,7 @@ class NatsLatencyConsumer implements LatencyConsumer {
       .callback((err: NatsError | null, m: JsMsg | null) => {
         const recv = wallNow();
         if (err) {
-          if (this.errors.length < ERRORS_MAX) this.errors.push(err.message);
+          error(this, err.message);
           return;
         }
         if (!m) return;
@@ -1289,5 +1247,5 @@ async function main(): Promise<number> {
 if (isMainThread) {
   runMain(main, cleanupNow);
 } else if ((workerData as { role?: string } | null)?.role === PRODUCER_ROLE) {
-  producerThread();
+  serveProducerThread(runProducer);
 }

@@ -21,7 +21,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { machineInfo, writeCapacityReport, type CapacityResults } from "./capacity/report.js";
 import { cleanupNow } from "./capacity/measure.js";
-import { runMain } from "./server.js";
+import { guardRun, runMain } from "./server.js";
 import { sweepConsumers, sweepPublish, sweepStreams, type ConsumersOptions, type PublishOptions, type StreamsOptions } from "./capacity/sweeps.js";
 
 export { capacityMarkdown, machineInfo, sizing, unitCosts, writeCapacityReport, type CapacityResults } from "./capacity/report.js";
@@ -96,18 +96,7 @@ async function main(): Promise<number> {
     console.error(`--only: unknown sweep(s) ${unknown.join(", ")}; sweeps are ${SWEEPS.join(", ")}`);
     return 2;
   }
-  const deadline = setTimeout(() => {
-    console.error(`capacity: the run exceeded ${RUN_DEADLINE_MS / 60_000} minutes; killing its servers and giving up`);
-    cleanupNow();
-    process.exit(1);
-  }, RUN_DEADLINE_MS);
-  deadline.unref();
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.once(sig, () => {
-      cleanupNow();
-      process.exit(130);
-    });
-  }
+  const deadline = guardRun("capacity", RUN_DEADLINE_MS, cleanupNow);
 
   let results: CapacityResults;
   if (values["from-json"]) {

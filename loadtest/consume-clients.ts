@@ -51,7 +51,7 @@ export function newRecorder(): LatencyRecorder {
 }
 
 /** Records one latency of an event sent at `t` and received at `recv` (ms), if `t` is in the window. */
-function record(r: LatencyRecorder, t: number, recv: number, tStart: number, tEnd: number): void {
+export function record(r: LatencyRecorder, t: number, recv: number, tStart: number, tEnd: number): void {
   r.total++;
   if (t < tStart || t >= tEnd) return;
   r.measured++;

@@ -13,7 +13,8 @@
 // It normally runs in its own worker thread (bench-consume starts this file
 // with workerData), so the consumer's event loop cannot delay a send and a
 // send cannot delay a receive. `runProducer` also runs inline for comparison.
-import { isMainThread, parentPort, workerData } from "node:worker_threads";
+import { isMainThread, workerData } from "node:worker_threads";
+import { serveProducerThread } from "./producer-thread.js";
 import { HttpRawConnection, type HttpRawReply } from "./http-raw.js";
 import { RespConn } from "./peers/redis.js";
 import { encodeHistogram, LATENCY_US_MAX, newHistogram, wallNow } from "./consume-clients.js";
@@ -69,7 +70,7 @@ const RETRY_MS = 5;
 const REQUEST_TIMEOUT_MS = 30_000;
 const ERRORS_MAX = 10;
 
-interface Lane {
+export interface Lane {
   busy: boolean;
   /** Sends n events stamped t; resolves once answered (or failed, noted in the result). */
   send(n: number, t: number): Promise<void>;
@@ -118,10 +119,17 @@ async function tickerLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lan
 }
 
 async function redisLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lane[]> {
-  const conns = await Promise.all(Array.from({ length: spec.lanes }, () => RespConn.connect(spec.port)));
-  // XADD key * t <t> p <pad>: everything but the stamp is fixed.
-  const head = `*7\r\n$4\r\nXADD\r\n$${spec.stream.length}\r\n${spec.stream}\r\n$1\r\n*\r\n$1\r\nt\r\n`;
-  const tail = `\r\n$1\r\np\r\n$${spec.pad.length}\r\n${spec.pad}\r\n`;
+  return respXaddLanes(spec.port, spec.lanes, spec.stream, spec.pad, res);
+}
+
+/**
+ * Redis lanes over raw sockets: `XADD key * t <stamp> p <pad>` × n as one
+ * pipeline, RESP encoded here (everything but the stamp is fixed).
+ */
+export async function respXaddLanes(port: number, lanes: number, key: string, pad: string, res: { accepted: number; errors: string[] }): Promise<Lane[]> {
+  const conns = await Promise.all(Array.from({ length: lanes }, () => RespConn.connect(port)));
+  const head = `*7\r\n$4\r\nXADD\r\n$${key.length}\r\n${key}\r\n$1\r\n*\r\n$1\r\nt\r\n`;
+  const tail = `\r\n$1\r\np\r\n$${pad.length}\r\n${pad}\r\n`;
   return conns.map((conn): Lane => ({
     busy: false,
     async send(n, t) {
@@ -138,7 +146,8 @@ async function redisLanes(spec: ProducerSpec, res: ProducerResult): Promise<Lane
   }));
 }
 
-function error(res: ProducerResult, msg: string): void {
+/** Keeps the first ERRORS_MAX failures of a producer. */
+export function error(res: { errors: string[] }, msg: string): void {
   if (res.errors.length < ERRORS_MAX) res.errors.push(msg);
 }
 
@@ -258,13 +267,4 @@ export async function pace(o: PaceOptions, lanes: PacedLane[], res: PaceStats): 
 }
 
 // As a worker: answer clock probes until told the spec, then produce and report.
-if (!isMainThread && (workerData as { role?: string } | null)?.role === "consume-producer") {
-  const spec = (workerData as { spec: ProducerSpec }).spec;
-  parentPort!.on("message", (m: { type: string }) => {
-    if (m.type === "clock") parentPort!.postMessage({ type: "clock", t: wallNow() });
-  });
-  runProducer(spec).then(
-    (result) => parentPort!.postMessage({ type: "result", result }),
-    (err: Error) => parentPort!.postMessage({ type: "failed", message: err.stack ?? err.message }),
-  );
-}
+if (!isMainThread && (workerData as { role?: string } | null)?.role === "consume-producer") serveProducerThread(runProducer);

@@ -1,7 +1,7 @@
 // The producer of bench-consume and bench-peers' W3 rows runs in a worker
 // thread; this starts it, takes its result, and measures its clock against
 // ours with round-trip probes (it answers them while it waits for t0).
-import { Worker } from "node:worker_threads";
+import { parentPort, Worker, workerData } from "node:worker_threads";
 import { wallNow } from "./consume-clients.js";
 
 /** Round trips per clock offset; the shortest one is kept. */
@@ -60,4 +60,19 @@ export function startProducerThread<R>(main: URL, workerData: unknown): Producer
   );
   void result.finally(() => void worker.terminate()).catch(() => {});
   return { result, offset };
+}
+
+/**
+ * The worker's side of startProducerThread: answers clock probes (also while
+ * `run` waits for its t0), then posts `run`'s result or failure once.
+ */
+export function serveProducerThread<S, R>(run: (spec: S) => Promise<R>): void {
+  const port = parentPort!;
+  port.on("message", (m: { type: string }) => {
+    if (m.type === "clock") port.postMessage({ type: "clock", t: wallNow() });
+  });
+  run((workerData as { spec: S }).spec).then(
+    (result) => port.postMessage({ type: "result", result }),
+    (err: Error) => port.postMessage({ type: "failed", message: err.stack ?? err.message }),
+  );
 }
