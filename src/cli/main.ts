@@ -3,7 +3,8 @@
 import { parseArgs } from "node:util";
 import { CONFIG_KEYS, ConfigError, loadConfig } from "../config.js";
 import { ShardPool } from "../front/shards.js";
-import { createFront } from "../front/app.js";
+import { ListenError, createFront } from "../front/app.js";
+import { DataDirLockedError, lockDataDir } from "./data-dir-lock.js";
 import { startScrub } from "../log/scrub.js";
 
 const USAGE = `usage: ticker serve [--host 127.0.0.1] [--port 8080] [--data-dir ./data] [--config file.json] [--<key> value ...]
@@ -37,12 +38,29 @@ async function serve(argv: string[]): Promise<void> {
   }
 
   const started = Date.now();
+  // Before anything reads or writes the data dir: one owner at a time.
+  try {
+    lockDataDir(config.data_dir); // held until the process exits
+  } catch (err) {
+    if (err instanceof DataDirLockedError) {
+      console.error(err.message);
+      process.exit(3);
+    }
+    throw err;
+  }
   // The schema is in place before any shard loads or writes checkpoints.
   if (config.postgres_url) await (await import("../consumer/external.js")).migrate(config.postgres_url);
   const pool = new ShardPool(config);
   let ready = false;
   const front = createFront(config, pool, () => ready);
-  const port = await front.listen();
+  let port: number;
+  try {
+    port = await front.listen();
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err;
+    console.error(err.message);
+    process.exit(4);
+  }
   console.log(`ticker listening on ${config.host}:${port} (data dir ${config.data_dir}, ${config.shards} shards)`);
   const reports = await pool.ready();
   ready = true;

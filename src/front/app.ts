@@ -90,6 +90,11 @@ const tooLarge = (limitBytes: number) =>
 const shardBusy = (stream: string) =>
   new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", { stream });
 
+export class ListenError extends Error {}
+
+/** LIBUS_LISTEN_EXCLUSIVE_PORT, exported by the binding as a plain number. */
+const LISTEN_EXCLUSIVE_PORT: number = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
+
 export interface Front {
   listen(): Promise<number>;
   /** Stops accepting connections; requests already taken are still answered. */
@@ -235,8 +240,12 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   return {
     listen: () =>
       new Promise((resolve, reject) => {
-        app.listen(config.host, config.port, (s) => {
-          if (!s) return reject(new Error(`cannot listen on ${config.host}:${config.port}`));
+        // Exclusive: uWS otherwise sets SO_REUSEPORT, and a second server on
+        // the same port would start and take every other connection.
+        // (The binding takes host, port, options; its typings miss that form.)
+        const listen = app.listen as unknown as (host: string, port: number, options: number, cb: (s: uWS.us_listen_socket | false) => void) => void;
+        listen.call(app, config.host, config.port, LISTEN_EXCLUSIVE_PORT, (s) => {
+          if (!s) return reject(new ListenError(`cannot listen on ${config.host}:${config.port}: address in use (or not available on this host)`));
           listenSocket = s;
           resolve(uWS.us_socket_local_port(s as unknown as uWS.us_socket));
         });

@@ -72,6 +72,25 @@ export function startServer(opts: { dataDir?: string; args?: string[]; env?: Rec
   });
 }
 
+/** Runs `ticker serve` that is expected to refuse to start; resolves with its exit code and output. */
+export function serveExpectingExit(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; output: string; ms: number }> {
+  const t0 = Date.now();
+  const proc = spawn(process.execPath, [MAIN, "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  proc.stdout!.on("data", (c: Buffer) => (output += c.toString()));
+  proc.stderr!.on("data", (c: Buffer) => (output += c.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`server did not exit within ${timeoutMs} ms:\n${output}`));
+    }, timeoutMs);
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output, ms: Date.now() - t0 });
+    });
+  });
+}
+
 /** JSON request helper: returns status, headers and parsed body (or null). */
 export async function api(
   url: string,
