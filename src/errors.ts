@@ -19,6 +19,7 @@ export type ErrorCode =
   | "invalid_group"
   | "not_found"
   | "method_not_allowed"
+  | "upgrade_required"
   | "expired"
   | "shard_busy"
   | "server_busy"
@@ -88,6 +89,7 @@ export const STATUS_TEXT: Record<number, string> = {
   410: "410 Gone",
   413: "413 Payload Too Large",
   415: "415 Unsupported Media Type",
+  426: "426 Upgrade Required",
   429: "429 Too Many Requests",
   500: "500 Internal Server Error",
   503: "503 Service Unavailable",

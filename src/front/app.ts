@@ -5,6 +5,7 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
+import { checkQuery } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
 import { STREAM_ID } from "../shard/stream.js";
@@ -87,6 +88,12 @@ function readBody(x: Exchange, lengthHeader: string, limitBytes: number, budget:
 const tooLarge = (limitBytes: number) =>
   new ApiError(413, "request_too_large", `request body exceeds request_bytes_max (${limitBytes} bytes)`, { request_bytes_max: limitBytes });
 
+const notReady = () => new ApiError(503, "not_ready", "the server is still recovering its streams");
+
+const NO_PARAMS: ReadonlySet<string> = new Set();
+const GROUP_PARAM: ReadonlySet<string> = new Set(["group"]);
+const REPLAY_PARAMS: ReadonlySet<string> = new Set(["from", "to", "limit", "from_time"]);
+
 const shardBusy = (stream: string) =>
   new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", { stream });
 
@@ -120,31 +127,55 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (!ok) sendError(x, shardBusy(stream));
   };
 
-  /** Common checks for /v1/streams/:id routes; null when already answered. */
-  const streamRoute = (res: uWS.HttpResponse, req: uWS.HttpRequest): { x: Exchange; stream: string } | null => {
+  /**
+   * Common checks for /v1/streams/:id routes (readiness, stream id, the
+   * route's query parameters); null when already answered.
+   */
+  const streamRoute = (res: uWS.HttpResponse, req: uWS.HttpRequest, params: ReadonlySet<string>): { x: Exchange; stream: string; query: string } | null => {
     const x = exchange(res);
     const stream = req.getParameter(0) ?? "";
+    const query = req.getQuery() ?? "";
     if (!isReady()) {
-      sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
+      sendError(x, notReady());
       return null;
     }
-    if (!STREAM_ID.test(stream)) {
-      sendError(x, new ApiError(400, "invalid_stream", `stream id must match ${STREAM_ID.source}`, { stream: stream.slice(0, 200) }));
+    try {
+      if (!STREAM_ID.test(stream)) throw new ApiError(400, "invalid_stream", `stream id must match ${STREAM_ID.source}`, { stream: stream.slice(0, 200) });
+      checkQuery(query, params);
+    } catch (err) {
+      sendError(x, err as ApiError);
       return null;
     }
-    return { x, stream };
+    return { x, stream, query };
   };
 
-  app.get("/healthz", (res) => send(exchange(res), 200, ContentType.Json, `{"status":"ok"}`));
-  app.get("/readyz", (res) => {
+  /** A route outside /v1/streams/:id: only the query to check. */
+  const plainRoute = (res: uWS.HttpResponse, req: uWS.HttpRequest): Exchange | null => {
     const x = exchange(res);
+    try {
+      checkQuery(req.getQuery() ?? "", NO_PARAMS);
+    } catch (err) {
+      sendError(x, err as ApiError);
+      return null;
+    }
+    return x;
+  };
+
+  app.get("/healthz", (res, req) => {
+    const x = plainRoute(res, req);
+    if (x) send(x, 200, ContentType.Json, `{"status":"ok"}`);
+  });
+  app.get("/readyz", (res, req) => {
+    const x = plainRoute(res, req);
+    if (!x) return;
     if (isReady()) send(x, 200, ContentType.Json, `{"status":"ready"}`);
-    else sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
+    else sendError(x, notReady());
   });
 
-  app.get("/v1/streams", (res) => {
-    const x = exchange(res);
-    if (!isReady()) return sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
+  app.get("/v1/streams", (res, req) => {
+    const x = plainRoute(res, req);
+    if (!x) return;
+    if (!isReady()) return sendError(x, notReady());
     void pool.broadcast(Op.ListStreams, {}).then((answers) => {
       if (!answers) return sendError(x, new ApiError(429, "shard_busy", "a shard is at capacity; retry later"));
       const streams = answers.flatMap((a) => (a.json as { streams: Array<{ id: string }> }).streams);
@@ -157,25 +188,24 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   const jsonBodyRoute = (op: Op, what: string, seen?: (r: Response, stream: string) => void) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
-    const r = streamRoute(res, req);
+    const r = streamRoute(res, req, NO_PARAMS);
     if (!r) return;
     if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
     body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
   };
   app.put("/v1/streams/:id", jsonBodyRoute(Op.PutStream, "stream config"));
   /** A route without a body: the stream and the raw query go to its shard. */
-  const queryRoute = (op: Op) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
-    const query = req.getQuery() ?? "";
-    const r = streamRoute(res, req);
-    if (r) forward(r.x, op, r.stream, { stream: r.stream, query }, null);
+  const queryRoute = (op: Op, params: ReadonlySet<string>) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+    const r = streamRoute(res, req, params);
+    if (r) forward(r.x, op, r.stream, { stream: r.stream, query: r.query }, null);
   };
-  app.get("/v1/streams/:id", queryRoute(Op.GetStream));
-  app.del("/v1/streams/:id", queryRoute(Op.DeleteStream));
+  app.get("/v1/streams/:id", queryRoute(Op.GetStream, NO_PARAMS));
+  app.del("/v1/streams/:id", queryRoute(Op.DeleteStream, NO_PARAMS));
 
   app.post("/v1/streams/:id/events", (res, req) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
-    const r = streamRoute(res, req);
+    const r = streamRoute(res, req, NO_PARAMS);
     if (!r) return;
     const ct = contentTypeOf(ctHeader);
     if (ct === null) {
@@ -186,11 +216,10 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
   app.get("/v1/streams/:id/events", (res, req) => {
     const accept = req.getHeader("accept");
-    const query = req.getQuery() ?? "";
-    const r = streamRoute(res, req);
+    const r = streamRoute(res, req, REPLAY_PARAMS);
     if (!r) return;
     const wantsBinary = accept.toLowerCase().includes(CT_FLATBUFFERS);
-    forward(r.x, Op.Replay, r.stream, { stream: r.stream, query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
+    forward(r.x, Op.Replay, r.stream, { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
   });
 
   app.post(
@@ -201,14 +230,13 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       consumers.noteCheckpoint(stream, group, seq);
     }),
   );
-  app.get("/v1/streams/:id/checkpoint", queryRoute(Op.GetCheckpoint));
-  app.get("/v1/streams/:id/lag", queryRoute(Op.Lag));
+  app.get("/v1/streams/:id/checkpoint", queryRoute(Op.GetCheckpoint, GROUP_PARAM));
+  app.get("/v1/streams/:id/lag", queryRoute(Op.Lag, GROUP_PARAM));
   // The shard knows checkpoints and lag; the front adds who is connected.
   app.get("/v1/streams/:id/groups", (res, req) => {
-    const query = req.getQuery() ?? "";
-    const r = streamRoute(res, req);
+    const r = streamRoute(res, req, NO_PARAMS);
     if (!r) return;
-    const ok = pool.send(pool.shardFor(r.stream), Op.Groups, { stream: r.stream, query }, null, (answer) => {
+    const ok = pool.send(pool.shardFor(r.stream), Op.Groups, { stream: r.stream, query: r.query }, null, (answer) => {
       if (answer.status !== 200) return send(r.x, answer.status, answer.ct, answer.body);
       const body = responseJson(answer) as { groups: Array<Record<string, unknown>> };
       const live = consumers.members(r.stream);
@@ -223,16 +251,23 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
   consumeRoute(app, consumers, isReady);
 
-  const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse) => {
-    sendError(exchange(res), new ApiError(405, "method_not_allowed", `allowed methods: ${allowed}`));
+  const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+    const method = req.getMethod().toUpperCase();
+    sendError(exchange(res), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), { allow: allowed });
   };
+  app.any("/healthz", methodNotAllowed("GET"));
+  app.any("/readyz", methodNotAllowed("GET"));
   app.any("/v1/streams", methodNotAllowed("GET"));
   app.any("/v1/streams/:id", methodNotAllowed("GET, PUT, DELETE"));
   app.any("/v1/streams/:id/events", methodNotAllowed("GET, POST"));
   app.any("/v1/streams/:id/checkpoint", methodNotAllowed("GET, POST"));
   app.any("/v1/streams/:id/lag", methodNotAllowed("GET"));
   app.any("/v1/streams/:id/groups", methodNotAllowed("GET"));
-  app.any("/v1/streams/:id/consume", methodNotAllowed("GET (WebSocket upgrade)"));
+  // A GET without the upgrade headers reaches here, not the WebSocket route.
+  app.get("/v1/streams/:id/consume", (res) => {
+    sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), { upgrade: "websocket", connection: "Upgrade" });
+  });
+  app.any("/v1/streams/:id/consume", methodNotAllowed("GET"));
   app.any("/*", (res, req) => {
     sendError(exchange(res), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
   });

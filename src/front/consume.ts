@@ -14,6 +14,7 @@
 // log. Memory per consumer is its socket buffer bound plus one message.
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
+import { checkQuery, intParam } from "../validate.js";
 import { ApiError } from "../errors.js";
 import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson } from "../shard/protocol.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
@@ -179,8 +180,7 @@ export class ConsumeHub {
   /** Checks what the front can check alone; throws ApiError(400). */
   parseParams(stream: string, query: string): ConsumeParams {
     if (!STREAM_ID.test(stream)) throw new ApiError(400, "invalid_stream", `stream id must match ${STREAM_ID.source}`, { stream: stream.slice(0, 200) });
-    const q = new URLSearchParams(query);
-    for (const k of q.keys()) if (!QUERY_KEYS.has(k)) throw new ApiError(400, "invalid_parameter", `unknown query parameter "${k.slice(0, 40)}"`);
+    const q = checkQuery(query, QUERY_KEYS);
     const group = q.get("group");
     if (group !== null && !STREAM_ID.test(group)) throw new ApiError(400, "invalid_group", `group must match ${STREAM_ID.source}`);
     if (q.get("from") !== null && q.get("from_time") !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
@@ -723,13 +723,6 @@ function parseClientMessage(data: ArrayBuffer, isBinary: boolean): ClientMessage
   return { type: "nack", seq, reason };
 }
 
-function intParam(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
-  const v = q.get(name);
-  if (v === null) return dflt;
-  const n = /^\d{1,16}$/.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new ApiError(400, "invalid_parameter", `"${name}" must be an integer from ${min} to ${max}`);
-  return n;
-}
 
 /** The WebSocket route: upgrade only once the shard has said where the consumer starts. */
 export function consumeRoute(app: uWS.TemplatedApp, hub: ConsumeHub, isReady: () => boolean): void {

@@ -35,8 +35,8 @@ export function send(x: Exchange, status: number, ct: ContentType, body: Uint8Ar
   });
 }
 
-export function sendError(x: Exchange, e: ApiError): void {
-  send(x, e.status, ContentType.Json, e.body(), e.status === 429 ? { "retry-after": RETRY_AFTER_S } : undefined);
+export function sendError(x: Exchange, e: ApiError, headers?: Record<string, string>): void {
+  send(x, e.status, ContentType.Json, e.body(), e.status === 429 ? { "retry-after": RETRY_AFTER_S, ...headers } : headers);
 }
 
 export function exchange(res: uWS.HttpResponse): Exchange {

@@ -2,8 +2,9 @@
 // Only the shard worker that owns the stream touches it (single writer).
 import { fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, closeSync, readSync, readdirSync, writeSync, fsyncSync } from "node:fs";
 import { Segment } from "./segment.js";
-import { scanSegment } from "./scan.js";
-import { checkFrame, frameProblem, frameSeq, frameTs, u32, FRAME_SHORT, RECORD_BYTES_MIN, RECORD_HEADER_BYTES } from "./record.js";
+import { scanFrames, scanSegment } from "./scan.js";
+import { checkFrame, frameProblem, frameSeq, frameTs, u32, writeU32, FRAME_SHORT } from "./record.js";
+import { crc32Range } from "./crc.js";
 
 export interface LogOptions {
   segmentBytesMax: number;
@@ -16,6 +17,8 @@ export interface RecoveryReport {
   segments: number;
   /** Bytes cut from the torn tail of the last segment. */
   truncatedBytes: number;
+  /** Whole records cut with them: the start of a batch whose append a crash interrupted. */
+  uncommittedRecords: number;
   rebuiltIndexes: number;
   /** Damage found in closed segments (kept, reported, never served). */
   corruptions: CorruptionInfo[];
@@ -48,14 +51,17 @@ export interface FramePage {
   corrupt?: CorruptionInfo;
 }
 
-const SCRATCH_BYTES = 1 << 20;
-/**
- * Read buffer of seqAtTime, shared by every log of the thread (reads are
- * synchronous): one per log cost 1 MiB of external memory per stream, which
- * at 10,000 streams kept the garbage collector busy for seconds.
- */
-let scratch: Buffer | null = null;
-const scratchBuffer = () => (scratch ??= Buffer.allocUnsafe(SCRATCH_BYTES));
+/** Gives the (valid) record at `pos` of a log written before commit marks its mark. */
+function markCommitted(fd: number, pos: number, frameBytesMax: number): void {
+  const head = Buffer.alloc(4);
+  readSync(fd, head, 0, 4, pos);
+  const frameBytes = u32(head, 0);
+  if (frameBytes > frameBytesMax) throw new Error(`log invariant: record at ${pos} claims ${frameBytes} bytes`);
+  const frame = Buffer.allocUnsafe(frameBytes);
+  readSync(fd, frame, 0, frameBytes, pos);
+  writeU32(frame, 4, ~crc32Range(frame, 8, frameBytes) >>> 0);
+  writeSync(fd, frame, 4, 4, pos + 4);
+}
 
 export class StreamLog {
   segments: Segment[] = [];
@@ -95,10 +101,16 @@ export class StreamLog {
    * bad length, bad CRC, or broken seq chain) is cut. head_seq comes from the
    * last valid record. `durable`: the directory entry of a new segment is
    * fsynced too (a crash of the process alone cannot lose it).
+   *
+   * The tail is cut back to the last record that carries its batch's commit
+   * mark (see record.ts): records after it belong to a batch whose append a
+   * crash interrupted, which nobody was told about. `unmarkedLog`: the log
+   * was written before commit marks existed; its last record is taken as
+   * committed and given the mark, so from now on the rule holds for it too.
    */
-  open(durable = false): RecoveryReport {
+  open(durable = false, unmarkedLog = false): RecoveryReport {
     mkdirSync(this.dir, { recursive: true });
-    const report: RecoveryReport = { segments: 0, truncatedBytes: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
+    const report: RecoveryReport = { segments: 0, truncatedBytes: 0, uncommittedRecords: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
     const bases = readdirSync(this.dir)
       .filter((f) => /^\d{20}\.log$/.test(f))
       .map((f) => Number(f.slice(0, 20)))
@@ -117,20 +129,22 @@ export class StreamLog {
         if (seg.loadIndexFiles()) report.unverified.push({ path: seg.logPath, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq });
         else {
           report.rebuiltIndexes++;
-          const damage = this.scan(seg);
+          const damage = this.scan(seg, false).damage;
           if (damage) report.corruptions.push(damage);
           else seg.writeIndexFiles();
         }
         seg.close(); // closed segments are opened lazily, one at a time, to read
       } else {
         const fileBytes = seg.fileBytes();
-        this.scan(seg);
+        const r = this.scan(seg, !unmarkedLog);
+        report.uncommittedRecords = r.uncommitted;
         seg.verified = true; // whatever did not check out is cut just below
         if (seg.size < fileBytes) {
           ftruncateSync(seg.fd, seg.size);
           fdatasyncSync(seg.fd);
           report.truncatedBytes = fileBytes - seg.size;
         }
+        if (unmarkedLog && r.lastFrameAt >= 0) markCommitted(seg.fd, r.lastFrameAt, this.opts.frameBytesMax);
       }
       const prev = this.segments[this.segments.length - 1];
       if (prev && seg.baseSeq !== prev.lastSeq + 1 && report.corruptions.length === 0) {
@@ -149,16 +163,35 @@ export class StreamLog {
   /**
    * Rebuilds a segment's index by reading every record, checking CRC and the
    * seq chain. Stops at the first bad record and returns what it found there.
+   * `toCommitMark`: a torn tail is cut back to the last marked record.
    */
-  private scan(seg: Segment): CorruptionInfo | null {
+  private scan(seg: Segment, toCommitMark: boolean): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number } {
     seg.truncateIndex(0);
     seg.lastSeq = seg.baseSeq - 1;
     seg.size = 0;
-    const r = scanSegment(seg.fd, seg.fileBytes(), seg.baseSeq, this.opts.frameBytesMax, (seq, ts, pos, frameBytes) =>
-      seg.noteRecord(seq, ts, pos, frameBytes),
-    );
+    let committedTs = 0;
+    let lastFrameAt = -1;
+    const r = scanSegment(seg.fd, seg.fileBytes(), seg.baseSeq, this.opts.frameBytesMax, (seq, ts, pos, frameBytes, _buf, _at, endsBatch) => {
+      seg.noteRecord(seq, ts, pos, frameBytes);
+      lastFrameAt = pos;
+      if (endsBatch) committedTs = ts;
+    });
+    let uncommitted = 0;
+    // A crash leaves a batch's prefix: whole records, then the end of the
+    // file or a short frame. A record that is there whole but fails its
+    // checks is damage instead (a bit flip), and it may be the very record
+    // that carried the mark: then the records before it are kept.
+    const torn = r.damage === null || r.damage.reason === "short";
+    if (toCommitMark && torn && r.committedSeq < seg.lastSeq) {
+      uncommitted = seg.lastSeq - r.committedSeq;
+      seg.truncateIndex(r.committedBytes);
+      seg.lastSeq = r.committedSeq;
+      seg.size = r.committedBytes;
+      seg.lastTs = committedTs;
+      lastFrameAt = -1;
+    }
     seg.verified = r.damage === null;
-    return r.damage ? { segment: seg.baseSeq, ...r.damage } : null;
+    return { damage: r.damage ? { segment: seg.baseSeq, ...r.damage } : null, uncommitted, lastFrameAt };
   }
 
   /** The scrub read this closed segment through without finding damage. */
@@ -171,8 +204,10 @@ export class StreamLog {
 
   /**
    * Appends frames already stamped with seqs headSeq+1...; `frames` holds
-   * `count` whole frames back to back. The batch lands whole in one segment
-   * or not at all: on a write error the segment is cut back and rethrown.
+   * `count` whole frames back to back, the last one with its batch's commit
+   * mark. The batch lands whole in one segment or not at all: on a write
+   * error the segment is cut back and rethrown, and after a crash recovery
+   * cuts a batch whose last frame did not make it.
    */
   append(frames: Buffer, bytes: number, count: number, durable: boolean): void {
     let seg = this.active;
@@ -366,43 +401,46 @@ export class StreamLog {
     return { buf: out, bytes: len, count, next: from + count, corrupt };
   }
 
-  /** Seq of the first record with ingest_ts >= ts (headSeq + 1 if none). */
+  /**
+   * Seq of the first record with ingest_ts >= ts (headSeq + 1 if none). A
+   * damaged record on the way answers its own seq: a reader starting there
+   * is told about the damage rather than moved past it.
+   */
   seqAtTime(ts: number): number {
     for (const seg of this.segments) {
       if (seg.empty || seg.lastTs < ts) continue;
       const start = seg.seekTime(ts);
-      let pos = start.pos;
-      const buf = scratchBuffer();
-      while (pos < seg.size) {
-        const got = readSync(this.fdFor(seg), buf, 0, Math.min(buf.length, seg.size - pos), pos);
-        let p = 0;
-        while (p + RECORD_HEADER_BYTES <= got) {
-          const frameBytes = buf.readUInt32LE(p);
-          if (frameBytes < RECORD_BYTES_MIN) return seg.lastSeq + 1;
-          if (frameTs(buf, p) >= ts) return frameSeq(buf, p);
-          if (p + frameBytes > got) break;
-          p += frameBytes;
-        }
-        if (p === 0) break;
-        pos += p;
-      }
+      let found = -1;
+      const r = scanFrames(this.fdFor(seg), start.pos, seg.size, start.seq, this.opts.frameBytesMax, (seq, recordTs) => {
+        if (recordTs < ts) return false;
+        found = seq;
+        return true;
+      });
+      if (found >= 0) return found;
+      if (r.damage) return r.damage.seq;
     }
     return this.headSeq + 1;
   }
 
-  /** Calls `fn(buf, at)` for each record from `from` on (dedup rebuild). */
+  /**
+   * Calls `fn(buf, at)` for each committed record from `from` on (dedup
+   * rebuild), whatever its size; stops at damage.
+   */
   forEach(from: number, fn: (buf: Buffer, at: number) => void): void {
-    const page = Buffer.allocUnsafe(4 << 20);
+    const last = this.committedSeq;
     let seq = Math.max(from, this.firstSeq);
-    while (seq <= this.headSeq) {
-      const r = this.read(seq, this.headSeq, 100_000, page.length - this.opts.frameBytesMax, page);
-      let at = 0;
-      for (let i = 0; i < r.count; i++) {
-        fn(r.buf, at);
-        at += r.buf.readUInt32LE(at);
-      }
-      if (r.count === 0 || r.corrupt) break;
-      seq = r.next;
+    while (seq <= last) {
+      const seg = this.segmentFor(seq);
+      if (!seg) return;
+      const start = seg.seekSeq(seq);
+      let next = start.seq;
+      const r = scanFrames(this.fdFor(seg), start.pos, seg.size, start.seq, this.opts.frameBytesMax, (s, _ts, _pos, _fb, buf, at) => {
+        if (s >= seq) fn(buf, at);
+        next = s + 1;
+        return s >= last;
+      });
+      if (r.damage || next <= seq) return;
+      seq = next;
     }
   }
 

@@ -55,6 +55,16 @@ export class DedupWindow {
     while (this.head < this.keys.length && this.tss[this.head] < cutoff) this.dropOldest();
   }
 
+  /**
+   * Forgets keys whose event retention has deleted (seq below the log's
+   * first_seq): a duplicate answer names the original seq, which must still
+   * exist, and a restart (which rebuilds from the retained log) could not
+   * know them anyway. Keys are in seq order, so this drops from the front.
+   */
+  forgetBelow(firstSeq: number): void {
+    while (this.head < this.keys.length && this.seqs[this.head] < firstSeq) this.dropOldest();
+  }
+
   private dropOldest(): void {
     const key = this.keys[this.head];
     // A key appended again later keeps its newer entry.

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { ApiError } from "../errors.js";
+import { parseBody } from "../validate.js";
 import { StreamLog, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
 import { frameSeq, frameTs } from "../log/record.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
@@ -51,12 +52,10 @@ export type StreamConfig = Required<z.infer<typeof streamConfigPatch>>;
 
 /** Validates a PUT body against the contract and the server's own limits. */
 export function parseStreamConfigPatch(body: unknown, eventBytesMax: number): Partial<StreamConfig> {
-  const r = streamConfigPatch.safeParse(body ?? {});
-  if (!r.success) {
-    const i = r.error.issues[0];
-    const where = i.path.length ? `"${i.path.join(".")}"` : "body";
-    const msg = i.code === "unrecognized_keys" ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(", ")}` : `${where}: ${i.message}`;
-    throw new ApiError(400, "invalid_config", msg);
+  const r = { data: parseBody(streamConfigPatch, body ?? {}, "invalid_config") };
+  // A setting that is accepted must act: ordered ingest is not built yet.
+  if (r.data.producer_ordering === true) {
+    throw new ApiError(400, "invalid_config", `"producer_ordering": true is not supported yet (ordered ingest is not built); only false is accepted`);
   }
   if (r.data.max_event_bytes !== undefined && r.data.max_event_bytes > eventBytesMax) {
     throw new ApiError(400, "invalid_config", `"max_event_bytes" must not exceed the server's event_bytes_max (${eventBytesMax})`);
@@ -68,7 +67,15 @@ export interface StreamMeta {
   id: string;
   created_at: number;
   config: StreamConfig;
+  /**
+   * 2: every appended batch ends with a commit-marked record (record.ts).
+   * Absent in stream dirs written before marks existed; opening one marks
+   * its last record and writes 2.
+   */
+  log_format?: number;
 }
+
+const LOG_FORMAT = 2;
 
 // A shard holds thousands of these: every field counts (~1 KB per idle
 // stream in all, with its log and segment). Paths are derived when needed,
@@ -116,7 +123,9 @@ export class Stream {
   static open(dir: string, meta: StreamMeta, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): { stream: Stream; report: RecoveryReport } {
     const config = { ...fullConfig({}, defaults), ...meta.config };
     const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
-    const report = s.log.open(config.durability === "fsync");
+    const unmarked = meta.log_format !== LOG_FORMAT;
+    const report = s.log.open(config.durability === "fsync", unmarked);
+    if (unmarked) s.saveMeta();
     if (report.corruptions.length > 0) s.corruptions = [...report.corruptions];
     s.rebuildDedup();
     return { stream: s, report };
@@ -147,7 +156,7 @@ export class Stream {
   }
 
   saveMeta(): void {
-    const meta: StreamMeta = { id: this.id, created_at: this.createdAt, config: this.config };
+    const meta: StreamMeta = { id: this.id, created_at: this.createdAt, config: this.config, log_format: LOG_FORMAT };
     const path = join(this.dir, "stream.json");
     writeFileSync(path + ".tmp", JSON.stringify(meta));
     renameSync(path + ".tmp", path);

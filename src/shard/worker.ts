@@ -7,10 +7,11 @@ import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
+import { intParam, intValue, rejectUnknownFields } from "../validate.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
-import { frameBytesFor, frameTs, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
+import { frameBytesFor, frameTs, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
@@ -309,11 +310,14 @@ class ShardWorker {
 
   private setCheckpoint(req: Request): void {
     const s = this.existing(req.meta.stream!);
-    const body = this.jsonBody(req) as { group?: unknown; seq?: unknown } | null;
-    if (typeof body !== "object" || body === null) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
-    const group = checkGroup(body.group);
-    const seq = body.seq;
-    if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) throw new ApiError(400, "invalid_parameter", `"seq" must be a non-negative integer`);
+    const body = this.jsonBody(req);
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
+    rejectUnknownFields(body, CHECKPOINT_FIELDS, "invalid_body");
+    const group = checkGroup((body as { group?: unknown }).group);
+    const seq = (body as { seq?: unknown }).seq;
+    if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) {
+      throw new ApiError(400, "invalid_parameter", `"seq" must be an integer from 0 to head_seq (${s.log.headSeq})`, { head_seq: s.log.headSeq });
+    }
     if (seq > s.log.headSeq) {
       throw new ApiError(400, "invalid_parameter", `"seq" ${seq} is above the stream's head_seq ${s.log.headSeq}`, { head_seq: s.log.headSeq });
     }
@@ -369,6 +373,7 @@ class ShardWorker {
     let bytes = 0; // frames kept so far (in `out`, or in staging for JSON)
     let count = 0;
     let at = 0; // next binary frame in `out`; duplicates are squeezed out in place
+    let lastAt = 0; // the last frame kept, which carries the batch's commit mark
     const duplicates: Array<{ index: number; seq: number }> = [];
     const batchKeys = new Map<string, number>();
     for (let i = 0; i < n; i++) {
@@ -395,10 +400,12 @@ class ShardWorker {
       }
       if (key !== null) batchKeys.set(key, seq);
       sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
+      lastAt = bytes;
       bytes += frameBytes;
       count++;
       seq++;
     }
+    if (count > 0) markBatchEnd(out ?? this.staging, lastAt);
     stream ??= this.createStream(id, {});
     const log = stream.log;
     const durable = stream.config.durability === "fsync";
@@ -474,27 +481,20 @@ class ShardWorker {
   private replay(req: Request): void {
     const stream = this.existing(req.meta.stream!);
     const log = stream.log;
+    // The front has checked the names (unknown or repeated: 400).
     const q = new URLSearchParams(req.meta.query ?? "");
-    for (const k of q.keys()) {
-      if (k !== "from" && k !== "to" && k !== "limit" && k !== "from_time") {
-        throw new ApiError(400, "invalid_parameter", `unknown query parameter "${k}"`);
-      }
-    }
     const fromParam = q.get("from");
     const fromTime = q.get("from_time");
     if (fromParam !== null && fromTime !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
     let from: number;
-    if (fromTime !== null) from = Math.max(log.seqAtTime(uintParam("from_time", fromTime, 0)), log.firstSeq);
+    if (fromTime !== null) from = Math.max(log.seqAtTime(intValue("from_time", fromTime, 0)), log.firstSeq);
     else if (fromParam === null || fromParam === "earliest") from = log.firstSeq;
     else if (fromParam === "latest") from = log.headSeq + 1;
-    else from = uintParam("from", fromParam, 1);
-    const to = q.get("to") === null ? Number.MAX_SAFE_INTEGER : uintParam("to", q.get("to")!, 1);
+    else from = intValue("from", fromParam, 1);
+    const to = q.get("to") === null ? Number.MAX_SAFE_INTEGER : intValue("to", q.get("to")!, 1);
     if (to < from && fromParam !== "latest") throw new ApiError(400, "invalid_parameter", `"to" (${to}) is below "from" (${from})`);
     const limitMax = this.config.replay_page_events_max;
-    const limit = q.get("limit") === null ? this.config.replay_page_events_default : uintParam("limit", q.get("limit")!, 1);
-    if (limit > limitMax) {
-      throw new ApiError(400, "invalid_parameter", `"limit" ${limit} exceeds replay_page_events_max (${limitMax})`, { replay_page_events_max: limitMax });
-    }
+    const limit = intParam(q, "limit", this.config.replay_page_events_default, 1, limitMax); // max: replay_page_events_max
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const page = this.readPage(log, from, to, limit, this.config.replay_page_bytes_max);
     if (page.corrupt) console.error(`stream ${stream.id}: replay stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
@@ -524,11 +524,11 @@ class ShardWorker {
     const fromParam = q.get("from");
     const fromTime = q.get("from_time");
     let from: number | null = null;
-    if (fromTime !== null) from = Math.max(log.seqAtTime(uintParam("from_time", fromTime, 0)), log.firstSeq);
+    if (fromTime !== null) from = Math.max(log.seqAtTime(intValue("from_time", fromTime, 0)), log.firstSeq);
     else if (fromParam === "earliest") from = log.firstSeq;
     else if (fromParam === "latest") from = log.committedSeq + 1;
     else if (fromParam !== null) {
-      from = uintParam("from", fromParam, 1);
+      from = intValue("from", fromParam, 1);
       if (from > log.committedSeq + 1) {
         throw new ApiError(400, "invalid_parameter", `"from" ${from} is beyond head_seq + 1 (${log.committedSeq + 1})`, { head_seq: log.committedSeq });
       }
@@ -639,7 +639,9 @@ class ShardWorker {
     const now = Date.now();
     for (const s of this.streams.values()) {
       try {
-        s.log.applyRetention(now, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync");
+        if (s.log.applyRetention(now, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync") > 0) {
+          s.dedup.forgetBelow(s.log.firstSeq);
+        }
         s.dedup.expire(now);
       } catch (err) {
         console.error(`stream ${s.id}: retention failed: ${(err as Error).message}`);
@@ -657,6 +659,8 @@ const corruptRecord = (info: CorruptionInfo) =>
 /** Group names follow the stream id rule. */
 const GROUP = STREAM_ID;
 
+const CHECKPOINT_FIELDS: ReadonlySet<string> = new Set(["group", "seq"]);
+
 function checkGroup(g: unknown): string {
   if (typeof g !== "string" || !GROUP.test(g)) throw new ApiError(400, "invalid_group", `group must match ${GROUP.source}`);
   return g;
@@ -668,12 +672,6 @@ function groupParam(query: string | undefined): string {
   return checkGroup(g);
 }
 
-function uintParam(name: string, v: string, min: number): number {
-  if (!/^\d{1,16}$/.test(v)) throw new ApiError(400, "invalid_parameter", `"${name}" must be an integer, got "${v.slice(0, 40)}"`);
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < min) throw new ApiError(400, "invalid_parameter", `"${name}" must be an integer >= ${min}`);
-  return n;
-}
 
 const port = parentPort!;
 const worker = new ShardWorker(workerData as WorkerInit);

@@ -71,6 +71,8 @@ export class JsonBatch {
     this.i++;
     let sawEvents = false;
     let eventsNotArray = false;
+    let unknownKey: string | null = null;
+    let repeatedEvents = false;
     this.ws();
     if (this.peek() === 0x7d) this.i++;
     else {
@@ -78,16 +80,21 @@ export class JsonBatch {
         this.ws();
         const ks = this.i;
         const kind = this.string();
+        const ke = this.i;
         const isEvents = kind === STRING && this.i - ks === 8 && b.toString("latin1", ks + 1, ks + 7) === "events";
         this.ws();
         this.expect(0x3a);
         this.ws();
-        if (isEvents && this.peek() === 0x5b) {
+        // Reported once the whole body is known to be JSON, as below.
+        if (!isEvents) unknownKey ??= b.toString("utf8", ks + 1, Math.min(ke - 1, ks + 41));
+        else if (sawEvents || eventsNotArray) repeatedEvents = true;
+        if (!isEvents || repeatedEvents) this.value(0);
+        else if (this.peek() === 0x5b) {
           this.events(eventsMax);
           sawEvents = true;
         } else {
           this.value(0);
-          if (isEvents) eventsNotArray = true; // reported once the whole body is known to be JSON
+          eventsNotArray = true; // reported once the whole body is known to be JSON
         }
         this.ws();
         const c = this.next();
@@ -96,6 +103,8 @@ export class JsonBatch {
       }
     }
     this.finish();
+    if (unknownKey !== null) throw new ApiError(400, "invalid_body", `unknown field ${JSON.stringify(unknownKey)} in the body; it is {"events": [ ... ]}`, { fields: [unknownKey] });
+    if (repeatedEvents) throw new ApiError(400, "invalid_body", `"events" is given more than once`);
     if (eventsNotArray) throw new ApiError(400, "invalid_body", `"events" must be an array`);
     if (!sawEvents) throw new ApiError(400, "invalid_body", `body must be {"events": [ ... ]}`);
     if (this.count === 0) throw noEvents();

@@ -3,7 +3,7 @@ import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
-import { checkFrame, frameBytesFor, frameSeq, frameTs, sealFrame, writeFrameHeader, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_HEADER_BYTES } from "../../src/log/record.js";
+import { checkFrame, frameBytesFor, frameSeq, frameTs, markBatchEnd, sealFrame, writeFrameHeader, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_HEADER_BYTES } from "../../src/log/record.js";
 import { crc32Range } from "../../src/log/crc.js";
 import { crc32 } from "node:zlib";
 
@@ -29,6 +29,7 @@ function frames(firstSeq: number, count: number, bodyBytes: number, ts: number):
     buf.fill((firstSeq + i) & 0xff, at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + bodyBytes);
     sealFrame(buf, at, fb);
   }
+  if (count > 0) markBatchEnd(buf, (count - 1) * fb); // as the shard appends: one batch
   return { buf, bytes: fb * count };
 }
 
