@@ -67,8 +67,11 @@ async function serve(argv: string[]): Promise<void> {
   let streams = 0;
   for (const r of reports) {
     streams += r.streams;
+    for (const dir of r.unreadable) console.error(`recovery: ${dir}: DAMAGED stream.json and its copy, and the directory name does not give the id; not opened`);
     for (const { stream, report } of r.recovery) {
-      console.log(`recovery: stream ${stream}: cut ${report.truncatedBytes} torn bytes, rebuilt ${report.rebuiltIndexes} index(es)`);
+      const uncommitted = report.uncommittedRecords > 0 ? ` (${report.uncommittedRecords} records of a batch that was never acknowledged)` : "";
+      console.log(`recovery: stream ${stream}: cut ${report.truncatedBytes} torn bytes${uncommitted}, rebuilt ${report.rebuiltIndexes} index(es)`);
+      for (const f of report.files) console.error(`recovery: stream ${stream}: DAMAGED ${f}`);
       for (const c of report.corruptions) {
         console.error(`recovery: stream ${stream}: DAMAGED record ${c.seq} in segment ${c.segment} at byte ${c.position} (${c.reason}); it will not be served`);
       }

@@ -3,15 +3,24 @@
 // the last one of a group winning. An update is one pwrite, so it survives a
 // crash of the process as soon as it is acknowledged; the file is compacted
 // to one record per group when it grows past CHECKPOINT_LOG_BYTES_MAX.
+//
+// Damage in the middle of the file (a bit flip) costs only the records it
+// hits: loading resynchronises on the next record whose length and CRC check
+// out, and the file is compacted at once. A group whose newest record was
+// hit falls back to its previous one (redelivery, never loss); a torn tail
+// (a crash mid-write) is cut.
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { crc32Range } from "../log/crc.js";
 import { readU64, writeU32, writeU64 } from "../log/record.js";
 
-const FILE = "checkpoints.log";
+export const CHECKPOINTS_FILE = "checkpoints.log";
+/** Group names follow the stream id rule: ASCII, at most 128 characters. */
+const GROUP_BYTES_MAX = 128;
 /** Compaction threshold of the checkpoint file. */
 const CHECKPOINT_LOG_BYTES_MAX = 1 << 20;
 const HEADER_BYTES = 24; // u32 bytes, u32 crc of [8, bytes), u64 seq, u64 updated_at ms
+const RECORD_BYTES_MAX = HEADER_BYTES + GROUP_BYTES_MAX;
 
 export interface Checkpoint {
   seq: number;
@@ -23,31 +32,49 @@ export class CheckpointStore {
   private fd: number;
   private size = 0;
   readonly groups = new Map<string, Checkpoint>();
+  /** What loading found wrong with the file (null: nothing). */
+  damage: string | null = null;
 
   constructor(dir: string) {
-    this.path = join(dir, FILE);
+    this.path = join(dir, CHECKPOINTS_FILE);
     // The file is created by the first checkpoint, not by a read of lag.
     this.fd = existsSync(this.path) ? openSync(this.path, "r+") : -1;
     if (this.fd >= 0) this.load();
   }
 
-  /** Reads every record; a torn or damaged tail (a crash mid-write) is cut. */
+  /** Reads every valid record; skips damaged bytes, cuts a torn tail. O(file bytes). */
   private load(): void {
     const fileBytes = fstatSync(this.fd).size;
     const buf = Buffer.alloc(fileBytes);
     readSync(this.fd, buf, 0, fileBytes, 0);
     let at = 0;
+    let end = 0; // after the last valid record
+    let skipped = 0;
+    let firstBad = -1;
     while (at + HEADER_BYTES <= fileBytes) {
-      const bytes = buf.readUInt32LE(at);
-      if (bytes < HEADER_BYTES || at + bytes > fileBytes || crc32Range(buf, at + 8, at + bytes) !== buf.readUInt32LE(at + 4)) break;
-      this.groups.set(buf.toString("utf8", at + HEADER_BYTES, at + bytes), { seq: readU64(buf, at + 8), updatedAt: readU64(buf, at + 16) });
-      at += bytes;
+      const bytes = recordBytesAt(buf, at, fileBytes);
+      if (bytes > 0) {
+        this.groups.set(buf.toString("latin1", at + HEADER_BYTES, at + bytes), { seq: readU64(buf, at + 8), updatedAt: readU64(buf, at + 16) });
+        at += bytes;
+        end = at;
+        continue;
+      }
+      if (firstBad < 0) firstBad = at;
+      at++; // resynchronise one byte on: every pass moves forward
+      skipped++;
     }
-    if (at < fileBytes) ftruncateSync(this.fd, at);
-    this.size = at;
+    this.size = end;
+    if (firstBad >= 0 && end > firstBad) {
+      this.damage = `${skipped} damaged bytes from byte ${firstBad} skipped; the valid records after them kept`;
+      this.compact();
+    } else if (end < fileBytes) {
+      if (firstBad >= 0 && fileBytes - end > RECORD_BYTES_MAX) this.damage = `${fileBytes - end} bytes after byte ${end} are not records; cut`;
+      ftruncateSync(this.fd, end);
+    }
   }
 
   private record(group: string, c: Checkpoint): Buffer {
+    if (group.length > GROUP_BYTES_MAX) throw new Error(`checkpoint invariant: group of ${group.length} characters`);
     const name = Buffer.from(group);
     const buf = Buffer.alloc(HEADER_BYTES + name.length);
     writeU32(buf, 0, buf.length);
@@ -91,4 +118,11 @@ export class CheckpointStore {
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
   }
+}
+
+/** Length of a valid record at `at`, or 0. */
+function recordBytesAt(buf: Buffer, at: number, fileBytes: number): number {
+  const bytes = buf.readUInt32LE(at);
+  if (bytes <= HEADER_BYTES || bytes > RECORD_BYTES_MAX || at + bytes > fileBytes) return 0;
+  return crc32Range(buf, at + 8, at + bytes) === buf.readUInt32LE(at + 4) ? bytes : 0;
 }

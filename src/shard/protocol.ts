@@ -3,7 +3,8 @@
 // rings; postMessage carries only start-up, readiness and shutdown.
 import type { Config } from "../config.js";
 import { copyBytes, type Ring, type RingMessage } from "../ring/ring.js";
-import type { CorruptionInfo, RecoveryReport } from "../log/log.js";
+import type { CorruptionInfo } from "../log/log.js";
+import type { StreamReport } from "./stream.js";
 
 export const enum Op {
   Publish = 1,
@@ -120,7 +121,14 @@ export interface ScrubItem {
 }
 
 export type WorkerEvent =
-  | { type: "ready"; streams: number; recovery: Array<{ stream: string; report: RecoveryReport }>; scrub: ScrubItem[] }
+  | {
+      type: "ready";
+      streams: number;
+      recovery: Array<{ stream: string; report: StreamReport }>;
+      scrub: ScrubItem[];
+      /** Stream dirs whose stream.json and copy are both damaged and whose id the dir name cannot give. */
+      unreadable: string[];
+    }
   | { type: "closed" }
   | { type: "fatal"; message: string };
 

@@ -1,81 +1,27 @@
 // A stream as its owning shard worker sees it: config, log and dedup window.
 // On disk: streams/<escaped id>/stream.json plus the log's segment files.
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { createHash } from "node:crypto";
-import { z } from "zod";
-import { ApiError } from "../errors.js";
-import { parseBody } from "../validate.js";
 import { StreamLog, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
 import { frameSeq, frameTs } from "../log/record.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
 import { DedupWindow } from "./dedup.js";
-import { CheckpointStore } from "../consumer/checkpoints.js";
+import { CHECKPOINTS_FILE, CheckpointStore } from "../consumer/checkpoints.js";
+import { escapeStreamId, fullConfig, type StreamConfig, type StreamDefaults } from "./stream-config.js";
+import { writeMeta, type MetaRead } from "./stream-meta.js";
 
-export const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+// STREAM_ID and escapeStreamId are the front's too; their home is stream-config.ts.
+export { STREAM_ID, escapeStreamId } from "./stream-config.js";
 
-/**
- * Directory name for a stream id: every byte outside [a-z0-9.-] becomes _XX
- * (hex), so ids that differ only in case stay distinct on any filesystem.
- * Ids whose escaped form would be long keep a prefix and a hash of the id,
- * under the 255-byte name limit (stream.json keeps the real id).
- */
-export function escapeStreamId(id: string): string {
-  const escaped = id.replace(/[^a-z0-9.-]/g, (c) => "_" + c.charCodeAt(0).toString(16).padStart(2, "0"));
-  if (escaped.length <= DIR_NAME_BYTES_MAX) return escaped;
-  return `${escaped.slice(0, DIR_NAME_BYTES_MAX - 41)}~${createHash("sha256").update(id).digest("hex").slice(0, 40)}`;
-}
-
-const DIR_NAME_BYTES_MAX = 200;
-
-export interface StreamDefaults {
-  retention_ms: number;
-  dedup_window_ms: number;
-  durability: "process" | "fsync";
-  max_event_bytes: number;
-}
-
-export const streamConfigPatch = z
-  .object({
-    retention_ms: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
-    retention_bytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).nullable(),
-    max_event_bytes: z.number().int().min(1),
-    dedup_window_ms: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-    durability: z.enum(["process", "fsync"]),
-    producer_ordering: z.boolean(),
-  })
-  .partial()
-  .strict();
-
-export type StreamConfig = Required<z.infer<typeof streamConfigPatch>>;
-
-/** Validates a PUT body against the contract and the server's own limits. */
-export function parseStreamConfigPatch(body: unknown, eventBytesMax: number): Partial<StreamConfig> {
-  const r = { data: parseBody(streamConfigPatch, body ?? {}, "invalid_config") };
-  // A setting that is accepted must act: ordered ingest is not built yet.
-  if (r.data.producer_ordering === true) {
-    throw new ApiError(400, "invalid_config", `"producer_ordering": true is not supported yet (ordered ingest is not built); only false is accepted`);
-  }
-  if (r.data.max_event_bytes !== undefined && r.data.max_event_bytes > eventBytesMax) {
-    throw new ApiError(400, "invalid_config", `"max_event_bytes" must not exceed the server's event_bytes_max (${eventBytesMax})`);
-  }
-  return r.data;
-}
-
-export interface StreamMeta {
-  id: string;
-  created_at: number;
-  config: StreamConfig;
-  /**
-   * 2: every appended batch ends with a commit-marked record (record.ts).
-   * Absent in stream dirs written before marks existed; opening one marks
-   * its last record and writes 2.
-   */
-  log_format?: number;
-}
-
+/** stream.json's log_format: 2 means every batch carries a commit mark (record.ts). */
 const LOG_FORMAT = 2;
+
+/** What opening a stream found: the log's recovery and the damage of its other files. */
+export interface StreamReport extends RecoveryReport {
+  /** stream.json damage (the copy was used, or the config was reset), checkpoint file damage. */
+  files: string[];
+}
 
 // A shard holds thousands of these: every field counts (~1 KB per idle
 // stream in all, with its log and segment). Paths are derived when needed,
@@ -87,6 +33,8 @@ export class Stream {
   private checkpointStore: CheckpointStore | null = null;
   /** Damage found by recovery or by the scrub, shown in info(); null when none. */
   corruptions: CorruptionInfo[] | null = null;
+  /** Damage recovery found in stream.json or checkpoints.log, shown in info(); null when none. */
+  fileDamage: string[] | null = null;
 
   private constructor(
     readonly id: string,
@@ -114,19 +62,28 @@ export class Stream {
     return s;
   }
 
-  /** What a stream directory says about itself (its id routes it before it is opened). */
-  static readMeta(dir: string): StreamMeta {
-    return JSON.parse(readFileSync(join(dir, "stream.json"), "utf8")) as StreamMeta;
-  }
-
-  /** Opens an existing stream directory: recovery, then the dedup rebuild. */
-  static open(dir: string, meta: StreamMeta, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): { stream: Stream; report: RecoveryReport } {
+  /**
+   * Opens an existing stream directory (its metadata read by readMeta):
+   * recovery of the log, the checkpoint file, then the dedup rebuild.
+   */
+  static open(dir: string, read: MetaRead, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): { stream: Stream; report: StreamReport } {
+    const meta = read.meta;
     const config = { ...fullConfig({}, defaults), ...meta.config };
     const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
-    const unmarked = meta.log_format !== LOG_FORMAT;
-    const report = s.log.open(config.durability === "fsync", unmarked);
-    if (unmarked) s.saveMeta();
+    // A rebuilt description cannot know the log's format. Taking it as
+    // unmarked keeps every whole record (at worst the start of a batch that
+    // was never acknowledged); taking it as marked could cut acknowledged
+    // records of a log that predates marks.
+    const unmarked = read.rebuilt || meta.log_format !== LOG_FORMAT;
+    const report: StreamReport = { ...s.log.open(config.durability === "fsync", unmarked), files: [] };
+    if (read.damage) report.files.push(read.damage);
+    if (unmarked || read.damage) s.saveMeta();
+    if (existsSync(join(dir, CHECKPOINTS_FILE))) {
+      const damage = s.checkpoints.damage;
+      if (damage) report.files.push(`${CHECKPOINTS_FILE}: ${damage}`);
+    }
     if (report.corruptions.length > 0) s.corruptions = [...report.corruptions];
+    if (report.files.length > 0) s.fileDamage = report.files;
     s.rebuildDedup();
     return { stream: s, report };
   }
@@ -156,10 +113,7 @@ export class Stream {
   }
 
   saveMeta(): void {
-    const meta: StreamMeta = { id: this.id, created_at: this.createdAt, config: this.config, log_format: LOG_FORMAT };
-    const path = join(this.dir, "stream.json");
-    writeFileSync(path + ".tmp", JSON.stringify(meta));
-    renameSync(path + ".tmp", path);
+    writeMeta(this.dir, { id: this.id, created_at: this.createdAt, config: this.config, log_format: LOG_FORMAT });
   }
 
   update(patch: Partial<StreamConfig>): void {
@@ -180,6 +134,7 @@ export class Stream {
       ...this.config,
       segments: log.segments.length,
       ...(this.corruptions ? { corruptions: this.corruptions } : {}),
+      ...(this.fileDamage ? { damaged_files: this.fileDamage } : {}),
     };
   }
 
@@ -194,22 +149,3 @@ export class Stream {
   }
 }
 
-/** The defaults' config, one frozen object shared by every stream created without a patch. */
-const defaultConfigs = new WeakMap<StreamDefaults, StreamConfig>();
-
-export function fullConfig(patch: Partial<StreamConfig>, d: StreamDefaults): StreamConfig {
-  if (Object.keys(patch).length === 0) {
-    let shared = defaultConfigs.get(d);
-    if (!shared) defaultConfigs.set(d, (shared = Object.freeze(fullConfig({ durability: d.durability }, d))));
-    return shared;
-  }
-  return {
-    retention_ms: d.retention_ms,
-    retention_bytes: null,
-    max_event_bytes: d.max_event_bytes,
-    dedup_window_ms: d.dedup_window_ms,
-    durability: d.durability,
-    producer_ordering: false,
-    ...patch,
-  };
-}

@@ -34,7 +34,9 @@ import {
   type WorkerEvent,
   type WorkerInit,
 } from "./protocol.js";
-import { STREAM_ID, Stream, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream.js";
+import { Stream, type StreamReport } from "./stream.js";
+import { STREAM_ID, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { hasMeta, readMeta } from "./stream-meta.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
@@ -99,21 +101,27 @@ class ShardWorker {
   /** Opens every stream this shard owns; recovery runs here, before ready. */
   recover(): WorkerEvent {
     mkdirSync(this.root, { recursive: true });
-    const recovery: Array<{ stream: string; report: RecoveryReport }> = [];
+    const recovery: Array<{ stream: string; report: StreamReport }> = [];
     const scrub: ScrubItem[] = [];
+    const unreadable: string[] = [];
     for (const name of readdirSync(this.root)) {
       const dir = join(this.root, name);
-      if (!existsSync(join(dir, "stream.json"))) continue;
+      if (!hasMeta(dir)) continue; // a crash between mkdir and the first write: nothing in it
+      const read = readMeta(dir, () => fullConfig({}, this.defaults));
+      if (read === null) {
+        // Every shard sees it; shard 0 alone reports it.
+        if (this.init.shard === 0) unreadable.push(dir);
+        continue;
+      }
       // Only the owner may open a stream: opening runs recovery, which writes.
-      const meta = Stream.readMeta(dir);
-      if (shardOf(meta.id, this.init.shards) !== this.init.shard) continue;
-      const { stream: s, report: r } = Stream.open(dir, meta, this.logOpts, this.config.dedup_keys_max, this.defaults);
+      if (shardOf(read.meta.id, this.init.shards) !== this.init.shard) continue;
+      const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults);
       this.streams.set(s.id, s);
       for (const u of r.unverified) scrub.push({ stream: s.id, ...u, frameBytesMax: this.logOpts.frameBytesMax });
       r.unverified = [];
-      if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0) recovery.push({ stream: s.id, report: r });
+      if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0 || r.files.length > 0) recovery.push({ stream: s.id, report: r });
     }
-    return { type: "ready", streams: this.streams.size, recovery, scrub };
+    return { type: "ready", streams: this.streams.size, recovery, scrub, unreadable };
   }
 
   /**
