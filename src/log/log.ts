@@ -83,8 +83,12 @@ export class StreamLog {
     return this.segments[this.segments.length - 1];
   }
 
+  /** The oldest retained seq: the base of the first segment holding records (head + 1 if none). */
   get firstSeq(): number {
-    return this.segments[0].empty ? this.headSeq + 1 : this.segments[0].baseSeq;
+    // Usually the first segment; an empty one ahead of others is a closed
+    // segment that recovery found emptied (damage), which holds nothing.
+    for (const seg of this.segments) if (!seg.empty) return seg.baseSeq;
+    return this.headSeq + 1;
   }
 
   get bytes(): number {
@@ -129,14 +133,18 @@ export class StreamLog {
         if (seg.loadIndexFiles()) report.unverified.push({ path: seg.logPath, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq });
         else {
           report.rebuiltIndexes++;
-          const damage = this.scan(seg, false).damage;
-          if (damage) report.corruptions.push(damage);
-          else seg.writeIndexFiles();
+          const r = this.scan(seg, unmarkedLog ? "keep" : "closed");
+          if (r.damage) report.corruptions.push(r.damage);
+          else if (r.uncommitted > 0) {
+            // A closed segment always ends with a marked record: whole frames
+            // after the last mark were put there, not appended (never served).
+            report.corruptions.push({ segment: seg.baseSeq, position: seg.size, seq: seg.lastSeq + 1, reason: `${r.uncommitted} records after the last commit mark` });
+          } else seg.writeIndexFiles();
         }
         seg.close(); // closed segments are opened lazily, one at a time, to read
       } else {
         const fileBytes = seg.fileBytes();
-        const r = this.scan(seg, !unmarkedLog);
+        const r = this.scan(seg, unmarkedLog ? "keep" : "active");
         report.uncommittedRecords = r.uncommitted;
         seg.verified = true; // whatever did not check out is cut just below
         if (seg.size < fileBytes) {
@@ -163,9 +171,11 @@ export class StreamLog {
   /**
    * Rebuilds a segment's index by reading every record, checking CRC and the
    * seq chain. Stops at the first bad record and returns what it found there.
-   * `toCommitMark`: a torn tail is cut back to the last marked record.
+   * Whole records after the last commit mark are cut: in the active segment
+   * when the tail is torn (see below), in a closed one when nothing else is
+   * wrong with it; "keep" (a log that predates marks) keeps them.
    */
-  private scan(seg: Segment, toCommitMark: boolean): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number } {
+  private scan(seg: Segment, marks: "active" | "closed" | "keep"): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number } {
     seg.truncateIndex(0);
     seg.lastSeq = seg.baseSeq - 1;
     seg.size = 0;
@@ -182,7 +192,8 @@ export class StreamLog {
     // checks is damage instead (a bit flip), and it may be the very record
     // that carried the mark: then the records before it are kept.
     const torn = r.damage === null || r.damage.reason === "short";
-    if (toCommitMark && torn && r.committedSeq < seg.lastSeq) {
+    const cut = marks === "active" ? torn : marks === "closed" ? r.damage === null : false;
+    if (cut && r.committedSeq < seg.lastSeq) {
       uncommitted = seg.lastSeq - r.committedSeq;
       seg.truncateIndex(r.committedBytes);
       seg.lastSeq = r.committedSeq;
@@ -428,19 +439,19 @@ export class StreamLog {
    */
   forEach(from: number, fn: (buf: Buffer, at: number) => void): void {
     const last = this.committedSeq;
-    let seq = Math.max(from, this.firstSeq);
-    while (seq <= last) {
-      const seg = this.segmentFor(seq);
-      if (!seg) return;
-      const start = seg.seekSeq(seq);
-      let next = start.seq;
-      const r = scanFrames(this.fdFor(seg), start.pos, seg.size, start.seq, this.opts.frameBytesMax, (s, _ts, _pos, _fb, buf, at) => {
-        if (s >= seq) fn(buf, at);
-        next = s + 1;
-        return s >= last;
-      });
-      if (r.damage || next <= seq) return;
-      seq = next;
+    const begin = Math.max(from, this.firstSeq);
+    // Past damage, on from the next index point: the records a reader can
+    // still be served (read() seeks the same points) are the ones visited.
+    for (const seg of this.segments) {
+      if (seg.empty || seg.lastSeq < begin || seg.baseSeq > last) continue;
+      let start: { seq: number; pos: number } | null = seg.seekSeq(Math.max(begin, seg.baseSeq));
+      while (start) {
+        const r = scanFrames(this.fdFor(seg), start.pos, seg.size, start.seq, this.opts.frameBytesMax, (s, _ts, _pos, _fb, buf, at) => {
+          if (s >= begin && s <= last) fn(buf, at);
+          return s >= last;
+        });
+        start = r.damage ? seg.pointAfter(r.damage.position) : null;
+      }
     }
   }
 

@@ -112,6 +112,19 @@ export class Segment {
     return { seq: p[3 * lo], pos: p[3 * lo + 2] };
   }
 
+  /** The first index point after file position `pos` (reading on past damage), or null. O(log n). */
+  pointAfter(pos: number): { seq: number; pos: number } | null {
+    const p = this.points;
+    let lo = 0;
+    let hi = this.indexPoints;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (p[3 * mid + 2] <= pos) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < this.indexPoints ? { seq: p[3 * lo], pos: p[3 * lo + 2] } : null;
+  }
+
   /** Index point before the first record with ingest_ts >= ts. O(log n). */
   seekTime(ts: number): { seq: number; pos: number } {
     const p = this.points;

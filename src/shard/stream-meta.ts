@@ -65,12 +65,16 @@ export function writeMeta(dir: string, meta: StreamMeta): void {
  * sets it again; null when even the id cannot be known.
  */
 export function readMeta(dir: string, defaults: () => StreamConfig): MetaRead | null {
+  // Both copies are read, so a damaged copy is reported (and rewritten by
+  // the caller) while the other one is still good.
   const problems: string[] = [];
+  let found: StreamMeta | null = null;
   for (const name of [META_FILE, COPY_FILE]) {
     const r = readCopy(dir, name);
     if (typeof r === "string") problems.push(`${name}: ${r}`);
-    else return { meta: r, damage: problems.length ? problems.join("; ") : null, rebuilt: false };
+    else found ??= r;
   }
+  if (found) return { meta: found, damage: problems.length ? problems.join("; ") : null, rebuilt: false };
   const id = unescapeStreamId(basename(dir));
   if (id === null) return null;
   const config: StreamConfig = { ...defaults(), retention_ms: Number.MAX_SAFE_INTEGER, retention_bytes: null, durability: "fsync" };
