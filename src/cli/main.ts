@@ -61,6 +61,12 @@ async function serve(argv: string[]): Promise<void> {
   else if (config.host !== "127.0.0.1" && config.host !== "::1" && config.host !== "localhost") {
     console.warn(`WARNING: listening on ${config.host} without API keys: anyone who can reach this port can read and write every stream.`);
   }
+  // Keys are read again; requests taken after this see the new ones. (Also
+  // without a keys file: SIGHUP would otherwise end the server.)
+  process.on("SIGHUP", () => {
+    const r = auth.reload();
+    (r.ok ? console.log : console.error)(r.message);
+  });
 
   const started = Date.now();
   // Before anything reads or writes the data dir: one owner at a time.
@@ -131,8 +137,6 @@ async function serve(argv: string[]): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
-  // Keys are read again; requests taken after this see the new ones.
-  process.on("SIGHUP", () => console.log(auth.reload()));
 }
 
 const [command, ...rest] = process.argv.slice(2);

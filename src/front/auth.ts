@@ -170,19 +170,19 @@ export class Auth {
 
   /**
    * Reads the keys file again; the next request sees the new keys. On a bad
-   * file the old keys stay. Returns the line to log (never a key).
+   * file the old keys stay. Says what happened, in a line to log (never a key).
    */
-  reload(): string {
-    if (!this.file) return "SIGHUP: no api_keys_file is configured; nothing to reload";
+  reload(): { ok: boolean; message: string } {
+    if (!this.file) return { ok: true, message: "SIGHUP: no api_keys_file is configured; nothing to reload" };
     let entries: Map<string, KeyEntry>;
     try {
       entries = readKeysFile(this.file);
     } catch (err) {
       if (!(err instanceof KeysFileError)) throw err;
-      return `SIGHUP: ${err.message}; keeping the ${this.keyCount} keys loaded before`;
+      return { ok: false, message: `SIGHUP: ${err.message}; keeping the ${this.keyCount} keys loaded before` };
     }
     this.keys = this.build(entries);
-    return `SIGHUP: api keys: ${this.keyCount} loaded from ${this.file}`;
+    return { ok: true, message: `SIGHUP: api keys: ${this.keyCount} loaded from ${this.file}` };
   }
 
   private build(entries: Map<string, KeyEntry>): Map<string, ApiKey> {

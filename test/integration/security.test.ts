@@ -312,12 +312,16 @@ describe("the keys file", () => {
     }
   });
 
-  it("listening beyond loopback warns loudly without keys, and not with keys", async () => {
+  it("listening beyond loopback warns loudly without keys, and not with keys; SIGHUP without keys changes nothing", async () => {
     // 127.0.0.2 is loopback on Linux, but not one of the addresses the server calls local.
     const open = await startServer({ dataDir: join(dir, "warn-open"), args: ["--host", "127.0.0.2"] });
     const file = join(dir, "warn-keys.json");
     writeFileSync(file, JSON.stringify([{ key: secret("w"), scopes: ["admin"] }]));
     const keyed = await startServer({ dataDir: join(dir, "warn-keyed"), args: ["--host", "127.0.0.2", "--api-keys-file", file] });
+    // SIGHUP without a keys file: nothing to reload, and the server keeps serving.
+    open.proc.kill("SIGHUP");
+    await outputHas(open, "SIGHUP: no api_keys_file is configured");
+    expect((await api(`http://127.0.0.2:${open.port}/healthz`, "GET")).status).toBe(200);
     await Promise.all([open.stop(), keyed.stop()]);
     expect(open.output()).toMatch(/WARNING: listening on 127\.0\.0\.2 without API keys/);
     expect(keyed.output()).not.toContain("WARNING");
