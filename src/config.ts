@@ -74,6 +74,12 @@ export const configSchema = z
     checkpoint_flush_interval_ms: int(10, 3_600_000).default(1000),
     /** Nacks of one event before it goes to the dead-letter stream, unless ?max_attempts= says otherwise. */
     consume_max_attempts_default: int(1, 1000).default(5),
+
+    /** JSON array of API keys (README, "Security"), reloaded on SIGHUP; empty: every route is open. */
+    api_keys_file: z.string().default(""),
+    /** PEM certificate (chain) and private key for HTTPS/WSS; both or neither. */
+    tls_cert_file: z.string().default(""),
+    tls_key_file: z.string().default(""),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -93,6 +99,9 @@ export const configSchema = z
     }
     if (c.consume_window_default > c.consume_window_max) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["consume_window_default"], message: "must not exceed consume_window_max" });
+    }
+    if ((c.tls_cert_file === "") !== (c.tls_key_file === "")) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: [c.tls_cert_file ? "tls_key_file" : "tls_cert_file"], message: "TLS needs both tls_cert_file and tls_key_file (--tls-cert and --tls-key)" });
     }
     if (c.replay_page_events_default > c.replay_page_events_max) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["replay_page_events_default"], message: "must not exceed replay_page_events_max" });

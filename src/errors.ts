@@ -36,6 +36,9 @@ export type ErrorCode =
   | "message_too_large"
   | "idle_timeout"
   | "shutting_down"
+  | "unauthorized"
+  | "forbidden"
+  | "rate_limited"
   | "internal";
 
 export class ApiError extends Error {

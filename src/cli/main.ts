@@ -6,19 +6,32 @@ import { ShardPool } from "../front/shards.js";
 import { ListenError, createFront } from "../front/app.js";
 import { DataDirLockedError, lockDataDir } from "./data-dir-lock.js";
 import { startScrub } from "../log/scrub.js";
+import { Auth, KeysFileError } from "../front/auth.js";
+import { TlsFilesError, checkTlsFiles } from "../front/tls.js";
 
-const USAGE = `usage: ticker serve [--host 127.0.0.1] [--port 8080] [--data-dir ./data] [--config file.json] [--<key> value ...]
+const USAGE = `usage: ticker serve [--host 127.0.0.1] [--port 8080] [--data-dir ./data] [--config file.json]
+       [--api-keys-file keys.json] [--tls-cert cert.pem --tls-key key.pem] [--<key> value ...]
 
 Every configuration key (see README, "Configuration") can be given as a flag
 (--segment-bytes-max 1048576), as TICKER_<KEY> in the environment, or in the
-JSON config file.`;
+JSON config file. --tls-cert and --tls-key are short for --tls-cert-file and
+--tls-key-file.`;
+
+/** Short flags for config keys whose full flag reads long. */
+const FLAG_ALIASES: Record<string, string> = { "tls-cert": "tls-cert-file", "tls-key": "tls-key-file" };
 
 async function serve(argv: string[]): Promise<void> {
   const options: Record<string, { type: "string" }> = { config: { type: "string" } };
   for (const key of CONFIG_KEYS) options[key.replaceAll("_", "-")] = { type: "string" };
+  for (const alias of Object.keys(FLAG_ALIASES)) options[alias] = { type: "string" };
   let flags: Record<string, unknown>;
   try {
     flags = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+    for (const [alias, full] of Object.entries(FLAG_ALIASES)) {
+      if (flags[alias] === undefined) continue;
+      flags[full] = flags[alias];
+      delete flags[alias];
+    }
   } catch (err) {
     console.error(`${(err as Error).message}\n\n${USAGE}`);
     process.exit(2);
@@ -33,9 +46,27 @@ async function serve(argv: string[]): Promise<void> {
     }
     throw err;
   }
-  if (config.host !== "127.0.0.1" && config.host !== "::1" && config.host !== "localhost") {
+  let auth: Auth;
+  try {
+    checkTlsFiles(config);
+    auth = new Auth(config.api_keys_file);
+  } catch (err) {
+    if (err instanceof KeysFileError || err instanceof TlsFilesError) {
+      console.error(err.message);
+      process.exit(2);
+    }
+    throw err;
+  }
+  if (auth.enabled) console.log(`api keys: ${auth.keyCount} loaded from ${config.api_keys_file}`);
+  else if (config.host !== "127.0.0.1" && config.host !== "::1" && config.host !== "localhost") {
     console.warn(`WARNING: listening on ${config.host} without API keys: anyone who can reach this port can read and write every stream.`);
   }
+  // Keys are read again; requests taken after this see the new ones. (Also
+  // without a keys file: SIGHUP would otherwise end the server.)
+  process.on("SIGHUP", () => {
+    const r = auth.reload();
+    (r.ok ? console.log : console.error)(r.message);
+  });
 
   const started = Date.now();
   // Before anything reads or writes the data dir: one owner at a time.
@@ -52,7 +83,7 @@ async function serve(argv: string[]): Promise<void> {
   if (config.postgres_url) await (await import("../consumer/external.js")).migrate(config.postgres_url);
   const pool = new ShardPool(config);
   let ready = false;
-  const front = createFront(config, pool, () => ready);
+  const front = createFront(config, pool, () => ready, auth);
   let port: number;
   try {
     port = await front.listen();
@@ -61,7 +92,9 @@ async function serve(argv: string[]): Promise<void> {
     console.error(err.message);
     process.exit(4);
   }
-  console.log(`ticker listening on ${config.host}:${port} (data dir ${config.data_dir}, ${config.shards} shards)`);
+  const scheme = config.tls_cert_file ? "https" : "http";
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  console.log(`ticker listening on ${scheme}://${host}:${port} (data dir ${config.data_dir}, ${config.shards} shards)`);
   const reports = await pool.ready();
   ready = true;
   let streams = 0;

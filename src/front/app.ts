@@ -11,6 +11,7 @@ import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type
 import { STREAM_ID } from "../shard/stream.js";
 import type { ShardPool } from "./shards.js";
 import { ConsumeHub, consumeRoute } from "./consume.js";
+import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -109,8 +110,10 @@ export interface Front {
   readonly consumers: ConsumeHub;
 }
 
-export function createFront(config: Config, pool: ShardPool, isReady: () => boolean): Front {
-  const app = uWS.App();
+export function createFront(config: Config, pool: ShardPool, isReady: () => boolean, auth: Auth): Front {
+  const app = config.tls_cert_file ? uWS.SSLApp({ cert_file_name: config.tls_cert_file, key_file_name: config.tls_key_file }) : uWS.App();
+  // Every route says what access it needs (src/front/auth.ts); `app` itself is only for listening.
+  const routes = guardRoutes(app, auth);
   const bodyLimit = Math.min(config.request_bytes_max, pool.requestBytesMax);
   const budget = new BodyBudget(config.request_buffer_bytes_max);
   const body = (x: Exchange, len: string, done: (b: Buffer) => void) => readBody(x, len, bodyLimit, budget, config.request_buffer_bytes_max, done);
@@ -118,13 +121,14 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   const consumers = new ConsumeHub(config, pool);
 
   /** Routes a request to the stream's shard and relays its answer. */
-  const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null, seen?: (r: Response) => void) => {
-    if (x.aborted) return;
+  const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null, seen?: (r: Response) => void): boolean => {
+    if (x.aborted) return false;
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
       seen?.(r);
       send(x, r.status, r.ct, r.body);
     });
     if (!ok) sendError(x, shardBusy(stream));
+    return ok;
   };
 
   /**
@@ -161,24 +165,25 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     return x;
   };
 
-  app.get("/healthz", (res, req) => {
+  routes.get("/healthz", "open", (res, req) => {
     const x = plainRoute(res, req);
     if (x) send(x, 200, ContentType.Json, `{"status":"ok"}`);
   });
-  app.get("/readyz", (res, req) => {
+  routes.get("/readyz", "open", (res, req) => {
     const x = plainRoute(res, req);
     if (!x) return;
     if (isReady()) send(x, 200, ContentType.Json, `{"status":"ready"}`);
     else sendError(x, notReady());
   });
 
-  app.get("/v1/streams", (res, req) => {
+  // Admin only, and an admin key with a prefix sees only the streams under it.
+  routes.get("/v1/streams", "admin", (res, req, key) => {
     const x = plainRoute(res, req);
     if (!x) return;
     if (!isReady()) return sendError(x, notReady());
     void pool.broadcast(Op.ListStreams, {}).then((answers) => {
       if (!answers) return sendError(x, new ApiError(429, "shard_busy", "a shard is at capacity; retry later"));
-      const streams = answers.flatMap((a) => (a.json as { streams: Array<{ id: string }> }).streams);
+      const streams = answers.flatMap((a) => (a.json as { streams: Array<{ id: string }> }).streams).filter((s) => key === null || s.id.startsWith(key.prefix));
       streams.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       send(x, 200, ContentType.Json, JSON.stringify({ streams }));
     });
@@ -193,16 +198,16 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
     body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
   };
-  app.put("/v1/streams/:id", jsonBodyRoute(Op.PutStream, "stream config"));
+  routes.put("/v1/streams/:id", "admin", jsonBodyRoute(Op.PutStream, "stream config"));
   /** A route without a body: the stream and the raw query go to its shard. */
   const queryRoute = (op: Op, params: ReadonlySet<string>) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const r = streamRoute(res, req, params);
     if (r) forward(r.x, op, r.stream, { stream: r.stream, query: r.query }, null);
   };
-  app.get("/v1/streams/:id", queryRoute(Op.GetStream, NO_PARAMS));
-  app.del("/v1/streams/:id", queryRoute(Op.DeleteStream, NO_PARAMS));
+  routes.get("/v1/streams/:id", "consume", queryRoute(Op.GetStream, NO_PARAMS));
+  routes.del("/v1/streams/:id", "admin", queryRoute(Op.DeleteStream, NO_PARAMS));
 
-  app.post("/v1/streams/:id/events", (res, req) => {
+  routes.post("/v1/streams/:id/events", "publish", (res, req, key) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
     const r = streamRoute(res, req, NO_PARAMS);
@@ -212,9 +217,15 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       sendError(r.x, new ApiError(415, "unsupported_media_type", `publish body must be ${CT_JSON} or ${CT_FLATBUFFERS}`, { content_type: ctHeader.slice(0, 100) }));
       return;
     }
-    body(r.x, len, (b) => forward(r.x, Op.Publish, r.stream, { stream: r.stream, ct }, b));
+    body(r.x, len, (b) => {
+      const refund = chargeEvents(key, b, ct);
+      if (refund instanceof Refusal) return sendRefusal(r.x, refund);
+      // Events the shard did not append are not the key's to pay for.
+      const taken = forward(r.x, Op.Publish, r.stream, { stream: r.stream, ct }, b, refund ? (answer) => answer.status !== 200 && refund() : undefined);
+      if (!taken) refund?.();
+    });
   });
-  app.get("/v1/streams/:id/events", (res, req) => {
+  routes.get("/v1/streams/:id/events", "consume", (res, req) => {
     const accept = req.getHeader("accept");
     const r = streamRoute(res, req, REPLAY_PARAMS);
     if (!r) return;
@@ -222,18 +233,19 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     forward(r.x, Op.Replay, r.stream, { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
   });
 
-  app.post(
+  routes.post(
     "/v1/streams/:id/checkpoint",
+    "consume",
     jsonBodyRoute(Op.SetCheckpoint, "checkpoint body", (r, stream) => {
       if (r.status !== 200) return;
       const { group, seq } = responseJson(r) as { group: string; seq: number };
       consumers.noteCheckpoint(stream, group, seq);
     }),
   );
-  app.get("/v1/streams/:id/checkpoint", queryRoute(Op.GetCheckpoint, GROUP_PARAM));
-  app.get("/v1/streams/:id/lag", queryRoute(Op.Lag, GROUP_PARAM));
+  routes.get("/v1/streams/:id/checkpoint", "consume", queryRoute(Op.GetCheckpoint, GROUP_PARAM));
+  routes.get("/v1/streams/:id/lag", "consume", queryRoute(Op.Lag, GROUP_PARAM));
   // The shard knows checkpoints and lag; the front adds who is connected.
-  app.get("/v1/streams/:id/groups", (res, req) => {
+  routes.get("/v1/streams/:id/groups", "consume", (res, req) => {
     const r = streamRoute(res, req, NO_PARAMS);
     if (!r) return;
     const ok = pool.send(pool.shardFor(r.stream), Op.Groups, { stream: r.stream, query: r.query }, null, (answer) => {
@@ -249,26 +261,26 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     });
     if (!ok) sendError(r.x, shardBusy(r.stream));
   });
-  consumeRoute(app, consumers, isReady);
+  consumeRoute(routes, consumers, isReady);
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
     sendError(exchange(res), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), { allow: allowed });
   };
-  app.any("/healthz", methodNotAllowed("GET"));
-  app.any("/readyz", methodNotAllowed("GET"));
-  app.any("/v1/streams", methodNotAllowed("GET"));
-  app.any("/v1/streams/:id", methodNotAllowed("GET, PUT, DELETE"));
-  app.any("/v1/streams/:id/events", methodNotAllowed("GET, POST"));
-  app.any("/v1/streams/:id/checkpoint", methodNotAllowed("GET, POST"));
-  app.any("/v1/streams/:id/lag", methodNotAllowed("GET"));
-  app.any("/v1/streams/:id/groups", methodNotAllowed("GET"));
+  routes.any("/healthz", "open", methodNotAllowed("GET"));
+  routes.any("/readyz", "open", methodNotAllowed("GET"));
+  routes.any("/v1/streams", "key", methodNotAllowed("GET"));
+  routes.any("/v1/streams/:id", "key", methodNotAllowed("GET, PUT, DELETE"));
+  routes.any("/v1/streams/:id/events", "key", methodNotAllowed("GET, POST"));
+  routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
+  routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
+  routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.
-  app.get("/v1/streams/:id/consume", (res) => {
+  routes.get("/v1/streams/:id/consume", "consume", (res) => {
     sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), { upgrade: "websocket", connection: "Upgrade" });
   });
-  app.any("/v1/streams/:id/consume", methodNotAllowed("GET"));
-  app.any("/*", (res, req) => {
+  routes.any("/v1/streams/:id/consume", "key", methodNotAllowed("GET"));
+  routes.any("/*", "key", (res, req) => {
     sendError(exchange(res), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
   });
 

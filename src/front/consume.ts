@@ -15,6 +15,7 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { checkQuery, intParam } from "../validate.js";
+import type { GuardedApp } from "./auth.js";
 import { ApiError } from "../errors.js";
 import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson } from "../shard/protocol.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
@@ -23,7 +24,8 @@ import type { Response } from "../shard/protocol.js";
 import { exchange, sendError } from "./http.js";
 import type { ShardPool } from "./shards.js";
 
-const QUERY_KEYS = new Set(["group", "from", "from_time", "format", "window", "max_attempts"]);
+// "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
+const QUERY_KEYS = new Set(["group", "from", "from_time", "format", "window", "max_attempts", "token"]);
 /** Client messages are small JSON objects; a nack reason is capped. */
 const CLIENT_MESSAGE_BYTES_MAX = 4096;
 const NACK_REASON_CHARS_MAX = 1024;
@@ -725,8 +727,8 @@ function parseClientMessage(data: ArrayBuffer, isBinary: boolean): ClientMessage
 
 
 /** The WebSocket route: upgrade only once the shard has said where the consumer starts. */
-export function consumeRoute(app: uWS.TemplatedApp, hub: ConsumeHub, isReady: () => boolean): void {
-  app.ws<SocketData>("/v1/streams/:id/consume", {
+export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () => boolean): void {
+  routes.ws<SocketData>("/v1/streams/:id/consume", "consume", {
     compression: uWS.DISABLED,
     maxPayloadLength: CLIENT_MESSAGE_BYTES_MAX * 4,
     maxBackpressure: hub.socketBytesMax,
