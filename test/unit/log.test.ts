@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from "vitest";
-import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, openSync, writeSync, closeSync, readFileSync, unlinkSync } from "node:fs";
+import { appendFileSync, ftruncateSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, openSync, writeSync, closeSync, readFileSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
@@ -211,6 +211,92 @@ describe("log recovery", () => {
     const b = new StreamLog(dir, OPTS);
     b.open();
     expect(b.headSeq).toBe(99);
+  });
+
+  it("a torn tail shorter than a header, whose first bytes claim a tiny length, ends recovery instead of spinning", () => {
+    // A 10-byte tail whose length field says 5: once a shape that looped forever.
+    for (const tail of [Buffer.from([5, 0, 0, 0, 1, 2, 3, 4, 5, 6]), Buffer.from([0, 0, 0, 0]), Buffer.from([24, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9])]) {
+      const dir = tempDir();
+      const a = new StreamLog(dir, OPTS);
+      a.open();
+      appendN(a, 20);
+      const path = a.active.logPath;
+      a.close();
+      appendFileSync(path, tail);
+      const b = new StreamLog(dir, OPTS);
+      const report = b.open();
+      expect(b.headSeq).toBe(20);
+      expect(report.truncatedBytes).toBe(tail.length);
+      b.close();
+    }
+  });
+
+  it("a batch torn part-way (971 of its 1,000 records on disk) is cut whole, and the batches before it are kept", () => {
+    const dir = tempDir();
+    const opts = { ...OPTS, segmentBytesMax: 1 << 30 }; // one segment throughout
+    const a = new StreamLog(dir, opts);
+    a.open();
+    appendN(a, 200, 100, 100); // two whole batches
+    const f = frames(201, 1000, 100, 5_000);
+    a.append(f.buf, f.bytes, 1000, false);
+    const path = a.active.logPath;
+    const whole = statSync(path).size;
+    a.close();
+    const fb = frameBytesFor(100);
+    // A crash mid-write: whole frames of the batch, then part of the next one.
+    for (const keep of [971 * fb, 971 * fb + 13, fb, 999 * fb]) {
+      const fd = openSync(path, "r+");
+      ftruncateSync(fd, whole - 1000 * fb + keep);
+      closeSync(fd);
+      const b = new StreamLog(dir, opts);
+      const report = b.open();
+      expect(b.headSeq).toBe(200);
+      expect(report.uncommittedRecords).toBe(Math.floor(keep / fb));
+      expect(readAll(b)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+      b.close();
+      // Publishing goes on at the seq the torn batch would have had.
+      const c = new StreamLog(dir, opts);
+      c.open();
+      const g = frames(201, 3, 100, 6_000);
+      c.append(g.buf, g.bytes, 3, false);
+      expect(readAll(c).slice(-4)).toEqual([200, 201, 202, 203]);
+      c.close();
+      const again = new StreamLog(dir, opts);
+      again.open();
+      expect(again.headSeq).toBe(203);
+      again.close();
+      // Back to the long batch for the next shape.
+      const fd2 = openSync(path, "r+");
+      ftruncateSync(fd2, whole - 1000 * fb);
+      closeSync(fd2);
+      const d = new StreamLog(dir, opts);
+      d.open();
+      d.append(f.buf, f.bytes, 1000, false);
+      d.close();
+    }
+  });
+
+  it("a log written before commit marks keeps every whole record, and is marked so the next crash is cut by batch", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, OPTS);
+    a.open();
+    const fb = frameBytesFor(100);
+    const buf = Buffer.alloc(fb * 30);
+    for (let i = 0; i < 30; i++) {
+      writeFrameHeader(buf, i * fb, fb, 100, i + 1, 1_000 + i);
+      sealFrame(buf, i * fb, fb); // no mark anywhere: the old format
+    }
+    a.append(buf, buf.length, 30, false);
+    a.close();
+    const b = new StreamLog(dir, OPTS);
+    b.open(false, true);
+    expect(b.headSeq).toBe(30);
+    b.close();
+    // Marked now: the format-2 rule keeps all of it too.
+    const c = new StreamLog(dir, OPTS);
+    expect(c.open().uncommittedRecords).toBe(0);
+    expect(c.headSeq).toBe(30);
+    c.close();
   });
 
   it("rebuilds a missing or damaged index of a closed segment", () => {
