@@ -446,10 +446,18 @@ export class StreamLog {
       if (seg.empty || seg.lastSeq < begin || seg.baseSeq > last) continue;
       let start: { seq: number; pos: number } | null = seg.seekSeq(Math.max(begin, seg.baseSeq));
       while (start) {
-        const r = scanFrames(this.fdFor(seg), start.pos, seg.size, start.seq, this.opts.frameBytesMax, (s, _ts, _pos, _fb, buf, at) => {
-          if (s >= begin && s <= last) fn(buf, at);
-          return s >= last;
-        });
+        const r = scanFrames(
+          this.fdFor(seg),
+          start.pos,
+          seg.size,
+          start.seq,
+          this.opts.frameBytesMax,
+          (s, _ts, _pos, _fb, buf, at) => {
+            if (s >= begin && s <= last) fn(buf, at);
+            return s >= last;
+          },
+          !seg.verified,
+        );
         start = r.damage ? seg.pointAfter(r.damage.position) : null;
       }
     }

@@ -9,7 +9,7 @@
 // frameBytesMax, 8-aligned, inside the file), and the read buffer grows to
 // one frame at most.
 import { readSync } from "node:fs";
-import { BATCH_END, checkFrameMarked, frameProblem, frameSeq, frameTs, u32, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
+import { BATCH_END, checkFrame, checkFrameMarked, frameProblem, frameSeq, frameTs, u32, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
 
 export interface ScanResult {
   /** File position after the last whole, valid record. */
@@ -37,9 +37,10 @@ let shared: Buffer | null = null;
 /**
  * Reads the records in [fromPos, endPos) of a segment file, the first of
  * which must carry `firstSeq`, and stops at the first one that is not a
- * valid continuation (reported as damage).
+ * valid continuation (reported as damage). `verifyCrc` false: the bytes
+ * were verified since they were last read from disk (Segment.verified).
  */
-export function scanFrames(fd: number, fromPos: number, endPos: number, firstSeq: number, frameBytesMax: number, onRecord?: OnRecord): ScanResult {
+export function scanFrames(fd: number, fromPos: number, endPos: number, firstSeq: number, frameBytesMax: number, onRecord?: OnRecord, verifyCrc = true): ScanResult {
   let buf = (shared ??= Buffer.allocUnsafe(CHUNK_BYTES));
   let pos = fromPos;
   let expected = firstSeq;
@@ -59,7 +60,8 @@ export function scanFrames(fd: number, fromPos: number, endPos: number, firstSeq
     let p = 0;
     let grown = false;
     while (p < got) {
-      const r = checkFrameMarked(buf, p, got, frameBytesMax);
+      // Without the CRC (bytes this process verified already) the mark is unknown: never a batch end.
+      const r = verifyCrc ? checkFrameMarked(buf, p, got, frameBytesMax) : checkFrame(buf, p, got, frameBytesMax, false);
       if (r === FRAME_SHORT) {
         const left = endPos - (pos + p);
         if (left < RECORD_HEADER_BYTES) return stop(pos + p, "short"); // a torn tail
