@@ -76,18 +76,27 @@ export class Producer {
     const r = this.random;
     const sizes = this.opts.sizes ?? SIZES;
     const n = sizes[Math.floor(r() * sizes.length)];
-    const id = `${this.id}-${this.n++}`;
     const keyed = r() < 0.5;
+    return this.batch(this.streams[Math.floor(r() * this.streams.length)], n, r() < 0.5, keyed);
+  }
+
+  /** A new batch of `n` events, each payload naming its batch (see History: half batches). */
+  batch(stream: string, n: number, binary: boolean, keyed: boolean): Batch {
+    const id = `${this.id}-${this.n++}`;
     const pad = this.opts.payloadPad ? "x".repeat(this.opts.payloadPad) : undefined;
     const events = Array.from({ length: n }, (_, i) => ({
       payload: pad ? { b: id, n, i, pad } : { b: id, n, i },
       ...(keyed ? { idempotency_key: `${id}:${i}` } : {}),
     }));
-    return { stream: this.streams[Math.floor(r() * this.streams.length)], id, events, binary: r() < 0.5, keyed };
+    return { stream, id, events, binary, keyed };
   }
 
-  /** Publishes one batch; resolves with the status (0: no answer). */
+  /** Publishes one batch; resolves with the status (0: no answer) and the error code of a refusal. */
   async publish(target: Target, b: Batch): Promise<number> {
+    return (await this.send(target, b)).status;
+  }
+
+  async send(target: Target, b: Batch): Promise<{ status: number; code?: string }> {
     const body = b.binary
       ? encodePublishBatch(b.events.map((e) => ({ type: "t", payload: e.payload, idempotency_key: e.idempotency_key })))
       : JSON.stringify({ events: b.events.map((e) => ({ type: "t", ...e })) });
@@ -116,7 +125,7 @@ export class Producer {
       this.stats.unexpected.push(`${status} ${JSON.stringify(json)}`);
     }
     this.opts.onAnswer?.(b, status);
-    return status;
+    return { status, code: json?.error?.code };
   }
 
   /** Publishes until stop(); a keyed batch is retried with the same keys until acknowledged. */
