@@ -159,7 +159,9 @@ export class GroupConsumer {
   private running = true;
   private loop: Promise<void> | null = null;
   sessions = 0;
+  /** Each connection's end: close code and the error codes received before it. */
   closes: Array<{ code: number; errors: string[] }> = [];
+  current: Session | null = null;
 
   constructor(
     private readonly history: History,
@@ -169,7 +171,7 @@ export class GroupConsumer {
 
   /** One connection; resolves when it closes. */
   connectOnce(target: Target): Promise<{ code: number; errors: string[]; session: Session }> {
-    const session = this.history.session(this.stream, this.group);
+    const session = (this.current = this.history.session(this.stream, this.group));
     this.sessions++;
     const ws = (this.ws = new WebSocket(`${target.url.replace(/^http/, "ws")}/v1/streams/${this.stream}/consume?group=${this.group}`));
     const errors: string[] = [];
@@ -237,6 +239,7 @@ export class CheckpointPoller {
   }
 
   start(target: Target): void {
+    this.running = true;
     this.loop = (async () => {
       while (this.running) {
         await this.pollOnce(target);
