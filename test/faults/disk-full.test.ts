@@ -24,6 +24,8 @@ const STREAMS = ["df.proc", "df.sync"];
 const GROUP = "g";
 /** Acks sent one by one on a full disk: 29-byte records, more than two 4 KiB pages. */
 const LATE_ACKS = 400;
+/** Inodes of the tmpfs in the no-inodes test: the data dir's files plus a few fillers. */
+const INODES = 400;
 const ROUNDS = scaled(2, 8);
 
 const combos = STREAMS.flatMap((stream) => [false, true].map((binary) => ({ stream, binary })));
@@ -159,6 +161,69 @@ describe("disk full", () => {
     } finally {
       await Promise.all(consumers.map((c) => c.stop()));
       await poller.stop();
+      if (s) await s.stop();
+      execFileSync("umount", [mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  });
+
+  it("no free inodes at a segment roll, at each file the roll makes, refuses the publish with 503 and the stream serves again when inodes return", async () => {
+    const seed = runSeed("no inodes");
+    const mnt = mkdtempSync(join(tmpdir(), "ticker-inodes-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${64 << 20},nr_inodes=${INODES}`, "tmpfs", mnt]);
+    const dataDir = join(mnt, "data");
+    const history = new History();
+    const producer = new Producer("ino", ["ino"], history, rng(seed), { payloadPad: 1000 });
+    let s: TestServer | null = null;
+    const exits: Array<number | null> = [];
+    let refused = 0;
+    try {
+      s = await startServer({ dataDir, args: ["--segment-bytes-max", String(64 << 10)] });
+      const target: Target = { url: s.url };
+      await setUpStreams(s.url, ["ino"], [], []);
+      // 0 free inodes: the roll's first file fails; 1, 2: a later one (the
+      // roll makes the next segment, .idx and .tidx); 3: the roll goes through.
+      for (let free = 0; free <= 3; free++) {
+        for (const binary of [false, true]) {
+          expect((await producer.send(target, producer.batch("ino", 10, binary, true))).status).toBe(200); // the active segment is not empty
+          const fillers: string[] = [];
+          while (statfsSync(mnt).ffree > free) {
+            const f = join(mnt, `inode-${fillers.length}`);
+            writeFileSync(f, "");
+            fillers.push(f);
+          }
+          // 70 events of 1 KB do not fit in what is left of a 64 KiB segment: the batch rolls.
+          const r = await producer.send(target, producer.batch("ino", 70, binary, true));
+          if (free < 3) {
+            expect(r, `${free} free inodes, ${binary ? "flatbuffers" : "json"}`).toMatchObject({ status: 503, code: "disk_full" });
+            refused++;
+          } else expect(r.status).toBe(200);
+          for (const f of fillers) rmSync(f);
+          // A batch that fits, then one that rolls: both go through again.
+          for (const n of [1, 70]) expect((await producer.send(target, producer.batch("ino", n, binary, true))).status, `${n} events after inodes returned`).toBe(200);
+        }
+      }
+      const counts = history.check(await readBack(s.url, ["ino"]));
+      exits.push(await s.stop());
+      s = await startServer({ dataDir, args: ["--segment-bytes-max", String(64 << 10)] });
+      const after = history.check(await readBack(s.url, ["ino"]));
+      console.log(`no inodes: refused ${refused}, ${JSON.stringify(after)}`);
+      recordResult({
+        fault: "no free inodes at a segment roll (tmpfs nr_inodes)",
+        setup: `64 KiB segments, JSON + FlatBuffers batches that roll, 0-3 inodes free; seed ${seed}`,
+        cases: 8,
+        survived: Object.keys(failures(after)).length === 0 && Object.keys(failures(counts)).length === 0 && exits[0] === 0 ? 8 : 0,
+        acked: after.acked,
+        lost: after.lost,
+        duplicates: after.duplicated,
+        gaps: after.gaps,
+        other: { "half batches": after.halfBatches, "503 disk_full": refused },
+      });
+      expect(exits).toEqual([0]);
+      expect(producer.stats.unexpected).toEqual([]);
+      expect(failures(counts)).toEqual({});
+      expect(failures(after)).toEqual({});
+    } finally {
       if (s) await s.stop();
       execFileSync("umount", [mnt]);
       rmSync(mnt, { recursive: true, force: true });
