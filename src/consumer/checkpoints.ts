@@ -9,7 +9,7 @@
 // out, and the file is compacted at once. A group whose newest record was
 // hit falls back to its previous one (redelivery, never loss); a torn tail
 // (a crash mid-write) is cut.
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { crc32Range } from "../log/crc.js";
 import { readU64, writeU32, writeU64 } from "../log/record.js";
@@ -94,7 +94,21 @@ export class CheckpointStore {
     if (this.size > CHECKPOINT_LOG_BYTES_MAX) this.compact();
     const rec = this.record(group, c);
     if (this.fd < 0) this.fd = openSync(this.path, "w+");
-    writeSync(this.fd, rec, 0, rec.length, this.size);
+    // A full disk takes part of a record (a short write), then refuses the
+    // rest: the torn bytes are cut and nothing changes, so the next record
+    // goes where this one began instead of behind a record recovery would
+    // stop at (losing every later checkpoint).
+    try {
+      let off = 0;
+      while (off < rec.length) off += writeSync(this.fd, rec, off, rec.length - off, this.size + off);
+    } catch (err) {
+      try {
+        ftruncateSync(this.fd, this.size);
+      } catch {
+        // load() cuts a torn tail if this fails too.
+      }
+      throw err;
+    }
     this.size += rec.length;
     this.groups.set(group, c);
     return c;
@@ -105,9 +119,8 @@ export class CheckpointStore {
     const parts = [...this.groups].map(([g, c]) => this.record(g, c));
     const all = Buffer.concat(parts);
     const tmp = this.path + ".tmp";
-    const fd = openSync(tmp, "w");
-    writeSync(fd, all, 0, all.length, 0);
-    closeSync(fd);
+    // writeFileSync writes until done or throws: a short write must not be renamed over the file.
+    writeFileSync(tmp, all);
     renameSync(tmp, this.path);
     closeSync(this.fd);
     this.fd = openSync(this.path, "r+");

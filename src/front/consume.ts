@@ -532,8 +532,11 @@ export class ConsumeHub {
     g.writing = true;
     const body = Buffer.from(JSON.stringify({ group: g.name, seq }));
     const ok = this.pool.send(g.feed.shard, Op.SetCheckpoint, { stream: g.feed.stream }, body, (r) => {
-      g.writing = false;
       if (r.status !== 200) console.error(`checkpoint of group ${g.name} on ${g.feed.stream} not written: ${Buffer.from(r.body).toString("utf8")}`);
+      // A full disk or a busy shard passes: the ack was taken, so it is
+      // written once it can be, not only when the next ack comes.
+      if (r.status === 503 || r.status === 429) return void setTimeout(() => this.writeCheckpoint(g), RETRY_MS); // still "writing" meanwhile
+      g.writing = false;
       if (g.checkpoint !== seq) this.writeCheckpoint(g);
       else this.dropIfIdle(g.feed);
     });

@@ -257,12 +257,26 @@ export class StreamLog {
   roll(durable: boolean): Segment {
     const old = this.active;
     if (durable) fdatasyncSync(old.fd);
-    old.writeIndexFiles();
+    // Every file first, then the switch: when one cannot be made (no space,
+    // no inodes) the roll throws with the old segment still open and active.
+    // Closing it first left a closed active segment, fd -1: every later
+    // append failed with 500 even after space returned.
+    const next = new Segment(this.dir, old.lastSeq + 1, this.opts.indexIntervalBytes, true);
+    try {
+      old.writeIndexFiles();
+    } catch (err) {
+      try {
+        next.remove();
+      } catch {
+        // Unlink does not need space; if it still fails, the next roll stops
+        // at the leftover file (EEXIST) rather than write over it.
+      }
+      throw err;
+    }
     old.closed = true;
     // An fdatasync may still be running on this fd in the thread pool; its
     // callback closes the file instead, so the fd number is never reused under it.
     if (this.syncSeg !== old) old.close();
-    const next = new Segment(this.dir, old.lastSeq + 1, this.opts.indexIntervalBytes, true);
     this.segments.push(next);
     if (durable) this.syncDir();
     return next;

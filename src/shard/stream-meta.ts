@@ -4,7 +4,7 @@
 // stream.json.bak, each written whole and renamed into place) and each copy
 // carries a CRC of its own text: a bit flip that leaves valid JSON (a digit
 // of retention_ms) is damage too, and the other copy is used.
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { crc32 } from "node:zlib";
 import { z } from "zod";
@@ -50,12 +50,17 @@ export const hasMeta = (dir: string) => existsSync(join(dir, META_FILE)) || exis
 export function writeMeta(dir: string, meta: StreamMeta): void {
   const body = JSON.stringify(meta);
   const text = `${body.slice(0, -1)},"crc32":${crc32(body)}}`;
-  // stream.json first: if a crash comes between the two, the newer one wins on read.
-  for (const name of [META_FILE, COPY_FILE]) {
-    const path = join(dir, name);
-    writeFileSync(path + ".tmp", text);
-    renameSync(path + ".tmp", path);
+  // Both written before either is renamed: a write refused by a full disk
+  // changes nothing. stream.json is renamed first: if a crash comes between
+  // the two renames, the newer one wins on read.
+  const paths = [META_FILE, COPY_FILE].map((name) => join(dir, name));
+  try {
+    for (const path of paths) writeFileSync(path + ".tmp", text);
+  } catch (err) {
+    for (const path of paths) rmSync(path + ".tmp", { force: true });
+    throw err;
   }
+  for (const path of paths) renameSync(path + ".tmp", path);
 }
 
 /**

@@ -112,14 +112,16 @@ export class Stream {
     return (this.checkpointStore ??= new CheckpointStore(this.dir));
   }
 
-  saveMeta(): void {
-    writeMeta(this.dir, { id: this.id, created_at: this.createdAt, config: this.config, log_format: LOG_FORMAT });
+  saveMeta(config = this.config): void {
+    writeMeta(this.dir, { id: this.id, created_at: this.createdAt, config, log_format: LOG_FORMAT });
   }
 
   update(patch: Partial<StreamConfig>): void {
-    this.config = { ...this.config, ...patch };
+    // Written first: a write that fails (a full disk) leaves the stream as it was.
+    const config = { ...this.config, ...patch };
+    this.saveMeta(config);
+    this.config = config;
     this.dedup.setWindow(this.config.dedup_window_ms);
-    this.saveMeta();
   }
 
   info(): Record<string, unknown> {
