@@ -7,8 +7,8 @@
 // Two passes over a batch, like JSON.parse followed by checks: scan() rejects
 // any syntax error in the whole body first (invalid_json), then fields(i)
 // applies the event rules to event i (invalid_event with its index).
-import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
+import { jsonTextProblem } from "../validate.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 import type { EventLimits } from "./event-codec.js";
 import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
@@ -61,7 +61,8 @@ export class JsonBatch {
     this.end = end;
     this.side = end;
     this.count = 0;
-    if (!isUtf8(b.subarray(0, end))) throw syntax("body is not valid UTF-8");
+    const problem = jsonTextProblem(b.subarray(0, end));
+    if (problem) throw syntax(problem);
     this.ws();
     if (this.peek() !== 0x7b) {
       this.value(0);
