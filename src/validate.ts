@@ -4,6 +4,7 @@
 // gives the range. The front checks query names before a request goes
 // anywhere; the shard and the consume hub read values through intParam and
 // bodies through parseBody.
+import { isUtf8 } from "node:buffer";
 import type { z } from "zod";
 import { ApiError, type ErrorCode } from "./errors.js";
 
@@ -78,4 +79,16 @@ export function rejectUnknownFields(body: object, allowed: ReadonlySet<string>, 
   throw new ApiError(400, code, `unknown field(s) ${unknown.slice(0, 5).map(echo).join(", ")}; the body takes ${[...allowed].map((k) => `"${k}"`).join(", ")}`, {
     fields: unknown.slice(0, 5),
   });
+}
+
+/**
+ * Why bytes cannot be a JSON body, or null. JSON text is UTF-8 (RFC 8259).
+ * A byte-order mark is refused on every JSON route: the RFC lets a parser
+ * ignore one, but some of our clients' parsers do not, and a body must mean
+ * the same to every reader (README, "Errors and input rules").
+ */
+export function jsonTextProblem(b: Uint8Array): string | null {
+  if (b.length >= 3 && b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) return "body starts with a UTF-8 byte-order mark; send JSON without one";
+  if (!isUtf8(b)) return "body is not valid UTF-8";
+  return null;
 }

@@ -45,7 +45,8 @@ export type StreamConfig = Required<z.infer<typeof streamConfigPatch>>;
 
 /** Validates a PUT body against the contract and the server's own limits. */
 export function parseStreamConfigPatch(body: unknown, eventBytesMax: number): Partial<StreamConfig> {
-  const r = { data: parseBody(streamConfigPatch, body ?? {}, "invalid_config") };
+  // Only an empty body means "no changes"; a JSON null is not a config object.
+  const r = { data: parseBody(streamConfigPatch, body === undefined ? {} : body, "invalid_config") };
   // A setting that is accepted must act: ordered ingest is not built yet.
   if (r.data.producer_ordering === true) {
     throw new ApiError(400, "invalid_config", `"producer_ordering": true is not supported yet (ordered ingest is not built); only false is accepted`);

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
-import { intParam, intValue, rejectUnknownFields } from "../validate.js";
+import { intParam, intValue, jsonTextProblem, rejectUnknownFields } from "../validate.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
@@ -301,8 +301,11 @@ class ShardWorker {
 
   /** A control-plane JSON body (stream config, checkpoint). */
   private jsonBody(req: Request): unknown {
+    const bytes = this.ownCopy(req.body);
+    const problem = jsonTextProblem(bytes);
+    if (problem) throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${problem}`);
     try {
-      return JSON.parse(this.ownCopy(req.body).toString("utf8"));
+      return JSON.parse(bytes.toString("utf8"));
     } catch (err) {
       throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
     }

@@ -7,8 +7,8 @@
 // Two passes over a batch, like JSON.parse followed by checks: scan() rejects
 // any syntax error in the whole body first (invalid_json), then fields(i)
 // applies the event rules to event i (invalid_event with its index).
-import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
+import { jsonTextProblem } from "../validate.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 import type { EventLimits } from "./event-codec.js";
 import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
@@ -37,6 +37,8 @@ const FIELDS = FIELD_NAMES.length;
 const STRIDE = 3 + 3 * FIELDS;
 const NESTING_DEPTH_MAX = 256;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+/** With the u flag, a surrogate class matches only surrogates that are not part of a pair. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -61,7 +63,8 @@ export class JsonBatch {
     this.end = end;
     this.side = end;
     this.count = 0;
-    if (!isUtf8(b.subarray(0, end))) throw syntax("body is not valid UTF-8");
+    const problem = jsonTextProblem(b.subarray(0, end));
+    if (problem) throw syntax(problem);
     this.ws();
     if (this.peek() !== 0x7b) {
       this.value(0);
@@ -403,6 +406,10 @@ export class JsonBatch {
     this.len = stop - 1 - at;
     if (k === STRING_ESCAPED) {
       const value = JSON.parse(this.b.toString("utf8", start, stop)) as string;
+      // An escaped lone surrogate has no UTF-8 form: writing it would store
+      // U+FFFD instead, silently changing the field (the binary form refuses
+      // the same string as invalid UTF-8).
+      if (LONE_SURROGATE.test(value)) throw invalidEvent(index, `"${FIELD_NAMES[field]}" holds an unpaired surrogate escape (\\uD800-\\uDFFF), which is not UTF-8`);
       at = this.side;
       this.len = this.b.write(value, at, "utf8");
       this.side += this.len;
