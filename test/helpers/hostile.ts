@@ -25,7 +25,9 @@ export class Client {
     readonly port: number,
     sockets = 32,
   ) {
-    this.agent = new Agent({ keepAlive: true, maxSockets: sockets });
+    // Idle sockets are dropped after 5 s, before uWS's 10 s idle timer closes
+    // them under a request the agent just put on them ("socket hang up").
+    this.agent = new Agent({ keepAlive: true, maxSockets: sockets, timeout: 5000 });
   }
 
   send(method: string, path: string, body?: Uint8Array | string, headers: Record<string, string | number> = {}): Promise<Answer> {
