@@ -126,7 +126,9 @@ async function overload(name: string, streams: string[]): Promise<void> {
         const stream = streams[k++ % streams.length];
         const path = `/v1/streams/${stream}/events`;
         const started = performance.now();
-        const lane = k % 20 === 0 ? null : free.pop();
+        // Oldest free lane first: every lane is used every few seconds, so
+        // none idles into uWS's 10 s timer (which closes an idle connection).
+        const lane = k % 20 === 0 ? null : free.shift();
         if (lane === undefined) {
           shedByClient++;
           continue;
