@@ -160,7 +160,7 @@ export class Ledger {
   }
 
   /** Every stream the ledger knows: its ranges tile 1..head_seq and replay holds exactly head_seq events. */
-  async verify(client: Client, streams: Iterable<string>): Promise<number> {
+  async verify(client: Client, streams: Iterable<string>, pageEvents = 50): Promise<number> {
     let events = 0;
     for (const stream of streams) {
       const ranges = (this.ranges.get(stream) ?? []).slice().sort((a, b) => a[0] - b[0]);
@@ -175,7 +175,7 @@ export class Ledger {
       expect(info.json.head_seq, `${stream}: head_seq against the acknowledged publishes`).toBe(expectNext - 1);
       let seen = 0;
       for (let from = 1; ; ) {
-        const page = await client.send("GET", `/v1/streams/${stream}/events?from=${from}&limit=50`);
+        const page = await client.send("GET", `/v1/streams/${stream}/events?from=${from}&limit=${pageEvents}`);
         expect(page.status).toBe(200);
         for (const e of page.json.events) expect(e.seq, `${stream}: replay in seq order, gap-free`).toBe(++seen);
         if (page.json.events.length === 0) break;
