@@ -191,3 +191,48 @@ describe("hostile consume clients", () => {
     expect((await client.send("GET", "/healthz")).status).toBe(200);
   });
 });
+
+describe("consumers at once are bounded", () => {
+  it("past consumers_max a new consumer is refused with 429 and Retry-After before the upgrade, and a slot frees when one leaves", async () => {
+    const CONSUMERS_MAX = 50;
+    const small = await startServer({ args: ["--consumers-max", String(CONSUMERS_MAX)] });
+    const refusal = (): Promise<{ status: number; retryAfter: string | undefined; json: any } | null> =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${small.port}/v1/streams/cap/consume?from=earliest`);
+        ws.once("open", () => resolve({ ws } as never));
+        ws.once("unexpected-response", (_req, res) => {
+          let body = "";
+          res.on("data", (d: Buffer) => (body += d));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers["retry-after"] as string | undefined, json: JSON.parse(body) }));
+        });
+        ws.once("error", reject);
+      });
+    const held: WebSocket[] = [];
+    try {
+      expect((await fetch(`${small.url}/v1/streams/cap`, { method: "PUT", headers: JSON_CT, body: "{}" })).status).toBe(201);
+      for (let i = 0; i < CONSUMERS_MAX; i++) {
+        const r = (await refusal()) as unknown as { ws?: WebSocket };
+        expect(r.ws, `consumer ${i + 1} of ${CONSUMERS_MAX} is let in`).toBeDefined();
+        held.push(r.ws!);
+      }
+      const over = (await refusal()) as { status: number; retryAfter: string | undefined; json: any };
+      expect(over.status).toBe(429);
+      expect(over.retryAfter).toBe("1");
+      expect(over.json.error.code).toBe("server_busy");
+      expect(over.json.error.consumers_max).toBe(CONSUMERS_MAX);
+      const leaving = held.pop()!;
+      const gone = new Promise((r) => leaving.once("close", r));
+      leaving.close();
+      await gone;
+      await new Promise((r) => setTimeout(r, 100));
+      const again = (await refusal()) as unknown as { ws?: WebSocket };
+      expect(again.ws, "a slot frees when a consumer leaves").toBeDefined();
+      held.push(again.ws!);
+      expect((await fetch(`${small.url}/healthz`)).status).toBe(200);
+    } finally {
+      for (const ws of held) ws.terminate();
+      await small.stop();
+      removeDir(small.dataDir);
+    }
+  });
+});

@@ -25,7 +25,9 @@ export class Client {
     readonly port: number,
     sockets = 32,
   ) {
-    this.agent = new Agent({ keepAlive: true, maxSockets: sockets });
+    // Idle sockets are dropped after 5 s, before uWS's 10 s idle timer closes
+    // them under a request the agent just put on them ("socket hang up").
+    this.agent = new Agent({ keepAlive: true, maxSockets: sockets, timeout: 5000 });
   }
 
   send(method: string, path: string, body?: Uint8Array | string, headers: Record<string, string | number> = {}): Promise<Answer> {
@@ -158,7 +160,7 @@ export class Ledger {
   }
 
   /** Every stream the ledger knows: its ranges tile 1..head_seq and replay holds exactly head_seq events. */
-  async verify(client: Client, streams: Iterable<string>): Promise<number> {
+  async verify(client: Client, streams: Iterable<string>, pageEvents = 50): Promise<number> {
     let events = 0;
     for (const stream of streams) {
       const ranges = (this.ranges.get(stream) ?? []).slice().sort((a, b) => a[0] - b[0]);
@@ -173,7 +175,7 @@ export class Ledger {
       expect(info.json.head_seq, `${stream}: head_seq against the acknowledged publishes`).toBe(expectNext - 1);
       let seen = 0;
       for (let from = 1; ; ) {
-        const page = await client.send("GET", `/v1/streams/${stream}/events?from=${from}&limit=50`);
+        const page = await client.send("GET", `/v1/streams/${stream}/events?from=${from}&limit=${pageEvents}`);
         expect(page.status).toBe(200);
         for (const e of page.json.events) expect(e.seq, `${stream}: replay in seq order, gap-free`).toBe(++seen);
         if (page.json.events.length === 0) break;
