@@ -58,7 +58,7 @@ describe("graceful drain", () => {
         });
         // Acks sent ACK_SETTLE_MS before SIGTERM have reached the server: those must be written.
         // (One sent later may cross the server's shutting_down on the wire; it is not taken.)
-        const acked = consumers.map((c) => Math.max(0, ...(c.current?.acks ?? [])));
+        const acked = consumers.map((c) => (c.current?.acks ?? []).reduce((a, b) => Math.max(a, b), 0));
         await sleep(ACK_SETTLE_MS);
         const closesBefore = consumers.map((c) => c.closes.length);
         exitCodes.push(await s.stop());
