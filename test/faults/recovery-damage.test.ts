@@ -19,6 +19,7 @@ import { GROUPS, LOG_OPTS, SERVER_ARGS, STREAM, applyDamage, buildFixture, damag
 import { LONG, recordResult, scaled } from "./scale.js";
 
 const DEFAULTS: StreamDefaults = { retention_ms: 604_800_000, dedup_window_ms: 86_400_000, durability: "process", max_event_bytes: 1024 * 1024 };
+const E2E_CONCURRENCY = 2;
 /** Liveness bound on one recovery of the ~100 KB fixture (the rate per GiB is measured separately). */
 const OPEN_MS_MAX = 5_000;
 
@@ -179,7 +180,8 @@ describe("recovery from damage to any file of a real data dir", () => {
   it(`end to end: a real server restarts on a damaged data dir, is ready, serves what it must, reports what it found and publishes at the next seq (${scaled(50, 500)} cases)`, async () => {
     const samples = fc.sample(damageArb(fx), { numRuns: scaled(50, 500), seed: LONG ? Date.now() : 1201 });
     let readyMsMax = 0;
-    for (const d of samples) {
+    // Two servers at a time: each case is mostly a process start.
+    const runCase = async (d: Damage) => {
       const root = scratchDir("ticker-damage-e2e-");
       try {
         writeStreamDir(fx, root, d, applyDamage(fx, d));
@@ -218,7 +220,11 @@ describe("recovery from damage to any file of a real data dir", () => {
       } finally {
         rmSync(root, { recursive: true, force: true });
       }
-    }
+        };
+    const queue = [...samples];
+    await Promise.all(Array.from({ length: E2E_CONCURRENCY }, async () => {
+      for (let d = queue.shift(); d; d = queue.shift()) await runCase(d);
+    }));
     recordResult({
       fault: "damaged files, through a server restart",
       setup: "the same fixture and damage kinds, one real server start per case",

@@ -35,10 +35,10 @@ afterAll(() => {
 });
 
 describe("kill -9 during large binary batches", () => {
-  it(`leaves every batch whole or absent, and every acknowledged batch whole (${scaled(10, 100)} cycles)`, async () => {
+  it(`leaves every batch whole or absent, and every acknowledged batch whole (${scaled(10, 40)} cycles)`, async () => {
     const dataDir = tempDataDir();
     dirs.push(dataDir);
-    const cycles = scaled(10, 100);
+    const cycles = scaled(10, 40);
     const acked = new Set<string>();
     let batchNo = 0;
     let seen = 0;
