@@ -220,11 +220,13 @@ describe("recovery from damage to any file of a real data dir", () => {
       } finally {
         rmSync(root, { recursive: true, force: true });
       }
-        };
+    };
     const queue = [...samples];
-    await Promise.all(Array.from({ length: E2E_CONCURRENCY }, async () => {
-      for (let d = queue.shift(); d; d = queue.shift()) await runCase(d);
-    }));
+    await Promise.all(
+      Array.from({ length: E2E_CONCURRENCY }, async () => {
+        for (let d = queue.shift(); d; d = queue.shift()) await runCase(d);
+      }),
+    );
     recordResult({
       fault: "damaged files, through a server restart",
       setup: "the same fixture and damage kinds, one real server start per case",
