@@ -382,9 +382,15 @@ export class StreamLog {
       while (p < end && count < eventsMax && seq <= last) {
         const frameBytes = checkFrame(out, p, end, frameBytesMax, !seg.verified);
         if (frameBytes < 0) {
-          if (frameBytes !== FRAME_SHORT) corrupt = { segment: seg.baseSeq, position: pos + (p - len), seq, reason: frameProblem(frameBytes) };
-          // A frame larger than this read: the next read takes all of it.
-          else if (end - p >= 4) nextFrameBytes = u32(out, p) + this.opts.indexIntervalBytes;
+          const at = pos + (p - len);
+          if (frameBytes !== FRAME_SHORT) corrupt = { segment: seg.baseSeq, position: at, seq, reason: frameProblem(frameBytes) };
+          else if (end - p >= 4) {
+            // A frame larger than this read: the next read takes all of it,
+            // unless it claims to run past the segment's end (damage).
+            const claimed = u32(out, p);
+            if (at + claimed > seg.size) corrupt = { segment: seg.baseSeq, position: at, seq, reason: "length runs past the end of the segment" };
+            else nextFrameBytes = claimed + this.opts.indexIntervalBytes;
+          }
           break;
         }
         const s = frameSeq(out, p);
@@ -422,6 +428,9 @@ export class StreamLog {
       nextFrameBytes = 0;
       pos += consumed;
     }
+    // A page never comes back empty while records are due: that would read
+    // as "caught up" to a client and hide what follows.
+    if (count === 0 && !corrupt && !full && from <= last) corrupt = { segment: seg?.baseSeq ?? -1, position: pos, seq: from, reason: "record cannot be read" };
     if (corrupt && count === 0) throw new CorruptRecordError(corrupt);
     return { buf: out, bytes: len, count, next: from + count, corrupt };
   }

@@ -338,6 +338,35 @@ describe("log recovery", () => {
     // Reading past it through the index still works.
     expect(b.read(damagedSeq + 100, damagedSeq + 100, 1, 1 << 20, out).count).toBe(1);
   });
+
+  it("a closed segment's last record whose length now runs past the segment's end is damage, never an empty page that reads as caught up", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, OPTS);
+    a.open();
+    appendN(a, 3000);
+    const first = a.segments[0];
+    const path = first.logPath;
+    const lastSeq = first.lastSeq;
+    const fb = frameBytesFor(100);
+    a.close();
+    // Bit 5 of the length field: 32 bytes more, still 8-aligned and under the limit.
+    const fd = openSync(path, "r+");
+    const at = (lastSeq - 1) * fb;
+    writeSync(fd, Buffer.from([fb ^ 0x20]), 0, 1, at);
+    closeSync(fd);
+    const b = new StreamLog(dir, OPTS);
+    b.open(); // the index matches the file's size: the segment is read on trust
+    const out = Buffer.alloc(1 << 20);
+    let err: unknown = null;
+    try {
+      b.read(lastSeq, lastSeq, 1, 1 << 20, out);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CorruptRecordError);
+    expect((err as CorruptRecordError).info.seq).toBe(lastSeq);
+    expect(b.read(lastSeq - 1, lastSeq + 5, 100, 1 << 20, out).corrupt?.seq).toBe(lastSeq);
+  });
 });
 
 describe("log retention", () => {
