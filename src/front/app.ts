@@ -90,6 +90,7 @@ const tooLarge = (limitBytes: number) =>
   new ApiError(413, "request_too_large", `request body exceeds request_bytes_max (${limitBytes} bytes)`, { request_bytes_max: limitBytes });
 
 const notReady = () => new ApiError(503, "not_ready", "the server is still recovering its streams");
+const shuttingDown = () => new ApiError(503, "shutting_down", "the server is shutting down; retry on another node or after the restart");
 
 const NO_PARAMS: ReadonlySet<string> = new Set();
 const GROUP_PARAM: ReadonlySet<string> = new Set(["group"]);
@@ -119,10 +120,22 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   const body = (x: Exchange, len: string, done: (b: Buffer) => void) => readBody(x, len, bodyLimit, budget, config.request_buffer_bytes_max, done);
   let listenSocket: uWS.us_listen_socket | null = null;
   const consumers = new ConsumeHub(config, pool);
+  /**
+   * Set by stopListening (SIGTERM): keep-alive connections outlive the
+   * listen socket, and a request they send now is answered 503 rather than
+   * taken, so that everything the shards were given is answered before exit.
+   */
+  let draining = false;
 
   /** Routes a request to the stream's shard and relays its answer. */
   const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null, seen?: (r: Response) => void): boolean => {
     if (x.aborted) return false;
+    // A body that finished arriving after SIGTERM: refused, not taken (the
+    // drain waits only for what the shards were given).
+    if (draining) {
+      sendError(x, shuttingDown());
+      return false;
+    }
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
       seen?.(r);
       send(x, r.status, r.ct, r.body);
@@ -139,8 +152,8 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     const x = exchange(res);
     const stream = req.getParameter(0) ?? "";
     const query = req.getQuery() ?? "";
-    if (!isReady()) {
-      sendError(x, notReady());
+    if (!isReady() || draining) {
+      sendError(x, draining ? shuttingDown() : notReady());
       return null;
     }
     try {
@@ -172,15 +185,15 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.get("/readyz", "open", (res, req) => {
     const x = plainRoute(res, req);
     if (!x) return;
-    if (isReady()) send(x, 200, ContentType.Json, `{"status":"ready"}`);
-    else sendError(x, notReady());
+    if (isReady() && !draining) send(x, 200, ContentType.Json, `{"status":"ready"}`);
+    else sendError(x, draining ? shuttingDown() : notReady());
   });
 
   // Admin only, and an admin key with a prefix sees only the streams under it.
   routes.get("/v1/streams", "admin", (res, req, key) => {
     const x = plainRoute(res, req);
     if (!x) return;
-    if (!isReady()) return sendError(x, notReady());
+    if (!isReady() || draining) return sendError(x, draining ? shuttingDown() : notReady());
     void pool.broadcast(Op.ListStreams, {}).then((answers) => {
       if (!answers) return sendError(x, new ApiError(429, "shard_busy", "a shard is at capacity; retry later"));
       const streams = answers.flatMap((a) => (a.json as { streams: Array<{ id: string }> }).streams).filter((s) => key === null || s.id.startsWith(key.prefix));
@@ -299,6 +312,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       }),
     consumers,
     stopListening: () => {
+      draining = true;
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);
       listenSocket = null;
     },

@@ -686,8 +686,12 @@ export class ConsumeHub {
     return this.config.consumers_max;
   }
 
+  /** Set by closeAll: upgrades are refused from then on. */
+  closing = false;
+
   /** Clean shutdown: every consumer gets an error and a close; acks already taken are written. */
   closeAll(): void {
+    this.closing = true;
     clearInterval(this.tick);
     for (const f of [...this.feeds.values()]) {
       for (const s of [...f.sessions]) this.fail(s, new ApiError(503, "shutting_down", "the server is shutting down"), CLOSE_GOING_AWAY);
@@ -742,6 +746,7 @@ export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () =>
     upgrade: (res, req, context) => {
       const x = exchange(res);
       if (!isReady()) return sendError(x, new ApiError(503, "not_ready", "the server is still recovering its streams"));
+      if (hub.closing) return sendError(x, new ApiError(503, "shutting_down", "the server is shutting down; retry on another node or after the restart"));
       let params: ConsumeParams;
       try {
         params = hub.parseParams(req.getParameter(0) ?? "", req.getQuery() ?? "");
