@@ -1,0 +1,149 @@
+// A checkpoint is loaded only from a record whose length and CRC check out:
+// damage costs the records it hits (a group falls back to an older
+// checkpoint: redelivery, never loss), and never yields a seq nobody acked.
+import { describe, it, expect, afterEach } from "vitest";
+import { readFileSync, rmSync, statSync, writeFileSync, mkdtempSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import fc from "fast-check";
+import { CheckpointStore, CHECKPOINTS_FILE } from "../../src/consumer/checkpoints.js";
+
+const dirs: string[] = [];
+afterEach(() => {
+  while (dirs.length) rmSync(dirs.pop()!, { recursive: true, force: true });
+});
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), "ticker-cpd-"));
+  dirs.push(d);
+  return d;
+};
+
+const HEADER_BYTES = 24;
+/** Byte offsets of the records a fresh store writes for these (group, seq) sets, in order. */
+function writeStore(dir: string, sets: Array<[string, number]>): number[] {
+  const s = new CheckpointStore(dir);
+  const at: number[] = [];
+  let pos = 0;
+  for (const [g, seq] of sets) {
+    at.push(pos);
+    s.set(g, seq, 1_700_000_000_000 + seq);
+    pos += HEADER_BYTES + g.length;
+  }
+  s.close();
+  return at;
+}
+const file = (dir: string) => join(dir, CHECKPOINTS_FILE);
+
+describe("checkpoint damage", () => {
+  it("a record with a bad CRC is never loaded: its group falls back to its previous checkpoint", () => {
+    const dir = tempDir();
+    const at = writeStore(dir, [
+      ["g1", 5],
+      ["g2", 7],
+      ["g1", 9],
+    ]);
+    const buf = readFileSync(file(dir));
+    buf[at[2] + 8] ^= 0x40; // seq 9 -> 73 in the newest g1 record, its CRC unchanged
+    writeFileSync(file(dir), buf);
+    const s = new CheckpointStore(dir);
+    expect(s.get("g1")).toEqual({ seq: 5, updatedAt: 1_700_000_000_005 });
+    expect(s.get("g2")?.seq).toBe(7);
+    // A damaged last record is cut like a torn tail (the file ends where the valid ones do).
+    expect(statSync(file(dir)).size).toBe(at[2]);
+    s.close();
+  });
+
+  it("damage in the middle is skipped, the records after it are kept, reported and compacted", () => {
+    const dir = tempDir();
+    const at = writeStore(dir, [
+      ["g1", 5],
+      ["g2", 7],
+      ["g3", 8],
+      ["g1", 9],
+    ]);
+    const buf = readFileSync(file(dir));
+    buf[at[1] + 4] ^= 0x01; // g2's CRC
+    writeFileSync(file(dir), buf);
+    const s = new CheckpointStore(dir);
+    expect(s.get("g2")).toBeUndefined();
+    expect([s.get("g1")?.seq, s.get("g3")?.seq]).toEqual([9, 8]);
+    expect(s.damage).toMatch(/^26 damaged bytes from byte 26 skipped/);
+    // Compacted at once: one record per group, and a reload finds no damage.
+    expect(statSync(file(dir)).size).toBe(2 * (HEADER_BYTES + 2));
+    expect(existsSync(file(dir) + ".tmp")).toBe(false);
+    s.set("g2", 11, 1);
+    s.close();
+    const again = new CheckpointStore(dir);
+    expect(again.damage).toBeNull();
+    expect([again.get("g1")?.seq, again.get("g2")?.seq, again.get("g3")?.seq]).toEqual([9, 11, 8]);
+    again.close();
+  });
+
+  it("a flipped bit anywhere never loads a checkpoint that was not set", () => {
+    const dir = tempDir();
+    const sets: Array<[string, number]> = [
+      ["alpha", 3],
+      ["beta", 4],
+      ["alpha", 10],
+      ["gamma", 12],
+      ["beta", 20],
+    ];
+    writeStore(dir, sets);
+    const clean = readFileSync(file(dir));
+    const setSeqs = new Map<string, Set<number>>();
+    for (const [g, seq] of sets) (setSeqs.get(g) ?? setSeqs.set(g, new Set()).get(g)!).add(seq);
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: clean.length * 8 - 1 }), (bit) => {
+        const buf = Buffer.from(clean);
+        buf[bit >> 3] ^= 1 << (bit & 7);
+        writeFileSync(file(dir), buf);
+        const s = new CheckpointStore(dir);
+        for (const [g, c] of s.groups) {
+          expect(setSeqs.get(g), `group "${g}" loaded from damage`).toBeDefined();
+          expect(setSeqs.get(g)!.has(c.seq), `seq ${c.seq} of ${g}`).toBe(true);
+        }
+        s.close();
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("garbage after the records is cut and named when it is more than a torn record", () => {
+    const dir = tempDir();
+    const at = writeStore(dir, [["g1", 5]]);
+    const end = at[0] + HEADER_BYTES + 2;
+    const torn = Buffer.concat([readFileSync(file(dir)), Buffer.alloc(10, 0xff)]);
+    writeFileSync(file(dir), torn);
+    const a = new CheckpointStore(dir);
+    expect(a.damage).toBeNull(); // a torn tail: a crash mid-write, not damage
+    expect(statSync(file(dir)).size).toBe(end);
+    a.close();
+    writeFileSync(file(dir), Buffer.concat([readFileSync(file(dir)), Buffer.alloc(500, 0xff)]));
+    const b = new CheckpointStore(dir);
+    expect(b.damage).toBe(`500 bytes after byte ${end} are not records; cut`);
+    expect(b.get("g1")?.seq).toBe(5);
+    expect(statSync(file(dir)).size).toBe(end);
+    b.close();
+  });
+
+  it("no file is created by reading, and the first set creates it", () => {
+    const dir = tempDir();
+    const s = new CheckpointStore(dir);
+    expect(s.get("g")).toBeUndefined();
+    expect(existsSync(file(dir))).toBe(false);
+    expect(s.set("g", 4, 99)).toEqual({ seq: 4, updatedAt: 99 });
+    expect(statSync(file(dir)).size).toBe(HEADER_BYTES + 1);
+    s.close();
+    expect(new CheckpointStore(dir).get("g")).toEqual({ seq: 4, updatedAt: 99 });
+  });
+
+  it("a group name of 128 characters is stored, one longer is refused", () => {
+    const dir = tempDir();
+    const s = new CheckpointStore(dir);
+    const longest = "g".repeat(128);
+    s.set(longest, 3, 1);
+    expect(() => s.set(longest + "g", 4, 2)).toThrow(/129 characters/);
+    s.close();
+    expect(new CheckpointStore(dir).get(longest)?.seq).toBe(3);
+  });
+});
