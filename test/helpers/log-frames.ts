@@ -19,8 +19,11 @@ export function removeTempDirs(): void {
   while (dirs.length) rmSync(dirs.pop()!, { recursive: true, force: true });
 }
 
-/** `count` frames of `bodyBytes` (every body byte = seq & 0xff), record i stamped ts + i, one batch. */
-export function frames(firstSeq: number, count: number, bodyBytes: number, ts: number): { buf: Buffer; bytes: number } {
+/**
+ * `count` frames of `bodyBytes` (every body byte = seq & 0xff), record i stamped ts + i, one batch
+ * (`marked` false: without the commit mark, as a batch a crash interrupted, or a log older than marks).
+ */
+export function frames(firstSeq: number, count: number, bodyBytes: number, ts: number, marked = true): { buf: Buffer; bytes: number } {
   const fb = frameBytesFor(bodyBytes);
   const buf = Buffer.alloc(fb * count);
   for (let i = 0; i < count; i++) {
@@ -29,7 +32,7 @@ export function frames(firstSeq: number, count: number, bodyBytes: number, ts: n
     buf.fill((firstSeq + i) & 0xff, at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + bodyBytes);
     sealFrame(buf, at, fb);
   }
-  if (count > 0) markBatchEnd(buf, (count - 1) * fb);
+  if (marked && count > 0) markBatchEnd(buf, (count - 1) * fb);
   return { buf, bytes: fb * count };
 }
 
