@@ -2,11 +2,12 @@
 // damage costs the records it hits (a group falls back to an older
 // checkpoint: redelivery, never loss), and never yields a seq nobody acked.
 import { describe, it, expect, afterEach } from "vitest";
-import { readFileSync, rmSync, statSync, writeFileSync, mkdtempSync, existsSync } from "node:fs";
+import { appendFileSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, mkdtempSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { CheckpointStore, CHECKPOINTS_FILE } from "../../src/consumer/checkpoints.js";
+import { crc32Range } from "../../src/log/crc.js";
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -145,5 +146,61 @@ describe("checkpoint damage", () => {
     expect(() => s.set(longest + "g", 4, 2)).toThrow(/129 characters/);
     s.close();
     expect(new CheckpointStore(dir).get(longest)?.seq).toBe(3);
+  });
+
+  it("damage at the very first byte is skipped like any other, and the records after it are kept", () => {
+    const dir = tempDir();
+    writeStore(dir, [
+      ["g1", 5],
+      ["g2", 7],
+    ]);
+    const buf = readFileSync(file(dir));
+    buf[0] ^= 0x02; // g1's length
+    writeFileSync(file(dir), buf);
+    const s = new CheckpointStore(dir);
+    expect([s.get("g1"), s.get("g2")?.seq]).toEqual([undefined, 7]);
+    expect(s.damage).toBe("26 damaged bytes from byte 0 skipped; the valid records after them kept");
+    s.close();
+  });
+
+  it("a record with no group name, though its CRC checks out, is not a checkpoint", () => {
+    const dir = tempDir();
+    writeStore(dir, [["g1", 5]]);
+    const empty = Buffer.alloc(HEADER_BYTES);
+    empty.writeUInt32LE(HEADER_BYTES, 0);
+    empty.writeUInt32LE(9, 8);
+    empty.writeUInt32LE(crc32Range(empty, 8, HEADER_BYTES), 4);
+    appendFileSync(file(dir), empty);
+    writeStore(dir, []); // nothing: just a reopen and close
+    const s = new CheckpointStore(dir);
+    expect([...s.groups.keys()]).toEqual(["g1"]);
+    s.close();
+  });
+
+  it("the file stays within its bound by compacting, and holds the newest checkpoint of each group", () => {
+    const dir = tempDir();
+    const s = new CheckpointStore(dir);
+    // 40,000 records of 31 bytes: past the 1 MiB bound once.
+    for (let i = 0; i < 40_000; i++) s.set(`group-${i % 3}`, i, 1);
+    expect(statSync(file(dir)).size).toBeLessThan(1 << 20);
+    expect(statSync(file(dir)).size % 31).toBe(0);
+    s.close();
+    const again = new CheckpointStore(dir);
+    expect([0, 1, 2].map((g) => again.get(`group-${g}`)?.seq)).toEqual([39_999, 39_997, 39_998]);
+    expect(again.damage).toBeNull();
+    again.close();
+  });
+
+  it("closing a store releases its file", () => {
+    const dir = tempDir();
+    writeStore(dir, [["g1", 5]]);
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    const s = new CheckpointStore(dir);
+    expect(fds()).toBe(before + 1);
+    s.close();
+    expect(fds()).toBe(before);
+    s.close(); // twice: nothing more to close
+    expect(fds()).toBe(before);
   });
 });
