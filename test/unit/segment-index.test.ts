@@ -2,7 +2,7 @@
 // whole and describes this very log file; anything else is rebuilt from the
 // records, and either way every record is served from its seq and its time.
 import { describe, it, expect, afterEach } from "vitest";
-import { appendFileSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { StreamLog } from "../../src/log/log.js";
@@ -146,6 +146,7 @@ describe("segment seeks", () => {
   it("truncateIndex drops the points at and after a cut, and indexing resumes from the last kept one", () => {
     const seg = segmentOf(20); // points at 0, 1024, 2048
     seg.truncateIndex(1024);
+    expect(seg.pointAfter(-1)).toEqual({ seq: 1, pos: 0 });
     expect(seg.pointAfter(0)).toBeNull();
     seg.noteRecord(9, 5_008, 1024, 128);
     expect(seg.pointAfter(0)).toEqual({ seq: 9, pos: 1024 });
@@ -166,5 +167,29 @@ describe("segment seeks", () => {
     expect(() => new Segment(fresh.dir, 7, 1024, true)).toThrow(/EEXIST/);
     fresh.close();
     seg.close();
+  });
+
+  it("closing a log releases every file it holds, and a closed segment reopens to be read", () => {
+    const dir = closedLog();
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    const { log } = reopen(dir);
+    expect(readAll(log)).toEqual(range(1, 3000));
+    expect(fds()).toBeGreaterThan(before);
+    log.close();
+    expect(fds()).toBe(before);
+    log.close();
+    expect(fds()).toBe(before);
+  });
+
+  it("removing a segment deletes its files, also when it has no index yet, and reports other failures", () => {
+    const dir = tempDir();
+    const fresh = new Segment(dir, 1, 1024, true);
+    fresh.remove(); // no .idx / .tidx were ever written
+    expect(readdirSync(dir)).toEqual([]);
+    const other = new Segment(dir, 5, 1024, true);
+    mkdirSync(other.idxPath); // cannot be unlinked: the failure is not swallowed
+    expect(() => other.remove()).toThrow();
+    expect(existsSync(other.logPath)).toBe(false);
   });
 });
