@@ -72,6 +72,53 @@ describe("log recovery of the active segment", () => {
     log.close();
   });
 
+  it("records kept before a damaged commit mark stay at every later restart", () => {
+    const dir = closedLog(100); // two batches: 1..50 and 51..100, each marked on its last record
+    const last = join(dir, segmentFiles(dir).at(-1)!);
+    const fd = openSync(last, "r+");
+    writeSync(fd, Buffer.from([0xee]), 0, 1, 99 * FB + RECORD_HEADER_BYTES + 1); // record 100, the mark
+    closeSync(fd);
+    const first = open(dir);
+    expect(first.log.headSeq).toBe(99);
+    expect(first.report.uncommittedRecords).toBe(0);
+    first.log.close();
+    // The damage is cut now; 51..99 were acknowledged and served, and must not look like a torn batch.
+    const second = open(dir);
+    expect([second.log.headSeq, second.report.uncommittedRecords, second.report.truncatedBytes]).toEqual([99, 0, 0]);
+    expect(readAll(second.log)).toEqual(range(1, 99));
+    second.log.close();
+  });
+
+  it("stray files beside the segments are not segments", () => {
+    const dir = closedLog(100);
+    const [seg] = segmentFiles(dir);
+    fs.writeFileSync(join(dir, `x${seg}`), "not a segment");
+    fs.writeFileSync(join(dir, `${seg}.bak`), "not a segment");
+    const { log, report } = open(dir);
+    expect([report.segments, log.headSeq]).toEqual([1, 100]);
+    log.close();
+  });
+
+  it("an emptied first segment holds nothing: first_seq is the next segment's base", () => {
+    const dir = closedLog();
+    const files = segmentFiles(dir);
+    fs.truncateSync(join(dir, files[0]), 0);
+    rmSync(join(dir, files[0].replace(".log", ".idx")));
+    const { log } = open(dir);
+    expect(log.segments[0].empty).toBe(true);
+    expect(log.firstSeq).toBe(log.segments[1].baseSeq);
+    log.close();
+  });
+
+  it("a rolled segment's file is closed at once (bounded fds)", () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 3000);
+    expect(log.segments.length).toBeGreaterThan(3);
+    expect(log.segments.slice(0, -1).every((s) => s.fd === -1)).toBe(true);
+    log.close();
+  });
+
   it("a log written before commit marks keeps every whole record and marks its last", () => {
     const dir = tempDir();
     const a = new StreamLog(dir, LOG_OPTS);
