@@ -87,4 +87,18 @@ describe("idempotency window forgetting", () => {
       { numRuns: 3 },
     );
   });
+
+  it("the window's memory stays proportional to the keys it holds, however many went through it", () => {
+    const w = new DedupWindow(1_000, 1_000_000);
+    for (let i = 0; i < 100_000; i++) {
+      w.add(`k${i}`, i + 1, i);
+      if (i % 100 === 0) w.expire(i);
+    }
+    // ~1,100 keys live; the order arrays are compacted once their dropped front passes half.
+    const held = (w as unknown as { keys: string[] }).keys.length;
+    expect(w.size).toBeLessThanOrEqual(1_101);
+    expect(held).toBeLessThanOrEqual(2 * w.size + 2 * 1024);
+    expect(w.get("k99999")).toBe(100_000);
+    expect(w.get("k98999")).toBe(99_000);
+  });
 });

@@ -53,6 +53,15 @@ describe("frame checks", () => {
     });
   }
 
+  it("fewer bytes than a header are short whatever follows them in the buffer, a whole header's length is checked", () => {
+    const junk = Buffer.alloc(64, 0xff);
+    for (const verify of [true, false]) {
+      expect(checkFrame(junk, 8, 8 + RECORD_HEADER_BYTES - 1, MAX, verify)).toBe(FRAME_SHORT);
+      expect(checkFrame(junk, 8, 8 + RECORD_HEADER_BYTES, MAX, verify)).toBe(FRAME_BAD_LENGTH);
+    }
+    expect(checkFrameMarked(junk, 8, 8 + RECORD_HEADER_BYTES - 1, MAX)).toBe(FRAME_SHORT);
+  });
+
   it("a bad CRC is caught when checked, and skipped only when asked (bytes verified since read)", () => {
     const { buf, fb } = frameAt(8, 100);
     buf[8 + 40] ^= 1;
