@@ -203,4 +203,60 @@ describe("checkpoint damage", () => {
     s.close(); // twice: nothing more to close
     expect(fds()).toBe(before);
   });
+
+  it("compaction replaces the file by rename (a crash leaves the old one whole), never rewrites it in place", () => {
+    const dir = tempDir();
+    const at = writeStore(dir, [
+      ["g1", 5],
+      ["g2", 7],
+      ["g3", 8],
+    ]);
+    const buf = readFileSync(file(dir));
+    buf[at[1] + 4] ^= 0x01;
+    writeFileSync(file(dir), buf);
+    const inode = statSync(file(dir)).ino;
+    const s = new CheckpointStore(dir); // damage in the middle: compacted at once
+    expect(statSync(file(dir)).ino).not.toBe(inode);
+    s.close();
+  });
+
+  it("garbage after the records longer than one record is reported, up to one record is a torn write", () => {
+    const dir = tempDir();
+    const at = writeStore(dir, [["g1", 5]]);
+    const end = at[0] + HEADER_BYTES + 2;
+    const clean = readFileSync(file(dir));
+    const RECORD_BYTES_MAX = HEADER_BYTES + 128;
+    for (const [tail, reported] of [
+      [100, false],
+      [RECORD_BYTES_MAX, false],
+      [RECORD_BYTES_MAX + 1, true],
+    ] as const) {
+      writeFileSync(file(dir), Buffer.concat([clean, Buffer.alloc(tail, 0xff)]));
+      const s = new CheckpointStore(dir);
+      expect(s.damage, `${tail} bytes`).toBe(reported ? `${tail} bytes after byte ${end} are not records; cut` : null);
+      expect(statSync(file(dir)).size).toBe(end);
+      s.close();
+    }
+    // A file of nothing but garbage: reported, emptied.
+    writeFileSync(file(dir), Buffer.alloc(500, 0xff));
+    const g = new CheckpointStore(dir);
+    expect(g.damage).toBe("500 bytes after byte 0 are not records; cut");
+    expect(g.groups.size).toBe(0);
+    g.close();
+  });
+
+  it("a record longer than any the store writes is not loaded, though its CRC checks out", () => {
+    const dir = tempDir();
+    writeStore(dir, [["g1", 5]]);
+    const name = Buffer.from("g".repeat(129));
+    const rec = Buffer.alloc(HEADER_BYTES + name.length);
+    rec.writeUInt32LE(rec.length, 0);
+    rec.writeUInt32LE(9, 8);
+    name.copy(rec, HEADER_BYTES);
+    rec.writeUInt32LE(crc32Range(rec, 8, rec.length), 4);
+    appendFileSync(file(dir), rec);
+    const s = new CheckpointStore(dir);
+    expect([...s.groups.keys()]).toEqual(["g1"]);
+    s.close();
+  });
 });
