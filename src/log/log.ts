@@ -152,10 +152,7 @@ export class StreamLog {
           fdatasyncSync(seg.fd);
           report.truncatedBytes = fileBytes - seg.size;
         }
-        // Records kept past the last mark (the marked one was damaged, not torn)
-        // were acknowledged with their batch: with the damage cut they would
-        // look like a torn batch at the next start, so the last one gets the mark.
-        if ((unmarkedLog || r.keptUnmarked) && r.lastFrameAt >= 0) markCommitted(seg.fd, r.lastFrameAt, this.opts.frameBytesMax);
+        if (unmarkedLog && r.lastFrameAt >= 0) markCommitted(seg.fd, r.lastFrameAt, this.opts.frameBytesMax);
       }
       const prev = this.segments[this.segments.length - 1];
       if (prev && seg.baseSeq !== prev.lastSeq + 1 && report.corruptions.length === 0) {
@@ -178,7 +175,7 @@ export class StreamLog {
    * when the tail is torn (see below), in a closed one when nothing else is
    * wrong with it; "keep" (a log that predates marks) keeps them.
    */
-  private scan(seg: Segment, marks: "active" | "closed" | "keep"): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number; keptUnmarked: boolean } {
+  private scan(seg: Segment, marks: "active" | "closed" | "keep"): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number } {
     seg.truncateIndex(0);
     seg.lastSeq = seg.baseSeq - 1;
     seg.size = 0;
@@ -190,7 +187,6 @@ export class StreamLog {
       if (endsBatch) committedTs = ts;
     });
     let uncommitted = 0;
-    let keptUnmarked = false;
     // A crash leaves a batch's prefix: whole records, then the end of the
     // file or a short frame. A record that is there whole but fails its
     // checks is damage instead (a bit flip), and it may be the very record
@@ -204,9 +200,9 @@ export class StreamLog {
       seg.size = r.committedBytes;
       seg.lastTs = committedTs;
       lastFrameAt = -1;
-    } else keptUnmarked = r.committedSeq < seg.lastSeq;
+    }
     seg.verified = r.damage === null;
-    return { damage: r.damage ? { segment: seg.baseSeq, ...r.damage } : null, uncommitted, lastFrameAt, keptUnmarked };
+    return { damage: r.damage ? { segment: seg.baseSeq, ...r.damage } : null, uncommitted, lastFrameAt };
   }
 
   /** The scrub read this closed segment through without finding damage. */

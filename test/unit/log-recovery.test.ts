@@ -72,23 +72,6 @@ describe("log recovery of the active segment", () => {
     log.close();
   });
 
-  it("records kept before a damaged commit mark stay at every later restart", () => {
-    const dir = closedLog(100); // two batches: 1..50 and 51..100, each marked on its last record
-    const last = join(dir, segmentFiles(dir).at(-1)!);
-    const fd = openSync(last, "r+");
-    writeSync(fd, Buffer.from([0xee]), 0, 1, 99 * FB + RECORD_HEADER_BYTES + 1); // record 100, the mark
-    closeSync(fd);
-    const first = open(dir);
-    expect(first.log.headSeq).toBe(99);
-    expect(first.report.uncommittedRecords).toBe(0);
-    first.log.close();
-    // The damage is cut now; 51..99 were acknowledged and served, and must not look like a torn batch.
-    const second = open(dir);
-    expect([second.log.headSeq, second.report.uncommittedRecords, second.report.truncatedBytes]).toEqual([99, 0, 0]);
-    expect(readAll(second.log)).toEqual(range(1, 99));
-    second.log.close();
-  });
-
   it("stray files beside the segments are not segments", () => {
     const dir = closedLog(100);
     const [seg] = segmentFiles(dir);
