@@ -41,7 +41,9 @@ describe("segment index files", () => {
     const dir = closedLog();
     const { log, report } = reopen(dir);
     expect(report.rebuiltIndexes).toBe(0);
+    expect(report.corruptions).toEqual([]);
     expect(report.unverified.length).toBe(log.segments.length - 1);
+    expect([log.headSeq, log.lastTs]).toEqual([3000, 1_000 + 2999]);
     const s0 = log.segments[0];
     expect(report.unverified[0]).toEqual({ path: s0.logPath, baseSeq: 1, lastSeq: s0.lastSeq });
     expect([s0.firstTs, s0.lastTs, s0.verified]).toEqual([1_000, 1_000 + s0.lastSeq - 1, false]);
