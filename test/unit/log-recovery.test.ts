@@ -121,6 +121,28 @@ describe("log recovery of the active segment", () => {
     again.log.close();
   });
 
+  it("a log written before commit marks whose last segment is empty opens with its head", () => {
+    const dir = tempDir();
+    const a = new StreamLog(dir, LOG_OPTS);
+    a.open();
+    appendN(a, 10);
+    a.roll(false);
+    a.close();
+    const { log } = open(dir, false, true);
+    expect([log.headSeq, log.active.empty]).toEqual([10, true]);
+    log.close();
+  });
+
+  it("a segment fills up to segment_bytes_max exactly, and the next batch rolls", () => {
+    const log = new StreamLog(tempDir(), { ...LOG_OPTS, segmentBytesMax: 10 * FB });
+    log.open();
+    appendN(log, 10, { batch: 5 });
+    expect([log.segments.length, log.active.size]).toEqual([1, 10 * FB]);
+    appendN(log, 1);
+    expect(log.segments.length).toBe(2);
+    log.close();
+  });
+
   it("head_seq and last ts come from the newest record, also when the active segment is empty", () => {
     const dir = tempDir();
     const a = new StreamLog(dir, LOG_OPTS);
@@ -343,6 +365,8 @@ describe("log syncs", () => {
     expect(() => log.append(wrongCount.buf, wrongCount.bytes, 2, false)).toThrow(/log invariant/);
     const gap = Buffer.concat([frames(6, 1, 100, 2_000).buf, frames(8, 1, 100, 2_001).buf]);
     expect(() => log.append(gap, gap.length, 2, false)).toThrow(/log invariant/);
+    const firstOnly = Buffer.concat([frames(7, 1, 100, 2_000).buf, frames(7, 1, 100, 2_001).buf]); // last seq as due, first not
+    expect(() => log.append(firstOnly, firstOnly.length, 2, false)).toThrow(/log invariant/);
     expect(log.headSeq).toBe(5);
   });
 });
