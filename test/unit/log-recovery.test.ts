@@ -253,6 +253,44 @@ describe("log reads of closed segments", () => {
   });
 });
 
+describe("log reads of a trusted segment", () => {
+  it("a valid frame with the wrong seq in a segment trusted from its index is reported, not served as the seq asked for", () => {
+    const dir = closedLog();
+    const path = join(dir, segmentFiles(dir)[0]);
+    const f = frames(7, 1, 100, 1_000 + 49); // same size as record 50, CRC right, seq 7
+    const fd = openSync(path, "r+");
+    writeSync(fd, f.buf, 0, f.bytes, 49 * FB);
+    closeSync(fd);
+    const { log, report } = open(dir);
+    expect(report.rebuiltIndexes).toBe(0); // the index still matches: the records are taken on trust
+    const out = Buffer.alloc(1 << 20);
+    const page = log.read(40, 60, 100, 1 << 20, out);
+    expect([page.count, page.corrupt]).toEqual([10, { segment: 1, position: 49 * FB, seq: 50, reason: "found seq 7" }]);
+    expect(() => log.read(50, 60, 100, 1 << 20, out)).toThrow(CorruptRecordError);
+    log.close();
+  });
+
+  it("a damaged record read from a trusted segment is reported at its position", () => {
+    const dir = closedLog();
+    const fd = openSync(join(dir, segmentFiles(dir)[0]), "r+");
+    writeSync(fd, Buffer.from([0xee]), 0, 1, 69 * FB + RECORD_HEADER_BYTES + 1); // record 70
+    closeSync(fd);
+    const { log } = open(dir);
+    const page = log.read(66, 80, 100, 1 << 20, Buffer.alloc(1 << 20));
+    expect([page.count, page.corrupt]).toEqual([4, { segment: 1, position: 69 * FB, seq: 70, reason: "crc" }]);
+    log.close();
+  });
+
+  it("a page fills its byte limit exactly, and a small buffer gets as many whole records as fit", () => {
+    const { log } = open(closedLog());
+    const exact = log.read(10, 3000, 100, 5 * FB, Buffer.alloc(1 << 20));
+    expect([exact.count, exact.bytes]).toEqual([5, 5 * FB]);
+    const small = log.read(1, 3000, 1000, 1 << 20, Buffer.alloc(8 * 1024));
+    expect([small.count, small.next]).toEqual([64, 65]);
+    log.close();
+  });
+});
+
 describe("dedup rebuild and seek by time over the log", () => {
   it("forEach visits each committed record from a seq on, once, in order", () => {
     const { log } = open(closedLog());
