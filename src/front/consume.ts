@@ -17,6 +17,7 @@ import type { Config } from "../config.js";
 import { checkQuery, intParam } from "../validate.js";
 import type { GuardedApp } from "./auth.js";
 import { ApiError } from "../errors.js";
+import { ackMovesCheckpoint, checkNack, countNack, deadLetterDue, forgetAttempts, takeAck } from "../consumer/acks.js";
 import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson } from "../shard/protocol.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
 import { STREAM_ID } from "../shard/stream.js";
@@ -439,15 +440,12 @@ export class ConsumeHub {
     const delivered = s.nextSeq - 1;
     switch (m.type) {
       case "ack":
-        if (m.seq > delivered) throw new ApiError(400, "invalid_ack", `ack of ${m.seq} is beyond the last delivered seq ${delivered}`);
-        if (m.seq <= s.acked) return; // older than an ack already taken
+        if (!takeAck(m.seq, s.acked, delivered)) return; // older than an ack already taken
         this.ack(s, m.seq);
         if (!s.live) this.pump(s);
         return;
       case "nack":
-        if (m.seq <= s.acked || m.seq > delivered) {
-          throw new ApiError(400, "invalid_nack", `nack of ${m.seq} is outside the delivered, unacked seqs ${s.acked + 1}..${delivered}`);
-        }
+        checkNack(m.seq, s.acked, delivered);
         return this.nack(s, m.seq, m.reason);
       case "seek":
         if (m.seq > s.feed.head + 1) throw new ApiError(400, "invalid_seek", `seek to ${m.seq} is beyond head_seq + 1 (${s.feed.head + 1})`);
@@ -459,7 +457,7 @@ export class ConsumeHub {
   private ack(s: Session, seq: number): void {
     const g = s.group!;
     s.acked = seq;
-    for (const k of g.attempts.keys()) if (k <= seq) g.attempts.delete(k);
+    forgetAttempts(g.attempts, seq);
     g.checkpoint = seq;
     if (!g.writing) this.writeCheckpoint(g);
   }
@@ -480,10 +478,9 @@ export class ConsumeHub {
    */
   private nack(s: Session, seq: number, reason: string): void {
     const g = s.group!;
-    if (seq - 1 > s.acked) this.ack(s, seq - 1);
-    const attempts = (g.attempts.get(seq) ?? 0) + 1;
-    g.attempts.set(seq, attempts);
-    if (attempts < s.params.maxAttempts) return this.restartAt(s, seq, seq - 1);
+    if (ackMovesCheckpoint(seq - 1, s.acked)) this.ack(s, seq - 1);
+    const attempts = countNack(g.attempts, seq);
+    if (!deadLetterDue(attempts, s.params.maxAttempts)) return this.restartAt(s, seq, seq - 1);
     s.epoch++;
     s.live = false;
     s.busy = true;
@@ -519,7 +516,7 @@ export class ConsumeHub {
         if (p.status !== 200) return this.fail(s, ApiError.fromBody(p.status, responseJson(p)), CLOSE_SERVER_ERROR);
         s.busy = false;
         if (epoch !== s.epoch) return this.pump(s);
-        if (seq > s.acked) this.ack(s, seq);
+        if (ackMovesCheckpoint(seq, s.acked)) this.ack(s, seq);
         this.restartAt(s, seq + 1, seq);
       });
       if (!sent) retry();

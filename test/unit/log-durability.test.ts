@@ -1,0 +1,139 @@
+// The fsync durability level's promise at the log: an append is acknowledged
+// (syncTo's callback) and served (read stops at committedSeq) only after an
+// fdatasync that started after it was written, and one fdatasync serves every
+// waiter it covers (group commit).
+//
+// The fdatasyncs are the real ones; they are only counted, by wrapping
+// node:fs's export (syncBuiltinESMExports makes the log's import see it).
+import { describe, it, expect, afterEach, beforeEach } from "vitest";
+import fs, { closeSync, openSync } from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
+import { StreamLog } from "../../src/log/log.js";
+import { LOG_OPTS, appendN, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
+
+type Event = string;
+let events: Event[] = [];
+const realFdatasync = fs.fdatasync;
+
+beforeEach(() => {
+  events = [];
+  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    events.push("fdatasync started");
+    realFdatasync(fd, (err) => {
+      events.push(err ? `fdatasync failed ${err.code}` : "fdatasync done");
+      cb(err);
+    });
+  }) as typeof fs.fdatasync;
+  syncBuiltinESMExports();
+});
+afterEach(() => {
+  fs.fdatasync = realFdatasync;
+  syncBuiltinESMExports();
+  removeTempDirs();
+});
+
+const waitFor = (log: StreamLog, seq: number) =>
+  new Promise<Error | null>((resolve) =>
+    log.syncTo(seq, (err) => {
+      events.push(`done ${seq}`);
+      resolve(err);
+    }),
+  );
+
+describe("fsync group commit", () => {
+  it("an fsync append is neither acknowledged nor served before its fdatasync has returned", async () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 10, { durable: true });
+    expect(log.headSeq).toBe(10);
+    expect(log.committedSeq).toBe(0);
+    const acked = waitFor(log, 10);
+    // Synchronously after asking: not yet answered, not yet readable.
+    expect(events).toEqual(["fdatasync started"]);
+    expect(log.committedSeq).toBe(0);
+    expect(readAll(log, 1)).toEqual([]);
+    expect(await acked).toBeNull();
+    expect(events).toEqual(["fdatasync started", "fdatasync done", "done 10"]);
+    expect(log.committedSeq).toBe(10);
+    expect(readAll(log, 1)).toEqual(range(1, 10));
+    log.close();
+  });
+
+  it("one fdatasync answers every waiter it covers, and waiters that came during it get the next one", async () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 5, { durable: true });
+    const first = [waitFor(log, 3), waitFor(log, 5)];
+    // These arrive while the first fdatasync runs: it started before seqs 6..9 were written.
+    appendN(log, 4, { durable: true });
+    const second = [waitFor(log, 6), waitFor(log, 9)];
+    expect(await Promise.all([...first, ...second])).toEqual([null, null, null, null]);
+    expect(events).toEqual(["fdatasync started", "fdatasync done", "done 3", "done 5", "fdatasync started", "fdatasync done", "done 6", "done 9"]);
+    expect(log.committedSeq).toBe(9);
+    // Nothing is waiting now: no further fdatasync.
+    await new Promise((r) => setTimeout(r, 20));
+    expect(events.filter((e) => e === "fdatasync started")).toHaveLength(2);
+    log.close();
+  });
+
+  it("a seq already committed is answered at once, without an fdatasync", async () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 4, { durable: true });
+    await waitFor(log, 4);
+    events = [];
+    let answered = false;
+    log.syncTo(4, () => (answered = true));
+    log.syncTo(2, () => (answered = answered && true));
+    expect(answered).toBe(true);
+    expect(events).toEqual([]);
+    log.close();
+  });
+
+  it("a process-durability append is committed and served at once, and syncTo answers without an fdatasync", () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 7, { durable: false });
+    expect(log.committedSeq).toBe(7);
+    expect(readAll(log, 1)).toEqual(range(1, 7));
+    let answered = false;
+    log.syncTo(7, () => (answered = true));
+    expect(answered).toBe(true);
+    expect(events).toEqual([]);
+    log.close();
+  });
+
+  it("a failed fdatasync fails its waiters and commits nothing", async () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 3, { durable: true });
+    // A real failure: the segment's fd number now names /dev/null (the lowest
+    // free number is the one just closed), which cannot be synced (EINVAL).
+    const fd = log.active.fd;
+    closeSync(fd);
+    expect(openSync("/dev/null", "r")).toBe(fd);
+    const err = await waitFor(log, 3);
+    expect(err).not.toBeNull();
+    expect(events).toEqual(["fdatasync started", "fdatasync failed EINVAL", "done 3"]);
+    expect(log.committedSeq).toBe(0);
+    expect(readAll(log, 1)).toEqual([]);
+    log.close();
+  });
+
+  it("a segment rolled while its fdatasync runs is synced, then closed by that fdatasync's answer", async () => {
+    const log = new StreamLog(tempDir(), { ...LOG_OPTS, segmentBytesMax: 4096 });
+    log.open();
+    appendN(log, 20, { durable: true, batch: 20 });
+    const old = log.active;
+    const acked = waitFor(log, 20);
+    appendN(log, 20, { durable: true, batch: 20 }); // does not fit: rolls onto a new segment
+    expect(log.segments).toHaveLength(2);
+    expect(old.closed).toBe(true);
+    expect(old.fd).toBeGreaterThanOrEqual(0); // still open under the running fdatasync
+    expect(await acked).toBeNull();
+    expect(old.fd).toBe(-1);
+    expect(await waitFor(log, 40)).toBeNull();
+    expect(readAll(log, 1)).toEqual(range(1, 40));
+    log.close();
+  });
+});
