@@ -133,13 +133,9 @@ export class StreamLog {
         if (seg.loadIndexFiles()) report.unverified.push({ path: seg.logPath, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq });
         else {
           report.rebuiltIndexes++;
-          const r = this.scan(seg, unmarkedLog ? "keep" : "closed");
+          const r = this.scan(seg, "closed", bases[i + 1]);
           if (r.damage) report.corruptions.push(r.damage);
-          else if (r.uncommitted > 0) {
-            // A closed segment always ends with a marked record: whole frames
-            // after the last mark were put there, not appended (never served).
-            report.corruptions.push({ segment: seg.baseSeq, position: seg.size, seq: seg.lastSeq + 1, reason: `${r.uncommitted} records after the last commit mark` });
-          } else seg.writeIndexFiles();
+          else seg.writeIndexFiles();
         }
         seg.close(); // closed segments are opened lazily, one at a time, to read
       } else {
@@ -152,7 +148,10 @@ export class StreamLog {
           fdatasyncSync(seg.fd);
           report.truncatedBytes = fileBytes - seg.size;
         }
-        if (unmarkedLog && r.lastFrameAt >= 0) markCommitted(seg.fd, r.lastFrameAt, this.opts.frameBytesMax);
+        if ((unmarkedLog || r.keptUnmarked) && r.lastFrameAt >= 0) {
+          markCommitted(seg.fd, r.lastFrameAt, this.opts.frameBytesMax);
+          fdatasyncSync(seg.fd);
+        }
       }
       const prev = this.segments[this.segments.length - 1];
       if (prev && seg.baseSeq !== prev.lastSeq + 1 && report.corruptions.length === 0) {
@@ -171,17 +170,31 @@ export class StreamLog {
   /**
    * Rebuilds a segment's index by reading every record, checking CRC and the
    * seq chain. Stops at the first bad record and returns what it found there.
-   * Whole records after the last commit mark are cut: in the active segment
-   * when the tail is torn (see below), in a closed one when nothing else is
-   * wrong with it; "keep" (a log that predates marks) keeps them.
+   *
+   * What is cut beyond that depends on the segment. The active one
+   * ("active"): a torn tail is cut back to the last commit mark (below). A
+   * closed one (`nextBase`: the next segment's base seq): records from
+   * nextBase on are not its own (they were put there) and are cut; its
+   * records before that are kept, marked or not, since a closed segment holds
+   * only batches appended whole. A log that predates marks ("keep"): every
+   * whole record is kept.
    */
-  private scan(seg: Segment, marks: "active" | "closed" | "keep"): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number } {
+  private scan(
+    seg: Segment,
+    marks: "active" | "closed" | "keep",
+    nextBase = Number.MAX_SAFE_INTEGER,
+  ): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number; keptUnmarked: boolean } {
     seg.truncateIndex(0);
     seg.lastSeq = seg.baseSeq - 1;
     seg.size = 0;
     let committedTs = 0;
     let lastFrameAt = -1;
+    let foreign = 0;
     const r = scanSegment(seg.fd, seg.fileBytes(), seg.baseSeq, this.opts.frameBytesMax, (seq, ts, pos, frameBytes, _buf, _at, endsBatch) => {
+      if (marks === "closed" && seq >= nextBase) {
+        foreign++;
+        return true;
+      }
       seg.noteRecord(seq, ts, pos, frameBytes);
       lastFrameAt = pos;
       if (endsBatch) committedTs = ts;
@@ -192,8 +205,7 @@ export class StreamLog {
     // checks is damage instead (a bit flip), and it may be the very record
     // that carried the mark: then the records before it are kept.
     const torn = r.damage === null || r.damage.reason === "short";
-    const cut = marks === "active" ? torn : marks === "closed" ? r.damage === null : false;
-    if (cut && r.committedSeq < seg.lastSeq) {
+    if (marks === "active" && torn && r.committedSeq < seg.lastSeq) {
       uncommitted = seg.lastSeq - r.committedSeq;
       seg.truncateIndex(r.committedBytes);
       seg.lastSeq = r.committedSeq;
@@ -201,8 +213,17 @@ export class StreamLog {
       seg.lastTs = committedTs;
       lastFrameAt = -1;
     }
-    seg.verified = r.damage === null;
-    return { damage: r.damage ? { segment: seg.baseSeq, ...r.damage } : null, uncommitted, lastFrameAt };
+    // Kept past the last mark in the active segment: once the damage behind
+    // them is cut they would look torn at the next start, so the caller marks
+    // the last of them (they were acknowledged with their batch).
+    const keptUnmarked = marks === "active" && lastFrameAt >= 0 && r.committedSeq < seg.lastSeq;
+    seg.verified = r.damage === null && foreign === 0;
+    const damage = r.damage
+      ? { segment: seg.baseSeq, ...r.damage }
+      : foreign > 0
+        ? { segment: seg.baseSeq, position: seg.size, seq: seg.lastSeq + 1, reason: `${foreign} records at or past the next segment's base seq ${nextBase}` }
+        : null;
+    return { damage, uncommitted, lastFrameAt, keptUnmarked };
   }
 
   /** The scrub read this closed segment through without finding damage. */

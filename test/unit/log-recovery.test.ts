@@ -72,6 +72,41 @@ describe("log recovery of the active segment", () => {
     log.close();
   });
 
+  it("records kept before a damaged commit mark stay at every later restart", () => {
+    const dir = closedLog(100); // two batches: 1..50 and 51..100, each marked on its last record
+    const last = join(dir, segmentFiles(dir).at(-1)!);
+    const fd = openSync(last, "r+");
+    writeSync(fd, Buffer.from([0xee]), 0, 1, 99 * FB + RECORD_HEADER_BYTES + 1); // record 100, the mark
+    closeSync(fd);
+    const first = open(dir);
+    expect(first.log.headSeq).toBe(99);
+    expect(first.report.uncommittedRecords).toBe(0);
+    first.log.close();
+    // The damage is cut now; 51..99 were acknowledged and served, and must not look like a torn batch.
+    const second = open(dir);
+    expect([second.log.headSeq, second.report.uncommittedRecords, second.report.truncatedBytes]).toEqual([99, 0, 0]);
+    expect(readAll(second.log)).toEqual(range(1, 99));
+    second.log.close();
+  });
+
+  it("a closed segment cut at a record boundary keeps every record before the cut, marked or not", () => {
+    const dir = closedLog();
+    const [first] = segmentFiles(dir);
+    const a = open(dir).log;
+    const s0 = { base: a.segments[0].baseSeq, last: a.segments[0].lastSeq };
+    a.close();
+    // Cut the first segment one record short of its end: that record's batch mark is gone.
+    fs.truncateSync(join(dir, first), (s0.last - s0.base) * FB);
+    const { log, report } = open(dir);
+    expect(log.segments[0].lastSeq).toBe(s0.last - 1);
+    expect(report.corruptions.length).toBeGreaterThan(0); // the gap to the next segment
+    const out = Buffer.alloc(1 << 20);
+    const page = log.read(1, s0.last - 1, 100_000, 1 << 20, out);
+    expect([page.count, page.next]).toEqual([s0.last - 1, s0.last]);
+    expect(() => log.read(s0.last, s0.last, 1, 1 << 20, out)).toThrow(CorruptRecordError);
+    log.close();
+  });
+
   it("stray files beside the segments are not segments", () => {
     const dir = closedLog(100);
     const [seg] = segmentFiles(dir);
@@ -159,7 +194,7 @@ describe("log recovery of the active segment", () => {
 });
 
 describe("log recovery of closed segments", () => {
-  it("whole records after a closed segment's last commit mark are reported and never served", () => {
+  it("whole records of a closed segment that reach the next segment's base are reported and never served", () => {
     const dir = closedLog();
     const [first] = segmentFiles(dir);
     const a = open(dir).log;
@@ -169,7 +204,7 @@ describe("log recovery of closed segments", () => {
     appendFileSync(join(dir, first), frames(s0.last + 1, 1, 100, 1_000 + s0.last, false).buf);
     rmSync(join(dir, first.replace(".log", ".idx")));
     const { log, report } = open(dir);
-    expect(report.corruptions).toEqual([{ segment: s0.base, position: s0.size, seq: s0.last + 1, reason: "1 records after the last commit mark" }]);
+    expect(report.corruptions).toEqual([{ segment: s0.base, position: s0.size, seq: s0.last + 1, reason: `1 records at or past the next segment's base seq ${s0.last + 1}` }]);
     expect(report.rebuiltIndexes).toBe(1);
     expect(log.segments[0].lastSeq).toBe(s0.last);
     expect(readAll(log)).toEqual(range(1, 3000));
