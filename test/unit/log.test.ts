@@ -1,65 +1,15 @@
 import { describe, it, expect, afterEach } from "vitest";
-import { appendFileSync, ftruncateSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, openSync, writeSync, closeSync, readFileSync, unlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, ftruncateSync, readdirSync, statSync, writeFileSync, openSync, writeSync, closeSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
-import { checkFrame, frameBytesFor, frameSeq, frameTs, markBatchEnd, sealFrame, writeFrameHeader, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_HEADER_BYTES } from "../../src/log/record.js";
+import { checkFrame, frameBytesFor, frameSeq, frameTs, sealFrame, writeFrameHeader, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_HEADER_BYTES } from "../../src/log/record.js";
 import { crc32Range } from "../../src/log/crc.js";
 import { crc32 } from "node:zlib";
+import { LOG_OPTS, appendN, frames, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), "ticker-log-"));
-  dirs.push(d);
-  return d;
-}
-afterEach(() => {
-  while (dirs.length) rmSync(dirs.pop()!, { recursive: true, force: true });
-});
+afterEach(removeTempDirs);
 
-const OPTS = { segmentBytesMax: 64 * 1024, indexIntervalBytes: 4096, frameBytesMax: 1 << 20 };
-
-/** Frames `count` records with bodies of `bodyBytes` (first byte = seq & 0xff). */
-function frames(firstSeq: number, count: number, bodyBytes: number, ts: number): { buf: Buffer; bytes: number } {
-  const fb = frameBytesFor(bodyBytes);
-  const buf = Buffer.alloc(fb * count);
-  for (let i = 0; i < count; i++) {
-    const at = i * fb;
-    writeFrameHeader(buf, at, fb, bodyBytes, firstSeq + i, ts + i);
-    buf.fill((firstSeq + i) & 0xff, at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + bodyBytes);
-    sealFrame(buf, at, fb);
-  }
-  if (count > 0) markBatchEnd(buf, (count - 1) * fb); // as the shard appends: one batch
-  return { buf, bytes: fb * count };
-}
-
-function appendN(log: StreamLog, n: number, bodyBytes = 100, batch = 50, ts = 1_000): void {
-  for (let done = 0; done < n; ) {
-    const c = Math.min(batch, n - done);
-    const f = frames(log.headSeq + 1, c, bodyBytes, ts + log.headSeq);
-    log.append(f.buf, f.bytes, c, false);
-    done += c;
-  }
-}
-
-function readAll(log: StreamLog, from = log.firstSeq): number[] {
-  const out = Buffer.alloc(1 << 20);
-  const seqs: number[] = [];
-  let seq = from;
-  for (;;) {
-    const page = log.read(seq, Number.MAX_SAFE_INTEGER, 1000, 256 * 1024, out);
-    if (page.count === 0) break;
-    let at = 0;
-    for (let i = 0; i < page.count; i++) {
-      seqs.push(frameSeq(page.buf, at));
-      at += page.buf.readUInt32LE(at);
-    }
-    seq = page.next;
-  }
-  return seqs;
-}
-
-const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+const OPTS = LOG_OPTS;
 
 describe("record framing", () => {
   it("a sealed frame checks out, and any flipped bit is caught by its CRC", () => {
@@ -118,7 +68,7 @@ describe("log append, index seek and read", () => {
   it("honours to, the event limit and the byte limit, always sending at least one record", () => {
     const log = new StreamLog(tempDir(), OPTS);
     log.open();
-    appendN(log, 300, 1000);
+    appendN(log, 300, { bodyBytes: 1000 });
     const out = Buffer.alloc(1 << 20);
     expect(log.read(10, 19, 100, 1 << 20, out).count).toBe(10);
     expect(log.read(10, 1000, 7, 1 << 20, out).count).toBe(7);
@@ -133,10 +83,10 @@ describe("log append, index seek and read", () => {
   it("reads a record far larger than the segment's average, alone or after small ones", () => {
     const log = new StreamLog(tempDir(), { ...OPTS, segmentBytesMax: 1 << 20 });
     log.open();
-    appendN(log, 50, 100);
+    appendN(log, 50, { bodyBytes: 100 });
     const big = frames(51, 1, 100_000, 5_000);
     log.append(big.buf, big.bytes, 1, false);
-    appendN(log, 5, 100);
+    appendN(log, 5, { bodyBytes: 100 });
     const out = Buffer.alloc(1 << 20);
     const alone = log.read(51, 51, 10, 4096, out);
     expect([alone.count, frameSeq(alone.buf, 0), alone.bytes]).toEqual([1, 51, big.bytes]);
@@ -147,7 +97,7 @@ describe("log append, index seek and read", () => {
   it("seeks by time to the first record at or after it", () => {
     const log = new StreamLog(tempDir(), OPTS);
     log.open();
-    appendN(log, 3000, 100, 50, 10_000); // record n has ts 10_000 + n - 1
+    appendN(log, 3000, { bodyBytes: 100, batch: 50, ts: 10_000 }); // record n has ts 10_000 + n - 1
     expect(log.seqAtTime(0)).toBe(1);
     expect(log.seqAtTime(10_000)).toBe(1);
     expect(log.seqAtTime(10_500)).toBe(501);
@@ -236,7 +186,7 @@ describe("log recovery", () => {
     const opts = { ...OPTS, segmentBytesMax: 1 << 30 }; // one segment throughout
     const a = new StreamLog(dir, opts);
     a.open();
-    appendN(a, 200, 100, 100); // two whole batches
+    appendN(a, 200, { bodyBytes: 100, batch: 100 }); // two whole batches
     const f = frames(201, 1000, 100, 5_000);
     a.append(f.buf, f.bytes, 1000, false);
     const path = a.active.logPath;
@@ -374,7 +324,7 @@ describe("log retention", () => {
     const dir = tempDir();
     const log = new StreamLog(dir, OPTS);
     log.open();
-    appendN(log, 3000, 100, 50, 1_000);
+    appendN(log, 3000, { bodyBytes: 100, batch: 50, ts: 1_000 });
     const segs = log.segments.length;
     const bytesBefore = log.bytes;
     // Everything older than ts 2_500 goes, segment by segment.
