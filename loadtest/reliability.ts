@@ -6,21 +6,11 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
+import type { ReliabilityRow } from "../test/faults/scale.js";
 
 const FAULTS_RUN_MS_MAX = 20 * 60_000;
 
-interface Row {
-  fault: string;
-  setup: string;
-  cases: number;
-  survived: number;
-  acked: number;
-  lost: number;
-  duplicates: number;
-  gaps: number;
-  other?: Record<string, number>;
-  bounds?: Record<string, string | number>;
-}
+type Row = ReliabilityRow;
 
 function main(): void {
   const results = join(mkdtempSync(join(tmpdir(), "ticker-faults-")), "results.jsonl");

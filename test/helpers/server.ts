@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { afterEach } from "vitest";
 
 const MAIN = fileURLToPath(new URL("../../dist/src/cli/main.js", import.meta.url));
 
@@ -70,6 +71,34 @@ export function startServer(opts: { dataDir?: string; args?: string[]; env?: Rec
       reject(new Error(`server exited with ${code} before ready:\n${out}`));
     });
   });
+}
+
+/**
+ * The servers and data dirs of a test file's tests: whatever a test started
+ * is killed, and the dirs it made removed, after it. `start` starts and
+ * tracks a server on `dataDir`, `dir` makes a tracked data dir, `track`
+ * takes a server started otherwise.
+ */
+export function perTestServers() {
+  const servers: TestServer[] = [];
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const s of servers.splice(0)) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill9();
+    for (const d of dirs.splice(0)) removeDir(d);
+  });
+  const track = (s: TestServer): TestServer => {
+    servers.push(s);
+    return s;
+  };
+  return {
+    start: async (dataDir: string, args: string[] = []) => track(await startServer({ dataDir, args })),
+    track,
+    dir: (): string => {
+      const d = tempDataDir();
+      dirs.push(d);
+      return d;
+    },
+  };
 }
 
 /** Runs `ticker serve` that is expected to refuse to start; resolves with its exit code and output. */

@@ -1,23 +1,16 @@
 // Idempotency keys and retention agree before and after a restart, and a
 // setting the server cannot honour yet is refused rather than ignored.
 import { describe, it, expect, afterEach } from "vitest";
-import { api, removeDir, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+import { api, perTestServers, startServer } from "../helpers/server.js";
 
-const servers: TestServer[] = [];
-const dirs: string[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill9();
-  for (const d of dirs.splice(0)) removeDir(d);
-});
+const { start, dir, track } = perTestServers();
 
 const ARGS = ["--retention-check-interval-ms", "20"];
 
 describe("idempotency keys and retention", () => {
   it("a key whose event retention deleted is not a duplicate, before a restart and after one, while a retained key stays one", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
-    let s = await startServer({ dataDir, args: ARGS });
-    servers.push(s);
+    const dataDir = dir();
+    let s = await start(dataDir, ARGS);
     const events = (url: string, key: string, payload: unknown) => api(`${url}/v1/streams/keys/events`, "POST", { events: [{ type: "t", idempotency_key: key, payload }] });
     expect((await api(`${s.url}/v1/streams/keys`, "PUT", { retention_ms: 400 })).status).toBe(201);
     expect((await events(s.url, "k1", 1)).json.first_seq).toBe(1);
@@ -31,16 +24,13 @@ describe("idempotency keys and retention", () => {
     // Keep seq 2 retained across the restart.
     expect((await api(`${s.url}/v1/streams/keys`, "PUT", { retention_ms: 3_600_000 })).status).toBe(200);
     expect(await s.stop()).toBe(0);
-    s = await startServer({ dataDir, args: ARGS });
-    servers.push(s);
+    s = await start(dataDir, ARGS);
     const after = await events(s.url, "k1", "after restart");
     expect([after.json.count, after.json.duplicates]).toEqual([0, [{ index: 0, seq: 2 }]]);
   });
 
   it("producer_ordering: true is refused until ordered ingest exists; false is accepted and nothing is changed by the refusal", async () => {
-    const s = await startServer();
-    servers.push(s);
-    dirs.push(s.dataDir);
+    const s = track(await startServer({ dataDir: dir() }));
     const r = await api(`${s.url}/v1/streams/ord`, "PUT", { producer_ordering: true });
     expect([r.status, r.json.error.code]).toEqual([400, "invalid_config"]);
     expect(r.json.error.message).toMatch(/producer_ordering/);

@@ -2,8 +2,8 @@
 // seek by seq and by time, replay (JSON and binary), consumer pages, lag, the
 // dedup rebuild on start and the background scrub. Readers once went through
 // fixed 1 MiB and 4 MiB buffers and stopped early at a larger record.
-import { describe, it, expect, afterEach } from "vitest";
-import { api, removeDir, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+import { describe, it, expect } from "vitest";
+import { api, perTestServers, type TestServer } from "../helpers/server.js";
 import { Consumer } from "../helpers/consumer.js";
 import { decodeEventBatch, decodeRecords } from "../../src/wire/client.js";
 
@@ -16,18 +16,9 @@ const ARGS = [
   "--segment-bytes-max", String(1024 * 1024),
 ];
 
-const servers: TestServer[] = [];
-const dirs: string[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill9();
-  for (const d of dirs.splice(0)) removeDir(d);
-});
+const { start: startWith, dir } = perTestServers();
 
-async function start(dataDir: string): Promise<TestServer> {
-  const s = await startServer({ dataDir, args: ARGS });
-  servers.push(s);
-  return s;
-}
+const start = (dataDir: string) => startWith(dataDir, ARGS);
 
 /** A JSON string payload of exactly `bytes` bytes, its position written in. */
 const bigPayload = (bytes: number, tag: string) => `"${tag}${"x".repeat(bytes - 2 - tag.length)}"`;
@@ -36,8 +27,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("records at the largest size the limits allow", () => {
   it("are found by seq and by time, replayed, delivered, counted in lag, remembered for dedup across a restart and scrubbed clean", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     let s = await start(dataDir);
     const url = () => `${s.url}/v1/streams/big/events`;
     const small = (n: number, from: number) => Array.from({ length: n }, (_, i) => ({ type: "small", payload: from + i }));

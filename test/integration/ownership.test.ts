@@ -1,24 +1,12 @@
 // One data dir, one port, one process: a second server is refused at start.
-import { describe, it, expect, afterEach } from "vitest";
-import { api, removeDir, replayAll, serveExpectingExit, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+import { describe, it, expect } from "vitest";
+import { api, perTestServers, replayAll, serveExpectingExit } from "../helpers/server.js";
 
-const dirs: string[] = [];
-const servers: TestServer[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill9();
-  for (const d of dirs.splice(0)) removeDir(d);
-});
-
-async function start(dataDir: string, args: string[] = []): Promise<TestServer> {
-  const s = await startServer({ dataDir, args });
-  servers.push(s);
-  return s;
-}
+const { start, dir } = perTestServers();
 
 describe("exclusive ownership", () => {
   it("a second server on a data dir in use exits non-zero at once, naming the dir and the holder's pid, and the first keeps every event", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     const first = await start(dataDir);
     const a = await api(`${first.url}/v1/streams/owned/events`, "POST", { events: [{ type: "a" }, { type: "b" }] });
     expect(a.status).toBe(200);
@@ -37,8 +25,7 @@ describe("exclusive ownership", () => {
   });
 
   it("kill -9 leaves no stale lock: a restart on the same data dir starts at once and finds every acked event", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     const first = await start(dataDir);
     await api(`${first.url}/v1/streams/owned/events`, "POST", { events: [{ type: "a" }] });
     await first.kill9();
@@ -47,9 +34,8 @@ describe("exclusive ownership", () => {
   });
 
   it("a second server on a port in use exits non-zero with 'address in use', and every request still reaches the first", async () => {
-    const dirA = tempDataDir();
-    const dirB = tempDataDir();
-    dirs.push(dirA, dirB);
+    const dirA = dir();
+    const dirB = dir();
     const first = await start(dirA);
     const second = await serveExpectingExit(["--port", String(first.port), "--data-dir", dirB]);
     expect(second.code).not.toBe(0);

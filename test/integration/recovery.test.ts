@@ -1,22 +1,11 @@
 // Crashes, damage and restarts, against real server processes and real files.
-import { describe, it, expect, afterEach } from "vitest";
+import { describe, it, expect } from "vitest";
 import { appendFileSync, closeSync, openSync, readdirSync, readSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { api, removeDir, replayAll, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+import { api, perTestServers, replayAll } from "../helpers/server.js";
 import { escapeStreamId } from "../../src/shard/stream.js";
 
-const dirs: string[] = [];
-const servers: TestServer[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill9();
-  for (const d of dirs.splice(0)) removeDir(d);
-});
-
-async function start(dataDir: string, args: string[] = []): Promise<TestServer> {
-  const s = await startServer({ dataDir, args });
-  servers.push(s);
-  return s;
-}
+const { start, dir } = perTestServers();
 
 function logDir(dataDir: string, stream: string): string {
   return join(dataDir, "streams", escapeStreamId(stream));
@@ -28,8 +17,7 @@ function segmentFiles(dataDir: string, stream: string): string[] {
 
 describe("crash recovery", () => {
   it("kill -9 during publish load: every acked event is there after restart, gap-free, and publishing goes on at head + 1", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     const s = await start(dataDir);
     const acked = new Map<number, string>(); // seq -> payload id
     let stop = false;
@@ -65,8 +53,7 @@ describe("crash recovery", () => {
   });
 
   it("garbage appended to a segment tail is cut on restart and the acked events are all there", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     const s = await start(dataDir);
     for (let b = 0; b < 5; b++) {
       await api(`${s.url}/v1/streams/torn/events`, "POST", { events: Array.from({ length: 100 }, (_, i) => ({ type: "t", payload: b * 100 + i })) });
@@ -87,8 +74,7 @@ describe("crash recovery", () => {
   });
 
   it("a bit flip inside a closed segment is detected and reported, never served as data", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     const args = ["--segment-bytes-max", "8192"];
     const s = await start(dataDir, args);
     for (let b = 0; b < 10; b++) {
@@ -131,8 +117,7 @@ describe("crash recovery", () => {
   });
 
   it("idempotency keys are remembered across a restart", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     const s = await start(dataDir);
     const first = await api(`${s.url}/v1/streams/idem/events`, "POST", {
       events: [{ type: "a", idempotency_key: "k1" }, { type: "b", idempotency_key: "k2" }, { type: "c", idempotency_key: "k1" }],
@@ -149,8 +134,7 @@ describe("crash recovery", () => {
   });
 
   it("retention expiry moves first_seq and frees disk; reading expired seqs is 410", async () => {
-    const dataDir = tempDataDir();
-    dirs.push(dataDir);
+    const dataDir = dir();
     const s = await start(dataDir, ["--segment-bytes-max", "4096", "--retention-check-interval-ms", "50"]);
     expect((await api(`${s.url}/v1/streams/short`, "PUT", { retention_ms: 300 })).status).toBe(201);
     for (let b = 0; b < 10; b++) {
