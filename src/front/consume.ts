@@ -12,6 +12,9 @@
 // FIFO out-ring per shard, so a page that reached head H is followed by
 // pushes starting at H + 1, and anything else sends the consumer back to the
 // log. Memory per consumer is its socket buffer bound plus one message.
+//
+// One of the two hub files (~700 lines: sessions, feeds, groups, acks and the WebSocket route). Splitting it by what it
+// owns is issue 11; this session only touched it surgically.
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { checkQuery, intParam } from "../validate.js";

@@ -1,6 +1,9 @@
 // A shard worker: owns the streams that hash to it (sequencer, dedup window,
 // log, retention) and serves every request for them that the front passes
 // through its in-ring, answering through its out-ring.
+//
+// One of the two hub files (~700 lines: request dispatch, publish, replay, consume reads, checkpoints and retention). Splitting it by what it
+// owns is issue 11; this session only touched it surgically.
 import { parentPort, workerData } from "node:worker_threads";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
