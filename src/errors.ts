@@ -25,6 +25,7 @@ export type ErrorCode =
   | "server_busy"
   | "not_ready"
   | "disk_full"
+  | "storage_error"
   | "corrupt_record"
   | "stream_deleted"
   | "no_group"
@@ -74,6 +75,9 @@ export function asApiError(err: unknown): ApiError {
   const e = err as NodeJS.ErrnoException;
   if (e && (e.code === "ENOSPC" || e.code === "EDQUOT")) {
     return new ApiError(503, "disk_full", "the data directory is out of space; nothing was appended");
+  }
+  if (e && e.code === "EIO") {
+    return new ApiError(503, "storage_error", `the data directory could not be written (${e.message}); nothing was appended`);
   }
   return new ApiError(500, "internal", e && e.message ? e.message : String(err));
 }

@@ -17,6 +17,18 @@ export interface LogOptions {
   frameBytesMax: number;
 }
 
+/**
+ * A sync of this log failed and so did cutting the refused records back:
+ * what the file holds past the last commit is unknown until a restart's
+ * recovery reads it. Every append is refused until then.
+ */
+export class LogFailedError extends Error {
+  readonly code = "EIO";
+  constructor(readonly dir: string, cause: unknown) {
+    super(`the log in ${dir} could not be synced or cut back (${(cause as Error)?.message ?? cause}); restart to recover it`);
+  }
+}
+
 export interface RecoveryReport {
   segments: number;
   /** Bytes cut from the torn tail of the last segment. */
@@ -73,6 +85,14 @@ export class StreamLog {
   lastTs = 0;
   /** Highest seq known to be durable at the stream's durability level. */
   committedSeq = 0;
+  // Where committedSeq ends in the active segment, and its ingest_ts: what a
+  // failed sync cuts back to. committedSeq never lies before the active
+  // segment (a roll syncs what it closes), so one segment is ever cut.
+  private committedBytes = 0;
+  private committedTs = 0;
+  private failed: LogFailedError | null = null;
+  /** Cuts made by failed syncs: a sync that started before one commits nothing. */
+  private cuts = 0;
   private syncing = false;
   private syncSeg: Segment | null = null;
   /** The one closed segment whose file is open for reading (bounded fds). */
@@ -166,8 +186,8 @@ export class StreamLog {
     report.segments = this.segments.length;
     const a = this.active;
     this.headSeq = a.lastSeq;
-    this.committedSeq = this.headSeq;
     for (let i = this.segments.length - 1; i >= 0 && this.lastTs === 0; i--) this.lastTs = this.segments[i].lastTs;
+    this.commitAll();
     return report;
   }
 
@@ -246,6 +266,7 @@ export class StreamLog {
    * cuts a batch whose last frame did not make it.
    */
   append(frames: Buffer, bytes: number, count: number, durable: boolean): void {
+    if (this.failed) throw this.failed;
     let seg = this.active;
     if (!seg.empty && seg.size + bytes > this.opts.segmentBytesMax) seg = this.roll(durable);
     const start = seg.size;
@@ -275,13 +296,31 @@ export class StreamLog {
     this.headSeq = seg.lastSeq;
     this.lastTs = seg.lastTs;
     this.unsynced = true;
-    if (!durable) this.committedSeq = this.headSeq;
+    if (!durable) this.commitAll();
+  }
+
+  private commitAll(): void {
+    this.committedSeq = this.headSeq;
+    this.committedBytes = this.active.size;
+    this.committedTs = this.lastTs;
   }
 
   /** Closes the active segment (persisting its index) and opens the next one. */
   roll(durable: boolean): Segment {
     const old = this.active;
-    if (durable) fdatasyncSync(old.fd);
+    // Records still waiting for their sync are synced with the segment that
+    // closes (even if this append is not durable), so what a failed sync
+    // cuts back always lies in the active segment.
+    if (durable || this.committedSeq < old.lastSeq) {
+      try {
+        fdatasyncSync(old.fd);
+      } catch (err) {
+        this.refuseUncommitted(err as Error);
+        throw err;
+      }
+      this.committedSeq = old.lastSeq;
+      this.committedTs = old.lastTs;
+    }
     // Every file first, then the switch: when one cannot be made (no space,
     // no inodes) the roll throws with the old segment still open and active.
     // Closing it first left a closed active segment, fd -1: every later
@@ -303,6 +342,7 @@ export class StreamLog {
     // callback closes the file instead, so the fd number is never reused under it.
     if (this.syncSeg !== old) old.close();
     this.segments.push(next);
+    this.committedBytes = 0;
     if (durable) this.syncDir();
     return next;
   }
@@ -329,21 +369,56 @@ export class StreamLog {
   private startSync(): void {
     this.syncing = true;
     const target = this.headSeq;
+    const targetBytes = this.active.size;
+    const targetTs = this.lastTs;
+    const cuts = this.cuts;
     const seg = (this.syncSeg = this.active);
     fdatasync(seg.fd, (err) => {
       this.syncing = false;
       this.syncSeg = null;
       if (seg.closed && this.reading !== seg) seg.close();
-      if (!err && target > this.committedSeq) this.committedSeq = target;
+      if (err) return this.refuseUncommitted(err);
+      // A roll since the sync started commits past target itself; a cut
+      // since then (a roll's sync failed) leaves nothing this one covered.
+      if (target > this.committedSeq && cuts === this.cuts) {
+        this.committedSeq = target;
+        this.committedBytes = targetBytes;
+        this.committedTs = targetTs;
+      }
       const waiting = this.syncWaiters ?? [];
       this.syncWaiters = null;
       for (const w of waiting) {
-        if (err) w.done(err);
-        else if (w.seq <= this.committedSeq) w.done(null);
+        if (w.seq <= this.committedSeq) w.done(null);
         else (this.syncWaiters ??= []).push(w);
       }
       if (this.syncWaiters) this.startSync();
     });
+  }
+
+  /**
+   * A sync failed: the records past the last commit were never acknowledged
+   * and every publish waiting on them hears the error, so they are cut from
+   * the file and the head, never to turn up later (a retry would append them
+   * twice). After a failed fdatasync the kernel may have dropped those pages
+   * and will not say so again: trusting a later sync would be trusting luck.
+   * If the cut cannot be made durable either, the log refuses appends until
+   * a restart's recovery has read the file again.
+   */
+  private refuseUncommitted(err: Error): void {
+    if (this.headSeq > this.committedSeq) {
+      this.cuts++;
+      try {
+        this.active.cutTo(this.committedBytes, this.committedSeq, this.committedTs);
+        fdatasyncSync(this.active.fd);
+      } catch (cutErr) {
+        this.failed = new LogFailedError(this.dir, cutErr);
+      }
+      this.headSeq = this.committedSeq;
+      this.lastTs = this.committedTs;
+    }
+    const waiting = this.syncWaiters ?? [];
+    this.syncWaiters = null;
+    for (const w of waiting) w.done(w.seq <= this.committedSeq ? null : err);
   }
 
   // ---- read ------------------------------------------------------------

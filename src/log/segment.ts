@@ -3,7 +3,7 @@
 // Because ingest_ts never decreases within a stream, the same sparse points
 // serve both seek by seq and seek by time; on close they are persisted as
 // <base>.idx (seq -> position) and <base>.tidx (time -> seq).
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, writeFileSync, renameSync, unlinkSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, writeFileSync, renameSync, unlinkSync } from "node:fs";
 import { crc32 } from "node:zlib";
 import { join } from "node:path";
 import { writeU32, writeU64 } from "./record.js";
@@ -89,6 +89,20 @@ export class Segment {
     this.lastSeq = seq;
     this.lastTs = ts;
     this.size = pos + frameBytes;
+  }
+
+  /**
+   * Cuts the segment back to its first `bytes` (file and index): the records
+   * after it were refused (a failed sync). `lastSeq`/`lastTs` are the last
+   * kept record's, which the caller knows from when it was committed.
+   */
+  cutTo(bytes: number, lastSeq: number, lastTs: number): void {
+    ftruncateSync(this.fd, bytes);
+    this.truncateIndex(bytes);
+    this.size = bytes;
+    this.lastSeq = lastSeq;
+    this.lastTs = lastSeq < this.baseSeq ? 0 : lastTs;
+    if (this.empty) this.firstTs = 0;
   }
 
   /** Drops every index point at or after `pos` (after a failed append is cut). */

@@ -65,6 +65,19 @@ export class DedupWindow {
     while (this.head < this.keys.length && this.seqs[this.head] < firstSeq) this.dropOldest();
   }
 
+  /**
+   * Forgets keys at `seq` and after: their records were cut (a failed sync
+   * refused them), so a retry must append, not be told it is a duplicate.
+   * Keys are in seq order, so this drops from the back.
+   */
+  forgetFrom(seq: number): void {
+    while (this.keys.length > this.head && this.seqs[this.seqs.length - 1] >= seq) {
+      const key = this.keys.pop()!;
+      if (this.seqByKey!.get(key) === this.seqs.pop()) this.seqByKey!.delete(key);
+      this.tss.pop();
+    }
+  }
+
   private dropOldest(): void {
     const key = this.keys[this.head];
     // A key appended again later keeps its newer entry.

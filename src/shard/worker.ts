@@ -443,6 +443,8 @@ class ShardWorker {
     const s = stream;
     log.syncTo(log.headSeq, (err) => {
       if (err) {
+        // The log has cut every record the failed sync covered: so go their keys.
+        s.dedup.forgetFrom(s.log.headSeq + 1);
         const e = asApiError(err);
         this.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
         return;

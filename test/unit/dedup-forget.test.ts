@@ -18,6 +18,18 @@ describe("idempotency window forgetting", () => {
     expect(w.size).toBe(0);
   });
 
+  it("forgets the keys of records a failed sync cut, from the given seq on, and keeps the rest", () => {
+    const w = new DedupWindow(1e9, 100);
+    for (let seq = 1; seq <= 6; seq++) w.add(`k${seq}`, seq, 1_000 + seq);
+    w.forgetFrom(5);
+    expect([1, 2, 3, 4, 5, 6].map((s) => w.get(`k${s}`))).toEqual([1, 2, 3, 4, undefined, undefined]);
+    w.add("k5", 5, 1_010); // the retry appends again at the same seq
+    expect(w.get("k5")).toBe(5);
+    w.forgetBelow(3);
+    w.forgetFrom(1); // past the front: everything goes, nothing breaks
+    expect(w.size).toBe(0);
+  });
+
   it("a key appended again keeps its newer seq when retention passes the old one", () => {
     const w = new DedupWindow(1e9, 100);
     w.add("k", 1, 1_000);
@@ -50,6 +62,7 @@ describe("idempotency window forgetting", () => {
             { weight: 8, arbitrary: fc.record({ op: fc.constant("add" as const), key: fc.integer({ min: 0, max: 300 }), dt: fc.integer({ min: 0, max: 5 }) }) },
             { weight: 1, arbitrary: fc.record({ op: fc.constant("expire" as const), dt: fc.integer({ min: 0, max: 400 }) }) },
             { weight: 1, arbitrary: fc.record({ op: fc.constant("forget" as const), back: fc.integer({ min: 0, max: 500 }) }) },
+            { weight: 1, arbitrary: fc.record({ op: fc.constant("cut" as const), back: fc.integer({ min: 0, max: 40 }) }) },
           ),
           { minLength: 3000, maxLength: 3500 },
         ),
@@ -71,6 +84,16 @@ describe("idempotency window forgetting", () => {
             } else if (o.op === "expire") {
               w.expire(now + o.dt);
               for (const e of entries) if (e.ts < now + o.dt - windowMs) e.live = false;
+            } else if (o.op === "cut") {
+              // A failed sync cut the last `back` records: their seqs are given again.
+              const head = Math.max(firstSeq - 1, seq - o.back);
+              w.forgetFrom(head + 1);
+              for (let i = entries.length - 1; i >= 0 && entries[i].seq > head; i--) {
+                // The window keeps one seq per key: a key added again loses its older entry too.
+                for (const e of entries) if (e.key === entries[i].key) e.live = false;
+                entries.pop();
+              }
+              seq = head;
             } else {
               firstSeq = Math.max(firstSeq, seq - o.back);
               w.forgetBelow(firstSeq);

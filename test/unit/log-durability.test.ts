@@ -14,20 +14,33 @@ import { LOG_OPTS, appendN, readAll, range, removeTempDirs, tempDir } from "../h
 type Event = string;
 let events: Event[] = [];
 const realFdatasync = fs.fdatasync;
+const realFdatasyncSync = fs.fdatasyncSync;
+// How many of the next syncs fail with EIO after doing the real one (a disk
+// that lost the write says so only this way; it cannot be had on demand).
+let failAsync = 0;
+let failSync = 0;
+const eio = () => Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO", errno: -5 });
 
 beforeEach(() => {
   events = [];
+  failAsync = failSync = 0;
   fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
     events.push("fdatasync started");
     realFdatasync(fd, (err) => {
+      if (!err && failAsync > 0 && failAsync--) err = eio();
       events.push(err ? `fdatasync failed ${err.code}` : "fdatasync done");
       cb(err);
     });
   }) as typeof fs.fdatasync;
+  fs.fdatasyncSync = ((fd: number) => {
+    realFdatasyncSync(fd);
+    if (failSync > 0 && failSync--) throw eio();
+  }) as typeof fs.fdatasyncSync;
   syncBuiltinESMExports();
 });
 afterEach(() => {
   fs.fdatasync = realFdatasync;
+  fs.fdatasyncSync = realFdatasyncSync;
   syncBuiltinESMExports();
   removeTempDirs();
 });
@@ -137,3 +150,79 @@ describe("fsync group commit", () => {
     log.close();
   });
 });
+
+describe("a failed fdatasync (EIO) refuses what it covered, and nothing of it turns up later", () => {
+  const fileBytes = (log: StreamLog) => fs.fstatSync(log.active.fd).size;
+
+  it("cuts the records it covered from the file and the head; the next publish takes their seqs", async () => {
+    const dir = tempDir();
+    const log = new StreamLog(dir, LOG_OPTS);
+    log.open();
+    appendN(log, 10, { durable: true });
+    expect(await waitFor(log, 10)).toBeNull();
+    const committedBytes = fileBytes(log);
+    appendN(log, 5, { durable: true });
+    failAsync = 1;
+    const refused = waitFor(log, 15);
+    appendN(log, 3, { durable: true }); // arrives during the failing sync: refused with it
+    const alsoRefused = waitFor(log, 18);
+    expect((await refused)?.message).toMatch(/EIO/);
+    expect((await alsoRefused)?.message).toMatch(/EIO/);
+    expect([log.headSeq, log.committedSeq, fileBytes(log)]).toEqual([10, 10, committedBytes]);
+    expect(readAll(log, 1)).toEqual(range(1, 10));
+    // A later sync that succeeds must not bring them back: the next seqs are 11.. again.
+    appendN(log, 4, { durable: true, ts: 5_000 });
+    expect(await waitFor(log, 14)).toBeNull();
+    expect(readAll(log, 1)).toEqual(range(1, 14));
+    log.close();
+    const again = new StreamLog(dir, LOG_OPTS);
+    const report = again.open();
+    expect([again.headSeq, report.truncatedBytes, report.uncommittedRecords]).toEqual([14, 0, 0]);
+    expect(readAll(again, 1)).toEqual(range(1, 14));
+    again.close();
+  });
+
+  it("a sync failing at a segment roll refuses the records it closes, and the segment stays active", async () => {
+    const log = new StreamLog(tempDir(), { ...LOG_OPTS, segmentBytesMax: 4096 });
+    log.open();
+    appendN(log, 10, { durable: true, batch: 10 });
+    expect(await waitFor(log, 10)).toBeNull();
+    appendN(log, 10, { durable: true, batch: 10 }); // 11..20: not synced yet
+    const pending = waitFor(log, 20);
+    failSync = 1;
+    // This batch does not fit: the roll syncs the segment first, and that fails.
+    expect(() => appendN(log, 20, { durable: true, batch: 20 })).toThrow(/EIO/);
+    expect(log.segments).toHaveLength(1);
+    expect([log.headSeq, log.committedSeq]).toEqual([10, 10]);
+    // The sync already running for 11..20 cannot vouch for them now.
+    expect((await pending)?.message).toMatch(/EIO/);
+    expect(readAll(log, 1)).toEqual(range(1, 10));
+    appendN(log, 20, { durable: true, batch: 20 });
+    expect(await waitFor(log, 30)).toBeNull();
+    expect(readAll(log, 1)).toEqual(range(1, 30));
+    log.close();
+  });
+
+  it("when the cut cannot be synced either, appends are refused until a restart recovers the log", async () => {
+    const dir = tempDir();
+    const log = new StreamLog(dir, LOG_OPTS);
+    log.open();
+    appendN(log, 4, { durable: true });
+    expect(await waitFor(log, 4)).toBeNull();
+    appendN(log, 4, { durable: true });
+    failAsync = 1;
+    failSync = 1; // the sync after the cut
+    expect((await waitFor(log, 8))?.message).toMatch(/EIO/);
+    expect(() => appendN(log, 1, { durable: true })).toThrow(/restart to recover/);
+    expect(() => appendN(log, 1, { durable: false })).toThrow(expect.objectContaining({ code: "EIO" }));
+    expect(readAll(log, 1)).toEqual(range(1, 4));
+    log.close();
+    const again = new StreamLog(dir, LOG_OPTS);
+    again.open();
+    expect(again.headSeq).toBe(4);
+    appendN(again, 2, { durable: true });
+    expect(await waitFor(again, 6)).toBeNull();
+    again.close();
+  });
+});
+
