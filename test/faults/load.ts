@@ -10,17 +10,7 @@ import type { History, ReplayedEvent, SentEvent, Session } from "./history.js";
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A small seeded PRNG (mulberry32): a failing run can be repeated with its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng } from "../helpers/rng.js";
 
 /** The seed of this run: TICKER_FAULT_SEED to repeat one, else fresh (printed). */
 export function runSeed(name: string): number {

@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { REWIND_BYTES, Ring } from "../../src/ring/ring.js";
+import { rng } from "../helpers/rng.js";
 
 const HEADER_BYTES = 8;
 const align8 = (n: number) => (n + 7) & ~7;
@@ -21,18 +22,6 @@ function pattern(length: number, seed: number): Uint8Array {
 }
 
 const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
-
-/** Small seeded PRNG (mulberry32) so failures are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Taken {
   kind: number;
@@ -302,7 +291,7 @@ describe("Ring: wrap-around", () => {
     const CAP = 1024;
     const ring = newRing(CAP);
     const max = ring.messageBytesMax;
-    const rand = prng(12345);
+    const rand = rng(12345);
     const queue: { kind: number; bytes: Uint8Array }[] = [];
     let written = 0;
     let consumed = 0;
