@@ -3,7 +3,7 @@
 // Because ingest_ts never decreases within a stream, the same sparse points
 // serve both seek by seq and seek by time; on close they are persisted as
 // <base>.idx (seq -> position) and <base>.tidx (time -> seq).
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, writeFileSync, renameSync, unlinkSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, fstatSync, ftruncateSync, openSync, readFileSync, writeFileSync, renameSync, unlinkSync } from "node:fs";
 import { crc32 } from "node:zlib";
 import { join } from "node:path";
 import { writeU32, writeU64 } from "./record.js";
@@ -16,20 +16,29 @@ const TIDX_HEADER_BYTES = 24;
 
 export const segmentName = (baseSeq: number) => String(baseSeq).padStart(20, "0");
 
+/**
+ * The segment's state, writable. Outside the class these fields are
+ * readonly: the segment moves them itself (appends, recovery, cuts), through
+ * this view. A type, not getters over private fields: the append and read
+ * paths read them per record, and a plain field costs nothing there.
+ */
+type Own = { -readonly [K in "fd" | "size" | "lastSeq" | "firstTs" | "lastTs" | "closed" | "verified"]: Segment[K] };
+
 export class Segment {
-  fd: number;
+  readonly fd: number;
   /** Bytes of valid records in the file. */
-  size = 0;
-  lastSeq: number;
-  firstTs = 0;
-  lastTs = 0;
-  closed = false;
+  readonly size: number = 0;
+  readonly lastSeq: number;
+  readonly firstTs: number = 0;
+  readonly lastTs: number = 0;
+  /** Rolled (or found closed at start): no more appends, the file is opened only to read. */
+  readonly closed: boolean = false;
   /**
    * Every record was CRC-checked (or written) by this process: reads may skip
    * the CRC. False for closed segments recovery took on trust from their
    * index, until the background scrub has read them through.
    */
-  verified: boolean;
+  readonly verified: boolean;
   // Sparse index points, ascending, as (seq, ingest_ts, position) triples in
   // one array (one allocation per segment: a shard holds thousands of small
   // streams); the first record always has one.
@@ -80,15 +89,36 @@ export class Segment {
 
   /** Accounts for a record written at `pos` (appends and recovery scans). */
   noteRecord(seq: number, ts: number, pos: number, frameBytes: number): void {
-    if (this.empty) this.firstTs = ts;
+    const own: Own = this;
+    if (this.empty) own.firstTs = ts;
     if (pos - this.lastIndexedPos >= this.indexIntervalBytes) {
       if (this.points.length === 0) this.points = [seq, ts, pos]; // sized to fit: most segments keep one point
       else this.points.push(seq, ts, pos);
       this.lastIndexedPos = pos;
     }
-    this.lastSeq = seq;
-    this.lastTs = ts;
-    this.size = pos + frameBytes;
+    own.lastSeq = seq;
+    own.lastTs = ts;
+    own.size = pos + frameBytes;
+  }
+
+  /** Recovery: forgets every record, to note them again as a scan reads them. */
+  resetForScan(): void {
+    const own: Own = this;
+    this.truncateIndex(0);
+    own.lastSeq = this.baseSeq - 1;
+    own.size = 0;
+    own.firstTs = 0;
+    own.lastTs = 0;
+  }
+
+  /** No more appends: rolled, or found closed by recovery. */
+  markClosed(): void {
+    (this as Own).closed = true;
+  }
+
+  /** Every record was checked: by a recovery scan, or by the background scrub. */
+  markVerified(): void {
+    (this as Own).verified = true;
   }
 
   /**
@@ -97,12 +127,13 @@ export class Segment {
    * kept record's, which the caller knows from when it was committed.
    */
   cutTo(bytes: number, lastSeq: number, lastTs: number): void {
+    const own: Own = this;
     ftruncateSync(this.fd, bytes);
     this.truncateIndex(bytes);
-    this.size = bytes;
-    this.lastSeq = lastSeq;
-    this.lastTs = lastSeq < this.baseSeq ? 0 : lastTs;
-    if (this.empty) this.firstTs = 0;
+    own.size = bytes;
+    own.lastSeq = lastSeq;
+    own.lastTs = lastSeq < this.baseSeq ? 0 : lastTs;
+    if (this.empty) own.firstTs = 0;
   }
 
   /** Drops every index point at or after `pos` (after a failed append is cut). */
@@ -213,24 +244,25 @@ export class Segment {
       if (relSeq !== tidx.readUInt32LE(TIDX_HEADER_BYTES + i * 16 + 8)) return false;
       points.push(this.baseSeq + relSeq, Number(tidx.readBigUInt64LE(TIDX_HEADER_BYTES + i * 16)), idx.readUInt32LE(IDX_HEADER_BYTES + i * 8 + 4));
     }
+    const own: Own = this;
     this.points = points;
     this.lastIndexedPos = n > 0 ? points[points.length - 1] : -Infinity;
-    this.lastSeq = Number(idx.readBigUInt64LE(16));
-    this.size = size;
-    this.firstTs = Number(idx.readBigUInt64LE(32));
-    this.lastTs = Number(idx.readBigUInt64LE(40));
+    own.lastSeq = Number(idx.readBigUInt64LE(16));
+    own.size = size;
+    own.firstTs = Number(idx.readBigUInt64LE(32));
+    own.lastTs = Number(idx.readBigUInt64LE(40));
     return true;
   }
 
   /** Opens the file again after close() (closed segments are read lazily). */
   reopen(): number {
-    if (this.fd < 0) this.fd = openSync(this.logPath, "r");
+    if (this.fd < 0) (this as Own).fd = openSync(this.logPath, "r");
     return this.fd;
   }
 
   close(): void {
     if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
+    (this as Own).fd = -1;
   }
 
   /** Closes and removes the segment's files (retention, stream deletion). */
@@ -243,5 +275,15 @@ export class Segment {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
       }
     }
+  }
+}
+
+/** Fsyncs a log's directory, so the entry of a segment just created survives a power loss. */
+export function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
