@@ -1,18 +1,11 @@
-// A segment: one file of records in seq order, named by its base seq, with a
-// sparse index of (seq, ingest_ts, file position) every index_interval_bytes.
-// Because ingest_ts never decreases within a stream, the same sparse points
-// serve both seek by seq and seek by time; on close they are persisted as
-// <base>.idx (seq -> position) and <base>.tidx (time -> seq).
-import { closeSync, existsSync, fsyncSync, fstatSync, ftruncateSync, openSync, readFileSync, writeFileSync, renameSync, unlinkSync } from "node:fs";
-import { crc32 } from "node:zlib";
+// A segment: one file of records in seq order, named by its base seq, and
+// what is known of them (size, last seq, first and last ingest_ts, whether
+// they were all checked), kept by the segment itself as records are
+// appended, scanned at recovery or cut. Its sparse index (sparse-index.ts)
+// is filled here as records are noted, and persisted when it closes.
+import { closeSync, fsyncSync, fstatSync, ftruncateSync, openSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { writeU32, writeU64 } from "./record.js";
-
-const IDX_MAGIC = 0x58494b54; // "TKIX"
-const TIDX_MAGIC = 0x58544b54; // "TKTX"
-const INDEX_VERSION = 1;
-const IDX_HEADER_BYTES = 48;
-const TIDX_HEADER_BYTES = 24;
+import { dropPointsFrom, pointAfter, readIndexFiles, seekSeq, seekTime, writeIndexFiles, type IndexPoint, type IndexPoints } from "./sparse-index.js";
 
 export const segmentName = (baseSeq: number) => String(baseSeq).padStart(20, "0");
 
@@ -39,10 +32,7 @@ export class Segment {
    * index, until the background scrub has read them through.
    */
   readonly verified: boolean;
-  // Sparse index points, ascending, as (seq, ingest_ts, position) triples in
-  // one array (one allocation per segment: a shard holds thousands of small
-  // streams); the first record always has one.
-  private points: number[] = [];
+  private points: IndexPoints = [];
   private lastIndexedPos = -Infinity;
 
   constructor(
@@ -70,11 +60,6 @@ export class Segment {
     return join(this.dir, `${segmentName(this.baseSeq)}.tidx`);
   }
 
-  /** Number of sparse index points. */
-  private get indexPoints(): number {
-    return this.points.length / 3;
-  }
-
   get empty(): boolean {
     return this.lastSeq < this.baseSeq;
   }
@@ -91,6 +76,7 @@ export class Segment {
   noteRecord(seq: number, ts: number, pos: number, frameBytes: number): void {
     const own: Own = this;
     if (this.empty) own.firstTs = ts;
+    // The point is added here, not by a call into sparse-index.ts: this runs per record.
     if (pos - this.lastIndexedPos >= this.indexIntervalBytes) {
       if (this.points.length === 0) this.points = [seq, ts, pos]; // sized to fit: most segments keep one point
       else this.points.push(seq, ts, pos);
@@ -138,86 +124,27 @@ export class Segment {
 
   /** Drops every index point at or after `pos` (after a failed append is cut). */
   truncateIndex(pos: number): void {
-    const p = this.points;
-    while (p.length > 0 && p[p.length - 1] >= pos) p.length -= 3;
-    this.lastIndexedPos = p.length > 0 ? p[p.length - 1] : -Infinity;
+    this.lastIndexedPos = dropPointsFrom(this.points, pos);
   }
 
   /** Index point (seq, pos) at or before `seq`: scan forward from there. O(log n). */
-  seekSeq(seq: number): { seq: number; pos: number } {
-    const p = this.points;
-    let lo = 0;
-    let hi = this.indexPoints - 1;
-    if (hi < 0 || seq <= p[0]) return { seq: this.baseSeq, pos: 0 };
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (p[3 * mid] <= seq) lo = mid;
-      else hi = mid - 1;
-    }
-    return { seq: p[3 * lo], pos: p[3 * lo + 2] };
+  seekSeq(seq: number): IndexPoint {
+    return seekSeq(this.points, this.baseSeq, seq);
   }
 
   /** The first index point after file position `pos` (reading on past damage), or null. O(log n). */
-  pointAfter(pos: number): { seq: number; pos: number } | null {
-    const p = this.points;
-    let lo = 0;
-    let hi = this.indexPoints;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (p[3 * mid + 2] <= pos) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo < this.indexPoints ? { seq: p[3 * lo], pos: p[3 * lo + 2] } : null;
+  pointAfter(pos: number): IndexPoint | null {
+    return pointAfter(this.points, pos);
   }
 
   /** Index point before the first record with ingest_ts >= ts. O(log n). */
-  seekTime(ts: number): { seq: number; pos: number } {
-    const p = this.points;
-    let lo = 0;
-    let hi = this.indexPoints - 1;
-    if (hi < 0 || ts <= p[1]) return { seq: this.baseSeq, pos: 0 };
-    // Last point with ts strictly below the target: the first match is after it.
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (p[3 * mid + 1] < ts) lo = mid;
-      else hi = mid - 1;
-    }
-    return { seq: p[3 * lo], pos: p[3 * lo + 2] };
+  seekTime(ts: number): IndexPoint {
+    return seekTime(this.points, this.baseSeq, ts);
   }
 
-  /** Writes the .idx and .tidx files (on close). Both end with a CRC32. */
+  /** Writes the .idx and .tidx files (on close). */
   writeIndexFiles(): void {
-    const n = this.indexPoints;
-    const p = this.points;
-    const idx = Buffer.alloc(IDX_HEADER_BYTES + n * 8 + 4);
-    idx.writeUInt32LE(IDX_MAGIC, 0);
-    idx.writeUInt32LE(INDEX_VERSION, 4);
-    // writeU64 takes numbers: a BigInt per entry made a roll of a full
-    // segment stall its shard for ~10 ms.
-    writeU64(idx, 8, this.baseSeq);
-    writeU64(idx, 16, this.lastSeq);
-    writeU64(idx, 24, this.size);
-    writeU64(idx, 32, this.firstTs);
-    writeU64(idx, 40, this.lastTs);
-    const tidx = Buffer.alloc(TIDX_HEADER_BYTES + n * 16 + 4);
-    tidx.writeUInt32LE(TIDX_MAGIC, 0);
-    tidx.writeUInt32LE(INDEX_VERSION, 4);
-    writeU64(tidx, 8, this.baseSeq);
-    writeU64(tidx, 16, n);
-    for (let i = 0; i < n; i++) {
-      const rel = p[3 * i] - this.baseSeq;
-      writeU32(idx, IDX_HEADER_BYTES + i * 8, rel);
-      writeU32(idx, IDX_HEADER_BYTES + i * 8 + 4, p[3 * i + 2]);
-      writeU64(tidx, TIDX_HEADER_BYTES + i * 16, p[3 * i + 1]);
-      writeU32(tidx, TIDX_HEADER_BYTES + i * 16 + 8, rel);
-    }
-    idx.writeUInt32LE(crc32(idx.subarray(0, idx.length - 4)), idx.length - 4);
-    tidx.writeUInt32LE(crc32(tidx.subarray(0, tidx.length - 4)), tidx.length - 4);
-    // Write-then-rename: a crash leaves either no index (rebuilt) or a whole one.
-    writeFileSync(this.idxPath + ".tmp", idx);
-    renameSync(this.idxPath + ".tmp", this.idxPath);
-    writeFileSync(this.tidxPath + ".tmp", tidx);
-    renameSync(this.tidxPath + ".tmp", this.tidxPath);
+    writeIndexFiles(this.idxPath, this.tidxPath, this, this.points);
   }
 
   /**
@@ -225,32 +152,15 @@ export class Segment {
    * missing, damaged or does not describe this log file: rebuild by scanning.
    */
   loadIndexFiles(): boolean {
-    if (!existsSync(this.idxPath) || !existsSync(this.tidxPath)) return false;
-    const idx = readFileSync(this.idxPath);
-    const tidx = readFileSync(this.tidxPath);
-    if (idx.length < IDX_HEADER_BYTES + 4 || tidx.length < TIDX_HEADER_BYTES + 4) return false;
-    if (crc32(idx.subarray(0, idx.length - 4)) !== idx.readUInt32LE(idx.length - 4)) return false;
-    if (crc32(tidx.subarray(0, tidx.length - 4)) !== tidx.readUInt32LE(tidx.length - 4)) return false;
-    if (idx.readUInt32LE(0) !== IDX_MAGIC || tidx.readUInt32LE(0) !== TIDX_MAGIC) return false;
-    if (idx.readUInt32LE(4) !== INDEX_VERSION || tidx.readUInt32LE(4) !== INDEX_VERSION) return false;
-    if (Number(idx.readBigUInt64LE(8)) !== this.baseSeq || Number(tidx.readBigUInt64LE(8)) !== this.baseSeq) return false;
-    const size = Number(idx.readBigUInt64LE(24));
-    if (size !== this.fileBytes()) return false;
-    const n = (idx.length - IDX_HEADER_BYTES - 4) / 8;
-    if (!Number.isInteger(n) || Number(tidx.readBigUInt64LE(16)) !== n || tidx.length !== TIDX_HEADER_BYTES + n * 16 + 4) return false;
-    const points: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const relSeq = idx.readUInt32LE(IDX_HEADER_BYTES + i * 8);
-      if (relSeq !== tidx.readUInt32LE(TIDX_HEADER_BYTES + i * 16 + 8)) return false;
-      points.push(this.baseSeq + relSeq, Number(tidx.readBigUInt64LE(TIDX_HEADER_BYTES + i * 16)), idx.readUInt32LE(IDX_HEADER_BYTES + i * 8 + 4));
-    }
+    const found = readIndexFiles(this.idxPath, this.tidxPath, this.baseSeq);
+    if (!found || found.seg.size !== this.fileBytes()) return false;
     const own: Own = this;
-    this.points = points;
-    this.lastIndexedPos = n > 0 ? points[points.length - 1] : -Infinity;
-    own.lastSeq = Number(idx.readBigUInt64LE(16));
-    own.size = size;
-    own.firstTs = Number(idx.readBigUInt64LE(32));
-    own.lastTs = Number(idx.readBigUInt64LE(40));
+    const p = (this.points = found.points);
+    this.lastIndexedPos = p.length > 0 ? p[p.length - 1] : -Infinity;
+    own.lastSeq = found.seg.lastSeq;
+    own.size = found.seg.size;
+    own.firstTs = found.seg.firstTs;
+    own.lastTs = found.seg.lastTs;
     return true;
   }
 
