@@ -6,6 +6,7 @@
 // kept.
 import { fdatasyncSync, mkdirSync, readSync, readdirSync, writeSync } from "node:fs";
 import { Segment, syncDir } from "./segment.js";
+import { segmentBases } from "./file-names.js";
 import { scanSegment, type ScanResult } from "./scan.js";
 import { u32, writeU32 } from "./record.js";
 import { crc32Range } from "./crc.js";
@@ -53,10 +54,7 @@ export function recoverLog(
 ): RecoveredLog {
   mkdirSync(dir, { recursive: true });
   const report: RecoveryReport = { segments: 0, truncatedBytes: 0, uncommittedRecords: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
-  const bases = readdirSync(dir)
-    .filter((f) => /^\d{20}\.log$/.test(f))
-    .map((f) => Number(f.slice(0, 20)))
-    .sort((a, b) => a - b);
+  const bases = segmentBases(readdirSync(dir));
   if (bases.length === 0) {
     const segments = [new Segment(dir, 1, opts.indexIntervalBytes, true)]; // sized to fit
     if (durable) syncDir(dir);

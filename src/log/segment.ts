@@ -4,10 +4,8 @@
 // appended, scanned at recovery or cut. Its sparse index (sparse-index.ts)
 // is filled here as records are noted, and persisted when it closes.
 import { closeSync, fsyncSync, fstatSync, ftruncateSync, openSync, unlinkSync } from "node:fs";
-import { join } from "node:path";
+import { idxPath, logPath, tidxPath } from "./file-names.js";
 import { dropPointsFrom, pointAfter, readIndexFiles, seekSeq, seekTime, writeIndexFiles, type IndexPoint, type IndexPoints } from "./sparse-index.js";
-
-export const segmentName = (baseSeq: number) => String(baseSeq).padStart(20, "0");
 
 /**
  * The segment's state, writable. Outside the class these fields are
@@ -49,15 +47,15 @@ export class Segment {
   // Derived, not stored: three path strings per segment were a third of an
   // idle stream's memory.
   get logPath(): string {
-    return join(this.dir, `${segmentName(this.baseSeq)}.log`);
+    return logPath(this.dir, this.baseSeq);
   }
 
   get idxPath(): string {
-    return join(this.dir, `${segmentName(this.baseSeq)}.idx`);
+    return idxPath(this.dir, this.baseSeq);
   }
 
   get tidxPath(): string {
-    return join(this.dir, `${segmentName(this.baseSeq)}.tidx`);
+    return tidxPath(this.dir, this.baseSeq);
   }
 
   get empty(): boolean {

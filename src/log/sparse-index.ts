@@ -11,6 +11,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { crc32 } from "node:zlib";
 import { writeU32, writeU64 } from "./record.js";
+import { partialPath } from "./file-names.js";
 
 /**
  * Index points, ascending, as (seq, ingest_ts, position) triples in one
@@ -125,10 +126,10 @@ export function writeIndexFiles(idxPath: string, tidxPath: string, seg: IndexedS
   idx.writeUInt32LE(crc32(idx.subarray(0, idx.length - 4)), idx.length - 4);
   tidx.writeUInt32LE(crc32(tidx.subarray(0, tidx.length - 4)), tidx.length - 4);
   // Write-then-rename: a crash leaves either no index (rebuilt) or a whole one.
-  writeFileSync(idxPath + ".tmp", idx);
-  renameSync(idxPath + ".tmp", idxPath);
-  writeFileSync(tidxPath + ".tmp", tidx);
-  renameSync(tidxPath + ".tmp", tidxPath);
+  writeFileSync(partialPath(idxPath), idx);
+  renameSync(partialPath(idxPath), idxPath);
+  writeFileSync(partialPath(tidxPath), tidx);
+  renameSync(partialPath(tidxPath), tidxPath);
 }
 
 /**
