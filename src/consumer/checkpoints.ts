@@ -12,7 +12,7 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { crc32Range } from "../log/crc.js";
-import { readU64, writeU32, writeU64 } from "../log/record.js";
+import { readU64, writeU32, writeU64 } from "../bytes.js";
 
 export const CHECKPOINTS_FILE = "checkpoints.log";
 /** Group names follow the stream id rule: ASCII, at most 128 characters. */

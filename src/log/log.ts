@@ -4,7 +4,8 @@
 import { fdatasync, fdatasyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
 import { Segment, syncDir } from "./segment.js";
 import { scanFrames } from "./scan.js";
-import { checkFrame, frameProblem, frameSeq, frameTs, u32, FRAME_SHORT } from "./record.js";
+import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT } from "./record.js";
+import { u32 } from "../bytes.js";
 import { CorruptRecordError, type CorruptionInfo } from "./damage.js";
 import { recoverLog, type RecoveryReport } from "./recovery.js";
 

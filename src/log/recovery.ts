@@ -8,7 +8,7 @@ import { fdatasyncSync, mkdirSync, readSync, readdirSync, writeSync } from "node
 import { Segment, syncDir } from "./segment.js";
 import { segmentBases } from "./file-names.js";
 import { scanSegment, type ScanResult } from "./scan.js";
-import { u32, writeU32 } from "./record.js";
+import { u32, writeU32 } from "../bytes.js";
 import { crc32Range } from "./crc.js";
 import type { CorruptionInfo } from "./damage.js";
 

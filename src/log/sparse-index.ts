@@ -10,7 +10,7 @@
 // (a shard holds thousands of small streams) and could disagree.
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { crc32 } from "node:zlib";
-import { writeU32, writeU64 } from "./record.js";
+import { writeU32, writeU64 } from "../bytes.js";
 import { partialPath } from "./file-names.js";
 
 /**

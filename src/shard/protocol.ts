@@ -2,7 +2,8 @@
 // place. Requests and responses travel through the two SharedArrayBuffer
 // rings; postMessage carries only start-up, readiness and shutdown.
 import type { Config } from "../config.js";
-import { copyBytes, type Ring, type RingMessage } from "../ring/ring.js";
+import type { Ring, RingMessage } from "../ring/ring.js";
+import { copyBytes } from "../bytes.js";
 import type { CorruptionInfo } from "../log/log.js";
 import type { StreamReport } from "./stream.js";
 
