@@ -11,7 +11,7 @@
 // (a crash mid-write) is cut.
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { crc32Range } from "../log/crc.js";
+import { crc32Range } from "../crc.js";
 import { readU64, writeU32, writeU64 } from "../bytes.js";
 
 export const CHECKPOINTS_FILE = "checkpoints.log";

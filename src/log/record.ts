@@ -16,7 +16,7 @@
 // last marked frame, so a batch is on disk whole or not at all. The mark
 // costs no byte and no syscall, and a reader that ignores it (or checks the
 // CRC either way) reads the same frames.
-import { crc32Range } from "./crc.js";
+import { crc32Range } from "../crc.js";
 import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
 
 export const RECORD_HEADER_BYTES = 24;

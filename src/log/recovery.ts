@@ -9,7 +9,7 @@ import { Segment, syncDir } from "./segment.js";
 import { segmentBases } from "./file-names.js";
 import { scanSegment, type ScanResult } from "./scan.js";
 import { u32, writeU32 } from "../bytes.js";
-import { crc32Range } from "./crc.js";
+import { crc32Range } from "../crc.js";
 import type { CorruptionInfo } from "./damage.js";
 
 export interface RecoveryReport {

@@ -13,7 +13,7 @@ import fc from "fast-check";
 import { scanSegment } from "../../src/log/scan.js";
 import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameBytesFor, frameSeq, sealFrame } from "../../src/log/record.js";
 import { writeU32, writeU64 } from "../../src/bytes.js";
-import { crc32Range } from "../../src/log/crc.js";
+import { crc32Range } from "../../src/crc.js";
 import { escapeStreamId } from "../../src/shard/stream-config.js";
 import { api, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
 
