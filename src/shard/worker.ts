@@ -39,7 +39,8 @@ import {
   type WorkerInit,
 } from "./protocol.js";
 import { Stream, type StreamReport } from "./stream.js";
-import { STREAM_ID, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { STREAM_ID } from "../stream-id.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
