@@ -1,6 +1,12 @@
-// The log of one stream: its segments, append, group commit, read and
-// retention; recovery.ts opens it. Only the shard worker that owns the
-// stream touches it (single writer).
+// The log of one stream: its segments, append, group commit (and the cut
+// back after a failed fdatasync) and read. recovery.ts opens it and
+// retention.ts picks the segments that age out; a segment, its sparse index
+// and its file names have modules of their own. Only the shard worker that
+// owns the stream touches it (single writer).
+//
+// Past ~400 lines: append, group commit and read share the head, the commit
+// point and the segments' open files, private to this class; taking one of
+// them out would put a call or an object between them on per-batch paths.
 import { fdatasync, fdatasyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
 import { Segment, syncDir } from "./segment.js";
 import { scanFrames } from "./scan.js";
@@ -8,6 +14,7 @@ import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT } from "./reco
 import { u32 } from "../bytes.js";
 import { CorruptRecordError, type CorruptionInfo } from "./damage.js";
 import { recoverLog, type RecoveryReport } from "./recovery.js";
+import { segmentsPastRetention } from "./retention.js";
 
 // The shard takes these from the log, whose answers carry them.
 export { CorruptRecordError, type CorruptionInfo } from "./damage.js";
@@ -438,22 +445,10 @@ export class StreamLog {
    */
   applyRetention(nowMs: number, retentionMs: number, retentionBytes: number | null, durable: boolean): number {
     const cutoff = nowMs - retentionMs;
-    let removed = 0;
     if (!this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
-    while (this.segments.length > 1 && (this.segments[0].empty || this.segments[0].lastTs < cutoff)) {
-      this.segments.shift()!.remove();
-      removed++;
-    }
-    if (retentionBytes !== null) {
-      let total = this.bytes;
-      while (this.segments.length > 1 && total > retentionBytes) {
-        const s = this.segments.shift()!;
-        total -= s.size;
-        s.remove();
-        removed++;
-      }
-    }
-    return removed;
+    const past = segmentsPastRetention(this.segments, cutoff, retentionBytes);
+    for (let i = 0; i < past; i++) this.segments.shift()!.remove();
+    return past;
   }
 
   close(): void {
