@@ -107,8 +107,9 @@ export class Segment {
 
   /**
    * Cuts the segment back to its first `bytes` (file and index): the records
-   * after it were refused (a failed sync). `lastSeq`/`lastTs` are the last
-   * kept record's, which the caller knows from when it was committed.
+   * after it were refused (a failed sync) or found torn (recovery).
+   * `lastSeq`/`lastTs` are the last kept record's, which the caller knows
+   * from when it was committed or scanned.
    */
   cutTo(bytes: number, lastSeq: number, lastTs: number): void {
     const own: Own = this;
@@ -151,14 +152,14 @@ export class Segment {
    */
   loadIndexFiles(): boolean {
     const found = readIndexFiles(this.idxPath, this.tidxPath, this.baseSeq);
-    if (!found || found.seg.size !== this.fileBytes()) return false;
+    if (!found || found.header.size !== this.fileBytes()) return false;
     const own: Own = this;
     const p = (this.points = found.points);
     this.lastIndexedPos = p.length > 0 ? p[p.length - 1] : -Infinity;
-    own.lastSeq = found.seg.lastSeq;
-    own.size = found.seg.size;
-    own.firstTs = found.seg.firstTs;
-    own.lastTs = found.seg.lastTs;
+    own.lastSeq = found.header.lastSeq;
+    own.size = found.header.size;
+    own.firstTs = found.header.firstTs;
+    own.lastTs = found.header.lastTs;
     return true;
   }
 

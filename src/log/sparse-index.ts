@@ -138,7 +138,7 @@ export function writeIndexFiles(idxPath: string, tidxPath: string, seg: IndexedS
  * with the other; whether it describes the log file there is the caller's
  * to check (`size`).
  */
-export function readIndexFiles(idxPath: string, tidxPath: string, baseSeq: number): { seg: IndexedSegment; points: IndexPoints } | null {
+export function readIndexFiles(idxPath: string, tidxPath: string, baseSeq: number): { header: IndexedSegment; points: IndexPoints } | null {
   if (!existsSync(idxPath) || !existsSync(tidxPath)) return null;
   const idx = readFileSync(idxPath);
   const tidx = readFileSync(tidxPath);
@@ -156,12 +156,12 @@ export function readIndexFiles(idxPath: string, tidxPath: string, baseSeq: numbe
     if (relSeq !== tidx.readUInt32LE(TIDX_HEADER_BYTES + i * 16 + 8)) return null;
     points.push(baseSeq + relSeq, Number(tidx.readBigUInt64LE(TIDX_HEADER_BYTES + i * 16)), idx.readUInt32LE(IDX_HEADER_BYTES + i * 8 + 4));
   }
-  const seg = {
+  const header = {
     baseSeq,
     lastSeq: Number(idx.readBigUInt64LE(16)),
     size: Number(idx.readBigUInt64LE(24)),
     firstTs: Number(idx.readBigUInt64LE(32)),
     lastTs: Number(idx.readBigUInt64LE(40)),
   };
-  return { seg, points };
+  return { header, points };
 }
