@@ -4,7 +4,9 @@
 // names, with this one pattern.
 import { ApiError } from "./errors.js";
 
-export const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Longest id, in characters; the characters are ASCII, so in bytes too. */
+export const STREAM_ID_CHARS_MAX = 128;
+export const STREAM_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${STREAM_ID_CHARS_MAX - 1}}$`);
 
 /** Refuses an id outside the rule: 400 invalid_stream, with (the start of) the id it was given. */
 export function checkStreamId(id: string): void {
