@@ -33,6 +33,7 @@ import {
   writeResponseWith,
   type FrontCommand,
   type Request,
+  type RequestOf,
   type ScrubItem,
   type WorkerEvent,
   type WorkerInit,
@@ -237,9 +238,9 @@ class ShardWorker {
       case Op.PutStream:
         return this.putStream(req);
       case Op.GetStream:
-        return this.json(req.reqId, 200, this.existing(req.meta.stream!).info());
+        return this.json(req.reqId, 200, this.existing(req.meta.stream).info());
       case Op.DeleteStream: {
-        const s = this.existing(req.meta.stream!);
+        const s = this.existing(req.meta.stream);
         this.streams.delete(s.id);
         s.remove();
         void this.external?.deleteStream(s.id);
@@ -251,30 +252,30 @@ class ShardWorker {
       case Op.SetCheckpoint:
         return this.setCheckpoint(req);
       case Op.GetCheckpoint: {
-        const s = this.existing(req.meta.stream!);
+        const s = this.existing(req.meta.stream);
         const group = groupParam(req.meta.query);
         return this.json(req.reqId, 200, { group, seq: this.checkpointOf(s, group).seq });
       }
       case Op.Lag: {
-        const s = this.existing(req.meta.stream!);
+        const s = this.existing(req.meta.stream);
         return this.json(req.reqId, 200, this.lag(s, groupParam(req.meta.query)));
       }
       case Op.Groups: {
-        const s = this.existing(req.meta.stream!);
+        const s = this.existing(req.meta.stream);
         return this.json(req.reqId, 200, { groups: [...s.checkpoints.groups.keys()].sort().map((g) => ({ ...this.lag(s, g), members: [] })) });
       }
       case Op.ConsumeStart:
-        return this.json(req.reqId, 200, this.consumeStart(this.existing(req.meta.stream!), req.meta.query ?? ""));
+        return this.json(req.reqId, 200, this.consumeStart(this.existing(req.meta.stream), req.meta.query));
       case Op.ConsumeRead:
         return this.consumeRead(req);
       case Op.Watch: {
-        const id = req.meta.stream!;
+        const id = req.meta.stream;
         if (req.meta.watch) this.watched.set(id, req.meta.watch);
         else this.watched.delete(id);
         return this.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
       }
       default:
-        throw new ApiError(500, "internal", `unknown op ${req.op}`);
+        throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
     }
   }
 
@@ -290,10 +291,10 @@ class ShardWorker {
     return s;
   }
 
-  private putStream(req: Request): void {
+  private putStream(req: RequestOf<Op.PutStream>): void {
     const body = req.body.byteLength > 0 ? this.jsonBody(req) : undefined;
     const patch = parseStreamConfigPatch(body, this.config.event_bytes_max);
-    const id = req.meta.stream!;
+    const id = req.meta.stream;
     const existing = this.streams.get(id);
     if (existing) {
       existing.update(patch);
@@ -322,8 +323,8 @@ class ShardWorker {
     return c;
   }
 
-  private setCheckpoint(req: Request): void {
-    const s = this.existing(req.meta.stream!);
+  private setCheckpoint(req: RequestOf<Op.SetCheckpoint>): void {
+    const s = this.existing(req.meta.stream);
     const body = this.jsonBody(req);
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
     rejectUnknownFields(body, CHECKPOINT_FIELDS, "invalid_body");
@@ -359,8 +360,8 @@ class ShardWorker {
 
   // ---- publish ---------------------------------------------------------
 
-  private publish(req: Request): void {
-    const id = req.meta.stream!;
+  private publish(req: RequestOf<Op.Publish>): void {
+    const id = req.meta.stream;
     let stream = this.streams.get(id);
     if (!stream && !this.config.auto_create_streams) this.existing(id);
     const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
@@ -494,11 +495,11 @@ class ShardWorker {
 
   // ---- replay ----------------------------------------------------------
 
-  private replay(req: Request): void {
-    const stream = this.existing(req.meta.stream!);
+  private replay(req: RequestOf<Op.Replay>): void {
+    const stream = this.existing(req.meta.stream);
     const log = stream.log;
     // The front has checked the names (unknown or repeated: 400).
-    const q = new URLSearchParams(req.meta.query ?? "");
+    const q = new URLSearchParams(req.meta.query);
     const fromParam = q.get("from");
     const fromTime = q.get("from_time");
     if (fromParam !== null && fromTime !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
@@ -554,13 +555,13 @@ class ShardWorker {
   }
 
   /** One page of the log for a consumer, as the message its socket gets. */
-  private consumeRead(req: Request): void {
-    const stream = this.existing(req.meta.stream!);
+  private consumeRead(req: RequestOf<Op.ConsumeRead>): void {
+    const stream = this.existing(req.meta.stream);
     const log = stream.log;
-    const from = req.meta.from!;
+    const from = req.meta.from;
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const bytesMax = this.config.consume_page_bytes_max;
-    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit!, this.config.consume_page_events_max), bytesMax);
+    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit, this.config.consume_page_events_max), bytesMax);
     if (page.corrupt) console.error(`stream ${stream.id}: consumer read stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
     const head = log.committedSeq;
     if (req.meta.accept === ContentType.FlatBuffers) {
@@ -682,8 +683,8 @@ function checkGroup(g: unknown): string {
   return g;
 }
 
-function groupParam(query: string | undefined): string {
-  const g = new URLSearchParams(query ?? "").get("group");
+function groupParam(query: string): string {
+  const g = new URLSearchParams(query).get("group");
   if (g === null) throw new ApiError(400, "invalid_parameter", `"group" is required`);
   return checkGroup(g);
 }
