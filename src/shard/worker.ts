@@ -5,17 +5,17 @@
 // One of the two hub files (~700 lines: request dispatch, publish, replay, consume reads, checkpoints and retention). Splitting it by what it
 // owns is issue 11; this session only touched it surgically.
 import { parentPort, workerData } from "node:worker_threads";
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
-import { intParam, intValue, jsonTextProblem, rejectUnknownFields } from "../validate.js";
+import { intParam, intValue, rejectUnknownFields } from "../validate.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
-import { CorruptRecordError, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
+import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
 import { frameBytesFor, frameTs, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
-import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
+import { checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
@@ -38,6 +38,7 @@ import {
   type WorkerEvent,
   type WorkerInit,
 } from "./protocol.js";
+import { ShardBuffers } from "./buffers.js";
 import { Stream, type StreamReport } from "./stream.js";
 import { STREAM_ID, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
@@ -45,6 +46,7 @@ import { hasMeta, readMeta } from "./stream-meta.js";
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
 
+/** An answer or a push, as the out-ring takes it. */
 interface Reply {
   reqId: number;
   status: number;
@@ -52,25 +54,87 @@ interface Reply {
   body: Uint8Array | string | null;
 }
 
+/**
+ * The shard's one way back to the front: answers and pushes enter the
+ * out-ring in the order they are made. What the ring cannot take yet waits
+ * here, and the loop reads no request while anything waits.
+ */
+export class Outbox {
+  private readonly queue: Reply[] = [];
+  private draining = false;
+
+  constructor(private readonly ring: Ring) {}
+
+  /** Replies waiting for room in the out-ring. */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  get messageBytesMax(): number {
+    return this.ring.messageBytesMax;
+  }
+
+  reply(r: Reply): void {
+    if (this.queue.length === 0 && writeResponse(this.ring, r.reqId, r.status, r.ct, r.body)) return;
+    // A body may be a view of a reused buffer (the page writer), which a
+    // push from an fsync callback can overwrite before the outbox drains.
+    if (r.body instanceof Uint8Array) r.body = Uint8Array.prototype.slice.call(r.body);
+    this.queue.push(r);
+    // Replies also come from callbacks (fsync completions) while the request
+    // loop may be parked: drain from here too rather than wait for it.
+    if (!this.draining) void this.drain();
+  }
+
+  json(reqId: number, status: number, value: unknown): void {
+    this.reply({ reqId, status, ct: ContentType.Json, body: JSON.stringify(value) });
+  }
+
+  json200(reqId: number, body: string): void {
+    this.reply({ reqId, status: 200, ct: ContentType.Json, body });
+  }
+
+  /** A reply written in place when the out-ring has room, else queued. */
+  replyWith(reqId: number, status: number, ct: ContentType, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): void {
+    if (this.writeNowWith(reqId, status, ct, bodyBytes, fill)) return;
+    const body = Buffer.allocUnsafe(bodyBytes);
+    fill(body, 0);
+    this.reply({ reqId, status, ct, body });
+  }
+
+  /** A message written in place now, or not at all (false): only when nothing waits and the ring has room. */
+  writeNowWith(reqId: number, status: number, ct: ContentType, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): boolean {
+    return this.queue.length === 0 && writeResponseWith(this.ring, reqId, status, ct, bodyBytes, fill);
+  }
+
+  async drain(): Promise<void> {
+    if (this.draining) return this.ring.waitWritable(1000);
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
+        const r = this.queue[0];
+        if (writeResponse(this.ring, r.reqId, r.status, r.ct, r.body)) this.queue.shift();
+        else await this.ring.waitWritable(1000);
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+}
+
 class ShardWorker {
   private readonly streams = new Map<string, Stream>();
   private readonly inRing: Ring;
-  private readonly outRing: Ring;
+  private readonly outbox: Outbox;
   private readonly root: string;
   private readonly logOpts: LogOptions;
   private readonly defaults: StreamDefaults;
   private readonly limits: EventLimits;
-  /** Replies the out-ring could not take yet; no request is read while any wait. */
-  private outbox: Reply[] = [];
   private stopping = false;
-  // Reused per request: the staging area for frames and the page buffers.
+  // Reused per request: the staging area for frames.
   private staging = Buffer.allocUnsafe(1 << 20);
-  private bodyBuf = Buffer.allocUnsafe(1 << 20);
-  private readonly pageBuf: Buffer;
-  private readonly jsonPage = new ByteWriter(1 << 20);
+  private readonly buffers: ShardBuffers;
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
-  private readonly renderer = new JsonRenderer();
   /** PostgreSQL / Redis copies of group checkpoints, when configured. */
   private external: ExternalCheckpoints | null = null;
   /** Streams the front follows live, with the WATCH_* formats it wants. */
@@ -79,9 +143,10 @@ class ShardWorker {
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
     this.inRing = new Ring(init.inRing);
-    this.outRing = new Ring(init.outRing);
+    const outRing = new Ring(init.outRing);
     // Answers and pushes of one turn wake the front once.
-    this.outRing.deferNotify = true;
+    outRing.deferNotify = true;
+    this.outbox = new Outbox(outRing);
     this.root = join(c.data_dir, "streams");
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
@@ -95,7 +160,7 @@ class ShardWorker {
       max_event_bytes: c.event_bytes_max,
     };
     this.limits = { eventBytesMax: c.event_bytes_max, fieldBytesMax: c.event_field_bytes_max };
-    this.pageBuf = Buffer.allocUnsafe(c.replay_page_bytes_max + this.logOpts.frameBytesMax);
+    this.buffers = new ShardBuffers(c.replay_page_bytes_max, this.logOpts.frameBytesMax);
   }
 
   private get config(): Config {
@@ -165,7 +230,7 @@ class ShardWorker {
     const retention = setInterval(() => this.applyRetention(), this.config.retention_check_interval_ms);
     while (!this.stopping) {
       let taken = 0;
-      while (taken < REQUESTS_PER_TURN_MAX && this.outbox.length === 0) {
+      while (taken < REQUESTS_PER_TURN_MAX && this.outbox.waiting === 0) {
         const msg = this.inRing.read();
         if (!msg) break;
         const req = readRequest(this.inRing, msg);
@@ -174,12 +239,12 @@ class ShardWorker {
         } catch (err) {
           const e = asApiError(err);
           if (e.status === 500) console.error(`shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
-          this.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+          this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
         }
         this.inRing.release();
         taken++;
       }
-      if (this.outbox.length > 0) await this.drainOutbox();
+      if (this.outbox.waiting > 0) await this.outbox.drain();
       else if (taken === 0) await this.inRing.waitReadable(1000);
       else if (taken === REQUESTS_PER_TURN_MAX) await yieldToLoop();
     }
@@ -198,37 +263,6 @@ class ShardWorker {
     await this.external?.close(); // the last batch of checkpoints
   }
 
-  private reply(r: Reply): void {
-    if (this.outbox.length === 0 && writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) return;
-    // A body may be a view of a reused buffer (the page writer), which a
-    // push from an fsync callback can overwrite before the outbox drains.
-    if (r.body instanceof Uint8Array) r.body = Uint8Array.prototype.slice.call(r.body);
-    this.outbox.push(r);
-    // Replies also come from callbacks (fsync completions) while the request
-    // loop may be parked: drain from here too rather than wait for it.
-    if (!this.draining) void this.drainOutbox();
-  }
-
-  private draining = false;
-
-  private async drainOutbox(): Promise<void> {
-    if (this.draining) return this.outRing.waitWritable(1000);
-    this.draining = true;
-    try {
-      while (this.outbox.length > 0) {
-        const r = this.outbox[0];
-        if (writeResponse(this.outRing, r.reqId, r.status, r.ct, r.body)) this.outbox.shift();
-        else await this.outRing.waitWritable(1000);
-      }
-    } finally {
-      this.draining = false;
-    }
-  }
-
-  private json(reqId: number, status: number, value: unknown): void {
-    this.reply({ reqId, status, ct: ContentType.Json, body: JSON.stringify(value) });
-  }
-
   private handle(req: Request): void {
     switch (req.op) {
       case Op.Publish:
@@ -238,41 +272,41 @@ class ShardWorker {
       case Op.PutStream:
         return this.putStream(req);
       case Op.GetStream:
-        return this.json(req.reqId, 200, this.existing(req.meta.stream).info());
+        return this.outbox.json(req.reqId, 200, this.existing(req.meta.stream).info());
       case Op.DeleteStream: {
         const s = this.existing(req.meta.stream);
         this.streams.delete(s.id);
         s.remove();
         void this.external?.deleteStream(s.id);
-        if (this.watched.delete(s.id)) this.reply({ reqId: PUSH_REQ_ID, status: 404, ct: ContentType.None, body: s.id });
-        return this.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
+        if (this.watched.delete(s.id)) this.outbox.reply({ reqId: PUSH_REQ_ID, status: 404, ct: ContentType.None, body: s.id });
+        return this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
       }
       case Op.ListStreams:
-        return this.json(req.reqId, 200, { streams: [...this.streams.values()].map((s) => s.info()) });
+        return this.outbox.json(req.reqId, 200, { streams: [...this.streams.values()].map((s) => s.info()) });
       case Op.SetCheckpoint:
         return this.setCheckpoint(req);
       case Op.GetCheckpoint: {
         const s = this.existing(req.meta.stream);
         const group = groupParam(req.meta.query);
-        return this.json(req.reqId, 200, { group, seq: this.checkpointOf(s, group).seq });
+        return this.outbox.json(req.reqId, 200, { group, seq: this.checkpointOf(s, group).seq });
       }
       case Op.Lag: {
         const s = this.existing(req.meta.stream);
-        return this.json(req.reqId, 200, this.lag(s, groupParam(req.meta.query)));
+        return this.outbox.json(req.reqId, 200, this.lag(s, groupParam(req.meta.query)));
       }
       case Op.Groups: {
         const s = this.existing(req.meta.stream);
-        return this.json(req.reqId, 200, { groups: [...s.checkpoints.groups.keys()].sort().map((g) => ({ ...this.lag(s, g), members: [] })) });
+        return this.outbox.json(req.reqId, 200, { groups: [...s.checkpoints.groups.keys()].sort().map((g) => ({ ...this.lag(s, g), members: [] })) });
       }
       case Op.ConsumeStart:
-        return this.json(req.reqId, 200, this.consumeStart(this.existing(req.meta.stream), req.meta.query));
+        return this.outbox.json(req.reqId, 200, this.consumeStart(this.existing(req.meta.stream), req.meta.query));
       case Op.ConsumeRead:
         return this.consumeRead(req);
       case Op.Watch: {
         const id = req.meta.stream;
         if (req.meta.watch) this.watched.set(id, req.meta.watch);
         else this.watched.delete(id);
-        return this.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
+        return this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
       }
       default:
         throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
@@ -292,27 +326,15 @@ class ShardWorker {
   }
 
   private putStream(req: RequestOf<Op.PutStream>): void {
-    const body = req.body.byteLength > 0 ? this.jsonBody(req) : undefined;
+    const body = req.body.byteLength > 0 ? this.buffers.jsonBody(req.body) : undefined;
     const patch = parseStreamConfigPatch(body, this.config.event_bytes_max);
     const id = req.meta.stream;
     const existing = this.streams.get(id);
     if (existing) {
       existing.update(patch);
-      return this.json(req.reqId, 200, existing.info());
+      return this.outbox.json(req.reqId, 200, existing.info());
     }
-    return this.json(req.reqId, 201, this.createStream(id, patch).info());
-  }
-
-  /** A control-plane JSON body (stream config, checkpoint). */
-  private jsonBody(req: Request): unknown {
-    const bytes = this.ownCopy(req.body);
-    const problem = jsonTextProblem(bytes);
-    if (problem) throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${problem}`);
-    try {
-      return JSON.parse(bytes.toString("utf8"));
-    } catch (err) {
-      throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
-    }
+    return this.outbox.json(req.reqId, 201, this.createStream(id, patch).info());
   }
 
   // ---- checkpoints and lag ----------------------------------------------
@@ -325,7 +347,7 @@ class ShardWorker {
 
   private setCheckpoint(req: RequestOf<Op.SetCheckpoint>): void {
     const s = this.existing(req.meta.stream);
-    const body = this.jsonBody(req);
+    const body = this.buffers.jsonBody(req.body);
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
     rejectUnknownFields(body, CHECKPOINT_FIELDS, "invalid_body");
     const group = checkGroup((body as { group?: unknown }).group);
@@ -338,7 +360,7 @@ class ShardWorker {
     }
     s.checkpoints.set(group, seq);
     this.external?.write(s.id, group, seq);
-    this.json(req.reqId, 200, { group, seq });
+    this.outbox.json(req.reqId, 200, { group, seq });
   }
 
   /**
@@ -352,7 +374,7 @@ class ShardWorker {
     let lagMs = 0;
     const oldest = Math.max(checkpoint + 1, log.firstSeq);
     if (oldest <= head) {
-      const page = log.read(oldest, oldest, 1, 1, this.pageBuf);
+      const page = log.read(oldest, oldest, 1, 1, this.buffers.page);
       if (page.count === 1) lagMs = Math.max(0, Date.now() - frameTs(page.buf, 0));
     }
     return { group, head_seq: head, checkpoint_seq: checkpoint, lag: Math.max(0, head - checkpoint), lag_ms: lagMs };
@@ -374,9 +396,10 @@ class ShardWorker {
     // written straight from the ring: plain loads and stores in JIT code are
     // as fast on shared memory as on any, while V8's bulk copies out of it
     // are not, and pwrite takes the bytes from wherever they are.
-    const raw = isJson ? this.ownCopy(req.body) : req.body;
+    const raw = isJson ? this.buffers.ownCopy(req.body) : req.body;
+    const own = this.buffers.body; // after ownCopy, which may have grown it
     let flat: FlatBatch | null = null;
-    if (isJson) this.jsonBatch.scan(this.bodyBuf, raw.length, this.config.publish_events_max);
+    if (isJson) this.jsonBatch.scan(own, raw.length, this.config.publish_events_max);
     else flat = checkFlatBatch(raw, this.config.publish_events_max, limits, this.logOpts.frameBytesMax, this.fields);
     const n = flat ? flat.count : this.jsonBatch.count;
     const out = flat ? raw.subarray(flat.start, flat.end) : null;
@@ -406,10 +429,10 @@ class ShardWorker {
         stampFrame(out, bytes, seq, ts);
       } else {
         const f = this.jsonBatch.fields(i, this.fields, limits);
-        key = f.idemAt < 0 ? null : this.bodyBuf.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
+        key = f.idemAt < 0 ? null : own.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
         if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
         this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesFor(f) + 8);
-        const bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, this.bodyBuf, f);
+        const bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, own, f);
         frameBytes = frameBytesFor(bodyBytes);
         writeFrameHeader(this.staging, bytes, frameBytes, bodyBytes, seq, ts);
       }
@@ -438,7 +461,7 @@ class ShardWorker {
       // The push goes before the answer: a consumer sees an event no later
       // than its producer hears it was appended.
       if (count > 0) this.pushLive(stream, out ?? this.staging, bytes, count, first);
-      return this.json200(reqId, body);
+      return this.outbox.json200(reqId, body);
     }
     // Duplicates may point at records still waiting for their sync too.
     const s = stream;
@@ -447,35 +470,18 @@ class ShardWorker {
         // The log has cut every record the failed sync covered: so go their keys.
         s.dedup.forgetFrom(s.log.headSeq + 1);
         const e = asApiError(err);
-        this.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+        this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
         return;
       }
       // The frames left the staging buffer long ago: read them back (from
       // the page cache) only if someone follows the stream.
       if (count > 0 && this.watched.has(s.id)) {
-        const page = s.log.read(first, first + count - 1, count, this.config.consume_page_bytes_max, this.pageBuf);
+        const page = s.log.read(first, first + count - 1, count, this.config.consume_page_bytes_max, this.buffers.page);
         if (page.count === count) this.pushLive(s, page.buf, page.bytes, count, first);
         else this.pushHead(s, first + count - 1);
       }
-      this.json200(reqId, body);
+      this.outbox.json200(reqId, body);
     });
-  }
-
-  private json200(reqId: number, body: string): void {
-    this.reply({ reqId, status: 200, ct: ContentType.Json, body });
-  }
-
-  /**
-   * Copies a request body out of the shared ring into worker memory (one
-   * native memcpy), for the parsers that need a buffer of their own: the JSON
-   * scanner writes decoded strings after the body, and V8's string decoding
-   * and JSON.parse take slower paths on shared memory.
-   */
-  private ownCopy(shared: Buffer): Buffer {
-    // Twice the body: JsonBatch decodes escaped strings into the space after it.
-    if (2 * shared.byteLength > this.bodyBuf.length) this.bodyBuf = Buffer.allocUnsafe(Math.max(2 * shared.byteLength, this.bodyBuf.length * 2));
-    copyBytes(shared, this.bodyBuf, 0);
-    return this.bodyBuf.subarray(0, shared.byteLength);
   }
 
   private ensureStaging(bytes: number): void {
@@ -519,12 +525,12 @@ class ShardWorker {
       // The envelope is written around the frames as read from the log.
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: log.committedSeq, next: page.next, count: page.count };
       const total = eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
-      return this.replyWith(req.reqId, 200, ContentType.FlatBuffers, total, (data, at) => this.writeBatch(data, at, info, page.buf, page.bytes));
+      return this.outbox.replyWith(req.reqId, 200, ContentType.FlatBuffers, total, (data, at) => this.writeBatch(data, at, info, page.buf, page.bytes));
     }
     const info = { streamJson: stream.idJson(), firstSeq: log.firstSeq, headSeq: log.committedSeq, from };
     const bytesMax = this.config.replay_page_bytes_max;
-    renderJsonPage(this.jsonPage, this.renderer, page.buf, page.count, info, bytesMax);
-    this.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: this.jsonPage.view() });
+    renderJsonPage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, info, bytesMax);
+    this.outbox.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: this.buffers.jsonPage.view() });
   }
 
   // ---- consume ---------------------------------------------------------
@@ -568,15 +574,15 @@ class ShardWorker {
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
       const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
       const consumed = { count: page.count, a: page.next, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: batchBytes, jsonBytes: 0 };
-      return this.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
+      return this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
         writeConsumeHead(data, at, consumed);
         if (page.count > 0) this.writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
       });
     }
-    const n = page.count === 0 ? 0 : renderEventsMessage(this.jsonPage, this.renderer, page.buf, page.count, stream.idJson(), bytesMax);
-    const json = n === 0 ? null : this.jsonPage.view();
+    const n = page.count === 0 ? 0 : renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax);
+    const json = n === 0 ? null : this.buffers.jsonPage.view();
     const consumed = { count: n, a: from + n, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: 0, jsonBytes: json ? json.byteLength : 0 };
-    this.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
+    this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
       writeConsumeHead(data, at, consumed);
       if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
     });
@@ -603,16 +609,15 @@ class ShardWorker {
     const binBytes = mask & WATCH_BINARY ? eventBatchHeaderBytes(idBytes) + bytes : 0;
     let json: Buffer | null = null;
     if (mask & WATCH_JSON) {
-      renderEventsMessage(this.jsonPage, this.renderer, frames, count, s.idJson(), Number.MAX_SAFE_INTEGER);
-      json = this.jsonPage.view();
+      renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, frames, count, s.idJson(), Number.MAX_SAFE_INTEGER);
+      json = this.buffers.jsonPage.view();
     }
     const jsonBytes = json ? json.byteLength : 0;
     const total = CONSUME_HEAD_BYTES + idBytes + binBytes + jsonBytes;
     const head = { count, a: first, b: last, firstSeq: s.log.firstSeq, idBytes, binBytes, jsonBytes };
     const fits =
-      this.outbox.length === 0 &&
-      total <= this.outRing.messageBytesMax &&
-      writeResponseWith(this.outRing, PUSH_REQ_ID, 200, ContentType.None, total, (data, at) => {
+      total <= this.outbox.messageBytesMax &&
+      this.outbox.writeNowWith(PUSH_REQ_ID, 200, ContentType.None, total, (data, at) => {
         writeConsumeHead(data, at, head);
         let p = at + CONSUME_HEAD_BYTES;
         p += Buffer.from(data.buffer, data.byteOffset + p, idBytes).write(s.id, "utf8");
@@ -629,21 +634,13 @@ class ShardWorker {
     const body = Buffer.allocUnsafe(CONSUME_HEAD_BYTES + idBytes);
     writeConsumeHead(body, 0, { count: 0, a: head + 1, b: head, firstSeq: s.log.firstSeq, idBytes, binBytes: 0, jsonBytes: 0 });
     body.write(s.id, CONSUME_HEAD_BYTES, "utf8");
-    this.reply({ reqId: PUSH_REQ_ID, status: 200, ct: ContentType.None, body });
-  }
-
-  /** A reply written in place when the out-ring has room, else queued. */
-  private replyWith(reqId: number, status: number, ct: ContentType, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): void {
-    if (this.outbox.length === 0 && writeResponseWith(this.outRing, reqId, status, ct, bodyBytes, fill)) return;
-    const body = Buffer.allocUnsafe(bodyBytes);
-    fill(body, 0);
-    this.reply({ reqId, status, ct, body });
+    this.outbox.reply({ reqId: PUSH_REQ_ID, status: 200, ct: ContentType.None, body });
   }
 
   /** A page of frames into pageBuf; damage at its first record is a 500 corrupt_record. */
   private readPage(log: Stream["log"], from: number, to: number, eventsMax: number, bytesMax: number) {
     try {
-      return log.read(from, to, eventsMax, bytesMax, this.pageBuf);
+      return log.read(from, to, eventsMax, bytesMax, this.buffers.page);
     } catch (err) {
       if (err instanceof CorruptRecordError) throw corruptRecord(err.info);
       throw err;
