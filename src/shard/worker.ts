@@ -39,6 +39,7 @@ import {
   type WorkerInit,
 } from "./protocol.js";
 import { ShardBuffers } from "./buffers.js";
+import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
 import { STREAM_ID, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
@@ -227,7 +228,7 @@ class ShardWorker {
   }
 
   async run(): Promise<void> {
-    const retention = setInterval(() => this.applyRetention(), this.config.retention_check_interval_ms);
+    const retention = setInterval(() => applyRetention(this.streams.values(), Date.now()), this.config.retention_check_interval_ms);
     while (!this.stopping) {
       let taken = 0;
       while (taken < REQUESTS_PER_TURN_MAX && this.outbox.waiting === 0) {
@@ -644,22 +645,6 @@ class ShardWorker {
     } catch (err) {
       if (err instanceof CorruptRecordError) throw corruptRecord(err.info);
       throw err;
-    }
-  }
-
-  // ---- retention -------------------------------------------------------
-
-  private applyRetention(): void {
-    const now = Date.now();
-    for (const s of this.streams.values()) {
-      try {
-        if (s.log.applyRetention(now, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync") > 0) {
-          s.dedup.forgetBelow(s.log.firstSeq);
-        }
-        s.dedup.expire(now);
-      } catch (err) {
-        console.error(`stream ${s.id}: retention failed: ${(err as Error).message}`);
-      }
     }
   }
 }
