@@ -10,11 +10,11 @@ import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
-import { intParam, intValue, rejectUnknownFields } from "../validate.js";
+import { intParam, intValue } from "../validate.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
-import { frameBytesFor, frameTs, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
+import { frameBytesFor, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
@@ -39,9 +39,10 @@ import {
   type WorkerInit,
 } from "./protocol.js";
 import { ShardBuffers } from "./buffers.js";
+import { ConsumerGroups, checkGroup } from "./groups.js";
 import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
-import { STREAM_ID, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
@@ -134,6 +135,7 @@ class ShardWorker {
   // Reused per request: the staging area for frames.
   private staging = Buffer.allocUnsafe(1 << 20);
   private readonly buffers: ShardBuffers;
+  private readonly groups: ConsumerGroups;
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   /** PostgreSQL / Redis copies of group checkpoints, when configured. */
@@ -162,6 +164,7 @@ class ShardWorker {
     };
     this.limits = { eventBytesMax: c.event_bytes_max, fieldBytesMax: c.event_field_bytes_max };
     this.buffers = new ShardBuffers(c.replay_page_bytes_max, this.logOpts.frameBytesMax);
+    this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
   }
 
   private get config(): Config {
@@ -285,20 +288,13 @@ class ShardWorker {
       case Op.ListStreams:
         return this.outbox.json(req.reqId, 200, { streams: [...this.streams.values()].map((s) => s.info()) });
       case Op.SetCheckpoint:
-        return this.setCheckpoint(req);
-      case Op.GetCheckpoint: {
-        const s = this.existing(req.meta.stream);
-        const group = groupParam(req.meta.query);
-        return this.outbox.json(req.reqId, 200, { group, seq: this.checkpointOf(s, group).seq });
-      }
-      case Op.Lag: {
-        const s = this.existing(req.meta.stream);
-        return this.outbox.json(req.reqId, 200, this.lag(s, groupParam(req.meta.query)));
-      }
-      case Op.Groups: {
-        const s = this.existing(req.meta.stream);
-        return this.outbox.json(req.reqId, 200, { groups: [...s.checkpoints.groups.keys()].sort().map((g) => ({ ...this.lag(s, g), members: [] })) });
-      }
+        return this.groups.setCheckpoint(this.existing(req.meta.stream), req);
+      case Op.GetCheckpoint:
+        return this.groups.getCheckpoint(this.existing(req.meta.stream), req);
+      case Op.Lag:
+        return this.groups.lag(this.existing(req.meta.stream), req);
+      case Op.Groups:
+        return this.groups.list(this.existing(req.meta.stream), req);
       case Op.ConsumeStart:
         return this.outbox.json(req.reqId, 200, this.consumeStart(this.existing(req.meta.stream), req.meta.query));
       case Op.ConsumeRead:
@@ -336,49 +332,6 @@ class ShardWorker {
       return this.outbox.json(req.reqId, 200, existing.info());
     }
     return this.outbox.json(req.reqId, 201, this.createStream(id, patch).info());
-  }
-
-  // ---- checkpoints and lag ----------------------------------------------
-
-  private checkpointOf(s: Stream, group: string) {
-    const c = s.checkpoints.get(group);
-    if (!c) throw new ApiError(404, "group_not_found", `group "${group}" has no checkpoint on stream "${s.id}"`, { group });
-    return c;
-  }
-
-  private setCheckpoint(req: RequestOf<Op.SetCheckpoint>): void {
-    const s = this.existing(req.meta.stream);
-    const body = this.buffers.jsonBody(req.body);
-    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
-    rejectUnknownFields(body, CHECKPOINT_FIELDS, "invalid_body");
-    const group = checkGroup((body as { group?: unknown }).group);
-    const seq = (body as { seq?: unknown }).seq;
-    if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) {
-      throw new ApiError(400, "invalid_parameter", `"seq" must be an integer from 0 to head_seq (${s.log.headSeq})`, { head_seq: s.log.headSeq });
-    }
-    if (seq > s.log.headSeq) {
-      throw new ApiError(400, "invalid_parameter", `"seq" ${seq} is above the stream's head_seq ${s.log.headSeq}`, { head_seq: s.log.headSeq });
-    }
-    s.checkpoints.set(group, seq);
-    this.external?.write(s.id, group, seq);
-    this.outbox.json(req.reqId, 200, { group, seq });
-  }
-
-  /**
-   * Lag in events and in time: lag_ms is how long the oldest event the group
-   * has not acknowledged has waited (0 when it is caught up).
-   */
-  private lag(s: Stream, group: string): Record<string, unknown> {
-    const checkpoint = this.checkpointOf(s, group).seq;
-    const log = s.log;
-    const head = log.committedSeq;
-    let lagMs = 0;
-    const oldest = Math.max(checkpoint + 1, log.firstSeq);
-    if (oldest <= head) {
-      const page = log.read(oldest, oldest, 1, 1, this.buffers.page);
-      if (page.count === 1) lagMs = Math.max(0, Date.now() - frameTs(page.buf, 0));
-    }
-    return { group, head_seq: head, checkpoint_seq: checkpoint, lag: Math.max(0, head - checkpoint), lag_ms: lagMs };
   }
 
   // ---- publish ---------------------------------------------------------
@@ -654,23 +607,6 @@ const expired = (seq: number, firstSeq: number) =>
 
 const corruptRecord = (info: CorruptionInfo) =>
   new ApiError(500, "corrupt_record", new CorruptRecordError(info).message, { seq: info.seq, segment: info.segment });
-
-/** Group names follow the stream id rule. */
-const GROUP = STREAM_ID;
-
-const CHECKPOINT_FIELDS: ReadonlySet<string> = new Set(["group", "seq"]);
-
-function checkGroup(g: unknown): string {
-  if (typeof g !== "string" || !GROUP.test(g)) throw new ApiError(400, "invalid_group", `group must match ${GROUP.source}`);
-  return g;
-}
-
-function groupParam(query: string): string {
-  const g = new URLSearchParams(query).get("group");
-  if (g === null) throw new ApiError(400, "invalid_parameter", `"group" is required`);
-  return checkGroup(g);
-}
-
 
 const port = parentPort!;
 const worker = new ShardWorker(workerData as WorkerInit);
