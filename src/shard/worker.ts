@@ -10,15 +10,14 @@ import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { Ring, copyBytes } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
-import { intParam, intValue } from "../validate.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
-import { CorruptRecordError, type CorruptionInfo, type LogOptions } from "../log/log.js";
+import type { CorruptionInfo, LogOptions } from "../log/log.js";
 import { frameBytesFor, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
-import { checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
+import { checkFlatBatch, recordIdempotencyKey, renderEventsMessage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
-import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
+import { eventBatchHeaderBytes } from "../wire/event-batch.js";
 import {
   CONSUME_HEAD_BYTES,
   ContentType,
@@ -39,7 +38,8 @@ import {
   type WorkerInit,
 } from "./protocol.js";
 import { ShardBuffers } from "./buffers.js";
-import { ConsumerGroups, checkGroup } from "./groups.js";
+import { ConsumerGroups } from "./groups.js";
+import { LogReads, writeBatch } from "./read.js";
 import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
 import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
@@ -136,6 +136,7 @@ class ShardWorker {
   private staging = Buffer.allocUnsafe(1 << 20);
   private readonly buffers: ShardBuffers;
   private readonly groups: ConsumerGroups;
+  private readonly reads: LogReads;
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   /** PostgreSQL / Redis copies of group checkpoints, when configured. */
@@ -165,6 +166,7 @@ class ShardWorker {
     this.limits = { eventBytesMax: c.event_bytes_max, fieldBytesMax: c.event_field_bytes_max };
     this.buffers = new ShardBuffers(c.replay_page_bytes_max, this.logOpts.frameBytesMax);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
+    this.reads = new LogReads(c, this.outbox, this.buffers);
   }
 
   private get config(): Config {
@@ -272,7 +274,7 @@ class ShardWorker {
       case Op.Publish:
         return this.publish(req);
       case Op.Replay:
-        return this.replay(req);
+        return this.reads.replay(this.existing(req.meta.stream), req);
       case Op.PutStream:
         return this.putStream(req);
       case Op.GetStream:
@@ -296,9 +298,9 @@ class ShardWorker {
       case Op.Groups:
         return this.groups.list(this.existing(req.meta.stream), req);
       case Op.ConsumeStart:
-        return this.outbox.json(req.reqId, 200, this.consumeStart(this.existing(req.meta.stream), req.meta.query));
+        return this.reads.consumeStart(this.existing(req.meta.stream), req);
       case Op.ConsumeRead:
-        return this.consumeRead(req);
+        return this.reads.consumeRead(this.existing(req.meta.stream), req);
       case Op.Watch: {
         const id = req.meta.stream;
         if (req.meta.watch) this.watched.set(id, req.meta.watch);
@@ -453,101 +455,6 @@ class ShardWorker {
     return true;
   }
 
-  // ---- replay ----------------------------------------------------------
-
-  private replay(req: RequestOf<Op.Replay>): void {
-    const stream = this.existing(req.meta.stream);
-    const log = stream.log;
-    // The front has checked the names (unknown or repeated: 400).
-    const q = new URLSearchParams(req.meta.query);
-    const fromParam = q.get("from");
-    const fromTime = q.get("from_time");
-    if (fromParam !== null && fromTime !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
-    let from: number;
-    if (fromTime !== null) from = Math.max(log.seqAtTime(intValue("from_time", fromTime, 0)), log.firstSeq);
-    else if (fromParam === null || fromParam === "earliest") from = log.firstSeq;
-    else if (fromParam === "latest") from = log.headSeq + 1;
-    else from = intValue("from", fromParam, 1);
-    const to = q.get("to") === null ? Number.MAX_SAFE_INTEGER : intValue("to", q.get("to")!, 1);
-    if (to < from && fromParam !== "latest") throw new ApiError(400, "invalid_parameter", `"to" (${to}) is below "from" (${from})`);
-    const limitMax = this.config.replay_page_events_max;
-    const limit = intParam(q, "limit", this.config.replay_page_events_default, 1, limitMax); // max: replay_page_events_max
-    if (from < log.firstSeq) throw expired(from, log.firstSeq);
-    const page = this.readPage(log, from, to, limit, this.config.replay_page_bytes_max);
-    if (page.corrupt) console.error(`stream ${stream.id}: replay stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
-    if (req.meta.accept === ContentType.FlatBuffers) {
-      // The envelope is written around the frames as read from the log.
-      const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: log.committedSeq, next: page.next, count: page.count };
-      const total = eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
-      return this.outbox.replyWith(req.reqId, 200, ContentType.FlatBuffers, total, (data, at) => this.writeBatch(data, at, info, page.buf, page.bytes));
-    }
-    const info = { streamJson: stream.idJson(), firstSeq: log.firstSeq, headSeq: log.committedSeq, from };
-    const bytesMax = this.config.replay_page_bytes_max;
-    renderJsonPage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, info, bytesMax);
-    this.outbox.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: this.buffers.jsonPage.view() });
-  }
-
-  // ---- consume ---------------------------------------------------------
-
-  /**
-   * Where a new consumer starts: `from` / `from_time` resolved to a seq (null
-   * when neither is given), plus the group's checkpoint for the front to fall
-   * back on.
-   */
-  private consumeStart(s: Stream, query: string): Record<string, unknown> {
-    const q = new URLSearchParams(query);
-    const log = s.log;
-    const group = q.get("group");
-    const fromParam = q.get("from");
-    const fromTime = q.get("from_time");
-    let from: number | null = null;
-    if (fromTime !== null) from = Math.max(log.seqAtTime(intValue("from_time", fromTime, 0)), log.firstSeq);
-    else if (fromParam === "earliest") from = log.firstSeq;
-    else if (fromParam === "latest") from = log.committedSeq + 1;
-    else if (fromParam !== null) {
-      from = intValue("from", fromParam, 1);
-      if (from > log.committedSeq + 1) {
-        throw new ApiError(400, "invalid_parameter", `"from" ${from} is beyond head_seq + 1 (${log.committedSeq + 1})`, { head_seq: log.committedSeq });
-      }
-    }
-    const checkpoint = group === null ? null : (s.checkpoints.get(checkGroup(group))?.seq ?? null);
-    return { from, checkpoint, head_seq: log.committedSeq, first_seq: log.firstSeq };
-  }
-
-  /** One page of the log for a consumer, as the message its socket gets. */
-  private consumeRead(req: RequestOf<Op.ConsumeRead>): void {
-    const stream = this.existing(req.meta.stream);
-    const log = stream.log;
-    const from = req.meta.from;
-    if (from < log.firstSeq) throw expired(from, log.firstSeq);
-    const bytesMax = this.config.consume_page_bytes_max;
-    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit, this.config.consume_page_events_max), bytesMax);
-    if (page.corrupt) console.error(`stream ${stream.id}: consumer read stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
-    const head = log.committedSeq;
-    if (req.meta.accept === ContentType.FlatBuffers) {
-      const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
-      const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
-      const consumed = { count: page.count, a: page.next, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: batchBytes, jsonBytes: 0 };
-      return this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
-        writeConsumeHead(data, at, consumed);
-        if (page.count > 0) this.writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
-      });
-    }
-    const n = page.count === 0 ? 0 : renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax);
-    const json = n === 0 ? null : this.buffers.jsonPage.view();
-    const consumed = { count: n, a: from + n, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: 0, jsonBytes: json ? json.byteLength : 0 };
-    this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
-      writeConsumeHead(data, at, consumed);
-      if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
-    });
-  }
-
-  /** An EventBatch envelope around frames, written at data[at]. */
-  private writeBatch(data: Uint8Array, at: number, info: Parameters<typeof writeEventBatchHeader>[2], frames: Buffer, bytes: number): void {
-    const headerBytes = writeEventBatchHeader(data, at, info, bytes);
-    copyBytes(frames.subarray(0, bytes), data, at + headerBytes);
-  }
-
   /**
    * Sends the front a just-committed batch of a watched stream, rendered in
    * the formats its consumers want. When the out-ring cannot take it right
@@ -575,7 +482,7 @@ class ShardWorker {
         writeConsumeHead(data, at, head);
         let p = at + CONSUME_HEAD_BYTES;
         p += Buffer.from(data.buffer, data.byteOffset + p, idBytes).write(s.id, "utf8");
-        if (binBytes > 0) this.writeBatch(data, p, info, frames, bytes);
+        if (binBytes > 0) writeBatch(data, p, info, frames, bytes);
         if (json) copyBytes(json, data, p + binBytes);
       });
     if (!fits) this.pushHead(s, last);
@@ -590,23 +497,7 @@ class ShardWorker {
     body.write(s.id, CONSUME_HEAD_BYTES, "utf8");
     this.outbox.reply({ reqId: PUSH_REQ_ID, status: 200, ct: ContentType.None, body });
   }
-
-  /** A page of frames into pageBuf; damage at its first record is a 500 corrupt_record. */
-  private readPage(log: Stream["log"], from: number, to: number, eventsMax: number, bytesMax: number) {
-    try {
-      return log.read(from, to, eventsMax, bytesMax, this.buffers.page);
-    } catch (err) {
-      if (err instanceof CorruptRecordError) throw corruptRecord(err.info);
-      throw err;
-    }
-  }
 }
-
-const expired = (seq: number, firstSeq: number) =>
-  new ApiError(410, "expired", `seq ${seq} has expired; the oldest retained seq is ${firstSeq}`, { first_seq: firstSeq });
-
-const corruptRecord = (info: CorruptionInfo) =>
-  new ApiError(500, "corrupt_record", new CorruptRecordError(info).message, { seq: info.seq, segment: info.segment });
 
 const port = parentPort!;
 const worker = new ShardWorker(workerData as WorkerInit);
