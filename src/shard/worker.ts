@@ -8,26 +8,20 @@ import { parentPort, workerData } from "node:worker_threads";
 import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
-import { Ring, copyBytes } from "../ring/ring.js";
+import { Ring } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import type { CorruptionInfo, LogOptions } from "../log/log.js";
 import { frameBytesFor, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
-import { checkFlatBatch, recordIdempotencyKey, renderEventsMessage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
+import { checkFlatBatch, recordIdempotencyKey, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
-import { eventBatchHeaderBytes } from "../wire/event-batch.js";
 import {
-  CONSUME_HEAD_BYTES,
   ContentType,
   Op,
-  PUSH_REQ_ID,
-  WATCH_BINARY,
-  WATCH_JSON,
   readRequest,
   shardOf,
-  writeConsumeHead,
   writeResponse,
   writeResponseWith,
   type FrontCommand,
@@ -39,9 +33,10 @@ import {
 } from "./protocol.js";
 import { ShardBuffers } from "./buffers.js";
 import { ConsumerGroups } from "./groups.js";
-import { LogReads, writeBatch } from "./read.js";
+import { LogReads } from "./read.js";
 import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
+import { WatchedStreams } from "./watch.js";
 import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
 
@@ -141,8 +136,8 @@ class ShardWorker {
   private readonly fields = new EventFields();
   /** PostgreSQL / Redis copies of group checkpoints, when configured. */
   private external: ExternalCheckpoints | null = null;
-  /** Streams the front follows live, with the WATCH_* formats it wants. */
-  private readonly watched = new Map<string, number>();
+  /** Streams the front follows live, and the pushes for them. */
+  private readonly watched: WatchedStreams;
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -167,6 +162,7 @@ class ShardWorker {
     this.buffers = new ShardBuffers(c.replay_page_bytes_max, this.logOpts.frameBytesMax);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
     this.reads = new LogReads(c, this.outbox, this.buffers);
+    this.watched = new WatchedStreams(this.outbox, this.buffers);
   }
 
   private get config(): Config {
@@ -284,7 +280,7 @@ class ShardWorker {
         this.streams.delete(s.id);
         s.remove();
         void this.external?.deleteStream(s.id);
-        if (this.watched.delete(s.id)) this.outbox.reply({ reqId: PUSH_REQ_ID, status: 404, ct: ContentType.None, body: s.id });
+        this.watched.deleted(s.id);
         return this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
       }
       case Op.ListStreams:
@@ -301,12 +297,8 @@ class ShardWorker {
         return this.reads.consumeStart(this.existing(req.meta.stream), req);
       case Op.ConsumeRead:
         return this.reads.consumeRead(this.existing(req.meta.stream), req);
-      case Op.Watch: {
-        const id = req.meta.stream;
-        if (req.meta.watch) this.watched.set(id, req.meta.watch);
-        else this.watched.delete(id);
-        return this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
-      }
+      case Op.Watch:
+        return this.watched.watch(req);
       default:
         throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
     }
@@ -416,7 +408,7 @@ class ShardWorker {
     if (!durable) {
       // The push goes before the answer: a consumer sees an event no later
       // than its producer hears it was appended.
-      if (count > 0) this.pushLive(stream, out ?? this.staging, bytes, count, first);
+      if (count > 0) this.watched.pushLive(stream, out ?? this.staging, bytes, count, first);
       return this.outbox.json200(reqId, body);
     }
     // Duplicates may point at records still waiting for their sync too.
@@ -433,8 +425,8 @@ class ShardWorker {
       // the page cache) only if someone follows the stream.
       if (count > 0 && this.watched.has(s.id)) {
         const page = s.log.read(first, first + count - 1, count, this.config.consume_page_bytes_max, this.buffers.page);
-        if (page.count === count) this.pushLive(s, page.buf, page.bytes, count, first);
-        else this.pushHead(s, first + count - 1);
+        if (page.count === count) this.watched.pushLive(s, page.buf, page.bytes, count, first);
+        else this.watched.pushHead(s, first + count - 1);
       }
       this.outbox.json200(reqId, body);
     });
@@ -453,49 +445,6 @@ class ShardWorker {
     if (seq === undefined) return false;
     duplicates.push({ index, seq });
     return true;
-  }
-
-  /**
-   * Sends the front a just-committed batch of a watched stream, rendered in
-   * the formats its consumers want. When the out-ring cannot take it right
-   * now, only the new head goes (queued): the front then serves those
-   * consumers from the log, so nothing here ever waits or grows.
-   */
-  private pushLive(s: Stream, frames: Buffer, bytes: number, count: number, first: number): void {
-    const mask = this.watched.get(s.id);
-    if (!mask) return;
-    const last = first + count - 1;
-    const idBytes = Buffer.byteLength(s.id);
-    const info = { stream: s.id, firstSeq: s.log.firstSeq, headSeq: last, next: last + 1, count };
-    const binBytes = mask & WATCH_BINARY ? eventBatchHeaderBytes(idBytes) + bytes : 0;
-    let json: Buffer | null = null;
-    if (mask & WATCH_JSON) {
-      renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, frames, count, s.idJson(), Number.MAX_SAFE_INTEGER);
-      json = this.buffers.jsonPage.view();
-    }
-    const jsonBytes = json ? json.byteLength : 0;
-    const total = CONSUME_HEAD_BYTES + idBytes + binBytes + jsonBytes;
-    const head = { count, a: first, b: last, firstSeq: s.log.firstSeq, idBytes, binBytes, jsonBytes };
-    const fits =
-      total <= this.outbox.messageBytesMax &&
-      this.outbox.writeNowWith(PUSH_REQ_ID, 200, ContentType.None, total, (data, at) => {
-        writeConsumeHead(data, at, head);
-        let p = at + CONSUME_HEAD_BYTES;
-        p += Buffer.from(data.buffer, data.byteOffset + p, idBytes).write(s.id, "utf8");
-        if (binBytes > 0) writeBatch(data, p, info, frames, bytes);
-        if (json) copyBytes(json, data, p + binBytes);
-      });
-    if (!fits) this.pushHead(s, last);
-  }
-
-  /** Tells the front only that a watched stream's head moved. */
-  private pushHead(s: Stream, head: number): void {
-    if (!this.watched.has(s.id)) return;
-    const idBytes = Buffer.byteLength(s.id);
-    const body = Buffer.allocUnsafe(CONSUME_HEAD_BYTES + idBytes);
-    writeConsumeHead(body, 0, { count: 0, a: head + 1, b: head, firstSeq: s.log.firstSeq, idBytes, binBytes: 0, jsonBytes: 0 });
-    body.write(s.id, CONSUME_HEAD_BYTES, "utf8");
-    this.outbox.reply({ reqId: PUSH_REQ_ID, status: 200, ct: ContentType.None, body });
   }
 }
 
