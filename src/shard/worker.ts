@@ -31,13 +31,14 @@ import {
   type WorkerEvent,
   type WorkerInit,
 } from "./protocol.js";
+import { StreamAdmin } from "./admin.js";
 import { ShardBuffers } from "./buffers.js";
 import { ConsumerGroups } from "./groups.js";
 import { LogReads } from "./read.js";
 import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
 import { WatchedStreams } from "./watch.js";
-import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { fullConfig, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
@@ -119,7 +120,7 @@ export class Outbox {
 }
 
 class ShardWorker {
-  private readonly streams = new Map<string, Stream>();
+  private readonly streams: StreamAdmin;
   private readonly inRing: Ring;
   private readonly outbox: Outbox;
   private readonly root: string;
@@ -163,6 +164,7 @@ class ShardWorker {
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
     this.reads = new LogReads(c, this.outbox, this.buffers);
     this.watched = new WatchedStreams(this.outbox, this.buffers);
+    this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
   }
 
   private get config(): Config {
@@ -187,7 +189,7 @@ class ShardWorker {
       // Only the owner may open a stream: opening runs recovery, which writes.
       if (shardOf(read.meta.id, this.init.shards) !== this.init.shard) continue;
       const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults);
-      this.streams.set(s.id, s);
+      this.streams.adopt(s);
       for (const u of r.unverified) scrub.push({ stream: s.id, ...u, frameBytesMax: this.logOpts.frameBytesMax });
       r.unverified = [];
       if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0 || r.files.length > 0) recovery.push({ stream: s.id, report: r });
@@ -212,7 +214,7 @@ class ShardWorker {
       flushIntervalMs: c.checkpoint_flush_interval_ms,
       keyPrefix: c.redis_key_prefix,
     });
-    const loaded = await this.external.load([...this.streams.keys()]);
+    const loaded = await this.external.load(this.streams.ids());
     for (const [id, groups] of loaded) {
       const s = this.streams.get(id)!;
       for (const [group, seq] of groups) if (s.checkpoints.get(group)?.seq !== seq) s.checkpoints.set(group, seq);
@@ -270,33 +272,27 @@ class ShardWorker {
       case Op.Publish:
         return this.publish(req);
       case Op.Replay:
-        return this.reads.replay(this.existing(req.meta.stream), req);
+        return this.reads.replay(this.streams.existing(req.meta.stream), req);
       case Op.PutStream:
-        return this.putStream(req);
+        return this.streams.put(req);
       case Op.GetStream:
-        return this.outbox.json(req.reqId, 200, this.existing(req.meta.stream).info());
-      case Op.DeleteStream: {
-        const s = this.existing(req.meta.stream);
-        this.streams.delete(s.id);
-        s.remove();
-        void this.external?.deleteStream(s.id);
-        this.watched.deleted(s.id);
-        return this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
-      }
+        return this.streams.show(req);
+      case Op.DeleteStream:
+        return this.streams.remove(req);
       case Op.ListStreams:
-        return this.outbox.json(req.reqId, 200, { streams: [...this.streams.values()].map((s) => s.info()) });
+        return this.streams.list(req);
       case Op.SetCheckpoint:
-        return this.groups.setCheckpoint(this.existing(req.meta.stream), req);
+        return this.groups.setCheckpoint(this.streams.existing(req.meta.stream), req);
       case Op.GetCheckpoint:
-        return this.groups.getCheckpoint(this.existing(req.meta.stream), req);
+        return this.groups.getCheckpoint(this.streams.existing(req.meta.stream), req);
       case Op.Lag:
-        return this.groups.lag(this.existing(req.meta.stream), req);
+        return this.groups.lag(this.streams.existing(req.meta.stream), req);
       case Op.Groups:
-        return this.groups.list(this.existing(req.meta.stream), req);
+        return this.groups.list(this.streams.existing(req.meta.stream), req);
       case Op.ConsumeStart:
-        return this.reads.consumeStart(this.existing(req.meta.stream), req);
+        return this.reads.consumeStart(this.streams.existing(req.meta.stream), req);
       case Op.ConsumeRead:
-        return this.reads.consumeRead(this.existing(req.meta.stream), req);
+        return this.reads.consumeRead(this.streams.existing(req.meta.stream), req);
       case Op.Watch:
         return this.watched.watch(req);
       default:
@@ -304,36 +300,12 @@ class ShardWorker {
     }
   }
 
-  private existing(id: string): Stream {
-    const s = this.streams.get(id);
-    if (!s) throw new ApiError(404, "stream_not_found", `stream "${id}" does not exist`, { stream: id });
-    return s;
-  }
-
-  private createStream(id: string, patch: Parameters<typeof fullConfig>[0]): Stream {
-    const s = Stream.create(this.root, id, fullConfig(patch, this.defaults), this.logOpts, this.config.dedup_keys_max);
-    this.streams.set(id, s);
-    return s;
-  }
-
-  private putStream(req: RequestOf<Op.PutStream>): void {
-    const body = req.body.byteLength > 0 ? this.buffers.jsonBody(req.body) : undefined;
-    const patch = parseStreamConfigPatch(body, this.config.event_bytes_max);
-    const id = req.meta.stream;
-    const existing = this.streams.get(id);
-    if (existing) {
-      existing.update(patch);
-      return this.outbox.json(req.reqId, 200, existing.info());
-    }
-    return this.outbox.json(req.reqId, 201, this.createStream(id, patch).info());
-  }
-
   // ---- publish ---------------------------------------------------------
 
   private publish(req: RequestOf<Op.Publish>): void {
     const id = req.meta.stream;
     let stream = this.streams.get(id);
-    if (!stream && !this.config.auto_create_streams) this.existing(id);
+    if (!stream && !this.config.auto_create_streams) this.streams.existing(id);
     const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
     // Validate and encode the whole batch before anything is appended. JSON
     // events are written as frames into the staging buffer; binary ones
@@ -392,7 +364,7 @@ class ShardWorker {
       seq++;
     }
     if (count > 0) markBatchEnd(out ?? this.staging, lastAt);
-    stream ??= this.createStream(id, {});
+    stream ??= this.streams.create(id, {});
     const log = stream.log;
     const durable = stream.config.durability === "fsync";
     if (count > 0) log.append(out ?? this.staging, bytes, count, durable);
