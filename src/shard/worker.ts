@@ -1,9 +1,7 @@
-// A shard worker: owns the streams that hash to it (sequencer, dedup window,
-// log, retention) and serves every request for them that the front passes
-// through its in-ring, answering through its out-ring.
-//
-// One of the two hub files (~700 lines: request dispatch, publish, replay, consume reads, checkpoints and retention). Splitting it by what it
-// owns is issue 11; this session only touched it surgically.
+// A shard worker's loop, outbox and start-up: it opens the streams that hash
+// to it (recovery), hands each request the front passes through its in-ring
+// to the module of its operation (publish, read, watch, admin, groups), and
+// answers through its out-ring, in the order the answers are made.
 import { parentPort, workerData } from "node:worker_threads";
 import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -13,10 +11,7 @@ import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import type { CorruptionInfo, LogOptions } from "../log/log.js";
-import { frameBytesFor, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
-import { checkFlatBatch, recordIdempotencyKey, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
-import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
-import { JsonBatch } from "../wire/json-batch.js";
+import { frameBytesFor } from "../log/record.js";
 import {
   ContentType,
   Op,
@@ -26,7 +21,6 @@ import {
   writeResponseWith,
   type FrontCommand,
   type Request,
-  type RequestOf,
   type ScrubItem,
   type WorkerEvent,
   type WorkerInit,
@@ -34,6 +28,7 @@ import {
 import { StreamAdmin } from "./admin.js";
 import { ShardBuffers } from "./buffers.js";
 import { ConsumerGroups } from "./groups.js";
+import { Publisher } from "./publish.js";
 import { LogReads } from "./read.js";
 import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
@@ -120,25 +115,22 @@ export class Outbox {
 }
 
 class ShardWorker {
-  private readonly streams: StreamAdmin;
   private readonly inRing: Ring;
   private readonly outbox: Outbox;
   private readonly root: string;
   private readonly logOpts: LogOptions;
   private readonly defaults: StreamDefaults;
-  private readonly limits: EventLimits;
   private stopping = false;
-  // Reused per request: the staging area for frames.
-  private staging = Buffer.allocUnsafe(1 << 20);
-  private readonly buffers: ShardBuffers;
-  private readonly groups: ConsumerGroups;
-  private readonly reads: LogReads;
-  private readonly jsonBatch = new JsonBatch();
-  private readonly fields = new EventFields();
   /** PostgreSQL / Redis copies of group checkpoints, when configured. */
   private external: ExternalCheckpoints | null = null;
+  private readonly buffers: ShardBuffers;
+  // One per operation (src/shard/<module>.ts), each with what it needs.
+  private readonly streams: StreamAdmin;
+  private readonly publisher: Publisher;
+  private readonly reads: LogReads;
   /** Streams the front follows live, and the pushes for them. */
   private readonly watched: WatchedStreams;
+  private readonly groups: ConsumerGroups;
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -159,12 +151,12 @@ class ShardWorker {
       durability: c.default_durability,
       max_event_bytes: c.event_bytes_max,
     };
-    this.limits = { eventBytesMax: c.event_bytes_max, fieldBytesMax: c.event_field_bytes_max };
     this.buffers = new ShardBuffers(c.replay_page_bytes_max, this.logOpts.frameBytesMax);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
     this.reads = new LogReads(c, this.outbox, this.buffers);
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
+    this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched);
   }
 
   private get config(): Config {
@@ -270,7 +262,7 @@ class ShardWorker {
   private handle(req: Request): void {
     switch (req.op) {
       case Op.Publish:
-        return this.publish(req);
+        return this.publisher.publish(req);
       case Op.Replay:
         return this.reads.replay(this.streams.existing(req.meta.stream), req);
       case Op.PutStream:
@@ -298,125 +290,6 @@ class ShardWorker {
       default:
         throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
     }
-  }
-
-  // ---- publish ---------------------------------------------------------
-
-  private publish(req: RequestOf<Op.Publish>): void {
-    const id = req.meta.stream;
-    let stream = this.streams.get(id);
-    if (!stream && !this.config.auto_create_streams) this.streams.existing(id);
-    const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
-    // Validate and encode the whole batch before anything is appended. JSON
-    // events are written as frames into the staging buffer; binary ones
-    // arrive framed and are stamped in place in the worker's copy.
-    const isJson = req.meta.ct !== ContentType.FlatBuffers;
-    // JSON is scanned from a worker-local copy (the scanner decodes escapes
-    // into the room after it); binary frames are checked, stamped and
-    // written straight from the ring: plain loads and stores in JIT code are
-    // as fast on shared memory as on any, while V8's bulk copies out of it
-    // are not, and pwrite takes the bytes from wherever they are.
-    const raw = isJson ? this.buffers.ownCopy(req.body) : req.body;
-    const own = this.buffers.body; // after ownCopy, which may have grown it
-    let flat: FlatBatch | null = null;
-    if (isJson) this.jsonBatch.scan(own, raw.length, this.config.publish_events_max);
-    else flat = checkFlatBatch(raw, this.config.publish_events_max, limits, this.logOpts.frameBytesMax, this.fields);
-    const n = flat ? flat.count : this.jsonBatch.count;
-    const out = flat ? raw.subarray(flat.start, flat.end) : null;
-    // A new stream is created only once the whole batch has passed: a
-    // rejected request leaves nothing behind, not even an empty stream.
-    const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
-    let seq = (stream ? stream.log.headSeq : 0) + 1;
-    const first = seq;
-    let bytes = 0; // frames kept so far (in `out`, or in staging for JSON)
-    let count = 0;
-    let at = 0; // next binary frame in `out`; duplicates are squeezed out in place
-    let lastAt = 0; // the last frame kept, which carries the batch's commit mark
-    const duplicates: Array<{ index: number; seq: number }> = [];
-    const batchKeys = new Map<string, number>();
-    for (let i = 0; i < n; i++) {
-      let key: string | null;
-      let frameBytes: number;
-      if (flat && out) {
-        frameBytes = u32(out, at);
-        key = flat.anyIdempotencyKey ? recordIdempotencyKey(out, at, this.fields) : null;
-        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) {
-          at += frameBytes;
-          continue;
-        }
-        if (bytes !== at) out.copyWithin(bytes, at, at + frameBytes);
-        at += frameBytes;
-        stampFrame(out, bytes, seq, ts);
-      } else {
-        const f = this.jsonBatch.fields(i, this.fields, limits);
-        key = f.idemAt < 0 ? null : own.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
-        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
-        this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesFor(f) + 8);
-        const bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, own, f);
-        frameBytes = frameBytesFor(bodyBytes);
-        writeFrameHeader(this.staging, bytes, frameBytes, bodyBytes, seq, ts);
-      }
-      if (key !== null) batchKeys.set(key, seq);
-      sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
-      lastAt = bytes;
-      bytes += frameBytes;
-      count++;
-      seq++;
-    }
-    if (count > 0) markBatchEnd(out ?? this.staging, lastAt);
-    stream ??= this.streams.create(id, {});
-    const log = stream.log;
-    const durable = stream.config.durability === "fsync";
-    if (count > 0) log.append(out ?? this.staging, bytes, count, durable);
-    for (const [key, s] of batchKeys) stream.dedup.add(key, s, ts);
-    const body = JSON.stringify({
-      stream: id,
-      first_seq: count > 0 ? first : log.headSeq + 1,
-      last_seq: count > 0 ? first + count - 1 : log.headSeq,
-      count,
-      duplicates,
-    });
-    const reqId = req.reqId;
-    if (!durable) {
-      // The push goes before the answer: a consumer sees an event no later
-      // than its producer hears it was appended.
-      if (count > 0) this.watched.pushLive(stream, out ?? this.staging, bytes, count, first);
-      return this.outbox.json200(reqId, body);
-    }
-    // Duplicates may point at records still waiting for their sync too.
-    const s = stream;
-    log.syncTo(log.headSeq, (err) => {
-      if (err) {
-        // The log has cut every record the failed sync covered: so go their keys.
-        s.dedup.forgetFrom(s.log.headSeq + 1);
-        const e = asApiError(err);
-        this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
-        return;
-      }
-      // The frames left the staging buffer long ago: read them back (from
-      // the page cache) only if someone follows the stream.
-      if (count > 0 && this.watched.has(s.id)) {
-        const page = s.log.read(first, first + count - 1, count, this.config.consume_page_bytes_max, this.buffers.page);
-        if (page.count === count) this.watched.pushLive(s, page.buf, page.bytes, count, first);
-        else this.watched.pushHead(s, first + count - 1);
-      }
-      this.outbox.json200(reqId, body);
-    });
-  }
-
-  private ensureStaging(bytes: number): void {
-    if (bytes <= this.staging.length) return;
-    const next = Buffer.allocUnsafe(Math.max(bytes, this.staging.length * 2));
-    this.staging.copy(next);
-    this.staging = next;
-  }
-
-  /** An idempotency key already in the stream's window or earlier in this batch. */
-  private isDuplicate(stream: Stream | undefined, batchKeys: Map<string, number>, key: string, index: number, duplicates: Array<{ index: number; seq: number }>): boolean {
-    const seq = stream?.dedup.get(key) ?? batchKeys.get(key);
-    if (seq === undefined) return false;
-    duplicates.push({ index, seq });
-    return true;
   }
 }
 
