@@ -11,6 +11,7 @@ import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batc
 import { CONSUME_HEAD_BYTES, ContentType, writeConsumeHead, type Op, type RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
 import { checkGroup } from "./groups.js";
+import { CONSUME_START, REPLAY_START, resolveStart } from "./start-position.js";
 import type { Stream } from "./stream.js";
 import type { Outbox } from "./worker.js";
 
@@ -26,13 +27,7 @@ export class LogReads {
     // The front has checked the names (unknown or repeated: 400).
     const q = new URLSearchParams(req.meta.query);
     const fromParam = q.get("from");
-    const fromTime = q.get("from_time");
-    if (fromParam !== null && fromTime !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
-    let from: number;
-    if (fromTime !== null) from = Math.max(log.seqAtTime(intValue("from_time", fromTime, 0)), log.firstSeq);
-    else if (fromParam === null || fromParam === "earliest") from = log.firstSeq;
-    else if (fromParam === "latest") from = log.headSeq + 1;
-    else from = intValue("from", fromParam, 1);
+    const from = resolveStart(log, { from: fromParam, from_time: q.get("from_time") }, REPLAY_START);
     const to = q.get("to") === null ? Number.MAX_SAFE_INTEGER : intValue("to", q.get("to")!, 1);
     if (to < from && fromParam !== "latest") throw new ApiError(400, "invalid_parameter", `"to" (${to}) is below "from" (${from})`);
     const limitMax = this.config.replay_page_events_max;
@@ -61,18 +56,7 @@ export class LogReads {
     const q = new URLSearchParams(req.meta.query);
     const log = s.log;
     const group = q.get("group");
-    const fromParam = q.get("from");
-    const fromTime = q.get("from_time");
-    let from: number | null = null;
-    if (fromTime !== null) from = Math.max(log.seqAtTime(intValue("from_time", fromTime, 0)), log.firstSeq);
-    else if (fromParam === "earliest") from = log.firstSeq;
-    else if (fromParam === "latest") from = log.committedSeq + 1;
-    else if (fromParam !== null) {
-      from = intValue("from", fromParam, 1);
-      if (from > log.committedSeq + 1) {
-        throw new ApiError(400, "invalid_parameter", `"from" ${from} is beyond head_seq + 1 (${log.committedSeq + 1})`, { head_seq: log.committedSeq });
-      }
-    }
+    const from = resolveStart(log, { from: q.get("from"), from_time: q.get("from_time") }, CONSUME_START);
     const checkpoint = group === null ? null : (s.checkpoints.get(checkGroup(group))?.seq ?? null);
     this.outbox.json(req.reqId, 200, { from, checkpoint, head_seq: log.committedSeq, first_seq: log.firstSeq });
   }
