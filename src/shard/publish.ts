@@ -23,9 +23,9 @@ export interface Duplicate {
 
 /**
  * A batch framed and ready to commit. There is one, reused by every publish
- * (its list and map emptied and refilled): a shard frames one batch at a
- * time, and the commit and the answer take what they need from it before the
- * next request is read, so framing allocates nothing per batch of its own.
+ * (its list and map emptied and refilled, where they used to be made anew per
+ * batch): a shard frames one batch at a time, and the commit and the answer
+ * take what they need from it before the next request is read.
  */
 export interface FramedBatch {
   /** Where the frames are: the request body in the ring (binary) or the staging buffer (JSON). */
