@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
+import { limitProblems } from "./limits.js";
 
 const MiB = 1024 * 1024;
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
@@ -83,28 +84,10 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    // A ring must always be able to hold the largest message twice over
-    // (see Ring.messageBytesMax), or a legal request could never be taken.
-    const pageBytes = Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max) + 4 * c.event_bytes_max;
-    const largest = Math.max(c.request_bytes_max, pageBytes) + 64 * 1024;
-    if (c.ring_bytes < 2 * largest) {
-      ctx.addIssue({
-        code: z.ZodIssueCode.custom,
-        path: ["ring_bytes"],
-        message: `must be at least ${2 * largest} bytes for the configured request, page and event limits`,
-      });
-    }
-    if (c.request_buffer_bytes_max < c.request_bytes_max) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["request_buffer_bytes_max"], message: "must be at least request_bytes_max" });
-    }
-    if (c.consume_window_default > c.consume_window_max) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["consume_window_default"], message: "must not exceed consume_window_max" });
-    }
+    // Limits that depend on each other (src/limits.ts).
+    for (const p of limitProblems(c)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [p.key], message: p.message });
     if ((c.tls_cert_file === "") !== (c.tls_key_file === "")) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: [c.tls_cert_file ? "tls_key_file" : "tls_cert_file"], message: "TLS needs both tls_cert_file and tls_key_file (--tls-cert and --tls-key)" });
-    }
-    if (c.replay_page_events_default > c.replay_page_events_max) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["replay_page_events_default"], message: "must not exceed replay_page_events_max" });
     }
   });
 

@@ -75,6 +75,15 @@ export class Ring {
   private readSeen = 0;
   private current = 0;
 
+  /**
+   * Largest payload one message may carry in a ring allocated with
+   * `capacityBytes`: a message never wraps around the end of the data area,
+   * so only half of it is sure to be free in one piece.
+   */
+  static messageBytesMaxFor(capacityBytes: number): number {
+    return (((capacityBytes & ~7) / 2) & ~7) - HEADER_BYTES;
+  }
+
   /** Allocates the shared memory for a ring with `capacityBytes` of data. */
   static allocate(capacityBytes: number): SharedArrayBuffer {
     const capacity = capacityBytes & ~7;
@@ -94,7 +103,7 @@ export class Ring {
 
   /** Largest payload a single message may carry. */
   get messageBytesMax(): number {
-    return ((this.capacity / 2) & ~7) - HEADER_BYTES;
+    return Ring.messageBytesMaxFor(this.capacity);
   }
 
   /** Bytes currently in use (messages written and not yet released). */

@@ -1,0 +1,151 @@
+// The size limits that follow from the config, derived in one place: the
+// largest log frame, log page, ring message and consumer socket queue, each
+// with the reason for its formula, and the relations between config keys the
+// server refuses to start without (config.ts reports them, naming the key).
+// The front derives them once and hands them to the shard workers; the log,
+// the publisher, the readers and the consumer sockets take their bounds from
+// here instead of computing them again.
+//
+// It imports two size functions besides the config's type: a frame's and a
+// ring message's header sizes belong to their formats (log/record.ts,
+// ring/ring.ts), which are composed here, not copied.
+import type { Config } from "./config.js";
+import { frameBytesFor } from "./log/record.js";
+import { Ring } from "./ring/ring.js";
+
+/** Strings an Event carries, each up to event_field_bytes_max: type, key, producer_id, idempotency_key. */
+export const EVENT_STRING_FIELDS = 4;
+/**
+ * An Event's bytes besides its payload and strings: the FlatBuffers table,
+ * vtable and scalars and the length, NUL and padding of each string and of
+ * the payload (wire/event-layout.ts writes 111 at most); the rest is room for
+ * a client's own FlatBuffers builder.
+ */
+export const EVENT_FIXED_BYTES_MAX = 256;
+/** Bytes one payload byte may take in a rendered JSON event: 4/3 as base64, 1 as JSON text; 4 leaves room. */
+export const RENDERED_PAYLOAD_BYTES_PER_BYTE = 4;
+/** Bytes one string-field byte may take in JSON: a control character is written \u00XX. */
+export const JSON_ESCAPED_BYTES_PER_BYTE = 6;
+/**
+ * Room a ring message keeps beside its body: a request's header and metadata
+ * (REQUEST_META_BYTES_MAX), an answer's header, a consumer message's head, an
+ * EventBatch envelope with its stream id, a rendered event's field names and
+ * numbers. Together they take about 2 KiB.
+ */
+export const RING_ENVELOPE_BYTES = 64 * 1024;
+/** A request's metadata the front keeps room for beside the largest body: a publish's stream id (128 characters) and content type, as JSON. */
+export const REQUEST_META_BYTES_MAX = 1024;
+/**
+ * A ring holds two of its largest message: a message never wraps around the
+ * end of the data area (ring/ring.ts), so only half of it is sure to be free
+ * in one piece.
+ */
+export const RING_LARGEST_MESSAGES = 2;
+/**
+ * The live path sends a batch (or a turn's batches, joined) as is up to this
+ * many log pages; a consumer facing a larger one is served log pages instead.
+ */
+export const LIVE_MESSAGE_PAGES = 2;
+/** Room past consumer_buffer_bytes_max on a consumer socket, in largest events: see socketBytesMax. */
+export const SOCKET_SLACK_EVENTS = 8;
+
+/** The config keys the limits follow from. */
+export type LimitKeys = Pick<
+  Config,
+  | "ring_bytes"
+  | "event_bytes_max"
+  | "event_field_bytes_max"
+  | "request_bytes_max"
+  | "request_buffer_bytes_max"
+  | "replay_page_bytes_max"
+  | "replay_page_events_max"
+  | "replay_page_events_default"
+  | "consume_page_bytes_max"
+  | "consume_window_max"
+  | "consume_window_default"
+  | "consumer_buffer_bytes_max"
+>;
+
+export interface Limits {
+  /**
+   * Largest frame the log holds: the largest event publish lets through,
+   * framed. The publisher refuses a larger one and the log's append asserts
+   * it; recovery, scans and reads take a frame that claims more as damage.
+   */
+  frameBytesMax: number;
+  /** Largest page a log read is asked for (a replay page or a consumer's log page), in frame bytes. */
+  pageBytesMax: number;
+  /** The shard's page buffer: a page and the one frame a read may take past it (the first frame always goes). */
+  pageBufferBytes: number;
+  /** Largest event rendered as JSON: how far a rendered page may pass its byte bound (it stops after the event that reaches it). */
+  renderedEventBytesMax: number;
+  /**
+   * Largest answer body a page makes: a JSON page is a page and the event that
+   * overruns it; an EventBatch page holds at most a page of frames, or one frame.
+   */
+  pageAnswerBytesMax: number;
+  /** Largest message either side must be able to put in a ring: a request or a page answer, with its envelope. */
+  ringMessageBytesNeeded: number;
+  /** The smallest ring_bytes that holds RING_LARGEST_MESSAGES of ringMessageBytesNeeded. */
+  ringBytesMin: number;
+  /** Largest message a ring of ring_bytes carries (Ring.messageBytesMax): what both its writer and its reader check. */
+  ringMessageBytesMax: number;
+  /** Largest request body the front takes: request_bytes_max, which the ring holds with its metadata (checked at start). */
+  requestBodyBytesMax: number;
+  /** Largest live message a consumer is sent as is. */
+  liveMessageBytesMax: number;
+  /**
+   * Bytes uWS may queue on a consumer socket (maxBackpressure). uWS drops a
+   * send only when what is already queued exceeds this; the consumer hub sends
+   * events only while less than consumer_buffer_bytes_max is queued, so one
+   * message of either path lands on top of that, and heartbeats and errors
+   * after it still go out.
+   */
+  socketBytesMax: number;
+}
+
+export function deriveLimits(c: LimitKeys): Limits {
+  const frameBytesMax = frameBytesFor(c.event_bytes_max + EVENT_STRING_FIELDS * c.event_field_bytes_max + EVENT_FIXED_BYTES_MAX);
+  const pageBytesMax = Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max);
+  const renderedEventBytesMax = RENDERED_PAYLOAD_BYTES_PER_BYTE * c.event_bytes_max;
+  const pageAnswerBytesMax = pageBytesMax + renderedEventBytesMax;
+  const ringMessageBytesNeeded = Math.max(c.request_bytes_max, pageAnswerBytesMax) + RING_ENVELOPE_BYTES;
+  const liveMessageBytesMax = LIVE_MESSAGE_PAGES * c.consume_page_bytes_max;
+  return {
+    frameBytesMax,
+    pageBytesMax,
+    pageBufferBytes: c.replay_page_bytes_max + frameBytesMax,
+    renderedEventBytesMax,
+    pageAnswerBytesMax,
+    ringMessageBytesNeeded,
+    ringBytesMin: RING_LARGEST_MESSAGES * ringMessageBytesNeeded,
+    ringMessageBytesMax: Ring.messageBytesMaxFor(c.ring_bytes),
+    requestBodyBytesMax: c.request_bytes_max,
+    liveMessageBytesMax,
+    socketBytesMax: c.consumer_buffer_bytes_max + liveMessageBytesMax + SOCKET_SLACK_EVENTS * c.event_bytes_max,
+  };
+}
+
+/** A relation between config keys that does not hold, and the key to change. */
+export interface LimitProblem {
+  key: keyof LimitKeys;
+  message: string;
+}
+
+/**
+ * The relations the server needs between its limits; config.ts refuses to
+ * start while any fails, so a bad combination fails at start, not at 3 a.m.
+ */
+export function limitProblems(c: LimitKeys): LimitProblem[] {
+  const l = deriveLimits(c);
+  const problems: LimitProblem[] = [];
+  // Or a legal request or page could never be taken.
+  if (c.ring_bytes < l.ringBytesMin) {
+    problems.push({ key: "ring_bytes", message: `must be at least ${l.ringBytesMin} bytes for the configured request, page and event limits` });
+  }
+  // Or one legal request alone would be refused as over the budget.
+  if (c.request_buffer_bytes_max < c.request_bytes_max) problems.push({ key: "request_buffer_bytes_max", message: "must be at least request_bytes_max" });
+  if (c.consume_window_default > c.consume_window_max) problems.push({ key: "consume_window_default", message: "must not exceed consume_window_max" });
+  if (c.replay_page_events_default > c.replay_page_events_max) problems.push({ key: "replay_page_events_default", message: "must not exceed replay_page_events_max" });
+  return problems;
+}
