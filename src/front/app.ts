@@ -115,7 +115,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   const app = config.tls_cert_file ? uWS.SSLApp({ cert_file_name: config.tls_cert_file, key_file_name: config.tls_key_file }) : uWS.App();
   // Every route says what access it needs (src/front/auth.ts); `app` itself is only for listening.
   const routes = guardRoutes(app, auth);
-  const bodyLimit = Math.min(config.request_bytes_max, pool.requestBytesMax);
+  const bodyLimit = pool.limits.requestBodyBytesMax;
   const budget = new BodyBudget(config.request_buffer_bytes_max);
   const body = (x: Exchange, len: string, done: (b: Buffer) => void) => readBody(x, len, bodyLimit, budget, config.request_buffer_bytes_max, done);
   let listenSocket: uWS.us_listen_socket | null = null;

@@ -4,6 +4,7 @@
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import type { Config } from "../config.js";
+import { deriveLimits, REQUEST_META_BYTES_MAX, type Limits } from "../limits.js";
 import { Ring } from "../ring/ring.js";
 import { ContentType, Op, PUSH_REQ_ID, readResponse, responseJson, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
 
@@ -25,13 +26,14 @@ class Shard {
   constructor(
     private readonly index: number,
     config: Config,
+    limits: Limits,
   ) {
     const shard = index;
     const inBuf = Ring.allocate(config.ring_bytes);
     const outBuf = Ring.allocate(config.ring_bytes);
     this.inRing = new Ring(inBuf);
     this.outRing = new Ring(outBuf);
-    const init: WorkerInit = { shard, shards: config.shards, config, inRing: inBuf, outRing: outBuf };
+    const init: WorkerInit = { shard, shards: config.shards, config, limits, inRing: inBuf, outRing: outBuf };
     this.worker = new Worker(fileURLToPath(WORKER_URL), {
       workerData: init,
       name: `shard-${shard}`,
@@ -92,12 +94,18 @@ class Shard {
 export class ShardPool {
   private readonly shards: Shard[] = [];
   private nextReqId = 1;
-  /** Largest request body the rings can carry with room for its metadata. */
-  readonly requestBytesMax: number;
+  /** The config's derived limits, for the front and (in WorkerInit) the shards. */
+  readonly limits: Limits;
 
   constructor(private readonly config: Config) {
-    for (let i = 0; i < config.shards; i++) this.shards.push(new Shard(i, config));
-    this.requestBytesMax = this.shards[0].inRing.messageBytesMax - requestBytes(1024, 0);
+    this.limits = deriveLimits(config);
+    for (let i = 0; i < config.shards; i++) this.shards.push(new Shard(i, config, this.limits));
+    // The front takes bodies up to requestBodyBytesMax: each, with its metadata, must fit the ring the shard reads.
+    const ringBytesMax = this.shards[0].inRing.messageBytesMax;
+    if (ringBytesMax !== this.limits.ringMessageBytesMax || requestBytes(REQUEST_META_BYTES_MAX, this.limits.requestBodyBytesMax) > ringBytesMax) {
+      const needed = requestBytes(REQUEST_META_BYTES_MAX, this.limits.requestBodyBytesMax);
+      throw new Error(`limits invariant: a ring carries ${ringBytesMax} bytes a message (derived: ${this.limits.ringMessageBytesMax}), the largest request takes ${needed}`);
+    }
   }
 
   async ready(): Promise<Array<Extract<WorkerEvent, { type: "ready" }>>> {

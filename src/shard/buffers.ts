@@ -11,13 +11,13 @@ import { ByteWriter, JsonRenderer } from "../wire/event-codec.js";
 export class ShardBuffers {
   /** The last request body copied out of the ring (grown on demand, never shrunk). */
   body = Buffer.allocUnsafe(1 << 20);
-  /** Frames of one page: a page's bytes plus one frame that may overrun them. */
+  /** Frames of one page: a page's bytes plus one frame that may overrun them (Limits.pageBufferBytes). */
   readonly page: Buffer;
   readonly jsonPage = new ByteWriter(1 << 20);
   readonly renderer = new JsonRenderer();
 
-  constructor(pageBytesMax: number, frameBytesMax: number) {
-    this.page = Buffer.allocUnsafe(pageBytesMax + frameBytesMax);
+  constructor(pageBufferBytes: number) {
+    this.page = Buffer.allocUnsafe(pageBufferBytes);
   }
 
   /**

@@ -2,6 +2,7 @@
 // place. Requests and responses travel through the two SharedArrayBuffer
 // rings; postMessage carries only start-up, readiness and shutdown.
 import type { Config } from "../config.js";
+import type { Limits } from "../limits.js";
 import type { Ring, RingMessage } from "../ring/ring.js";
 import { copyBytes } from "../bytes.js";
 import type { CorruptionInfo } from "../log/log.js";
@@ -141,6 +142,8 @@ export interface WorkerInit {
   shard: number;
   shards: number;
   config: Config;
+  /** Derived once by the front (src/limits.ts), for rings of config.ring_bytes: these. */
+  limits: Limits;
   inRing: SharedArrayBuffer;
   outRing: SharedArrayBuffer;
 }

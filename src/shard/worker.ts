@@ -11,7 +11,6 @@ import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import type { CorruptionInfo, LogOptions } from "../log/log.js";
-import { frameBytesFor } from "../log/record.js";
 import {
   ContentType,
   Op,
@@ -134,8 +133,13 @@ class ShardWorker {
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
+    const limits = init.limits;
     this.inRing = new Ring(init.inRing);
     const outRing = new Ring(init.outRing);
+    // The front checks request bodies against the bound it derived; this end reads with the rings' own.
+    if (this.inRing.messageBytesMax !== limits.ringMessageBytesMax || outRing.messageBytesMax !== limits.ringMessageBytesMax) {
+      throw new Error(`limits invariant: rings carry ${this.inRing.messageBytesMax} / ${outRing.messageBytesMax} bytes a message, the front derived ${limits.ringMessageBytesMax}`);
+    }
     // Answers and pushes of one turn wake the front once.
     outRing.deferNotify = true;
     this.outbox = new Outbox(outRing);
@@ -143,7 +147,7 @@ class ShardWorker {
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
       indexIntervalBytes: c.index_interval_bytes,
-      frameBytesMax: frameBytesFor(c.event_bytes_max + 4 * c.event_field_bytes_max + 256),
+      frameBytesMax: limits.frameBytesMax,
     };
     this.defaults = {
       retention_ms: c.default_retention_ms,
@@ -151,7 +155,7 @@ class ShardWorker {
       durability: c.default_durability,
       max_event_bytes: c.event_bytes_max,
     };
-    this.buffers = new ShardBuffers(c.replay_page_bytes_max, this.logOpts.frameBytesMax);
+    this.buffers = new ShardBuffers(limits.pageBufferBytes);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
     this.reads = new LogReads(c, this.outbox, this.buffers);
     this.watched = new WatchedStreams(this.outbox, this.buffers);

@@ -11,17 +11,19 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSyn
 import { join } from "node:path";
 import fc from "fast-check";
 import { scanSegment } from "../../src/log/scan.js";
-import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameBytesFor, frameSeq, sealFrame } from "../../src/log/record.js";
+import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameSeq, sealFrame } from "../../src/log/record.js";
 import { writeU32, writeU64 } from "../../src/bytes.js";
 import { crc32Range } from "../../src/crc.js";
 import { escapeStreamId } from "../../src/shard/stream-config.js";
+import { loadConfig } from "../../src/config.js";
+import { deriveLimits } from "../../src/limits.js";
 import { api, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
 
 export const STREAM = "dmg";
 export const OTHER = "dmg-other";
 export const SERVER_ARGS = ["--segment-bytes-max", "16384", "--index-interval-bytes", "1024", "--shards", "2"];
-/** The server's frame limit with its default event and field limits (see ShardWorker). */
-export const FRAME_BYTES_MAX = frameBytesFor(1024 * 1024 + 4 * 1024 + 256);
+/** The server's frame limit with its default event and field limits (src/limits.ts). */
+export const FRAME_BYTES_MAX = deriveLimits(loadConfig({}, {})).frameBytesMax;
 export const LOG_OPTS = { segmentBytesMax: 16384, indexIntervalBytes: 1024, frameBytesMax: FRAME_BYTES_MAX };
 export const GROUPS = ["g1", "g2", "g3"];
 

@@ -9,13 +9,15 @@ import { join } from "node:path";
 import { StreamLog } from "../../src/log/log.js";
 import { frameBytesFor, markBatchEnd, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";
 import { Stream } from "../../src/shard/stream.js";
+import { loadConfig } from "../../src/config.js";
+import { deriveLimits } from "../../src/limits.js";
 import { fullConfig, type StreamDefaults } from "../../src/shard/stream-config.js";
 import { readMeta, writeMeta } from "../../src/shard/stream-meta.js";
 import { encodeEvent } from "../../src/wire/client.js";
 import { recordResult, scaled } from "./scale.js";
 
 const DEFAULTS: StreamDefaults = { retention_ms: 604_800_000, dedup_window_ms: 86_400_000, durability: "process", max_event_bytes: 1024 * 1024 };
-const OPTS = { segmentBytesMax: 64 * 1024 * 1024, indexIntervalBytes: 4096, frameBytesMax: frameBytesFor(1024 * 1024 + 4 * 1024 + 256) };
+const OPTS = { segmentBytesMax: 64 * 1024 * 1024, indexIntervalBytes: 4096, frameBytesMax: deriveLimits(loadConfig({}, {})).frameBytesMax };
 /** The stated bound: a start is ready within this many seconds per GiB of data (worst case). */
 export const RECOVERY_S_PER_GIB_MAX = 30;
 const BATCH_EVENTS = 1000;
