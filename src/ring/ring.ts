@@ -33,6 +33,12 @@
 // Memory ordering: payload bytes are plain writes published by the
 // Atomics.store of the write position (and freed by the store of the read
 // position), which orders them for the other thread.
+//
+// Lengths are checked on both sides: the producer refuses a message over
+// messageBytesMax and a commit over its reservation; the consumer checks that
+// a header it reads claims no more than messageBytesMax, ends inside the data
+// area and within what was published, and that a PAD runs exactly to the
+// end. A header that fails is shared memory gone wrong, not input: it throws.
 import { copyBytes } from "../bytes.js";
 
 const CONTROL_BYTES = 128;
@@ -65,6 +71,8 @@ export class Ring {
   private writePos: number;
   private readPos: number;
   private reserved = -1;
+  /** Payload bytes of the open reservation: a commit may not claim more. */
+  private reservedBytes = 0;
   /** Producer: wake the consumer once per turn (a microtask) rather than on every commit. */
   deferNotify = false;
   private notifyQueued = false;
@@ -94,6 +102,7 @@ export class Ring {
   constructor(readonly buffer: SharedArrayBuffer) {
     this.capacity = buffer.byteLength - CONTROL_BYTES;
     this.span = 2 * this.capacity;
+    this.messageBytesMax = Ring.messageBytesMaxFor(this.capacity);
     this.control = new Int32Array(buffer, 0, CONTROL_BYTES / 4);
     this.data = new Uint8Array(buffer, CONTROL_BYTES, this.capacity);
     this.view = new DataView(buffer, CONTROL_BYTES, this.capacity);
@@ -102,9 +111,7 @@ export class Ring {
   }
 
   /** Largest payload a single message may carry. */
-  get messageBytesMax(): number {
-    return Ring.messageBytesMaxFor(this.capacity);
-  }
+  readonly messageBytesMax: number;
 
   /** Bytes currently in use (messages written and not yet released). */
   usedBytes(): number {
@@ -124,6 +131,7 @@ export class Ring {
     if (payloadBytes < 0 || need > this.capacity / 2) {
       throw new RangeError(`ring: message of ${payloadBytes} bytes exceeds ${this.messageBytesMax}`);
     }
+    this.reservedBytes = payloadBytes;
     this.readSeen = Atomics.load(this.control, READ);
     let readFrom = this.readSeen;
     if (this.jumpFrom !== -1) {
@@ -159,6 +167,7 @@ export class Ring {
     const at = this.reserved;
     if (at === -1) throw new Error("ring: commit() without reserve()");
     if (kind === KIND_PAD) throw new RangeError("ring: kind -1 is reserved");
+    if (!(payloadBytes >= 0 && payloadBytes <= this.reservedBytes)) throw new RangeError(`ring: commit() of ${payloadBytes} bytes, ${this.reservedBytes} reserved`);
     this.view.setUint32(at, payloadBytes, true);
     this.view.setInt32(at + 4, kind, true);
     this.reserved = -1;
@@ -228,10 +237,15 @@ export class Ring {
       const length = this.view.getUint32(at, true);
       const kind = this.view.getInt32(at + 4, true);
       if (kind === KIND_PAD) {
+        if (at + HEADER_BYTES + length !== this.capacity) throw brokenHeader(at, `a PAD of ${length} bytes that does not end the data area (${this.capacity} bytes)`);
         this.readPos = (this.readPos + this.capacity - at) % this.span;
         continue;
       }
-      this.current = align8(HEADER_BYTES + length);
+      const footprint = align8(HEADER_BYTES + length);
+      if (length > this.messageBytesMax || at + footprint > this.capacity || footprint > (write - this.readPos + this.span) % this.span) {
+        throw brokenHeader(at, `a message of ${length} bytes: over messageBytesMax (${this.messageBytesMax}), past the data area or past what was written`);
+      }
+      this.current = footprint;
       return { kind, offset: at + HEADER_BYTES, length };
     }
     return null;
@@ -251,3 +265,6 @@ export class Ring {
     return this.waitCounted(READERS_WAITING, WRITE, this.readPos, timeoutMs);
   }
 }
+
+/** A header the producer cannot have written: the ring's memory or protocol is broken. */
+const brokenHeader = (at: number, what: string) => new Error(`ring invariant: the header at ${at} claims ${what}`);

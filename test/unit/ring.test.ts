@@ -393,6 +393,54 @@ describe("Ring: wrap-around", () => {
   });
 });
 
+describe("Ring: both sides check a message's length", () => {
+  /** A ring with one message of `payloadBytes` committed, and the offset of its header in `data`. */
+  function oneMessage(capacity: number, payloadBytes: number): { ring: Ring; header: number; view: DataView } {
+    const ring = newRing(capacity);
+    const at = ring.reserve(payloadBytes);
+    ring.commit(7, payloadBytes);
+    return { ring, header: at - HEADER_BYTES, view: new DataView(ring.buffer, 128) };
+  }
+
+  it("the reader throws on a header whose length is over messageBytesMax, as the writer refuses to write one", () => {
+    const { ring, header, view } = oneMessage(1024, 16);
+    expect(() => ring.reserve(ring.messageBytesMax + 1)).toThrow(RangeError);
+    view.setUint32(header, ring.messageBytesMax + 1, true);
+    expect(() => ring.read()).toThrow(/ring invariant/);
+  });
+
+  it("the reader throws on a length past what was written, or past the end of the data area", () => {
+    const { ring, header, view } = oneMessage(1024, 16);
+    view.setUint32(header, 24, true); // within messageBytesMax, but the next 8 bytes were never published
+    expect(() => ring.read()).toThrow(/past what was written/);
+    view.setUint32(header, 16, true);
+    expect(take(ring)!.bytes.byteLength).toBe(16); // restored: the same message reads back
+  });
+
+  it("the reader throws on a PAD that does not run to the end of the data area", () => {
+    const ring = newRing(1024);
+    // 400 + 400 bytes, the first one freed: the next 400 cannot fit before the end, so a PAD goes there.
+    ring.tryWrite(1, pattern(400, 1));
+    ring.tryWrite(2, pattern(400, 2));
+    take(ring);
+    take(ring);
+    ring.tryWrite(3, pattern(400, 3));
+    const view = new DataView(ring.buffer, 128);
+    const padAt = footprint(400) * 2;
+    expect(view.getInt32(padAt + 4, true)).toBe(-1);
+    view.setUint32(padAt, view.getUint32(padAt, true) - 8, true);
+    expect(() => ring.read()).toThrow(/PAD/);
+  });
+
+  it("the writer refuses a commit of more bytes than it reserved", () => {
+    const ring = newRing(1024);
+    ring.reserve(16);
+    expect(() => ring.commit(1, 17)).toThrow(RangeError);
+    ring.commit(1, 16);
+    expect(take(ring)!.bytes.byteLength).toBe(16);
+  });
+});
+
 describe("Ring: waiting", () => {
   it("waitReadable() resolves at once when a message is there, and wakes up when one is written", async () => {
     const ring = newRing(1024);
