@@ -217,6 +217,10 @@ export function readRequest(ring: Ring, msg: RingMessage): Request {
   const dv = new DataView(d.buffer, base, REQUEST_HEADER_BYTES);
   const reqId = dv.getUint32(0, true);
   const metaBytes = dv.getUint32(4, true);
+  // writeRequest sized the message as header + meta + body: a meta length past it is a broken ring, not a request.
+  if (msg.length < REQUEST_HEADER_BYTES || metaBytes > msg.length - REQUEST_HEADER_BYTES) {
+    throw new Error(`protocol invariant: a ${msg.length}-byte request claims ${metaBytes} bytes of meta`);
+  }
   const meta = JSON.parse(textDecoder.decode(d.subarray(msg.offset + REQUEST_HEADER_BYTES, msg.offset + REQUEST_HEADER_BYTES + metaBytes)));
   const bodyAt = base + REQUEST_HEADER_BYTES + metaBytes;
   // The meta is what writeRequest wrote for this op (the front is this
@@ -257,6 +261,8 @@ export interface Response {
 
 export function readResponse(ring: Ring, msg: RingMessage): Response {
   const d = ring.data;
+  // writeResponseWith always writes the header: a message shorter than it is a broken ring, not an answer.
+  if (msg.length < RESPONSE_HEADER_BYTES) throw new Error(`protocol invariant: a ${msg.length}-byte response has no header`);
   const dv = new DataView(d.buffer, d.byteOffset + msg.offset, RESPONSE_HEADER_BYTES);
   return {
     status: msg.kind,
