@@ -141,12 +141,16 @@ export class StreamLog {
     }
     let at = 0;
     let lastAt = 0;
+    let largest = 0;
     for (let i = 0, seq = this.headSeq + 1; i < count; i++, seq++) {
       const frameBytes = frames.readUInt32LE(at);
+      if (frameBytes > largest) largest = frameBytes;
       seg.noteRecord(seq, frameTs(frames, at), start + at, frameBytes);
       lastAt = at;
       at += frameBytes;
     }
+    // The publisher lets no larger frame through: recovery and reads would take it for damage.
+    if (largest > this.opts.frameBytesMax) throw new Error(`log invariant: a ${largest}-byte frame, over frameBytesMax (${this.opts.frameBytesMax})`);
     // The seq chain must hold across the batch: first and last frame as stamped.
     if (at !== bytes || frameSeq(frames, 0) !== this.headSeq + 1 || frameSeq(frames, lastAt) !== this.headSeq + count) {
       throw new Error(`log invariant: ${count} frames (${at}/${bytes} bytes) stamped ${frameSeq(frames, 0)}..${frameSeq(frames, lastAt)}, head was ${this.headSeq}`);

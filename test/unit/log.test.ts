@@ -65,6 +65,17 @@ describe("log append, index seek and read", () => {
     expect(log.read(5001, Number.MAX_SAFE_INTEGER, 10, 1 << 20, Buffer.alloc(1 << 16)).count).toBe(0);
   });
 
+  it("an append of a frame over frameBytesMax, which a read or recovery would take for damage, throws; one at the bound is appended", () => {
+    const log = new StreamLog(tempDir(), { ...OPTS, frameBytesMax: frameBytesFor(1000) });
+    log.open();
+    const ok = frames(1, 1, 1000, 1);
+    log.append(ok.buf, ok.bytes, 1, false);
+    const over = frames(2, 1, 1008, 2);
+    expect(() => log.append(over.buf, over.bytes, 1, false)).toThrow(/log invariant: a 1032-byte frame, over frameBytesMax \(1024\)/);
+    expect(log.headSeq).toBe(1);
+    expect(readAll(log)).toEqual([1]);
+  });
+
   it("honours to, the event limit and the byte limit, always sending at least one record", () => {
     const log = new StreamLog(tempDir(), OPTS);
     log.open();
