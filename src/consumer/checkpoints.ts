@@ -18,8 +18,8 @@ import { STREAM_ID_CHARS_MAX } from "../stream-id.js";
 export const CHECKPOINTS_FILE = "checkpoints.log";
 /** Group names follow the stream id rule: ASCII, so one byte per character. */
 const GROUP_BYTES_MAX = STREAM_ID_CHARS_MAX;
-/** Compaction threshold of the checkpoint file. */
-const CHECKPOINT_LOG_BYTES_MAX = 1 << 20;
+/** Compaction threshold of the checkpoint file: one append per checkpoint write, rewritten whole past this. */
+const CHECKPOINT_LOG_BYTES_MAX = 1024 * 1024;
 const HEADER_BYTES = 24; // u32 bytes, u32 crc of [8, bytes), u64 seq, u64 updated_at ms
 const RECORD_BYTES_MAX = HEADER_BYTES + GROUP_BYTES_MAX;
 

@@ -11,6 +11,8 @@ import { ContentType, Op, PUSH_REQ_ID, readResponse, responseJson, requestBytes,
 export type OnResponse = (r: Response) => void;
 
 const WORKER_URL = new URL("../shard/worker.js", import.meta.url);
+/** A wait on the out-ring ends after this long even without a wake-up: the pump ends within it of stop(). */
+const RING_WAIT_MS_MAX = 1000;
 
 class Shard {
   readonly inRing: Ring;
@@ -82,7 +84,7 @@ class Shard {
           this.outRing.release();
         }
       }
-      await this.outRing.waitReadable(1000);
+      await this.outRing.waitReadable(RING_WAIT_MS_MAX);
     }
   }
 

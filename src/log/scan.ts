@@ -30,7 +30,8 @@ export interface ScanResult {
  */
 export type OnRecord = (seq: number, ts: number, pos: number, frameBytes: number, buf: Buffer, at: number, endsBatch: boolean) => boolean | void;
 
-const CHUNK_BYTES = 1 << 20;
+/** Bytes a scan reads at a time: a few syscalls per MiB of segment, and a frame larger than it grows the buffer to that frame. */
+const CHUNK_BYTES = 1024 * 1024;
 
 /** Per thread: scans are synchronous, and a buffer per stream would cost 1 MiB each. */
 let shared: Buffer | null = null;

@@ -51,6 +51,10 @@ const HEADER_BYTES = 8;
 const KIND_PAD = -1;
 /** An empty ring whose write offset is past this starts again at 0. */
 export const REWIND_BYTES = 256 * 1024;
+/** Smallest data area: room for two messages of a few bytes each. */
+export const CAPACITY_BYTES_MIN = 64;
+/** Largest data area: positions run over [0, 2 * capacity) in an Int32 of the control block. */
+export const CAPACITY_BYTES_MAX = 1024 * 1024 * 1024;
 
 const align8 = (n: number) => (n + 7) & ~7;
 
@@ -95,7 +99,7 @@ export class Ring {
   /** Allocates the shared memory for a ring with `capacityBytes` of data. */
   static allocate(capacityBytes: number): SharedArrayBuffer {
     const capacity = capacityBytes & ~7;
-    if (capacity < 64 || capacity > 1 << 30) throw new RangeError(`ring capacity ${capacityBytes} out of range`);
+    if (capacity < CAPACITY_BYTES_MIN || capacity > CAPACITY_BYTES_MAX) throw new RangeError(`ring capacity ${capacityBytes} out of range`);
     return new SharedArrayBuffer(CONTROL_BYTES + capacity);
   }
 

@@ -8,12 +8,15 @@ import { ApiError } from "../errors.js";
 import { jsonTextProblem } from "../validate.js";
 import { ByteWriter, JsonRenderer } from "../wire/event-codec.js";
 
+/** First size of the grown-on-demand buffers: most requests and pages fit, and a shard keeps one of each. */
+export const START_BUFFER_BYTES = 1024 * 1024;
+
 export class ShardBuffers {
   /** The last request body copied out of the ring (grown on demand, never shrunk). */
-  body = Buffer.allocUnsafe(1 << 20);
+  body = Buffer.allocUnsafe(START_BUFFER_BYTES);
   /** Frames of one page: a page's bytes plus one frame that may overrun them (Limits.pageBufferBytes). */
   readonly page: Buffer;
-  readonly jsonPage = new ByteWriter(1 << 20);
+  readonly jsonPage = new ByteWriter(START_BUFFER_BYTES);
   readonly renderer = new JsonRenderer();
 
   constructor(pageBufferBytes: number) {

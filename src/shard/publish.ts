@@ -11,7 +11,7 @@ import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js"
 import { JsonBatch } from "../wire/json-batch.js";
 import { ContentType, type Op, type RequestOf } from "./protocol.js";
 import type { StreamAdmin } from "./admin.js";
-import type { ShardBuffers } from "./buffers.js";
+import { START_BUFFER_BYTES, type ShardBuffers } from "./buffers.js";
 import type { Stream } from "./stream.js";
 import type { WatchedStreams } from "./watch.js";
 import type { Outbox } from "./worker.js";
@@ -42,8 +42,8 @@ export interface FramedBatch {
 }
 
 export class Publisher {
-  // Reused per request: the staging area JSON events are framed into.
-  private staging = Buffer.allocUnsafe(1 << 20);
+  // Reused per request: the staging area JSON events are framed into (grown on demand).
+  private staging = Buffer.allocUnsafe(START_BUFFER_BYTES);
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   private readonly limits: EventLimits;

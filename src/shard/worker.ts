@@ -37,6 +37,12 @@ import { hasMeta, readMeta } from "./stream-meta.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
+/**
+ * A wait on a ring ends after this long even without a wake-up: the loop
+ * looks at `stopping` again, and a wake-up lost to a bug costs a second
+ * rather than a hang.
+ */
+const RING_WAIT_MS_MAX = 1000;
 
 /** An answer or a push, as the out-ring takes it. */
 interface Reply {
@@ -99,13 +105,13 @@ export class Outbox {
   }
 
   async drain(): Promise<void> {
-    if (this.draining) return this.ring.waitWritable(1000);
+    if (this.draining) return this.ring.waitWritable(RING_WAIT_MS_MAX);
     this.draining = true;
     try {
       while (this.queue.length > 0) {
         const r = this.queue[0];
         if (writeResponse(this.ring, r.reqId, r.status, r.ct, r.body)) this.queue.shift();
-        else await this.ring.waitWritable(1000);
+        else await this.ring.waitWritable(RING_WAIT_MS_MAX);
       }
     } finally {
       this.draining = false;
@@ -245,7 +251,7 @@ class ShardWorker {
         taken++;
       }
       if (this.outbox.waiting > 0) await this.outbox.drain();
-      else if (taken === 0) await this.inRing.waitReadable(1000);
+      else if (taken === 0) await this.inRing.waitReadable(RING_WAIT_MS_MAX);
       else if (taken === REQUESTS_PER_TURN_MAX) await yieldToLoop();
     }
     clearInterval(retention);

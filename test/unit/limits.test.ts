@@ -8,7 +8,7 @@ import { z } from "zod";
 import { ConfigError, configSchema, loadConfig, type Config } from "../../src/config.js";
 import { deriveLimits, REQUEST_META_BYTES_MAX, type LimitKeys, type Limits } from "../../src/limits.js";
 import { frameBytesFor } from "../../src/log/record.js";
-import { Ring } from "../../src/ring/ring.js";
+import { CAPACITY_BYTES_MAX, CAPACITY_BYTES_MIN, Ring } from "../../src/ring/ring.js";
 import { requestBytes } from "../../src/shard/protocol.js";
 import { eventBytesFor, EventFields, PAYLOAD_BINARY } from "../../src/wire/event-layout.js";
 
@@ -101,6 +101,12 @@ describe("limits derived from the config", () => {
       expect(() => ring.reserve(l.ringMessageBytesMax + 1)).toThrow(RangeError);
       expect(ring.reserve(l.ringMessageBytesMax)).toBeGreaterThan(0);
     }
+  });
+
+  it("ring_bytes' range is one the ring can allocate", () => {
+    const { min, max } = range("ring_bytes");
+    expect(min).toBeGreaterThanOrEqual(CAPACITY_BYTES_MIN);
+    expect(max).toBeLessThanOrEqual(CAPACITY_BYTES_MAX);
   });
 
   it("every relation holds at both ends of every key's range, the ring grown to its minimum where the key needs it", () => {
