@@ -114,7 +114,7 @@ export function deriveLimits(c: LimitKeys): Limits {
   return {
     frameBytesMax,
     pageBytesMax,
-    pageBufferBytes: c.replay_page_bytes_max + frameBytesMax,
+    pageBufferBytes: pageBytesMax + frameBytesMax,
     renderedEventBytesMax,
     pageAnswerBytesMax,
     ringMessageBytesNeeded,

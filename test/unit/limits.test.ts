@@ -79,6 +79,7 @@ function brokenRelations(c: LimitKeys, l: Limits): string[] {
   check(l.pageAnswerBytesMax + ANSWER_ENVELOPE_BYTES <= l.ringMessageBytesMax, "the largest page answer fits a ring message");
   check(frameBytesFor(largestEventBodyBytes(c)) <= l.frameBytesMax, "the largest event publish accepts frames within frameBytesMax");
   check(l.socketBytesMax > c.consumer_buffer_bytes_max, "uWS's socket bound lies past the hub's");
+  check(l.pageBufferBytes >= Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max) + l.frameBytesMax, "the page buffer holds a replay page and a consumer's page, each with the frame that may overrun it");
   return broken;
 }
 
