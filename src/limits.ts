@@ -26,6 +26,8 @@ export const EVENT_FIXED_BYTES_MAX = 256;
 export const RENDERED_PAYLOAD_BYTES_PER_BYTE = 4;
 /** Bytes one string-field byte may take in JSON: a control character is written \u00XX. */
 export const JSON_ESCAPED_BYTES_PER_BYTE = 6;
+/** A rendered event's field names, quotes, stream id (128 characters) and numbers: about 330 bytes at most. */
+export const RENDERED_EVENT_FIXED_BYTES_MAX = 1024;
 /**
  * Room a ring message keeps beside its body: a request's header and metadata
  * (REQUEST_META_BYTES_MAX), an answer's header, a consumer message's head, an
@@ -107,7 +109,8 @@ export interface Limits {
 export function deriveLimits(c: LimitKeys): Limits {
   const frameBytesMax = frameBytesFor(c.event_bytes_max + EVENT_STRING_FIELDS * c.event_field_bytes_max + EVENT_FIXED_BYTES_MAX);
   const pageBytesMax = Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max);
-  const renderedEventBytesMax = RENDERED_PAYLOAD_BYTES_PER_BYTE * c.event_bytes_max;
+  const renderedEventBytesMax =
+    RENDERED_PAYLOAD_BYTES_PER_BYTE * c.event_bytes_max + EVENT_STRING_FIELDS * JSON_ESCAPED_BYTES_PER_BYTE * c.event_field_bytes_max + RENDERED_EVENT_FIXED_BYTES_MAX;
   const pageAnswerBytesMax = pageBytesMax + renderedEventBytesMax;
   const ringMessageBytesNeeded = Math.max(c.request_bytes_max, pageAnswerBytesMax) + RING_ENVELOPE_BYTES;
   const liveMessageBytesMax = LIVE_MESSAGE_PAGES * c.consume_page_bytes_max;

@@ -4,7 +4,9 @@
 import { describe, it, expect } from "vitest";
 import { api, perTestServers, serveExpectingExit, tempDataDir, removeDir } from "../helpers/server.js";
 import { Consumer } from "../helpers/consumer.js";
-import { decodeEventBatch } from "../../src/wire/client.js";
+import { decodeEventBatch, decodeRecords, encodePublishBatch } from "../../src/wire/client.js";
+import { loadConfig } from "../../src/config.js";
+import { deriveLimits } from "../../src/limits.js";
 
 const { start, dir } = perTestServers();
 
@@ -23,6 +25,26 @@ describe("limits that follow from other limits", () => {
     const first = decodeEventBatch(c.binary[0]);
     expect(first.count).toBe(500);
     expect(first.records.byteLength).toBeGreaterThan(8 * REPLAY_PAGE_BYTES);
+    await c.close();
+  });
+
+  it("an event of the longest strings, all control characters, is replayed and delivered as JSON with the smallest ring the server accepts", async () => {
+    const FIELD_BYTES = 64 * 1024;
+    const flags = { "event-field-bytes-max": FIELD_BYTES, "event-bytes-max": 1024, "request-bytes-max": 512 * 1024, "replay-page-bytes-max": 64 * 1024, "consume-page-bytes-max": 4096 };
+    const ringBytes = deriveLimits(loadConfig(Object.fromEntries(Object.entries(flags).map(([k, v]) => [k, String(v)])), {})).ringBytesMin;
+    const s = await start(dir(), [...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]), "--ring-bytes", String(ringBytes)]);
+    // Each byte is written \u0001 in JSON: 6x, 1.5 MiB rendered from a 256 KiB event.
+    const field = "\u0001".repeat(FIELD_BYTES);
+    const body = encodePublishBatch([{ type: field, key: field, producer_id: field, idempotency_key: field, payload: 1 }]);
+    expect((await api(`${s.url}/v1/streams/esc/events`, "POST", body, { "content-type": "application/x-flatbuffers" })).status).toBe(200);
+    const replay = await api(`${s.url}/v1/streams/esc/events?from=1`, "GET");
+    expect(replay.status, JSON.stringify(replay.json)?.slice(0, 200)).toBe(200);
+    expect([replay.json.events[0].type, replay.json.events[0].idempotency_key]).toEqual([field, field]);
+    const bin = await api(`${s.url}/v1/streams/esc/events?from=1`, "GET", undefined, { accept: "application/x-flatbuffers" });
+    expect(decodeRecords(decodeEventBatch(bin.raw).records)[0].key).toBe(field);
+    const c = await Consumer.connect(s.url, "esc", "from=1");
+    await c.eventsThrough(1);
+    expect(c.events[0].producer_id).toBe(field);
     await c.close();
   });
 

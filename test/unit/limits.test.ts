@@ -7,10 +7,12 @@ import fc from "fast-check";
 import { z } from "zod";
 import { ConfigError, configSchema, loadConfig, type Config } from "../../src/config.js";
 import { deriveLimits, REQUEST_META_BYTES_MAX, type LimitKeys, type Limits } from "../../src/limits.js";
-import { frameBytesFor } from "../../src/log/record.js";
+import { frameBytesFor, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";
 import { CAPACITY_BYTES_MAX, CAPACITY_BYTES_MIN, Ring } from "../../src/ring/ring.js";
 import { requestBytes } from "../../src/shard/protocol.js";
 import { eventBytesFor, EventFields, PAYLOAD_BINARY } from "../../src/wire/event-layout.js";
+import { ByteWriter, EVENTS_MESSAGE_HEAD, EVENTS_MESSAGE_TAIL, JsonRenderer, renderEventsMessage } from "../../src/wire/event-codec.js";
+import { encodeEvent } from "../../src/wire/client.js";
 
 const MiB = 1024 * 1024;
 const LIMIT_KEYS = [
@@ -79,6 +81,7 @@ function brokenRelations(c: LimitKeys, l: Limits): string[] {
   check(l.pageAnswerBytesMax + ANSWER_ENVELOPE_BYTES <= l.ringMessageBytesMax, "the largest page answer fits a ring message");
   check(frameBytesFor(largestEventBodyBytes(c)) <= l.frameBytesMax, "the largest event publish accepts frames within frameBytesMax");
   check(l.socketBytesMax > c.consumer_buffer_bytes_max, "uWS's socket bound lies past the hub's");
+  check(l.pageAnswerBytesMax >= l.frameBytesMax, "a page answer of one frame (an EventBatch page) is within pageAnswerBytesMax");
   check(l.pageBufferBytes >= Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max) + l.frameBytesMax, "the page buffer holds a replay page and a consumer's page, each with the frame that may overrun it");
   return broken;
 }
@@ -144,6 +147,33 @@ describe("limits derived from the config", () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+/**
+ * The largest event publish accepts, rendered as JSON by the real renderer: every string at
+ * event_field_bytes_max of control characters (each written \u00XX), a binary payload at
+ * event_bytes_max (written as base64), the longest stream id.
+ */
+function renderedLargestEventBytes(eventBytes: number, fieldBytes: number): number {
+  const field = "\u0001".repeat(fieldBytes);
+  const body = encodeEvent({ type: field, key: field, producer_id: field, idempotency_key: field, producer_seq: Number.MAX_SAFE_INTEGER, producer_ts: Number.MAX_SAFE_INTEGER, payload_bytes: new Uint8Array(eventBytes).fill(0xff) });
+  const fb = frameBytesFor(body.byteLength);
+  const frame = Buffer.alloc(fb);
+  writeFrameHeader(frame, 0, fb, body.byteLength, Number.MAX_SAFE_INTEGER, Date.now());
+  frame.set(body, RECORD_HEADER_BYTES);
+  sealFrame(frame, 0, fb);
+  const w = new ByteWriter();
+  renderEventsMessage(w, new JsonRenderer(), frame, 1, JSON.stringify("s".repeat(128)), Number.MAX_SAFE_INTEGER);
+  return w.length - EVENTS_MESSAGE_HEAD.length - EVENTS_MESSAGE_TAIL.length;
+}
+
+describe("the largest event rendered as JSON: how far a page passes its byte bound", () => {
+  it("is within renderedEventBytesMax for the defaults, for the longest strings with the smallest payload and for a large payload with the shortest strings", () => {
+    for (const [eventBytes, fieldBytes] of [[1024 * 1024, 1024], [1, range("event_field_bytes_max").max], [4 * 1024 * 1024, range("event_field_bytes_max").min]]) {
+      const l = deriveLimits({ ...defaults(), event_bytes_max: eventBytes, event_field_bytes_max: fieldBytes });
+      expect(renderedLargestEventBytes(eventBytes, fieldBytes), `${eventBytes} / ${fieldBytes}`).toBeLessThanOrEqual(l.renderedEventBytesMax);
+    }
   });
 });
 
