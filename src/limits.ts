@@ -6,12 +6,19 @@
 // the publisher, the readers and the consumer sockets take their bounds from
 // here instead of computing them again.
 //
-// It imports two size functions besides the config's type: a frame's and a
-// ring message's header sizes belong to their formats (log/record.ts,
-// ring/ring.ts), which are composed here, not copied.
+// A leaf (the layer rule): it imports the config's type only. Two sizes of
+// the formats below are restated here, and each end checks them against its
+// owner at start: every shard that its frame bound is log/record.ts's frame
+// of eventBodyBytesMax, the front and every shard that their rings carry
+// ringMessageBytesMax.
 import type { Config } from "./config.js";
-import { frameBytesFor } from "./log/record.js";
-import { Ring } from "./ring/ring.js";
+
+/** log/record.ts: a frame is this header and its Event, padded to 8 bytes. */
+const FRAME_HEADER_BYTES = 24;
+/** ring/ring.ts: a message is this header and its payload, in a data area of a multiple of 8 bytes. */
+const RING_MESSAGE_HEADER_BYTES = 8;
+const align8 = (n: number) => (n + 7) & ~7;
+const floor8 = (n: number) => n & ~7;
 
 /** Strings an Event carries, each up to event_field_bytes_max: type, key, producer_id, idempotency_key. */
 export const EVENT_STRING_FIELDS = 4;
@@ -69,6 +76,8 @@ export type LimitKeys = Pick<
 >;
 
 export interface Limits {
+  /** Largest Event body publish lets through: the payload and strings at their limits and the table around them. */
+  eventBodyBytesMax: number;
   /**
    * Largest frame the log holds: the largest event publish lets through,
    * framed. The publisher refuses a larger one and the log's append asserts
@@ -107,7 +116,8 @@ export interface Limits {
 }
 
 export function deriveLimits(c: LimitKeys): Limits {
-  const frameBytesMax = frameBytesFor(c.event_bytes_max + EVENT_STRING_FIELDS * c.event_field_bytes_max + EVENT_FIXED_BYTES_MAX);
+  const eventBodyBytesMax = c.event_bytes_max + EVENT_STRING_FIELDS * c.event_field_bytes_max + EVENT_FIXED_BYTES_MAX;
+  const frameBytesMax = align8(FRAME_HEADER_BYTES + eventBodyBytesMax);
   const pageBytesMax = Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max);
   const renderedEventBytesMax =
     RENDERED_PAYLOAD_BYTES_PER_BYTE * c.event_bytes_max + EVENT_STRING_FIELDS * JSON_ESCAPED_BYTES_PER_BYTE * c.event_field_bytes_max + RENDERED_EVENT_FIXED_BYTES_MAX;
@@ -115,6 +125,7 @@ export function deriveLimits(c: LimitKeys): Limits {
   const ringMessageBytesNeeded = Math.max(c.request_bytes_max, pageAnswerBytesMax) + RING_ENVELOPE_BYTES;
   const liveMessageBytesMax = LIVE_MESSAGE_PAGES * c.consume_page_bytes_max;
   return {
+    eventBodyBytesMax,
     frameBytesMax,
     pageBytesMax,
     pageBufferBytes: pageBytesMax + frameBytesMax,
@@ -122,7 +133,8 @@ export function deriveLimits(c: LimitKeys): Limits {
     pageAnswerBytesMax,
     ringMessageBytesNeeded,
     ringBytesMin: RING_LARGEST_MESSAGES * ringMessageBytesNeeded,
-    ringMessageBytesMax: Ring.messageBytesMaxFor(c.ring_bytes),
+    // The ring's data area is ring_bytes rounded down to 8; a message with its header takes at most half of it.
+    ringMessageBytesMax: floor8(floor8(c.ring_bytes) / 2) - RING_MESSAGE_HEADER_BYTES,
     requestBodyBytesMax: c.request_bytes_max,
     liveMessageBytesMax,
     socketBytesMax: c.consumer_buffer_bytes_max + liveMessageBytesMax + SOCKET_SLACK_EVENTS * c.event_bytes_max,

@@ -76,6 +76,7 @@ const ANSWER_ENVELOPE_BYTES = 2048;
 function brokenRelations(c: LimitKeys, l: Limits): string[] {
   const broken: string[] = [];
   const check = (ok: boolean, what: string) => ok || broken.push(what);
+  check(frameBytesFor(l.eventBodyBytesMax) === l.frameBytesMax, "frameBytesMax is the record format's frame of the largest event body");
   check(requestBytes(REQUEST_META_BYTES_MAX, l.requestBodyBytesMax) <= l.ringMessageBytesMax, "the largest request fits a ring message");
   check(l.requestBodyBytesMax === c.request_bytes_max, "the front takes every body up to request_bytes_max");
   check(l.pageAnswerBytesMax + ANSWER_ENVELOPE_BYTES <= l.ringMessageBytesMax, "the largest page answer fits a ring message");
