@@ -147,3 +147,10 @@ export async function terminate(pid: number, exited: Promise<string>, graceMs: n
   await exited;
   return `SIGTERM ignored for ${graceMs} ms, SIGKILLed`;
 }
+
+/**
+ * Whether terminate() ended the process the ordinary way: gone on SIGTERM,
+ * with code 0 when `strict` (Ticker promises that; nats-server, for one,
+ * shuts down cleanly and exits 1).
+ */
+export const stoppedCleanly = (how: string, strict = true): boolean => (strict ? /^SIGTERM: exited \((code 0|gone)\)$/.test(how) : how.startsWith("SIGTERM: exited ("));

@@ -1,6 +1,6 @@
 // `npm run bench`: every workload, Ticker and its peers, several runs in a
-// row, then docs/BENCHMARKS.md written from the measurements: medians with
-// min–max, ratios to the best peer, the goals, the machine's limits.
+// row, then docs/results/BENCHMARKS.md written from the measurements: medians
+// with min–max, ratios to the best peer, the goals, the machine's limits.
 //
 //   npm run bench                       # 3 runs, ~15 min
 //   npm run bench -- --runs 1 --quick   # a smoke run, ~3 min
@@ -8,24 +8,24 @@
 //
 // Each benchmark script runs as its own process (a crash or a hung server
 // stays inside it) and appends its measurements to one JSON-lines file
-// (loadtest/results.ts). The analysis of what limits each figure is prose
-// kept by hand in docs/bench-analysis.md and appended to the report.
+// (lib/results.ts). The analysis of what limits each figure is prose kept by
+// hand in docs/bench-analysis.md and appended to the report.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { availableParallelism, cpus, tmpdir, totalmem } from "node:os";
-import { join } from "node:path";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { measureLimits } from "./limits.js";
-import { readResults, type MachineLimits, type Measurement, type Workload } from "./results.js";
+import { commandLine, commit, DOCS_DIR, includeProse, machineLine, repoRelative, RESULTS_DIR } from "../lib/report.js";
+import { readResults, type MachineLimits, type Measurement, type Workload } from "../lib/results.js";
+import { measureLimits } from "../workloads/limits.js";
 
-const REPO = fileURLToPath(new URL("../../", import.meta.url));
-const DIST = fileURLToPath(new URL("./", import.meta.url));
-const REPORT = join(REPO, "docs", "BENCHMARKS.md");
-const ANALYSIS = join(REPO, "docs", "bench-analysis.md");
+const WORKLOADS_DIST = fileURLToPath(new URL("../workloads/", import.meta.url));
+const REPORT = join(RESULTS_DIR, "BENCHMARKS.md");
+const ANALYSIS = join(DOCS_DIR, "bench-analysis.md");
 /** The last run's raw measurements and facts, kept so the report can be rewritten without re-running. */
-const RESULTS = join(REPO, "docs", "bench-results.jsonl");
-const RUN_FACTS = join(REPO, "docs", "bench-run.json");
+const RESULTS = join(RESULTS_DIR, "bench-results.jsonl");
+const RUN_FACTS = join(RESULTS_DIR, "bench-run.json");
 /** One step may not hang the whole run. */
 const STEP_TIMEOUT_MS = 12 * 60_000;
 
@@ -35,7 +35,7 @@ const { values: opts } = parseArgs({
     quick: { type: "boolean", default: false },
     // Comma-separated subset of the steps below, to re-run part of the report's sources.
     steps: { type: "string" },
-    // Rewrite docs/BENCHMARKS.md from the kept results of the last run (after editing the analysis).
+    // Rewrite docs/results/BENCHMARKS.md from the kept results of the last run (after editing the analysis).
     "report-only": { type: "boolean", default: false },
   },
   strict: true,
@@ -48,17 +48,19 @@ if (!Number.isSafeInteger(RUNS) || RUNS < 1 || RUNS > 10) {
 
 interface Step {
   id: string;
+  /** The npm script that runs it alone, and its file under dist/loadtest/workloads/. */
+  npm: string;
   script: string;
   args: string[];
 }
 
 const STEPS: Step[] = [
-  { id: "engine", script: "bench-engine.js", args: ["--no-peers", ...(opts.quick ? ["--quick"] : [])] },
-  { id: "consume", script: "bench-consume.js", args: ["--rows", "w3-20k,w3-100k,fanout-100,fanout-1000", ...(opts.quick ? ["--quick"] : [])] },
-  { id: "streams", script: "bench-streams.js", args: opts.quick ? ["--streams", "2000"] : [] },
+  { id: "engine", npm: "bench:engine", script: "engine.js", args: ["--no-peers", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "consume", npm: "bench:consume", script: "consume.js", args: ["--rows", "w3-20k,w3-100k,fanout-100,fanout-1000", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "streams", npm: "bench:streams", script: "streams.js", args: opts.quick ? ["--streams", "2000"] : [] },
   // Latency for the plain Redis and NATS only: the AOF modes' W3 rows would add a minute per run.
-  { id: "peers", script: "bench-peers.js", args: ["--workloads", "W1,W2,W4,fsync", ...(opts.quick ? ["--quick"] : [])] },
-  { id: "peers-w3", script: "bench-peers.js", args: ["--workloads", "W3-20k,W3-100k", "--systems", "redis,nats", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "peers", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W1,W2,W4,fsync", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "peers-w3", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W3-20k,W3-100k", "--systems", "redis,nats", ...(opts.quick ? ["--quick"] : [])] },
 ];
 const steps = opts.steps ? STEPS.filter((s) => opts.steps!.split(",").includes(s.id)) : STEPS;
 
@@ -66,13 +68,13 @@ const steps = opts.steps ? STEPS.filter((s) => opts.steps!.split(",").includes(s
 function runStep(step: Step, results: string, log: string): Promise<string | null> {
   return new Promise((resolve) => {
     const out: Buffer[] = [];
-    const child = spawn(process.execPath, [join(DIST, step.script), ...step.args, "--results", results], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, [join(WORKLOADS_DIST, step.script), ...step.args, "--results", results], { stdio: ["ignore", "pipe", "inherit"] });
     child.stdout.on("data", (c: Buffer) => out.push(c));
     const timer = setTimeout(() => child.kill("SIGTERM"), STEP_TIMEOUT_MS);
     child.once("exit", (code, signal) => {
       clearTimeout(timer);
       writeFileSync(log, Buffer.concat(out));
-      resolve(code === 0 ? null : `${step.id} ended with ${signal ?? `code ${code}`} (its output: ${log})`);
+      resolve(code === 0 ? null : `${step.id} ended with ${signal ?? `code ${code}`} (its output: ${basename(log)} in the step logs)`);
     });
   });
 }
@@ -249,18 +251,14 @@ const GOALS: Goal[] = [
 ];
 
 function machine(): string[] {
-  const cpuModel = cpus()[0]?.model ?? "unknown";
-  const sh = (cmd: string, args: string[]) => {
+  const version = (cmd: string) => {
     try {
-      return execFileSync(cmd, args, { encoding: "utf8" }).trim().split("\n")[0];
+      return execFileSync(cmd, ["--version"], { encoding: "utf8" }).trim().split("\n")[0];
     } catch {
       return "not installed";
     }
   };
-  return [
-    `- **Machine:** ${availableParallelism()} cores (${cpuModel}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${sh("uname", ["-sr"])}, data in ${tmpdir()}`,
-    `- **Software:** Node ${process.version}; ${sh("redis-server", ["--version"])}; ${sh("nats-server", ["--version"])}`,
-  ];
+  return [`- **Machine:** ${machineLine()}`, `- **Software:** Node ${process.version}; ${version("redis-server")}; ${version("nats-server")}`];
 }
 
 function limitsTable(l: MachineLimits | null, err: string | null): string[] {
@@ -274,14 +272,6 @@ function limitsTable(l: MachineLimits | null, err: string | null): string[] {
     `| loopback TCP | ${l.tcp_loopback_gbit_s.toFixed(1)} Gbit/s |`,
     "",
   ];
-}
-
-function git(args: string[]): string {
-  try {
-    return execFileSync("git", args, { cwd: REPO, encoding: "utf8" }).trim();
-  } catch {
-    return "";
-  }
 }
 
 interface RunFacts {
@@ -301,11 +291,11 @@ function writeReport(all: Series[], facts: RunFacts): void {
   const lines = [
     "# Benchmarks",
     "",
-    `Written by \`${command}\` (\`loadtest/bench-all.ts\`) on ${facts.date} at commit ${commit}: ${facts.runs} run${facts.runs > 1 ? "s" : ""} of every workload, Ticker and its peers in the same runs, ${Math.round(runtimeS / 60)} min in all. Figures are medians with min–max over the runs. Do not edit by hand: the prose on what limits each figure lives in \`docs/bench-analysis.md\` and is appended below. Speeds are never asserted in tests; they live here.`,
+    `Written by \`${command}\` (\`loadtest/reports/benchmarks.ts\`) on ${facts.date} at commit ${commit}: ${facts.runs} run${facts.runs > 1 ? "s" : ""} of every workload, Ticker and its peers in the same runs, ${Math.round(runtimeS / 60)} min in all. Figures are medians with min–max over the runs. Do not edit by hand: the prose on what limits each figure lives in \`docs/bench-analysis.md\` and is appended below. Speeds are never asserted in tests; they live here.`,
     "",
     ...machine(),
-    `- **Steps of each run** (each also runs alone): ${STEPS.map((st) => `\`${["node", `dist/loadtest/${st.script}`, ...st.args].join(" ")}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
-    `- **Each run's full reports:** \`docs/bench-engine-latest.md\`, \`docs/bench-consume-latest.md\` (last run); raw measurements of all runs: \`docs/bench-results.jsonl\`.`,
+    `- **Steps of each run** (each also runs alone): ${STEPS.map((st) => `\`${commandLine(st.npm, st.args)}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
+    `- **Each run's full reports:** [bench-engine-latest.md](bench-engine-latest.md), [bench-consume-latest.md](bench-consume-latest.md) (last run); raw measurements of all runs: [bench-results.jsonl](bench-results.jsonl).`,
     "",
     "## Goals",
     "",
@@ -322,14 +312,15 @@ function writeReport(all: Series[], facts: RunFacts): void {
   const notes = [...new Set(all.filter((s) => s.notes.length > 0).map((s) => `- ${s.workload}, ${s.system}${s.variant ? ` (${s.variant})` : ""}: ${s.notes.join("; ")}`))];
   if (notes.length > 0) lines.push("## Notes from the runs", "", ...notes, "");
   if (failures.length > 0) lines.push("## Steps that failed", "", ...failures.map((f) => `- ${f}`), "");
-  if (existsSync(ANALYSIS)) lines.push(readFileSync(ANALYSIS, "utf8").trim(), "");
+  if (existsSync(ANALYSIS)) lines.push(includeProse(ANALYSIS, REPORT).trim(), "");
+  mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(REPORT, lines.join("\n"));
 }
 
 async function main(): Promise<void> {
   if (opts["report-only"]) {
     writeReport(aggregate(readResults(RESULTS)), JSON.parse(readFileSync(RUN_FACTS, "utf8")) as RunFacts);
-    console.error(`bench: ${REPORT} rewritten from ${RESULTS}`);
+    console.error(`bench: ${repoRelative(REPORT)} rewritten from ${repoRelative(RESULTS)}`);
     return;
   }
   const t0 = performance.now();
@@ -359,15 +350,16 @@ async function main(): Promise<void> {
       failures,
       runtimeS: (performance.now() - t0) / 1000,
       runs: RUNS,
-      commit: git(["rev-parse", "--short", "HEAD"]) || "unknown",
-      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
+      commit: commit(),
+      command: commandLine("bench"),
       date: new Date().toISOString().slice(0, 10),
     };
+    mkdirSync(RESULTS_DIR, { recursive: true });
     writeFileSync(RESULTS, readFileSync(results));
     writeFileSync(RUN_FACTS, JSON.stringify(facts, null, 2) + "\n");
     const all = aggregate(readResults(RESULTS));
     writeReport(all, facts);
-    console.error(`bench: ${REPORT} written (${all.length} series, ${failures.length} failed steps) in ${((performance.now() - t0) / 60_000).toFixed(1)} min`);
+    console.error(`bench: ${repoRelative(REPORT)} written (${all.length} series, ${failures.length} failed steps) in ${((performance.now() - t0) / 60_000).toFixed(1)} min`);
   } finally {
     // Keep the logs of failed steps for a look; otherwise clean up.
     if (failures.length === 0) rmSync(dir, { recursive: true, force: true });

@@ -9,23 +9,26 @@
 // measures disk on a directory in os.tmpdir(), the file system the other
 // benchmarks' data dirs are on; the temp dir is removed afterwards.
 import { execFile, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
+import { mkdirSync, realpathSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { z } from "zod";
-import type { MachineLimits } from "./results.js";
+import { aptInstall } from "../../test/harness/apt.js";
+import { REPO_ROOT } from "../../test/harness/process.js";
+import type { MachineLimits } from "../lib/results.js";
+import { guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 
 const run = promisify(execFile);
 
-const SOURCE = fileURLToPath(new URL("../../native-bench/limits.c", import.meta.url));
+const SOURCE = join(REPO_ROOT, "native-bench", "limits.c");
 const CC_ARGS = ["-O2", "-std=c11", "-pthread", "-Wall", "-Wextra"];
 // The program bounds itself (a 20 s watchdog); these only catch a wedged child.
 const COMPILE_TIMEOUT_MS = 60_000;
 const MEASURE_TIMEOUT_MS = 30_000;
-const APT_UPDATE_TIMEOUT_MS = 180_000;
-const APT_INSTALL_TIMEOUT_MS = 300_000;
+/** Compiling, an apt-get install of gcc and measuring, with room to spare. */
+const RUN_DEADLINE_MS = 15 * 60_000;
 
 const limitsSchema = z
   .object({
@@ -48,7 +51,12 @@ interface LimitsRun {
 
 /** Programs and temp dirs of runs in progress, for the CLI's Ctrl-C. */
 const liveChildren = new Set<ChildProcess>();
-const liveDirs = new Set<string>();
+const tempDirs = new TempDirs("ticker-limits-");
+// The program first, so it cannot write into a dir being removed.
+onCleanup(() => {
+  for (const c of liveChildren) c.kill("SIGKILL");
+  tempDirs.removeAll();
+});
 
 function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException).code === "ENOENT";
@@ -60,8 +68,6 @@ function failure(what: string, err: unknown): Error {
   return new Error(`limits: ${what}${e.killed ? ` (killed: ${e.signal ?? "timeout"})` : ""}:\n${out}`);
 }
 
-let aptUpdated = false;
-
 /** `cc` on PATH, or installed from Debian (gcc provides cc) when we are root. */
 async function ensureCompiler(): Promise<void> {
   try {
@@ -70,20 +76,11 @@ async function ensureCompiler(): Promise<void> {
   } catch (err) {
     if (!isMissing(err)) throw failure("`cc --version` failed", err);
   }
-  if (process.getuid?.() !== 0) {
-    throw new Error("limits: no C compiler: `cc` is not on PATH and this is not root, so gcc cannot be installed here; run `apt-get install -y gcc` (or put a C11 `cc` on PATH) and retry");
-  }
   console.error("limits: `cc` not found; installing gcc from Debian (apt-get)");
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   try {
-    if (!aptUpdated) {
-      await run("apt-get", ["update"], { env, timeout: APT_UPDATE_TIMEOUT_MS, maxBuffer: 16 << 20 });
-      aptUpdated = true;
-    }
-    await run("apt-get", ["install", "-y", "gcc"], { env, timeout: APT_INSTALL_TIMEOUT_MS, maxBuffer: 16 << 20 });
-    await run("cc", ["--version"]);
+    await aptInstall(["gcc"], "command -v cc >/dev/null");
   } catch (err) {
-    throw failure("installing gcc failed", err);
+    throw new Error(`limits: no C compiler (\`cc\` is not on PATH) and none could be installed: ${(err as Error).message}; put a C11 \`cc\` on PATH and retry`);
   }
 }
 
@@ -103,8 +100,7 @@ function parseLimits(stdout: string): MachineLimits {
 
 async function measureWithDetail(): Promise<LimitsRun> {
   await ensureCompiler();
-  const dir = mkdtempSync(join(tmpdir(), "ticker-limits-"));
-  liveDirs.add(dir);
+  const dir = tempDirs.make();
   try {
     const bin = join(dir, "limits");
     const data = join(dir, "data");
@@ -112,7 +108,7 @@ async function measureWithDetail(): Promise<LimitsRun> {
     try {
       await run("cc", [...CC_ARGS, "-o", bin, SOURCE], { timeout: COMPILE_TIMEOUT_MS });
     } catch (err) {
-      throw failure(`compiling ${SOURCE} failed`, err);
+      throw failure("compiling native-bench/limits.c failed", err);
     }
     const t0 = performance.now();
     let out: { stdout: string; stderr: string };
@@ -129,8 +125,7 @@ async function measureWithDetail(): Promise<LimitsRun> {
     const detail = out.stderr.split("\n").filter((l) => l.trim() !== "");
     return { limits: parseLimits(out.stdout), detail, wallS };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
-    liveDirs.delete(dir);
+    tempDirs.remove(dir);
   }
 }
 
@@ -152,18 +147,12 @@ function table(l: MachineLimits): string {
 }
 
 async function main(): Promise<number> {
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    process.once(sig, () => {
-      // The program first, so it cannot write into a dir being removed.
-      for (const c of liveChildren) c.kill("SIGKILL");
-      for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
-      process.exit(130);
-    });
-  }
+  const deadline = guardRun("limits", RUN_DEADLINE_MS);
   const { limits, detail, wallS } = await measureWithDetail();
   process.stdout.write(`${JSON.stringify(limits)}\n\n${table(limits)}\n`);
   for (const line of detail) console.error(line);
   console.error(`limits: measured in ${wallS.toFixed(1)} s (disk: ${tmpdir()})`);
+  clearTimeout(deadline);
   return 0;
 }
 
@@ -175,12 +164,4 @@ function runDirectly(): boolean {
   }
 }
 
-if (runDirectly()) {
-  main().then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      console.error(err instanceof Error ? err.message : err);
-      process.exit(1);
-    },
-  );
-}
+if (runDirectly()) runMain(main);

@@ -4,13 +4,14 @@
 // below it, callers on top. Idle time is left out, so the width is the
 // thread's busy time.
 //
-//   TICKER_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/loadtest/bench-consume.js --rows w3-20k
-//   node dist/loadtest/flame.js /tmp/prof/CPU.*.cpuprofile --out docs/profiles --title "W3 at 20,000 events/s"
+//   TICKER_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=.bench/prof" npm run bench:consume -- --rows w3-20k
+//   npm run flame -- .bench/prof/CPU.*.cpuprofile --title "W3 at 20,000 events/s"   # → docs/results/profiles/
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import type { TopLevelSpec } from "vega-lite";
-import { renderSvg } from "./capacity/charts.js";
+import { repoRelative, RESULTS_DIR } from "../lib/report.js";
+import { renderSvg } from "./charts.js";
 
 interface ProfileNode {
   id: number;
@@ -136,7 +137,7 @@ export function flameChart(frames: Frame[], busyMs: number, title: string, subti
 
 async function main(): Promise<void> {
   const { values: opts, positionals } = parseArgs({
-    options: { out: { type: "string", default: "docs/profiles" }, title: { type: "string", default: "CPU profile" } },
+    options: { out: { type: "string", default: join(RESULTS_DIR, "profiles") }, title: { type: "string", default: "CPU profile" } },
     allowPositionals: true,
     strict: true,
   });
@@ -151,7 +152,7 @@ async function main(): Promise<void> {
     const svg = await renderSvg(flameChart(frames, busyMs, opts.title!, `${name}: ${busyMs.toFixed(0)} ms busy; frames under ${MIN_SHARE * 100}% left out`));
     const out = join(opts.out!, `${name}.svg`);
     writeFileSync(out, svg);
-    console.log(`${out}: ${busyMs.toFixed(0)} ms busy, ${frames.length} frames`);
+    console.log(`${repoRelative(out)}: ${busyMs.toFixed(0)} ms busy, ${frames.length} frames`);
   }
 }
 

@@ -3,37 +3,34 @@
 // server's own CPU, memory and disk cost next to the client-side rate.
 //
 //   npm run bench:engine                        # 1,000,000 events per workload
-//   node dist/loadtest/bench-engine.js --quick  # 100,000 events, smoke run
-//   node dist/loadtest/bench-engine.js --no-peers  # Ticker only, no Redis rows
+//   npm run bench:engine -- --quick             # 100,000 events, smoke run
+//   npm run bench:engine -- --no-peers          # Ticker only, no Redis rows
 //
 // After the Ticker rows it runs the same workloads against Redis Streams
-// (loadtest/peers/redis.ts), so docs can put both side by side from one run.
-// Prints a markdown report and writes it to docs/bench-engine-latest.md.
-import { execFileSync } from "node:child_process";
+// (./engine-redis.ts), so docs can put both side by side from one run.
+// Prints a markdown report and writes it to docs/results/bench-engine-latest.md.
 import { randomBytes } from "node:crypto";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import { availableParallelism, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { decodeEventBatch, encodePublishBatch } from "../src/wire/client.js";
-import { killRedisNow, runRedisPeer, type PeerRow, type RedisPeerReport, type Workload } from "./peers/redis.js";
-import { CLK_TCK, diskBytes, ticksOf, timed } from "./proc.js";
-import { BenchServer, guardRun, killAllServers, runMain, TempDirs, spawnServer } from "./server.js";
-import { report as reportResults, resultsFile, type Measurement } from "./results.js";
-import { HttpRawClient } from "./http-raw.js";
+import { decodeEventBatch, encodePublishBatch } from "../../src/wire/client.js";
+import type { TickerProcess } from "../../test/harness/ticker.js";
+import { stoppedCleanly } from "../../test/harness/process.js";
+import { HttpRawClient } from "../lib/http-raw.js";
+import { CLK_TCK, diskBytes, processMemory, ticksOf, timed } from "../lib/proc.js";
+import { cell, commandLine, f1, f2, int, machineFacts, machineLine, mib, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { BATCH_EVENTS, IN_FLIGHT, PAGE_EVENTS, PAYLOAD_BYTES, payloadText, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
+import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
+import { uintAt } from "../lib/scan.js";
+import { versionText } from "../systems/redis.js";
+import { startTicker } from "../systems/ticker.js";
+import { runRedisPeer, type PeerRow, type RedisPeerReport, type Workload } from "./engine-redis.js";
 
-const REPO = fileURLToPath(new URL("../../", import.meta.url));
-const REPORT_PATH = join(REPO, "docs", "bench-engine-latest.md");
+const REPORT_PATH = join(RESULTS_DIR, "bench-engine-latest.md");
 
 const STREAM = "bench";
-const BATCH_EVENTS = 1000; // the server's publish_events_max
-const PAYLOAD_BYTES = 100;
-const PAGE_EVENTS = 10_000; // the server's replay_page_events_max
-/** The concurrent rows' requests in flight: enough to keep both shard threads' rings busy. */
-const IN_FLIGHT = 8;
 /**
  * Distinct pre-encoded bodies, sent round-robin. Encoding all 1,000 batches
  * up front would cost seconds and ~150 MB for no change in what the server
@@ -61,7 +58,7 @@ const { values: opts } = parseArgs({
     client: { type: "string", default: "raw" },
     // Node 20's parseArgs has no --no-X negation, so the flag is its own option.
     "no-peers": { type: "boolean", default: false },
-    // A JSON-lines file that gets this run's measurements (loadtest/results.ts), for `npm run bench`.
+    // A JSON-lines file that gets this run's measurements (lib/results.ts), for `npm run bench`.
     results: { type: "string" },
   },
   strict: true,
@@ -77,7 +74,7 @@ if (opts.client !== "raw" && opts.client !== "http" && opts.client !== "fetch") 
 }
 const CLIENT_KIND = opts.client as "raw" | "http" | "fetch";
 const CLIENT_NAMES = {
-  raw: "raw HTTP/1.1 keep-alive sockets (loadtest/http-raw.ts, as a load generator such as autocannon drives a server)",
+  raw: "raw HTTP/1.1 keep-alive sockets (loadtest/lib/http-raw.ts, as a load generator such as autocannon drives a server)",
   http: "node:http with a keep-alive Agent",
   fetch: "Node's global fetch (undici)",
 };
@@ -172,24 +169,32 @@ interface ThreadCpu {
 let shardThreadMethod = "not identified";
 
 const tempDirs = new TempDirs("ticker-bench-");
+onCleanup(() => tempDirs.removeAll());
 
 /** The server with what this benchmark adds: its shard threads told apart, and settling. */
-class Server extends BenchServer {
+class Server {
   /** tid → shard label, or null when the shard threads could not be told apart. */
   private shardThreads: Map<number, string> | null = null;
-  /** Threads alive when the listening line arrived: shards yes, the scrub's piscina thread not yet. */
-  private earlyTids: number[] = [];
 
-  static override async start(dataDir: string): Promise<Server> {
-    const s = new Server(spawnServer(dataDir), dataDir);
-    await s.ready();
-    return s;
+  private constructor(
+    readonly t: TickerProcess,
+    /** Threads alive when the listening line arrived: shards yes, the scrub's piscina thread not yet. */
+    private readonly earlyTids: number[],
+  ) {}
+
+  static async start(dataDir: string): Promise<Server> {
+    let early: number[] = [];
+    const t = await startTicker(dataDir, { onListening: (s) => (early = tidsOf(s.pid)) });
+    return new Server(t, early);
   }
 
-  protected override onListening(): void {
-    this.earlyTids = this.tids();
+  get pid(): number {
+    return this.t.pid;
   }
 
+  get port(): number {
+    return this.t.port;
+  }
 
   /**
    * Waits until the server stops using CPU on its own, then finds its shard
@@ -210,7 +215,7 @@ class Server extends BenchServer {
       last = now;
     }
     this.shardThreads = await this.findShardThreads();
-    const scrub = /scrub: verified \d+ closed segments/.exec(this.out)?.[0];
+    const scrub = /scrub: verified \d+ closed segments/.exec(this.t.output)?.[0];
     return (
       `${quiet ? "settled" : `NOT quiet after ${SETTLE_TIMEOUT_MS / 1000} s`}: ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
       `${((last - c0) / CLK_TCK).toFixed(2)} s server CPU after ready${scrub ? ` ("${scrub}")` : ""}`
@@ -219,11 +224,8 @@ class Server extends BenchServer {
 
 
   private tids(): number[] {
-    return readdirSync(`/proc/${this.pid}/task`)
-      .map(Number)
-      .sort((a, b) => a - b);
+    return tidsOf(this.pid);
   }
-
 
   /**
    * If Node names a Worker's OS thread after its `name` option, comm says
@@ -247,15 +249,14 @@ class Server extends BenchServer {
       const alive = new Set(this.tids());
       const sleepers = this.earlyTids.filter((t) => t !== this.pid && alive.has(t) && readFileSync(`/proc/${this.pid}/task/${t}/wchan`, "utf8").includes("epoll"));
       // A shard caught running is not sleeping: look again.
-      if (sleepers.length === this.shardCount + 1) {
+      if (sleepers.length === this.t.shardCount + 1) {
         shardThreadMethod = "inferred: the server's threads are all named \"node\", so the shards are the last epoll_wait sleepers by tid (see findShardThreads)";
-        return new Map(sleepers.slice(-this.shardCount).map((t, i) => [t, `shard-${i}`]));
+        return new Map(sleepers.slice(-this.t.shardCount).map((t, i) => [t, `shard-${i}`]));
       }
       await new Promise((r) => setTimeout(r, 50));
     }
     return null;
   }
-
 
   cpu(): CpuSample {
     const threadTicks = new Map<number, number>();
@@ -269,7 +270,6 @@ class Server extends BenchServer {
     return { processTicks: ticksOf(`/proc/${this.pid}/stat`), threadTicks };
   }
 
-
   threadCpu(before: CpuSample, after: CpuSample): ThreadCpu {
     const delta = (tid: number) => ((after.threadTicks.get(tid) ?? 0) - (before.threadTicks.get(tid) ?? 0)) / CLK_TCK;
     const shards = this.shardThreads;
@@ -281,6 +281,12 @@ class Server extends BenchServer {
       otherS: shards ? otherS : NaN,
     };
   }
+}
+
+function tidsOf(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`)
+    .map(Number)
+    .sort((a, b) => a - b);
 }
 
 // ---- workloads ------------------------------------------------------------
@@ -308,16 +314,11 @@ interface Row {
   error?: string;
 }
 
-function randomPayloadText(): string {
-  // 75 random bytes are exactly 100 base64 characters, none needing a JSON escape.
-  return randomBytes((PAYLOAD_BYTES * 3) / 4).toString("base64");
-}
-
 function buildBodies(format: Format): Buffer[] {
   const bodies: Buffer[] = [];
   for (let b = 0; b < BODY_POOL; b++) {
     if (format === "json") {
-      const events = Array.from({ length: BATCH_EVENTS }, () => `{"type":"tick","payload":"${randomPayloadText()}"}`);
+      const events = Array.from({ length: BATCH_EVENTS }, () => `{"type":"tick","payload":"${payloadText(PAYLOAD_BYTES)}"}`);
       bodies.push(Buffer.from(`{"events":[${events.join(",")}]}`));
     } else {
       const bytes = encodePublishBatch(Array.from({ length: BATCH_EVENTS }, () => ({ type: "tick", payload_bytes: randomBytes(PAYLOAD_BYTES) })));
@@ -335,7 +336,7 @@ async function makeClient(server: Server, inFlight: number): Promise<Client> {
 /** Runs `body` between two samples of the server and the client process. */
 async function measured(label: string, server: Server, events: number, body: () => Promise<void>): Promise<Measure> {
   const t = await timed(() => server.cpu(), (c) => c.processTicks, body);
-  const mem = server.memory();
+  const mem = processMemory(server.pid);
   return {
     label,
     wallS: t.wallS,
@@ -345,7 +346,7 @@ async function measured(label: string, server: Server, events: number, body: () 
     restCpuS: t.restCpuS,
     peakRss: mem.peak,
     rssAfter: mem.rss,
-    diskBytes: diskBytes(server.dataDir) / events,
+    diskBytes: diskBytes(server.t.dir) / events,
   };
 }
 
@@ -400,12 +401,6 @@ interface PageCount {
 
 const SEQ_KEY = Buffer.from(`{"seq":`);
 const NEXT_KEY = Buffer.from(`"next":`);
-
-function uintAt(buf: Buffer, at: number): number {
-  let v = 0;
-  for (let c = buf[at]; c !== undefined && c >= 48 && c <= 57; c = buf[++at]) v = v * 10 + (c - 48);
-  return v;
-}
 
 /**
  * Counts a JSON page's events and checks their seqs run on from `from`,
@@ -535,15 +530,15 @@ async function runWorkload(label: string, workload: Workload, format: Format, da
     server = await Server.start(dataDir);
     notes.push(`${label}: before timing, ${await server.settle()}.`);
     row.measure = await work(server);
-    if (server.exit) throw new Error(`server exited (${server.exit}) during the workload`);
+    if (server.t.exit) throw new Error(`server exited (${server.t.exit}) during the workload`);
   } catch (err) {
     row.error = (err as Error).message.split("\n")[0];
-    notes.push(`**${label} failed:** ${(err as Error).message}` + (server ? `\n\n\`\`\`\n${server.outputTail()}\n\`\`\`` : ""));
+    notes.push(`**${label} failed:** ${(err as Error).message}` + (server ? `\n\n\`\`\`\n${server.t.outputTail()}\n\`\`\`` : ""));
   }
   if (server) {
-    const how = await server.stop();
-    if (!how.startsWith("SIGTERM: exited (code 0)")) notes.push(`${label}: server stop: ${how}.`);
-    if (server.errors.length > 0) notes.push(`${label}: server stderr:\n\n\`\`\`\n${server.errors.slice(0, 20).join("\n")}\n\`\`\``);
+    const how = await server.t.stop();
+    if (!stoppedCleanly(how)) notes.push(`${label}: server stop: ${how}.`);
+    if (server.t.errors.length > 0) notes.push(`${label}: server stderr:\n\n\`\`\`\n${server.t.errors.slice(0, 20).join("\n")}\n\`\`\``);
   }
   console.error(row.error ? `${label}: FAILED: ${row.error}` : `${label}: ${fmtRate(row.measure!)} events/s`);
   return row;
@@ -565,48 +560,36 @@ function measurementsOf(r: Row): Measurement[] {
   ];
 }
 
-const fmtRate = (m: { wallS: number }) => Math.round(EVENTS / m.wallS).toLocaleString("en-US");
-const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "?");
-const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "?");
-const mib = (n: number) => (Number.isFinite(n) ? (n / 2 ** 20).toFixed(0) : "?");
+const fmtRate = (m: { wallS: number }) => int(EVENTS / m.wallS);
+const mib0 = (bytes: number) => (Number.isFinite(bytes) ? mib(bytes).toFixed(0) : "?");
 
-function table(rows: Row[]): string {
-  const lines = [
-    "| workload | events/s | wall s | server CPU s | main thread CPU s | shard threads CPU s | other threads CPU s | client CPU s | rest of machine CPU s | server peak RSS MiB | RSS after MiB | disk B/event |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-  ];
-  for (const r of rows) {
-    const m = r.measure;
-    if (!m) {
-      lines.push(`| ${r.label} | FAILED: ${r.error!.replaceAll("|", "\\|")} | | | | | | | | | | |`);
-      continue;
-    }
-    const t = m.threads;
-    const shards = t.shardS ? t.shardS.map(f2).join(" / ") : "?";
-    lines.push(
-      `| ${m.label} | ${fmtRate(m)} | ${f2(m.wallS)} | ${f2(m.serverCpuS)} | ${f2(t.mainS)} | ${shards} | ${f2(t.otherS)} | ${f2(m.clientCpuS)} | ${f2(m.restCpuS)} | ${mib(m.peakRss)} | ${mib(m.rssAfter)} | ${f1(m.diskBytes)} |`,
-    );
-  }
-  return lines.join("\n");
+function tickerTable(rows: Row[]): string {
+  const head = ["workload", "events/s", "wall s", "server CPU s", "main thread CPU s", "shard threads CPU s", "other threads CPU s", "client CPU s", "rest of machine CPU s", "server peak RSS MiB", "RSS after MiB", "disk B/event"];
+  return table(
+    head,
+    head.map((_, i) => (i === 0 ? "l" : "r")),
+    rows.map((r) => {
+      const m = r.measure;
+      if (!m) return [r.label, `FAILED: ${cell(r.error!)}`, ...head.slice(2).map(() => "")];
+      const t = m.threads;
+      const shards = t.shardS ? t.shardS.map(f2).join(" / ") : "?";
+      return [m.label, fmtRate(m), f2(m.wallS), f2(m.serverCpuS), f2(t.mainS), shards, f2(t.otherS), f2(m.clientCpuS), f2(m.restCpuS), mib0(m.peakRss), mib0(m.rssAfter), f1(m.diskBytes)];
+    }),
+  );
 }
 
 function peerTable(rows: PeerRow[]): string {
-  const lines = [
-    "| workload | events/s | wall s | redis-server CPU s | client CPU s | rest of machine CPU s | redis peak RSS MiB | redis RSS after MiB | AOF B/event | checked |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-  ];
-  for (const r of rows) {
-    const m = r.measure;
-    if (!m) {
-      lines.push(`| ${r.label} | FAILED: ${r.error!.replaceAll("|", "\\|")} | | | | | | | | |`);
-      continue;
-    }
-    const disk = Number.isNaN(m.diskBytes) ? "–" : f1(m.diskBytes);
-    lines.push(
-      `| ${m.label} | ${fmtRate(m)} | ${f2(m.wallS)} | ${f2(m.serverCpuS)} | ${f2(m.clientCpuS)} | ${f2(m.restCpuS)} | ${mib(m.peakRss)} | ${mib(m.rssAfter)} | ${disk} | ${m.check} |`,
-    );
-  }
-  return lines.join("\n");
+  const head = ["workload", "events/s", "wall s", "redis-server CPU s", "client CPU s", "rest of machine CPU s", "redis peak RSS MiB", "redis RSS after MiB", "AOF B/event", "checked"];
+  return table(
+    head,
+    head.map((_, i) => (i === 0 || i === head.length - 1 ? "l" : "r")),
+    rows.map((r) => {
+      const m = r.measure;
+      if (!m) return [r.label, `FAILED: ${cell(r.error!)}`, ...head.slice(2).map(() => "")];
+      const disk = Number.isNaN(m.diskBytes) ? "–" : f1(m.diskBytes);
+      return [m.label, fmtRate(m), f2(m.wallS), f2(m.serverCpuS), f2(m.clientCpuS), f2(m.restCpuS), mib0(m.peakRss), mib0(m.rssAfter), disk, m.check];
+    }),
+  );
 }
 
 const PEER_WORKLOADS: Record<Workload, string> = {
@@ -643,7 +626,7 @@ function peerSection(peer: RedisPeerReport, rows: Row[]): string[] {
   return [
     "## Redis Streams, same run",
     "",
-    `- **redis-server:** ${v.number} (\`${v.line}\`${v.debian ? `; Debian package ${v.debian}` : ""}), ${v.binary}`,
+    `- **redis-server:** ${versionText(v)}`,
     "",
     peerTable(peer.rows),
     "",
@@ -655,40 +638,13 @@ function peerSection(peer: RedisPeerReport, rows: Row[]): string[] {
     "",
     `- Each Redis row mirrors the Ticker rows of its workload: ${EVENTS.toLocaleString("en-US")} XADDs of one field \`p\` with a ${PAYLOAD_BYTES}-character value to one stream key, in pipelines of ${BATCH_EVENTS} XADDs (one Ticker batch), then XRANGE \`- +\` with COUNT ${PAGE_EVENTS} (one Ticker page), each next page starting after the last id read (\`(id\`), one request at a time.`,
     `- A private redis-server per W1 row (daemonized, 127.0.0.1 on a free port, temp dir, stopped by the pid in its pidfile), with \`--save ""\` and \`--appendonly no\`: nothing persisted, so those rows compare the servers as processes, not as stores. The fsync row runs on its own instance with \`--appendonly yes --appendfsync always\` (automatic AOF rewrite off); Ticker's fsync row is a stream with \`durability: fsync\`. W2 reads the ${IN_FLIGHT}-in-flight row's stream from the same process, from memory, right after it was written; Ticker's W2 reads its log from a hot page cache after a restart.`,
-    `- Client: raw \`node:net\` sockets in the benchmark's own process (\`loadtest/peers/resp.ts\`), no Redis client library. **Pipelines are RESP encoded before timing** (a pool of ${BODY_POOL} distinct pipelines of ${BATCH_EVENTS} XADDs, sent round-robin), as Ticker's request bodies are; "${IN_FLIGHT} in flight" is ${IN_FLIGHT} sockets with one pipeline outstanding on each, as the Ticker rows use ${IN_FLIGHT} keep-alive sockets with one request each. Replies are only counted by a streaming scanner that skips bulk bodies by length and fails the row on any error reply; each XRANGE page is walked once as its bytes arrive, for its entry count and last id (the next page's exclusive start), with no per-entry objects. A ratio line is flagged client-bound when the client used more CPU than redis-server.`,
+    `- Client: raw \`node:net\` sockets in the benchmark's own process (\`loadtest/lib/resp.ts\`), no Redis client library. **Pipelines are RESP encoded before timing** (a pool of ${BODY_POOL} distinct pipelines of ${BATCH_EVENTS} XADDs, sent round-robin), as Ticker's request bodies are; "${IN_FLIGHT} in flight" is ${IN_FLIGHT} sockets with one pipeline outstanding on each, as the Ticker rows use ${IN_FLIGHT} keep-alive sockets with one request each. Replies are only counted by a streaming scanner that skips bulk bodies by length and fails the row on any error reply; each XRANGE page is walked once as its bytes arrive, for its entry count and last id (the next page's exclusive start), with no per-entry objects. A ratio line is flagged client-bound when the client used more CPU than redis-server.`,
     "- redis-server CPU is utime+stime of its pid from /proc/<pid>/stat over the timed part (all its threads; commands run on one). Peak RSS is VmHWM over the server's life, RSS after is VmRSS after the workload; AOF B/event is allocated bytes (`du`) of the instance's dir after the workload over the events. XLEN is checked after each W1 row, and W2 checks that every entry is one `p` field of the payload's length, that every id rises (within and across pages) and that nothing follows the last page.",
   ];
 }
 
-function machineFacts(): string[] {
-  const cpuModel = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
-  let kernel = "unknown";
-  try {
-    kernel = execFileSync("uname", ["-sr"], { encoding: "utf8" }).trim();
-  } catch {
-    // Not fatal: a fact we can do without.
-  }
-  return [
-    `- **Date:** ${new Date().toISOString()}`,
-    `- **Machine:** nproc ${availableParallelism()}, CPU ${cpuModel}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${kernel}, data in ${tmpdir()}`,
-    `- **Node:** ${process.version}; CLK_TCK ${CLK_TCK}`,
-  ];
-}
-
-function commandLine(): string {
-  const args = process.argv.slice(2).join(" ");
-  if (process.env.npm_lifecycle_event === "bench:engine") return `cd ${REPO.replace(/\/$/, "")} && npm run bench:engine${args ? ` -- ${args}` : ""}`;
-  return `cd ${REPO.replace(/\/$/, "")} && node dist/loadtest/bench-engine.js${args ? ` ${args}` : ""}`;
-}
-
-function cleanupNow(): void {
-  killAllServers();
-  killRedisNow();
-  tempDirs.removeAll();
-}
-
 async function main(): Promise<number> {
-  const deadline = guardRun("bench-engine", RUN_DEADLINE_MS, cleanupNow);
+  const deadline = guardRun("bench-engine", RUN_DEADLINE_MS);
 
   const rows: Row[] = [];
   const kept = new Map<Format, string>();
@@ -724,39 +680,44 @@ async function main(): Promise<number> {
     try {
       peer = await runRedisPeer({ events: EVENTS, batchEvents: BATCH_EVENTS, payloadBytes: PAYLOAD_BYTES, pageEvents: PAGE_EVENTS, inFlight: IN_FLIGHT, poolSize: BODY_POOL });
     } finally {
-      killRedisNow();
+      cleanupNow();
     }
     if (!peer.available) console.error(`redis: unavailable (${peer.reason})`);
   }
 
   const allNotes = [...notes, ...(peer?.notes ?? [])];
+  const facts = machineFacts();
   const report = [
     "# Engine benchmark: latest run",
     "",
-    "Written by `loadtest/bench-engine.ts`; overwritten on every run.",
+    "Written by `loadtest/workloads/engine.ts`; overwritten on every run.",
     "",
-    ...machineFacts(),
-    `- **Command:** \`${commandLine()}\``,
+    `- **Date:** ${facts.date}`,
+    `- **Machine:** ${machineLine(facts)}`,
+    `- **Node:** ${facts.node}; CLK_TCK ${CLK_TCK}`,
+    `- **Commit:** ${facts.commit}`,
+    `- **Command:** \`${commandLine("bench:engine")}\``,
     "",
-    table(rows),
+    tickerTable(rows),
     "",
     "How to read it:",
     "",
     `- ${EVENTS.toLocaleString("en-US")} events per workload, one stream (\`${STREAM}\`), a fresh server process (\`serve --port 0\`, default config) on a fresh temp data dir for each W1 row. W2 restarts a server on the data dir that the matching W1 "8 in flight" row wrote (JSON payloads for the JSON replay, binary payloads for the FlatBuffers one), so its pages come from a hot page cache.`,
     `- W1: batches of ${BATCH_EVENTS} events with ${PAYLOAD_BYTES}-byte payloads (JSON: \`{"type":"tick","payload":"<${PAYLOAD_BYTES} chars>"}\`; FlatBuffers: \`payload_bytes\` of ${PAYLOAD_BYTES} random bytes). **Request bodies are pre-encoded before timing** (a pool of ${BODY_POOL} distinct batches, sent round-robin), so client encoding is not measured. Every response is checked for 200 and its \`count\`; \`head_seq\` must equal the events sent.`,
-    `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1: one request at a time following \`next\`, and ${REPLAY_DEPTH} page requests outstanding by seq range (seqs are gap-free, so a batch consumer can prefetch), pages checked in order, read over raw \`node:net\` keep-alive sockets like the Redis rows (\`loadtest/http-raw.ts\`: status line and content-length only, each body read straight into one buffer of that length; ${REPLAY_DEPTH} in flight is ${REPLAY_DEPTH} sockets with one request each). The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
-    `- Client: W1 uses ${CLIENT_NAMES[CLIENT_KIND]}; W2 uses raw sockets like the Redis rows (above; its untimed head_seq check uses the W1 client). Both run in the benchmark's own process, on the same ${availableParallelism()} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
+    `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1: one request at a time following \`next\`, and ${REPLAY_DEPTH} page requests outstanding by seq range (seqs are gap-free, so a batch consumer can prefetch), pages checked in order, read over raw \`node:net\` keep-alive sockets like the Redis rows (\`loadtest/lib/http-raw.ts\`: status line and content-length only, each body read straight into one buffer of that length; ${REPLAY_DEPTH} in flight is ${REPLAY_DEPTH} sockets with one request each). The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
+    `- Client: W1 uses ${CLIENT_NAMES[CLIENT_KIND]}; W2 uses raw sockets like the Redis rows (above; its untimed head_seq check uses the W1 client). Both run in the benchmark's own process, on the same ${facts.cores} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
     `- Server CPU is utime+stime from /proc/<pid>/stat over the timed part. Per-thread CPU is from /proc/<pid>/task/*/stat: the main thread (uWS front) is tid = pid; shard threads are listed shard-0 / shard-1 /… (${shardThreadMethod}); "other" is V8 helpers, the libuv pool (fdatasync) and the rest. Peak RSS is VmHWM (whole server life, start included); disk B/event is allocated bytes (\`du\`) of the data dir after the workload over the events.`,
     ...(peer ? ["", ...peerSection(peer, rows)] : []),
     ...(allNotes.length > 0 ? ["", "## Notes from this run", "", ...allNotes.map((n) => `- ${n}`)] : []),
     "",
   ].join("\n");
   process.stdout.write(report);
+  mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(REPORT_PATH, report);
-  console.error(`report written to ${REPORT_PATH}`);
+  console.error(`report written to ${repoRelative(REPORT_PATH)}`);
   clearTimeout(deadline);
   // An unavailable peer is the machine's state, not a failed run; a failed peer row is.
   return rows.some((r) => r.error) || (peer?.available && peer.rows.some((r) => r.error)) ? 1 : 0;
 }
 
-runMain(main, cleanupNow);
+runMain(main);

@@ -1,30 +1,15 @@
-// docs/CAPACITY.md and its charts, from the sweeps' results: the machine, the
+// docs/results/CAPACITY.md and its charts, from the sweeps' results: the machine, the
 // three charts with a two-line reading each, the raw figures, and a sizing
 // table derived from per-event, per-message, per-stream and per-consumer
 // costs measured in the same run. The whole file is rewritten on every run.
-import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { consumersChart, publishChart, renderSvg, streamsChart } from "./charts.js";
+import { f2, int, ms, RESULTS_DIR, table, type MachineFacts } from "../../lib/report.js";
+import { consumersChart, publishChart, renderSvg, streamsChart } from "../charts.js";
 import { SETTLE_MS, type ConsumerPoint, type ConsumersSweep, type PublishPoint, type PublishSweep, type StreamsSweep } from "./sweeps.js";
 
-export const REPO = fileURLToPath(new URL("../../../", import.meta.url));
-export const DOCS_DIR = join(REPO, "docs");
-
-export interface MachineInfo {
-  date: string;
-  cpuModel: string;
-  cores: number;
-  memoryBytes: number;
-  kernel: string;
-  node: string;
-  commit: string;
-}
-
 export interface CapacityResults {
-  machine: MachineInfo;
+  machine: MachineFacts;
   /** How the run was started, for the report. */
   command: string;
   runtimeS: number;
@@ -35,42 +20,12 @@ export interface CapacityResults {
   notes: string[];
 }
 
-function git(args: string[]): string {
-  try {
-    return execFileSync("git", args, { cwd: REPO, encoding: "utf8" }).trim();
-  } catch {
-    return "";
-  }
-}
-
-export function machineInfo(): MachineInfo {
-  const dirty = git(["status", "--porcelain", "--untracked-files=no", "src"]);
-  return {
-    date: new Date().toISOString(),
-    cpuModel: cpus()[0]?.model.trim() ?? "unknown",
-    cores: cpus().length,
-    memoryBytes: totalmem(),
-    kernel: `Linux ${release()}`,
-    node: process.version,
-    commit: (git(["rev-parse", "--short", "HEAD"]) || "unknown") + (dirty ? " (plus uncommitted changes under src/)" : ""),
-  };
-}
-
 // ---- formatting --------------------------------------------------------------
 
 const KiB = 1024;
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const TiB = 2 ** 40;
-
-const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–");
-const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "–");
-
-/** Milliseconds: 3 decimals under 1, 2 under 100, none above. */
-function ms(v: number): string {
-  if (!Number.isFinite(v)) return "–";
-  return v < 1 ? v.toFixed(3) : v < 100 ? v.toFixed(2) : Math.round(v).toLocaleString("en-US");
-}
 
 function bytes(n: number): string {
   if (!Number.isFinite(n)) return "–";
@@ -81,10 +36,6 @@ function bytes(n: number): string {
 }
 
 const mib = (n: number) => (n / MiB).toFixed(0);
-
-function table(head: string[], align: ("l" | "r")[], rows: string[][]): string {
-  return [`| ${head.join(" | ")} |`, `|${align.map((a) => (a === "r" ? "---:" : "---")).join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
-}
 
 // ---- derived costs ---------------------------------------------------------------
 
@@ -405,7 +356,7 @@ export function capacityMarkdown(r: CapacityResults): string {
   const lines = [
     "# Capacity",
     "",
-    `Written by \`loadtest/capacity.ts\` (\`npm run capacity\`); the whole file and its charts are rewritten on every run. **Development figures:** one run on a shared ${m.cores}-core VM where other engineers build and benchmark at the same time (the "other cores" columns show how busy the rest of the machine was during each point), with the load generator on the same cores as the server.`,
+    `Written by \`loadtest/reports/capacity.ts\` (\`npm run capacity\`); the whole file and its charts are rewritten on every run. **Development figures:** one run on a shared ${m.cores}-core VM where other engineers build and benchmark at the same time (the "other cores" columns show how busy the rest of the machine was during each point), with the load generator on the same cores as the server.`,
     "",
     table(
       ["", ""],
@@ -444,17 +395,17 @@ function method(r: CapacityResults): string[] {
       ? `Publish: [autocannon](https://github.com/mcollina/autocannon) 8 in the benchmark process POSTs one pre-built JSON batch (\`{"type":"tick","payload":"<100 chars>"}\` × ${int(p.batch)}, and × ${int(p.largeBatch)}) to one stream, one request in flight per connection, ${p.warmupS} s warm-up (discarded) then ${p.measureS} s per point. events/s = 2xx answers/s × batch. Latency p50/p99 are per request, from autocannon's \`response\` event (fractional ms) in an HDR histogram; autocannon's own summary, in whole ms, is beside them.`
       : "Publish: not run.",
     c
-      ? `Consumers: a producer thread (\`loadtest/consume-producer.ts\`) publishes ${int(c.rate)} events/s on a 1 ms timer over 16 keep-alive connections, each event stamped with its send time; \`ws\` consumers (\`loadtest/consume-clients.ts\`, \`from=latest&format=json\`, no group) in the benchmark process record receive − stamp of every delivery into one HDR histogram (µs). ${c.warmupS} s warm-up, then a ${c.measureS} s window per point; every consumer must get every event of the window in order (✗ otherwise). One server for the sweep; each point connects a fresh set of consumers.`
+      ? `Consumers: a producer thread (\`loadtest/workloads/producer.ts\`) publishes ${int(c.rate)} events/s on a 1 ms timer over 16 keep-alive connections, each event stamped with its send time; \`ws\` consumers (\`loadtest/systems/ticker.ts\`, \`from=latest&format=json\`, no group) in the benchmark process record receive − stamp of every delivery into one HDR histogram (µs). ${c.warmupS} s warm-up, then a ${c.measureS} s window per point; every consumer must get every event of the window in order (✗ otherwise). One server for the sweep; each point connects a fresh set of consumers.`
       : "Consumers: not run.",
     s
-      ? `Streams: ${int(s.eventsPerStream)} events published to each new stream (auto-created), ${s.concurrency} requests in flight on raw keep-alive sockets (\`loadtest/http-raw.ts\`), cumulatively on one server; after each step, ${SETTLE_MS / 1000} s later, VmRSS and VmHWM from /proc/<pid>/status and \`du\` of the data dir (allocated blocks).`
+      ? `Streams: ${int(s.eventsPerStream)} events published to each new stream (auto-created), ${s.concurrency} requests in flight on raw keep-alive sockets (\`loadtest/lib/http-raw.ts\`), cumulatively on one server; after each step, ${SETTLE_MS / 1000} s later, VmRSS and VmHWM from /proc/<pid>/status and \`du\` of the data dir (allocated blocks).`
       : "Streams: not run.",
     "CPU: utime + stime of the server's pid over the window (/proc/<pid>/stat, all threads; 1.00 = one core busy for the whole window); \"front\" is its main thread (uWS, which writes every socket); \"benchmark cores\" is this process (autocannon, consumers, producer thread); \"other cores\" is the rest of /proc/stat's busy time: other people's work on the machine. Before each sweep and each point the run waits (briefly) for the machine to go quiet.",
   ];
 }
 
-/** Renders the three charts and writes them and the markdown under `docsDir` (docs/CAPACITY.md, docs/capacity/*.svg). */
-export async function writeCapacityReport(r: CapacityResults, docsDir = DOCS_DIR): Promise<{ markdown: string; charts: string[] }> {
+/** Renders the three charts and writes them and the markdown under `docsDir` (docs/results/CAPACITY.md, docs/results/capacity/*.svg). */
+export async function writeCapacityReport(r: CapacityResults, docsDir = RESULTS_DIR): Promise<{ markdown: string; charts: string[] }> {
   const chartDir = join(docsDir, "capacity");
   mkdirSync(chartDir, { recursive: true });
   const charts: string[] = [];

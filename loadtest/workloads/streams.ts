@@ -2,23 +2,24 @@
 // stream, 16 requests in flight) on a fresh server; reported: the total time,
 // the server's RSS once they are all there, and the data dir's size.
 //
-//   npm run bench:streams                      # 10,000 streams
-//   node dist/loadtest/bench-streams.js --streams 1000 --results out.jsonl
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+//   npm run bench:streams                                # 10,000 streams
+//   npm run bench:streams -- --streams 1000 --results out.jsonl
 import { parseArgs } from "node:util";
-import { HttpRawConnection } from "./http-raw.js";
-import { diskBytes } from "./proc.js";
-import { report, resultsFile, type Measurement } from "./results.js";
-import { BenchServer, killAllServers } from "./server.js";
+import { stoppedCleanly } from "../../test/harness/process.js";
+import type { TickerProcess } from "../../test/harness/ticker.js";
+import { HttpRawClient } from "../lib/http-raw.js";
+import { diskBytes, processMemory } from "../lib/proc.js";
+import { mib } from "../lib/report.js";
+import { PAYLOAD_BYTES, report, resultsFile, W4_EVENTS_PER_STREAM as EVENTS_PER_STREAM, W4_IN_FLIGHT as IN_FLIGHT, W4_STREAMS, type Measurement } from "../lib/results.js";
+import { cleanupNow, onCleanup, runMain, TempDirs } from "../lib/run.js";
+import { startTicker } from "../systems/ticker.js";
 
-const EVENTS_PER_STREAM = 10;
-const IN_FLIGHT = 16;
-const PAYLOAD = "x".repeat(100);
+const PAYLOAD = "x".repeat(PAYLOAD_BYTES);
+const tempDirs = new TempDirs("ticker-bench-streams-");
+onCleanup(() => tempDirs.removeAll());
 
 const { values: opts } = parseArgs({
-  options: { streams: { type: "string", default: "10000" }, results: { type: "string" } },
+  options: { streams: { type: "string", default: String(W4_STREAMS) }, results: { type: "string" } },
   strict: true,
 });
 const STREAMS = Number(opts.streams);
@@ -29,7 +30,7 @@ if (!Number.isSafeInteger(STREAMS) || STREAMS < 1) {
 
 /** One publish of 10 events to each of `streams` new streams; resolves with the wall time in s. */
 async function createStreams(port: number, streams: number): Promise<number> {
-  const conns = await Promise.all(Array.from({ length: IN_FLIGHT }, () => HttpRawConnection.connect(port)));
+  const conns = await HttpRawClient.connections(port, IN_FLIGHT);
   const body = Buffer.from(JSON.stringify({ events: Array.from({ length: EVENTS_PER_STREAM }, (_, i) => ({ type: "t", payload: { i, p: PAYLOAD } })) }));
   const headers = { "Content-Type": "application/json" };
   let next = 0;
@@ -49,15 +50,14 @@ async function createStreams(port: number, streams: number): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), "ticker-bench-streams-"));
-  let server: BenchServer | null = null;
+async function main(): Promise<number> {
+  const dir = tempDirs.make();
+  let server: TickerProcess | null = null;
   try {
-    server = await BenchServer.start(dir);
+    server = await startTicker(dir);
     const wallS = await createStreams(server.port, STREAMS);
-    const mem = server.memory();
+    const mem = processMemory(server.pid);
     const disk = diskBytes(dir);
-    const mib = (n: number) => n / 2 ** 20;
     const note = `${STREAMS} streams x ${EVENTS_PER_STREAM} events, ${IN_FLIGHT} publishes in flight`;
     const ms: Measurement[] = [
       { workload: "W4", system: "Ticker", metric: "s", value: wallS, better: "lower", note },
@@ -67,15 +67,11 @@ async function main(): Promise<void> {
     report(ms, opts.results ?? resultsFile());
     console.log(`W4 Ticker: ${STREAMS} streams in ${wallS.toFixed(2)} s (${Math.round(STREAMS / wallS)} streams/s), RSS ${mib(mem.rss).toFixed(1)} MiB (peak ${mib(mem.peak).toFixed(1)}), disk ${mib(disk).toFixed(1)} MiB`);
     const how = await server.stop();
-    if (!how.startsWith("SIGTERM: exited (code 0)")) console.error(`server stop: ${how}`);
+    if (!stoppedCleanly(how)) console.error(`server stop: ${how}`);
   } finally {
-    killAllServers();
-    rmSync(dir, { recursive: true, force: true });
+    cleanupNow();
   }
+  return 0;
 }
 
-main().catch((err) => {
-  console.error(err);
-  killAllServers();
-  process.exit(1);
-});
+runMain(main);

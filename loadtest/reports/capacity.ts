@@ -1,9 +1,9 @@
 // Capacity report: how far one Ticker node goes on this machine, as charts.
 //
-//   npm run capacity                                  # the full run, ~3 minutes → docs/CAPACITY.md, docs/capacity/*.svg
-//   node dist/loadtest/capacity.js --quick --out /tmp/cap   # short windows, fewer points, a smoke run
-//   node dist/loadtest/capacity.js --only publish,streams --json /tmp/cap.json   # also keep the raw results
-//   node dist/loadtest/capacity.js --from-json /tmp/cap.json --out /tmp/cap        # re-render a kept run, no sweeps
+//   npm run capacity                                  # the full run, ~3 minutes → docs/results/CAPACITY.md, docs/results/capacity/*.svg
+//   npm run capacity -- --quick --out .bench/cap      # short windows, fewer points, a smoke run
+//   npm run capacity -- --only publish,streams --json .bench/cap.json   # also keep the raw results
+//   npm run capacity -- --from-json .bench/cap.json --out .bench/cap    # re-render a kept run, no sweeps
 // A run where a sweep failed writes no report unless --partial: the last complete one stays.
 //
 // Three sweeps, each on a fresh server (`serve --port 0`, default config,
@@ -14,19 +14,14 @@
 //   publish-to-deliver p50/p99 and server CPU;
 // - streams: 1,000 to 10,000 streams of 10 events: RSS, disk, time.
 // Then a sizing table from the per-event, per-message, per-stream and
-// per-consumer costs of the same run. loadtest/capacity/ holds the parts;
-// their functions are exported here for `npm run bench` to import.
+// per-consumer costs of the same run. ./capacity/ holds the sweeps and the
+// document.
 import { readFileSync, writeFileSync } from "node:fs";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { machineInfo, writeCapacityReport, type CapacityResults } from "./capacity/report.js";
-import { cleanupNow } from "./capacity/measure.js";
-import { guardRun, runMain } from "./server.js";
+import { commandLine, machineFacts, repoRelative } from "../lib/report.js";
+import { guardRun, runMain } from "../lib/run.js";
+import { writeCapacityReport, type CapacityResults } from "./capacity/report.js";
 import { sweepConsumers, sweepPublish, sweepStreams, type ConsumersOptions, type PublishOptions, type StreamsOptions } from "./capacity/sweeps.js";
-
-export { capacityMarkdown, machineInfo, sizing, unitCosts, writeCapacityReport, type CapacityResults } from "./capacity/report.js";
-export { sweepConsumers, sweepPublish, sweepStreams } from "./capacity/sweeps.js";
-export type { ConsumerPoint, ConsumersSweep, PublishPoint, PublishSweep, StreamsStep, StreamsSweep } from "./capacity/sweeps.js";
 
 /** Whatever hangs, the run ends: servers killed, temp dirs removed. */
 const RUN_DEADLINE_MS = 9 * 60_000;
@@ -39,18 +34,18 @@ const QUICK: { publish: Partial<PublishOptions>; consumers: Partial<ConsumersOpt
   streams: { steps: [200, 500, 1000] },
 };
 
-export interface RunOptions {
+interface RunOptions {
   quick?: boolean;
   only?: SweepName[];
   log?: (line: string) => void;
 }
 
 /** Runs the selected sweeps in order; a failed sweep is noted and the others still run. */
-export async function runCapacity(opts: RunOptions = {}): Promise<CapacityResults> {
+async function runCapacity(opts: RunOptions = {}): Promise<CapacityResults> {
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
   const only = new Set(opts.only ?? SWEEPS);
-  const r: CapacityResults = { machine: machineInfo(), command: "", runtimeS: 0, publish: null, consumers: null, streams: null, notes: [] };
+  const r: CapacityResults = { machine: machineFacts(), command: "", runtimeS: 0, publish: null, consumers: null, streams: null, notes: [] };
   const attempt = async <T>(name: SweepName, run: () => Promise<T>): Promise<T | null> => {
     if (!only.has(name)) return null;
     const ts = performance.now();
@@ -72,12 +67,6 @@ export async function runCapacity(opts: RunOptions = {}): Promise<CapacityResult
   return r;
 }
 
-function commandLine(): string {
-  const args = process.argv.slice(2).join(" ");
-  if (process.env.npm_lifecycle_event === "capacity") return `npm run capacity${args ? ` -- ${args}` : ""}`;
-  return `node dist/loadtest/capacity.js${args ? ` ${args}` : ""}`;
-}
-
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -96,14 +85,14 @@ async function main(): Promise<number> {
     console.error(`--only: unknown sweep(s) ${unknown.join(", ")}; sweeps are ${SWEEPS.join(", ")}`);
     return 2;
   }
-  const deadline = guardRun("capacity", RUN_DEADLINE_MS, cleanupNow);
+  const deadline = guardRun("capacity", RUN_DEADLINE_MS);
 
   let results: CapacityResults;
   if (values["from-json"]) {
     results = JSON.parse(readFileSync(values["from-json"], "utf8")) as CapacityResults;
   } else {
     results = await runCapacity({ quick: values.quick, only: only as SweepName[], log: (l) => console.error(l) });
-    results.command = commandLine();
+    results.command = commandLine("capacity");
   }
   if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");
   const failed = results.notes.some((n) => n.includes("sweep failed"));
@@ -114,12 +103,9 @@ async function main(): Promise<number> {
     return 1;
   }
   const written = await writeCapacityReport(results, values.out);
-  console.error(`wrote ${written.markdown} and ${written.charts.length} chart(s) (${results.runtimeS.toFixed(0)} s)`);
+  console.error(`wrote ${repoRelative(written.markdown)} and ${written.charts.length} chart(s) (${results.runtimeS.toFixed(0)} s)`);
   clearTimeout(deadline);
   return failed ? 1 : 0;
 }
 
-// Run only as the command, not when imported (npm run bench imports the sweeps).
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  runMain(main, cleanupNow);
-}
+runMain(main);

@@ -1,7 +1,10 @@
-// The one shape every benchmark script reports in, so that `npm run bench`
-// can run each of them several times and put Ticker and its peers side by
-// side: one measurement per (workload, system, metric) per run, appended as
-// a JSON line to the file named by --results (or TICKER_BENCH_RESULTS).
+// The workloads every system runs (their ids, their shape, their payloads)
+// and the one shape every benchmark script reports in, so that `npm run
+// bench` can run each of them several times and put Ticker and its peers
+// side by side: one measurement per (workload, system, metric) per run,
+// appended as a JSON line to the file named by --results (or
+// TICKER_BENCH_RESULTS).
+import { randomBytes } from "node:crypto";
 import { appendFileSync, readFileSync } from "node:fs";
 
 export type Workload =
@@ -13,6 +16,25 @@ export type Workload =
   | "fanout-100" // 1 stream -> 100 consumers at 1,000 events/s
   | "fanout-1000" // 1 stream -> 1,000 consumers at 1,000 events/s
   | "fsync"; // W1 with every batch on disk before it is acknowledged
+
+/** Events per publish: Ticker's publish_events_max (and a Redis pipeline, a NATS batch). */
+export const BATCH_EVENTS = 1000;
+export const PAYLOAD_BYTES = 100;
+/** Events per replay page: Ticker's replay_page_events_max (and an XRANGE COUNT). */
+export const PAGE_EVENTS = 10_000;
+/** The concurrent rows' requests in flight: enough to keep both shard threads' rings busy. */
+export const IN_FLIGHT = 8;
+/** W4: streams, events each, publishes in flight. */
+export const W4_STREAMS = 10_000;
+export const W4_EVENTS_PER_STREAM = 10;
+export const W4_IN_FLIGHT = 16;
+
+/** Random base64 text, `chars` long: a JSON-ish payload that needs no escape and does not compress to nothing. */
+export function payloadText(chars: number): string {
+  return randomBytes(Math.ceil((chars * 3) / 4) + 3)
+    .toString("base64")
+    .slice(0, chars);
+}
 
 export interface Measurement {
   workload: Workload;
@@ -49,7 +71,7 @@ export function readResults(file: string): Measurement[] {
     .map((l) => JSON.parse(l) as Measurement);
 }
 
-/** What this machine can do at best, measured by native-bench (loadtest/limits.ts). */
+/** What this machine can do at best, measured by native-bench (loadtest/workloads/limits.ts). */
 export interface MachineLimits {
   memcpy_gib_s: number;
   seq_write_mib_s: number;

@@ -1,8 +1,11 @@
-// Just enough RESP2 for the Redis peer of bench-engine, so that its client
-// costs about what Ticker's does: commands are encoded once, replies are
-// counted by a streaming scanner that skips bulk bodies without copying them,
-// and an XRANGE page is walked in place. Nothing builds a JS value per reply
-// or per field.
+// Just enough RESP2 for the Redis rows of the benchmarks, so that their client
+// costs about what Ticker's does: commands are encoded once, written to a raw
+// socket (RespConn), replies are counted by a streaming scanner that skips
+// bulk bodies without copying them, and an XRANGE or XREAD reply is walked in
+// place. Nothing builds a JS value per reply or per field.
+import net from "node:net";
+import { wallNow } from "./latency.js";
+import { uintAt } from "./scan.js";
 
 const CR = 13;
 const LF = 10;
@@ -393,4 +396,228 @@ function sameBytes(buf: Uint8Array, at: number, len: number, want: Uint8Array): 
   if (len !== want.length) return false;
   for (let i = 0; i < len; i++) if (buf[at + i] !== want[i]) return false;
   return true;
+}
+
+// ---- the connection ----------------------------------------------------------
+
+/** A command that gets no answer this long fails its connection. */
+const COMMAND_TIMEOUT_MS = 60_000;
+
+
+/** Reads the answer to one request from chunks split anywhere. */
+export interface ReplyReader<T> {
+  /** Takes the next bytes; true once the whole answer has arrived. Throws on a bad or error reply. */
+  feed(chunk: Buffer): boolean;
+  result(): T;
+}
+
+/**
+ * The replies to `n` pipelined commands, counted by one connection's
+ * ReplyCounter (idle between requests); their bytes are kept only if asked.
+ */
+class CountedReplies implements ReplyReader<Buffer | null> {
+  private readonly counter = new ReplyCounter();
+  private n = 0;
+  private due = 0;
+  private errorsBefore = 0;
+  private chunks: Buffer[] | null = null;
+
+  expect(n: number, keep: boolean): this {
+    this.n = n;
+    this.due = this.counter.replies + n;
+    this.errorsBefore = this.counter.errors;
+    this.chunks = keep ? [] : null;
+    return this;
+  }
+
+  feed(chunk: Buffer): boolean {
+    this.chunks?.push(chunk);
+    this.counter.feed(chunk);
+    if (this.counter.replies < this.due) return false;
+    if (this.counter.replies > this.due || !this.counter.idle) throw new Error(`more than the ${this.n} replies due arrived`);
+    const errors = this.counter.errors - this.errorsBefore;
+    if (errors > 0) throw new Error(`${errors} of ${this.n} replies were errors, the last: ${this.counter.error}`);
+    return true;
+  }
+
+  result(): Buffer | null {
+    const c = this.chunks;
+    return c ? (c.length === 1 ? c[0] : Buffer.concat(c)) : null;
+  }
+}
+
+interface Waiter {
+  reader: ReplyReader<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * One raw socket to redis-server with one request in flight at a time: the
+ * request is written as given, and its answer read by the request's own
+ * ReplyReader as the bytes arrive. A connection that fails stays failed: a
+ * benchmark wants the error, not a retry.
+ */
+export class RespConn {
+  private readonly replies = new CountedReplies();
+  private waiter: Waiter | null = null;
+  private failure: Error | null = null;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err) => this.fail(err));
+    socket.on("close", () => this.fail(new Error("connection closed")));
+    // Idle time, not per request: it only matters while an answer is awaited.
+    socket.setTimeout(COMMAND_TIMEOUT_MS, () => {
+      if (this.waiter) this.fail(new Error(`no reply in ${COMMAND_TIMEOUT_MS} ms`));
+    });
+  }
+
+  static connect(port: number): Promise<RespConn> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: "127.0.0.1", port });
+      const onError = (err: Error) => reject(err);
+      socket.once("error", onError);
+      socket.once("connect", () => {
+        socket.off("error", onError);
+        resolve(new RespConn(socket));
+      });
+    });
+  }
+
+  /** Writes `request` and resolves with what `reader` made of the answer. */
+  request<T>(request: Buffer, reader: ReplyReader<T>): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.waiter) return Promise.reject(new Error("a request is already in flight on this connection"));
+    return new Promise<T>((resolve, reject) => {
+      this.waiter = { reader, resolve: resolve as (value: unknown) => void, reject };
+      this.socket.write(request);
+    });
+  }
+
+  /**
+   * Writes a pipeline of `replies` commands and resolves once all their
+   * replies have arrived, with their bytes if `keep`, else null. Rejects if
+   * any of them is an error reply.
+   */
+  send(request: Buffer, replies: number, keep = false): Promise<Buffer | null> {
+    if (this.waiter) return Promise.reject(new Error("a request is already in flight on this connection"));
+    return this.request(request, this.replies.expect(replies, keep));
+  }
+
+  /** One command, untimed: setup and checks. */
+  async command(...args: string[]): Promise<string | number | null> {
+    return readScalar((await this.send(encodeCommand(args), 1, true))!);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    const w = this.waiter;
+    if (!w) {
+      this.fail(new Error(`${chunk.length} bytes arrived with no request in flight`));
+      return;
+    }
+    let done: boolean;
+    let value: unknown;
+    try {
+      done = w.reader.feed(chunk);
+      if (done) value = w.reader.result();
+    } catch (err) {
+      // Replies past the request's or a malformed one leave the stream out of step: end it.
+      this.fail(err as Error);
+      return;
+    }
+    if (!done) return;
+    this.waiter = null;
+    w.resolve(value);
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(err);
+    this.socket.destroy();
+  }
+}
+
+/** `n` connections, or none: if one fails, the others are closed. */
+export async function connectAll(port: number, n: number): Promise<RespConn[]> {
+  const settled = await Promise.allSettled(Array.from({ length: n }, () => RespConn.connect(port)));
+  const conns = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) {
+    for (const c of conns) c.close();
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  return conns;
+}
+
+// ---- one whole reply, walked -----------------------------------------------------
+
+/** Collects the bytes of one RESP reply and notes the instant its last byte arrived. */
+export class WholeReply implements ReplyReader<Buffer> {
+  private readonly counter = new ReplyCounter();
+  private chunks: Buffer[] = [];
+  private due = 0;
+  /** wallNow() when the reply completed: the moment the client has its events. */
+  doneAt = 0;
+
+  start(): this {
+    this.chunks = [];
+    this.due = this.counter.replies + 1;
+    return this;
+  }
+
+  feed(chunk: Buffer): boolean {
+    this.chunks.push(chunk);
+    this.counter.feed(chunk);
+    if (this.counter.replies < this.due) return false;
+    this.doneAt = wallNow();
+    if (this.counter.replies > this.due || !this.counter.idle) throw new RespProtocolError("bytes past the XREAD reply");
+    return true;
+  }
+
+  result(): Buffer {
+    return this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+  }
+}
+
+/** A cursor over one complete reply: `XREAD` answers `*1 *2 [$key, *N [*2 [$id, *2k [$f, $v]…]]]`. */
+export class RespCursor {
+  at = 0;
+  constructor(readonly buf: Buffer) {}
+
+  /** `<type><n>CRLF` at the cursor: n (-1 for a null). Throws on an error reply or another type. */
+  private header(type: number): number {
+    const b = this.buf;
+    const t = b[this.at];
+    if (t === MINUS) throw new RespProtocolError(`error reply: ${b.toString("utf8", this.at + 1, b.indexOf(CR, this.at))}`);
+    if (t !== type) throw new RespProtocolError(`"${String.fromCharCode(t)}" where "${String.fromCharCode(type)}" was due at byte ${this.at}`);
+    let at = this.at + 1;
+    const neg = b[at] === MINUS;
+    if (neg) at++;
+    const n = uintAt(b, at);
+    while (b[at] !== CR) at++;
+    if (b[at + 1] !== LF || Number.isNaN(n)) throw new RespProtocolError(`bad header at byte ${this.at}`);
+    this.at = at + 2;
+    return neg ? -n : n;
+  }
+
+  /** An array's header: its length. */
+  array(): number {
+    return this.header(STAR);
+  }
+
+  /** A bulk string: its start; the cursor moves past it. */
+  bulk(): { at: number; len: number } {
+    const len = this.header(DOLLAR);
+    const at = this.at;
+    this.at += len + 2;
+    return { at, len };
+  }
 }

@@ -1,11 +1,12 @@
-// The capacity charts: vega-lite specs compiled with vega-lite and rendered
-// headless to SVG by vega (no canvas, no browser). Each is laid out for a
+// The charts of the reports: vega-lite specs compiled with vega-lite and
+// rendered headless to SVG by vega (no canvas, no browser): the capacity
+// report's three here, the flame graphs' in ./flame.ts. Each is laid out for a
 // 640 px wide page: legends above the plot, not beside it. Without a canvas
 // vega estimates text at 0.8 × font size per character, so a long title or
 // subtitle line would widen the SVG past the plot: subtitles are short lines.
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
-import type { ConsumersSweep, PublishSweep, StreamsSweep } from "./sweeps.js";
+import type { ConsumersSweep, PublishSweep, StreamsSweep } from "./capacity/sweeps.js";
 
 /** Plot width: with the y axis and padding the SVG comes to about 620 px. */
 const PLOT_WIDTH = 560;

@@ -2,7 +2,9 @@
 // consumers, so that they can run on the other core than the benchmark's
 // own main thread. Driven over IPC by bench-consume; exits when it
 // disconnects.
-import { encodeHistogram, wallNow, WsConsumerSet, type ConsumerSetResult, type Window, type WsSetSpec } from "./consume-clients.js";
+import { encodeHistogram, wallNow, type Window } from "../lib/latency.js";
+import { cpuWindow } from "../lib/proc.js";
+import { WsConsumerSet, type ConsumerSetResult, type WsSetSpec } from "../systems/ticker.js";
 
 export type HostRequest =
   | { type: "connect"; spec: WsSetSpec }
@@ -27,17 +29,6 @@ const send = (m: HostReply) => process.send!(m);
 let set: WsConsumerSet | null = null;
 let cpuS = NaN;
 
-/** CPU of this process between the window's two instants, sampled by timers. */
-function sampleWindow(tStart: number, tEnd: number): void {
-  let start: NodeJS.CpuUsage | null = null;
-  setTimeout(() => (start = process.cpuUsage()), Math.max(0, tStart - wallNow()));
-  setTimeout(() => {
-    if (!start) return;
-    const d = process.cpuUsage(start);
-    cpuS = (d.user + d.system) / 1e6;
-  }, Math.max(0, tEnd - wallNow()));
-}
-
 process.on("message", (m: HostRequest) => {
   switch (m.type) {
     case "clock":
@@ -51,7 +42,8 @@ process.on("message", (m: HostRequest) => {
       return;
     case "window":
       set!.window = m.window;
-      sampleWindow(m.window.tStart, m.window.tEnd);
+      // This process's CPU between the window's two instants.
+      void cpuWindow(null, m.window.tStart, m.window.tEnd).then((c) => (cpuS = c.clientCpuS));
       return;
     case "finish": {
       const s = set!;

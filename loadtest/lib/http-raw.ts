@@ -265,6 +265,11 @@ export class HttpRawClient {
   private constructor(private readonly conns: HttpRawConnection[]) {}
 
   static async connect(port: number, sockets: number, options: HttpRawOptions = {}): Promise<HttpRawClient> {
+    return new HttpRawClient(await HttpRawClient.connections(port, sockets, options));
+  }
+
+  /** `sockets` connections, or none: if one fails, the others are closed. */
+  static async connections(port: number, sockets: number, options: HttpRawOptions = {}): Promise<HttpRawConnection[]> {
     const settled = await Promise.allSettled(Array.from({ length: sockets }, () => HttpRawConnection.connect(port, options)));
     const conns = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
@@ -272,7 +277,7 @@ export class HttpRawClient {
       for (const c of conns) c.close();
       throw failed.reason as Error;
     }
-    return new HttpRawClient(conns);
+    return conns;
   }
 
   get(path: string, headers: Record<string, string> = {}): Promise<HttpRawReply> {

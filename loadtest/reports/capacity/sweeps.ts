@@ -7,30 +7,43 @@
 //   RSS, disk and time per 1,000 streams.
 // Every sweep returns plain data (no histograms) so a caller can keep it as
 // JSON, and notes on anything that went wrong or looked odd.
-import { randomBytes } from "node:crypto";
-import { Worker } from "node:worker_threads";
 import autocannon from "autocannon";
-import { newHistogram, wallNow, WsConsumerSet } from "../consume-clients.js";
-import type { ProducerResult, ProducerSpec } from "../consume-producer.js";
-import { HttpRawConnection } from "../http-raw.js";
-import { diskBytes } from "../proc.js";
-import type { BenchServer } from "../server.js";
-import { cpuMark, cpuSince, startServer, stopServer, waitQuiet, type CpuUse } from "./measure.js";
-
-const PRODUCER_MAIN = new URL("../consume-producer.js", import.meta.url);
+import { stoppedCleanly } from "../../../test/harness/process.js";
+import type { TickerProcess } from "../../../test/harness/ticker.js";
+import { HttpRawClient, type HttpRawConnection } from "../../lib/http-raw.js";
+import { newHistogram } from "../../lib/latency.js";
+import { DRAIN_TIMEOUT_MS, PRODUCER_LANES, PRODUCER_TICK_MS, producerWindow } from "../../lib/pacing.js";
+import { cpuMark, cpuSince, cpuWindow, diskBytes, processMemory, waitQuiet } from "../../lib/proc.js";
+import { int } from "../../lib/report.js";
+import { PAYLOAD_BYTES, payloadText } from "../../lib/results.js";
+import { onCleanup, TempDirs } from "../../lib/run.js";
+import { createStream, startTicker, WsConsumerSet } from "../../systems/ticker.js";
+import { startProducer } from "../../workloads/producer.js";
 
 /** Payload of the publish and streams sweeps: a 100-character JSON string, as in bench-engine's W1. */
-const PAYLOAD_CHARS = 100;
+const PAYLOAD = payloadText(PAYLOAD_BYTES);
 /** The consumers sweep's payload is {"t":<stamp>,"p":"<PAD_CHARS>"}: about 100 bytes, as in bench-consume. */
 const PAD_CHARS = 64;
-const PAD = randomBytes(PAD_CHARS).toString("base64").slice(0, PAD_CHARS);
-const PAYLOAD = randomBytes(PAYLOAD_CHARS).toString("base64").slice(0, PAYLOAD_CHARS);
+const PAD = payloadText(PAD_CHARS);
 
 /** Before a sweep and before each point, how long to wait for other work on the machine to stop. */
 const QUIET_BEFORE_SWEEP_MS = 8000;
 const QUIET_BEFORE_POINT_MS = 2000;
 
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+
+const tempDirs = new TempDirs("ticker-capacity-");
+onCleanup(() => tempDirs.removeAll());
+
+/** `ticker serve --port 0` with the default config, on a new temp data dir (removed again if the start fails). */
+async function startServer(): Promise<TickerProcess> {
+  const dir = tempDirs.make();
+  try {
+    return await startTicker(dir);
+  } catch (err) {
+    tempDirs.remove(dir);
+    throw err;
+  }
+}
 
 export interface Interference {
   /** Cores busy elsewhere on the machine during the measurement (not the server, not this process). */
@@ -136,7 +149,7 @@ export async function sweepPublish(partial: Partial<PublishOptions> = {}, log: (
   const options = { ...PUBLISH_DEFAULTS, ...partial };
   const notes: string[] = [];
   const points: PublishPoint[] = [];
-  const server = await startServer("publish");
+  const server = await startServer();
   let eventsStored = 0;
   try {
     const path = "/v1/streams/capacity-publish/events";
@@ -177,24 +190,26 @@ export async function sweepPublish(partial: Partial<PublishOptions> = {}, log: (
           serverCpuUsPerEvent: r["2xx"] > 0 ? (cpu.serverCpuS * 1e6) / (r["2xx"] * set.batch) : NaN,
         };
         points.push(p);
-        if (r.non2xx > 0) notes.push(`Publish, batch ${set.batch}, ${connections} connections: ${fmt(r.non2xx)} non-2xx answers (${fmt(r["4xx"])} 4xx, ${fmt(r["5xx"])} 5xx); not counted as throughput.`);
-        if (r.errors > 0 || r.timeouts > 0) notes.push(`Publish, batch ${set.batch}, ${connections} connections: ${fmt(r.errors)} connection errors, ${fmt(r.timeouts)} timeouts.`);
+        if (r.non2xx > 0) notes.push(`Publish, batch ${set.batch}, ${connections} connections: ${int(r.non2xx)} non-2xx answers (${int(r["4xx"])} 4xx, ${int(r["5xx"])} 5xx); not counted as throughput.`);
+        if (r.errors > 0 || r.timeouts > 0) notes.push(`Publish, batch ${set.batch}, ${connections} connections: ${int(r.errors)} connection errors, ${int(r.timeouts)} timeouts.`);
         log(
-          `publish batch ${set.batch} × ${connections} conn: ${fmt(p.eventsPerS)} events/s, p50 ${p.p50Ms.toFixed(2)} ms, p99 ${p.p99Ms.toFixed(2)} ms, server ${cpu.serverCores.toFixed(2)} cores, client ${cpu.clientCores.toFixed(2)}, other ${cpu.otherCores.toFixed(2)}`,
+          `publish batch ${set.batch} × ${connections} conn: ${int(p.eventsPerS)} events/s, p50 ${p.p50Ms.toFixed(2)} ms, p99 ${p.p99Ms.toFixed(2)} ms, server ${cpu.serverCores.toFixed(2)} cores, client ${cpu.clientCores.toFixed(2)}, other ${cpu.otherCores.toFixed(2)}`,
         );
       }
     }
-    const mem = server.memory();
-    const disk = diskBytes(server.dataDir);
+    const mem = processMemory(server.pid);
+    const disk = diskBytes(server.dir);
     return { options, points, eventsStored, diskBytes: disk, bytesPerEvent: disk / eventsStored, rssBytes: mem.rss, peakRssBytes: mem.peak, notes };
   } finally {
     await stopInto(server, "Publish sweep", notes);
   }
 }
 
-async function stopInto(server: BenchServer, label: string, notes: string[]): Promise<void> {
-  const how = await stopServer(server);
-  if (!how.startsWith("SIGTERM: exited (code 0)")) notes.push(`${label}: server stop: ${how}.`);
+/** Stops the sweep's server and removes its data dir; what went wrong goes into `notes`. */
+async function stopInto(server: TickerProcess, label: string, notes: string[]): Promise<void> {
+  const how = await server.stop();
+  tempDirs.remove(server.dir);
+  if (!stoppedCleanly(how)) notes.push(`${label}: server stop: ${how}.`);
   if (server.errors.length > 0) notes.push(`${label}: the server wrote ${server.errors.length} line(s) to stderr, first: \`${server.errors.slice(0, 5).join(" / ")}\``);
 }
 
@@ -250,37 +265,6 @@ export interface ConsumersSweep {
   notes: string[];
 }
 
-/** Producer timer period and connections: as bench-consume (at 1,000 events/s, publishes of one or two events). */
-const PRODUCER_TICK_MS = 1;
-const PRODUCER_LANES = 16;
-/** Time for the producer thread to start, before its first send. */
-const LEAD_MS = 300;
-const DRAIN_TIMEOUT_MS = 20_000;
-
-function runProducerThread(spec: ProducerSpec): Promise<ProducerResult> {
-  const worker = new Worker(PRODUCER_MAIN, { workerData: { role: "consume-producer", spec } });
-  const result = new Promise<ProducerResult>((resolve, reject) => {
-    worker.on("message", (m: { type: "clock" } | { type: "result"; result: ProducerResult } | { type: "failed"; message: string }) => {
-      if (m.type === "result") resolve(m.result);
-      else if (m.type === "failed") reject(new Error(`producer: ${m.message}`));
-    });
-    worker.on("error", reject);
-    worker.on("exit", (code) => reject(new Error(`producer thread exited (code ${code}) without a result`)));
-  });
-  void result.finally(() => void worker.terminate()).catch(() => {});
-  return result;
-}
-
-/** CPU over [tStart, tEnd] (wallNow ms), sampled by timers at those instants. */
-function cpuWindow(pid: number, tStart: number, tEnd: number): Promise<CpuUse> {
-  return new Promise((resolve) => {
-    setTimeout(() => {
-      const mark = cpuMark(pid);
-      setTimeout(() => resolve(cpuSince(mark, pid)), Math.max(0, tEnd - wallNow()));
-    }, Math.max(0, tStart - wallNow()));
-  });
-}
-
 /**
  * Consumers against latency: one stream, a producer thread publishing at
  * `rate` (paced as in bench-consume), `consumers` WebSocket consumers
@@ -292,29 +276,25 @@ export async function sweepConsumers(partial: Partial<ConsumersOptions> = {}, lo
   const notes: string[] = [];
   const points: ConsumerPoint[] = [];
   const stream = "capacity-consume";
-  const server = await startServer("consumers");
+  const server = await startServer();
   try {
-    // Consumers of an unknown stream are refused (1008 stream_not_found): create it first.
-    const put = await fetch(`http://127.0.0.1:${server.port}/v1/streams/${stream}`, { method: "PUT", headers: { "content-type": "application/json" }, body: "{}" });
-    if (put.status !== 201 && put.status !== 200) throw new Error(`PUT /v1/streams/${stream}: HTTP ${put.status}: ${await put.text()}`);
+    await createStream(server, stream);
     const q = await waitQuiet(QUIET_BEFORE_SWEEP_MS);
     if (!q.quiet) notes.push(`Consumers sweep: the machine was not idle before it started (${q.busyCores.toFixed(2)} cores busy elsewhere).`);
     for (const n of options.consumers) {
-      const label = `${fmt(n)} consumers`;
+      const label = `${int(n)} consumers`;
       const set = new WsConsumerSet({ port: server.port, stream, consumers: n });
       try {
         const tc = performance.now();
         await set.connect();
         const connectS = (performance.now() - tc) / 1000;
         await waitQuiet(QUIET_BEFORE_POINT_MS);
-        const t0 = wallNow() + LEAD_MS;
-        const tStart = t0 + options.warmupS * 1000;
-        const tEnd = tStart + options.measureS * 1000;
+        const { t0, tStart, tEnd } = producerWindow(options.warmupS * 1000, options.measureS * 1000);
         set.window = { tStart, tEnd };
         const cpuP = cpuWindow(server.pid, tStart, tEnd);
-        const p = await runProducerThread({ target: "ticker", port: server.port, stream, rate: options.rate, t0, tStart, tEnd, tickMs: PRODUCER_TICK_MS, lanes: PRODUCER_LANES, pad: PAD });
+        const p = await startProducer({ target: "ticker", port: server.port, stream, rate: options.rate, t0, tStart, tEnd, tickMs: PRODUCER_TICK_MS, lanes: PRODUCER_LANES, pad: PAD, stopAtEnd: false }).result;
         const cpu = await cpuP;
-        const mem = server.memory();
+        const mem = processMemory(server.pid);
         if (p.errors.length > 0) throw new Error(`producer: ${p.errors.join("; ")}`);
         if (p.accepted !== p.sent) throw new Error(`producer sent ${p.sent} events, the server accepted ${p.accepted}`);
         const caughtUp = await set.waitFor(p.lastSeq, DRAIN_TIMEOUT_MS);
@@ -344,11 +324,11 @@ export async function sweepConsumers(partial: Partial<ConsumersOptions> = {}, lo
           producerStalls: p.stalls,
         };
         points.push(point);
-        if (!caughtUp) notes.push(`Consumers, ${label}: not every consumer had received up to seq ${fmt(p.lastSeq)} ${DRAIN_TIMEOUT_MS / 1000} s after the producer's last answer.`);
+        if (!caughtUp) notes.push(`Consumers, ${label}: not every consumer had received up to seq ${int(p.lastSeq)} ${DRAIN_TIMEOUT_MS / 1000} s after the producer's last answer.`);
         if (r.errors.length > 0) notes.push(`Consumers, ${label}: ${r.errors.length} consumer errors, first: ${r.errors.slice(0, 3).join("; ")}`);
-        if (r.measured !== expected) notes.push(`Consumers, ${label}: ${fmt(r.measured)} deliveries in the window, ${fmt(expected)} expected (per consumer ${fmt(r.minPerConsumer)}–${fmt(r.maxPerConsumer)} of ${fmt(p.measured)}).`);
-        if (p.stalls > 0) notes.push(`Consumers, ${label}: the producer found all ${PRODUCER_LANES} connections busy on ${fmt(p.stalls)} ticks (largest backlog ${fmt(p.backlogMax)} events).`);
-        if (r.negative > 0) notes.push(`Consumers, ${label}: ${fmt(r.negative)} latencies below zero (thread clocks apart), recorded as 0.`);
+        if (r.measured !== expected) notes.push(`Consumers, ${label}: ${int(r.measured)} deliveries in the window, ${int(expected)} expected (per consumer ${int(r.minPerConsumer)}–${int(r.maxPerConsumer)} of ${int(p.measured)}).`);
+        if (p.stalls > 0) notes.push(`Consumers, ${label}: the producer found all ${PRODUCER_LANES} connections busy on ${int(p.stalls)} ticks (largest backlog ${int(p.backlogMax)} events).`);
+        if (r.negative > 0) notes.push(`Consumers, ${label}: ${int(r.negative)} latencies below zero (thread clocks apart), recorded as 0.`);
         log(
           `consumers ${n}: p50 ${point.p50Ms.toFixed(2)} ms, p99 ${point.p99Ms.toFixed(2)} ms, server ${cpu.serverCores.toFixed(2)} cores, client ${cpu.clientCores.toFixed(2)}, other ${cpu.otherCores.toFixed(2)}, ${complete ? "complete" : "INCOMPLETE"}`,
         );
@@ -414,14 +394,14 @@ export async function sweepStreams(partial: Partial<StreamsOptions> = {}, log: (
   const options = { ...STREAMS_DEFAULTS, ...partial };
   const notes: string[] = [];
   const steps: StreamsStep[] = [];
-  const server = await startServer("streams");
+  const server = await startServer();
   const conns: HttpRawConnection[] = [];
   try {
     const q = await waitQuiet(QUIET_BEFORE_SWEEP_MS);
     if (!q.quiet) notes.push(`Streams sweep: the machine was not idle before it started (${q.busyCores.toFixed(2)} cores busy elsewhere).`);
-    const base = server.memory();
-    const baselineDiskBytes = diskBytes(server.dataDir);
-    for (let i = 0; i < options.concurrency; i++) conns.push(await HttpRawConnection.connect(server.port, { timeoutMs: 30_000 }));
+    const base = processMemory(server.pid);
+    const baselineDiskBytes = diskBytes(server.dir);
+    conns.push(...(await HttpRawClient.connections(server.port, options.concurrency, { timeoutMs: 30_000 })));
     const body = Buffer.from(batchBody(options.eventsPerStream));
     const headers = { "Content-Type": "application/json" };
     let created = 0;
@@ -452,21 +432,21 @@ export async function sweepStreams(partial: Partial<StreamsOptions> = {}, log: (
       const cpu = cpuSince(mark, server.pid);
       created = target;
       await new Promise((r) => setTimeout(r, SETTLE_MS));
-      const mem = server.memory();
+      const mem = processMemory(server.pid);
       const step: StreamsStep = {
         streams: target,
         rssBytes: mem.rss,
         peakRssBytes: mem.peak,
-        diskBytes: diskBytes(server.dataDir),
+        diskBytes: diskBytes(server.dir),
         sPer1000: (cpu.wallS * 1000) / (target - from),
         serverCpuSPer1000: (cpu.serverCpuS * 1000) / (target - from),
         otherCores: cpu.otherCores,
       };
       steps.push(step);
-      log(`streams ${fmt(target)}: RSS ${(mem.rss / 2 ** 20).toFixed(0)} MiB, disk ${(step.diskBytes / 2 ** 20).toFixed(1)} MiB, ${step.sPer1000.toFixed(2)} s per 1,000`);
+      log(`streams ${int(target)}: RSS ${(mem.rss / 2 ** 20).toFixed(0)} MiB, disk ${(step.diskBytes / 2 ** 20).toFixed(1)} MiB, ${step.sPer1000.toFixed(2)} s per 1,000`);
       if (server.exit) throw new Error(`server exited (${server.exit}) during the streams sweep:\n${server.outputTail()}`);
     }
-    if (retries > 0) notes.push(`Streams sweep: ${fmt(retries)} publishes answered 429 and were retried.`);
+    if (retries > 0) notes.push(`Streams sweep: ${int(retries)} publishes answered 429 and were retried.`);
     return { options, baselineRssBytes: base.rss, baselineDiskBytes, steps, notes };
   } finally {
     for (const c of conns) c.close();
