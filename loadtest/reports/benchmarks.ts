@@ -250,6 +250,8 @@ const GOALS: Goal[] = [
   ratioGoal("fsync", "events/s", "Redis Streams (AOF always)", 5, "fsync publish"),
 ];
 
+const stepCommands = () => STEPS.map((st) => commandLine(st.npm, st.args));
+
 function machine(): string[] {
   const version = (cmd: string) => {
     try {
@@ -275,6 +277,9 @@ function limitsTable(l: MachineLimits | null, err: string | null): string[] {
 }
 
 interface RunFacts {
+  /** The machine and software lines, and the steps' commands, as they were when measured (--report-only must not take today's). */
+  machine?: string[];
+  steps?: string[];
   limits: MachineLimits | null;
   limitsErr: string | null;
   failures: string[];
@@ -293,8 +298,8 @@ function writeReport(all: Series[], facts: RunFacts): void {
     "",
     `Written by \`${command}\` (\`loadtest/reports/benchmarks.ts\`) on ${facts.date} at commit ${commit}: ${facts.runs} run${facts.runs > 1 ? "s" : ""} of every workload, Ticker and its peers in the same runs, ${Math.round(runtimeS / 60)} min in all. Figures are medians with min–max over the runs. Do not edit by hand: the prose on what limits each figure lives in \`docs/bench-analysis.md\` and is appended below. Speeds are never asserted in tests; they live here.`,
     "",
-    ...machine(),
-    `- **Steps of each run** (each also runs alone): ${STEPS.map((st) => `\`${commandLine(st.npm, st.args)}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
+    ...(facts.machine ?? machine()),
+    `- **Steps of each run** (each also runs alone): ${(facts.steps ?? stepCommands()).map((c) => `\`${c}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
     `- **Each run's full reports:** [bench-engine-latest.md](bench-engine-latest.md), [bench-consume-latest.md](bench-consume-latest.md) (last run); raw measurements of all runs: [bench-results.jsonl](bench-results.jsonl).`,
     "",
     "## Goals",
@@ -345,6 +350,8 @@ async function main(): Promise<void> {
       }
     }
     const facts: RunFacts = {
+      machine: machine(),
+      steps: stepCommands(),
       limits,
       limitsErr,
       failures,
