@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { commandLine, commit, DOCS_DIR, includeProse, machineLine, repoRelative, RESULTS_DIR } from "../lib/report.js";
 import { readResults, type MachineLimits, type Measurement, type Workload } from "../lib/results.js";
-import { measureLimits } from "../workloads/limits.js";
+import { limitsTable, measureLimits } from "../workloads/limits.js";
 
 const WORKLOADS_DIST = fileURLToPath(new URL("../workloads/", import.meta.url));
 const REPORT = join(RESULTS_DIR, "BENCHMARKS.md");
@@ -120,7 +120,7 @@ function num(x: number): string {
   return Number(x.toPrecision(3)).toString();
 }
 
-function cell(s: Series): string {
+function seriesCell(s: Series): string {
   const m = median(s.values);
   if (s.values.length === 1) return num(m);
   return `${num(m)} (${num(Math.min(...s.values))}–${num(Math.max(...s.values))})`;
@@ -182,7 +182,7 @@ function sectionTable(all: Series[], sec: Section): string[] {
     const m = rows.get(key)!;
     const h = m.get(headline);
     const vs = h && peer && isTicker(h) ? fx(factor(h, peer)) : "";
-    lines.push(`| ${system} | ${variant || "–"} | ${sec.metrics.map((k) => (m.get(k) ? cell(m.get(k)!) : "")).join(" | ")} | ${vs} |`);
+    lines.push(`| ${system} | ${variant || "–"} | ${sec.metrics.map((k) => (m.get(k) ? seriesCell(m.get(k)!) : "")).join(" | ")} | ${vs} |`);
   }
   if (peer) lines.push("", `Best peer for ${headline}: ${peer.system}${peer.variant ? ` (${peer.variant})` : ""}. "vs best peer" above 1 means Ticker is better.`);
   return [...lines, ""];
@@ -263,18 +263,6 @@ function machine(): string[] {
   return [`- **Machine:** ${machineLine()}`, `- **Software:** Node ${process.version}; ${version("redis-server")}; ${version("nats-server")}`];
 }
 
-function limitsTable(l: MachineLimits | null, err: string | null): string[] {
-  if (!l) return [`_Not measured: ${err}_`, ""];
-  return [
-    "| Limit | Measured |",
-    "| --- | ---: |",
-    `| memcpy (64 MiB buffers) | ${l.memcpy_gib_s.toFixed(1)} GiB/s |`,
-    `| sequential write + fdatasync | ${Math.round(l.seq_write_mib_s)} MiB/s |`,
-    `| 4 KiB append + fdatasync | ${Math.round(l.fdatasync_per_s).toLocaleString("en-US")} /s (p50 ${l.fdatasync_p50_ms.toFixed(2)} ms, p99 ${l.fdatasync_p99_ms.toFixed(2)} ms) |`,
-    `| loopback TCP | ${l.tcp_loopback_gbit_s.toFixed(1)} Gbit/s |`,
-    "",
-  ];
-}
 
 interface RunFacts {
   /** The machine and software lines, and the steps' commands, as they were when measured (--report-only must not take today's). */
@@ -310,7 +298,7 @@ function writeReport(all: Series[], facts: RunFacts): void {
     "",
     "## Machine limits (native-bench, measured in the same run)",
     "",
-    ...limitsTable(limits, limitsErr),
+    ...(limits ? [limitsTable(limits), ""] : [`_Not measured: ${limitsErr}_`, ""]),
   ];
   for (const sec of SECTIONS) lines.push(`## ${sec.title}`, "", `${sec.what}.`, "", ...sectionTable(all, sec));
   // Every metric of a row carries the row's note: list each once.

@@ -17,6 +17,7 @@ import { promisify } from "node:util";
 import { z } from "zod";
 import { aptInstall } from "../../test/harness/apt.js";
 import { REPO_ROOT } from "../../test/harness/process.js";
+import { table } from "../lib/report.js";
 import type { MachineLimits } from "../lib/results.js";
 import { guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 
@@ -134,22 +135,26 @@ export async function measureLimits(): Promise<MachineLimits> {
   return (await measureWithDetail()).limits;
 }
 
-function table(l: MachineLimits): string {
-  const rows: [string, string, string][] = [
-    ["memcpy", `${l.memcpy_gib_s.toFixed(2)} GiB/s`, "64 MiB buffers, best of 5 passes of 0.1 s"],
-    ["sequential write", `${l.seq_write_mib_s.toFixed(0)} MiB/s`, "256 MiB in 1 MiB writes, then fdatasync (timed)"],
-    ["append + fdatasync", `${l.fdatasync_per_s.toFixed(0)} /s`, "4 KiB appends, each followed by fdatasync, ~2 s"],
-    ["append + fdatasync p50", `${l.fdatasync_p50_ms.toFixed(3)} ms`, ""],
-    ["append + fdatasync p99", `${l.fdatasync_p99_ms.toFixed(3)} ms`, ""],
-    ["loopback TCP", `${l.tcp_loopback_gbit_s.toFixed(2)} Gbit/s`, "1 GiB over 127.0.0.1 in 256 KiB writes"],
-  ];
-  return ["| limit | value | how |", "|---|---:|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+/** The limits as a markdown table: what was measured, and how. */
+export function limitsTable(l: MachineLimits): string {
+  return table(
+    ["limit", "value", "how"],
+    ["l", "r", "l"],
+    [
+      ["memcpy", `${l.memcpy_gib_s.toFixed(2)} GiB/s`, "64 MiB buffers, best of 5 passes of 0.1 s"],
+      ["sequential write", `${l.seq_write_mib_s.toFixed(0)} MiB/s`, "256 MiB in 1 MiB writes, then fdatasync (timed)"],
+      ["append + fdatasync", `${l.fdatasync_per_s.toFixed(0)} /s`, "4 KiB appends, each followed by fdatasync, ~2 s"],
+      ["append + fdatasync p50", `${l.fdatasync_p50_ms.toFixed(3)} ms`, ""],
+      ["append + fdatasync p99", `${l.fdatasync_p99_ms.toFixed(3)} ms`, ""],
+      ["loopback TCP", `${l.tcp_loopback_gbit_s.toFixed(2)} Gbit/s`, "1 GiB over 127.0.0.1 in 256 KiB writes"],
+    ],
+  );
 }
 
 async function main(): Promise<number> {
   const deadline = guardRun("limits", RUN_DEADLINE_MS);
   const { limits, detail, wallS } = await measureWithDetail();
-  process.stdout.write(`${JSON.stringify(limits)}\n\n${table(limits)}\n`);
+  process.stdout.write(`${JSON.stringify(limits)}\n\n${limitsTable(limits)}\n`);
   for (const line of detail) console.error(line);
   console.error(`limits: measured in ${wallS.toFixed(1)} s (disk: ${tmpdir()})`);
   clearTimeout(deadline);

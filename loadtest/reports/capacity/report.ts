@@ -35,7 +35,7 @@ function bytes(n: number): string {
   return `${(n / KiB).toFixed(1)} KiB`;
 }
 
-const mib = (n: number) => (n / MiB).toFixed(0);
+const mibText = (n: number) => (n / MiB).toFixed(0);
 
 // ---- derived costs ---------------------------------------------------------------
 
@@ -224,7 +224,7 @@ function streamsReading(s: StreamsSweep): string[] {
   const perStream = (last.rssBytes - first.rssBytes) / (last.streams - first.streams);
   const diskPer = (last.diskBytes - s.baselineDiskBytes) / last.streams;
   return [
-    `RSS grows ~${(perStream / KiB).toFixed(1)} KiB per stream: ${mib(s.baselineRssBytes)} MiB idle, ${mib(first.rssBytes)} MiB at ${int(first.streams)} streams, ${mib(last.rssBytes)} MiB at ${int(last.streams)}; on disk each stream takes ~${(diskPer / KiB).toFixed(1)} KiB (${s.options.eventsPerStream} events plus its segment and index files, in 4 KiB blocks).`,
+    `RSS grows ~${(perStream / KiB).toFixed(1)} KiB per stream: ${mibText(s.baselineRssBytes)} MiB idle, ${mibText(first.rssBytes)} MiB at ${int(first.streams)} streams, ${mibText(last.rssBytes)} MiB at ${int(last.streams)}; on disk each stream takes ~${(diskPer / KiB).toFixed(1)} KiB (${s.options.eventsPerStream} events plus its segment and index files, in 4 KiB blocks).`,
     `Creating streams (by their first publish, ${s.options.concurrency} in flight) takes ${f2(first.sPer1000)} s per 1,000 in the first step and ${f2(last.sPer1000)} s in the last: ${last.sPer1000 > first.sPer1000 * 1.5 ? "it slows down as streams accumulate" : "no slowdown as streams accumulate"}.`,
   ];
 }
@@ -265,7 +265,7 @@ function publishSection(s: PublishSweep): string[] {
       ]),
     ),
     "",
-    `After the sweep: ${int(s.eventsStored)} events stored (warm-ups included) in ${bytes(s.diskBytes)} on disk (${f2(s.bytesPerEvent)} B/event); server RSS ${mib(s.rssBytes)} MiB, peak ${mib(s.peakRssBytes)} MiB.`,
+    `After the sweep: ${int(s.eventsStored)} events stored (warm-ups included) in ${bytes(s.diskBytes)} on disk (${f2(s.bytesPerEvent)} B/event); server RSS ${mibText(s.rssBytes)} MiB, peak ${mibText(s.peakRssBytes)} MiB.`,
     "",
   ];
 }
@@ -294,7 +294,7 @@ function consumersSection(s: ConsumersSweep): string[] {
         f2(p.serverMainCores),
         int(p.messagesPerS),
         f2(p.eventsPerMessage),
-        mib(p.rssBytes),
+        mibText(p.rssBytes),
         f2(p.clientCores),
         f2(p.otherCores),
       ]),
@@ -315,8 +315,8 @@ function streamsSection(s: StreamsSweep): string[] {
       ["streams", "server RSS MiB", "peak RSS MiB", "data dir MiB", "s per 1,000 new streams", "server CPU s per 1,000", "other cores"],
       ["r", "r", "r", "r", "r", "r", "r"],
       [
-        ["0 (idle)", mib(s.baselineRssBytes), "", (s.baselineDiskBytes / MiB).toFixed(1), "", "", ""],
-        ...s.steps.map((p) => [int(p.streams), mib(p.rssBytes), mib(p.peakRssBytes), (p.diskBytes / MiB).toFixed(1), f2(p.sPer1000), f2(p.serverCpuSPer1000), f2(p.otherCores)]),
+        ["0 (idle)", mibText(s.baselineRssBytes), "", (s.baselineDiskBytes / MiB).toFixed(1), "", "", ""],
+        ...s.steps.map((p) => [int(p.streams), mibText(p.rssBytes), mibText(p.peakRssBytes), (p.diskBytes / MiB).toFixed(1), f2(p.sPer1000), f2(p.serverCpuSPer1000), f2(p.otherCores)]),
       ],
     ),
     "",
@@ -342,7 +342,7 @@ function sizingSection(r: CapacityResults, u: UnitCosts): string[] {
     `How each number is derived, all from this run on this machine (${r.machine.cpuModel}, ${r.machine.cores} cores, shared; see the top):`,
     "",
     `- **Cores:** busy = X × ${f2(u.cpuSPerEvent * 1e6)} µs (server CPU per published event at the mid-load publish point: batch ${int(p.batch)}, ${p.connections} connection(s), ${int(p.eventsPerS)} events/s, the point nearest half the best throughput) + Y × X / ${int(u.publishBatch)} messages/s × ${f2(u.cpuSPerMessage * 1e6)} µs (front CPU per WebSocket message: slope of a least-squares fit of the main thread's CPU against messages/s at ${fitted.map((q) => int(q.consumers)).join(", ")} consumers${u.messageFitClamped ? "; **the fitted slope came out below zero, i.e. this run's noise was larger than the effect, and is taken as 0**" : ""}; each publish reaches each consumer as at most one message); cores = busy / ${CPU_TARGET_UTILISATION}, rounded up.`,
-    `- **Memory:** ${mib(u.baseRssBytes)} MiB (peak RSS of the publish sweep's server: front, shards and their rings under load) + Y × ${(u.rssPerConsumerBytes / KiB).toFixed(1)} KiB (RSS rise from ${int(mLow.consumers)} to ${int(mHigh.consumers)} consumers, per consumer) + ${int(SIZING_STREAMS)} streams × ${(u.rssPerStreamBytes / KiB).toFixed(1)} KiB (RSS rise per stream in the streams sweep); every further 1,000 streams add ${bytes(1000 * u.rssPerStreamBytes)}. The OS page cache for replays from disk comes on top.`,
+    `- **Memory:** ${mibText(u.baseRssBytes)} MiB (peak RSS of the publish sweep's server: front, shards and their rings under load) + Y × ${(u.rssPerConsumerBytes / KiB).toFixed(1)} KiB (RSS rise from ${int(mLow.consumers)} to ${int(mHigh.consumers)} consumers, per consumer) + ${int(SIZING_STREAMS)} streams × ${(u.rssPerStreamBytes / KiB).toFixed(1)} KiB (RSS rise per stream in the streams sweep); every further 1,000 streams add ${bytes(1000 * u.rssPerStreamBytes)}. The OS page cache for replays from disk comes on top.`,
     `- **Disk:** X × 86,400 × Z × ${f2(u.bytesPerEvent)} B (the publish sweep's data dir, \`du\`, over the events it stored: record frames, FlatBuffers fields, indexes). No replication and no free-space headroom; each stream also keeps its open segment (up to 64 MiB) past retention.`,
     `- **Streams and nodes ("and"):** a stream lives on one shard thread, which took ${f2(u.shardCpuSPerEvent * 1e6)} µs per event at the mid-load point, so X needs ⌈X × that / ${CPU_TARGET_UTILISATION}⌉ streams; the front (HTTP and every WebSocket write) is one thread, at X × ${f2(u.frontCpuSPerEvent * 1e6)} µs + messages/s × ${f2(u.cpuSPerMessage * 1e6)} µs, and above ${CPU_TARGET_UTILISATION} of a core more cores do not help. The best one stream took here was ${int(u.singleStreamMax)} events/s (batches of ${int(u.singleStreamMaxBatch)}).`,
     `- **Limits:** linear extrapolation from 2 shared cores; at high rates the server joins a turn's events into one message per socket, so the message term is an upper bound; the consumers sweep shares the cores with its own consumers, so per-consumer figures lean high.`,
