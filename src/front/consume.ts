@@ -21,7 +21,7 @@ import { checkQuery, intParam } from "../validate.js";
 import type { GuardedApp } from "./auth.js";
 import { ApiError } from "../errors.js";
 import { ackMovesCheckpoint, checkNack, countNack, deadLetterDue, forgetAttempts, takeAck } from "../consumer/acks.js";
-import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson } from "../shard/protocol.js";
+import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson } from "../shard/protocol.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
 import { STREAM_ID } from "../shard/stream.js";
 import type { Response } from "../shard/protocol.js";
@@ -315,16 +315,17 @@ export class ConsumeHub {
     }
     if (r.status !== 200) return this.fail(s, ApiError.fromBody(r.status, responseJson(r)), CLOSE_SERVER_ERROR);
     const h = readConsumeHead(r.body);
+    if (h.kind !== ConsumeHeadKind.Page) throw new Error(`a ConsumeRead answer has a head of kind ${h.kind}`);
     const f = s.feed;
-    if (h.b > f.head) f.head = h.b;
+    if (h.headSeq > f.head) f.head = h.headSeq;
     f.first = h.firstSeq;
     if (h.count > 0) {
       if (!this.sendData(s, r.body.subarray(CONSUME_HEAD_BYTES))) return;
-      s.nextSeq = h.a;
+      s.nextSeq = h.next;
     }
     // Caught up: the next push of this stream starts right after the head
     // this page saw.
-    if (s.nextSeq > h.b) s.live = true;
+    if (s.nextSeq > h.headSeq) s.live = true;
     else this.pump(s);
   }
 
@@ -347,16 +348,22 @@ export class ConsumeHub {
       return;
     }
     const h = readConsumeHead(r.body);
-    const idEnd = CONSUME_HEAD_BYTES + h.idBytes;
+    if (h.kind === ConsumeHeadKind.Page) throw new Error("a push has the head of a ConsumeRead answer");
     const feed = this.feeds.get(Buffer.from(r.body.buffer, r.body.byteOffset + CONSUME_HEAD_BYTES, h.idBytes).toString("utf8"));
     if (!feed) return;
-    if (h.b > feed.head) feed.head = h.b;
-    feed.first = h.firstSeq;
-    // Copies: the ring's bytes are reused once this callback returns.
-    const bin = h.binBytes > 0 ? Buffer.from(r.body.subarray(idEnd, idEnd + h.binBytes)) : null;
-    const json = h.jsonBytes > 0 ? Buffer.from(r.body.subarray(idEnd + h.binBytes, idEnd + h.binBytes + h.jsonBytes)) : null;
-    feed.pending.push({ count: h.count, first: h.a, last: h.b, firstSeq: h.firstSeq, bin, json });
-    feed.pendingBytes += h.binBytes + h.jsonBytes;
+    let batch: LiveBatch;
+    if (h.kind === ConsumeHeadKind.HeadMoved) batch = { count: 0, first: h.headSeq + 1, last: h.headSeq, firstSeq: h.firstSeq, bin: null, json: null };
+    else {
+      const idEnd = CONSUME_HEAD_BYTES + h.idBytes;
+      // Copies: the ring's bytes are reused once this callback returns.
+      const bin = h.binBytes > 0 ? Buffer.from(r.body.subarray(idEnd, idEnd + h.binBytes)) : null;
+      const json = h.jsonBytes > 0 ? Buffer.from(r.body.subarray(idEnd + h.binBytes, idEnd + h.binBytes + h.jsonBytes)) : null;
+      batch = { count: h.count, first: h.first, last: h.last, firstSeq: h.firstSeq, bin, json };
+      feed.pendingBytes += h.binBytes + h.jsonBytes;
+    }
+    if (batch.last > feed.head) feed.head = batch.last;
+    feed.first = batch.firstSeq;
+    feed.pending.push(batch);
     if (feed.pendingBytes >= this.liveMessageBytesMax) this.flushLive(feed);
     else if (!feed.flushQueued) {
       feed.flushQueued = true;

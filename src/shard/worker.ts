@@ -21,6 +21,7 @@ import { JsonBatch } from "../wire/json-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
 import {
   CONSUME_HEAD_BYTES,
+  ConsumeHeadKind,
   ContentType,
   Op,
   PUSH_REQ_ID,
@@ -31,6 +32,7 @@ import {
   writeConsumeHead,
   writeResponse,
   writeResponseWith,
+  type ConsumeHead,
   type FrontCommand,
   type Request,
   type ScrubItem,
@@ -566,7 +568,7 @@ class ShardWorker {
     if (req.meta.accept === ContentType.FlatBuffers) {
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
       const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
-      const consumed = { count: page.count, a: page.next, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: batchBytes, jsonBytes: 0 };
+      const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: page.count, next: page.next, headSeq: head, firstSeq: log.firstSeq };
       return this.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
         writeConsumeHead(data, at, consumed);
         if (page.count > 0) this.writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
@@ -574,8 +576,8 @@ class ShardWorker {
     }
     const n = page.count === 0 ? 0 : renderEventsMessage(this.jsonPage, this.renderer, page.buf, page.count, stream.idJson(), bytesMax);
     const json = n === 0 ? null : this.jsonPage.view();
-    const consumed = { count: n, a: from + n, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: 0, jsonBytes: json ? json.byteLength : 0 };
-    this.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
+    const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: n, next: from + n, headSeq: head, firstSeq: log.firstSeq };
+    this.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + (json ? json.byteLength : 0), (data, at) => {
       writeConsumeHead(data, at, consumed);
       if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
     });
@@ -607,7 +609,7 @@ class ShardWorker {
     }
     const jsonBytes = json ? json.byteLength : 0;
     const total = CONSUME_HEAD_BYTES + idBytes + binBytes + jsonBytes;
-    const head = { count, a: first, b: last, firstSeq: s.log.firstSeq, idBytes, binBytes, jsonBytes };
+    const head: ConsumeHead = { kind: ConsumeHeadKind.Batch, count, first, last, firstSeq: s.log.firstSeq, idBytes, binBytes, jsonBytes };
     const fits =
       this.outbox.length === 0 &&
       total <= this.outRing.messageBytesMax &&
@@ -626,7 +628,7 @@ class ShardWorker {
     if (!this.watched.has(s.id)) return;
     const idBytes = Buffer.byteLength(s.id);
     const body = Buffer.allocUnsafe(CONSUME_HEAD_BYTES + idBytes);
-    writeConsumeHead(body, 0, { count: 0, a: head + 1, b: head, firstSeq: s.log.firstSeq, idBytes, binBytes: 0, jsonBytes: 0 });
+    writeConsumeHead(body, 0, { kind: ConsumeHeadKind.HeadMoved, headSeq: head, firstSeq: s.log.firstSeq, idBytes });
     body.write(s.id, CONSUME_HEAD_BYTES, "utf8");
     this.reply({ reqId: PUSH_REQ_ID, status: 200, ct: ContentType.None, body });
   }
