@@ -10,7 +10,8 @@ import { ContentType, Op, responseJson, type RequestMeta, type Response } from "
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
 import { STREAM_ID } from "../shard/stream.js";
 import type { ShardPool } from "./shards.js";
-import { ConsumeHub, consumeRoute } from "./consume.js";
+import { ConsumeHub } from "./consume/hub.js";
+import { consumeRoute } from "./consume/routes.js";
 import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
 
 /**
