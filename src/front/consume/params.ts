@@ -4,7 +4,7 @@
 import type { Config } from "../../config.js";
 import { checkQuery, intParam } from "../../validate.js";
 import { ApiError } from "../../errors.js";
-import { STREAM_ID } from "../../shard/stream.js";
+import { STREAM_ID } from "../../stream-id.js";
 
 // "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
 const QUERY_KEYS = new Set(["group", "from", "from_time", "format", "window", "max_attempts", "token"]);
