@@ -139,12 +139,14 @@ class FakeShards implements ShardLink {
 
   private answer(op: Op, meta: RequestMeta, body: Uint8Array | null): Response {
     const json = (status: number, value: unknown): Response => ({ status, reqId: 0, ct: ContentType.Json, body: encoder.encode(JSON.stringify(value)) });
-    const s = meta.stream === undefined ? undefined : this.streams.get(meta.stream);
+    // Every request the hub sends names its stream.
+    const stream = (meta as { stream: string }).stream;
+    const s = this.streams.get(stream);
     const bodyJson = () => JSON.parse(Buffer.from(body!).toString("utf8"));
     switch (op) {
       case Op.ConsumeStart: {
         if (!s) return json(404, { error: { code: "stream_not_found", message: "no such stream" } });
-        const q = new URLSearchParams(meta.query);
+        const q = new URLSearchParams((meta as RequestMeta<Op.ConsumeStart>).query);
         const head = s.events.length;
         const from = q.get("from");
         const group = q.get("group");
@@ -157,27 +159,28 @@ class FakeShards implements ShardLink {
       }
       case Op.ConsumeRead: {
         this.pageReads++;
-        if (meta.from! < s!.first) return json(410, { error: { code: "expired", message: "expired", first_seq: s!.first } });
-        const page = s!.events.slice(meta.from! - 1, meta.from! - 1 + meta.limit!);
+        const { from, limit } = meta as RequestMeta<Op.ConsumeRead>;
+        if (from < s!.first) return json(410, { error: { code: "expired", message: "expired", first_seq: s!.first } });
+        const page = s!.events.slice(from - 1, from - 1 + limit);
         const msg = page.length > 0 ? this.render(page) : new Uint8Array(0);
         const out = new Uint8Array(CONSUME_HEAD_BYTES + msg.byteLength);
-        writeConsumeHead(out, 0, { kind: ConsumeHeadKind.Page, count: page.length, next: meta.from! + page.length, headSeq: s!.events.length, firstSeq: s!.first });
+        writeConsumeHead(out, 0, { kind: ConsumeHeadKind.Page, count: page.length, next: from + page.length, headSeq: s!.events.length, firstSeq: s!.first });
         out.set(msg, CONSUME_HEAD_BYTES);
         return { status: 200, reqId: 0, ct: ContentType.None, body: out };
       }
       case Op.SetCheckpoint: {
         const { group, seq } = bodyJson() as { group: string; seq: number };
         if (this.checkpointStatus !== 200) return json(this.checkpointStatus, { error: { code: "storage_error", message: "disk full" } });
-        this.checkpointWrites.push({ stream: meta.stream!, group, seq });
+        this.checkpointWrites.push({ stream, group, seq });
         s!.checkpoints.set(group, seq);
         return json(200, {});
       }
       case Op.Publish: {
-        this.published.push({ stream: meta.stream!, events: (bodyJson() as { events: Json[] }).events });
+        this.published.push({ stream, events: (bodyJson() as { events: Json[] }).events });
         return json(200, {});
       }
       case Op.Watch:
-        this.watch.set(meta.stream!, meta.watch!);
+        this.watch.set(stream, (meta as RequestMeta<Op.Watch>).watch);
         return json(200, {});
       default:
         throw new Error(`the hub sent op ${op}`);
