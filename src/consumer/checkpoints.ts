@@ -11,12 +11,13 @@
 // (a crash mid-write) is cut.
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { crc32Range } from "../log/crc.js";
-import { readU64, writeU32, writeU64 } from "../log/record.js";
+import { crc32Range } from "../crc.js";
+import { readU64, writeU32, writeU64 } from "../bytes.js";
+import { STREAM_ID_CHARS_MAX } from "../stream-id.js";
 
 export const CHECKPOINTS_FILE = "checkpoints.log";
-/** Group names follow the stream id rule: ASCII, at most 128 characters. */
-const GROUP_BYTES_MAX = 128;
+/** Group names follow the stream id rule: ASCII, so one byte per character. */
+const GROUP_BYTES_MAX = STREAM_ID_CHARS_MAX;
 /** Compaction threshold of the checkpoint file. */
 const CHECKPOINT_LOG_BYTES_MAX = 1 << 20;
 const HEADER_BYTES = 24; // u32 bytes, u32 crc of [8, bytes), u64 seq, u64 updated_at ms

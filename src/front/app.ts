@@ -8,7 +8,7 @@ import { ApiError } from "../errors.js";
 import { checkQuery } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
-import { STREAM_ID } from "../shard/stream.js";
+import { checkStreamId } from "../stream-id.js";
 import type { ShardPool } from "./shards.js";
 import { ConsumeHub, consumeRoute } from "./consume.js";
 import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
@@ -157,7 +157,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       return null;
     }
     try {
-      if (!STREAM_ID.test(stream)) throw new ApiError(400, "invalid_stream", `stream id must match ${STREAM_ID.source}`, { stream: stream.slice(0, 200) });
+      checkStreamId(stream);
       checkQuery(query, params);
     } catch (err) {
       sendError(x, err as ApiError);

@@ -23,7 +23,7 @@ import { ApiError } from "../errors.js";
 import { ackMovesCheckpoint, checkNack, countNack, deadLetterDue, forgetAttempts, takeAck } from "../consumer/acks.js";
 import { CONSUME_HEAD_BYTES, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson } from "../shard/protocol.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
-import { STREAM_ID } from "../shard/stream.js";
+import { STREAM_ID } from "../stream-id.js";
 import type { Response } from "../shard/protocol.js";
 import { exchange, sendError } from "./http.js";
 import type { ShardPool } from "./shards.js";

@@ -1,14 +1,24 @@
-// The log of one stream: its segments, append, read, recovery and retention.
-// Only the shard worker that owns the stream touches it (single writer).
+// The log of one stream: its segments, append, group commit (and the cut
+// back after a failed fdatasync) and read. recovery.ts opens it and
+// retention.ts picks the segments that age out; a segment, its sparse index
+// and its file names have modules of their own. Only the shard worker that
+// owns the stream touches it (single writer).
 //
-// Past ~450 lines: recovery (open, scan, commit marks) grew here this
-// session. It moves to its own module with issue 11's split of the log into
-// Kafka's shape (log, segment, recovery, retention), not in a hurry here.
-import { fdatasync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, closeSync, readSync, readdirSync, writeSync, fsyncSync } from "node:fs";
-import { Segment } from "./segment.js";
-import { scanFrames, scanSegment } from "./scan.js";
-import { checkFrame, frameProblem, frameSeq, frameTs, u32, writeU32, FRAME_SHORT } from "./record.js";
-import { crc32Range } from "./crc.js";
+// Past ~400 lines: append, group commit and read share the head, the commit
+// point and the segments' open files, private to this class; taking one of
+// them out would put a call or an object between them on per-batch paths.
+import { fdatasync, fdatasyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
+import { Segment, syncDir } from "./segment.js";
+import { scanFrames } from "./scan.js";
+import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT } from "./record.js";
+import { u32 } from "../bytes.js";
+import { CorruptRecordError, type CorruptionInfo } from "./damage.js";
+import { recoverLog, type RecoveryReport } from "./recovery.js";
+import { segmentsPastRetention } from "./retention.js";
+
+// The shard takes these from the log, whose answers carry them.
+export { CorruptRecordError, type CorruptionInfo } from "./damage.js";
+export type { RecoveryReport } from "./recovery.js";
 
 export interface LogOptions {
   segmentBytesMax: number;
@@ -29,33 +39,6 @@ export class LogFailedError extends Error {
   }
 }
 
-export interface RecoveryReport {
-  segments: number;
-  /** Bytes cut from the torn tail of the last segment. */
-  truncatedBytes: number;
-  /** Whole records cut with them: the start of a batch whose append a crash interrupted. */
-  uncommittedRecords: number;
-  rebuiltIndexes: number;
-  /** Damage found in closed segments (kept, reported, never served). */
-  corruptions: CorruptionInfo[];
-  /** Closed segments whose index was trusted without reading the records. */
-  unverified: Array<{ path: string; baseSeq: number; lastSeq: number }>;
-}
-
-export interface CorruptionInfo {
-  segment: number;
-  position: number;
-  /** The seq that was expected at that position. */
-  seq: number;
-  reason: string;
-}
-
-export class CorruptRecordError extends Error {
-  constructor(readonly info: CorruptionInfo) {
-    super(`record ${info.seq} is damaged (${info.reason}) in segment ${info.segment} at byte ${info.position}`);
-  }
-}
-
 /** A contiguous run of stored frames: what a replay page or live batch sends. */
 export interface FramePage {
   buf: Buffer;
@@ -65,18 +48,6 @@ export interface FramePage {
   next: number;
   /** Set when the page stopped at damaged data. */
   corrupt?: CorruptionInfo;
-}
-
-/** Gives the (valid) record at `pos` of a log written before commit marks its mark. */
-function markCommitted(fd: number, pos: number, frameBytesMax: number): void {
-  const head = Buffer.alloc(4);
-  readSync(fd, head, 0, 4, pos);
-  const frameBytes = u32(head, 0);
-  if (frameBytes > frameBytesMax) throw new Error(`log invariant: record at ${pos} claims ${frameBytes} bytes`);
-  const frame = Buffer.allocUnsafe(frameBytes);
-  readSync(fd, frame, 0, frameBytes, pos);
-  writeU32(frame, 4, ~crc32Range(frame, 8, frameBytes) >>> 0);
-  writeSync(fd, frame, 4, 4, pos + 4);
 }
 
 export class StreamLog {
@@ -124,136 +95,23 @@ export class StreamLog {
   // ---- recovery --------------------------------------------------------
 
   /**
-   * Opens (or creates) the log: closed segments load their index or are
-   * rescanned; the last segment is always scanned, and a torn tail (short,
-   * bad length, bad CRC, or broken seq chain) is cut. head_seq comes from the
-   * last valid record. `durable`: the directory entry of a new segment is
-   * fsynced too (a crash of the process alone cannot lose it).
-   *
-   * The tail is cut back to the last record that carries its batch's commit
-   * mark (see record.ts): records after it belong to a batch whose append a
-   * crash interrupted, which nobody was told about. `unmarkedLog`: the log
-   * was written before commit marks existed; its last record is taken as
-   * committed and given the mark, so from now on the rule holds for it too.
+   * Opens (or creates) the log and recovers it (recovery.ts): head_seq comes
+   * from the last valid record, and a torn tail is cut back to the last
+   * commit mark. `durable`: a new segment's directory entry is fsynced too.
+   * `unmarkedLog`: the log was written before commit marks existed.
    */
   open(durable = false, unmarkedLog = false): RecoveryReport {
-    mkdirSync(this.dir, { recursive: true });
-    const report: RecoveryReport = { segments: 0, truncatedBytes: 0, uncommittedRecords: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
-    const bases = readdirSync(this.dir)
-      .filter((f) => /^\d{20}\.log$/.test(f))
-      .map((f) => Number(f.slice(0, 20)))
-      .sort((a, b) => a - b);
-    if (bases.length === 0) {
-      this.segments = [new Segment(this.dir, 1, this.opts.indexIntervalBytes, true)]; // sized to fit
-      if (durable) this.syncDir();
-      report.segments = 1;
-      return report;
-    }
-    for (let i = 0; i < bases.length; i++) {
-      const seg = new Segment(this.dir, bases[i], this.opts.indexIntervalBytes, false);
-      const last = i === bases.length - 1;
-      if (!last) {
-        seg.closed = true;
-        if (seg.loadIndexFiles()) report.unverified.push({ path: seg.logPath, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq });
-        else {
-          report.rebuiltIndexes++;
-          const r = this.scan(seg, "closed", bases[i + 1]);
-          if (r.damage) report.corruptions.push(r.damage);
-          else seg.writeIndexFiles();
-        }
-        seg.close(); // closed segments are opened lazily, one at a time, to read
-      } else {
-        const fileBytes = seg.fileBytes();
-        const r = this.scan(seg, unmarkedLog ? "keep" : "active");
-        report.uncommittedRecords = r.uncommitted;
-        seg.verified = true; // whatever did not check out is cut just below
-        if (seg.size < fileBytes) {
-          ftruncateSync(seg.fd, seg.size);
-          fdatasyncSync(seg.fd);
-          report.truncatedBytes = fileBytes - seg.size;
-        }
-        if ((unmarkedLog || r.keptUnmarked) && r.lastFrameAt >= 0) {
-          markCommitted(seg.fd, r.lastFrameAt, this.opts.frameBytesMax);
-          fdatasyncSync(seg.fd);
-        }
-      }
-      const prev = this.segments[this.segments.length - 1];
-      if (prev && seg.baseSeq !== prev.lastSeq + 1 && report.corruptions.length === 0) {
-        report.corruptions.push({ segment: prev.baseSeq, position: prev.size, seq: prev.lastSeq + 1, reason: `segment ${seg.baseSeq} does not follow seq ${prev.lastSeq}` });
-      }
-      this.segments.push(seg);
-    }
-    report.segments = this.segments.length;
-    const a = this.active;
-    this.headSeq = a.lastSeq;
-    for (let i = this.segments.length - 1; i >= 0 && this.lastTs === 0; i--) this.lastTs = this.segments[i].lastTs;
+    const { segments, lastTs, report } = recoverLog(this.dir, this.opts, durable, unmarkedLog);
+    this.segments = segments;
+    this.headSeq = this.active.lastSeq;
+    this.lastTs = lastTs;
     this.commitAll();
     return report;
   }
 
-  /**
-   * Rebuilds a segment's index by reading every record, checking CRC and the
-   * seq chain. Stops at the first bad record and returns what it found there.
-   *
-   * What is cut beyond that depends on the segment. The active one
-   * ("active"): a torn tail is cut back to the last commit mark (below). A
-   * closed one (`nextBase`: the next segment's base seq): records from
-   * nextBase on are not its own (they were put there) and are cut; its
-   * records before that are kept, marked or not, since a closed segment holds
-   * only batches appended whole. A log that predates marks ("keep"): every
-   * whole record is kept.
-   */
-  private scan(
-    seg: Segment,
-    marks: "active" | "closed" | "keep",
-    nextBase = Number.MAX_SAFE_INTEGER,
-  ): { damage: CorruptionInfo | null; uncommitted: number; lastFrameAt: number; keptUnmarked: boolean } {
-    seg.truncateIndex(0);
-    seg.lastSeq = seg.baseSeq - 1;
-    seg.size = 0;
-    let committedTs = 0;
-    let lastFrameAt = -1;
-    let foreign = 0;
-    const r = scanSegment(seg.fd, seg.fileBytes(), seg.baseSeq, this.opts.frameBytesMax, (seq, ts, pos, frameBytes, _buf, _at, endsBatch) => {
-      if (marks === "closed" && seq >= nextBase) {
-        foreign++;
-        return true;
-      }
-      seg.noteRecord(seq, ts, pos, frameBytes);
-      lastFrameAt = pos;
-      if (endsBatch) committedTs = ts;
-    });
-    let uncommitted = 0;
-    // A crash leaves a batch's prefix: whole records, then the end of the
-    // file or a short frame. A record that is there whole but fails its
-    // checks is damage instead (a bit flip), and it may be the very record
-    // that carried the mark: then the records before it are kept.
-    const torn = r.damage === null || r.damage.reason === "short";
-    if (marks === "active" && torn && r.committedSeq < seg.lastSeq) {
-      uncommitted = seg.lastSeq - r.committedSeq;
-      seg.truncateIndex(r.committedBytes);
-      seg.lastSeq = r.committedSeq;
-      seg.size = r.committedBytes;
-      seg.lastTs = committedTs;
-      lastFrameAt = -1;
-    }
-    // Kept past the last mark in the active segment: once the damage behind
-    // them is cut they would look torn at the next start, so the caller marks
-    // the last of them (they were acknowledged with their batch).
-    const keptUnmarked = marks === "active" && lastFrameAt >= 0 && r.committedSeq < seg.lastSeq;
-    seg.verified = r.damage === null && foreign === 0;
-    const damage = r.damage
-      ? { segment: seg.baseSeq, ...r.damage }
-      : foreign > 0
-        ? { segment: seg.baseSeq, position: seg.size, seq: seg.lastSeq + 1, reason: `${foreign} records at or past the next segment's base seq ${nextBase}` }
-        : null;
-    return { damage, uncommitted, lastFrameAt, keptUnmarked };
-  }
-
   /** The scrub read this closed segment through without finding damage. */
   markVerified(baseSeq: number): void {
-    const seg = this.segments.find((s) => s.baseSeq === baseSeq);
-    if (seg) seg.verified = true;
+    this.segments.find((s) => s.baseSeq === baseSeq)?.markVerified();
   }
 
   // ---- append ----------------------------------------------------------
@@ -337,23 +195,14 @@ export class StreamLog {
       }
       throw err;
     }
-    old.closed = true;
+    old.markClosed();
     // An fdatasync may still be running on this fd in the thread pool; its
     // callback closes the file instead, so the fd number is never reused under it.
     if (this.syncSeg !== old) old.close();
     this.segments.push(next);
     this.committedBytes = 0;
-    if (durable) this.syncDir();
+    if (durable) syncDir(this.dir);
     return next;
-  }
-
-  private syncDir(): void {
-    const fd = openSync(this.dir, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
   }
 
   /**
@@ -596,22 +445,10 @@ export class StreamLog {
    */
   applyRetention(nowMs: number, retentionMs: number, retentionBytes: number | null, durable: boolean): number {
     const cutoff = nowMs - retentionMs;
-    let removed = 0;
     if (!this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
-    while (this.segments.length > 1 && (this.segments[0].empty || this.segments[0].lastTs < cutoff)) {
-      this.segments.shift()!.remove();
-      removed++;
-    }
-    if (retentionBytes !== null) {
-      let total = this.bytes;
-      while (this.segments.length > 1 && total > retentionBytes) {
-        const s = this.segments.shift()!;
-        total -= s.size;
-        s.remove();
-        removed++;
-      }
-    }
-    return removed;
+    const past = segmentsPastRetention(this.segments, cutoff, retentionBytes);
+    for (let i = 0; i < past; i++) this.segments.shift()!.remove();
+    return past;
   }
 
   close(): void {

@@ -16,7 +16,8 @@
 // last marked frame, so a batch is on disk whole or not at all. The mark
 // costs no byte and no syscall, and a reader that ignores it (or checks the
 // CRC either way) reads the same frames.
-import { crc32Range } from "./crc.js";
+import { crc32Range } from "../crc.js";
+import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
 
 export const RECORD_HEADER_BYTES = 24;
 /** A frame can never be smaller than a header plus the smallest Event. */
@@ -36,29 +37,6 @@ export function stampFrame(buf: Buffer, at: number, seq: number, ingestTs: numbe
   writeU64(buf, at + 8, seq);
   writeU64(buf, at + 16, ingestTs);
 }
-
-// Plain byte stores: Buffer.writeUInt32LE validates its value on every call,
-// which shows in per-record profiles; callers here pass valid integers.
-export function writeU32(buf: Buffer, at: number, v: number): void {
-  buf[at] = v;
-  buf[at + 1] = v >>> 8;
-  buf[at + 2] = v >>> 16;
-  buf[at + 3] = v >>> 24;
-}
-
-// Seqs and timestamps are below 2^53: two u32 halves avoid BigInt per record.
-const TWO_32 = 0x1_0000_0000;
-export function writeU64(buf: Buffer, at: number, v: number): void {
-  const lo = v >>> 0;
-  writeU32(buf, at, lo);
-  writeU32(buf, at + 4, (v - lo) / TWO_32);
-}
-/**
- * Little-endian loads by hand: Buffer.readUInt32LE checks its arguments on
- * every call, and these run for every record (and every field) read.
- */
-export const u32 = (b: Buffer, at: number) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16)) + b[at + 3] * 0x1000000;
-export const readU64 = (buf: Buffer, at: number) => u32(buf, at) + u32(buf, at + 4) * TWO_32;
 
 /** Computes and stores the CRC of a frame whose other bytes are final. */
 export function sealFrame(buf: Buffer, at: number, frameBytes: number): void {

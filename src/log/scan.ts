@@ -9,7 +9,8 @@
 // frameBytesMax, 8-aligned, inside the file), and the read buffer grows to
 // one frame at most.
 import { readSync } from "node:fs";
-import { BATCH_END, checkFrame, checkFrameMarked, frameProblem, frameSeq, frameTs, u32, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
+import { BATCH_END, checkFrame, checkFrameMarked, frameProblem, frameSeq, frameTs, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
+import { u32 } from "../bytes.js";
 
 export interface ScanResult {
   /** File position after the last whole, valid record. */

@@ -2,7 +2,6 @@
 // thread so neither the front nor a shard worker spends time on it. One
 // segment at a time on one thread: it is background work on a 2-core box.
 import { Piscina } from "piscina";
-import type { ScrubItem } from "../shard/protocol.js";
 import type { ScrubResult, ScrubTask } from "./scrub-task.js";
 
 export interface Scrubber {
@@ -10,7 +9,8 @@ export interface Scrubber {
   stop(): Promise<void>;
 }
 
-export function startScrub(items: ScrubItem[], onResult: (item: ScrubItem, damage: ScrubResult | null) => void): Scrubber {
+/** Verifies each item's segment in turn; an item may carry more (the shard's stream id), handed back as it came. */
+export function startScrub<Item extends ScrubTask>(items: Item[], onResult: (item: Item, damage: ScrubResult | null) => void): Scrubber {
   const pool = new Piscina<ScrubTask, ScrubResult | null>({
     filename: new URL("./scrub-task.js", import.meta.url).href,
     minThreads: 0,

@@ -1,39 +1,36 @@
-// A segment: one file of records in seq order, named by its base seq, with a
-// sparse index of (seq, ingest_ts, file position) every index_interval_bytes.
-// Because ingest_ts never decreases within a stream, the same sparse points
-// serve both seek by seq and seek by time; on close they are persisted as
-// <base>.idx (seq -> position) and <base>.tidx (time -> seq).
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, writeFileSync, renameSync, unlinkSync } from "node:fs";
-import { crc32 } from "node:zlib";
-import { join } from "node:path";
-import { writeU32, writeU64 } from "./record.js";
+// A segment: one file of records in seq order, named by its base seq, and
+// what is known of them (size, last seq, first and last ingest_ts, whether
+// they were all checked), kept by the segment itself as records are
+// appended, scanned at recovery or cut. Its sparse index (sparse-index.ts)
+// is filled here as records are noted, and persisted when it closes.
+import { closeSync, fsyncSync, fstatSync, ftruncateSync, openSync, unlinkSync } from "node:fs";
+import { idxPath, logPath, tidxPath } from "./file-names.js";
+import { dropPointsFrom, pointAfter, readIndexFiles, seekSeq, seekTime, writeIndexFiles, type IndexPoint, type IndexPoints } from "./sparse-index.js";
 
-const IDX_MAGIC = 0x58494b54; // "TKIX"
-const TIDX_MAGIC = 0x58544b54; // "TKTX"
-const INDEX_VERSION = 1;
-const IDX_HEADER_BYTES = 48;
-const TIDX_HEADER_BYTES = 24;
-
-export const segmentName = (baseSeq: number) => String(baseSeq).padStart(20, "0");
+/**
+ * The segment's state, writable. Outside the class these fields are
+ * readonly: the segment moves them itself (appends, recovery, cuts), through
+ * this view. A type, not getters over private fields: the append and read
+ * paths read them per record, and a plain field costs nothing there.
+ */
+type Own = { -readonly [K in "fd" | "size" | "lastSeq" | "firstTs" | "lastTs" | "closed" | "verified"]: Segment[K] };
 
 export class Segment {
-  fd: number;
+  readonly fd: number;
   /** Bytes of valid records in the file. */
-  size = 0;
-  lastSeq: number;
-  firstTs = 0;
-  lastTs = 0;
-  closed = false;
+  readonly size: number = 0;
+  readonly lastSeq: number;
+  readonly firstTs: number = 0;
+  readonly lastTs: number = 0;
+  /** Rolled (or found closed at start): no more appends, the file is opened only to read. */
+  readonly closed: boolean = false;
   /**
    * Every record was CRC-checked (or written) by this process: reads may skip
    * the CRC. False for closed segments recovery took on trust from their
    * index, until the background scrub has read them through.
    */
-  verified: boolean;
-  // Sparse index points, ascending, as (seq, ingest_ts, position) triples in
-  // one array (one allocation per segment: a shard holds thousands of small
-  // streams); the first record always has one.
-  private points: number[] = [];
+  readonly verified: boolean;
+  private points: IndexPoints = [];
   private lastIndexedPos = -Infinity;
 
   constructor(
@@ -50,20 +47,15 @@ export class Segment {
   // Derived, not stored: three path strings per segment were a third of an
   // idle stream's memory.
   get logPath(): string {
-    return join(this.dir, `${segmentName(this.baseSeq)}.log`);
+    return logPath(this.dir, this.baseSeq);
   }
 
   get idxPath(): string {
-    return join(this.dir, `${segmentName(this.baseSeq)}.idx`);
+    return idxPath(this.dir, this.baseSeq);
   }
 
   get tidxPath(): string {
-    return join(this.dir, `${segmentName(this.baseSeq)}.tidx`);
-  }
-
-  /** Number of sparse index points. */
-  private get indexPoints(): number {
-    return this.points.length / 3;
+    return tidxPath(this.dir, this.baseSeq);
   }
 
   get empty(): boolean {
@@ -80,113 +72,78 @@ export class Segment {
 
   /** Accounts for a record written at `pos` (appends and recovery scans). */
   noteRecord(seq: number, ts: number, pos: number, frameBytes: number): void {
-    if (this.empty) this.firstTs = ts;
+    const own: Own = this;
+    if (this.empty) own.firstTs = ts;
+    // The point is added here, not by a call into sparse-index.ts: this runs per record.
     if (pos - this.lastIndexedPos >= this.indexIntervalBytes) {
       if (this.points.length === 0) this.points = [seq, ts, pos]; // sized to fit: most segments keep one point
       else this.points.push(seq, ts, pos);
       this.lastIndexedPos = pos;
     }
-    this.lastSeq = seq;
-    this.lastTs = ts;
-    this.size = pos + frameBytes;
+    own.lastSeq = seq;
+    own.lastTs = ts;
+    own.size = pos + frameBytes;
+  }
+
+  /** Recovery: forgets every record, to note them again as a scan reads them. */
+  resetForScan(): void {
+    const own: Own = this;
+    this.truncateIndex(0);
+    own.lastSeq = this.baseSeq - 1;
+    own.size = 0;
+    own.firstTs = 0;
+    own.lastTs = 0;
+  }
+
+  /** No more appends: rolled, or found closed by recovery. */
+  markClosed(): void {
+    (this as Own).closed = true;
+  }
+
+  /** Every record was checked: by a recovery scan, or by the background scrub. */
+  markVerified(): void {
+    (this as Own).verified = true;
   }
 
   /**
    * Cuts the segment back to its first `bytes` (file and index): the records
-   * after it were refused (a failed sync). `lastSeq`/`lastTs` are the last
-   * kept record's, which the caller knows from when it was committed.
+   * after it were refused (a failed sync) or found torn (recovery).
+   * `lastSeq`/`lastTs` are the last kept record's, which the caller knows
+   * from when it was committed or scanned.
    */
   cutTo(bytes: number, lastSeq: number, lastTs: number): void {
+    const own: Own = this;
     ftruncateSync(this.fd, bytes);
     this.truncateIndex(bytes);
-    this.size = bytes;
-    this.lastSeq = lastSeq;
-    this.lastTs = lastSeq < this.baseSeq ? 0 : lastTs;
-    if (this.empty) this.firstTs = 0;
+    own.size = bytes;
+    own.lastSeq = lastSeq;
+    own.lastTs = lastSeq < this.baseSeq ? 0 : lastTs;
+    if (this.empty) own.firstTs = 0;
   }
 
   /** Drops every index point at or after `pos` (after a failed append is cut). */
   truncateIndex(pos: number): void {
-    const p = this.points;
-    while (p.length > 0 && p[p.length - 1] >= pos) p.length -= 3;
-    this.lastIndexedPos = p.length > 0 ? p[p.length - 1] : -Infinity;
+    this.lastIndexedPos = dropPointsFrom(this.points, pos);
   }
 
   /** Index point (seq, pos) at or before `seq`: scan forward from there. O(log n). */
-  seekSeq(seq: number): { seq: number; pos: number } {
-    const p = this.points;
-    let lo = 0;
-    let hi = this.indexPoints - 1;
-    if (hi < 0 || seq <= p[0]) return { seq: this.baseSeq, pos: 0 };
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (p[3 * mid] <= seq) lo = mid;
-      else hi = mid - 1;
-    }
-    return { seq: p[3 * lo], pos: p[3 * lo + 2] };
+  seekSeq(seq: number): IndexPoint {
+    return seekSeq(this.points, this.baseSeq, seq);
   }
 
   /** The first index point after file position `pos` (reading on past damage), or null. O(log n). */
-  pointAfter(pos: number): { seq: number; pos: number } | null {
-    const p = this.points;
-    let lo = 0;
-    let hi = this.indexPoints;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (p[3 * mid + 2] <= pos) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo < this.indexPoints ? { seq: p[3 * lo], pos: p[3 * lo + 2] } : null;
+  pointAfter(pos: number): IndexPoint | null {
+    return pointAfter(this.points, pos);
   }
 
   /** Index point before the first record with ingest_ts >= ts. O(log n). */
-  seekTime(ts: number): { seq: number; pos: number } {
-    const p = this.points;
-    let lo = 0;
-    let hi = this.indexPoints - 1;
-    if (hi < 0 || ts <= p[1]) return { seq: this.baseSeq, pos: 0 };
-    // Last point with ts strictly below the target: the first match is after it.
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (p[3 * mid + 1] < ts) lo = mid;
-      else hi = mid - 1;
-    }
-    return { seq: p[3 * lo], pos: p[3 * lo + 2] };
+  seekTime(ts: number): IndexPoint {
+    return seekTime(this.points, this.baseSeq, ts);
   }
 
-  /** Writes the .idx and .tidx files (on close). Both end with a CRC32. */
+  /** Writes the .idx and .tidx files (on close). */
   writeIndexFiles(): void {
-    const n = this.indexPoints;
-    const p = this.points;
-    const idx = Buffer.alloc(IDX_HEADER_BYTES + n * 8 + 4);
-    idx.writeUInt32LE(IDX_MAGIC, 0);
-    idx.writeUInt32LE(INDEX_VERSION, 4);
-    // writeU64 takes numbers: a BigInt per entry made a roll of a full
-    // segment stall its shard for ~10 ms.
-    writeU64(idx, 8, this.baseSeq);
-    writeU64(idx, 16, this.lastSeq);
-    writeU64(idx, 24, this.size);
-    writeU64(idx, 32, this.firstTs);
-    writeU64(idx, 40, this.lastTs);
-    const tidx = Buffer.alloc(TIDX_HEADER_BYTES + n * 16 + 4);
-    tidx.writeUInt32LE(TIDX_MAGIC, 0);
-    tidx.writeUInt32LE(INDEX_VERSION, 4);
-    writeU64(tidx, 8, this.baseSeq);
-    writeU64(tidx, 16, n);
-    for (let i = 0; i < n; i++) {
-      const rel = p[3 * i] - this.baseSeq;
-      writeU32(idx, IDX_HEADER_BYTES + i * 8, rel);
-      writeU32(idx, IDX_HEADER_BYTES + i * 8 + 4, p[3 * i + 2]);
-      writeU64(tidx, TIDX_HEADER_BYTES + i * 16, p[3 * i + 1]);
-      writeU32(tidx, TIDX_HEADER_BYTES + i * 16 + 8, rel);
-    }
-    idx.writeUInt32LE(crc32(idx.subarray(0, idx.length - 4)), idx.length - 4);
-    tidx.writeUInt32LE(crc32(tidx.subarray(0, tidx.length - 4)), tidx.length - 4);
-    // Write-then-rename: a crash leaves either no index (rebuilt) or a whole one.
-    writeFileSync(this.idxPath + ".tmp", idx);
-    renameSync(this.idxPath + ".tmp", this.idxPath);
-    writeFileSync(this.tidxPath + ".tmp", tidx);
-    renameSync(this.tidxPath + ".tmp", this.tidxPath);
+    writeIndexFiles(this.idxPath, this.tidxPath, this, this.points);
   }
 
   /**
@@ -194,43 +151,27 @@ export class Segment {
    * missing, damaged or does not describe this log file: rebuild by scanning.
    */
   loadIndexFiles(): boolean {
-    if (!existsSync(this.idxPath) || !existsSync(this.tidxPath)) return false;
-    const idx = readFileSync(this.idxPath);
-    const tidx = readFileSync(this.tidxPath);
-    if (idx.length < IDX_HEADER_BYTES + 4 || tidx.length < TIDX_HEADER_BYTES + 4) return false;
-    if (crc32(idx.subarray(0, idx.length - 4)) !== idx.readUInt32LE(idx.length - 4)) return false;
-    if (crc32(tidx.subarray(0, tidx.length - 4)) !== tidx.readUInt32LE(tidx.length - 4)) return false;
-    if (idx.readUInt32LE(0) !== IDX_MAGIC || tidx.readUInt32LE(0) !== TIDX_MAGIC) return false;
-    if (idx.readUInt32LE(4) !== INDEX_VERSION || tidx.readUInt32LE(4) !== INDEX_VERSION) return false;
-    if (Number(idx.readBigUInt64LE(8)) !== this.baseSeq || Number(tidx.readBigUInt64LE(8)) !== this.baseSeq) return false;
-    const size = Number(idx.readBigUInt64LE(24));
-    if (size !== this.fileBytes()) return false;
-    const n = (idx.length - IDX_HEADER_BYTES - 4) / 8;
-    if (!Number.isInteger(n) || Number(tidx.readBigUInt64LE(16)) !== n || tidx.length !== TIDX_HEADER_BYTES + n * 16 + 4) return false;
-    const points: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const relSeq = idx.readUInt32LE(IDX_HEADER_BYTES + i * 8);
-      if (relSeq !== tidx.readUInt32LE(TIDX_HEADER_BYTES + i * 16 + 8)) return false;
-      points.push(this.baseSeq + relSeq, Number(tidx.readBigUInt64LE(TIDX_HEADER_BYTES + i * 16)), idx.readUInt32LE(IDX_HEADER_BYTES + i * 8 + 4));
-    }
-    this.points = points;
-    this.lastIndexedPos = n > 0 ? points[points.length - 1] : -Infinity;
-    this.lastSeq = Number(idx.readBigUInt64LE(16));
-    this.size = size;
-    this.firstTs = Number(idx.readBigUInt64LE(32));
-    this.lastTs = Number(idx.readBigUInt64LE(40));
+    const found = readIndexFiles(this.idxPath, this.tidxPath, this.baseSeq);
+    if (!found || found.header.size !== this.fileBytes()) return false;
+    const own: Own = this;
+    const p = (this.points = found.points);
+    this.lastIndexedPos = p.length > 0 ? p[p.length - 1] : -Infinity;
+    own.lastSeq = found.header.lastSeq;
+    own.size = found.header.size;
+    own.firstTs = found.header.firstTs;
+    own.lastTs = found.header.lastTs;
     return true;
   }
 
   /** Opens the file again after close() (closed segments are read lazily). */
   reopen(): number {
-    if (this.fd < 0) this.fd = openSync(this.logPath, "r");
+    if (this.fd < 0) (this as Own).fd = openSync(this.logPath, "r");
     return this.fd;
   }
 
   close(): void {
     if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
+    (this as Own).fd = -1;
   }
 
   /** Closes and removes the segment's files (retention, stream deletion). */
@@ -243,5 +184,15 @@ export class Segment {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
       }
     }
+  }
+}
+
+/** Fsyncs a log's directory, so the entry of a segment just created survives a power loss. */
+export function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -2,9 +2,11 @@
 // place. Requests and responses travel through the two SharedArrayBuffer
 // rings; postMessage carries only start-up, readiness and shutdown.
 import type { Config } from "../config.js";
-import { copyBytes, type Ring, type RingMessage } from "../ring/ring.js";
+import type { Ring, RingMessage } from "../ring/ring.js";
+import { copyBytes } from "../bytes.js";
 import type { CorruptionInfo } from "../log/log.js";
 import type { StreamReport } from "./stream.js";
+import { ContentType } from "../wire/content-type.js";
 
 export const enum Op {
   Publish = 1,
@@ -35,11 +37,8 @@ export const WATCH_BINARY = 2;
  */
 export const PUSH_REQ_ID = 0;
 
-export const enum ContentType {
-  Json = 0,
-  FlatBuffers = 1,
-  None = 2,
-}
+// The body formats are the wire's (event-count.ts reads them too); every message here carries one.
+export { ContentType };
 
 /** Small per-request facts; the body (publish batch, PUT config) rides after. */
 export interface RequestMeta {

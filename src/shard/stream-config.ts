@@ -1,12 +1,9 @@
-// A stream's name and config rules: the id pattern, its directory name, the
-// config a PUT may set and the defaults a new stream gets. Shared by the
-// front (which checks ids) and the shard (which owns streams).
+// A stream's directory name and config rules: the config a PUT may set and
+// the defaults a new stream gets. The id pattern itself is src/stream-id.ts.
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { ApiError } from "../errors.js";
 import { parseBody } from "../validate.js";
-
-export const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /**
  * Directory name for a stream id: every byte outside [a-z0-9.-] becomes _XX

@@ -8,7 +8,8 @@ import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "nod
 import { basename, join } from "node:path";
 import { crc32 } from "node:zlib";
 import { z } from "zod";
-import { STREAM_ID, escapeStreamId, streamConfigPatch, type StreamConfig } from "./stream-config.js";
+import { escapeStreamId, streamConfigPatch, type StreamConfig } from "./stream-config.js";
+import { STREAM_ID } from "../stream-id.js";
 
 export const META_FILE = "stream.json";
 const COPY_FILE = "stream.json.bak";

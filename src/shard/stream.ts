@@ -11,9 +11,6 @@ import { CHECKPOINTS_FILE, CheckpointStore } from "../consumer/checkpoints.js";
 import { escapeStreamId, fullConfig, type StreamConfig, type StreamDefaults } from "./stream-config.js";
 import { writeMeta, type MetaRead } from "./stream-meta.js";
 
-// STREAM_ID and escapeStreamId are the front's too; their home is stream-config.ts.
-export { STREAM_ID, escapeStreamId } from "./stream-config.js";
-
 /** stream.json's log_format: 2 means every batch carries a commit mark (record.ts). */
 const LOG_FORMAT = 2;
 

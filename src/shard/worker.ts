@@ -8,13 +8,14 @@ import { parentPort, workerData } from "node:worker_threads";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
-import { Ring, copyBytes } from "../ring/ring.js";
+import { Ring } from "../ring/ring.js";
+import { copyBytes, u32 } from "../bytes.js";
 import { ApiError, asApiError } from "../errors.js";
 import { intParam, intValue, jsonTextProblem, rejectUnknownFields } from "../validate.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { CorruptRecordError, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
-import { frameBytesFor, frameTs, markBatchEnd, sealFrame, stampFrame, u32, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
+import { frameBytesFor, frameTs, markBatchEnd, sealFrame, stampFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { ByteWriter, JsonRenderer, checkFlatBatch, recordIdempotencyKey, renderEventsMessage, renderJsonPage, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
 import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
@@ -38,7 +39,8 @@ import {
   type WorkerInit,
 } from "./protocol.js";
 import { Stream, type StreamReport } from "./stream.js";
-import { STREAM_ID, fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { STREAM_ID } from "../stream-id.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */

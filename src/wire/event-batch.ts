@@ -1,7 +1,7 @@
 // The EventBatch envelope (schemas/ticker.fbs) written by hand around record
 // frames that are already in memory: a replay page (and a live WebSocket
 // batch) is this header followed by the frames, copied once, never re-encoded.
-import { writeU32, writeU64 } from "../log/record.js";
+import { writeU32, writeU64 } from "../bytes.js";
 
 // Slots of table EventBatch, in schema order.
 const SLOT_STREAM = 0;

@@ -5,7 +5,8 @@
 // copy bytes rather than decoding them where they can.
 import { isUtf8 } from "node:buffer";
 import { ApiError } from "../errors.js";
-import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs, u32 } from "../log/record.js";
+import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs } from "../log/record.js";
+import { u32 } from "../bytes.js";
 import { Verifier, VerifyError } from "./verify.js";
 import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, copyShort } from "./event-layout.js";

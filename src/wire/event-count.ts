@@ -2,7 +2,7 @@
 // events_per_s bucket is charged before the body goes to its shard. Exact for
 // every body the shard accepts; for any other body the count may be off, and
 // the charge is refunded when the shard refuses it.
-import { ContentType } from "../shard/protocol.js";
+import { ContentType } from "./content-type.js";
 import { RECORD_BYTES_MIN } from "../log/record.js";
 import { Verifier } from "./verify.js";
 

@@ -3,7 +3,7 @@
 // JSON, rendering replay pages) then allocate nothing per field. The bytes are
 // ordinary FlatBuffers; the generated code reads what writeEvent writes, and
 // EventFields reads any valid Event (from the generated builder or a producer).
-import { readU64, u32, writeU32, writeU64 } from "../log/record.js";
+import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
 import { VerifyError } from "./verify.js";
 
 // Field indexes of table Event, in schema order.

@@ -11,8 +11,9 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSyn
 import { join } from "node:path";
 import fc from "fast-check";
 import { scanSegment } from "../../src/log/scan.js";
-import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameBytesFor, frameSeq, sealFrame, writeU32, writeU64 } from "../../src/log/record.js";
-import { crc32Range } from "../../src/log/crc.js";
+import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameBytesFor, frameSeq, sealFrame } from "../../src/log/record.js";
+import { writeU32, writeU64 } from "../../src/bytes.js";
+import { crc32Range } from "../../src/crc.js";
 import { escapeStreamId } from "../../src/shard/stream-config.js";
 import { api, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
 

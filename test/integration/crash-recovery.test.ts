@@ -3,7 +3,7 @@ import { describe, it, expect } from "vitest";
 import { appendFileSync, closeSync, openSync, readdirSync, readSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { api, perTestServers, replayAll } from "../helpers/server.js";
-import { escapeStreamId } from "../../src/shard/stream.js";
+import { escapeStreamId } from "../../src/shard/stream-config.js";
 
 const { start, dir } = perTestServers();
 

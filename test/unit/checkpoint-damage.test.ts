@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { CheckpointStore, CHECKPOINTS_FILE } from "../../src/consumer/checkpoints.js";
-import { crc32Range } from "../../src/log/crc.js";
+import { crc32Range } from "../../src/crc.js";
 
 const dirs: string[] = [];
 afterEach(() => {

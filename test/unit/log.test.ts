@@ -3,7 +3,7 @@ import { appendFileSync, ftruncateSync, readdirSync, statSync, writeFileSync, op
 import { join } from "node:path";
 import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
 import { checkFrame, frameBytesFor, frameSeq, frameTs, sealFrame, writeFrameHeader, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_HEADER_BYTES } from "../../src/log/record.js";
-import { crc32Range } from "../../src/log/crc.js";
+import { crc32Range } from "../../src/crc.js";
 import { crc32 } from "node:zlib";
 import { LOG_OPTS, appendN, frames, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
 

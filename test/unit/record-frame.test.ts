@@ -4,8 +4,9 @@
 import { describe, it, expect } from "vitest";
 import {
   BATCH_END, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_BYTES_MIN, RECORD_HEADER_BYTES,
-  checkFrame, checkFrameMarked, frameBytesFor, frameProblem, frameSeq, frameTs, markBatchEnd, readU64, sealFrame, stampFrame, u32, writeFrameHeader, writeU64,
+  checkFrame, checkFrameMarked, frameBytesFor, frameProblem, frameSeq, frameTs, markBatchEnd, sealFrame, stampFrame, writeFrameHeader,
 } from "../../src/log/record.js";
+import { readU64, u32, writeU64 } from "../../src/bytes.js";
 
 const MAX = 4096;
 

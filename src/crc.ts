@@ -3,6 +3,7 @@
 // native call, whose fixed cost (plus the subarray it needs) dominates below
 // about half a kilobyte; larger ranges go native. Measured: 136-byte record
 // 280 ns in JS vs 520 ns native; 8 KB 22 us in JS vs 4 us native.
+// A leaf module: record frames and checkpoint files both use it.
 import { crc32 } from "node:zlib";
 
 const JS_RANGE_BYTES_MAX = 512;
