@@ -128,7 +128,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   let draining = false;
 
   /** Routes a request to the stream's shard and relays its answer. */
-  const forward = (x: Exchange, op: Op, stream: string, meta: RequestMeta, body: Uint8Array | null, seen?: (r: Response) => void): boolean => {
+  const forward = <O extends Op>(x: Exchange, op: O, stream: string, meta: RequestMeta<O>, body: Uint8Array | null, seen?: (r: Response) => void): boolean => {
     if (x.aborted) return false;
     // A body that finished arriving after SIGTERM: refused, not taken (the
     // drain waits only for what the shards were given).
@@ -203,7 +203,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
 
   /** A control-plane route whose JSON body goes to the stream's shard as is. */
-  const jsonBodyRoute = (op: Op, what: string, seen?: (r: Response, stream: string) => void) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+  const jsonBodyRoute = (op: Op.PutStream | Op.SetCheckpoint, what: string, seen?: (r: Response, stream: string) => void) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
     const r = streamRoute(res, req, NO_PARAMS);
@@ -212,13 +212,18 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
   };
   routes.put("/v1/streams/:id", "admin", jsonBodyRoute(Op.PutStream, "stream config"));
+  /** A route without a body or query: the stream goes to its shard. */
+  const streamOnlyRoute = (op: Op.GetStream | Op.DeleteStream) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+    const r = streamRoute(res, req, NO_PARAMS);
+    if (r) forward(r.x, op, r.stream, { stream: r.stream }, null);
+  };
   /** A route without a body: the stream and the raw query go to its shard. */
-  const queryRoute = (op: Op, params: ReadonlySet<string>) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+  const queryRoute = (op: Op.GetCheckpoint | Op.Lag, params: ReadonlySet<string>) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const r = streamRoute(res, req, params);
     if (r) forward(r.x, op, r.stream, { stream: r.stream, query: r.query }, null);
   };
-  routes.get("/v1/streams/:id", "consume", queryRoute(Op.GetStream, NO_PARAMS));
-  routes.del("/v1/streams/:id", "admin", queryRoute(Op.DeleteStream, NO_PARAMS));
+  routes.get("/v1/streams/:id", "consume", streamOnlyRoute(Op.GetStream));
+  routes.del("/v1/streams/:id", "admin", streamOnlyRoute(Op.DeleteStream));
 
   routes.post("/v1/streams/:id/events", "publish", (res, req, key) => {
     const ctHeader = req.getHeader("content-type");
@@ -261,7 +266,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.get("/v1/streams/:id/groups", "consume", (res, req) => {
     const r = streamRoute(res, req, NO_PARAMS);
     if (!r) return;
-    const ok = pool.send(pool.shardFor(r.stream), Op.Groups, { stream: r.stream, query: r.query }, null, (answer) => {
+    const ok = pool.send(pool.shardFor(r.stream), Op.Groups, { stream: r.stream }, null, (answer) => {
       if (answer.status !== 200) return send(r.x, answer.status, answer.ct, answer.body);
       const body = responseJson(answer) as { groups: Array<Record<string, unknown>> };
       const live = consumers.members(r.stream);

@@ -128,7 +128,7 @@ export class ShardPool {
    * already has shard_requests_max requests in flight: the caller answers
    * 429, nothing is queued here.
    */
-  send(shard: number, op: Op, meta: RequestMeta, body: Uint8Array | null, onResponse: OnResponse): boolean {
+  send<O extends Op>(shard: number, op: O, meta: RequestMeta<O>, body: Uint8Array | null, onResponse: OnResponse): boolean {
     const s = this.shards[shard];
     if (s.pending.size >= this.config.shard_requests_max) return false;
     const reqId = this.nextReqId;
@@ -139,7 +139,7 @@ export class ShardPool {
   }
 
   /** Sends the same request to every shard and collects the JSON answers. */
-  broadcast(op: Op, meta: RequestMeta): Promise<Array<{ status: number; json: unknown }> | null> {
+  broadcast<O extends Op>(op: O, meta: RequestMeta<O>): Promise<Array<{ status: number; json: unknown }> | null> {
     const answers: Array<{ status: number; json: unknown }> = [];
     return new Promise((resolve) => {
       let left = this.shards.length;

@@ -23,11 +23,11 @@ export const enum Op {
   ConsumeStart = 11,
   /** One log-path page for a consumer, as the message to send on its socket. */
   ConsumeRead = 12,
-  /** Sets which formats of live batches the front wants for a stream (meta.watch). */
+  /** Sets which formats of live batches the front wants for a stream (WatchMeta.watch). */
   Watch = 13,
 }
 
-/** Bits of RequestMeta.watch: the formats live batches are rendered in. */
+/** Bits of WatchMeta.watch: the formats live batches are rendered in. */
 export const WATCH_JSON = 1;
 export const WATCH_BINARY = 2;
 
@@ -40,21 +40,56 @@ export const PUSH_REQ_ID = 0;
 // The body formats are the wire's (event-count.ts reads them too); every message here carries one.
 export { ContentType };
 
-/** Small per-request facts; the body (publish batch, PUT config) rides after. */
-export interface RequestMeta {
-  stream?: string;
-  /** Content type of the body, for publish and PUT. */
-  ct?: ContentType;
-  /** Wanted response format, for replay. */
-  accept?: ContentType;
-  /** Raw query string, for replay. */
-  query?: string;
-  /** ConsumeRead: first seq and most events wanted. */
-  from?: number;
-  limit?: number;
-  /** Watch: WATCH_* bits; 0 stops the live batches. */
-  watch?: number;
+/** The stream a request is about; the body (publish batch, PUT config, checkpoint) rides after the meta. */
+export interface StreamMeta {
+  stream: string;
 }
+
+/** ...and the route's raw query string, whose names the front has checked. */
+export interface QueryMeta extends StreamMeta {
+  query: string;
+}
+
+export interface PublishMeta extends StreamMeta {
+  /** Content type of the body. */
+  ct: ContentType;
+}
+
+export interface ReplayMeta extends QueryMeta {
+  /** Wanted response format. */
+  accept: ContentType;
+}
+
+export interface ConsumeReadMeta extends StreamMeta {
+  /** First seq and most events wanted, and the message format. */
+  from: number;
+  limit: number;
+  accept: ContentType;
+}
+
+export interface WatchMeta extends StreamMeta {
+  /** WATCH_* bits; 0 stops the live batches. */
+  watch: number;
+}
+
+/** Small per-request facts, by operation: what the front sends and the shard reads for each. */
+export interface RequestMetaOf {
+  [Op.Publish]: PublishMeta;
+  [Op.Replay]: ReplayMeta;
+  [Op.PutStream]: StreamMeta;
+  [Op.GetStream]: StreamMeta;
+  [Op.DeleteStream]: StreamMeta;
+  [Op.ListStreams]: Record<string, never>;
+  [Op.SetCheckpoint]: StreamMeta;
+  [Op.GetCheckpoint]: QueryMeta;
+  [Op.Lag]: QueryMeta;
+  [Op.Groups]: StreamMeta;
+  [Op.ConsumeStart]: QueryMeta;
+  [Op.ConsumeRead]: ConsumeReadMeta;
+  [Op.Watch]: WatchMeta;
+}
+
+export type RequestMeta<O extends Op = Op> = RequestMetaOf[O];
 
 /**
  * Head of a ConsumeRead answer and of a live push, before the message bytes.
@@ -145,7 +180,7 @@ const textDecoder = new TextDecoder();
 export const requestBytes = (metaBytes: number, bodyBytes: number) => REQUEST_HEADER_BYTES + metaBytes + bodyBytes;
 
 /** Writes one request; false when the ring is too full (caller answers 429). */
-export function writeRequest(ring: Ring, op: Op, reqId: number, meta: RequestMeta, body: Uint8Array | null): boolean {
+export function writeRequest<O extends Op>(ring: Ring, op: O, reqId: number, meta: RequestMeta<O>, body: Uint8Array | null): boolean {
   const metaBytes = textEncoder.encode(JSON.stringify(meta));
   const total = requestBytes(metaBytes.byteLength, body ? body.byteLength : 0);
   const at = ring.reserve(total);
@@ -159,13 +194,19 @@ export function writeRequest(ring: Ring, op: Op, reqId: number, meta: RequestMet
   return true;
 }
 
-export interface Request {
-  op: Op;
-  reqId: number;
-  meta: RequestMeta;
-  /** A view into the ring: valid until the message is released. */
-  body: Buffer;
-}
+/** One request as the shard reads it: `op` says which meta it carries. */
+export type Request = {
+  [O in Op]: {
+    op: O;
+    reqId: number;
+    meta: RequestMeta<O>;
+    /** A view into the ring: valid until the message is released. */
+    body: Buffer;
+  };
+}[Op];
+
+/** The request of one operation. */
+export type RequestOf<O extends Op> = Extract<Request, { op: O }>;
 
 export function readRequest(ring: Ring, msg: RingMessage): Request {
   const d = ring.data;
@@ -175,7 +216,9 @@ export function readRequest(ring: Ring, msg: RingMessage): Request {
   const metaBytes = dv.getUint32(4, true);
   const meta = JSON.parse(textDecoder.decode(d.subarray(msg.offset + REQUEST_HEADER_BYTES, msg.offset + REQUEST_HEADER_BYTES + metaBytes)));
   const bodyAt = base + REQUEST_HEADER_BYTES + metaBytes;
-  return { op: msg.kind as Op, reqId, meta, body: Buffer.from(d.buffer, bodyAt, msg.length - REQUEST_HEADER_BYTES - metaBytes) };
+  // The meta is what writeRequest wrote for this op (the front is this
+  // process's own main thread): trusted as its type, not checked again.
+  return { op: msg.kind as Op, reqId, meta, body: Buffer.from(d.buffer, bodyAt, msg.length - REQUEST_HEADER_BYTES - metaBytes) } as Request;
 }
 
 /**

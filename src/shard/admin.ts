@@ -1,0 +1,92 @@
+// Streams admin: the streams this shard owns, by id, and the control-plane
+// requests that create, change, show, list and delete them.
+import { ApiError } from "../errors.js";
+import type { Config } from "../config.js";
+import type { ExternalCheckpoints } from "../consumer/external.js";
+import type { LogOptions } from "../log/log.js";
+import { ContentType, type Op, type RequestOf } from "./protocol.js";
+import type { ShardBuffers } from "./buffers.js";
+import { Stream } from "./stream.js";
+import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import type { WatchedStreams } from "./watch.js";
+import type { Outbox } from "./worker.js";
+
+export class StreamAdmin {
+  private readonly byId = new Map<string, Stream>();
+
+  constructor(
+    /** The data dir's streams/ folder: one folder per stream. */
+    private readonly root: string,
+    private readonly logOpts: LogOptions,
+    private readonly defaults: StreamDefaults,
+    private readonly config: Config,
+    private readonly outbox: Outbox,
+    private readonly buffers: ShardBuffers,
+    private readonly watched: WatchedStreams,
+    /** Set once start-up has connected to them, if configured. */
+    private readonly external: () => ExternalCheckpoints | null,
+  ) {}
+
+  get(id: string): Stream | undefined {
+    return this.byId.get(id);
+  }
+
+  existing(id: string): Stream {
+    const s = this.byId.get(id);
+    if (!s) throw new ApiError(404, "stream_not_found", `stream "${id}" does not exist`, { stream: id });
+    return s;
+  }
+
+  create(id: string, patch: Parameters<typeof fullConfig>[0]): Stream {
+    const s = Stream.create(this.root, id, fullConfig(patch, this.defaults), this.logOpts, this.config.dedup_keys_max);
+    this.byId.set(id, s);
+    return s;
+  }
+
+  /** A stream that recovery opened. */
+  adopt(s: Stream): void {
+    this.byId.set(s.id, s);
+  }
+
+  values(): IterableIterator<Stream> {
+    return this.byId.values();
+  }
+
+  ids(): string[] {
+    return [...this.byId.keys()];
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  /** PUT: creates the stream (201) or merges the body into its config (200). */
+  put(req: RequestOf<Op.PutStream>): void {
+    const body = req.body.byteLength > 0 ? this.buffers.jsonBody(req.body) : undefined;
+    const patch = parseStreamConfigPatch(body, this.config.event_bytes_max);
+    const id = req.meta.stream;
+    const existing = this.byId.get(id);
+    if (existing) {
+      existing.update(patch);
+      return this.outbox.json(req.reqId, 200, existing.info());
+    }
+    return this.outbox.json(req.reqId, 201, this.create(id, patch).info());
+  }
+
+  show(req: RequestOf<Op.GetStream>): void {
+    this.outbox.json(req.reqId, 200, this.existing(req.meta.stream).info());
+  }
+
+  remove(req: RequestOf<Op.DeleteStream>): void {
+    const s = this.existing(req.meta.stream);
+    this.byId.delete(s.id);
+    s.remove();
+    void this.external()?.deleteStream(s.id);
+    this.watched.deleted(s.id);
+    this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
+  }
+
+  list(req: RequestOf<Op.ListStreams>): void {
+    this.outbox.json(req.reqId, 200, { streams: [...this.byId.values()].map((s) => s.info()) });
+  }
+}

@@ -1,0 +1,91 @@
+// Consumer groups on the shard's side: their checkpoints (set, shown, copied
+// to PostgreSQL / Redis when those are configured) and their lag behind the
+// stream's head. Who is connected is the front's to add.
+import { ApiError } from "../errors.js";
+import { rejectUnknownFields } from "../validate.js";
+import type { ExternalCheckpoints } from "../consumer/external.js";
+import { frameTs } from "../log/record.js";
+import type { Op, RequestOf } from "./protocol.js";
+import type { ShardBuffers } from "./buffers.js";
+import type { Stream } from "./stream.js";
+import { STREAM_ID } from "../stream-id.js";
+import type { Outbox } from "./worker.js";
+
+/** Group names follow the stream id rule. */
+const GROUP = STREAM_ID;
+
+const CHECKPOINT_FIELDS: ReadonlySet<string> = new Set(["group", "seq"]);
+
+export function checkGroup(g: unknown): string {
+  if (typeof g !== "string" || !GROUP.test(g)) throw new ApiError(400, "invalid_group", `group must match ${GROUP.source}`);
+  return g;
+}
+
+function groupParam(query: string): string {
+  const g = new URLSearchParams(query).get("group");
+  if (g === null) throw new ApiError(400, "invalid_parameter", `"group" is required`);
+  return checkGroup(g);
+}
+
+export class ConsumerGroups {
+  constructor(
+    private readonly outbox: Outbox,
+    private readonly buffers: ShardBuffers,
+    /** Set once start-up has connected to them, if configured. */
+    private readonly external: () => ExternalCheckpoints | null,
+  ) {}
+
+  setCheckpoint(s: Stream, req: RequestOf<Op.SetCheckpoint>): void {
+    const body = this.buffers.jsonBody(req.body);
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, "invalid_body", `body must be {"group": "...", "seq": N}`);
+    rejectUnknownFields(body, CHECKPOINT_FIELDS, "invalid_body");
+    const group = checkGroup((body as { group?: unknown }).group);
+    const seq = (body as { seq?: unknown }).seq;
+    if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) {
+      throw new ApiError(400, "invalid_parameter", `"seq" must be an integer from 0 to head_seq (${s.log.headSeq})`, { head_seq: s.log.headSeq });
+    }
+    if (seq > s.log.headSeq) {
+      throw new ApiError(400, "invalid_parameter", `"seq" ${seq} is above the stream's head_seq ${s.log.headSeq}`, { head_seq: s.log.headSeq });
+    }
+    s.checkpoints.set(group, seq);
+    this.external()?.write(s.id, group, seq);
+    this.outbox.json(req.reqId, 200, { group, seq });
+  }
+
+  getCheckpoint(s: Stream, req: RequestOf<Op.GetCheckpoint>): void {
+    const group = groupParam(req.meta.query);
+    this.outbox.json(req.reqId, 200, { group, seq: checkpointOf(s, group).seq });
+  }
+
+  lag(s: Stream, req: RequestOf<Op.Lag>): void {
+    this.outbox.json(req.reqId, 200, this.lagOf(s, groupParam(req.meta.query)));
+  }
+
+  /** Every group with a checkpoint on the stream, with its lag. */
+  list(s: Stream, req: RequestOf<Op.Groups>): void {
+    this.outbox.json(req.reqId, 200, { groups: [...s.checkpoints.groups.keys()].sort().map((g) => ({ ...this.lagOf(s, g), members: [] })) });
+  }
+
+  /**
+   * Lag in events and in time: lag_ms is how long the oldest event the group
+   * has not acknowledged has waited (0 when it is caught up).
+   */
+  private lagOf(s: Stream, group: string): Record<string, unknown> {
+    const checkpoint = checkpointOf(s, group).seq;
+    const log = s.log;
+    const head = log.committedSeq;
+    let lagMs = 0;
+    const oldest = Math.max(checkpoint + 1, log.firstSeq);
+    if (oldest <= head) {
+      const page = log.read(oldest, oldest, 1, 1, this.buffers.page);
+      if (page.count === 1) lagMs = Math.max(0, Date.now() - frameTs(page.buf, 0));
+    }
+    return { group, head_seq: head, checkpoint_seq: checkpoint, lag: Math.max(0, head - checkpoint), lag_ms: lagMs };
+  }
+}
+
+function checkpointOf(s: Stream, group: string) {
+  const c = s.checkpoints.get(group);
+  if (!c) throw new ApiError(404, "group_not_found", `group "${group}" has no checkpoint on stream "${s.id}"`, { group });
+  return c;
+}

@@ -1,0 +1,200 @@
+// Publish: frames a batch (checks every event, drops duplicates, assigns seqs
+// and the ingest_ts; nothing changes until the whole batch has passed),
+// commits it to the stream's log and dedup window, pushes it live and answers
+// once it is durable at the stream's level.
+import { asApiError } from "../errors.js";
+import type { Config } from "../config.js";
+import { frameBytesFor, markBatchEnd, sealFrame, stampFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
+import { u32 } from "../bytes.js";
+import { checkFlatBatch, recordIdempotencyKey, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
+import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
+import { JsonBatch } from "../wire/json-batch.js";
+import { ContentType, type Op, type RequestOf } from "./protocol.js";
+import type { StreamAdmin } from "./admin.js";
+import type { ShardBuffers } from "./buffers.js";
+import type { Stream } from "./stream.js";
+import type { WatchedStreams } from "./watch.js";
+import type { Outbox } from "./worker.js";
+
+/** An event left out of a batch: its index in the request and the seq its idempotency key already has. */
+export interface Duplicate {
+  index: number;
+  seq: number;
+}
+
+/**
+ * A batch framed and ready to commit. There is one, reused by every publish
+ * (its list and map emptied and refilled, where they used to be made anew per
+ * batch): a shard frames one batch at a time, and the commit and the answer
+ * take what they need from it before the next request is read.
+ */
+export interface FramedBatch {
+  /** Where the frames are: the request body in the ring (binary) or the staging buffer (JSON). */
+  frames: Buffer;
+  bytes: number;
+  count: number;
+  /** Seq of the first frame (the head + 1 when framed); every frame has the same ingest_ts. */
+  first: number;
+  ts: number;
+  readonly duplicates: Duplicate[];
+  /** The frames' idempotency keys with their seqs, for the dedup window. */
+  readonly keys: Map<string, number>;
+}
+
+export class Publisher {
+  // Reused per request: the staging area JSON events are framed into.
+  private staging = Buffer.allocUnsafe(1 << 20);
+  private readonly jsonBatch = new JsonBatch();
+  private readonly fields = new EventFields();
+  private readonly limits: EventLimits;
+  private readonly batch: FramedBatch = { frames: this.staging, bytes: 0, count: 0, first: 1, ts: 0, duplicates: [], keys: new Map() };
+
+  constructor(
+    private readonly config: Config,
+    private readonly frameBytesMax: number,
+    private readonly streams: StreamAdmin,
+    private readonly outbox: Outbox,
+    private readonly buffers: ShardBuffers,
+    private readonly watched: WatchedStreams,
+  ) {
+    this.limits = { eventBytesMax: config.event_bytes_max, fieldBytesMax: config.event_field_bytes_max };
+  }
+
+  publish(req: RequestOf<Op.Publish>): void {
+    const id = req.meta.stream;
+    let stream = this.streams.get(id);
+    if (!stream && !this.config.auto_create_streams) this.streams.existing(id);
+    const batch = this.frame(stream, req.meta.ct, req.body);
+    // A new stream is created only once the whole batch has passed: a
+    // rejected request leaves nothing behind, not even an empty stream.
+    stream ??= this.streams.create(id, {});
+    this.commit(stream, batch);
+    const log = stream.log;
+    const { count, first } = batch;
+    const body = JSON.stringify({
+      stream: id,
+      first_seq: count > 0 ? first : log.headSeq + 1,
+      last_seq: count > 0 ? first + count - 1 : log.headSeq,
+      count,
+      duplicates: batch.duplicates,
+    });
+    const reqId = req.reqId;
+    if (stream.config.durability !== "fsync") {
+      // The push goes before the answer: a consumer sees an event no later
+      // than its producer hears it was appended.
+      if (count > 0) this.watched.pushLive(stream, batch.frames, batch.bytes, count, first);
+      return this.outbox.json200(reqId, body);
+    }
+    // Duplicates may point at records still waiting for their sync too.
+    const s = stream;
+    log.syncTo(log.headSeq, (err) => {
+      if (err) {
+        // The log has cut every record the failed sync covered: so go their keys.
+        s.dedup.forgetFrom(s.log.headSeq + 1);
+        const e = asApiError(err);
+        this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+        return;
+      }
+      // The frames left the staging buffer long ago: read them back (from
+      // the page cache) only if someone follows the stream.
+      if (count > 0 && this.watched.has(s.id)) {
+        const page = s.log.read(first, first + count - 1, count, this.config.consume_page_bytes_max, this.buffers.page);
+        if (page.count === count) this.watched.pushLive(s, page.buf, page.bytes, count, first);
+        else this.watched.pushHead(s, first + count - 1);
+      }
+      this.outbox.json200(reqId, body);
+    });
+  }
+
+  /**
+   * Validates and encodes the whole batch against the stream as it is now
+   * (absent: a stream this batch would create), changing nothing of it.
+   * JSON events are written as frames into the staging buffer; binary ones
+   * arrive framed and are stamped in place in the ring.
+   */
+  frame(stream: Stream | undefined, ct: ContentType, body: Buffer): FramedBatch {
+    const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
+    const isJson = ct !== ContentType.FlatBuffers;
+    // JSON is scanned from a worker-local copy (the scanner decodes escapes
+    // into the room after it); binary frames are checked, stamped and
+    // written straight from the ring: plain loads and stores in JIT code are
+    // as fast on shared memory as on any, while V8's bulk copies out of it
+    // are not, and pwrite takes the bytes from wherever they are.
+    const raw = isJson ? this.buffers.ownCopy(body) : body;
+    const own = this.buffers.body; // after ownCopy, which may have grown it
+    let flat: FlatBatch | null = null;
+    if (isJson) this.jsonBatch.scan(own, raw.length, this.config.publish_events_max);
+    else flat = checkFlatBatch(raw, this.config.publish_events_max, limits, this.frameBytesMax, this.fields);
+    const n = flat ? flat.count : this.jsonBatch.count;
+    const out = flat ? raw.subarray(flat.start, flat.end) : null;
+    const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
+    let seq = (stream ? stream.log.headSeq : 0) + 1;
+    const first = seq;
+    let bytes = 0; // frames kept so far (in `out`, or in staging for JSON)
+    let count = 0;
+    let at = 0; // next binary frame in `out`; duplicates are squeezed out in place
+    let lastAt = 0; // the last frame kept, which carries the batch's commit mark
+    const duplicates = this.batch.duplicates;
+    const batchKeys = this.batch.keys;
+    duplicates.length = 0;
+    batchKeys.clear();
+    for (let i = 0; i < n; i++) {
+      let key: string | null;
+      let frameBytes: number;
+      if (flat && out) {
+        frameBytes = u32(out, at);
+        key = flat.anyIdempotencyKey ? recordIdempotencyKey(out, at, this.fields) : null;
+        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) {
+          at += frameBytes;
+          continue;
+        }
+        if (bytes !== at) out.copyWithin(bytes, at, at + frameBytes);
+        at += frameBytes;
+        stampFrame(out, bytes, seq, ts);
+      } else {
+        const f = this.jsonBatch.fields(i, this.fields, limits);
+        key = f.idemAt < 0 ? null : own.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
+        if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
+        this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesFor(f) + 8);
+        const bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, own, f);
+        frameBytes = frameBytesFor(bodyBytes);
+        writeFrameHeader(this.staging, bytes, frameBytes, bodyBytes, seq, ts);
+      }
+      if (key !== null) batchKeys.set(key, seq);
+      sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
+      lastAt = bytes;
+      bytes += frameBytes;
+      count++;
+      seq++;
+    }
+    if (count > 0) markBatchEnd(out ?? this.staging, lastAt);
+    const b = this.batch;
+    b.frames = out ?? this.staging;
+    b.bytes = bytes;
+    b.count = count;
+    b.first = first;
+    b.ts = ts;
+    return b;
+  }
+
+  /** Appends a framed batch to the stream's log and its keys to the dedup window. */
+  commit(stream: Stream, b: FramedBatch): void {
+    if (b.count > 0) stream.log.append(b.frames, b.bytes, b.count, stream.config.durability === "fsync");
+    for (const [key, s] of b.keys) stream.dedup.add(key, s, b.ts);
+  }
+
+  private ensureStaging(bytes: number): void {
+    if (bytes <= this.staging.length) return;
+    const next = Buffer.allocUnsafe(Math.max(bytes, this.staging.length * 2));
+    this.staging.copy(next);
+    this.staging = next;
+  }
+
+  /** An idempotency key already in the stream's window or earlier in this batch. */
+  private isDuplicate(stream: Stream | undefined, batchKeys: Map<string, number>, key: string, index: number, duplicates: Duplicate[]): boolean {
+    const seq = stream?.dedup.get(key) ?? batchKeys.get(key);
+    if (seq === undefined) return false;
+    duplicates.push({ index, seq });
+    return true;
+  }
+}
