@@ -3,10 +3,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterEach } from "vitest";
-
-const MAIN = fileURLToPath(new URL("../../dist/src/cli/main.js", import.meta.url));
+import { TICKER_MAIN as MAIN, TickerProcess } from "../harness/ticker.js";
 
 export interface TestServer {
   url: string;
@@ -29,48 +27,25 @@ export function removeDir(dir: string): void {
 }
 
 /** Starts `ticker serve` on a free port and resolves once it is ready. */
-export function startServer(opts: { dataDir?: string; args?: string[]; env?: Record<string, string> } = {}): Promise<TestServer> {
+export async function startServer(opts: { dataDir?: string; args?: string[]; env?: Record<string, string> } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? tempDataDir();
-  const proc = spawn(process.execPath, [MAIN, "serve", "--port", "0", "--data-dir", dataDir, ...(opts.args ?? [])], {
-    env: { ...process.env, ...opts.env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let port = 0;
-  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
-  return new Promise((resolveStart, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not become ready in 20 s:\n${out}`)), 20_000);
-    const onData = (chunk: Buffer) => {
-      out += chunk.toString();
-      const m = /ticker listening on [^\s]+:(\d+)/.exec(out);
-      if (m) port = Number(m[1]);
-      if (port && out.includes("ticker ready")) {
-        clearTimeout(timer);
-        const url = `http://127.0.0.1:${port}`;
-        resolveStart({
-          url,
-          port,
-          dataDir,
-          proc,
-          output: () => out,
-          stop: async () => {
-            proc.kill("SIGTERM");
-            return exited;
-          },
-          kill9: async () => {
-            proc.kill("SIGKILL");
-            await exited;
-          },
-        });
-      }
-    };
-    proc.stdout!.on("data", onData);
-    proc.stderr!.on("data", onData);
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before ready:\n${out}`));
-    });
-  });
+  const s = await TickerProcess.start(dataDir, { args: opts.args, env: opts.env, readyTimeoutMs: 20_000 });
+  const exited = s.ended.then(() => s.proc.exitCode);
+  return {
+    url: s.url,
+    port: s.port,
+    dataDir,
+    proc: s.proc,
+    output: () => s.output,
+    stop: async () => {
+      s.proc.kill("SIGTERM");
+      return exited;
+    },
+    kill9: async () => {
+      s.proc.kill("SIGKILL");
+      await exited;
+    },
+  };
 }
 
 /**

@@ -8,14 +8,16 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { Redis } from "ioredis";
 import { ExternalCheckpoints, migrate, type ExternalCheckpointOptions } from "../../src/consumer/external.js";
-import { startPostgres, startRedis, type TestServerHandle } from "../setup/servers.js";
+import type { ServerProcess } from "../harness/process.js";
+import { startPostgres } from "../harness/postgres.js";
+import { startRedis } from "../harness/redis.js";
 
 const run = promisify(execFile);
 /** Long enough that no timer flush happens inside a test unless it asks for one. */
 const FLUSH_NEVER_MS = 3_600_000;
 
-let pg: TestServerHandle;
-let redisServer: TestServerHandle;
+let pg: ServerProcess;
+let redisServer: ServerProcess;
 let sql: postgres.Sql;
 let redis: Redis;
 const opened: ExternalCheckpoints[] = [];

@@ -3,7 +3,8 @@
 // it per file. Tests read the URLs with `inject("postgresUrl")` /
 // `inject("redisUrl")`.
 import type { TestProject } from "vitest/node";
-import { startPostgres, startRedis } from "./servers.js";
+import { startPostgres } from "../harness/postgres.js";
+import { startRedis } from "../harness/redis.js";
 
 declare module "vitest" {
   export interface ProvidedContext {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { flameFrames } from "../../loadtest/flame.js";
+import { flameFrames } from "../../loadtest/reports/flame.js";
 
 const frame = (functionName: string, url = "") => ({ functionName, url, lineNumber: 0 });
 

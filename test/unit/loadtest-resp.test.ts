@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { encodeCommand, ReplyCounter, RespProtocolError, walkXrange, XrangeReader } from "../../loadtest/peers/resp.js";
+import { encodeCommand, ReplyCounter, RespProtocolError, walkXrange, XrangeReader } from "../../loadtest/lib/resp.js";
 
 const bulk = (s: string) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
 

@@ -1,0 +1,368 @@
+// `npm run bench`: every workload, Ticker and its peers, several runs in a
+// row, then docs/results/BENCHMARKS.md written from the measurements: medians
+// with min–max, ratios to the best peer, the goals, the machine's limits.
+//
+//   npm run bench                       # 3 runs, ~15 min
+//   npm run bench -- --runs 1 --quick   # a smoke run, ~3 min
+//   npm run bench -- --report-only      # rewrite the report from the kept results
+//
+// Each benchmark script runs as its own process (a crash or a hung server
+// stays inside it) and appends its measurements to one JSON-lines file
+// (lib/results.ts). The analysis of what limits each figure is prose kept by
+// hand in docs/bench-analysis.md and appended to the report.
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { commandLine, commit, DOCS_DIR, includeProse, machineLine, repoRelative, RESULTS_DIR } from "../lib/report.js";
+import { readResults, type MachineLimits, type Measurement, type Workload } from "../lib/results.js";
+import { limitsTable, measureLimits } from "../workloads/limits.js";
+
+const WORKLOADS_DIST = fileURLToPath(new URL("../workloads/", import.meta.url));
+const REPORT = join(RESULTS_DIR, "BENCHMARKS.md");
+const ANALYSIS = join(DOCS_DIR, "bench-analysis.md");
+/** The last run's raw measurements and facts, kept so the report can be rewritten without re-running. */
+const RESULTS = join(RESULTS_DIR, "bench-results.jsonl");
+const RUN_FACTS = join(RESULTS_DIR, "bench-run.json");
+/** One step may not hang the whole run. */
+const STEP_TIMEOUT_MS = 12 * 60_000;
+
+const { values: opts } = parseArgs({
+  options: {
+    runs: { type: "string", default: "3" },
+    quick: { type: "boolean", default: false },
+    // Comma-separated subset of the steps below, to re-run part of the report's sources.
+    steps: { type: "string" },
+    // Rewrite docs/results/BENCHMARKS.md from the kept results of the last run (after editing the analysis).
+    "report-only": { type: "boolean", default: false },
+  },
+  strict: true,
+});
+const RUNS = Number(opts.runs);
+if (!Number.isSafeInteger(RUNS) || RUNS < 1 || RUNS > 10) {
+  console.error("--runs must be 1 to 10");
+  process.exit(2);
+}
+
+interface Step {
+  id: string;
+  /** The npm script that runs it alone, and its file under dist/loadtest/workloads/. */
+  npm: string;
+  script: string;
+  args: string[];
+}
+
+const STEPS: Step[] = [
+  { id: "engine", npm: "bench:engine", script: "engine.js", args: ["--no-peers", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "consume", npm: "bench:consume", script: "consume.js", args: ["--rows", "w3-20k,w3-100k,fanout-100,fanout-1000", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "streams", npm: "bench:streams", script: "streams.js", args: opts.quick ? ["--streams", "2000"] : [] },
+  // Latency for the plain Redis and NATS only: the AOF modes' W3 rows would add a minute per run.
+  { id: "peers", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W1,W2,W4,fsync", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "peers-w3", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W3-20k,W3-100k", "--systems", "redis,nats", ...(opts.quick ? ["--quick"] : [])] },
+];
+const steps = opts.steps ? STEPS.filter((s) => opts.steps!.split(",").includes(s.id)) : STEPS;
+
+/** Runs one benchmark script to completion; its stdout goes to `log`, its stderr to ours. */
+function runStep(step: Step, results: string, log: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    const out: Buffer[] = [];
+    const child = spawn(process.execPath, [join(WORKLOADS_DIST, step.script), ...step.args, "--results", results], { stdio: ["ignore", "pipe", "inherit"] });
+    child.stdout.on("data", (c: Buffer) => out.push(c));
+    const timer = setTimeout(() => child.kill("SIGTERM"), STEP_TIMEOUT_MS);
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      writeFileSync(log, Buffer.concat(out));
+      resolve(code === 0 ? null : `${step.id} ended with ${signal ?? `code ${code}`} (its output: ${basename(log)} in the step logs)`);
+    });
+  });
+}
+
+// ---- aggregation -------------------------------------------------------------
+
+interface Series {
+  workload: Workload;
+  system: string;
+  variant: string;
+  metric: string;
+  better: "higher" | "lower";
+  values: number[];
+  notes: string[];
+}
+
+function aggregate(ms: Measurement[]): Series[] {
+  const by = new Map<string, Series>();
+  for (const m of ms) {
+    const key = [m.workload, m.system, m.variant ?? "", m.metric].join("\u0000");
+    let s = by.get(key);
+    if (!s) {
+      s = { workload: m.workload, system: m.system, variant: m.variant ?? "", metric: m.metric, better: m.better, values: [], notes: [] };
+      by.set(key, s);
+    }
+    s.values.push(m.value);
+    // The first run's note says how it was measured; later runs repeat it with other figures.
+    if (m.note && s.notes.length === 0) s.notes.push(m.note);
+  }
+  return [...by.values()];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** 1,234,567 / 12.3 / 0.123: rates as integers, small figures with 3 significant digits. */
+function num(x: number): string {
+  if (!Number.isFinite(x)) return "?";
+  if (Math.abs(x) >= 1000) return Math.round(x).toLocaleString("en-US");
+  return Number(x.toPrecision(3)).toString();
+}
+
+function seriesCell(s: Series): string {
+  const m = median(s.values);
+  if (s.values.length === 1) return num(m);
+  return `${num(m)} (${num(Math.min(...s.values))}–${num(Math.max(...s.values))})`;
+}
+
+const isTicker = (s: { system: string }) => s.system === "Ticker";
+
+/** The best peer median for a workload and metric, or null. */
+function bestPeer(all: Series[], workload: Workload, metric: string): Series | null {
+  const peers = all.filter((s) => s.workload === workload && s.metric === metric && !isTicker(s));
+  if (peers.length === 0) return null;
+  return peers.reduce((a, b) => ((a.better === "higher" ? median(b.values) > median(a.values) : median(b.values) < median(a.values)) ? b : a));
+}
+
+/** How many times better Ticker is than `peer` (> 1: Ticker better). */
+function factor(t: Series, peer: Series): number {
+  const a = median(t.values);
+  const b = median(peer.values);
+  return t.better === "higher" ? a / b : b / a;
+}
+
+const fx = (f: number) => (Number.isFinite(f) ? `${f >= 10 ? f.toFixed(0) : f.toFixed(2)}x` : "?");
+
+// ---- the report ------------------------------------------------------------------
+
+interface Section {
+  workload: Workload;
+  title: string;
+  what: string;
+  /** Metrics shown as columns, in order; the first one is the headline. */
+  metrics: string[];
+}
+
+const SECTIONS: Section[] = [
+  { workload: "W1", title: "W1: publish 1,000,000 events of 100 bytes, batches of 1,000", what: "events/s, client-side wall time from first request to last answer", metrics: ["events/s", "server CPU s"] },
+  { workload: "W2", title: "W2: replay them from the start", what: "events/s, every seq checked", metrics: ["events/s", "server CPU s"] },
+  { workload: "W3-20k", title: "W3: publish-to-deliver latency at 20,000 events/s for 10 s", what: "ms, one consumer, every event's receive time minus its send stamp", metrics: ["p99 ms", "p50 ms", "p99.9 ms", "max ms", "server CPU cores"] },
+  { workload: "W3-100k", title: "W3: the same at 100,000 events/s", what: "ms", metrics: ["p99 ms", "p50 ms", "p99.9 ms", "max ms", "server CPU cores"] },
+  { workload: "W4", title: "W4: 10,000 streams x 10 events", what: "total time, server RSS after, data on disk", metrics: ["RSS MiB", "s", "disk MiB"] },
+  { workload: "fanout-100", title: "Fan-out: 1 stream to 100 consumers at 1,000 events/s", what: "ms over all deliveries, server CPU", metrics: ["p99 ms", "p50 ms", "max ms", "server CPU cores"] },
+  { workload: "fanout-1000", title: "Fan-out: 1 stream to 1,000 consumers at 1,000 events/s", what: "ms over all deliveries, server CPU", metrics: ["p99 ms", "p50 ms", "max ms", "server CPU cores"] },
+  { workload: "fsync", title: "Publish with every batch on disk before the answer", what: "events/s; Ticker `durability: fsync` (group commit) against Redis `appendfsync always`", metrics: ["events/s", "server CPU s"] },
+];
+
+function sectionTable(all: Series[], sec: Section): string[] {
+  const rows = new Map<string, Map<string, Series>>();
+  for (const s of all.filter((x) => x.workload === sec.workload)) {
+    const key = `${s.system}\u0000${s.variant}`;
+    if (!rows.has(key)) rows.set(key, new Map());
+    rows.get(key)!.set(s.metric, s);
+  }
+  if (rows.size === 0) return [`_No measurements (the step failed or was not run)._`, ""];
+  const headline = sec.metrics[0];
+  const peer = bestPeer(all, sec.workload, headline);
+  const order = [...rows.keys()].sort((a, b) => Number(!a.startsWith("Ticker\u0000")) - Number(!b.startsWith("Ticker\u0000")) || a.localeCompare(b));
+  const lines = [`| System | Variant | ${sec.metrics.join(" | ")} | ${headline} vs best peer |`, `| --- | --- | ${sec.metrics.map(() => "---:").join(" | ")} | ---: |`];
+  for (const key of order) {
+    const [system, variant] = key.split("\u0000");
+    const m = rows.get(key)!;
+    const h = m.get(headline);
+    const vs = h && peer && isTicker(h) ? fx(factor(h, peer)) : "";
+    lines.push(`| ${system} | ${variant || "–"} | ${sec.metrics.map((k) => (m.get(k) ? seriesCell(m.get(k)!) : "")).join(" | ")} | ${vs} |`);
+  }
+  if (peer) lines.push("", `Best peer for ${headline}: ${peer.system}${peer.variant ? ` (${peer.variant})` : ""}. "vs best peer" above 1 means Ticker is better.`);
+  return [...lines, ""];
+}
+
+interface Goal {
+  text: string;
+  check: (all: Series[]) => { measured: string; met: boolean | null };
+}
+
+/** Ticker's best median of a metric over its variants. */
+function tickerBest(all: Series[], workload: Workload, metric: string): Series | null {
+  const t = all.filter((s) => s.workload === workload && s.metric === metric && isTicker(s));
+  if (t.length === 0) return null;
+  return t.reduce((a, b) => ((a.better === "higher" ? median(b.values) > median(a.values) : median(b.values) < median(a.values)) ? b : a));
+}
+
+function peerNamed(all: Series[], workload: Workload, metric: string, system: string): Series | null {
+  const p = all.filter((s) => s.workload === workload && s.metric === metric && s.system === system);
+  if (p.length === 0) return null;
+  return p.reduce((a, b) => ((a.better === "higher" ? median(b.values) > median(a.values) : median(b.values) < median(a.values)) ? b : a));
+}
+
+function ratioGoal(workload: Workload, metric: string, system: string, times: number, what: string): Goal {
+  return {
+    text: `${what} ≥ ${times}x ${system}`,
+    check: (all) => {
+      const t = tickerBest(all, workload, metric);
+      const p = peerNamed(all, workload, metric, system);
+      if (!t || !p) return { measured: "not measured", met: null };
+      const f = factor(t, p);
+      return { measured: `${fx(f)} (${num(median(t.values))} vs ${num(median(p.values))} ${metric})`, met: f >= times };
+    },
+  };
+}
+
+const GOALS: Goal[] = [
+  ratioGoal("W1", "events/s", "Redis Streams", 10, "W1 publish"),
+  ratioGoal("W2", "events/s", "Redis Streams", 5, "W2 replay"),
+  {
+    text: "W2 replay ≥ 3,000,000 events/s",
+    check: (all) => {
+      const t = tickerBest(all, "W2", "events/s");
+      return t ? { measured: `${num(median(t.values))} events/s (${t.variant})`, met: median(t.values) >= 3_000_000 } : { measured: "not measured", met: null };
+    },
+  },
+  ...(["W3-20k", "W3-100k"] as const).map(
+    (w): Goal => ({
+      text: `${w} p99 ≤ Redis Streams p99`,
+      check: (all) => {
+        const t = tickerBest(all, w, "p99 ms");
+        const p = peerNamed(all, w, "p99 ms", "Redis Streams");
+        if (!t || !p) return { measured: "not measured", met: null };
+        return { measured: `${num(median(t.values))} ms vs ${num(median(p.values))} ms`, met: median(t.values) <= median(p.values) };
+      },
+    }),
+  ),
+  {
+    text: "W4 RSS ≤ 100 MiB after 10,000 streams",
+    check: (all) => {
+      const t = tickerBest(all, "W4", "RSS MiB");
+      return t ? { measured: `${num(median(t.values))} MiB`, met: median(t.values) <= 100 } : { measured: "not measured", met: null };
+    },
+  },
+  ratioGoal("fsync", "events/s", "Redis Streams (AOF always)", 5, "fsync publish"),
+];
+
+const stepCommands = () => STEPS.map((st) => commandLine(st.npm, st.args));
+
+function machine(): string[] {
+  const version = (cmd: string) => {
+    try {
+      return execFileSync(cmd, ["--version"], { encoding: "utf8" }).trim().split("\n")[0];
+    } catch {
+      return "not installed";
+    }
+  };
+  return [`- **Machine:** ${machineLine()}`, `- **Software:** Node ${process.version}; ${version("redis-server")}; ${version("nats-server")}`];
+}
+
+
+interface RunFacts {
+  /** The machine and software lines, and the steps' commands, as they were when measured (--report-only must not take today's). */
+  machine?: string[];
+  steps?: string[];
+  limits: MachineLimits | null;
+  limitsErr: string | null;
+  failures: string[];
+  runtimeS: number;
+  runs: number;
+  commit: string;
+  command: string;
+  date: string;
+}
+
+function writeReport(all: Series[], facts: RunFacts): void {
+  const { limits, limitsErr, failures, runtimeS, commit, command } = facts;
+  const goals = GOALS.map((g) => ({ g, r: g.check(all) }));
+  const lines = [
+    "# Benchmarks",
+    "",
+    `Written by \`${command}\` (\`loadtest/reports/benchmarks.ts\`) on ${facts.date} at commit ${commit}: ${facts.runs} run${facts.runs > 1 ? "s" : ""} of every workload, Ticker and its peers in the same runs, ${Math.round(runtimeS / 60)} min in all. Figures are medians with min–max over the runs. Do not edit by hand: the prose on what limits each figure lives in \`docs/bench-analysis.md\` and is appended below. Speeds are never asserted in tests; they live here.`,
+    "",
+    ...(facts.machine ?? machine()),
+    `- **Steps of each run** (each also runs alone): ${(facts.steps ?? stepCommands()).map((c) => `\`${c}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
+    `- **Each run's full reports:** [bench-engine-latest.md](bench-engine-latest.md), [bench-consume-latest.md](bench-consume-latest.md) (last run); raw measurements of all runs: [bench-results.jsonl](bench-results.jsonl).`,
+    "",
+    "## Goals",
+    "",
+    "| Goal | Measured | Met |",
+    "| --- | --- | --- |",
+    ...goals.map(({ g, r }) => `| ${g.text} | ${r.measured} | ${r.met === null ? "not measured" : r.met ? "yes" : "**no**"} |`),
+    "",
+    "## Machine limits (native-bench, measured in the same run)",
+    "",
+    ...(limits ? [limitsTable(limits), ""] : [`_Not measured: ${limitsErr}_`, ""]),
+  ];
+  for (const sec of SECTIONS) lines.push(`## ${sec.title}`, "", `${sec.what}.`, "", ...sectionTable(all, sec));
+  // Every metric of a row carries the row's note: list each once.
+  const notes = [...new Set(all.filter((s) => s.notes.length > 0).map((s) => `- ${s.workload}, ${s.system}${s.variant ? ` (${s.variant})` : ""}: ${s.notes.join("; ")}`))];
+  if (notes.length > 0) lines.push("## Notes from the runs", "", ...notes, "");
+  if (failures.length > 0) lines.push("## Steps that failed", "", ...failures.map((f) => `- ${f}`), "");
+  if (existsSync(ANALYSIS)) lines.push(includeProse(ANALYSIS, REPORT).trim(), "");
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(REPORT, lines.join("\n"));
+}
+
+async function main(): Promise<void> {
+  if (opts["report-only"]) {
+    writeReport(aggregate(readResults(RESULTS)), JSON.parse(readFileSync(RUN_FACTS, "utf8")) as RunFacts);
+    console.error(`bench: ${repoRelative(REPORT)} rewritten from ${repoRelative(RESULTS)}`);
+    return;
+  }
+  const t0 = performance.now();
+  const dir = mkdtempSync(join(tmpdir(), "ticker-bench-all-"));
+  const results = join(dir, "results.jsonl");
+  writeFileSync(results, "");
+  const failures: string[] = [];
+  let limits: MachineLimits | null = null;
+  let limitsErr: string | null = null;
+  try {
+    console.error("bench: machine limits");
+    try {
+      limits = await measureLimits();
+    } catch (err) {
+      limitsErr = (err as Error).message.split("\n")[0];
+    }
+    for (let run = 1; run <= RUNS; run++) {
+      for (const step of steps) {
+        console.error(`bench: run ${run}/${RUNS}: ${step.id}`);
+        const failed = await runStep(step, results, join(dir, `${step.id}-${run}.log`));
+        if (failed) failures.push(`run ${run}: ${failed}`);
+      }
+    }
+    const facts: RunFacts = {
+      machine: machine(),
+      steps: stepCommands(),
+      limits,
+      limitsErr,
+      failures,
+      runtimeS: (performance.now() - t0) / 1000,
+      runs: RUNS,
+      commit: commit(),
+      command: commandLine("bench"),
+      date: new Date().toISOString().slice(0, 10),
+    };
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    writeFileSync(RESULTS, readFileSync(results));
+    writeFileSync(RUN_FACTS, JSON.stringify(facts, null, 2) + "\n");
+    const all = aggregate(readResults(RESULTS));
+    writeReport(all, facts);
+    console.error(`bench: ${repoRelative(REPORT)} written (${all.length} series, ${failures.length} failed steps) in ${((performance.now() - t0) / 60_000).toFixed(1)} min`);
+  } finally {
+    // Keep the logs of failed steps for a look; otherwise clean up.
+    if (failures.length === 0) rmSync(dir, { recursive: true, force: true });
+    else console.error(`bench: step logs kept in ${dir}`);
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
