@@ -1,5 +1,5 @@
 // `npm run bench`: every workload, Ticker and its peers, several runs in a
-// row, then docs/results/BENCHMARKS.md written from the measurements: medians
+// row, then docs/BENCHMARKS.md written from the measurements: medians
 // with min–max, ratios to the best peer, the goals, the machine's limits.
 //
 //   npm run bench                       # 3 runs, ~15 min
@@ -21,7 +21,7 @@ import { readResults, type MachineLimits, type Measurement, type Workload } from
 import { limitsTable, measureLimits } from "../workloads/limits.js";
 
 const WORKLOADS_DIST = fileURLToPath(new URL("../workloads/", import.meta.url));
-const REPORT = join(RESULTS_DIR, "BENCHMARKS.md");
+const REPORT = join(DOCS_DIR, "BENCHMARKS.md");
 const ANALYSIS = join(DOCS_DIR, "bench-analysis.md");
 /** The last run's raw measurements and facts, kept so the report can be rewritten without re-running. */
 const RESULTS = join(RESULTS_DIR, "bench-results.jsonl");
@@ -35,7 +35,7 @@ const { values: opts } = parseArgs({
     quick: { type: "boolean", default: false },
     // Comma-separated subset of the steps below, to re-run part of the report's sources.
     steps: { type: "string" },
-    // Rewrite docs/results/BENCHMARKS.md from the kept results of the last run (after editing the analysis).
+    // Rewrite docs/BENCHMARKS.md from the kept results of the last run (after editing the analysis).
     "report-only": { type: "boolean", default: false },
   },
   strict: true,
@@ -288,7 +288,7 @@ function writeReport(all: Series[], facts: RunFacts): void {
     "",
     ...(facts.machine ?? machine()),
     `- **Steps of each run** (each also runs alone): ${(facts.steps ?? stepCommands()).map((c) => `\`${c}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
-    `- **Each run's full reports:** [bench-engine-latest.md](bench-engine-latest.md), [bench-consume-latest.md](bench-consume-latest.md) (last run); raw measurements of all runs: [bench-results.jsonl](bench-results.jsonl).`,
+    `- **Each run's full reports:** [results/bench-engine-latest.md](results/bench-engine-latest.md), [results/bench-consume-latest.md](results/bench-consume-latest.md) (last run); raw measurements of all runs: [results/bench-results.jsonl](results/bench-results.jsonl).`,
     "",
     "## Goals",
     "",

@@ -1,6 +1,6 @@
 // Capacity report: how far one Ticker node goes on this machine, as charts.
 //
-//   npm run capacity                                  # the full run, ~3 minutes → docs/results/CAPACITY.md, docs/results/capacity/*.svg
+//   npm run capacity                                  # the full run, ~3 minutes → docs/CAPACITY.md, docs/results/capacity/*.svg
 //   npm run capacity -- --quick --out .bench/cap      # short windows, fewer points, a smoke run
 //   npm run capacity -- --only publish,streams --json .bench/cap.json   # also keep the raw results
 //   npm run capacity -- --from-json .bench/cap.json --out .bench/cap    # re-render a kept run, no sweeps

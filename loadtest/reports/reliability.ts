@@ -1,5 +1,5 @@
 // `npm run test:faults`: runs the fault and property tests at their long
-// scale (TICKER_FAULTS=long) and rewrites docs/results/RELIABILITY.md from
+// scale (TICKER_FAULTS=long) and rewrites docs/RELIABILITY.md from
 // the rows they record (test/faults/scale.ts), with the prose of
 // docs/reliability-notes.md after them. Bounded: the run is stopped after
 // FAULTS_RUN_MS_MAX.
@@ -12,7 +12,7 @@ import type { ReliabilityRow } from "../../test/faults/scale.js";
 import { REPO_ROOT } from "../../test/harness/process.js";
 import { DOCS_DIR, includeProse, repoRelative, RESULTS_DIR } from "../lib/report.js";
 
-const REPORT = join(RESULTS_DIR, "RELIABILITY.md");
+const REPORT = join(DOCS_DIR, "RELIABILITY.md");
 const NOTES = join(DOCS_DIR, "reliability-notes.md");
 
 const FAULTS_RUN_MS_MAX = 20 * 60_000;

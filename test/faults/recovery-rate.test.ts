@@ -1,7 +1,7 @@
 // How long a start takes per GiB of data in the worst case: every index
 // missing (each segment scanned and its CRCs checked) and every record
 // inside the dedup window (read again to rebuild the idempotency keys). The
-// bound stated in docs/results/RELIABILITY.md comes from here.
+// bound stated in docs/RELIABILITY.md comes from here.
 import { describe, it, expect, afterAll } from "vitest";
 import { mkdtempSync, readdirSync, rmSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";

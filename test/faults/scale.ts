@@ -1,6 +1,6 @@
 // Fault and property tests run short in `npm test` and long in
 // `npm run test:faults` (TICKER_FAULTS=long), which also collects one result
-// row per fault or input class into docs/results/RELIABILITY.md.
+// row per fault or input class into docs/RELIABILITY.md.
 import { appendFileSync } from "node:fs";
 
 export const LONG = process.env.TICKER_FAULTS === "long";
@@ -8,7 +8,7 @@ export const LONG = process.env.TICKER_FAULTS === "long";
 /** How many cases (cycles, runs) a test tries: `short` in npm test, `long` in test:faults. */
 export const scaled = (short: number, long: number) => (LONG ? long : short);
 
-/** One row of docs/results/RELIABILITY.md. Counts are over every case the test tried. */
+/** One row of docs/RELIABILITY.md. Counts are over every case the test tried. */
 export interface ReliabilityRow {
   /** The fault or input class, e.g. "kill -9 under load". */
   fault: string;

@@ -1,10 +1,10 @@
-// docs/results/CAPACITY.md and its charts, from the sweeps' results: the machine, the
+// docs/CAPACITY.md and its charts, from the sweeps' results: the machine, the
 // three charts with a two-line reading each, the raw figures, and a sizing
 // table derived from per-event, per-message, per-stream and per-consumer
 // costs measured in the same run. The whole file is rewritten on every run.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { f2, int, ms, RESULTS_DIR, table, type MachineFacts } from "../../lib/report.js";
+import { DOCS_DIR, f2, int, ms, table, type MachineFacts } from "../../lib/report.js";
 import { consumersChart, publishChart, renderSvg, streamsChart } from "../charts.js";
 import { SETTLE_MS, type ConsumerPoint, type ConsumersSweep, type PublishPoint, type PublishSweep, type StreamsSweep } from "./sweeps.js";
 
@@ -231,7 +231,9 @@ function streamsReading(s: StreamsSweep): string[] {
 
 // ---- the document -------------------------------------------------------------------
 
-export const CHART_FILES = {
+export /** Where the charts go, relative to CAPACITY.md: with the other generated outputs. */
+const CHART_DIR = "results/capacity";
+const CHART_FILES = {
   publish: "publish-throughput-latency.svg",
   consumers: "consumers-p99.svg",
   streams: "streams-rss.svg",
@@ -241,7 +243,7 @@ function publishSection(s: PublishSweep): string[] {
   return [
     "## Publish: throughput vs latency",
     "",
-    `![Publish throughput (events/s) and request latency p50 and p99 against connections, batches of ${int(s.options.batch)} and ${int(s.options.largeBatch)}](capacity/${CHART_FILES.publish})`,
+    `![Publish throughput (events/s) and request latency p50 and p99 against connections, batches of ${int(s.options.batch)} and ${int(s.options.largeBatch)}](${CHART_DIR}/${CHART_FILES.publish})`,
     "",
     ...publishReading(s).map((l) => `- ${l}`),
     "",
@@ -274,7 +276,7 @@ function consumersSection(s: ConsumersSweep): string[] {
   return [
     "## Consumers vs p99",
     "",
-    `![Publish-to-deliver latency p50 and p99, and CPU, against WebSocket consumers; one stream at ${int(s.options.rate)} events/s](capacity/${CHART_FILES.consumers})`,
+    `![Publish-to-deliver latency p50 and p99, and CPU, against WebSocket consumers; one stream at ${int(s.options.rate)} events/s](${CHART_DIR}/${CHART_FILES.consumers})`,
     "",
     ...consumersReading(s).map((l) => `- ${l}`),
     "",
@@ -307,7 +309,7 @@ function streamsSection(s: StreamsSweep): string[] {
   return [
     "## Streams vs RSS",
     "",
-    `![Server RSS and data dir size (MiB) against streams, up to ${int(s.steps[s.steps.length - 1].streams)}](capacity/${CHART_FILES.streams})`,
+    `![Server RSS and data dir size (MiB) against streams, up to ${int(s.steps[s.steps.length - 1].streams)}](${CHART_DIR}/${CHART_FILES.streams})`,
     "",
     ...streamsReading(s).map((l) => `- ${l}`),
     "",
@@ -404,9 +406,9 @@ function method(r: CapacityResults): string[] {
   ];
 }
 
-/** Renders the three charts and writes them and the markdown under `docsDir` (docs/results/CAPACITY.md, docs/results/capacity/*.svg). */
-export async function writeCapacityReport(r: CapacityResults, docsDir = RESULTS_DIR): Promise<{ markdown: string; charts: string[] }> {
-  const chartDir = join(docsDir, "capacity");
+/** Renders the three charts and writes them and the markdown under `docsDir` (docs/CAPACITY.md, docs/results/capacity/*.svg). */
+export async function writeCapacityReport(r: CapacityResults, docsDir = DOCS_DIR): Promise<{ markdown: string; charts: string[] }> {
+  const chartDir = join(docsDir, CHART_DIR);
   mkdirSync(chartDir, { recursive: true });
   const charts: string[] = [];
   const renders: [PublishSweep | ConsumersSweep | StreamsSweep | null, string, () => Promise<string>][] = [
