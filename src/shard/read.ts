@@ -10,7 +10,7 @@ import { renderEventsMessage, renderJsonPage } from "../wire/event-codec.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
 import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, writeConsumeHead, type ConsumeHead, type Op, type RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
-import { checkGroup } from "./groups.js";
+import { checkGroup } from "../stream-id.js";
 import { CONSUME_START, REPLAY_START, resolveStart } from "./start-position.js";
 import type { Stream } from "./stream.js";
 import type { Outbox } from "./worker.js";

@@ -4,7 +4,7 @@
 import type { Config } from "../../config.js";
 import { checkQuery, intParam } from "../../validate.js";
 import { ApiError } from "../../errors.js";
-import { STREAM_ID } from "../../stream-id.js";
+import { checkGroup, checkStreamId } from "../../stream-id.js";
 
 // "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
 const QUERY_KEYS = new Set(["group", "from", "from_time", "format", "window", "max_attempts", "token"]);
@@ -24,10 +24,10 @@ export interface ConsumeParams {
 
 /** Checks what the front can check alone; throws ApiError(400). */
 export function parseParams(config: Config, stream: string, query: string): ConsumeParams {
-  if (!STREAM_ID.test(stream)) throw new ApiError(400, "invalid_stream", `stream id must match ${STREAM_ID.source}`, { stream: stream.slice(0, 200) });
+  checkStreamId(stream);
   const q = checkQuery(query, QUERY_KEYS);
   const group = q.get("group");
-  if (group !== null && !STREAM_ID.test(group)) throw new ApiError(400, "invalid_group", `group must match ${STREAM_ID.source}`);
+  if (group !== null) checkGroup(group);
   if (q.get("from") !== null && q.get("from_time") !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
   const format = q.get("format") ?? "json";
   if (format !== "json" && format !== "binary") throw new ApiError(400, "invalid_parameter", `"format" must be "json" or "binary"`);
