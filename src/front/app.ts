@@ -1,4 +1,5 @@
-// The front: uWebSockets.js HTTP on the main thread. It parses and checks
+// The front's HTTP routes (uWebSockets.js, main thread): checks, request bodies, routing to a stream's shard.
+// It parses and checks
 // what it can without touching stream state (ids, content types, sizes),
 // routes each request to the shard that owns the stream, and writes the
 // shard's answer back, corked into one send.
