@@ -4,11 +4,11 @@ import { defineConfig } from "vitest/config";
 // the modules that keep Ticker's promises (see stryker.config.json). Only
 // test/unit: integration tests start the server from dist/, which Stryker's
 // mutants of src/ do not reach (docs/reliability-notes.md says why), and the
-// tests needing PostgreSQL/Redis (external-checkpoints) touch none of them.
+// store tests needing PostgreSQL/Redis (integration/external-checkpoints-store)
+// touch none of them.
 export default defineConfig({
   test: {
     include: ["test/unit/**/*.test.ts"],
-    exclude: ["test/unit/external-checkpoints.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 30_000,
     // One module graph for every file: Stryker switches mutants at run time, so nothing

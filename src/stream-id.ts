@@ -12,3 +12,9 @@ export const STREAM_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,${STREAM_ID_CH
 export function checkStreamId(id: string): void {
   if (!STREAM_ID.test(id)) throw new ApiError(400, "invalid_stream", `stream id must match ${STREAM_ID.source}`, { stream: id.slice(0, 200) });
 }
+
+/** Group names follow the stream id rule: 400 invalid_group otherwise. */
+export function checkGroup(g: unknown): string {
+  if (typeof g !== "string" || !STREAM_ID.test(g)) throw new ApiError(400, "invalid_group", `group must match ${STREAM_ID.source}`);
+  return g;
+}

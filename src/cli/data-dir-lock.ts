@@ -1,4 +1,5 @@
-// A data dir belongs to one process. Two servers appending to the same
+// The data-dir lock: one process per data dir, by an exclusive flock(2) on <data dir>/LOCK.
+// Two servers appending to the same
 // segments lose acknowledged events, so `serve` takes an exclusive flock(2)
 // on <data dir>/LOCK before it opens anything. The kernel drops the lock
 // when the process dies however it dies, so a `kill -9` never leaves a stale

@@ -1,5 +1,5 @@
 // The ack rules of a consumer group, apart from the socket and shard plumbing
-// of front/consume.ts, so unit tests (and mutation testing) can hold them:
+// of front/consume/progress.ts, so unit tests (and mutation testing) can hold them:
 // an ack is cumulative and never beyond what was delivered, a checkpoint only
 // moves forward, and a seq is dead-lettered on its max_attempts-th nack.
 import { ApiError } from "../errors.js";

@@ -1,4 +1,5 @@
-// The front: uWebSockets.js HTTP on the main thread. It parses and checks
+// The front's HTTP routes (uWebSockets.js, main thread): checks, request bodies, routing to a stream's shard.
+// It parses and checks
 // what it can without touching stream state (ids, content types, sizes),
 // routes each request to the shard that owns the stream, and writes the
 // shard's answer back, corked into one send.
@@ -10,7 +11,8 @@ import { ContentType, Op, responseJson, type RequestMeta, type Response } from "
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
 import { checkStreamId } from "../stream-id.js";
 import type { ShardPool } from "./shards.js";
-import { ConsumeHub, consumeRoute } from "./consume.js";
+import { ConsumeHub } from "./consume/hub.js";
+import { consumeRoute } from "./consume/routes.js";
 import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
 
 /**

@@ -8,18 +8,10 @@ import { frameTs } from "../log/record.js";
 import type { Op, RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
 import type { Stream } from "./stream.js";
-import { STREAM_ID } from "../stream-id.js";
+import { checkGroup } from "../stream-id.js";
 import type { Outbox } from "./worker.js";
 
-/** Group names follow the stream id rule. */
-const GROUP = STREAM_ID;
-
 const CHECKPOINT_FIELDS: ReadonlySet<string> = new Set(["group", "seq"]);
-
-export function checkGroup(g: unknown): string {
-  if (typeof g !== "string" || !GROUP.test(g)) throw new ApiError(400, "invalid_group", `group must match ${GROUP.source}`);
-  return g;
-}
 
 function groupParam(query: string): string {
   const g = new URLSearchParams(query).get("group");

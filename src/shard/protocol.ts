@@ -93,49 +93,107 @@ export interface RequestMetaOf {
 export type RequestMeta<O extends Op = Op> = RequestMetaOf[O];
 
 /**
- * Head of a ConsumeRead answer and of a live push, before the message bytes.
- * ConsumeRead: count, next seq, head_seq, first_seq, then one message.
- * Push: count, first seq, last seq (the head after it), first_seq, then the
- * stream id, the binary message and the JSON message (either may be empty).
- * count 0 in a push means "the head moved to last; read the log".
+ * The head of every message the front reads for its consumers: a ConsumeRead
+ * answer (one log page) and each live push of a watched stream. One codec,
+ * kind first, so a reader never guesses what a field means:
+ *
+ *   0 u32 kind   4 u32 count   8 f64 seq   16 f64 seq   24 f64 first_seq
+ *   32 u32 id bytes   36 u32 binary bytes   40 u32 JSON bytes   44 (unused)
+ *
+ * A page's message follows its head. A push's stream id follows its head,
+ * then its binary and its JSON message (either may be empty). 48 bytes keeps
+ * the message after it 8-aligned in the ring.
  */
-export const CONSUME_HEAD_BYTES = 40;
+export const CONSUME_HEAD_BYTES = 48;
 
-export interface ConsumeHead {
+export const enum ConsumeHeadKind {
+  /** A ConsumeRead answer: `count` events from the asked seq, as one message. */
+  Page = 1,
+  /** A push: a committed batch of `count` events, `first`..`last`, rendered once per watched format. */
+  Batch = 2,
+  /** A push without frames (the out-ring had no room for them): the head moved; read the log. */
+  HeadMoved = 3,
+}
+
+export interface ConsumePageHead {
+  kind: ConsumeHeadKind.Page;
   count: number;
-  /** ConsumeRead: next seq. Push: first seq of the batch. */
-  a: number;
-  /** ConsumeRead: head_seq. Push: last seq of the batch. */
-  b: number;
+  /** The seq after the page's last event (the asked seq when count is 0). */
+  next: number;
+  headSeq: number;
   firstSeq: number;
-  /** Push: bytes of the stream id, the binary and the JSON message. */
+}
+
+export interface LiveBatchHead {
+  kind: ConsumeHeadKind.Batch;
+  count: number;
+  first: number;
+  /** Also the stream's head once the batch is committed. */
+  last: number;
+  firstSeq: number;
   idBytes: number;
   binBytes: number;
   jsonBytes: number;
 }
 
+export interface HeadMovedHead {
+  kind: ConsumeHeadKind.HeadMoved;
+  headSeq: number;
+  firstSeq: number;
+  idBytes: number;
+}
+
+export type ConsumeHead = ConsumePageHead | LiveBatchHead | HeadMovedHead;
+
 export function writeConsumeHead(data: Uint8Array, at: number, h: ConsumeHead): void {
   const dv = new DataView(data.buffer, data.byteOffset + at, CONSUME_HEAD_BYTES);
-  dv.setUint32(0, h.count, true);
-  dv.setUint32(4, h.idBytes, true);
-  dv.setFloat64(8, h.a, true);
-  dv.setFloat64(16, h.b, true);
+  dv.setUint32(0, h.kind, true);
   dv.setFloat64(24, h.firstSeq, true);
-  dv.setUint32(32, h.binBytes, true);
-  dv.setUint32(36, h.jsonBytes, true);
+  // A kind's unused fields are left as the ring had them: its reader never looks there.
+  switch (h.kind) {
+    case ConsumeHeadKind.Page:
+      dv.setUint32(4, h.count, true);
+      dv.setFloat64(8, h.next, true);
+      dv.setFloat64(16, h.headSeq, true);
+      return;
+    case ConsumeHeadKind.Batch:
+      dv.setUint32(4, h.count, true);
+      dv.setFloat64(8, h.first, true);
+      dv.setFloat64(16, h.last, true);
+      dv.setUint32(32, h.idBytes, true);
+      dv.setUint32(36, h.binBytes, true);
+      dv.setUint32(40, h.jsonBytes, true);
+      return;
+    case ConsumeHeadKind.HeadMoved:
+      dv.setFloat64(16, h.headSeq, true);
+      dv.setUint32(32, h.idBytes, true);
+      return;
+  }
 }
 
 export function readConsumeHead(data: Uint8Array): ConsumeHead {
   const dv = new DataView(data.buffer, data.byteOffset, CONSUME_HEAD_BYTES);
-  return {
-    count: dv.getUint32(0, true),
-    idBytes: dv.getUint32(4, true),
-    a: dv.getFloat64(8, true),
-    b: dv.getFloat64(16, true),
-    firstSeq: dv.getFloat64(24, true),
-    binBytes: dv.getUint32(32, true),
-    jsonBytes: dv.getUint32(36, true),
-  };
+  const kind = dv.getUint32(0, true);
+  const firstSeq = dv.getFloat64(24, true);
+  switch (kind) {
+    case ConsumeHeadKind.Page:
+      return { kind, count: dv.getUint32(4, true), next: dv.getFloat64(8, true), headSeq: dv.getFloat64(16, true), firstSeq };
+    case ConsumeHeadKind.Batch:
+      return {
+        kind,
+        count: dv.getUint32(4, true),
+        first: dv.getFloat64(8, true),
+        last: dv.getFloat64(16, true),
+        firstSeq,
+        idBytes: dv.getUint32(32, true),
+        binBytes: dv.getUint32(36, true),
+        jsonBytes: dv.getUint32(40, true),
+      };
+    case ConsumeHeadKind.HeadMoved:
+      return { kind, headSeq: dv.getFloat64(16, true), firstSeq, idBytes: dv.getUint32(32, true) };
+  }
+  // Only the shard writes these heads, with this codec: anything else is a broken invariant.
+  throw new Error(`consume head of unknown kind ${kind}`);
 }
 
 export interface WorkerInit {

@@ -8,9 +8,9 @@ import type { Config } from "../config.js";
 import { CorruptRecordError, type CorruptionInfo } from "../log/log.js";
 import { renderEventsMessage, renderJsonPage } from "../wire/event-codec.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
-import { CONSUME_HEAD_BYTES, ContentType, writeConsumeHead, type Op, type RequestOf } from "./protocol.js";
+import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, writeConsumeHead, type ConsumeHead, type Op, type RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
-import { checkGroup } from "./groups.js";
+import { checkGroup } from "../stream-id.js";
 import { CONSUME_START, REPLAY_START, resolveStart } from "./start-position.js";
 import type { Stream } from "./stream.js";
 import type { Outbox } from "./worker.js";
@@ -73,7 +73,7 @@ export class LogReads {
     if (req.meta.accept === ContentType.FlatBuffers) {
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
       const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
-      const consumed = { count: page.count, a: page.next, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: batchBytes, jsonBytes: 0 };
+      const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: page.count, next: page.next, headSeq: head, firstSeq: log.firstSeq };
       return this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
         writeConsumeHead(data, at, consumed);
         if (page.count > 0) writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
@@ -81,8 +81,8 @@ export class LogReads {
     }
     const n = page.count === 0 ? 0 : renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax);
     const json = n === 0 ? null : this.buffers.jsonPage.view();
-    const consumed = { count: n, a: from + n, b: head, firstSeq: log.firstSeq, idBytes: 0, binBytes: 0, jsonBytes: json ? json.byteLength : 0 };
-    this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + consumed.jsonBytes, (data, at) => {
+    const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: n, next: from + n, headSeq: head, firstSeq: log.firstSeq };
+    this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + (json ? json.byteLength : 0), (data, at) => {
       writeConsumeHead(data, at, consumed);
       if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
     });

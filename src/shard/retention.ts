@@ -1,5 +1,5 @@
-// Retention: deletes each stream's segments past its retention_ms or
-// retention_bytes, and the idempotency keys that go with them, on a timer.
+// The shard's retention timer: deletes each stream's segments past its retention_ms or
+// retention_bytes, and the idempotency keys that go with them.
 import type { Stream } from "./stream.js";
 
 export function applyRetention(streams: Iterable<Stream>, nowMs: number): void {

@@ -4,7 +4,7 @@
 import { copyBytes } from "../bytes.js";
 import { renderEventsMessage } from "../wire/event-codec.js";
 import { eventBatchHeaderBytes } from "../wire/event-batch.js";
-import { CONSUME_HEAD_BYTES, ContentType, PUSH_REQ_ID, WATCH_BINARY, WATCH_JSON, writeConsumeHead, type Op, type RequestOf } from "./protocol.js";
+import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, PUSH_REQ_ID, WATCH_BINARY, WATCH_JSON, writeConsumeHead, type ConsumeHead, type Op, type RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
 import { writeBatch } from "./read.js";
 import type { Stream } from "./stream.js";
@@ -55,7 +55,7 @@ export class WatchedStreams {
     }
     const jsonBytes = json ? json.byteLength : 0;
     const total = CONSUME_HEAD_BYTES + idBytes + binBytes + jsonBytes;
-    const head = { count, a: first, b: last, firstSeq: s.log.firstSeq, idBytes, binBytes, jsonBytes };
+    const head: ConsumeHead = { kind: ConsumeHeadKind.Batch, count, first, last, firstSeq: s.log.firstSeq, idBytes, binBytes, jsonBytes };
     const fits =
       total <= this.outbox.messageBytesMax &&
       this.outbox.writeNowWith(PUSH_REQ_ID, 200, ContentType.None, total, (data, at) => {
@@ -73,7 +73,7 @@ export class WatchedStreams {
     if (!this.formats.has(s.id)) return;
     const idBytes = Buffer.byteLength(s.id);
     const body = Buffer.allocUnsafe(CONSUME_HEAD_BYTES + idBytes);
-    writeConsumeHead(body, 0, { count: 0, a: head + 1, b: head, firstSeq: s.log.firstSeq, idBytes, binBytes: 0, jsonBytes: 0 });
+    writeConsumeHead(body, 0, { kind: ConsumeHeadKind.HeadMoved, headSeq: head, firstSeq: s.log.firstSeq, idBytes });
     body.write(s.id, CONSUME_HEAD_BYTES, "utf8");
     this.outbox.reply({ reqId: PUSH_REQ_ID, status: 200, ct: ContentType.None, body });
   }

@@ -249,7 +249,7 @@ describe("overload at ten times the sustainable publish rate", () => {
 
   if (LONG) {
     // The stalled consumer with a backlog of 1,000,000 events (the short run's
-    // version is in test/integration/consume-faults.test.ts).
+    // version is in test/integration/consume-failover.test.ts).
     it("a consumer paused through 1,000,000 events catches up without a gap", async () => {
       const client = new Client(s.port, 16);
       try {

@@ -1,11 +1,13 @@
 // One rule on every route (README, "Errors and input rules"), walked over the
 // whole route table of src/front/app.ts: an unknown query parameter is a 400
 // naming it, a repeated one is a 400, an unknown body field is a 400 naming
-// it, a wrong method is a 405 with Allow, consume without an upgrade is a 426.
+// it, a wrong method is a 405 with Allow, consume without an upgrade is a 426,
+// and a path no route has is a 404.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { removeDir, startServer, type TestServer } from "../helpers/server.js";
+import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
 import { Client } from "../helpers/hostile.js";
+import { expectError, itStaysHealthy, streamIdsOf } from "../helpers/bad-input.js";
 
 interface Route {
   path: string;
@@ -131,3 +133,37 @@ describe("one rule on every route and method", () => {
     expect(await client.send("GET", "/v1/streams/rr")).toMatchObject({ json: before.json });
   });
 });
+
+describe("unknown paths and wrong methods, through fetch", () => {
+  const u = (path: string) => `${s.url}${path}`;
+  const streamIds = () => streamIdsOf(s.url);
+
+  it("answers an unknown path with 404 not_found", async () => {
+    for (const [method, path] of [
+      ["GET", "/"],
+      ["GET", "/v2/streams"],
+      ["GET", "/v1/nothing"],
+      ["GET", "/v1/streams/x/nothing"],
+      ["POST", "/v1/streams/x/events/extra"],
+      ["DELETE", "/nope"],
+    ] as const) {
+      expectError(await api(u(path), method), 404, "not_found");
+    }
+  });
+
+  it("answers a wrong method on a known route with 405 method_not_allowed", async () => {
+    for (const [method, path] of [
+      ["POST", "/v1/streams"],
+      ["DELETE", "/v1/streams"],
+      ["PATCH", "/v1/streams/route-x"],
+      ["POST", "/v1/streams/route-x"],
+      ["PUT", "/v1/streams/route-x/events"],
+      ["DELETE", "/v1/streams/route-x/events"],
+    ] as const) {
+      expectError(await api(u(path), method), 405, "method_not_allowed");
+    }
+    expect(await streamIds()).not.toContain("route-x");
+  });
+});
+
+itStaysHealthy(() => s);

@@ -13,7 +13,7 @@ function errorOf(fn: () => unknown): ApiError {
   throw new Error("expected an ApiError");
 }
 
-/** What a group's checkpoint is after a session takes these acks in order (as consume.ts applies them). */
+/** What a group's checkpoint is after a session takes these acks in order (as front/consume/progress.ts applies them). */
 function checkpointAfter(acks: number[], delivered: number): number {
   let acked = 0;
   for (const seq of acks) {

@@ -1,7 +1,7 @@
 // Joining live batches: the joined message must be exactly what one render
 // of all the events would have been, in both formats.
 import { describe, it, expect } from "vitest";
-import { joinRun, runsOf, type LiveBatch } from "../../src/front/live-batch.js";
+import { joinRun, runsOf, type LiveBatch } from "../../src/front/consume/live-batch.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../../src/wire/event-batch.js";
 import { decodeEventBatch } from "../../src/wire/client.js";
 

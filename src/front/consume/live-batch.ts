@@ -1,8 +1,8 @@
 // Live batches of one stream as the front receives them from its shard, and
 // the joining of consecutive ones into one message per format: under load a
 // socket then gets one write for several pushes instead of one each.
-import { EVENTS_MESSAGE_HEAD, EVENTS_MESSAGE_TAIL } from "../wire/event-codec.js";
-import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
+import { EVENTS_MESSAGE_HEAD, EVENTS_MESSAGE_TAIL } from "../../wire/event-codec.js";
+import { eventBatchHeaderBytes, writeEventBatchHeader } from "../../wire/event-batch.js";
 
 export interface LiveBatch {
   /** 0: only the news that the head moved to `last` (the frames stayed in the log). */

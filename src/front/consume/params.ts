@@ -1,0 +1,65 @@
+// What a consumer may ask for: the consume upgrade's query, checked before
+// the upgrade (what only the shard knows, it checks at ConsumeStart), and the
+// client messages on the socket (ack, nack, seek).
+import type { Config } from "../../config.js";
+import { checkQuery, intParam } from "../../validate.js";
+import { ApiError } from "../../errors.js";
+import { checkGroup, checkStreamId } from "../../stream-id.js";
+
+// "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
+const QUERY_KEYS = new Set(["group", "from", "from_time", "format", "window", "max_attempts", "token"]);
+/** Client messages are small JSON objects; a nack reason is capped. */
+export const CLIENT_MESSAGE_BYTES_MAX = 4096;
+const NACK_REASON_CHARS_MAX = 1024;
+
+export interface ConsumeParams {
+  stream: string;
+  group: string | null;
+  binary: boolean;
+  window: number;
+  maxAttempts: number;
+  /** group / from / from_time, resolved by the shard. */
+  query: string;
+}
+
+/** Checks what the front can check alone; throws ApiError(400). */
+export function parseParams(config: Config, stream: string, query: string): ConsumeParams {
+  checkStreamId(stream);
+  const q = checkQuery(query, QUERY_KEYS);
+  const group = q.get("group");
+  if (group !== null) checkGroup(group);
+  if (q.get("from") !== null && q.get("from_time") !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
+  const format = q.get("format") ?? "json";
+  if (format !== "json" && format !== "binary") throw new ApiError(400, "invalid_parameter", `"format" must be "json" or "binary"`);
+  const window = intParam(q, "window", config.consume_window_default, 1, config.consume_window_max);
+  const maxAttempts = intParam(q, "max_attempts", config.consume_max_attempts_default, 1, 1000);
+  const forward = new URLSearchParams();
+  for (const k of ["group", "from", "from_time"]) if (q.get(k) !== null) forward.set(k, q.get(k)!);
+  return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString() };
+}
+
+export type ClientMessage = { type: "ack"; seq: number } | { type: "nack"; seq: number; reason: string } | { type: "seek"; seq: number };
+
+export function parseClientMessage(data: ArrayBuffer, isBinary: boolean): ClientMessage {
+  if (isBinary) throw new ApiError(400, "invalid_message", "client messages are JSON text frames");
+  if (data.byteLength > CLIENT_MESSAGE_BYTES_MAX) throw new ApiError(413, "message_too_large", `client messages are at most ${CLIENT_MESSAGE_BYTES_MAX} bytes`);
+  let m: unknown;
+  try {
+    m = JSON.parse(Buffer.from(data).toString("utf8"));
+  } catch {
+    throw new ApiError(400, "invalid_message", "message is not valid JSON");
+  }
+  if (typeof m !== "object" || m === null || Array.isArray(m)) throw new ApiError(400, "invalid_message", "message must be a JSON object");
+  const o = m as Record<string, unknown>;
+  if (o.type !== "ack" && o.type !== "nack" && o.type !== "seek") {
+    throw new ApiError(400, "invalid_message", `"type" must be "ack", "nack" or "seek"`);
+  }
+  const seq = o.seq;
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) throw new ApiError(400, "invalid_message", `"seq" must be an integer >= 1`);
+  if (o.type !== "nack") return { type: o.type, seq };
+  const reason = o.reason ?? "";
+  if (typeof reason !== "string" || reason.length > NACK_REASON_CHARS_MAX) {
+    throw new ApiError(400, "invalid_message", `"reason" must be a string of at most ${NACK_REASON_CHARS_MAX} characters`);
+  }
+  return { type: "nack", seq, reason };
+}

@@ -1,0 +1,93 @@
+// What the hub knows: each consumer's place (Session), each group's members,
+// checkpoint and nack counts (Group), each consumed stream (Feed), and what
+// uWS keeps on each socket from the upgrade (SocketData).
+import type { LiveBatch } from "./live-batch.js";
+import type { ConsumeParams } from "./params.js";
+import type { ConsumerSocket } from "./ports.js";
+
+export interface SocketData {
+  params: ConsumeParams;
+  /** Set once the shard has said where the consumer starts. */
+  session?: Session;
+  closed?: boolean;
+  /** Messages that came before the session (copied: uWS reuses its buffer). */
+  early?: Array<{ data: ArrayBuffer; isBinary: boolean }>;
+}
+
+export class Session {
+  role: "active" | "standby" = "standby";
+  nextSeq = 0;
+  /** Highest seq acknowledged (or skipped by a seek): the window counts from here. */
+  acked = 0;
+  /** Following live pushes; false while served from the log. */
+  live = false;
+  /** A page read or a dead-letter step is in flight. */
+  busy = false;
+  /** Bumped by seek, nack and promotion: answers to older reads are dropped. */
+  epoch = 0;
+  closed = false;
+  lastSent: number;
+  lastSeen: number;
+  lastPing: number;
+
+  constructor(
+    readonly ws: ConsumerSocket,
+    readonly feed: Feed,
+    readonly group: Group | null,
+    readonly params: ConsumeParams,
+    /** `from` / `from_time` as resolved at connect; null when not given. */
+    readonly explicitFrom: number | null,
+    readonly connectedAt: number,
+  ) {
+    this.lastSent = this.lastSeen = this.lastPing = this.connectedAt;
+  }
+
+  /** Unacked events it may still be sent (groups only; others are bound by the socket buffer). */
+  get room(): number {
+    return this.group ? this.params.window - (this.nextSeq - 1 - this.acked) : Number.MAX_SAFE_INTEGER;
+  }
+}
+
+export class Group {
+  active: Session | null = null;
+  readonly standby: Session[] = [];
+  /** Latest acknowledged seq known here; null before the first checkpoint. */
+  checkpoint: number | null;
+  /** A SetCheckpoint is on its way to the shard. */
+  writing = false;
+  /** Nacks per seq; entries go once the group acks past them. */
+  readonly attempts = new Map<number, number>();
+
+  constructor(
+    readonly name: string,
+    readonly feed: Feed,
+    checkpoint: number | null,
+  ) {
+    this.checkpoint = checkpoint;
+  }
+
+  get empty(): boolean {
+    return this.active === null && this.standby.length === 0;
+  }
+}
+
+/** Everything the front knows about one consumed stream. */
+export class Feed {
+  readonly sessions = new Set<Session>();
+  readonly groups = new Map<string, Group>();
+  /** WATCH_* formats the shard renders live batches in. */
+  mask = 0;
+  /** Live batches received this turn, sent joined when it ends. */
+  pending: LiveBatch[] = [];
+  pendingBytes = 0;
+  flushQueued = false;
+  /** preciseMs() before which the next flush waits (see Delivery.flushLive). */
+  nextFlushAt = 0;
+
+  constructor(
+    readonly stream: string,
+    readonly shard: number,
+    public head: number,
+    public first: number,
+  ) {}
+}
