@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
-import { limitProblems } from "./limits.js";
+import { CONSUME_ATTEMPTS_MAX, limitProblems } from "./limits.js";
 
 const MiB = 1024 * 1024;
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
@@ -74,7 +74,7 @@ export const configSchema = z
     /** Checkpoints reach PostgreSQL in one batched write per interval (and on clean shutdown). */
     checkpoint_flush_interval_ms: int(10, 3_600_000).default(1000),
     /** Nacks of one event before it goes to the dead-letter stream, unless ?max_attempts= says otherwise. */
-    consume_max_attempts_default: int(1, 1000).default(5),
+    consume_max_attempts_default: int(1, CONSUME_ATTEMPTS_MAX).default(5),
 
     /** JSON array of API keys (README, "Security"), reloaded on SIGHUP; empty: every route is open. */
     api_keys_file: z.string().default(""),

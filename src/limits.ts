@@ -57,6 +57,8 @@ export const RING_LARGEST_MESSAGES = 2;
 export const LIVE_MESSAGE_PAGES = 2;
 /** Room past consumer_buffer_bytes_max on a consumer socket, in largest events: see socketBytesMax. */
 export const SOCKET_SLACK_EVENTS = 8;
+/** Largest max_attempts: the bound of ?max_attempts= and of consume_max_attempts_default alike. */
+export const CONSUME_ATTEMPTS_MAX = 1000;
 
 /** The config keys the limits follow from. */
 export type LimitKeys = Pick<

@@ -19,6 +19,9 @@ import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
 import { CLOSE_GOING_AWAY, CLOSE_SERVER_ERROR, type Clock, type ShardLink } from "./ports.js";
 import type { Feed, Session } from "./state.js";
 
+/** What uWS's send() answers when it dropped the message: what was queued already passed maxBackpressure (1: sent, 0: queued). */
+const SEND_DROPPED = 2;
+
 export class Delivery {
   /** Largest message the live path sends as is; larger batches are paged from the log. */
   readonly liveMessageBytesMax: number;
@@ -32,7 +35,7 @@ export class Delivery {
     this.shards = hub.shards;
     this.clock = hub.clock;
     this.feeds = hub.feeds;
-    this.liveMessageBytesMax = 2 * hub.config.consume_page_bytes_max;
+    this.liveMessageBytesMax = hub.limits.liveMessageBytesMax;
   }
 
   // ---- the log path ------------------------------------------------------
@@ -196,8 +199,8 @@ export class Delivery {
     s.ws.cork(() => {
       status = s.ws.send(msg, s.params.binary);
     });
-    // 2 = dropped: uWS's own bound was hit, which the checks above rule out.
-    if (status === 2) {
+    // uWS's own bound was hit, which the checks above rule out (Limits.socketBytesMax).
+    if (status === SEND_DROPPED) {
       this.hub.groups.fail(s, new ApiError(500, "internal", "the socket buffer overflowed"), CLOSE_SERVER_ERROR);
       return false;
     }

@@ -6,6 +6,7 @@
 // it without a server; routes.ts puts it on the uWS app.
 import type { Config } from "../../config.js";
 import { ApiError } from "../../errors.js";
+import { deriveLimits, type Limits } from "../../limits.js";
 import { Delivery } from "./delivery.js";
 import { Groups, type MemberInfo } from "./groups.js";
 import { parseClientMessage } from "./params.js";
@@ -23,6 +24,8 @@ export class ConsumeHub {
   readonly delivery: Delivery;
   readonly groups: Groups;
   readonly progress: Progress;
+  /** The live message and socket bounds (src/limits.ts). */
+  readonly limits: Limits;
   private readonly stopTick: () => void;
 
   /** Set by closeAll: upgrades are refused from then on. */
@@ -33,6 +36,7 @@ export class ConsumeHub {
     readonly shards: ShardLink,
     readonly clock: Clock = systemClock,
   ) {
+    this.limits = deriveLimits(config);
     this.delivery = new Delivery(this);
     this.groups = new Groups(this);
     this.progress = new Progress(this);
@@ -42,7 +46,7 @@ export class ConsumeHub {
 
   /** Bytes uWS may queue on one socket: the buffer bound plus one message of either path. */
   get socketBytesMax(): number {
-    return this.config.consumer_buffer_bytes_max + this.delivery.liveMessageBytesMax + 8 * this.config.event_bytes_max;
+    return this.limits.socketBytesMax;
   }
 
   // ---- the socket's events (routes.ts) -----------------------------------

@@ -5,6 +5,7 @@ import type { Config } from "../../config.js";
 import { checkQuery, intParam } from "../../validate.js";
 import { ApiError } from "../../errors.js";
 import { checkGroup, checkStreamId } from "../../stream-id.js";
+import { CONSUME_ATTEMPTS_MAX } from "../../limits.js";
 
 // "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
 const QUERY_KEYS = new Set(["group", "from", "from_time", "format", "window", "max_attempts", "token"]);
@@ -32,7 +33,7 @@ export function parseParams(config: Config, stream: string, query: string): Cons
   const format = q.get("format") ?? "json";
   if (format !== "json" && format !== "binary") throw new ApiError(400, "invalid_parameter", `"format" must be "json" or "binary"`);
   const window = intParam(q, "window", config.consume_window_default, 1, config.consume_window_max);
-  const maxAttempts = intParam(q, "max_attempts", config.consume_max_attempts_default, 1, 1000);
+  const maxAttempts = intParam(q, "max_attempts", config.consume_max_attempts_default, 1, CONSUME_ATTEMPTS_MAX);
   const forward = new URLSearchParams();
   for (const k of ["group", "from", "from_time"]) if (q.get(k) !== null) forward.set(k, q.get(k)!);
   return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString() };

@@ -8,11 +8,19 @@ import type { ConsumeHub } from "./hub.js";
 import { CLIENT_MESSAGE_BYTES_MAX, parseParams, type ConsumeParams } from "./params.js";
 import type { SocketData } from "./state.js";
 
+/**
+ * Largest client message uWS takes (maxPayloadLength): on a larger one it
+ * closes the socket (1009) without a word. Four times the bound, so a message
+ * somewhat over it still reaches parseClientMessage and is answered 413
+ * message_too_large.
+ */
+const SOCKET_PAYLOAD_BYTES_MAX = 4 * CLIENT_MESSAGE_BYTES_MAX;
+
 /** The WebSocket route: upgrade only once the shard has said where the consumer starts. */
 export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () => boolean): void {
   routes.ws<SocketData>("/v1/streams/:id/consume", "consume", {
     compression: uWS.DISABLED,
-    maxPayloadLength: CLIENT_MESSAGE_BYTES_MAX * 4,
+    maxPayloadLength: SOCKET_PAYLOAD_BYTES_MAX,
     maxBackpressure: hub.socketBytesMax,
     closeOnBackpressureLimit: 0,
     // Liveness is the hub's own (pings, takeover, idle timeout).
