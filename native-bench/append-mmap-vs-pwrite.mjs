@@ -130,7 +130,7 @@ function appendMmap(mm, dir, batchRecords, { batches = TOTAL_RECORDS / batchReco
 // ---- readers (files written by appendPwrite, hot in page cache) -----------
 
 function segFiles(dir, prefix) {
-  return fs.readdirSync(dir).filter((f) => f.startsWith(prefix + '-')).sort().map((f) => path.join(dir, f));
+  return fs.readdirSync(dir).filter((f) => f.startsWith(`${prefix}-`)).sort().map((f) => path.join(dir, f));
 }
 
 function readPread(files) {
@@ -364,13 +364,13 @@ async function main() {
     const prefix = m === 'mmap' ? 'crash-mm' : 'crash-pw';
     const c = spawnSync(process.execPath, [self, '--child', 'crash', m, dir], { env: process.env, encoding: 'utf8' });
     const v = verifyCrash(dir, prefix);
-    console.log(`  ${m}: child ended by ${c.signal ?? 'exit ' + c.status}; ${fmt(v.valid)} of ${fmt(CRASH_BATCHES * 1000)} records intact; file size ${fmt(v.size)} B` +
+    console.log(`  ${m}: child ended by ${c.signal ?? `exit ${c.status}`}; ${fmt(v.valid)} of ${fmt(CRASH_BATCHES * 1000)} records intact; file size ${fmt(v.size)} B` +
       (v.size > v.valid * RECORD ? ' (pre-sized, zero tail must be found by scanning and trimmed on recovery)' : ''));
     clean(prefix);
   }
   if (mm) {
     const c = spawnSync(process.execPath, [self, '--child', 'sigbus', 'mmap', dir], { env: process.env, encoding: 'utf8' });
-    console.log(`SIGBUS check (file truncated under a live mapping, then read): child ended by ${c.signal ?? 'exit ' + c.status}; stdout: ${c.stdout.trim().replace(/\n/g, ' | ')}`);
+    console.log(`SIGBUS check (file truncated under a live mapping, then read): child ended by ${c.signal ?? `exit ${c.status}`}; stdout: ${c.stdout.trim().replace(/\n/g, ' | ')}`);
     fs.rmSync(path.join(dir, 'sigbus.seg'), { force: true });
   }
 

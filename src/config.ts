@@ -100,7 +100,7 @@ export class ConfigError extends Error {}
 
 export function loadConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): Config {
   const merged: Record<string, unknown> = {};
-  const file = (flags["config"] as string | undefined) ?? env.TICKER_CONFIG;
+  const file = (flags.config as string | undefined) ?? env.TICKER_CONFIG;
   if (file) {
     let parsed: unknown;
     try {

@@ -79,7 +79,7 @@ export function asApiError(err: unknown): ApiError {
   if (e && e.code === "EIO") {
     return new ApiError(503, "storage_error", `the data directory could not be written (${e.message}); nothing was appended`);
   }
-  return new ApiError(500, "internal", e && e.message ? e.message : String(err));
+  return new ApiError(500, "internal", e?.message ? e.message : String(err));
 }
 
 export const STATUS_TEXT: Record<number, string> = {

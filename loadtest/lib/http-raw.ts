@@ -157,14 +157,14 @@ export class HttpRawConnection {
 
   private send(method: string, path: string, headers: Record<string, string>, body: Buffer | null): Promise<HttpRawReply> {
     if (this.failure) return Promise.reject(this.failure);
-    let req = method + " " + path + this.requestTail;
+    let req = `${method} ${path}${this.requestTail}`;
     let unsafe = BAD_IN_LINE.test(path);
     for (const k in headers) {
       unsafe ||= BAD_IN_LINE.test(k) || BAD_IN_LINE.test(headers[k]);
-      req += k + ": " + headers[k] + "\r\n";
+      req += `${k}: ${headers[k]}\r\n`;
     }
     if (unsafe) return Promise.reject(new HttpRawError(`CR or LF inside the path or a header of ${method} ${JSON.stringify(path)}`));
-    if (body) req += "Content-Length: " + body.byteLength + "\r\n";
+    if (body) req += `Content-Length: ${body.byteLength}\r\n`;
     req += "\r\n";
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });

@@ -61,7 +61,7 @@ export function resultsFile(argv = process.argv): string | null {
 /** Appends measurements as JSON lines (no-op when no results file is set). */
 export function report(ms: Measurement[], file = resultsFile()): void {
   if (!file || ms.length === 0) return;
-  appendFileSync(file, ms.map((m) => JSON.stringify(m)).join("\n") + "\n");
+  appendFileSync(file, `${ms.map((m) => JSON.stringify(m)).join("\n")}\n`);
 }
 
 export function readResults(file: string): Measurement[] {

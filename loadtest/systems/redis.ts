@@ -8,7 +8,7 @@ import { ensureBinary, type DaemonVersion } from "../../test/harness/apt.js";
 import { redisVersion } from "../../test/harness/redis.js";
 import { newRecorder, record, wallNow, type LatencyConsumer, type Window } from "../lib/latency.js";
 import { noteError, type Lane } from "../lib/pacing.js";
-import { connectAll, encodeCommand, RespConn, RespCursor, RespProtocolError, WholeReply } from "../lib/resp.js";
+import { connectAll, encodeCommand, type RespConn, RespCursor, RespProtocolError, WholeReply } from "../lib/resp.js";
 import { udecimalAt, uintAt } from "../lib/scan.js";
 
 /** Entries per ioredis XREAD reply at most (see IoredisXreadConsumer). */

@@ -10,7 +10,6 @@
 // starts with {"seq":N, and its payload (ours) with {"t":T, so the scan
 // finds both; an event without them shows up as a seq gap, never silently.
 import WebSocket from "ws";
-import type { Histogram } from "hdr-histogram-js";
 import { TickerProcess, type TickerOptions } from "../../test/harness/ticker.js";
 import { HttpRawClient, HttpRawConnection, type HttpRawReply } from "../lib/http-raw.js";
 import { newRecorder, record, wallNow, type LatencyRecorder, type Window } from "../lib/latency.js";
@@ -69,7 +68,7 @@ export async function tickerLanes(port: number, lanes: number, stream: string, p
         // sat out a quiet spell reconnects (nothing was in flight on it).
         if (conn.failed) conn = await HttpRawConnection.connect(port, { timeoutMs: REQUEST_TIMEOUT_MS });
         const event = `{"type":"tick","payload":{"t":${t}${tail}`;
-        const body = Buffer.from(`{"events":[${(event + ",").repeat(n - 1)}${event}]}`, "latin1");
+        const body = Buffer.from(`{"events":[${(`${event},`).repeat(n - 1)}${event}]}`, "latin1");
         for (;;) {
           let r: HttpRawReply;
           try {

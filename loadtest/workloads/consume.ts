@@ -329,7 +329,7 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
     if (server.exit) throw new Error(`server exited (${server.exit}) during the row`);
   } catch (err) {
     row.error = (err as Error).message.split("\n")[0];
-    notes.push(`**${label} failed:** ${(err as Error).message}` + (server ? `\n\n\`\`\`\n${server.outputTail()}\n\`\`\`` : ""));
+    notes.push(`**${label} failed:** ${(err as Error).message}${server ? `\n\n\`\`\`\n${server.outputTail()}\n\`\`\`` : ""}`);
   } finally {
     set?.close();
     for (const h of hosts) h.stop();

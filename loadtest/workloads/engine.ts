@@ -533,7 +533,7 @@ async function runWorkload(label: string, workload: Workload, format: Format, da
     if (server.t.exit) throw new Error(`server exited (${server.t.exit}) during the workload`);
   } catch (err) {
     row.error = (err as Error).message.split("\n")[0];
-    notes.push(`**${label} failed:** ${(err as Error).message}` + (server ? `\n\n\`\`\`\n${server.t.outputTail()}\n\`\`\`` : ""));
+    notes.push(`**${label} failed:** ${(err as Error).message}${server ? `\n\n\`\`\`\n${server.t.outputTail()}\n\`\`\`` : ""}`);
   }
   if (server) {
     const how = await server.t.stop();

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `ticker` command. `ticker serve` runs a node in the foreground.
 import { parseArgs } from "node:util";
-import { CONFIG_KEYS, ConfigError, loadConfig } from "../config.js";
+import { CONFIG_KEYS, ConfigError, loadConfig, type Config } from "../config.js";
 import { ShardPool } from "../front/shards.js";
 import { ListenError, createFront } from "../front/app.js";
 import { DataDirLockedError, lockDataDir } from "./data-dir-lock.js";
@@ -36,7 +36,7 @@ async function serve(argv: string[]): Promise<void> {
     console.error(`${(err as Error).message}\n\n${USAGE}`);
     process.exit(2);
   }
-  let config;
+  let config: Config;
   try {
     config = loadConfig(flags);
   } catch (err) {

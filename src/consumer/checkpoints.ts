@@ -119,7 +119,7 @@ export class CheckpointStore {
   private compact(): void {
     const parts = [...this.groups].map(([g, c]) => this.record(g, c));
     const all = Buffer.concat(parts);
-    const tmp = this.path + ".tmp";
+    const tmp = `${this.path}.tmp`;
     // writeFileSync writes until done or throws: a short write must not be renamed over the file.
     writeFileSync(tmp, all);
     renameSync(tmp, this.path);

@@ -49,7 +49,7 @@ function readBody(x: Exchange, lengthHeader: string, limitBytes: number, budget:
     // Answered before reading: uWS drops the rest of the body.
     return sendError(x, tooLarge(limitBytes));
   }
-  let held = declared > 0 ? declared : 0;
+  let held = Math.max(declared , 0);
   if (!budget.take(held)) return sendError(x, bodyBufferFull(budgetMax));
   const release = () => {
     budget.give(held);

@@ -1,7 +1,7 @@
 // HTTP answers on uWS: every response is written corked, once, and never
 // after the client went away.
 import type uWS from "uWebSockets.js";
-import { ApiError, STATUS_TEXT } from "../errors.js";
+import { type ApiError, STATUS_TEXT } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 
 export const CT_JSON = "application/json";

@@ -5,8 +5,8 @@ import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import type { Config } from "../config.js";
 import { deriveLimits, REQUEST_META_BYTES_MAX, type Limits } from "../limits.js";
-import { Ring } from "../ring/ring.js";
-import { ContentType, Op, PUSH_REQ_ID, readResponse, responseJson, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
+import { Ring, type RingMessage } from "../ring/ring.js";
+import { ContentType, type Op, PUSH_REQ_ID, readResponse, responseJson, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
 
 export type OnResponse = (r: Response) => void;
 
@@ -67,7 +67,7 @@ class Shard {
   /** Delivers responses as they arrive; the views are valid only during the callback. */
   private async pump(): Promise<void> {
     while (!this.stopped) {
-      let msg;
+      let msg: RingMessage | null;
       while ((msg = this.outRing.read())) {
         const r = readResponse(this.outRing, msg);
         let cb: OnResponse | undefined = this.onPush;

@@ -1,7 +1,7 @@
 // HTTPS/WSS: the certificate and key are checked here, at start, so a wrong
 // path or a key of another certificate is a clear error naming the file
 // (uWS would say only "App construction failed").
-import { X509Certificate, createPrivateKey } from "node:crypto";
+import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Config } from "../config.js";
 
@@ -24,7 +24,7 @@ export function checkTlsFiles(config: Config): void {
   } catch {
     throw new TlsFilesError(`tls_cert_file ${config.tls_cert_file}: not a PEM certificate`);
   }
-  let key;
+  let key: KeyObject;
   try {
     key = createPrivateKey(keyPem);
   } catch {

@@ -451,7 +451,7 @@ export class StreamLog {
     const cutoff = nowMs - retentionMs;
     if (!this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
     const past = segmentsPastRetention(this.segments, cutoff, retentionBytes);
-    for (let i = 0; i < past; i++) this.segments.shift()!.remove();
+    for (let i = 0; i < past; i++) this.segments.shift()?.remove();
     return past;
   }
 

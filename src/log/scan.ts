@@ -28,7 +28,7 @@ export interface ScanResult {
  * Called per valid record; `buf[at..at+frameBytes)` holds it until the
  * callback returns. Returning true stops the scan after this record.
  */
-export type OnRecord = (seq: number, ts: number, pos: number, frameBytes: number, buf: Buffer, at: number, endsBatch: boolean) => boolean | void;
+export type OnRecord = (seq: number, ts: number, pos: number, frameBytes: number, buf: Buffer, at: number, endsBatch: boolean) => boolean | undefined;
 
 /** Bytes a scan reads at a time: a few syscalls per MiB of segment, and a frame larger than it grows the buffer to that frame. */
 const CHUNK_BYTES = 1024 * 1024;

@@ -72,6 +72,7 @@ export class Segment {
 
   /** Accounts for a record written at `pos` (appends and recovery scans). */
   noteRecord(seq: number, ts: number, pos: number, frameBytes: number): void {
+    // biome-ignore lint/complexity/noUselessThisAlias: the writable view of fields readonly outside the class
     const own: Own = this;
     if (this.empty) own.firstTs = ts;
     // The point is added here, not by a call into sparse-index.ts: this runs per record.
@@ -87,6 +88,7 @@ export class Segment {
 
   /** Recovery: forgets every record, to note them again as a scan reads them. */
   resetForScan(): void {
+    // biome-ignore lint/complexity/noUselessThisAlias: the writable view of fields readonly outside the class
     const own: Own = this;
     this.truncateIndex(0);
     own.lastSeq = this.baseSeq - 1;
@@ -112,6 +114,7 @@ export class Segment {
    * from when it was committed or scanned.
    */
   cutTo(bytes: number, lastSeq: number, lastTs: number): void {
+    // biome-ignore lint/complexity/noUselessThisAlias: the writable view of fields readonly outside the class
     const own: Own = this;
     ftruncateSync(this.fd, bytes);
     this.truncateIndex(bytes);
@@ -153,6 +156,7 @@ export class Segment {
   loadIndexFiles(): boolean {
     const found = readIndexFiles(this.idxPath, this.tidxPath, this.baseSeq);
     if (!found || found.header.size !== this.fileBytes()) return false;
+    // biome-ignore lint/complexity/noUselessThisAlias: the writable view of fields readonly outside the class
     const own: Own = this;
     const p = (this.points = found.points);
     this.lastIndexedPos = p.length > 0 ? p[p.length - 1] : -Infinity;

@@ -71,17 +71,21 @@ export class DedupWindow {
    * Keys are in seq order, so this drops from the back.
    */
   forgetFrom(seq: number): void {
-    while (this.keys.length > this.head && this.seqs[this.seqs.length - 1] >= seq) {
-      const key = this.keys.pop()!;
-      if (this.seqByKey!.get(key) === this.seqs.pop()) this.seqByKey!.delete(key);
-      this.tss.pop();
+    const byKey = this.seqByKey;
+    if (byKey === null) return;
+    let end = this.keys.length;
+    while (end > this.head && this.seqs[end - 1] >= seq) {
+      end--;
+      if (byKey.get(this.keys[end]) === this.seqs[end]) byKey.delete(this.keys[end]);
     }
+    this.keys.length = this.seqs.length = this.tss.length = end;
   }
 
   private dropOldest(): void {
     const key = this.keys[this.head];
-    // A key appended again later keeps its newer entry.
-    if (this.seqByKey!.get(key) === this.seqs[this.head]) this.seqByKey!.delete(key);
+    // A key appended again later keeps its newer entry. (Keys exist, so the map does.)
+    const byKey = this.seqByKey as Map<string, number>;
+    if (byKey.get(key) === this.seqs[this.head]) byKey.delete(key);
     this.head++;
     if (this.head > 1024 && this.head * 2 > this.keys.length) {
       this.keys = this.keys.slice(this.head);

@@ -28,7 +28,8 @@ export class LogReads {
     const q = new URLSearchParams(req.meta.query);
     const fromParam = q.get("from");
     const from = resolveStart(log, { from: fromParam, from_time: q.get("from_time") }, REPLAY_START);
-    const to = q.get("to") === null ? Number.MAX_SAFE_INTEGER : intValue("to", q.get("to")!, 1);
+    const toParam = q.get("to");
+    const to = toParam === null ? Number.MAX_SAFE_INTEGER : intValue("to", toParam, 1);
     if (to < from && fromParam !== "latest") throw new ApiError(400, "invalid_parameter", `"to" (${to}) is below "from" (${from})`);
     const limitMax = this.config.replay_page_events_max;
     const limit = intParam(q, "limit", this.config.replay_page_events_default, 1, limitMax); // max: replay_page_events_max

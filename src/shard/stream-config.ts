@@ -12,7 +12,7 @@ import { parseBody } from "../validate.js";
  * under the 255-byte name limit (stream.json keeps the real id).
  */
 export function escapeStreamId(id: string): string {
-  const escaped = id.replace(/[^a-z0-9.-]/g, (c) => "_" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+  const escaped = id.replace(/[^a-z0-9.-]/g, (c) => `_${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
   if (escaped.length <= DIR_NAME_BYTES_MAX) return escaped;
   return `${escaped.slice(0, DIR_NAME_BYTES_MAX - 41)}~${createHash("sha256").update(id).digest("hex").slice(0, 40)}`;
 }

@@ -56,12 +56,12 @@ export function writeMeta(dir: string, meta: StreamMeta): void {
   // the two renames, the newer one wins on read.
   const paths = [META_FILE, COPY_FILE].map((name) => join(dir, name));
   try {
-    for (const path of paths) writeFileSync(path + ".tmp", text);
+    for (const path of paths) writeFileSync(`${path}.tmp`, text);
   } catch (err) {
-    for (const path of paths) rmSync(path + ".tmp", { force: true });
+    for (const path of paths) rmSync(`${path}.tmp`, { force: true });
     throw err;
   }
-  for (const path of paths) renameSync(path + ".tmp", path);
+  for (const path of paths) renameSync(`${path}.tmp`, path);
 }
 
 /**
@@ -105,7 +105,7 @@ function readCopy(dir: string, name: string): StreamMeta | string {
   // The CRC is of the text before it (as written), not of a re-serialisation.
   const sealed = /,"crc32":(\d+)\}$/.exec(text);
   if (sealed) {
-    if (crc32(text.slice(0, sealed.index) + "}") !== Number(sealed[1])) return "CRC mismatch";
+    if (crc32(`${text.slice(0, sealed.index)}}`) !== Number(sealed[1])) return "CRC mismatch";
   } else if (r.data.crc32 !== undefined) return "CRC not where it is written";
   const { crc32: _crc, ...meta } = r.data;
   if (escapeStreamId(meta.id) !== basename(dir)) return `id "${meta.id}" does not belong in directory ${basename(dir)}`;

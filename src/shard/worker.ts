@@ -223,7 +223,8 @@ class ShardWorker {
     });
     const loaded = await this.external.load(this.streams.ids());
     for (const [id, groups] of loaded) {
-      const s = this.streams.get(id)!;
+      const s = this.streams.get(id);
+      if (!s) continue; // asked for the streams that are open: deleted since only
       for (const [group, seq] of groups) if (s.checkpoints.get(group)?.seq !== seq) s.checkpoints.set(group, seq);
     }
   }
@@ -308,7 +309,8 @@ class ShardWorker {
   }
 }
 
-const port = parentPort!;
+if (!parentPort) throw new Error("the shard worker runs in a worker thread (src/front/shards.ts starts it)");
+const port = parentPort;
 const worker = new ShardWorker(workerData as WorkerInit);
 const fatal = (err: unknown) => {
   port.postMessage({ type: "fatal", message: (err as Error).stack ?? String(err) } satisfies WorkerEvent);

@@ -98,7 +98,7 @@ export function decodeRecords(records: Uint8Array): DecodedEvent[] {
     if (crc !== stored && (~crc >>> 0) !== stored) throw new Error(`bad CRC at ${at}`);
     bb.setPosition(at + 24);
     const e = Event.getRootAsEvent(bb, ev);
-    const d: DecodedEvent = { seq: Number(buf.readBigUInt64LE(at + 8)), ingest_ts: Number(buf.readBigUInt64LE(at + 16)), type: e.type()! };
+    const d: DecodedEvent = { seq: Number(buf.readBigUInt64LE(at + 8)), ingest_ts: Number(buf.readBigUInt64LE(at + 16)), type: e.type() ?? "" };
     const key = e.key();
     if (key !== null) d.key = key;
     const pid = e.producerId();

@@ -9,7 +9,7 @@
 // applies the event rules to event i (invalid_event with its index).
 import { ApiError } from "../errors.js";
 import { jsonTextProblem } from "../validate.js";
-import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
+import { type EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "./event-layout.js";
 import type { EventLimits } from "./event-codec.js";
 import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
 

@@ -76,7 +76,7 @@ interface FsyncProof {
 /** Checks every publish response to STREAM in the trace against the segment's pwrites and fdatasyncs. */
 export function proveFsync(calls: Call[], streamDir: string): FsyncProof {
   const fdPath = new Map<number, string>();
-  const isSegment = (fd: number) => /\d{20}\.log$/.test(fdPath.get(fd) ?? "") && fdPath.get(fd)!.startsWith(streamDir + "/");
+  const isSegment = (fd: number) => /\d{20}\.log$/.test(fdPath.get(fd) ?? "") && fdPath.get(fd)!.startsWith(`${streamDir}/`);
   const pwrites: Call[] = [];
   const syncs: Array<Call & { path: string }> = [];
   const writes: Array<{ path: string; call: Call }> = [];

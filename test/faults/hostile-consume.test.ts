@@ -92,9 +92,9 @@ const message: fc.Arbitrary<Msg> = fc.oneof(
   fc.uint8Array({ maxLength: 64 }).map((b) => ({ binary: b })),
   fc.constantFrom<Msg>(
     { text: "x".repeat(5000) }, // over the 4 KiB message limit
-    { text: " ".repeat(20_000) + "{}" }, // over uWS's frame limit
+    { text: `${" ".repeat(20_000)}{}` }, // over uWS's frame limit
     { text: "[".repeat(4000) },
-    { text: "\uFEFF" + JSON.stringify({ type: "ack", seq: 1 }) },
+    { text: `\uFEFF${JSON.stringify({ type: "ack", seq: 1 })}` },
     { flood: JSON.stringify({ type: "ack", seq: 1 }), n: 500 },
     { flood: JSON.stringify({ type: "seek", seq: 1 }), n: 200 },
     { flood: JSON.stringify({ type: "nack", seq: 1 }), n: 50 },

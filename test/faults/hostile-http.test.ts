@@ -373,7 +373,7 @@ describe("hostile HTTP input against one server", () => {
       if (l.te !== null) head += `transfer-encoding: ${l.te}\r\n`;
       if (headerBytes) head += `x-big: ${"h".repeat(headerBytes)}\r\n`;
       const payload = l.te?.includes("chunked") ? Buffer.from(`${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`) : body;
-      const req = Buffer.concat([Buffer.from(head + "\r\n"), payload]);
+      const req = Buffer.concat([Buffer.from(`${head}\r\n`), payload]);
       const a = await rawExchange(s.port, req);
       const what = `raw ${preview(req.subarray(0, 300))}`;
       if (a.status !== 0) expectContract(a, [200, 400, 413, 431], what);
@@ -491,7 +491,7 @@ describe("hostile HTTP input against one server", () => {
       }
     }
     // Numbers that do not fit where an integer must: 400 naming the field.
-    for (const n of ["1e400", "-1e400", "9".repeat(400), "-" + "9".repeat(400), "1.5", "1e3.5"]) {
+    for (const n of ["1e400", "-1e400", "9".repeat(400), `-${"9".repeat(400)}`, "1.5", "1e3.5"]) {
       for (const [method, path, body] of [
         ["POST", "/v1/streams/ck/events", `{"events":[{"type":"a","producer_seq":${n}}]}`],
         ["PUT", "/v1/streams/ck", `{"retention_ms":${n}}`],
@@ -538,7 +538,7 @@ describe("hostile HTTP input against one server", () => {
   it("pipelining: answers given at once come back in order; a request behind one waiting for its shard closes the connection, and the server serves on", async () => {
     const healthz = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
     const info = "GET /v1/streams/q HTTP/1.1\r\nhost: x\r\n\r\n";
-    const atOnce = await rawExchange(s.port, Buffer.from(healthz + healthz + healthz + "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"));
+    const atOnce = await rawExchange(s.port, Buffer.from(`${healthz + healthz + healthz}GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`));
     expect(atOnce.status).toBe(200);
     // uWS does not pipeline asynchronous answers (README): it closes, answering nothing.
     const behind = await rawExchange(s.port, Buffer.from(info + info));

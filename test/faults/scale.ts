@@ -31,5 +31,5 @@ export interface ReliabilityRow {
 /** Records a result row when the long run collects them (TICKER_RELIABILITY_RESULTS names the file). */
 export function recordResult(row: ReliabilityRow): void {
   const out = process.env.TICKER_RELIABILITY_RESULTS;
-  if (out) appendFileSync(out, JSON.stringify({ ...row, at: new Date().toISOString() }) + "\n");
+  if (out) appendFileSync(out, `${JSON.stringify({ ...row, at: new Date().toISOString() })}\n`);
 }

@@ -64,6 +64,7 @@ export async function daemonVersion(binary: string, pkg: string, pattern: RegExp
   const r = await run(binary, ["--version"], 10_000);
   const v = pattern.exec(r.out)?.[1];
   if (!r.ok || !v) throw new Error(`${pkg} --version: ${lastLine(r.out)}`);
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format string
   const dpkg = await run("dpkg-query", ["-W", "-f", "${Version}", pkg], 10_000);
   return { number: v, line: lastLine(r.out), binary, debian: dpkg.ok && dpkg.out ? dpkg.out : null };
 }

@@ -1,6 +1,6 @@
 // Idempotency keys and retention agree before and after a restart, and a
 // setting the server cannot honour yet is refused rather than ignored.
-import { describe, it, expect, afterEach } from "vitest";
+import { describe, it, expect, } from "vitest";
 import { api, perTestServers, startServer } from "../helpers/server.js";
 
 const { start, dir, track } = perTestServers();

@@ -3,7 +3,7 @@
 // dedup rebuild on start and the background scrub. Readers once went through
 // fixed 1 MiB and 4 MiB buffers and stopped early at a larger record.
 import { describe, it, expect } from "vitest";
-import { api, perTestServers, type TestServer } from "../helpers/server.js";
+import { api, perTestServers, } from "../helpers/server.js";
 import { Consumer } from "../helpers/consumer.js";
 import { decodeEventBatch, decodeRecords } from "../../src/wire/client.js";
 

@@ -282,7 +282,7 @@ describe("publish's bad input and limits, on one server with small limits", () =
         const id = await seeded(`size-field-${field.replaceAll("_", "-")}`);
         const withField = (v: string) => (field === "type" ? { type: v } : { type: "good", [field]: v });
         // "é" is two bytes: the limit is in bytes, not characters.
-        const overBytes = "é".repeat(FIELD_BYTES_MAX / 2) + "x";
+        const overBytes = `${"é".repeat(FIELD_BYTES_MAX / 2)}x`;
         const err = expectError(await publish(id, { events: [{ type: "good" }, withField(overBytes)] }), 400, "invalid_event");
         expect(err.index).toBe(1);
         await expectUnchangedThenServes(id, 2);

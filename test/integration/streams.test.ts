@@ -49,16 +49,16 @@ describe("stream ids and stream admin, on one server with small limits", () => {
     });
 
     it("accepts a 128-character lower-case stream id (129 is the first too long)", async () => {
-      const id = "a".repeat(127) + "z";
+      const id = `${"a".repeat(127)}z`;
       await publishGood(id, 1, 1);
       expect(await streamIds()).toContain(id);
       expect(expectOk(await api(streamUrl(id), "GET")).head_seq).toBe(1);
-      expectError(await api(streamUrl(id + "z"), "GET"), 400, "invalid_stream");
+      expectError(await api(streamUrl(`${id}z`), "GET"), 400, "invalid_stream");
     });
 
     it("accepts a 128-character stream id of upper-case letters, digits, dots and underscores", async () => {
       // Valid per the id pattern; the on-disk name must not outgrow the filesystem's name limit.
-      const id = "A" + "B._-".repeat(31) + "C.D";
+      const id = `A${"B._-".repeat(31)}C.D`;
       expect(id).toHaveLength(128);
       const created = await api(streamUrl(id), "PUT", {});
       expectOk(created, 201);

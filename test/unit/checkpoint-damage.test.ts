@@ -71,7 +71,7 @@ describe("checkpoint damage", () => {
     expect(s.damage).toMatch(/^26 damaged bytes from byte 26 skipped/);
     // Compacted at once: one record per group, and a reload finds no damage.
     expect(statSync(file(dir)).size).toBe(2 * (HEADER_BYTES + 2));
-    expect(existsSync(file(dir) + ".tmp")).toBe(false);
+    expect(existsSync(`${file(dir)}.tmp`)).toBe(false);
     s.set("g2", 11, 1);
     s.close();
     const again = new CheckpointStore(dir);
@@ -143,7 +143,7 @@ describe("checkpoint damage", () => {
     const s = new CheckpointStore(dir);
     const longest = "g".repeat(128);
     s.set(longest, 3, 1);
-    expect(() => s.set(longest + "g", 4, 2)).toThrow(/129 characters/);
+    expect(() => s.set(`${longest}g`, 4, 2)).toThrow(/129 characters/);
     s.close();
     expect(new CheckpointStore(dir).get(longest)?.seq).toBe(3);
   });

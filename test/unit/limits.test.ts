@@ -4,7 +4,7 @@
 // with the key named.
 import { describe, it, expect } from "vitest";
 import fc from "fast-check";
-import { z } from "zod";
+import type { z } from "zod";
 import { ConfigError, configSchema, loadConfig, type Config } from "../../src/config.js";
 import { deriveLimits, REQUEST_META_BYTES_MAX, type LimitKeys, type Limits } from "../../src/limits.js";
 import { frameBytesFor, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";

@@ -5,7 +5,7 @@ const bulk = (s: string) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
 
 /** An XRANGE reply: entries of one field `p` each. */
 function xrangeReply(entries: [id: string, value: string][]): Buffer {
-  return Buffer.from(`*${entries.length}\r\n` + entries.map(([id, v]) => `*2\r\n${bulk(id)}*2\r\n${bulk("p")}${bulk(v)}`).join(""));
+  return Buffer.from(`*${entries.length}\r\n${entries.map(([id, v]) => `*2\r\n${bulk(id)}*2\r\n${bulk("p")}${bulk(v)}`).join("")}`);
 }
 
 /** Feeds `bytes` in two chunks split at `cut` and returns the counter. */
@@ -62,7 +62,7 @@ describe("ReplyCounter", () => {
   });
 
   it("reports an error reply, as a reply, wherever the chunks split", () => {
-    const bytes = Buffer.from(bulk("1-0") + "-ERR wrong number of arguments for 'xadd' command\r\n" + bulk("1-1"));
+    const bytes = Buffer.from(`${bulk("1-0")}-ERR wrong number of arguments for 'xadd' command\r\n${bulk("1-1")}`);
     for (let cut = 0; cut <= bytes.length; cut++) {
       const c = feedSplit(bytes, cut);
       expect(c.replies).toBe(3);

@@ -55,14 +55,26 @@ export function joinRun(stream: string, run: LiveBatch[]): LiveBatch {
   };
 }
 
+// A run is joined only when every batch in it carries the form asked for
+// (the shard renders the forms its watchers want, for every batch alike).
+function jsonOf(b: LiveBatch): Buffer {
+  if (b.json === null) throw new Error("live batch invariant: a run mixes batches with and without JSON");
+  return b.json;
+}
+
+function binOf(b: LiveBatch): Buffer {
+  if (b.bin === null) throw new Error("live batch invariant: a run mixes batches with and without binary");
+  return b.bin;
+}
+
 function joinJson(run: LiveBatch[]): Buffer {
   let bytes = HEAD_BYTES + TAIL_BYTES + run.length - 1;
-  for (const b of run) bytes += b.json!.length - HEAD_BYTES - TAIL_BYTES;
+  for (const b of run) bytes += jsonOf(b).length - HEAD_BYTES - TAIL_BYTES;
   const out = Buffer.allocUnsafe(bytes);
   let at = out.write(EVENTS_MESSAGE_HEAD, 0, "latin1");
   for (let i = 0; i < run.length; i++) {
     if (i > 0) out[at++] = COMMA;
-    const j = run[i].json!;
+    const j = jsonOf(run[i]);
     at += j.copy(out, at, HEAD_BYTES, j.length - TAIL_BYTES);
   }
   out.write(EVENTS_MESSAGE_TAIL, at, "latin1");
@@ -72,10 +84,10 @@ function joinJson(run: LiveBatch[]): Buffer {
 function joinBinary(stream: string, run: LiveBatch[], count: number, last: LiveBatch): Buffer {
   const headerBytes = eventBatchHeaderBytes(Buffer.byteLength(stream));
   let frames = 0;
-  for (const b of run) frames += b.bin!.length - headerBytes;
+  for (const b of run) frames += binOf(b).length - headerBytes;
   const out = Buffer.allocUnsafe(headerBytes + frames);
   writeEventBatchHeader(out, 0, { stream, firstSeq: last.firstSeq, headSeq: last.last, next: last.last + 1, count }, frames);
   let at = headerBytes;
-  for (const b of run) at += b.bin!.copy(out, at, headerBytes);
+  for (const b of run) at += binOf(b).copy(out, at, headerBytes);
   return out;
 }

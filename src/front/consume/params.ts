@@ -35,7 +35,10 @@ export function parseParams(config: Config, stream: string, query: string): Cons
   const window = intParam(q, "window", config.consume_window_default, 1, config.consume_window_max);
   const maxAttempts = intParam(q, "max_attempts", config.consume_max_attempts_default, 1, CONSUME_ATTEMPTS_MAX);
   const forward = new URLSearchParams();
-  for (const k of ["group", "from", "from_time"]) if (q.get(k) !== null) forward.set(k, q.get(k)!);
+  for (const k of ["group", "from", "from_time"]) {
+    const v = q.get(k);
+    if (v !== null) forward.set(k, v);
+  }
   return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString() };
 }
 

@@ -13,6 +13,12 @@ import type { Feed, Group, Session } from "./state.js";
 /** Wait before retrying a request a busy shard refused. */
 const RETRY_MS = 20;
 
+/** Acks and nacks come only from a session in a group (the hub refuses them otherwise: no_group). */
+function groupOf(s: Session): Group {
+  if (!s.group) throw new Error("consume invariant: an ack or nack reached a session without a group");
+  return s.group;
+}
+
 export class Progress {
   private readonly shards: ShardLink;
   private readonly clock: Clock;
@@ -48,7 +54,7 @@ export class Progress {
 
   /** Cumulative: every seq up to `seq` is done; it becomes the group's checkpoint. */
   private ack(s: Session, seq: number): void {
-    const g = s.group!;
+    const g = groupOf(s);
     s.acked = seq;
     forgetAttempts(g.attempts, seq);
     g.checkpoint = seq;
@@ -70,7 +76,7 @@ export class Progress {
    * appends it to the dead-letter stream and moves the group past it.
    */
   private nack(s: Session, seq: number, reason: string): void {
-    const g = s.group!;
+    const g = groupOf(s);
     if (ackMovesCheckpoint(seq - 1, s.acked)) this.ack(s, seq - 1);
     const attempts = countNack(g.attempts, seq);
     if (!deadLetterDue(attempts, s.params.maxAttempts)) return this.restartAt(s, seq, seq - 1);
@@ -83,6 +89,7 @@ export class Progress {
   /** Reads event `seq`, appends it to `{stream}.dlq`, then acks it. */
   private deadLetter(s: Session, seq: number, reason: string, attempts: number, epoch: number): void {
     const f = s.feed;
+    const group = groupOf(s).name;
     const dlq = `${f.stream}.dlq`;
     const retry = () => this.clock.after(RETRY_MS, () => !s.closed && this.deadLetter(s, seq, reason, attempts, epoch));
     const ok = this.shards.send(f.shard, Op.ConsumeRead, { stream: f.stream, from: seq, limit: 1, accept: ContentType.Json }, null, (r) => {
@@ -99,8 +106,8 @@ export class Progress {
         type: "dead_letter",
         key: typeof event.key === "string" ? event.key : undefined,
         // The same event of the same group is dead-lettered once per dedup window.
-        idempotency_key: `dlq:${s.group!.name}:${seq}`,
-        payload: { stream: f.stream, seq, group: s.group!.name, reason, attempts, event },
+        idempotency_key: `dlq:${group}:${seq}`,
+        payload: { stream: f.stream, seq, group, reason, attempts, event },
       };
       const body = Buffer.from(JSON.stringify({ events: [letter] }));
       const sent = this.shards.send(this.shards.shardFor(dlq), Op.Publish, { stream: dlq, ct: ContentType.Json }, body, (p) => {
@@ -118,7 +125,8 @@ export class Progress {
   }
 
   private writeCheckpoint(g: Group): void {
-    const seq = g.checkpoint!;
+    const seq = g.checkpoint;
+    if (seq === null) return; // nothing acked yet: nothing to write
     g.writing = true;
     const body = Buffer.from(JSON.stringify({ group: g.name, seq }));
     const ok = this.shards.send(g.feed.shard, Op.SetCheckpoint, { stream: g.feed.stream }, body, (r) => {
