@@ -87,7 +87,11 @@ export const configSchema = z
     // Limits that depend on each other (src/limits.ts).
     for (const p of limitProblems(c)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [p.key], message: p.message });
     if ((c.tls_cert_file === "") !== (c.tls_key_file === "")) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: [c.tls_cert_file ? "tls_key_file" : "tls_cert_file"], message: "TLS needs both tls_cert_file and tls_key_file (--tls-cert and --tls-key)" });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: [c.tls_cert_file ? "tls_key_file" : "tls_cert_file"],
+        message: "TLS needs both tls_cert_file and tls_key_file (--tls-cert and --tls-key)",
+      });
     }
   });
 

@@ -122,7 +122,9 @@ export function deriveLimits(c: LimitKeys): Limits {
   const frameBytesMax = align8(FRAME_HEADER_BYTES + eventBodyBytesMax);
   const pageBytesMax = Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max);
   const renderedEventBytesMax =
-    RENDERED_PAYLOAD_BYTES_PER_BYTE * c.event_bytes_max + EVENT_STRING_FIELDS * JSON_ESCAPED_BYTES_PER_BYTE * c.event_field_bytes_max + RENDERED_EVENT_FIXED_BYTES_MAX;
+    RENDERED_PAYLOAD_BYTES_PER_BYTE * c.event_bytes_max +
+    EVENT_STRING_FIELDS * JSON_ESCAPED_BYTES_PER_BYTE * c.event_field_bytes_max +
+    RENDERED_EVENT_FIXED_BYTES_MAX;
   const pageAnswerBytesMax = pageBytesMax + renderedEventBytesMax;
   const ringMessageBytesNeeded = Math.max(c.request_bytes_max, pageAnswerBytesMax) + RING_ENVELOPE_BYTES;
   const liveMessageBytesMax = LIVE_MESSAGE_PAGES * c.consume_page_bytes_max;
@@ -163,6 +165,7 @@ export function limitProblems(c: LimitKeys): LimitProblem[] {
   // Or one legal request alone would be refused as over the budget.
   if (c.request_buffer_bytes_max < c.request_bytes_max) problems.push({ key: "request_buffer_bytes_max", message: "must be at least request_bytes_max" });
   if (c.consume_window_default > c.consume_window_max) problems.push({ key: "consume_window_default", message: "must not exceed consume_window_max" });
-  if (c.replay_page_events_default > c.replay_page_events_max) problems.push({ key: "replay_page_events_default", message: "must not exceed replay_page_events_max" });
+  if (c.replay_page_events_default > c.replay_page_events_max)
+    problems.push({ key: "replay_page_events_default", message: "must not exceed replay_page_events_max" });
   return problems;
 }

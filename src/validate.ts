@@ -76,9 +76,14 @@ export function parseBody<T extends z.ZodTypeAny>(schema: T, body: unknown, code
 export function rejectUnknownFields(body: object, allowed: ReadonlySet<string>, code: ErrorCode): void {
   const unknown = Object.keys(body).filter((k) => !allowed.has(k));
   if (unknown.length === 0) return;
-  throw new ApiError(400, code, `unknown field(s) ${unknown.slice(0, 5).map(echo).join(", ")}; the body takes ${[...allowed].map((k) => `"${k}"`).join(", ")}`, {
-    fields: unknown.slice(0, 5),
-  });
+  throw new ApiError(
+    400,
+    code,
+    `unknown field(s) ${unknown.slice(0, 5).map(echo).join(", ")}; the body takes ${[...allowed].map((k) => `"${k}"`).join(", ")}`,
+    {
+      fields: unknown.slice(0, 5),
+    },
+  );
 }
 
 /**

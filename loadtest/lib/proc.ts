@@ -153,10 +153,13 @@ export function cpuSince(m: CpuMark, pid: number | null): CpuUse {
 /** CPU over [tStart, tEnd) (wallNow ms), sampled by timers at those instants: a latency row's window. */
 export function cpuWindow(pid: number | null, tStart: number, tEnd: number): Promise<CpuUse> {
   return new Promise((resolve) => {
-    setTimeout(() => {
-      const mark = cpuMark(pid);
-      setTimeout(() => resolve(cpuSince(mark, pid)), Math.max(0, tEnd - wallNow()));
-    }, Math.max(0, tStart - wallNow()));
+    setTimeout(
+      () => {
+        const mark = cpuMark(pid);
+        setTimeout(() => resolve(cpuSince(mark, pid)), Math.max(0, tEnd - wallNow()));
+      },
+      Math.max(0, tStart - wallNow()),
+    );
   });
 }
 

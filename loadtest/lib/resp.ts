@@ -298,7 +298,8 @@ export class XrangeReader {
       for (let b = data[p]; p < idEnd && b >= ZERO && b <= NINE; b = data[++p]) ms = ms * 10 + (b - ZERO);
       const dash = p++;
       for (let b = data[p]; p < idEnd && b >= ZERO && b <= NINE; b = data[++p]) seq = seq * 10 + (b - ZERO);
-      if (dash === idAt || data[dash] !== MINUS || p === dash + 1 || p !== idEnd) throw new RespProtocolError(`entry ${e}: bad id "${latin1(data, idAt, idLen)}"`);
+      if (dash === idAt || data[dash] !== MINUS || p === dash + 1 || p !== idEnd)
+        throw new RespProtocolError(`entry ${e}: bad id "${latin1(data, idAt, idLen)}"`);
       this.at = idEnd + 2;
       const fields = this.header(STAR, "an entry's fields");
       if (fields === SHORT) break;
@@ -402,7 +403,6 @@ function sameBytes(buf: Uint8Array, at: number, len: number, want: Uint8Array): 
 
 /** A command that gets no answer this long fails its connection. */
 const COMMAND_TIMEOUT_MS = 60_000;
-
 
 /** Reads the answer to one request from chunks split anywhere. */
 export interface ReplyReader<T> {

@@ -78,7 +78,12 @@ export type FailRow = (why: Error) => void;
  * (`stopped` hears how, when SIGTERM did not end it). A failed
  * start goes to `failed` instead, so the other rows still run.
  */
-export async function onFreshServer<S extends ServerProcess>(start: () => Promise<S>, failed: FailRow, body: (s: S) => Promise<unknown>, stopped: (how: string) => void): Promise<void> {
+export async function onFreshServer<S extends ServerProcess>(
+  start: () => Promise<S>,
+  failed: FailRow,
+  body: (s: S) => Promise<unknown>,
+  stopped: (how: string) => void,
+): Promise<void> {
   let server: S;
   try {
     server = await start();
@@ -97,5 +102,8 @@ export async function onFreshServer<S extends ServerProcess>(start: () => Promis
 /** Rejects with `what` if `p` has not settled in `ms`. */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms / 1000} s`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms / 1000} s`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }

@@ -14,7 +14,9 @@ import { within } from "../lib/run.js";
 const ACK_TIMEOUT_MS = 60_000;
 
 /** nats-server's path, version and fsync support, installing it first if missing; a reason instead when that fails. */
-export async function findNats(notes: string[]): Promise<{ binary: string; version: DaemonVersion; syncAlways: { supported: boolean; answer: string } } | { reason: string }> {
+export async function findNats(
+  notes: string[],
+): Promise<{ binary: string; version: DaemonVersion; syncAlways: { supported: boolean; answer: string } } | { reason: string }> {
   try {
     const binary = await ensureBinary("nats-server", "nats-server", notes);
     return { binary, version: await natsVersion(binary), syncAlways: await natsSyncAlwaysSupport(binary) };

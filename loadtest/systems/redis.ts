@@ -37,20 +37,22 @@ export async function respXaddLanes(port: number, lanes: number, key: string, pa
   const conns = await connectAll(port, lanes);
   const head = `*7\r\n$4\r\nXADD\r\n$${key.length}\r\n${key}\r\n$1\r\n*\r\n$1\r\nt\r\n`;
   const tail = `\r\n$1\r\np\r\n$${pad.length}\r\n${pad}\r\n`;
-  return conns.map((conn): Lane => ({
-    busy: false,
-    async send(n, t) {
-      const ts = String(t);
-      const cmd = `${head}$${ts.length}\r\n${ts}${tail}`;
-      try {
-        await conn.send(Buffer.from(cmd.repeat(n), "latin1"), n);
-        res.accepted += n;
-      } catch (err) {
-        noteError(res, `pipeline of ${n} XADDs: ${(err as Error).message}`);
-      }
-    },
-    close: () => conn.close(),
-  }));
+  return conns.map(
+    (conn): Lane => ({
+      busy: false,
+      async send(n, t) {
+        const ts = String(t);
+        const cmd = `${head}$${ts.length}\r\n${ts}${tail}`;
+        try {
+          await conn.send(Buffer.from(cmd.repeat(n), "latin1"), n);
+          res.accepted += n;
+        } catch (err) {
+          noteError(res, `pipeline of ${n} XADDs: ${(err as Error).message}`);
+        }
+      },
+      close: () => conn.close(),
+    }),
+  );
 }
 
 /** Producer lanes over ioredis: `XADD key * t <stamp> p <pad>` × n as one pipeline. */

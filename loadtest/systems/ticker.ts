@@ -29,7 +29,12 @@ export function startTicker(dataDir: string, opts: Pick<TickerOptions, "args" | 
 
 /** Creates `stream` (consumers of an unknown stream are refused with 1008 stream_not_found). */
 export async function createStream(server: TickerProcess, stream: string, config = "{}"): Promise<void> {
-  const r = await fetch(`${server.url}/v1/streams/${stream}`, { method: "PUT", headers: { "content-type": "application/json" }, body: config, signal: AbortSignal.timeout(30_000) });
+  const r = await fetch(`${server.url}/v1/streams/${stream}`, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: config,
+    signal: AbortSignal.timeout(30_000),
+  });
   if (r.status !== 201 && r.status !== 200) throw new Error(`PUT /v1/streams/${stream}: HTTP ${r.status}: ${await r.text()}`);
 }
 
@@ -272,7 +277,18 @@ export class WsConsumerSet {
       errors.push(...c.errors);
     }
     const r = this.rec;
-    return { hist: r.hist, measured: r.measured, total: r.total, negative: r.negative, clipped: r.clipped, minPerConsumer: min, maxPerConsumer: max, errors, heartbeats: this.heartbeats, messages: this.messages };
+    return {
+      hist: r.hist,
+      measured: r.measured,
+      total: r.total,
+      negative: r.negative,
+      clipped: r.clipped,
+      minPerConsumer: min,
+      maxPerConsumer: max,
+      errors,
+      heartbeats: this.heartbeats,
+      messages: this.messages,
+    };
   }
 
   close(): void {

@@ -66,7 +66,6 @@ const QUIET_TIMEOUT_MS = 8000;
 /** The whole run must end, even if the server or a client hangs. */
 const RUN_DEADLINE_MS = 6 * 60_000;
 
-
 // ---- options -------------------------------------------------------------
 
 interface RowSpec {
@@ -87,7 +86,14 @@ const ROWS: RowSpec[] = [
   { id: "fanout-1000", label: "fan-out, Ticker", target: "ticker", rate: 1000, consumers: 1000, tickMs: TICK_MS, goalMs: 50 },
   // Not in the issue: the same fan-out with ~10-event publishes, to tell a
   // limit on messages per second from one on events per second.
-  { id: "fanout-1000-t10", label: `fan-out, Ticker, ${FANOUT_BATCH_TICK_MS} ms producer ticks (~10-event publishes)`, target: "ticker", rate: 1000, consumers: 1000, tickMs: FANOUT_BATCH_TICK_MS },
+  {
+    id: "fanout-1000-t10",
+    label: `fan-out, Ticker, ${FANOUT_BATCH_TICK_MS} ms producer ticks (~10-event publishes)`,
+    target: "ticker",
+    rate: 1000,
+    consumers: 1000,
+    tickMs: FANOUT_BATCH_TICK_MS,
+  },
   { id: "redis-20k", label: "W3 latency, Redis Streams", target: "redis", rate: 20_000, consumers: 1, tickMs: TICK_MS },
   { id: "redis-100k", label: "W3 latency, Redis Streams", target: "redis", rate: 100_000, consumers: 1, tickMs: TICK_MS },
 ];
@@ -139,7 +145,9 @@ if (!Number.isSafeInteger(FANOUT_HOSTS) || FANOUT_HOSTS < 0 || FANOUT_HOSTS > 4)
   console.error("--fanout-hosts must be 0 to 4");
   process.exit(2);
 }
-const selected = new Set<string>(opts.rows !== undefined ? opts.rows.split(",") : ROWS.filter((r) => !(opts["no-peers"] && r.target === "redis")).map((r) => r.id));
+const selected = new Set<string>(
+  opts.rows !== undefined ? opts.rows.split(",") : ROWS.filter((r) => !(opts["no-peers"] && r.target === "redis")).map((r) => r.id),
+);
 for (const id of selected) {
   if (!ROWS.some((r) => r.id === id)) {
     console.error(`--rows: unknown row "${id}"; rows are ${ROWS.map((r) => r.id).join(", ")}`);
@@ -230,7 +238,10 @@ function producerNote(label: string, p: ProducerResult, rateGoal: number): strin
 /** Waits for the machine to go idle; notes it when it did not. */
 async function quietBefore(label: string): Promise<void> {
   const q = await waitQuiet(QUIET_TIMEOUT_MS);
-  if (!q.quiet) notes.push(`**${label}: the machine was not idle before the row:** still ${f2(q.busyCores)} cores busy after ${QUIET_TIMEOUT_MS / 1000} s of waiting (other processes); its figures include that interference.`);
+  if (!q.quiet)
+    notes.push(
+      `**${label}: the machine was not idle before the row:** still ${f2(q.busyCores)} cores busy after ${QUIET_TIMEOUT_MS / 1000} s of waiting (other processes); its figures include that interference.`,
+    );
 }
 
 function mergedCheck(label: string, expected: number, consumers: number, r: { measured: number; minPerConsumer: number; maxPerConsumer: number }): string {
@@ -277,7 +288,10 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
     if (set) set.window = { tStart: w.tStart, tEnd: w.tEnd };
     for (const h of hosts) h.tell({ type: "window", window: { tStart: w.tStart, tEnd: w.tEnd } });
     const cpu = cpuWindow(server.pid, w.tStart, w.tEnd);
-    const producer = startProducer({ target: "ticker", port, stream: STREAM, rate, ...w, tickMs: spec.tickMs, lanes: LANES, pad: PAD, stopAtEnd: false }, PRODUCER === "inline");
+    const producer = startProducer(
+      { target: "ticker", port, stream: STREAM, rate, ...w, tickMs: spec.tickMs, lanes: LANES, pad: PAD, stopAtEnd: false },
+      PRODUCER === "inline",
+    );
     const [p, prodOffset, winCpu] = await Promise.all([producer.result, producer.offset, cpu]);
     const mem = processMemory(server.pid);
     if (p.errors.length > 0) throw new Error(`producer: ${p.errors.join("; ")}`);
@@ -314,10 +328,12 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
     row.rssMiB = mib(mem.rss);
     row.peakMiB = mib(mem.peak);
     row.delivered = mergedCheck(label, p.measured, consumers, r);
-    if (!r.caughtUp) notes.push(`**${label}: the consumers had not received up to seq ${int(p.lastSeq)} ${DRAIN_TIMEOUT_MS / 1000} s after the producer's last answer.**`);
+    if (!r.caughtUp)
+      notes.push(`**${label}: the consumers had not received up to seq ${int(p.lastSeq)} ${DRAIN_TIMEOUT_MS / 1000} s after the producer's last answer.**`);
     if (r.total !== p.sent * consumers && r.caughtUp) notes.push(`**${label}:** ${int(r.total)} events received in all, expected ${int(p.sent * consumers)}.`);
     if (r.errors.length > 0) notes.push(`**${label}: consumer errors (${r.errors.length}, first 10):** ${r.errors.slice(0, 10).join("; ")}`);
-    if (r.negative > 0 || r.clipped > 0) notes.push(`${label}: ${int(r.negative)} latencies below 0 (recorded as 0), ${int(r.clipped)} above 60 s (recorded as 60 s).`);
+    if (r.negative > 0 || r.clipped > 0)
+      notes.push(`${label}: ${int(r.negative)} latencies below 0 (recorded as 0), ${int(r.clipped)} above 60 s (recorded as 60 s).`);
     notes.push(producerNote(label, p, rate));
     const hostCpu = r.hostCpu.length > 0 ? `, consumer host processes ${r.hostCpu.map(f2).join(" / ")} cores` : "";
     notes.push(
@@ -362,7 +378,10 @@ async function redisRow(spec: RowSpec): Promise<Row> {
     consumer = new XreadConsumer(reader, STREAM, w);
     await consumer.start();
     const cpu = cpuWindow(server.pid, w.tStart, w.tEnd);
-    const producer = startProducer({ target: "redis", port: server.port, stream: STREAM, rate, ...w, tickMs: spec.tickMs, lanes: LANES, pad: PAD, stopAtEnd: false }, PRODUCER === "inline");
+    const producer = startProducer(
+      { target: "redis", port: server.port, stream: STREAM, rate, ...w, tickMs: spec.tickMs, lanes: LANES, pad: PAD, stopAtEnd: false },
+      PRODUCER === "inline",
+    );
     const [p, prodOffset, winCpu] = await Promise.all([producer.result, producer.offset, cpu]);
     const mem = processMemory(server.pid);
     if (p.errors.length > 0) throw new Error(`producer: ${p.errors.join("; ")}`);
@@ -426,7 +445,19 @@ const usMs = (us: number) => ms(us / 1000);
 
 function rowsTable(rows: Row[]): string {
   return table(
-    ["workload", "rate (events/s)", "consumers", "delivered", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "server CPU (cores)", "server RSS MiB (peak)", "goal: p99"],
+    [
+      "workload",
+      "rate (events/s)",
+      "consumers",
+      "delivered",
+      "p50 ms",
+      "p99 ms",
+      "p99.9 ms",
+      "max ms",
+      "server CPU (cores)",
+      "server RSS MiB (peak)",
+      "goal: p99",
+    ],
     ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
     rows.map((r) => {
       const { label, rate, consumers, goalMs: goal } = r.spec;
@@ -434,7 +465,19 @@ function rowsTable(rows: Row[]): string {
       const p99 = h ? h.getValueAtPercentile(99) : NaN;
       const goalText = goal === undefined ? "–" : !h ? `≤ ${goal} ms` : p99 <= goal * 1000 ? `≤ ${goal} ms: met` : `≤ ${goal} ms: **missed**`;
       if (!h) return [label, int(rate), int(consumers), `FAILED: ${cell(r.error ?? "")}`, "", "", "", "", "", "", goalText];
-      return [label, int(rate), int(consumers), r.delivered!, usMs(h.getValueAtPercentile(50)), usMs(p99), usMs(h.getValueAtPercentile(99.9)), usMs(h.maxValue), f2(r.serverCpu!), `${r.rssMiB!.toFixed(0)} (${r.peakMiB!.toFixed(0)})`, goalText];
+      return [
+        label,
+        int(rate),
+        int(consumers),
+        r.delivered!,
+        usMs(h.getValueAtPercentile(50)),
+        usMs(p99),
+        usMs(h.getValueAtPercentile(99.9)),
+        usMs(h.maxValue),
+        f2(r.serverCpu!),
+        `${r.rssMiB!.toFixed(0)} (${r.peakMiB!.toFixed(0)})`,
+        goalText,
+      ];
     }),
   );
 }

@@ -69,7 +69,11 @@ const FIELD_BYTES = Buffer.from(FIELD);
 
 /** Runs `body` between two samples of the server and of this process, as bench-engine's `measured` does. */
 async function measured(label: string, server: ServerProcess, events: number, body: () => Promise<void>, persistence: Persistence): Promise<PeerMeasure> {
-  const t = await timed(() => ticksOf(`/proc/${server.pid}/stat`), (ticks: number) => ticks, body);
+  const t = await timed(
+    () => ticksOf(`/proc/${server.pid}/stat`),
+    (ticks: number) => ticks,
+    body,
+  );
   const mem = processMemory(server.pid);
   return {
     label,

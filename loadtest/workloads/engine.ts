@@ -222,7 +222,6 @@ class Server {
     );
   }
 
-
   private tids(): number[] {
     return tidsOf(this.pid);
   }
@@ -247,10 +246,13 @@ class Server {
     }
     for (let attempt = 0; attempt < 20; attempt++) {
       const alive = new Set(this.tids());
-      const sleepers = this.earlyTids.filter((t) => t !== this.pid && alive.has(t) && readFileSync(`/proc/${this.pid}/task/${t}/wchan`, "utf8").includes("epoll"));
+      const sleepers = this.earlyTids.filter(
+        (t) => t !== this.pid && alive.has(t) && readFileSync(`/proc/${this.pid}/task/${t}/wchan`, "utf8").includes("epoll"),
+      );
       // A shard caught running is not sleeping: look again.
       if (sleepers.length === this.t.shardCount + 1) {
-        shardThreadMethod = "inferred: the server's threads are all named \"node\", so the shards are the last epoll_wait sleepers by tid (see findShardThreads)";
+        shardThreadMethod =
+          'inferred: the server\'s threads are all named "node", so the shards are the last epoll_wait sleepers by tid (see findShardThreads)';
         return new Map(sleepers.slice(-this.t.shardCount).map((t, i) => [t, `shard-${i}`]));
       }
       await new Promise((r) => setTimeout(r, 50));
@@ -335,7 +337,11 @@ async function makeClient(server: Server, inFlight: number): Promise<Client> {
 
 /** Runs `body` between two samples of the server and the client process. */
 async function measured(label: string, server: Server, events: number, body: () => Promise<void>): Promise<Measure> {
-  const t = await timed(() => server.cpu(), (c) => c.processTicks, body);
+  const t = await timed(
+    () => server.cpu(),
+    (c) => c.processTicks,
+    body,
+  );
   const mem = processMemory(server.pid);
   return {
     label,
@@ -564,7 +570,20 @@ const fmtRate = (m: { wallS: number }) => int(EVENTS / m.wallS);
 const mib0 = (bytes: number) => (Number.isFinite(bytes) ? mib(bytes).toFixed(0) : "?");
 
 function tickerTable(rows: Row[]): string {
-  const head = ["workload", "events/s", "wall s", "server CPU s", "main thread CPU s", "shard threads CPU s", "other threads CPU s", "client CPU s", "rest of machine CPU s", "server peak RSS MiB", "RSS after MiB", "disk B/event"];
+  const head = [
+    "workload",
+    "events/s",
+    "wall s",
+    "server CPU s",
+    "main thread CPU s",
+    "shard threads CPU s",
+    "other threads CPU s",
+    "client CPU s",
+    "rest of machine CPU s",
+    "server peak RSS MiB",
+    "RSS after MiB",
+    "disk B/event",
+  ];
   return table(
     head,
     head.map((_, i) => (i === 0 ? "l" : "r")),
@@ -573,13 +592,37 @@ function tickerTable(rows: Row[]): string {
       if (!m) return [r.label, `FAILED: ${cell(r.error!)}`, ...head.slice(2).map(() => "")];
       const t = m.threads;
       const shards = t.shardS ? t.shardS.map(f2).join(" / ") : "?";
-      return [m.label, fmtRate(m), f2(m.wallS), f2(m.serverCpuS), f2(t.mainS), shards, f2(t.otherS), f2(m.clientCpuS), f2(m.restCpuS), mib0(m.peakRss), mib0(m.rssAfter), f1(m.diskBytes)];
+      return [
+        m.label,
+        fmtRate(m),
+        f2(m.wallS),
+        f2(m.serverCpuS),
+        f2(t.mainS),
+        shards,
+        f2(t.otherS),
+        f2(m.clientCpuS),
+        f2(m.restCpuS),
+        mib0(m.peakRss),
+        mib0(m.rssAfter),
+        f1(m.diskBytes),
+      ];
     }),
   );
 }
 
 function peerTable(rows: PeerRow[]): string {
-  const head = ["workload", "events/s", "wall s", "redis-server CPU s", "client CPU s", "rest of machine CPU s", "redis peak RSS MiB", "redis RSS after MiB", "AOF B/event", "checked"];
+  const head = [
+    "workload",
+    "events/s",
+    "wall s",
+    "redis-server CPU s",
+    "client CPU s",
+    "rest of machine CPU s",
+    "redis peak RSS MiB",
+    "redis RSS after MiB",
+    "AOF B/event",
+    "checked",
+  ];
   return table(
     head,
     head.map((_, i) => (i === 0 || i === head.length - 1 ? "l" : "r")),
@@ -615,7 +658,9 @@ function ratioLines(peerRows: PeerRow[], rows: Row[]): string[] {
       .map((r) => `${r.label}: ${x(pm.wallS / r.measure!.wallS)} events/s, ${x(r.measure!.serverCpuS / pm.serverCpuS)} server CPU`);
     // On 2 cores a client busier than the server takes CPU the server could have used, and may set the pace.
     const clientBound = pm.clientCpuS > pm.serverCpuS;
-    const caveat = clientBound ? ` **Client-bound:** the client used ${f2(pm.clientCpuS)} s CPU in ${f2(pm.wallS)} s, more than redis-server's ${f2(pm.serverCpuS)} s, so this ratio is partly the client's cost.` : "";
+    const caveat = clientBound
+      ? ` **Client-bound:** the client used ${f2(pm.clientCpuS)} s CPU in ${f2(pm.wallS)} s, more than redis-server's ${f2(pm.serverCpuS)} s, so this ratio is partly the client's cost.`
+      : "";
     return `${head}${parts.length > 0 ? parts.join("; ") : "no Ticker row completed"}.${caveat}`;
   });
 }
@@ -678,7 +723,14 @@ async function main(): Promise<number> {
   let peer: RedisPeerReport | null = null;
   if (!opts["no-peers"]) {
     try {
-      peer = await runRedisPeer({ events: EVENTS, batchEvents: BATCH_EVENTS, payloadBytes: PAYLOAD_BYTES, pageEvents: PAGE_EVENTS, inFlight: IN_FLIGHT, poolSize: BODY_POOL });
+      peer = await runRedisPeer({
+        events: EVENTS,
+        batchEvents: BATCH_EVENTS,
+        payloadBytes: PAYLOAD_BYTES,
+        pageEvents: PAGE_EVENTS,
+        inFlight: IN_FLIGHT,
+        poolSize: BODY_POOL,
+      });
     } finally {
       cleanupNow();
     }

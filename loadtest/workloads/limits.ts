@@ -94,7 +94,9 @@ function parseLimits(stdout: string): MachineLimits {
   }
   const parsed = limitsSchema.safeParse(json);
   if (!parsed.success) {
-    throw new Error(`limits: the program's JSON is not a valid MachineLimits: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(object)"}: ${i.message}`).join("; ")}\n${stdout}`);
+    throw new Error(
+      `limits: the program's JSON is not a valid MachineLimits: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(object)"}: ${i.message}`).join("; ")}\n${stdout}`,
+    );
   }
   return parsed.data;
 }

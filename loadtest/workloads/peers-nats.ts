@@ -10,7 +10,17 @@ import { diskBytes, processMemory } from "../lib/proc.js";
 import { int, mib } from "../lib/report.js";
 import { BATCH_EVENTS, IN_FLIGHT, PAYLOAD_BYTES, W4_EVENTS_PER_STREAM, W4_IN_FLIGHT, W4_STREAMS, type Workload } from "../lib/results.js";
 import { within } from "../lib/run.js";
-import { AckInboxPublisher, closeAll, findNats, natsAddStream, natsConnect, natsConnections, NatsLatencyConsumer, natsStreamState, withoutStackTraces } from "../systems/nats.js";
+import {
+  AckInboxPublisher,
+  closeAll,
+  findNats,
+  natsAddStream,
+  natsConnect,
+  natsConnections,
+  NatsLatencyConsumer,
+  natsStreamState,
+  withoutStackTraces,
+} from "../systems/nats.js";
 import {
   attempt,
   costNote,
@@ -58,7 +68,9 @@ async function natsPublish(server: ServerProcess, events: number, inFlight: numb
     );
     const s = await natsStreamState(server.port, STREAM_KEY);
     if (acked !== events || duplicates > 0 || s.messages !== events || s.lastSeq !== events) {
-      throw new Error(`${int(acked)} acks (${duplicates} duplicates), stream has ${int(s.messages)} messages, last seq ${int(s.lastSeq)}; expected ${int(events)}`);
+      throw new Error(
+        `${int(acked)} acks (${duplicates} duplicates), stream has ${int(s.messages)} messages, last seq ${int(s.lastSeq)}; expected ${int(events)}`,
+      );
     }
     return { cost, check: `${int(acked)} acks, stream ${int(s.messages)} messages` };
   } finally {
@@ -83,7 +95,8 @@ async function natsPublishAckInbox(server: ServerProcess, events: number, inFlig
     const errors = pubs.reduce((a, p) => a + p.errors, 0);
     const s = await natsStreamState(server.port, STREAM_KEY);
     if (errors > 0) throw new Error(`${errors} publishes failed, the last: ${pubs.find((p) => p.errors > 0)!.lastError}`);
-    if (acked !== events || s.messages !== events || s.lastSeq !== events) throw new Error(`${int(acked)} acks, stream has ${int(s.messages)} messages, last seq ${int(s.lastSeq)}; expected ${int(events)}`);
+    if (acked !== events || s.messages !== events || s.lastSeq !== events)
+      throw new Error(`${int(acked)} acks, stream has ${int(s.messages)} messages, last seq ${int(s.lastSeq)}; expected ${int(events)}`);
     return { cost, check: `${int(acked)} acks, stream ${int(s.messages)} messages` };
   } finally {
     for (const p of pubs) p.close();
@@ -124,7 +137,8 @@ async function natsReplay(server: ServerProcess, events: number): Promise<RunOut
     });
     // Anything past the stream's end would be a duplicate delivery.
     await new Promise((r) => setTimeout(r, 100));
-    if (received !== events || bad > 0) throw new Error(`received ${int(received)} messages, expected ${int(events)}; ${bad} out of order or of the wrong size`);
+    if (received !== events || bad > 0)
+      throw new Error(`received ${int(received)} messages, expected ${int(events)}; ${bad} out of order or of the wrong size`);
     return { cost, check: `${int(received)} messages, seqs 1..${int(lastSeq)} in order` };
   } finally {
     (sub as { unsubscribe(): void } | null)?.unsubscribe();
@@ -149,7 +163,8 @@ async function natsStreams(server: ServerProcess): Promise<RunOutcome> {
     const errors = pubs.reduce((a, p) => a + p.errors, 0);
     if (errors > 0) throw new Error(`${errors} publishes failed, the last: ${pubs.find((p) => p.errors > 0)!.lastError}`);
     const st = await natsStreamState(server.port, W4_PREFIX);
-    if (st.messages !== W4_STREAMS * W4_EVENTS_PER_STREAM || st.subjects !== W4_STREAMS) throw new Error(`stream has ${int(st.messages)} messages on ${st.subjects} subjects`);
+    if (st.messages !== W4_STREAMS * W4_EVENTS_PER_STREAM || st.subjects !== W4_STREAMS)
+      throw new Error(`stream has ${int(st.messages)} messages on ${st.subjects} subjects`);
     return { cost, check: `${int(st.messages)} messages on ${int(st.subjects)} subjects` };
   } finally {
     for (const p of pubs) p.close();
@@ -180,17 +195,34 @@ export async function runNats(system: SystemSpec, plan: Plan): Promise<void> {
     await onFreshServer(start(), system, [["W1", ""]], (s) =>
       attempt(system, "W1", "", async () => {
         const o = await natsPublish(s, plan.events, 1);
-        emit(system, "W1", "", rateMetrics(plan.events, o.cost), o.check, `${takeVersion()}${publishNote}: ${BATCH_EVENTS} js.publish() started, then their acks awaited, 1 batch in flight; ${durability}; ${costNote(o.cost)}; data dir after: ${mib(diskBytes(s.dir)).toFixed(0)} MiB`);
+        emit(
+          system,
+          "W1",
+          "",
+          rateMetrics(plan.events, o.cost),
+          o.check,
+          `${takeVersion()}${publishNote}: ${BATCH_EVENTS} js.publish() started, then their acks awaited, 1 batch in flight; ${durability}; ${costNote(o.cost)}; data dir after: ${mib(diskBytes(s.dir)).toFixed(0)} MiB`,
+        );
       }),
     );
   }
   if (plan.workloads.has("W1") || plan.workloads.has("W2")) {
-    const failRows: [Workload, string][] = [...(plan.workloads.has("W1") ? [["W1", IN_FLIGHT_VARIANT(IN_FLIGHT)] as [Workload, string]] : []), ...(plan.workloads.has("W2") ? [["W2", ""] as [Workload, string]] : [])];
+    const failRows: [Workload, string][] = [
+      ...(plan.workloads.has("W1") ? [["W1", IN_FLIGHT_VARIANT(IN_FLIGHT)] as [Workload, string]] : []),
+      ...(plan.workloads.has("W2") ? [["W2", ""] as [Workload, string]] : []),
+    ];
     await onFreshServer(start(), system, failRows, async (s) => {
       const loaded = plan.workloads.has("W1")
         ? await attempt(system, "W1", IN_FLIGHT_VARIANT(IN_FLIGHT), async () => {
             const o = await natsPublish(s, plan.events, IN_FLIGHT);
-            emit(system, "W1", IN_FLIGHT_VARIANT(IN_FLIGHT), rateMetrics(plan.events, o.cost), o.check, `${takeVersion()}${publishNote}: as the plain row, ${IN_FLIGHT} batches in flight over ${IN_FLIGHT} connections; ${costNote(o.cost)}`);
+            emit(
+              system,
+              "W1",
+              IN_FLIGHT_VARIANT(IN_FLIGHT),
+              rateMetrics(plan.events, o.cost),
+              o.check,
+              `${takeVersion()}${publishNote}: as the plain row, ${IN_FLIGHT} batches in flight over ${IN_FLIGHT} connections; ${costNote(o.cost)}`,
+            );
           })
         : // Without W1 the stream is loaded untimed, the quicker way.
           await attempt(system, "W2", "", async () => void (await natsPublishAckInbox(s, plan.events, IN_FLIGHT)));
@@ -198,7 +230,14 @@ export async function runNats(system: SystemSpec, plan: Plan): Promise<void> {
       if (!loaded) return plan.workloads.has("W1") ? emitError(system, "W2", "", new Error("no data: W1 did not complete")) : undefined;
       await attempt(system, "W2", "", async () => {
         const o = await natsReplay(s, plan.events);
-        emit(system, "W2", "", rateMetrics(plan.events, o.cost), o.check, `${takeVersion()}${clientNote}: ordered push consumer (js.subscribe with consumerOpts().orderedConsumer().deliverAll() and a callback), time includes creating it; ${costNote(o.cost)}`);
+        emit(
+          system,
+          "W2",
+          "",
+          rateMetrics(plan.events, o.cost),
+          o.check,
+          `${takeVersion()}${clientNote}: ordered push consumer (js.subscribe with consumerOpts().orderedConsumer().deliverAll() and a callback), time includes creating it; ${costNote(o.cost)}`,
+        );
       });
     });
   }
@@ -208,7 +247,14 @@ export async function runNats(system: SystemSpec, plan: Plan): Promise<void> {
     await onFreshServer(start(), system, [["W1", variant]], (s) =>
       attempt(system, "W1", variant, async () => {
         const o = await natsPublishAckInbox(s, plan.events, IN_FLIGHT);
-        emit(system, "W1", variant, rateMetrics(plan.events, o.cost), o.check, `${takeVersion()}${clientNote}: nc.publish() with a reply subject, ${BATCH_EVENTS} per batch, acks counted on one inbox subscription per connection (as the Go client's PublishAsync), ${IN_FLIGHT} batches in flight over ${IN_FLIGHT} connections: js.publish() spends ~30 µs of client CPU per event on its request machinery, this path does not; ${costNote(o.cost)}`);
+        emit(
+          system,
+          "W1",
+          variant,
+          rateMetrics(plan.events, o.cost),
+          o.check,
+          `${takeVersion()}${clientNote}: nc.publish() with a reply subject, ${BATCH_EVENTS} per batch, acks counted on one inbox subscription per connection (as the Go client's PublishAsync), ${IN_FLIGHT} batches in flight over ${IN_FLIGHT} connections: js.publish() spends ~30 µs of client CPU per event on its request machinery, this path does not; ${costNote(o.cost)}`,
+        );
       }),
     );
   }
@@ -220,7 +266,14 @@ export async function runNats(system: SystemSpec, plan: Plan): Promise<void> {
       await onFreshServer(start(SYNC_ALWAYS_CONFIG), system, [["fsync", variant]], (s) =>
         attempt(system, "fsync", variant, async () => {
           const o = await natsPublish(s, plan.events, inFlight);
-          emit(system, "fsync", variant, rateMetrics(plan.events, o.cost), o.check, `${takeVersion()}${publishNote}: W1 as its js.publish() rows, on a server configured with \`${SYNC_ALWAYS_CONFIG.trim()}\`; ${costNote(o.cost)}`);
+          emit(
+            system,
+            "fsync",
+            variant,
+            rateMetrics(plan.events, o.cost),
+            o.check,
+            `${takeVersion()}${publishNote}: W1 as its js.publish() rows, on a server configured with \`${SYNC_ALWAYS_CONFIG.trim()}\`; ${costNote(o.cost)}`,
+          );
         }),
       );
     }
@@ -232,7 +285,14 @@ export async function runNats(system: SystemSpec, plan: Plan): Promise<void> {
         await natsAddStream(s.port, STREAM_KEY, [STREAM_KEY]);
         // The float64 stamp takes 8 of the event's PAYLOAD_BYTES.
         const o = await latencyRow("nats", (window) => new NatsLatencyConsumer(s.port, STREAM_KEY, window), s, W3_RATES[w], plan, PAYLOAD_BYTES - 8);
-        emit(system, w, "", latencyMetrics(o), o.check, `${takeVersion()}producer thread: JetStream publishes of [float64 stamp, pad] with acks counted on one inbox per connection (js.publish() cannot offer 100,000 events/s from one Node thread); consumer: ordered push consumer (deliver all) with a callback on its own connection, receive time per message; file storage, no fsync before the ack (see W1); ${o.note}`);
+        emit(
+          system,
+          w,
+          "",
+          latencyMetrics(o),
+          o.check,
+          `${takeVersion()}producer thread: JetStream publishes of [float64 stamp, pad] with acks counted on one inbox per connection (js.publish() cannot offer 100,000 events/s from one Node thread); consumer: ordered push consumer (deliver all) with a callback on its own connection, receive time per message; file storage, no fsync before the ack (see W1); ${o.note}`,
+        );
       }),
     );
   }

@@ -128,7 +128,7 @@ export async function runRedis(system: SystemSpec, plan: Plan): Promise<void> {
   const w1 = plan.workloads.has("W1") || (isFsync && plan.workloads.has("fsync"));
   const durability =
     system.persistence === "none"
-      ? "no persistence (--save \"\" --appendonly no)"
+      ? 'no persistence (--save "" --appendonly no)'
       : `appendonly yes, appendfsync ${system.persistence === "aof-always" ? "always (each event loop's writes fsynced before its replies are sent)" : "everysec (fsync in a background thread once a second)"}, no AOF rewrite`;
   const diskNote = (s: ServerProcess) => (system.persistence === "none" ? "" : `; data dir after: ${mib(diskBytes(s.dir)).toFixed(0)} MiB`);
 
@@ -145,16 +145,28 @@ export async function runRedis(system: SystemSpec, plan: Plan): Promise<void> {
 
   if (w1) await onFreshServer(start, system, [[w1Workload, ""]], (s) => w1Row(s, "", 1));
   if (w1 || plan.workloads.has("W2")) {
-    const failRows: [Workload, string][] = [...(w1 ? [[w1Workload, IN_FLIGHT_VARIANT(IN_FLIGHT)] as [Workload, string]] : []), ...(plan.workloads.has("W2") ? [["W2", ""] as [Workload, string]] : [])];
+    const failRows: [Workload, string][] = [
+      ...(w1 ? [[w1Workload, IN_FLIGHT_VARIANT(IN_FLIGHT)] as [Workload, string]] : []),
+      ...(plan.workloads.has("W2") ? [["W2", ""] as [Workload, string]] : []),
+    ];
     await onFreshServer(start, system, failRows, async (s) => {
       // Without W1 the stream is loaded untimed, the way the W1 row would.
-      const loaded = w1 ? await w1Row(s, IN_FLIGHT_VARIANT(IN_FLIGHT), IN_FLIGHT) : await attempt(system, "W2", "", async () => void (await redisPublish(s, plan.events, IN_FLIGHT)));
+      const loaded = w1
+        ? await w1Row(s, IN_FLIGHT_VARIANT(IN_FLIGHT), IN_FLIGHT)
+        : await attempt(system, "W2", "", async () => void (await redisPublish(s, plan.events, IN_FLIGHT)));
       if (!plan.workloads.has("W2")) return;
       // A failed untimed load is already W2's error row.
       if (!loaded) return w1 ? emitError(system, "W2", "", new Error("no data: W1 did not complete")) : undefined;
       await attempt(system, "W2", "", async () => {
         const o = await redisReplay(s, plan.events);
-        emit(system, "W2", "", rateMetrics(plan.events, o.cost), o.check, `${takeVersion()}ioredis xrange(), COUNT ${PAGE_EVENTS}, pages one after another, exclusive start after the last id; ${costNote(o.cost)}`);
+        emit(
+          system,
+          "W2",
+          "",
+          rateMetrics(plan.events, o.cost),
+          o.check,
+          `${takeVersion()}ioredis xrange(), COUNT ${PAGE_EVENTS}, pages one after another, exclusive start after the last id; ${costNote(o.cost)}`,
+        );
       });
     });
   }
@@ -165,8 +177,18 @@ export async function runRedis(system: SystemSpec, plan: Plan): Promise<void> {
         const target = plan.redisProducer === "resp" ? "redis" : "redis-ioredis";
         // The stamp and XADD's other fields take ~18 of the event's PAYLOAD_BYTES.
         const o = await latencyRow(target, (window) => new IoredisXreadConsumer(s.port, STREAM_KEY, window), s, W3_RATES[w], plan, PAYLOAD_BYTES - 18);
-        const sender = plan.redisProducer === "resp" ? "raw RESP pipelines (as bench-consume's Redis rows; ioredis cannot offer 100,000 events/s from one thread here)" : "ioredis pipelines";
-        emit(system, w, "", latencyMetrics(o), o.check, `${takeVersion()}producer thread: ${sender} of XADD bench * t <stamp> p <pad> on ${PRODUCER_LANES} connections; reader: ioredis XREAD COUNT ${XREAD_COUNT_MAX} BLOCK 0 on its own connection; ${durability}; ${o.note}`);
+        const sender =
+          plan.redisProducer === "resp"
+            ? "raw RESP pipelines (as bench-consume's Redis rows; ioredis cannot offer 100,000 events/s from one thread here)"
+            : "ioredis pipelines";
+        emit(
+          system,
+          w,
+          "",
+          latencyMetrics(o),
+          o.check,
+          `${takeVersion()}producer thread: ${sender} of XADD bench * t <stamp> p <pad> on ${PRODUCER_LANES} connections; reader: ioredis XREAD COUNT ${XREAD_COUNT_MAX} BLOCK 0 on its own connection; ${durability}; ${o.note}`,
+        );
       }),
     );
   }
@@ -175,7 +197,14 @@ export async function runRedis(system: SystemSpec, plan: Plan): Promise<void> {
       attempt(system, "W4", "", async () => {
         const o = await redisStreams(s);
         const metrics = streamsMetrics(o.cost, mib(processMemory(s.pid).rss), system.persistence === "none" ? null : mib(diskBytes(s.dir)));
-        emit(system, "W4", "", metrics, o.check, `${takeVersion()}${int(W4_STREAMS)} keys, one pipeline of ${W4_EVENTS_PER_STREAM} XADDs each, ${W4_IN_FLIGHT} in flight over ${W4_IN_FLIGHT} connections; RSS is VmRSS after; ${durability}; ${costNote(o.cost)}`);
+        emit(
+          system,
+          "W4",
+          "",
+          metrics,
+          o.check,
+          `${takeVersion()}${int(W4_STREAMS)} keys, one pipeline of ${W4_EVENTS_PER_STREAM} XADDs each, ${W4_IN_FLIGHT} in flight over ${W4_IN_FLIGHT} connections; RSS is VmRSS after; ${durability}; ${costNote(o.cost)}`,
+        );
       }),
     );
   }

@@ -102,11 +102,22 @@ export interface Cost {
 }
 
 export async function measure(pid: number, body: () => Promise<void>): Promise<Cost> {
-  const t = await timed(() => ticksOf(`/proc/${pid}/stat`), (x: number) => x, body);
-  return { wallS: t.wallS, serverCpuS: t.serverCpuS, serverCores: t.serverCpuS / t.wallS, clientCores: t.clientCpuS / t.wallS, restCores: t.restCpuS / t.wallS };
+  const t = await timed(
+    () => ticksOf(`/proc/${pid}/stat`),
+    (x: number) => x,
+    body,
+  );
+  return {
+    wallS: t.wallS,
+    serverCpuS: t.serverCpuS,
+    serverCores: t.serverCpuS / t.wallS,
+    clientCores: t.clientCpuS / t.wallS,
+    restCores: t.restCpuS / t.wallS,
+  };
 }
 
-export const costNote = (c: Cost) => `CPU: server ${f2(c.serverCores)} cores, bench process ${f2(c.clientCores)}, other processes ${f2(c.restCores)} (of ${cpus().length})`;
+export const costNote = (c: Cost) =>
+  `CPU: server ${f2(c.serverCores)} cores, bench process ${f2(c.clientCores)}, other processes ${f2(c.restCores)} (of ${cpus().length})`;
 
 export interface RunOutcome {
   cost: Cost;
@@ -142,9 +153,19 @@ let rowStart = performance.now();
 /** The one place a row is recorded: table, console, and the results file. */
 export function emit(system: SystemSpec, workload: Workload, variant: string, metrics: Metric[], check: string, note: string): void {
   rows.push({ workload, system: system.name, variant, result: metrics.map((m) => m.text).join(" · "), check, note });
-  const ms: Measurement[] = metrics.map((m) => ({ workload, system: system.name, ...(variant ? { variant } : {}), metric: m.metric, value: m.value, better: m.better, note }));
+  const ms: Measurement[] = metrics.map((m) => ({
+    workload,
+    system: system.name,
+    ...(variant ? { variant } : {}),
+    metric: m.metric,
+    value: m.value,
+    better: m.better,
+    note,
+  }));
   report(ms, results.file);
-  console.error(`${workload} ${system.name}${variant ? ` (${variant})` : ""}: ${metrics.map((m) => m.text).join(", ")} [${((performance.now() - rowStart) / 1000).toFixed(1)} s]`);
+  console.error(
+    `${workload} ${system.name}${variant ? ` (${variant})` : ""}: ${metrics.map((m) => m.text).join(", ")} [${((performance.now() - rowStart) / 1000).toFixed(1)} s]`,
+  );
 }
 
 export function emitError(system: SystemSpec, workload: Workload, variant: string, err: unknown): void {
@@ -169,7 +190,12 @@ export function streamsMetrics(cost: Cost, rssMiB: number, diskMiB: number | nul
 }
 
 /** Runs `body` on a fresh server; a failed start becomes error rows for `failRows`, so the other rows still run. */
-export function onFreshServer<S extends ServerProcess>(start: () => Promise<S>, system: SystemSpec, failRows: [Workload, string][], body: (s: S) => Promise<unknown>): Promise<void> {
+export function onFreshServer<S extends ServerProcess>(
+  start: () => Promise<S>,
+  system: SystemSpec,
+  failRows: [Workload, string][],
+  body: (s: S) => Promise<unknown>,
+): Promise<void> {
   rowStart = performance.now();
   return onFresh(
     start,
@@ -217,7 +243,13 @@ export function latencyMetrics(o: LatencyOutcome): Metric[] {
   const h = o.hist;
   const at = (p: number) => usToMs(h.getValueAtPercentile(p));
   const m = (metric: string, v: number): Metric => ({ metric, value: v, better: "lower", text: `${metric.replace(" ms", "")} ${v} ms` });
-  return [m("p50 ms", at(50)), m("p99 ms", at(99)), m("p99.9 ms", at(99.9)), m("max ms", usToMs(h.maxValue)), { metric: "server CPU cores", value: Number(o.serverCores.toFixed(2)), better: "lower", text: `server CPU ${f2(o.serverCores)} cores` }];
+  return [
+    m("p50 ms", at(50)),
+    m("p99 ms", at(99)),
+    m("p99.9 ms", at(99.9)),
+    m("max ms", usToMs(h.maxValue)),
+    { metric: "server CPU cores", value: Number(o.serverCores.toFixed(2)), better: "lower", text: `server CPU ${f2(o.serverCores)} cores` },
+  ];
 }
 
 /**
@@ -226,7 +258,14 @@ export function latencyMetrics(o: LatencyOutcome): Metric[] {
  * cap the offered rate), `consumer` reads on its own connection, and every
  * event of the window counts.
  */
-export async function latencyRow(target: ProducerTarget, consumerFor: (window: { tStart: number; tEnd: number }) => LatencyConsumer, server: ServerProcess, rate: number, plan: Plan, padChars: number): Promise<LatencyOutcome> {
+export async function latencyRow(
+  target: ProducerTarget,
+  consumerFor: (window: { tStart: number; tEnd: number }) => LatencyConsumer,
+  server: ServerProcess,
+  rate: number,
+  plan: Plan,
+  padChars: number,
+): Promise<LatencyOutcome> {
   const { warmupMs, measureMs } = plan;
   const q = await waitQuiet(QUIET_TIMEOUT_MS);
   const quiet = q.quiet ? "" : `; the machine was not idle before the row (${f2(q.busyCores)} cores busy after ${QUIET_TIMEOUT_MS / 1000} s of waiting)`;
@@ -236,7 +275,17 @@ export async function latencyRow(target: ProducerTarget, consumerFor: (window: {
   await consumer.start();
   try {
     const cpu = cpuWindow(server.pid, w.tStart, w.tEnd);
-    const producer = startProducer({ target, port: server.port, stream: STREAM_KEY, rate, ...w, tickMs: PRODUCER_TICK_MS, lanes: PRODUCER_LANES, pad: payloadText(padChars), stopAtEnd: true });
+    const producer = startProducer({
+      target,
+      port: server.port,
+      stream: STREAM_KEY,
+      rate,
+      ...w,
+      tickMs: PRODUCER_TICK_MS,
+      lanes: PRODUCER_LANES,
+      pad: payloadText(padChars),
+      stopAtEnd: true,
+    });
     const [p, offset, winCpu] = await Promise.all([producer.result, producer.offset, cpu]);
     if (p.errors.length > 0) throw new Error(`producer: ${p.errors.join("; ")}`);
     if (p.accepted !== p.sent) throw new Error(`producer sent ${int(p.sent)}, ${int(p.accepted)} acknowledged`);
@@ -245,7 +294,8 @@ export async function latencyRow(target: ProducerTarget, consumerFor: (window: {
     const drainS = (performance.now() - td) / 1000;
     await consumer.stop();
     if (consumer.errors.length > 0) throw new Error(`consumer: ${consumer.errors.slice(0, 5).join("; ")}`);
-    if (rec.total !== p.sent || rec.measured !== p.measured) throw new Error(`consumer got ${int(rec.total)} events (${int(rec.measured)} in the window), producer sent ${int(p.sent)} (${int(p.measured)})`);
+    if (rec.total !== p.sent || rec.measured !== p.measured)
+      throw new Error(`consumer got ${int(rec.total)} events (${int(rec.measured)} in the window), producer sent ${int(p.sent)} (${int(p.measured)})`);
     const rtt = decodeHistogram(p.rtt);
     const achieved = p.measured / (measureMs / 1000);
     const note =
@@ -263,4 +313,3 @@ export async function latencyRow(target: ProducerTarget, consumerFor: (window: {
     throw err;
   }
 }
-

@@ -78,7 +78,10 @@ function parsePlan(): { systems: SystemSpec[]; plan: Plan } {
   });
   const pick = <T extends string>(flag: string, given: string | undefined, all: readonly T[]): T[] => {
     if (given === undefined) return [...all];
-    const ids = given.split(",").map((s) => s.trim()).filter(Boolean);
+    const ids = given
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
     for (const id of ids) {
       if (!all.includes(id as T)) {
         console.error(`--${flag}: unknown "${id}"; choose from ${all.join(",")}`);
@@ -96,7 +99,14 @@ function parsePlan(): { systems: SystemSpec[]; plan: Plan } {
   const workloads = new Set(pick("workloads", opts.workloads, WORKLOAD_IDS));
   return {
     systems: SYSTEMS.filter((s) => systemIds.includes(s.id)),
-    plan: { workloads, events: opts.quick ? 100_000 : 1_000_000, warmupMs: opts.quick ? 1000 : 2000, measureMs: opts.quick ? 3000 : 10_000, quick: opts.quick, redisProducer },
+    plan: {
+      workloads,
+      events: opts.quick ? 100_000 : 1_000_000,
+      warmupMs: opts.quick ? 1000 : 2000,
+      measureMs: opts.quick ? 3000 : 10_000,
+      quick: opts.quick,
+      redisProducer,
+    },
   };
 }
 
@@ -105,7 +115,8 @@ async function main(): Promise<number> {
   results.file = resultsFile();
   const runStart = performance.now();
   const deadline = guardRun("bench-peers", RUN_DEADLINE_MS);
-  if (plan.quick) runNotes.push(`**--quick:** ${int(plan.events)} events per W1/W2 row and ${plan.measureMs / 1000} s latency windows: a smoke run, not figures to report.`);
+  if (plan.quick)
+    runNotes.push(`**--quick:** ${int(plan.events)} events per W1/W2 row and ${plan.measureMs / 1000} s latency windows: a smoke run, not figures to report.`);
 
   try {
     for (const system of systems) {

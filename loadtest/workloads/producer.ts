@@ -58,7 +58,21 @@ async function lanesFor(spec: ProducerSpec, res: ProducerResult): Promise<Lane[]
 }
 
 export async function runProducer(spec: ProducerSpec): Promise<ProducerResult> {
-  const res: ProducerResult = { sent: 0, accepted: 0, measured: 0, lastSeq: 0, requests: 0, batchMax: 0, stalls: 0, backlogMax: 0, retries: 0, tickLateP99Ms: 0, tickLateMaxMs: 0, rtt: "", errors: [] };
+  const res: ProducerResult = {
+    sent: 0,
+    accepted: 0,
+    measured: 0,
+    lastSeq: 0,
+    requests: 0,
+    batchMax: 0,
+    stalls: 0,
+    backlogMax: 0,
+    retries: 0,
+    tickLateP99Ms: 0,
+    tickLateMaxMs: 0,
+    rtt: "",
+    errors: [],
+  };
   const lanes = await lanesFor(spec, res);
   try {
     await pace({ ...spec, batchEventsMax: BATCH_EVENTS }, lanes, res);

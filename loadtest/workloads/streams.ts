@@ -10,7 +10,15 @@ import type { TickerProcess } from "../../test/harness/ticker.js";
 import { HttpRawClient } from "../lib/http-raw.js";
 import { diskBytes, processMemory } from "../lib/proc.js";
 import { mib } from "../lib/report.js";
-import { PAYLOAD_BYTES, report, resultsFile, W4_EVENTS_PER_STREAM as EVENTS_PER_STREAM, W4_IN_FLIGHT as IN_FLIGHT, W4_STREAMS, type Measurement } from "../lib/results.js";
+import {
+  PAYLOAD_BYTES,
+  report,
+  resultsFile,
+  W4_EVENTS_PER_STREAM as EVENTS_PER_STREAM,
+  W4_IN_FLIGHT as IN_FLIGHT,
+  W4_STREAMS,
+  type Measurement,
+} from "../lib/results.js";
 import { cleanupNow, onCleanup, runMain, TempDirs } from "../lib/run.js";
 import { startTicker } from "../systems/ticker.js";
 
@@ -65,7 +73,9 @@ async function main(): Promise<number> {
       { workload: "W4", system: "Ticker", metric: "disk MiB", value: mib(disk), better: "lower" },
     ];
     report(ms, opts.results ?? resultsFile());
-    console.log(`W4 Ticker: ${STREAMS} streams in ${wallS.toFixed(2)} s (${Math.round(STREAMS / wallS)} streams/s), RSS ${mib(mem.rss).toFixed(1)} MiB (peak ${mib(mem.peak).toFixed(1)}), disk ${mib(disk).toFixed(1)} MiB`);
+    console.log(
+      `W4 Ticker: ${STREAMS} streams in ${wallS.toFixed(2)} s (${Math.round(STREAMS / wallS)} streams/s), RSS ${mib(mem.rss).toFixed(1)} MiB (peak ${mib(mem.peak).toFixed(1)}), disk ${mib(disk).toFixed(1)} MiB`,
+    );
     const how = await server.stop();
     if (!stoppedCleanly(how)) console.error(`server stop: ${how}`);
   } finally {

@@ -100,7 +100,8 @@ async function serve(argv: string[]): Promise<void> {
   let streams = 0;
   for (const r of reports) {
     streams += r.streams;
-    for (const dir of r.unreadable) console.error(`recovery: ${dir}: DAMAGED stream.json and its copy, and the directory name does not give the id; not opened`);
+    for (const dir of r.unreadable)
+      console.error(`recovery: ${dir}: DAMAGED stream.json and its copy, and the directory name does not give the id; not opened`);
     for (const { stream, report } of r.recovery) {
       const uncommitted = report.uncommittedRecords > 0 ? ` (${report.uncommittedRecords} records of a batch that was never acknowledged)` : "";
       console.log(`recovery: stream ${stream}: cut ${report.truncatedBytes} torn bytes${uncommitted}, rebuilt ${report.rebuiltIndexes} index(es)`);
@@ -116,7 +117,9 @@ async function serve(argv: string[]): Promise<void> {
   const scrubber = startScrub(scrubItems, (item, damage) => {
     if (!damage) return pool.notify(item.stream, { type: "verified", stream: item.stream, baseSeq: item.baseSeq });
     const info = { segment: item.baseSeq, ...damage };
-    console.error(`scrub: stream ${item.stream}: DAMAGED record ${damage.seq} in segment ${item.baseSeq} at byte ${damage.position} (${damage.reason}); it will not be served`);
+    console.error(
+      `scrub: stream ${item.stream}: DAMAGED record ${damage.seq} in segment ${item.baseSeq} at byte ${damage.position} (${damage.reason}); it will not be served`,
+    );
     pool.notify(item.stream, { type: "corruption", stream: item.stream, info });
   });
   void scrubber.done.then(() => {

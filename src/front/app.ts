@@ -49,7 +49,7 @@ function readBody(x: Exchange, lengthHeader: string, limitBytes: number, budget:
     // Answered before reading: uWS drops the rest of the body.
     return sendError(x, tooLarge(limitBytes));
   }
-  let held = Math.max(declared , 0);
+  let held = Math.max(declared, 0);
   if (!budget.take(held)) return sendError(x, bodyBufferFull(budgetMax));
   const release = () => {
     budget.give(held);
@@ -99,7 +99,9 @@ const GROUP_PARAM: ReadonlySet<string> = new Set(["group"]);
 const REPLAY_PARAMS: ReadonlySet<string> = new Set(["from", "to", "limit", "from_time"]);
 
 const shardBusy = (stream: string) =>
-  new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", { stream });
+  new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", {
+    stream,
+  });
 
 export class ListenError extends Error {}
 
@@ -205,14 +207,15 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
 
   /** A control-plane route whose JSON body goes to the stream's shard as is. */
-  const jsonBodyRoute = (op: Op.PutStream | Op.SetCheckpoint, what: string, seen?: (r: Response, stream: string) => void) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
-    const ctHeader = req.getHeader("content-type");
-    const len = req.getHeader("content-length");
-    const r = streamRoute(res, req, NO_PARAMS);
-    if (!r) return;
-    if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
-    body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
-  };
+  const jsonBodyRoute =
+    (op: Op.PutStream | Op.SetCheckpoint, what: string, seen?: (r: Response, stream: string) => void) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+      const ctHeader = req.getHeader("content-type");
+      const len = req.getHeader("content-length");
+      const r = streamRoute(res, req, NO_PARAMS);
+      if (!r) return;
+      if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
+      body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
+    };
   routes.put("/v1/streams/:id", "admin", jsonBodyRoute(Op.PutStream, "stream config"));
   /** A route without a body or query: the stream goes to its shard. */
   const streamOnlyRoute = (op: Op.GetStream | Op.DeleteStream) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
@@ -234,7 +237,10 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (!r) return;
     const ct = contentTypeOf(ctHeader);
     if (ct === null) {
-      sendError(r.x, new ApiError(415, "unsupported_media_type", `publish body must be ${CT_JSON} or ${CT_FLATBUFFERS}`, { content_type: ctHeader.slice(0, 100) }));
+      sendError(
+        r.x,
+        new ApiError(415, "unsupported_media_type", `publish body must be ${CT_JSON} or ${CT_FLATBUFFERS}`, { content_type: ctHeader.slice(0, 100) }),
+      );
       return;
     }
     body(r.x, len, (b) => {
@@ -274,7 +280,8 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       const live = consumers.members(r.stream);
       for (const g of body.groups) g.members = live.groups.get(g.group as string) ?? [];
       for (const [group, members] of live.groups) {
-        if (!body.groups.some((g) => g.group === group)) body.groups.push({ group, head_seq: live.head, checkpoint_seq: null, lag: null, lag_ms: null, members });
+        if (!body.groups.some((g) => g.group === group))
+          body.groups.push({ group, head_seq: live.head, checkpoint_seq: null, lag: null, lag_ms: null, members });
       }
       body.groups.sort((a, b) => ((a.group as string) < (b.group as string) ? -1 : 1));
       send(r.x, 200, ContentType.Json, JSON.stringify(body));
@@ -285,7 +292,9 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
-    sendError(exchange(res), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), { allow: allowed });
+    sendError(exchange(res), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
+      allow: allowed,
+    });
   };
   routes.any("/healthz", "open", methodNotAllowed("GET"));
   routes.any("/readyz", "open", methodNotAllowed("GET"));
@@ -297,7 +306,10 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.
   routes.get("/v1/streams/:id/consume", "consume", (res) => {
-    sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), { upgrade: "websocket", connection: "Upgrade" });
+    sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), {
+      upgrade: "websocket",
+      connection: "Upgrade",
+    });
   });
   routes.any("/v1/streams/:id/consume", "key", methodNotAllowed("GET"));
   routes.any("/*", "key", (res, req) => {

@@ -119,7 +119,10 @@ export function readKeysFile(path: string): Map<string, KeyEntry> {
     const r = keyEntrySchema.safeParse(raw);
     if (!r.success) {
       const i = r.error.issues[0];
-      const what = i.code === "unrecognized_keys" ? `unknown field(s) ${i.keys.map((k) => JSON.stringify(k.slice(0, 40))).join(", ")}` : `${i.path.length ? `"${i.path.join(".")}"` : "entry"}: ${i.message}`;
+      const what =
+        i.code === "unrecognized_keys"
+          ? `unknown field(s) ${i.keys.map((k) => JSON.stringify(k.slice(0, 40))).join(", ")}`
+          : `${i.path.length ? `"${i.path.join(".")}"` : "entry"}: ${i.message}`;
       throw new KeysFileError(`api_keys_file ${path}: entry ${index}: ${what}`);
     }
     const digest = digestOf(r.data.key);
@@ -142,9 +145,15 @@ export class Refusal {
 const unauthorized = (message: string) => new Refusal(new ApiError(401, "unauthorized", message), { "www-authenticate": "Bearer" });
 const forbidden = (message: string, extra: Record<string, unknown> = {}) => new Refusal(new ApiError(403, "forbidden", message, extra));
 const rateLimited = (what: string, perSecond: number, retryAfterS: number) =>
-  new Refusal(new ApiError(429, "rate_limited", `this key's ${what} (${perSecond}) is used up; retry in ${retryAfterS} s`, { [what]: perSecond, retry_after_s: retryAfterS }), {
-    "retry-after": String(retryAfterS),
-  });
+  new Refusal(
+    new ApiError(429, "rate_limited", `this key's ${what} (${perSecond}) is used up; retry in ${retryAfterS} s`, {
+      [what]: perSecond,
+      retry_after_s: retryAfterS,
+    }),
+    {
+      "retry-after": String(retryAfterS),
+    },
+  );
 
 const BEARER = /^Bearer +(\S+) *$/i;
 
@@ -215,17 +224,21 @@ export class Auth {
     let presented: string | null = null;
     if (header !== "") {
       const m = BEARER.exec(header);
-      if (!m) return unauthorized("the Authorization header must be \"Bearer <key>\"");
+      if (!m) return unauthorized('the Authorization header must be "Bearer <key>"');
       presented = m[1];
     } else if (tokenInQuery) {
       presented = new URLSearchParams(req.getQuery() ?? "").get("token");
     }
-    if (presented === null) return unauthorized(tokenInQuery ? "an API key is required: Authorization: Bearer <key>, or ?token=<key>" : "an API key is required: Authorization: Bearer <key>");
+    if (presented === null)
+      return unauthorized(
+        tokenInQuery ? "an API key is required: Authorization: Bearer <key>, or ?token=<key>" : "an API key is required: Authorization: Bearer <key>",
+      );
     const key = presented.length <= KEY_CHARS_MAX ? this.keys.get(digestOf(presented)) : undefined;
     if (!key) return unauthorized("unknown API key");
     if (access !== "key") {
       if (!key.scopes.has(access)) return forbidden(`this key does not have the "${access}" scope`, { scope: access });
-      if (stream !== null && !stream.startsWith(key.prefix)) return forbidden(`this key may only use streams whose id starts with ${JSON.stringify(key.prefix)}`, { prefix: key.prefix });
+      if (stream !== null && !stream.startsWith(key.prefix))
+        return forbidden(`this key may only use streams whose id starts with ${JSON.stringify(key.prefix)}`, { prefix: key.prefix });
     }
     if (key.requests) {
       const waitS = key.requests.take(1);
@@ -302,7 +315,14 @@ export function guardRoutes(app: uWS.TemplatedApp, auth: Auth): GuardedApp {
         upgrade: (res, req, context) => {
           if (admit(res, req) === false) return;
           if (upgrade) upgrade(res, req, context);
-          else res.upgrade({} as T, req.getHeader("sec-websocket-key"), req.getHeader("sec-websocket-protocol"), req.getHeader("sec-websocket-extensions"), context);
+          else
+            res.upgrade(
+              {} as T,
+              req.getHeader("sec-websocket-key"),
+              req.getHeader("sec-websocket-protocol"),
+              req.getHeader("sec-websocket-extensions"),
+              context,
+            );
         },
       });
     },

@@ -47,4 +47,3 @@ export function exchange(res: uWS.HttpResponse): Exchange {
   });
   return x;
 }
-

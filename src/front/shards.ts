@@ -6,7 +6,21 @@ import { fileURLToPath } from "node:url";
 import type { Config } from "../config.js";
 import { deriveLimits, REQUEST_META_BYTES_MAX, type Limits } from "../limits.js";
 import { Ring, type RingMessage } from "../ring/ring.js";
-import { ContentType, type Op, PUSH_REQ_ID, readResponse, responseJson, requestBytes, shardOf, writeRequest, type FrontCommand, type RequestMeta, type Response, type WorkerEvent, type WorkerInit } from "../shard/protocol.js";
+import {
+  ContentType,
+  type Op,
+  PUSH_REQ_ID,
+  readResponse,
+  responseJson,
+  requestBytes,
+  shardOf,
+  writeRequest,
+  type FrontCommand,
+  type RequestMeta,
+  type Response,
+  type WorkerEvent,
+  type WorkerInit,
+} from "../shard/protocol.js";
 
 export type OnResponse = (r: Response) => void;
 
@@ -106,7 +120,9 @@ export class ShardPool {
     const ringBytesMax = this.shards[0].inRing.messageBytesMax;
     if (ringBytesMax !== this.limits.ringMessageBytesMax || requestBytes(REQUEST_META_BYTES_MAX, this.limits.requestBodyBytesMax) > ringBytesMax) {
       const needed = requestBytes(REQUEST_META_BYTES_MAX, this.limits.requestBodyBytesMax);
-      throw new Error(`limits invariant: a ring carries ${ringBytesMax} bytes a message (derived: ${this.limits.ringMessageBytesMax}), the largest request takes ${needed}`);
+      throw new Error(
+        `limits invariant: a ring carries ${ringBytesMax} bytes a message (derived: ${this.limits.ringMessageBytesMax}), the largest request takes ${needed}`,
+      );
     }
   }
 

@@ -34,7 +34,10 @@ export interface LogOptions {
  */
 export class LogFailedError extends Error {
   readonly code = "EIO";
-  constructor(readonly dir: string, cause: unknown) {
+  constructor(
+    readonly dir: string,
+    cause: unknown,
+  ) {
     super(`the log in ${dir} could not be synced or cut back (${(cause as Error)?.message ?? cause}); restart to recover it`);
   }
 }
@@ -72,7 +75,10 @@ export class StreamLog {
   /** Appended since the last fdatasync of this log (flush() skips clean logs). */
   private unsynced = false;
 
-  constructor(readonly dir: string, private readonly opts: LogOptions) {}
+  constructor(
+    readonly dir: string,
+    private readonly opts: LogOptions,
+  ) {}
 
   get active(): Segment {
     return this.segments[this.segments.length - 1];
@@ -153,7 +159,9 @@ export class StreamLog {
     if (largest > this.opts.frameBytesMax) throw new Error(`log invariant: a ${largest}-byte frame, over frameBytesMax (${this.opts.frameBytesMax})`);
     // The seq chain must hold across the batch: first and last frame as stamped.
     if (at !== bytes || frameSeq(frames, 0) !== this.headSeq + 1 || frameSeq(frames, lastAt) !== this.headSeq + count) {
-      throw new Error(`log invariant: ${count} frames (${at}/${bytes} bytes) stamped ${frameSeq(frames, 0)}..${frameSeq(frames, lastAt)}, head was ${this.headSeq}`);
+      throw new Error(
+        `log invariant: ${count} frames (${at}/${bytes} bytes) stamped ${frameSeq(frames, 0)}..${frameSeq(frames, lastAt)}, head was ${this.headSeq}`,
+      );
     }
     this.headSeq = seg.lastSeq;
     this.lastTs = seg.lastTs;

@@ -92,6 +92,6 @@ export function checkFrameMarked(buf: Buffer, at: number, end: number, frameByte
   const crc = crc32Range(buf, at + 8, at + frameBytes);
   const stored = u32(buf, at + 4);
   if (crc === stored) return frameBytes;
-  if ((~crc >>> 0) === stored) return frameBytes | BATCH_END;
+  if (~crc >>> 0 === stored) return frameBytes | BATCH_END;
   return FRAME_BAD_CRC;
 }

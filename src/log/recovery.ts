@@ -46,12 +46,7 @@ export interface RecoveredLog {
  * written before commit marks existed; its last record is taken as committed
  * and given the mark, so from now on the rule holds for it too.
  */
-export function recoverLog(
-  dir: string,
-  opts: { indexIntervalBytes: number; frameBytesMax: number },
-  durable: boolean,
-  unmarkedLog: boolean,
-): RecoveredLog {
+export function recoverLog(dir: string, opts: { indexIntervalBytes: number; frameBytesMax: number }, durable: boolean, unmarkedLog: boolean): RecoveredLog {
   mkdirSync(dir, { recursive: true });
   const report: RecoveryReport = { segments: 0, truncatedBytes: 0, uncommittedRecords: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
   const bases = segmentBases(readdirSync(dir));
@@ -77,7 +72,12 @@ export function recoverLog(
     } else recoverActive(seg, opts.frameBytesMax, unmarkedLog, report);
     const prev = segments[segments.length - 1];
     if (prev && seg.baseSeq !== prev.lastSeq + 1 && report.corruptions.length === 0) {
-      report.corruptions.push({ segment: prev.baseSeq, position: prev.size, seq: prev.lastSeq + 1, reason: `segment ${seg.baseSeq} does not follow seq ${prev.lastSeq}` });
+      report.corruptions.push({
+        segment: prev.baseSeq,
+        position: prev.size,
+        seq: prev.lastSeq + 1,
+        reason: `segment ${seg.baseSeq} does not follow seq ${prev.lastSeq}`,
+      });
     }
     segments.push(seg);
   }
@@ -130,7 +130,8 @@ function rescan(seg: Segment, frameBytesMax: number, nextBase = Number.MAX_SAFE_
 function rebuildClosed(seg: Segment, frameBytesMax: number, nextBase: number): CorruptionInfo | null {
   const { scan, foreign } = rescan(seg, frameBytesMax, nextBase);
   if (scan.damage) return { segment: seg.baseSeq, ...scan.damage };
-  if (foreign > 0) return { segment: seg.baseSeq, position: seg.size, seq: seg.lastSeq + 1, reason: `${foreign} records at or past the next segment's base seq ${nextBase}` };
+  if (foreign > 0)
+    return { segment: seg.baseSeq, position: seg.size, seq: seg.lastSeq + 1, reason: `${foreign} records at or past the next segment's base seq ${nextBase}` };
   seg.markVerified();
   return null;
 }

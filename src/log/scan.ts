@@ -42,7 +42,15 @@ let shared: Buffer | null = null;
  * valid continuation (reported as damage). `verifyCrc` false: the bytes
  * were verified since they were last read from disk (Segment.verified).
  */
-export function scanFrames(fd: number, fromPos: number, endPos: number, firstSeq: number, frameBytesMax: number, onRecord?: OnRecord, verifyCrc = true): ScanResult {
+export function scanFrames(
+  fd: number,
+  fromPos: number,
+  endPos: number,
+  firstSeq: number,
+  frameBytesMax: number,
+  onRecord?: OnRecord,
+  verifyCrc = true,
+): ScanResult {
   let buf = (shared ??= Buffer.allocUnsafe(CHUNK_BYTES));
   let pos = fromPos;
   let expected = firstSeq;

@@ -29,7 +29,8 @@ export default function scrub(task: ScrubTask): ScrubResult | null {
   try {
     const r = scanSegment(fd, fstatSync(fd).size, task.baseSeq, task.frameBytesMax);
     if (r.damage) return r.damage;
-    if (r.lastSeq !== task.lastSeq) return { position: r.validBytes, seq: r.lastSeq + 1, reason: `segment ends at seq ${r.lastSeq}, its index says ${task.lastSeq}` };
+    if (r.lastSeq !== task.lastSeq)
+      return { position: r.validBytes, seq: r.lastSeq + 1, reason: `segment ends at seq ${r.lastSeq}, its index says ${task.lastSeq}` };
     return null;
   } finally {
     closeSync(fd);

@@ -77,7 +77,8 @@ export class Segment {
     if (this.empty) own.firstTs = ts;
     // The point is added here, not by a call into sparse-index.ts: this runs per record.
     if (pos - this.lastIndexedPos >= this.indexIntervalBytes) {
-      if (this.points.length === 0) this.points = [seq, ts, pos]; // sized to fit: most segments keep one point
+      if (this.points.length === 0)
+        this.points = [seq, ts, pos]; // sized to fit: most segments keep one point
       else this.points.push(seq, ts, pos);
       this.lastIndexedPos = pos;
     }

@@ -143,7 +143,7 @@ export class Ring {
       if (readFrom === this.jumpFrom) readFrom = this.jumpTo;
       else this.jumpFrom = -1;
     }
-    const free = this.capacity - (this.writePos - readFrom + this.span) % this.span;
+    const free = this.capacity - ((this.writePos - readFrom + this.span) % this.span);
     if (free === this.capacity && this.jumpFrom === -1 && this.writePos % this.capacity >= REWIND_BYTES) {
       const from = this.writePos;
       this.jumpFrom = from;
@@ -171,7 +171,8 @@ export class Ring {
     const at = this.reserved;
     if (at === -1) throw new Error("ring: commit() without reserve()");
     if (kind === KIND_PAD) throw new RangeError("ring: kind -1 is reserved");
-    if (!(payloadBytes >= 0 && payloadBytes <= this.reservedBytes)) throw new RangeError(`ring: commit() of ${payloadBytes} bytes, ${this.reservedBytes} reserved`);
+    if (!(payloadBytes >= 0 && payloadBytes <= this.reservedBytes))
+      throw new RangeError(`ring: commit() of ${payloadBytes} bytes, ${this.reservedBytes} reserved`);
     this.view.setUint32(at, payloadBytes, true);
     this.view.setInt32(at + 4, kind, true);
     this.reserved = -1;
@@ -241,7 +242,8 @@ export class Ring {
       const length = this.view.getUint32(at, true);
       const kind = this.view.getInt32(at + 4, true);
       if (kind === KIND_PAD) {
-        if (at + HEADER_BYTES + length !== this.capacity) throw brokenHeader(at, `a PAD of ${length} bytes that does not end the data area (${this.capacity} bytes)`);
+        if (at + HEADER_BYTES + length !== this.capacity)
+          throw brokenHeader(at, `a PAD of ${length} bytes that does not end the data area (${this.capacity} bytes)`);
         this.readPos = (this.readPos + this.capacity - at) % this.span;
         continue;
       }

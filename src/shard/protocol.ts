@@ -290,7 +290,14 @@ export function readRequest(ring: Ring, msg: RingMessage): Request {
  * Writes one response whose body `fill` writes in place (no staging copy):
  * `fill(data, at)` must write exactly `bodyBytes` at data[at]. False when full.
  */
-export function writeResponseWith(ring: Ring, reqId: number, status: number, ct: ContentType, bodyBytes: number, fill: (data: Uint8Array, at: number) => void): boolean {
+export function writeResponseWith(
+  ring: Ring,
+  reqId: number,
+  status: number,
+  ct: ContentType,
+  bodyBytes: number,
+  fill: (data: Uint8Array, at: number) => void,
+): boolean {
   const at = ring.reserve(RESPONSE_HEADER_BYTES + bodyBytes);
   if (at === -1) return false;
   const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, RESPONSE_HEADER_BYTES);

@@ -147,4 +147,3 @@ export class Stream {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
-

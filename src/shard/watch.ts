@@ -4,7 +4,18 @@
 import { copyBytes } from "../bytes.js";
 import { renderEventsMessage } from "../wire/event-codec.js";
 import { eventBatchHeaderBytes } from "../wire/event-batch.js";
-import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, PUSH_REQ_ID, WATCH_BINARY, WATCH_JSON, writeConsumeHead, type ConsumeHead, type Op, type RequestOf } from "./protocol.js";
+import {
+  CONSUME_HEAD_BYTES,
+  ConsumeHeadKind,
+  ContentType,
+  PUSH_REQ_ID,
+  WATCH_BINARY,
+  WATCH_JSON,
+  writeConsumeHead,
+  type ConsumeHead,
+  type Op,
+  type RequestOf,
+} from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
 import { writeBatch } from "./read.js";
 import type { Stream } from "./stream.js";

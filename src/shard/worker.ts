@@ -145,11 +145,15 @@ class ShardWorker {
     const outRing = new Ring(init.outRing);
     // The front checks request bodies against the bound it derived; this end reads with the rings' own.
     if (this.inRing.messageBytesMax !== limits.ringMessageBytesMax || outRing.messageBytesMax !== limits.ringMessageBytesMax) {
-      throw new Error(`limits invariant: rings carry ${this.inRing.messageBytesMax} / ${outRing.messageBytesMax} bytes a message, the front derived ${limits.ringMessageBytesMax}`);
+      throw new Error(
+        `limits invariant: rings carry ${this.inRing.messageBytesMax} / ${outRing.messageBytesMax} bytes a message, the front derived ${limits.ringMessageBytesMax}`,
+      );
     }
     // The bound the publisher enforces and recovery and reads hold as damage: the record format's frame of the largest event.
     if (frameBytesFor(limits.eventBodyBytesMax) !== limits.frameBytesMax) {
-      throw new Error(`limits invariant: a ${limits.eventBodyBytesMax}-byte event frames to ${frameBytesFor(limits.eventBodyBytesMax)} bytes, the front derived ${limits.frameBytesMax}`);
+      throw new Error(
+        `limits invariant: a ${limits.eventBodyBytesMax}-byte event frames to ${frameBytesFor(limits.eventBodyBytesMax)} bytes, the front derived ${limits.frameBytesMax}`,
+      );
     }
     // Answers and pushes of one turn wake the front once.
     outRing.deferNotify = true;

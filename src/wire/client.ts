@@ -95,7 +95,7 @@ export function decodeRecords(records: Uint8Array): DecodedEvent[] {
     // The last record of each appended batch stores the CRC complemented (its commit mark).
     const crc = crc32(buf.subarray(at + 8, at + frameBytes));
     const stored = buf.readUInt32LE(at + 4);
-    if (crc !== stored && (~crc >>> 0) !== stored) throw new Error(`bad CRC at ${at}`);
+    if (crc !== stored && ~crc >>> 0 !== stored) throw new Error(`bad CRC at ${at}`);
     bb.setPosition(at + 24);
     const e = Event.getRootAsEvent(bb, ev);
     const d: DecodedEvent = { seq: Number(buf.readBigUInt64LE(at + 8)), ingest_ts: Number(buf.readBigUInt64LE(at + 16)), type: e.type() ?? "" };

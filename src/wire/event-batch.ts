@@ -33,7 +33,7 @@ export interface BatchInfo {
 export function eventBatchHeaderBytes(streamBytes: number): number {
   const afterString = TABLE + TABLE_BYTES + 4 + streamBytes + 1;
   // The records vector's u32 length sits just before 8-aligned data.
-  return ((afterString + 4 + 7) & ~7);
+  return (afterString + 4 + 7) & ~7;
 }
 
 /**

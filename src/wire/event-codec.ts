@@ -92,9 +92,12 @@ export function checkFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
   } catch (err) {
     if (err instanceof ApiError) throw err;
     const why = err instanceof VerifyError ? `: ${err.message}` : "";
-    throw new ApiError(400, "invalid_flatbuffer", index < 0
-      ? `body is not a FlatBuffers PublishBatch${why}`
-      : `event ${index}: not a valid FlatBuffers Event${why}`, index < 0 ? {} : { index });
+    throw new ApiError(
+      400,
+      "invalid_flatbuffer",
+      index < 0 ? `body is not a FlatBuffers PublishBatch${why}` : `event ${index}: not a valid FlatBuffers Event${why}`,
+      index < 0 ? {} : { index },
+    );
   }
 }
 

@@ -145,13 +145,20 @@ const stringBytes = (at: number, len: number) => (at < 0 ? 0 : (4 + len + 1 + 3)
 
 export function eventBytesFor(f: EventFields): number {
   const str = stringBytes;
-  return FIXED_BYTES + str(f.typeAt, f.typeLen) + str(f.keyAt, f.keyLen) + str(f.producerIdAt, f.producerIdLen) + str(f.idemAt, f.idemLen) +
-    (f.payloadAt < 0 || f.encoding === PAYLOAD_NONE ? 0 : (4 + f.payloadLen + 3) & ~3);
+  return (
+    FIXED_BYTES +
+    str(f.typeAt, f.typeLen) +
+    str(f.keyAt, f.keyLen) +
+    str(f.producerIdAt, f.producerIdLen) +
+    str(f.idemAt, f.idemLen) +
+    (f.payloadAt < 0 || f.encoding === PAYLOAD_NONE ? 0 : (4 + f.payloadLen + 3) & ~3)
+  );
 }
 
 /** Copies `len` bytes; a loop beats Buffer.copy's fixed cost for short strings. */
 export function copyShort(src: Buffer, from: number, len: number, dst: Buffer, to: number): void {
-  if (len > 32) dst.set(src.subarray(from, from + len), to); // measured faster than Buffer.copy here
+  if (len > 32)
+    dst.set(src.subarray(from, from + len), to); // measured faster than Buffer.copy here
   else for (let j = 0; j < len; j++) dst[to + j] = src[from + j];
 }
 

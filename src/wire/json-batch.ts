@@ -106,7 +106,8 @@ export class JsonBatch {
       }
     }
     this.finish();
-    if (unknownKey !== null) throw new ApiError(400, "invalid_body", `unknown field ${JSON.stringify(unknownKey)} in the body; it is {"events": [ ... ]}`, { fields: [unknownKey] });
+    if (unknownKey !== null)
+      throw new ApiError(400, "invalid_body", `unknown field ${JSON.stringify(unknownKey)} in the body; it is {"events": [ ... ]}`, { fields: [unknownKey] });
     if (repeatedEvents) throw new ApiError(400, "invalid_body", `"events" is given more than once`);
     if (eventsNotArray) throw new ApiError(400, "invalid_body", `"events" must be an array`);
     if (!sawEvents) throw new ApiError(400, "invalid_body", `body must be {"events": [ ... ]}`);
@@ -351,7 +352,10 @@ export class JsonBatch {
     if (s[base] !== 1) throw invalidEvent(index, "must be a JSON object");
     if (s[base + 1] !== 0) {
       const k = JSON.parse(this.b.toString("utf8", s[base + 1], s[base + 2])) as string;
-      throw invalidEvent(index, k === "seq" || k === "ingest_ts" || k === "stream" ? `"${k}" is assigned by the server and must not be sent` : `unknown field "${k}"`);
+      throw invalidEvent(
+        index,
+        k === "seq" || k === "ingest_ts" || k === "stream" ? `"${k}" is assigned by the server and must not be sent` : `unknown field "${k}"`,
+      );
     }
     f.typeAt = this.str(index, base, F_TYPE, true, limits.fieldBytesMax);
     f.typeLen = this.len;
@@ -409,7 +413,8 @@ export class JsonBatch {
       // An escaped lone surrogate has no UTF-8 form: writing it would store
       // U+FFFD instead, silently changing the field (the binary form refuses
       // the same string as invalid UTF-8).
-      if (LONE_SURROGATE.test(value)) throw invalidEvent(index, `"${FIELD_NAMES[field]}" holds an unpaired surrogate escape (\\uD800-\\uDFFF), which is not UTF-8`);
+      if (LONE_SURROGATE.test(value))
+        throw invalidEvent(index, `"${FIELD_NAMES[field]}" holds an unpaired surrogate escape (\\uD800-\\uDFFF), which is not UTF-8`);
       at = this.side;
       this.len = this.b.write(value, at, "utf8");
       this.side += this.len;

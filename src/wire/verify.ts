@@ -15,10 +15,13 @@ export class Verifier {
    * Checks positions in `bytes` within [start, end): a nested buffer is
    * verified in place, its offsets relative to its own start like any other.
    */
-  constructor(bytes: Uint8Array | DataView, private readonly start = 0, private readonly end = bytes.byteLength) {
+  constructor(
+    bytes: Uint8Array | DataView,
+    private readonly start = 0,
+    private readonly end = bytes.byteLength,
+  ) {
     this.dv = bytes instanceof DataView ? bytes : new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
-
 
   private need(pos: number, n: number, what: string): void {
     if (pos < this.start || n < 0 || pos + n > this.end) fail(`${what} out of bounds`);
@@ -57,7 +60,6 @@ export class Verifier {
     return pos + off;
   }
 
-
   /** Checks a vector and returns where its elements start and how many there are. */
   vectorSpan(fieldPos: number, elemBytes: number, isString = false): { data: number; count: number } {
     this.need(fieldPos, 4, "vector offset");
@@ -67,5 +69,4 @@ export class Verifier {
     this.need(vec + 4, count * elemBytes + (isString ? 1 : 0), "vector");
     return { data: vec + 4, count };
   }
-
 }

@@ -79,9 +79,16 @@ export async function buildFixture(): Promise<Fixture> {
         if (e.idempotency_key) keys.set(e.idempotency_key as string, r.json.first_seq + i);
       });
       if (b % 7 === 3) {
-        for (const g of GROUPS) await api(`${server.url}/v1/streams/${STREAM}/checkpoint`, "POST", { group: g, seq: Math.max(0, r.json.last_seq - (next() % 20)) });
+        for (const g of GROUPS)
+          await api(`${server.url}/v1/streams/${STREAM}/checkpoint`, "POST", { group: g, seq: Math.max(0, r.json.last_seq - (next() % 20)) });
       }
-      if (b % 9 === 0) await api(`${server.url}/v1/streams/${OTHER}/events`, "POST", { events: [{ type: "o", payload: b }, { type: "o", payload: -b }] });
+      if (b % 9 === 0)
+        await api(`${server.url}/v1/streams/${OTHER}/events`, "POST", {
+          events: [
+            { type: "o", payload: b },
+            { type: "o", payload: -b },
+          ],
+        });
     }
     const info = (await api(`${server.url}/v1/streams/${STREAM}`, "GET")).json;
     if ((await server.stop()) !== 0) throw new Error(`fixture server did not stop cleanly:\n${server.output()}`);

@@ -42,7 +42,10 @@ describe("disk full", () => {
     const producer = new Producer("df", STREAMS, history, rng(seed), { payloadPad: 1000 });
     let s: TestServer | null = null;
     const consumers = STREAMS.map((st) => new GroupConsumer(history, st, GROUP));
-    const poller = new CheckpointPoller(history, STREAMS.map((stream) => ({ stream, group: GROUP })));
+    const poller = new CheckpointPoller(
+      history,
+      STREAMS.map((stream) => ({ stream, group: GROUP })),
+    );
     const refused: Record<string, number> = {};
     let rounds = 0;
     try {
@@ -116,10 +119,15 @@ describe("disk full", () => {
           const r = await producer.send(target, producer.batch(c.stream, 10, c.binary, true));
           expect(r, `${label(c)} after space returned`).toMatchObject({ status: 200 });
         }
-        await expect.poll(async () => (await api(`${s!.url}/v1/streams/df.proc/checkpoint?group=late${rounds}`, "GET")).json?.seq, { timeout: 5000 }).toBe(LATE_ACKS);
+        await expect
+          .poll(async () => (await api(`${s!.url}/v1/streams/df.proc/checkpoint?group=late${rounds}`, "GET")).json?.seq, { timeout: 5000 })
+          .toBe(LATE_ACKS);
         await late.close();
         expect((await api(`${s.url}/v1/streams/df.proc`, "PUT", { retention_ms: before.retention_ms + 1 })).status).toBe(200);
-        expect((await api(`${s.url}/v1/streams/df.new${rounds}/events`, "POST", { events: [{ type: "t" }] })).json).toMatchObject({ first_seq: 1, last_seq: 1 });
+        expect((await api(`${s.url}/v1/streams/df.new${rounds}/events`, "POST", { events: [{ type: "t" }] })).json).toMatchObject({
+          first_seq: 1,
+          last_seq: 1,
+        });
         await api(`${s.url}/v1/streams/df.new${rounds}`, "DELETE");
         expect(s.proc.exitCode).toBeNull();
       }
@@ -130,7 +138,10 @@ describe("disk full", () => {
       await poller.pollOnce(target);
       const replayed = await readBack(s.url, STREAMS);
       const counts = history.check(replayed);
-      const checkpointFailures = s.output().split("\n").filter((l) => /checkpoint of group .* not written.*disk_full/.test(l)).length;
+      const checkpointFailures = s
+        .output()
+        .split("\n")
+        .filter((l) => /checkpoint of group .* not written.*disk_full/.test(l)).length;
       await s.stop();
       s = await startServer({ dataDir, args: ["--segment-bytes-max", String(SEGMENT_BYTES_MAX)] });
       target.url = s.url;
@@ -149,7 +160,12 @@ describe("disk full", () => {
         lost: after.lost,
         duplicates: after.duplicated,
         gaps: after.gaps,
-        other: { "half batches": after.halfBatches, "checkpoint regressions": after.checkpointRegressions, "503 disk_full": Object.values(refused).reduce((a, b) => a + b, 0), "checkpoint writes refused": checkpointFailures },
+        other: {
+          "half batches": after.halfBatches,
+          "checkpoint regressions": after.checkpointRegressions,
+          "503 disk_full": Object.values(refused).reduce((a, b) => a + b, 0),
+          "checkpoint writes refused": checkpointFailures,
+        },
       });
       expect(producer.stats.unexpected).toEqual([]);
       expect(checkpointFailures, "checkpoint writes that hit the full disk").toBeGreaterThan(0);
@@ -200,7 +216,8 @@ describe("disk full", () => {
           } else expect(r.status).toBe(200);
           for (const f of fillers) rmSync(f);
           // A batch that fits, then one that rolls: both go through again.
-          for (const n of [1, 70]) expect((await producer.send(target, producer.batch("ino", n, binary, true))).status, `${n} events after inodes returned`).toBe(200);
+          for (const n of [1, 70])
+            expect((await producer.send(target, producer.batch("ino", n, binary, true))).status, `${n} events after inodes returned`).toBe(200);
         }
       }
       const counts = history.check(await readBack(s.url, ["ino"]));

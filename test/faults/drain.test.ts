@@ -85,7 +85,9 @@ describe("graceful drain", () => {
       const appendedUnanswered = unanswered.filter((b) => batchesInLog.has(b.id)).map((b) => b.id);
       const statuses: Record<number, number> = {};
       for (const p of producers) for (const [k, v] of Object.entries(p.stats.statuses)) statuses[Number(k)] = (statuses[Number(k)] ?? 0) + v;
-      console.log(`drain: ${CYCLES} cycles, exits ${exitCodes}, answers ${JSON.stringify(statuses)}, ${JSON.stringify(counts)}, resumed at checkpoint + 1: ${resumedExactly}/${CYCLES * pairs.length}`);
+      console.log(
+        `drain: ${CYCLES} cycles, exits ${exitCodes}, answers ${JSON.stringify(statuses)}, ${JSON.stringify(counts)}, resumed at checkpoint + 1: ${resumedExactly}/${CYCLES * pairs.length}`,
+      );
       recordResult({
         fault: "SIGTERM (graceful drain) under load",
         setup: `4 producers, ${STREAMS.length} streams (1 fsync), ${GROUPS.length} groups; SIGTERM after 0.7-1.3 s, restart; seed ${seed}`,

@@ -24,7 +24,9 @@ class ChildMember {
 
   constructor(history: History, s: TestServer, stream: string, group: string) {
     this.session = history.session(stream, group);
-    this.proc = spawn(process.execPath, [CHILD, `ws://127.0.0.1:${s.port}/v1/streams/${stream}/consume?group=${group}`], { stdio: ["ignore", "pipe", "inherit"] });
+    this.proc = spawn(process.execPath, [CHILD, `ws://127.0.0.1:${s.port}/v1/streams/${stream}/consume?group=${group}`], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     this.exited = new Promise((r) => this.proc.once("exit", () => r()));
     let buf = "";
     this.proc.stdout!.on("data", (d: Buffer) => {
@@ -67,7 +69,10 @@ describe("frozen processes", () => {
     // Requests time out while the server is frozen: keyed ones are retried.
     const producers = [0, 1, 2].map((i) => new Producer(`fz${i}`, streams, history, rng(seed + 1 + i), { timeoutMs: 1000 }));
     const consumers = streams.flatMap((st) => groups.map((g) => new GroupConsumer(history, st, g)));
-    const poller = new CheckpointPoller(history, streams.flatMap((stream) => groups.map((group) => ({ stream, group }))));
+    const poller = new CheckpointPoller(
+      history,
+      streams.flatMap((stream) => groups.map((group) => ({ stream, group }))),
+    );
     let freezes = 0;
     try {
       await setUpStreams(s.url, streams, groups, ["fz.sync"]);
@@ -95,7 +100,12 @@ describe("frozen processes", () => {
         lost: counts.lost,
         duplicates: counts.duplicated + counts.sessionDuplicates,
         gaps: counts.gaps,
-        other: { "half batches": counts.halfBatches, "checkpoint regressions": counts.checkpointRegressions, "requests timed out": timedOut, delivered: counts.delivered },
+        other: {
+          "half batches": counts.halfBatches,
+          "checkpoint regressions": counts.checkpointRegressions,
+          "requests timed out": timedOut,
+          delivered: counts.delivered,
+        },
       });
       expect(producers.flatMap((p) => p.stats.unexpected)).toEqual([]);
       expect(failures(counts)).toEqual({});

@@ -82,7 +82,9 @@ export function proveFsync(calls: Call[], streamDir: string): FsyncProof {
   const writes: Array<{ path: string; call: Call }> = [];
   const responses: Array<{ first: number; last: number; count: number; call: Call }> = [];
   // Responses: the body of a publish answer (strace escapes the quotes).
-  const answer = new RegExp(`\\\\"stream\\\\":\\\\"${STREAM.replace(".", "\\.")}\\\\",\\\\"first_seq\\\\":(\\d+),\\\\"last_seq\\\\":(\\d+),\\\\"count\\\\":(\\d+)`);
+  const answer = new RegExp(
+    `\\\\"stream\\\\":\\\\"${STREAM.replace(".", "\\.")}\\\\",\\\\"first_seq\\\\":(\\d+),\\\\"last_seq\\\\":(\\d+),\\\\"count\\\\":(\\d+)`,
+  );
   // In start order; an fd is mapped from the openat that returned it until its close.
   for (const c of calls) {
     const fd = Number(/^(\d+)/.exec(c.text)?.[1] ?? -1);
@@ -130,7 +132,24 @@ describe("durability fsync under strace", () => {
     const data = join(dataDir, "data");
     const proc = spawn(
       "strace",
-      ["-f", "-tt", "-T", "-s", "1024", "-e", "trace=openat,close,fdatasync,pwrite64,write,writev,sendto,sendmsg", "-o", trace, process.execPath, MAIN, "serve", "--port", "0", "--data-dir", data],
+      [
+        "-f",
+        "-tt",
+        "-T",
+        "-s",
+        "1024",
+        "-e",
+        "trace=openat,close,fdatasync,pwrite64,write,writev,sendto,sendmsg",
+        "-o",
+        trace,
+        process.execPath,
+        MAIN,
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        data,
+      ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     let out = "";

@@ -24,8 +24,18 @@ let client: Client;
 beforeAll(async () => {
   s = await startServer({ args: ["--shards", "2"] });
   client = new Client(s.port, 8);
-  const r = await client.send("POST", "/v1/streams/wsf/events", JSON.stringify({ events: Array.from({ length: 100, }, (_, i) => ({ type: "e", payload: i })) }), JSON_CT);
-  const r2 = await client.send("POST", "/v1/streams/wsf/events", JSON.stringify({ events: Array.from({ length: 100 }, (_, i) => ({ type: "e", payload: i })) }), JSON_CT);
+  const r = await client.send(
+    "POST",
+    "/v1/streams/wsf/events",
+    JSON.stringify({ events: Array.from({ length: 100 }, (_, i) => ({ type: "e", payload: i })) }),
+    JSON_CT,
+  );
+  const r2 = await client.send(
+    "POST",
+    "/v1/streams/wsf/events",
+    JSON.stringify({ events: Array.from({ length: 100 }, (_, i) => ({ type: "e", payload: i })) }),
+    JSON_CT,
+  );
   expect([r.status, r2.status]).toEqual([200, 200]);
 });
 
@@ -86,7 +96,16 @@ const checkpointOf = async (group: string): Promise<number | null> => {
 type Msg = { text: string } | { binary: Uint8Array } | { flood: string; n: number };
 const seqish = fc.oneof(fc.integer({ min: -5, max: 20 }), fc.constantFrom(0, -1, 1.5, 2 ** 53, 1e400, "1", null, true, [], {}));
 const message: fc.Arbitrary<Msg> = fc.oneof(
-  fc.record({ type: fc.constantFrom("ack", "nack", "seek", "ping", "", "ACK"), seq: seqish, reason: fc.oneof(fc.string(), fc.constant("r".repeat(2000)), fc.integer()) }, { requiredKeys: ["type"] }).map((m) => ({ text: JSON.stringify(m) })),
+  fc
+    .record(
+      {
+        type: fc.constantFrom("ack", "nack", "seek", "ping", "", "ACK"),
+        seq: seqish,
+        reason: fc.oneof(fc.string(), fc.constant("r".repeat(2000)), fc.integer()),
+      },
+      { requiredKeys: ["type"] },
+    )
+    .map((m) => ({ text: JSON.stringify(m) })),
   fc.jsonValue({ maxDepth: 3 }).map((v) => ({ text: JSON.stringify(v) })),
   fc.string({ unit: "binary", maxLength: 50 }).map((t) => ({ text: t })),
   fc.uint8Array({ maxLength: 64 }).map((b) => ({ binary: b })),
@@ -139,7 +158,17 @@ describe("hostile consume clients", () => {
       }),
       { numRuns: Math.ceil(cases / 50), endOnFailure: true },
     );
-    recordResult({ fault: "hostile consume messages", setup: `1-4 arbitrary text/binary/oversized/flood messages per connection, window ${WINDOW}`, cases: tried, survived, acked: 0, lost: 0, duplicates: 0, gaps: 0, other: { "closed by server": closedByServer } });
+    recordResult({
+      fault: "hostile consume messages",
+      setup: `1-4 arbitrary text/binary/oversized/flood messages per connection, window ${WINDOW}`,
+      cases: tried,
+      survived,
+      acked: 0,
+      lost: 0,
+      duplicates: 0,
+      gaps: 0,
+      other: { "closed by server": closedByServer },
+    });
   });
 
   it("an ack one past the last delivered event is refused with invalid_ack and a close, and the checkpoint stays where it was", async () => {
@@ -168,7 +197,10 @@ describe("hostile consume clients", () => {
       sess.ws.send(JSON.stringify({ type: "ack", seq }));
       const closed = await sess.closed;
       expect(closed.code, String(seq)).toBe(1008);
-      expect(sess.errors.map((e) => e.code), String(seq)).toEqual(["invalid_message"]);
+      expect(
+        sess.errors.map((e) => e.code),
+        String(seq),
+      ).toEqual(["invalid_message"]);
       expect(await checkpointOf(group), String(seq)).toBe(null);
     }
   });

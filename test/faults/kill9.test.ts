@@ -26,7 +26,10 @@ describe("kill -9 under load", () => {
     const target: Target = { url: s.url };
     const producers = Array.from({ length: PRODUCERS }, (_, i) => new Producer(`p${i}`, STREAMS, history, rng(seed + 1 + i)));
     const consumers = STREAMS.flatMap((st) => GROUPS.map((g) => new GroupConsumer(history, st, g)));
-    const poller = new CheckpointPoller(history, STREAMS.flatMap((stream) => GROUPS.map((group) => ({ stream, group }))));
+    const poller = new CheckpointPoller(
+      history,
+      STREAMS.flatMap((stream) => GROUPS.map((group) => ({ stream, group }))),
+    );
     let cycles = 0;
     try {
       await setUpStreams(s.url, STREAMS, GROUPS, FSYNC);
@@ -48,7 +51,9 @@ describe("kill -9 under load", () => {
       const unexpected = producers.flatMap((p) => p.stats.unexpected);
       const statuses: Record<number, number> = {};
       for (const p of producers) for (const [k, v] of Object.entries(p.stats.statuses)) statuses[Number(k)] = (statuses[Number(k)] ?? 0) + v;
-      console.log(`kill -9: ${cycles} cycles, ${JSON.stringify(counts)}, answers ${JSON.stringify(statuses)}, checkpoint polls ${poller.polls}, segments ${segments}`);
+      console.log(
+        `kill -9: ${cycles} cycles, ${JSON.stringify(counts)}, answers ${JSON.stringify(statuses)}, checkpoint polls ${poller.polls}, segments ${segments}`,
+      );
       recordResult({
         fault: "kill -9 under load",
         setup: `${PRODUCERS} producers, ${STREAMS.length} streams (1 fsync), JSON + FlatBuffers batches of 1-1,000 events, half keyed and retried; 256 KiB segments; ${GROUPS.length} groups acking; seed ${seed}`,

@@ -42,15 +42,24 @@ let s: TestServer;
 beforeAll(async () => {
   s = await startServer({
     args: [
-      "--shards", String(SHARDS),
-      "--ring-bytes", String(RING_BYTES),
-      "--request-bytes-max", String(64 << 10),
-      "--request-buffer-bytes-max", String(REQUEST_BUFFER_BYTES_MAX),
-      "--shard-requests-max", String(SHARD_REQUESTS_MAX),
-      "--replay-page-bytes-max", String(MiB),
-      "--consume-page-bytes-max", String(MiB),
-      "--event-bytes-max", String(16 << 10),
-      "--consumer-buffer-bytes-max", String(CONSUMER_BUFFER_BYTES_MAX),
+      "--shards",
+      String(SHARDS),
+      "--ring-bytes",
+      String(RING_BYTES),
+      "--request-bytes-max",
+      String(64 << 10),
+      "--request-buffer-bytes-max",
+      String(REQUEST_BUFFER_BYTES_MAX),
+      "--shard-requests-max",
+      String(SHARD_REQUESTS_MAX),
+      "--replay-page-bytes-max",
+      String(MiB),
+      "--consume-page-bytes-max",
+      String(MiB),
+      "--event-bytes-max",
+      String(16 << 10),
+      "--consumer-buffer-bytes-max",
+      String(CONSUMER_BUFFER_BYTES_MAX),
     ],
   });
 });
@@ -136,15 +145,35 @@ async function overload(name: string, streams: string[]): Promise<void> {
         // node:http requests carry idempotency keys: one whose connection
         // closes without an answer is retried after the flood, as a
         // producer would, and the ledger learns where its events are.
-        const keyed = lane === null ? JSON.stringify({ events: Array.from({ length: BATCH_EVENTS }, (_, i) => ({ type: "load", idempotency_key: `${name}-${k}-${i}` })) }) : "";
+        const keyed =
+          lane === null
+            ? JSON.stringify({ events: Array.from({ length: BATCH_EVENTS }, (_, i) => ({ type: "load", idempotency_key: `${name}-${k}-${i}` })) })
+            : "";
         const sent: Promise<Answer> =
           lane === null
             ? client.send("POST", path, keyed, JSON_CT).catch((e: Error) => {
                 unanswered.push({ stream, path, body: keyed, error: e.message });
                 return null as unknown as Answer;
               })
-            : lane.post(path, bodyBytes, JSON_CT).finally(() => free.push(lane)).then((r) => ({ status: r.status, headers: null, raw: r.body, json: JSON.parse(r.body.toString("utf8")), ms: performance.now() - started }) as unknown as Answer);
-        answers.push(sent.then((a) => ({ stream, a }), (e: Error) => ({ stream, a: e })));
+            : lane
+                .post(path, bodyBytes, JSON_CT)
+                .finally(() => free.push(lane))
+                .then(
+                  (r) =>
+                    ({
+                      status: r.status,
+                      headers: null,
+                      raw: r.body,
+                      json: JSON.parse(r.body.toString("utf8")),
+                      ms: performance.now() - started,
+                    }) as unknown as Answer,
+                );
+        answers.push(
+          sent.then(
+            (a) => ({ stream, a }),
+            (e: Error) => ({ stream, a: e }),
+          ),
+        );
       }
       await sleep(10);
     }
@@ -244,7 +273,10 @@ describe("overload at ten times the sustainable publish rate", () => {
   });
 
   it("200 streams: memory stays bounded, the excess is 429 with Retry-After, accepted events are all kept, and a stalled consumer catches up without a gap", async () => {
-    await overload("200 streams", Array.from({ length: 200 }, (_, i) => `many-${i}`));
+    await overload(
+      "200 streams",
+      Array.from({ length: 200 }, (_, i) => `many-${i}`),
+    );
   });
 
   if (LONG) {

@@ -173,7 +173,9 @@ describe("recovery from damage to any file of a real data dir", () => {
       { numRuns: scaled(2000, 50000), seed: LONG ? undefined : 20261201 },
     );
     // Every kind of damage to every kind of file was tried.
-    for (const k of ["truncate", "flip", "garbage"]) for (const f of [".log", ".idx", ".tidx", "stream.json", "stream.json.bak", "checkpoints.log"]) expect(kinds.get(`${k}:${f}`) ?? 0, `${k} of ${f}`).toBeGreaterThan(0);
+    for (const k of ["truncate", "flip", "garbage"])
+      for (const f of [".log", ".idx", ".tidx", "stream.json", "stream.json.bak", "checkpoints.log"])
+        expect(kinds.get(`${k}:${f}`) ?? 0, `${k} of ${f}`).toBeGreaterThan(0);
     expect(kinds.get("frame:.log") ?? 0).toBeGreaterThan(0);
     recordResult({
       fault: "damaged files, recovered in-process",

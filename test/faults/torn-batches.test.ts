@@ -22,7 +22,8 @@ const template = encodePublishBatch(
   Array.from({ length: BATCH_EVENTS }, (_, i) => ({ type: "b", key: "#".repeat(ID_CHARS), payload_bytes: Buffer.alloc(PAYLOAD_BYTES, i & 0xff) })),
 );
 const keyAt: number[] = [];
-for (let at = Buffer.from(template).indexOf("#".repeat(ID_CHARS)); at >= 0; at = Buffer.from(template).indexOf("#".repeat(ID_CHARS), at + ID_CHARS)) keyAt.push(at);
+for (let at = Buffer.from(template).indexOf("#".repeat(ID_CHARS)); at >= 0; at = Buffer.from(template).indexOf("#".repeat(ID_CHARS), at + ID_CHARS))
+  keyAt.push(at);
 function batchFor(id: string): Uint8Array {
   const b = Buffer.from(template);
   for (const at of keyAt) b.write(id, at, "latin1");

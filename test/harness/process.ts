@@ -55,7 +55,12 @@ export function killAllNow(): void {
 }
 
 /** Runs `cmd`, never throwing: whether it succeeded, and its stdout and stderr (or the error when there are none). */
-export function run(cmd: string, args: string[], timeoutMs: number, opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<{ ok: boolean; out: string }> {
+export function run(
+  cmd: string,
+  args: string[],
+  timeoutMs: number,
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<{ ok: boolean; out: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 64 << 20, ...opts }, (err, stdout, stderr) => {
       const out = `${stdout}${stderr}`.trim();
@@ -64,7 +69,11 @@ export function run(cmd: string, args: string[], timeoutMs: number, opts: { env?
   });
 }
 
-export const lastLine = (s: string) => s.split("\n").filter((l) => l.trim() !== "").at(-1) ?? "";
+export const lastLine = (s: string) =>
+  s
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .at(-1) ?? "";
 
 /** The path of `name` on PATH, or null. */
 export function onPath(name: string): string | null {
@@ -153,4 +162,5 @@ export async function terminate(pid: number, exited: Promise<string>, graceMs: n
  * with code 0 when `strict` (Ticker promises that; nats-server, for one,
  * shuts down cleanly and exits 1).
  */
-export const stoppedCleanly = (how: string, strict = true): boolean => (strict ? /^SIGTERM: exited \((code 0|gone)\)$/.test(how) : how.startsWith("SIGTERM: exited ("));
+export const stoppedCleanly = (how: string, strict = true): boolean =>
+  strict ? /^SIGTERM: exited \((code 0|gone)\)$/.test(how) : how.startsWith("SIGTERM: exited (");

@@ -42,7 +42,23 @@ export async function startRedis(opts: { persistence?: Persistence; notes?: stri
         ["--appendonly", "yes", "--appendfsync", persistence === "aof-always" ? "always" : "everysec", "--auto-aof-rewrite-percentage", "0"];
   try {
     const port = await onFreePort(async (p) => {
-      const args = ["--port", String(p), "--bind", "127.0.0.1", "--save", "", ...durability, "--dir", dir, "--daemonize", "yes", "--pidfile", pidFile, "--logfile", logFile];
+      const args = [
+        "--port",
+        String(p),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        ...durability,
+        "--dir",
+        dir,
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        pidFile,
+        "--logfile",
+        logFile,
+      ];
       const launched = await run(binary, args, READY_WAIT_MS_MAX);
       if (!launched.ok) throw new Error(`redis-server did not start: ${lastLine(launched.out)}`);
       await waitForPing(p, pidFile, logFile);

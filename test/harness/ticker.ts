@@ -86,7 +86,12 @@ export class TickerProcess implements ServerProcess {
       });
       this.proc.stderr!.on("data", (c: Buffer) => {
         this.output += c.toString();
-        this.errors.push(...c.toString().split("\n").filter((l) => l.trim() !== ""));
+        this.errors.push(
+          ...c
+            .toString()
+            .split("\n")
+            .filter((l) => l.trim() !== ""),
+        );
         check();
       });
       void this.ended.then(() => {

@@ -14,13 +14,19 @@ export const REQUEST_BYTES_MAX = 65536;
 export const REPLAY_PAGE_EVENTS_MAX = 50;
 export const FIELD_BYTES_MAX = 64;
 const LIMIT_ARGS = [
-  "--publish-events-max", String(PUBLISH_EVENTS_MAX),
-  "--event-bytes-max", String(EVENT_BYTES_MAX),
-  "--request-bytes-max", String(REQUEST_BYTES_MAX),
-  "--replay-page-events-max", String(REPLAY_PAGE_EVENTS_MAX),
+  "--publish-events-max",
+  String(PUBLISH_EVENTS_MAX),
+  "--event-bytes-max",
+  String(EVENT_BYTES_MAX),
+  "--request-bytes-max",
+  String(REQUEST_BYTES_MAX),
+  "--replay-page-events-max",
+  String(REPLAY_PAGE_EVENTS_MAX),
   // The default page (1000) may not exceed the page maximum.
-  "--replay-page-events-default", "20",
-  "--event-field-bytes-max", String(FIELD_BYTES_MAX),
+  "--replay-page-events-default",
+  "20",
+  "--event-field-bytes-max",
+  String(FIELD_BYTES_MAX),
 ];
 
 export const JSON_CT = { "content-type": "application/json" };
@@ -51,12 +57,7 @@ export function expectOk(res: Res, status = 200): any {
  * A raw HTTP request through node:http, for what fetch cannot shape: chunked
  * bodies, exact lengths, and paths sent verbatim (fetch resolves "..").
  */
-export function rawRequest(
-  url: string,
-  method: string,
-  headers: Record<string, string | number> = {},
-  chunks: Buffer[] = [],
-): Promise<Res> {
+export function rawRequest(url: string, method: string, headers: Record<string, string | number> = {}, chunks: Buffer[] = []): Promise<Res> {
   const m = /^http:\/\/([^/:]+):(\d+)(\/.*)$/.exec(url);
   if (!m) throw new Error(`cannot split ${url}`);
   return new Promise((resolve, reject) => {

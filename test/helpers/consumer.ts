@@ -40,7 +40,9 @@ export class Consumer {
       ws.once("unexpected-response", (_req, res) => {
         let body = "";
         res.on("data", (d: Buffer) => (body += d.toString()));
-        res.on("end", () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), { status: res.statusCode, body: JSON.parse(body || "null") })));
+        res.on("end", () =>
+          reject(Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), { status: res.statusCode, body: JSON.parse(body || "null") })),
+        );
       });
       ws.once("error", reject);
     });
@@ -75,7 +77,10 @@ export class Consumer {
   /** Resolves once `ready()` holds, re-checked after every message; rejects after `timeoutMs`. */
   until<T>(ready: () => T | undefined | false, what: string, timeoutMs = 15_000): Promise<T> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got ${this.seqs.length} events, control ${JSON.stringify(this.control.slice(-5))}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`timed out waiting for ${what}; got ${this.seqs.length} events, control ${JSON.stringify(this.control.slice(-5))}`)),
+        timeoutMs,
+      );
       const check = () => {
         const v = ready();
         if (v) {

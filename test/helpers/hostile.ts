@@ -83,7 +83,10 @@ export function rawExchange(port: number, bytes: Buffer, timeoutMs = ANSWER_MS_M
       if (a instanceof Error) reject(a);
       else resolve(a);
     };
-    const timer = setTimeout(() => finish(new Error(`no answer or close within ${timeoutMs} ms for ${JSON.stringify(bytes.subarray(0, 120).toString("latin1"))}`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new Error(`no answer or close within ${timeoutMs} ms for ${JSON.stringify(bytes.subarray(0, 120).toString("latin1"))}`)),
+      timeoutMs,
+    );
     const parse = (closed: boolean) => {
       const end = buf.indexOf("\r\n\r\n");
       if (end < 0) {
@@ -129,7 +132,11 @@ export async function inBatches<T, R>(items: T[], concurrency: number, fn: (item
  * The contract's answer: a status from `allowed`; an error is JSON
  * {"error": {"code", "message"}}, and a 429 says when to retry.
  */
-export function expectContract(a: { status: number; json: any; raw?: Buffer; body?: Buffer; headers?: Record<string, unknown>; head?: string }, allowed: number[], what: string): void {
+export function expectContract(
+  a: { status: number; json: any; raw?: Buffer; body?: Buffer; headers?: Record<string, unknown>; head?: string },
+  allowed: number[],
+  what: string,
+): void {
   const text = (a.raw ?? a.body ?? Buffer.alloc(0)).toString("utf8").slice(0, 300);
   const detail = `${what}: ${a.status} ${text}`;
   expect(allowed, detail).toContain(a.status);
@@ -189,4 +196,9 @@ export class Ledger {
 }
 
 /** Bytes, as a fast-check-friendly hex for failure messages. */
-export const preview = (b: Uint8Array | string) => JSON.stringify(Buffer.from(b as Uint8Array).subarray(0, 160).toString("latin1"));
+export const preview = (b: Uint8Array | string) =>
+  JSON.stringify(
+    Buffer.from(b as Uint8Array)
+      .subarray(0, 160)
+      .toString("latin1"),
+  );

@@ -63,7 +63,9 @@ describe("backpressure", () => {
       for (const sock of held) sock.destroy();
       // Aborted uploads give their budget back.
       await expect
-        .poll(async () => (await fetch(`${s.url}/v1/streams/other/events`, { method: "POST", headers: { "content-type": "application/json" }, body })).status, { timeout: 5000 })
+        .poll(async () => (await fetch(`${s.url}/v1/streams/other/events`, { method: "POST", headers: { "content-type": "application/json" }, body })).status, {
+          timeout: 5000,
+        })
         .toBe(200);
       expect((await api(`${s.url}/v1/streams/slow`, "GET")).status).toBe(404);
     } finally {

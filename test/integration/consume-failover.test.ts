@@ -14,14 +14,18 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function publish(url: string, stream: string, n: number, batch = 1000): Promise<void> {
   for (let done = 0; done < n; done += batch) {
     const k = Math.min(batch, n - done);
-    const r = await api(`${url}/v1/streams/${stream}/events`, "POST", { events: Array.from({ length: k }, (_, i) => ({ type: "t", payload: { i: done + i } })) });
+    const r = await api(`${url}/v1/streams/${stream}/events`, "POST", {
+      events: Array.from({ length: k }, (_, i) => ({ type: "t", payload: { i: done + i } })),
+    });
     if (r.status !== 200) throw new Error(`publish: ${r.status} ${JSON.stringify(r.json)}`);
   }
 }
 
 /** Starts consumer-child.mjs and resolves once it has printed a hello. */
 function childConsumer(s: TestServer, stream: string, query: string, ackUpTo: number): Promise<{ proc: ChildProcess; lines: any[] }> {
-  const proc = spawn(process.execPath, [CHILD, `ws://127.0.0.1:${s.port}/v1/streams/${stream}/consume?${query}`, String(ackUpTo)], { stdio: ["ignore", "pipe", "inherit"] });
+  const proc = spawn(process.execPath, [CHILD, `ws://127.0.0.1:${s.port}/v1/streams/${stream}/consume?${query}`, String(ackUpTo)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   const lines: any[] = [];
   let buf = "";
   return new Promise((resolve, reject) => {
@@ -38,7 +42,8 @@ function childConsumer(s: TestServer, stream: string, query: string, ackUpTo: nu
   });
 }
 
-const checkpointOf = async (s: TestServer, stream: string, group: string) => (await api(`${s.url}/v1/streams/${stream}/checkpoint?group=${group}`, "GET")).json?.seq;
+const checkpointOf = async (s: TestServer, stream: string, group: string) =>
+  (await api(`${s.url}/v1/streams/${stream}/checkpoint?group=${group}`, "GET")).json?.seq;
 
 describe("consumer and server faults", () => {
   it("a standby takes over from checkpoint + 1 within 5 s of the active client being killed -9", async () => {
@@ -122,7 +127,16 @@ describe("consumer and server faults", () => {
   it("a consumer that reads nothing while 1,000,000 events are published costs the server at most 64 MiB, then drains them all in order", async () => {
     // Small rings so that their fixed size does not hide what a consumer costs.
     const s = await startServer({
-      args: ["--ring-bytes", String(4 << 20), "--request-bytes-max", String(1 << 20), "--replay-page-bytes-max", String(1 << 20), "--event-bytes-max", String(64 << 10)],
+      args: [
+        "--ring-bytes",
+        String(4 << 20),
+        "--request-bytes-max",
+        String(1 << 20),
+        "--replay-page-bytes-max",
+        String(1 << 20),
+        "--event-bytes-max",
+        String(64 << 10),
+      ],
     });
     const rssBytes = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${s.proc.pid}/status`, "utf8"))![1]) * 1024;
     try {

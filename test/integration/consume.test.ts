@@ -6,7 +6,9 @@ import { api, removeDir, replayAll, startServer, type TestServer } from "../help
 import { Consumer, isRun } from "../helpers/consumer.js";
 import { decodeEventBatch, decodeRecords } from "../../src/wire/client.js";
 
-const events = (n: number, from = 0) => ({ events: Array.from({ length: n }, (_, i) => ({ type: "tick", key: `k${(from + i) % 7}`, payload: { i: from + i } })) });
+const events = (n: number, from = 0) => ({
+  events: Array.from({ length: n }, (_, i) => ({ type: "tick", key: `k${(from + i) % 7}`, payload: { i: from + i } })),
+});
 
 async function publish(url: string, stream: string, n: number, batch = 1000): Promise<void> {
   for (let done = 0; done < n; done += batch) {

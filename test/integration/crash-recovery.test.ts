@@ -12,7 +12,10 @@ function logDir(dataDir: string, stream: string): string {
 }
 
 function segmentFiles(dataDir: string, stream: string): string[] {
-  return readdirSync(logDir(dataDir, stream)).filter((f) => f.endsWith(".log")).sort().map((f) => join(logDir(dataDir, stream), f));
+  return readdirSync(logDir(dataDir, stream))
+    .filter((f) => f.endsWith(".log"))
+    .sort()
+    .map((f) => join(logDir(dataDir, stream), f));
 }
 
 describe("crash recovery", () => {
@@ -78,7 +81,9 @@ describe("crash recovery", () => {
     const args = ["--segment-bytes-max", "8192"];
     const s = await start(dataDir, args);
     for (let b = 0; b < 10; b++) {
-      await api(`${s.url}/v1/streams/flip/events`, "POST", { events: Array.from({ length: 50 }, (_, i) => ({ type: "t", payload: { v: "x".repeat(20), n: b * 50 + i } })) });
+      await api(`${s.url}/v1/streams/flip/events`, "POST", {
+        events: Array.from({ length: 50 }, (_, i) => ({ type: "t", payload: { v: "x".repeat(20), n: b * 50 + i } })),
+      });
     }
     expect(await s.stop()).toBe(0);
     const segs = segmentFiles(dataDir, "flip");
@@ -120,15 +125,32 @@ describe("crash recovery", () => {
     const dataDir = dir();
     const s = await start(dataDir);
     const first = await api(`${s.url}/v1/streams/idem/events`, "POST", {
-      events: [{ type: "a", idempotency_key: "k1" }, { type: "b", idempotency_key: "k2" }, { type: "c", idempotency_key: "k1" }],
+      events: [
+        { type: "a", idempotency_key: "k1" },
+        { type: "b", idempotency_key: "k2" },
+        { type: "c", idempotency_key: "k1" },
+      ],
     });
     expect(first.json).toMatchObject({ first_seq: 1, last_seq: 2, count: 2, duplicates: [{ index: 2, seq: 1 }] });
     await s.kill9();
     const again = await start(dataDir);
     const second = await api(`${again.url}/v1/streams/idem/events`, "POST", {
-      events: [{ type: "b", idempotency_key: "k2" }, { type: "d", idempotency_key: "k3" }, { type: "a", idempotency_key: "k1" }],
+      events: [
+        { type: "b", idempotency_key: "k2" },
+        { type: "d", idempotency_key: "k3" },
+        { type: "a", idempotency_key: "k1" },
+      ],
     });
-    expect(second.json).toEqual({ stream: "idem", first_seq: 3, last_seq: 3, count: 1, duplicates: [{ index: 0, seq: 2 }, { index: 2, seq: 1 }] });
+    expect(second.json).toEqual({
+      stream: "idem",
+      first_seq: 3,
+      last_seq: 3,
+      count: 1,
+      duplicates: [
+        { index: 0, seq: 2 },
+        { index: 2, seq: 1 },
+      ],
+    });
     expect((await replayAll(again.url, "idem")).map((e) => e.type)).toEqual(["a", "b", "d"]);
     expect(await again.stop()).toBe(0);
   });

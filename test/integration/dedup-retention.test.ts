@@ -1,6 +1,6 @@
 // Idempotency keys and retention agree before and after a restart, and a
 // setting the server cannot honour yet is refused rather than ignored.
-import { describe, it, expect, } from "vitest";
+import { describe, it, expect } from "vitest";
 import { api, perTestServers, startServer } from "../helpers/server.js";
 
 const { start, dir, track } = perTestServers();
@@ -11,7 +11,8 @@ describe("idempotency keys and retention", () => {
   it("a key whose event retention deleted is not a duplicate, before a restart and after one, while a retained key stays one", async () => {
     const dataDir = dir();
     let s = await start(dataDir, ARGS);
-    const events = (url: string, key: string, payload: unknown) => api(`${url}/v1/streams/keys/events`, "POST", { events: [{ type: "t", idempotency_key: key, payload }] });
+    const events = (url: string, key: string, payload: unknown) =>
+      api(`${url}/v1/streams/keys/events`, "POST", { events: [{ type: "t", idempotency_key: key, payload }] });
     expect((await api(`${s.url}/v1/streams/keys`, "PUT", { retention_ms: 400 })).status).toBe(201);
     expect((await events(s.url, "k1", 1)).json.first_seq).toBe(1);
     expect((await events(s.url, "k1", "again")).json.duplicates).toEqual([{ index: 0, seq: 1 }]);

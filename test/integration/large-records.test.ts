@@ -3,17 +3,20 @@
 // dedup rebuild on start and the background scrub. Readers once went through
 // fixed 1 MiB and 4 MiB buffers and stopped early at a larger record.
 import { describe, it, expect } from "vitest";
-import { api, perTestServers, } from "../helpers/server.js";
+import { api, perTestServers } from "../helpers/server.js";
 import { Consumer } from "../helpers/consumer.js";
 import { decodeEventBatch, decodeRecords } from "../../src/wire/client.js";
 
 /** Above every fixed buffer the readers used to have (1 MiB scan chunk, 4 MiB dedup page). */
 const EVENT_BYTES_MAX = 5 * 1024 * 1024;
 const ARGS = [
-  "--event-bytes-max", String(EVENT_BYTES_MAX),
-  "--ring-bytes", String(96 * 1024 * 1024),
+  "--event-bytes-max",
+  String(EVENT_BYTES_MAX),
+  "--ring-bytes",
+  String(96 * 1024 * 1024),
   // Each large record closes a segment: closed segments full of them are scrubbed on restart.
-  "--segment-bytes-max", String(1024 * 1024),
+  "--segment-bytes-max",
+  String(1024 * 1024),
 ];
 
 const { start: startWith, dir } = perTestServers();
@@ -42,7 +45,9 @@ describe("records at the largest size the limits allow", () => {
     expect(pub.status, JSON.stringify(pub.json)).toBe(200);
     expect([pub.json.first_seq, pub.json.last_seq]).toEqual([4, 5]);
     // One byte over the limit is refused: the test really is at the limit.
-    const over = await api(url(), "POST", `{"events":[{"type":"big","payload":${bigPayload(EVENT_BYTES_MAX + 1, "C")}}]}`, { "content-type": "application/json" });
+    const over = await api(url(), "POST", `{"events":[{"type":"big","payload":${bigPayload(EVENT_BYTES_MAX + 1, "C")}}]}`, {
+      "content-type": "application/json",
+    });
     expect([over.status, over.json.error.code]).toEqual([413, "event_too_large"]);
     await sleep(20);
     const tAfter = Date.now();
@@ -90,7 +95,12 @@ describe("records at the largest size the limits allow", () => {
     expect(await s.stop()).toBe(0);
     s = await start(dataDir);
     // The dedup window is rebuilt from the log through the large records.
-    const retry = await api(url(), "POST", { events: [{ type: "big", idempotency_key: "big-1", payload: "retry" }, { type: "big", idempotency_key: "big-0", payload: "retry" }] });
+    const retry = await api(url(), "POST", {
+      events: [
+        { type: "big", idempotency_key: "big-1", payload: "retry" },
+        { type: "big", idempotency_key: "big-0", payload: "retry" },
+      ],
+    });
     expect(retry.json.count).toBe(0);
     expect(retry.json.duplicates).toEqual([
       { index: 0, seq: 5 },

@@ -14,7 +14,14 @@ describe("limits that follow from other limits", () => {
   it("a consumer's log page fills consume_page_bytes_max even when replay_page_bytes_max is smaller, and a replay page stops at its own", async () => {
     const REPLAY_PAGE_BYTES = 64 * 1024;
     // Small events keep the page buffer's room for one large frame small too: only the page bound counts.
-    const s = await start(dir(), ["--replay-page-bytes-max", String(REPLAY_PAGE_BYTES), "--consume-page-bytes-max", String(1024 * 1024), "--event-bytes-max", "2048"]);
+    const s = await start(dir(), [
+      "--replay-page-bytes-max",
+      String(REPLAY_PAGE_BYTES),
+      "--consume-page-bytes-max",
+      String(1024 * 1024),
+      "--event-bytes-max",
+      "2048",
+    ]);
     const events = Array.from({ length: 500 }, (_, i) => ({ type: "t", payload: `${i}`.padEnd(1000, ".") }));
     expect((await api(`${s.url}/v1/streams/pages/events`, "POST", { events })).status).toBe(200);
     const replay = await api(`${s.url}/v1/streams/pages/events?from=1&limit=1000`, "GET");
@@ -30,7 +37,13 @@ describe("limits that follow from other limits", () => {
 
   it("an event of the longest strings, all control characters, is replayed and delivered as JSON with the smallest ring the server accepts", async () => {
     const FIELD_BYTES = 64 * 1024;
-    const flags = { "event-field-bytes-max": FIELD_BYTES, "event-bytes-max": 1024, "request-bytes-max": 512 * 1024, "replay-page-bytes-max": 64 * 1024, "consume-page-bytes-max": 4096 };
+    const flags = {
+      "event-field-bytes-max": FIELD_BYTES,
+      "event-bytes-max": 1024,
+      "request-bytes-max": 512 * 1024,
+      "replay-page-bytes-max": 64 * 1024,
+      "consume-page-bytes-max": 4096,
+    };
     const ringBytes = deriveLimits(loadConfig(Object.fromEntries(Object.entries(flags).map(([k, v]) => [k, String(v)])), {})).ringBytesMin;
     const s = await start(dir(), [...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]), "--ring-bytes", String(ringBytes)]);
     // Each byte is written \u0001 in JSON: 6x, 1.5 MiB rendered from a 256 KiB event.
@@ -51,7 +64,16 @@ describe("limits that follow from other limits", () => {
   it("a ring too small for the configured limits is refused at start, naming ring_bytes and the size it needs", async () => {
     const d = tempDataDir();
     try {
-      const r = await serveExpectingExit(["--port", "0", "--data-dir", d, "--request-bytes-max", String(32 * 1024 * 1024), "--ring-bytes", String(48 * 1024 * 1024)]);
+      const r = await serveExpectingExit([
+        "--port",
+        "0",
+        "--data-dir",
+        d,
+        "--request-bytes-max",
+        String(32 * 1024 * 1024),
+        "--ring-bytes",
+        String(48 * 1024 * 1024),
+      ]);
       expect(r.code).not.toBe(0);
       expect(r.output).toContain(`ring_bytes: must be at least ${2 * (32 * 1024 * 1024 + 64 * 1024)} bytes`);
     } finally {

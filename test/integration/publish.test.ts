@@ -8,8 +8,17 @@ import { randomBytes } from "node:crypto";
 import { api, removeDir, replayAll, startServer, type TestServer } from "../helpers/server.js";
 import { decodeEventBatch, decodeRecords, encodePublishBatch, type OutgoingEvent } from "../../src/wire/client.js";
 import {
-  EVENT_BYTES_MAX, FB_CT, FIELD_BYTES_MAX, JSON_CT, PUBLISH_EVENTS_MAX, REQUEST_BYTES_MAX,
-  expectError, expectOk, itStaysHealthy, rawRequest, smallLimitsServer,
+  EVENT_BYTES_MAX,
+  FB_CT,
+  FIELD_BYTES_MAX,
+  JSON_CT,
+  PUBLISH_EVENTS_MAX,
+  REQUEST_BYTES_MAX,
+  expectError,
+  expectOk,
+  itStaysHealthy,
+  rawRequest,
+  smallLimitsServer,
 } from "../helpers/bad-input.js";
 
 const FB = "application/x-flatbuffers";
@@ -99,12 +108,24 @@ describe("publish and replay", () => {
       "content-type": FB,
     });
     expect(second.json).toEqual({
-      stream: "bin-dup", first_seq: 3, last_seq: 4, count: 2,
-      duplicates: [{ index: 0, seq: 1 }, { index: 2, seq: 3 }, { index: 4, seq: 2 }],
+      stream: "bin-dup",
+      first_seq: 3,
+      last_seq: 4,
+      count: 2,
+      duplicates: [
+        { index: 0, seq: 1 },
+        { index: 2, seq: 3 },
+        { index: 4, seq: 2 },
+      ],
     });
     const r = await api(`${s.url}/v1/streams/bin-dup/events?from=1`, "GET", undefined, { accept: FB });
     const events = decodeRecords(decodeEventBatch(r.raw).records);
-    expect(events.map((e) => [e.seq, e.idempotency_key, e.payload_bytes![0]])).toEqual([[1, "a", 1], [2, "b", 2], [3, "c", 4], [4, "d", 6]]);
+    expect(events.map((e) => [e.seq, e.idempotency_key, e.payload_bytes![0]])).toEqual([
+      [1, "a", 1],
+      [2, "b", 2],
+      [3, "c", 4],
+      [4, "d", 6],
+    ]);
   });
 
   it("events of one request get consecutive seqs even with concurrent publishers", async () => {
@@ -150,7 +171,14 @@ describe("publish and replay", () => {
   it("a durability fsync stream acknowledges only synced events and loses none", async () => {
     expect((await api(`${s.url}/v1/streams/durable`, "PUT", { durability: "fsync" })).status).toBe(201);
     const results = await Promise.all(
-      Array.from({ length: 30 }, (_, c) => api(`${s.url}/v1/streams/durable/events`, "POST", { events: [{ type: "t", payload: c }, { type: "t", payload: c }] })),
+      Array.from({ length: 30 }, (_, c) =>
+        api(`${s.url}/v1/streams/durable/events`, "POST", {
+          events: [
+            { type: "t", payload: c },
+            { type: "t", payload: c },
+          ],
+        }),
+      ),
     );
     for (const r of results) expect(r.status).toBe(200);
     expect((await replayAll(s.url, "durable")).length).toBe(60);
@@ -373,7 +401,10 @@ describe("publish's bad input and limits, on one server with small limits", () =
 
     it("rejects a truncated binary batch whole", async () => {
       const id = await seeded("bin-truncated");
-      const batch = encodePublishBatch([{ type: "good", payload: { a: 1 } }, { type: "good", payload: { b: 2 } }]);
+      const batch = encodePublishBatch([
+        { type: "good", payload: { a: 1 } },
+        { type: "good", payload: { b: 2 } },
+      ]);
       const r = await publish(id, batch.subarray(0, batch.length - 12), FB_CT);
       expect(r.status).toBe(400);
       expectError(r, 400, r.json?.error?.code === "invalid_event" ? "invalid_event" : "invalid_flatbuffer");

@@ -206,11 +206,15 @@ describe("API keys, scopes and prefixes", () => {
     for (const [headers, stream, expected] of cases) {
       const status = await new Promise<number>((resolve, reject) => {
         // Headers promise 1 MB; not one byte of it is ever written.
-        const req = httpRequest(`${s.url}/v1/streams/${stream}/events`, { method: "POST", headers: { ...JSON_CT, "content-length": 1_000_000, ...headers } }, (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-          req.destroy();
-        });
+        const req = httpRequest(
+          `${s.url}/v1/streams/${stream}/events`,
+          { method: "POST", headers: { ...JSON_CT, "content-length": 1_000_000, ...headers } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+            req.destroy();
+          },
+        );
         req.on("error", () => {});
         req.flushHeaders();
         setTimeout(() => reject(new Error("no answer within 5 s: the server waited for the body")), 5000);
@@ -249,11 +253,26 @@ describe("the keys file", () => {
 
   const KEY = secret("file");
   const BAD_FILES: Array<[string, string, RegExp]> = [
-    ["an unknown field", JSON.stringify([{ key: secret("ok"), scopes: ["admin"] }, { key: KEY, scopes: ["admin"], prefx: "md." }]), /entry 1: unknown field\(s\) "prefx"/],
+    [
+      "an unknown field",
+      JSON.stringify([
+        { key: secret("ok"), scopes: ["admin"] },
+        { key: KEY, scopes: ["admin"], prefx: "md." },
+      ]),
+      /entry 1: unknown field\(s\) "prefx"/,
+    ],
     ["an empty key", JSON.stringify([{ key: "", scopes: ["admin"] }]), /entry 0: "key": must not be empty/],
     ["an unknown scope", JSON.stringify([{ key: KEY, scopes: ["write"] }]), /entry 0: "scopes.0"/],
     ["no scope", JSON.stringify([{ key: KEY, scopes: [] }]), /entry 0: "scopes": must name at least one scope/],
-    ["a duplicate key", JSON.stringify([{ key: KEY, scopes: ["admin"] }, { key: secret("x"), scopes: ["admin"] }, { key: KEY, scopes: ["consume"] }]), /entry 2: the same key as entry 0/],
+    [
+      "a duplicate key",
+      JSON.stringify([
+        { key: KEY, scopes: ["admin"] },
+        { key: secret("x"), scopes: ["admin"] },
+        { key: KEY, scopes: ["consume"] },
+      ]),
+      /entry 2: the same key as entry 0/,
+    ],
     ["a key with a space", JSON.stringify([{ key: `${KEY} x`, scopes: ["admin"] }]), /entry 0: "key"/],
     ["a rate of 0", JSON.stringify([{ key: KEY, scopes: ["admin"], events_per_s: 0 }]), /entry 0: "events_per_s"/],
     ["not JSON", `[{"key": "${KEY}", "scopes": ["admin"]`, /not valid JSON/],
@@ -287,7 +306,10 @@ describe("the keys file", () => {
       const status = async (key: string) => (await api(`${s.url}/v1/streams/x/events?from=1`, "GET", undefined, bearer(key))).status;
       expect([await status(a), await status(b)]).toEqual([404, 401]);
 
-      write([{ key: a, scopes: ["consume"] }, { key: b, scopes: ["consume"] }]);
+      write([
+        { key: a, scopes: ["consume"] },
+        { key: b, scopes: ["consume"] },
+      ]);
       s.proc.kill("SIGHUP");
       await outputHas(s, "SIGHUP: api keys: 2 loaded");
       expect([await status(a), await status(b)]).toEqual([404, 404]);
@@ -302,7 +324,10 @@ describe("the keys file", () => {
       s.proc.kill("SIGHUP");
       await outputHas(s, /not valid JSON.*keeping the 1 keys loaded before/);
       expect([await status(a), await status(b)]).toEqual([401, 404]);
-      write([{ key: b, scopes: ["consume"] }, { key: a, scopes: ["root"] }]);
+      write([
+        { key: b, scopes: ["consume"] },
+        { key: a, scopes: ["root"] },
+      ]);
       s.proc.kill("SIGHUP");
       await outputHas(s, /entry 1: "scopes.0".*keeping the 1 keys loaded before/);
       expect([await status(a), await status(b)]).toEqual([401, 404]);
@@ -335,7 +360,8 @@ describe("per-key rate limits", () => {
   let dir: string;
   let s: TestServer;
   const events = (n: number, payload: unknown = { px: 1 }) => ({ events: Array.from({ length: n }, (_, i) => ({ type: `t${i}`, payload })) });
-  const publish = (body: unknown, headers: Record<string, string> = JSON_CT) => api(`${s.url}/v1/streams/rl/events`, "POST", body, { ...headers, ...bearer(KEYS.events) });
+  const publish = (body: unknown, headers: Record<string, string> = JSON_CT) =>
+    api(`${s.url}/v1/streams/rl/events`, "POST", body, { ...headers, ...bearer(KEYS.events) });
   const head = async () => (await api(`${s.url}/v1/streams/rl`, "GET", undefined, bearer(KEYS.admin))).json.head_seq;
   const retryAfterMs = (r: Awaited<ReturnType<typeof api>>) => {
     const v = r.headers.get("retry-after");
@@ -387,7 +413,9 @@ describe("per-key rate limits", () => {
     expect([tooBig.status, tooBig.json.error.code]).toEqual([413, "batch_too_large"]);
     await new Promise((r) => setTimeout(r, wait));
     // A refill is spent by a FlatBuffers batch as well as by JSON.
-    const fb = await publish(Buffer.from(encodePublishBatch(Array.from({ length: EVENTS_PER_S }, () => ({ type: "fb" })))), { "content-type": "application/x-flatbuffers" });
+    const fb = await publish(Buffer.from(encodePublishBatch(Array.from({ length: EVENTS_PER_S }, () => ({ type: "fb" })))), {
+      "content-type": "application/x-flatbuffers",
+    });
     expect(fb.status, JSON.stringify(fb.json)).toBe(200);
     expect(await head()).toBe(2 * EVENTS_PER_S);
     expect((await publish(events(EVENTS_PER_S))).status).toBe(429);
@@ -410,8 +438,46 @@ describe("TLS", () => {
   let cert: Buffer;
   beforeAll(() => {
     dir = tempDataDir("ticker-tls-");
-    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")], { stdio: "ignore" });
-    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=other", "-days", "2", "-keyout", join(dir, "other-key.pem"), "-out", join(dir, "other-cert.pem")], { stdio: "ignore" });
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-days",
+        "2",
+        "-keyout",
+        join(dir, "key.pem"),
+        "-out",
+        join(dir, "cert.pem"),
+      ],
+      { stdio: "ignore" },
+    );
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=other",
+        "-days",
+        "2",
+        "-keyout",
+        join(dir, "other-key.pem"),
+        "-out",
+        join(dir, "other-cert.pem"),
+      ],
+      { stdio: "ignore" },
+    );
     cert = readFileSync(join(dir, "cert.pem"));
   });
   afterAll(() => removeDir(dir));
@@ -431,7 +497,10 @@ describe("TLS", () => {
   it("with --tls-cert and --tls-key the server says https, and publish, replay, keys and a wss consumer work over TLS", async () => {
     const key = secret("tls");
     writeFileSync(join(dir, "keys.json"), JSON.stringify([{ key, scopes: ["publish", "consume"] }]));
-    const s = await startServer({ dataDir: join(dir, "data"), args: ["--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem"), "--api-keys-file", join(dir, "keys.json")] });
+    const s = await startServer({
+      dataDir: join(dir, "data"),
+      args: ["--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem"), "--api-keys-file", join(dir, "keys.json")],
+    });
     try {
       expect(s.output()).toMatch(/ticker listening on https:\/\/127\.0\.0\.1:\d+ /);
       const url = `https://127.0.0.1:${s.port}`;

@@ -21,7 +21,12 @@ describe("configuration", () => {
   it("defaults give the embedded node on 127.0.0.1:8080 with data in ./data", () => {
     const c = loadConfig({}, {});
     expect([c.host, c.port, c.data_dir, c.publish_events_max, c.request_bytes_max, c.replay_page_events_max]).toEqual([
-      "127.0.0.1", 8080, "./data", 1000, 16 * 1024 * 1024, 10_000,
+      "127.0.0.1",
+      8080,
+      "./data",
+      1000,
+      16 * 1024 * 1024,
+      10_000,
     ]);
   });
 

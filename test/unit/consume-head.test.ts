@@ -7,7 +7,16 @@ const u32 = fc.integer({ min: 0, max: 0xffffffff });
 
 const head: fc.Arbitrary<ConsumeHead> = fc.oneof(
   fc.record({ kind: fc.constant(ConsumeHeadKind.Page as const), count: u32, next: seq, headSeq: seq, firstSeq: seq }),
-  fc.record({ kind: fc.constant(ConsumeHeadKind.Batch as const), count: u32, first: seq, last: seq, firstSeq: seq, idBytes: u32, binBytes: u32, jsonBytes: u32 }),
+  fc.record({
+    kind: fc.constant(ConsumeHeadKind.Batch as const),
+    count: u32,
+    first: seq,
+    last: seq,
+    firstSeq: seq,
+    idBytes: u32,
+    binBytes: u32,
+    jsonBytes: u32,
+  }),
   fc.record({ kind: fc.constant(ConsumeHeadKind.HeadMoved as const), headSeq: seq, firstSeq: seq, idBytes: u32 }),
 );
 

@@ -9,7 +9,17 @@ import { parseParams } from "../../src/front/consume/params.js";
 import type { Clock, ConsumerSocket, ShardLink } from "../../src/front/consume/ports.js";
 import type { SocketData } from "../../src/front/consume/state.js";
 import type { OnResponse } from "../../src/front/shards.js";
-import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, Op, WATCH_JSON, writeConsumeHead, type ConsumeHead, type RequestMeta, type Response } from "../../src/shard/protocol.js";
+import {
+  CONSUME_HEAD_BYTES,
+  ConsumeHeadKind,
+  ContentType,
+  Op,
+  WATCH_JSON,
+  writeConsumeHead,
+  type ConsumeHead,
+  type RequestMeta,
+  type Response,
+} from "../../src/shard/protocol.js";
 import { EVENTS_MESSAGE_HEAD, EVENTS_MESSAGE_TAIL } from "../../src/wire/event-codec.js";
 
 type Json = Record<string, unknown>;
@@ -121,7 +131,11 @@ class FakeShards implements ShardLink {
     const s = this.streams.get(stream)!;
     const id = encoder.encode(stream);
     const json = this.render(s.events.slice(first - 1, last));
-    this.pushHead({ kind: ConsumeHeadKind.Batch, count: last - first + 1, first, last, firstSeq: s.first, idBytes: id.byteLength, binBytes: 0, jsonBytes: json.byteLength }, id, json);
+    this.pushHead(
+      { kind: ConsumeHeadKind.Batch, count: last - first + 1, first, last, firstSeq: s.first, idBytes: id.byteLength, binBytes: 0, jsonBytes: json.byteLength },
+      id,
+      json,
+    );
   }
 
   private pushHead(h: ConsumeHead, id: Uint8Array, json: Uint8Array | null): void {
@@ -399,7 +413,11 @@ describe("consume hub: nacks and dead letters", () => {
     const { stream, events } = w.shards.published[0];
     expect(stream).toBe("jobs.dlq");
     expect(events).toMatchObject([
-      { type: "dead_letter", idempotency_key: "dlq:g:3", payload: { stream: "jobs", seq: 3, group: "g", reason: "boom again", attempts: 2, event: { seq: 3 } } },
+      {
+        type: "dead_letter",
+        idempotency_key: "dlq:g:3",
+        payload: { stream: "jobs", seq: 3, group: "g", reason: "boom again", attempts: 2, event: { seq: 3 } },
+      },
     ]);
     expect(w.shards.checkpointWrites.map((c) => c.seq)).toEqual([2, 3]);
     expect(a.seqs()).toEqual([...range(1, 5), ...range(3, 5), 4, 5]);

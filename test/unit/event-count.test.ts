@@ -37,10 +37,16 @@ describe("counting the events of a publish body", () => {
 
   it("a FlatBuffers batch counts its record frames", () => {
     fc.assert(
-      fc.property(fc.array(fc.record({ type: fc.string({ minLength: 1, maxLength: 10 }), payload_bytes: fc.uint8Array({ maxLength: 100 }) }), { minLength: 1, maxLength: 30 }), (events) => {
-        const body = Buffer.from(encodePublishBatch(events));
-        expect(countPublishEvents(body, ContentType.FlatBuffers)).toBe(events.length);
-      }),
+      fc.property(
+        fc.array(fc.record({ type: fc.string({ minLength: 1, maxLength: 10 }), payload_bytes: fc.uint8Array({ maxLength: 100 }) }), {
+          minLength: 1,
+          maxLength: 30,
+        }),
+        (events) => {
+          const body = Buffer.from(encodePublishBatch(events));
+          expect(countPublishEvents(body, ContentType.FlatBuffers)).toBe(events.length);
+        },
+      ),
       { numRuns: 200 },
     );
   });

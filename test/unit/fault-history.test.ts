@@ -56,13 +56,37 @@ describe("history checker", () => {
 
   it("a keyed retry answered with duplicates pointing at the original seqs is clean", () => {
     const { h, events } = cleanRun();
-    h.published("s", { first_seq: 5, last_seq: 4, count: 0, duplicates: [{ index: 0, seq: 3 }, { index: 1, seq: 4 }] }, batch("B", 2, true));
+    h.published(
+      "s",
+      {
+        first_seq: 5,
+        last_seq: 4,
+        count: 0,
+        duplicates: [
+          { index: 0, seq: 3 },
+          { index: 1, seq: 4 },
+        ],
+      },
+      batch("B", 2, true),
+    );
     expect(failures(h.check(new Map([["s", events]])))).toEqual({});
   });
 
   it("a duplicates entry pointing at a seq that holds another payload is lost", () => {
     const { h, events } = cleanRun();
-    h.published("s", { first_seq: 5, last_seq: 4, count: 0, duplicates: [{ index: 0, seq: 1 }, { index: 1, seq: 4 }] }, batch("B", 2, true));
+    h.published(
+      "s",
+      {
+        first_seq: 5,
+        last_seq: 4,
+        count: 0,
+        duplicates: [
+          { index: 0, seq: 1 },
+          { index: 1, seq: 4 },
+        ],
+      },
+      batch("B", 2, true),
+    );
     expect(failures(h.check(new Map([["s", events]])))).toMatchObject({ lost: 1 });
   });
 

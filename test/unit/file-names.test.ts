@@ -19,7 +19,19 @@ describe("segment file names", () => {
 
   it("index files, half-written files and other names are not taken for segments", () => {
     const seg = logPath("", 7);
-    const names = [seg, idxPath("", 7), tidxPath("", 7), partialPath(idxPath("", 7)), partialPath(seg), "stream.json", "checkpoints.log", "7.log", "0000000000000000007.log", "000000000000000000007.log", "0000000000000000000a.log"];
+    const names = [
+      seg,
+      idxPath("", 7),
+      tidxPath("", 7),
+      partialPath(idxPath("", 7)),
+      partialPath(seg),
+      "stream.json",
+      "checkpoints.log",
+      "7.log",
+      "0000000000000000007.log",
+      "000000000000000000007.log",
+      "0000000000000000000a.log",
+    ];
     expect(segmentBases(names)).toEqual([7]);
   });
 });

@@ -34,7 +34,12 @@ describe("JSON publish body scanner", () => {
     expect(jb.count).toBe(4);
     const f = new EventFields();
     jb.fields(0, f, LIMITS);
-    expect([text(buf, f.typeAt, f.typeLen), text(buf, f.keyAt, f.keyLen), text(buf, f.producerIdAt, f.producerIdLen), text(buf, f.idemAt, f.idemLen)]).toEqual(["trade", "BTC-USD", "feed", "ké"]);
+    expect([text(buf, f.typeAt, f.typeLen), text(buf, f.keyAt, f.keyLen), text(buf, f.producerIdAt, f.producerIdLen), text(buf, f.idemAt, f.idemLen)]).toEqual([
+      "trade",
+      "BTC-USD",
+      "feed",
+      "ké",
+    ]);
     expect([f.producerSeq, f.producerTs]).toEqual([0, 1764000000000]);
     expect(text(buf, f.payloadAt, f.payloadLen)).toBe(`{"px" : 91234.5, "a":[1,2,{"b":null}]}`);
     jb.fields(1, f, LIMITS);
@@ -50,12 +55,30 @@ describe("JSON publish body scanner", () => {
 
   it("rejects bad JSON anywhere with invalid_json, before any event rule", () => {
     const bad = [
-      `{"events":[{"type":"a"},]}`, `{"events":[{"type":"a"}]`, `{"events":[{"type":"a}]}`, `{"events":[{"type":01}]}`,
-      `{"events":[{"type":1.}]}`, `{"events":[{"type":-}]}`, `{"events":[{"type":1e}]}`, `{"events":[{"type":"a\tb"}]}`,
-      `{"events":[{"type":"\\x"}]}`, `{"events":[{"type":"\\u12g4"}]}`, `{"events":[{"type":tru}]}`, `{"events":[]} x`,
-      `{"events":[{"seq":1,"type":}]}`, `{"events" [1]}`, `{'events':[]}`, ``, `   `, `{"events":[${"[".repeat(300)}${"]".repeat(300)}]}`,
+      `{"events":[{"type":"a"},]}`,
+      `{"events":[{"type":"a"}]`,
+      `{"events":[{"type":"a}]}`,
+      `{"events":[{"type":01}]}`,
+      `{"events":[{"type":1.}]}`,
+      `{"events":[{"type":-}]}`,
+      `{"events":[{"type":1e}]}`,
+      `{"events":[{"type":"a\tb"}]}`,
+      `{"events":[{"type":"\\x"}]}`,
+      `{"events":[{"type":"\\u12g4"}]}`,
+      `{"events":[{"type":tru}]}`,
+      `{"events":[]} x`,
+      `{"events":[{"seq":1,"type":}]}`,
+      `{"events" [1]}`,
+      `{'events':[]}`,
+      ``,
+      `   `,
+      `{"events":[${"[".repeat(300)}${"]".repeat(300)}]}`,
     ];
-    for (const b of bad) expect(codeOf(() => scan(b)), b).toBe("invalid_json");
+    for (const b of bad)
+      expect(
+        codeOf(() => scan(b)),
+        b,
+      ).toBe("invalid_json");
   });
 
   it("answers like JSON.parse on thousands of mutated bodies", () => {

@@ -83,7 +83,10 @@ function brokenRelations(c: LimitKeys, l: Limits): string[] {
   check(frameBytesFor(largestEventBodyBytes(c)) <= l.frameBytesMax, "the largest event publish accepts frames within frameBytesMax");
   check(l.socketBytesMax > c.consumer_buffer_bytes_max, "uWS's socket bound lies past the hub's");
   check(l.pageAnswerBytesMax >= l.frameBytesMax, "a page answer of one frame (an EventBatch page) is within pageAnswerBytesMax");
-  check(l.pageBufferBytes >= Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max) + l.frameBytesMax, "the page buffer holds a replay page and a consumer's page, each with the frame that may overrun it");
+  check(
+    l.pageBufferBytes >= Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max) + l.frameBytesMax,
+    "the page buffer holds a replay page and a consumer's page, each with the frame that may overrun it",
+  );
   return broken;
 }
 
@@ -158,7 +161,15 @@ describe("limits derived from the config", () => {
  */
 function renderedLargestEventBytes(eventBytes: number, fieldBytes: number): number {
   const field = "\u0001".repeat(fieldBytes);
-  const body = encodeEvent({ type: field, key: field, producer_id: field, idempotency_key: field, producer_seq: Number.MAX_SAFE_INTEGER, producer_ts: Number.MAX_SAFE_INTEGER, payload_bytes: new Uint8Array(eventBytes).fill(0xff) });
+  const body = encodeEvent({
+    type: field,
+    key: field,
+    producer_id: field,
+    idempotency_key: field,
+    producer_seq: Number.MAX_SAFE_INTEGER,
+    producer_ts: Number.MAX_SAFE_INTEGER,
+    payload_bytes: new Uint8Array(eventBytes).fill(0xff),
+  });
   const fb = frameBytesFor(body.byteLength);
   const frame = Buffer.alloc(fb);
   writeFrameHeader(frame, 0, fb, body.byteLength, Number.MAX_SAFE_INTEGER, Date.now());
@@ -171,7 +182,11 @@ function renderedLargestEventBytes(eventBytes: number, fieldBytes: number): numb
 
 describe("the largest event rendered as JSON: how far a page passes its byte bound", () => {
   it("is within renderedEventBytesMax for the defaults, for the longest strings with the smallest payload and for a large payload with the shortest strings", () => {
-    for (const [eventBytes, fieldBytes] of [[1024 * 1024, 1024], [1, range("event_field_bytes_max").max], [4 * 1024 * 1024, range("event_field_bytes_max").min]]) {
+    for (const [eventBytes, fieldBytes] of [
+      [1024 * 1024, 1024],
+      [1, range("event_field_bytes_max").max],
+      [4 * 1024 * 1024, range("event_field_bytes_max").min],
+    ]) {
       const l = deriveLimits({ ...defaults(), event_bytes_max: eventBytes, event_field_bytes_max: fieldBytes });
       expect(renderedLargestEventBytes(eventBytes, fieldBytes), `${eventBytes} / ${fieldBytes}`).toBeLessThanOrEqual(l.renderedEventBytesMax);
     }
@@ -187,8 +202,12 @@ describe("a config that breaks a relation is refused at start, naming the key", 
 
   it("a request budget under one request, a default window or replay page over its maximum: each names its key", () => {
     expect(() => loadConfig(flags({ request_buffer_bytes_max: 16 * MiB - 1 }), {})).toThrow("request_buffer_bytes_max: must be at least request_bytes_max");
-    expect(() => loadConfig(flags({ consume_window_default: 11, consume_window_max: 10 }), {})).toThrow("consume_window_default: must not exceed consume_window_max");
-    expect(() => loadConfig(flags({ replay_page_events_default: 11, replay_page_events_max: 10 }), {})).toThrow("replay_page_events_default: must not exceed replay_page_events_max");
+    expect(() => loadConfig(flags({ consume_window_default: 11, consume_window_max: 10 }), {})).toThrow(
+      "consume_window_default: must not exceed consume_window_max",
+    );
+    expect(() => loadConfig(flags({ replay_page_events_default: 11, replay_page_events_max: 10 }), {})).toThrow(
+      "replay_page_events_default: must not exceed replay_page_events_max",
+    );
     expect(loadConfig(flags({ request_buffer_bytes_max: 16 * MiB, consume_window_default: 10, consume_window_max: 10 }), {}).consume_window_default).toBe(10);
   });
 });

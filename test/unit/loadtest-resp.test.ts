@@ -119,7 +119,14 @@ describe("XrangeReader", () => {
   });
 
   it("rejects ids that do not rise, within a page and past the previous page", () => {
-    expect(() => walkXrange(xrangeReply([["5-1", "v"], ["5-1", "v"]]))).toThrow(/does not rise/);
+    expect(() =>
+      walkXrange(
+        xrangeReply([
+          ["5-1", "v"],
+          ["5-1", "v"],
+        ]),
+      ),
+    ).toThrow(/does not rise/);
     expect(() => walkXrange(xrangeReply([["5-1", "v"]]), {}, { ms: 5, seq: 1 })).toThrow(/does not rise/);
     expect(walkXrange(xrangeReply([["5-2", "v"]]), {}, { ms: 5, seq: 1 }).entries).toBe(1);
   });

@@ -225,4 +225,3 @@ describe("a failed fdatasync (EIO) refuses what it covered, and nothing of it tu
     again.close();
   });
 });
-

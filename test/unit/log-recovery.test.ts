@@ -36,7 +36,10 @@ function closedLog(n = 3000): string {
   log.close();
   return dir;
 }
-const segmentFiles = (dir: string) => readdirSync(dir).filter((f) => f.endsWith(".log")).sort();
+const segmentFiles = (dir: string) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith(".log"))
+    .sort();
 const open = (dir: string, durable = false, unmarked = false) => {
   const log = new StreamLog(dir, LOG_OPTS);
   const report = log.open(durable, unmarked);
@@ -204,7 +207,9 @@ describe("log recovery of closed segments", () => {
     appendFileSync(join(dir, first), frames(s0.last + 1, 1, 100, 1_000 + s0.last, false).buf);
     rmSync(join(dir, first.replace(".log", ".idx")));
     const { log, report } = open(dir);
-    expect(report.corruptions).toEqual([{ segment: s0.base, position: s0.size, seq: s0.last + 1, reason: `1 records at or past the next segment's base seq ${s0.last + 1}` }]);
+    expect(report.corruptions).toEqual([
+      { segment: s0.base, position: s0.size, seq: s0.last + 1, reason: `1 records at or past the next segment's base seq ${s0.last + 1}` },
+    ]);
     expect(report.rebuiltIndexes).toBe(1);
     expect(log.segments[0].lastSeq).toBe(s0.last);
     expect(readAll(log)).toEqual(range(1, 3000));
@@ -221,7 +226,9 @@ describe("log recovery of closed segments", () => {
     a.close();
     for (const ext of [".log", ".idx", ".tidx"]) rmSync(join(dir, files[1].replace(".log", ext)));
     const { log, report } = open(dir);
-    expect(report.corruptions).toEqual([{ segment: s0.base, position: s0.size, seq: s0.last + 1, reason: `segment ${s2.base} does not follow seq ${s0.last}` }]);
+    expect(report.corruptions).toEqual([
+      { segment: s0.base, position: s0.size, seq: s0.last + 1, reason: `segment ${s2.base} does not follow seq ${s0.last}` },
+    ]);
     const out = Buffer.alloc(1 << 20);
     expect(() => log.read(s1.base, s1.last, 10, 1 << 20, out)).toThrow(CorruptRecordError);
     try {

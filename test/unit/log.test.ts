@@ -2,7 +2,18 @@ import { describe, it, expect, afterEach } from "vitest";
 import { appendFileSync, ftruncateSync, readdirSync, statSync, writeFileSync, openSync, writeSync, closeSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
-import { checkFrame, frameBytesFor, frameSeq, frameTs, sealFrame, writeFrameHeader, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_HEADER_BYTES } from "../../src/log/record.js";
+import {
+  checkFrame,
+  frameBytesFor,
+  frameSeq,
+  frameTs,
+  sealFrame,
+  writeFrameHeader,
+  FRAME_BAD_CRC,
+  FRAME_BAD_LENGTH,
+  FRAME_SHORT,
+  RECORD_HEADER_BYTES,
+} from "../../src/log/record.js";
 import { crc32Range } from "../../src/crc.js";
 import { crc32 } from "node:zlib";
 import { LOG_OPTS, appendN, frames, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
@@ -176,7 +187,11 @@ describe("log recovery", () => {
 
   it("a torn tail shorter than a header, whose first bytes claim a tiny length, ends recovery instead of spinning", () => {
     // A 10-byte tail whose length field says 5: once a shape that looped forever.
-    for (const tail of [Buffer.from([5, 0, 0, 0, 1, 2, 3, 4, 5, 6]), Buffer.from([0, 0, 0, 0]), Buffer.from([24, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9])]) {
+    for (const tail of [
+      Buffer.from([5, 0, 0, 0, 1, 2, 3, 4, 5, 6]),
+      Buffer.from([0, 0, 0, 0]),
+      Buffer.from([24, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]),
+    ]) {
       const dir = tempDir();
       const a = new StreamLog(dir, OPTS);
       a.open();
@@ -266,7 +281,9 @@ describe("log recovery", () => {
     a.open();
     appendN(a, 3000);
     a.close();
-    const idx = readdirSync(dir).filter((f) => f.endsWith(".idx")).sort();
+    const idx = readdirSync(dir)
+      .filter((f) => f.endsWith(".idx"))
+      .sort();
     unlinkSync(join(dir, idx[0]));
     writeFileSync(join(dir, idx[1]), Buffer.from("not an index"));
     const b = new StreamLog(dir, OPTS);

@@ -3,8 +3,22 @@
 // its CRC matches, either way round: plain, or complemented as a commit mark.
 import { describe, it, expect } from "vitest";
 import {
-  BATCH_END, FRAME_BAD_CRC, FRAME_BAD_LENGTH, FRAME_SHORT, RECORD_BYTES_MIN, RECORD_HEADER_BYTES,
-  checkFrame, checkFrameMarked, frameBytesFor, frameProblem, frameSeq, frameTs, markBatchEnd, sealFrame, stampFrame, writeFrameHeader,
+  BATCH_END,
+  FRAME_BAD_CRC,
+  FRAME_BAD_LENGTH,
+  FRAME_SHORT,
+  RECORD_BYTES_MIN,
+  RECORD_HEADER_BYTES,
+  checkFrame,
+  checkFrameMarked,
+  frameBytesFor,
+  frameProblem,
+  frameSeq,
+  frameTs,
+  markBatchEnd,
+  sealFrame,
+  stampFrame,
+  writeFrameHeader,
 } from "../../src/log/record.js";
 import { readU64, u32, writeU64 } from "../../src/bytes.js";
 

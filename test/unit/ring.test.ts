@@ -533,75 +533,72 @@ const keepAlive = setInterval(() => {}, 1 << 30);
 `;
 
 describe("Ring: cross-thread", () => {
-  it(
-    `a worker producer's ${COUNT} counters arrive once each, in order, intact, through a ${RING_BYTES}-byte ring`,
-    async () => {
-      const distRing = fileURLToPath(new URL("../../dist/src/ring/ring.js", import.meta.url));
-      if (!existsSync(distRing)) {
-        throw new Error(`compiled ring module missing at ${distRing}: run \`npx tsc -p tsconfig.json\` first (npm test does it via pretest)`);
-      }
-      const buffer = Ring.allocate(RING_BYTES);
-      const ring = new Ring(buffer);
-      const worker = new Worker(PRODUCER_SRC, {
-        eval: true,
-        workerData: { ringUrl: pathToFileURL(distRing).href, buffer, count: COUNT, waitMs: PRODUCER_WAIT_MS },
-      });
-      let failure: string | null = null;
-      let report: { fullWaits: number; slowWaits: number } | null = null;
-      worker.on("message", (m: { error?: string; fullWaits: number; slowWaits: number }) => {
-        if (m.error !== undefined) failure = `producer failed: ${m.error}`;
-        else report = m;
-      });
-      worker.on("error", (e) => (failure = `producer crashed: ${e.stack ?? e}`));
-      worker.on("exit", (code) => {
-        if (report === null) failure ??= `producer exited (code ${code}) before writing all ${COUNT} messages`;
-      });
+  it(`a worker producer's ${COUNT} counters arrive once each, in order, intact, through a ${RING_BYTES}-byte ring`, async () => {
+    const distRing = fileURLToPath(new URL("../../dist/src/ring/ring.js", import.meta.url));
+    if (!existsSync(distRing)) {
+      throw new Error(`compiled ring module missing at ${distRing}: run \`npx tsc -p tsconfig.json\` first (npm test does it via pretest)`);
+    }
+    const buffer = Ring.allocate(RING_BYTES);
+    const ring = new Ring(buffer);
+    const worker = new Worker(PRODUCER_SRC, {
+      eval: true,
+      workerData: { ringUrl: pathToFileURL(distRing).href, buffer, count: COUNT, waitMs: PRODUCER_WAIT_MS },
+    });
+    let failure: string | null = null;
+    let report: { fullWaits: number; slowWaits: number } | null = null;
+    worker.on("message", (m: { error?: string; fullWaits: number; slowWaits: number }) => {
+      if (m.error !== undefined) failure = `producer failed: ${m.error}`;
+      else report = m;
+    });
+    worker.on("error", (e) => (failure = `producer crashed: ${e.stack ?? e}`));
+    worker.on("exit", (code) => {
+      if (report === null) failure ??= `producer exited (code ${code}) before writing all ${COUNT} messages`;
+    });
 
-      const deadline = Date.now() + 12_000;
-      let next = 0;
-      let emptyWaits = 0;
-      let mismatch: string | null = null;
-      try {
-        while (next < COUNT && mismatch === null) {
-          if (failure !== null) break;
-          const m = ring.read();
-          if (m === null) {
-            if (Date.now() > deadline) break;
-            emptyWaits++;
-            await ring.waitReadable(100);
-            continue;
-          }
-          const counter = m.length >= 4 ? ring.data[m.offset]! | (ring.data[m.offset + 1]! << 8) | (ring.data[m.offset + 2]! << 16) | (ring.data[m.offset + 3]! << 24) : -1;
-          if (counter !== next) mismatch = `expected counter ${next}, got ${counter} (length ${m.length}, kind ${m.kind})`;
-          else if (m.kind !== next % 7) mismatch = `message ${next}: kind ${m.kind}, expected ${next % 7}`;
-          else if (m.length !== sizeOf(next)) mismatch = `message ${next}: length ${m.length}, expected ${sizeOf(next)}`;
-          else {
-            for (let j = 4; j < m.length; j++) {
-              if (ring.data[m.offset + j] !== ((next + j) & 0xff)) {
-                mismatch = `message ${next}: byte ${j} is ${ring.data[m.offset + j]}, expected ${(next + j) & 0xff}`;
-                break;
-              }
+    const deadline = Date.now() + 12_000;
+    let next = 0;
+    let emptyWaits = 0;
+    let mismatch: string | null = null;
+    try {
+      while (next < COUNT && mismatch === null) {
+        if (failure !== null) break;
+        const m = ring.read();
+        if (m === null) {
+          if (Date.now() > deadline) break;
+          emptyWaits++;
+          await ring.waitReadable(100);
+          continue;
+        }
+        const counter =
+          m.length >= 4 ? ring.data[m.offset]! | (ring.data[m.offset + 1]! << 8) | (ring.data[m.offset + 2]! << 16) | (ring.data[m.offset + 3]! << 24) : -1;
+        if (counter !== next) mismatch = `expected counter ${next}, got ${counter} (length ${m.length}, kind ${m.kind})`;
+        else if (m.kind !== next % 7) mismatch = `message ${next}: kind ${m.kind}, expected ${next % 7}`;
+        else if (m.length !== sizeOf(next)) mismatch = `message ${next}: length ${m.length}, expected ${sizeOf(next)}`;
+        else {
+          for (let j = 4; j < m.length; j++) {
+            if (ring.data[m.offset + j] !== ((next + j) & 0xff)) {
+              mismatch = `message ${next}: byte ${j} is ${ring.data[m.offset + j]}, expected ${(next + j) & 0xff}`;
+              break;
             }
           }
-          ring.release();
-          next++;
         }
-        expect(failure).toBeNull();
-        expect(mismatch).toBeNull();
-        expect(next, `timed out after ${next} of ${COUNT} messages`).toBe(COUNT);
-        // The producer finished: nothing extra is left behind.
-        while (report === null && failure === null && Date.now() < deadline) await sleep(5);
-        expect(failure).toBeNull();
-        expect(report).not.toBeNull();
-        expect(ring.read()).toBeNull();
-        expect(ring.usedBytes()).toBe(0);
-        // Both "full" and "empty" were actually hit, so the waits were exercised.
-        expect(report!.fullWaits).toBeGreaterThan(0);
-        expect(emptyWaits).toBeGreaterThan(0);
-      } finally {
-        await worker.terminate();
+        ring.release();
+        next++;
       }
-    },
-    15_000,
-  );
+      expect(failure).toBeNull();
+      expect(mismatch).toBeNull();
+      expect(next, `timed out after ${next} of ${COUNT} messages`).toBe(COUNT);
+      // The producer finished: nothing extra is left behind.
+      while (report === null && failure === null && Date.now() < deadline) await sleep(5);
+      expect(failure).toBeNull();
+      expect(report).not.toBeNull();
+      expect(ring.read()).toBeNull();
+      expect(ring.usedBytes()).toBe(0);
+      // Both "full" and "empty" were actually hit, so the waits were exercised.
+      expect(report!.fullWaits).toBeGreaterThan(0);
+      expect(emptyWaits).toBeGreaterThan(0);
+    } finally {
+      await worker.terminate();
+    }
+  }, 15_000);
 });

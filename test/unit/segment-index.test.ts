@@ -21,7 +21,13 @@ function closedLog(): string {
   return dir;
 }
 
-const firstIndex = (dir: string, ext: "idx" | "tidx") => join(dir, readdirSync(dir).filter((f) => f.endsWith(`.${ext}`)).sort()[0]);
+const firstIndex = (dir: string, ext: "idx" | "tidx") =>
+  join(
+    dir,
+    readdirSync(dir)
+      .filter((f) => f.endsWith(`.${ext}`))
+      .sort()[0],
+  );
 
 /** Rewrites an index file with `edit` applied and its trailing CRC made right again. */
 function tamper(path: string, edit: (b: Buffer) => Buffer): void {
@@ -96,7 +102,12 @@ describe("segment index files", () => {
 
   it("an index that describes a shorter log file than the one there is rebuilt", () => {
     const dir = closedLog();
-    const seg0 = join(dir, readdirSync(dir).filter((f) => f.endsWith(".log")).sort()[0]);
+    const seg0 = join(
+      dir,
+      readdirSync(dir)
+        .filter((f) => f.endsWith(".log"))
+        .sort()[0],
+    );
     appendFileSync(seg0, Buffer.alloc(64));
     const { report } = reopen(dir);
     expect(report.rebuiltIndexes).toBe(1);

@@ -13,7 +13,17 @@
 // log. Memory per consumer is its socket buffer bound plus one message.
 import type { Config } from "../../config.js";
 import { ApiError } from "../../errors.js";
-import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, Op, WATCH_BINARY, WATCH_JSON, readConsumeHead, responseJson, type Response } from "../../shard/protocol.js";
+import {
+  CONSUME_HEAD_BYTES,
+  ConsumeHeadKind,
+  ContentType,
+  Op,
+  WATCH_BINARY,
+  WATCH_JSON,
+  readConsumeHead,
+  responseJson,
+  type Response,
+} from "../../shard/protocol.js";
 import type { ConsumeHub } from "./hub.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
 import { CLOSE_GOING_AWAY, CLOSE_SERVER_ERROR, type Clock, type ShardLink } from "./ports.js";
@@ -98,7 +108,9 @@ export class Delivery {
   onPush(r: Response): void {
     if (r.status === 404) {
       const feed = this.feeds.get(Buffer.from(r.body).toString("utf8"));
-      if (feed) for (const s of [...feed.sessions]) this.hub.groups.fail(s, new ApiError(404, "stream_deleted", `stream "${feed.stream}" was deleted`), CLOSE_GOING_AWAY);
+      if (feed)
+        for (const s of [...feed.sessions])
+          this.hub.groups.fail(s, new ApiError(404, "stream_deleted", `stream "${feed.stream}" was deleted`), CLOSE_GOING_AWAY);
       return;
     }
     const h = readConsumeHead(r.body);

@@ -95,7 +95,8 @@ export class Groups {
     feed.sessions.add(s);
     // The shard must render live batches in this format before this
     // consumer's first page read: both go through the same ring, in order.
-    if (!this.hub.delivery.updateWatch(feed)) return this.fail(s, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity; retry later"), CLOSE_SERVER_ERROR);
+    if (!this.hub.delivery.updateWatch(feed))
+      return this.fail(s, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity; retry later"), CLOSE_SERVER_ERROR);
     if (group?.active) {
       group.standby.push(s);
       this.hello(s, null);

@@ -65,7 +65,8 @@ export class ConsumeHub {
     const s = d.session;
     if (!s) {
       d.early ??= [];
-      if (d.early.length >= EARLY_MESSAGES_MAX) return this.groups.refuse(ws, new ApiError(429, "server_busy", `more than ${EARLY_MESSAGES_MAX} messages before the hello`));
+      if (d.early.length >= EARLY_MESSAGES_MAX)
+        return this.groups.refuse(ws, new ApiError(429, "server_busy", `more than ${EARLY_MESSAGES_MAX} messages before the hello`));
       d.early.push({ data: data.slice(0), isBinary });
       return;
     }

@@ -27,7 +27,13 @@ export function runsOf(batches: LiveBatch[]): LiveBatch[][] {
   let run: LiveBatch[] = [];
   for (const b of batches) {
     const prev = run[run.length - 1];
-    const joins = prev && b.count > 0 && prev.count > 0 && b.first === prev.last + 1 && (b.bin === null) === (prev.bin === null) && (b.json === null) === (prev.json === null);
+    const joins =
+      prev &&
+      b.count > 0 &&
+      prev.count > 0 &&
+      b.first === prev.last + 1 &&
+      (b.bin === null) === (prev.bin === null) &&
+      (b.json === null) === (prev.json === null);
     if (!joins && run.length > 0) {
       runs.push(run);
       run = [];

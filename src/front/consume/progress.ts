@@ -35,7 +35,8 @@ export class Progress {
     if (m.type !== "seek") {
       if (!s.group) throw new ApiError(400, "no_group", `"${m.type}" needs a consumer group: connect with ?group=`);
     }
-    if (s.role !== "active") throw new ApiError(409, "not_active", `this connection is a standby of group "${s.group?.name}"; it receives no events until it takes over`);
+    if (s.role !== "active")
+      throw new ApiError(409, "not_active", `this connection is a standby of group "${s.group?.name}"; it receives no events until it takes over`);
     const delivered = s.nextSeq - 1;
     switch (m.type) {
       case "ack":

@@ -41,7 +41,13 @@ export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () =>
         return sendError(x, new ApiError(429, "server_busy", `consumers_max (${max}) consumers are connected; retry later`, { consumers_max: max }));
       }
       x.done = true;
-      res.upgrade<SocketData>({ params }, req.getHeader("sec-websocket-key"), req.getHeader("sec-websocket-protocol"), req.getHeader("sec-websocket-extensions"), context);
+      res.upgrade<SocketData>(
+        { params },
+        req.getHeader("sec-websocket-key"),
+        req.getHeader("sec-websocket-protocol"),
+        req.getHeader("sec-websocket-extensions"),
+        context,
+      );
     },
     open: (ws) => hub.open(ws),
     message: (ws, data, isBinary) => hub.message(ws, data, isBinary),
