@@ -11,7 +11,6 @@
 // FIFO out-ring per shard, so a page that reached head H is followed by
 // pushes starting at H + 1, and anything else sends the consumer back to the
 // log. Memory per consumer is its socket buffer bound plus one message.
-import type { Config } from "../../config.js";
 import { ApiError } from "../../errors.js";
 import {
   CONSUME_HEAD_BYTES,
@@ -25,26 +24,20 @@ import {
   type Response,
 } from "../../shard/protocol.js";
 import type { ConsumeHub } from "./hub.js";
+import { HubPart } from "./part.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
-import { CLOSE_GOING_AWAY, CLOSE_SERVER_ERROR, type Clock, type ShardLink } from "./ports.js";
+import { CLOSE_GOING_AWAY, CLOSE_SERVER_ERROR } from "./ports.js";
 import type { Feed, Session } from "./state.js";
 
 /** What uWS's send() answers when it dropped the message: what was queued already passed maxBackpressure (1: sent, 0: queued). */
 const SEND_DROPPED = 2;
 
-export class Delivery {
+export class Delivery extends HubPart {
   /** Largest message the live path sends as is; larger batches are paged from the log. */
   readonly liveMessageBytesMax: number;
-  private readonly config: Config;
-  private readonly shards: ShardLink;
-  private readonly clock: Clock;
-  private readonly feeds: Map<string, Feed>;
 
-  constructor(private readonly hub: ConsumeHub) {
-    this.config = hub.config;
-    this.shards = hub.shards;
-    this.clock = hub.clock;
-    this.feeds = hub.feeds;
+  constructor(hub: ConsumeHub) {
+    super(hub);
     this.liveMessageBytesMax = hub.limits.liveMessageBytesMax;
   }
 

@@ -2,11 +2,10 @@
 // (and of a group: one active member, standbys behind it), liveness (pings,
 // heartbeats, the idle timeout, the takeover of a silent active member) and
 // leaving, after which a standby takes over at the group's checkpoint + 1.
-import type { Config } from "../../config.js";
 import { ApiError } from "../../errors.js";
 import { Op, responseJson } from "../../shard/protocol.js";
-import type { ConsumeHub } from "./hub.js";
-import { CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_SERVER_ERROR, type Clock, type ConsumerSocket, type ShardLink } from "./ports.js";
+import { HubPart } from "./part.js";
+import { CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_SERVER_ERROR, type ConsumerSocket } from "./ports.js";
 import { Feed, Group, Session } from "./state.js";
 
 /** What the shard answers to ConsumeStart. */
@@ -25,20 +24,9 @@ export interface MemberInfo {
 
 const PING_INTERVAL_MS = 1000;
 
-export class Groups {
+export class Groups extends HubPart {
   /** Sockets open plus upgrades under way, against consumers_max. */
   connections = 0;
-  private readonly config: Config;
-  private readonly shards: ShardLink;
-  private readonly clock: Clock;
-  private readonly feeds: Map<string, Feed>;
-
-  constructor(private readonly hub: ConsumeHub) {
-    this.config = hub.config;
-    this.shards = hub.shards;
-    this.clock = hub.clock;
-    this.feeds = hub.feeds;
-  }
 
   // ---- connect -----------------------------------------------------------
 

@@ -5,10 +5,10 @@
 import { ApiError } from "../../errors.js";
 import { ackMovesCheckpoint, checkNack, countNack, deadLetterDue, forgetAttempts, takeAck } from "../../consumer/acks.js";
 import { CONSUME_HEAD_BYTES, ContentType, Op, responseJson } from "../../shard/protocol.js";
-import type { ConsumeHub } from "./hub.js";
+import { HubPart } from "./part.js";
 import type { ClientMessage } from "./params.js";
-import { CLOSE_SERVER_ERROR, type Clock, type ShardLink } from "./ports.js";
-import type { Feed, Group, Session } from "./state.js";
+import { CLOSE_SERVER_ERROR } from "./ports.js";
+import type { Group, Session } from "./state.js";
 
 /** Wait before retrying a request a busy shard refused. */
 const RETRY_MS = 20;
@@ -19,17 +19,7 @@ function groupOf(s: Session): Group {
   return s.group;
 }
 
-export class Progress {
-  private readonly shards: ShardLink;
-  private readonly clock: Clock;
-  private readonly feeds: Map<string, Feed>;
-
-  constructor(private readonly hub: ConsumeHub) {
-    this.shards = hub.shards;
-    this.clock = hub.clock;
-    this.feeds = hub.feeds;
-  }
-
+export class Progress extends HubPart {
   /** A client message of an attached session; throws ApiError for a protocol error. */
   handle(s: Session, m: ClientMessage): void {
     if (m.type !== "seek") {
