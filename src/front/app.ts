@@ -49,7 +49,10 @@ function readBody(x: Exchange, lengthHeader: string, limitBytes: number, budget:
     // Answered before reading: uWS drops the rest of the body.
     return sendError(x, tooLarge(limitBytes));
   }
-  let held = Math.max(declared, 0);
+  // Not Math.max: a content-length that is not a number is NaN here, and
+  // Math.max(NaN, 0) is NaN (a buffer of NaN bytes throws and kills the process).
+  // biome-ignore lint/complexity/useMathMinMax: NaN must become 0
+  let held = declared > 0 ? declared : 0;
   if (!budget.take(held)) return sendError(x, bodyBufferFull(budgetMax));
   const release = () => {
     budget.give(held);

@@ -49,7 +49,9 @@ describe("crash recovery", () => {
     events.forEach((e, i) => expect(e.seq).toBe(i + 1));
     for (const [seq, id] of acked) expect(events[seq - 1]?.payload).toBe(id);
     const head = events.length;
-    expect(head).toBeGreaterThanOrEqual(Math.max(...acked.keys()));
+    let lastAcked = 0; // not Math.max(...keys): more acks than the call stack takes arguments
+    for (const seq of acked.keys()) if (seq > lastAcked) lastAcked = seq;
+    expect(head).toBeGreaterThanOrEqual(lastAcked);
     const more = await api(`${again.url}/v1/streams/crashy/events`, "POST", { events: [{ type: "after" }] });
     expect(more.json.first_seq).toBe(head + 1);
     expect(await again.stop()).toBe(0);
