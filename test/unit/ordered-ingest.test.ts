@@ -1,0 +1,153 @@
+// Ordered ingest's rule, without a server: per producer the stream appends
+// producer_seq in order, holds what runs ahead, tombstones a gap once it has
+// waited gap_timeout_ms, and calls late or repeated seqs duplicates.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { OrderedIngest, type OrderedIngestLimits, type Release } from "../../src/shard/ordered-ingest.js";
+
+const LIMITS: OrderedIngestLimits = { heldEventsMax: 1000, producersMax: 100, gapTimeoutMs: 5000, producerIdleMs: 60_000 };
+
+const seqsOf = (out: Release<string>[]) => out.map((r) => (r.kind === "event" ? r.producerSeq : `gap ${r.fromSeq}-${r.toSeq}`));
+
+describe("ordered ingest", () => {
+  it("holds an event that runs ahead and appends it with the one it waited for, in order", () => {
+    const o = new OrderedIngest<string>(LIMITS);
+    const out: Release<string>[] = [];
+    expect(o.offer("a", 1, "a1", 0, out)).toBe("append");
+    expect(o.offer("a", 3, "a3", 10, out)).toBe("held");
+    expect(o.offer("a", 4, "a4", 20, out)).toBe("held");
+    expect(o.offer("a", 4, "a4 again", 25, out)).toBe("duplicate"); // a retry of a held event
+    expect(o.held).toBe(2);
+    expect(seqsOf(out)).toEqual([1]);
+    expect(o.offer("a", 2, "a2", 30, out)).toBe("append");
+    expect(seqsOf(out)).toEqual([1, 2, 3, 4]);
+    expect(out.map((r) => (r.kind === "event" ? r.item : ""))).toEqual(["a1", "a2", "a3", "a4"]);
+    expect(o.held).toBe(0);
+  });
+
+  it("a gap that waits gap_timeout_ms gets a tombstone for exactly the missing range, then the held events; a late one is a duplicate", () => {
+    const o = new OrderedIngest<string>(LIMITS);
+    const out: Release<string>[] = [];
+    o.offer("a", 1, "a1", 0, out);
+    o.offer("a", 5, "a5", 100, out);
+    o.expire(5099, out);
+    expect(seqsOf(out)).toEqual([1]);
+    expect(o.nextDeadlineMs()).toBe(5100);
+    o.expire(5100, out);
+    expect(seqsOf(out)).toEqual([1, "gap 2-4", 5]);
+    expect(o.offer("a", 3, "late", 6000, out)).toBe("duplicate");
+    expect(o.offer("a", 5, "again", 6000, out)).toBe("duplicate");
+    expect(o.offer("a", 6, "a6", 6000, out)).toBe("append");
+  });
+
+  it("a producer the stream does not know starts at 1; a first event above 1 waits, and then starts it without a tombstone", () => {
+    const o = new OrderedIngest<string>(LIMITS);
+    const out: Release<string>[] = [];
+    expect(o.offer("b", 7, "b7", 0, out)).toBe("held");
+    expect(o.offer("b", 6, "b6", 1, out)).toBe("held"); // the late one before it is ordered, not lost
+    o.expire(5000, out);
+    expect(seqsOf(out)).toEqual([6, 7]);
+    expect(o.offer("c", 0, "c0", 0, out)).toBe("append"); // counting from 0 is fine too
+  });
+
+  it("is bounded: past held_events_max an event is refused, past producers_max a new producer is; idle producers are forgotten", () => {
+    const o = new OrderedIngest<string>({ ...LIMITS, heldEventsMax: 2, producersMax: 2, producerIdleMs: 1000 });
+    const out: Release<string>[] = [];
+    o.offer("a", 1, "a1", 0, out);
+    expect(o.offer("a", 3, "x", 0, out)).toBe("held");
+    expect(o.offer("a", 4, "x", 0, out)).toBe("held");
+    expect(o.offer("a", 5, "x", 0, out)).toBe("held_full");
+    expect(o.offer("b", 1, "b1", 0, out)).toBe("append");
+    expect(o.offer("c", 1, "c1", 0, out)).toBe("producers_full");
+    o.offer("a", 2, "a2", 10, out); // releases 3, 4
+    o.expire(2000, out);
+    expect(o.producerCount).toBe(0);
+    expect(o.offer("c", 1, "c1", 2000, out)).toBe("append");
+  });
+
+  it("for any arrival order, loss and timing: each producer's output is in producer_seq order, every event once, gaps tombstoned exactly, none held past the timeout", () => {
+    const TICK_MS = 100;
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            events: fc.integer({ min: 1, max: 40 }),
+            lost: fc.array(fc.integer({ min: 1, max: 40 }), { maxLength: 5 }),
+            repeats: fc.array(fc.integer({ min: 1, max: 40 }), { maxLength: 5 }),
+          }),
+          { minLength: 1, maxLength: 6 },
+        ),
+        fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        fc.integer({ min: 0, max: 30 }),
+        (producers, seed, jitterTicks) => {
+          // Every producer's events, with repeats, minus the lost ones; each sent at a tick
+          // near its seq's place, so they arrive out of order by up to jitterTicks.
+          let rnd = seed;
+          const next = () => ((rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0) / 2 ** 32);
+          const sends: Array<{ p: string; seq: number; at: number }> = [];
+          producers.forEach((pr, i) => {
+            for (let seq = 1; seq <= pr.events; seq++) {
+              if (pr.lost.includes(seq)) continue;
+              sends.push({ p: `p${i}`, seq, at: seq * 2 + Math.floor(next() * jitterTicks) });
+            }
+            for (const seq of pr.repeats) if (seq <= pr.events && !pr.lost.includes(seq)) sends.push({ p: `p${i}`, seq, at: 90 + Math.floor(next() * 20) });
+          });
+          sends.sort((a, b) => a.at - b.at);
+          const o = new OrderedIngest<string>({ ...LIMITS, gapTimeoutMs: 10 * TICK_MS });
+          const out: Release<string>[] = [];
+          const receivedAt = new Map<string, number>();
+          const releasedAt = new Map<string, number>();
+          let now = 0;
+          let i = 0;
+          const note = (from: number) => {
+            for (let k = from; k < out.length; k++) {
+              const r = out[k];
+              if (r.kind === "event" && !releasedAt.has(r.item)) releasedAt.set(r.item, now);
+            }
+          };
+          for (let tick = 0; tick < 400; tick++) {
+            now = tick * TICK_MS;
+            while (i < sends.length && sends[i].at <= tick) {
+              const s = sends[i++];
+              const item = `${s.p}:${s.seq}`;
+              const before = out.length;
+              const d = o.offer(s.p, s.seq, item, now, out);
+              if (d === "append" || d === "held") {
+                expect(receivedAt.has(item)).toBe(false); // a repeat is never taken twice
+                receivedAt.set(item, now);
+              } else expect(d).toBe("duplicate");
+              note(before);
+            }
+            const before = out.length;
+            o.expire(now, out);
+            note(before);
+          }
+          expect(o.held).toBe(0);
+          // Per producer: events strictly ascending; a gap tombstone covers exactly what lies between.
+          const perProducer = new Map<string, Release<string>[]>();
+          for (const r of out) perProducer.set(r.producerId, [...(perProducer.get(r.producerId) ?? []), r]);
+          for (const [p, rs] of perProducer) {
+            let last = 0;
+            for (const r of rs) {
+              if (r.kind === "gap") {
+                expect(r.fromSeq, p).toBe(last + 1);
+                expect(r.toSeq).toBeGreaterThanOrEqual(r.fromSeq);
+                last = r.toSeq;
+              } else {
+                expect(r.producerSeq, p).toBeGreaterThan(last);
+                if (last > 0) expect(r.producerSeq, `${p} after ${last}`).toBe(last + 1);
+                last = r.producerSeq;
+              }
+            }
+          }
+          // Every event taken went out once, within the timeout (plus the tick expire() runs on).
+          const events = out.filter((r) => r.kind === "event");
+          expect(new Set(events.map((r) => (r.kind === "event" ? r.item : ""))).size).toBe(events.length);
+          expect(events.length).toBe(receivedAt.size);
+          for (const [item, at] of receivedAt) expect((releasedAt.get(item) ?? Number.POSITIVE_INFINITY) - at, item).toBeLessThanOrEqual(10 * TICK_MS + TICK_MS);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
