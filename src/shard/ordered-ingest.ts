@@ -29,7 +29,9 @@ export interface OrderedIngestLimits {
 export type Decision = "append" | "held" | "duplicate" | "held_full" | "producers_full";
 
 /** What to append, in this order: an event given to offer() (now or earlier), or a gap's tombstone. */
-export type Release<T> = { kind: "event"; item: T; producerId: string; producerSeq: number } | { kind: "gap"; producerId: string; fromSeq: number; toSeq: number };
+export type Release<T> =
+  | { kind: "event"; item: T; producerId: string; producerSeq: number }
+  | { kind: "gap"; producerId: string; fromSeq: number; toSeq: number };
 
 interface Held<T> {
   item: T;

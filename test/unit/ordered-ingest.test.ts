@@ -83,7 +83,7 @@ describe("ordered ingest", () => {
           // Every producer's events, with repeats, minus the lost ones; each sent at a tick
           // near its seq's place, so they arrive out of order by up to jitterTicks.
           let rnd = seed;
-          const next = () => ((rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0) / 2 ** 32);
+          const next = () => (rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0) / 2 ** 32;
           const sends: Array<{ p: string; seq: number; at: number }> = [];
           producers.forEach((pr, i) => {
             for (let seq = 1; seq <= pr.events; seq++) {
@@ -144,7 +144,8 @@ describe("ordered ingest", () => {
           const events = out.filter((r) => r.kind === "event");
           expect(new Set(events.map((r) => (r.kind === "event" ? r.item : ""))).size).toBe(events.length);
           expect(events.length).toBe(receivedAt.size);
-          for (const [item, at] of receivedAt) expect((releasedAt.get(item) ?? Number.POSITIVE_INFINITY) - at, item).toBeLessThanOrEqual(10 * TICK_MS + TICK_MS);
+          for (const [item, at] of receivedAt)
+            expect((releasedAt.get(item) ?? Number.POSITIVE_INFINITY) - at, item).toBeLessThanOrEqual(10 * TICK_MS + TICK_MS);
         },
       ),
       { numRuns: 300 },
