@@ -1,0 +1,205 @@
+// The held events of one ordered-ingest stream, kept durable in its
+// directory (`held.log`) so that an event acknowledged as held survives a
+// crash (issue 12; not wired in yet). The file only grows by whole batches
+// of held events and says nothing of releases: an event is released when the
+// log holds its (producer_id, producer_seq), so on start the caller drops the
+// entries the log already has and holds the rest again, with their receipt
+// times (the gap timer resumes where it was). For that check to hold, the
+// caller settles the file after every release (emptied when nothing is held,
+// rewritten when mostly released), so no entry outlives the event's stay in
+// the log's producer state.
+//
+// Entry: u32 bytes (8-aligned), u32 CRC-32 of [8, bytes), u64 producer_seq,
+// u64 received_ms, u16 producer_id bytes, u16 zero, u32 frame bytes, the id,
+// the record frame as the publisher made it (restamped with its seq when
+// released), zero padding.
+// Loading stops at the first entry that does not check out (a torn tail, or
+// damage, which it reports) and cuts the file there.
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
+import { crc32Range } from "../crc.js";
+import { syncDir } from "../log/segment.js";
+
+export const HELD_FILE = "held.log";
+const HEADER_BYTES = 32; // bytes, crc, producer_seq, received_ms, id bytes, zero, frame bytes
+const ALIGN_BYTES = 8;
+/** Rewritten whole (only the entries still held) when the file passes this many times their bytes. */
+const REWRITE_FACTOR = 4;
+
+export interface HeldEntry {
+  producerId: string;
+  producerSeq: number;
+  receivedMs: number;
+  /** The event's record frame. */
+  frame: Buffer;
+}
+
+const entryBytes = (e: HeldEntry) => Math.ceil((HEADER_BYTES + Buffer.byteLength(e.producerId) + e.frame.length) / ALIGN_BYTES) * ALIGN_BYTES;
+
+function encode(entries: readonly HeldEntry[]): Buffer {
+  let total = 0;
+  for (const e of entries) total += entryBytes(e);
+  const buf = Buffer.alloc(total);
+  let at = 0;
+  for (const e of entries) {
+    const bytes = entryBytes(e);
+    writeU32(buf, at, bytes);
+    writeU64(buf, at + 8, e.producerSeq);
+    writeU64(buf, at + 16, e.receivedMs);
+    const idBytes = buf.write(e.producerId, at + HEADER_BYTES, "utf8");
+    buf.writeUInt16LE(idBytes, at + 24);
+    writeU32(buf, at + 28, e.frame.length);
+    e.frame.copy(buf, at + HEADER_BYTES + idBytes);
+    writeU32(buf, at + 4, crc32Range(buf, at + 8, at + bytes));
+    at += bytes;
+  }
+  return buf;
+}
+
+export interface HeldLoad {
+  entries: HeldEntry[];
+  /** Bytes cut from the end: a torn tail, or everything from a damaged entry on. */
+  cutBytes: number;
+  /** Why loading stopped before the end (null: it did not). */
+  damage: string | null;
+}
+
+/**
+ * Reads `held.log` (bounded: every step moves forward by an entry's length,
+ * which is checked against what is left before it is trusted).
+ */
+export function decodeHeld(buf: Buffer, entryBytesMax: number): HeldLoad {
+  const entries: HeldEntry[] = [];
+  let at = 0;
+  let damage: string | null = null;
+  while (at < buf.length) {
+    if (buf.length - at < HEADER_BYTES) {
+      damage = "short entry";
+      break;
+    }
+    const bytes = u32(buf, at);
+    if (bytes < HEADER_BYTES || bytes % ALIGN_BYTES !== 0 || bytes > entryBytesMax || bytes > buf.length - at) {
+      damage = `bad length ${bytes} at byte ${at}`;
+      break;
+    }
+    if (crc32Range(buf, at + 8, at + bytes) !== u32(buf, at + 4)) {
+      damage = `bad CRC at byte ${at}`;
+      break;
+    }
+    const idBytes = buf.readUInt16LE(at + 24);
+    const frameBytes = u32(buf, at + 28);
+    // The CRC held, so a mismatch here is a writer's bug, not a torn write: still never trusted.
+    if (HEADER_BYTES + idBytes + frameBytes > bytes) {
+      damage = `bad field lengths at byte ${at}`;
+      break;
+    }
+    const idAt = at + HEADER_BYTES;
+    const frameAt = idAt + idBytes;
+    entries.push({
+      producerId: buf.toString("utf8", idAt, frameAt),
+      producerSeq: readU64(buf, at + 8),
+      receivedMs: readU64(buf, at + 16),
+      frame: Buffer.from(buf.subarray(frameAt, frameAt + frameBytes)),
+    });
+    at += bytes;
+  }
+  return { entries, cutBytes: buf.length - at, damage };
+}
+
+export class HeldStore {
+  private readonly path: string;
+  private fd = -1;
+  private size = 0;
+
+  constructor(
+    private readonly dir: string,
+    private readonly entryBytesMax: number,
+  ) {
+    this.path = join(dir, HELD_FILE);
+  }
+
+  /** Opens (or creates) the file, cuts what does not check out, and returns what it holds. */
+  open(): HeldLoad {
+    // Not "a+": with O_APPEND, Linux writes at the end whatever position is given.
+    const created = !existsSync(this.path);
+    this.fd = openSync(this.path, created ? "w+" : "r+");
+    if (created) syncDir(this.dir);
+    const fileBytes = fstatSync(this.fd).size;
+    const buf = Buffer.alloc(fileBytes);
+    let got = 0;
+    while (got < fileBytes) {
+      const n = readSync(this.fd, buf, got, fileBytes - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    const load = decodeHeld(buf.subarray(0, got), this.entryBytesMax);
+    this.size = got - load.cutBytes;
+    if (load.cutBytes > 0) {
+      ftruncateSync(this.fd, this.size);
+      fdatasyncSync(this.fd);
+    }
+    return load;
+  }
+
+  /** Appends one batch of newly held events, whole; durable: synced before it returns. */
+  add(entries: readonly HeldEntry[], durable: boolean): void {
+    if (entries.length === 0) return;
+    const buf = encode(entries);
+    try {
+      let off = 0;
+      while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off, this.size + off);
+      if (durable) fdatasyncSync(this.fd);
+    } catch (err) {
+      try {
+        ftruncateSync(this.fd, this.size);
+      } catch {
+        // A torn batch is cut by the next open.
+      }
+      throw err;
+    }
+    this.size += buf.length;
+  }
+
+  /**
+   * After releases: `stillHeld` is what remains held. Nothing held: the file
+   * is emptied; mostly released entries: rewritten with only the live ones
+   * (write-then-rename, so a crash leaves the old file or the new one).
+   */
+  settle(stillHeld: readonly HeldEntry[]): void {
+    if (stillHeld.length === 0) {
+      if (this.size > 0) {
+        ftruncateSync(this.fd, 0);
+        this.size = 0;
+      }
+      return;
+    }
+    let live = 0;
+    for (const e of stillHeld) live += entryBytes(e);
+    if (this.size <= REWRITE_FACTOR * live) return;
+    const tmp = `${this.path}.tmp`;
+    const buf = encode(stillHeld);
+    const fd = openSync(tmp, "w");
+    try {
+      let off = 0;
+      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off, off);
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, this.path);
+    syncDir(this.dir);
+    closeSync(this.fd);
+    this.fd = openSync(this.path, "r+");
+    this.size = buf.length;
+  }
+
+  get bytes(): number {
+    return this.size;
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+}
