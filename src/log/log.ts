@@ -67,6 +67,8 @@ export class StreamLog {
   private failed: LogFailedError | null = null;
   /** Cuts made by failed syncs: a sync that started before one commits nothing. */
   private cuts = 0;
+  /** Synchronous syncs that committed records (rolls, before process appends): see startSync. */
+  private vouches = 0;
   private syncing = false;
   private syncSeg: Segment | null = null;
   /** The one closed segment whose file is open for reading (bounded fds). */
@@ -131,6 +133,11 @@ export class StreamLog {
    */
   append(frames: Buffer, bytes: number, count: number, durable: boolean): void {
     if (this.failed) throw this.failed;
+    this.checkBatch(frames, bytes, count);
+    // Records of fsync appends still waiting for their sync are synced first:
+    // this append commits everything below it, and nothing may be committed
+    // (readable, answered) that a sync has not vouched for.
+    if (!durable && this.committedSeq < this.headSeq) this.syncOutstanding();
     let seg = this.active;
     if (!seg.empty && seg.size + bytes > this.opts.segmentBytesMax) seg = this.roll(durable);
     const start = seg.size;
@@ -146,27 +153,52 @@ export class StreamLog {
       throw err;
     }
     let at = 0;
-    let lastAt = 0;
-    let largest = 0;
     for (let i = 0, seq = this.headSeq + 1; i < count; i++, seq++) {
       const frameBytes = frames.readUInt32LE(at);
-      if (frameBytes > largest) largest = frameBytes;
       seg.noteRecord(seq, frameTs(frames, at), start + at, frameBytes);
-      lastAt = at;
       at += frameBytes;
-    }
-    // The publisher lets no larger frame through: recovery and reads would take it for damage.
-    if (largest > this.opts.frameBytesMax) throw new Error(`log invariant: a ${largest}-byte frame, over frameBytesMax (${this.opts.frameBytesMax})`);
-    // The seq chain must hold across the batch: first and last frame as stamped.
-    if (at !== bytes || frameSeq(frames, 0) !== this.headSeq + 1 || frameSeq(frames, lastAt) !== this.headSeq + count) {
-      throw new Error(
-        `log invariant: ${count} frames (${at}/${bytes} bytes) stamped ${frameSeq(frames, 0)}..${frameSeq(frames, lastAt)}, head was ${this.headSeq}`,
-      );
     }
     this.headSeq = seg.lastSeq;
     this.lastTs = seg.lastTs;
     this.unsynced = true;
     if (!durable) this.commitAll();
+  }
+
+  /**
+   * The invariants of a batch, checked before a byte of it is written (a
+   * broken one stops the append; the log stays as it was): whole frames
+   * within the frame bound — the publisher lets no larger one through, and
+   * recovery and reads would take it for damage — stamped headSeq + 1
+   * onwards, in one chain.
+   */
+  private checkBatch(frames: Buffer, bytes: number, count: number): void {
+    let at = 0;
+    let lastAt = 0;
+    let largest = 0;
+    for (let i = 0; i < count && at + 4 <= bytes; i++) {
+      const frameBytes = frames.readUInt32LE(at);
+      if (frameBytes > largest) largest = frameBytes;
+      lastAt = at;
+      at += frameBytes;
+    }
+    if (largest > this.opts.frameBytesMax) throw new Error(`log invariant: a ${largest}-byte frame, over frameBytesMax (${this.opts.frameBytesMax})`);
+    if (at !== bytes || frameSeq(frames, 0) !== this.headSeq + 1 || frameSeq(frames, lastAt) !== this.headSeq + count) {
+      throw new Error(
+        `log invariant: ${count} frames (${at}/${bytes} bytes) stamped ${frameSeq(frames, 0)}..${frameSeq(frames, lastAt)}, head was ${this.headSeq}`,
+      );
+    }
+  }
+
+  /** Syncs the records of fsync appends that wait for their sync (they lie in the active segment), then commits them. */
+  private syncOutstanding(): void {
+    try {
+      fdatasyncSync(this.active.fd);
+    } catch (err) {
+      this.refuseUncommitted(err as Error);
+      throw err;
+    }
+    this.vouches++;
+    this.commitAll();
   }
 
   private commitAll(): void {
@@ -188,7 +220,9 @@ export class StreamLog {
         this.refuseUncommitted(err as Error);
         throw err;
       }
+      this.vouches++;
       this.committedSeq = old.lastSeq;
+      this.committedBytes = old.size; // the roll may still fail below, leaving `old` active
       this.committedTs = old.lastTs;
     }
     // Every file first, then the switch: when one cannot be made (no space,
@@ -233,11 +267,24 @@ export class StreamLog {
     const targetBytes = this.active.size;
     const targetTs = this.lastTs;
     const cuts = this.cuts;
+    const vouches = this.vouches;
     const seg = (this.syncSeg = this.active);
     fdatasync(seg.fd, (err) => {
       this.syncing = false;
       this.syncSeg = null;
       if (seg.closed && this.reading !== seg) seg.close();
+      if (err && vouches !== this.vouches) {
+        // A synchronous sync of this file (a roll's, or before a process
+        // append) succeeded while this one ran, and records it covered were
+        // committed on its word: the kernel reports a writeback error to one
+        // caller only, so that word may be wrong. What is on disk is unknown
+        // until recovery reads it; refuse everything until a restart.
+        this.failed = new LogFailedError(this.dir, err);
+        const waiting = this.syncWaiters ?? [];
+        this.syncWaiters = null;
+        for (const w of waiting) w.done(err);
+        return;
+      }
       if (err) return this.refuseUncommitted(err);
       // A roll since the sync started commits past target itself; a cut
       // since then (a roll's sync failed) leaves nothing this one covered.

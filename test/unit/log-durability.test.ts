@@ -9,7 +9,8 @@ import { describe, it, expect, afterEach, beforeEach } from "vitest";
 import fs, { closeSync, openSync } from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import { StreamLog } from "../../src/log/log.js";
-import { LOG_OPTS, appendN, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
+import { LOG_OPTS, appendN, frames, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
+import { logPath } from "../../src/log/file-names.js";
 
 type Event = string;
 let events: Event[] = [];
@@ -223,5 +224,59 @@ describe("a failed fdatasync (EIO) refuses what it covered, and nothing of it tu
     appendN(again, 2, { durable: true });
     expect(await waitFor(again, 6)).toBeNull();
     again.close();
+  });
+
+  it("a roll whose sync succeeded and whose next segment could not be made keeps what that sync vouched for when a later sync fails", async () => {
+    const dir = tempDir();
+    const log = new StreamLog(dir, { ...LOG_OPTS, segmentBytesMax: 4096 });
+    log.open();
+    appendN(log, 10, { durable: true, batch: 10 });
+    expect(await waitFor(log, 10)).toBeNull();
+    appendN(log, 10, { durable: true, batch: 10 }); // 11..20
+    const acked = waitFor(log, 20);
+    // The next segment's file is in the way: the roll syncs 11..20, then cannot create it.
+    const blocker = logPath(dir, 21);
+    fs.writeFileSync(blocker, "");
+    expect(() => appendN(log, 20, { durable: true, batch: 20 })).toThrow(/EEXIST/);
+    expect(await acked).toBeNull(); // synced by the roll: acknowledged, so it must stay
+    fs.rmSync(blocker);
+    appendN(log, 1, { durable: true, bodyBytes: 10 }); // 21 fits in the old segment still
+    failAsync = 1;
+    expect((await waitFor(log, 21))?.message).toMatch(/EIO/);
+    expect(readAll(log, 1)).toEqual(range(1, 20));
+    log.close();
+    const again = new StreamLog(dir, { ...LOG_OPTS, segmentBytesMax: 4096 });
+    again.open();
+    expect(again.headSeq).toBe(20);
+    again.close();
+  });
+
+  it("a process append after fsync appends syncs them first; if their own sync then fails, nobody is told they are safe and the log refuses appends", async () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 5, { durable: true });
+    const pending = waitFor(log, 5); // its fdatasync is running
+    failAsync = 1;
+    events = [];
+    appendN(log, 1, { durable: false }); // the durability was changed to process meanwhile
+    expect(log.committedSeq).toBe(6);
+    // The running sync fails after the synchronous one said all was well: which is right is unknown.
+    expect((await pending)?.message).toMatch(/EIO/);
+    expect(() => appendN(log, 1, { durable: false })).toThrow(/restart to recover/);
+    log.close();
+  });
+
+  it("a batch that breaks the log's invariants is refused before a byte of it is written", () => {
+    const fileBytes = (l: StreamLog) => fs.fstatSync(l.active.fd).size;
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    appendN(log, 3);
+    const bytesBefore = fileBytes(log);
+    const f = frames(10, 2, 50, 5_000); // stamped 10..11, head is 3
+    expect(() => log.append(f.buf, f.bytes, 2, false)).toThrow(/log invariant/);
+    expect([fileBytes(log), log.headSeq]).toEqual([bytesBefore, 3]);
+    appendN(log, 2);
+    expect(readAll(log, 1)).toEqual(range(1, 5));
+    log.close();
   });
 });
