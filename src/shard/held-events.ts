@@ -10,11 +10,13 @@
 // the log's producer state.
 //
 // Entry: u32 bytes (8-aligned), u32 CRC-32 of [8, bytes), u64 producer_seq,
-// u64 received_ms, u16 producer_id bytes, u16 zero, u32 frame bytes, the id,
-// the record frame as the publisher made it (restamped with its seq when
-// released), zero padding.
+// u64 received_ms, u32 producer_id bytes, u32 frame bytes, u32 flags (bit 0:
+// the last entry of its batch), u32 zero, the id, the record frame as the
+// publisher made it (restamped with its seq when released), zero padding.
 // Loading stops at the first entry that does not check out (a torn tail, or
-// damage, which it reports) and cuts the file there.
+// damage, which it reports), keeps entries up to the last batch end before
+// it — a batch is acknowledged whole, so a torn one is not — and cuts the
+// file there.
 import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
@@ -22,7 +24,8 @@ import { crc32Range } from "../crc.js";
 import { syncDir } from "../log/segment.js";
 
 export const HELD_FILE = "held.log";
-const HEADER_BYTES = 32; // bytes, crc, producer_seq, received_ms, id bytes, zero, frame bytes
+const HEADER_BYTES = 40; // bytes, crc, producer_seq, received_ms, id bytes, frame bytes, flags, zero
+const BATCH_END = 1;
 const ALIGN_BYTES = 8;
 /** Rewritten whole (only the entries still held) when the file passes this many times their bytes. */
 const REWRITE_FACTOR = 4;
@@ -42,14 +45,16 @@ function encode(entries: readonly HeldEntry[]): Buffer {
   for (const e of entries) total += entryBytes(e);
   const buf = Buffer.alloc(total);
   let at = 0;
-  for (const e of entries) {
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
     const bytes = entryBytes(e);
     writeU32(buf, at, bytes);
     writeU64(buf, at + 8, e.producerSeq);
     writeU64(buf, at + 16, e.receivedMs);
     const idBytes = buf.write(e.producerId, at + HEADER_BYTES, "utf8");
-    buf.writeUInt16LE(idBytes, at + 24);
+    writeU32(buf, at + 24, idBytes);
     writeU32(buf, at + 28, e.frame.length);
+    writeU32(buf, at + 32, i === entries.length - 1 ? BATCH_END : 0);
     e.frame.copy(buf, at + HEADER_BYTES + idBytes);
     writeU32(buf, at + 4, crc32Range(buf, at + 8, at + bytes));
     at += bytes;
@@ -72,6 +77,9 @@ export interface HeldLoad {
 export function decodeHeld(buf: Buffer, entryBytesMax: number): HeldLoad {
   const entries: HeldEntry[] = [];
   let at = 0;
+  // Entries and bytes up to the last batch end seen.
+  let kept = 0;
+  let keptBytes = 0;
   let damage: string | null = null;
   while (at < buf.length) {
     if (buf.length - at < HEADER_BYTES) {
@@ -87,7 +95,7 @@ export function decodeHeld(buf: Buffer, entryBytesMax: number): HeldLoad {
       damage = `bad CRC at byte ${at}`;
       break;
     }
-    const idBytes = buf.readUInt16LE(at + 24);
+    const idBytes = u32(buf, at + 24);
     const frameBytes = u32(buf, at + 28);
     // The CRC held, so a mismatch here is a writer's bug, not a torn write: still never trusted.
     if (HEADER_BYTES + idBytes + frameBytes > bytes) {
@@ -103,8 +111,14 @@ export function decodeHeld(buf: Buffer, entryBytesMax: number): HeldLoad {
       frame: Buffer.from(buf.subarray(frameAt, frameAt + frameBytes)),
     });
     at += bytes;
+    if ((u32(buf, at - bytes + 32) & BATCH_END) !== 0) {
+      kept = entries.length;
+      keptBytes = at;
+    }
   }
-  return { entries, cutBytes: buf.length - at, damage };
+  if (kept < entries.length && damage === null) damage = "a batch without its end (torn)";
+  entries.length = kept;
+  return { entries, cutBytes: buf.length - keptBytes, damage };
 }
 
 export class HeldStore {
@@ -188,10 +202,12 @@ export class HeldStore {
       closeSync(fd);
     }
     renameSync(tmp, this.path);
-    syncDir(this.dir);
+    // The new file is the store now, whatever the directory sync says: later
+    // adds must not go to the old one, unlinked by the rename.
     closeSync(this.fd);
     this.fd = openSync(this.path, "r+");
     this.size = buf.length;
+    syncDir(this.dir);
   }
 
   get bytes(): number {

@@ -6,9 +6,10 @@
 // released, and keeps held events durable (not wired in yet: until it is,
 // `producer_ordering: true` stays a 400).
 //
-// A producer the stream does not know (new, or forgotten after its idle
-// time) starts at producer_seq 1: a first event above 1 waits, in case the
-// ones before it are late. When that wait times out nothing is tombstoned —
+// producer_seq is an integer from 1 (the wire check refuses anything else;
+// offer() asserts it). A producer the stream does not know (new, or
+// forgotten after its idle time) starts at 1: a first event above 1 waits,
+// in case the ones before it are late. When that wait times out nothing is tombstoned —
 // the stream cannot tell a gap from a producer that resumed after it was
 // forgotten — and the producer continues from its lowest held seq. Once a
 // producer is known, a missing producer_seq that waits gap_timeout_ms gets a
@@ -68,11 +69,14 @@ export class OrderedIngest<T> {
    * unblocks) is pushed onto `out` in append order.
    */
   offer(producerId: string, producerSeq: number, item: T, nowMs: number, out: Release<T>[]): Decision {
+    // NaN would never be the lowest held seq and a fraction would skew every
+    // later comparison: expire() could not make progress. One base (1): with
+    // two, a swapped 0 and 1 would lose 0 as a "duplicate".
+    if (!Number.isSafeInteger(producerSeq) || producerSeq < 1) throw new RangeError(`ordered ingest: producer_seq ${producerSeq} is not an integer from 1`);
     let p = this.producers.get(producerId);
     if (p === undefined) {
       if (this.producers.size >= this.limits.producersMax) return "producers_full";
-      p = { next: 1, started: producerSeq <= 1, held: new Map(), waitingSinceMs: -1, lastSeenMs: nowMs };
-      if (producerSeq < 1) p.next = producerSeq; // a producer counting from 0
+      p = { next: 1, started: producerSeq === 1, held: new Map(), waitingSinceMs: -1, lastSeenMs: nowMs };
       this.producers.set(producerId, p);
     }
     p.lastSeenMs = nowMs;

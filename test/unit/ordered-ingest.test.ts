@@ -47,7 +47,8 @@ describe("ordered ingest", () => {
     expect(o.offer("b", 6, "b6", 1, out)).toBe("held"); // the late one before it is ordered, not lost
     o.expire(5000, out);
     expect(seqsOf(out)).toEqual([6, 7]);
-    expect(o.offer("c", 0, "c0", 0, out)).toBe("append"); // counting from 0 is fine too
+    // One base: 0, fractions and NaN are refused (the wire check answers 400 before this).
+    for (const bad of [0, -1, 2.5, Number.NaN, 2 ** 53]) expect(() => o.offer("c", bad, "x", 0, out)).toThrow(RangeError);
   });
 
   it("is bounded: past held_events_max an event is refused, past producers_max a new producer is; idle producers are forgotten", () => {
@@ -96,6 +97,10 @@ describe("ordered ingest", () => {
           const o = new OrderedIngest<string>({ ...LIMITS, gapTimeoutMs: 10 * TICK_MS });
           const out: Release<string>[] = [];
           const receivedAt = new Map<string, number>();
+          // Per producer, the highest seq appended or tombstoned so far, and when each gap went out.
+          const settled = new Map<string, number>();
+          const gapsOut: Array<{ p: string; from: number; to: number; at: number }> = [];
+          const sentAt = new Map<string, number>();
           const releasedAt = new Map<string, number>();
           let now = 0;
           let i = 0;
@@ -103,6 +108,8 @@ describe("ordered ingest", () => {
             for (let k = from; k < out.length; k++) {
               const r = out[k];
               if (r.kind === "event" && !releasedAt.has(r.item)) releasedAt.set(r.item, now);
+              if (r.kind === "gap") gapsOut.push({ p: r.producerId, from: r.fromSeq, to: r.toSeq, at: now });
+              settled.set(r.producerId, r.kind === "gap" ? r.toSeq : r.producerSeq);
             }
           };
           for (let tick = 0; tick < 400; tick++) {
@@ -111,11 +118,17 @@ describe("ordered ingest", () => {
               const s = sends[i++];
               const item = `${s.p}:${s.seq}`;
               const before = out.length;
+              const repeat = receivedAt.has(item);
               const d = o.offer(s.p, s.seq, item, now, out);
               if (d === "append" || d === "held") {
-                expect(receivedAt.has(item)).toBe(false); // a repeat is never taken twice
+                expect(repeat).toBe(false); // a repeat is never taken twice
                 receivedAt.set(item, now);
-              } else expect(d).toBe("duplicate");
+              } else {
+                expect(d).toBe("duplicate");
+                // Only a repeat, or a seq already appended or tombstoned, is a duplicate: never a first send that was still awaited.
+                expect(repeat || s.seq <= (settled.get(s.p) ?? 0), `${item} called a duplicate`).toBe(true);
+                if (!repeat) sentAt.set(item, now);
+              }
               note(before);
             }
             const before = out.length;
@@ -138,6 +151,15 @@ describe("ordered ingest", () => {
                 if (last > 0) expect(r.producerSeq, `${p} after ${last}`).toBe(last + 1);
                 last = r.producerSeq;
               }
+            }
+          }
+          // A seq inside a tombstoned gap was lost, or came only after its gap went out.
+          for (const g of gapsOut) {
+            for (let seq = g.from; seq <= g.to; seq++) {
+              const item = `${g.p}:${seq}`;
+              expect(receivedAt.has(item), `${item} was taken, yet tombstoned`).toBe(false);
+              const late = sentAt.get(item);
+              if (late !== undefined) expect(late).toBeGreaterThanOrEqual(g.at);
             }
           }
           // Every event taken went out once, within the timeout (plus the tick expire() runs on).
