@@ -9,6 +9,10 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/unit/**/*.test.ts"],
+    // The ring's cross-thread test loads the compiled ring into a worker
+    // thread from dist/, which Stryker's sandbox does not build; the ring is
+    // not among the mutated modules.
+    exclude: ["test/unit/ring.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 30_000,
     // One module graph for every file: Stryker switches mutants at run time, so nothing
