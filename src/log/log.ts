@@ -4,9 +4,11 @@
 // and its file names have modules of their own. Only the shard worker that
 // owns the stream touches it (single writer).
 //
-// Past ~400 lines: append, group commit and read share the head, the commit
-// point and the segments' open files, private to this class; taking one of
-// them out would put a call or an object between them on per-batch paths.
+// Past ~450 lines: append, group commit with its failure handling (the cut
+// back, the vouches of synchronous syncs) and read share the head, the
+// commit point and the segments' open files, private to this class; taking
+// one of them out would put a call or an object between them on per-batch
+// paths, or make the commit point writable from outside.
 import { fdatasync, fdatasyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
 import { Segment, syncDir } from "./segment.js";
 import { scanFrames } from "./scan.js";

@@ -17,7 +17,7 @@
 // damage, which it reports), keeps entries up to the last batch end before
 // it — a batch is acknowledged whole, so a torn one is not — and cuts the
 // file there.
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
 import { crc32Range } from "../crc.js";
@@ -139,16 +139,9 @@ export class HeldStore {
     const created = !existsSync(this.path);
     this.fd = openSync(this.path, created ? "w+" : "r+");
     if (created) syncDir(this.dir);
-    const fileBytes = fstatSync(this.fd).size;
-    const buf = Buffer.alloc(fileBytes);
-    let got = 0;
-    while (got < fileBytes) {
-      const n = readSync(this.fd, buf, got, fileBytes - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    const load = decodeHeld(buf.subarray(0, got), this.entryBytesMax);
-    this.size = got - load.cutBytes;
+    const buf = readFileSync(this.fd); // bounded: held_events_max entries, rewritten when mostly released
+    const load = decodeHeld(buf, this.entryBytesMax);
+    this.size = buf.length - load.cutBytes;
     if (load.cutBytes > 0) {
       ftruncateSync(this.fd, this.size);
       fdatasyncSync(this.fd);
