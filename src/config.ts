@@ -44,6 +44,12 @@ export const configSchema = z
     index_interval_bytes: int(64, 1 * MiB).default(4096),
     retention_check_interval_ms: int(10, 3_600_000).default(1000),
     dedup_keys_max: int(1, 100_000_000).default(1_000_000),
+    /** Ordered ingest, per stream with producer_ordering: events held for a missing producer_seq (past it: 429). */
+    held_events_max: int(1, 10_000_000).default(10_000),
+    /** ...and their bytes (memory and held.log; past it: 429). */
+    held_bytes_max: int(64 * 1024, 16 * 1024 * MiB).default(64 * MiB),
+    /** ...and the producers whose place it keeps (past it a new producer is a 400 until one idles out). */
+    producers_max: int(1, 1_000_000).default(10_000),
 
     default_retention_ms: int(1).default(604_800_000),
     default_dedup_window_ms: int(0).default(86_400_000),

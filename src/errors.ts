@@ -40,6 +40,9 @@ export type ErrorCode =
   | "unauthorized"
   | "forbidden"
   | "rate_limited"
+  | "held_full"
+  | "producers_full"
+  | "events_held"
   | "internal";
 
 export class ApiError extends Error {

@@ -8,7 +8,7 @@ import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
 import { checkQuery } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
-import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
+import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, RETRY_AFTER_S, send, sendError, type Exchange } from "./http.js";
 import { checkStreamId } from "../stream-id.js";
 import type { ShardPool } from "./shards.js";
 import { ConsumeHub } from "./consume/hub.js";
@@ -97,6 +97,12 @@ const tooLarge = (limitBytes: number) =>
 const notReady = () => new ApiError(503, "not_ready", "the server is still recovering its streams");
 const shuttingDown = () => new ApiError(503, "shutting_down", "the server is shutting down; retry on another node or after the restart");
 
+/** A shard's 429 says how long to wait (retry_after_s), or the ring's default. */
+function retryAfter(r: Response): Record<string, string> {
+  const s = (responseJson(r) as { error?: { retry_after_s?: unknown } } | null)?.error?.retry_after_s;
+  return { "retry-after": typeof s === "number" && Number.isSafeInteger(s) && s > 0 ? String(s) : RETRY_AFTER_S };
+}
+
 const NO_PARAMS: ReadonlySet<string> = new Set();
 const GROUP_PARAM: ReadonlySet<string> = new Set(["group"]);
 const REPLAY_PARAMS: ReadonlySet<string> = new Set(["from", "to", "limit", "from_time"]);
@@ -145,7 +151,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     }
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
       seen?.(r);
-      send(x, r.status, r.ct, r.body);
+      send(x, r.status, r.ct, r.body, r.status === 429 ? retryAfter(r) : undefined);
     });
     if (!ok) sendError(x, shardBusy(stream));
     return ok;
