@@ -10,9 +10,11 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { commandLine, f2, int, machineFacts, machineLine, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { commandLine, f2, int, mib, machineFacts, machineLine, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
 import { BATCH_EVENTS, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, runMain } from "../lib/run.js";
+import { REPO_ROOT } from "../../test/harness/process.js";
+import { ensureDataSet, type DataSet } from "./timeline-data.js";
 import {
   buildBodies,
   clientName,
@@ -42,6 +44,11 @@ const { values: opts } = parseArgs({
     variants: { type: "string", default: "flatbuffers-raw,json-raw,json-fetch" },
     events: { type: "string" },
     quick: { type: "boolean", default: false },
+    // Part B's data set: where it is kept between runs, its shape, and whether to load it again.
+    "data-root": { type: "string", default: process.env.TICKER_BENCH_DATA_ROOT || join(REPO_ROOT, ".bench", "timelines") },
+    streams: { type: "string", default: "32" },
+    "events-per-stream": { type: "string" },
+    reload: { type: "boolean", default: false },
     results: { type: "string" },
   },
   strict: true,
@@ -49,6 +56,8 @@ const { values: opts } = parseArgs({
 const PARTS = new Set(opts.parts.split(","));
 const RUNS = Number(opts.runs);
 const PRODUCERS = Number(opts.producers);
+const STREAMS = Number(opts.streams);
+const EVENTS_PER_STREAM = opts["events-per-stream"] !== undefined ? Number(opts["events-per-stream"]) : opts.quick ? 20_000 : 1_000_000;
 const INGEST_EVENTS = opts.events !== undefined ? Number(opts.events) : opts.quick ? 80_000 : 1_000_000;
 for (const [name, ok] of [
   ["--parts must list ingest and/or pages", [...PARTS].every((p) => p === "ingest" || p === "pages")],
@@ -57,6 +66,15 @@ for (const [name, ok] of [
   [
     `--events must be a multiple of producers x ${BATCH_EVENTS}`,
     Number.isSafeInteger(INGEST_EVENTS) && INGEST_EVENTS > 0 && INGEST_EVENTS % (PRODUCERS * BATCH_EVENTS) === 0,
+  ],
+  ["--streams must be 3 to 64", Number.isSafeInteger(STREAMS) && STREAMS >= 3 && STREAMS <= 64],
+  [
+    `--events-per-stream must be a multiple of ${BATCH_EVENTS}`,
+    Number.isSafeInteger(EVENTS_PER_STREAM) && EVENTS_PER_STREAM > 0 && EVENTS_PER_STREAM % BATCH_EVENTS === 0,
+  ],
+  [
+    `--events-per-stream must be a multiple of ${BATCH_EVENTS}`,
+    Number.isSafeInteger(EVENTS_PER_STREAM) && EVENTS_PER_STREAM > 0 && EVENTS_PER_STREAM % BATCH_EVENTS === 0,
   ],
 ] as const) {
   if (!ok) {
@@ -164,6 +182,23 @@ function ingestMeasurements(rows: IngestRow[]): Measurement[] {
   });
 }
 
+// ---- part B: timeline pages ------------------------------------------------------
+
+function dataSetLines(d: DataSet): string[] {
+  return [
+    `- **Data set:** ${d.streams.length} streams (\`${d.streams[0]}\` .. \`${d.streams[d.streams.length - 1]}\`) x ${int(d.eventsPerStream)} events, JSON payloads of ~100 bytes, ${(mib(d.diskBytes) / 1024).toFixed(2)} GiB on disk (\`du\` of the data dir); ${d.how}.`,
+  ];
+}
+
+async function pagesPart(notes: string[]): Promise<string[]> {
+  const d = await ensureDataSet({ root: opts["data-root"], streams: STREAMS, eventsPerStream: EVENTS_PER_STREAM, reload: opts.reload }, (l) =>
+    console.error(l),
+  );
+  console.error(dataSetLines(d)[0]);
+  notes.push(`Data set kept in ${d.dataDir}.`);
+  return ["## Timeline pages", "", ...dataSetLines(d), ""];
+}
+
 // ---- run ------------------------------------------------------------------------
 
 async function main(): Promise<number> {
@@ -181,6 +216,15 @@ async function main(): Promise<number> {
       } catch (err) {
         failed = true;
         sections.push("## Ordered ingest", "", `**Failed:** ${(err as Error).message}`, "");
+        console.error(err);
+      }
+    }
+    if (PARTS.has("pages")) {
+      try {
+        sections.push(...(await pagesPart(notes)));
+      } catch (err) {
+        failed = true;
+        sections.push("## Timeline pages", "", `**Failed:** ${(err as Error).message}`, "");
         console.error(err);
       }
     }
