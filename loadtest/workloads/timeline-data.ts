@@ -57,6 +57,8 @@ interface Marker {
 }
 
 export interface DataSet {
+  /** The data set's own dir (the marker, kept cursor pools), and the server's data dir inside it. */
+  dir: string;
   dataDir: string;
   streams: string[];
   eventsPerStream: number;
@@ -151,6 +153,7 @@ export async function ensureDataSet(spec: DataSetSpec, log: (line: string) => vo
       const why = await staleReason(server, marker, spec, streams);
       if (why === null) {
         return {
+          dir,
           dataDir,
           streams,
           eventsPerStream: spec.eventsPerStream,
@@ -187,6 +190,7 @@ export async function ensureDataSet(spec: DataSetSpec, log: (line: string) => vo
   writeFileSync(markerPath(dir), `${JSON.stringify(marker, null, 2)}\n`);
   const events = spec.streams * spec.eventsPerStream;
   return {
+    dir,
     dataDir,
     streams,
     eventsPerStream: spec.eventsPerStream,

@@ -10,11 +10,15 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { commandLine, f2, int, mib, machineFacts, machineLine, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { cpuMark, cpuSince } from "../lib/proc.js";
+import { commandLine, f2, int, mib, ms, machineFacts, machineLine, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
 import { BATCH_EVENTS, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, runMain } from "../lib/run.js";
-import { REPO_ROOT } from "../../test/harness/process.js";
-import { ensureDataSet, type DataSet } from "./timeline-data.js";
+import { ensureDataSet, shardSplit, type DataSet } from "./timeline-data.js";
+import { cannonPoint, cursorPool, PAGE_LIMIT, pacedPoint, type CursorPool, type PagePoint } from "./timeline-pages.js";
+import { startTicker } from "../systems/ticker.js";
+import { REPO_ROOT, stoppedCleanly } from "../../test/harness/process.js";
+import type { TickerProcess } from "../../test/harness/ticker.js";
 import {
   buildBodies,
   clientName,
@@ -190,13 +194,171 @@ function dataSetLines(d: DataSet): string[] {
   ];
 }
 
-async function pagesPart(notes: string[]): Promise<string[]> {
+/** Goals of issue 12 on this machine. */
+const FIXED_RATE = 1000;
+const FIXED_P99_MS_GOAL = 5;
+const THROUGHPUT_GOAL = 12_000;
+const THROUGHPUT_P99_MS_GOAL = 50;
+/** autocannon connections of the fixed-rate point, and lanes of the evenly paced one. */
+const FIXED_CONNECTIONS = 10;
+const PACED_LANES = 16;
+const SWEEP_CONNECTIONS = opts.quick ? [16] : [8, 16, 32, 64];
+const WARMUP_S = opts.quick ? 1 : 2;
+const MEASURE_S = opts.quick ? 3 : 10;
+/**
+ * After a restart the server scrubs every closed segment (a piscina thread
+ * reading the whole data set); pages are timed only once the server has gone
+ * quiet: under SETTLE_QUIET_CORES over a SETTLE_WINDOW_MS window.
+ */
+const SETTLE_TIMEOUT_MS = 10 * 60_000;
+const SETTLE_WINDOW_MS = 1000;
+const SETTLE_QUIET_CORES = 0.05;
+
+async function settled(server: TickerProcess): Promise<string> {
+  const t0 = performance.now();
+  let quiet = false;
+  while (!quiet && performance.now() - t0 < SETTLE_TIMEOUT_MS) {
+    const mark = cpuMark(server.pid);
+    await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+    if (server.exit) throw new Error(`server exited (${server.exit}) while settling:\n${server.outputTail()}`);
+    quiet = cpuSince(mark, server.pid).serverCores < SETTLE_QUIET_CORES;
+  }
+  const scrub = /scrub: verified \d+ closed segments/.exec(server.output)?.[0] ?? "no closed segments to scrub";
+  const s = ((performance.now() - t0) / 1000).toFixed(0);
+  return quiet ? `timed once it was idle, ${s} s after ready ("${scrub}")` : `still busy ${s} s after ready: pages timed anyway ("${scrub}")`;
+}
+
+interface SetResult {
+  streams: string[];
+  pool: CursorPool;
+  points: PagePoint[];
+}
+
+async function measureSet(server: TickerProcess, d: DataSet, streams: string[], notes: string[]): Promise<SetResult> {
+  const pool = await cursorPool(server, d.dir, streams, streams.length * d.eventsPerStream, (l) => console.error(l));
+  const tag = `${streams.length} streams`;
+  console.error(`${tag}: ${pool.forward.length} + ${pool.backward.length} cursors from a walk of ${int(pool.walkPages)} pages`);
+  const points: PagePoint[] = [];
+  const say = (p: PagePoint) => {
+    points.push(p);
+    console.error(
+      `${tag}, ${p.how}, ${p.connections} conn: ${int(p.pagesPerS)} pages/s, p50 ${ms(p.p50Ms)} p99 ${ms(p.p99Ms)} max ${ms(p.maxMs)} ms, non-2xx ${p.non2xx}, errors ${p.errors}`,
+    );
+  };
+  const timing = { warmupS: WARMUP_S, measureS: MEASURE_S };
+  say(await cannonPoint(server, pool, { connections: FIXED_CONNECTIONS, rate: FIXED_RATE, ...timing }, notes));
+  say(await pacedPoint(server, pool, FIXED_RATE, PACED_LANES, timing));
+  for (const connections of SWEEP_CONNECTIONS) say(await cannonPoint(server, pool, { connections, rate: null, ...timing }, notes));
+  return { streams, pool, points };
+}
+
+async function pagesPart(notes: string[]): Promise<{ lines: string[]; sets: SetResult[] }> {
   const d = await ensureDataSet({ root: opts["data-root"], streams: STREAMS, eventsPerStream: EVENTS_PER_STREAM, reload: opts.reload }, (l) =>
     console.error(l),
   );
   console.error(dataSetLines(d)[0]);
-  notes.push(`Data set kept in ${d.dataDir}.`);
-  return ["## Timeline pages", "", ...dataSetLines(d), ""];
+  const lines = ["## Timeline pages", "", ...dataSetLines(d)];
+  const server = await startTicker(d.dataDir);
+  const sets: SetResult[] = [];
+  try {
+    const probe = await fetch(`${server.url}/v1/timelines?streams=${d.streams[0]}&limit=1`);
+    if (probe.status !== 200) throw new Error(`GET /v1/timelines answered HTTP ${probe.status} (${(await probe.text()).slice(0, 200)}): not in this build?`);
+    const settle = await settled(server);
+    lines.push(`- **Server:** \`ticker serve\` with the default config (${server.shardCount} shards) on the kept data dir, restarted for the run, ${settle}.`);
+    for (const set of [d.streams.slice(0, 3), d.streams]) sets.push(await measureSet(server, d, set, notes));
+  } finally {
+    const how = await server.stop();
+    if (!stoppedCleanly(how)) notes.push(`pages: server stop: ${how}`);
+    if (server.errors.length > 0) notes.push(`pages: server stderr: ${server.errors.slice(0, 5).join(" / ")}`);
+  }
+  lines.push("", ...pagesTables(sets, server.shardCount), "");
+  return { lines, sets };
+}
+
+function pagesTables(sets: SetResult[], shards: number): string[] {
+  const head = [
+    "streams",
+    "driver",
+    "connections",
+    "asked pages/s",
+    "pages/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "non-2xx / errors / timeouts",
+    "server cores",
+    "front / busiest shard cores",
+    "client cores",
+    "other cores",
+  ];
+  const rows = sets.flatMap((s) =>
+    s.points.map((p) => [
+      String(s.streams.length),
+      p.how,
+      String(p.connections),
+      p.rate === null ? "max" : int(p.rate),
+      int(p.pagesPerS),
+      ms(p.p50Ms),
+      ms(p.p99Ms),
+      ms(p.maxMs),
+      `${p.non2xx} / ${p.errors} / ${p.timeouts}`,
+      f2(p.cpu.serverCores),
+      `${f2(p.cpu.serverMainCores)} / ${f2(p.cpu.busiestWorkerCores)}`,
+      f2(p.cpu.clientCores),
+      f2(p.cpu.otherCores),
+    ]),
+  );
+  const goals = sets.flatMap((s) => {
+    const fixed = s.points.find((p) => p.how.startsWith("autocannon, overallRate"));
+    const paced = s.points.find((p) => p.how.startsWith("evenly paced"));
+    const max = s.points.filter((p) => p.rate === null && p.non2xx + p.errors + p.timeouts === 0);
+    const withinP99 = max.filter((p) => p.p99Ms <= THROUGHPUT_P99_MS_GOAL).sort((a, b) => b.pagesPerS - a.pagesPerS)[0];
+    const best = max.sort((a, b) => b.pagesPerS - a.pagesPerS)[0];
+    const met = (ok: boolean) => (ok ? "met" : "**missed**");
+    const n = s.streams.length;
+    return [
+      fixed && paced
+        ? `- **${n} streams, p99 <= ${FIXED_P99_MS_GOAL} ms at ${int(FIXED_RATE)} pages/s:** autocannon ${ms(fixed.p99Ms)} ms (${met(fixed.p99Ms <= FIXED_P99_MS_GOAL)}), evenly paced ${ms(paced.p99Ms)} ms (${met(paced.p99Ms <= FIXED_P99_MS_GOAL)}).`
+        : `- **${n} streams, fixed rate:** not measured.`,
+      withinP99
+        ? `- **${n} streams, >= ${int(THROUGHPUT_GOAL)} pages/s with p99 <= ${THROUGHPUT_P99_MS_GOAL} ms:** ${int(withinP99.pagesPerS)} pages/s at p99 ${ms(withinP99.p99Ms)} ms (${withinP99.connections} connections): ${met(withinP99.pagesPerS >= THROUGHPUT_GOAL)}.`
+        : `- **${n} streams, >= ${int(THROUGHPUT_GOAL)} pages/s with p99 <= ${THROUGHPUT_P99_MS_GOAL} ms:** **missed**: no point had p99 <= ${THROUGHPUT_P99_MS_GOAL} ms${best ? ` (best ${int(best.pagesPerS)} pages/s at p99 ${ms(best.p99Ms)} ms)` : ""}.`,
+    ];
+  });
+  const walks = sets.map(
+    (s) =>
+      `${s.streams.length} streams: ${int(s.pool.walkEvents)} events in ${int(s.pool.walkPages)} pages of ${int(s.pool.walkEvents / s.pool.walkPages)}, ${s.pool.walkS.toFixed(1)} s, every event once, no has_gap, no partial`,
+  );
+  const split = shardSplit(sets[0]?.streams ?? [], shards).join(", ");
+  return [
+    table(
+      head,
+      head.map((_, i) => (i <= 2 ? "l" : "r")),
+      rows,
+    ),
+    "",
+    ...goals,
+    "",
+    "How to read it:",
+    "",
+    `- Each request is \`GET /v1/timelines?streams=<the set>&limit=${PAGE_LIMIT}&cursor=<c>\`, c taken in turn from a pool of cursors spread over the whole merged range: every k-th page's \`next_cursor\` (forward) and \`prev_cursor\` (backward) of one walk from the start with \`limit=1000\` (${walks.join("; ")}), forward and backward alternating. The 3-stream set is \`${sets[0]?.streams.join(",")}\` (shards ${split}); the 32-stream set is all of them.`,
+    `- autocannon (in this process) for ${WARMUP_S} s (discarded) and then ${MEASURE_S} s per point; latency is each 2xx answer's response time from autocannon's \`response\` event in an HDR histogram (µs), without autocannon's coordinated-omission correction. Its \`overallRate\` gives each connection its share of a second's requests and sends them back to back from the top of each second, so the fixed-rate row meets bursts of ${FIXED_CONNECTIONS} concurrent requests; the evenly paced row sends one request each millisecond (lib/pacing.ts, ${PACED_LANES} keep-alive connections, the time from the send to the answer).`,
+    "- CPU: cores busy over the measured window (/proc: the server process, its main thread (front) and its busiest other thread (a shard); client = this process, autocannon included; other = the rest of the machine).",
+  ];
+}
+
+function pageMeasurements(sets: SetResult[]): Measurement[] {
+  return sets.flatMap((s) => {
+    const workload = s.streams.length === 3 ? "timeline-3" : "timeline-32";
+    return s.points.flatMap((p): Measurement[] => {
+      const variant = p.rate === null ? `${p.connections} connections` : `${p.how.split(" (")[0]}, ${p.rate}/s`;
+      return [
+        { workload, system: "Ticker", variant, metric: "pages/s", value: p.pagesPerS, better: "higher" },
+        { workload, system: "Ticker", variant, metric: "p99 ms", value: p.p99Ms, better: "lower" },
+        { workload, system: "Ticker", variant, metric: "p50 ms", value: p.p50Ms, better: "lower" },
+      ];
+    });
+  });
 }
 
 // ---- run ------------------------------------------------------------------------
@@ -221,7 +383,9 @@ async function main(): Promise<number> {
     }
     if (PARTS.has("pages")) {
       try {
-        sections.push(...(await pagesPart(notes)));
+        const { lines, sets } = await pagesPart(notes);
+        sections.push(...lines);
+        measurements.push(...pageMeasurements(sets));
       } catch (err) {
         failed = true;
         sections.push("## Timeline pages", "", `**Failed:** ${(err as Error).message}`, "");
