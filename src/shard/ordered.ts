@@ -15,11 +15,12 @@
 // dropped by the rule itself (restoreHeld: at or below the producer's last
 // appended seq). So a crash anywhere keeps every acknowledged event once.
 import { ApiError } from "../errors.js";
-import { frameTs, markBatchEnd, RECORD_HEADER_BYTES, sealFrame, stampFrame, frameBytesFor, writeFrameHeader } from "../log/record.js";
+import { frameTs, markBatchEnd, RECORD_HEADER_BYTES, sealFrame, stampFrame } from "../log/record.js";
 import type { StreamLog } from "../log/log.js";
 import { u32 } from "../bytes.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
-import { EventFields, PAYLOAD_JSON, eventBytesFor, writeEvent } from "../wire/event-layout.js";
+import { EventFields } from "../wire/event-layout.js";
+import { type ReleaseStaging, writeTombstone } from "./release-frames.js";
 import { HeldStore, heldEntryBytes, type HeldEntry } from "./held-events.js";
 import { OrderedIngest, type Release } from "./ordered-ingest.js";
 import type { DedupWindow } from "./dedup.js";
@@ -66,23 +67,12 @@ interface Offered {
   entry: HeldEntry | null;
   /** The seq it got when released in its own batch, else -1. */
   newSeq: number;
+  /** A repeat of an event held by an earlier request. */
+  retry: boolean;
 }
 
 type Item = Offered | HeldEntry;
 const isOffered = (x: Item): x is Offered => (x as Offered).at !== undefined;
-
-/** Staging for released frames, one per shard (the publisher's), grown on demand. */
-export class ReleaseStaging {
-  buf = Buffer.allocUnsafe(64 * 1024);
-  readonly keys = new Map<string, number>();
-
-  ensure(bytes: number): void {
-    if (bytes <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(bytes, this.buf.length * 2));
-    this.buf.copy(next);
-    this.buf = next;
-  }
-}
 
 export class OrderedStream {
   private ingest: OrderedIngest<Item>;
@@ -195,7 +185,7 @@ export class OrderedStream {
         f.read(b.frames, o.at + RECORD_HEADER_BYTES);
         const id = b.frames.toString("utf8", f.producerIdAt, f.producerIdAt + f.producerIdLen);
         if (this.ingest.isHeld(id, o.producerSeq)) {
-          held.push({ index: o.index, producer_seq: o.producerSeq }); // a retry of a held event: held, once
+          o.retry = true; // a retry of a held event: answered as held, kept once
           continue;
         }
         const d = this.ingest.offer(id, o.producerSeq, o, nowMs, out);
@@ -203,7 +193,6 @@ export class OrderedStream {
           const frameBytes = u32(b.frames, o.at);
           o.entry = { producerId: id, producerSeq: o.producerSeq, receivedMs: nowMs, frame: Buffer.from(b.frames.subarray(o.at, o.at + frameBytes)) };
           newHeldBytes += heldEntryBytes(o.entry);
-          held.push({ index: o.index, producer_seq: o.producerSeq });
           if (this.heldBytes + newHeldBytes > this.limits.heldBytesMax) throw heldFull(this.ingest.nextDeadlineMs(), nowMs, this.limits);
         } else if (d === "duplicate") {
           b.duplicates.push({ index: o.index, producer_seq: o.producerSeq });
@@ -220,8 +209,13 @@ export class OrderedStream {
       }
       const released = this.frameReleases(out, b, staging, log, dedup, nowMs);
       // Held at the end of the batch (not released by a later event of it): what held.log gets.
+      // An event held and then released by a later one of the same batch was appended: not listed as held.
       this.newHeld = [];
-      for (const o of offered) if (o.entry !== null && o.newSeq < 0) this.newHeld.push(o.entry);
+      for (const o of offered) {
+        const stillHeld = o.entry !== null && o.newSeq < 0;
+        if (stillHeld) this.newHeld.push(o.entry as HeldEntry);
+        if (stillHeld || o.retry) held.push({ index: o.index, producer_seq: o.producerSeq });
+      }
       this.fixDuplicates(b, offered);
       return { released, held };
     } catch (err) {
@@ -309,7 +303,7 @@ export class OrderedStream {
           index,
         });
       }
-      offered.push({ at, index, producerSeq: hasId ? f.producerSeq : -1, entry: null, newSeq: -1 });
+      offered.push({ at, index, producerSeq: hasId ? f.producerSeq : -1, entry: null, newSeq: -1, retry: false });
       at += u32(b.frames, at);
     }
     return offered;
@@ -416,31 +410,6 @@ export class OrderedStream {
 
 /** Idle producers are looked for this often (they are forgotten after the dedup window). */
 const PRODUCER_SWEEP_MS = 10_000;
-
-/**
- * A gap's tombstone as a record at staging[at]: type "gap", the producer's
- * id, producer_seq the range's end (so the log shows where the producer
- * stands), and the payload {"producer_id","from_producer_seq","to_producer_seq"}.
- */
-function writeTombstone(staging: ReleaseStaging, at: number, producerId: string, fromSeq: number, toSeq: number, seq: number, ts: number): number {
-  const payload = JSON.stringify({ producer_id: producerId, from_producer_seq: fromSeq, to_producer_seq: toSeq });
-  const src = Buffer.from(`gap${producerId}${payload}`, "utf8");
-  const f = new EventFields();
-  f.typeAt = 0;
-  f.typeLen = 3;
-  f.producerIdAt = 3;
-  f.producerIdLen = Buffer.byteLength(producerId);
-  f.payloadAt = 3 + f.producerIdLen;
-  f.payloadLen = src.length - f.payloadAt;
-  f.encoding = PAYLOAD_JSON;
-  f.producerSeq = toSeq;
-  staging.ensure(at + RECORD_HEADER_BYTES + eventBytesFor(f) + 8);
-  const bodyBytes = writeEvent(staging.buf, at + RECORD_HEADER_BYTES, src, f);
-  const frameBytes = frameBytesFor(bodyBytes);
-  writeFrameHeader(staging.buf, at, frameBytes, bodyBytes, seq, ts);
-  sealFrame(staging.buf, at, frameBytes);
-  return frameBytes;
-}
 
 function heldFull(deadlineMs: number | null, nowMs: number, limits: OrderedLimits): ApiError {
   const retryS = Math.max(1, Math.ceil(((deadlineMs ?? nowMs + 1000) - nowMs) / 1000));

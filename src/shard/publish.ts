@@ -13,7 +13,8 @@ import { ContentType, type Op, type RequestOf } from "./protocol.js";
 import type { StreamAdmin } from "./admin.js";
 import { START_BUFFER_BYTES, type ShardBuffers } from "./buffers.js";
 import type { Stream } from "./stream.js";
-import { ReleaseStaging, type OrderedStream } from "./ordered.js";
+import type { OrderedStream } from "./ordered.js";
+import { ReleaseStaging } from "./release-frames.js";
 import type { WatchedStreams } from "./watch.js";
 import type { Outbox } from "./worker.js";
 

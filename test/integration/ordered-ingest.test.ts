@@ -6,6 +6,7 @@
 // change nothing.
 import { describe, expect, it } from "vitest";
 import { api, perTestServers, replayAll } from "../helpers/server.js";
+import { encodePublishBatch } from "../../src/wire/client.js";
 
 const { start, dir } = perTestServers();
 
@@ -74,6 +75,36 @@ describe("ordered ingest", () => {
     // At or below where the producer stands: a duplicate, listed, not appended.
     const late = await publish(s.url, "o", [ev("a", 2), ev("a", 5)]);
     expect(late.json).toMatchObject({ count: 1, first_seq: 6, duplicates: [{ index: 0, producer_seq: 2 }] });
+  });
+
+  it("FlatBuffers batches are ordered the same way, binary payloads and idempotency keys kept; a key repeated in the batch names the seq its original got", async () => {
+    const s = await start(dir());
+    await ordered(s.url, "bin");
+    const FB = { "content-type": "application/x-flatbuffers" };
+    const bytes = (n: number) => new Uint8Array([n, 255, 0, n]);
+    const first = await api(
+      `${s.url}/v1/streams/bin/events`,
+      "POST",
+      encodePublishBatch([
+        { type: "t", producer_id: "a", producer_seq: 2, payload_bytes: bytes(2), idempotency_key: "k2" },
+        { type: "t", producer_id: "a", producer_seq: 1, payload_bytes: bytes(1) },
+        { type: "t", idempotency_key: "k2" },
+        { type: "t", producer_id: "a", producer_seq: 4, payload: { n: 4 } },
+      ]),
+      FB,
+    );
+    expect(first.json).toMatchObject({ count: 2, first_seq: 1, duplicates: [{ index: 2, seq: 2 }], held: [{ index: 3, producer_seq: 4 }] });
+    expect((await api(`${s.url}/v1/streams/bin/events`, "POST", encodePublishBatch([{ type: "t", producer_id: "a", producer_seq: 3 }]), FB)).json.count).toBe(
+      2,
+    );
+    const events = await replayAll(s.url, "bin");
+    expect(events.map((e) => [e.seq, e.producer_seq, e.payload_base64 ?? e.payload])).toEqual([
+      [1, 1, Buffer.from(bytes(1)).toString("base64")],
+      [2, 2, Buffer.from(bytes(2)).toString("base64")],
+      [3, 3, undefined],
+      [4, 4, { n: 4 }],
+    ]);
+    expect(events[1].idempotency_key).toBe("k2");
   });
 
   it("a gap that persists gap_timeout_ms gets a tombstone for exactly the missing range, then the held events, within the timeout + 1 s; a late event is a duplicate", async () => {
