@@ -40,6 +40,13 @@ export type ErrorCode =
   | "unauthorized"
   | "forbidden"
   | "rate_limited"
+  | "invalid_cursor"
+  | "invalid_timeline"
+  | "invalid_reader"
+  | "timeline_not_found"
+  | "reader_not_found"
+  | "limit_reached"
+  | "secret_from_config"
   | "internal";
 
 export class ApiError extends Error {
