@@ -24,8 +24,9 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { ApiError } from "../errors.js";
-import { TIMELINE_CURSOR_SECRET_CHARS_MAX, TIMELINE_CURSOR_SECRET_CHARS_MIN, TIMELINE_STREAMS_LIMIT } from "../limits.js";
+import { TIMELINE_CURSOR_SECRET_CHARS_MAX, TIMELINE_CURSOR_SECRET_CHARS_MIN } from "../limits.js";
 import { writeFileAtomicSync } from "./atomic-file.js";
+import { isStreamSet } from "./stream-set.js";
 
 export type Direction = "forward" | "backward";
 export interface TimelineCursor {
@@ -118,10 +119,7 @@ function setDigest(streams: readonly string[]): Buffer {
 
 /** Callers pass the normalised set (sorted, no repeats): another order would mean other seqs per position. */
 function assertSet(streams: readonly string[]): void {
-  if (streams.length < 1 || streams.length > TIMELINE_STREAMS_LIMIT) throw new Error(`cursor invariant: a set of ${streams.length} streams`);
-  for (let i = 1; i < streams.length; i++) {
-    if (!(streams[i - 1] < streams[i])) throw new Error("cursor invariant: the stream set is not sorted and de-duplicated");
-  }
+  if (!isStreamSet(streams)) throw new Error(`cursor invariant: ${streams.length} streams that are not a normalised stream set (stream-set.ts)`);
 }
 
 export class CursorSigner {
