@@ -26,6 +26,7 @@ import { u32 } from "../bytes.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
 import { type ReleaseStaging, writeTombstone } from "./release-frames.js";
+import { entryOf, isOffered, offeredEvents, type Item, type Offered } from "./ordered-batch.js";
 import { heldEntryBytes, type HeldEntry } from "./held-events.js";
 import { HeldBook } from "./held-book.js";
 import { OrderedIngest, type Release } from "./ordered-ingest.js";
@@ -63,27 +64,6 @@ export interface Admission {
   released: Released;
   held: Array<{ index: number; producer_seq: number }>;
 }
-
-/** A framed event of the batch being admitted: where it is, and its request index. */
-interface Offered {
-  at: number;
-  index: number;
-  producerId: string;
-  producerSeq: number;
-  key: string | null;
-  /** Set when it is held: a copy of its frame, kept until its release. */
-  entry: HeldEntry | null;
-  /** The seq it got when released in its own batch, else -1. */
-  newSeq: number;
-  /** A repeat of an event held by an earlier request. */
-  retry: boolean;
-  /** Which admission offered it (OrderedStream.admissions then). */
-  admission: number;
-}
-
-type Item = Offered | HeldEntry;
-const isOffered = (x: Item): x is Offered => (x as Offered).at !== undefined;
-const entryOf = (x: Item): HeldEntry => (isOffered(x) ? (x.entry as HeldEntry) : x);
 
 /** The gap timer's wait after a failed release, doubled per failure up to the cap. */
 const RETRY_MS_MIN = 100;
@@ -218,7 +198,7 @@ export class OrderedStream {
    */
   admit(b: OfferedBatch, staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Admission {
     this.admissions++;
-    const offered = this.check(b);
+    const offered = offeredEvents(b, this.fields, this.heldKeys, this.admissions);
     const out = this.out;
     out.length = 0;
     this.ingest.begin();
@@ -371,38 +351,6 @@ export class OrderedStream {
     this.abort();
     this.retryAtMs = nowMs + Math.min(RETRY_MS_MAX, RETRY_MS_MIN * 2 ** this.failures);
     this.failures++;
-  }
-
-  /** Checks every event's producer fields, before the rule sees any: they go together, from 1. */
-  private check(b: OfferedBatch): Offered[] {
-    const f = this.fields;
-    const offered: Offered[] = [];
-    for (let i = 0, at = 0; i < b.count; i++) {
-      f.read(b.frames, at + RECORD_HEADER_BYTES);
-      const index = b.indexes[i];
-      const hasId = f.producerIdAt >= 0;
-      if (hasId !== f.producerSeq >= 0) {
-        throw new ApiError(400, "invalid_event", `event ${index}: "producer_id" and "producer_seq" go together on a stream with producer_ordering`, { index });
-      }
-      if (hasId && (f.producerSeq < 1 || !Number.isSafeInteger(f.producerSeq))) {
-        throw new ApiError(400, "invalid_event", `event ${index}: "producer_seq" must be an integer from 1 to 2^53-1 on a stream with producer_ordering`, {
-          index,
-        });
-      }
-      const producerId = hasId ? b.frames.toString("utf8", f.producerIdAt, f.producerIdAt + f.producerIdLen) : "";
-      const producerSeq = hasId ? f.producerSeq : -1;
-      const key = f.idemAt < 0 ? null : b.frames.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
-      const frameBytes = u32(b.frames, at);
-      at += frameBytes;
-      // A key a held event has is taken: this event is that one's duplicate (unless it is that very event again).
-      const holder = key === null ? undefined : this.heldKeys.get(key);
-      if (holder !== undefined && (holder.producerId !== producerId || holder.producerSeq !== producerSeq)) {
-        b.duplicates.push({ index, producer_id: holder.producerId, producer_seq: holder.producerSeq });
-        continue;
-      }
-      offered.push({ at: at - frameBytes, index, producerId, producerSeq, key, entry: null, newSeq: -1, retry: false, admission: this.admissions });
-    }
-    return offered;
   }
 
   private noteKey(e: HeldEntry, held: boolean): void {
