@@ -20,6 +20,13 @@ module.exports = {
       to: { path: "^src/(front|cli)/" },
     },
     {
+      name: "timeline-below-front",
+      comment: "timeline stores and cursors serve the front; they never import it or the CLI",
+      severity: "error",
+      from: { path: "^src/timeline/" },
+      to: { path: "^src/(front|cli)/" },
+    },
+    {
       name: "front-below-cli",
       comment: "the CLI starts the front, not the other way round",
       severity: "error",

@@ -43,6 +43,13 @@ export type ErrorCode =
   | "held_full"
   | "producers_full"
   | "events_held"
+  | "invalid_cursor"
+  | "invalid_timeline"
+  | "invalid_reader"
+  | "timeline_not_found"
+  | "reader_not_found"
+  | "limit_reached"
+  | "secret_from_config"
   | "internal";
 
 export class ApiError extends Error {

@@ -14,6 +14,8 @@ import type { ShardPool } from "./shards.js";
 import { ConsumeHub } from "./consume/hub.js";
 import { consumeRoute } from "./consume/routes.js";
 import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
+import type { TimelineStores } from "../timeline/stores.js";
+import { type TimelineAdmin, timelineAdminRoutes } from "./timeline-admin.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -122,9 +124,11 @@ export interface Front {
   /** Stops accepting connections; requests already taken are still answered. */
   stopListening(): void;
   readonly consumers: ConsumeHub;
+  /** The timeline control plane, for its requests in flight. */
+  readonly timelines: TimelineAdmin;
 }
 
-export function createFront(config: Config, pool: ShardPool, isReady: () => boolean, auth: Auth): Front {
+export function createFront(config: Config, pool: ShardPool, isReady: () => boolean, auth: Auth, timelineStores: TimelineStores): Front {
   const app = config.tls_cert_file ? uWS.SSLApp({ cert_file_name: config.tls_cert_file, key_file_name: config.tls_key_file }) : uWS.App();
   // Every route says what access it needs (src/front/auth.ts); `app` itself is only for listening.
   const routes = guardRoutes(app, auth);
@@ -298,10 +302,17 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (!ok) sendError(r.x, shardBusy(r.stream));
   });
   consumeRoute(routes, consumers, isReady);
+  const timelines = timelineAdminRoutes(routes, {
+    config,
+    pool,
+    stores: timelineStores,
+    unavailable: () => (draining ? shuttingDown() : isReady() ? null : notReady()),
+    body,
+  });
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
-    sendError(exchange(res), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
+    sendError(exchange(res, req), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
       allow: allowed,
     });
   };
@@ -322,7 +333,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
   routes.any("/v1/streams/:id/consume", "key", methodNotAllowed("GET"));
   routes.any("/*", "key", (res, req) => {
-    sendError(exchange(res), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
+    sendError(exchange(res, req), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
   });
 
   return {
@@ -339,6 +350,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
         });
       }),
     consumers,
+    timelines,
     stopListening: () => {
       draining = true;
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);

@@ -6,6 +6,7 @@
 // change nothing.
 import { describe, expect, it } from "vitest";
 import { api, perTestServers, replayAll } from "../helpers/server.js";
+import { encodePublishBatch } from "../../src/wire/client.js";
 
 const { start, dir } = perTestServers();
 
@@ -76,6 +77,36 @@ describe("ordered ingest", () => {
     expect(late.json).toMatchObject({ count: 1, first_seq: 6, duplicates: [{ index: 0, producer_seq: 2 }] });
   });
 
+  it("FlatBuffers batches are ordered the same way, binary payloads and idempotency keys kept; a key repeated in the batch names the seq its original got", async () => {
+    const s = await start(dir());
+    await ordered(s.url, "bin");
+    const FB = { "content-type": "application/x-flatbuffers" };
+    const bytes = (n: number) => new Uint8Array([n, 255, 0, n]);
+    const first = await api(
+      `${s.url}/v1/streams/bin/events`,
+      "POST",
+      encodePublishBatch([
+        { type: "t", producer_id: "a", producer_seq: 2, payload_bytes: bytes(2), idempotency_key: "k2" },
+        { type: "t", producer_id: "a", producer_seq: 1, payload_bytes: bytes(1) },
+        { type: "t", idempotency_key: "k2" },
+        { type: "t", producer_id: "a", producer_seq: 4, payload: { n: 4 } },
+      ]),
+      FB,
+    );
+    expect(first.json).toMatchObject({ count: 2, first_seq: 1, duplicates: [{ index: 2, seq: 2 }], held: [{ index: 3, producer_seq: 4 }] });
+    expect((await api(`${s.url}/v1/streams/bin/events`, "POST", encodePublishBatch([{ type: "t", producer_id: "a", producer_seq: 3 }]), FB)).json.count).toBe(
+      2,
+    );
+    const events = await replayAll(s.url, "bin");
+    expect(events.map((e) => [e.seq, e.producer_seq, e.payload_base64 ?? e.payload])).toEqual([
+      [1, 1, Buffer.from(bytes(1)).toString("base64")],
+      [2, 2, Buffer.from(bytes(2)).toString("base64")],
+      [3, 3, undefined],
+      [4, 4, { n: 4 }],
+    ]);
+    expect(events[1].idempotency_key).toBe("k2");
+  });
+
   it("a gap that persists gap_timeout_ms gets a tombstone for exactly the missing range, then the held events, within the timeout + 1 s; a late event is a duplicate", async () => {
     const s = await start(dir());
     await ordered(s.url, "g", { gap_timeout_ms: 300 });
@@ -127,7 +158,7 @@ describe("ordered ingest", () => {
     expect(events.length).toBe(producers * perProducer); // nothing lost, nothing tombstoned: every gap closed
     expect(events.every((e) => e.type === "t")).toBe(true);
     expectInProducerOrder(events);
-    expect((await api(`${s.url}/v1/streams/many`, "GET")).json.held_events).toBe(0);
+    expect((await api(`${s.url}/v1/streams/many`, "GET")).json).toMatchObject({ held_events: 0, held_bytes: 0 });
   });
 
   it.each(["process", "fsync"])(
@@ -135,36 +166,44 @@ describe("ordered ingest", () => {
     async (durability) => {
       const dataDir = dir();
       let s = await start(dataDir);
-      await ordered(s.url, "k", { gap_timeout_ms: 1500, durability });
+      await ordered(s.url, "k", { gap_timeout_ms: 4000, durability }); // longer than a restart under load
       await publish(s.url, "k", [ev("a", 1), ev("b", 1)]);
       expect((await publish(s.url, "k", [ev("a", 3, { payload: "a3" }), ev("b", 3, { payload: "b3" })])).json.held).toHaveLength(2);
       // Held and released in one request, then more held: the file must keep exactly what is held.
       expect((await publish(s.url, "k", [ev("b", 2), ev("b", 5)])).json).toMatchObject({ count: 2, held: [{ index: 1, producer_seq: 5 }] });
+      // Held on the way and released by a later event of the same request: never counted as held.
+      const before = (await api(`${s.url}/v1/streams/k`, "GET")).json.held_bytes;
+      expect((await publish(s.url, "k", [ev("c", 2), ev("c", 1)])).json).toMatchObject({ count: 2, held: [] });
+      expect((await api(`${s.url}/v1/streams/k`, "GET")).json.held_bytes).toBe(before);
       await s.kill9();
       s = await start(dataDir);
-      expect((await api(`${s.url}/v1/streams/k`, "GET")).json).toMatchObject({ held_events: 2, head_seq: 4 });
+      const restarted = (await api(`${s.url}/v1/streams/k`, "GET")).json;
+      expect(restarted).toMatchObject({ held_events: 2, head_seq: 6 });
+      expect(restarted.held_bytes).toBeGreaterThan(0);
       // The gap closed by the producer: released at once, in order.
       expect((await publish(s.url, "k", [ev("a", 2)])).json).toMatchObject({ count: 2 });
       // b's gap (4) was never filled: tombstoned by the resumed timer.
-      const events = await eventsOnceThere(s.url, "k", 8);
+      const events = await eventsOnceThere(s.url, "k", 10);
       expect(events.map((e) => `${e.producer_id}${e.type === "gap" ? "-gap" : ""}${e.producer_seq}`)).toEqual([
         "a1",
         "b1",
         "b2",
         "b3",
+        "c1",
+        "c2",
         "a2",
         "a3",
         "b-gap4",
         "b5",
       ]);
-      expect(events[5].payload).toBe("a3");
+      expect(events[7].payload).toBe("a3");
       expectInProducerOrder(events);
       // And a restart now finds nothing held and nothing to append twice.
       await s.kill9();
       s = await start(dataDir);
-      expect((await api(`${s.url}/v1/streams/k`, "GET")).json).toMatchObject({ held_events: 0, head_seq: 8 });
+      expect((await api(`${s.url}/v1/streams/k`, "GET")).json).toMatchObject({ held_events: 0, held_bytes: 0, head_seq: 10 });
       await sleep(300);
-      expect((await replayAll(s.url, "k")).length).toBe(8);
+      expect((await replayAll(s.url, "k")).length).toBe(10);
     },
   );
 
@@ -197,6 +236,9 @@ describe("ordered ingest", () => {
     expect((await api(`${s.url}/v1/streams/bytes`, "GET")).json.held_events).toBe(3);
     expect((await publish(s.url, "bytes", [ev("a", 2)])).json.count).toBe(4);
     expect((await publish(s.url, "bytes", [big(7)])).json.held).toHaveLength(1); // room again
+    // One event that alone could never be held: 413, not a 429 that no wait would cure.
+    const huge = await publish(s.url, "bytes", [ev("a", 10, { payload: "x".repeat(70_000) })]);
+    expect([huge.status, huge.json.error.code, huge.json.error.index]).toEqual([413, "event_too_large", 0]);
   });
 
   it("bad producer fields are refused whole (400 naming the event); the stream can be switched off only with nothing held", async () => {
