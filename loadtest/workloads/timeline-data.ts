@@ -33,6 +33,12 @@ const TEXT_CHARS = 80;
 /** Ten years: the kept data must not age out between runs (the default retention is 7 days). */
 const RETENTION_MS = 10 * 365 * 86_400_000;
 const REQUEST_TIMEOUT_MS = 60_000;
+/**
+ * A restart on the whole data set is slow: the server reads back the
+ * idempotency keys of every event in each stream's dedup window (a day by
+ * default, so all of a freshly loaded set: ~30 s on this machine).
+ */
+export const READY_TIMEOUT_MS = 10 * 60_000;
 /** Bumped when what is loaded changes, so an old data set is loaded again. */
 const FORMAT_VERSION = 1;
 
@@ -148,7 +154,7 @@ export async function ensureDataSet(spec: DataSetSpec, log: (line: string) => vo
   const streams = streamIds(spec.streams);
   let marker = spec.reload ? null : readMarker(dir);
   if (marker !== null && existsSync(dataDir)) {
-    const server = await startTicker(dataDir);
+    const server = await startTicker(dataDir, { readyTimeoutMs: READY_TIMEOUT_MS });
     try {
       const why = await staleReason(server, marker, spec, streams);
       if (why === null) {

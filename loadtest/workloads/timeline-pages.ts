@@ -35,6 +35,9 @@ const EVENT_KEY = Buffer.from(`{"seq":`);
 const NEXT_KEY = Buffer.from(`],"next_cursor":"`);
 const PREV_KEY = Buffer.from(`","prev_cursor":"`);
 const GAP_KEY = Buffer.from(`","has_gap":`);
+const PARTIAL_KEY = `"partial":`;
+/** The end of a page that can hold "partial" (after has_gap; 64 streams of ~130-character ids at most). */
+const PARTIAL_TAIL_CHARS = 64 * 132 + 64;
 
 interface PageTail {
   events: number;
@@ -63,7 +66,7 @@ function pageTail(body: Buffer): PageTail {
     next: body.toString("latin1", n + NEXT_KEY.length, p),
     prev: body.toString("latin1", p + PREV_KEY.length, g),
     hasGap: body[gapAt] === 0x74, // "t"rue
-    partial: body.indexOf(`"partial":`, gapAt, "latin1") !== -1,
+    partial: body.indexOf(PARTIAL_KEY, gapAt, "latin1") !== -1,
   };
 }
 
@@ -74,6 +77,8 @@ export interface CursorPool {
   /** The walk that made it. */
   walkPages: number;
   walkEvents: number;
+  /** Pages of the walk that left a stream out (`partial`): its events came on a later page. */
+  walkPartial: number;
   walkS: number;
 }
 
@@ -83,12 +88,13 @@ const setPath = (streams: readonly string[]) => `/v1/timelines?streams=${streams
 async function walk(port: number, streams: string[], events: number, log: (l: string) => void): Promise<CursorPool> {
   const conn = await HttpRawConnection.connect(port, { timeoutMs: REQUEST_TIMEOUT_MS });
   const every = Math.max(1, Math.floor(events / WALK_LIMIT / POOL_PER_DIRECTION));
-  const pool: CursorPool = { streams, forward: [], backward: [], walkPages: 0, walkEvents: 0, walkS: 0 };
+  const pool: CursorPool = { streams, forward: [], backward: [], walkPages: 0, walkEvents: 0, walkPartial: 0, walkS: 0 };
   const t0 = performance.now();
   let lastLog = t0;
   try {
     let cursor: string | null = null;
-    for (;;) {
+    // Bounded: twice the pages the events fill, in case a shard keeps missing its time.
+    for (let page = 0; page < 2 * Math.ceil(events / WALK_LIMIT) + 100; page++) {
       const r = await conn.get(`${setPath(streams)}&limit=${WALK_LIMIT}${cursor === null ? "" : `&cursor=${cursor}`}`);
       if (r.status !== 200) throw new Error(`walk, page ${pool.walkPages + 1}: HTTP ${r.status}: ${r.body.toString("utf8", 0, 300)}`);
       const t = pageTail(r.body);
@@ -154,6 +160,8 @@ export interface PagePoint {
   maxMs: number;
   /** Answers that were not 2xx, connection errors and timeouts: each must be 0. */
   non2xx: number;
+  /** 2xx pages that left a stream out (`partial`: its shard missed timeline_source_timeout_ms). */
+  partial: number;
   errors: number;
   timeouts: number;
   cpu: CpuUse;
@@ -175,6 +183,8 @@ async function cannon(port: number, paths: string[], connections: number, durati
         ...(rate === null ? {} : { overallRate: rate }),
         // Each request takes the next path of the pool, whatever connection sends it.
         requests: [{ method: "GET", setupRequest: (req) => ({ ...req, path: paths[next++ % paths.length] }) }],
+        // A "mismatch" is a page with a stream left out; the body's tail is all it looks at.
+        verifyBody: (body) => typeof body !== "string" || !body.includes(PARTIAL_KEY, body.length - PARTIAL_TAIL_CHARS),
       },
       (err: unknown, r: autocannon.Result) => (err ? reject(err as Error) : resolve(r)),
     );
@@ -214,6 +224,7 @@ export async function cannonPoint(server: TickerProcess, pool: CursorPool, spec:
     p99Ms: usToMs(hist.getValueAtPercentile(99)),
     maxMs: usToMs(hist.maxValue),
     non2xx: r.non2xx,
+    partial: r.mismatches,
     errors: r.errors,
     timeouts: r.timeouts,
     cpu,
@@ -236,6 +247,7 @@ export async function pacedPoint(
   const client = await HttpRawClient.connections(server.port, lanes, { timeoutMs: REQUEST_TIMEOUT_MS });
   let next = 0;
   let non2xx = 0;
+  let partial = 0;
   let errors = 0;
   const hist = newHistogram();
   const stats: PaceStats = { sent: 0, measured: 0, requests: 0, batchMax: 0, stalls: 0, backlogMax: 0, tickLateP99Ms: 0, tickLateMaxMs: 0, rtt: "" };
@@ -248,7 +260,8 @@ export async function pacedPoint(
       try {
         const r = await c.get(paths[next++ % paths.length]);
         if (r.status < 200 || r.status >= 300) non2xx++;
-        else if (t >= tStart && t < tEnd) hist.recordValue(Math.max(1, Math.round((wallNow() - t) * 1000)));
+        else if (r.body.includes(PARTIAL_KEY, r.body.length - PARTIAL_TAIL_CHARS)) partial++;
+        if (r.status >= 200 && r.status < 300 && t >= tStart && t < tEnd) hist.recordValue(Math.max(1, Math.round((wallNow() - t) * 1000)));
       } catch {
         errors++;
       }
@@ -270,6 +283,7 @@ export async function pacedPoint(
     p99Ms: usToMs(hist.getValueAtPercentile(99)),
     maxMs: usToMs(hist.maxValue),
     non2xx,
+    partial,
     errors,
     timeouts: 0,
     cpu: await cpu,
