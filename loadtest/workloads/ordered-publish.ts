@@ -39,7 +39,7 @@ const SWAP_DISTANCE_MAX = 8;
 const PAYLOAD_POOL = 64;
 const REQUEST_TIMEOUT_MS = 60_000;
 /** Before a row, how long to wait for other work on the machine to stop. */
-const QUIET_BEFORE_ROW_MS = 5000;
+const QUIET_BEFORE_ROW_MS = 15_000;
 const STREAM = "ordered-bench";
 const CT_JSON = "application/json";
 const CT_FLAT = "application/x-flatbuffers";
