@@ -53,6 +53,8 @@ const { values: opts } = parseArgs({
     streams: { type: "string", default: "32" },
     "events-per-stream": { type: "string" },
     reload: { type: "boolean", default: false },
+    // Connections of the as-fast-as-they-go points (comma-separated); "none" for the fixed-rate points only.
+    connections: { type: "string" },
     results: { type: "string" },
   },
   strict: true,
@@ -62,6 +64,8 @@ const RUNS = Number(opts.runs);
 const PRODUCERS = Number(opts.producers);
 const STREAMS = Number(opts.streams);
 const EVENTS_PER_STREAM = opts["events-per-stream"] !== undefined ? Number(opts["events-per-stream"]) : opts.quick ? 20_000 : 1_000_000;
+/** Connections of part B's as-fast-as-they-go points. */
+const SWEEP_CONNECTIONS = opts.connections === "none" ? [] : (opts.connections?.split(",").map(Number) ?? (opts.quick ? [16] : [8, 16, 32, 64]));
 const INGEST_EVENTS = opts.events !== undefined ? Number(opts.events) : opts.quick ? 80_000 : 1_000_000;
 for (const [name, ok] of [
   ["--parts must list ingest and/or pages", [...PARTS].every((p) => p === "ingest" || p === "pages")],
@@ -71,6 +75,7 @@ for (const [name, ok] of [
     `--events must be a multiple of producers x ${BATCH_EVENTS}`,
     Number.isSafeInteger(INGEST_EVENTS) && INGEST_EVENTS > 0 && INGEST_EVENTS % (PRODUCERS * BATCH_EVENTS) === 0,
   ],
+  ["--connections must list positive integers", SWEEP_CONNECTIONS.every((c) => Number.isSafeInteger(c) && c > 0 && c <= 1024)],
   ["--streams must be 3 to 64", Number.isSafeInteger(STREAMS) && STREAMS >= 3 && STREAMS <= 64],
   [
     `--events-per-stream must be a multiple of ${BATCH_EVENTS}`,
@@ -209,7 +214,6 @@ const THROUGHPUT_P99_MS_GOAL = 50;
 /** autocannon connections of the fixed-rate point, and lanes of the evenly paced one. */
 const FIXED_CONNECTIONS = 10;
 const PACED_LANES = 16;
-const SWEEP_CONNECTIONS = opts.quick ? [16] : [8, 16, 32, 64];
 const WARMUP_S = opts.quick ? 1 : 2;
 const MEASURE_S = opts.quick ? 3 : 10;
 /**
