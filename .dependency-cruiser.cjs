@@ -1,5 +1,5 @@
 // The layer rule of src/ (docs/architecture.md): imports follow the data's
-// path, front -> shard -> log / wire / ring / consumer, never back; the
+// path, front -> shard -> log / wire / ring / consumer / timeline, never back; the
 // modules at src/ top level (errors, config, limits, bytes, crc, stream-id,
 // validate) are leaves anyone may import and that import no layer.
 /** @type {import('dependency-cruiser').IConfiguration} */
@@ -7,9 +7,9 @@ module.exports = {
   forbidden: [
     {
       name: "data-path-runs-forward",
-      comment: "log, wire, ring and consumer are below the shard and the front: they never import them",
+      comment: "log, wire, ring, consumer and timeline are below the shard and the front: they never import them",
       severity: "error",
-      from: { path: "^src/(log|wire|ring|consumer)/" },
+      from: { path: "^src/(log|wire|ring|consumer|timeline)/" },
       to: { path: "^src/(shard|front|cli)/" },
     },
     {
