@@ -76,6 +76,17 @@ export const configSchema = z
     /** Nacks of one event before it goes to the dead-letter stream, unless ?max_attempts= says otherwise. */
     consume_max_attempts_default: int(1, CONSUME_ATTEMPTS_MAX).default(5),
 
+    /** Streams of one timeline (ad hoc or named). */
+    timeline_streams_max: int(1, 1024).default(64),
+    /** Events of one timeline page (`limit` above it: 400); its bytes are bounded by replay_page_bytes_max. */
+    timeline_page_events_max: int(1, 100_000).default(1000),
+    /** Longest long poll (`wait_ms`) of a forward timeline page. */
+    timeline_wait_ms_max: int(0, 600_000).default(30_000),
+    /** A shard that has not answered its part of a timeline page within this is left out of it (`partial`). */
+    timeline_source_timeout_ms: int(1, 60_000).default(200),
+    /** Timeline long polls waiting at once (more: 429). */
+    timeline_waiters_max: int(1, 1_000_000).default(10_000),
+
     /** JSON array of API keys (README, "Security"), reloaded on SIGHUP; empty: every route is open. */
     api_keys_file: z.string().default(""),
     /** PEM certificate (chain) and private key for HTTPS/WSS; both or neither. */
