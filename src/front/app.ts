@@ -14,6 +14,8 @@ import type { ShardPool } from "./shards.js";
 import { ConsumeHub } from "./consume/hub.js";
 import { consumeRoute } from "./consume/routes.js";
 import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
+import { Timelines } from "./timelines.js";
+import { CursorSigner } from "../timeline/cursor.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -292,6 +294,13 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (!ok) sendError(r.x, shardBusy(r.stream));
   });
   consumeRoute(routes, consumers, isReady);
+  const timelines = new Timelines({
+    config,
+    pool,
+    signer: CursorSigner.open(config.data_dir, { secret: null, previousSecret: null, graceMs: 86_400_000 }),
+    refusal: () => (draining ? shuttingDown() : isReady() ? null : notReady()),
+  });
+  timelines.register(routes);
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
@@ -307,6 +316,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
+  routes.any("/v1/timelines", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.
   routes.get("/v1/streams/:id/consume", "consume", (res) => {
     sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), {
@@ -335,6 +345,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     consumers,
     stopListening: () => {
       draining = true;
+      timelines.endWaits();
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);
       listenSocket = null;
     },
