@@ -90,7 +90,7 @@ export class ShardPageWriter {
 
   addEvent(index: number, tombstone: boolean, jsonBytes: number, seq: number, ts: number): void {
     const at = this.reserve(PAGE_EVENT_BYTES);
-    this.index.writeUInt32LE((tombstone ? EVENT_TOMBSTONE : 0) | index, at);
+    this.index.writeUInt32LE(((tombstone ? EVENT_TOMBSTONE : 0) | index) >>> 0, at);
     this.index.writeUInt32LE(jsonBytes, at + 4);
     this.index.writeDoubleLE(seq, at + 8);
     this.index.writeDoubleLE(ts, at + 16);
