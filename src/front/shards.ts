@@ -81,24 +81,29 @@ class Shard {
   /** Delivers responses as they arrive; the views are valid only during the callback. */
   private async pump(): Promise<void> {
     while (!this.stopped) {
-      let msg: RingMessage | null;
-      while ((msg = this.outRing.read())) {
-        const r = readResponse(this.outRing, msg);
-        let cb: OnResponse | undefined = this.onPush;
-        if (r.reqId !== PUSH_REQ_ID) {
-          cb = this.pending.get(r.reqId);
-          this.pending.delete(r.reqId);
-        }
-        try {
-          cb?.(r);
-        } catch (err) {
-          // One failing handler must not stop the answers to everyone else.
-          console.error(`front: handling an answer of shard ${this.index} failed: ${(err as Error).stack ?? err}`);
-        } finally {
-          this.outRing.release();
-        }
-      }
+      this.deliverReady();
       await this.outRing.waitReadable(RING_WAIT_MS_MAX);
+    }
+  }
+
+  /** Hands every message already in the out-ring to whoever waits for it, now. */
+  deliverReady(): void {
+    let msg: RingMessage | null;
+    while ((msg = this.outRing.read())) {
+      const r = readResponse(this.outRing, msg);
+      let cb: OnResponse | undefined = this.onPush;
+      if (r.reqId !== PUSH_REQ_ID) {
+        cb = this.pending.get(r.reqId);
+        this.pending.delete(r.reqId);
+      }
+      try {
+        cb?.(r);
+      } catch (err) {
+        // One failing handler must not stop the answers to everyone else.
+        console.error(`front: handling an answer of shard ${this.index} failed: ${(err as Error).stack ?? err}`);
+      } finally {
+        this.outRing.release();
+      }
     }
   }
 
@@ -188,6 +193,16 @@ export class ShardPool {
     if (!writeRequest(s.inRing, op, reqId, meta, body)) return false;
     s.pending.set(reqId, onResponse);
     return true;
+  }
+
+  /**
+   * Delivers the answers already in a shard's out-ring without waiting for
+   * the pump's next turn: a timer that gives up on a shard looks there first,
+   * so a front that was itself held up (GC, a busy core) does not call late
+   * an answer that came in time.
+   */
+  deliverReady(shard: number): void {
+    this.shards[shard].deliverReady();
   }
 
   /** Sends the same request to every shard and collects the JSON answers. */

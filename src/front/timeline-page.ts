@@ -40,7 +40,7 @@ export interface PageResult {
 }
 
 /** What the shards are, for a page: ShardPool in the server. */
-export type PageShards = Pick<ShardPool, "send" | "shardFor">;
+export type PageShards = Pick<ShardPool, "send" | "shardFor" | "deliverReady">;
 
 /** One shard's part: its streams' entries, and its answer once it came. */
 interface ShardPart {
@@ -99,7 +99,11 @@ export class TimelinePages {
       if (sent) waiting++;
     }
     if (waiting === 0) return finish();
-    timer = setTimeout(finish, this.config.timeline_source_timeout_ms);
+    timer = setTimeout(() => {
+      // Answers that came in time but wait in the rings are taken first.
+      for (const p of parts) if (p.sent && p.answer === null) this.shards.deliverReady(p.shard);
+      finish();
+    }, this.config.timeline_source_timeout_ms);
   }
 
   private split(req: PageRequest, nowMs: number): ShardPart[] {

@@ -85,9 +85,10 @@ export function streamsOnShards(prefix: string, shards: number, perShard: number
   return out;
 }
 
-/** Publishes `n` events (payload: their index from `from`); returns the seqs given. */
-export async function publishN(url: string, stream: string, n: number, from = 0, type = "t"): Promise<number[]> {
-  const events = Array.from({ length: n }, (_, i) => ({ type, payload: { i: from + i } }));
+/** Publishes `n` events (payload: their index from `from`, and `padBytes` of padding); returns the seqs given. */
+export async function publishN(url: string, stream: string, n: number, from = 0, type = "t", padBytes = 0): Promise<number[]> {
+  const pad = padBytes > 0 ? "p".repeat(padBytes) : undefined;
+  const events = Array.from({ length: n }, (_, i) => ({ type, payload: pad ? { i: from + i, pad } : { i: from + i } }));
   const r = await api(`${url}/v1/streams/${stream}/events`, "POST", { events });
   expect(r.status, JSON.stringify(r.json)).toBe(200);
   return Array.from({ length: r.json.count }, (_, i) => r.json.first_seq + i);
