@@ -1,5 +1,5 @@
 // The layer rule of src/ (docs/architecture.md): imports follow the data's
-// path, front -> shard -> log / wire / ring / consumer / timeline, never back; the
+// path, front -> shard -> log / wire / ring / consumer, never back; the
 // modules at src/ top level (errors, config, limits, bytes, crc, stream-id,
 // validate) are leaves anyone may import and that import no layer.
 /** @type {import('dependency-cruiser').IConfiguration} */
@@ -7,9 +7,9 @@ module.exports = {
   forbidden: [
     {
       name: "data-path-runs-forward",
-      comment: "log, wire, ring, consumer and timeline are below the shard and the front: they never import them",
+      comment: "log, wire, ring and consumer are below the shard and the front: they never import them",
       severity: "error",
-      from: { path: "^src/(log|wire|ring|consumer|timeline)/" },
+      from: { path: "^src/(log|wire|ring|consumer)/" },
       to: { path: "^src/(shard|front|cli)/" },
     },
     {
@@ -17,6 +17,13 @@ module.exports = {
       comment: "a shard worker never imports the front (the main thread's I/O) or the CLI",
       severity: "error",
       from: { path: "^src/shard/" },
+      to: { path: "^src/(front|cli)/" },
+    },
+    {
+      name: "timeline-below-front",
+      comment: "timeline stores and cursors serve the front; they never import it or the CLI",
+      severity: "error",
+      from: { path: "^src/timeline/" },
       to: { path: "^src/(front|cli)/" },
     },
     {

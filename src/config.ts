@@ -4,10 +4,17 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
-import { CONSUME_ATTEMPTS_MAX, limitProblems } from "./limits.js";
+import { CONSUME_ATTEMPTS_MAX, limitProblems, TIMELINE_CURSOR_SECRET_CHARS_MAX, TIMELINE_CURSOR_SECRET_CHARS_MIN, TIMELINE_STREAMS_LIMIT } from "./limits.js";
 
 const MiB = 1024 * 1024;
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+/** Empty (not set), or a secret of TIMELINE_CURSOR_SECRET_CHARS_MIN..MAX characters. */
+const secret = z
+  .string()
+  .refine((v) => v === "" || (v.length >= TIMELINE_CURSOR_SECRET_CHARS_MIN && v.length <= TIMELINE_CURSOR_SECRET_CHARS_MAX), {
+    message: `must be empty or ${TIMELINE_CURSOR_SECRET_CHARS_MIN} to ${TIMELINE_CURSOR_SECRET_CHARS_MAX} characters`,
+  })
+  .default("");
 const bool = z.preprocess((v) => (v === "true" || v === "1" ? true : v === "false" || v === "0" ? false : v), z.boolean());
 
 export const configSchema = z
@@ -44,6 +51,12 @@ export const configSchema = z
     index_interval_bytes: int(64, 1 * MiB).default(4096),
     retention_check_interval_ms: int(10, 3_600_000).default(1000),
     dedup_keys_max: int(1, 100_000_000).default(1_000_000),
+    /** Ordered ingest, per stream with producer_ordering: events held for a missing producer_seq (past it: 429). */
+    held_events_max: int(1, 10_000_000).default(10_000),
+    /** ...and their bytes (memory and held.log; past it: 429). */
+    held_bytes_max: int(64 * 1024, 16 * 1024 * MiB).default(64 * MiB),
+    /** ...and the producers whose place it keeps (past it a new producer is a 400 until one idles out). */
+    producers_max: int(1, 1_000_000).default(10_000),
 
     default_retention_ms: int(1).default(604_800_000),
     default_dedup_window_ms: int(0).default(86_400_000),
@@ -76,8 +89,18 @@ export const configSchema = z
     /** Nacks of one event before it goes to the dead-letter stream, unless ?max_attempts= says otherwise. */
     consume_max_attempts_default: int(1, CONSUME_ATTEMPTS_MAX).default(5),
 
-    /** Streams of one timeline (ad hoc or named). */
-    timeline_streams_max: int(1, 1024).default(64),
+    /** Streams of one timeline (named or ad hoc). */
+    timeline_streams_max: int(1, TIMELINE_STREAMS_LIMIT).default(64),
+    /** Named timelines kept in the data dir. */
+    timelines_max: int(1, 1_000_000).default(10_000),
+    /** Reader positions kept per named timeline. */
+    timeline_readers_max: int(1, 1_000_000).default(10_000),
+    /** Signs timeline cursors instead of the secret kept in <data_dir>/timeline-secrets.json; empty: that file. */
+    timeline_cursor_secret: secret,
+    /** With timeline_cursor_secret: a secret that still verifies cursors (the one before it), as long as it is set. */
+    timeline_cursor_previous_secret: secret,
+    /** After a rotation of the data dir's secret, how long the one before it still verifies cursors. */
+    timeline_cursor_grace_ms: int(0, 31_536_000_000).default(86_400_000),
     /** Events of one timeline page (`limit` above it: 400); its bytes are bounded by replay_page_bytes_max. */
     timeline_page_events_max: int(1, 100_000).default(1000),
     /** Longest long poll (`wait_ms`) of a forward timeline page. */
@@ -97,6 +120,13 @@ export const configSchema = z
   .superRefine((c, ctx) => {
     // Limits that depend on each other (src/limits.ts).
     for (const p of limitProblems(c)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [p.key], message: p.message });
+    if (c.timeline_cursor_previous_secret !== "" && c.timeline_cursor_secret === "") {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ["timeline_cursor_previous_secret"],
+        message: "needs timeline_cursor_secret (the data dir's secret is rotated with POST /v1/timelines/_secret/rotate instead)",
+      });
+    }
     if ((c.tls_cert_file === "") !== (c.tls_key_file === "")) {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,

@@ -41,6 +41,16 @@ export type ErrorCode =
   | "unauthorized"
   | "forbidden"
   | "rate_limited"
+  | "held_full"
+  | "producers_full"
+  | "events_held"
+  | "invalid_cursor"
+  | "invalid_timeline"
+  | "invalid_reader"
+  | "timeline_not_found"
+  | "reader_not_found"
+  | "limit_reached"
+  | "secret_from_config"
   | "internal";
 
 export class ApiError extends Error {

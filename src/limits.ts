@@ -73,6 +73,18 @@ export const TIMELINE_READ_META_BYTES_PER_STREAM = 256;
 
 /** Largest max_attempts: the bound of ?max_attempts= and of consume_max_attempts_default alike. */
 export const CONSUME_ATTEMPTS_MAX = 1000;
+/**
+ * Largest timeline_streams_max: the bound of that key and of the streams a
+ * cursor token can name (src/timeline/cursor.ts sizes its length check by it).
+ */
+export const TIMELINE_STREAMS_LIMIT = 1024;
+/**
+ * Shortest timeline_cursor_secret (and previous secret): 32 characters of
+ * `openssl rand -base64 32` carry about 190 bits, well past what the 128-bit
+ * truncated MAC asks of its key.
+ */
+export const TIMELINE_CURSOR_SECRET_CHARS_MIN = 32;
+export const TIMELINE_CURSOR_SECRET_CHARS_MAX = 1024;
 
 /** The config keys the limits follow from. */
 export type LimitKeys = Pick<

@@ -8,6 +8,8 @@ import { DataDirLockedError, lockDataDir } from "./data-dir-lock.js";
 import { startScrub } from "../log/scrub.js";
 import { Auth, KeysFileError } from "../front/auth.js";
 import { TlsFilesError, checkTlsFiles } from "../front/tls.js";
+import { SecretsFileError } from "../timeline/cursor.js";
+import { TimelineStores } from "../timeline/stores.js";
 
 const USAGE = `usage: ticker serve [--host 127.0.0.1] [--port 8080] [--data-dir ./data] [--config file.json]
        [--api-keys-file keys.json] [--tls-cert cert.pem --tls-key key.pem] [--<key> value ...]
@@ -81,9 +83,18 @@ async function serve(argv: string[]): Promise<void> {
   }
   // The schema is in place before any shard loads or writes checkpoints.
   if (config.postgres_url) await (await import("../consumer/external.js")).migrate(config.postgres_url);
+  let timelines: TimelineStores;
+  try {
+    timelines = await TimelineStores.open(config);
+  } catch (err) {
+    if (!(err instanceof SecretsFileError)) throw err;
+    console.error(err.message);
+    process.exit(2);
+  }
+  for (const line of timelines.damage) console.error(`recovery: DAMAGED ${line}`);
   const pool = new ShardPool(config);
   let ready = false;
-  const front = createFront(config, pool, () => ready, auth);
+  const front = createFront(config, pool, () => ready, auth, timelines);
   let port: number;
   try {
     port = await front.listen();
@@ -135,9 +146,11 @@ async function serve(argv: string[]): Promise<void> {
     // Consumers are told first; the acks they sent are written before the shards stop.
     front.consumers.closeAll();
     const deadline = Date.now() + config.shutdown_timeout_ms;
-    while ((pool.inFlight > 0 || front.consumers.pendingWrites > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    while ((pool.inFlight > 0 || front.consumers.pendingWrites > 0 || front.timelines.inFlight > 0) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10));
     await scrubber.stop();
     await pool.shutdown();
+    await timelines.close(); // the reader positions PostgreSQL has not had yet
     console.log("stopped");
     process.exit(0);
   };

@@ -34,7 +34,9 @@ const TIMER_MS_MAX = 2 ** 31 - 1;
 
 /**
  * Numbered schema migrations, applied in order, each once. Append only: a
- * released migration is never edited, a change is a new number.
+ * released migration is never edited, a change is a new number. One list for
+ * the whole schema, also the tables of other stores (2: timeline reader
+ * positions, src/timeline/external-readers.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -45,6 +47,16 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       seq bigint not null,
       updated_at timestamptz not null default now(),
       primary key (stream, group_name)
+    )`,
+  },
+  {
+    version: 2,
+    sql: `create table ticker_timeline_readers (
+      timeline text not null,
+      reader text not null,
+      cursor text not null,
+      updated_at_ms bigint not null,
+      primary key (timeline, reader)
     )`,
   },
 ];
@@ -291,16 +303,17 @@ export async function migrate(postgresUrl: string): Promise<void> {
   }
 }
 
-function connectPostgres(url: string): postgres.Sql {
+/** The clients and error logging below are shared with src/timeline/external-readers.ts, which keeps reader positions the same way. */
+export function connectPostgres(url: string): postgres.Sql {
   return postgres(url, { max: PG_CONNECTIONS_MAX, onnotice: () => {}, idle_timeout: PG_IDLE_TIMEOUT_S });
 }
 
-function connectRedis(url: string): Redis {
+export function connectRedis(url: string): Redis {
   // Two retries, then a command fails: an ack must not wait out a long Redis outage.
   return new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 2, enableAutoPipelining: true });
 }
 
-async function endClients(sql: postgres.Sql | null, redis: Redis | null): Promise<void> {
+export async function endClients(sql: postgres.Sql | null, redis: Redis | null): Promise<void> {
   await Promise.all([sql?.end({ timeout: PG_CLOSE_TIMEOUT_S }), redis && quitRedis(redis)]);
 }
 
@@ -365,7 +378,7 @@ function parseSeq(text: string, stream: string, group: string): number {
  * store answers again: an outage during a flood of acks is two lines, not one
  * per ack. Methods are bound once so the per-ack path allocates no closure.
  */
-class ErrorBurst {
+export class ErrorBurst {
   private failures = 0;
 
   constructor(private readonly what: string) {}

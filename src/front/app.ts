@@ -8,14 +8,15 @@ import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
 import { checkQuery } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
-import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, send, sendError, type Exchange } from "./http.js";
+import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, RETRY_AFTER_S, send, sendError, type Exchange } from "./http.js";
 import { checkStreamId } from "../stream-id.js";
 import type { ShardPool } from "./shards.js";
 import { ConsumeHub } from "./consume/hub.js";
 import { consumeRoute } from "./consume/routes.js";
 import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
+import type { TimelineStores } from "../timeline/stores.js";
+import { type TimelineAdmin, timelineAdminRoutes } from "./timeline-admin.js";
 import { Timelines } from "./timelines.js";
-import { CursorSigner } from "../timeline/cursor.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -99,6 +100,12 @@ const tooLarge = (limitBytes: number) =>
 const notReady = () => new ApiError(503, "not_ready", "the server is still recovering its streams");
 const shuttingDown = () => new ApiError(503, "shutting_down", "the server is shutting down; retry on another node or after the restart");
 
+/** A shard's 429 says how long to wait (retry_after_s), or the ring's default. */
+function retryAfter(r: Response): Record<string, string> {
+  const s = (responseJson(r) as { error?: { retry_after_s?: unknown } } | null)?.error?.retry_after_s;
+  return { "retry-after": typeof s === "number" && Number.isSafeInteger(s) && s > 0 ? String(s) : RETRY_AFTER_S };
+}
+
 const NO_PARAMS: ReadonlySet<string> = new Set();
 const GROUP_PARAM: ReadonlySet<string> = new Set(["group"]);
 const REPLAY_PARAMS: ReadonlySet<string> = new Set(["from", "to", "limit", "from_time"]);
@@ -118,9 +125,11 @@ export interface Front {
   /** Stops accepting connections; requests already taken are still answered. */
   stopListening(): void;
   readonly consumers: ConsumeHub;
+  /** The timeline control plane, for its requests in flight. */
+  readonly timelines: TimelineAdmin;
 }
 
-export function createFront(config: Config, pool: ShardPool, isReady: () => boolean, auth: Auth): Front {
+export function createFront(config: Config, pool: ShardPool, isReady: () => boolean, auth: Auth, timelineStores: TimelineStores): Front {
   const app = config.tls_cert_file ? uWS.SSLApp({ cert_file_name: config.tls_cert_file, key_file_name: config.tls_key_file }) : uWS.App();
   // Every route says what access it needs (src/front/auth.ts); `app` itself is only for listening.
   const routes = guardRoutes(app, auth);
@@ -147,7 +156,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     }
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
       seen?.(r);
-      send(x, r.status, r.ct, r.body);
+      send(x, r.status, r.ct, r.body, r.status === 429 ? retryAfter(r) : undefined);
     });
     if (!ok) sendError(x, shardBusy(stream));
     return ok;
@@ -294,17 +303,22 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (!ok) sendError(r.x, shardBusy(r.stream));
   });
   consumeRoute(routes, consumers, isReady);
-  const timelines = new Timelines({
+  const unavailable = () => (draining ? shuttingDown() : isReady() ? null : notReady());
+  // The page reads (src/front/timelines.ts) and the control plane (timeline-admin.ts) share /v1/timelines: a GET with ?streams= is a page.
+  const pages = new Timelines({ config, pool, stores: timelineStores, unavailable });
+  const timelines = timelineAdminRoutes(routes, {
     config,
     pool,
-    signer: CursorSigner.open(config.data_dir, { secret: null, previousSecret: null, graceMs: 86_400_000 }),
-    refusal: () => (draining ? shuttingDown() : isReady() ? null : notReady()),
+    stores: timelineStores,
+    unavailable,
+    body,
+    adHocPage: (res, req, key) => pages.adHoc(res, req, key),
   });
-  timelines.register(routes);
+  pages.register(routes);
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
-    sendError(exchange(res), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
+    sendError(exchange(res, req), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
       allow: allowed,
     });
   };
@@ -316,7 +330,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
-  routes.any("/v1/timelines", "key", methodNotAllowed("GET"));
+  routes.any("/v1/timelines/:name/events", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.
   routes.get("/v1/streams/:id/consume", "consume", (res) => {
     sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), {
@@ -326,7 +340,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
   routes.any("/v1/streams/:id/consume", "key", methodNotAllowed("GET"));
   routes.any("/*", "key", (res, req) => {
-    sendError(exchange(res), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
+    sendError(exchange(res, req), new ApiError(404, "not_found", `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
   });
 
   return {
@@ -343,9 +357,10 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
         });
       }),
     consumers,
+    timelines,
     stopListening: () => {
       draining = true;
-      timelines.endWaits();
+      pages.endWaits();
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);
       listenSocket = null;
     },

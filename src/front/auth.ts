@@ -270,6 +270,22 @@ export function chargeEvents(key: ApiKey | null, body: Buffer, ct: ContentType):
   return () => bucket.give(n);
 }
 
+/**
+ * The scope and prefix rule for a request that names several streams (a
+ * timeline): the key needs `scope` and its prefix must cover every one of
+ * them, else 403 (naming none of them: a stored timeline's streams are not
+ * the key's to learn). Null: allowed (also when no keys are configured).
+ * The route's own admission has checked the key.
+ */
+export function checkStreams(key: ApiKey | null, scope: Scope, streams: readonly string[]): Refusal | null {
+  if (key === null) return null;
+  if (!key.scopes.has(scope)) return forbidden(`this key does not have the "${scope}" scope`, { scope });
+  if (streams.every((s) => s.startsWith(key.prefix))) return null;
+  return forbidden(`this key may only use streams whose id starts with ${JSON.stringify(key.prefix)}, and this timeline has streams outside it`, {
+    prefix: key.prefix,
+  });
+}
+
 export function sendRefusal(x: Exchange, r: Refusal): void {
   sendError(x, r.error, r.headers);
 }
@@ -283,9 +299,14 @@ export type GuardedApp = { [M in Method]: (pattern: string, access: Access, hand
 };
 
 export function guardRoutes(app: uWS.TemplatedApp, auth: Auth): GuardedApp {
-  /** On /v1/streams/:id/... the first parameter is the stream id the prefix applies to. */
+  /**
+   * On /v1/streams/:id/... the first parameter is the stream id the prefix
+   * applies to. A timeline route's streams are known only once its set is
+   * (the body, the query, the stored timeline): its handler calls
+   * checkStreams.
+   */
   const check = (pattern: string, access: Access, tokenInQuery: boolean) => {
-    const hasStream = pattern.includes("/:");
+    const hasStream = pattern.startsWith("/v1/streams/:");
     return (res: uWS.HttpResponse, req: uWS.HttpRequest): ApiKey | null | false => {
       const key = auth.admit(req, access, hasStream ? (req.getParameter(0) ?? "") : null, tokenInQuery);
       if (!(key instanceof Refusal)) return key;

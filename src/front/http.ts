@@ -15,6 +15,8 @@ export interface Exchange {
   done: boolean;
   /** Frees what the request holds if the client goes away first. */
   onAbort?: () => void;
+  /** A HEAD request (it reaches only the 404 and 405 answers): headers without the body (RFC 9110, 9.3.2). */
+  head?: boolean;
 }
 
 export function contentTypeOf(header: string): ContentType | null {
@@ -31,7 +33,11 @@ export function send(x: Exchange, status: number, ct: ContentType, body: Uint8Ar
     x.res.writeStatus(STATUS_TEXT[status] ?? String(status));
     if (ct !== ContentType.None) x.res.writeHeader("content-type", ct === ContentType.FlatBuffers ? CT_FLATBUFFERS : CT_JSON);
     if (extraHeaders) for (const k in extraHeaders) x.res.writeHeader(k, extraHeaders[k]);
-    x.res.end(body ?? undefined);
+    if (x.head) {
+      // The length is written by hand: endWithoutBody(length) leaves this uWS build's response open.
+      x.res.writeHeader("content-length", String(body === null ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.byteLength));
+      x.res.endWithoutBody();
+    } else x.res.end(body ?? undefined);
   });
 }
 
@@ -39,8 +45,9 @@ export function sendError(x: Exchange, e: ApiError, headers?: Record<string, str
   send(x, e.status, ContentType.Json, e.body(), e.status === 429 ? { "retry-after": RETRY_AFTER_S, ...headers } : headers);
 }
 
-export function exchange(res: uWS.HttpResponse): Exchange {
-  const x: Exchange = { res, aborted: false, done: false };
+/** Pass `req` where a HEAD may arrive (the fallback answers): its answer then has no body. */
+export function exchange(res: uWS.HttpResponse, req?: uWS.HttpRequest): Exchange {
+  const x: Exchange = { res, aborted: false, done: false, head: req?.getMethod() === "head" };
   res.onAborted(() => {
     x.aborted = true;
     x.onAbort?.();

@@ -1,17 +1,21 @@
-// The timeline page routes: `GET /v1/timelines?streams=a,b,c` (ad hoc) and
-// their query (cursor, limit, direction, wait_ms), who may read them, the
-// long poll, and the answer, whose events' JSON is the shards' rendering
-// joined as it came. The page itself is timeline-page.ts; the waits,
-// timeline-waits.ts.
+// The timeline page routes: `GET /v1/timelines?streams=a,b,c` (ad hoc; the
+// list route of timeline-admin.ts hands it over) and `GET
+// /v1/timelines/{name}/events` (named), their query (cursor, limit,
+// direction, wait_ms), who may read them (consume on every stream of the
+// set), the long poll, and the answer, whose events' JSON is the shards'
+// rendering joined as it came. The page itself is timeline-page.ts; the
+// waits, timeline-waits.ts.
 import type uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
-import { checkStreamId } from "../stream-id.js";
 import type { CursorSigner, Direction } from "../timeline/cursor.js";
+import { checkTimelineName, timelineNotFound } from "../timeline/names.js";
 import { HEAD_BOUNDARY } from "../timeline/shard-page.js";
+import type { TimelineStores } from "../timeline/stores.js";
+import { streamSet } from "../timeline/stream-set.js";
 import { checkQuery, intParam } from "../validate.js";
-import type { ApiKey, GuardedApp } from "./auth.js";
+import { type ApiKey, checkStreams, type GuardedApp, sendRefusal } from "./auth.js";
 import { exchange, send, sendError, type Exchange } from "./http.js";
 import type { ShardPool } from "./shards.js";
 import { TimelinePages, type PageRequest, type PageResult } from "./timeline-page.js";
@@ -20,7 +24,8 @@ import { TimelineWaits, type Waiter } from "./timeline-waits.js";
 /** Events of a page without `limit` (API.md), unless timeline_page_events_max is lower. */
 export const TIMELINE_PAGE_EVENTS_DEFAULT = 25;
 
-const AD_HOC_PARAMS: ReadonlySet<string> = new Set(["streams", "cursor", "limit", "direction", "wait_ms"]);
+const NAMED_PARAMS: ReadonlySet<string> = new Set(["cursor", "limit", "direction", "wait_ms"]);
+const AD_HOC_PARAMS: ReadonlySet<string> = new Set(["streams", ...NAMED_PARAMS]);
 
 /** A page as the client asked for it, checked. */
 interface PageAsk {
@@ -31,28 +36,20 @@ interface PageAsk {
 export interface TimelineDeps {
   config: Config;
   pool: ShardPool;
-  signer: CursorSigner;
-  /** Why no request is taken now (not ready, shutting down), or null. */
-  refusal: () => ApiError | null;
+  /** The cursor signer and the named timelines. */
+  stores: TimelineStores;
+  /** The 503 to answer while the server is not ready or is draining, else null. */
+  unavailable: () => ApiError | null;
 }
 
-/** The set of an ad hoc timeline: ids checked, sorted, without repeats, 1..timeline_streams_max of them. */
-export function streamSet(raw: string | null, max: number): string[] {
+/** The set of `?streams=a,b,c`, by the one stream-set rule (src/timeline/stream-set.ts). */
+function adHocSet(raw: string | null, max: number): string[] {
   if (raw === null) throw new ApiError(400, "invalid_parameter", `"streams" is required: a comma-separated list of stream ids`, { parameter: "streams" });
-  const ids = raw.split(",");
-  // Checked before the set is made: a list too long to be a set is refused without sorting it.
-  if (ids.length > 4 * max) throw tooManyStreams(ids.length, max);
-  for (const id of ids) checkStreamId(id);
-  const set = [...new Set(ids)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  if (set.length > max) throw tooManyStreams(set.length, max);
-  return set;
+  return streamSet(raw.split(","), max, "invalid_parameter");
 }
-
-const tooManyStreams = (n: number, max: number) =>
-  new ApiError(400, "invalid_parameter", `a timeline has at most timeline_streams_max (${max}) streams, got ${n}`, { timeline_streams_max: max });
 
 /** The rest of the query, for a set: where the page starts, which way, how many, how long to wait. */
-export function pageAsk(q: URLSearchParams, streams: string[], config: Config, signer: CursorSigner): PageAsk {
+export function pageAsk(q: URLSearchParams, streams: readonly string[], config: Config, signer: CursorSigner): PageAsk {
   const dir = q.get("direction");
   if (dir !== null && dir !== "forward" && dir !== "backward") {
     throw new ApiError(400, "invalid_parameter", `"direction" must be "forward" or "backward"`, { parameter: "direction" });
@@ -82,23 +79,6 @@ export function pageAsk(q: URLSearchParams, streams: string[], config: Config, s
   return { req: { streams, direction, seqs, limit }, waitMs };
 }
 
-/** Consume on every stream of the set: a key with a prefix reads only streams under it. */
-export function checkStreamsAllowed(key: ApiKey | null, streams: readonly string[]): void {
-  if (!key || key.prefix === "") return;
-  const outside = streams.find((s) => !s.startsWith(key.prefix));
-  if (outside !== undefined) {
-    throw new ApiError(
-      403,
-      "forbidden",
-      `this key may only use streams whose id starts with ${JSON.stringify(key.prefix)}; ${JSON.stringify(outside)} does not`,
-      {
-        prefix: key.prefix,
-        stream: outside,
-      },
-    );
-  }
-}
-
 /** The answer's body: the events' JSON as the shards rendered them, joined, and the cursors. */
 function pageBody(r: PageResult, streams: readonly string[], signer: CursorSigner): Buffer {
   const parts: Buffer[] = [Buffer.from(`{"events":[`)];
@@ -125,8 +105,13 @@ export class Timelines {
     this.waits = new TimelineWaits(deps.config, deps.pool);
   }
 
+  private get signer(): CursorSigner {
+    return this.deps.stores.signer;
+  }
+
+  /** The named route; the ad hoc one shares its path with the list and comes through adHoc. */
   register(routes: GuardedApp): void {
-    routes.get("/v1/timelines", "consume", (res, req, key) => this.adHoc(res, req, key));
+    routes.get("/v1/timelines/:name/events", "key", (res, req, key) => this.named(res, req, key));
   }
 
   /** Answers every long poll with the page it has (shutdown: nothing waits past the drain). */
@@ -135,16 +120,37 @@ export class Timelines {
     this.waits.close();
   }
 
-  private adHoc(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
-    const x = exchange(res);
-    const refusal = this.deps.refusal();
-    if (refusal) return sendError(x, refusal);
+  /** GET /v1/timelines?streams=a,b,c&...: the route's admission has checked the key, this its scope and prefix. */
+  adHoc(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
+    const query = req.getQuery() ?? "";
+    this.begin(exchange(res), key, () => {
+      const q = checkQuery(query, AD_HOC_PARAMS);
+      return { q, streams: adHocSet(q.get("streams"), this.deps.config.timeline_streams_max) };
+    });
+  }
+
+  private named(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
+    const name = req.getParameter(0) ?? "";
+    const query = req.getQuery() ?? "";
+    this.begin(exchange(res), key, () => {
+      checkTimelineName(name);
+      const q = checkQuery(query, NAMED_PARAMS);
+      const t = this.deps.stores.names.get(name);
+      if (!t) throw timelineNotFound(name);
+      return { q, streams: t.streams };
+    });
+  }
+
+  /** The checks of both routes, in one order: readiness, the names and query, the key on the set, the page asked for. */
+  private begin(x: Exchange, key: ApiKey | null, set: () => { q: URLSearchParams; streams: readonly string[] }): void {
     let ask: PageAsk;
     try {
-      const q = checkQuery(req.getQuery() ?? "", AD_HOC_PARAMS);
-      const streams = streamSet(q.get("streams"), this.deps.config.timeline_streams_max);
-      checkStreamsAllowed(key, streams);
-      ask = pageAsk(q, streams, this.deps.config, this.deps.signer);
+      const down = this.deps.unavailable();
+      if (down) throw down;
+      const { q, streams } = set();
+      const refused = checkStreams(key, "consume", streams);
+      if (refused) return sendRefusal(x, refused);
+      ask = pageAsk(q, streams, this.deps.config, this.signer);
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       return sendError(x, err);
@@ -162,7 +168,7 @@ export class Timelines {
   }
 
   private answer(x: Exchange, ask: PageAsk, r: PageResult): void {
-    send(x, 200, ContentType.Json, pageBody(r, ask.req.streams, this.deps.signer));
+    send(x, 200, ContentType.Json, pageBody(r, ask.req.streams, this.signer));
   }
 
   /**

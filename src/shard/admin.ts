@@ -38,7 +38,7 @@ export class StreamAdmin {
   }
 
   create(id: string, patch: Parameters<typeof fullConfig>[0]): Stream {
-    const s = Stream.create(this.root, id, fullConfig(patch, this.defaults), this.logOpts, this.config.dedup_keys_max);
+    const s = Stream.create(this.root, id, fullConfig(patch, this.defaults), this.logOpts, this.config.dedup_keys_max, this.defaults.ordered);
     this.byId.set(id, s);
     return s;
   }

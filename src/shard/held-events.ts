@@ -1,6 +1,6 @@
 // The held events of one ordered-ingest stream, kept durable in its
 // directory (`held.log`) so that an event acknowledged as held survives a
-// crash (issue 12; not wired in yet). The file only grows by whole batches
+// crash (issue 12; src/shard/ordered.ts keeps it). The file only grows by whole batches
 // of held events and says nothing of releases: an event is released when the
 // log holds its (producer_id, producer_seq), so on start the caller drops the
 // entries the log already has and holds the rest again, with their receipt
@@ -24,7 +24,8 @@ import { crc32Range } from "../crc.js";
 import { syncDir } from "../log/segment.js";
 
 export const HELD_FILE = "held.log";
-const HEADER_BYTES = 40; // bytes, crc, producer_seq, received_ms, id bytes, frame bytes, flags, zero
+export const HELD_ENTRY_HEADER_BYTES = 40; // bytes, crc, producer_seq, received_ms, id bytes, frame bytes, flags, zero
+const HEADER_BYTES = HELD_ENTRY_HEADER_BYTES;
 const BATCH_END = 1;
 const ALIGN_BYTES = 8;
 /** Rewritten whole (only the entries still held) when the file passes this many times their bytes. */
@@ -38,16 +39,17 @@ export interface HeldEntry {
   frame: Buffer;
 }
 
-const entryBytes = (e: HeldEntry) => Math.ceil((HEADER_BYTES + Buffer.byteLength(e.producerId) + e.frame.length) / ALIGN_BYTES) * ALIGN_BYTES;
+/** An entry's bytes in the file, padding included. */
+export const heldEntryBytes = (e: HeldEntry) => Math.ceil((HEADER_BYTES + Buffer.byteLength(e.producerId) + e.frame.length) / ALIGN_BYTES) * ALIGN_BYTES;
 
 function encode(entries: readonly HeldEntry[]): Buffer {
   let total = 0;
-  for (const e of entries) total += entryBytes(e);
+  for (const e of entries) total += heldEntryBytes(e);
   const buf = Buffer.alloc(total);
   let at = 0;
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i];
-    const bytes = entryBytes(e);
+    const bytes = heldEntryBytes(e);
     writeU32(buf, at, bytes);
     writeU64(buf, at + 8, e.producerSeq);
     writeU64(buf, at + 16, e.receivedMs);
@@ -168,24 +170,31 @@ export class HeldStore {
     this.size += buf.length;
   }
 
+  /** Cuts the file back to `bytes` (a batch added for a request that then failed). */
+  cutTo(bytes: number): void {
+    if (bytes >= this.size) return;
+    ftruncateSync(this.fd, bytes);
+    this.size = bytes;
+  }
+
   /**
-   * After releases: `stillHeld` is what remains held. Nothing held: the file
-   * is emptied; mostly released entries: rewritten with only the live ones
-   * (write-then-rename, so a crash leaves the old file or the new one).
+   * After releases: `liveBytes` are the heldEntryBytes of what must stay
+   * (still held, or released but not yet durable in the log), `live` lists
+   * it. Nothing live: the file is emptied; mostly released entries:
+   * rewritten with only the live ones (write-then-rename, so a crash leaves
+   * the old file or the new one). The list is asked for only then.
    */
-  settle(stillHeld: readonly HeldEntry[]): void {
-    if (stillHeld.length === 0) {
+  settle(liveBytes: number, live: () => readonly HeldEntry[]): void {
+    if (liveBytes === 0) {
       if (this.size > 0) {
         ftruncateSync(this.fd, 0);
         this.size = 0;
       }
       return;
     }
-    let live = 0;
-    for (const e of stillHeld) live += entryBytes(e);
-    if (this.size <= REWRITE_FACTOR * live) return;
+    if (this.size <= REWRITE_FACTOR * liveBytes) return;
     const tmp = `${this.path}.tmp`;
-    const buf = encode(stillHeld);
+    const buf = encode(live());
     const fd = openSync(tmp, "w");
     try {
       let off = 0;
@@ -201,6 +210,12 @@ export class HeldStore {
     this.fd = openSync(this.path, "r+");
     this.size = buf.length;
     syncDir(this.dir);
+  }
+
+  /** Reads the file again (after a failure, to rebuild from what is on disk). */
+  reload(): HeldEntry[] {
+    this.close();
+    return this.open().entries;
   }
 
   get bytes(): number {

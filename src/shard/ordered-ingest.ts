@@ -2,9 +2,10 @@
 // stream with producer_ordering, which events go to the log now, which wait
 // for a missing producer_seq, which are duplicates, and when a gap has waited
 // gap_timeout_ms, the tombstone and the held events that follow it. It owns
-// no bytes and no file: the publisher frames what it releases, in the order
-// released, and keeps held events durable (not wired in yet: until it is,
-// `producer_ordering: true` stays a 400).
+// no bytes and no file: src/shard/ordered.ts frames what it releases, in the
+// order released, and keeps held events durable. A batch is offered inside
+// begin() .. commit(): rollback() undoes every offer since begin(), so a
+// batch refused part way (a bound, a failed write) changes nothing.
 //
 // producer_seq is an integer from 1 (the wire check refuses anything else;
 // offer() asserts it). A producer the stream does not know (new, or
@@ -53,6 +54,10 @@ interface Producer<T> {
 export class OrderedIngest<T> {
   private readonly producers = new Map<string, Producer<T>>();
   private heldEvents = 0;
+  /** Undo steps since begin(), run last first by rollback(); null outside a batch. */
+  private undo: Array<() => void> | null = null;
+  /** Producers whose scalars are saved in `undo` already. */
+  private readonly saved = new Set<Producer<T>>();
 
   constructor(private readonly limits: OrderedIngestLimits) {}
 
@@ -62,6 +67,65 @@ export class OrderedIngest<T> {
 
   get producerCount(): number {
     return this.producers.size;
+  }
+
+  /** Starts a batch: what is offered from here on can be undone by rollback(). */
+  begin(): void {
+    this.undo = [];
+    this.saved.clear();
+  }
+
+  commit(): void {
+    this.undo = null;
+    this.saved.clear();
+  }
+
+  /** Undoes every offer since begin(): producers, held events and timers are as they were. */
+  rollback(): void {
+    const undo = this.undo;
+    this.commit();
+    if (undo) for (let i = undo.length - 1; i >= 0; i--) undo[i]();
+  }
+
+  /** Whether this producer_seq is held now (a retry of a held event is answered as held again). */
+  isHeld(producerId: string, producerSeq: number): boolean {
+    return this.producers.get(producerId)?.held.has(producerSeq) ?? false;
+  }
+
+  /** Every held item, in no particular order. */
+  *heldItems(): IterableIterator<T> {
+    for (const p of this.producers.values()) for (const h of p.held.values()) yield h.item;
+  }
+
+  /**
+   * Start-up: a producer the log shows, with the last producer_seq it
+   * appended (a tombstone counts for the end of its range) and when.
+   */
+  restore(producerId: string, lastSeq: number, lastSeenMs: number): void {
+    this.producers.set(producerId, { next: lastSeq + 1, started: true, held: new Map(), waitingSinceMs: -1, lastSeenMs });
+  }
+
+  /**
+   * Start-up, after restore(): an event held when the server stopped. False
+   * when the log already holds its producer_seq (it was released): the
+   * caller drops it. Call releaseRestored() once all are back.
+   */
+  restoreHeld(producerId: string, producerSeq: number, item: T, receivedMs: number): boolean {
+    let p = this.producers.get(producerId);
+    if (p === undefined) {
+      p = { next: 1, started: false, held: new Map(), waitingSinceMs: -1, lastSeenMs: receivedMs };
+      this.producers.set(producerId, p);
+    }
+    if (producerSeq < p.next || p.held.has(producerSeq)) return false;
+    p.held.set(producerSeq, { item, receivedMs });
+    this.heldEvents++;
+    if (receivedMs > p.lastSeenMs) p.lastSeenMs = receivedMs;
+    return true;
+  }
+
+  /** Start-up: releases what follows a producer's last appended seq without a gap, and restarts every gap timer. */
+  releaseRestored(out: Release<T>[]): void {
+    for (const [id, p] of this.producers) if (p.held.size > 0) this.releaseRun(id, p, out);
   }
 
   /**
@@ -78,7 +142,9 @@ export class OrderedIngest<T> {
       if (this.producers.size >= this.limits.producersMax) return "producers_full";
       p = { next: 1, started: producerSeq === 1, held: new Map(), waitingSinceMs: -1, lastSeenMs: nowMs };
       this.producers.set(producerId, p);
+      this.undo?.push(() => this.producers.delete(producerId));
     }
+    this.save(p);
     p.lastSeenMs = nowMs;
     if (producerSeq < p.next || p.held.has(producerSeq)) return "duplicate";
     if (producerSeq === p.next) {
@@ -91,6 +157,10 @@ export class OrderedIngest<T> {
     if (this.heldEvents >= this.limits.heldEventsMax) return "held_full";
     p.held.set(producerSeq, { item, receivedMs: nowMs });
     this.heldEvents++;
+    this.undo?.push(() => {
+      p.held.delete(producerSeq);
+      this.heldEvents--;
+    });
     if (p.waitingSinceMs < 0) p.waitingSinceMs = nowMs;
     return "held";
   }
@@ -101,6 +171,7 @@ export class OrderedIngest<T> {
    * `out`; and producers idle past producerIdleMs are forgotten.
    */
   expire(nowMs: number, out: Release<T>[]): void {
+    if (this.undo !== null) throw new Error("ordered ingest: expire() inside a batch (between begin() and commit())");
     for (const [id, p] of this.producers) {
       // The next gap may have waited as long already (its oldest event came
       // before the one that just closed a gap): each is settled in this call.
@@ -129,12 +200,33 @@ export class OrderedIngest<T> {
     return at;
   }
 
+  /** Saves a producer's scalars once per batch, before its first change (their undo runs after every other). */
+  private save(p: Producer<T>): void {
+    if (this.undo === null || this.saved.has(p)) return;
+    this.saved.add(p);
+    const { next, started, waitingSinceMs, lastSeenMs } = p;
+    this.undo.push(() => {
+      p.next = next;
+      p.started = started;
+      p.waitingSinceMs = waitingSinceMs;
+      p.lastSeenMs = lastSeenMs;
+    });
+  }
+
   /** Appends the held events that now follow without a gap; the next gap's timer starts at its oldest event. */
   private releaseRun(producerId: string, p: Producer<T>, out: Release<T>[]): void {
     for (let h = p.held.get(p.next); h !== undefined; h = p.held.get(p.next)) {
-      out.push({ kind: "event", item: h.item, producerId, producerSeq: p.next });
-      p.held.delete(p.next);
+      const seq = p.next;
+      out.push({ kind: "event", item: h.item, producerId, producerSeq: seq });
+      p.held.delete(seq);
       this.heldEvents--;
+      if (this.undo) {
+        const was = h;
+        this.undo.push(() => {
+          p.held.set(seq, was);
+          this.heldEvents++;
+        });
+      }
       p.next++;
     }
     if (p.held.size === 0) {

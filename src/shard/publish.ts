@@ -13,13 +13,20 @@ import { ContentType, type Op, type RequestOf } from "./protocol.js";
 import type { StreamAdmin } from "./admin.js";
 import { START_BUFFER_BYTES, type ShardBuffers } from "./buffers.js";
 import type { Stream } from "./stream.js";
+import type { OrderedStream } from "./ordered.js";
+import { ReleaseStaging } from "./release-frames.js";
 import type { WatchedStreams } from "./watch.js";
 import type { Outbox } from "./worker.js";
 
-/** An event left out of a batch: its index in the request and the seq its idempotency key already has. */
+/**
+ * An event left out of a batch: its index in the request and the seq its
+ * idempotency key already has, or (ordered ingest) its producer_seq, at or
+ * below where its producer stands.
+ */
 export interface Duplicate {
   index: number;
-  seq: number;
+  seq?: number;
+  producer_seq?: number;
 }
 
 /**
@@ -39,7 +46,12 @@ export interface FramedBatch {
   readonly duplicates: Duplicate[];
   /** The frames' idempotency keys with their seqs, for the dedup window. */
   readonly keys: Map<string, number>;
+  /** Each frame's index in the request (duplicates squeezed out). */
+  readonly indexes: number[];
 }
+
+/** Frames in the log's order, as commit() and the live push take them. */
+type Appended = Pick<FramedBatch, "frames" | "bytes" | "count" | "first" | "ts" | "keys">;
 
 export class Publisher {
   // Reused per request: the staging area JSON events are framed into (grown on demand).
@@ -47,7 +59,9 @@ export class Publisher {
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   private readonly limits: EventLimits;
-  private readonly batch: FramedBatch = { frames: this.staging, bytes: 0, count: 0, first: 1, ts: 0, duplicates: [], keys: new Map() };
+  private readonly batch: FramedBatch = { frames: this.staging, bytes: 0, count: 0, first: 1, ts: 0, duplicates: [], keys: new Map(), indexes: [] };
+  /** Where ordered streams frame what they release. */
+  private readonly releases = new ReleaseStaging();
 
   constructor(
     private readonly config: Config,
@@ -65,25 +79,76 @@ export class Publisher {
     let stream = this.streams.get(id);
     if (!stream && !this.config.auto_create_streams) this.streams.existing(id);
     const batch = this.frame(stream, req.meta.ct, req.body);
+    if (stream?.ordered) return this.publishOrdered(stream, stream.ordered, batch, req.reqId);
     // A new stream is created only once the whole batch has passed: a
     // rejected request leaves nothing behind, not even an empty stream.
     stream ??= this.streams.create(id, {});
     this.commit(stream, batch);
+    this.afterAppend(stream, batch, { reqId: req.reqId, duplicates: batch.duplicates, held: null });
+  }
+
+  /**
+   * A batch on a stream with producer_ordering: ordered.ts decides what goes
+   * to the log now and what is held; the held ones are durable before the
+   * answer, and the whole request stands or falls together.
+   */
+  private publishOrdered(stream: Stream, ordered: OrderedStream, batch: FramedBatch, reqId: number): void {
+    const a = ordered.admit(batch, this.releases, stream.log, stream.dedup, Date.now());
+    const fsync = stream.config.durability === "fsync";
+    try {
+      ordered.keepHeld(fsync);
+      this.commit(stream, a.released);
+    } catch (err) {
+      ordered.abort();
+      throw err;
+    }
+    ordered.finish(!fsync);
+    this.afterAppend(stream, a.released, { reqId, duplicates: batch.duplicates, held: a.held });
+  }
+
+  /**
+   * The gap timer of ordered streams: tombstones and held events whose gap
+   * has waited gap_timeout_ms, appended with nobody waiting for an answer.
+   */
+  expireHeld(stream: Stream, nowMs: number): void {
+    const ordered = stream.ordered;
+    if (!ordered?.due(nowMs)) return;
+    try {
+      const r = ordered.expire(this.releases, stream.log, stream.dedup, nowMs);
+      if (r === null) return;
+      this.commit(stream, r);
+      ordered.finish(stream.config.durability !== "fsync");
+      this.afterAppend(stream, r, null);
+    } catch (err) {
+      // Nothing of it is durable: held.log still lists every event not released for good.
+      console.error(`stream ${stream.id}: releasing held events failed: ${(err as Error).message}`);
+      ordered.reload(stream.log, nowMs);
+    }
+  }
+
+  /**
+   * Pushes what was appended live and answers (`answer` null: a release of
+   * the gap timer, nobody to answer), once durable at the stream's level.
+   */
+  private afterAppend(stream: Stream, b: Appended, answer: { reqId: number; duplicates: Duplicate[]; held: unknown[] | null } | null): void {
     const log = stream.log;
-    const { count, first } = batch;
-    const body = JSON.stringify({
-      stream: id,
-      first_seq: count > 0 ? first : log.headSeq + 1,
-      last_seq: count > 0 ? first + count - 1 : log.headSeq,
-      count,
-      duplicates: batch.duplicates,
-    });
-    const reqId = req.reqId;
+    const { count, first } = b;
+    const body =
+      answer &&
+      JSON.stringify({
+        stream: stream.id,
+        first_seq: count > 0 ? first : log.headSeq + 1,
+        last_seq: count > 0 ? first + count - 1 : log.headSeq,
+        count,
+        duplicates: answer.duplicates,
+        ...(answer.held ? { held: answer.held } : {}),
+      });
     if (stream.config.durability !== "fsync") {
       // The push goes before the answer: a consumer sees an event no later
       // than its producer hears it was appended.
-      if (count > 0) this.watched.pushLive(stream, batch.frames, batch.bytes, count, first);
-      return this.outbox.json200(reqId, body);
+      if (count > 0) this.watched.pushLive(stream, b.frames, b.bytes, count, first);
+      if (answer && body) this.outbox.json200(answer.reqId, body);
+      return;
     }
     // Duplicates may point at records still waiting for their sync too.
     const s = stream;
@@ -91,10 +156,14 @@ export class Publisher {
       if (err) {
         // The log has cut every record the failed sync covered: so go their keys.
         s.dedup.forgetFrom(s.log.headSeq + 1);
+        // ...and ordered ingest's releases: held.log still lists what they took.
+        s.ordered?.reload(s.log, Date.now());
+        if (!answer) return console.error(`stream ${s.id}: a sync of released held events failed: ${err.message}`);
         const e = asApiError(err);
-        this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+        this.outbox.reply({ reqId: answer.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
         return;
       }
+      s.ordered?.synced(s.log.committedSeq);
       // The frames left the staging buffer long ago: read them back (from
       // the page cache) only if someone follows the stream.
       if (count > 0 && this.watched.has(s.id)) {
@@ -102,7 +171,7 @@ export class Publisher {
         if (page.count === count) this.watched.pushLive(s, page.buf, page.bytes, count, first);
         else this.watched.pushHead(s, first + count - 1);
       }
-      this.outbox.json200(reqId, body);
+      if (answer && body) this.outbox.json200(answer.reqId, body);
     });
   }
 
@@ -136,8 +205,10 @@ export class Publisher {
     let lastAt = 0; // the last frame kept, which carries the batch's commit mark
     const duplicates = this.batch.duplicates;
     const batchKeys = this.batch.keys;
+    const indexes = this.batch.indexes;
     duplicates.length = 0;
     batchKeys.clear();
+    indexes.length = 0;
     for (let i = 0; i < n; i++) {
       let key: string | null;
       let frameBytes: number;
@@ -162,6 +233,7 @@ export class Publisher {
       }
       if (key !== null) batchKeys.set(key, seq);
       sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
+      indexes.push(i);
       lastAt = bytes;
       bytes += frameBytes;
       count++;
@@ -178,7 +250,7 @@ export class Publisher {
   }
 
   /** Appends a framed batch to the stream's log and its keys to the dedup window. */
-  commit(stream: Stream, b: FramedBatch): void {
+  commit(stream: Stream, b: Appended): void {
     if (b.count > 0) stream.log.append(b.frames, b.bytes, b.count, stream.config.durability === "fsync");
     for (const [key, s] of b.keys) stream.dedup.add(key, s, b.ts);
   }

@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { z } from "zod";
 import { ApiError } from "../errors.js";
 import { parseBody } from "../validate.js";
+import type { OrderedLimits } from "./ordered.js";
 
 /**
  * Directory name for a stream id: every byte outside [a-z0-9.-] becomes _XX
@@ -24,7 +25,14 @@ export interface StreamDefaults {
   dedup_window_ms: number;
   durability: "process" | "fsync";
   max_event_bytes: number;
+  /** The server's bounds on an ordered stream's held events and producers (not stream config). */
+  ordered: OrderedLimits;
 }
+
+/** How long a missing producer_seq is waited for, unless the stream says otherwise. */
+export const GAP_TIMEOUT_MS_DEFAULT = 5000;
+/** The longest gap_timeout_ms a stream may set: an hour. */
+export const GAP_TIMEOUT_MS_MAX = 3_600_000;
 
 export const streamConfigPatch = z
   .object({
@@ -34,6 +42,7 @@ export const streamConfigPatch = z
     dedup_window_ms: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
     durability: z.enum(["process", "fsync"]),
     producer_ordering: z.boolean(),
+    gap_timeout_ms: z.number().int().min(1).max(GAP_TIMEOUT_MS_MAX),
   })
   .partial()
   .strict();
@@ -44,14 +53,21 @@ export type StreamConfig = Required<z.infer<typeof streamConfigPatch>>;
 export function parseStreamConfigPatch(body: unknown, eventBytesMax: number): Partial<StreamConfig> {
   // Only an empty body means "no changes"; a JSON null is not a config object.
   const r = { data: parseBody(streamConfigPatch, body === undefined ? {} : body, "invalid_config") };
-  // A setting that is accepted must act: ordered ingest is not built yet.
-  if (r.data.producer_ordering === true) {
-    throw new ApiError(400, "invalid_config", `"producer_ordering": true is not supported yet (ordered ingest is not built); only false is accepted`);
-  }
   if (r.data.max_event_bytes !== undefined && r.data.max_event_bytes > eventBytesMax) {
     throw new ApiError(400, "invalid_config", `"max_event_bytes" must not exceed the server's event_bytes_max (${eventBytesMax})`);
   }
   return r.data;
+}
+
+/**
+ * Ordered ingest keeps a producer's place for the dedup window: with a
+ * window of 0 every producer would be forgotten at once, and every event
+ * after its first would wait out gap_timeout_ms.
+ */
+export function checkOrdering(c: StreamConfig): void {
+  if (c.producer_ordering && c.dedup_window_ms === 0) {
+    throw new ApiError(400, "invalid_config", `"producer_ordering" needs a "dedup_window_ms" above 0: a producer's place is kept for the dedup window`);
+  }
 }
 
 /** The defaults' config, one frozen object shared by every stream created without a patch. */
@@ -70,6 +86,7 @@ export function fullConfig(patch: Partial<StreamConfig>, d: StreamDefaults): Str
     dedup_window_ms: d.dedup_window_ms,
     durability: d.durability,
     producer_ordering: false,
+    gap_timeout_ms: GAP_TIMEOUT_MS_DEFAULT,
     ...patch,
   };
 }

@@ -1,6 +1,7 @@
 // A stream as its owning shard worker sees it: config, log and dedup window.
 // On disk: streams/<escaped id>/stream.json plus the log's segment files.
 import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { ApiError } from "../errors.js";
 import { join } from "node:path";
 import { StreamLog, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
 import { frameSeq, frameTs } from "../log/record.js";
@@ -8,7 +9,8 @@ import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
 import { DedupWindow } from "./dedup.js";
 import { CHECKPOINTS_FILE, CheckpointStore } from "../consumer/checkpoints.js";
-import { escapeStreamId, fullConfig, type StreamConfig, type StreamDefaults } from "./stream-config.js";
+import { checkOrdering, escapeStreamId, fullConfig, type StreamConfig, type StreamDefaults } from "./stream-config.js";
+import { OrderedStream, type OrderedLimits } from "./ordered.js";
 import { writeMeta, type MetaRead } from "./stream-meta.js";
 
 /** stream.json's log_format: 2 means every batch carries a commit mark (record.ts). */
@@ -32,6 +34,8 @@ export class Stream {
   corruptions: CorruptionInfo[] | null = null;
   /** Damage recovery found in stream.json or checkpoints.log, shown in info(); null when none. */
   fileDamage: string[] | null = null;
+  /** Ordered ingest's state, on a stream with producer_ordering; null otherwise. */
+  ordered: OrderedStream | null = null;
 
   private constructor(
     readonly id: string,
@@ -40,6 +44,7 @@ export class Stream {
     public config: StreamConfig,
     logOpts: LogOptions,
     dedupKeysMax: number,
+    private readonly orderedLimits: OrderedLimits,
   ) {
     this.log = new StreamLog(dir, logOpts); // segments sit beside stream.json
     this.dedup = new DedupWindow(config.dedup_window_ms, dedupKeysMax);
@@ -50,12 +55,14 @@ export class Stream {
     return JSON.stringify(this.id);
   }
 
-  static create(root: string, id: string, config: StreamConfig, logOpts: LogOptions, dedupKeysMax: number): Stream {
+  static create(root: string, id: string, config: StreamConfig, logOpts: LogOptions, dedupKeysMax: number, orderedLimits: OrderedLimits): Stream {
+    checkOrdering(config);
     const dir = join(root, escapeStreamId(id));
     mkdirSync(dir, { recursive: true });
-    const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax);
+    const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax, orderedLimits);
     s.saveMeta();
     s.log.open(config.durability === "fsync"); // a new log: nothing to report
+    if (config.producer_ordering) s.openOrdered();
     return s;
   }
 
@@ -66,7 +73,7 @@ export class Stream {
   static open(dir: string, read: MetaRead, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): { stream: Stream; report: StreamReport } {
     const meta = read.meta;
     const config = { ...fullConfig({}, defaults), ...meta.config };
-    const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax);
+    const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax, defaults.ordered);
     // A rebuilt description cannot know the log's format. Taking it as
     // unmarked keeps every whole record (at worst the start of a batch that
     // was never acknowledged); taking it as marked could cut acknowledged
@@ -80,9 +87,19 @@ export class Stream {
       if (damage) report.files.push(`${CHECKPOINTS_FILE}: ${damage}`);
     }
     if (report.corruptions.length > 0) s.corruptions = [...report.corruptions];
-    if (report.files.length > 0) s.fileDamage = report.files;
     s.rebuildDedup();
+    if (config.producer_ordering) {
+      const damage = s.openOrdered().damage;
+      if (damage) report.files.push(damage);
+    }
+    if (report.files.length > 0) s.fileDamage = report.files;
     return { stream: s, report };
+  }
+
+  /** Ordered ingest's state from the log and held.log (start-up, or producer_ordering turned on). */
+  private openOrdered(): OrderedStream {
+    const c = this.config;
+    return (this.ordered = OrderedStream.open(this.dir, this.log, this.orderedLimits, c.gap_timeout_ms, c.dedup_window_ms, Date.now()));
   }
 
   /** Records damage found after opening (the scrub); each place once. */
@@ -114,11 +131,31 @@ export class Stream {
   }
 
   update(patch: Partial<StreamConfig>): void {
+    const was = this.config;
+    const config = { ...was, ...patch };
+    checkOrdering(config);
+    if (!config.producer_ordering && this.ordered !== null && this.ordered.held > 0) {
+      throw new ApiError(
+        409,
+        "events_held",
+        `"producer_ordering" cannot be switched off while ${this.ordered.held} events are held; retry once their gaps close or time out`,
+        {
+          held: this.ordered.held,
+        },
+      );
+    }
     // Written first: a write that fails (a full disk) leaves the stream as it was.
-    const config = { ...this.config, ...patch };
     this.saveMeta(config);
     this.config = config;
     this.dedup.setWindow(this.config.dedup_window_ms);
+    if (!config.producer_ordering) {
+      this.ordered?.close();
+      this.ordered = null;
+    } else if (this.ordered === null || was.gap_timeout_ms !== config.gap_timeout_ms || was.dedup_window_ms !== config.dedup_window_ms) {
+      // Held events are all in held.log: built again with the new timings, nothing is lost.
+      this.ordered?.close();
+      this.openOrdered();
+    }
   }
 
   info(): Record<string, unknown> {
@@ -132,6 +169,7 @@ export class Stream {
       created_at: this.createdAt,
       ...this.config,
       segments: log.segments.length,
+      ...(this.ordered ? { held_events: this.ordered.held, producers: this.ordered.producers } : {}),
       ...(this.corruptions ? { corruptions: this.corruptions } : {}),
       ...(this.fileDamage ? { damaged_files: this.fileDamage } : {}),
     };
@@ -140,6 +178,7 @@ export class Stream {
   close(): void {
     this.log.close();
     this.checkpointStore?.close();
+    this.ordered?.close();
   }
 
   remove(): void {

@@ -36,6 +36,7 @@ import { TimelineReads } from "./timeline-read.js";
 import { WatchedStreams } from "./watch.js";
 import { fullConfig, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
+import { HELD_ENTRY_HEADER_BYTES } from "./held-events.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
@@ -45,6 +46,9 @@ const REQUESTS_PER_TURN_MAX = 64;
  * rather than a hang.
  */
 const RING_WAIT_MS_MAX = 1000;
+
+/** How often ordered streams look for gaps past gap_timeout_ms. */
+const GAP_TICK_MS = 100;
 
 /** An answer or a push, as the out-ring takes it. */
 interface Reply {
@@ -171,6 +175,13 @@ class ShardWorker {
       dedup_window_ms: c.default_dedup_window_ms,
       durability: c.default_durability,
       max_event_bytes: c.event_bytes_max,
+      ordered: {
+        heldEventsMax: c.held_events_max,
+        heldBytesMax: c.held_bytes_max,
+        producersMax: c.producers_max,
+        // A held.log entry: its header, the longest producer id, the largest frame.
+        entryBytesMax: HELD_ENTRY_HEADER_BYTES + c.event_field_bytes_max + limits.frameBytesMax + 8,
+      },
     };
     this.buffers = new ShardBuffers(limits.pageBufferBytes);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
@@ -247,6 +258,12 @@ class ShardWorker {
 
   async run(): Promise<void> {
     const retention = setInterval(() => applyRetention(this.streams.values(), Date.now()), this.config.retention_check_interval_ms);
+    // Ordered streams' gap timers: a held event goes out within gap_timeout_ms + this tick of its receipt.
+    const gaps = setInterval(() => {
+      const now = Date.now();
+      if (this.stopping) return;
+      for (const s of this.streams.values()) if (s.ordered) this.publisher.expireHeld(s, now);
+    }, GAP_TICK_MS);
     while (!this.stopping) {
       let taken = 0;
       while (taken < REQUESTS_PER_TURN_MAX && this.outbox.waiting === 0) {
@@ -268,6 +285,7 @@ class ShardWorker {
       else if (taken === REQUESTS_PER_TURN_MAX) await yieldToLoop();
     }
     clearInterval(retention);
+    clearInterval(gaps);
   }
 
   async stop(): Promise<void> {

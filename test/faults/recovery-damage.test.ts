@@ -18,7 +18,13 @@ import { api, startServer } from "../helpers/server.js";
 import { GROUPS, LOG_OPTS, SERVER_ARGS, STREAM, applyDamage, buildFixture, damageArb, expect_, writeStreamDir, type Damage, type Fixture } from "./damage.js";
 import { LONG, recordResult, scaled } from "./scale.js";
 
-const DEFAULTS: StreamDefaults = { retention_ms: 604_800_000, dedup_window_ms: 86_400_000, durability: "process", max_event_bytes: 1024 * 1024 };
+const DEFAULTS: StreamDefaults = {
+  retention_ms: 604_800_000,
+  dedup_window_ms: 86_400_000,
+  durability: "process",
+  max_event_bytes: 1024 * 1024,
+  ordered: { heldEventsMax: 10_000, heldBytesMax: 64 << 20, producersMax: 10_000, entryBytesMax: 2 << 20 },
+};
 const E2E_CONCURRENCY = 2;
 /** Liveness bound on one recovery of the ~100 KB fixture (the rate per GiB is measured separately). */
 const OPEN_MS_MAX = 5_000;
@@ -114,8 +120,8 @@ function recoverInProcess(root: string, d: Damage): Outcome {
 }
 
 function pickConfig(info: Record<string, unknown>) {
-  const { retention_ms, retention_bytes, max_event_bytes, dedup_window_ms, durability, producer_ordering } = info;
-  return { retention_ms, retention_bytes, max_event_bytes, dedup_window_ms, durability, producer_ordering };
+  const { retention_ms, retention_bytes, max_event_bytes, dedup_window_ms, durability, producer_ordering, gap_timeout_ms } = info;
+  return { retention_ms, retention_bytes, max_event_bytes, dedup_window_ms, durability, producer_ordering, gap_timeout_ms };
 }
 
 /**

@@ -16,7 +16,13 @@ import { readMeta, writeMeta } from "../../src/shard/stream-meta.js";
 import { encodeEvent } from "../../src/wire/client.js";
 import { recordResult, scaled } from "./scale.js";
 
-const DEFAULTS: StreamDefaults = { retention_ms: 604_800_000, dedup_window_ms: 86_400_000, durability: "process", max_event_bytes: 1024 * 1024 };
+const DEFAULTS: StreamDefaults = {
+  retention_ms: 604_800_000,
+  dedup_window_ms: 86_400_000,
+  durability: "process",
+  max_event_bytes: 1024 * 1024,
+  ordered: { heldEventsMax: 10_000, heldBytesMax: 64 << 20, producersMax: 10_000, entryBytesMax: 2 << 20 },
+};
 const OPTS = { segmentBytesMax: 64 * 1024 * 1024, indexIntervalBytes: 4096, frameBytesMax: deriveLimits(loadConfig({}, {})).frameBytesMax };
 /** The stated bound: a start is ready within this many seconds per GiB of data (worst case). */
 export const RECOVERY_S_PER_GIB_MAX = 30;

@@ -1,5 +1,5 @@
 // Idempotency keys and retention agree before and after a restart, and a
-// setting the server cannot honour yet is refused rather than ignored.
+// setting that could not act as asked (ordering with no dedup window) is refused.
 import { describe, it, expect } from "vitest";
 import { api, perTestServers, startServer } from "../helpers/server.js";
 
@@ -30,13 +30,13 @@ describe("idempotency keys and retention", () => {
     expect([after.json.count, after.json.duplicates]).toEqual([0, [{ index: 0, seq: 2 }]]);
   });
 
-  it("producer_ordering: true is refused until ordered ingest exists; false is accepted and nothing is changed by the refusal", async () => {
+  it("producer_ordering with a dedup window of 0 is refused (a producer's place lasts the dedup window), and the refusal changes nothing", async () => {
     const s = track(await startServer({ dataDir: dir() }));
-    const r = await api(`${s.url}/v1/streams/ord`, "PUT", { producer_ordering: true });
+    const r = await api(`${s.url}/v1/streams/ord`, "PUT", { producer_ordering: true, dedup_window_ms: 0 });
     expect([r.status, r.json.error.code]).toEqual([400, "invalid_config"]);
     expect(r.json.error.message).toMatch(/producer_ordering/);
     expect((await api(`${s.url}/v1/streams/ord`, "GET")).status).toBe(404);
-    expect((await api(`${s.url}/v1/streams/ord`, "PUT", { producer_ordering: false, retention_ms: 5000 })).status).toBe(201);
+    expect((await api(`${s.url}/v1/streams/ord`, "PUT", { dedup_window_ms: 0, retention_ms: 5000 })).status).toBe(201);
     const again = await api(`${s.url}/v1/streams/ord`, "PUT", { producer_ordering: true, retention_ms: 9000 });
     expect(again.status).toBe(400);
     const info = (await api(`${s.url}/v1/streams/ord`, "GET")).json;

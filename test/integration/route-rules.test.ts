@@ -4,6 +4,7 @@
 // it, a wrong method is a 405 with Allow, consume without an upgrade is a 426,
 // and a path no route has is a 404.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect } from "node:net";
 import WebSocket from "ws";
 import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
 import { Client } from "../helpers/hostile.js";
@@ -26,6 +27,10 @@ const ROUTES: Route[] = [
   { path: "/v1/streams/rr/lag", methods: { GET: ["group"] } },
   { path: "/v1/streams/rr/groups", methods: { GET: [] } },
   { path: "/v1/streams/rr/consume", methods: { GET: ["group", "from", "from_time", "format", "window", "max_attempts"] } },
+  { path: "/v1/timelines", methods: { GET: [] } },
+  { path: "/v1/timelines/rrt", methods: { GET: [], PUT: [], DELETE: [] } },
+  { path: "/v1/timelines/rrt/readers/rd", methods: { GET: [], PUT: [] } },
+  { path: "/v1/timelines/_secret/rotate", methods: { POST: [] } },
 ];
 const ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"];
 const JSON_CT = { "content-type": "application/json" };
@@ -33,6 +38,10 @@ const VALID_BODY: Record<string, string> = {
   "PUT /v1/streams/rr": "{}",
   "POST /v1/streams/rr/events": JSON.stringify({ events: [{ type: "t" }] }),
   "POST /v1/streams/rr/checkpoint": JSON.stringify({ group: "g", seq: 0 }),
+  "PUT /v1/timelines/rrt": JSON.stringify({ streams: ["rr"] }),
+  // Refused by every rule under test before the cursor itself is checked.
+  "PUT /v1/timelines/rrt/readers/rd": JSON.stringify({ cursor: "AAAA" }),
+  "POST /v1/timelines/_secret/rotate": "{}",
 };
 /** A valid value for each known parameter, so that only the rule under test can refuse. */
 const VALID_VALUE: Record<string, string> = { from: "1", to: "5", limit: "2", from_time: "0", group: "g", format: "json", window: "10", max_attempts: "3" };
@@ -105,7 +114,9 @@ describe("one rule on every route and method", () => {
         const a = await client.send(m, r.path, m === "POST" || m === "PUT" ? "{}" : undefined, JSON_CT);
         expect(a.status, `${m} ${r.path}`).toBe(405);
         expect(a.headers.allow, `${m} ${r.path}`).toBe(Object.keys(r.methods).join(", "));
-        expect(a.json.error.code).toBe("method_not_allowed");
+        // A HEAD answer has the headers of the GET it stands for, without the body (RFC 9110, 9.3.2).
+        if (m === "HEAD") expect(a.raw.length).toBe(0);
+        else expect(a.json.error.code).toBe("method_not_allowed");
       }
     });
   }
@@ -145,9 +156,39 @@ describe("unknown paths and wrong methods, through fetch", () => {
       ["GET", "/v1/nothing"],
       ["GET", "/v1/streams/x/nothing"],
       ["POST", "/v1/streams/x/events/extra"],
+      ["GET", "/v1/timelines/x/readers"],
+      ["PUT", "/v1/timelines/x/readers/r/extra"],
       ["DELETE", "/nope"],
     ] as const) {
       expectError(await api(u(path), method), 404, "not_found");
+    }
+  });
+
+  it("answers a HEAD with the status and headers only, and the same connection goes on serving", async () => {
+    for (const [path, status] of [
+      ["/nope", "404 Not Found"],
+      ["/v1/timelines/_secret/rotate", "405 Method Not Allowed"],
+      ["/v1/streams/rr/lag", "405 Method Not Allowed"],
+    ] as const) {
+      // Both requests on one socket: the answer to the HEAD must end where its headers do.
+      const text = await new Promise<string>((resolve, reject) => {
+        const sock = connect(s.port, "127.0.0.1", () => sock.write(`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n`));
+        let got = "";
+        sock.on("data", (d: Buffer) => {
+          got += d.toString("latin1");
+          if (got.endsWith('{"status":"ok"}')) {
+            sock.destroy();
+            resolve(got);
+          }
+        });
+        sock.on("error", reject);
+        sock.on("close", () => reject(new Error(`closed after ${JSON.stringify(got)}`)));
+      });
+      const [head, next] = text.split(/(?=HTTP\/1\.1 200 OK)/);
+      expect(head.startsWith(`HTTP/1.1 ${status}\r\n`), path).toBe(true);
+      expect(head.endsWith("\r\n\r\n"), path).toBe(true);
+      expect(head, path).toMatch(/content-length: [1-9]\d*\r\n/i);
+      expect(next, path).toMatch(/\r\n\r\n\{"status":"ok"\}$/);
     }
   });
 

@@ -141,6 +141,80 @@ describe("the merged order, on two shards", () => {
   });
 });
 
+describe("named timelines: GET /v1/timelines/{name}/events", () => {
+  const server = serverWith();
+  const streams = streamsOnShards("named.", SHARDS, 2).flat().sort();
+
+  beforeAll(async () => {
+    const url = server().url;
+    for (const [i, s] of streams.entries()) await publishN(url, s, 3 + i);
+    await sleep(5);
+    expect((await api(`${url}/v1/timelines/feed`, "PUT", { streams })).status).toBe(201);
+  });
+
+  const named = (name: string, query: Record<string, string | number | undefined>) => {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, String(v));
+    return api(`${server().url}/v1/timelines/${name}/events?${q}`, "GET");
+  };
+
+  it("pages the named set as the ad hoc one does, and their cursors are the same set's", async () => {
+    const url = server().url;
+    const adHoc = await pageToEnd(url, streams, { limit: () => 4 });
+    const seen: TimelineEvent[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const r = await named("feed", { cursor, limit: 4 });
+      expect(r.status).toBe(200);
+      if (r.json.events.length === 0) break;
+      seen.push(...r.json.events);
+      cursor = r.json.next_cursor;
+    }
+    expect(seen).toEqual(adHoc.events);
+    // A named page's cursor continues on the ad hoc route of the same set, and back.
+    const first = (await named("feed", { limit: 3 })).json;
+    const second = await timelinePage(url, { streams: streams.join(","), cursor: first.next_cursor, limit: 3 });
+    expect([...first.events, ...second.events].map(eventId)).toEqual(adHoc.events.slice(0, 6).map(eventId));
+    const back = (await named("feed", { cursor: second.prev_cursor, limit: 3 })).json;
+    expect(back.events.map(eventId)).toEqual([...first.events].reverse().map(eventId));
+  });
+
+  it("long polls on a named timeline", async () => {
+    const url = server().url;
+    let cursor: string | undefined;
+    for (;;) {
+      const r = (await named("feed", { cursor, limit: 1000 })).json;
+      cursor = r.next_cursor;
+      if (r.events.length === 0) break;
+    }
+    const waiting = named("feed", { cursor, wait_ms: 2000 });
+    await sleep(100);
+    await publishN(url, streams[1], 1, 0, "named-late");
+    expect((await waiting).json.events.map((e: TimelineEvent) => e.type)).toEqual(["named-late"]);
+  });
+
+  it("a timeline whose streams changed refuses the old set's cursors with 400 invalid_cursor", async () => {
+    const url = server().url;
+    expect((await api(`${url}/v1/timelines/changing`, "PUT", { streams: streams.slice(0, 2) })).status).toBe(201);
+    const old = (await named("changing", { limit: 1 })).json.next_cursor;
+    expect((await named("changing", { cursor: old })).status).toBe(200);
+    expect((await api(`${url}/v1/timelines/changing`, "PUT", { streams: streams.slice(0, 3) })).status).toBe(200);
+    expectError(await named("changing", { cursor: old }), 400, "invalid_cursor");
+  });
+
+  it("answers an unknown name 404 timeline_not_found, a bad name 400 invalid_timeline, a stray parameter 400, another method 405", async () => {
+    const url = server().url;
+    expect(expectError(await named("nope", {}), 404, "timeline_not_found").timeline).toBe("nope");
+    expectError(await named("-bad", {}), 400, "invalid_timeline");
+    expect(expectError(await named("feed", { streams: streams[0] }), 400, "invalid_parameter").parameters).toEqual(["streams"]);
+    for (const method of ["POST", "PUT", "DELETE"]) {
+      const r = await api(`${url}/v1/timelines/feed/events`, method);
+      expectError(r, 405, "method_not_allowed");
+      expect(r.headers.get("allow")).toBe("GET");
+    }
+  });
+});
+
 describe("the horizon: a batch waiting for its fsync holds back what comes after it", () => {
   const server = serverWith();
 
@@ -310,6 +384,24 @@ describe("has_gap", () => {
     for (const e of retained) expect(seen.map(eventId)).toContain(eventId(e));
   });
 
+  it("is true on the page that holds ordered ingest's tombstone, which a long poll gets when the gap timer appends it", async () => {
+    const url = server().url;
+    expect((await api(`${url}/v1/streams/ord.feed`, "PUT", { producer_ordering: true, gap_timeout_ms: 300 })).status).toBe(201);
+    const send = (producer_seq: number) =>
+      api(`${url}/v1/streams/ord.feed/events`, "POST", { events: [{ type: "quote", producer_id: "feed-a", producer_seq }] });
+    expect((await send(1)).status).toBe(200);
+    await sleep(5);
+    const { last } = await pageToEnd(url, ["ord.feed"]);
+    expect((await send(3)).json.held).toEqual([{ index: 0, producer_seq: 3 }]);
+    // Nobody publishes again: the shard's gap timer appends the tombstone and the held event, and the poll hears it.
+    const t0 = Date.now();
+    const p = await timelinePage(url, { streams: "ord.feed", cursor: last.next_cursor, wait_ms: 3000 });
+    expect(Date.now() - t0).toBeLessThan(2500);
+    expect(p.events.map((e) => e.type)).toEqual(["gap", "quote"]);
+    expect(p.events[0]).toMatchObject({ producer_id: "feed-a" });
+    expect(p.has_gap).toBe(true);
+  });
+
   it("is true on a page that holds a gap tombstone", async () => {
     const url = server().url;
     await publishN(url, "tomb.a", 2);
@@ -379,7 +471,12 @@ describe("a shard too busy to answer in time: partial", () => {
 });
 
 describe("keys: consume on every stream of the set", () => {
-  const keys = { reader: "tl-reader-key-0123456789", prefixed: "tl-prefixed-key-0123456789", publisher: "tl-publisher-key-0123456789" };
+  const keys = {
+    reader: "tl-reader-key-0123456789",
+    prefixed: "tl-prefixed-key-0123456789",
+    publisher: "tl-publisher-key-0123456789",
+    admin: "tl-admin-key-0123456789",
+  };
   let keysDir: string;
   let withKeys: TestServer;
   beforeAll(async () => {
@@ -390,6 +487,7 @@ describe("keys: consume on every stream of the set", () => {
         { key: keys.reader, scopes: ["consume", "publish"] },
         { key: keys.prefixed, scopes: ["consume"], prefix: "team." },
         { key: keys.publisher, scopes: ["publish"] },
+        { key: keys.admin, scopes: ["admin"] },
       ]),
     );
     withKeys = await startServer({ args: ["--shards", String(SHARDS), "--api-keys-file", join(keysDir, "keys.json")] });
@@ -407,16 +505,29 @@ describe("keys: consume on every stream of the set", () => {
   });
   const bearer = (k: string) => ({ authorization: `Bearer ${k}` });
 
-  it("401 without a key, 403 without the consume scope, 403 naming a stream outside the key's prefix; 200 inside it", async () => {
+  it("401 without a key, 403 without the consume scope, 403 for a set with a stream outside the key's prefix; 200 inside it", async () => {
     const url = withKeys.url;
     expectError(await timelineRequest(url, { streams: "team.a" }), 401, "unauthorized");
     expectError(await timelineRequest(url, { streams: "team.a" }, bearer(keys.publisher)), 403, "forbidden");
     const outside = expectError(await timelineRequest(url, { streams: "team.a,other.c,team.b" }, bearer(keys.prefixed)), 403, "forbidden");
-    expect(outside).toMatchObject({ prefix: "team.", stream: "other.c" });
+    expect(outside).toMatchObject({ prefix: "team." });
     const ok = await timelineRequest(url, { streams: "team.a,team.b" }, bearer(keys.prefixed));
     expect(ok.status).toBe(200);
     expect(ok.json.events.map(eventId)).toEqual(["team.a#1", "team.b#1"]);
     expect((await timelineRequest(url, { streams: "team.a,other.c" }, bearer(keys.reader))).status).toBe(200);
+  });
+
+  it("the same on a named timeline: consume on every stream of its set", async () => {
+    const url = withKeys.url;
+    const admin = bearer(keys.admin);
+    expect((await api(`${url}/v1/timelines/mixed`, "PUT", { streams: ["team.a", "other.c"] }, admin)).status).toBe(201);
+    expect((await api(`${url}/v1/timelines/team`, "PUT", { streams: ["team.a", "team.b"] }, admin)).status).toBe(201);
+    expectError(await api(`${url}/v1/timelines/team/events`, "GET"), 401, "unauthorized");
+    expectError(await api(`${url}/v1/timelines/team/events`, "GET", undefined, admin), 403, "forbidden");
+    expectError(await api(`${url}/v1/timelines/mixed/events`, "GET", undefined, bearer(keys.prefixed)), 403, "forbidden");
+    const ok = await api(`${url}/v1/timelines/team/events`, "GET", undefined, bearer(keys.prefixed));
+    expect(ok.status).toBe(200);
+    expect(ok.json.events.map(eventId)).toEqual(["team.a#1", "team.b#1"]);
   });
 });
 
@@ -489,7 +600,8 @@ describe("bad input and limits, on one server with small ones", () => {
 
   it("refuses a bad stream list, limit, direction or wait_ms with 400, and takes each at its bounds", async () => {
     const url = server().url;
-    await bad({}, 400, "invalid_parameter");
+    // Without "streams" it is the list of named timelines, which takes no parameter.
+    await bad({ limit: 5 }, 400, "invalid_parameter");
     await bad({ streams: "" }, 400, "invalid_stream");
     await bad({ streams: "bad.a,,bad.b" }, 400, "invalid_stream");
     await bad({ streams: "bad.a,-x" }, 400, "invalid_stream");

@@ -54,4 +54,37 @@ describe("configuration", () => {
     expect(() => loadConfig({ "shard-young-generation-mb": "1025" }, {})).toThrow(/shard_young_generation_mb/);
     expect(() => loadConfig({ "shard-young-generation-mb": "-1" }, {})).toThrow(/shard_young_generation_mb/);
   });
+
+  it("timeline limits: defaults, and each key's range accepted at its ends and refused one past them", () => {
+    const c = loadConfig({}, {});
+    expect([c.timeline_streams_max, c.timelines_max, c.timeline_readers_max, c.timeline_cursor_grace_ms]).toEqual([64, 10_000, 10_000, 86_400_000]);
+    expect([c.timeline_cursor_secret, c.timeline_cursor_previous_secret]).toEqual(["", ""]);
+    const ranges: Array<[string, number, number]> = [
+      ["timeline_streams_max", 1, 1024],
+      ["timelines_max", 1, 1_000_000],
+      ["timeline_readers_max", 1, 1_000_000],
+      ["timeline_cursor_grace_ms", 0, 31_536_000_000],
+    ];
+    for (const [key, min, max] of ranges) {
+      const flag = key.replaceAll("_", "-");
+      expect(loadConfig({ [flag]: String(min) }, {})[key as "timelines_max"]).toBe(min);
+      expect(loadConfig({ [flag]: String(max) }, {})[key as "timelines_max"]).toBe(max);
+      expect(() => loadConfig({ [flag]: String(min - 1) }, {})).toThrow(new RegExp(key));
+      expect(() => loadConfig({ [flag]: String(max + 1) }, {})).toThrow(new RegExp(key));
+    }
+  });
+
+  it("cursor secrets: 32 to 1024 characters, and a previous secret only beside a current one", () => {
+    for (const key of ["timeline_cursor_secret", "timeline_cursor_previous_secret"] as const) {
+      const flag = key.replaceAll("_", "-");
+      const other = key === "timeline_cursor_secret" ? {} : { "timeline-cursor-secret": "c".repeat(32) };
+      expect(loadConfig({ ...other, [flag]: "x".repeat(32) }, {})[key]).toBe("x".repeat(32));
+      expect(loadConfig({ ...other, [flag]: "x".repeat(1024) }, {})[key]).toHaveLength(1024);
+      expect(() => loadConfig({ ...other, [flag]: "x".repeat(31) }, {})).toThrow(new RegExp(`${key}: must be empty or 32 to 1024 characters`));
+      expect(() => loadConfig({ ...other, [flag]: "x".repeat(1025) }, {})).toThrow(new RegExp(key));
+    }
+    expect(() => loadConfig({ "timeline-cursor-previous-secret": "p".repeat(32) }, {})).toThrow(
+      /timeline_cursor_previous_secret: needs timeline_cursor_secret/,
+    );
+  });
 });

@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { HELD_FILE, type HeldEntry, HeldStore, decodeHeld } from "../../src/shard/held-events.js";
+import { HELD_FILE, type HeldEntry, HeldStore, decodeHeld, heldEntryBytes } from "../../src/shard/held-events.js";
 import { removeTempDirs, tempDir } from "../helpers/log-frames.js";
 
 const ENTRY_BYTES_MAX = 64 * 1024;
@@ -45,10 +45,21 @@ describe("held events on disk", () => {
     store.open();
     const many = Array.from({ length: 20 }, (_, i) => entry("a", i + 2));
     store.add(many, false);
-    store.settle(many.slice(16)); // 4 of 20 live: the file is past 4x their bytes, so rewritten
+    const settle = (live: HeldEntry[]) =>
+      store.settle(
+        live.reduce((n, e) => n + heldEntryBytes(e), 0),
+        () => live,
+      );
+    settle(many.slice(5)); // 15 of 20 live: under 4x their bytes, left as it is
+    expect(reopened(dir).entries).toEqual(many);
+    settle(many.slice(16)); // 4 of 20 live: the file is past 4x their bytes, so rewritten
     expect(reopened(dir).entries).toEqual(many.slice(16));
+    const before = store.bytes;
     store.add([entry("a", 30)], false);
-    store.settle([]);
+    store.cutTo(before); // the batch of a request that failed after it was written
+    expect(reopened(dir).entries).toEqual(many.slice(16));
+    store.add([entry("a", 31)], false);
+    settle([]);
     expect(store.bytes).toBe(0);
     store.close();
     expect(readFileSync(join(dir, HELD_FILE)).length).toBe(0);

@@ -173,4 +173,65 @@ describe("ordered ingest", () => {
       { numRuns: 300 },
     );
   });
+
+  it("a batch rolled back changes nothing: afterwards it behaves exactly like one that never saw the batch", () => {
+    const offerArb = fc.record({ p: fc.constantFrom("a", "b", "c"), seq: fc.integer({ min: 1, max: 12 }), dt: fc.integer({ min: 0, max: 3000 }) });
+    fc.assert(
+      fc.property(
+        fc.array(offerArb, { maxLength: 20 }),
+        fc.array(offerArb, { minLength: 1, maxLength: 20 }),
+        fc.array(offerArb, { maxLength: 20 }),
+        (before, batch, after) => {
+          const limits = { ...LIMITS, heldEventsMax: 6, producersMax: 2, gapTimeoutMs: 4000 };
+          const tried = new OrderedIngest<string>(limits);
+          const twin = new OrderedIngest<string>(limits);
+          const outs: [Release<string>[], Release<string>[]] = [[], []];
+          let now = 0;
+          const run = (ops: typeof before, both: boolean) => {
+            for (const op of ops) {
+              now += op.dt;
+              const item = `${op.p}${op.seq}@${now}`;
+              const d = tried.offer(op.p, op.seq, item, now, outs[0]);
+              if (both) expect(twin.offer(op.p, op.seq, item, now, outs[1])).toBe(d);
+              tried.expire(now, outs[0]);
+              if (both) twin.expire(now, outs[1]);
+            }
+          };
+          run(before, true);
+          const start = now;
+          tried.begin();
+          const scratch: Release<string>[] = [];
+          for (const op of batch) tried.offer(op.p, op.seq, `batch ${op.p}${op.seq}`, start, scratch);
+          tried.rollback();
+          expect([tried.held, tried.producerCount, tried.nextDeadlineMs()]).toEqual([twin.held, twin.producerCount, twin.nextDeadlineMs()]);
+          run(after, true);
+          now += 100_000;
+          tried.expire(now, outs[0]);
+          twin.expire(now, outs[1]);
+          expect(outs[0]).toEqual(outs[1]);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("start-up: producers come back from the log, held events from the file; what the log has is dropped, what now follows is released", () => {
+    const o = new OrderedIngest<string>(LIMITS);
+    o.restore("a", 4, 1000);
+    expect(o.restoreHeld("a", 3, "a3", 900)).toBe(false); // in the log already
+    expect(o.restoreHeld("a", 5, "a5", 950)).toBe(true); // its release was not written before the crash
+    expect(o.restoreHeld("a", 7, "a7", 960)).toBe(true);
+    expect(o.restoreHeld("b", 2, "b2", 970)).toBe(true); // a producer the log does not show: waits for 1
+    const out: Release<string>[] = [];
+    o.releaseRestored(out);
+    expect(seqsOf(out)).toEqual([5]);
+    expect(o.held).toBe(2);
+    expect([...o.heldItems()].sort()).toEqual(["a7", "b2"]);
+    expect(o.isHeld("a", 7)).toBe(true);
+    expect(o.nextDeadlineMs()).toBe(960 + LIMITS.gapTimeoutMs); // the timers resume from the receipt times
+    o.expire(960 + LIMITS.gapTimeoutMs, out);
+    expect(seqsOf(out)).toEqual([5, "gap 6-6", 7]);
+    o.expire(970 + LIMITS.gapTimeoutMs, out);
+    expect(seqsOf(out)).toEqual([5, "gap 6-6", 7, 2]);
+  });
 });
