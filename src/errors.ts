@@ -33,7 +33,6 @@ export type ErrorCode =
   | "invalid_ack"
   | "invalid_nack"
   | "invalid_seek"
-  | "invalid_cursor"
   | "invalid_message"
   | "message_too_large"
   | "idle_timeout"
