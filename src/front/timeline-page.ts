@@ -10,7 +10,7 @@ import { ApiError } from "../errors.js";
 import { Op, responseJson, type RequestMeta } from "../shard/protocol.js";
 import type { Direction, TimelineCursor } from "../timeline/cursor.js";
 import { keyOrder, mergeRuns, type EventKey } from "../timeline/merge.js";
-import { HEAD_BOUNDARY, readShardPage, type PageEvent, type ShardPage } from "../timeline/shard-page.js";
+import { HEAD_BOUNDARY, readShardPage, resolvedByShard, timeCut, type PageEvent, type ShardPage } from "../timeline/shard-page.js";
 import type { ShardPool } from "./shards.js";
 
 export interface PageRequest {
@@ -133,7 +133,7 @@ export class TimelinePages {
     }
     if (answered.length === 0) {
       if (!parts.some((p) => p.sent)) return shardBusy();
-      return { page: emptyPage(req, parts), retryAt: null };
+      return { page: emptyPage(req, parts, nowMs), retryAt: null };
     }
     const backward = req.direction === "backward";
     const before = keyOrder(req.direction);
@@ -175,7 +175,7 @@ export class TimelinePages {
       // Shards hold back what is at the horizon themselves: they say what.
       for (const a of answered) if (a.heldTs >= 0 && (clockHeldTs < 0 || a.heldTs < clockHeldTs)) clockHeldTs = a.heldTs;
     }
-    const boundary = [...req.seqs];
+    const boundary = unansweredBoundaries(req, horizon);
     let hasGap = false;
     for (const a of answered) {
       for (const s of a.streams) {
@@ -198,7 +198,7 @@ export class TimelinePages {
       partial: partialOf(req, parts),
       clockHeldTs,
     };
-    const retryAt = req.seqs.includes(HEAD_BOUNDARY) && answered.some((a) => a.horizon > horizon) ? horizon : null;
+    const retryAt = req.seqs.some(resolvedByShard) && answered.some((a) => a.horizon > horizon) ? horizon : null;
     return { page, retryAt };
   }
 }
@@ -210,9 +210,19 @@ function partialOf(req: PageRequest, parts: ShardPart[]): string[] {
   return req.streams.filter((_, i) => missing.has(i));
 }
 
-/** No shard answered in time: the same boundaries again, every stream partial. */
-function emptyPage(req: PageRequest, parts: ShardPart[]): PageResult {
-  const seqs = [...req.seqs];
+/**
+ * The boundaries of a page before its answers are placed: the request's,
+ * except that a stream still "at the head" becomes the cut at the page's
+ * horizon. A stream whose shard did not answer keeps that: resolved later,
+ * next_cursor and prev_cursor then still name one and the same seq of it.
+ */
+function unansweredBoundaries(req: PageRequest, horizon: number): number[] {
+  return req.seqs.map((seq) => (seq === HEAD_BOUNDARY ? timeCut(horizon) : seq));
+}
+
+/** No shard answered in time: the same boundaries again (the head as the cut at `nowMs`), every stream partial. */
+function emptyPage(req: PageRequest, parts: ShardPart[], nowMs: number): PageResult {
+  const seqs = unansweredBoundaries(req, nowMs);
   return {
     events: [],
     next: { direction: req.direction, seqs },

@@ -78,7 +78,11 @@ export interface WatchMeta extends StreamMeta {
 }
 
 export interface TimelineReadMeta {
-  /** The timeline's streams this shard owns: each id, its index in the (sorted) set and its boundary seq (HEAD_BOUNDARY: the head). */
+  /**
+   * The timeline's streams this shard owns: each id, its index in the
+   * (sorted) set and its boundary seq (HEAD_BOUNDARY: the head; from
+   * TIME_CUT_BASE: a cut in time; src/timeline/shard-page.ts).
+   */
   streams: Array<{ id: string; index: number; seq: number }>;
   backward: boolean;
   /** Most events wanted. */

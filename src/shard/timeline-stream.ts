@@ -7,7 +7,7 @@ import { u32 } from "../bytes.js";
 import { ApiError } from "../errors.js";
 import { CorruptRecordError, type CorruptionInfo, type FramePage } from "../log/log.js";
 import { frameSeq, frameTs } from "../log/record.js";
-import { HEAD_BOUNDARY, type PageStream } from "../timeline/shard-page.js";
+import { HEAD_BOUNDARY, TIME_CUT_BASE, type PageStream } from "../timeline/shard-page.js";
 import { type ByteWriter, JsonRenderer } from "../wire/event-codec.js";
 import type { Stream } from "./stream.js";
 
@@ -56,7 +56,8 @@ export class TimelineStream {
 
   /**
    * Places the reader at `boundary` (HEAD_BOUNDARY: the last event below
-   * `horizon`) and loads its first event; returns what the front needs to
+   * `horizon`; a cut in time: the last below that time, or below the
+   * horizon if that is earlier) and loads its first event; returns what the front needs to
    * know of the stream. `page` is the shard's page buffer, where a frame too
    * large for the chunk is read.
    */
@@ -73,7 +74,8 @@ export class TimelineStream {
     this.big = false;
     const log = s.log;
     const first = log.firstSeq;
-    const b = boundary === HEAD_BOUNDARY ? lastBefore(s, horizon) : boundary;
+    const b =
+      boundary === HEAD_BOUNDARY ? lastBefore(s, horizon) : boundary >= TIME_CUT_BASE ? lastBefore(s, Math.min(horizon, boundary - TIME_CUT_BASE)) : boundary;
     // Forward past events retention removed: the page starts at first_seq, and says so.
     const gap = !backward && b < first - 1;
     const resolved = backward ? b : Math.max(b, first - 1);

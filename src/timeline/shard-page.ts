@@ -22,6 +22,18 @@ import type { EventKey } from "./merge.js";
 
 /** A boundary seq that stands for a stream's head (under the horizon) as the shard finds it. */
 export const HEAD_BOUNDARY = Number.MAX_SAFE_INTEGER;
+/**
+ * Boundary seqs from 2^52 up stand for a cut in time: "the last event below
+ * ingest_ts (seq - 2^52)". A cursor keeps one for a stream whose shard did
+ * not answer a page that started at the head, so that the stream resolves
+ * to the same seq whenever and in whichever direction it is read next. Real
+ * seqs stay below it (4.5 * 10^15 events).
+ */
+export const TIME_CUT_BASE = 2 ** 52;
+export const timeCut = (ts: number): number => TIME_CUT_BASE + ts;
+
+/** Whether the shard finds this boundary itself (the head, or a cut in time) rather than being given its seq. */
+export const resolvedByShard = (seq: number): boolean => seq >= TIME_CUT_BASE;
 
 /** Head flag: the shard stopped (limit, bytes) with events of its order still to come. */
 const PAGE_TRUNCATED = 1;

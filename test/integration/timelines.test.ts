@@ -468,6 +468,29 @@ describe("a shard too busy to answer in time: partial", () => {
       await Promise.allSettled(replays);
     }
   });
+
+  it("backward from the head with the busy shard left out: its streams are read from their head once it answers", async () => {
+    const url = server().url;
+    const set = [busy, calm].sort();
+    const replays = Array.from({ length: 16 }, () => api(`${url}/v1/streams/${heavy}/events?from=1&limit=10000`, "GET"));
+    try {
+      await sleep(30);
+      const p = await timelinePage(url, { streams: set.join(","), direction: "backward", limit: 2 });
+      expect(p.partial).toEqual([busy]);
+      expect(p.events.map(eventId)).toEqual([`${calm}#3`, `${calm}#2`]);
+      await Promise.all(replays);
+      const rest = await pageToEnd(url, set, { cursor: p.next_cursor, limit: () => 2 });
+      expect(rest.events.map(eventId).sort()).toEqual([`${busy}#1`, `${busy}#2`, `${busy}#3`, `${calm}#1`].sort());
+      // Forward from where that first page started: what was appended since, nothing before it again.
+      await publishN(url, busy, 1, 0, "new");
+      await publishN(url, calm, 1, 0, "new");
+      await sleep(5);
+      const after = await pageToEnd(url, set, { cursor: p.prev_cursor });
+      expect(after.events.map(eventId).sort()).toEqual([`${busy}#4`, `${calm}#4`]);
+    } finally {
+      await Promise.allSettled(replays);
+    }
+  });
 });
 
 describe("keys: consume on every stream of the set", () => {

@@ -12,7 +12,7 @@ import { Stream } from "../../src/shard/stream.js";
 import { fullConfig } from "../../src/shard/stream-config.js";
 import { CHUNK_BYTES, TimelineStream } from "../../src/shard/timeline-stream.js";
 import { firstChunkEvents } from "../../src/shard/timeline-read.js";
-import { HEAD_BOUNDARY, readShardPage, ShardPageWriter } from "../../src/timeline/shard-page.js";
+import { HEAD_BOUNDARY, readShardPage, ShardPageWriter, timeCut } from "../../src/timeline/shard-page.js";
 import { ByteWriter } from "../../src/wire/event-codec.js";
 import { encodeEvent, type OutgoingEvent } from "../../src/wire/client.js";
 import { removeTempDirs, tempDir } from "../helpers/log-frames.js";
@@ -114,6 +114,15 @@ describe("one stream of a timeline read", () => {
     expect(walk(s, HEAD_BOUNDARY, true, 10, 100).info.boundary).toBe(0);
     // Forward from the head: what comes after it.
     expect(walk(s, HEAD_BOUNDARY, false, 10, 250).seen.map((e) => e[0])).toEqual([4]);
+    // A cut in time resolves to the same seq whenever it is read, both ways; the horizon still bounds it.
+    for (const horizon of [Number.MAX_SAFE_INTEGER, 1e15]) {
+      expect(walk(s, timeCut(250), true, 10, horizon).seen.map((e) => e[0])).toEqual([3, 2, 1]);
+      expect(walk(s, timeCut(250), false, 10, horizon).seen.map((e) => e[0])).toEqual([4]);
+      expect(walk(s, timeCut(250), false, 10, horizon).info.boundary).toBe(3);
+    }
+    append(s, [{ type: "e" }], 400);
+    expect(walk(s, timeCut(250), false, 10, 1e15).seen.map((e) => e[0])).toEqual([4, 5]);
+    expect(walk(s, timeCut(250), true, 10, 150).info.boundary).toBe(2);
     s.close();
   });
 
