@@ -69,6 +69,8 @@ interface Offered {
   newSeq: number;
   /** A repeat of an event held by an earlier request. */
   retry: boolean;
+  /** Which admission offered it (OrderedStream.admissions then). */
+  admission: number;
 }
 
 type Item = Offered | HeldEntry;
@@ -88,6 +90,8 @@ export class OrderedStream {
   private newHeld: HeldEntry[] = [];
   private releasedHeld: Array<{ seq: number; entry: HeldEntry }> = [];
   private sizeBefore = 0;
+  /** Counts admit() calls: tells an event of the batch being admitted from one held by an earlier one. */
+  private admissions = 0;
   /** Released at start-up (what followed a producer's last appended seq): appended by the first expire(). */
   private restored: Release<Item>[] = [];
   private lastSweepMs = 0;
@@ -115,6 +119,11 @@ export class OrderedStream {
 
   get held(): number {
     return this.ingest.held;
+  }
+
+  /** Bytes of the held events (held_bytes_max counts these). */
+  get bytes(): number {
+    return this.heldBytes;
   }
 
   get producers(): number {
@@ -169,6 +178,7 @@ export class OrderedStream {
    * a bound) has undone everything already when it throws.
    */
   admit(b: OfferedBatch, staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Admission {
+    this.admissions++;
     const offered = this.check(b);
     const out = this.out;
     out.length = 0;
@@ -303,7 +313,7 @@ export class OrderedStream {
           index,
         });
       }
-      offered.push({ at, index, producerSeq: hasId ? f.producerSeq : -1, entry: null, newSeq: -1, retry: false });
+      offered.push({ at, index, producerSeq: hasId ? f.producerSeq : -1, entry: null, newSeq: -1, retry: false, admission: this.admissions });
       at += u32(b.frames, at);
     }
     return offered;
@@ -336,8 +346,9 @@ export class OrderedStream {
         continue;
       }
       const item = r.item;
-      if (isOffered(item) && item.entry === null) {
-        if (b === null) throw new Error("ordered ingest: an event of no batch released without its copy");
+      // An event of this batch comes from the batch, even when it was held on the way (then released
+      // by a later event of it): it never reached held.log, so it is no release of a held event.
+      if (b !== null && isOffered(item) && item.admission === this.admissions) {
         src = b.frames;
         from = item.at;
       } else {

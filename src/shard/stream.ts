@@ -169,7 +169,7 @@ export class Stream {
       created_at: this.createdAt,
       ...this.config,
       segments: log.segments.length,
-      ...(this.ordered ? { held_events: this.ordered.held, producers: this.ordered.producers } : {}),
+      ...(this.ordered ? { held_events: this.ordered.held, held_bytes: this.ordered.bytes, producers: this.ordered.producers } : {}),
       ...(this.corruptions ? { corruptions: this.corruptions } : {}),
       ...(this.fileDamage ? { damaged_files: this.fileDamage } : {}),
     };

@@ -158,7 +158,7 @@ describe("ordered ingest", () => {
     expect(events.length).toBe(producers * perProducer); // nothing lost, nothing tombstoned: every gap closed
     expect(events.every((e) => e.type === "t")).toBe(true);
     expectInProducerOrder(events);
-    expect((await api(`${s.url}/v1/streams/many`, "GET")).json.held_events).toBe(0);
+    expect((await api(`${s.url}/v1/streams/many`, "GET")).json).toMatchObject({ held_events: 0, held_bytes: 0 });
   });
 
   it.each(["process", "fsync"])(
@@ -171,31 +171,39 @@ describe("ordered ingest", () => {
       expect((await publish(s.url, "k", [ev("a", 3, { payload: "a3" }), ev("b", 3, { payload: "b3" })])).json.held).toHaveLength(2);
       // Held and released in one request, then more held: the file must keep exactly what is held.
       expect((await publish(s.url, "k", [ev("b", 2), ev("b", 5)])).json).toMatchObject({ count: 2, held: [{ index: 1, producer_seq: 5 }] });
+      // Held on the way and released by a later event of the same request: never counted as held.
+      const before = (await api(`${s.url}/v1/streams/k`, "GET")).json.held_bytes;
+      expect((await publish(s.url, "k", [ev("c", 2), ev("c", 1)])).json).toMatchObject({ count: 2, held: [] });
+      expect((await api(`${s.url}/v1/streams/k`, "GET")).json.held_bytes).toBe(before);
       await s.kill9();
       s = await start(dataDir);
-      expect((await api(`${s.url}/v1/streams/k`, "GET")).json).toMatchObject({ held_events: 2, head_seq: 4 });
+      const restarted = (await api(`${s.url}/v1/streams/k`, "GET")).json;
+      expect(restarted).toMatchObject({ held_events: 2, head_seq: 6 });
+      expect(restarted.held_bytes).toBeGreaterThan(0);
       // The gap closed by the producer: released at once, in order.
       expect((await publish(s.url, "k", [ev("a", 2)])).json).toMatchObject({ count: 2 });
       // b's gap (4) was never filled: tombstoned by the resumed timer.
-      const events = await eventsOnceThere(s.url, "k", 8);
+      const events = await eventsOnceThere(s.url, "k", 10);
       expect(events.map((e) => `${e.producer_id}${e.type === "gap" ? "-gap" : ""}${e.producer_seq}`)).toEqual([
         "a1",
         "b1",
         "b2",
         "b3",
+        "c1",
+        "c2",
         "a2",
         "a3",
         "b-gap4",
         "b5",
       ]);
-      expect(events[5].payload).toBe("a3");
+      expect(events[7].payload).toBe("a3");
       expectInProducerOrder(events);
       // And a restart now finds nothing held and nothing to append twice.
       await s.kill9();
       s = await start(dataDir);
-      expect((await api(`${s.url}/v1/streams/k`, "GET")).json).toMatchObject({ held_events: 0, head_seq: 8 });
+      expect((await api(`${s.url}/v1/streams/k`, "GET")).json).toMatchObject({ held_events: 0, held_bytes: 0, head_seq: 10 });
       await sleep(300);
-      expect((await replayAll(s.url, "k")).length).toBe(8);
+      expect((await replayAll(s.url, "k")).length).toBe(10);
     },
   );
 
