@@ -15,7 +15,8 @@ export type Workload =
   | "W4" // 10,000 streams x 10 events
   | "fanout-100" // 1 stream -> 100 consumers at 1,000 events/s
   | "fanout-1000" // 1 stream -> 1,000 consumers at 1,000 events/s
-  | "fsync"; // W1 with every batch on disk before it is acknowledged
+  | "fsync" // W1 with every batch on disk before it is acknowledged
+  | "timelines"; // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each
 
 /** Events per publish: Ticker's publish_events_max (and a Redis pipeline, a NATS batch). */
 export const BATCH_EVENTS = 1000;

@@ -61,6 +61,7 @@ const STEPS: Step[] = [
   // Latency for the plain Redis and NATS only: the AOF modes' W3 rows would add a minute per run.
   { id: "peers", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W1,W2,W4,fsync", ...(opts.quick ? ["--quick"] : [])] },
   { id: "peers-w3", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W3-20k,W3-100k", "--systems", "redis,nats", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "timelines", npm: "bench:timelines", script: "timelines.js", args: opts.quick ? ["--events", "100000", "--duration", "5"] : [] },
 ];
 const steps = opts.steps ? STEPS.filter((s) => opts.steps!.split(",").includes(s.id)) : STEPS;
 
@@ -162,6 +163,12 @@ const SECTIONS: Section[] = [
   { workload: "W4", title: "W4: 10,000 streams x 10 events", what: "total time, server RSS after, data on disk", metrics: ["RSS MiB", "s", "disk MiB"] },
   { workload: "fanout-100", title: "Fan-out: 1 stream to 100 consumers at 1,000 events/s", what: "ms over all deliveries, server CPU", metrics: ["p99 ms", "p50 ms", "max ms", "server CPU cores"] },
   { workload: "fanout-1000", title: "Fan-out: 1 stream to 1,000 consumers at 1,000 events/s", what: "ms over all deliveries, server CPU", metrics: ["p99 ms", "p50 ms", "max ms", "server CPU cores"] },
+  {
+    workload: "timelines",
+    title: "Timelines: 25-event pages over 3 and 32 streams of 1,000,000 events each",
+    what: "pages/s and each answer's latency (autocannon in the benchmark's process, cursors spread over the timeline both ways), server, front (main thread) and client CPU",
+    metrics: ["pages/s", "p99 ms", "p50 ms", "server CPU cores", "front CPU cores", "client CPU cores"],
+  },
   { workload: "fsync", title: "Publish with every batch on disk before the answer", what: "events/s; Ticker `durability: fsync` (group commit) against Redis `appendfsync always`", metrics: ["events/s", "server CPU s"] },
 ];
 
@@ -248,7 +255,32 @@ const GOALS: Goal[] = [
     },
   },
   ratioGoal("fsync", "events/s", "Redis Streams (AOF always)", 5, "fsync publish"),
+  timelineGoal("paced", "timelines p99 ≤ 5 ms at 1,000 pages/s (3 and 32 streams)"),
+  timelineGoal("unpaced", "timelines ≥ 12,000 pages/s with p99 ≤ 50 ms (3 and 32 streams)"),
 ];
+
+/** The timeline goals, over both sets: the paced rows' p99, or the unpaced rows' rate and p99. */
+function timelineGoal(rows: "paced" | "unpaced", text: string): Goal {
+  return {
+    text,
+    check: (all) => {
+      const parts: string[] = [];
+      let met = true;
+      for (const n of [3, 32]) {
+        const row = (metric: string) =>
+          all.find((x) => x.workload === "timelines" && x.metric === metric && x.variant.startsWith(`${n} streams, `) && x.variant.endsWith("unpaced") === (rows === "unpaced"));
+        const p99 = row("p99 ms");
+        const rate = row("pages/s");
+        if (!p99 || !rate) return { measured: "not measured", met: null };
+        const p = median(p99.values);
+        const r = median(rate.values);
+        parts.push(rows === "paced" ? `${n} streams: ${num(p)} ms` : `${n} streams: ${num(r)} pages/s, p99 ${num(p)} ms`);
+        met &&= rows === "paced" ? p <= 5 : r >= 12_000 && p <= 50;
+      }
+      return { measured: parts.join("; "), met };
+    },
+  };
+}
 
 const stepCommands = () => STEPS.map((st) => commandLine(st.npm, st.args));
 
