@@ -18,7 +18,7 @@ import { newHistogram } from "../lib/latency.js";
 import { cpuMark, cpuSince, diskBytes, waitQuiet } from "../lib/proc.js";
 import { int, mib } from "../lib/report.js";
 import { BATCH_EVENTS, PAYLOAD_BYTES, payloadText, report, resultsFile, type Measurement } from "../lib/results.js";
-import { onCleanup, runMain, TempDirs } from "../lib/run.js";
+import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 import { startTicker } from "../systems/ticker.js";
 
 const PAGE_EVENTS = 25;
@@ -162,7 +162,11 @@ function cannon(server: TickerProcess, paths: string[], connections: number, dur
   });
 }
 
+/** Filling 32 million events and four runs take about 5 min here; a hang ends the run, cleaned up, within npm run bench's step timeout (12 min). */
+const RUN_DEADLINE_MS = 11 * 60_000;
+
 async function main(): Promise<number> {
+  const deadline = guardRun("bench:timelines", RUN_DEADLINE_MS);
   const dir = tempDirs.make();
   const server = await startTicker(dir);
   const ms: Measurement[] = [];
@@ -207,6 +211,8 @@ async function main(): Promise<number> {
   } finally {
     const how = await server.stop();
     if (!stoppedCleanly(how)) console.error(`server stop: ${how}`);
+    cleanupNow(); // the data dir: 7 GB at the default size
+    clearTimeout(deadline);
   }
   return failed ? 1 : 0;
 }
