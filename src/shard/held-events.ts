@@ -1,22 +1,23 @@
 // The held events of one ordered-ingest stream, kept durable in its
 // directory (`held.log`) so that an event acknowledged as held survives a
-// crash (issue 12; src/shard/ordered.ts keeps it). The file only grows by whole batches
-// of held events and says nothing of releases: an event is released when the
-// log holds its (producer_id, producer_seq), so on start the caller drops the
-// entries the log already has and holds the rest again, with their receipt
-// times (the gap timer resumes where it was). For that check to hold, the
-// caller settles the file after every release (emptied when nothing is held,
-// rewritten when mostly released), so no entry outlives the event's stay in
-// the log's producer state.
+// crash (issue 12; src/shard/ordered.ts keeps it). The file grows by whole
+// batches: of newly held events, and of release markers (an entry with the
+// RELEASED flag and no frame) once the log holds a released event durably.
+// On start an entry with a marker is dropped; one without (a crash between
+// the log's append and the marker) is dropped by the caller when the log
+// already has its (producer_id, producer_seq). The file is emptied when
+// nothing is live and rewritten with only the live entries when it is
+// mostly released ones and markers.
 //
 // Entry: u32 bytes (8-aligned), u32 CRC-32 of [8, bytes), u64 producer_seq,
 // u64 received_ms, u32 producer_id bytes, u32 frame bytes, u32 flags (bit 0:
-// the last entry of its batch), u32 zero, the id, the record frame as the
-// publisher made it (restamped with its seq when released), zero padding.
-// Loading stops at the first entry that does not check out (a torn tail, or
-// damage, which it reports), keeps entries up to the last batch end before
-// it — a batch is acknowledged whole, so a torn one is not — and cuts the
-// file there.
+// the last entry of its batch; bit 1: a release marker), u32 zero, the id,
+// the record frame as the publisher made it (restamped with its seq when
+// released; none in a marker), zero padding. A marker names its entry by
+// (producer_id, producer_seq, received_ms). Loading stops at the first entry
+// that does not check out (a torn tail, or damage, which it reports), keeps
+// entries up to the last batch end before it — a batch is acknowledged
+// whole, so a torn one is not — and cuts the file there.
 import { closeSync, existsSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
@@ -27,6 +28,7 @@ export const HELD_FILE = "held.log";
 export const HELD_ENTRY_HEADER_BYTES = 40; // bytes, crc, producer_seq, received_ms, id bytes, frame bytes, flags, zero
 const HEADER_BYTES = HELD_ENTRY_HEADER_BYTES;
 const BATCH_END = 1;
+const RELEASED = 2;
 const ALIGN_BYTES = 8;
 /** Rewritten whole (only the entries still held) when the file passes this many times their bytes. */
 const REWRITE_FACTOR = 4;
@@ -42,22 +44,29 @@ export interface HeldEntry {
 /** An entry's bytes in the file, padding included. */
 export const heldEntryBytes = (e: HeldEntry) => Math.ceil((HEADER_BYTES + Buffer.byteLength(e.producerId) + e.frame.length) / ALIGN_BYTES) * ALIGN_BYTES;
 
-function encode(entries: readonly HeldEntry[]): Buffer {
+const EMPTY = Buffer.alloc(0);
+const markerBytes = (e: HeldEntry) => Math.ceil((HEADER_BYTES + Buffer.byteLength(e.producerId)) / ALIGN_BYTES) * ALIGN_BYTES;
+const identity = (producerId: string, producerSeq: number, receivedMs: number) => `${producerSeq}:${receivedMs}:${producerId}`;
+
+/** A batch of entries, or (`markers`) of release markers naming them. */
+function encode(entries: readonly HeldEntry[], markers = false): Buffer {
+  const bytesOf = markers ? markerBytes : heldEntryBytes;
   let total = 0;
-  for (const e of entries) total += heldEntryBytes(e);
+  for (const e of entries) total += bytesOf(e);
   const buf = Buffer.alloc(total);
   let at = 0;
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i];
-    const bytes = heldEntryBytes(e);
+    const bytes = bytesOf(e);
+    const frame = markers ? EMPTY : e.frame;
     writeU32(buf, at, bytes);
     writeU64(buf, at + 8, e.producerSeq);
     writeU64(buf, at + 16, e.receivedMs);
     const idBytes = buf.write(e.producerId, at + HEADER_BYTES, "utf8");
     writeU32(buf, at + 24, idBytes);
-    writeU32(buf, at + 28, e.frame.length);
-    writeU32(buf, at + 32, i === entries.length - 1 ? BATCH_END : 0);
-    e.frame.copy(buf, at + HEADER_BYTES + idBytes);
+    writeU32(buf, at + 28, frame.length);
+    writeU32(buf, at + 32, (i === entries.length - 1 ? BATCH_END : 0) | (markers ? RELEASED : 0));
+    frame.copy(buf, at + HEADER_BYTES + idBytes);
     writeU32(buf, at + 4, crc32Range(buf, at + 8, at + bytes));
     at += bytes;
   }
@@ -78,6 +87,7 @@ export interface HeldLoad {
  */
 export function decodeHeld(buf: Buffer, entryBytesMax: number): HeldLoad {
   const entries: HeldEntry[] = [];
+  const markers: boolean[] = [];
   let at = 0;
   // Entries and bytes up to the last batch end seen.
   let kept = 0;
@@ -106,21 +116,27 @@ export function decodeHeld(buf: Buffer, entryBytesMax: number): HeldLoad {
     }
     const idAt = at + HEADER_BYTES;
     const frameAt = idAt + idBytes;
+    const flags = u32(buf, at + 32);
     entries.push({
       producerId: buf.toString("utf8", idAt, frameAt),
       producerSeq: readU64(buf, at + 8),
       receivedMs: readU64(buf, at + 16),
       frame: Buffer.from(buf.subarray(frameAt, frameAt + frameBytes)),
     });
+    markers.push((flags & RELEASED) !== 0);
     at += bytes;
-    if ((u32(buf, at - bytes + 32) & BATCH_END) !== 0) {
+    if ((flags & BATCH_END) !== 0) {
       kept = entries.length;
       keptBytes = at;
     }
   }
   if (kept < entries.length && damage === null) damage = "a batch without its end (torn)";
   entries.length = kept;
-  return { entries, cutBytes: buf.length - keptBytes, damage };
+  // What a marker names is released: left out, like the marker itself.
+  const released = new Set<string>();
+  for (let i = 0; i < kept; i++) if (markers[i]) released.add(identity(entries[i].producerId, entries[i].producerSeq, entries[i].receivedMs));
+  const live = entries.filter((e, i) => !markers[i] && !released.has(identity(e.producerId, e.producerSeq, e.receivedMs)));
+  return { entries: live, cutBytes: buf.length - keptBytes, damage };
 }
 
 export class HeldStore {
@@ -154,7 +170,10 @@ export class HeldStore {
   /** Appends one batch of newly held events, whole; durable: synced before it returns. */
   add(entries: readonly HeldEntry[], durable: boolean): void {
     if (entries.length === 0) return;
-    const buf = encode(entries);
+    this.write(encode(entries), durable);
+  }
+
+  private write(buf: Buffer, durable: boolean): void {
     try {
       let off = 0;
       while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off, this.size + off);
@@ -168,6 +187,16 @@ export class HeldStore {
       throw err;
     }
     this.size += buf.length;
+  }
+
+  /**
+   * Appends release markers for entries whose events the log now holds
+   * durably (not synced: a marker lost to power loss leaves an entry the
+   * log's own record of its producer accounts for on start).
+   */
+  release(entries: readonly HeldEntry[]): void {
+    if (entries.length === 0) return;
+    this.write(encode(entries, true), false);
   }
 
   /** Cuts the file back to `bytes` (a batch added for a request that then failed). */

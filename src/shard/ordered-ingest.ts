@@ -4,8 +4,9 @@
 // gap_timeout_ms, the tombstone and the held events that follow it. It owns
 // no bytes and no file: src/shard/ordered.ts frames what it releases, in the
 // order released, and keeps held events durable. A batch is offered inside
-// begin() .. commit(): rollback() undoes every offer since begin(), so a
-// batch refused part way (a bound, a failed write) changes nothing.
+// begin() .. commit(): rollback() undoes every offer (and expire()) since
+// begin(), so a batch refused part way (a bound, a failed write) changes
+// nothing.
 //
 // producer_seq is an integer from 1 (the wire check refuses anything else;
 // offer() asserts it). A producer the stream does not know (new, or
@@ -17,8 +18,6 @@
 // `gap` tombstone for exactly the missing range.
 
 export interface OrderedIngestLimits {
-  /** Events held across all producers of the stream; past it an event is refused (429). */
-  heldEventsMax: number;
   /** Producers the stream tracks at once; past it a new producer is refused (429). */
   producersMax: number;
   /** How long a missing producer_seq is waited for. */
@@ -28,7 +27,7 @@ export interface OrderedIngestLimits {
 }
 
 /** What happens to one offered event. */
-export type Decision = "append" | "held" | "duplicate" | "held_full" | "producers_full";
+export type Decision = "append" | "held" | "duplicate" | "producers_full";
 
 /** What to append, in this order: an event given to offer() (now or earlier), or a gap's tombstone. */
 export type Release<T> =
@@ -59,7 +58,13 @@ export class OrderedIngest<T> {
   /** Producers whose scalars are saved in `undo` already. */
   private readonly saved = new Set<Producer<T>>();
 
-  constructor(private readonly limits: OrderedIngestLimits) {}
+  /** The bound on held events is the caller's, checked once a whole batch is offered (its later events may release earlier ones). */
+  constructor(private limits: OrderedIngestLimits) {}
+
+  /** New timings (a stream's gap_timeout_ms or dedup window changed): what is held stays held. */
+  retime(gapTimeoutMs: number, producerIdleMs: number): void {
+    this.limits = { ...this.limits, gapTimeoutMs, producerIdleMs };
+  }
 
   get held(): number {
     return this.heldEvents;
@@ -154,7 +159,6 @@ export class OrderedIngest<T> {
       this.releaseRun(producerId, p, out);
       return "append";
     }
-    if (this.heldEvents >= this.limits.heldEventsMax) return "held_full";
     p.held.set(producerSeq, { item, receivedMs: nowMs });
     this.heldEvents++;
     this.undo?.push(() => {
@@ -171,10 +175,10 @@ export class OrderedIngest<T> {
    * `out`; and producers idle past producerIdleMs are forgotten.
    */
   expire(nowMs: number, out: Release<T>[]): void {
-    if (this.undo !== null) throw new Error("ordered ingest: expire() inside a batch (between begin() and commit())");
     for (const [id, p] of this.producers) {
       // The next gap may have waited as long already (its oldest event came
       // before the one that just closed a gap): each is settled in this call.
+      if (p.held.size > 0 && nowMs - p.waitingSinceMs >= this.limits.gapTimeoutMs) this.save(p);
       while (p.held.size > 0 && nowMs - p.waitingSinceMs >= this.limits.gapTimeoutMs) {
         let lowest = Number.POSITIVE_INFINITY;
         for (const seq of p.held.keys()) if (seq < lowest) lowest = seq;
@@ -185,6 +189,7 @@ export class OrderedIngest<T> {
       }
       if (p.held.size === 0 && nowMs - p.lastSeenMs >= this.limits.producerIdleMs) {
         this.producers.delete(id);
+        this.undo?.push(() => this.producers.set(id, p));
       }
     }
   }

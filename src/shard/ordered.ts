@@ -8,12 +8,17 @@
 // stream's next seqs into one batch for the log.
 //
 // Durability of held events: a batch of newly held events is written to
-// held.log before the answer (fdatasync'd on fsync streams). The file says
-// nothing of releases: a released event is dropped from it by settle() once
-// the log holds it durably (at once on process streams, after the log's sync
-// on fsync streams), and on start-up the entries the log already has are
-// dropped by the rule itself (restoreHeld: at or below the producer's last
-// appended seq). So a crash anywhere keeps every acknowledged event once.
+// held.log before the answer (fdatasync'd on fsync streams). A released one
+// gets a release marker there once the log holds it durably (at once on
+// process streams, after the log's sync on fsync streams: held-book.ts); on
+// start-up an entry without a marker whose (producer_id, producer_seq) the
+// log holds is dropped by the rule itself (restoreHeld: at or below the
+// producer's last appended seq, read from the log back to the oldest such
+// entry's receipt). So a crash anywhere keeps every acknowledged event once.
+//
+// A held event's idempotency key is taken while it is held: another event
+// with that key is its duplicate, as it would be once the held one is
+// appended.
 import { ApiError } from "../errors.js";
 import { frameTs, markBatchEnd, RECORD_HEADER_BYTES, sealFrame, stampFrame } from "../log/record.js";
 import type { StreamLog } from "../log/log.js";
@@ -21,7 +26,9 @@ import { u32 } from "../bytes.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
 import { type ReleaseStaging, writeTombstone } from "./release-frames.js";
-import { HeldStore, heldEntryBytes, type HeldEntry } from "./held-events.js";
+import { entryOf, isOffered, offeredEvents, type Item, type Offered } from "./ordered-batch.js";
+import { heldEntryBytes, type HeldEntry } from "./held-events.js";
+import { HeldBook } from "./held-book.js";
 import { OrderedIngest, type Release } from "./ordered-ingest.js";
 import type { DedupWindow } from "./dedup.js";
 
@@ -40,7 +47,7 @@ export interface OfferedBatch {
   count: number;
   first: number;
   readonly indexes: number[];
-  readonly duplicates: Array<{ index: number; seq?: number; producer_seq?: number }>;
+  readonly duplicates: Array<{ index: number; seq?: number; producer_id?: string; producer_seq?: number }>;
 }
 
 /** What the log gets now, framed: the same shape the publisher commits. */
@@ -58,60 +65,56 @@ export interface Admission {
   held: Array<{ index: number; producer_seq: number }>;
 }
 
-/** A framed event of the batch being admitted: where it is, and its request index. */
-interface Offered {
-  at: number;
-  index: number;
-  producerSeq: number;
-  /** Set when it is held: a copy of its frame, kept until its release. */
-  entry: HeldEntry | null;
-  /** The seq it got when released in its own batch, else -1. */
-  newSeq: number;
-  /** A repeat of an event held by an earlier request. */
-  retry: boolean;
-  /** Which admission offered it (OrderedStream.admissions then). */
-  admission: number;
-}
-
-type Item = Offered | HeldEntry;
-const isOffered = (x: Item): x is Offered => (x as Offered).at !== undefined;
+/** The gap timer's wait after a failed release, doubled per failure up to the cap. */
+const RETRY_MS_MIN = 100;
+const RETRY_MS_MAX = 5000;
+/** Idle producers are looked for this often (they are forgotten after the dedup window). */
+const PRODUCER_SWEEP_MS = 10_000;
 
 export class OrderedStream {
   private ingest: OrderedIngest<Item>;
-  private readonly store: HeldStore;
-  /** heldEntryBytes of every held event (held_bytes_max counts these). */
-  private heldBytes = 0;
-  /** Released held events whose records wait for the log's sync (fsync streams): still live in held.log. */
-  private pending: Array<{ seq: number; entry: HeldEntry }> = [];
-  private pendingBytes = 0;
+  private readonly book: HeldBook;
   private readonly fields = new EventFields();
   private readonly out: Release<Item>[] = [];
   // Of the admission or expiry in progress: held events to write, held events released (with their new seqs).
   private newHeld: HeldEntry[] = [];
   private releasedHeld: Array<{ seq: number; entry: HeldEntry }> = [];
-  private sizeBefore = 0;
   /** Counts admit() calls: tells an event of the batch being admitted from one held by an earlier one. */
   private admissions = 0;
   /** Released at start-up (what followed a producer's last appended seq): appended by the first expire(). */
   private restored: Release<Item>[] = [];
+  private restoredTaken: Release<Item>[] = [];
   private lastSweepMs = 0;
+  private retryAtMs = 0;
+  private failures = 0;
+  /** Idempotency keys of held events, with the event holding each. */
+  private readonly heldKeys = new Map<string, { producerId: string; producerSeq: number }>();
   /** Damage found in held.log when it was opened (reported with the stream's recovery), or null. */
   damage: string | null = null;
 
   private constructor(
     dir: string,
+    streamId: string,
     private readonly limits: OrderedLimits,
-    private readonly gapTimeoutMs: number,
-    private readonly producerIdleMs: number,
+    private gapTimeoutMs: number,
+    private producerIdleMs: number,
   ) {
     this.ingest = this.newIngest();
-    this.store = new HeldStore(dir, limits.entryBytesMax);
+    this.book = new HeldBook(dir, limits.entryBytesMax, () => this.heldEntries(), streamId);
   }
 
-  /** Start-up: producers from the log's last producerIdleMs, held events from held.log. */
-  static open(dir: string, log: StreamLog, limits: OrderedLimits, gapTimeoutMs: number, producerIdleMs: number, nowMs: number): OrderedStream {
-    const o = new OrderedStream(dir, limits, gapTimeoutMs, producerIdleMs);
-    const load = o.store.open();
+  /** Start-up: producers from the log, held events from held.log. */
+  static open(
+    dir: string,
+    streamId: string,
+    log: StreamLog,
+    limits: OrderedLimits,
+    gapTimeoutMs: number,
+    producerIdleMs: number,
+    nowMs: number,
+  ): OrderedStream {
+    const o = new OrderedStream(dir, streamId, limits, gapTimeoutMs, producerIdleMs);
+    const load = o.book.open();
     o.damage = load.damage === null ? null : `held.log: ${load.damage} (${load.cutBytes} bytes cut)`;
     o.restore(log, load.entries, nowMs);
     return o;
@@ -123,52 +126,68 @@ export class OrderedStream {
 
   /** Bytes of the held events (held_bytes_max counts these). */
   get bytes(): number {
-    return this.heldBytes;
+    return this.book.bytes;
   }
 
   get producers(): number {
     return this.ingest.producerCount;
   }
 
+  /** New timings from the stream's config; nothing held is touched. */
+  retime(gapTimeoutMs: number, producerIdleMs: number): void {
+    this.gapTimeoutMs = gapTimeoutMs;
+    this.producerIdleMs = producerIdleMs;
+    this.ingest.retime(gapTimeoutMs, producerIdleMs);
+  }
+
   private newIngest(): OrderedIngest<Item> {
-    const l = this.limits;
-    return new OrderedIngest<Item>({
-      heldEventsMax: l.heldEventsMax,
-      producersMax: l.producersMax,
-      gapTimeoutMs: this.gapTimeoutMs,
-      producerIdleMs: this.producerIdleMs,
-    });
+    return new OrderedIngest<Item>({ producersMax: this.limits.producersMax, gapTimeoutMs: this.gapTimeoutMs, producerIdleMs: this.producerIdleMs });
+  }
+
+  private *heldEntries(): IterableIterator<HeldEntry> {
+    for (const x of this.ingest.heldItems()) yield entryOf(x);
   }
 
   private restore(log: StreamLog, entries: HeldEntry[], nowMs: number): void {
+    const idleSince = nowMs - this.producerIdleMs;
+    // Back to the oldest held entry too: a released one without its marker is in the log after its receipt.
+    let since = idleSince;
+    const holders = new Set<string>();
+    for (const e of entries) {
+      if (e.receivedMs < since) since = e.receivedMs;
+      holders.add(e.producerId);
+    }
     const last = new Map<string, { seq: number; ts: number }>();
     const f = this.fields;
     if (log.headSeq > 0) {
-      log.forEach(log.seqAtTime(nowMs - this.producerIdleMs), (buf, at) => {
+      log.forEach(log.seqAtTime(since), (buf, at) => {
         f.read(buf, at + RECORD_HEADER_BYTES);
         if (f.producerIdAt < 0 || f.producerSeq < 1) return;
         // Appends are in producer_seq order: the last one seen is the highest (a tombstone carries its range's end).
         last.set(buf.toString("utf8", f.producerIdAt, f.producerIdAt + f.producerIdLen), { seq: f.producerSeq, ts: frameTs(buf, at) });
       });
     }
-    for (const [id, p] of last) this.ingest.restore(id, p.seq, p.ts);
-    for (const e of entries) if (this.ingest.restoreHeld(e.producerId, e.producerSeq, e, e.receivedMs)) this.heldBytes += heldEntryBytes(e);
+    for (const [id, p] of last) if (p.ts >= idleSince || holders.has(id)) this.ingest.restore(id, p.seq, p.ts);
+    this.heldKeys.clear();
+    for (const e of entries) {
+      if (!this.ingest.restoreHeld(e.producerId, e.producerSeq, e, e.receivedMs)) continue;
+      this.book.restored(e);
+      this.noteKey(e, true);
+    }
     this.ingest.releaseRestored(this.restored);
     this.lastSweepMs = nowMs;
   }
 
   /**
-   * After a failure outside a request (a release's append or sync failed):
-   * the rule is rebuilt from what is on disk, the log and held.log, which
-   * still lists every event not durably released.
+   * After a failed sync of released events: the rule is rebuilt from what
+   * is on disk, the log (cut back by the failure) and held.log, which still
+   * lists every event not durably released.
    */
   reload(log: StreamLog, nowMs: number): void {
+    if (this.book.isClosed) return;
     this.ingest = this.newIngest();
-    this.heldBytes = 0;
-    this.pending = [];
-    this.pendingBytes = 0;
     this.restored = [];
-    this.restore(log, this.store.reload(), nowMs);
+    this.restore(log, this.book.reload(), nowMs);
   }
 
   /**
@@ -179,12 +198,9 @@ export class OrderedStream {
    */
   admit(b: OfferedBatch, staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Admission {
     this.admissions++;
-    const offered = this.check(b);
+    const offered = offeredEvents(b, this.fields, this.heldKeys, this.admissions);
     const out = this.out;
     out.length = 0;
-    const held: Admission["held"] = [];
-    const f = this.fields;
-    let newHeldBytes = 0;
     this.ingest.begin();
     try {
       for (const o of offered) {
@@ -192,22 +208,17 @@ export class OrderedStream {
           out.push({ kind: "event", item: o, producerId: "", producerSeq: 0 }); // no producer fields: as it comes
           continue;
         }
-        f.read(b.frames, o.at + RECORD_HEADER_BYTES);
-        const id = b.frames.toString("utf8", f.producerIdAt, f.producerIdAt + f.producerIdLen);
-        if (this.ingest.isHeld(id, o.producerSeq)) {
+        if (this.ingest.isHeld(o.producerId, o.producerSeq)) {
           o.retry = true; // a retry of a held event: answered as held, kept once
           continue;
         }
-        const d = this.ingest.offer(id, o.producerSeq, o, nowMs, out);
+        const d = this.ingest.offer(o.producerId, o.producerSeq, o, nowMs, out);
         if (d === "held") {
           const frameBytes = u32(b.frames, o.at);
-          o.entry = { producerId: id, producerSeq: o.producerSeq, receivedMs: nowMs, frame: Buffer.from(b.frames.subarray(o.at, o.at + frameBytes)) };
-          newHeldBytes += heldEntryBytes(o.entry);
-          if (this.heldBytes + newHeldBytes > this.limits.heldBytesMax) throw heldFull(this.ingest.nextDeadlineMs(), nowMs, this.limits);
+          o.entry = { producerId: o.producerId, producerSeq: o.producerSeq, receivedMs: nowMs, frame: Buffer.from(b.frames.subarray(o.at, o.at + frameBytes)) };
+          if (heldEntryBytes(o.entry) > this.limits.heldBytesMax) throw tooLargeToHold(o.index, this.limits);
         } else if (d === "duplicate") {
           b.duplicates.push({ index: o.index, producer_seq: o.producerSeq });
-        } else if (d === "held_full") {
-          throw heldFull(this.ingest.nextDeadlineMs(), nowMs, this.limits);
         } else if (d === "producers_full") {
           throw new ApiError(
             400,
@@ -218,15 +229,9 @@ export class OrderedStream {
         }
       }
       const released = this.frameReleases(out, b, staging, log, dedup, nowMs);
-      // Held at the end of the batch (not released by a later event of it): what held.log gets.
-      // An event held and then released by a later one of the same batch was appended: not listed as held.
-      this.newHeld = [];
-      for (const o of offered) {
-        const stillHeld = o.entry !== null && o.newSeq < 0;
-        if (stillHeld) this.newHeld.push(o.entry as HeldEntry);
-        if (stillHeld || o.retry) held.push({ index: o.index, producer_seq: o.producerSeq });
-      }
-      this.fixDuplicates(b, offered);
+      const held = this.settleBatch(b, offered);
+      this.checkBounds(nowMs);
+      b.duplicates.sort((x, y) => x.index - y.index);
       return { released, held };
     } catch (err) {
       this.ingest.rollback();
@@ -234,43 +239,90 @@ export class OrderedStream {
     }
   }
 
-  /** Writes the admitted batch's newly held events to held.log (synced when `durable`): before the log append. */
-  keepHeld(durable: boolean): void {
-    this.sizeBefore = this.store.bytes;
-    this.store.add(this.newHeld, durable);
+  /**
+   * What the batch leaves held (its held list, and newHeld for held.log),
+   * with the duplicates it named renamed now that ordering moved events.
+   */
+  private settleBatch(b: OfferedBatch, offered: Offered[]): Admission["held"] {
+    const held: Admission["held"] = [];
+    this.newHeld = [];
+    for (const o of offered) {
+      // An event held and then released by a later one of the same batch was appended: not held.
+      const stillHeld = o.entry !== null && o.newSeq < 0;
+      if (stillHeld) this.newHeld.push(o.entry as HeldEntry);
+      if (stillHeld || (o.retry && this.ingest.isHeld(o.producerId, o.producerSeq))) held.push({ index: o.index, producer_seq: o.producerSeq });
+      else if (o.retry) b.duplicates.push({ index: o.index, producer_seq: o.producerSeq }); // released by this very batch
+    }
+    // Duplicates by idempotency key within the batch name the seq the batch stamped first; ordering
+    // moved the events, so they name the seq the original got, or its producer while it is held.
+    for (const d of b.duplicates) {
+      if (d.seq === undefined || d.seq < b.first) continue;
+      const o = offered[d.seq - b.first];
+      if (o === undefined) continue;
+      if (o.newSeq >= 0) d.seq = o.newSeq;
+      else {
+        delete d.seq;
+        d.producer_id = o.producerId;
+        d.producer_seq = o.producerSeq;
+      }
+    }
+    return held;
   }
 
-  /** The request failed after admit(): nothing of it stays, in memory or in held.log. */
+  /** held_events_max and held_bytes_max, for what the whole batch leaves held (a later event may release an earlier one). */
+  private checkBounds(nowMs: number): void {
+    let bytes = this.book.bytes;
+    for (const e of this.newHeld) bytes += heldEntryBytes(e);
+    for (const r of this.releasedHeld) bytes -= heldEntryBytes(r.entry);
+    if (this.ingest.held <= this.limits.heldEventsMax && bytes <= this.limits.heldBytesMax) return;
+    const deadline = this.ingest.nextDeadlineMs();
+    const retryS = Math.max(1, Math.ceil(((deadline ?? nowMs + 1000) - nowMs) / 1000));
+    throw new ApiError(
+      429,
+      "held_full",
+      `the stream would hold more than held_events_max (${this.limits.heldEventsMax}) events or held_bytes_max (${this.limits.heldBytesMax}) bytes waiting for missing producer_seqs; retry once a gap closes or times out`,
+      { retry_after_s: retryS },
+    );
+  }
+
+  /** Writes the admitted batch's newly held events to held.log (synced when `durable`): before the log append. */
+  keepHeld(durable: boolean): void {
+    this.book.add(this.newHeld, durable);
+  }
+
+  /** The request (or expiry) failed after admit() / expire(): nothing of it stays, in memory or in held.log. */
   abort(): void {
     this.ingest.rollback();
-    this.store.cutTo(this.sizeBefore);
+    this.book.undoAdd();
     this.newHeld = [];
     this.releasedHeld = [];
+    for (const r of this.restoredTaken) this.restored.push(r);
+    this.restoredTaken = [];
   }
 
   /**
-   * The log took the released batch: the admission stands. Released held
-   * events leave held.log now (`logDurable`: the log's write is all the
-   * stream's durability asks) or once synced() says the log's sync covers them.
+   * The log took the released batch: it stands. Released held events leave
+   * held.log now (`logDurable`: the log's write is all the stream's
+   * durability asks) or once synced() says the log's sync covers them.
    */
   finish(logDurable: boolean): void {
     this.ingest.commit();
-    for (const e of this.newHeld) this.heldBytes += heldEntryBytes(e);
-    this.settleReleased(logDurable);
+    for (const e of this.newHeld) this.noteKey(e, true);
+    for (const r of this.releasedHeld) this.noteKey(r.entry, false);
+    this.book.commit(this.newHeld, this.releasedHeld, logDurable);
     this.newHeld = [];
+    this.releasedHeld = [];
+    this.restoredTaken = [];
+    this.failures = 0;
   }
 
-  /** The log is durable up to `seq`: released held events up to it leave held.log. */
   synced(seq: number): void {
-    let n = 0;
-    while (n < this.pending.length && this.pending[n].seq <= seq) this.pendingBytes -= heldEntryBytes(this.pending[n++].entry);
-    if (n === 0) return;
-    this.pending.splice(0, n);
-    this.settle();
+    this.book.synced(seq);
   }
 
   /** Whether expire() has work now: a gap's deadline, start-up releases, or the idle-producer sweep. */
   due(nowMs: number): boolean {
+    if (this.book.isClosed || nowMs < this.retryAtMs) return false;
     if (this.restored.length > 0) return true;
     const deadline = this.ingest.nextDeadlineMs();
     return (deadline !== null && deadline <= nowMs) || nowMs - this.lastSweepMs >= PRODUCER_SWEEP_MS;
@@ -278,52 +330,43 @@ export class OrderedStream {
 
   /**
    * Gaps past gap_timeout_ms (their tombstones and held events) and start-up
-   * releases, framed for the log; null when there is nothing to append.
-   * finish() follows a successful append; reload() a failed one.
+   * releases, framed for the log (count 0: nothing to append). In a
+   * transaction like admit(): finish() or expireFailed() follows.
    */
-  expire(staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Released | null {
+  expire(staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Released {
     const out = this.out;
     out.length = 0;
-    for (const r of this.restored) out.push(r);
+    this.newHeld = [];
+    this.restoredTaken = this.restored;
     this.restored = [];
+    for (const r of this.restoredTaken) out.push(r);
+    this.ingest.begin();
     this.ingest.expire(nowMs, out);
     this.lastSweepMs = nowMs;
-    this.newHeld = [];
-    if (out.length === 0) return null;
-    const r = this.frameReleases(out, null, staging, log, dedup, nowMs);
-    if (r.count > 0) return r;
-    // Every release was a key the stream had taken meanwhile: nothing to append, only held.log to settle.
-    this.settleReleased(true);
-    return null;
+    return this.frameReleases(out, null, staging, log, dedup, nowMs);
   }
 
-  /** Checks every event's producer fields, before the rule sees any: they go together, from 1. */
-  private check(b: OfferedBatch): Offered[] {
-    const f = this.fields;
-    const offered: Offered[] = [];
-    for (let i = 0, at = 0; i < b.count; i++) {
-      f.read(b.frames, at + RECORD_HEADER_BYTES);
-      const index = b.indexes[i];
-      const hasId = f.producerIdAt >= 0;
-      if (hasId !== f.producerSeq >= 0) {
-        throw new ApiError(400, "invalid_event", `event ${index}: "producer_id" and "producer_seq" go together on a stream with producer_ordering`, { index });
-      }
-      if (hasId && (f.producerSeq < 1 || !Number.isSafeInteger(f.producerSeq))) {
-        throw new ApiError(400, "invalid_event", `event ${index}: "producer_seq" must be an integer from 1 to 2^53-1 on a stream with producer_ordering`, {
-          index,
-        });
-      }
-      offered.push({ at, index, producerSeq: hasId ? f.producerSeq : -1, entry: null, newSeq: -1, retry: false, admission: this.admissions });
-      at += u32(b.frames, at);
-    }
-    return offered;
+  /** A release of the gap timer failed: undone, and the timer waits before it tries again. */
+  expireFailed(nowMs: number): void {
+    this.abort();
+    this.retryAtMs = nowMs + Math.min(RETRY_MS_MAX, RETRY_MS_MIN * 2 ** this.failures);
+    this.failures++;
+  }
+
+  private noteKey(e: HeldEntry, held: boolean): void {
+    const key = recordIdempotencyKey(e.frame, 0, this.fields);
+    if (key === null) return;
+    if (held) this.heldKeys.set(key, { producerId: e.producerId, producerSeq: e.producerSeq });
+    else this.heldKeys.delete(key);
   }
 
   /**
    * Frames the releases, in order, with the stream's next seqs into
    * `staging`: an event of this batch from the batch, a held one from its
    * copy, a gap as its tombstone. A held event whose idempotency key the
-   * stream took meanwhile is left out (the key's rule: once).
+   * stream took meanwhile (past the dedup window's reach when it arrived)
+   * goes out as a tombstone of its own producer_seq: the key's rule holds,
+   * and the producer's order still shows the hole.
    */
   private frameReleases(out: Release<Item>[], b: OfferedBatch | null, staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Released {
     const ts = Math.max(nowMs, log.lastTs);
@@ -335,99 +378,45 @@ export class OrderedStream {
     keys.clear();
     this.releasedHeld = [];
     for (const r of out) {
-      let src: Buffer;
-      let from: number;
-      let heldEntry: HeldEntry | null = null;
+      const at = bytes;
       if (r.kind === "gap") {
-        const at = bytes;
         bytes += writeTombstone(staging, at, r.producerId, r.fromSeq, r.toSeq, seq, ts);
-        lastAt = at;
-        seq++;
-        continue;
-      }
-      const item = r.item;
-      // An event of this batch comes from the batch, even when it was held on the way (then released
-      // by a later event of it): it never reached held.log, so it is no release of a held event.
-      if (b !== null && isOffered(item) && item.admission === this.admissions) {
-        src = b.frames;
-        from = item.at;
       } else {
-        heldEntry = isOffered(item) ? (item.entry as HeldEntry) : item;
-        src = heldEntry.frame;
-        from = 0;
+        const item = r.item;
+        // An event of this batch comes from the batch, even when it was held on the way (then released
+        // by a later event of it): it never reached held.log, so it is no release of a held event.
+        const own = b !== null && isOffered(item) && item.admission === this.admissions;
+        const src = own ? b.frames : entryOf(item).frame;
+        const from = own ? (item as Offered).at : 0;
+        const frameBytes = u32(src, from);
+        const key = recordIdempotencyKey(src, from, this.fields);
+        if (!own) this.releasedHeld.push({ seq, entry: entryOf(item) });
+        if (key !== null && !own && (dedup.get(key) !== undefined || keys.has(key))) {
+          bytes += writeTombstone(staging, at, r.producerId, r.producerSeq, r.producerSeq, seq, ts);
+        } else {
+          staging.ensure(bytes + frameBytes);
+          src.copy(staging.buf, bytes, from, from + frameBytes);
+          stampFrame(staging.buf, bytes, seq, ts);
+          sealFrame(staging.buf, bytes, frameBytes); // a fresh CRC: any batch mark it carried is gone
+          if (key !== null) keys.set(key, seq);
+          if (isOffered(item)) item.newSeq = seq;
+          bytes += frameBytes;
+        }
       }
-      const frameBytes = u32(src, from);
-      const key = recordIdempotencyKey(src, from, this.fields);
-      if (heldEntry !== null) this.releasedHeld.push({ seq: key !== null && (dedup.get(key) !== undefined || keys.has(key)) ? 0 : seq, entry: heldEntry });
-      if (key !== null && heldEntry !== null && (dedup.get(key) !== undefined || keys.has(key))) continue;
-      staging.ensure(bytes + frameBytes);
-      src.copy(staging.buf, bytes, from, from + frameBytes);
-      stampFrame(staging.buf, bytes, seq, ts);
-      sealFrame(staging.buf, bytes, frameBytes); // a fresh CRC: any batch mark it carried is gone
-      if (key !== null) keys.set(key, seq);
-      if (isOffered(item)) item.newSeq = seq;
-      lastAt = bytes;
-      bytes += frameBytes;
+      lastAt = at;
       seq++;
     }
     if (lastAt >= 0) markBatchEnd(staging.buf, lastAt);
     return { frames: staging.buf, bytes, count: seq - first, first, ts, keys };
   }
 
-  /**
-   * Duplicates by idempotency key within the batch name the seq the batch
-   * stamped first; ordering moved the events, so they name the seq the
-   * original got, or its producer_seq when it is held or itself a duplicate.
-   */
-  private fixDuplicates(b: OfferedBatch, offered: Offered[]): void {
-    for (const d of b.duplicates) {
-      if (d.seq === undefined || d.seq < b.first) continue;
-      const o = offered[d.seq - b.first];
-      if (o === undefined) continue;
-      if (o.newSeq >= 0) d.seq = o.newSeq;
-      else {
-        delete d.seq;
-        d.producer_seq = o.producerSeq;
-      }
-    }
-  }
-
-  private settleReleased(logDurable: boolean): void {
-    for (const r of this.releasedHeld) {
-      this.heldBytes -= heldEntryBytes(r.entry);
-      if (!logDurable && r.seq > 0) {
-        this.pending.push(r);
-        this.pendingBytes += heldEntryBytes(r.entry);
-      }
-    }
-    const any = this.releasedHeld.length > 0;
-    this.releasedHeld = [];
-    if (any) this.settle();
-  }
-
-  private settle(): void {
-    this.store.settle(this.heldBytes + this.pendingBytes, () => {
-      const live: HeldEntry[] = [];
-      for (const x of this.ingest.heldItems()) live.push(isOffered(x) ? (x.entry as HeldEntry) : x);
-      for (const p of this.pending) live.push(p.entry);
-      return live;
-    });
-  }
-
   close(): void {
-    this.store.close();
+    this.book.close();
   }
 }
 
-/** Idle producers are looked for this often (they are forgotten after the dedup window). */
-const PRODUCER_SWEEP_MS = 10_000;
-
-function heldFull(deadlineMs: number | null, nowMs: number, limits: OrderedLimits): ApiError {
-  const retryS = Math.max(1, Math.ceil(((deadlineMs ?? nowMs + 1000) - nowMs) / 1000));
-  return new ApiError(
-    429,
-    "held_full",
-    `the stream holds held_events_max (${limits.heldEventsMax}) events or held_bytes_max (${limits.heldBytesMax}) bytes waiting for missing producer_seqs; retry once a gap closes or times out`,
-    { retry_after_s: retryS },
-  );
+function tooLargeToHold(index: number, limits: OrderedLimits): ApiError {
+  return new ApiError(413, "event_too_large", `event ${index} would be held, and it alone is larger than held_bytes_max (${limits.heldBytesMax} bytes)`, {
+    index,
+  });
 }

@@ -93,7 +93,10 @@ export class Publisher {
    * answer, and the whole request stands or falls together.
    */
   private publishOrdered(stream: Stream, ordered: OrderedStream, batch: FramedBatch, reqId: number): void {
-    const a = ordered.admit(batch, this.releases, stream.log, stream.dedup, Date.now());
+    const now = Date.now();
+    // Start-up releases and gaps already due go first: they were there before this batch.
+    if (ordered.due(now)) this.expireHeld(stream, now);
+    const a = ordered.admit(batch, this.releases, stream.log, stream.dedup, now);
     const fsync = stream.config.durability === "fsync";
     try {
       ordered.keepHeld(fsync);
@@ -113,17 +116,16 @@ export class Publisher {
   expireHeld(stream: Stream, nowMs: number): void {
     const ordered = stream.ordered;
     if (!ordered?.due(nowMs)) return;
+    const r = ordered.expire(this.releases, stream.log, stream.dedup, nowMs);
     try {
-      const r = ordered.expire(this.releases, stream.log, stream.dedup, nowMs);
-      if (r === null) return;
-      this.commit(stream, r);
-      ordered.finish(stream.config.durability !== "fsync");
-      this.afterAppend(stream, r, null);
+      if (r.count > 0) this.commit(stream, r);
     } catch (err) {
-      // Nothing of it is durable: held.log still lists every event not released for good.
+      // Undone: still held, in memory and in held.log; the timer backs off before it tries again.
       console.error(`stream ${stream.id}: releasing held events failed: ${(err as Error).message}`);
-      ordered.reload(stream.log, nowMs);
+      return ordered.expireFailed(nowMs);
     }
+    ordered.finish(stream.config.durability !== "fsync");
+    if (r.count > 0) this.afterAppend(stream, r, null);
   }
 
   /**

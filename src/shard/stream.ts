@@ -99,7 +99,7 @@ export class Stream {
   /** Ordered ingest's state from the log and held.log (start-up, or producer_ordering turned on). */
   private openOrdered(): OrderedStream {
     const c = this.config;
-    return (this.ordered = OrderedStream.open(this.dir, this.log, this.orderedLimits, c.gap_timeout_ms, c.dedup_window_ms, Date.now()));
+    return (this.ordered = OrderedStream.open(this.dir, this.id, this.log, this.orderedLimits, c.gap_timeout_ms, c.dedup_window_ms, Date.now()));
   }
 
   /** Records damage found after opening (the scrub); each place once. */
@@ -151,10 +151,10 @@ export class Stream {
     if (!config.producer_ordering) {
       this.ordered?.close();
       this.ordered = null;
-    } else if (this.ordered === null || was.gap_timeout_ms !== config.gap_timeout_ms || was.dedup_window_ms !== config.dedup_window_ms) {
-      // Held events are all in held.log: built again with the new timings, nothing is lost.
-      this.ordered?.close();
+    } else if (this.ordered === null) {
       this.openOrdered();
+    } else if (was.gap_timeout_ms !== config.gap_timeout_ms || was.dedup_window_ms !== config.dedup_window_ms) {
+      this.ordered.retime(config.gap_timeout_ms, config.dedup_window_ms);
     }
   }
 

@@ -6,15 +6,10 @@
 // change nothing.
 import { describe, expect, it } from "vitest";
 import { api, perTestServers, replayAll } from "../helpers/server.js";
+import { ev, ordered, publish, sleep } from "../helpers/ordered.js";
 import { encodePublishBatch } from "../../src/wire/client.js";
 
 const { start, dir } = perTestServers();
-
-const ev = (producer_id: string, producer_seq: number, extra: Record<string, unknown> = {}) => ({ type: "t", producer_id, producer_seq, ...extra });
-const publish = (url: string, stream: string, events: unknown[]) => api(`${url}/v1/streams/${stream}/events`, "POST", { events });
-const ordered = (url: string, stream: string, config: Record<string, unknown> = {}) =>
-  api(`${url}/v1/streams/${stream}`, "PUT", { producer_ordering: true, ...config });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls the stream until it holds `n` events (or the deadline passes), and returns them. */
 async function eventsOnceThere(url: string, stream: string, n: number, deadlineMs = 10_000): Promise<any[]> {
@@ -166,7 +161,7 @@ describe("ordered ingest", () => {
     async (durability) => {
       const dataDir = dir();
       let s = await start(dataDir);
-      await ordered(s.url, "k", { gap_timeout_ms: 1500, durability });
+      await ordered(s.url, "k", { gap_timeout_ms: 4000, durability }); // longer than a restart under load
       await publish(s.url, "k", [ev("a", 1), ev("b", 1)]);
       expect((await publish(s.url, "k", [ev("a", 3, { payload: "a3" }), ev("b", 3, { payload: "b3" })])).json.held).toHaveLength(2);
       // Held and released in one request, then more held: the file must keep exactly what is held.
@@ -236,6 +231,9 @@ describe("ordered ingest", () => {
     expect((await api(`${s.url}/v1/streams/bytes`, "GET")).json.held_events).toBe(3);
     expect((await publish(s.url, "bytes", [ev("a", 2)])).json.count).toBe(4);
     expect((await publish(s.url, "bytes", [big(7)])).json.held).toHaveLength(1); // room again
+    // One event that alone could never be held: 413, not a 429 that no wait would cure.
+    const huge = await publish(s.url, "bytes", [ev("a", 10, { payload: "x".repeat(70_000) })]);
+    expect([huge.status, huge.json.error.code, huge.json.error.index]).toEqual([413, "event_too_large", 0]);
   });
 
   it("bad producer fields are refused whole (400 naming the event); the stream can be switched off only with nothing held", async () => {

@@ -123,4 +123,19 @@ describe("held events on disk", () => {
       { numRuns: 2000 },
     );
   });
+
+  it("release markers: a released entry does not come back after a reopen; the same producer_seq held again later (another receipt) does", () => {
+    const dir = tempDir();
+    const store = new HeldStore(dir, ENTRY_BYTES_MAX);
+    store.open();
+    const a3 = entry("a", 3);
+    const a4 = entry("a", 4);
+    store.add([a3, a4], false);
+    store.release([a3]);
+    expect(reopened(dir).entries).toEqual([a4]);
+    const again = { ...a3, receivedMs: a3.receivedMs + 86_400_000 }; // forgotten, then held anew
+    store.add([again], false);
+    expect(reopened(dir).entries).toEqual([a4, again]);
+    store.close();
+  });
 });

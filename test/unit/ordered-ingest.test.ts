@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { OrderedIngest, type OrderedIngestLimits, type Release } from "../../src/shard/ordered-ingest.js";
 
-const LIMITS: OrderedIngestLimits = { heldEventsMax: 1000, producersMax: 100, gapTimeoutMs: 5000, producerIdleMs: 60_000 };
+const LIMITS: OrderedIngestLimits = { producersMax: 100, gapTimeoutMs: 5000, producerIdleMs: 60_000 };
 
 const seqsOf = (out: Release<string>[]) => out.map((r) => (r.kind === "event" ? r.producerSeq : `gap ${r.fromSeq}-${r.toSeq}`));
 
@@ -51,13 +51,13 @@ describe("ordered ingest", () => {
     for (const bad of [0, -1, 2.5, Number.NaN, 2 ** 53]) expect(() => o.offer("c", bad, "x", 0, out)).toThrow(RangeError);
   });
 
-  it("is bounded: past held_events_max an event is refused, past producers_max a new producer is; idle producers are forgotten", () => {
-    const o = new OrderedIngest<string>({ ...LIMITS, heldEventsMax: 2, producersMax: 2, producerIdleMs: 1000 });
+  it("is bounded: past producers_max a new producer is refused; idle producers are forgotten (held events are the caller's bound)", () => {
+    const o = new OrderedIngest<string>({ ...LIMITS, producersMax: 2, producerIdleMs: 1000 });
     const out: Release<string>[] = [];
     o.offer("a", 1, "a1", 0, out);
     expect(o.offer("a", 3, "x", 0, out)).toBe("held");
     expect(o.offer("a", 4, "x", 0, out)).toBe("held");
-    expect(o.offer("a", 5, "x", 0, out)).toBe("held_full");
+    expect(o.held).toBe(2);
     expect(o.offer("b", 1, "b1", 0, out)).toBe("append");
     expect(o.offer("c", 1, "c1", 0, out)).toBe("producers_full");
     o.offer("a", 2, "a2", 10, out); // releases 3, 4
@@ -182,7 +182,7 @@ describe("ordered ingest", () => {
         fc.array(offerArb, { minLength: 1, maxLength: 20 }),
         fc.array(offerArb, { maxLength: 20 }),
         (before, batch, after) => {
-          const limits = { ...LIMITS, heldEventsMax: 6, producersMax: 2, gapTimeoutMs: 4000 };
+          const limits = { ...LIMITS, producersMax: 2, gapTimeoutMs: 4000 };
           const tried = new OrderedIngest<string>(limits);
           const twin = new OrderedIngest<string>(limits);
           const outs: [Release<string>[], Release<string>[]] = [[], []];
