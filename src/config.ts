@@ -101,6 +101,14 @@ export const configSchema = z
     timeline_cursor_previous_secret: secret,
     /** After a rotation of the data dir's secret, how long the one before it still verifies cursors. */
     timeline_cursor_grace_ms: int(0, 31_536_000_000).default(86_400_000),
+    /** Events of one timeline page (`limit` above it: 400); its bytes are bounded by replay_page_bytes_max. */
+    timeline_page_events_max: int(1, 100_000).default(1000),
+    /** Longest long poll (`wait_ms`) of a forward timeline page. */
+    timeline_wait_ms_max: int(0, 600_000).default(30_000),
+    /** A shard that has not answered its part of a timeline page within this is left out of it (`partial`). */
+    timeline_source_timeout_ms: int(1, 60_000).default(200),
+    /** Timeline long polls waiting at once (more: 429). */
+    timeline_waiters_max: int(1, 1_000_000).default(10_000),
 
     /** JSON array of API keys (README, "Security"), reloaded on SIGHUP; empty: every route is open. */
     api_keys_file: z.string().default(""),

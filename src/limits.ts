@@ -57,6 +57,20 @@ export const RING_LARGEST_MESSAGES = 2;
 export const LIVE_MESSAGE_PAGES = 2;
 /** Room past consumer_buffer_bytes_max on a consumer socket, in largest events: see socketBytesMax. */
 export const SOCKET_SLACK_EVENTS = 8;
+/**
+ * A shard's answer to a timeline read (src/timeline/shard-page.ts): a head,
+ * an entry per stream and one per event, beside the events' JSON.
+ */
+export const TIMELINE_PAGE_HEAD_BYTES = 32;
+export const TIMELINE_STREAM_ENTRY_BYTES = 32;
+export const TIMELINE_EVENT_ENTRY_BYTES = 24;
+/**
+ * A timeline read's request metadata per stream, as JSON: the id (128
+ * characters), its index and a boundary seq of up to 16 digits, and the
+ * punctuation around them (about 180 bytes).
+ */
+export const TIMELINE_READ_META_BYTES_PER_STREAM = 256;
+
 /** Largest max_attempts: the bound of ?max_attempts= and of consume_max_attempts_default alike. */
 export const CONSUME_ATTEMPTS_MAX = 1000;
 /**
@@ -87,6 +101,8 @@ export type LimitKeys = Pick<
   | "consume_window_max"
   | "consume_window_default"
   | "consumer_buffer_bytes_max"
+  | "timeline_streams_max"
+  | "timeline_page_events_max"
 >;
 
 export interface Limits {
@@ -109,6 +125,14 @@ export interface Limits {
    * overruns it; an EventBatch page holds at most a page of frames, or one frame.
    */
   pageAnswerBytesMax: number;
+  /**
+   * Largest answer to a timeline read: the entries of timeline_page_events_max
+   * events and timeline_streams_max streams beside a replay page of JSON and
+   * the event that overruns it.
+   */
+  timelineAnswerBytesMax: number;
+  /** Largest timeline read request: its metadata for timeline_streams_max streams. */
+  timelineRequestBytesMax: number;
   /** Largest message either side must be able to put in a ring: a request or a page answer, with its envelope. */
   ringMessageBytesNeeded: number;
   /** The smallest ring_bytes that holds RING_LARGEST_MESSAGES of ringMessageBytesNeeded. */
@@ -138,7 +162,14 @@ export function deriveLimits(c: LimitKeys): Limits {
     EVENT_STRING_FIELDS * JSON_ESCAPED_BYTES_PER_BYTE * c.event_field_bytes_max +
     RENDERED_EVENT_FIXED_BYTES_MAX;
   const pageAnswerBytesMax = pageBytesMax + renderedEventBytesMax;
-  const ringMessageBytesNeeded = Math.max(c.request_bytes_max, pageAnswerBytesMax) + RING_ENVELOPE_BYTES;
+  const timelineAnswerBytesMax =
+    TIMELINE_PAGE_HEAD_BYTES +
+    c.timeline_streams_max * TIMELINE_STREAM_ENTRY_BYTES +
+    c.timeline_page_events_max * TIMELINE_EVENT_ENTRY_BYTES +
+    c.replay_page_bytes_max +
+    renderedEventBytesMax;
+  const timelineRequestBytesMax = c.timeline_streams_max * TIMELINE_READ_META_BYTES_PER_STREAM + REQUEST_META_BYTES_MAX;
+  const ringMessageBytesNeeded = Math.max(c.request_bytes_max, pageAnswerBytesMax, timelineAnswerBytesMax, timelineRequestBytesMax) + RING_ENVELOPE_BYTES;
   const liveMessageBytesMax = LIVE_MESSAGE_PAGES * c.consume_page_bytes_max;
   return {
     eventBodyBytesMax,
@@ -147,6 +178,8 @@ export function deriveLimits(c: LimitKeys): Limits {
     pageBufferBytes: pageBytesMax + frameBytesMax,
     renderedEventBytesMax,
     pageAnswerBytesMax,
+    timelineAnswerBytesMax,
+    timelineRequestBytesMax,
     ringMessageBytesNeeded,
     ringBytesMin: RING_LARGEST_MESSAGES * ringMessageBytesNeeded,
     // The ring's data area is ring_bytes rounded down to 8; a message with its header takes at most half of it.

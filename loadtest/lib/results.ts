@@ -17,8 +17,7 @@ export type Workload =
   | "fanout-1000" // 1 stream -> 1,000 consumers at 1,000 events/s
   | "fsync" // W1 with every batch on disk before it is acknowledged
   | "ordered-ingest" // W1's shape from several producers, 1% out of order, producer_ordering against plain
-  | "timeline-3" // 25-event timeline pages over 3 streams of 1,000,000 events
-  | "timeline-32"; // ...and over 32
+  | "timelines"; // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each
 
 /** Events per publish: Ticker's publish_events_max (and a Redis pipeline, a NATS batch). */
 export const BATCH_EVENTS = 1000;

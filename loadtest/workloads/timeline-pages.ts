@@ -149,7 +149,9 @@ function pagePaths(pool: CursorPool): string[] {
 }
 
 export interface PagePoint {
-  /** "autocannon, fixed rate", "autocannon, N connections" or "evenly paced". */
+  /** autocannon at a rate, the same rate evenly paced, or autocannon as fast as answered. */
+  kind: "rate" | "even" | "max";
+  /** The driver, as the report names it. */
   how: string;
   connections: number;
   /** Asked rate (pages/s), or null for as fast as the connections go. */
@@ -216,6 +218,7 @@ export async function cannonPoint(server: TickerProcess, pool: CursorPool, spec:
   const cpu = cpuSince(mark, server.pid);
   if (server.exit) throw new Error(`server exited (${server.exit}) during the point:\n${server.outputTail()}`);
   return {
+    kind: spec.rate === null ? "max" : "rate",
     how: spec.rate === null ? "autocannon, as fast as the connections go" : "autocannon, overallRate",
     connections: spec.connections,
     rate: spec.rate,
@@ -275,6 +278,7 @@ export async function pacedPoint(
   }
   const measured = hist.totalCount;
   return {
+    kind: "even",
     how: `evenly paced (lib/pacing.ts), ${stats.stalls} ticks with every connection busy`,
     connections: lanes,
     rate,

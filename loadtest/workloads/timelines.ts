@@ -2,7 +2,8 @@
 // plain stream's (./ordered-publish.ts), and timeline pages over 3 and over
 // 32 streams of 1,000,000 events each (./timeline-pages.ts, on the data set
 // of ./timeline-data.ts). Prints a markdown report and writes it to
-// docs/results/bench-timelines-latest.md.
+// docs/results/bench-timelines-latest.md; `npm run bench` runs it as a step
+// (--runs 1) and reads its figures (workloads "ordered-ingest", "timelines").
 //
 //   npm run bench:timelines                                  # both parts
 //   npm run bench:timelines -- --parts ingest --runs 1       # ordered ingest only, one run
@@ -324,8 +325,8 @@ function pagesTables(sets: SetResult[], shards: number): string[] {
     ]),
   );
   const goals = sets.flatMap((s) => {
-    const fixed = s.points.find((p) => p.how.startsWith("autocannon, overallRate"));
-    const paced = s.points.find((p) => p.how.startsWith("evenly paced"));
+    const fixed = s.points.find((p) => p.kind === "rate");
+    const paced = s.points.find((p) => p.kind === "even");
     const max = s.points.filter((p) => p.rate === null && p.non2xx + p.partial + p.errors + p.timeouts === 0);
     const withinP99 = max.filter((p) => p.p99Ms <= THROUGHPUT_P99_MS_GOAL).sort((a, b) => b.pagesPerS - a.pagesPerS)[0];
     const best = max.sort((a, b) => b.pagesPerS - a.pagesPerS)[0];
@@ -362,15 +363,34 @@ function pagesTables(sets: SetResult[], shards: number): string[] {
   ];
 }
 
+/**
+ * Part B's figures for `npm run bench` (its "timelines" section and goals
+ * read these variant names): "<n> streams, 1,000 pages/s" (autocannon at the
+ * rate), "..., evenly paced", "<n> streams, <c> connections, unpaced".
+ */
 function pageMeasurements(sets: SetResult[]): Measurement[] {
   return sets.flatMap((s) => {
-    const workload = s.streams.length === 3 ? "timeline-3" : "timeline-32";
+    const n = s.streams.length;
     return s.points.flatMap((p): Measurement[] => {
-      const variant = p.rate === null ? `${p.connections} connections` : `${p.how.split(" (")[0]}, ${p.rate}/s`;
+      const rate = `${n} streams, ${int(p.rate ?? 0)} pages/s`;
+      const variant = p.kind === "max" ? `${n} streams, ${p.connections} connections, unpaced` : p.kind === "even" ? `${rate}, evenly paced` : rate;
+      const failures = p.non2xx + p.partial + p.errors + p.timeouts;
+      const note = `${n} streams x ${int(s.pool.walkEvents / n)} events, ${PAGE_LIMIT}-event pages at ${s.pool.forward.length + s.pool.backward.length} cursors spread over the whole range${failures > 0 ? `; ${failures} answers not 2xx, partial or failed` : ""}`;
+      const m = (metric: string, value: number, better: "higher" | "lower"): Measurement => ({
+        workload: "timelines",
+        system: "Ticker",
+        variant,
+        metric,
+        value,
+        better,
+      });
       return [
-        { workload, system: "Ticker", variant, metric: "pages/s", value: p.pagesPerS, better: "higher" },
-        { workload, system: "Ticker", variant, metric: "p99 ms", value: p.p99Ms, better: "lower" },
-        { workload, system: "Ticker", variant, metric: "p50 ms", value: p.p50Ms, better: "lower" },
+        { ...m("pages/s", p.pagesPerS, "higher"), note },
+        m("p50 ms", p.p50Ms, "lower"),
+        m("p99 ms", p.p99Ms, "lower"),
+        m("server CPU cores", p.cpu.serverCores, "lower"),
+        m("front CPU cores", p.cpu.serverMainCores, "lower"),
+        m("client CPU cores", p.cpu.clientCores, "lower"),
       ];
     });
   });

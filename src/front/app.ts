@@ -16,6 +16,7 @@ import { consumeRoute } from "./consume/routes.js";
 import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./auth.js";
 import type { TimelineStores } from "../timeline/stores.js";
 import { type TimelineAdmin, timelineAdminRoutes } from "./timeline-admin.js";
+import { Timelines } from "./timelines.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -302,13 +303,18 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (!ok) sendError(r.x, shardBusy(r.stream));
   });
   consumeRoute(routes, consumers, isReady);
+  const unavailable = () => (draining ? shuttingDown() : isReady() ? null : notReady());
+  // The page reads (src/front/timelines.ts) and the control plane (timeline-admin.ts) share /v1/timelines: a GET with ?streams= is a page.
+  const pages = new Timelines({ config, pool, stores: timelineStores, unavailable });
   const timelines = timelineAdminRoutes(routes, {
     config,
     pool,
     stores: timelineStores,
-    unavailable: () => (draining ? shuttingDown() : isReady() ? null : notReady()),
+    unavailable,
     body,
+    adHocPage: (res, req, key) => pages.adHoc(res, req, key),
   });
+  pages.register(routes);
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
@@ -324,6 +330,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
+  routes.any("/v1/timelines/:name/events", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.
   routes.get("/v1/streams/:id/consume", "consume", (res) => {
     sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), {
@@ -353,6 +360,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     timelines,
     stopListening: () => {
       draining = true;
+      pages.endWaits();
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);
       listenSocket = null;
     },

@@ -8,7 +8,7 @@ import { deriveLimits, REQUEST_META_BYTES_MAX, type Limits } from "../limits.js"
 import { Ring, type RingMessage } from "../ring/ring.js";
 import {
   ContentType,
-  type Op,
+  Op,
   PUSH_REQ_ID,
   readResponse,
   responseJson,
@@ -81,24 +81,29 @@ class Shard {
   /** Delivers responses as they arrive; the views are valid only during the callback. */
   private async pump(): Promise<void> {
     while (!this.stopped) {
-      let msg: RingMessage | null;
-      while ((msg = this.outRing.read())) {
-        const r = readResponse(this.outRing, msg);
-        let cb: OnResponse | undefined = this.onPush;
-        if (r.reqId !== PUSH_REQ_ID) {
-          cb = this.pending.get(r.reqId);
-          this.pending.delete(r.reqId);
-        }
-        try {
-          cb?.(r);
-        } catch (err) {
-          // One failing handler must not stop the answers to everyone else.
-          console.error(`front: handling an answer of shard ${this.index} failed: ${(err as Error).stack ?? err}`);
-        } finally {
-          this.outRing.release();
-        }
-      }
+      this.deliverReady();
       await this.outRing.waitReadable(RING_WAIT_MS_MAX);
+    }
+  }
+
+  /** Hands every message already in the out-ring to whoever waits for it, now. */
+  deliverReady(): void {
+    let msg: RingMessage | null;
+    while ((msg = this.outRing.read())) {
+      const r = readResponse(this.outRing, msg);
+      let cb: OnResponse | undefined = this.onPush;
+      if (r.reqId !== PUSH_REQ_ID) {
+        cb = this.pending.get(r.reqId);
+        this.pending.delete(r.reqId);
+      }
+      try {
+        cb?.(r);
+      } catch (err) {
+        // One failing handler must not stop the answers to everyone else.
+        console.error(`front: handling an answer of shard ${this.index} failed: ${(err as Error).stack ?? err}`);
+      } finally {
+        this.outRing.release();
+      }
     }
   }
 
@@ -107,15 +112,22 @@ class Shard {
   }
 }
 
+/** The parts of the front that follow streams live: the consume hub, and timelines' long polls. */
+export type WatchOwner = "consume" | "timeline";
+
 export class ShardPool {
   private readonly shards: Shard[] = [];
   private nextReqId = 1;
+  /** What each part of the front wants pushed of a stream (WATCH_* bits); its shard is sent their union. */
+  private readonly watches = new Map<string, Record<WatchOwner, number>>();
+  private readonly pushListeners: OnResponse[] = [];
   /** The config's derived limits, for the front and (in WorkerInit) the shards. */
   readonly limits: Limits;
 
   constructor(private readonly config: Config) {
     this.limits = deriveLimits(config);
     for (let i = 0; i < config.shards; i++) this.shards.push(new Shard(i, config, this.limits));
+    for (const s of this.shards) s.onPush = (r) => this.deliverPush(r);
     // The front takes bodies up to requestBodyBytesMax: each, with its metadata, must fit the ring the shard reads.
     const ringBytesMax = this.shards[0].inRing.messageBytesMax;
     if (ringBytesMax !== this.limits.ringMessageBytesMax || requestBytes(REQUEST_META_BYTES_MAX, this.limits.requestBodyBytesMax) > ringBytesMax) {
@@ -130,9 +142,28 @@ export class ShardPool {
     return Promise.all(this.shards.map((s) => s.ready));
   }
 
-  /** Where every shard's unasked messages go. */
+  /** Adds a receiver of every shard's unasked messages (live batches, head news, deleted streams). */
   onPush(cb: OnResponse): void {
-    for (const s of this.shards) s.onPush = cb;
+    this.pushListeners.push(cb);
+  }
+
+  private deliverPush(r: Response): void {
+    for (const cb of this.pushListeners) cb(r);
+  }
+
+  /**
+   * Sets what `owner` wants pushed of a stream; the shard hears the union of
+   * what every owner wants. False when the shard cannot take the change now
+   * (nothing changes then).
+   */
+  setWatch(stream: string, owner: WatchOwner, mask: number): boolean {
+    const before = this.watches.get(stream) ?? { consume: 0, timeline: 0 };
+    const after = { ...before, [owner]: mask };
+    const union = after.consume | after.timeline;
+    if (union !== (before.consume | before.timeline) && !this.send(this.shardFor(stream), Op.Watch, { stream, watch: union }, null, () => {})) return false;
+    if (union === 0) this.watches.delete(stream);
+    else this.watches.set(stream, after);
+    return true;
   }
 
   get inFlight(): number {
@@ -162,6 +193,16 @@ export class ShardPool {
     if (!writeRequest(s.inRing, op, reqId, meta, body)) return false;
     s.pending.set(reqId, onResponse);
     return true;
+  }
+
+  /**
+   * Delivers the answers already in a shard's out-ring without waiting for
+   * the pump's next turn: a timer that gives up on a shard looks there first,
+   * so a front that was itself held up (GC, a busy core) does not call late
+   * an answer that came in time.
+   */
+  deliverReady(shard: number): void {
+    this.shards[shard].deliverReady();
   }
 
   /** Sends the same request to every shard and collects the JSON answers. */

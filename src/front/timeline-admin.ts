@@ -3,7 +3,8 @@
 // cursor secret. Everything lives in the front's TimelineStores; the shards
 // are asked only whether the streams of a PUT exist. A key's prefix must
 // cover every stream of the timeline it touches (auth.ts, checkStreams).
-// The page reads (/v1/timelines?streams=, .../events) are not here.
+// The page reads (/v1/timelines?streams=, .../events) are not here: they are
+// src/front/timelines.ts, which the list route hands a GET with ?streams=.
 import type uWS from "uWebSockets.js";
 import { z } from "zod";
 import type { Config } from "../config.js";
@@ -27,6 +28,8 @@ export interface TimelineAdminDeps {
   unavailable: () => ApiError | null;
   /** Reads a request body within the front's limits (app.ts). */
   body: (x: Exchange, contentLength: string, done: (b: Buffer) => void) => void;
+  /** GET /v1/timelines with ?streams= is an ad hoc timeline's page (src/front/timelines.ts), not the list. */
+  adHocPage: (res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null) => void;
 }
 
 export interface TimelineAdmin {
@@ -115,6 +118,7 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
   };
 
   routes.get("/v1/timelines", "key", (res, req, key) => {
+    if (new URLSearchParams(req.getQuery() ?? "").has("streams")) return deps.adHocPage(res, req, key);
     const x = begin(res, req, {});
     if (!x) return;
     const refused = checkStreams(key, "admin", []);

@@ -12,7 +12,7 @@
 import { fdatasync, fdatasyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
 import { Segment, syncDir } from "./segment.js";
 import { scanFrames } from "./scan.js";
-import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT } from "./record.js";
+import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
 import { u32 } from "../bytes.js";
 import { CorruptRecordError, type CorruptionInfo } from "./damage.js";
 import { recoverLog, type RecoveryReport } from "./recovery.js";
@@ -54,6 +54,9 @@ export interface FramePage {
   /** Set when the page stopped at damaged data. */
   corrupt?: CorruptionInfo;
 }
+
+/** One record header, read by uncommittedTs (a shard's logs are used by its one thread). */
+const headerBuf = Buffer.allocUnsafe(RECORD_HEADER_BYTES);
 
 export class StreamLog {
   segments: Segment[] = [];
@@ -443,6 +446,24 @@ export class StreamLog {
     if (count === 0 && !corrupt && !full && from <= last) corrupt = { segment: seg?.baseSeq ?? -1, position: pos, seq: from, reason: "record cannot be read" };
     if (corrupt && count === 0) throw new CorruptRecordError(corrupt);
     return { buf: out, bytes: len, count, next: from + count, corrupt };
+  }
+
+  /**
+   * The ingest_ts of the oldest record appended but not committed yet (an
+   * fsync batch waiting for its sync), or null when every record is
+   * committed. Records are appended in ingest_ts order, so every record this
+   * log will still commit has an ingest_ts at least this large: a timeline
+   * read shows nothing at or past it, which an event committed later could
+   * otherwise precede. Those records lie in the active segment from where
+   * the committed ones end (see committedBytes).
+   */
+  uncommittedTs(): number | null {
+    if (this.committedSeq === this.headSeq) return null;
+    const got = readSync(this.active.fd, headerBuf, 0, RECORD_HEADER_BYTES, this.committedBytes);
+    if (got !== RECORD_HEADER_BYTES || frameSeq(headerBuf, 0) !== this.committedSeq + 1) {
+      throw new Error(`log invariant: the record after committed seq ${this.committedSeq} is not at byte ${this.committedBytes} of the active segment`);
+    }
+    return frameTs(headerBuf, 0);
   }
 
   /**

@@ -26,11 +26,15 @@ export const enum Op {
   ConsumeRead = 12,
   /** Sets which formats of live batches the front wants for a stream (WatchMeta.watch). */
   Watch = 13,
+  /** One shard's part of a timeline page: its streams' events merged (src/shard/timeline-read.ts, answer: src/timeline/shard-page.ts). */
+  TimelineRead = 14,
 }
 
 /** Bits of WatchMeta.watch: the formats live batches are rendered in. */
 export const WATCH_JSON = 1;
 export const WATCH_BINARY = 2;
+/** A watch that wants no rendering, only pushes that say a batch was committed (timelines' long poll). */
+export const WATCH_HEAD = 4;
 
 /**
  * reqId of a message the shard sends unasked: a live batch of a watched
@@ -73,6 +77,20 @@ export interface WatchMeta extends StreamMeta {
   watch: number;
 }
 
+export interface TimelineReadMeta {
+  /**
+   * The timeline's streams this shard owns: each id, its index in the
+   * (sorted) set and its boundary seq (HEAD_BOUNDARY: the head; from
+   * TIME_CUT_BASE: a cut in time; src/timeline/shard-page.ts).
+   */
+  streams: Array<{ id: string; index: number; seq: number }>;
+  backward: boolean;
+  /** Most events wanted. */
+  limit: number;
+  /** The front's clock when it sent the read: the shard's horizon never passes it. */
+  nowMs: number;
+}
+
 /** Small per-request facts, by operation: what the front sends and the shard reads for each. */
 export interface RequestMetaOf {
   [Op.Publish]: PublishMeta;
@@ -88,6 +106,7 @@ export interface RequestMetaOf {
   [Op.ConsumeStart]: QueryMeta;
   [Op.ConsumeRead]: ConsumeReadMeta;
   [Op.Watch]: WatchMeta;
+  [Op.TimelineRead]: TimelineReadMeta;
 }
 
 export type RequestMeta<O extends Op = Op> = RequestMetaOf[O];

@@ -32,6 +32,7 @@ import { Publisher } from "./publish.js";
 import { LogReads } from "./read.js";
 import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
+import { TimelineReads } from "./timeline-read.js";
 import { WatchedStreams } from "./watch.js";
 import { fullConfig, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
@@ -141,6 +142,7 @@ class ShardWorker {
   /** Streams the front follows live, and the pushes for them. */
   private readonly watched: WatchedStreams;
   private readonly groups: ConsumerGroups;
+  private readonly timelines: TimelineReads;
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -187,6 +189,7 @@ class ShardWorker {
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched);
+    this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
   }
 
   private get config(): Config {
@@ -325,6 +328,8 @@ class ShardWorker {
         return this.reads.consumeRead(this.streams.existing(req.meta.stream), req);
       case Op.Watch:
         return this.watched.watch(req);
+      case Op.TimelineRead:
+        return this.timelines.read(req);
       default:
         throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
     }

@@ -14,10 +14,19 @@ import { scanSegment } from "../../src/log/scan.js";
 import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameSeq, sealFrame } from "../../src/log/record.js";
 import { writeU32, writeU64 } from "../../src/bytes.js";
 import { crc32Range } from "../../src/crc.js";
-import { escapeStreamId } from "../../src/shard/stream-config.js";
+import { escapeStreamId, type StreamDefaults } from "../../src/shard/stream-config.js";
 import { loadConfig } from "../../src/config.js";
 import { deriveLimits } from "../../src/limits.js";
 import { api, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+
+/** The server's defaults, for streams opened in process. */
+export const STREAM_DEFAULTS: StreamDefaults = {
+  retention_ms: 604_800_000,
+  dedup_window_ms: 86_400_000,
+  durability: "process",
+  max_event_bytes: 1024 * 1024,
+  ordered: { heldEventsMax: 10_000, heldBytesMax: 64 << 20, producersMax: 10_000, entryBytesMax: 2 << 20 },
+};
 
 export const STREAM = "dmg";
 export const OTHER = "dmg-other";

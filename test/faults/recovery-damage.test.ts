@@ -10,21 +10,28 @@ import fc from "fast-check";
 import { CorruptRecordError } from "../../src/log/log.js";
 import { frameSeq, frameBytesFor, markBatchEnd, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";
 import { Stream } from "../../src/shard/stream.js";
-import { fullConfig, type StreamDefaults } from "../../src/shard/stream-config.js";
+import { fullConfig } from "../../src/shard/stream-config.js";
 import { readMeta } from "../../src/shard/stream-meta.js";
 import { recordIdempotencyKey } from "../../src/wire/event-codec.js";
 import { EventFields } from "../../src/wire/event-layout.js";
 import { api, startServer } from "../helpers/server.js";
-import { GROUPS, LOG_OPTS, SERVER_ARGS, STREAM, applyDamage, buildFixture, damageArb, expect_, writeStreamDir, type Damage, type Fixture } from "./damage.js";
+import {
+  GROUPS,
+  LOG_OPTS,
+  STREAM_DEFAULTS,
+  SERVER_ARGS,
+  STREAM,
+  applyDamage,
+  buildFixture,
+  damageArb,
+  expect_,
+  writeStreamDir,
+  type Damage,
+  type Fixture,
+} from "./damage.js";
 import { LONG, recordResult, scaled } from "./scale.js";
 
-const DEFAULTS: StreamDefaults = {
-  retention_ms: 604_800_000,
-  dedup_window_ms: 86_400_000,
-  durability: "process",
-  max_event_bytes: 1024 * 1024,
-  ordered: { heldEventsMax: 10_000, heldBytesMax: 64 << 20, producersMax: 10_000, entryBytesMax: 2 << 20 },
-};
+const DEFAULTS = STREAM_DEFAULTS;
 const E2E_CONCURRENCY = 2;
 /** Liveness bound on one recovery of the ~100 KB fixture (the rate per GiB is measured separately). */
 const OPEN_MS_MAX = 5_000;

@@ -11,18 +11,13 @@ import { frameBytesFor, markBatchEnd, sealFrame, writeFrameHeader, RECORD_HEADER
 import { Stream } from "../../src/shard/stream.js";
 import { loadConfig } from "../../src/config.js";
 import { deriveLimits } from "../../src/limits.js";
-import { fullConfig, type StreamDefaults } from "../../src/shard/stream-config.js";
+import { fullConfig } from "../../src/shard/stream-config.js";
 import { readMeta, writeMeta } from "../../src/shard/stream-meta.js";
 import { encodeEvent } from "../../src/wire/client.js";
+import { STREAM_DEFAULTS } from "./damage.js";
 import { recordResult, scaled } from "./scale.js";
 
-const DEFAULTS: StreamDefaults = {
-  retention_ms: 604_800_000,
-  dedup_window_ms: 86_400_000,
-  durability: "process",
-  max_event_bytes: 1024 * 1024,
-  ordered: { heldEventsMax: 10_000, heldBytesMax: 64 << 20, producersMax: 10_000, entryBytesMax: 2 << 20 },
-};
+const DEFAULTS = STREAM_DEFAULTS;
 const OPTS = { segmentBytesMax: 64 * 1024 * 1024, indexIntervalBytes: 4096, frameBytesMax: deriveLimits(loadConfig({}, {})).frameBytesMax };
 /** The stated bound: a start is ready within this many seconds per GiB of data (worst case). */
 export const RECOVERY_S_PER_GIB_MAX = 30;

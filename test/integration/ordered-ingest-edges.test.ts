@@ -4,13 +4,9 @@
 // inside one batch.
 import { describe, expect, it } from "vitest";
 import { api, perTestServers, replayAll } from "../helpers/server.js";
+import { ev, ordered, publish, sleep } from "../helpers/ordered.js";
 
 const { start, dir } = perTestServers();
-const ev = (producer_id: string, producer_seq: number, extra: Record<string, unknown> = {}) => ({ type: "t", producer_id, producer_seq, ...extra });
-const publish = (url: string, stream: string, events: unknown[]) => api(`${url}/v1/streams/${stream}/events`, "POST", { events });
-const ordered = (url: string, stream: string, config: Record<string, unknown> = {}) =>
-  api(`${url}/v1/streams/${stream}`, "PUT", { producer_ordering: true, ...config });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("ordered ingest: held.log across restarts", () => {
   it("a released event is never appended again after kill -9, also once its producer is past the dedup window", async () => {

@@ -6,15 +6,10 @@
 // change nothing.
 import { describe, expect, it } from "vitest";
 import { api, perTestServers, replayAll } from "../helpers/server.js";
+import { ev, ordered, publish, sleep } from "../helpers/ordered.js";
 import { encodePublishBatch } from "../../src/wire/client.js";
 
 const { start, dir } = perTestServers();
-
-const ev = (producer_id: string, producer_seq: number, extra: Record<string, unknown> = {}) => ({ type: "t", producer_id, producer_seq, ...extra });
-const publish = (url: string, stream: string, events: unknown[]) => api(`${url}/v1/streams/${stream}/events`, "POST", { events });
-const ordered = (url: string, stream: string, config: Record<string, unknown> = {}) =>
-  api(`${url}/v1/streams/${stream}`, "PUT", { producer_ordering: true, ...config });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls the stream until it holds `n` events (or the deadline passes), and returns them. */
 async function eventsOnceThere(url: string, stream: string, n: number, deadlineMs = 10_000): Promise<any[]> {

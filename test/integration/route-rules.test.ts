@@ -30,6 +30,8 @@ const ROUTES: Route[] = [
   { path: "/v1/timelines", methods: { GET: [] } },
   { path: "/v1/timelines/rrt", methods: { GET: [], PUT: [], DELETE: [] } },
   { path: "/v1/timelines/rrt/readers/rd", methods: { GET: [], PUT: [] } },
+  // The ad hoc page (GET /v1/timelines?streams=) is the list's path with a parameter: its rules are walked in timelines.test.ts.
+  { path: "/v1/timelines/rrt/events", methods: { GET: ["cursor", "limit", "direction", "wait_ms"] } },
   { path: "/v1/timelines/_secret/rotate", methods: { POST: [] } },
 ];
 const ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"];
@@ -44,7 +46,19 @@ const VALID_BODY: Record<string, string> = {
   "POST /v1/timelines/_secret/rotate": "{}",
 };
 /** A valid value for each known parameter, so that only the rule under test can refuse. */
-const VALID_VALUE: Record<string, string> = { from: "1", to: "5", limit: "2", from_time: "0", group: "g", format: "json", window: "10", max_attempts: "3" };
+const VALID_VALUE: Record<string, string> = {
+  from: "1",
+  to: "5",
+  limit: "2",
+  from_time: "0",
+  group: "g",
+  format: "json",
+  window: "10",
+  max_attempts: "3",
+  cursor: "AAAA",
+  direction: "forward",
+  wait_ms: "0",
+};
 
 let s: TestServer;
 let client: Client;

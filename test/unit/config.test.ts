@@ -59,8 +59,13 @@ describe("configuration", () => {
     const c = loadConfig({}, {});
     expect([c.timeline_streams_max, c.timelines_max, c.timeline_readers_max, c.timeline_cursor_grace_ms]).toEqual([64, 10_000, 10_000, 86_400_000]);
     expect([c.timeline_cursor_secret, c.timeline_cursor_previous_secret]).toEqual(["", ""]);
+    expect([c.timeline_page_events_max, c.timeline_wait_ms_max, c.timeline_source_timeout_ms, c.timeline_waiters_max]).toEqual([1000, 30_000, 200, 10_000]);
     const ranges: Array<[string, number, number]> = [
       ["timeline_streams_max", 1, 1024],
+      ["timeline_page_events_max", 1, 100_000],
+      ["timeline_wait_ms_max", 0, 600_000],
+      ["timeline_source_timeout_ms", 1, 60_000],
+      ["timeline_waiters_max", 1, 1_000_000],
       ["timelines_max", 1, 1_000_000],
       ["timeline_readers_max", 1, 1_000_000],
       ["timeline_cursor_grace_ms", 0, 31_536_000_000],

@@ -8,7 +8,7 @@ import { ConsumeHub } from "../../src/front/consume/hub.js";
 import { parseParams } from "../../src/front/consume/params.js";
 import type { Clock, ConsumerSocket, ShardLink } from "../../src/front/consume/ports.js";
 import type { SocketData } from "../../src/front/consume/state.js";
-import type { OnResponse } from "../../src/front/shards.js";
+import type { OnResponse, WatchOwner } from "../../src/front/shards.js";
 import {
   CONSUME_HEAD_BYTES,
   ConsumeHeadKind,
@@ -103,6 +103,13 @@ class FakeShards implements ShardLink {
     return true;
   }
 
+  /** The formats the hub follows a stream in, as the pool's setWatch takes them (the real one sends the shard their union with timelines'). */
+  setWatch(stream: string, _owner: WatchOwner, mask: number): boolean {
+    if (this.refuse) return false;
+    this.watch.set(stream, mask);
+    return true;
+  }
+
   create(stream: string, events = 0): void {
     this.streams.set(stream, { events: [], first: 1, checkpoints: new Map() });
     this.append(stream, events);
@@ -193,9 +200,6 @@ class FakeShards implements ShardLink {
         this.published.push({ stream, events: (bodyJson() as { events: Json[] }).events });
         return json(200, {});
       }
-      case Op.Watch:
-        this.watch.set(stream, (meta as RequestMeta<Op.Watch>).watch);
-        return json(200, {});
       default:
         throw new Error(`the hub sent op ${op}`);
     }

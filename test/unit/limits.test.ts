@@ -28,6 +28,8 @@ const LIMIT_KEYS = [
   "consume_window_max",
   "consume_window_default",
   "consumer_buffer_bytes_max",
+  "timeline_streams_max",
+  "timeline_page_events_max",
 ] as const satisfies ReadonlyArray<keyof LimitKeys>;
 
 /** Keys that must agree with one other (a default and its maximum, a request and the budget of requests): moved together. */
@@ -69,6 +71,17 @@ function largestEventBodyBytes(c: LimitKeys): number {
   return eventBytesFor(f);
 }
 
+/** The metadata of a timeline read of `streams` streams of the longest id at the largest seqs and indexes, as protocol.ts writes it. */
+function timelineReadMetaBytes(streams: number): number {
+  const meta = {
+    streams: Array.from({ length: streams }, (_, i) => ({ id: "s".repeat(127) + String(i % 10), index: 1_000_000 + i, seq: Number.MAX_SAFE_INTEGER })),
+    backward: false,
+    limit: 100_000,
+    nowMs: Number.MAX_SAFE_INTEGER,
+  };
+  return Buffer.byteLength(JSON.stringify(meta));
+}
+
 /** Room an answer needs beside its page: response header, consume head, EventBatch envelope with a 128-character stream id. */
 const ANSWER_ENVELOPE_BYTES = 2048;
 
@@ -82,6 +95,11 @@ function brokenRelations(c: LimitKeys, l: Limits): string[] {
   check(l.pageAnswerBytesMax + ANSWER_ENVELOPE_BYTES <= l.ringMessageBytesMax, "the largest page answer fits a ring message");
   check(frameBytesFor(largestEventBodyBytes(c)) <= l.frameBytesMax, "the largest event publish accepts frames within frameBytesMax");
   check(l.socketBytesMax > c.consumer_buffer_bytes_max, "uWS's socket bound lies past the hub's");
+  check(l.timelineAnswerBytesMax + ANSWER_ENVELOPE_BYTES <= l.ringMessageBytesMax, "the largest timeline answer fits a ring message");
+  check(
+    requestBytes(timelineReadMetaBytes(c.timeline_streams_max), 0) <= l.timelineRequestBytesMax && l.timelineRequestBytesMax <= l.ringMessageBytesMax,
+    "the largest timeline read request fits a ring message",
+  );
   check(l.pageAnswerBytesMax >= l.frameBytesMax, "a page answer of one frame (an EventBatch page) is within pageAnswerBytesMax");
   check(
     l.pageBufferBytes >= Math.max(c.replay_page_bytes_max, c.consume_page_bytes_max) + l.frameBytesMax,

@@ -90,6 +90,31 @@ describe("fsync group commit", () => {
     log.close();
   });
 
+  it("tells the ingest_ts of the oldest record still waiting for its sync, and null once none waits", async () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open();
+    expect(log.uncommittedTs()).toBeNull();
+    appendN(log, 5, { durable: true }); // seq s has ingest_ts 1000 + s - 1
+    expect(log.uncommittedTs()).toBe(1000);
+    const first = waitFor(log, 5);
+    appendN(log, 4, { durable: true }); // 6..9, after the first sync started
+    await first;
+    expect(log.committedSeq).toBe(5);
+    expect(log.uncommittedTs()).toBe(1005);
+    await waitFor(log, 9);
+    expect(log.uncommittedTs()).toBeNull();
+    appendN(log, 3, { durable: false });
+    expect(log.uncommittedTs()).toBeNull();
+    // Across a roll (64 KiB segments of 128-byte frames): the roll syncs what it closes, and the oldest waiting record is in the new segment.
+    appendN(log, 600, { durable: true });
+    expect(log.segments.length).toBe(2);
+    expect(log.committedSeq).toBeGreaterThan(12);
+    expect(log.uncommittedTs()).toBe(1000 + log.committedSeq);
+    await waitFor(log, log.headSeq);
+    expect(log.uncommittedTs()).toBeNull();
+    log.close();
+  });
+
   it("a seq already committed is answered at once, without an fdatasync", async () => {
     const log = new StreamLog(tempDir(), LOG_OPTS);
     log.open();

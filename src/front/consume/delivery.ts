@@ -180,7 +180,7 @@ export class Delivery extends HubPart {
     let mask = 0;
     for (const s of f.sessions) mask |= s.params.binary ? WATCH_BINARY : WATCH_JSON;
     if (mask === f.mask) return true;
-    if (!this.shards.send(f.shard, Op.Watch, { stream: f.stream, watch: mask }, null, () => {})) {
+    if (!this.shards.setWatch(f.stream, "consume", mask)) {
       // A stale wider mask only costs rendering; one lacking a wanted format would starve consumers.
       return (mask & f.mask) === mask;
     }

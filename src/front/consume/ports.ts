@@ -18,11 +18,12 @@ export interface ConsumerSocket {
 }
 
 /**
- * The shards as the hub uses them: ConsumeStart, ConsumeRead, SetCheckpoint,
- * Publish (dead letters) and Watch requests, and the live batches they push.
- * Answers come asynchronously, and pushes and answers of one shard in order.
+ * The shards as the hub uses them: ConsumeStart, ConsumeRead, SetCheckpoint
+ * and Publish (dead letters) requests, the formats it watches a stream in
+ * (setWatch, as owner "consume"), and the live batches they push. Answers
+ * come asynchronously, and pushes and answers of one shard in order.
  */
-export type ShardLink = Pick<ShardPool, "send" | "shardFor" | "onPush">;
+export type ShardLink = Pick<ShardPool, "send" | "shardFor" | "onPush" | "setWatch">;
 
 export interface Clock {
   /** Wall-clock ms: liveness, heartbeats, connected_at. */

@@ -1,0 +1,234 @@
+// One page of a timeline, as the front makes it: one TimelineRead per shard
+// that owns streams of the set, sent at once; the answers that come within
+// timeline_source_timeout_ms merged (a heap over the shards, the same order
+// as the shard's own merge), cut at the page's limits and at the horizon,
+// and the boundaries of the next and previous pages worked out from what
+// was shown. A shard that does not answer in time is left out: its streams
+// keep their boundaries and are listed as `partial`.
+import type { Config } from "../config.js";
+import { ApiError } from "../errors.js";
+import { Op, responseJson, type RequestMeta } from "../shard/protocol.js";
+import type { Direction, TimelineCursor } from "../timeline/cursor.js";
+import { keyOrder, mergeRuns, type EventKey } from "../timeline/merge.js";
+import { HEAD_BOUNDARY, readShardPage, resolvedByShard, timeCut, type PageEvent, type ShardPage } from "../timeline/shard-page.js";
+import type { ShardPool } from "./shards.js";
+
+export interface PageRequest {
+  /** The set: sorted, without repeats. */
+  streams: readonly string[];
+  direction: Direction;
+  /** One boundary per stream of the set (HEAD_BOUNDARY: its head, found by its shard). */
+  seqs: readonly number[];
+  limit: number;
+}
+
+export interface PageResult {
+  /** In the page's order. */
+  events: PageEvent[];
+  next: TimelineCursor;
+  prev: TimelineCursor;
+  hasGap: boolean;
+  /** Streams whose shard did not answer in time, in set order. */
+  partial: string[];
+  /**
+   * Forward: when events were held back because the clock had not passed
+   * their millisecond yet, the earliest such ingest_ts (a long poll looks
+   * again just after it); else -1. Events held back behind a record waiting
+   * for its sync show once it commits, which its shard pushes.
+   */
+  clockHeldTs: number;
+}
+
+/** What the shards are, for a page: ShardPool in the server. */
+export type PageShards = Pick<ShardPool, "send" | "shardFor" | "deliverReady">;
+
+/** One shard's part: its streams' entries, and its answer once it came. */
+interface ShardPart {
+  shard: number;
+  meta: RequestMeta<Op.TimelineRead>;
+  /** False when the shard could not take the request (full ring, too many in flight). */
+  sent: boolean;
+  answer: ShardPage | ApiError | null;
+}
+
+const shardBusy = () =>
+  new ApiError(429, "shard_busy", "the shards owning this timeline's streams are at capacity (rings full or shard_requests_max in flight); retry later");
+
+export class TimelinePages {
+  constructor(
+    private readonly config: Config,
+    private readonly shards: PageShards,
+  ) {}
+
+  /** Reads one page; `done` gets it, or the error of a shard (an unknown stream: 404 naming it). */
+  read(req: PageRequest, done: (r: PageResult | ApiError) => void): void {
+    this.round(req, Date.now(), (parts, nowMs) => {
+      const r = this.merge(req, parts, nowMs);
+      // From the head: each shard placed its streams' heads under its own
+      // horizon, and the page's is the smallest. Once more with that one for
+      // all, so that the boundary is a true cut of the order (shards asked
+      // again all have this horizon then: see docs/decisions.md).
+      if (r instanceof ApiError || !r.retryAt) return done(r instanceof ApiError ? r : r.page);
+      this.round(req, r.retryAt, (again, at) => {
+        const r2 = this.merge(req, again, at);
+        done(r2 instanceof ApiError ? r2 : r2.page);
+      });
+    });
+  }
+
+  /** Sends every shard its part and calls back with the parts once all answered or the source timeout ran out. */
+  private round(req: PageRequest, nowMs: number, then: (parts: ShardPart[], nowMs: number) => void): void {
+    const parts = this.split(req, nowMs);
+    let waiting = 0;
+    let finished = false;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      then(parts, nowMs);
+    };
+    for (const p of parts) {
+      const sent = this.shards.send(p.shard, Op.TimelineRead, p.meta, null, (r) => {
+        if (finished) return; // too late: the page went without it
+        // Copied: the ring's bytes are reused once this callback returns.
+        p.answer = r.status === 200 ? readShardPage(Buffer.from(r.body), req.streams) : ApiError.fromBody(r.status, responseJson(r));
+        if (--waiting === 0) finish();
+      });
+      p.sent = sent;
+      if (sent) waiting++;
+    }
+    if (waiting === 0) return finish();
+    timer = setTimeout(() => {
+      // Answers that came in time but wait in the rings are taken first.
+      for (const p of parts) if (p.sent && p.answer === null) this.shards.deliverReady(p.shard);
+      finish();
+    }, this.config.timeline_source_timeout_ms);
+  }
+
+  private split(req: PageRequest, nowMs: number): ShardPart[] {
+    const byShard = new Map<number, ShardPart>();
+    for (let i = 0; i < req.streams.length; i++) {
+      const shard = this.shards.shardFor(req.streams[i]);
+      let p = byShard.get(shard);
+      if (!p) {
+        p = { shard, meta: { streams: [], backward: req.direction === "backward", limit: req.limit, nowMs }, sent: false, answer: null };
+        byShard.set(shard, p);
+      }
+      p.meta.streams.push({ id: req.streams[i], index: i, seq: req.seqs[i] });
+    }
+    return [...byShard.values()].sort((a, b) => a.shard - b.shard);
+  }
+
+  /**
+   * Merges the shards' answers into the page. `retryAt` is set when a page
+   * from the head (HEAD_BOUNDARY) had shards whose horizons were past the
+   * page's: then it is read again with the page's horizon for all.
+   */
+  private merge(req: PageRequest, parts: ShardPart[], nowMs: number): ApiError | { page: PageResult; retryAt: number | null } {
+    const answered: ShardPage[] = [];
+    for (const p of parts) {
+      if (p.answer instanceof ApiError) return p.answer;
+      if (p.answer) answered.push(p.answer);
+    }
+    if (answered.length === 0) {
+      if (!parts.some((p) => p.sent)) return shardBusy();
+      return { page: emptyPage(req, parts, nowMs), retryAt: null };
+    }
+    const backward = req.direction === "backward";
+    const before = keyOrder(req.direction);
+    let horizon = Number.POSITIVE_INFINITY;
+    for (const a of answered) horizon = Math.min(horizon, a.horizon);
+    // A shard that stopped early may hold events past its last one shown: nothing past the earliest such cut is shown.
+    let cut: EventKey | null = null;
+    for (const a of answered) {
+      const last = a.events[a.events.length - 1];
+      if (a.truncated && last && (cut === null || before(last, cut))) cut = last;
+    }
+    const events: PageEvent[] = [];
+    const bytesMax = this.config.replay_page_bytes_max;
+    let bytes = 0;
+    let clockHeldTs = -1;
+    /** Backward: the lowest seq left out at the horizon, per stream. */
+    let leftOut: Map<number, number> | null = null;
+    mergeRuns(
+      answered.map((a) => a.events),
+      before,
+      (e) => {
+        if (events.length === req.limit || (events.length > 0 && bytes >= bytesMax)) return false;
+        if (cut !== null && before(cut, e)) return false;
+        if (e.ts >= horizon) {
+          if (backward) {
+            leftOut ??= new Map();
+            leftOut.set(e.index, e.seq);
+            return true;
+          }
+          if (horizon === nowMs) clockHeldTs = e.ts;
+          return false;
+        }
+        events.push(e);
+        bytes += e.json.byteLength + 1;
+        return true;
+      },
+    );
+    if (!backward && horizon === nowMs) {
+      // Shards hold back what is at the horizon themselves: they say what.
+      for (const a of answered) if (a.heldTs >= 0 && (clockHeldTs < 0 || a.heldTs < clockHeldTs)) clockHeldTs = a.heldTs;
+    }
+    const boundary = unansweredBoundaries(req, horizon);
+    let hasGap = false;
+    for (const a of answered) {
+      for (const s of a.streams) {
+        boundary[s.index] = s.boundary;
+        if (s.gap) hasGap = true;
+      }
+    }
+    if (leftOut) for (const [index, seq] of leftOut as Map<number, number>) boundary[index] = Math.min(boundary[index], seq - 1);
+    const next = [...boundary];
+    // Forward events come ascending (the last one of a stream wins), backward ones descending.
+    for (const e of events) {
+      next[e.index] = backward ? e.seq - 1 : e.seq;
+      if (e.tombstone) hasGap = true;
+    }
+    const page: PageResult = {
+      events,
+      next: { direction: req.direction, seqs: next },
+      prev: { direction: backward ? "forward" : "backward", seqs: boundary },
+      hasGap,
+      partial: partialOf(req, parts),
+      clockHeldTs,
+    };
+    const retryAt = req.seqs.some(resolvedByShard) && answered.some((a) => a.horizon > horizon) ? horizon : null;
+    return { page, retryAt };
+  }
+}
+
+/** The streams of the shards that did not answer, in set order. */
+function partialOf(req: PageRequest, parts: ShardPart[]): string[] {
+  const missing = new Set<number>();
+  for (const p of parts) if (p.answer === null) for (const s of p.meta.streams) missing.add(s.index);
+  return req.streams.filter((_, i) => missing.has(i));
+}
+
+/**
+ * The boundaries of a page before its answers are placed: the request's,
+ * except that a stream still "at the head" becomes the cut at the page's
+ * horizon. A stream whose shard did not answer keeps that: resolved later,
+ * next_cursor and prev_cursor then still name one and the same seq of it.
+ */
+function unansweredBoundaries(req: PageRequest, horizon: number): number[] {
+  return req.seqs.map((seq) => (seq === HEAD_BOUNDARY ? timeCut(horizon) : seq));
+}
+
+/** No shard answered in time: the same boundaries again (the head as the cut at `nowMs`), every stream partial. */
+function emptyPage(req: PageRequest, parts: ShardPart[], nowMs: number): PageResult {
+  const seqs = unansweredBoundaries(req, nowMs);
+  return {
+    events: [],
+    next: { direction: req.direction, seqs },
+    prev: { direction: req.direction === "backward" ? "forward" : "backward", seqs },
+    hasGap: false,
+    partial: partialOf(req, parts),
+    clockHeldTs: -1,
+  };
+}

@@ -1,0 +1,236 @@
+// The timeline page routes: `GET /v1/timelines?streams=a,b,c` (ad hoc; the
+// list route of timeline-admin.ts hands it over) and `GET
+// /v1/timelines/{name}/events` (named), their query (cursor, limit,
+// direction, wait_ms), who may read them (consume on every stream of the
+// set), the long poll, and the answer, whose events' JSON is the shards'
+// rendering joined as it came. The page itself is timeline-page.ts; the
+// waits, timeline-waits.ts.
+import type uWS from "uWebSockets.js";
+import type { Config } from "../config.js";
+import { ApiError } from "../errors.js";
+import { ContentType } from "../shard/protocol.js";
+import type { CursorSigner, Direction } from "../timeline/cursor.js";
+import { checkTimelineName, timelineNotFound } from "../timeline/names.js";
+import { HEAD_BOUNDARY } from "../timeline/shard-page.js";
+import type { TimelineStores } from "../timeline/stores.js";
+import { streamSet } from "../timeline/stream-set.js";
+import { checkQuery, intParam } from "../validate.js";
+import { type ApiKey, checkStreams, type GuardedApp, sendRefusal } from "./auth.js";
+import { exchange, send, sendError, type Exchange } from "./http.js";
+import type { ShardPool } from "./shards.js";
+import { TimelinePages, type PageRequest, type PageResult } from "./timeline-page.js";
+import { TimelineWaits, type Waiter } from "./timeline-waits.js";
+
+/** Events of a page without `limit` (API.md), unless timeline_page_events_max is lower. */
+export const TIMELINE_PAGE_EVENTS_DEFAULT = 25;
+
+const NAMED_PARAMS: ReadonlySet<string> = new Set(["cursor", "limit", "direction", "wait_ms"]);
+const AD_HOC_PARAMS: ReadonlySet<string> = new Set(["streams", ...NAMED_PARAMS]);
+
+/** A page as the client asked for it, checked. */
+interface PageAsk {
+  req: PageRequest;
+  waitMs: number;
+}
+
+export interface TimelineDeps {
+  config: Config;
+  pool: ShardPool;
+  /** The cursor signer and the named timelines. */
+  stores: TimelineStores;
+  /** The 503 to answer while the server is not ready or is draining, else null. */
+  unavailable: () => ApiError | null;
+}
+
+/** The set of `?streams=a,b,c`, by the one stream-set rule (src/timeline/stream-set.ts). */
+function adHocSet(raw: string | null, max: number): string[] {
+  if (raw === null) throw new ApiError(400, "invalid_parameter", `"streams" is required: a comma-separated list of stream ids`, { parameter: "streams" });
+  return streamSet(raw.split(","), max, "invalid_parameter");
+}
+
+/** The rest of the query, for a set: where the page starts, which way, how many, how long to wait. */
+export function pageAsk(q: URLSearchParams, streams: readonly string[], config: Config, signer: CursorSigner): PageAsk {
+  const dir = q.get("direction");
+  if (dir !== null && dir !== "forward" && dir !== "backward") {
+    throw new ApiError(400, "invalid_parameter", `"direction" must be "forward" or "backward"`, { parameter: "direction" });
+  }
+  const token = q.get("cursor");
+  let direction: Direction = dir ?? "forward";
+  let seqs: number[];
+  if (token !== null) {
+    const c = signer.decode(token, streams);
+    if (dir !== null && dir !== c.direction) {
+      throw new ApiError(400, "invalid_parameter", `"direction" is ${dir} but the cursor pages ${c.direction}; leave "direction" out with a cursor`, {
+        parameter: "direction",
+      });
+    }
+    direction = c.direction;
+    seqs = c.seqs;
+  } else {
+    // Forward from before the oldest retained event; backward from each stream's head.
+    seqs = streams.map(() => (direction === "forward" ? 0 : HEAD_BOUNDARY));
+  }
+  const max = config.timeline_page_events_max;
+  const limit = intParam(q, "limit", Math.min(TIMELINE_PAGE_EVENTS_DEFAULT, max), 1, max);
+  const waitMs = intParam(q, "wait_ms", 0, 0, config.timeline_wait_ms_max);
+  if (waitMs > 0 && direction === "backward") {
+    throw new ApiError(400, "invalid_parameter", `"wait_ms" applies to forward pages only: a backward page never waits`, { parameter: "wait_ms" });
+  }
+  return { req: { streams, direction, seqs, limit }, waitMs };
+}
+
+/** The answer's body: the events' JSON as the shards rendered them, joined, and the cursors. */
+function pageBody(r: PageResult, streams: readonly string[], signer: CursorSigner): Buffer {
+  const parts: Buffer[] = [Buffer.from(`{"events":[`)];
+  for (let i = 0; i < r.events.length; i++) {
+    if (i > 0) parts.push(COMMA);
+    parts.push(r.events[i].json);
+  }
+  const next = signer.encode(streams, r.next);
+  const prev = signer.encode(streams, r.prev);
+  const partial = r.partial.length > 0 ? `,"partial":${JSON.stringify(r.partial)}` : "";
+  parts.push(Buffer.from(`],"next_cursor":"${next}","prev_cursor":"${prev}","has_gap":${r.hasGap}${partial}}`));
+  return Buffer.concat(parts);
+}
+const COMMA = Buffer.from(",");
+
+export class Timelines {
+  private readonly pages: TimelinePages;
+  private readonly waits: TimelineWaits;
+  /** Long polls waiting, each answered early by endWaits (shutdown). */
+  private readonly polls = new Set<() => void>();
+
+  constructor(private readonly deps: TimelineDeps) {
+    this.pages = new TimelinePages(deps.config, deps.pool);
+    this.waits = new TimelineWaits(deps.config, deps.pool);
+  }
+
+  private get signer(): CursorSigner {
+    return this.deps.stores.signer;
+  }
+
+  /** The named route; the ad hoc one shares its path with the list and comes through adHoc. */
+  register(routes: GuardedApp): void {
+    routes.get("/v1/timelines/:name/events", "key", (res, req, key) => this.named(res, req, key));
+  }
+
+  /** Answers every long poll with the page it has (shutdown: nothing waits past the drain). */
+  endWaits(): void {
+    for (const end of [...this.polls]) end();
+    this.waits.close();
+  }
+
+  /** GET /v1/timelines?streams=a,b,c&...: the route's admission has checked the key, this its scope and prefix. */
+  adHoc(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
+    const query = req.getQuery() ?? "";
+    this.begin(exchange(res), key, () => {
+      const q = checkQuery(query, AD_HOC_PARAMS);
+      return { q, streams: adHocSet(q.get("streams"), this.deps.config.timeline_streams_max) };
+    });
+  }
+
+  private named(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
+    const name = req.getParameter(0) ?? "";
+    const query = req.getQuery() ?? "";
+    this.begin(exchange(res), key, () => {
+      checkTimelineName(name);
+      const q = checkQuery(query, NAMED_PARAMS);
+      const t = this.deps.stores.names.get(name);
+      if (!t) throw timelineNotFound(name);
+      return { q, streams: t.streams };
+    });
+  }
+
+  /** The checks of both routes, in one order: readiness, the names and query, the key on the set, the page asked for. */
+  private begin(x: Exchange, key: ApiKey | null, set: () => { q: URLSearchParams; streams: readonly string[] }): void {
+    let ask: PageAsk;
+    try {
+      const down = this.deps.unavailable();
+      if (down) throw down;
+      const { q, streams } = set();
+      const refused = checkStreams(key, "consume", streams);
+      if (refused) return sendRefusal(x, refused);
+      ask = pageAsk(q, streams, this.deps.config, this.signer);
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      return sendError(x, err);
+    }
+    this.serve(x, ask);
+  }
+
+  private serve(x: Exchange, ask: PageAsk): void {
+    this.pages.read(ask.req, (r) => {
+      if (x.aborted || x.done) return;
+      if (r instanceof ApiError) return sendError(x, r);
+      if (r.events.length > 0 || r.partial.length > 0 || ask.waitMs === 0) return this.answer(x, ask, r);
+      this.longPoll(x, ask, r);
+    });
+  }
+
+  private answer(x: Exchange, ask: PageAsk, r: PageResult): void {
+    send(x, 200, ContentType.Json, pageBody(r, ask.req.streams, this.signer));
+  }
+
+  /**
+   * Waits for the page's first event: looks again when a stream of the set
+   * commits a batch (or, for events held back until the clock passes their
+   * millisecond, just after it), and answers the empty page at the end of
+   * wait_ms. The streams are watched before the next look, so a batch
+   * committed after the first one is never missed.
+   */
+  private longPoll(x: Exchange, ask: PageAsk, first: PageResult): void {
+    let last = first;
+    let reading = false;
+    let again = false;
+    let over = false;
+    let waiter: Waiter | null = null;
+    let clockTimer: NodeJS.Timeout | undefined;
+    let deadline: NodeJS.Timeout | undefined;
+    const finish = () => {
+      over = true;
+      clearTimeout(clockTimer);
+      clearTimeout(deadline);
+      this.polls.delete(end);
+      if (waiter !== null) this.waits.disarm(waiter);
+    };
+    const end = () => {
+      if (over) return;
+      finish();
+      this.answer(x, ask, last);
+    };
+    const look = () => {
+      if (over) return;
+      if (reading) {
+        again = true;
+        return;
+      }
+      reading = true;
+      again = false;
+      clearTimeout(clockTimer);
+      this.pages.read(ask.req, (r) => {
+        reading = false;
+        if (over) return;
+        if (x.aborted) return finish();
+        if (r instanceof ApiError) {
+          finish();
+          return sendError(x, r);
+        }
+        last = r;
+        if (r.events.length > 0 || r.partial.length > 0) return end();
+        if (again) return look();
+        if (r.clockHeldTs >= 0) clockTimer = setTimeout(look, Math.max(1, r.clockHeldTs + 1 - Date.now()));
+      });
+    };
+    const armed = this.waits.arm(ask.req.streams, look);
+    if (armed === "full") {
+      const max = this.deps.config.timeline_waiters_max;
+      return sendError(x, new ApiError(429, "server_busy", `timeline_waiters_max (${max}) long polls are waiting; retry later`, { timeline_waiters_max: max }));
+    }
+    if (armed === "busy") return sendError(x, new ApiError(429, "shard_busy", "a shard owning this timeline's streams is at capacity; retry later"));
+    waiter = armed;
+    deadline = setTimeout(end, ask.waitMs);
+    this.polls.add(end);
+    x.onAbort = finish;
+    look();
+  }
+}

@@ -1,0 +1,114 @@
+// What the timeline tests share: a page request, paging a timeline to its
+// end, the defined order to compare with, streams that land on chosen
+// shards, and publishing to them.
+import { expect } from "vitest";
+import { shardOf } from "../../src/shard/protocol.js";
+import { api } from "./server.js";
+
+export interface TimelineEvent {
+  seq: number;
+  stream: string;
+  type: string;
+  ingest_ts: number;
+  payload?: unknown;
+  [field: string]: unknown;
+}
+
+export interface Page {
+  events: TimelineEvent[];
+  next_cursor: string;
+  prev_cursor: string;
+  has_gap: boolean;
+  partial?: string[];
+}
+
+/** GET /v1/timelines with these query parameters; the body must be a page. */
+export async function timelinePage(url: string, query: Record<string, string | number | undefined>): Promise<Page> {
+  const r = await timelineRequest(url, query);
+  expect(r.status, JSON.stringify(r.json)).toBe(200);
+  expect(Object.keys(r.json).sort()).toEqual(
+    r.json.partial ? ["events", "has_gap", "next_cursor", "partial", "prev_cursor"] : ["events", "has_gap", "next_cursor", "prev_cursor"],
+  );
+  return r.json as Page;
+}
+
+export function timelineRequest(url: string, query: Record<string, string | number | undefined>, headers: Record<string, string> = {}) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, String(v));
+  return api(`${url}/v1/timelines?${q.toString().replaceAll("%2C", ",")}`, "GET", undefined, headers);
+}
+
+/**
+ * Pages from `cursor` (or the start of `direction`) until a page comes back
+ * empty; every page's events, in order, and the last (empty) page.
+ */
+export async function pageToEnd(
+  url: string,
+  streams: string[],
+  opts: { cursor?: string; direction?: "forward" | "backward"; limit?: () => number } = {},
+): Promise<{ events: TimelineEvent[]; pages: Page[]; last: Page }> {
+  const events: TimelineEvent[] = [];
+  const pages: Page[] = [];
+  let cursor = opts.cursor;
+  for (let i = 0; ; i++) {
+    if (i > 100_000) throw new Error("a timeline that never ends");
+    const p = await timelinePage(url, {
+      streams: streams.join(","),
+      cursor,
+      direction: cursor === undefined ? opts.direction : undefined,
+      limit: opts.limit?.(),
+    });
+    pages.push(p);
+    if (p.events.length === 0) return { events, pages, last: p };
+    events.push(...p.events);
+    cursor = p.next_cursor;
+  }
+}
+
+/** The defined order: (ingest_ts, stream id, seq). */
+export function byTimelineOrder(a: TimelineEvent, b: TimelineEvent): number {
+  if (a.ingest_ts !== b.ingest_ts) return a.ingest_ts - b.ingest_ts;
+  if (a.stream !== b.stream) return a.stream < b.stream ? -1 : 1;
+  return a.seq - b.seq;
+}
+
+export const eventId = (e: { stream: string; seq: number }) => `${e.stream}#${e.seq}`;
+
+/** `perShard` stream ids with this prefix on each of `shards` shards (as the server routes them). */
+export function streamsOnShards(prefix: string, shards: number, perShard: number): string[][] {
+  const out: string[][] = Array.from({ length: shards }, () => []);
+  for (let i = 0; out.some((o) => o.length < perShard); i++) {
+    const id = `${prefix}${i}`;
+    const o = out[shardOf(id, shards)];
+    if (o.length < perShard) o.push(id);
+  }
+  return out;
+}
+
+/** Publishes `n` events (payload: their index from `from`, and `padBytes` of padding); returns the seqs given. */
+export async function publishN(url: string, stream: string, n: number, from = 0, type = "t", padBytes = 0): Promise<number[]> {
+  const pad = padBytes > 0 ? "p".repeat(padBytes) : undefined;
+  const events = Array.from({ length: n }, (_, i) => ({ type, payload: pad ? { i: from + i, pad } : { i: from + i } }));
+  const r = await api(`${url}/v1/streams/${stream}/events`, "POST", { events });
+  expect(r.status, JSON.stringify(r.json)).toBe(200);
+  return Array.from({ length: r.json.count }, (_, i) => r.json.first_seq + i);
+}
+
+/** Every retained event of a stream, through replay. */
+export async function streamEvents(url: string, stream: string): Promise<TimelineEvent[]> {
+  const out: TimelineEvent[] = [];
+  let from = 1;
+  for (;;) {
+    const r = await api(`${url}/v1/streams/${stream}/events?from=${from}&limit=10000`, "GET");
+    if (r.status === 410) {
+      from = r.json.error.first_seq;
+      continue;
+    }
+    expect(r.status).toBe(200);
+    if (r.json.events.length === 0) return out;
+    out.push(...r.json.events);
+    from = r.json.next;
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
