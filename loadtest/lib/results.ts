@@ -16,6 +16,7 @@ export type Workload =
   | "fanout-100" // 1 stream -> 100 consumers at 1,000 events/s
   | "fanout-1000" // 1 stream -> 1,000 consumers at 1,000 events/s
   | "fsync" // W1 with every batch on disk before it is acknowledged
+  | "ordered-ingest" // W1's shape from several producers, 1% out of order, producer_ordering against plain
   | "timelines"; // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each
 
 /** Events per publish: Ticker's publish_events_max (and a Redis pipeline, a NATS batch). */

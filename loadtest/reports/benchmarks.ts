@@ -26,7 +26,7 @@ const ANALYSIS = join(DOCS_DIR, "bench-analysis.md");
 /** The last run's raw measurements and facts, kept so the report can be rewritten without re-running. */
 const RESULTS = join(RESULTS_DIR, "bench-results.jsonl");
 const RUN_FACTS = join(RESULTS_DIR, "bench-run.json");
-/** One step may not hang the whole run. */
+/** One step may not hang the whole run (a step may say it needs longer). */
 const STEP_TIMEOUT_MS = 12 * 60_000;
 
 const { values: opts } = parseArgs({
@@ -52,6 +52,7 @@ interface Step {
   npm: string;
   script: string;
   args: string[];
+  timeoutMs?: number;
 }
 
 const STEPS: Step[] = [
@@ -61,7 +62,9 @@ const STEPS: Step[] = [
   // Latency for the plain Redis and NATS only: the AOF modes' W3 rows would add a minute per run.
   { id: "peers", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W1,W2,W4,fsync", ...(opts.quick ? ["--quick"] : [])] },
   { id: "peers-w3", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W3-20k,W3-100k", "--systems", "redis,nats", ...(opts.quick ? ["--quick"] : [])] },
-  { id: "timelines", npm: "bench:timelines", script: "timelines.js", args: opts.quick ? ["--events", "100000", "--duration", "5"] : [] },
+  // One run of its own per run here. The first ever also loads its kept data set (~1.5 min) and walks
+  // the timelines for their cursors (~5 min); later ones reuse both.
+  { id: "timelines", npm: "bench:timelines", script: "timelines.js", args: ["--runs", "1", ...(opts.quick ? ["--quick"] : [])], timeoutMs: 30 * 60_000 },
 ];
 const steps = opts.steps ? STEPS.filter((s) => opts.steps!.split(",").includes(s.id)) : STEPS;
 
@@ -71,7 +74,7 @@ function runStep(step: Step, results: string, log: string): Promise<string | nul
     const out: Buffer[] = [];
     const child = spawn(process.execPath, [join(WORKLOADS_DIST, step.script), ...step.args, "--results", results], { stdio: ["ignore", "pipe", "inherit"] });
     child.stdout.on("data", (c: Buffer) => out.push(c));
-    const timer = setTimeout(() => child.kill("SIGTERM"), STEP_TIMEOUT_MS);
+    const timer = setTimeout(() => child.kill("SIGTERM"), step.timeoutMs ?? STEP_TIMEOUT_MS);
     child.once("exit", (code, signal) => {
       clearTimeout(timer);
       writeFileSync(log, Buffer.concat(out));
@@ -169,6 +172,12 @@ const SECTIONS: Section[] = [
     what: "pages/s and each answer's latency (autocannon in the benchmark's process, cursors spread over the timeline both ways), server, front (main thread) and client CPU",
     metrics: ["pages/s", "p99 ms", "p50 ms", "server CPU cores", "front CPU cores", "client CPU cores"],
   },
+  {
+    workload: "ordered-ingest",
+    title: "Ordered ingest: 1,000,000 events of 8 producers, 1% out of order, batches of 1,000",
+    what: "events/s (8 requests in flight, one per producer) to a stream with `producer_ordering` and to a plain one, every event read back and checked; server CPU per event",
+    metrics: ["events/s", "server CPU µs/event"],
+  },
   { workload: "fsync", title: "Publish with every batch on disk before the answer", what: "events/s; Ticker `durability: fsync` (group commit) against Redis `appendfsync always`", metrics: ["events/s", "server CPU s"] },
 ];
 
@@ -257,27 +266,60 @@ const GOALS: Goal[] = [
   ratioGoal("fsync", "events/s", "Redis Streams (AOF always)", 5, "fsync publish"),
   timelineGoal("paced", "timelines p99 ≤ 5 ms at 1,000 pages/s (3 and 32 streams)"),
   timelineGoal("unpaced", "timelines ≥ 12,000 pages/s with p99 ≤ 50 ms (3 and 32 streams)"),
+  orderedGoal(),
 ];
 
-/** The timeline goals, over both sets: the paced rows' p99, or the unpaced rows' rate and p99. */
+/**
+ * The timeline goals, over both sets (variant names from bench:timelines):
+ * the p99 of "<n> streams, 1,000 pages/s" (autocannon at that rate; the
+ * evenly paced row beside it); or, of the "<n> streams, <c> connections,
+ * unpaced" rows, the fastest with p99 <= 50 ms (else the fastest).
+ */
 function timelineGoal(rows: "paced" | "unpaced", text: string): Goal {
   return {
     text,
     check: (all) => {
       const parts: string[] = [];
       let met = true;
+      const of = (variant: (v: string) => boolean, metric: string) =>
+        all.filter((x) => x.workload === "timelines" && x.metric === metric && variant(x.variant));
+      const same = (a: Series, metric: string) => of((v) => v === a.variant, metric)[0];
       for (const n of [3, 32]) {
-        const row = (metric: string) =>
-          all.find((x) => x.workload === "timelines" && x.metric === metric && x.variant.startsWith(`${n} streams, `) && x.variant.endsWith("unpaced") === (rows === "unpaced"));
-        const p99 = row("p99 ms");
-        const rate = row("pages/s");
-        if (!p99 || !rate) return { measured: "not measured", met: null };
-        const p = median(p99.values);
-        const r = median(rate.values);
-        parts.push(rows === "paced" ? `${n} streams: ${num(p)} ms` : `${n} streams: ${num(r)} pages/s, p99 ${num(p)} ms`);
-        met &&= rows === "paced" ? p <= 5 : r >= 12_000 && p <= 50;
+        if (rows === "paced") {
+          const p99 = of((v) => v === `${n} streams, 1,000 pages/s`, "p99 ms")[0];
+          const even = of((v) => v === `${n} streams, 1,000 pages/s, evenly paced`, "p99 ms")[0];
+          if (!p99) return { measured: "not measured", met: null };
+          const p = median(p99.values);
+          parts.push(`${n} streams: ${num(p)} ms${even ? ` (evenly paced ${num(median(even.values))} ms)` : ""}`);
+          met &&= p <= 5;
+          continue;
+        }
+        const rates = of((v) => v.startsWith(`${n} streams, `) && v.endsWith(" connections, unpaced"), "pages/s");
+        if (rates.length === 0) return { measured: "not measured", met: null };
+        const p99 = (r: Series) => median(same(r, "p99 ms")?.values ?? [Number.NaN]);
+        const fastest = (xs: Series[]) => xs.reduce((a, b) => (median(b.values) > median(a.values) ? b : a));
+        const within = rates.filter((r) => p99(r) <= 50);
+        const best = fastest(within.length > 0 ? within : rates);
+        const r = median(best.values);
+        parts.push(`${n} streams: ${num(r)} pages/s, p99 ${num(p99(best))} ms (${best.variant.split(", ")[1]})`);
+        met &&= r >= 12_000 && p99(best) <= 50;
       }
       return { measured: parts.join("; "), met };
+    },
+  };
+}
+
+/** Ordered ingest within 2x of a plain stream: the fastest publish path's two rows. */
+function orderedGoal(): Goal {
+  return {
+    text: "ordered ingest (1% out of order) ≥ 0.5x a plain stream's events/s (FlatBuffers, raw HTTP)",
+    check: (all) => {
+      const rate = (variant: string) => all.find((x) => x.workload === "ordered-ingest" && x.metric === "events/s" && x.variant === variant);
+      const o = rate("producer_ordering, FlatBuffers, raw HTTP");
+      const p = rate("plain, FlatBuffers, raw HTTP");
+      if (!o || !p) return { measured: "not measured", met: null };
+      const f = median(o.values) / median(p.values);
+      return { measured: `${fx(f)} (${num(median(o.values))} vs ${num(median(p.values))} events/s)`, met: f >= 0.5 };
     },
   };
 }

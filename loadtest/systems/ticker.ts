@@ -22,7 +22,7 @@ import { udecimalAt, uintAt } from "../lib/scan.js";
  * --cpu-prof-dir=.bench/prof"); TICKER_BENCH_SERVER_LOG names a file that
  * gets the server's stdout (e.g. with --trace-gc).
  */
-export function startTicker(dataDir: string, opts: Pick<TickerOptions, "args" | "onListening"> = {}): Promise<TickerProcess> {
+export function startTicker(dataDir: string, opts: Pick<TickerOptions, "args" | "onListening" | "readyTimeoutMs"> = {}): Promise<TickerProcess> {
   const nodeFlags = (process.env.TICKER_BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean);
   return TickerProcess.start(dataDir, { ...opts, nodeFlags, stdoutFile: process.env.TICKER_BENCH_SERVER_LOG || undefined });
 }

@@ -1,219 +1,456 @@
-// Timelines: a 25-event page (GET /v1/timelines?streams=...&cursor=) over 3
-// and over 32 streams that hold --events events each (1,000,000 by default),
-// published interleaved so that every page mixes streams. autocannon (in
-// this process) asks for pages at cursors spread over the timeline, forward
-// and backward, first paced at 1,000 pages/s, then as fast as it is answered.
-// Reported per set: pages/s, and p50/p99 of each answer's latency (HDR, µs).
-// Goals (issue 12): p99 <= 5 ms at 1,000 pages/s; >= 12,000 pages/s with p99
-// <= 50 ms.
+// bench:timelines (issue 12): ordered ingest's publish throughput against a
+// plain stream's (./ordered-publish.ts), and timeline pages over 3 and over
+// 32 streams of 1,000,000 events each (./timeline-pages.ts, on the data set
+// of ./timeline-data.ts). Prints a markdown report and writes it to
+// docs/results/bench-timelines-latest.md; `npm run bench` runs it as a step
+// (--runs 1) and reads its figures (workloads "ordered-ingest", "timelines").
 //
-//   npm run bench:timelines                              # 32 x 1,000,000 events
-//   npm run bench:timelines -- --events 100000 --duration 5 --results out.jsonl
+//   npm run bench:timelines                                  # both parts
+//   npm run bench:timelines -- --parts ingest --runs 1       # ordered ingest only, one run
+//   npm run bench:timelines -- --quick                       # small sizes, a smoke run
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
-import autocannon from "autocannon";
-import { stoppedCleanly } from "../../test/harness/process.js";
-import type { TickerProcess } from "../../test/harness/ticker.js";
-import { HttpRawClient } from "../lib/http-raw.js";
-import { newHistogram } from "../lib/latency.js";
-import { cpuMark, cpuSince, diskBytes, waitQuiet } from "../lib/proc.js";
-import { int, mib } from "../lib/report.js";
-import { BATCH_EVENTS, PAYLOAD_BYTES, payloadText, report, resultsFile, type Measurement } from "../lib/results.js";
-import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
+import { cpuMark, cpuSince } from "../lib/proc.js";
+import { commandLine, f2, int, mib, ms, machineFacts, machineLine, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { BATCH_EVENTS, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
+import { cleanupNow, guardRun, runMain } from "../lib/run.js";
+import { ensureDataSet, READY_TIMEOUT_MS, shardSplit, type DataSet } from "./timeline-data.js";
+import { cannonPoint, cursorPool, PAGE_LIMIT, pacedPoint, type CursorPool, type PagePoint } from "./timeline-pages.js";
 import { startTicker } from "../systems/ticker.js";
+import { REPO_ROOT, stoppedCleanly } from "../../test/harness/process.js";
+import type { TickerProcess } from "../../test/harness/ticker.js";
+import {
+  buildBodies,
+  clientName,
+  cpuUsPerEvent,
+  eventsPerS,
+  formatName,
+  rowName,
+  runIngestRow,
+  sendOrder,
+  type ClientKind,
+  type Format,
+  type IngestRow,
+  type SendOrder,
+} from "./ordered-publish.js";
 
-const PAGE_EVENTS = 25;
-const PACED_PAGES_PER_S = 1000;
-/** Publishes in flight while the streams fill. */
-const PUBLISH_IN_FLIGHT = 8;
-/** Cursors the pages are asked at: half paging forward from the start, half backward from the head. */
-const CURSORS = 2000;
-const SETS = [3, 32];
+const REPORT_PATH = join(RESULTS_DIR, "bench-timelines-latest.md");
+const RUN_DEADLINE_MS = 55 * 60_000;
+/** Ordered ingest's goal: within 2x of a plain stream. */
+const INGEST_RATIO_GOAL = 0.5;
 
 const { values: opts } = parseArgs({
   options: {
-    events: { type: "string", default: "1000000" },
-    duration: { type: "string", default: "10" },
-    connections: { type: "string", default: "64" },
+    parts: { type: "string", default: "ingest,pages" },
+    runs: { type: "string", default: "3" },
+    producers: { type: "string", default: "8" },
+    // Comma-separated subset of the ingest rows' format/client pairs: flatbuffers-raw, json-raw, json-fetch.
+    variants: { type: "string", default: "flatbuffers-raw,json-raw,json-fetch" },
+    events: { type: "string" },
+    quick: { type: "boolean", default: false },
+    // Part B's data set: where it is kept between runs, its shape, and whether to load it again.
+    "data-root": { type: "string", default: process.env.TICKER_BENCH_DATA_ROOT || join(REPO_ROOT, ".bench", "timelines") },
+    streams: { type: "string", default: "32" },
+    "events-per-stream": { type: "string" },
+    reload: { type: "boolean", default: false },
+    // Connections of the as-fast-as-they-go points (comma-separated); "none" for the fixed-rate points only.
+    connections: { type: "string" },
     results: { type: "string" },
   },
   strict: true,
 });
-const EVENTS = Number(opts.events);
-const DURATION_S = Number(opts.duration);
-const CONNECTIONS = Number(opts.connections);
-for (const [name, v] of [
-  ["--events", EVENTS],
-  ["--duration", DURATION_S],
-  ["--connections", CONNECTIONS],
+const PARTS = new Set(opts.parts.split(","));
+const RUNS = Number(opts.runs);
+const PRODUCERS = Number(opts.producers);
+const STREAMS = Number(opts.streams);
+const EVENTS_PER_STREAM = opts["events-per-stream"] !== undefined ? Number(opts["events-per-stream"]) : opts.quick ? 20_000 : 1_000_000;
+/** Connections of part B's as-fast-as-they-go points. */
+const SWEEP_CONNECTIONS = opts.connections === "none" ? [] : (opts.connections?.split(",").map(Number) ?? (opts.quick ? [16] : [8, 16, 32, 64]));
+const INGEST_EVENTS = opts.events !== undefined ? Number(opts.events) : opts.quick ? 80_000 : 1_000_000;
+for (const [name, ok] of [
+  ["--parts must list ingest and/or pages", [...PARTS].every((p) => p === "ingest" || p === "pages")],
+  ["--runs must be 1 to 10", Number.isSafeInteger(RUNS) && RUNS >= 1 && RUNS <= 10],
+  ["--producers must be 1 to 64", Number.isSafeInteger(PRODUCERS) && PRODUCERS >= 1 && PRODUCERS <= 64],
+  [
+    `--events must be a multiple of producers x ${BATCH_EVENTS}`,
+    Number.isSafeInteger(INGEST_EVENTS) && INGEST_EVENTS > 0 && INGEST_EVENTS % (PRODUCERS * BATCH_EVENTS) === 0,
+  ],
+  ["--connections must list positive integers", SWEEP_CONNECTIONS.every((c) => Number.isSafeInteger(c) && c > 0 && c <= 1024)],
+  ["--streams must be 3 to 64", Number.isSafeInteger(STREAMS) && STREAMS >= 3 && STREAMS <= 64],
+  [
+    `--events-per-stream must be a multiple of ${BATCH_EVENTS}`,
+    Number.isSafeInteger(EVENTS_PER_STREAM) && EVENTS_PER_STREAM > 0 && EVENTS_PER_STREAM % BATCH_EVENTS === 0,
+  ],
+  [
+    `--events-per-stream must be a multiple of ${BATCH_EVENTS}`,
+    Number.isSafeInteger(EVENTS_PER_STREAM) && EVENTS_PER_STREAM > 0 && EVENTS_PER_STREAM % BATCH_EVENTS === 0,
+  ],
 ] as const) {
-  if (!Number.isSafeInteger(v) || v < 1) {
-    console.error(`${name} must be a positive integer`);
+  if (!ok) {
+    console.error(name);
     process.exit(2);
   }
 }
 
-const tempDirs = new TempDirs("ticker-bench-timelines-");
-onCleanup(() => tempDirs.removeAll());
+// ---- part A: ordered ingest ------------------------------------------------------
 
-const streamIds = Array.from({ length: Math.max(...SETS) }, (_, i) => `tl-${String(i).padStart(2, "0")}`);
+const VARIANTS: Array<{ format: Format; client: ClientKind }> = [
+  { format: "flatbuffers" as const, client: "raw" as const },
+  { format: "json" as const, client: "raw" as const },
+  { format: "json" as const, client: "fetch" as const },
+].filter((v) => opts.variants.split(",").includes(`${v.format}-${v.client}`));
 
-/** Fills every stream with EVENTS events: batches of 1,000 to the streams in turn, so their ingest_ts interleave. */
-async function fill(port: number): Promise<number> {
-  const payload = payloadText(PAYLOAD_BYTES);
-  const body = Buffer.from(
-    JSON.stringify({ events: Array.from({ length: BATCH_EVENTS }, (_, i) => ({ type: "t", key: `k${i % 16}`, payload: { p: payload } })) }),
-  );
-  const headers = { "Content-Type": "application/json" };
-  const conns = await HttpRawClient.connections(port, PUBLISH_IN_FLIGHT);
-  const batches = Math.ceil(EVENTS / BATCH_EVENTS) * streamIds.length;
-  let next = 0;
-  const t0 = performance.now();
-  try {
-    await Promise.all(
-      conns.map(async (c) => {
-        for (let b = next++; b < batches; b = next++) {
-          const stream = streamIds[b % streamIds.length];
-          const r = await c.post(`/v1/streams/${stream}/events`, body, headers);
-          if (r.status !== 200) throw new Error(`publish to ${stream}: HTTP ${r.status} ${r.body.toString("utf8", 0, 200)}`);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const spread = (xs: number[], fmt: (n: number) => string) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
+
+async function ingestPart(notes: string[]): Promise<{ rows: IngestRow[]; orders: SendOrder[] }> {
+  const orders = Array.from({ length: PRODUCERS }, (_, p) => sendOrder(INGEST_EVENTS / PRODUCERS, 1 + p));
+  const rows: IngestRow[] = [];
+  for (const format of ["flatbuffers", "json"] as const) {
+    if (!VARIANTS.some((v) => v.format === format)) continue;
+    const t0 = performance.now();
+    const bodies = buildBodies(format, orders);
+    console.error(`ordered ingest: ${formatName(format)} bodies encoded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    for (const v of VARIANTS.filter((x) => x.format === format)) {
+      for (let run = 1; run <= RUNS; run++) {
+        // Alternate which stream goes first, so a drift of the machine does not favour one.
+        for (const ordered of run % 2 === 1 ? [false, true] : [true, false]) {
+          const spec = { ...v, ordered, orders, bodies };
+          const row = await runIngestRow(spec, notes);
+          rows.push(row);
+          console.error(`run ${run}: ${rowName(spec)}: ${int(eventsPerS(row))} events/s`);
         }
-      }),
-    );
-  } finally {
-    for (const c of conns) c.close();
-  }
-  return (performance.now() - t0) / 1000;
-}
-
-/** Page paths at CURSORS places of the set's timeline: forward from the start, backward from the head, a page apart. */
-async function cursorPaths(port: number, set: string[]): Promise<string[]> {
-  const client = await HttpRawClient.connect(port, 1);
-  const base = `/v1/timelines?streams=${set.join(",")}&limit=${PAGE_EVENTS}`;
-  const paths: string[] = [];
-  try {
-    for (const direction of ["forward", "backward"]) {
-      let path = `${base}&direction=${direction}`;
-      for (let i = 0; i < CURSORS / 2; i++) {
-        paths.push(path);
-        const r = await client.get(path);
-        if (r.status !== 200) throw new Error(`GET ${path}: HTTP ${r.status} ${r.body.toString("utf8", 0, 200)}`);
-        const page = JSON.parse(r.body.toString("utf8")) as { events: unknown[]; next_cursor: string };
-        if (page.events.length !== PAGE_EVENTS) throw new Error(`a page of ${page.events.length} events at cursor ${i} (${direction}): fill more events`);
-        path = `${base}&cursor=${page.next_cursor}`;
       }
     }
-  } finally {
-    client.close();
   }
-  return paths;
+  return { rows, orders };
 }
 
-interface Run {
-  pagesPerS: number;
-  p50Ms: number;
-  p99Ms: number;
-  non2xx: number;
-  errors: number;
-  serverCores: number;
-  /** The server's main thread (HTTP, the front's merge): what bounds a page rate first. */
-  frontCores: number;
-  /** This process: autocannon, on the same two cores. */
-  clientCores: number;
+function ingestSection(rows: IngestRow[], orders: SendOrder[]): string[] {
+  const displaced = orders.reduce((n, o) => n + o.displaced, 0);
+  const across = orders.reduce((n, o) => n + o.acrossBatches, 0);
+  const lines = [
+    "## Ordered ingest: publish throughput with 1% of events out of order",
+    "",
+    `${int(INGEST_EVENTS)} events of ${PRODUCERS} producers (${int(INGEST_EVENTS / PRODUCERS)} each, \`producer_id\` + \`producer_seq\` from 1), batches of ${BATCH_EVENTS}, each producer one request at a time on its own connection, all ${PRODUCERS} at once (${PRODUCERS} requests in flight). ${int(displaced)} events (${((100 * displaced) / INGEST_EVENTS).toFixed(2)}%) are sent out of place: ${int(displaced / 2)} pairs swapped a few positions apart, ${int(across)} of those events across the end of a batch (the rest inside one). Median over ${RUNS} run${RUNS > 1 ? "s" : ""} (min–max); every row on a fresh server and data dir.`,
+    "",
+  ];
+  const head = ["stream", "format, client", "events/s", "server CPU µs/event", "client CPU s", "held at their answer", "checked"];
+  const body: string[][] = [];
+  const ratios: string[] = [];
+  for (const v of VARIANTS) {
+    const of = (ordered: boolean) => rows.filter((r) => r.format === v.format && r.client === v.client && r.ordered === ordered);
+    for (const ordered of [false, true]) {
+      const rs = of(ordered);
+      if (rs.length === 0) continue;
+      body.push([
+        ordered ? "producer_ordering" : "plain",
+        `${formatName(v.format)}, ${clientName(v.client)}`,
+        spread(rs.map(eventsPerS), int),
+        spread(rs.map(cpuUsPerEvent), f2),
+        spread(
+          rs.map((r) => r.clientCpuS),
+          f2,
+        ),
+        int(median(rs.map((r) => r.heldInAnswers))),
+        rs[0].check,
+      ]);
+    }
+    const p = of(false).map(eventsPerS);
+    const o = of(true).map(eventsPerS);
+    if (p.length > 0 && o.length > 0) {
+      const ratio = median(o) / median(p);
+      const cpu = median(of(true).map(cpuUsPerEvent)) / median(of(false).map(cpuUsPerEvent));
+      ratios.push(
+        `- **${formatName(v.format)} over ${clientName(v.client)}:** ordered / plain = ${ratio.toFixed(2)}x (${int(median(o))} vs ${int(median(p))} events/s); goal >= ${INGEST_RATIO_GOAL}x: ${ratio >= INGEST_RATIO_GOAL ? "met" : "**missed**"}. Server CPU per event: ${cpu.toFixed(2)}x the plain stream's.`,
+      );
+    }
+  }
+  lines.push(
+    table(
+      head,
+      head.map((_, i) => (i >= 2 && i <= 5 ? "r" : "l")),
+      body,
+    ),
+    "",
+    ...ratios,
+    "",
+    "How to read it:",
+    "",
+    "- events/s: client-side wall time from the first request to the last answer; bodies encoded before timing (W1's way). Server CPU is utime+stime of the server process over the same interval (/proc), over the events; client CPU is this process's.",
+    `- "held at their answer": events listed under \`held\` in the answers, i.e. still waiting for an earlier producer_seq when their request was answered, all released by a later batch of the same producer (the swaps across a batch end). Events held and released inside their own request are not listed. The stream ends with \`held_events\` 0 (GET /v1/streams/{id}), and the read-back (binary replay pages, untimed) finds every event once, in producer_seq order per producer, no gap tombstone; the plain stream holds them in the order sent.`,
+    '- FlatBuffers bodies carry each event\'s 100 random payload bytes; JSON bodies `{"type":"tick","producer_id","producer_seq","payload":"<100 chars>"}`. Clients: raw keep-alive sockets (loadtest/lib/http-raw.ts, W1\'s) and Node\'s fetch (undici).',
+    "",
+  );
+  return lines;
 }
 
-/** autocannon over `paths` in turn on `connections` connections for `durationS`, at `rate` pages/s overall (0: as fast as answered). */
-function cannon(server: TickerProcess, paths: string[], connections: number, durationS: number, rate: number): Promise<Run> {
-  const hist = newHistogram();
-  let at = 0;
-  const cpu = cpuMark(server.pid);
-  return new Promise((resolve, reject) => {
-    const instance = autocannon(
-      {
-        url: `http://127.0.0.1:${server.port}`,
-        connections,
-        duration: durationS,
-        timeout: 30,
-        ...(rate > 0 ? { overallRate: rate } : {}),
-        requests: [
-          {
-            method: "GET",
-            setupRequest: (req: autocannon.Request) => ({ ...req, path: paths[at++ % paths.length] }),
-          },
-        ],
-      },
-      (err: unknown, result: autocannon.Result) => {
-        if (err) return reject(err as Error);
-        const ok = result.requests.total - result.non2xx;
-        const use = cpuSince(cpu, server.pid);
-        resolve({
-          pagesPerS: ok / durationS,
-          p50Ms: hist.getValueAtPercentile(50) / 1000,
-          p99Ms: hist.getValueAtPercentile(99) / 1000,
-          non2xx: result.non2xx,
-          errors: result.errors,
-          serverCores: use.serverCores,
-          frontCores: use.serverMainCores,
-          clientCores: use.clientCores,
-        });
-      },
+function ingestMeasurements(rows: IngestRow[]): Measurement[] {
+  return rows.flatMap((r): Measurement[] => {
+    const variant = `${r.ordered ? "producer_ordering" : "plain"}, ${formatName(r.format)}, ${clientName(r.client)}`;
+    return [
+      { workload: "ordered-ingest", system: "Ticker", variant, metric: "events/s", value: eventsPerS(r), better: "higher" },
+      { workload: "ordered-ingest", system: "Ticker", variant, metric: "server CPU µs/event", value: cpuUsPerEvent(r), better: "lower" },
+    ];
+  });
+}
+
+// ---- part B: timeline pages ------------------------------------------------------
+
+function dataSetLines(d: DataSet): string[] {
+  return [
+    `- **Data set:** ${d.streams.length} streams (\`${d.streams[0]}\` .. \`${d.streams[d.streams.length - 1]}\`) x ${int(d.eventsPerStream)} events, JSON payloads of ~100 bytes, ${(mib(d.diskBytes) / 1024).toFixed(2)} GiB on disk (\`du\` of the data dir); ${d.how}.`,
+  ];
+}
+
+/** Goals of issue 12 on this machine. */
+const FIXED_RATE = 1000;
+const FIXED_P99_MS_GOAL = 5;
+const THROUGHPUT_GOAL = 12_000;
+const THROUGHPUT_P99_MS_GOAL = 50;
+/** autocannon connections of the fixed-rate point, and lanes of the evenly paced one. */
+const FIXED_CONNECTIONS = 10;
+const PACED_LANES = 16;
+const WARMUP_S = opts.quick ? 1 : 2;
+const MEASURE_S = opts.quick ? 3 : 10;
+/**
+ * After a restart the server scrubs every closed segment (a piscina thread
+ * reading the whole data set); pages are timed only once the server has gone
+ * quiet: under SETTLE_QUIET_CORES over a SETTLE_WINDOW_MS window.
+ */
+const SETTLE_TIMEOUT_MS = 10 * 60_000;
+const SETTLE_WINDOW_MS = 1000;
+const SETTLE_QUIET_CORES = 0.05;
+
+async function settled(server: TickerProcess): Promise<string> {
+  const t0 = performance.now();
+  let quiet = false;
+  while (!quiet && performance.now() - t0 < SETTLE_TIMEOUT_MS) {
+    const mark = cpuMark(server.pid);
+    await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+    if (server.exit) throw new Error(`server exited (${server.exit}) while settling:\n${server.outputTail()}`);
+    quiet = cpuSince(mark, server.pid).serverCores < SETTLE_QUIET_CORES;
+  }
+  const scrub = /scrub: verified \d+ closed segments/.exec(server.output)?.[0] ?? "no closed segments to scrub";
+  const s = ((performance.now() - t0) / 1000).toFixed(0);
+  return quiet ? `timed once it was idle, ${s} s after ready ("${scrub}")` : `still busy ${s} s after ready: pages timed anyway ("${scrub}")`;
+}
+
+interface SetResult {
+  streams: string[];
+  pool: CursorPool;
+  points: PagePoint[];
+}
+
+async function measureSet(server: TickerProcess, d: DataSet, streams: string[], notes: string[]): Promise<SetResult> {
+  const pool = await cursorPool(server, d.dir, streams, streams.length * d.eventsPerStream, (l) => console.error(l));
+  const tag = `${streams.length} streams`;
+  console.error(`${tag}: ${pool.forward.length} + ${pool.backward.length} cursors from a walk of ${int(pool.walkPages)} pages`);
+  const points: PagePoint[] = [];
+  const say = (p: PagePoint) => {
+    points.push(p);
+    console.error(
+      `${tag}, ${p.how}, ${p.connections} conn: ${int(p.pagesPerS)} pages/s, p50 ${ms(p.p50Ms)} p99 ${ms(p.p99Ms)} max ${ms(p.maxMs)} ms, non-2xx ${p.non2xx}, partial ${p.partial}, errors ${p.errors}`,
     );
-    instance.on("response", (_client, status, _bytes, responseTimeMs) => {
-      if (status >= 200 && status < 300) hist.recordValue(Math.max(1, Math.round(responseTimeMs * 1000)));
+  };
+  const timing = { warmupS: WARMUP_S, measureS: MEASURE_S };
+  say(await cannonPoint(server, pool, { connections: FIXED_CONNECTIONS, rate: FIXED_RATE, ...timing }, notes));
+  say(await pacedPoint(server, pool, FIXED_RATE, PACED_LANES, timing));
+  for (const connections of SWEEP_CONNECTIONS) say(await cannonPoint(server, pool, { connections, rate: null, ...timing }, notes));
+  return { streams, pool, points };
+}
+
+async function pagesPart(notes: string[]): Promise<{ lines: string[]; sets: SetResult[] }> {
+  const d = await ensureDataSet({ root: opts["data-root"], streams: STREAMS, eventsPerStream: EVENTS_PER_STREAM, reload: opts.reload }, (l) =>
+    console.error(l),
+  );
+  console.error(dataSetLines(d)[0]);
+  const lines = ["## Timeline pages", "", ...dataSetLines(d)];
+  const t0 = performance.now();
+  const server = await startTicker(d.dataDir, { readyTimeoutMs: READY_TIMEOUT_MS });
+  const readyS = (performance.now() - t0) / 1000;
+  const sets: SetResult[] = [];
+  try {
+    const probe = await fetch(`${server.url}/v1/timelines?streams=${d.streams[0]}&limit=1`);
+    if (probe.status !== 200) throw new Error(`GET /v1/timelines answered HTTP ${probe.status} (${(await probe.text()).slice(0, 200)}): not in this build?`);
+    const settle = await settled(server);
+    lines.push(
+      `- **Server:** \`ticker serve\` with the default config (${server.shardCount} shards) on the kept data dir, restarted for the run (ready after ${readyS.toFixed(0)} s), ${settle}.`,
+    );
+    for (const set of [d.streams.slice(0, 3), d.streams]) sets.push(await measureSet(server, d, set, notes));
+  } finally {
+    const how = await server.stop();
+    if (!stoppedCleanly(how)) notes.push(`pages: server stop: ${how}`);
+    if (server.errors.length > 0) notes.push(`pages: server stderr: ${server.errors.slice(0, 5).join(" / ")}`);
+  }
+  lines.push("", ...pagesTables(sets, server.shardCount), "");
+  return { lines, sets };
+}
+
+function pagesTables(sets: SetResult[], shards: number): string[] {
+  const head = [
+    "streams",
+    "driver",
+    "connections",
+    "asked pages/s",
+    "pages/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "non-2xx / partial / errors / timeouts",
+    "server cores",
+    "front / busiest shard cores",
+    "client cores",
+    "other cores",
+  ];
+  const rows = sets.flatMap((s) =>
+    s.points.map((p) => [
+      String(s.streams.length),
+      p.how,
+      String(p.connections),
+      p.rate === null ? "max" : int(p.rate),
+      int(p.pagesPerS),
+      ms(p.p50Ms),
+      ms(p.p99Ms),
+      ms(p.maxMs),
+      `${p.non2xx} / ${p.partial} / ${p.errors} / ${p.timeouts}`,
+      f2(p.cpu.serverCores),
+      `${f2(p.cpu.serverMainCores)} / ${f2(p.cpu.busiestWorkerCores)}`,
+      f2(p.cpu.clientCores),
+      f2(p.cpu.otherCores),
+    ]),
+  );
+  const goals = sets.flatMap((s) => {
+    const fixed = s.points.find((p) => p.kind === "rate");
+    const paced = s.points.find((p) => p.kind === "even");
+    const max = s.points.filter((p) => p.rate === null && p.non2xx + p.partial + p.errors + p.timeouts === 0);
+    const withinP99 = max.filter((p) => p.p99Ms <= THROUGHPUT_P99_MS_GOAL).sort((a, b) => b.pagesPerS - a.pagesPerS)[0];
+    const best = max.sort((a, b) => b.pagesPerS - a.pagesPerS)[0];
+    const met = (ok: boolean) => (ok ? "met" : "**missed**");
+    const n = s.streams.length;
+    return [
+      fixed && paced
+        ? `- **${n} streams, p99 <= ${FIXED_P99_MS_GOAL} ms at ${int(FIXED_RATE)} pages/s:** autocannon ${ms(fixed.p99Ms)} ms (${met(fixed.p99Ms <= FIXED_P99_MS_GOAL)}), evenly paced ${ms(paced.p99Ms)} ms (${met(paced.p99Ms <= FIXED_P99_MS_GOAL)}).`
+        : `- **${n} streams, fixed rate:** not measured.`,
+      withinP99
+        ? `- **${n} streams, >= ${int(THROUGHPUT_GOAL)} pages/s with p99 <= ${THROUGHPUT_P99_MS_GOAL} ms:** ${int(withinP99.pagesPerS)} pages/s at p99 ${ms(withinP99.p99Ms)} ms (${withinP99.connections} connections): ${met(withinP99.pagesPerS >= THROUGHPUT_GOAL)}.`
+        : `- **${n} streams, >= ${int(THROUGHPUT_GOAL)} pages/s with p99 <= ${THROUGHPUT_P99_MS_GOAL} ms:** **missed**: no point had p99 <= ${THROUGHPUT_P99_MS_GOAL} ms${best ? ` (best ${int(best.pagesPerS)} pages/s at p99 ${ms(best.p99Ms)} ms)` : ""}.`,
+    ];
+  });
+  const walks = sets.map(
+    (s) =>
+      `${s.streams.length} streams: ${int(s.pool.walkEvents)} events in ${int(s.pool.walkPages)} pages of ${int(s.pool.walkEvents / s.pool.walkPages)}, ${s.pool.walkS.toFixed(1)} s, every event once, no has_gap, ${s.pool.walkPartial} partial pages`,
+  );
+  const split = shardSplit(sets[0]?.streams ?? [], shards).join(", ");
+  return [
+    table(
+      head,
+      head.map((_, i) => (i <= 2 ? "l" : "r")),
+      rows,
+    ),
+    "",
+    ...goals,
+    "",
+    "How to read it:",
+    "",
+    `- Each request is \`GET /v1/timelines?streams=<the set>&limit=${PAGE_LIMIT}&cursor=<c>\`, c taken in turn from a pool of cursors spread over the whole merged range: every k-th page's \`next_cursor\` (forward) and \`prev_cursor\` (backward) of one walk from the start with \`limit=1000\` (${walks.join("; ")}), forward and backward alternating. The 3-stream set is \`${sets[0]?.streams.join(",")}\` (shards ${split}); the 32-stream set is all of them.`,
+    `- autocannon (in this process) for ${WARMUP_S} s (discarded) and then ${MEASURE_S} s per point; latency is each 2xx answer's response time from autocannon's \`response\` event in an HDR histogram (µs), without autocannon's coordinated-omission correction. Its \`overallRate\` gives each connection its share of a second's requests and sends them back to back from the top of each second, so the fixed-rate row meets bursts of ${FIXED_CONNECTIONS} concurrent requests; the evenly paced row sends one request each millisecond (lib/pacing.ts, ${PACED_LANES} keep-alive connections, the time from the send to the answer).`,
+    "- CPU: cores busy over the measured window (/proc: the server process, its main thread (front) and its busiest other thread (a shard); client = this process, autocannon included; other = the rest of the machine).",
+  ];
+}
+
+/**
+ * Part B's figures for `npm run bench` (its "timelines" section and goals
+ * read these variant names): "<n> streams, 1,000 pages/s" (autocannon at the
+ * rate), "..., evenly paced", "<n> streams, <c> connections, unpaced".
+ */
+function pageMeasurements(sets: SetResult[]): Measurement[] {
+  return sets.flatMap((s) => {
+    const n = s.streams.length;
+    return s.points.flatMap((p): Measurement[] => {
+      const rate = `${n} streams, ${int(p.rate ?? 0)} pages/s`;
+      const variant = p.kind === "max" ? `${n} streams, ${p.connections} connections, unpaced` : p.kind === "even" ? `${rate}, evenly paced` : rate;
+      const failures = p.non2xx + p.partial + p.errors + p.timeouts;
+      const note = `${n} streams x ${int(s.pool.walkEvents / n)} events, ${PAGE_LIMIT}-event pages at ${s.pool.forward.length + s.pool.backward.length} cursors spread over the whole range${failures > 0 ? `; ${failures} answers not 2xx, partial or failed` : ""}`;
+      const m = (metric: string, value: number, better: "higher" | "lower"): Measurement => ({
+        workload: "timelines",
+        system: "Ticker",
+        variant,
+        metric,
+        value,
+        better,
+      });
+      return [
+        { ...m("pages/s", p.pagesPerS, "higher"), note },
+        m("p50 ms", p.p50Ms, "lower"),
+        m("p99 ms", p.p99Ms, "lower"),
+        m("server CPU cores", p.cpu.serverCores, "lower"),
+        m("front CPU cores", p.cpu.serverMainCores, "lower"),
+        m("client CPU cores", p.cpu.clientCores, "lower"),
+      ];
     });
   });
 }
 
-/** Filling 32 million events and four runs take about 5 min here; a hang ends the run, cleaned up, within npm run bench's step timeout (12 min). */
-const RUN_DEADLINE_MS = 11 * 60_000;
+// ---- run ------------------------------------------------------------------------
 
 async function main(): Promise<number> {
-  const deadline = guardRun("bench:timelines", RUN_DEADLINE_MS);
-  const dir = tempDirs.make();
-  const server = await startTicker(dir);
-  const ms: Measurement[] = [];
+  const deadline = guardRun("bench-timelines", RUN_DEADLINE_MS);
+  const notes: string[] = [];
+  const sections: string[] = [];
+  const measurements: Measurement[] = [];
   let failed = false;
   try {
-    const fillS = await fill(server.port);
-    console.log(
-      `timelines: ${streamIds.length} streams x ${int(EVENTS)} events filled in ${fillS.toFixed(1)} s (${int((EVENTS * streamIds.length) / fillS)} events/s), ${mib(diskBytes(dir)).toFixed(0)} MiB on disk`,
-    );
-    for (const n of SETS) {
-      const set = streamIds.slice(0, n);
-      const paths = await cursorPaths(server.port, set);
-      const quiet = await waitQuiet(3000);
-      const note = `${n} streams x ${int(EVENTS)} events, ${PAGE_EVENTS}-event pages at ${paths.length} cursors${quiet.quiet ? "" : `; machine not idle before (${quiet.busyCores.toFixed(2)} cores)`}`;
-      // A short warm-up, not measured: JIT and page cache.
-      await cannon(server, paths, 16, 2, 0);
-      const paced = await cannon(server, paths, 16, DURATION_S, PACED_PAGES_PER_S);
-      const max = await cannon(server, paths, CONNECTIONS, DURATION_S, 0);
-      for (const [variant, r] of [
-        [`${n} streams, ${int(PACED_PAGES_PER_S)} pages/s`, paced],
-        [`${n} streams, ${CONNECTIONS} connections, unpaced`, max],
-      ] as const) {
-        if (r.non2xx > 0 || r.errors > 0) {
-          failed = true;
-          console.error(`timelines ${variant}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
-        }
-        ms.push({ workload: "timelines", system: "Ticker", variant, metric: "pages/s", value: r.pagesPerS, better: "higher", note });
-        ms.push({ workload: "timelines", system: "Ticker", variant, metric: "p50 ms", value: r.p50Ms, better: "lower" });
-        ms.push({ workload: "timelines", system: "Ticker", variant, metric: "p99 ms", value: r.p99Ms, better: "lower" });
-        ms.push({ workload: "timelines", system: "Ticker", variant, metric: "server CPU cores", value: r.serverCores, better: "lower" });
-        ms.push({ workload: "timelines", system: "Ticker", variant, metric: "front CPU cores", value: r.frontCores, better: "lower" });
-        ms.push({ workload: "timelines", system: "Ticker", variant, metric: "client CPU cores", value: r.clientCores, better: "lower" });
-        console.log(
-          `timelines ${variant}: ${int(r.pagesPerS)} pages/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms, server ${r.serverCores.toFixed(2)} cores (front ${r.frontCores.toFixed(2)}), client ${r.clientCores.toFixed(2)} cores`,
-        );
+    if (PARTS.has("ingest")) {
+      try {
+        const { rows, orders } = await ingestPart(notes);
+        sections.push(...ingestSection(rows, orders));
+        measurements.push(...ingestMeasurements(rows));
+      } catch (err) {
+        failed = true;
+        sections.push("## Ordered ingest", "", `**Failed:** ${(err as Error).message}`, "");
+        console.error(err);
       }
-      console.log(
-        `  goals: p99 <= 5 ms at 1,000 pages/s: ${paced.p99Ms <= 5 ? "met" : "NOT met"}; >= 12,000 pages/s with p99 <= 50 ms: ${max.pagesPerS >= 12_000 && max.p99Ms <= 50 ? "met" : "NOT met"}`,
-      );
     }
-    report(ms, opts.results ?? resultsFile());
+    if (PARTS.has("pages")) {
+      try {
+        const { lines, sets } = await pagesPart(notes);
+        sections.push(...lines);
+        measurements.push(...pageMeasurements(sets));
+      } catch (err) {
+        failed = true;
+        sections.push("## Timeline pages", "", `**Failed:** ${(err as Error).message}`, "");
+        console.error(err);
+      }
+    }
   } finally {
-    const how = await server.stop();
-    if (!stoppedCleanly(how)) console.error(`server stop: ${how}`);
-    cleanupNow(); // the data dir: 7 GB at the default size
-    clearTimeout(deadline);
+    cleanupNow();
   }
+  reportResults(measurements, opts.results ?? resultsFile());
+  const facts = machineFacts();
+  const text = [
+    "# Timelines benchmark: latest run",
+    "",
+    "Written by `loadtest/workloads/timelines.ts`; overwritten on every run.",
+    "",
+    `- **Date:** ${facts.date}`,
+    `- **Machine:** ${machineLine(facts)}`,
+    `- **Node:** ${facts.node}`,
+    `- **Commit:** ${facts.commit}`,
+    `- **Command:** \`${commandLine("bench:timelines")}\``,
+    "",
+    ...sections,
+    ...(notes.length > 0 ? ["## Notes from this run", "", ...notes.map((n) => `- ${n}`), ""] : []),
+  ].join("\n");
+  process.stdout.write(text);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(REPORT_PATH, text);
+  console.error(`report written to ${repoRelative(REPORT_PATH)}`);
+  clearTimeout(deadline);
   return failed ? 1 : 0;
 }
 
