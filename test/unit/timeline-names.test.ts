@@ -4,32 +4,15 @@
 // leftovers are cleaned up, a damaged file is reported and not loaded, and
 // timelines_max and timeline_streams_max hold at their limits.
 import { afterEach, describe, expect, it } from "vitest";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ApiError } from "../../src/errors.js";
+import { removeTempDirs, tempDir as tempDirOf } from "../helpers/log-frames.js";
+import { refusal } from "../helpers/refusal.js";
 import { NamedTimelines, TIMELINE_FILE, TIMELINES_DIR, checkTimelineName } from "../../src/timeline/names.js";
 import { streamSet } from "../../src/timeline/stream-set.js";
 
-const dirs: string[] = [];
-afterEach(() => {
-  while (dirs.length) rmSync(dirs.pop()!, { recursive: true, force: true });
-});
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), "ticker-names-"));
-  dirs.push(d);
-  return d;
-};
-
-async function refusal(p: Promise<unknown> | (() => unknown)): Promise<ApiError> {
-  try {
-    await (typeof p === "function" ? p() : p);
-  } catch (err) {
-    if (err instanceof ApiError) return err;
-    throw err;
-  }
-  throw new Error("expected a refusal");
-}
+afterEach(removeTempDirs);
+const tempDir = () => tempDirOf("ticker-names-");
 
 describe("stream sets", () => {
   it("are sorted by string compare without repeats", () => {

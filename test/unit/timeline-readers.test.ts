@@ -5,35 +5,18 @@
 // timeline_readers_max holds at its limit. (With PostgreSQL and Redis:
 // test/integration/timeline-readers-external.test.ts.)
 import { afterEach, describe, expect, it } from "vitest";
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
-import { ApiError } from "../../src/errors.js";
+import { removeTempDirs, tempDir as tempDirOf } from "../helpers/log-frames.js";
+import { refusal } from "../helpers/refusal.js";
 import { CursorSigner } from "../../src/timeline/cursor.js";
 import { NamedTimelines } from "../../src/timeline/names.js";
 import { READERS_FILE, RECORD_BYTES_MAX, ReadersLog } from "../../src/timeline/readers-log.js";
 import { ReaderPositions, checkReaderId } from "../../src/timeline/readers.js";
 
-const dirs: string[] = [];
-afterEach(() => {
-  while (dirs.length) rmSync(dirs.pop()!, { recursive: true, force: true });
-});
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), "ticker-readers-"));
-  dirs.push(d);
-  return d;
-};
-
-async function refusal(p: Promise<unknown> | (() => unknown)): Promise<ApiError> {
-  try {
-    await (typeof p === "function" ? p() : p);
-  } catch (err) {
-    if (err instanceof ApiError) return err;
-    throw err;
-  }
-  throw new Error("expected a refusal");
-}
+afterEach(removeTempDirs);
+const tempDir = () => tempDirOf("ticker-readers-");
 
 const readerId = fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,12}$/);
 const cursorText = fc.stringMatching(/^[A-Za-z0-9_-]{1,80}$/);
