@@ -20,6 +20,7 @@ import { ticksOf, timed, waitQuiet } from "../lib/proc.js";
 import { BATCH_EVENTS, PAGE_EVENTS, PAYLOAD_BYTES, payloadText } from "../lib/results.js";
 import { TempDirs, onCleanup } from "../lib/run.js";
 import { createStream, startTicker } from "../systems/ticker.js";
+import { rng } from "../../test/helpers/rng.js"; // seeded: every run sends the same order
 
 export type Format = "json" | "flatbuffers";
 export type ClientKind = "raw" | "fetch";
@@ -48,18 +49,6 @@ const tempDirs = new TempDirs("ticker-bench-ordered-");
 onCleanup(() => tempDirs.removeAll());
 
 // ---- the events ------------------------------------------------------------------
-
-/** A small seeded generator (mulberry32): every run sends the same order. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 export interface SendOrder {
   /** producer_seq (from 1) at each send position of one producer. */
