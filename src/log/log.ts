@@ -6,7 +6,7 @@
 //
 // Past ~450 lines: append, group commit with its failure handling (the cut
 // back, the vouches of synchronous syncs), read and the timelines' horizon (uncommittedTs) share the head,
-// commit point and the segments' open files, private to this class; taking
+// the commit point and the segments' open files, private to this class; taking
 // one of them out would put a call or an object between them on per-batch
 // paths, or make the commit point writable from outside.
 import { fdatasync, fdatasyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
