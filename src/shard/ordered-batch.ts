@@ -1,71 +1,118 @@
 // A framed batch as ordered ingest reads it (src/shard/ordered.ts): each
 // event's place in the batch and the request, its producer fields and key,
-// checked before the rule is offered any of them.
+// checked before the rule is offered any of them. The fields come from the
+// columns the frame check noted (no event is read again), and they live in
+// arrays indexed by the frame's place in the batch, reused batch after
+// batch: a batch of a thousand events makes no object per event, and one
+// producer id string per run of events from the same producer.
 import { ApiError } from "../errors.js";
 import { RECORD_HEADER_BYTES } from "../log/record.js";
 import { u32 } from "../bytes.js";
-import type { EventFields } from "../wire/event-layout.js";
+import type { BatchColumns } from "../wire/event-layout.js";
 import type { HeldEntry } from "./held-events.js";
 import type { OfferedBatch } from "./ordered.js";
 
-/** A framed event of the batch being admitted: where it is, and its request index. */
-export interface Offered {
-  at: number;
-  index: number;
+/** What the rule holds of an event: its frame's place in the batch being admitted, or its held.log entry. */
+export type Item = number | HeldEntry;
+export const isOwn = (x: Item): x is number => typeof x === "number";
+
+/** The event holding an idempotency key while it is held. */
+export interface KeyHolder {
   producerId: string;
   producerSeq: number;
-  key: string | null;
-  /** Set when it is held: a copy of its frame, kept until its release. */
-  entry: HeldEntry | null;
-  /** The seq it got when released in its own batch, else -1. */
-  newSeq: number;
-  /** A repeat of an event held by an earlier request. */
-  retry: boolean;
-  /** Which admission offered it (OrderedStream.admissions then). */
-  admission: number;
 }
 
-export type Item = Offered | HeldEntry;
-export const isOffered = (x: Item): x is Offered => (x as Offered).at !== undefined;
-export const entryOf = (x: Item): HeldEntry => (isOffered(x) ? (x.entry as HeldEntry) : x);
+/** The events of the batch being admitted, by frame j (0 .. count-1), as the rule is offered them. */
+export class OfferedEvents {
+  count = 0;
+  /** Where frame j starts in the batch's frames. */
+  at = new Int32Array(0);
+  /** -1: no producer fields (appended as it comes). */
+  producerSeq = new Float64Array(0);
+  /** The seq it got when released in its own batch, else -1. */
+  newSeq = new Float64Array(0);
+  /** 1: a repeat of an event held by an earlier request. */
+  retry = new Uint8Array(0);
+  readonly producerId: string[] = [];
+  readonly key: Array<string | null> = [];
+  /** Set when it is held: a copy of its frame, kept until its release. */
+  readonly entry: Array<HeldEntry | null> = [];
+  /** Set when a held event has its idempotency key: it is that one's duplicate, never offered. */
+  readonly holder: Array<KeyHolder | null> = [];
 
-/**
- * The events of a framed batch as the rule is offered them, each with its
- * producer fields checked first (they go together, from 1): one bad event
- * refuses the batch before anything changes. An event whose idempotency key
- * a held event has is that one's duplicate (unless it is that very event).
- */
-export function offeredEvents(
-  b: OfferedBatch,
-  f: EventFields,
-  heldKeys: ReadonlyMap<string, { producerId: string; producerSeq: number }>,
-  admission: number,
-): Offered[] {
-  const offered: Offered[] = [];
-  for (let i = 0, at = 0; i < b.count; i++) {
-    f.read(b.frames, at + RECORD_HEADER_BYTES);
-    const index = b.indexes[i];
-    const hasId = f.producerIdAt >= 0;
-    if (hasId !== f.producerSeq >= 0) {
-      throw new ApiError(400, "invalid_event", `event ${index}: "producer_id" and "producer_seq" go together on a stream with producer_ordering`, { index });
+  /**
+   * Reads a framed batch, each event's producer fields checked first (they
+   * go together, from 1): one bad event refuses the batch before anything
+   * changes. An event whose idempotency key a held event has is that one's
+   * duplicate (unless it is that very event), listed in b.duplicates.
+   */
+  read(b: OfferedBatch, heldKeys: ReadonlyMap<string, KeyHolder>): void {
+    const n = b.count;
+    this.room(n);
+    this.count = n;
+    this.producerId.length = this.key.length = this.entry.length = this.holder.length = 0;
+    const cols = b.cols;
+    const frames = b.frames;
+    let idAt = -1; // the last producer id read, and its string
+    let idLen = 0;
+    let id = "";
+    for (let j = 0, at = 0; j < n; j++) {
+      const index = b.indexes[j];
+      const base = at + RECORD_HEADER_BYTES;
+      const seq = producerSeqOf(cols, index);
+      const hasId = cols.producerIdAt[index] >= 0;
+      if (hasId) {
+        const from = base + cols.producerIdAt[index];
+        const len = cols.producerIdLen[index];
+        // Most batches are one producer's: its id is decoded once, and compared byte by byte after.
+        if (len !== idLen || idAt < 0 || !sameBytes(frames, from, idAt, len)) id = frames.toString("utf8", from, from + len);
+        idAt = from;
+        idLen = len;
+      }
+      const producerId = hasId ? id : "";
+      const key = b.frameKeys[j];
+      this.at[j] = at;
+      this.producerSeq[j] = seq;
+      this.newSeq[j] = -1;
+      this.retry[j] = 0;
+      this.producerId.push(producerId);
+      this.key.push(key);
+      this.entry.push(null);
+      // A key a held event has is taken: this event is that one's duplicate (unless it is that very event again).
+      const holder = key === null ? undefined : heldKeys.get(key);
+      const taken = holder !== undefined && (holder.producerId !== producerId || holder.producerSeq !== seq);
+      this.holder.push(taken ? holder : null);
+      if (taken) b.duplicates.push({ index, producer_id: holder.producerId, producer_seq: holder.producerSeq });
+      at += u32(frames, at);
     }
-    if (hasId && (f.producerSeq < 1 || !Number.isSafeInteger(f.producerSeq))) {
-      throw new ApiError(400, "invalid_event", `event ${index}: "producer_seq" must be an integer from 1 to 2^53-1 on a stream with producer_ordering`, {
-        index,
-      });
-    }
-    const producerId = hasId ? b.frames.toString("utf8", f.producerIdAt, f.producerIdAt + f.producerIdLen) : "";
-    const producerSeq = hasId ? f.producerSeq : -1;
-    const key = f.idemAt < 0 ? null : b.frames.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
-    const frameBytes = u32(b.frames, at);
-    at += frameBytes;
-    // A key a held event has is taken: this event is that one's duplicate (unless it is that very event again).
-    const holder = key === null ? undefined : heldKeys.get(key);
-    if (holder !== undefined && (holder.producerId !== producerId || holder.producerSeq !== producerSeq)) {
-      b.duplicates.push({ index, producer_id: holder.producerId, producer_seq: holder.producerSeq });
-      continue;
-    }
-    offered.push({ at: at - frameBytes, index, producerId, producerSeq, key, entry: null, newSeq: -1, retry: false, admission });
   }
-  return offered;
+
+  private room(n: number): void {
+    if (n <= this.at.length) return;
+    const size = Math.max(n, this.at.length * 2);
+    this.at = new Int32Array(size);
+    this.producerSeq = new Float64Array(size);
+    this.newSeq = new Float64Array(size);
+    this.retry = new Uint8Array(size);
+  }
+}
+
+/** Event `index`'s producer_seq (-1 without producer fields), or a 400 if its producer fields are not a pair from 1. */
+function producerSeqOf(cols: BatchColumns, index: number): number {
+  const hasId = cols.producerIdAt[index] >= 0;
+  const seq = cols.producerSeq[index];
+  if (hasId !== seq >= 0) {
+    throw new ApiError(400, "invalid_event", `event ${index}: "producer_id" and "producer_seq" go together on a stream with producer_ordering`, { index });
+  }
+  if (hasId && (seq < 1 || !Number.isSafeInteger(seq))) {
+    throw new ApiError(400, "invalid_event", `event ${index}: "producer_seq" must be an integer from 1 to 2^53-1 on a stream with producer_ordering`, {
+      index,
+    });
+  }
+  return seq;
+}
+
+function sameBytes(buf: Buffer, a: number, b: number, len: number): boolean {
+  for (let i = 0; i < len; i++) if (buf[a + i] !== buf[b + i]) return false;
+  return true;
 }

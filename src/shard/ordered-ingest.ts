@@ -97,6 +97,17 @@ export class OrderedIngest<T> {
     return this.producers.get(producerId)?.held.has(producerSeq) ?? false;
   }
 
+  /**
+   * Gives a held event another item (the caller's lasting copy of it, once
+   * the batch that offered it stands). No undo of its own: a rollback drops
+   * the event held in the batch altogether.
+   */
+  rehold(producerId: string, producerSeq: number, item: T): void {
+    const h = this.producers.get(producerId)?.held.get(producerSeq);
+    if (h === undefined) throw new RangeError(`ordered ingest: ${producerId} ${producerSeq} is not held`);
+    h.item = item;
+  }
+
   /** Every held item, in no particular order. */
   *heldItems(): IterableIterator<T> {
     for (const p of this.producers.values()) for (const h of p.held.values()) yield h.item;

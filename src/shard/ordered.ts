@@ -20,13 +20,13 @@
 // with that key is its duplicate, as it would be once the held one is
 // appended.
 import { ApiError } from "../errors.js";
-import { frameTs, markBatchEnd, RECORD_HEADER_BYTES, sealFrame, stampFrame } from "../log/record.js";
+import { frameTs, RECORD_HEADER_BYTES, sealFrame } from "../log/record.js";
 import type { StreamLog } from "../log/log.js";
 import { u32 } from "../bytes.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
-import { EventFields } from "../wire/event-layout.js";
-import { type ReleaseStaging, writeTombstone } from "./release-frames.js";
-import { entryOf, isOffered, offeredEvents, type Item, type Offered } from "./ordered-batch.js";
+import { type BatchColumns, EventFields } from "../wire/event-layout.js";
+import { frameReleases, type Released, type ReleaseStaging } from "./release-frames.js";
+import { isOwn, OfferedEvents, type Item, type KeyHolder } from "./ordered-batch.js";
 import { heldEntryBytes, type HeldEntry } from "./held-events.js";
 import { HeldBook } from "./held-book.js";
 import { OrderedIngest, type Release } from "./ordered-ingest.js";
@@ -40,24 +40,20 @@ export interface OrderedLimits {
   entryBytesMax: number;
 }
 
-/** A batch as the publisher framed it (publish.ts FramedBatch), with each frame's index in the request. */
+/**
+ * A batch as the publisher framed it (publish.ts FramedBatch; its frames not
+ * sealed), with each frame's index in the request and key, and the columns
+ * of every event's producer fields.
+ */
 export interface OfferedBatch {
   frames: Buffer;
   bytes: number;
   count: number;
   first: number;
   readonly indexes: number[];
+  readonly frameKeys: ReadonlyArray<string | null>;
+  readonly cols: BatchColumns;
   readonly duplicates: Array<{ index: number; seq?: number; producer_id?: string; producer_seq?: number }>;
-}
-
-/** What the log gets now, framed: the same shape the publisher commits. */
-export interface Released {
-  frames: Buffer;
-  bytes: number;
-  count: number;
-  first: number;
-  ts: number;
-  readonly keys: Map<string, number>;
 }
 
 export interface Admission {
@@ -75,12 +71,11 @@ export class OrderedStream {
   private ingest: OrderedIngest<Item>;
   private readonly book: HeldBook;
   private readonly fields = new EventFields();
+  private readonly offered = new OfferedEvents();
   private readonly out: Release<Item>[] = [];
   // Of the admission or expiry in progress: held events to write, held events released (with their new seqs).
   private newHeld: HeldEntry[] = [];
   private releasedHeld: Array<{ seq: number; entry: HeldEntry }> = [];
-  /** Counts admit() calls: tells an event of the batch being admitted from one held by an earlier one. */
-  private admissions = 0;
   /** Released at start-up (what followed a producer's last appended seq): appended by the first expire(). */
   private restored: Release<Item>[] = [];
   private restoredTaken: Release<Item>[] = [];
@@ -88,7 +83,7 @@ export class OrderedStream {
   private retryAtMs = 0;
   private failures = 0;
   /** Idempotency keys of held events, with the event holding each. */
-  private readonly heldKeys = new Map<string, { producerId: string; producerSeq: number }>();
+  private readonly heldKeys = new Map<string, KeyHolder>();
   /** Damage found in held.log when it was opened (reported with the stream's recovery), or null. */
   damage: string | null = null;
 
@@ -145,7 +140,11 @@ export class OrderedStream {
   }
 
   private *heldEntries(): IterableIterator<HeldEntry> {
-    for (const x of this.ingest.heldItems()) yield entryOf(x);
+    for (const x of this.ingest.heldItems()) {
+      // An event of a batch still being admitted is given its entry when the batch settles.
+      if (isOwn(x)) throw new Error("ordered ingest: a held event has no held.log entry");
+      yield x;
+    }
   }
 
   private restore(log: StreamLog, entries: HeldEntry[], nowMs: number): void {
@@ -197,39 +196,16 @@ export class OrderedStream {
    * a bound) has undone everything already when it throws.
    */
   admit(b: OfferedBatch, staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Admission {
-    this.admissions++;
-    const offered = offeredEvents(b, this.fields, this.heldKeys, this.admissions);
+    const offered = this.offered;
+    offered.read(b, this.heldKeys);
     const out = this.out;
     out.length = 0;
     this.ingest.begin();
     try {
-      for (const o of offered) {
-        if (o.producerSeq < 0) {
-          out.push({ kind: "event", item: o, producerId: "", producerSeq: 0 }); // no producer fields: as it comes
-          continue;
-        }
-        if (this.ingest.isHeld(o.producerId, o.producerSeq)) {
-          o.retry = true; // a retry of a held event: answered as held, kept once
-          continue;
-        }
-        const d = this.ingest.offer(o.producerId, o.producerSeq, o, nowMs, out);
-        if (d === "held") {
-          const frameBytes = u32(b.frames, o.at);
-          o.entry = { producerId: o.producerId, producerSeq: o.producerSeq, receivedMs: nowMs, frame: Buffer.from(b.frames.subarray(o.at, o.at + frameBytes)) };
-          if (heldEntryBytes(o.entry) > this.limits.heldBytesMax) throw tooLargeToHold(o.index, this.limits);
-        } else if (d === "duplicate") {
-          b.duplicates.push({ index: o.index, producer_seq: o.producerSeq });
-        } else if (d === "producers_full") {
-          throw new ApiError(
-            400,
-            "producers_full",
-            `event ${o.index}: the stream already tracks producers_max (${this.limits.producersMax}) producers; a new one is taken once another has been idle for the dedup window`,
-            { index: o.index },
-          );
-        }
-      }
-      const released = this.frameReleases(out, b, staging, log, dedup, nowMs);
-      const held = this.settleBatch(b, offered);
+      for (let j = 0; j < offered.count; j++) this.offer(b, j, nowMs);
+      this.releasedHeld = [];
+      const released = frameReleases(out, b, offered, staging, log, dedup, nowMs, this.releasedHeld);
+      const held = this.settleBatch(b);
       this.checkBounds(nowMs);
       b.duplicates.sort((x, y) => x.index - y.index);
       return { released, held };
@@ -239,31 +215,76 @@ export class OrderedStream {
     }
   }
 
+  /** Offers frame j of the batch being admitted to the rule (inside its transaction). */
+  private offer(b: OfferedBatch, j: number, nowMs: number): void {
+    const o = this.offered;
+    if (o.holder[j] !== null) return; // a held event's key: its duplicate
+    const producerSeq = o.producerSeq[j];
+    const producerId = o.producerId[j];
+    if (producerSeq < 0) {
+      this.out.push({ kind: "event", item: j, producerId: "", producerSeq: 0 }); // no producer fields: as it comes
+      return;
+    }
+    if (this.ingest.isHeld(producerId, producerSeq)) {
+      o.retry[j] = 1; // a retry of a held event: answered as held, kept once
+      return;
+    }
+    const d = this.ingest.offer(producerId, producerSeq, j, nowMs, this.out);
+    const index = b.indexes[j];
+    if (d === "held") {
+      const at = o.at[j];
+      const frameBytes = u32(b.frames, at);
+      const frame = Buffer.from(b.frames.subarray(at, at + frameBytes));
+      sealFrame(frame, 0, frameBytes); // held.log keeps a whole record frame; the batch's were left unsealed
+      const entry: HeldEntry = { producerId, producerSeq, receivedMs: nowMs, frame };
+      o.entry[j] = entry;
+      if (heldEntryBytes(entry) > this.limits.heldBytesMax) throw tooLargeToHold(index, this.limits);
+    } else if (d === "duplicate") {
+      b.duplicates.push({ index, producer_seq: producerSeq });
+    } else if (d === "producers_full") {
+      throw new ApiError(
+        400,
+        "producers_full",
+        `event ${index}: the stream already tracks producers_max (${this.limits.producersMax}) producers; a new one is taken once another has been idle for the dedup window`,
+        { index },
+      );
+    }
+  }
+
   /**
-   * What the batch leaves held (its held list, and newHeld for held.log),
-   * with the duplicates it named renamed now that ordering moved events.
+   * What the batch leaves held (its held list, and newHeld for held.log;
+   * the rule gets their entries in place of their frames' places), with the
+   * duplicates it named renamed now that ordering moved events.
    */
-  private settleBatch(b: OfferedBatch, offered: Offered[]): Admission["held"] {
+  private settleBatch(b: OfferedBatch): Admission["held"] {
+    const o = this.offered;
     const held: Admission["held"] = [];
     this.newHeld = [];
-    for (const o of offered) {
+    for (let j = 0; j < o.count; j++) {
+      const entry = o.entry[j];
+      const index = b.indexes[j];
       // An event held and then released by a later one of the same batch was appended: not held.
-      const stillHeld = o.entry !== null && o.newSeq < 0;
-      if (stillHeld) this.newHeld.push(o.entry as HeldEntry);
-      if (stillHeld || (o.retry && this.ingest.isHeld(o.producerId, o.producerSeq))) held.push({ index: o.index, producer_seq: o.producerSeq });
-      else if (o.retry) b.duplicates.push({ index: o.index, producer_seq: o.producerSeq }); // released by this very batch
+      const stillHeld = entry !== null && o.newSeq[j] < 0;
+      if (stillHeld) {
+        this.newHeld.push(entry);
+        this.ingest.rehold(entry.producerId, entry.producerSeq, entry);
+      }
+      const retryHeld = o.retry[j] === 1 && this.ingest.isHeld(o.producerId[j], o.producerSeq[j]);
+      if (stillHeld || retryHeld) held.push({ index, producer_seq: o.producerSeq[j] });
+      else if (o.retry[j] === 1) b.duplicates.push({ index, producer_seq: o.producerSeq[j] }); // released by this very batch
     }
-    // Duplicates by idempotency key within the batch name the seq the batch stamped first; ordering
-    // moved the events, so they name the seq the original got, or its producer while it is held.
+    // Duplicates by idempotency key within the batch name the seq the batch stamped first (b.first + j
+    // for frame j); ordering moved the events, so they name the seq the original got, or the producer
+    // of the held event that has it (the original's own while it is held, or the one holding its key).
     for (const d of b.duplicates) {
-      if (d.seq === undefined || d.seq < b.first) continue;
-      const o = offered[d.seq - b.first];
-      if (o === undefined) continue;
-      if (o.newSeq >= 0) d.seq = o.newSeq;
+      if (d.seq === undefined || d.seq < b.first || d.seq - b.first >= o.count) continue;
+      const j = d.seq - b.first;
+      const holder = o.holder[j];
+      if (o.newSeq[j] >= 0) d.seq = o.newSeq[j];
       else {
         delete d.seq;
-        d.producer_id = o.producerId;
-        d.producer_seq = o.producerSeq;
+        d.producer_id = holder === null ? o.producerId[j] : holder.producerId;
+        d.producer_seq = holder === null ? o.producerSeq[j] : holder.producerSeq;
       }
     }
     return held;
@@ -343,7 +364,8 @@ export class OrderedStream {
     this.ingest.begin();
     this.ingest.expire(nowMs, out);
     this.lastSweepMs = nowMs;
-    return this.frameReleases(out, null, staging, log, dedup, nowMs);
+    this.releasedHeld = [];
+    return frameReleases(out, null, null, staging, log, dedup, nowMs, this.releasedHeld);
   }
 
   /** A release of the gap timer failed: undone, and the timer waits before it tries again. */
@@ -358,56 +380,6 @@ export class OrderedStream {
     if (key === null) return;
     if (held) this.heldKeys.set(key, { producerId: e.producerId, producerSeq: e.producerSeq });
     else this.heldKeys.delete(key);
-  }
-
-  /**
-   * Frames the releases, in order, with the stream's next seqs into
-   * `staging`: an event of this batch from the batch, a held one from its
-   * copy, a gap as its tombstone. A held event whose idempotency key the
-   * stream took meanwhile (past the dedup window's reach when it arrived)
-   * goes out as a tombstone of its own producer_seq: the key's rule holds,
-   * and the producer's order still shows the hole.
-   */
-  private frameReleases(out: Release<Item>[], b: OfferedBatch | null, staging: ReleaseStaging, log: StreamLog, dedup: DedupWindow, nowMs: number): Released {
-    const ts = Math.max(nowMs, log.lastTs);
-    const first = log.headSeq + 1;
-    let seq = first;
-    let bytes = 0;
-    let lastAt = -1;
-    const keys = staging.keys;
-    keys.clear();
-    this.releasedHeld = [];
-    for (const r of out) {
-      const at = bytes;
-      if (r.kind === "gap") {
-        bytes += writeTombstone(staging, at, r.producerId, r.fromSeq, r.toSeq, seq, ts);
-      } else {
-        const item = r.item;
-        // An event of this batch comes from the batch, even when it was held on the way (then released
-        // by a later event of it): it never reached held.log, so it is no release of a held event.
-        const own = b !== null && isOffered(item) && item.admission === this.admissions;
-        const src = own ? b.frames : entryOf(item).frame;
-        const from = own ? (item as Offered).at : 0;
-        const frameBytes = u32(src, from);
-        const key = recordIdempotencyKey(src, from, this.fields);
-        if (!own) this.releasedHeld.push({ seq, entry: entryOf(item) });
-        if (key !== null && !own && (dedup.get(key) !== undefined || keys.has(key))) {
-          bytes += writeTombstone(staging, at, r.producerId, r.producerSeq, r.producerSeq, seq, ts);
-        } else {
-          staging.ensure(bytes + frameBytes);
-          src.copy(staging.buf, bytes, from, from + frameBytes);
-          stampFrame(staging.buf, bytes, seq, ts);
-          sealFrame(staging.buf, bytes, frameBytes); // a fresh CRC: any batch mark it carried is gone
-          if (key !== null) keys.set(key, seq);
-          if (isOffered(item)) item.newSeq = seq;
-          bytes += frameBytes;
-        }
-      }
-      lastAt = at;
-      seq++;
-    }
-    if (lastAt >= 0) markBatchEnd(staging.buf, lastAt);
-    return { frames: staging.buf, bytes, count: seq - first, first, ts, keys };
   }
 
   close(): void {

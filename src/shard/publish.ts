@@ -6,8 +6,8 @@ import { asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { frameBytesFor, markBatchEnd, sealFrame, stampFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { u32 } from "../bytes.js";
-import { checkFlatBatch, recordIdempotencyKey, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
-import { EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
+import { checkFlatBatch, type EventLimits, type FlatBatch } from "../wire/event-codec.js";
+import { BatchColumns, EventFields, eventBytesFor, writeEvent } from "../wire/event-layout.js";
 import { JsonBatch } from "../wire/json-batch.js";
 import { ContentType, type Op, type RequestOf } from "./protocol.js";
 import type { StreamAdmin } from "./admin.js";
@@ -48,6 +48,10 @@ export interface FramedBatch {
   readonly keys: Map<string, number>;
   /** Each frame's index in the request (duplicates squeezed out). */
   readonly indexes: number[];
+  /** Each frame's idempotency key, or null. */
+  readonly frameKeys: Array<string | null>;
+  /** Every event's producer fields and key, by its index in the request. */
+  readonly cols: BatchColumns;
 }
 
 /** Frames in the log's order, as commit() and the live push take them. */
@@ -59,7 +63,18 @@ export class Publisher {
   private readonly jsonBatch = new JsonBatch();
   private readonly fields = new EventFields();
   private readonly limits: EventLimits;
-  private readonly batch: FramedBatch = { frames: this.staging, bytes: 0, count: 0, first: 1, ts: 0, duplicates: [], keys: new Map(), indexes: [] };
+  private readonly batch: FramedBatch = {
+    frames: this.staging,
+    bytes: 0,
+    count: 0,
+    first: 1,
+    ts: 0,
+    duplicates: [],
+    keys: new Map(),
+    indexes: [],
+    frameKeys: [],
+    cols: new BatchColumns(),
+  };
   /** Where ordered streams frame what they release. */
   private readonly releases = new ReleaseStaging();
 
@@ -181,7 +196,9 @@ export class Publisher {
    * Validates and encodes the whole batch against the stream as it is now
    * (absent: a stream this batch would create), changing nothing of it.
    * JSON events are written as frames into the staging buffer; binary ones
-   * arrive framed and are stamped in place in the ring.
+   * arrive framed and are stamped in place in the ring. The frames of an
+   * ordered stream are not sealed: what the log gets of them is framed
+   * again in release order (ordered.ts), and sealed there, once.
    */
   frame(stream: Stream | undefined, ct: ContentType, body: Buffer): FramedBatch {
     const limits = stream ? { ...this.limits, eventBytesMax: stream.config.max_event_bytes } : this.limits;
@@ -194,8 +211,9 @@ export class Publisher {
     const raw = isJson ? this.buffers.ownCopy(body) : body;
     const own = this.buffers.body; // after ownCopy, which may have grown it
     let flat: FlatBatch | null = null;
+    const cols = this.batch.cols;
     if (isJson) this.jsonBatch.scan(own, raw.length, this.config.publish_events_max);
-    else flat = checkFlatBatch(raw, this.config.publish_events_max, limits, this.frameBytesMax, this.fields);
+    else flat = checkFlatBatch(raw, this.config.publish_events_max, limits, this.frameBytesMax, this.fields, cols);
     const n = flat ? flat.count : this.jsonBatch.count;
     const out = flat ? raw.subarray(flat.start, flat.end) : null;
     const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
@@ -208,15 +226,18 @@ export class Publisher {
     const duplicates = this.batch.duplicates;
     const batchKeys = this.batch.keys;
     const indexes = this.batch.indexes;
+    const frameKeys = this.batch.frameKeys;
+    const seal = !stream?.ordered;
     duplicates.length = 0;
     batchKeys.clear();
     indexes.length = 0;
+    frameKeys.length = 0;
     for (let i = 0; i < n; i++) {
       let key: string | null;
       let frameBytes: number;
       if (flat && out) {
         frameBytes = u32(out, at);
-        key = flat.anyIdempotencyKey ? recordIdempotencyKey(out, at, this.fields) : null;
+        key = flat.anyIdempotencyKey ? cols.idempotencyKey(i, out, at + RECORD_HEADER_BYTES) : null;
         if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) {
           at += frameBytes;
           continue;
@@ -228,20 +249,22 @@ export class Publisher {
         const f = this.jsonBatch.fields(i, this.fields, limits);
         key = f.idemAt < 0 ? null : own.toString("utf8", f.idemAt, f.idemAt + f.idemLen);
         if (key !== null && this.isDuplicate(stream, batchKeys, key, i, duplicates)) continue;
+        cols.noteWritten(i, f);
         this.ensureStaging(bytes + RECORD_HEADER_BYTES + eventBytesFor(f) + 8);
         const bodyBytes = writeEvent(this.staging, bytes + RECORD_HEADER_BYTES, own, f);
         frameBytes = frameBytesFor(bodyBytes);
         writeFrameHeader(this.staging, bytes, frameBytes, bodyBytes, seq, ts);
       }
       if (key !== null) batchKeys.set(key, seq);
-      sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
+      if (seal) sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
       indexes.push(i);
+      frameKeys.push(key);
       lastAt = bytes;
       bytes += frameBytes;
       count++;
       seq++;
     }
-    if (count > 0) markBatchEnd(out ?? this.staging, lastAt);
+    if (count > 0 && seal) markBatchEnd(out ?? this.staging, lastAt);
     const b = this.batch;
     b.frames = out ?? this.staging;
     b.bytes = bytes;

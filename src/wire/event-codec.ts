@@ -9,7 +9,7 @@ import { RECORD_HEADER_BYTES, checkFrame, frameSeq, frameTs } from "../log/recor
 import { u32 } from "../bytes.js";
 import { Verifier, VerifyError } from "./verify.js";
 import { eventTooLarge, fieldTooLong, invalidEvent, noEvents, tooManyEvents } from "./event-errors.js";
-import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, copyShort } from "./event-layout.js";
+import { type BatchColumns, EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, copyShort } from "./event-layout.js";
 
 export interface EventLimits {
   /** Largest payload in bytes (JSON text, or raw bytes for binary payloads). */
@@ -47,9 +47,17 @@ export interface FlatBatch {
  * Checks a FlatBuffers PublishBatch: the envelope, then every record frame in
  * it (length, alignment) and the Event inside each (structure, required
  * fields, limits, UTF-8). Nothing is copied: the caller stamps the frames in
- * place and appends them as they are. Throws ApiError.
+ * place and appends them as they are. Each event's producer fields and key
+ * are noted in `cols` on the way. Throws ApiError.
  */
-export function checkFlatBatch(bytes: Buffer, publishEventsMax: number, limits: EventLimits, frameBytesMax: number, f: EventFields): FlatBatch {
+export function checkFlatBatch(
+  bytes: Buffer,
+  publishEventsMax: number,
+  limits: EventLimits,
+  frameBytesMax: number,
+  f: EventFields,
+  cols: BatchColumns,
+): FlatBatch {
   let index = -1;
   try {
     const v = new Verifier(bytes);
@@ -72,6 +80,7 @@ export function checkFlatBatch(bytes: Buffer, publishEventsMax: number, limits: 
       checkFbString(bytes, f.producerIdAt, f.producerIdLen, "producer_id", index, limits, false);
       checkFbString(bytes, f.idemAt, f.idemLen, "idempotency_key", index, limits, false);
       if (f.idemAt >= 0) anyIdempotencyKey = true;
+      cols.noteRead(index, f, at + RECORD_HEADER_BYTES);
       if (f.encoding !== PAYLOAD_NONE && f.encoding !== PAYLOAD_JSON && f.encoding !== PAYLOAD_BINARY) {
         throw invalidEvent(index, `unknown payload_encoding ${f.encoding}`);
       }

@@ -224,3 +224,66 @@ export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields)
   }
   return p - at;
 }
+
+const COLUMNS_START_EVENTS = 1024;
+
+/**
+ * The fields later steps need of every event of a batch (the producer's and
+ * the idempotency key), noted by the pass that reads each event anyway —
+ * checkFlatBatch, or the framing of a JSON event — so that nothing walks an
+ * event's vtable twice. Positions count from the start of the event (the
+ * record's body), since frames move when duplicates are squeezed out; -1
+ * when the field is absent. Indexed by the event's index in the request,
+ * grown on demand up to the batch bound.
+ */
+export class BatchColumns {
+  producerSeq = new Float64Array(COLUMNS_START_EVENTS);
+  producerIdAt = new Int32Array(COLUMNS_START_EVENTS);
+  producerIdLen = new Int32Array(COLUMNS_START_EVENTS);
+  idemAt = new Int32Array(COLUMNS_START_EVENTS);
+  idemLen = new Int32Array(COLUMNS_START_EVENTS);
+
+  /** Event `i` as `f` read it from an event starting at `base`. */
+  noteRead(i: number, f: EventFields, base: number): void {
+    this.room(i);
+    this.producerSeq[i] = f.producerSeq;
+    this.producerIdAt[i] = f.producerIdAt < 0 ? -1 : f.producerIdAt - base;
+    this.producerIdLen[i] = f.producerIdLen;
+    this.idemAt[i] = f.idemAt < 0 ? -1 : f.idemAt - base;
+    this.idemLen[i] = f.idemLen;
+  }
+
+  /** Event `i` as writeEvent lays out the values `f` locates. */
+  noteWritten(i: number, f: EventFields): void {
+    this.room(i);
+    const str = stringBytes;
+    const idAt = FIXED_BYTES + str(f.typeAt, f.typeLen) + str(f.keyAt, f.keyLen);
+    const idemAt = idAt + str(f.producerIdAt, f.producerIdLen);
+    this.producerSeq[i] = f.producerSeq;
+    this.producerIdAt[i] = f.producerIdAt < 0 ? -1 : idAt + 4; // past the string's length
+    this.producerIdLen[i] = f.producerIdLen;
+    this.idemAt[i] = f.idemAt < 0 ? -1 : idemAt + 4;
+    this.idemLen[i] = f.idemLen;
+  }
+
+  /** Event `i`'s idempotency key, or null; its event starts at `base` in `buf`. */
+  idempotencyKey(i: number, buf: Buffer, base: number): string | null {
+    const at = this.idemAt[i];
+    return at < 0 ? null : buf.toString("utf8", base + at, base + at + this.idemLen[i]);
+  }
+
+  private room(i: number): void {
+    if (i < this.producerSeq.length) return;
+    const n = Math.max(i + 1, this.producerSeq.length * 2);
+    this.producerSeq = grown(this.producerSeq, new Float64Array(n));
+    this.producerIdAt = grown(this.producerIdAt, new Int32Array(n));
+    this.producerIdLen = grown(this.producerIdLen, new Int32Array(n));
+    this.idemAt = grown(this.idemAt, new Int32Array(n));
+    this.idemLen = grown(this.idemLen, new Int32Array(n));
+  }
+}
+
+function grown<A extends Float64Array | Int32Array>(from: A, to: A): A {
+  to.set(from);
+  return to;
+}
