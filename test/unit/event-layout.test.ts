@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import * as flatbuffers from "flatbuffers";
 import { Event } from "../../src/wire/generated/ticker/wire/event.js";
-import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, eventBytesFor, writeEvent } from "../../src/wire/event-layout.js";
+import { BatchColumns, EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, eventBytesFor, writeEvent } from "../../src/wire/event-layout.js";
 import { encodeEvent } from "../../src/wire/client.js";
 
 /** Lays strings out in a source buffer and points an EventFields at them. */
@@ -75,6 +75,35 @@ describe("Event layout without the generated classes", () => {
     expect(f.producerTs).toBe(-1);
     expect(f.encoding).toBe(PAYLOAD_BINARY);
     expect([...buf.subarray(f.payloadAt, f.payloadAt + f.payloadLen)]).toEqual([1, 2, 3]);
+  });
+
+  it("the batch columns point at the producer fields and key where a reader finds them, for written and for read events", () => {
+    const cols = new BatchColumns();
+    const cases = [
+      { type: "trade", key: "BTC-USD", producerId: "feed-ä", idem: "k:1", payload: "{}" },
+      { type: "t", producerId: "p" },
+      { type: "t", idem: "only-a-key" },
+      { type: "t", key: "k" },
+    ];
+    // Past the columns' first size, so they grow on the way and keep what they had.
+    const events = Array.from({ length: 3001 }, (_, i) => cases[i % cases.length]);
+    const bufs = events.map((values, i) => {
+      const { src, f } = source(values);
+      f.producerSeq = values.producerId === undefined ? -1 : i + 1;
+      const buf = Buffer.alloc(8 + eventBytesFor(f));
+      writeEvent(buf, 8, src, f);
+      if (i % 2 === 0) cols.noteWritten(i, f);
+      else cols.noteRead(i, new EventFields().read(buf, 8, buf.length), 8);
+      return buf;
+    });
+    bufs.forEach((buf, i) => {
+      const r = new EventFields().read(buf, 8);
+      expect(cols.producerSeq[i]).toBe(r.producerSeq);
+      expect(cols.producerIdAt[i]).toBe(r.producerIdAt < 0 ? -1 : r.producerIdAt - 8);
+      if (r.producerIdAt >= 0)
+        expect(buf.toString("utf8", 8 + cols.producerIdAt[i], 8 + cols.producerIdAt[i] + cols.producerIdLen[i])).toBe(events[i].producerId);
+      expect(cols.idempotencyKey(i, buf, 8)).toBe(events[i].idem ?? null);
+    });
   });
 
   it("a truncated or lying Event is refused by the bounds-checked read", () => {
