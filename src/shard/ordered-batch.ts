@@ -33,8 +33,8 @@ export class OfferedEvents {
   newSeq = new Float64Array(0);
   /** 1: a repeat of an event held by an earlier request. */
   retry = new Uint8Array(0);
+  // The first `count` entries are the batch's (the arrays keep their length: not grown anew per batch).
   readonly producerId: string[] = [];
-  readonly key: Array<string | null> = [];
   /** Set when it is held: a copy of its frame, kept until its release. */
   readonly entry: Array<HeldEntry | null> = [];
   /** Set when a held event has its idempotency key: it is that one's duplicate, never offered. */
@@ -50,7 +50,6 @@ export class OfferedEvents {
     const n = b.count;
     this.room(n);
     this.count = n;
-    this.producerId.length = this.key.length = this.entry.length = this.holder.length = 0;
     const cols = b.cols;
     const frames = b.frames;
     let idAt = -1; // the last producer id read, and its string
@@ -75,13 +74,12 @@ export class OfferedEvents {
       this.producerSeq[j] = seq;
       this.newSeq[j] = -1;
       this.retry[j] = 0;
-      this.producerId.push(producerId);
-      this.key.push(key);
-      this.entry.push(null);
+      this.producerId[j] = producerId;
+      this.entry[j] = null;
       // A key a held event has is taken: this event is that one's duplicate (unless it is that very event again).
       const holder = key === null ? undefined : heldKeys.get(key);
       const taken = holder !== undefined && (holder.producerId !== producerId || holder.producerSeq !== seq);
-      this.holder.push(taken ? holder : null);
+      this.holder[j] = taken ? holder : null;
       if (taken) b.duplicates.push({ index, producer_id: holder.producerId, producer_seq: holder.producerSeq });
       at += u32(frames, at);
     }

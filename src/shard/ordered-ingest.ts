@@ -158,7 +158,7 @@ export class OrderedIngest<T> {
       if (this.producers.size >= this.limits.producersMax) return "producers_full";
       p = { next: 1, started: producerSeq === 1, held: new Map(), waitingSinceMs: -1, lastSeenMs: nowMs };
       this.producers.set(producerId, p);
-      this.undo?.push(() => this.producers.delete(producerId));
+      this.undo?.push(this.forgetUndo(producerId));
     }
     this.save(p);
     p.lastSeenMs = nowMs;
@@ -172,10 +172,7 @@ export class OrderedIngest<T> {
     }
     p.held.set(producerSeq, { item, receivedMs: nowMs });
     this.heldEvents++;
-    this.undo?.push(() => {
-      p.held.delete(producerSeq);
-      this.heldEvents--;
-    });
+    this.undo?.push(this.unholdUndo(p, producerSeq));
     if (p.waitingSinceMs < 0) p.waitingSinceMs = nowMs;
     return "held";
   }
@@ -220,13 +217,29 @@ export class OrderedIngest<T> {
   private save(p: Producer<T>): void {
     if (this.undo === null || this.saved.has(p)) return;
     this.saved.add(p);
-    const { next, started, waitingSinceMs, lastSeenMs } = p;
-    this.undo.push(() => {
-      p.next = next;
-      p.started = started;
-      p.waitingSinceMs = waitingSinceMs;
-      p.lastSeenMs = lastSeenMs;
-    });
+    this.undo.push(scalarsUndo(p));
+  }
+
+  // The undo steps are made by functions of their own: a closure written
+  // inside offer(), save() or releaseRun() costs them a context object on
+  // every call (they run once per event), also on the calls that make none.
+
+  private forgetUndo(producerId: string): () => void {
+    return () => this.producers.delete(producerId);
+  }
+
+  private unholdUndo(p: Producer<T>, producerSeq: number): () => void {
+    return () => {
+      p.held.delete(producerSeq);
+      this.heldEvents--;
+    };
+  }
+
+  private reholdUndo(p: Producer<T>, producerSeq: number, h: Held<T>): () => void {
+    return () => {
+      p.held.set(producerSeq, h);
+      this.heldEvents++;
+    };
   }
 
   /** Appends the held events that now follow without a gap; the next gap's timer starts at its oldest event. */
@@ -236,13 +249,7 @@ export class OrderedIngest<T> {
       out.push({ kind: "event", item: h.item, producerId, producerSeq: seq });
       p.held.delete(seq);
       this.heldEvents--;
-      if (this.undo) {
-        const was = h;
-        this.undo.push(() => {
-          p.held.set(seq, was);
-          this.heldEvents++;
-        });
-      }
+      this.undo?.push(this.reholdUndo(p, seq, h));
       p.next++;
     }
     if (p.held.size === 0) {
@@ -253,4 +260,15 @@ export class OrderedIngest<T> {
     for (const h of p.held.values()) if (h.receivedMs < oldest) oldest = h.receivedMs;
     p.waitingSinceMs = oldest;
   }
+}
+
+/** An undo step that puts a producer's scalars back as they are now. */
+function scalarsUndo<T>(p: Producer<T>): () => void {
+  const { next, started, waitingSinceMs, lastSeenMs } = p;
+  return () => {
+    p.next = next;
+    p.started = started;
+    p.waitingSinceMs = waitingSinceMs;
+    p.lastSeenMs = lastSeenMs;
+  };
 }

@@ -46,9 +46,12 @@ export interface FramedBatch {
   readonly duplicates: Duplicate[];
   /** The frames' idempotency keys with their seqs, for the dedup window. */
   readonly keys: Map<string, number>;
-  /** Each frame's index in the request (duplicates squeezed out). */
+  /**
+   * Each frame's index in the request (duplicates squeezed out), and its
+   * idempotency key or null: the first `count` entries (the arrays keep
+   * their length from batch to batch, so they are not grown anew for each).
+   */
   readonly indexes: number[];
-  /** Each frame's idempotency key, or null. */
   readonly frameKeys: Array<string | null>;
   /** Every event's producer fields and key, by its index in the request. */
   readonly cols: BatchColumns;
@@ -230,8 +233,6 @@ export class Publisher {
     const seal = !stream?.ordered;
     duplicates.length = 0;
     batchKeys.clear();
-    indexes.length = 0;
-    frameKeys.length = 0;
     for (let i = 0; i < n; i++) {
       let key: string | null;
       let frameBytes: number;
@@ -257,8 +258,8 @@ export class Publisher {
       }
       if (key !== null) batchKeys.set(key, seq);
       if (seal) sealFrame(out ?? this.staging, bytes, frameBytes); // staging may have grown: read it now
-      indexes.push(i);
-      frameKeys.push(key);
+      indexes[count] = i;
+      frameKeys[count] = key;
       lastAt = bytes;
       bytes += frameBytes;
       count++;
