@@ -49,6 +49,10 @@ export class OfferedEvents {
   read(b: OfferedBatch, heldKeys: ReadonlyMap<string, KeyHolder>): void {
     const n = b.count;
     this.room(n);
+    // Whatever a longer batch left past this one's end goes: no stale entry is kept alive.
+    this.entry.fill(null, n);
+    this.holder.fill(null, n);
+    this.producerId.fill("", n);
     this.count = n;
     const cols = b.cols;
     const frames = b.frames;

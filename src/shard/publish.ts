@@ -267,6 +267,7 @@ export class Publisher {
     }
     if (count > 0 && seal) markBatchEnd(out ?? this.staging, lastAt);
     const b = this.batch;
+    frameKeys.fill(null, count); // no stale key kept alive past this batch's end
     b.frames = out ?? this.staging;
     b.bytes = bytes;
     b.count = count;
