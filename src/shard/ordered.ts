@@ -4,8 +4,10 @@
 // the batch is offered inside a transaction of the rule, and a bound passed
 // (held_events_max, held_bytes_max, producers_max) or a failed write undoes
 // it. What the rule releases, in release order — the batch's own events,
-// held ones they unblocked, a gap's tombstone — is framed anew with the
-// stream's next seqs into one batch for the log.
+// held ones they unblocked, a gap's tombstone — is framed with the stream's
+// next seqs into one batch for the log (release-frames.ts); the batch's
+// events are read once, from the columns the publisher's frame check noted
+// (ordered-batch.ts).
 //
 // Durability of held events: a batch of newly held events is written to
 // held.log before the answer (fdatasync'd on fsync streams). A released one

@@ -36,7 +36,10 @@ interface OwnFrames {
 
 /** Staging for released frames, one per shard (the publisher's), grown on demand. */
 export class ReleaseStaging {
-  buf = Buffer.allocUnsafe(64 * 1024);
+  /** The frames, a view of `room` that starts at the address alignment (mod 8) of the batch's frames. */
+  buf: Buffer;
+  private room = Buffer.allocUnsafe(64 * 1024 + 8);
+  private shift = 0;
   readonly keys = new Map<string, number>();
   readonly fields = new EventFields();
   /** Bytes framed so far, the pending run's included; the next frame's seq. */
@@ -53,14 +56,27 @@ export class ReleaseStaging {
   private runTo = 0;
   private runSeq = 0;
 
-  ensure(bytes: number): void {
-    if (bytes <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(bytes, this.buf.length * 2));
-    this.buf.copy(next, 0, 0, this.runSrc === null ? this.bytes : this.runTo);
-    this.buf = next;
+  constructor() {
+    this.buf = this.room;
   }
 
-  begin(first: number, ts: number): void {
+  ensure(bytes: number): void {
+    if (bytes <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(bytes, this.buf.length * 2) + 8);
+    this.room.copy(next, 0, 0, this.shift + (this.runSrc === null ? this.bytes : this.runTo));
+    this.room = next;
+    this.align(this.shift);
+  }
+
+  /**
+   * Starts a batch whose own frames lie at addresses `alignment` (mod 8):
+   * the staging frames are placed alike, since V8 copies out of shared
+   * memory (a request body in the ring, at any offset) word by word only
+   * between equally aligned ends, byte by byte otherwise (measured: 23 vs
+   * 3 GB/s).
+   */
+  begin(first: number, ts: number, alignment: number): void {
+    this.align((alignment - this.room.byteOffset) & 7);
     this.bytes = 0;
     this.seq = first;
     this.ts = ts;
@@ -105,6 +121,11 @@ export class ReleaseStaging {
     this.endRun();
     if (this.lastAt >= 0) markBatchEnd(this.buf, this.lastAt);
     return { frames: this.buf, bytes: this.bytes, count: this.seq - first, first, ts: this.ts, keys: this.keys };
+  }
+
+  private align(shift: number): void {
+    this.shift = shift;
+    this.buf = this.room.subarray(shift);
   }
 
   private next(frameBytes: number, key: string | null): number {
@@ -153,7 +174,7 @@ export function frameReleases(
   releasedHeld: Array<{ seq: number; entry: HeldEntry }>,
 ): Released {
   const first = log.headSeq + 1;
-  staging.begin(first, Math.max(nowMs, log.lastTs));
+  staging.begin(first, Math.max(nowMs, log.lastTs), b === null ? 0 : b.frames.byteOffset & 7);
   const keys = staging.keys;
   for (const r of out) {
     if (r.kind === "gap") {

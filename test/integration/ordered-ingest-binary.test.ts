@@ -101,6 +101,27 @@ describe("ordered ingest of FlatBuffers batches", () => {
     expect(producerSeqs(await replayAll(s.url, "f"))).toEqual(expected);
   });
 
+  it("a batch that releases more than the staging buffer holds, in five runs out of batch order: every payload where it belongs, every frame sealed", async () => {
+    const d = dir();
+    const s = await start(d);
+    await ordered(s.url, "big", { gap_timeout_ms: 60_000 });
+    const payload = (q: number) => new Uint8Array(4000).fill(q);
+    // a3 and a30 swapped: a30 and a4..a29 wait for a3, then go out after it.
+    const order = [1, 2, 30, ...Array.from({ length: 26 }, (_, i) => i + 4), 3, ...Array.from({ length: 10 }, (_, i) => i + 31)];
+    const r = await publishFb(
+      s.url,
+      "big",
+      order.map((q) => fev("a", q, { payload_bytes: payload(q) })),
+    );
+    expect(r.json).toMatchObject({ count: 40, held: [] });
+    const events = await replayAll(s.url, "big");
+    expect(events.map((e) => e.producer_seq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    for (const e of events) expect(Buffer.from(e.payload_base64, "base64").equals(Buffer.from(payload(e.producer_seq)))).toBe(true);
+    await s.kill9();
+    const frames = logFrames(d);
+    expect([frames.length, frames.every((f) => f.ok), frames.filter((f) => f.batchEnd).length]).toEqual([40, true, 1]);
+  });
+
   it("a batch refused after its in-order run was framed changes nothing: the next one gets the same seqs, and held events are as they were", async () => {
     const s = await start(dir(), ["--held-events-max", "2"]);
     await ordered(s.url, "r", { gap_timeout_ms: 60_000 });
