@@ -51,6 +51,21 @@ export interface Measurement {
   better: "higher" | "lower";
   /** One line on how it was measured or what was odd, for the report's notes. */
   note?: string;
+  /** What of the data read the page cache held around the measured point (bench:timelines). */
+  pageCache?: PageCacheRecord;
+}
+
+/** Bytes are null where fincore could not measure them. */
+export interface PageCacheRecord {
+  /** "warm": the files were read once before the set's points; "cold": they were not. */
+  mode: "cold" | "warm";
+  /** Size of the files the point reads (the set's segments and indexes). */
+  setBytes: number | null;
+  /** Resident before the set's warm read (cold: before its first point). */
+  residentBeforeWarmReadBytes: number | null;
+  /** Resident before the point's discarded warm-up, and after its measured window. */
+  residentStartBytes: number | null;
+  residentEndBytes: number | null;
 }
 
 /** Where this process reports: --results <file> or TICKER_BENCH_RESULTS; null = nowhere. */

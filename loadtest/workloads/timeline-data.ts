@@ -13,8 +13,10 @@
 // taken in turn (batch 1 of every stream, then batch 2, ...), so the
 // streams' ingest_ts interleave as in a merged feed rather than one stream
 // after another. Streams keep their events for RETENTION_MS.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { idxPath, logPath, segmentBases, tidxPath } from "../../src/log/file-names.js";
+import { escapeStreamId } from "../../src/shard/stream-config.js";
 import { shardOf } from "../../src/shard/protocol.js";
 import { encodePublishBatch } from "../../src/wire/client.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
@@ -78,6 +80,20 @@ export const streamIds = (n: number) => Array.from({ length: n }, (_, i) => `tl-
 
 /** Which shard each stream lives on, for the report ("tl-00: 0, ..."), given the server's shard count. */
 export const shardSplit = (streams: readonly string[], shards: number) => streams.map((s) => shardOf(s, shards));
+
+/**
+ * The segment and index files of some of the data set's streams (what a
+ * timeline page reads), in each stream's seq order: the open segment has no
+ * index files yet.
+ */
+export function segmentFiles(d: DataSet, streams: readonly string[]): string[] {
+  return streams.flatMap((id) => {
+    const dir = join(d.dataDir, "streams", escapeStreamId(id));
+    const names = readdirSync(dir);
+    const present = new Set(names);
+    return segmentBases(names).flatMap((base) => [logPath(dir, base), idxPath(dir, base), tidxPath(dir, base)].filter((f) => present.has(basename(f))));
+  });
+}
 
 function markerPath(dir: string): string {
   return join(dir, "dataset.json");

@@ -20,6 +20,7 @@ import type { TickerProcess } from "../../test/harness/ticker.js";
 import { HttpRawClient, HttpRawConnection } from "../lib/http-raw.js";
 import { newHistogram, wallNow } from "../lib/latency.js";
 import { pace, type PacedLane, type PaceStats } from "../lib/pacing.js";
+import type { Residency } from "../lib/page-cache.js";
 import { cpuMark, cpuSince, cpuWindow, waitQuiet, type CpuUse } from "../lib/proc.js";
 
 /** Events per page of the walk: timeline_page_events_max's default, the fewest pages. */
@@ -137,6 +138,29 @@ export async function cursorPool(server: TickerProcess, keepIn: string, streams:
   return pool;
 }
 
+/**
+ * After a restart the server scrubs every closed segment (a piscina thread
+ * reading the whole data set); pages are timed only once the server has gone
+ * quiet: under SETTLE_QUIET_CORES over a SETTLE_WINDOW_MS window.
+ */
+const SETTLE_TIMEOUT_MS = 10 * 60_000;
+const SETTLE_WINDOW_MS = 1000;
+const SETTLE_QUIET_CORES = 0.05;
+
+export async function settled(server: TickerProcess): Promise<string> {
+  const t0 = performance.now();
+  let quiet = false;
+  while (!quiet && performance.now() - t0 < SETTLE_TIMEOUT_MS) {
+    const mark = cpuMark(server.pid);
+    await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+    if (server.exit) throw new Error(`server exited (${server.exit}) while settling:\n${server.outputTail()}`);
+    quiet = cpuSince(mark, server.pid).serverCores < SETTLE_QUIET_CORES;
+  }
+  const scrub = /scrub: verified \d+ closed segments/.exec(server.output)?.[0] ?? "no closed segments to scrub";
+  const s = ((performance.now() - t0) / 1000).toFixed(0);
+  return quiet ? `timed once it was idle, ${s} s after ready ("${scrub}")` : `still busy ${s} s after ready: pages timed anyway ("${scrub}")`;
+}
+
 /** Request paths of the pool, forward and backward cursors taken in turn. */
 function pagePaths(pool: CursorPool): string[] {
   const base = `${setPath(pool.streams)}&limit=${PAGE_LIMIT}&cursor=`;
@@ -167,6 +191,9 @@ export interface PagePoint {
   errors: number;
   timeouts: number;
   cpu: CpuUse;
+  /** How much of the set the page cache held before the point's warm-up and after its measured window. */
+  cacheStart: Residency;
+  cacheEnd: Residency;
 }
 
 const usToMs = (us: number) => us / 1000;
@@ -197,11 +224,16 @@ async function cannon(port: number, paths: string[], connections: number, durati
   return { result, hist };
 }
 
-export interface PointSpec {
-  connections: number;
-  rate: number | null;
+/** A point's discarded warm-up and measured window, and how to ask what of the set is in the page cache. */
+export interface PointTiming {
   warmupS: number;
   measureS: number;
+  resident: () => Residency;
+}
+
+export interface PointSpec extends PointTiming {
+  connections: number;
+  rate: number | null;
 }
 
 /** A measured autocannon point after a discarded warm-up of the same shape. */
@@ -212,10 +244,12 @@ export async function cannonPoint(server: TickerProcess, pool: CursorPool, spec:
     notes.push(
       `${pool.streams.length} streams, ${spec.connections} connections: the machine was not idle before the point (${q.busyCores.toFixed(2)} cores busy elsewhere).`,
     );
+  const cacheStart = spec.resident();
   await cannon(server.port, paths, spec.connections, spec.warmupS, spec.rate);
   const mark = cpuMark(server.pid);
   const { result: r, hist } = await cannon(server.port, paths, spec.connections, spec.measureS, spec.rate);
   const cpu = cpuSince(mark, server.pid);
+  const cacheEnd = spec.resident();
   if (server.exit) throw new Error(`server exited (${server.exit}) during the point:\n${server.outputTail()}`);
   return {
     kind: spec.rate === null ? "max" : "rate",
@@ -231,6 +265,8 @@ export async function cannonPoint(server: TickerProcess, pool: CursorPool, spec:
     errors: r.errors,
     timeouts: r.timeouts,
     cpu,
+    cacheStart,
+    cacheEnd,
   };
 }
 
@@ -239,14 +275,9 @@ export async function cannonPoint(server: TickerProcess, pool: CursorPool, spec:
  * page each millisecond, on whichever of `lanes` connections is free, and
  * records each one's time to its answer.
  */
-export async function pacedPoint(
-  server: TickerProcess,
-  pool: CursorPool,
-  rate: number,
-  lanes: number,
-  spec: { warmupS: number; measureS: number },
-): Promise<PagePoint> {
+export async function pacedPoint(server: TickerProcess, pool: CursorPool, rate: number, lanes: number, spec: PointTiming): Promise<PagePoint> {
   const paths = pagePaths(pool);
+  const cacheStart = spec.resident();
   const client = await HttpRawClient.connections(server.port, lanes, { timeoutMs: REQUEST_TIMEOUT_MS });
   let next = 0;
   let non2xx = 0;
@@ -276,6 +307,7 @@ export async function pacedPoint(
   } finally {
     for (const c of client) c.close();
   }
+  const cacheEnd = spec.resident();
   const measured = hist.totalCount;
   return {
     kind: "even",
@@ -291,5 +323,7 @@ export async function pacedPoint(
     errors,
     timeouts: 0,
     cpu: await cpu,
+    cacheStart,
+    cacheEnd,
   };
 }

@@ -8,15 +8,17 @@
 //   npm run bench:timelines                                  # both parts
 //   npm run bench:timelines -- --parts ingest --runs 1       # ordered ingest only, one run
 //   npm run bench:timelines -- --quick                       # small sizes, a smoke run
+//   npm run bench:timelines -- --parts pages --cache cold    # pages without reading each set once first
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { cpuMark, cpuSince } from "../lib/proc.js";
 import { commandLine, f2, int, mib, ms, machineFacts, machineLine, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
 import { BATCH_EVENTS, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, runMain } from "../lib/run.js";
 import { ensureDataSet, READY_TIMEOUT_MS, shardSplit, type DataSet } from "./timeline-data.js";
-import { cannonPoint, cursorPool, PAGE_LIMIT, pacedPoint, type CursorPool, type PagePoint } from "./timeline-pages.js";
+import { cannonPoint, cursorPool, PAGE_LIMIT, pacedPoint, settled, type CursorPool, type PagePoint } from "./timeline-pages.js";
+import { cacheRecord, pointCacheCell, pointCacheText, prepareSetCache, setCacheLine, type CacheMode, type SetCache } from "./timeline-cache.js";
+import { residency } from "../lib/page-cache.js";
 import { startTicker } from "../systems/ticker.js";
 import { REPO_ROOT, stoppedCleanly } from "../../test/harness/process.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
@@ -54,6 +56,8 @@ const { values: opts } = parseArgs({
     streams: { type: "string", default: "32" },
     "events-per-stream": { type: "string" },
     reload: { type: "boolean", default: false },
+    // warm: read each set's segment and index files once before its points (./timeline-cache.ts); cold: do not.
+    cache: { type: "string", default: "warm" },
     // Connections of the as-fast-as-they-go points (comma-separated); "none" for the fixed-rate points only.
     connections: { type: "string" },
     results: { type: "string" },
@@ -67,6 +71,7 @@ const STREAMS = Number(opts.streams);
 const EVENTS_PER_STREAM = opts["events-per-stream"] !== undefined ? Number(opts["events-per-stream"]) : opts.quick ? 20_000 : 1_000_000;
 /** Connections of part B's as-fast-as-they-go points. */
 const SWEEP_CONNECTIONS = opts.connections === "none" ? [] : (opts.connections?.split(",").map(Number) ?? (opts.quick ? [16] : [8, 16, 32, 64]));
+const CACHE: CacheMode = opts.cache === "cold" ? "cold" : "warm";
 const INGEST_EVENTS = opts.events !== undefined ? Number(opts.events) : opts.quick ? 80_000 : 1_000_000;
 for (const [name, ok] of [
   ["--parts must list ingest and/or pages", [...PARTS].every((p) => p === "ingest" || p === "pages")],
@@ -82,10 +87,7 @@ for (const [name, ok] of [
     `--events-per-stream must be a multiple of ${BATCH_EVENTS}`,
     Number.isSafeInteger(EVENTS_PER_STREAM) && EVENTS_PER_STREAM > 0 && EVENTS_PER_STREAM % BATCH_EVENTS === 0,
   ],
-  [
-    `--events-per-stream must be a multiple of ${BATCH_EVENTS}`,
-    Number.isSafeInteger(EVENTS_PER_STREAM) && EVENTS_PER_STREAM > 0 && EVENTS_PER_STREAM % BATCH_EVENTS === 0,
-  ],
+  ["--cache must be cold or warm", opts.cache === "cold" || opts.cache === "warm"],
 ] as const) {
   if (!ok) {
     console.error(name);
@@ -217,32 +219,10 @@ const FIXED_CONNECTIONS = 10;
 const PACED_LANES = 16;
 const WARMUP_S = opts.quick ? 1 : 2;
 const MEASURE_S = opts.quick ? 3 : 10;
-/**
- * After a restart the server scrubs every closed segment (a piscina thread
- * reading the whole data set); pages are timed only once the server has gone
- * quiet: under SETTLE_QUIET_CORES over a SETTLE_WINDOW_MS window.
- */
-const SETTLE_TIMEOUT_MS = 10 * 60_000;
-const SETTLE_WINDOW_MS = 1000;
-const SETTLE_QUIET_CORES = 0.05;
-
-async function settled(server: TickerProcess): Promise<string> {
-  const t0 = performance.now();
-  let quiet = false;
-  while (!quiet && performance.now() - t0 < SETTLE_TIMEOUT_MS) {
-    const mark = cpuMark(server.pid);
-    await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
-    if (server.exit) throw new Error(`server exited (${server.exit}) while settling:\n${server.outputTail()}`);
-    quiet = cpuSince(mark, server.pid).serverCores < SETTLE_QUIET_CORES;
-  }
-  const scrub = /scrub: verified \d+ closed segments/.exec(server.output)?.[0] ?? "no closed segments to scrub";
-  const s = ((performance.now() - t0) / 1000).toFixed(0);
-  return quiet ? `timed once it was idle, ${s} s after ready ("${scrub}")` : `still busy ${s} s after ready: pages timed anyway ("${scrub}")`;
-}
-
 interface SetResult {
   streams: string[];
   pool: CursorPool;
+  cache: SetCache;
   points: PagePoint[];
 }
 
@@ -250,18 +230,20 @@ async function measureSet(server: TickerProcess, d: DataSet, streams: string[], 
   const pool = await cursorPool(server, d.dir, streams, streams.length * d.eventsPerStream, (l) => console.error(l));
   const tag = `${streams.length} streams`;
   console.error(`${tag}: ${pool.forward.length} + ${pool.backward.length} cursors from a walk of ${int(pool.walkPages)} pages`);
+  const cache = prepareSetCache(d, streams, CACHE);
+  console.error(setCacheLine(streams.length, cache));
   const points: PagePoint[] = [];
   const say = (p: PagePoint) => {
     points.push(p);
     console.error(
-      `${tag}, ${p.how}, ${p.connections} conn: ${int(p.pagesPerS)} pages/s, p50 ${ms(p.p50Ms)} p99 ${ms(p.p99Ms)} max ${ms(p.maxMs)} ms, non-2xx ${p.non2xx}, partial ${p.partial}, errors ${p.errors}`,
+      `${tag}, ${p.how}, ${p.connections} conn: ${int(p.pagesPerS)} pages/s, p50 ${ms(p.p50Ms)} p99 ${ms(p.p99Ms)} max ${ms(p.maxMs)} ms, non-2xx ${p.non2xx}, partial ${p.partial}, errors ${p.errors}; ${pointCacheText(p)}`,
     );
   };
-  const timing = { warmupS: WARMUP_S, measureS: MEASURE_S };
+  const timing = { warmupS: WARMUP_S, measureS: MEASURE_S, resident: () => residency(cache.files) };
   say(await cannonPoint(server, pool, { connections: FIXED_CONNECTIONS, rate: FIXED_RATE, ...timing }, notes));
   say(await pacedPoint(server, pool, FIXED_RATE, PACED_LANES, timing));
   for (const connections of SWEEP_CONNECTIONS) say(await cannonPoint(server, pool, { connections, rate: null, ...timing }, notes));
-  return { streams, pool, points };
+  return { streams, pool, cache, points };
 }
 
 async function pagesPart(notes: string[]): Promise<{ lines: string[]; sets: SetResult[] }> {
@@ -287,7 +269,7 @@ async function pagesPart(notes: string[]): Promise<{ lines: string[]; sets: SetR
     if (!stoppedCleanly(how)) notes.push(`pages: server stop: ${how}`);
     if (server.errors.length > 0) notes.push(`pages: server stderr: ${server.errors.slice(0, 5).join(" / ")}`);
   }
-  lines.push("", ...pagesTables(sets, server.shardCount), "");
+  lines.push(...sets.map((s) => setCacheLine(s.streams.length, s.cache)), "", ...pagesTables(sets, server.shardCount), "");
   return { lines, sets };
 }
 
@@ -306,6 +288,7 @@ function pagesTables(sets: SetResult[], shards: number): string[] {
     "front / busiest shard cores",
     "client cores",
     "other cores",
+    "resident GiB, start / end of point",
   ];
   const rows = sets.flatMap((s) =>
     s.points.map((p) => [
@@ -322,6 +305,7 @@ function pagesTables(sets: SetResult[], shards: number): string[] {
       `${f2(p.cpu.serverMainCores)} / ${f2(p.cpu.busiestWorkerCores)}`,
       f2(p.cpu.clientCores),
       f2(p.cpu.otherCores),
+      pointCacheCell(p),
     ]),
   );
   const goals = sets.flatMap((s) => {
@@ -359,6 +343,7 @@ function pagesTables(sets: SetResult[], shards: number): string[] {
     "",
     `- Each request is \`GET /v1/timelines?streams=<the set>&limit=${PAGE_LIMIT}&cursor=<c>\`, c taken in turn from a pool of cursors spread over the whole merged range: every k-th page's \`next_cursor\` (forward) and \`prev_cursor\` (backward) of one walk from the start with \`limit=1000\` (${walks.join("; ")}), forward and backward alternating. The 3-stream set is \`${sets[0]?.streams.join(",")}\` (shards ${split}); the 32-stream set is all of them.`,
     `- autocannon (in this process) for ${WARMUP_S} s (discarded) and then ${MEASURE_S} s per point; latency is each 2xx answer's response time from autocannon's \`response\` event in an HDR histogram (µs), without autocannon's coordinated-omission correction. Its \`overallRate\` gives each connection its share of a second's requests and sends them back to back from the top of each second, so the fixed-rate row meets bursts of ${FIXED_CONNECTIONS} concurrent requests; the evenly paced row sends one request each millisecond (lib/pacing.ts, ${PACED_LANES} keep-alive connections, the time from the send to the answer).`,
+    `- Page cache: this VM's does not keep the full-size data set of 5.5 GiB (the host reclaims it: buff/cache stays at 1-2 GB and shrinks by MB/s with most of the memory free), so pages meet the disk at random and a point's figures depend on what the cache happened to hold. With \`--cache warm\` (the default) each set's segment and index files (its streams' only) are read once, sequentially, right before its points; \`--cache cold\` skips that read. Either way fincore (util-linux) measures how much of the set is resident before that read and before each point's warm-up and after its measured window (the last column: start / end, of the set's size). A point that starts below the set's size, or loses some of it during its window, read part of its pages from disk, and its figures are not comparable with a fully resident one. The cache is never dropped (no root tricks), so "cold" is whatever the machine left, not an empty cache.`,
     "- CPU: cores busy over the measured window (/proc: the server process, its main thread (front) and its busiest other thread (a shard); client = this process, autocannon included; other = the rest of the machine).",
   ];
 }
@@ -383,6 +368,7 @@ function pageMeasurements(sets: SetResult[]): Measurement[] {
         metric,
         value,
         better,
+        pageCache: cacheRecord(s.cache, p),
       });
       return [
         { ...m("pages/s", p.pagesPerS, "higher"), note },
