@@ -48,6 +48,8 @@ class Shard {
     const inBuf = Ring.allocate(config.ring_bytes);
     const outBuf = Ring.allocate(config.ring_bytes);
     this.inRing = new Ring(inBuf);
+    // The requests of every socket served in one loop iteration wake the shard once.
+    this.inRing.deferNotify = "turn";
     this.outRing = new Ring(outBuf);
     const init: WorkerInit = { shard, shards: config.shards, config, limits, inRing: inBuf, outRing: outBuf };
     this.worker = new Worker(fileURLToPath(WORKER_URL), {

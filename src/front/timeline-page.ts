@@ -51,6 +51,32 @@ interface ShardPart {
   answer: ShardPage | ApiError | null;
 }
 
+/**
+ * Shards' answers are copied out of the rings into slabs of this many bytes,
+ * one after another, as Node's Buffer pool does for small buffers: a page's
+ * answers are a few KiB each, and a fresh ArrayBuffer per answer is memory
+ * outside the heap whose growth starts full collections. A slab is freed by
+ * the collector once no page refers to it; a page holds its answers only
+ * until it is sent (an empty page held by a long poll refers to none).
+ */
+const ANSWER_SLAB_BYTES = 128 * 1024;
+let slab = Buffer.allocUnsafe(ANSWER_SLAB_BYTES);
+let slabUsed = 0;
+
+function answerCopy(body: Uint8Array): Buffer {
+  const n = body.byteLength;
+  if (n > ANSWER_SLAB_BYTES / 4) return Buffer.from(body);
+  if (slabUsed + n > ANSWER_SLAB_BYTES) {
+    slab = Buffer.allocUnsafe(ANSWER_SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const copy = slab.subarray(slabUsed, slabUsed + n);
+  copy.set(body);
+  // 8-aligned like the ring's messages: V8 copies out of shared memory fastest when both ends are aligned alike.
+  slabUsed += (n + 7) & ~7;
+  return copy;
+}
+
 const shardBusy = () =>
   new ApiError(429, "shard_busy", "the shards owning this timeline's streams are at capacity (rings full or shard_requests_max in flight); retry later");
 
@@ -92,7 +118,7 @@ export class TimelinePages {
       const sent = this.shards.send(p.shard, Op.TimelineRead, p.meta, null, (r) => {
         if (finished) return; // too late: the page went without it
         // Copied: the ring's bytes are reused once this callback returns.
-        p.answer = r.status === 200 ? readShardPage(Buffer.from(r.body), req.streams) : ApiError.fromBody(r.status, responseJson(r));
+        p.answer = r.status === 200 ? readShardPage(answerCopy(r.body), req.streams) : ApiError.fromBody(r.status, responseJson(r));
         if (--waiting === 0) finish();
       });
       p.sent = sent;
@@ -167,7 +193,7 @@ export class TimelinePages {
           return false;
         }
         events.push(e);
-        bytes += e.json.byteLength + 1;
+        bytes += e.jsonBytes + 1;
         return true;
       },
     );

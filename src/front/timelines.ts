@@ -79,20 +79,39 @@ export function pageAsk(q: URLSearchParams, streams: readonly string[], config: 
   return { req: { streams, direction, seqs, limit }, waitMs };
 }
 
-/** The answer's body: the events' JSON as the shards rendered them, joined, and the cursors. */
+/**
+ * Bytes of the buffer every page's answer is written in when it fits: one
+ * buffer for all, since uWS copies what the socket does not take at once
+ * before send returns. A larger page (up to replay_page_bytes_max) gets its own.
+ */
+const PAGE_OUT_BYTES = 256 * 1024;
+const pageOut = Buffer.allocUnsafe(PAGE_OUT_BYTES);
+const EVENTS_OPEN = `{"events":[`;
+const COMMA = 0x2c;
+
+/**
+ * The answer's body: the events' JSON as the shards rendered them, joined,
+ * and the cursors. Valid until the next page is written (send copies it).
+ */
 function pageBody(r: PageResult, streams: readonly string[], signer: CursorSigner): Buffer {
-  const parts: Buffer[] = [Buffer.from(`{"events":[`)];
-  for (let i = 0; i < r.events.length; i++) {
-    if (i > 0) parts.push(COMMA);
-    parts.push(r.events[i].json);
-  }
   const next = signer.encode(streams, r.next);
   const prev = signer.encode(streams, r.prev);
   const partial = r.partial.length > 0 ? `,"partial":${JSON.stringify(r.partial)}` : "";
-  parts.push(Buffer.from(`],"next_cursor":"${next}","prev_cursor":"${prev}","has_gap":${r.hasGap}${partial}}`));
-  return Buffer.concat(parts);
+  // ASCII only (base64url, stream ids): one byte per character.
+  const tail = `],"next_cursor":"${next}","prev_cursor":"${prev}","has_gap":${r.hasGap}${partial}}`;
+  let bytes = EVENTS_OPEN.length + tail.length + Math.max(0, r.events.length - 1);
+  for (const e of r.events) bytes += e.jsonBytes;
+  const out = bytes <= PAGE_OUT_BYTES ? pageOut : Buffer.allocUnsafe(bytes);
+  let at = out.write(EVENTS_OPEN, 0, "latin1");
+  for (let i = 0; i < r.events.length; i++) {
+    const e = r.events[i];
+    if (i > 0) out[at++] = COMMA;
+    at += e.body.copy(out, at, e.jsonAt, e.jsonAt + e.jsonBytes);
+  }
+  at += out.write(tail, at, "latin1");
+  if (at !== bytes) throw new Error(`timeline page invariant: ${at} bytes written of ${bytes}`);
+  return out.subarray(0, bytes);
 }
-const COMMA = Buffer.from(",");
 
 export class Timelines {
   private readonly pages: TimelinePages;

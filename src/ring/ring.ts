@@ -27,8 +27,11 @@
 // of µs on a VM); one that finds the waiter busy is skipped. The count is
 // raised before waitAsync compares the position, so a commit either sees the
 // count or changes the position that the waiter then compares: no lost wake.
-// A producer may also defer its notify to the end of the current turn
-// (`deferNotify`), so that several commits of one turn wake the reader once.
+// A producer may also defer its notify (`deferNotify`), so that several
+// commits wake the reader once: to the end of the current task
+// ("microtask"), or to the end of the event loop's current iteration
+// ("turn": after every I/O callback the poll phase runs, so the requests of
+// many sockets that arrived together cost the reader one wake-up).
 //
 // Memory ordering: payload bytes are plain writes published by the
 // Atomics.store of the write position (and freed by the store of the read
@@ -77,8 +80,8 @@ export class Ring {
   private reserved = -1;
   /** Payload bytes of the open reservation: a commit may not claim more. */
   private reservedBytes = 0;
-  /** Producer: wake the consumer once per turn (a microtask) rather than on every commit. */
-  deferNotify = false;
+  /** Producer: wake the consumer on every commit (false), or once per task or per loop iteration (see the header). */
+  deferNotify: false | "microtask" | "turn" = false;
   private notifyQueued = false;
   /** Producer: the rewind the consumer may not have followed yet (from, to), or -1. */
   private jumpFrom = -1;
@@ -181,7 +184,8 @@ export class Ring {
     if (!this.deferNotify) this.wakeReader();
     else if (!this.notifyQueued) {
       this.notifyQueued = true;
-      queueMicrotask(this.wakeQueued);
+      if (this.deferNotify === "turn") setImmediate(this.wakeQueued);
+      else queueMicrotask(this.wakeQueued);
     }
   }
 

@@ -162,7 +162,7 @@ class ShardWorker {
       );
     }
     // Answers and pushes of one turn wake the front once.
-    outRing.deferNotify = true;
+    outRing.deferNotify = "microtask";
     this.outbox = new Outbox(outRing);
     this.root = join(c.data_dir, "streams");
     this.logOpts = {

@@ -68,8 +68,10 @@ export interface PageHead {
 export interface PageEvent extends EventKey {
   index: number;
   tombstone: boolean;
-  /** The event as JSON: a view of the answer's bytes. */
-  json: Buffer;
+  /** The event as JSON: bytes [jsonAt, jsonAt + jsonBytes) of the answer `body` (no view per event: a page makes dozens). */
+  body: Buffer;
+  jsonAt: number;
+  jsonBytes: number;
 }
 
 export interface ShardPage extends PageHead {
@@ -189,7 +191,9 @@ export function readShardPage(body: Buffer, ids: readonly string[]): ShardPage {
       stream,
       seq: body.readDoubleLE(at + 8),
       ts: body.readDoubleLE(at + 16),
-      json: body.subarray(json, json + len),
+      body,
+      jsonAt: json,
+      jsonBytes: len,
     });
     json += len;
   }

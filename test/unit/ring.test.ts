@@ -453,20 +453,23 @@ describe("Ring: waiting", () => {
     expect(await Promise.race([waiting, sleep(1000)])).toBe("ready");
   });
 
-  it("with deferNotify, several commits of one turn wake a waiting reader (once, at the end of the turn)", async () => {
-    const ring = newRing(1024);
-    ring.deferNotify = true;
-    const waiting = ring.waitReadable(2000).then(() => "ready" as const);
-    expect(await Promise.race([waiting, sleep(20)])).toBe("timeout");
-    ring.tryWrite(1, pattern(4, 1));
-    ring.tryWrite(2, pattern(4, 2));
-    expect(await Promise.race([waiting, sleep(1000)])).toBe("ready");
-    expect(take(ring)?.kind).toBe(1);
-    expect(take(ring)?.kind).toBe(2);
-    // A reader that starts waiting after the commits finds them at once.
-    ring.tryWrite(3, pattern(4, 3));
-    expect(await Promise.race([ring.waitReadable(2000).then(() => "ready" as const), sleep(1000)])).toBe("ready");
-  });
+  it.each(["microtask", "turn"] as const)(
+    "with deferNotify %s, several commits wake a waiting reader (once, when the task or iteration ends)",
+    async (mode) => {
+      const ring = newRing(1024);
+      ring.deferNotify = mode;
+      const waiting = ring.waitReadable(2000).then(() => "ready" as const);
+      expect(await Promise.race([waiting, sleep(20)])).toBe("timeout");
+      ring.tryWrite(1, pattern(4, 1));
+      ring.tryWrite(2, pattern(4, 2));
+      expect(await Promise.race([waiting, sleep(1000)])).toBe("ready");
+      expect(take(ring)?.kind).toBe(1);
+      expect(take(ring)?.kind).toBe(2);
+      // A reader that starts waiting after the commits finds them at once.
+      ring.tryWrite(3, pattern(4, 3));
+      expect(await Promise.race([ring.waitReadable(2000).then(() => "ready" as const), sleep(1000)])).toBe("ready");
+    },
+  );
 
   it("waitWritable() wakes up when the consumer releases", async () => {
     const ring = newRing(256);

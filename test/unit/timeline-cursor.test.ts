@@ -3,6 +3,7 @@
 // truncation or an extension is 400 invalid_cursor; the secret lives in the
 // data dir (0600, kept across restarts) or in the config, and a rotated-out
 // secret verifies for the grace period and not after.
+import { createHmac } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +13,7 @@ import { ApiError } from "../../src/errors.js";
 import { TIMELINE_STREAMS_LIMIT } from "../../src/limits.js";
 import {
   CursorSigner,
+  HmacSha256,
   PREVIOUS_SECRETS_MAX,
   SECRETS_FILE,
   SecretsFileError,
@@ -279,5 +281,24 @@ describe("cursor secrets from the config", () => {
     expect(signer.rotatable).toBe(false);
     const e = refusal(() => signer.rotate());
     expect([e.status, e.code]).toEqual([409, "secret_from_config"]);
+  });
+});
+
+describe("HmacSha256", () => {
+  it("is HMAC-SHA256: the same MAC as node:crypto's for any key (shorter or longer than a block) and message", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 200 }), fc.uint8Array({ minLength: 0, maxLength: 300 }), (key, message) => {
+        const mac = new HmacSha256(Buffer.from(key), 300);
+        const want = createHmac("sha256", Buffer.from(key)).update(message).digest();
+        expect(mac.digest(message, message.length).equals(want)).toBe(true);
+        // Reused buffers: a second, shorter message is not mixed with the first.
+        const half = message.length >> 1;
+        expect(mac.digest(message, half).equals(createHmac("sha256", Buffer.from(key)).update(message.subarray(0, half)).digest())).toBe(true);
+      }),
+    );
+  });
+
+  it("refuses a message longer than it was made for", () => {
+    expect(() => new HmacSha256(Buffer.from("k"), 8).digest(new Uint8Array(9), 9)).toThrow(/hmac invariant/);
   });
 });

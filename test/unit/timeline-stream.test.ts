@@ -193,7 +193,9 @@ describe("a shard's timeline answer", () => {
           const page = readShardPage(body.subarray(16), ids);
           expect(page).toMatchObject({ horizon, heldTs, truncated });
           expect(page.streams).toEqual(streams.map((s, index) => ({ index, ...s })));
-          expect(page.events.map((e) => ({ tombstone: e.tombstone, json: e.json.toString(), seq: e.seq, ts: e.ts }))).toEqual(events);
+          expect(
+            page.events.map((e) => ({ tombstone: e.tombstone, json: e.body.toString("utf8", e.jsonAt, e.jsonAt + e.jsonBytes), seq: e.seq, ts: e.ts })),
+          ).toEqual(events);
           expect(page.events.map((e) => e.stream)).toEqual(events.map((_, i) => ids[i % ids.length]));
         },
       ),
