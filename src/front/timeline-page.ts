@@ -4,14 +4,16 @@
 // as the shard's own merge), cut at the page's limits and at the horizon,
 // and the boundaries of the next and previous pages worked out from what
 // was shown. A shard that does not answer in time is left out: its streams
-// keep their boundaries and are listed as `partial`.
+// keep their boundaries and are listed as `partial`. The read carries the
+// time the page gives up on it, past which the shard skips it.
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { Op, responseJson, type RequestMeta } from "../shard/protocol.js";
+import { Op, responseJson, TIMELINE_READ_EXPIRED, type RequestMeta } from "../shard/protocol.js";
 import type { Direction, TimelineCursor } from "../timeline/cursor.js";
 import { keyOrder, mergeRuns, type EventKey } from "../timeline/merge.js";
 import { HEAD_BOUNDARY, readShardPage, resolvedByShard, timeCut, type PageEvent, type ShardPage } from "../timeline/shard-page.js";
 import type { ShardPool } from "./shards.js";
+import { LateReads } from "./timeline-late.js";
 
 export interface PageRequest {
   /** The set: sorted, without repeats. */
@@ -46,7 +48,7 @@ export type PageShards = Pick<ShardPool, "send" | "shardFor" | "deliverReady">;
 interface ShardPart {
   shard: number;
   meta: RequestMeta<Op.TimelineRead>;
-  /** False when the shard could not take the request (full ring, too many in flight). */
+  /** False when the shard could not take the request (full ring, too many in flight) or was behind on reads given up on. */
   sent: boolean;
   answer: ShardPage | ApiError | null;
 }
@@ -78,9 +80,15 @@ function answerCopy(body: Uint8Array): Buffer {
 }
 
 const shardBusy = () =>
-  new ApiError(429, "shard_busy", "the shards owning this timeline's streams are at capacity (rings full or shard_requests_max in flight); retry later");
+  new ApiError(
+    429,
+    "shard_busy",
+    "the shards owning this timeline's streams are at capacity (rings full, shard_requests_max in flight, or behind on timeline reads); retry later",
+  );
 
 export class TimelinePages {
+  private readonly late = new LateReads();
+
   constructor(
     private readonly config: Config,
     private readonly shards: PageShards,
@@ -102,43 +110,55 @@ export class TimelinePages {
     });
   }
 
-  /** Sends every shard its part and calls back with the parts once all answered or the source timeout ran out. */
+  /**
+   * Sends every shard its part and calls back with the parts once all
+   * answered or the source timeout ran out. A shard behind on reads given
+   * up on is not asked (src/front/timeline-late.ts): its part is not sent.
+   */
   private round(req: PageRequest, nowMs: number, then: (parts: ShardPart[], nowMs: number) => void): void {
-    const parts = this.split(req, nowMs);
-    let waiting = 0;
+    const parts = this.split(req, nowMs, Date.now() + this.config.timeline_source_timeout_ms);
+    /** Sent parts not answered yet: those still here when the page goes out are given up on. */
+    const awaiting = new Set<ShardPart>();
     let finished = false;
     let timer: NodeJS.Timeout | undefined;
     const finish = () => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
+      for (const p of awaiting) this.late.gaveUp(p.shard);
       then(parts, nowMs);
     };
     for (const p of parts) {
-      const sent = this.shards.send(p.shard, Op.TimelineRead, p.meta, null, (r) => {
-        if (finished) return; // too late: the page went without it
-        // Copied: the ring's bytes are reused once this callback returns.
-        p.answer = r.status === 200 ? readShardPage(answerCopy(r.body), req.streams) : ApiError.fromBody(r.status, responseJson(r));
-        if (--waiting === 0) finish();
+      // Answers already in its out-ring may show it caught up.
+      if (this.late.behind(p.shard)) this.shards.deliverReady(p.shard);
+      if (this.late.behind(p.shard)) continue;
+      p.sent = this.shards.send(p.shard, Op.TimelineRead, p.meta, null, (r) => {
+        awaiting.delete(p);
+        if (finished) return this.late.answered(p.shard); // too late: the page went without it
+        // Past its deadline the shard read nothing: as if it had not answered.
+        if (r.status !== TIMELINE_READ_EXPIRED) {
+          // Copied: the ring's bytes are reused once this callback returns.
+          p.answer = r.status === 200 ? readShardPage(answerCopy(r.body), req.streams) : ApiError.fromBody(r.status, responseJson(r));
+        }
+        if (awaiting.size === 0) finish();
       });
-      p.sent = sent;
-      if (sent) waiting++;
+      if (p.sent) awaiting.add(p);
     }
-    if (waiting === 0) return finish();
+    if (awaiting.size === 0) return finish();
     timer = setTimeout(() => {
       // Answers that came in time but wait in the rings are taken first.
-      for (const p of parts) if (p.sent && p.answer === null) this.shards.deliverReady(p.shard);
+      for (const p of awaiting) this.shards.deliverReady(p.shard);
       finish();
     }, this.config.timeline_source_timeout_ms);
   }
 
-  private split(req: PageRequest, nowMs: number): ShardPart[] {
+  private split(req: PageRequest, nowMs: number, deadlineMs: number): ShardPart[] {
     const byShard = new Map<number, ShardPart>();
     for (let i = 0; i < req.streams.length; i++) {
       const shard = this.shards.shardFor(req.streams[i]);
       let p = byShard.get(shard);
       if (!p) {
-        p = { shard, meta: { streams: [], backward: req.direction === "backward", limit: req.limit, nowMs }, sent: false, answer: null };
+        p = { shard, meta: { streams: [], backward: req.direction === "backward", limit: req.limit, nowMs, deadlineMs }, sent: false, answer: null };
         byShard.set(shard, p);
       }
       p.meta.streams.push({ id: req.streams[i], index: i, seq: req.seqs[i] });

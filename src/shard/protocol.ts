@@ -89,7 +89,20 @@ export interface TimelineReadMeta {
   limit: number;
   /** The front's clock when it sent the read: the shard's horizon never passes it. */
   nowMs: number;
+  /**
+   * Date.now() at which the front gives up on the answer (the threads share
+   * the clock): a shard that gets to the read later answers
+   * TIMELINE_READ_EXPIRED at once, reading nothing.
+   */
+  deadlineMs: number;
 }
+
+/**
+ * Status of the answer to a TimelineRead the shard got to past its
+ * deadline: no body, and the front takes it as no answer. Work on a page
+ * that went out without it would only delay the next pages' reads behind it.
+ */
+export const TIMELINE_READ_EXPIRED = 504;
 
 /** Small per-request facts, by operation: what the front sends and the shard reads for each. */
 export interface RequestMetaOf {

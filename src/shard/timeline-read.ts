@@ -10,12 +10,16 @@
 // or above min(now, the ingest_ts of its oldest record waiting for a sync).
 // A forward page shows only events below the smallest horizon of its
 // streams, so no event committed later can belong before one it showed.
+//
+// A read the shard gets to past its deadline (the page went out without
+// it) is answered TIMELINE_READ_EXPIRED at once: under load, doing it
+// anyway would keep every later read behind it late too.
 import type { Config } from "../config.js";
 import { Heap, keyOrder } from "../timeline/merge.js";
 import { ShardPageWriter } from "../timeline/shard-page.js";
 import type { ShardBuffers } from "./buffers.js";
 import type { StreamAdmin } from "./admin.js";
-import { ContentType, type Op, type RequestOf } from "./protocol.js";
+import { ContentType, TIMELINE_READ_EXPIRED, type Op, type RequestOf } from "./protocol.js";
 import { TimelineStream } from "./timeline-stream.js";
 import type { Outbox } from "./worker.js";
 
@@ -44,6 +48,7 @@ export class TimelineReads {
 
   read(req: RequestOf<Op.TimelineRead>): void {
     const m = req.meta;
+    if (Date.now() >= m.deadlineMs) return this.outbox.reply({ reqId: req.reqId, status: TIMELINE_READ_EXPIRED, ct: ContentType.None, body: null });
     // Every stream first: an unknown one is a 404 naming it, before any read.
     const streams = m.streams.map((e) => this.streams.existing(e.id));
     let horizon = Math.min(m.nowMs, Date.now());

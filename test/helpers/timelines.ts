@@ -1,6 +1,7 @@
 // What the timeline tests share: a page request, paging a timeline to its
 // end, the defined order to compare with, streams that land on chosen
 // shards, and publishing to them.
+import { connect, type Socket } from "node:net";
 import { expect } from "vitest";
 import { shardOf } from "../../src/shard/protocol.js";
 import { api } from "./server.js";
@@ -112,3 +113,91 @@ export async function streamEvents(url: string, stream: string): Promise<Timelin
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Events of a large stream: each replay of all of them is a full replay page (8 MiB of JSON) to render. */
+export const LARGE_STREAM_EVENTS = 10_000;
+
+/** Fills a stream with LARGE_STREAM_EVENTS events of ~800 bytes. */
+export async function publishLarge(url: string, stream: string): Promise<void> {
+  const payload = "x".repeat(800);
+  for (let i = 0; i < LARGE_STREAM_EVENTS / 1000; i++) {
+    const r = await api(`${url}/v1/streams/${stream}/events`, "POST", { events: Array.from({ length: 1000 }, () => ({ type: "h", payload })) });
+    expect(r.status).toBe(200);
+  }
+}
+
+/**
+ * Sends `count` replays of a large stream at once and leaves without
+ * reading them: its shard renders each in turn (a shard serves its requests
+ * in order), the front drops the answers, and nothing here competes with the
+ * server for the cores. Resolves once all of them are in the server's
+ * socket queues: a request sent after it waits on the shard behind them.
+ */
+export async function queueReplays(url: string, stream: string, count: number): Promise<void> {
+  const { hostname, port } = new URL(url);
+  const head = (path: string) => `GET ${path} HTTP/1.1\r\nhost: ${hostname}\r\n\r\n`;
+  const sockets = await Promise.all(Array.from({ length: count }, () => answeredConnection(hostname, Number(port), head(`/v1/streams/${stream}`))));
+  await Promise.all(
+    sockets.map(
+      (socket) =>
+        new Promise<void>((resolve) =>
+          socket.write(head(`/v1/streams/${stream}/events?from=1&limit=${LARGE_STREAM_EVENTS}`), () => {
+            socket.destroy();
+            resolve();
+          }),
+        ),
+    ),
+  );
+}
+
+/**
+ * A connection the server has taken and answered once (`request`, whose
+ * answer has a content-length): what is written on it next is read in the
+ * order it arrives, not after the accept of a new connection.
+ */
+function answeredConnection(host: string, port: number, request: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port }, () => socket.write(request));
+    let got = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      const end = got.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(got.subarray(0, end).toString("latin1"))?.[1]);
+      if (got.length < end + 4 + length) return;
+      socket.off("data", onData);
+      resolve(socket);
+    };
+    socket.on("data", onData);
+    socket.on("error", reject);
+  });
+}
+
+/**
+ * Resolves once the stream's shard served everything queued on it before
+ * this call, with how long that took (ms): the stream's info, which reads
+ * nothing, answered.
+ */
+export async function shardCaughtUp(url: string, stream: string): Promise<number> {
+  const t0 = Date.now();
+  const r = await api(`${url}/v1/streams/${stream}`, "GET");
+  expect(r.status).toBe(200);
+  return Date.now() - t0;
+}
+
+/** Most replays replaysLasting queues at once. */
+const BUSY_REPLAYS_MAX = 1024;
+
+/**
+ * How many replays of a large stream queued at once keep its shard busy for
+ * `busyMs` at least on this machine, however fast it is: doubled from 4
+ * until a request queued behind them waits that long.
+ */
+export async function replaysLasting(url: string, stream: string, busyMs: number): Promise<number> {
+  for (let count = 4; count <= BUSY_REPLAYS_MAX; count *= 2) {
+    await queueReplays(url, stream, count);
+    const waitedMs = await shardCaughtUp(url, stream);
+    if (waitedMs >= busyMs) return count;
+  }
+  throw new Error(`the shard of ${stream} served ${BUSY_REPLAYS_MAX} replays in less than ${busyMs} ms`);
+}

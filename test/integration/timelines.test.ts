@@ -13,7 +13,11 @@ import {
   byTimelineOrder,
   eventId,
   pageToEnd,
+  publishLarge,
   publishN,
+  queueReplays,
+  replaysLasting,
+  shardCaughtUp,
   sleep,
   streamEvents,
   streamsOnShards,
@@ -421,75 +425,52 @@ describe("has_gap", () => {
 });
 
 describe("a shard too busy to answer in time: partial", () => {
-  // 150 ms to answer; the busy shard spends several times that on the replays queued before the page.
-  const server = serverWith(["--timeline-source-timeout-ms", "150"]);
+  const SOURCE_TIMEOUT_MS = 150;
+  const server = serverWith(["--timeline-source-timeout-ms", String(SOURCE_TIMEOUT_MS)]);
   const [[busy], [calm]] = streamsOnShards("part.", SHARDS, 1);
-  const heavy = streamsOnShards("heavy.", SHARDS, 1)[0][0]; // on the busy stream's shard
+  const large = streamsOnShards("large.", SHARDS, 1)[0][0]; // on the busy stream's shard
+  /** Replays of `large` queued at once that keep its shard busy for several source timeouts, measured on this machine. */
+  let busyReplays: number;
 
   beforeAll(async () => {
     const url = server().url;
     await publishN(url, busy, 3);
     await publishN(url, calm, 3);
-    // 10,000 events of ~800 bytes: a replay page of them is 8 MiB of JSON to render.
-    const payload = "x".repeat(800);
-    for (let i = 0; i < 10; i++) {
-      const r = await api(`${url}/v1/streams/${heavy}/events`, "POST", { events: Array.from({ length: 1000 }, () => ({ type: "h", payload })) });
-      expect(r.status).toBe(200);
-    }
+    await publishLarge(url, large);
+    busyReplays = await replaysLasting(url, large, 3 * SOURCE_TIMEOUT_MS);
     await sleep(5);
   });
 
   it("leaves the busy shard's streams out and names them; the next pages bring their events, nothing skipped or repeated", async () => {
     const url = server().url;
     const set = [busy, calm].sort();
-    // Keep the busy shard rendering replays (a shard serves its requests in turn) while the page is asked for.
-    let replayed = 0;
-    const replays = Array.from({ length: 16 }, () =>
-      api(`${url}/v1/streams/${heavy}/events?from=1&limit=10000`, "GET").then((r) => {
-        replayed++;
-        return r;
-      }),
-    );
-    try {
-      await sleep(30);
-      const t0 = Date.now();
-      const p = await timelinePage(url, { streams: set.join(","), limit: 100 });
-      const ms = Date.now() - t0;
-      expect(p.partial).toEqual([busy]);
-      expect(p.events.map((e) => e.stream)).toEqual([calm, calm, calm]);
-      // It did not wait for the busy shard: the replays queued before it were not all served yet.
-      expect(ms).toBeLessThan(500);
-      expect(replayed).toBeLessThan(replays.length);
-      for (const r of await Promise.all(replays)) expect(r.status).toBe(200);
-      const rest = await pageToEnd(url, set, { cursor: p.next_cursor });
-      expect(rest.pages.every((q) => q.partial === undefined)).toBe(true);
-      expect(rest.events.map(eventId)).toEqual([1, 2, 3].map((seq) => `${busy}#${seq}`));
-    } finally {
-      await Promise.allSettled(replays);
-    }
+    // The page's read waits on the busy shard behind the replays.
+    await queueReplays(url, large, busyReplays);
+    const p = await timelinePage(url, { streams: set.join(","), limit: 100 });
+    expect(p.partial).toEqual([busy]);
+    expect(p.events.map((e) => e.stream)).toEqual([calm, calm, calm]);
+    await shardCaughtUp(url, busy);
+    const rest = await pageToEnd(url, set, { cursor: p.next_cursor });
+    expect(rest.pages.every((q) => q.partial === undefined)).toBe(true);
+    expect(rest.events.map(eventId)).toEqual([1, 2, 3].map((seq) => `${busy}#${seq}`));
   });
 
   it("backward from the head with the busy shard left out: its streams are read from their head once it answers", async () => {
     const url = server().url;
     const set = [busy, calm].sort();
-    const replays = Array.from({ length: 16 }, () => api(`${url}/v1/streams/${heavy}/events?from=1&limit=10000`, "GET"));
-    try {
-      await sleep(30);
-      const p = await timelinePage(url, { streams: set.join(","), direction: "backward", limit: 2 });
-      expect(p.partial).toEqual([busy]);
-      expect(p.events.map(eventId)).toEqual([`${calm}#3`, `${calm}#2`]);
-      await Promise.all(replays);
-      const rest = await pageToEnd(url, set, { cursor: p.next_cursor, limit: () => 2 });
-      expect(rest.events.map(eventId).sort()).toEqual([`${busy}#1`, `${busy}#2`, `${busy}#3`, `${calm}#1`].sort());
-      // Forward from where that first page started: what was appended since, nothing before it again.
-      await publishN(url, busy, 1, 0, "new");
-      await publishN(url, calm, 1, 0, "new");
-      await sleep(5);
-      const after = await pageToEnd(url, set, { cursor: p.prev_cursor });
-      expect(after.events.map(eventId).sort()).toEqual([`${busy}#4`, `${calm}#4`]);
-    } finally {
-      await Promise.allSettled(replays);
-    }
+    await queueReplays(url, large, busyReplays);
+    const p = await timelinePage(url, { streams: set.join(","), direction: "backward", limit: 2 });
+    expect(p.partial).toEqual([busy]);
+    expect(p.events.map(eventId)).toEqual([`${calm}#3`, `${calm}#2`]);
+    await shardCaughtUp(url, busy);
+    const rest = await pageToEnd(url, set, { cursor: p.next_cursor, limit: () => 2 });
+    expect(rest.events.map(eventId).sort()).toEqual([`${busy}#1`, `${busy}#2`, `${busy}#3`, `${calm}#1`].sort());
+    // Forward from where that first page started: what was appended since, nothing before it again.
+    await publishN(url, busy, 1, 0, "new");
+    await publishN(url, calm, 1, 0, "new");
+    await sleep(5);
+    const after = await pageToEnd(url, set, { cursor: p.prev_cursor });
+    expect(after.events.map(eventId).sort()).toEqual([`${busy}#4`, `${calm}#4`]);
   });
 });
 
