@@ -10,8 +10,8 @@ import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
 import { Op, responseJson, TIMELINE_READ_EXPIRED, type RequestMeta } from "../shard/protocol.js";
 import type { Direction, TimelineCursor } from "../timeline/cursor.js";
-import { keyOrder, mergeRuns, type EventKey } from "../timeline/merge.js";
-import { HEAD_BOUNDARY, readShardPage, resolvedByShard, timeCut, type PageEvent, type ShardPage } from "../timeline/shard-page.js";
+import { Heap, keyOrder, type EventKey } from "../timeline/merge.js";
+import { type AnswerEvents, HEAD_BOUNDARY, readShardPage, resolvedByShard, timeCut, type PageEvent, type ShardPage } from "../timeline/shard-page.js";
 import type { ShardPool } from "./shards.js";
 import { LateReads } from "./timeline-late.js";
 
@@ -188,7 +188,7 @@ export class TimelinePages {
     // A shard that stopped early may hold events past its last one shown: nothing past the earliest such cut is shown.
     let cut: EventKey | null = null;
     for (const a of answered) {
-      const last = a.events[a.events.length - 1];
+      const last = a.events.lastKey();
       if (a.truncated && last && (cut === null || before(last, cut))) cut = last;
     }
     const events: PageEvent[] = [];
@@ -197,26 +197,27 @@ export class TimelinePages {
     let clockHeldTs = -1;
     /** Backward: the lowest seq left out at the horizon, per stream. */
     let leftOut: Map<number, number> | null = null;
-    mergeRuns(
-      answered.map((a) => a.events),
-      before,
-      (e) => {
-        if (events.length === req.limit || (events.length > 0 && bytes >= bytesMax)) return false;
-        if (cut !== null && before(cut, e)) return false;
-        if (e.ts >= horizon) {
-          if (backward) {
-            leftOut ??= new Map();
-            leftOut.set(e.index, e.seq);
-            return true;
-          }
-          if (horizon === nowMs) clockHeldTs = e.ts;
-          return false;
-        }
-        events.push(e);
-        bytes += e.jsonBytes + 1;
-        return true;
-      },
-    );
+    // The shards' answers are each in the page's order: a heap of their next events.
+    const heads = new Heap<AnswerEvents>(before);
+    for (const a of answered) if (a.events.has) heads.push(a.events);
+    for (let e = heads.peek(); e; e = heads.peek()) {
+      if (events.length === req.limit || (events.length > 0 && bytes >= bytesMax)) break;
+      if (cut !== null && before(cut, e)) break;
+      if (e.ts < horizon) {
+        const shown = e.event();
+        events.push(shown);
+        bytes += shown.jsonBytes + 1;
+      } else if (backward) {
+        leftOut ??= new Map();
+        leftOut.set(e.index, e.seq);
+      } else {
+        if (horizon === nowMs) clockHeldTs = e.ts;
+        break;
+      }
+      e.advance();
+      if (e.has) heads.replaceTop(e);
+      else heads.pop();
+    }
     if (!backward && horizon === nowMs) {
       // Shards hold back what is at the horizon themselves: they say what.
       for (const a of answered) if (a.heldTs >= 0 && (clockHeldTs < 0 || a.heldTs < clockHeldTs)) clockHeldTs = a.heldTs;

@@ -274,15 +274,19 @@ export const requestBytes = (metaBytes: number, bodyBytes: number) => REQUEST_HE
 
 /** Writes one request; false when the ring is too full (caller answers 429). */
 export function writeRequest<O extends Op>(ring: Ring, op: O, reqId: number, meta: RequestMeta<O>, body: Uint8Array | null): boolean {
-  const metaBytes = textEncoder.encode(JSON.stringify(meta));
-  const total = requestBytes(metaBytes.byteLength, body ? body.byteLength : 0);
+  // Encoded straight into the ring: no buffer per request.
+  const json = JSON.stringify(meta);
+  const metaBytes = Buffer.byteLength(json);
+  const total = requestBytes(metaBytes, body ? body.byteLength : 0);
   const at = ring.reserve(total);
   if (at === -1) return false;
   const dv = new DataView(ring.data.buffer, ring.data.byteOffset + at, REQUEST_HEADER_BYTES);
   dv.setUint32(0, reqId, true);
-  dv.setUint32(4, metaBytes.byteLength, true);
-  copyBytes(metaBytes, ring.data, at + REQUEST_HEADER_BYTES);
-  if (body) copyBytes(body, ring.data, at + REQUEST_HEADER_BYTES + metaBytes.byteLength);
+  dv.setUint32(4, metaBytes, true);
+  const metaAt = at + REQUEST_HEADER_BYTES;
+  const { written } = textEncoder.encodeInto(json, ring.data.subarray(metaAt, metaAt + metaBytes));
+  if (written !== metaBytes) throw new Error(`protocol invariant: ${written} bytes of meta encoded, ${metaBytes} reserved`);
+  if (body) copyBytes(body, ring.data, metaAt + metaBytes);
   ring.commit(op, total);
   return true;
 }

@@ -85,28 +85,3 @@ export class Heap<T> {
     }
   }
 }
-
-/**
- * Merges runs that are each in `before` order into one, in that order. Calls
- * `take` with each item in turn and stops at the first it refuses (false),
- * so a caller cuts a page at its limits without merging past them. Equal
- * items keep the order of their runs.
- */
-export function mergeRuns<T>(runs: ReadonlyArray<ReadonlyArray<T>>, before: (a: T, b: T) => boolean, take: (item: T) => boolean): void {
-  type Head = { run: number; at: number };
-  const heads = new Heap<Head>((x, y) => {
-    const a = runs[x.run][x.at];
-    const b = runs[y.run][y.at];
-    if (before(a, b)) return true;
-    if (before(b, a)) return false;
-    return x.run < y.run;
-  });
-  for (let r = 0; r < runs.length; r++) if (runs[r].length > 0) heads.push({ run: r, at: 0 });
-  for (;;) {
-    const h = heads.peek();
-    if (!h) return;
-    if (!take(runs[h.run][h.at])) return;
-    if (h.at + 1 < runs[h.run].length) heads.replaceTop({ run: h.run, at: h.at + 1 });
-    else heads.pop();
-  }
-}

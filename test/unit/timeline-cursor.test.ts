@@ -289,16 +289,25 @@ describe("HmacSha256", () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 0, maxLength: 200 }), fc.uint8Array({ minLength: 0, maxLength: 300 }), (key, message) => {
         const mac = new HmacSha256(Buffer.from(key), 300);
-        const want = createHmac("sha256", Buffer.from(key)).update(message).digest();
-        expect(mac.digest(message, message.length).equals(want)).toBe(true);
+        const digest = (end: number) => {
+          const out = Buffer.alloc(34, 0xee);
+          mac.digestInto(message, end, out, 1, 32);
+          // Exactly 32 bytes at the offset, nothing around them.
+          expect([out[0], out[33]]).toEqual([0xee, 0xee]);
+          return out.subarray(1, 33);
+        };
+        expect(digest(message.length).equals(createHmac("sha256", Buffer.from(key)).update(message).digest())).toBe(true);
         // Reused buffers: a second, shorter message is not mixed with the first.
         const half = message.length >> 1;
-        expect(mac.digest(message, half).equals(createHmac("sha256", Buffer.from(key)).update(message.subarray(0, half)).digest())).toBe(true);
+        expect(digest(half).equals(createHmac("sha256", Buffer.from(key)).update(message.subarray(0, half)).digest())).toBe(true);
+        const short = Buffer.alloc(16);
+        mac.digestInto(message, half, short, 0, 16);
+        expect(short.equals(digest(half).subarray(0, 16))).toBe(true);
       }),
     );
   });
 
   it("refuses a message longer than it was made for", () => {
-    expect(() => new HmacSha256(Buffer.from("k"), 8).digest(new Uint8Array(9), 9)).toThrow(/hmac invariant/);
+    expect(() => new HmacSha256(Buffer.from("k"), 8).digestInto(new Uint8Array(9), 9, Buffer.alloc(32), 0, 32)).toThrow(/hmac invariant/);
   });
 });

@@ -3,7 +3,7 @@
 // sort of their union, cut where the caller stops taking.
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { compareKeys, Heap, keyOrder, mergeRuns, type EventKey } from "../../src/timeline/merge.js";
+import { compareKeys, Heap, keyOrder, type EventKey } from "../../src/timeline/merge.js";
 
 const key = (ts: number, stream: string, seq: number): EventKey => ({ ts, stream, seq });
 
@@ -88,7 +88,7 @@ const streamArb = (stream: string) =>
     });
   });
 
-describe("merging sorted runs", () => {
+describe("merging sorted runs with the heap (as a page merges its sources)", () => {
   it("gives the sort of their union, forward and backward", () => {
     fc.assert(
       fc.property(
@@ -99,66 +99,20 @@ describe("merging sorted runs", () => {
             const before = keyOrder(direction);
             const sorted = [...all].sort((a, b) => (direction === "forward" ? compareKeys(a, b) : compareKeys(b, a)));
             const inputs = runs.map((r) => (direction === "forward" ? r : [...r].reverse()));
+            type Head = { run: number; at: number };
+            const key = (h: Head) => inputs[h.run][h.at];
+            const heads = new Heap<Head>((x, y) => before(key(x), key(y)));
+            inputs.forEach((r, run) => r.length > 0 && heads.push({ run, at: 0 }));
             const out: EventKey[] = [];
-            mergeRuns(inputs, before, (k) => {
-              out.push(k);
-              return true;
-            });
+            for (let h = heads.peek(); h; h = heads.peek()) {
+              out.push(key(h));
+              if (h.at + 1 < inputs[h.run].length) heads.replaceTop({ run: h.run, at: h.at + 1 });
+              else heads.pop();
+            }
             expect(out).toEqual(sorted);
           }
         },
       ),
     );
-  });
-
-  it("stops at the first item the caller refuses, having taken the prefix of the order", () => {
-    fc.assert(
-      fc.property(fc.array(fc.array(fc.integer({ min: 0, max: 100 }), { maxLength: 20 }), { maxLength: 6 }), fc.integer({ min: 0, max: 60 }), (raw, limit) => {
-        const runs = raw.map((r) => [...r].sort((a, b) => a - b));
-        const out: number[] = [];
-        let offered = 0;
-        mergeRuns(
-          runs,
-          (a, b) => a < b,
-          (v) => {
-            offered++;
-            if (out.length === limit) return false;
-            out.push(v);
-            return true;
-          },
-        );
-        const sorted = runs.flat().sort((a, b) => a - b);
-        expect(out).toEqual(sorted.slice(0, limit));
-        // Nothing is merged past the cut: at most one item offered beyond what was taken.
-        expect(offered).toBeLessThanOrEqual(out.length + 1);
-      }),
-    );
-  });
-
-  it("keeps equal items in the order of their runs", () => {
-    const out: Array<[number, string]> = [];
-    mergeRuns(
-      [
-        [
-          [1, "r0"],
-          [2, "r0"],
-        ],
-        [
-          [1, "r1"],
-          [2, "r1"],
-        ],
-      ] as Array<Array<[number, string]>>,
-      (a, b) => a[0] < b[0],
-      (x) => {
-        out.push(x);
-        return true;
-      },
-    );
-    expect(out).toEqual([
-      [1, "r0"],
-      [1, "r1"],
-      [2, "r0"],
-      [2, "r1"],
-    ]);
   });
 });
