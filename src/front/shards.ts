@@ -80,6 +80,9 @@ class Shard {
     void this.pump();
   }
 
+  /** deliverReady is running: a call from one of its callbacks returns at once. */
+  private delivering = false;
+
   /** Delivers responses as they arrive; the views are valid only during the callback. */
   private async pump(): Promise<void> {
     while (!this.stopped) {
@@ -88,8 +91,23 @@ class Shard {
     }
   }
 
-  /** Hands every message already in the out-ring to whoever waits for it, now. */
+  /**
+   * Hands every message already in the out-ring to whoever waits for it, now.
+   * A callback may ask again (a page that starts from an answer or a push);
+   * that call returns at once, since the message being handled is not
+   * released yet and the loop here goes on to the rest.
+   */
   deliverReady(): void {
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      this.deliverAll();
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private deliverAll(): void {
     let msg: RingMessage | null;
     while ((msg = this.outRing.read())) {
       const r = readResponse(this.outRing, msg);

@@ -86,4 +86,31 @@ describe("a burst of timeline pages past a shard's capacity", () => {
     expect(rest.pages.filter((p) => p.partial !== undefined)).toEqual([]);
     expect(rest.events.map(eventId)).toEqual(all.filter((e) => slow.includes(e.stream)).map(eventId));
   });
+
+  it("a long poll woken by a push from a shard the front has given up on answers it, and the server keeps serving", async () => {
+    const url = s.url;
+    const pair = [slow[0], calm[0]].sort();
+    // Armed at the head while both shards answer: an empty page that waits.
+    const { last } = await pageToEnd(url, pair, { limit: () => 1000 });
+    const poll = timelineRequest(url, { streams: pair.join(","), cursor: last.next_cursor, wait_ms: 10_000 });
+    await sleep(50);
+    await queueReplays(url, large, busyReplays);
+    const replaysServed = shardCaughtUp(url, large);
+    // Queued behind the replays and ahead of the burst's reads: the slow shard pushes its commit
+    // while the front still counts those reads as owed, from inside its delivery of that shard.
+    const published = publishN(url, slow[0], 1, 100);
+    await sleep(50);
+    const burst = Promise.all(Array.from({ length: 2 * TIMELINE_LATE_READS_MAX }, () => timelinePage(url, { streams: set.join(","), limit: 1000 })));
+    const woken = await poll;
+    expect(woken.status, JSON.stringify(woken.json)).toBe(200);
+    const [seq] = await published;
+    await burst;
+    await replaysServed;
+    await shardCaughtUp(url, large);
+    // What the poll did not show, the page after it does: the one new event, once.
+    const shown = (woken.json.events as TimelineEvent[]).map(eventId);
+    const rest = await pageToEnd(url, pair, { cursor: woken.json.next_cursor });
+    expect([...shown, ...rest.events.map(eventId)]).toEqual([`${slow[0]}#${seq}`]);
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+  });
 });
