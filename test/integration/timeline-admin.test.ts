@@ -277,7 +277,8 @@ describe("timelines across restarts and start-up", () => {
     const dir = servers.dir();
     const secret = randomBytes(24).toString("base64url");
     const previous = randomBytes(24).toString("base64url");
-    const s = await servers.start(dir, ["--timeline-cursor-secret", secret, "--timeline-cursor-previous-secret", previous]);
+    // "--flag=value": a base64url secret may start with "-", which "--flag value" would read as a flag.
+    const s = await servers.start(dir, [`--timeline-cursor-secret=${secret}`, `--timeline-cursor-previous-secret=${previous}`]);
     expect(existsSync(join(dir, SECRETS_FILE))).toBe(false);
     expectError(await api(`${s.url}/v1/timelines/_secret/rotate`, "POST"), 409, "secret_from_config");
     expectOk(await api(`${s.url}/v1/streams/a`, "PUT", "{}", JSON_CT), 201);
