@@ -97,3 +97,15 @@ export function jsonTextProblem(b: Uint8Array): string | null {
   if (!isUtf8(b)) return "body is not valid UTF-8";
   return null;
 }
+
+/** A JSON request body, by the rules every JSON route has (README, "Errors and input rules"); an empty one is `{}`. */
+export function jsonBody(b: Buffer): unknown {
+  if (b.length === 0) return {};
+  const problem = jsonTextProblem(b);
+  if (problem) throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${problem}`);
+  try {
+    return JSON.parse(b.toString("utf8"));
+  } catch (err) {
+    throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
+  }
+}

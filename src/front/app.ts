@@ -17,6 +17,7 @@ import { type Auth, chargeEvents, guardRoutes, Refusal, sendRefusal } from "./au
 import type { TimelineStores } from "../timeline/stores.js";
 import { type TimelineAdmin, timelineAdminRoutes } from "./timeline-admin.js";
 import { Timelines } from "./timelines.js";
+import { dlqRoutes } from "./dlq.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -315,6 +316,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     adHocPage: (res, req, key) => pages.adHoc(res, req, key),
   });
   pages.register(routes);
+  dlqRoutes(routes, { config, pool, unavailable, body });
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();

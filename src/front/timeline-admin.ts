@@ -15,7 +15,7 @@ import { checkTimelineName, timelineNotFound } from "../timeline/names.js";
 import { checkReaderId, readerNotFound } from "../timeline/readers.js";
 import type { TimelineStores } from "../timeline/stores.js";
 import { streamSet } from "../timeline/stream-set.js";
-import { checkQuery, jsonTextProblem, parseBody } from "../validate.js";
+import { checkQuery, jsonBody, parseBody } from "../validate.js";
 import { type ApiKey, checkStreams, type GuardedApp, Refusal, sendRefusal } from "./auth.js";
 import { CT_JSON, contentTypeOf, type Exchange, exchange, send, sendError } from "./http.js";
 import type { ShardPool } from "./shards.js";
@@ -41,18 +41,6 @@ const NO_PARAMS: ReadonlySet<string> = new Set();
 const putTimelineBody = z.object({ streams: z.array(z.string({ invalid_type_error: "must be a stream id" })) }).strict();
 const putReaderBody = z.object({ cursor: z.string({ invalid_type_error: "must be a string" }) }).strict();
 const rotateBody = z.object({}).strict();
-
-/** A JSON request body, by the rules every JSON route has (README, "Errors and input rules"); an empty one is `{}`. */
-function jsonBody(b: Buffer): unknown {
-  if (b.length === 0) return {};
-  const problem = jsonTextProblem(b);
-  if (problem) throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${problem}`);
-  try {
-    return JSON.parse(b.toString("utf8"));
-  } catch (err) {
-    throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
-  }
-}
 
 const timelineJson = (t: NamedTimeline) => JSON.stringify({ name: t.name, streams: t.streams, created_at: t.created_at, updated_at: t.updated_at });
 

@@ -24,6 +24,7 @@ const LIMIT_KEYS = [
   "replay_page_bytes_max",
   "replay_page_events_max",
   "replay_page_events_default",
+  "redrive_letters_max",
   "consume_page_bytes_max",
   "consume_window_max",
   "consume_window_default",
@@ -32,14 +33,15 @@ const LIMIT_KEYS = [
   "timeline_page_events_max",
 ] as const satisfies ReadonlyArray<keyof LimitKeys>;
 
-/** Keys that must agree with one other (a default and its maximum, a request and the budget of requests): moved together. */
-const PARTNERS: Record<string, keyof Config> = {
-  request_bytes_max: "request_buffer_bytes_max",
-  request_buffer_bytes_max: "request_bytes_max",
-  consume_window_default: "consume_window_max",
-  consume_window_max: "consume_window_default",
-  replay_page_events_default: "replay_page_events_max",
-  replay_page_events_max: "replay_page_events_default",
+/** Keys that must agree with others (a default and its maximum, a request and the budget of requests): moved together. */
+const PARTNERS: Record<string, Array<keyof Config>> = {
+  request_bytes_max: ["request_buffer_bytes_max"],
+  request_buffer_bytes_max: ["request_bytes_max"],
+  consume_window_default: ["consume_window_max"],
+  consume_window_max: ["consume_window_default"],
+  replay_page_events_default: ["replay_page_events_max"],
+  replay_page_events_max: ["replay_page_events_default", "redrive_letters_max"],
+  redrive_letters_max: ["replay_page_events_max"],
 };
 
 /** A key's range as config.ts declares it. */
@@ -92,6 +94,7 @@ function brokenRelations(c: LimitKeys, l: Limits): string[] {
   check(frameBytesFor(l.eventBodyBytesMax) === l.frameBytesMax, "frameBytesMax is the record format's frame of the largest event body");
   check(requestBytes(REQUEST_META_BYTES_MAX, l.requestBodyBytesMax) <= l.ringMessageBytesMax, "the largest request fits a ring message");
   check(l.requestBodyBytesMax === c.request_bytes_max, "the front takes every body up to request_bytes_max");
+  check(c.redrive_letters_max <= c.replay_page_events_max, "a redrive's letters are one replay page of the dlq");
   check(l.pageAnswerBytesMax + ANSWER_ENVELOPE_BYTES <= l.ringMessageBytesMax, "the largest page answer fits a ring message");
   check(frameBytesFor(largestEventBodyBytes(c)) <= l.frameBytesMax, "the largest event publish accepts frames within frameBytesMax");
   check(l.socketBytesMax > c.consumer_buffer_bytes_max, "uWS's socket bound lies past the hub's");
@@ -143,8 +146,7 @@ describe("limits derived from the config", () => {
         // A larger limit may need a larger ring (and a smaller default an equal partner): make the
         // config legal around the value, so that the relations are checked at it.
         if (c instanceof ConfigError) {
-          const partner = PARTNERS[key as string];
-          const around: Partial<Config> = { [key]: value, ...(partner ? { [partner]: value } : {}) };
+          const around: Partial<Config> = { [key]: value, ...Object.fromEntries((PARTNERS[key as string] ?? []).map((p) => [p, value])) };
           around.ring_bytes = Math.min(range("ring_bytes").max, deriveLimits({ ...defaults(), ...around }).ringBytesMin);
           c = tryLoad(around);
         }
@@ -218,7 +220,7 @@ describe("a config that breaks a relation is refused at start, naming the key", 
     expect(loadConfig(flags({ request_bytes_max: 32 * MiB, ring_bytes: need }), {}).ring_bytes).toBe(need);
   });
 
-  it("a request budget under one request, a default window or replay page over its maximum: each names its key", () => {
+  it("a request budget under one request, a default window, replay page or redrive over its maximum: each names its key", () => {
     expect(() => loadConfig(flags({ request_buffer_bytes_max: 16 * MiB - 1 }), {})).toThrow("request_buffer_bytes_max: must be at least request_bytes_max");
     expect(() => loadConfig(flags({ consume_window_default: 11, consume_window_max: 10 }), {})).toThrow(
       "consume_window_default: must not exceed consume_window_max",
@@ -226,6 +228,10 @@ describe("a config that breaks a relation is refused at start, naming the key", 
     expect(() => loadConfig(flags({ replay_page_events_default: 11, replay_page_events_max: 10 }), {})).toThrow(
       "replay_page_events_default: must not exceed replay_page_events_max",
     );
+    expect(() => loadConfig(flags({ redrive_letters_max: 11, replay_page_events_max: 10 }), {})).toThrow(
+      "redrive_letters_max: must not exceed replay_page_events_max",
+    );
+    expect(loadConfig(flags({ redrive_letters_max: 10, replay_page_events_max: 10, replay_page_events_default: 10 }), {}).redrive_letters_max).toBe(10);
     expect(loadConfig(flags({ request_buffer_bytes_max: 16 * MiB, consume_window_default: 10, consume_window_max: 10 }), {}).consume_window_default).toBe(10);
   });
 });
