@@ -46,7 +46,7 @@ export const configSchema = z
     replay_page_events_max: int(1, 1_000_000).default(10_000),
     replay_page_events_default: int(1, 1_000_000).default(1000),
     replay_page_bytes_max: int(64 * 1024, 256 * MiB).default(8 * MiB),
-    /** Dead letters one POST .../dlq/redrive reads (one replay page of the dlq; `next` continues). */
+    /** Dead letters one POST .../dlq/redrive reads (in replay pages of the dlq; `next` continues). */
     redrive_letters_max: int(1, 1_000_000).default(1000),
 
     segment_bytes_max: int(4096, 1024 * MiB).default(64 * MiB),

@@ -213,7 +213,5 @@ export function limitProblems(c: LimitKeys): LimitProblem[] {
   if (c.consume_window_default > c.consume_window_max) problems.push({ key: "consume_window_default", message: "must not exceed consume_window_max" });
   if (c.replay_page_events_default > c.replay_page_events_max)
     problems.push({ key: "replay_page_events_default", message: "must not exceed replay_page_events_max" });
-  // A redrive reads its letters as one replay page of the dlq.
-  if (c.redrive_letters_max > c.replay_page_events_max) problems.push({ key: "redrive_letters_max", message: "must not exceed replay_page_events_max" });
   return problems;
 }

@@ -1,5 +1,5 @@
-// Dead-letter redrive: POST /v1/streams/:id/dlq/redrive reads one replay
-// page of `{id}.dlq` and republishes its dead letters (src/front/consume/
+// Dead-letter redrive: POST /v1/streams/:id/dlq/redrive reads replay
+// pages of `{id}.dlq` and republishes its dead letters (src/front/consume/
 // progress.ts writes them) to `{id}`, one publish each, in dlq order. Each
 // carries the idempotency key `redrive:<dlq seq>`, so a repeat within the
 // stream's dedup window is a duplicate, not a second copy.
@@ -86,8 +86,8 @@ const shardBusy = (stream: string, extra: Record<string, unknown> = {}) =>
 export function dlqRoutes(routes: GuardedApp, deps: RedriveDeps): void {
   const { pool } = deps;
 
-  /** Publishes the letters one by one, in order, then answers what happened. */
-  const republish = (x: Exchange, stream: string, letters: Letter[], group: string | undefined, outcome: Outcome) => {
+  /** Publishes the letters one by one, in order, then calls `done` (an error is answered here, with the progress). */
+  const republish = (x: Exchange, stream: string, letters: Letter[], group: string | undefined, outcome: Outcome, done: () => void) => {
     let i = 0;
     const step = () => {
       if (x.aborted) return; // nothing more to tell anyone; a repeat picks up where this stopped
@@ -95,7 +95,7 @@ export function dlqRoutes(routes: GuardedApp, deps: RedriveDeps): void {
         outcome.skipped++;
         i++;
       }
-      if (i === letters.length) return send(x, 200, ContentType.Json, JSON.stringify(outcome));
+      if (i === letters.length) return done();
       const letter = letters[i];
       // What is done so far rides on an error, with where to continue.
       const progress = { moved: outcome.moved, duplicates: outcome.duplicates, skipped: outcome.skipped, next: letter.seq };
@@ -117,24 +117,36 @@ export function dlqRoutes(routes: GuardedApp, deps: RedriveDeps): void {
     step();
   };
 
-  /** Reads one page of the dlq in the asked range and redrives it; no dlq stream is nothing to redrive. */
+  /**
+   * Reads the dlq in the asked range, replay page by replay page, and
+   * redrives each, up to redrive_letters_max letters a call; no dlq stream
+   * is nothing to redrive.
+   */
   const redrive = (x: Exchange, stream: string, b: RedriveBody) => {
     const dlq = `${stream}.dlq`;
-    const limit = deps.config.redrive_letters_max;
-    const query = `from=${b.from ?? "earliest"}&limit=${limit}${b.to === undefined ? "" : `&to=${b.to}`}`;
-    const ok = ask(pool, dlq, Op.Replay, { stream: dlq, query, accept: ContentType.Json }, null, (status, json) => {
-      if (status === 404) {
-        const from = b.from ?? 1;
-        return send(x, 200, ContentType.Json, JSON.stringify({ moved: 0, duplicates: 0, skipped: 0, from, to: from - 1, next: null } satisfies Outcome));
-      }
-      if (status !== 200) return sendError(x, ApiError.fromBody(status, json));
-      const page = json as { events: Letter[]; next: number; head_seq: number; first_seq: number };
-      const from = b.from ?? page.first_seq;
-      const last = Math.min(b.to ?? Number.MAX_SAFE_INTEGER, page.head_seq);
-      const outcome: Outcome = { moved: 0, duplicates: 0, skipped: 0, from, to: page.next - 1, next: page.next <= last ? page.next : null };
-      republish(x, stream, page.events, b.group, outcome);
-    });
-    if (!ok) sendError(x, shardBusy(dlq));
+    const max = deps.config.redrive_letters_max;
+    const outcome: Outcome = { moved: 0, duplicates: 0, skipped: 0, from: b.from ?? 1, to: (b.from ?? 1) - 1, next: null };
+    let read = 0;
+    const page = (from: number | "earliest") => {
+      const limit = Math.min(max - read, deps.config.replay_page_events_max);
+      const query = `from=${from}&limit=${limit}${b.to === undefined ? "" : `&to=${b.to}`}`;
+      const ok = ask(pool, dlq, Op.Replay, { stream: dlq, query, accept: ContentType.Json }, null, (status, json) => {
+        if (status === 404 && read === 0) return send(x, 200, ContentType.Json, JSON.stringify(outcome));
+        if (status !== 200) return sendError(x, ApiError.fromBody(status, json));
+        const p = json as { events: Letter[]; next: number; head_seq: number; first_seq: number };
+        if (read === 0) outcome.from = b.from ?? p.first_seq;
+        read += p.events.length;
+        outcome.to = p.next - 1;
+        const more = p.next <= Math.min(b.to ?? Number.MAX_SAFE_INTEGER, p.head_seq);
+        outcome.next = more ? p.next : null;
+        republish(x, stream, p.events, b.group, outcome, () => {
+          if (more && read < max && p.events.length > 0) page(p.next);
+          else send(x, 200, ContentType.Json, JSON.stringify(outcome));
+        });
+      });
+      if (!ok) sendError(x, shardBusy(dlq, { moved: outcome.moved, duplicates: outcome.duplicates, skipped: outcome.skipped, next: from }));
+    };
+    page(b.from ?? "earliest");
   };
 
   routes.post("/v1/streams/:id/dlq/redrive", "publish", (res, req, key) => {

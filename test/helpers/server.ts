@@ -119,11 +119,11 @@ export async function api(
 }
 
 /** Every event of a stream as JSON, following `next` page by page. */
-export async function replayAll(url: string, stream: string, from = 1): Promise<any[]> {
+export async function replayAll(url: string, stream: string, from = 1, limit = 10_000): Promise<any[]> {
   const events: any[] = [];
   let next = from;
   for (;;) {
-    const r = await api(`${url}/v1/streams/${stream}/events?from=${next}&limit=10000`, "GET");
+    const r = await api(`${url}/v1/streams/${stream}/events?from=${next}&limit=${limit}`, "GET");
     if (r.status !== 200) throw new Error(`replay of ${stream} from ${next}: ${r.status} ${JSON.stringify(r.json)}`);
     if (r.json.events.length === 0) return events;
     events.push(...r.json.events);

@@ -5,9 +5,12 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Consumer } from "../helpers/consumer.js";
-import { api, removeDir, replayAll, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+import { api, removeDir, replayAll as replayPages, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
 
 const REDRIVE_LETTERS_MAX = 3;
+/** Smaller than a call's letters: a call reads the dlq over several replay pages. */
+const PAGE = 2;
+const replayAll = (url: string, stream: string, from = 1) => replayPages(url, stream, from, PAGE);
 
 /** Events 1..n of `stream`, with producer fields and idempotency keys of their own. */
 async function publish(url: string, stream: string, n: number): Promise<void> {
@@ -46,7 +49,9 @@ const redrive = (url: string, stream: string, body?: unknown, headers?: Record<s
 describe("dead-letter redrive", () => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startServer({ args: ["--redrive-letters-max", String(REDRIVE_LETTERS_MAX)] });
+    s = await startServer({
+      args: ["--redrive-letters-max", String(REDRIVE_LETTERS_MAX), "--replay-page-events-max", String(PAGE), "--replay-page-events-default", String(PAGE)],
+    });
   });
   afterAll(async () => {
     await s.stop();

@@ -40,8 +40,7 @@ const PARTNERS: Record<string, Array<keyof Config>> = {
   consume_window_default: ["consume_window_max"],
   consume_window_max: ["consume_window_default"],
   replay_page_events_default: ["replay_page_events_max"],
-  replay_page_events_max: ["replay_page_events_default", "redrive_letters_max"],
-  redrive_letters_max: ["replay_page_events_max"],
+  replay_page_events_max: ["replay_page_events_default"],
 };
 
 /** A key's range as config.ts declares it. */
@@ -94,7 +93,6 @@ function brokenRelations(c: LimitKeys, l: Limits): string[] {
   check(frameBytesFor(l.eventBodyBytesMax) === l.frameBytesMax, "frameBytesMax is the record format's frame of the largest event body");
   check(requestBytes(REQUEST_META_BYTES_MAX, l.requestBodyBytesMax) <= l.ringMessageBytesMax, "the largest request fits a ring message");
   check(l.requestBodyBytesMax === c.request_bytes_max, "the front takes every body up to request_bytes_max");
-  check(c.redrive_letters_max <= c.replay_page_events_max, "a redrive's letters are one replay page of the dlq");
   check(l.pageAnswerBytesMax + ANSWER_ENVELOPE_BYTES <= l.ringMessageBytesMax, "the largest page answer fits a ring message");
   check(frameBytesFor(largestEventBodyBytes(c)) <= l.frameBytesMax, "the largest event publish accepts frames within frameBytesMax");
   check(l.socketBytesMax > c.consumer_buffer_bytes_max, "uWS's socket bound lies past the hub's");
@@ -220,7 +218,7 @@ describe("a config that breaks a relation is refused at start, naming the key", 
     expect(loadConfig(flags({ request_bytes_max: 32 * MiB, ring_bytes: need }), {}).ring_bytes).toBe(need);
   });
 
-  it("a request budget under one request, a default window, replay page or redrive over its maximum: each names its key", () => {
+  it("a request budget under one request, a default window or replay page over its maximum: each names its key", () => {
     expect(() => loadConfig(flags({ request_buffer_bytes_max: 16 * MiB - 1 }), {})).toThrow("request_buffer_bytes_max: must be at least request_bytes_max");
     expect(() => loadConfig(flags({ consume_window_default: 11, consume_window_max: 10 }), {})).toThrow(
       "consume_window_default: must not exceed consume_window_max",
@@ -228,10 +226,6 @@ describe("a config that breaks a relation is refused at start, naming the key", 
     expect(() => loadConfig(flags({ replay_page_events_default: 11, replay_page_events_max: 10 }), {})).toThrow(
       "replay_page_events_default: must not exceed replay_page_events_max",
     );
-    expect(() => loadConfig(flags({ redrive_letters_max: 11, replay_page_events_max: 10 }), {})).toThrow(
-      "redrive_letters_max: must not exceed replay_page_events_max",
-    );
-    expect(loadConfig(flags({ redrive_letters_max: 10, replay_page_events_max: 10, replay_page_events_default: 10 }), {}).redrive_letters_max).toBe(10);
     expect(loadConfig(flags({ request_buffer_bytes_max: 16 * MiB, consume_window_default: 10, consume_window_max: 10 }), {}).consume_window_default).toBe(10);
   });
 });
