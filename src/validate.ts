@@ -100,7 +100,11 @@ export function jsonTextProblem(b: Uint8Array): string | null {
 
 /** A JSON request body, by the rules every JSON route has (README, "Errors and input rules"); an empty one is `{}`. */
 export function jsonBody(b: Buffer): unknown {
-  if (b.length === 0) return {};
+  return b.length === 0 ? {} : jsonText(b);
+}
+
+/** JSON text by those rules, or 400 invalid_json naming what is wrong with it. */
+export function jsonText(b: Buffer): unknown {
   const problem = jsonTextProblem(b);
   if (problem) throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${problem}`);
   try {

@@ -4,8 +4,7 @@
 // one request at a time; a reply that outlives its request is copied out of
 // them by the outbox.
 import { copyBytes } from "../bytes.js";
-import { ApiError } from "../errors.js";
-import { jsonTextProblem } from "../validate.js";
+import { jsonText } from "../validate.js";
 import { ByteWriter, JsonRenderer } from "../wire/event-codec.js";
 
 /** First size of the grown-on-demand buffers: most requests and pages fit, and a shard keeps one of each. */
@@ -38,13 +37,6 @@ export class ShardBuffers {
 
   /** A control-plane JSON body (stream config, checkpoint), parsed. */
   jsonBody(shared: Buffer): unknown {
-    const bytes = this.ownCopy(shared);
-    const problem = jsonTextProblem(bytes);
-    if (problem) throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${problem}`);
-    try {
-      return JSON.parse(bytes.toString("utf8"));
-    } catch (err) {
-      throw new ApiError(400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
-    }
+    return jsonText(this.ownCopy(shared));
   }
 }
