@@ -11,7 +11,7 @@
 // finds both; an event without them shows up as a seq gap, never silently.
 import WebSocket from "ws";
 import { TickerProcess, type TickerOptions } from "../../test/harness/ticker.js";
-import { HttpRawClient, HttpRawConnection, type HttpRawReply } from "../lib/http-raw.js";
+import { HttpRawClient, HttpRawConnection, type HttpRawReply } from "../../src/client/http.js";
 import { newRecorder, record, wallNow, type LatencyRecorder, type Window } from "../lib/latency.js";
 import { noteError, type Lane } from "../lib/pacing.js";
 import { udecimalAt, uintAt } from "../lib/scan.js";

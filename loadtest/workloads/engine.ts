@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { decodeEventBatch, encodePublishBatch } from "../../src/wire/client.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
 import { stoppedCleanly } from "../../test/harness/process.js";
-import { HttpRawClient } from "../lib/http-raw.js";
+import { HttpRawClient } from "../../src/client/http.js";
 import { CLK_TCK, diskBytes, processMemory, ticksOf, timed } from "../lib/proc.js";
 import { cell, commandLine, f1, f2, int, machineFacts, machineLine, mib, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
 import { BATCH_EVENTS, IN_FLIGHT, PAGE_EVENTS, PAYLOAD_BYTES, payloadText, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
@@ -74,7 +74,7 @@ if (opts.client !== "raw" && opts.client !== "http" && opts.client !== "fetch") 
 }
 const CLIENT_KIND = opts.client as "raw" | "http" | "fetch";
 const CLIENT_NAMES = {
-  raw: "raw HTTP/1.1 keep-alive sockets (loadtest/lib/http-raw.ts, as a load generator such as autocannon drives a server)",
+  raw: "raw HTTP/1.1 keep-alive sockets (src/client/http.ts, as a load generator such as autocannon drives a server)",
   http: "node:http with a keep-alive Agent",
   fetch: "Node's global fetch (undici)",
 };
@@ -455,7 +455,7 @@ function countFlatPage(body: Buffer, from: number): PageCount {
  */
 async function replay(label: string, server: Server, format: Format, depth: number): Promise<Measure> {
   // head_seq (untimed) over the W1 client; pages over raw sockets, as the
-  // Redis rows read theirs (http-raw.ts): `depth` sockets, one page each.
+  // Redis rows read theirs (src/client/http.ts): `depth` sockets, one page each.
   const raw = await HttpRawClient.connect(server.port, depth, { timeoutMs: REQUEST_TIMEOUT_MS });
   const client = await makeClient(server, 1);
   try {
@@ -756,7 +756,7 @@ async function main(): Promise<number> {
     "",
     `- ${EVENTS.toLocaleString("en-US")} events per workload, one stream (\`${STREAM}\`), a fresh server process (\`serve --port 0\`, default config) on a fresh temp data dir for each W1 row. W2 restarts a server on the data dir that the matching W1 "8 in flight" row wrote (JSON payloads for the JSON replay, binary payloads for the FlatBuffers one), so its pages come from a hot page cache.`,
     `- W1: batches of ${BATCH_EVENTS} events with ${PAYLOAD_BYTES}-byte payloads (JSON: \`{"type":"tick","payload":"<${PAYLOAD_BYTES} chars>"}\`; FlatBuffers: \`payload_bytes\` of ${PAYLOAD_BYTES} random bytes). **Request bodies are pre-encoded before timing** (a pool of ${BODY_POOL} distinct batches, sent round-robin), so client encoding is not measured. Every response is checked for 200 and its \`count\`; \`head_seq\` must equal the events sent.`,
-    `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1: one request at a time following \`next\`, and ${REPLAY_DEPTH} page requests outstanding by seq range (seqs are gap-free, so a batch consumer can prefetch), pages checked in order, read over raw \`node:net\` keep-alive sockets like the Redis rows (\`loadtest/lib/http-raw.ts\`: status line and content-length only, each body read straight into one buffer of that length; ${REPLAY_DEPTH} in flight is ${REPLAY_DEPTH} sockets with one request each). The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
+    `- W2: pages of \`limit=${PAGE_EVENTS}\` from seq 1: one request at a time following \`next\`, and ${REPLAY_DEPTH} page requests outstanding by seq range (seqs are gap-free, so a batch consumer can prefetch), pages checked in order, read over raw \`node:net\` keep-alive sockets like the Redis rows (\`src/client/http.ts\`: status line and content-length only, each body read straight into one buffer of that length; ${REPLAY_DEPTH} in flight is ${REPLAY_DEPTH} sockets with one request each). The count and every seq are checked from frame headers (binary) or from the \`{"seq":N\` keys (JSON), without decoding events in the timed loop.`,
     `- Client: W1 uses ${CLIENT_NAMES[CLIENT_KIND]}; W2 uses raw sockets like the Redis rows (above; its untimed head_seq check uses the W1 client). Both run in the benchmark's own process, on the same ${facts.cores} cores as the server ("client CPU s" is its CPU during the timed part; "rest of machine" is all other busy CPU from /proc/stat over the same interval: other processes, kernel softirq work). No warm-up: each server starts cold, but timing starts only once it has been idle for ${SETTLE_WINDOW_MS} ms (see the notes).`,
     `- Server CPU is utime+stime from /proc/<pid>/stat over the timed part. Per-thread CPU is from /proc/<pid>/task/*/stat: the main thread (uWS front) is tid = pid; shard threads are listed shard-0 / shard-1 /… (${shardThreadMethod}); "other" is V8 helpers, the libuv pool (fdatasync) and the rest. Peak RSS is VmHWM (whole server life, start included); disk B/event is allocated bytes (\`du\`) of the data dir after the workload over the events.`,
     ...(peer ? ["", ...peerSection(peer, rows)] : []),

@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { decodeEventBatch, decodeRecords, encodePublishBatch } from "../../src/wire/client.js";
 import { stoppedCleanly } from "../../test/harness/process.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
-import { HttpRawClient, type HttpRawConnection } from "../lib/http-raw.js";
+import { HttpRawClient, type HttpRawConnection } from "../../src/client/http.js";
 import { ticksOf, timed, waitQuiet } from "../lib/proc.js";
 import { BATCH_EVENTS, PAGE_EVENTS, PAYLOAD_BYTES, payloadText } from "../lib/results.js";
 import { TempDirs, onCleanup } from "../lib/run.js";

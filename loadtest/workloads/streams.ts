@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { stoppedCleanly } from "../../test/harness/process.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
-import { HttpRawClient } from "../lib/http-raw.js";
+import { HttpRawClient } from "../../src/client/http.js";
 import { diskBytes, processMemory } from "../lib/proc.js";
 import { mib } from "../lib/report.js";
 import {

@@ -20,7 +20,7 @@ import { escapeStreamId } from "../../src/shard/stream-config.js";
 import { shardOf } from "../../src/shard/protocol.js";
 import { encodePublishBatch } from "../../src/wire/client.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
-import { HttpRawClient } from "../lib/http-raw.js";
+import { HttpRawClient } from "../../src/client/http.js";
 import { diskBytes } from "../lib/proc.js";
 import { commit } from "../lib/report.js";
 import { BATCH_EVENTS, payloadText } from "../lib/results.js";

@@ -17,7 +17,7 @@ import autocannon from "autocannon";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TickerProcess } from "../../test/harness/ticker.js";
-import { HttpRawClient, HttpRawConnection } from "../lib/http-raw.js";
+import { HttpRawClient, HttpRawConnection } from "../../src/client/http.js";
 import { newHistogram, wallNow } from "../lib/latency.js";
 import { pace, type PacedLane, type PaceStats } from "../lib/pacing.js";
 import type { Residency } from "../lib/page-cache.js";

@@ -185,7 +185,7 @@ function ingestSection(rows: IngestRow[], orders: SendOrder[]): string[] {
     "",
     "- events/s: client-side wall time from the first request to the last answer; bodies encoded before timing (W1's way). Server CPU is utime+stime of the server process over the same interval (/proc), over the events; client CPU is this process's.",
     `- "held at their answer": events listed under \`held\` in the answers, i.e. still waiting for an earlier producer_seq when their request was answered, all released by a later batch of the same producer (the swaps across a batch end). Events held and released inside their own request are not listed. The stream ends with \`held_events\` 0 (GET /v1/streams/{id}), and the read-back (binary replay pages, untimed) finds every event once, in producer_seq order per producer, no gap tombstone; the plain stream holds them in the order sent.`,
-    '- FlatBuffers bodies carry each event\'s 100 random payload bytes; JSON bodies `{"type":"tick","producer_id","producer_seq","payload":"<100 chars>"}`. Clients: raw keep-alive sockets (loadtest/lib/http-raw.ts, W1\'s) and Node\'s fetch (undici).',
+    '- FlatBuffers bodies carry each event\'s 100 random payload bytes; JSON bodies `{"type":"tick","producer_id","producer_seq","payload":"<100 chars>"}`. Clients: raw keep-alive sockets (src/client/http.ts, W1\'s) and Node\'s fetch (undici).',
     "",
   );
   return lines;

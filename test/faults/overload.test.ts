@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { removeDir, startServer, type TestServer } from "../helpers/server.js";
 import { Client, Ledger, type Answer } from "../helpers/hostile.js";
 import { Consumer, isRun } from "../helpers/consumer.js";
-import { HttpRawClient } from "../../loadtest/lib/http-raw.js";
+import { HttpRawClient } from "../../src/client/http.js";
 import { LONG, recordResult, scaled } from "./scale.js";
 
 const MiB = 1 << 20;

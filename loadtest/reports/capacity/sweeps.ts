@@ -10,7 +10,7 @@
 import autocannon from "autocannon";
 import { stoppedCleanly } from "../../../test/harness/process.js";
 import type { TickerProcess } from "../../../test/harness/ticker.js";
-import { HttpRawClient, type HttpRawConnection } from "../../lib/http-raw.js";
+import { HttpRawClient, type HttpRawConnection } from "../../../src/client/http.js";
 import { newHistogram } from "../../lib/latency.js";
 import { DRAIN_TIMEOUT_MS, PRODUCER_LANES, PRODUCER_TICK_MS, producerWindow } from "../../lib/pacing.js";
 import { cpuMark, cpuSince, cpuWindow, diskBytes, processMemory, waitQuiet } from "../../lib/proc.js";

@@ -1,10 +1,9 @@
-// A minimal HTTP/1.1 keep-alive GET and POST client over node:net, for the
-// W2 replay rows of bench-engine: the Redis rows read their replies from raw
-// sockets, and with node:http the client spent more CPU than the server it
-// measured (parsing, stream events, Buffer.concat of ~30 chunks per 1.9 MB
-// page). bench-consume's producer POSTs with it for the same reason: at ~1,000
-// small requests a second, node:http cost it about twice the CPU per request
-// (~0.45 ms against ~0.2 ms on the 2-core VM).
+// A minimal HTTP/1.1 keep-alive client over node:net (node:tls for https),
+// the transport of ticker/client and of the benchmarks. node:http spent
+// more CPU than the server it talked to: parsing, stream events, and a
+// Buffer.concat of ~30 chunks per 1.9 MB replay page; at ~1,000 small
+// requests a second it cost about twice the CPU per request (~0.45 ms
+// against ~0.2 ms on the 2-core VM).
 //
 // It reads the status line and headers only for the status code and
 // Content-Length, and reads each body straight into one buffer of that
@@ -19,16 +18,25 @@
 // stays failed and rejects everything outstanding: a benchmark wants the
 // error, not a retry.
 import { connect, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
 
 export interface HttpRawReply {
   status: number;
   body: Buffer;
+  /** The Retry-After header, when the answer has one. */
+  retryAfter: string | null;
+  /** The Content-Type header, lowercased, or "" when absent. */
+  contentType: string;
 }
 
 export class HttpRawError extends Error {}
 
 export interface HttpRawOptions {
   host?: string;
+  /** https: TLS over the connection (reads then come as chunks, copied once into the body). */
+  tls?: boolean;
+  /** For TLS: check the server's certificate (default true). */
+  rejectUnauthorized?: boolean;
   /** Fail the connection when requests are outstanding and nothing arrives for this long. */
   timeoutMs?: number;
 }
@@ -47,13 +55,22 @@ const BAD_IN_LINE = /[\r\n]/;
  * line. Returns the status and the body length; throws on anything this
  * client does not read (chunked, no Content-Length, not HTTP/1.x).
  */
-export function parseResponseHead(head: Buffer): { status: number; contentLength: number } {
+export interface ResponseHead {
+  status: number;
+  contentLength: number;
+  retryAfter: string | null;
+  contentType: string;
+}
+
+export function parseResponseHead(head: Buffer): ResponseHead {
   const text = head.toString("latin1");
   const lines = text.split("\r\n");
   const m = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0]);
   if (!m) throw new HttpRawError(`not an HTTP/1.x status line: ${JSON.stringify(lines[0].slice(0, 60))}`);
   const status = Number(m[1]);
   let contentLength: number | null = null;
+  let retryAfter: string | null = null;
+  let contentType = "";
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i];
     const colon = line.indexOf(":");
@@ -65,6 +82,8 @@ export function parseResponseHead(head: Buffer): { status: number; contentLength
         `${status} response has "Transfer-Encoding: ${value}": this client reads only Content-Length bodies (chunked responses are not supported)`,
       );
     }
+    if (name === "retry-after") retryAfter = value;
+    if (name === "content-type") contentType = value.toLowerCase();
     if (name === "content-length") {
       if (!/^\d{1,15}$/.test(value)) throw new HttpRawError(`${status} response has a bad Content-Length: ${JSON.stringify(value)}`);
       const n = Number(value);
@@ -73,9 +92,9 @@ export function parseResponseHead(head: Buffer): { status: number; contentLength
     }
   }
   if (status < 200) throw new HttpRawError(`interim ${status} response: not expected (no request here asks for one)`);
-  if (status === 204 || status === 304) return { status, contentLength: 0 };
+  if (status === 204 || status === 304) return { status, contentLength: 0, retryAfter, contentType };
   if (contentLength === null) throw new HttpRawError(`${status} response without Content-Length (this client reads only Content-Length bodies)`);
-  return { status, contentLength };
+  return { status, contentLength, retryAfter, contentType };
 }
 
 interface Waiter {
@@ -96,24 +115,33 @@ export class HttpRawConnection {
   /** How much of "\r\n\r\n" the head ends with so far. */
   private headEndMatched = 0;
   private status = 0;
+  private retryAfter: string | null = null;
+  private contentType = "";
   /** The body being read, or null while reading a head. */
   private body: Buffer | null = null;
   private bodyLen = 0;
 
-  private constructor(port: number, host: string, timeoutMs: number) {
-    this.requestTail = ` HTTP/1.1\r\nHost: ${host}:${port}\r\n`;
-    this.socket = connect({
-      port,
-      host,
-      noDelay: true,
-      onread: {
-        buffer: () => this.nextReadBuffer(),
-        callback: (n, buf) => {
-          this.onRead(n, buf as Buffer);
-          return true;
+  private constructor(port: number, host: string, timeoutMs: number, options: HttpRawOptions) {
+    this.requestTail = ` HTTP/1.1\r\nHost: ${host.includes(":") ? `[${host}]` : host}:${port}\r\n`;
+    if (options.tls) {
+      // TLS sockets take no onread: their chunks go the scratch path.
+      this.socket = connectTls({ port, host, servername: host, rejectUnauthorized: options.rejectUnauthorized ?? true });
+      this.socket.setNoDelay(true);
+      this.socket.on("data", (chunk: Buffer) => this.onChunk(chunk, chunk.length));
+    } else {
+      this.socket = connect({
+        port,
+        host,
+        noDelay: true,
+        onread: {
+          buffer: () => this.nextReadBuffer(),
+          callback: (n, buf) => {
+            this.onRead(n, buf as Buffer);
+            return true;
+          },
         },
-      },
-    });
+      });
+    }
     this.socket.on("error", (err) => this.fail(err));
     this.socket.on("end", () => this.fail(new HttpRawError("the server closed the connection")));
     this.socket.on("close", () => this.fail(new HttpRawError("connection closed")));
@@ -124,11 +152,11 @@ export class HttpRawConnection {
   }
 
   static connect(port: number, options: HttpRawOptions = {}): Promise<HttpRawConnection> {
-    const c = new HttpRawConnection(port, options.host ?? "127.0.0.1", options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    const c = new HttpRawConnection(port, options.host ?? "127.0.0.1", options.timeoutMs ?? DEFAULT_TIMEOUT_MS, options);
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       c.socket.once("error", onError);
-      c.socket.once("connect", () => {
+      c.socket.once(options.tls ? "secureConnect" : "connect", () => {
         c.socket.off("error", onError);
         resolve(c);
       });
@@ -147,15 +175,16 @@ export class HttpRawConnection {
 
   /** Sends `GET path`; `headers` are written as given (e.g. { Accept: "application/json" }). */
   get(path: string, headers: Record<string, string> = {}): Promise<HttpRawReply> {
-    return this.send("GET", path, headers, null);
+    return this.request("GET", path, headers, null);
   }
 
   /** Sends `POST path` with `body` and its Content-Length; `headers` as for get (e.g. the Content-Type). */
   post(path: string, body: Buffer, headers: Record<string, string> = {}): Promise<HttpRawReply> {
-    return this.send("POST", path, headers, body);
+    return this.request("POST", path, headers, body);
   }
 
-  private send(method: string, path: string, headers: Record<string, string>, body: Buffer | null): Promise<HttpRawReply> {
+  /** Sends any request; `body` with its Content-Length. Answers come back in the order requests were sent. */
+  request(method: string, path: string, headers: Record<string, string>, body: Buffer | null): Promise<HttpRawReply> {
     if (this.failure) return Promise.reject(this.failure);
     let req = `${method} ${path}${this.requestTail}`;
     let unsafe = BAD_IN_LINE.test(path);
@@ -195,6 +224,17 @@ export class HttpRawConnection {
         if (this.bodyLen === this.body!.length) this.finishBody();
         return;
       }
+      this.onChunk(buf, n);
+    } catch (err) {
+      // A malformed response leaves the stream out of step: end the connection.
+      this.fail(err as Error);
+    }
+  }
+
+  /** Reads `buf[0, n)`: heads, and bodies copied into their buffers. */
+  private onChunk(buf: Buffer, n: number): void {
+    if (this.failure) return;
+    try {
       let i = 0;
       while (i < n) {
         if (this.body === null) {
@@ -229,8 +269,10 @@ export class HttpRawConnection {
       if (matched === 4) {
         this.headLen = 0;
         this.headEndMatched = 0;
-        const { status, contentLength } = parseResponseHead(head.subarray(0, len - 4));
+        const { status, contentLength, retryAfter, contentType } = parseResponseHead(head.subarray(0, len - 4));
         this.status = status;
+        this.retryAfter = retryAfter;
+        this.contentType = contentType;
         this.bodyLen = 0;
         this.body = Buffer.allocUnsafe(contentLength);
         if (contentLength === 0) this.finishBody();
@@ -243,7 +285,7 @@ export class HttpRawConnection {
   }
 
   private finishBody(): void {
-    const reply = { status: this.status, body: this.body! };
+    const reply = { status: this.status, body: this.body!, retryAfter: this.retryAfter, contentType: this.contentType };
     this.body = null;
     this.bodyLen = 0;
     this.waiting.shift()!.resolve(reply);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
 import net from "node:net";
-import { HttpRawClient, HttpRawConnection, HttpRawError } from "../../loadtest/lib/http-raw.js";
+import { HttpRawClient, HttpRawConnection, HttpRawError } from "../../src/client/http.js";
 
 /** A body whose every byte depends on its position, so a misplaced piece shows. */
 function pattern(n: number): Buffer {
@@ -92,7 +92,7 @@ afterAll(async () => {
   await new Promise((r) => upstream.close(r));
 });
 
-describe("raw HTTP/1.1 client of the replay benchmark (loadtest/lib/http-raw.ts)", () => {
+describe("raw HTTP/1.1 client of the replay benchmark (src/client/http.ts)", () => {
   it("parses a response split at every byte boundary whole", async () => {
     const body = pattern(64);
     // The response's length on the wire, as node:http writes it.
