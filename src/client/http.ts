@@ -221,7 +221,7 @@ export class HttpRawConnection {
       if (buf !== this.scratch) {
         // The kernel wrote into the body itself, never past its end.
         this.bodyLen += n;
-        if (this.bodyLen === this.body!.length) this.finishBody();
+        if (this.bodyLen === this.body?.length) this.finishBody();
         return;
       }
       this.onChunk(buf, n);
@@ -285,10 +285,11 @@ export class HttpRawConnection {
   }
 
   private finishBody(): void {
-    const reply = { status: this.status, body: this.body!, retryAfter: this.retryAfter, contentType: this.contentType };
+    const body = this.body ?? Buffer.alloc(0);
     this.body = null;
     this.bodyLen = 0;
-    this.waiting.shift()!.resolve(reply);
+    // readHead checked that a request is outstanding.
+    this.waiting.shift()?.resolve({ status: this.status, body, retryAfter: this.retryAfter, contentType: this.contentType });
   }
 
   private fail(err: Error): void {

@@ -1,0 +1,205 @@
+// Publish bodies, built straight into one buffer per batch. Binary: a
+// PublishBatch (schemas/ticker.fbs) whose records are the events already in
+// record frames (docs/wire.md), each Event written by the server's own
+// writer (src/wire/event-layout.ts): no FlatBuffers builder, no copy per
+// event besides its bytes. JSON: the API's {"events": [...]} text.
+import { writeU32 } from "../bytes.js";
+import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, eventBytesFor, writeEvent } from "../wire/event-layout.js";
+import { TickerError } from "./errors.js";
+
+/** An event as a producer gives it (API.md, "Event"; seq, stream and ingest_ts are the server's). */
+export interface PublishEvent {
+  type: string;
+  key?: string;
+  producer_id?: string;
+  producer_seq?: number;
+  producer_ts?: number;
+  idempotency_key?: string;
+  /** A JSON value, stored as its JSON text. */
+  payload?: unknown;
+  /** JSON text, sent as is (a string or its UTF-8 bytes). */
+  payload_json?: string | Uint8Array;
+  /** Binary bytes. */
+  payload_bytes?: Uint8Array;
+}
+
+export type Format = "binary" | "json";
+
+const FRAME_HEADER_BYTES = 24;
+/** Root offset, the vtable of table PublishBatch, the table, the records vector's length: records then start 8-aligned. */
+const ENVELOPE_BYTES = 24;
+const START_BYTES = 64 * 1024;
+
+const invalid = (index: number, message: string) => new TickerError(0, "invalid_event", `event ${index}: ${message}`, { index });
+
+/** One batch's body under construction; `add` events (checked by checkEvent first), then `finish`. Reused batch after batch. */
+export interface BatchEncoder {
+  readonly count: number;
+  /** Body bytes so far. */
+  readonly bytes: number;
+  add(e: PublishEvent, idempotencyKey: string | undefined): void;
+  /** The body (a copy the encoder no longer touches); the encoder starts a new batch. */
+  finish(): Buffer;
+  readonly contentType: string;
+}
+
+/**
+ * The rules an event must meet before it is batched, checked for a whole
+ * call before any of its events is added: a call is taken whole or refused.
+ */
+export function checkEvent(e: PublishEvent, index: number): void {
+  if (e === null || typeof e !== "object") throw invalid(index, "an event must be an object");
+  if (typeof e.type !== "string" || e.type.length === 0) throw invalid(index, "type must be a non-empty string");
+  checkScalar("producer_seq", e.producer_seq, index);
+  checkScalar("producer_ts", e.producer_ts, index);
+  const given = (e.payload !== undefined ? 1 : 0) + (e.payload_json !== undefined ? 1 : 0) + (e.payload_bytes !== undefined ? 1 : 0);
+  if (given > 1) throw invalid(index, "give at most one of payload, payload_json and payload_bytes");
+}
+
+function checkScalar(name: string, v: number | undefined, index: number): void {
+  if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) throw invalid(index, `${name} must be a non-negative integer, not ${v}`);
+}
+
+/** The payload of an event that passed checkEvent. */
+function payloadOf(e: PublishEvent, index: number): { bytes: Uint8Array | string | null; encoding: number } {
+  if (e.payload_bytes !== undefined) return { bytes: e.payload_bytes, encoding: PAYLOAD_BINARY };
+  if (e.payload_json !== undefined) return { bytes: e.payload_json, encoding: PAYLOAD_JSON };
+  if (e.payload !== undefined) {
+    const text = JSON.stringify(e.payload);
+    if (text === undefined) throw invalid(index, "payload is not a JSON value");
+    return { bytes: text, encoding: PAYLOAD_JSON };
+  }
+  return { bytes: null, encoding: PAYLOAD_NONE };
+}
+
+export class BinaryBatchEncoder implements BatchEncoder {
+  readonly contentType = "application/x-flatbuffers";
+  count = 0;
+  private out = Buffer.allocUnsafe(START_BYTES);
+  private at = ENVELOPE_BYTES;
+  /** Where an event's strings and payload are put before writeEvent lays them out. */
+  private src = Buffer.allocUnsafe(4096);
+  private readonly f = new EventFields();
+
+  get bytes(): number {
+    return this.at;
+  }
+
+  add(e: PublishEvent, idempotencyKey: string | undefined): void {
+    const { bytes: payload, encoding } = payloadOf(e, this.count);
+    const f = this.f;
+    let p = 0;
+    const put = (s: string | undefined): number => {
+      if (s === undefined) return -1;
+      this.room(p + s.length * 3);
+      const start = p;
+      p += this.src.write(s, p, "utf8");
+      return start;
+    };
+    f.typeAt = put(e.type);
+    f.typeLen = p - f.typeAt;
+    f.keyAt = put(e.key);
+    f.keyLen = f.keyAt < 0 ? 0 : p - f.keyAt;
+    f.producerIdAt = put(e.producer_id);
+    f.producerIdLen = f.producerIdAt < 0 ? 0 : p - f.producerIdAt;
+    f.idemAt = put(idempotencyKey);
+    f.idemLen = f.idemAt < 0 ? 0 : p - f.idemAt;
+    f.producerSeq = e.producer_seq ?? -1;
+    f.producerTs = e.producer_ts ?? -1;
+    f.encoding = encoding;
+    if (payload === null) {
+      f.payloadAt = -1;
+      f.payloadLen = 0;
+    } else if (typeof payload === "string") {
+      f.payloadAt = put(payload);
+      f.payloadLen = p - f.payloadAt;
+    } else {
+      this.room(p + payload.byteLength);
+      this.src.set(payload, p);
+      f.payloadAt = p;
+      f.payloadLen = payload.byteLength;
+      p += payload.byteLength;
+    }
+    const frameBytes = (FRAME_HEADER_BYTES + eventBytesFor(f) + 7) & ~7;
+    this.grow(this.at + frameBytes);
+    const frame = this.at;
+    writeU32(this.out, frame, frameBytes);
+    this.out.fill(0, frame + 4, frame + FRAME_HEADER_BYTES); // crc, seq, ingest_ts: the server's
+    const written = writeEvent(this.out, frame + FRAME_HEADER_BYTES, this.src, f);
+    this.out.fill(0, frame + FRAME_HEADER_BYTES + written, frame + frameBytes);
+    this.at += frameBytes;
+    this.count++;
+  }
+
+  finish(): Buffer {
+    const b = this.out;
+    const records = this.at - ENVELOPE_BYTES;
+    writeU32(b, 0, 12); // root: the table at 12
+    b[4] = 6; // vtable: its bytes, the table's bytes, the records field at table + 4
+    b[5] = 0;
+    b[6] = 8;
+    b[7] = 0;
+    b[8] = 4;
+    b[9] = 0;
+    b[10] = 0;
+    b[11] = 0;
+    writeU32(b, 12, 8); // the table's soffset back to the vtable at 4
+    writeU32(b, 16, 4); // records: the vector at 20
+    writeU32(b, 20, records);
+    const body = Buffer.from(b.subarray(0, this.at));
+    this.at = ENVELOPE_BYTES;
+    this.count = 0;
+    return body;
+  }
+
+  private room(n: number): void {
+    if (n <= this.src.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(n, this.src.length * 2));
+    this.src.copy(bigger);
+    this.src = bigger;
+  }
+
+  private grow(n: number): void {
+    if (n <= this.out.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(n, this.out.length * 2));
+    this.out.copy(bigger, 0, 0, this.at);
+    this.out = bigger;
+  }
+}
+
+export class JsonBatchEncoder implements BatchEncoder {
+  readonly contentType = "application/json";
+  count = 0;
+  private parts: string[] = [];
+  private length = 12;
+
+  get bytes(): number {
+    return this.length;
+  }
+
+  add(e: PublishEvent, idempotencyKey: string | undefined): void {
+    const { bytes: payload, encoding } = payloadOf(e, this.count);
+    let s = `{"type":${JSON.stringify(e.type)}`;
+    if (e.key !== undefined) s += `,"key":${JSON.stringify(e.key)}`;
+    if (e.producer_id !== undefined) s += `,"producer_id":${JSON.stringify(e.producer_id)}`;
+    if (e.producer_seq !== undefined) s += `,"producer_seq":${e.producer_seq}`;
+    if (e.producer_ts !== undefined) s += `,"producer_ts":${e.producer_ts}`;
+    if (idempotencyKey !== undefined) s += `,"idempotency_key":${JSON.stringify(idempotencyKey)}`;
+    if (encoding === PAYLOAD_BINARY) s += `,"payload_base64":"${Buffer.from(payload as Uint8Array).toString("base64")}"`;
+    else if (encoding === PAYLOAD_JSON) s += `,"payload":${typeof payload === "string" ? payload : Buffer.from(payload as Uint8Array).toString("utf8")}`;
+    s += "}";
+    this.parts.push(s);
+    this.length += Buffer.byteLength(s) + 1;
+    this.count++;
+  }
+
+  finish(): Buffer {
+    const body = Buffer.from(`{"events":[${this.parts.join(",")}]}`);
+    this.parts = [];
+    this.length = 12;
+    this.count = 0;
+    return body;
+  }
+}
+
+export const encoderFor = (format: Format): BatchEncoder => (format === "json" ? new JsonBatchEncoder() : new BinaryBatchEncoder());
