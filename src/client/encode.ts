@@ -88,47 +88,62 @@ export class BinaryBatchEncoder implements BatchEncoder {
   add(e: PublishEvent, idempotencyKey: string | undefined): void {
     const { bytes: payload, encoding } = payloadOf(e, this.count);
     const f = this.f;
-    let p = 0;
-    const put = (s: string | undefined): number => {
-      if (s === undefined) return -1;
-      this.room(p + s.length * 3);
-      const start = p;
-      p += this.src.write(s, p, "utf8");
-      return start;
-    };
-    f.typeAt = put(e.type);
-    f.typeLen = p - f.typeAt;
-    f.keyAt = put(e.key);
+    let p = this.put(e.type, 0);
+    f.typeAt = 0;
+    f.typeLen = p;
+    f.keyAt = e.key === undefined ? -1 : p;
+    p = this.put(e.key, p);
     f.keyLen = f.keyAt < 0 ? 0 : p - f.keyAt;
-    f.producerIdAt = put(e.producer_id);
+    f.producerIdAt = e.producer_id === undefined ? -1 : p;
+    p = this.put(e.producer_id, p);
     f.producerIdLen = f.producerIdAt < 0 ? 0 : p - f.producerIdAt;
-    f.idemAt = put(idempotencyKey);
+    f.idemAt = idempotencyKey === undefined ? -1 : p;
+    p = this.put(idempotencyKey, p);
     f.idemLen = f.idemAt < 0 ? 0 : p - f.idemAt;
     f.producerSeq = e.producer_seq ?? -1;
     f.producerTs = e.producer_ts ?? -1;
     f.encoding = encoding;
+    let payloadSrc: Uint8Array = this.src;
     if (payload === null) {
       f.payloadAt = -1;
       f.payloadLen = 0;
     } else if (typeof payload === "string") {
-      f.payloadAt = put(payload);
+      f.payloadAt = p;
+      p = this.put(payload, p);
       f.payloadLen = p - f.payloadAt;
     } else {
-      this.room(p + payload.byteLength);
-      this.src.set(payload, p);
-      f.payloadAt = p;
+      payloadSrc = payload; // copied once, straight into the record
+      f.payloadAt = 0;
       f.payloadLen = payload.byteLength;
-      p += payload.byteLength;
     }
     const frameBytes = (FRAME_HEADER_BYTES + eventBytesFor(f) + 7) & ~7;
     this.grow(this.at + frameBytes);
+    const out = this.out;
     const frame = this.at;
-    writeU32(this.out, frame, frameBytes);
-    this.out.fill(0, frame + 4, frame + FRAME_HEADER_BYTES); // crc, seq, ingest_ts: the server's
-    const written = writeEvent(this.out, frame + FRAME_HEADER_BYTES, this.src, f);
-    this.out.fill(0, frame + FRAME_HEADER_BYTES + written, frame + frameBytes);
+    writeU32(out, frame, frameBytes);
+    for (let j = frame + 4; j < frame + FRAME_HEADER_BYTES; j++) out[j] = 0; // crc, seq, ingest_ts: the server's
+    const end = frame + FRAME_HEADER_BYTES + writeEvent(out, frame + FRAME_HEADER_BYTES, this.src, f, payloadSrc);
+    for (let j = end; j < frame + frameBytes; j++) out[j] = 0;
     this.at += frameBytes;
     this.count++;
+  }
+
+  /** Puts `s` (if given) at `p` of the scratch buffer as UTF-8; returns the position after it. ASCII by hand: the common case, and short. */
+  private put(s: string | undefined, p: number): number {
+    if (s === undefined) return p;
+    this.room(p + s.length * 3);
+    const src = this.src;
+    const n = s.length;
+    if (n <= 64) {
+      let j = 0;
+      for (; j < n; j++) {
+        const c = s.charCodeAt(j);
+        if (c >= 0x80) break;
+        src[p + j] = c;
+      }
+      if (j === n) return p + n;
+    }
+    return p + src.write(s, p, "utf8");
   }
 
   finish(): Buffer {
@@ -146,7 +161,9 @@ export class BinaryBatchEncoder implements BatchEncoder {
     writeU32(b, 12, 8); // the table's soffset back to the vtable at 4
     writeU32(b, 16, 4); // records: the vector at 20
     writeU32(b, 20, records);
-    const body = Buffer.from(b.subarray(0, this.at));
+    // The buffer goes with the body, a new one takes the next batch: no copy.
+    const body = b.subarray(0, this.at);
+    this.out = Buffer.allocUnsafe(Math.max(START_BYTES, this.at));
     this.at = ENVELOPE_BYTES;
     this.count = 0;
     return body;

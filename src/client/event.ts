@@ -110,7 +110,7 @@ export class TickerEvent {
     const s = table + off + u32(b, table + off);
     const len = s >= base && s + 4 <= end ? u32(b, s) : -1;
     if (len < 0 || s + 4 + len > end) return this.read() && EMPTY;
-    return Buffer.from(b.buffer, b.byteOffset + s + 4, len);
+    return b.subarray(s + 4, s + 4 + len);
   }
 
   /** A JSON payload's value, parsed on first access; undefined for a binary payload or none. */

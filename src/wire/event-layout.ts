@@ -156,7 +156,7 @@ export function eventBytesFor(f: EventFields): number {
 }
 
 /** Copies `len` bytes; a loop beats Buffer.copy's fixed cost for short strings. */
-export function copyShort(src: Buffer, from: number, len: number, dst: Buffer, to: number): void {
+export function copyShort(src: Uint8Array, from: number, len: number, dst: Uint8Array, to: number): void {
   if (len > 32)
     dst.set(src.subarray(from, from + len), to); // measured faster than Buffer.copy here
   else for (let j = 0; j < len; j++) dst[to + j] = src[from + j];
@@ -187,9 +187,10 @@ function writeString(buf: Buffer, p: number, slot: number, table: number, field:
  * Writes the Event whose values `f` locates in `src` as a FlatBuffer at `at`
  * in `buf` (4-aligned, eventBytesFor(f) bytes of room). Every byte written is
  * defined (padding zeroed): records must not carry stale buffer contents.
- * Returns the bytes written.
+ * The payload's bytes may lie in a buffer of their own (`payloadSrc`: a
+ * client's payload, not copied to `src` first). Returns the bytes written.
  */
-export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields): number {
+export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields, payloadSrc: Uint8Array = src): number {
   const table = at + TABLE;
   w32(buf, TABLE - ROOT, at + ROOT);
   w16(buf, VTABLE_BYTES, at + VTABLE);
@@ -217,7 +218,7 @@ export function writeEvent(buf: Buffer, at: number, src: Buffer, f: EventFields)
     w16(buf, T_PAYLOAD, slot + 2 * EVENT_FIELD.payload);
     w32(buf, p - (table + T_PAYLOAD), table + T_PAYLOAD);
     w32(buf, f.payloadLen, p);
-    copyShort(src, f.payloadAt, f.payloadLen, buf, p + 4);
+    copyShort(payloadSrc, f.payloadAt, f.payloadLen, buf, p + 4);
     const end = (p + 4 + f.payloadLen + 3) & ~3;
     for (let j = p + 4 + f.payloadLen; j < end; j++) buf[j] = 0;
     p = end;

@@ -1,0 +1,115 @@
+// W1 and W2 as a user's process gets them: through ticker/client, in this
+// process, with the handler touching every event, against a fresh server.
+// The raw rows of bench-engine show what the server can do; these show what
+// reaches an application. Redis's rows in the same `npm run bench` run are
+// ioredis (bench-peers), so the report's ratios compare client to client.
+//
+//   npm run bench:client
+//   npm run bench:client -- --events 200000 --results out.jsonl
+//
+// Rows (1,000,000 events of 100 B each unless --events):
+// - W1: one Producer (batches of 1,000, linger 5 ms, defaults otherwise) fed
+//   with send() of 1,000 events at a time, then flush(); timed from the
+//   first send to the flush. Payloads: 100 random bytes as payload_bytes;
+//   the same with the producer's idempotency keys off; and a JSON payload
+//   value ({"t": n, "p": "<80 chars>"}, ~100 B of JSON text) per event.
+// - W2: replay() of a W1 stream from the start to its head, the handler
+//   reading each event's seq and payload_bytes length (binary) or its
+//   parsed payload's `t` (JSON values); seqs checked gap-free.
+import { randomBytes } from "node:crypto";
+import { parseArgs } from "node:util";
+import { type Format, Ticker } from "../../src/client/index.js";
+import type { TickerProcess } from "../../test/harness/ticker.js";
+import { BATCH_EVENTS, PAYLOAD_BYTES, payloadText, report, resultsFile, type Measurement } from "../lib/results.js";
+import { cleanupNow, onCleanup, runMain, TempDirs } from "../lib/run.js";
+import { startTicker } from "../systems/ticker.js";
+
+const tempDirs = new TempDirs("ticker-bench-client-");
+onCleanup(() => tempDirs.removeAll());
+
+const { values: opts } = parseArgs({
+  options: { events: { type: "string", default: "1000000" }, results: { type: "string" } },
+  strict: true,
+});
+const EVENTS = Number(opts.events);
+if (!Number.isSafeInteger(EVENTS) || EVENTS < BATCH_EVENTS || EVENTS % BATCH_EVENTS !== 0) {
+  console.error(`--events must be a positive multiple of ${BATCH_EVENTS}`);
+  process.exit(2);
+}
+
+interface PublishRow {
+  stream: string;
+  variant: string;
+  idempotencyKeys: boolean;
+  json: boolean;
+}
+
+const ROWS: PublishRow[] = [
+  { stream: "w1-bytes", variant: "ticker/client, payload_bytes", idempotencyKeys: true, json: false },
+  { stream: "w1-bytes-nokeys", variant: "ticker/client, payload_bytes, no idempotency keys", idempotencyKeys: false, json: false },
+  { stream: "w1-json", variant: "ticker/client, JSON payload values", idempotencyKeys: true, json: true },
+];
+
+const cpuSeconds = (since: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1e6;
+};
+
+async function publishRow(t: Ticker, row: PublishRow, format: Format): Promise<Measurement[]> {
+  const pad = payloadText(80);
+  const bytes = randomBytes(PAYLOAD_BYTES);
+  const producer = t.producer({ format, idempotencyKeys: row.idempotencyKeys });
+  const batch = Array.from({ length: BATCH_EVENTS }, (_, i) =>
+    row.json ? { type: "tick", payload: { t: i, p: pad } } : { type: "tick", payload_bytes: bytes },
+  );
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let sent = 0; sent < EVENTS; sent += BATCH_EVENTS) await producer.send(row.stream, batch);
+  await producer.flush();
+  const s = (performance.now() - t0) / 1000;
+  const client = cpuSeconds(cpu0);
+  if (producer.published !== EVENTS) throw new Error(`${row.variant}: ${producer.published} of ${EVENTS} published`);
+  const rate = EVENTS / s;
+  console.log(`W1 ${row.variant}: ${Math.round(rate).toLocaleString("en-US")} events/s, client CPU ${client.toFixed(2)} s`);
+  const note = `${EVENTS.toLocaleString("en-US")} events, Producer defaults (batches of ${BATCH_EVENTS}, linger 5 ms, 8 batches in flight across streams, one per stream), send() of ${BATCH_EVENTS} at a time; client CPU ${client.toFixed(2)} s`;
+  return [{ workload: "W1", system: "Ticker", variant: row.variant, metric: "events/s", value: rate, better: "higher", note }];
+}
+
+async function replayRow(t: Ticker, row: PublishRow): Promise<Measurement[]> {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  let last = 0;
+  let touched = 0;
+  for await (const e of t.replay(row.stream)) {
+    if (e.seq !== last + 1) throw new Error(`${row.stream}: seq ${e.seq} after ${last}`);
+    last = e.seq;
+    touched += row.json ? (e.payload as { t: number }).t : e.payload_bytes.length;
+  }
+  const s = (performance.now() - t0) / 1000;
+  const client = cpuSeconds(cpu0);
+  if (last !== EVENTS || touched === 0) throw new Error(`${row.stream}: replay ended at ${last} of ${EVENTS}`);
+  const variant = row.json ? "ticker/client, JSON payload values parsed" : "ticker/client, payload_bytes read";
+  const rate = EVENTS / s;
+  console.log(`W2 ${variant}: ${Math.round(rate).toLocaleString("en-US")} events/s, client CPU ${client.toFixed(2)} s`);
+  const note = `replay() defaults (pages of 10,000, 4 prefetched), for await over events, ${row.json ? "each event's payload parsed (first access of .payload)" : "each event's payload_bytes view read"}; client CPU ${client.toFixed(2)} s`;
+  return [{ workload: "W2", system: "Ticker", variant, metric: "events/s", value: rate, better: "higher", note }];
+}
+
+async function main(): Promise<number> {
+  let server: TickerProcess | null = null;
+  const ms: Measurement[] = [];
+  try {
+    server = await startTicker(tempDirs.make());
+    const t = new Ticker({ url: server.url });
+    for (const row of ROWS) ms.push(...(await publishRow(t, row, "binary")));
+    for (const row of ROWS.filter((r) => !r.idempotencyKeys || r.json)) ms.push(...(await replayRow(t, row)));
+    t.close();
+    report(ms, opts.results ?? resultsFile());
+    await server.stop();
+  } finally {
+    cleanupNow();
+  }
+  return 0;
+}
+
+runMain(main);
