@@ -10,9 +10,9 @@
 // Rows (1,000,000 events of 100 B each unless --events):
 // - W1: one Producer (batches of 1,000, linger 5 ms, defaults otherwise) fed
 //   with send() of 1,000 events at a time, then flush(); timed from the
-//   first send to the flush. Payloads: 100 random bytes as payload_bytes;
-//   the same with the producer's idempotency keys off; and a JSON payload
-//   value ({"t": n, "p": "<80 chars>"}, ~100 B of JSON text) per event.
+//   first send to the flush. Payloads: 100 random bytes as payload_bytes; a
+//   JSON payload value ({"t": n, "p": "<80 chars>"}, ~100 B of JSON text) per
+//   event; the same in JSON bodies.
 // - W2: replay() of a W1 stream from the start to its head, the handler
 //   reading each event's seq and payload_bytes length (binary) or its
 //   parsed payload's `t` (JSON values); seqs checked gap-free.
@@ -40,14 +40,15 @@ if (!Number.isSafeInteger(EVENTS) || EVENTS < BATCH_EVENTS || EVENTS % BATCH_EVE
 interface PublishRow {
   stream: string;
   variant: string;
-  idempotencyKeys: boolean;
+  /** JSON payload values rather than payload_bytes. */
   json: boolean;
+  format: Format;
 }
 
 const ROWS: PublishRow[] = [
-  { stream: "w1-bytes", variant: "ticker/client, payload_bytes", idempotencyKeys: true, json: false },
-  { stream: "w1-bytes-nokeys", variant: "ticker/client, payload_bytes, no idempotency keys", idempotencyKeys: false, json: false },
-  { stream: "w1-json", variant: "ticker/client, JSON payload values", idempotencyKeys: true, json: true },
+  { stream: "w1-bytes", variant: "ticker/client, payload_bytes", json: false, format: "binary" },
+  { stream: "w1-json", variant: "ticker/client, JSON payload values", json: true, format: "binary" },
+  { stream: "w1-json-wire", variant: "ticker/client, JSON payload values, JSON bodies", json: true, format: "json" },
 ];
 
 const cpuSeconds = (since: NodeJS.CpuUsage) => {
@@ -55,10 +56,10 @@ const cpuSeconds = (since: NodeJS.CpuUsage) => {
   return (u.user + u.system) / 1e6;
 };
 
-async function publishRow(t: Ticker, row: PublishRow, format: Format): Promise<Measurement[]> {
+async function publishRow(t: Ticker, row: PublishRow): Promise<Measurement[]> {
   const pad = payloadText(80);
   const bytes = randomBytes(PAYLOAD_BYTES);
-  const producer = t.producer({ format, idempotencyKeys: row.idempotencyKeys });
+  const producer = t.producer({ format: row.format });
   const batch = Array.from({ length: BATCH_EVENTS }, (_, i) =>
     row.json ? { type: "tick", payload: { t: i, p: pad } } : { type: "tick", payload_bytes: bytes },
   );
@@ -71,7 +72,7 @@ async function publishRow(t: Ticker, row: PublishRow, format: Format): Promise<M
   if (producer.published !== EVENTS) throw new Error(`${row.variant}: ${producer.published} of ${EVENTS} published`);
   const rate = EVENTS / s;
   console.log(`W1 ${row.variant}: ${Math.round(rate).toLocaleString("en-US")} events/s, client CPU ${client.toFixed(2)} s`);
-  const note = `${EVENTS.toLocaleString("en-US")} events, Producer defaults (batches of ${BATCH_EVENTS}, linger 5 ms, 8 batches in flight across streams, one per stream), send() of ${BATCH_EVENTS} at a time; client CPU ${client.toFixed(2)} s`;
+  const note = `${EVENTS.toLocaleString("en-US")} events, Producer defaults (batches of ${BATCH_EVENTS}, linger 5 ms, 4 in flight on the stream, each with expected_head_seq and its first event's idempotency key), ${row.format === "json" ? "JSON" : "FlatBuffers"} bodies, send() of ${BATCH_EVENTS} at a time; client CPU ${client.toFixed(2)} s`;
   return [{ workload: "W1", system: "Ticker", variant: row.variant, metric: "events/s", value: rate, better: "higher", note }];
 }
 
@@ -101,8 +102,8 @@ async function main(): Promise<number> {
   try {
     server = await startTicker(tempDirs.make());
     const t = new Ticker({ url: server.url });
-    for (const row of ROWS) ms.push(...(await publishRow(t, row, "binary")));
-    for (const row of ROWS.filter((r) => !r.idempotencyKeys || r.json)) ms.push(...(await replayRow(t, row)));
+    for (const row of ROWS) ms.push(...(await publishRow(t, row)));
+    for (const row of ROWS.filter((r) => r.format === "binary")) ms.push(...(await replayRow(t, row)));
     t.close();
     report(ms, opts.results ?? resultsFile());
     await server.stop();

@@ -113,7 +113,7 @@ export class Ticker {
 
   /** A batching producer over this client's connections (docs/client.md, "Producer"). */
   producer(options: ProducerOptions = {}): Producer {
-    return new Producer(this.transport, { format: this.format, ...options });
+    return new Producer(this.transport, options.format ?? this.format, options);
   }
 
   /** The events of a stream from `from` (or `from_time`) to `to` or the head, as an async iterable. */
