@@ -70,54 +70,59 @@ describe("publish with expected_head_seq", () => {
     }
   });
 
-  it("writers that re-base on each 409 until their batches are in: every head is won once, the stream is gap-free, each writer's batches whole and in its order", async () => {
-    const writers = 6;
-    const batchesEach = 15;
-    const conns = await Promise.all(Array.from({ length: writers }, () => HttpRawConnection.connect(s.port)));
-    const winsAt: number[] = [];
-    let conflicts = 0;
-    try {
-      await Promise.all(
-        conns.map(async (c, w) => {
-          let head = 0;
-          for (let b = 0; b < batchesEach; ) {
-            const size = 1 + ((w + b) % 4);
-            const body = Buffer.from(JSON.stringify({ events: Array.from({ length: size }, (_, i) => ({ type: "t", payload: { w, b, i } })) }));
-            const a = await c.post(path("eh-writers", head), body, JSON_CT);
-            const j = json(a);
-            if (a.status === 409) {
-              expect(j.error.code).toBe("head_mismatch");
-              expect(j.error.head_seq).toBeGreaterThan(head);
-              head = j.error.head_seq;
-              conflicts++;
-              continue;
+  for (const durability of ["process", "fsync"] as const) {
+    it(`${durability} stream: writers that re-base on each 409 until their batches are in: every head is won once, the stream is gap-free, each writer's batches whole and in its order`, async () => {
+      // On an fsync stream the head a writer is told counts batches still waiting for their sync, and its next batch goes on that head.
+      const id = `eh-writers-${durability}`;
+      expectOk(await api(`${s.url}/v1/streams/${id}`, "PUT", { durability }), 201);
+      const writers = 6;
+      const batchesEach = 15;
+      const conns = await Promise.all(Array.from({ length: writers }, () => HttpRawConnection.connect(s.port)));
+      const winsAt: number[] = [];
+      let conflicts = 0;
+      try {
+        await Promise.all(
+          conns.map(async (c, w) => {
+            let head = 0;
+            for (let b = 0; b < batchesEach; ) {
+              const size = 1 + ((w + b) % 4);
+              const body = Buffer.from(JSON.stringify({ events: Array.from({ length: size }, (_, i) => ({ type: "t", payload: { w, b, i } })) }));
+              const a = await c.post(path(id, head), body, JSON_CT);
+              const j = json(a);
+              if (a.status === 409) {
+                expect(j.error.code).toBe("head_mismatch");
+                expect(j.error.head_seq).toBeGreaterThan(head);
+                head = j.error.head_seq;
+                conflicts++;
+                continue;
+              }
+              expect(a.status, a.body.toString()).toBe(200);
+              expect(j.first_seq).toBe(head + 1);
+              winsAt.push(head);
+              head = j.last_seq;
+              b++;
             }
-            expect(a.status, a.body.toString()).toBe(200);
-            expect(j.first_seq).toBe(head + 1);
-            winsAt.push(head);
-            head = j.last_seq;
-            b++;
-          }
-        }),
-      );
-    } finally {
-      for (const c of conns) c.close();
-    }
-    const log = await replayAll(s.url, "eh-writers");
-    expect(log.map((e) => e.seq)).toEqual(log.map((_, i) => i + 1));
-    // Each batch starts right where one won: one winner per head value.
-    expect(winsAt.length).toBe(writers * batchesEach);
-    expect(new Set(winsAt).size).toBe(winsAt.length);
-    const starts = log.filter((e) => e.payload.i === 0).map((e) => e.seq - 1);
-    expect([...winsAt].sort((x, y) => x - y)).toEqual(starts);
-    for (let w = 0; w < writers; w++) {
-      const mine = log.filter((e) => e.payload.w === w).map((e) => [e.payload.b, e.payload.i]);
-      const want = Array.from({ length: batchesEach }, (_, b) => Array.from({ length: 1 + ((w + b) % 4) }, (_, i) => [b, i])).flat();
-      expect(mine).toEqual(want);
-    }
-    // They did race: all started on head 0, which only one of them could win.
-    expect(conflicts).toBeGreaterThanOrEqual(writers - 1);
-  });
+          }),
+        );
+      } finally {
+        for (const c of conns) c.close();
+      }
+      const log = await replayAll(s.url, id);
+      expect(log.map((e) => e.seq)).toEqual(log.map((_, i) => i + 1));
+      // Each batch starts right where one won: one winner per head value.
+      expect(winsAt.length).toBe(writers * batchesEach);
+      expect(new Set(winsAt).size).toBe(winsAt.length);
+      const starts = log.filter((e) => e.payload.i === 0).map((e) => e.seq - 1);
+      expect([...winsAt].sort((x, y) => x - y)).toEqual(starts);
+      for (let w = 0; w < writers; w++) {
+        const mine = log.filter((e) => e.payload.w === w).map((e) => [e.payload.b, e.payload.i]);
+        const want = Array.from({ length: batchesEach }, (_, b) => Array.from({ length: 1 + ((w + b) % 4) }, (_, i) => [b, i])).flat();
+        expect(mine).toEqual(want);
+      }
+      // They did race: all started on head 0, which only one of them could win.
+      expect(conflicts).toBeGreaterThanOrEqual(writers - 1);
+    });
+  }
 
   /**
    * One producer keeping `inFlight` batches in flight, one per connection:
