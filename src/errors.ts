@@ -43,6 +43,7 @@ export type ErrorCode =
   | "held_full"
   | "producers_full"
   | "events_held"
+  | "head_mismatch"
   | "invalid_cursor"
   | "invalid_timeline"
   | "invalid_reader"

@@ -6,7 +6,7 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { checkQuery } from "../validate.js";
+import { checkQuery, intValue } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, RETRY_AFTER_S, send, sendError, type Exchange } from "./http.js";
 import { checkStreamId } from "../stream-id.js";
@@ -110,6 +110,7 @@ function retryAfter(r: Response): Record<string, string> {
 const NO_PARAMS: ReadonlySet<string> = new Set();
 const GROUP_PARAM: ReadonlySet<string> = new Set(["group"]);
 const REPLAY_PARAMS: ReadonlySet<string> = new Set(["from", "to", "limit", "from_time"]);
+const PUBLISH_PARAMS: ReadonlySet<string> = new Set(["expected_head_seq"]);
 
 const shardBusy = (stream: string) =>
   new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", {
@@ -167,7 +168,11 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
    * Common checks for /v1/streams/:id routes (readiness, stream id, the
    * route's query parameters); null when already answered.
    */
-  const streamRoute = (res: uWS.HttpResponse, req: uWS.HttpRequest, params: ReadonlySet<string>): { x: Exchange; stream: string; query: string } | null => {
+  const streamRoute = (
+    res: uWS.HttpResponse,
+    req: uWS.HttpRequest,
+    params: ReadonlySet<string>,
+  ): { x: Exchange; stream: string; query: string; params: URLSearchParams } | null => {
     const x = exchange(res);
     const stream = req.getParameter(0) ?? "";
     const query = req.getQuery() ?? "";
@@ -177,12 +182,11 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     }
     try {
       checkStreamId(stream);
-      checkQuery(query, params);
+      return { x, stream, query, params: checkQuery(query, params) };
     } catch (err) {
       sendError(x, err as ApiError);
       return null;
     }
-    return { x, stream, query };
   };
 
   /** A route outside /v1/streams/:id: only the query to check. */
@@ -248,8 +252,16 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.post("/v1/streams/:id/events", "publish", (res, req, key) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
-    const r = streamRoute(res, req, NO_PARAMS);
+    const r = streamRoute(res, req, PUBLISH_PARAMS);
     if (!r) return;
+    // Read here, before the body arrives: a bad value is answered without buffering it.
+    const expected = r.params.get("expected_head_seq");
+    let expectedHeadSeq: number | undefined;
+    try {
+      expectedHeadSeq = expected === null ? undefined : intValue("expected_head_seq", expected, 0);
+    } catch (err) {
+      return sendError(r.x, err as ApiError);
+    }
     const ct = contentTypeOf(ctHeader);
     if (ct === null) {
       sendError(
@@ -262,7 +274,14 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       const refund = chargeEvents(key, b, ct);
       if (refund instanceof Refusal) return sendRefusal(r.x, refund);
       // Events the shard did not append are not the key's to pay for.
-      const taken = forward(r.x, Op.Publish, r.stream, { stream: r.stream, ct }, b, refund ? (answer) => answer.status !== 200 && refund() : undefined);
+      const taken = forward(
+        r.x,
+        Op.Publish,
+        r.stream,
+        { stream: r.stream, ct, expectedHeadSeq },
+        b,
+        refund ? (answer) => answer.status !== 200 && refund() : undefined,
+      );
       if (!taken) refund?.();
     });
   });

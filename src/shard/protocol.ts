@@ -58,6 +58,11 @@ export interface QueryMeta extends StreamMeta {
 export interface PublishMeta extends StreamMeta {
   /** Content type of the body. */
   ct: ContentType;
+  /**
+   * `expected_head_seq`, checked by the front: the batch is appended only on
+   * this head (absent: any head). Left out of the meta when not given.
+   */
+  expectedHeadSeq?: number;
 }
 
 export interface ReplayMeta extends QueryMeta {

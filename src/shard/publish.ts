@@ -2,7 +2,7 @@
 // and the ingest_ts; nothing changes until the whole batch has passed),
 // commits it to the stream's log and dedup window, pushes it live and answers
 // once it is durable at the stream's level.
-import { asApiError } from "../errors.js";
+import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import { frameBytesFor, markBatchEnd, sealFrame, stampFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../log/record.js";
 import { u32 } from "../bytes.js";
@@ -60,6 +60,31 @@ export interface FramedBatch {
 /** Frames in the log's order, as commit() and the live push take them. */
 type Appended = Pick<FramedBatch, "frames" | "bytes" | "count" | "first" | "ts" | "keys">;
 
+/**
+ * `expected_head_seq`: the head the batch must be appended on. Checked in
+ * the same turn as the append (a shard takes one request at a time, and
+ * nothing between here and commit() waits), so no other publish can move the
+ * head in between. The head is the one appends go after, synced or not (an
+ * fsync stream's batch still waiting for its sync counts): the head_seq of
+ * GET /v1/streams/{id} and the last_seq of the last answer. A stream not yet
+ * created has head 0. Checked before the batch: duplicates or not, a batch
+ * sent on another head is refused whole (docs/decisions.md).
+ */
+function checkHead(stream: Stream | undefined, expected: number): void {
+  if (stream?.ordered) {
+    throw new ApiError(
+      400,
+      "invalid_parameter",
+      `"expected_head_seq" is not taken on a stream with producer_ordering: its events may be held and appended behind others; producer_seq orders them instead`,
+      { parameter: "expected_head_seq" },
+    );
+  }
+  const head = stream ? stream.log.headSeq : 0;
+  if (head !== expected) {
+    throw new ApiError(409, "head_mismatch", `expected head_seq ${expected}, but the stream's head_seq is ${head}; nothing was appended`, { head_seq: head });
+  }
+}
+
 export class Publisher {
   // Reused per request: the staging area JSON events are framed into (grown on demand).
   private staging = Buffer.allocUnsafe(START_BUFFER_BYTES);
@@ -96,6 +121,7 @@ export class Publisher {
     const id = req.meta.stream;
     let stream = this.streams.get(id);
     if (!stream && !this.config.auto_create_streams) this.streams.existing(id);
+    if (req.meta.expectedHeadSeq !== undefined) checkHead(stream, req.meta.expectedHeadSeq);
     const batch = this.frame(stream, req.meta.ct, req.body);
     if (stream?.ordered) return this.publishOrdered(stream, stream.ordered, batch, req.reqId);
     // A new stream is created only once the whole batch has passed: a

@@ -22,7 +22,7 @@ const ROUTES: Route[] = [
   { path: "/readyz", methods: { GET: [] } },
   { path: "/v1/streams", methods: { GET: [] } },
   { path: "/v1/streams/rr", methods: { GET: [], PUT: [], DELETE: [] } },
-  { path: "/v1/streams/rr/events", methods: { GET: ["from", "to", "limit", "from_time"], POST: [] } },
+  { path: "/v1/streams/rr/events", methods: { GET: ["from", "to", "limit", "from_time"], POST: ["expected_head_seq"] } },
   { path: "/v1/streams/rr/checkpoint", methods: { GET: ["group"], POST: [] } },
   { path: "/v1/streams/rr/lag", methods: { GET: ["group"] } },
   { path: "/v1/streams/rr/groups", methods: { GET: [] } },
@@ -58,6 +58,7 @@ const VALID_VALUE: Record<string, string> = {
   cursor: "AAAA",
   direction: "forward",
   wait_ms: "0",
+  expected_head_seq: "0",
 };
 
 let s: TestServer;
