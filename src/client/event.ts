@@ -5,7 +5,7 @@
 // `payload` a JSON.parse on first access. A view keeps its page's buffer
 // alive; copy `payload_bytes` to keep a payload past the page.
 import { readU64, u32 } from "../bytes.js";
-import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON } from "../wire/event-layout.js";
+import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE } from "../wire/event-layout.js";
 import { TickerError } from "./errors.js";
 
 const FRAME_HEADER_BYTES = 24;
@@ -14,6 +14,9 @@ const EMPTY = Buffer.alloc(0);
 const PAYLOAD_SLOT = 4 + 2 * 7;
 
 const UNREAD = Symbol("unread");
+const UNLOCATED = -2;
+/** The vtable slot of Event.payload_encoding (field 6). */
+const ENCODING_SLOT = 4 + 2 * 6;
 
 export type PayloadEncoding = "none" | "json" | "binary";
 
@@ -35,6 +38,10 @@ export interface EventJson {
 export class TickerEvent {
   private fields: EventFields | null = null;
   private parsed: unknown = UNREAD;
+  /** The payload's place in `buf` (-1: none), found on first access. */
+  private payloadAt = UNLOCATED;
+  private payloadLen = 0;
+  private encoding = PAYLOAD_NONE;
 
   constructor(
     /** The page (or batch) the frame lies in. */
@@ -83,40 +90,61 @@ export class TickerEvent {
   }
 
   get payload_encoding(): PayloadEncoding {
-    const f = this.read();
-    if (f.payloadAt < 0) return "none";
-    return f.encoding === PAYLOAD_JSON ? "json" : f.encoding === PAYLOAD_BINARY ? "binary" : "none";
+    if (this.payloadAt === UNLOCATED) this.locatePayload();
+    return this.payloadAt < 0 ? "none" : this.encoding === PAYLOAD_JSON ? "json" : this.encoding === PAYLOAD_BINARY ? "binary" : "none";
   }
 
-  /**
-   * The stored payload bytes (JSON text for a JSON payload), a view into the
-   * page; empty when there is none. Read straight from the vtable, without
-   * the other fields: the one field a throughput handler reads per event.
-   */
+  /** The stored payload bytes (JSON text for a JSON payload), a view into the page; empty when there is none. */
   get payload_bytes(): Buffer {
-    if (this.fields !== null) {
-      const f = this.fields;
-      return f.payloadAt < 0 ? EMPTY : this.buf.subarray(f.payloadAt, f.payloadAt + f.payloadLen);
-    }
-    const b = this.buf;
-    const base = this.at + FRAME_HEADER_BYTES;
-    const end = this.at + u32(b, this.at);
-    const table = base + u32(b, base);
-    const vt = table - (b[table] | (b[table + 1] << 8) | (b[table + 2] << 16) | (b[table + 3] << 24));
-    if (table + 4 > end || vt < base || vt + 4 > end) return this.read() && EMPTY; // malformed: read() throws
-    const vtBytes = b[vt] | (b[vt + 1] << 8);
-    const off = PAYLOAD_SLOT < vtBytes && vt + PAYLOAD_SLOT + 2 <= end ? b[vt + PAYLOAD_SLOT] | (b[vt + PAYLOAD_SLOT + 1] << 8) : 0;
-    if (off === 0) return EMPTY;
-    const s = table + off + u32(b, table + off);
-    const len = s >= base && s + 4 <= end ? u32(b, s) : -1;
-    if (len < 0 || s + 4 + len > end) return this.read() && EMPTY;
-    return b.subarray(s + 4, s + 4 + len);
+    if (this.payloadAt === UNLOCATED) this.locatePayload();
+    return this.payloadAt < 0 ? EMPTY : this.buf.subarray(this.payloadAt, this.payloadAt + this.payloadLen);
   }
 
   /** A JSON payload's value, parsed on first access; undefined for a binary payload or none. */
   get payload(): unknown {
-    if (this.parsed === UNREAD) this.parsed = this.payload_encoding === "json" ? JSON.parse(this.payload_bytes.toString("utf8")) : undefined;
+    if (this.parsed === UNREAD) {
+      if (this.payloadAt === UNLOCATED) this.locatePayload();
+      const json = this.payloadAt >= 0 && this.encoding === PAYLOAD_JSON;
+      this.parsed = json ? JSON.parse(this.buf.toString("utf8", this.payloadAt, this.payloadAt + this.payloadLen)) : undefined;
+    }
     return this.parsed;
+  }
+
+  /**
+   * Finds the payload and its encoding straight from the vtable, without
+   * reading the other fields: what a throughput handler reads per event.
+   * Every load is bounded by the frame; a malformed one goes to read(),
+   * which throws.
+   */
+  private locatePayload(): void {
+    const b = this.buf;
+    const base = this.at + FRAME_HEADER_BYTES;
+    const end = this.at + u32(b, this.at);
+    const table = base + u32(b, base);
+    const vt = table + 4 <= end ? table - (b[table] | (b[table + 1] << 8) | (b[table + 2] << 16) | (b[table + 3] << 24)) : -1;
+    if (vt < base || vt + 4 > end) return this.readPayload();
+    const vtBytes = b[vt] | (b[vt + 1] << 8);
+    if (vt + vtBytes > end) return this.readPayload();
+    const slot = (o: number) => (o < vtBytes ? b[vt + o] | (b[vt + o + 1] << 8) : 0);
+    const off = slot(PAYLOAD_SLOT);
+    const encOff = slot(ENCODING_SLOT);
+    if (off === 0) {
+      this.payloadAt = -1;
+      return;
+    }
+    const s = table + off + 4 <= end ? table + off + u32(b, table + off) : -1;
+    const len = s >= base && s + 4 <= end ? u32(b, s) : -1;
+    if (len < 0 || s + 4 + len > end || (encOff !== 0 && table + encOff >= end)) return this.readPayload();
+    this.payloadAt = s + 4;
+    this.payloadLen = len;
+    this.encoding = encOff === 0 ? PAYLOAD_NONE : b[table + encOff];
+  }
+
+  private readPayload(): void {
+    const f = this.read();
+    this.payloadAt = f.payloadAt;
+    this.payloadLen = f.payloadLen;
+    this.encoding = f.encoding;
   }
 
   /** The API's JSON form (what a JSON replay page shows for this event). */

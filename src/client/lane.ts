@@ -165,7 +165,11 @@ export class StreamLane {
             landed = await this.landedAt(f.batch, at, head);
           } catch (err) {
             const why = err instanceof TickerError ? `${err.code}: ${err.message}` : String(err);
-            return new TickerError(0, "connection_failed", `a batch's answer was lost and whether it landed cannot be read (${why}); not sent again, so as not to duplicate it`);
+            return new TickerError(
+              0,
+              "connection_failed",
+              `a batch's answer was lost and whether it landed cannot be read (${why}); not sent again, so as not to duplicate it`,
+            );
           }
           if (landed) return landed;
         }
