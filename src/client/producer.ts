@@ -112,17 +112,17 @@ export class Producer implements LaneHost {
       if (first) open.firstKey = key;
       open.encoder.add(e, key);
       this.buffered++;
-      if (open.encoder.count >= this.o.batchEventsMax || open.encoder.bytes >= this.o.batchBytesMax) this.seal(stream, open);
+      if (open.encoder.count >= this.o.batchEventsMax || open.encoder.bytes >= this.o.batchBytesMax) this.seal(open);
     }
     if (open.encoder.count > 0 && open.linger === null) {
-      if (this.o.lingerMs <= 0) this.seal(stream, open);
-      else open.linger = setTimeout(() => this.seal(stream, open), this.o.lingerMs);
+      if (this.o.lingerMs <= 0) this.seal(open);
+      else open.linger = setTimeout(() => this.seal(open), this.o.lingerMs);
     }
   }
 
   /** Sends what is batched and resolves once every event sent so far is acknowledged; rejects with the first final error. */
   async flush(): Promise<void> {
-    for (const [stream, open] of this.open) this.seal(stream, open);
+    for (const open of this.open.values()) this.seal(open);
     while (this.buffered > 0 && this.failure === null) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     this.check();
   }
@@ -199,7 +199,7 @@ export class Producer implements LaneHost {
   }
 
   /** Closes the stream's open batch and hands it to its lane. */
-  private seal(stream: string, open: Open): void {
+  private seal(open: Open): void {
     if (open.linger !== null) {
       clearTimeout(open.linger);
       open.linger = null;
