@@ -10,6 +10,7 @@ import { BinaryBatchEncoder, checkEvent, type Format, JsonBatchEncoder, type Pub
 import { errorFromAnswer, TickerError } from "./errors.js";
 import { Producer, type ProducerOptions, type PublishResult } from "./producer.js";
 import { Replay, type ReplayOptions } from "./replay.js";
+import { consume, type ConsumeOptions, type Subscription } from "./consume.js";
 import { Transport, type TransportOptions } from "./transport.js";
 
 export { TickerError } from "./errors.js";
@@ -18,6 +19,7 @@ export { TickerEvent, type EventJson, type PayloadEncoding } from "./event.js";
 export type { PublishEvent, Format } from "./encode.js";
 export { Producer, type ProducerOptions, type PublishResult } from "./producer.js";
 export { Replay, type ReplayOptions } from "./replay.js";
+export { Subscription, type ConsumeOptions, type ConsumedEvent, type Hello, type Role } from "./consume.js";
 
 export interface TickerOptions extends TransportOptions {
   /** The server, e.g. "http://127.0.0.1:8080" (a path prefix is kept). */
@@ -94,9 +96,11 @@ const query = (q: Record<string, string | number | undefined>) => {
 export class Ticker {
   private readonly transport: Transport;
   private readonly format: Format;
+  private readonly conn: { url: string; token?: string };
 
   constructor(options: TickerOptions) {
     this.transport = new Transport(options.url, options.token, options);
+    this.conn = { url: options.url, token: options.token };
     this.format = options.format ?? "binary";
   }
 
@@ -119,6 +123,11 @@ export class Ticker {
   /** The events of a stream from `from` (or `from_time`) to `to` or the head, as an async iterable. */
   replay(stream: string, options: ReplayOptions = {}): Replay {
     return new Replay(this.transport, stream, options);
+  }
+
+  /** Events pushed over a WebSocket as they are published, with a group's acks (docs/client.md, "Consume"). */
+  consume(stream: string, options: ConsumeOptions = {}): Subscription {
+    return consume(this.conn, stream, options);
   }
 
   readonly streams = {
