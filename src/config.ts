@@ -17,106 +17,138 @@ const secret = z
   .default("");
 const bool = z.preprocess((v) => (v === "true" || v === "1" ? true : v === "false" || v === "0" ? false : v), z.boolean());
 
+/** The default of `shards`: one thread per core, at least 2 (the front has the main thread) and at most 4. */
+const SHARDS_DEFAULT = Math.min(4, Math.max(2, availableParallelism()));
+
+// Each key's .describe() is its one line in `ticker serve --help` and in the
+// README's configuration table (test/unit/serve-help.test.ts holds the two equal).
 export const configSchema = z
   .object({
-    host: z.string().min(1).default("127.0.0.1"),
-    port: int(0, 65535).default(8080),
-    data_dir: z.string().min(1).default("./data"),
-    /** Shard worker threads; each owns the streams that hash to it. */
-    shards: int(1, 64).default(Math.min(4, Math.max(2, availableParallelism()))),
-    /** Bytes of each SharedArrayBuffer ring (one in, one out per shard). */
-    ring_bytes: int(1 * MiB, 1024 * MiB).default(48 * MiB),
-    /**
-     * Cap on each shard thread's V8 young generation (MiB; 0: V8's own,
-     * which grows to 48 MiB under load). Small streams and steady publishing
-     * leave little garbage per event, so a small cap costs little and keeps
-     * an idle server's memory down.
-     */
-    shard_young_generation_mb: int(0, 1024).default(3),
-    /** Requests a shard may have in flight (taken, not yet answered: e.g. waiting for fsync). */
-    shard_requests_max: int(1, 1_000_000).default(4096),
-    auto_create_streams: bool.default(true),
+    host: z.string().min(1).default("127.0.0.1").describe("listen address (anything else without API keys logs a warning)"),
+    port: int(0, 65535).default(8080).describe("listen port (`0`: any free port, printed on start)"),
+    data_dir: z
+      .string()
+      .min(1)
+      .default("./data")
+      .describe(
+        "where streams live (`streams/<escaped id>/`), named timelines and their readers (`timelines/<escaped name>/`), the cursor secrets (`timeline-secrets.json`, mode 0600)",
+      ),
+    shards: int(1, 64).default(SHARDS_DEFAULT).describe("shard worker threads; each owns the streams that hash to it"),
+    ring_bytes: int(1 * MiB, 1024 * MiB)
+      .default(48 * MiB)
+      .describe(
+        "bytes of each shard ring (one in, one out); must hold 2 of the largest message: a request, or a page and the event that overruns it rendered as JSON (`src/limits.ts`; too small: refused at start with the size needed)",
+      ),
+    // Small streams and steady publishing leave little garbage per event, so a
+    // small cap costs little and keeps an idle server's memory down.
+    shard_young_generation_mb: int(0, 1024)
+      .default(3)
+      .describe("cap on each shard thread's V8 young generation, MiB (0: V8's default, up to 48 under load); see docs/decisions.md"),
+    shard_requests_max: int(1, 1_000_000).default(4096).describe("requests a shard may have in flight, e.g. waiting for an fsync (more: 429)"),
+    auto_create_streams: bool.default(true).describe("publishing to an unknown stream creates it (else 404)"),
 
-    publish_events_max: int(1, 100_000).default(1000),
-    event_bytes_max: int(1, 64 * MiB).default(1 * MiB),
-    event_field_bytes_max: int(16, 64 * 1024).default(1024),
-    request_bytes_max: int(1024, 256 * MiB).default(16 * MiB),
-    /** Request bodies held by the front at once, over all connections. */
-    request_buffer_bytes_max: int(1024, 16 * 1024 * MiB).default(256 * MiB),
-    replay_page_events_max: int(1, 1_000_000).default(10_000),
-    replay_page_events_default: int(1, 1_000_000).default(1000),
-    replay_page_bytes_max: int(64 * 1024, 256 * MiB).default(8 * MiB),
-    /** Dead letters one POST .../dlq/redrive reads (in replay pages of the dlq; `next` continues). */
-    redrive_letters_max: int(1, 1_000_000).default(1000),
+    publish_events_max: int(1, 100_000).default(1000).describe("events per publish request (more: 413)"),
+    event_bytes_max: int(1, 64 * MiB)
+      .default(1 * MiB)
+      .describe("bytes per event payload; a stream's `max_event_bytes` can only lower it"),
+    event_field_bytes_max: int(16, 64 * 1024)
+      .default(1024)
+      .describe("bytes of `type`, `key`, `producer_id`, `idempotency_key` each"),
+    request_bytes_max: int(1024, 256 * MiB)
+      .default(16 * MiB)
+      .describe("bytes per request body (more: 413)"),
+    request_buffer_bytes_max: int(1024, 16 * 1024 * MiB)
+      .default(256 * MiB)
+      .describe("request bodies the front holds at once, all connections together (more: 429)"),
+    replay_page_events_max: int(1, 1_000_000).default(10_000).describe("events per replay page (`limit` above it: 400)"),
+    replay_page_events_default: int(1, 1_000_000).default(1000).describe("events per page without `limit`"),
+    replay_page_bytes_max: int(64 * 1024, 256 * MiB)
+      .default(8 * MiB)
+      .describe("bytes per replay page (at least one event is always sent)"),
+    redrive_letters_max: int(1, 1_000_000)
+      .default(1000)
+      .describe("dead letters one `POST .../dlq/redrive` reads (in replay pages of the dlq); `next` says where to continue"),
 
-    segment_bytes_max: int(4096, 1024 * MiB).default(64 * MiB),
-    index_interval_bytes: int(64, 1 * MiB).default(4096),
-    retention_check_interval_ms: int(10, 3_600_000).default(1000),
-    dedup_keys_max: int(1, 100_000_000).default(1_000_000),
-    /** Ordered ingest, per stream with producer_ordering: events held for a missing producer_seq (past it: 429). */
-    held_events_max: int(1, 10_000_000).default(10_000),
-    /** ...and their bytes (memory and held.log; past it: 429). */
-    held_bytes_max: int(64 * 1024, 16 * 1024 * MiB).default(64 * MiB),
-    /** ...and the producers whose place it keeps (past it a new producer is a 400 until one idles out). */
-    producers_max: int(1, 1_000_000).default(10_000),
+    segment_bytes_max: int(4096, 1024 * MiB)
+      .default(64 * MiB)
+      .describe("a segment is closed once the next batch would take it past this"),
+    index_interval_bytes: int(64, 1 * MiB)
+      .default(4096)
+      .describe("bytes of log between sparse index points"),
+    retention_check_interval_ms: int(10, 3_600_000).default(1000).describe("how often retention runs"),
+    dedup_keys_max: int(1, 100_000_000).default(1_000_000).describe("idempotency keys remembered per stream (oldest dropped first)"),
+    held_events_max: int(1, 10_000_000)
+      .default(10_000)
+      .describe("ordered ingest: events a stream holds for missing `producer_seq`s (a batch that would hold more: 429 `held_full` with `Retry-After`)"),
+    held_bytes_max: int(64 * 1024, 16 * 1024 * MiB)
+      .default(64 * MiB)
+      .describe("ordered ingest: bytes of those held events per stream, in memory and in `held.log` (past it: 429 `held_full`)"),
+    producers_max: int(1, 1_000_000)
+      .default(10_000)
+      .describe(
+        "ordered ingest: producers a stream keeps the place of (a new one past it: 400 `producers_full`, until one has been idle for the dedup window)",
+      ),
 
-    default_retention_ms: int(1).default(604_800_000),
-    default_dedup_window_ms: int(0).default(86_400_000),
-    default_durability: z.enum(["process", "fsync"]).default("process"),
-    shutdown_timeout_ms: int(100, 600_000).default(10_000),
+    default_retention_ms: int(1).default(604_800_000).describe("`retention_ms` of new streams"),
+    default_dedup_window_ms: int(0).default(86_400_000).describe("`dedup_window_ms` of new streams"),
+    default_durability: z.enum(["process", "fsync"]).default("process").describe("`durability` of new streams (`process` or `fsync`)"),
+    shutdown_timeout_ms: int(100, 600_000).default(10_000).describe("on SIGTERM/SIGINT, how long in-flight requests may take"),
 
-    /** WebSocket consumers connected at once (active and standby). */
-    consumers_max: int(1, 1_000_000).default(20_000),
-    /** Unacked events a group member may have in flight, unless ?window= says less. */
-    consume_window_default: int(1, 10_000_000).default(10_000),
-    consume_window_max: int(1, 10_000_000).default(1_000_000),
-    /** One log-path read for a consumer: events and frame bytes. */
-    consume_page_events_max: int(1, 1_000_000).default(2000),
-    consume_page_bytes_max: int(4096, 64 * MiB).default(1 * MiB),
-    /** Bytes queued on a consumer's socket before it is moved to the log path. */
-    consumer_buffer_bytes_max: int(4096, 1024 * MiB).default(1 * MiB),
-    /** A heartbeat goes out when nothing was sent for this long. */
-    consumer_heartbeat_interval_ms: int(50, 10_000).default(500),
-    /** With standbys waiting, an active member silent this long (no pong, no message) is replaced. */
-    consumer_takeover_ms: int(500, 600_000).default(3000),
-    /** Any consumer silent this long is disconnected. */
-    consumer_idle_timeout_ms: int(1000, 3_600_000).default(60_000),
-    /** PostgreSQL for durable group checkpoints (postgres://...); empty: the data dir only. */
-    postgres_url: z.string().default(""),
-    /** Redis caching group checkpoints on every ack (redis://...); empty: none. */
-    redis_url: z.string().default(""),
-    redis_key_prefix: z.string().default("ticker:"),
-    /** Checkpoints reach PostgreSQL in one batched write per interval (and on clean shutdown). */
-    checkpoint_flush_interval_ms: int(10, 3_600_000).default(1000),
-    /** Nacks of one event before it goes to the dead-letter stream, unless ?max_attempts= says otherwise. */
-    consume_max_attempts_default: int(1, CONSUME_ATTEMPTS_MAX).default(5),
+    consumers_max: int(1, 1_000_000).default(20_000).describe("WebSocket consumers connected at once (more: 429 at the upgrade)"),
+    consume_window_default: int(1, 10_000_000).default(10_000).describe("unacked events in flight per group member without `?window=`"),
+    consume_window_max: int(1, 10_000_000).default(1_000_000).describe("largest `?window=` (above: 400)"),
+    consume_page_events_max: int(1, 1_000_000).default(2000).describe("events per log-path message to a consumer"),
+    consume_page_bytes_max: int(4096, 64 * MiB)
+      .default(1 * MiB)
+      .describe("frame bytes per log-path message (at least one event is always sent)"),
+    consumer_buffer_bytes_max: int(4096, 1024 * MiB)
+      .default(1 * MiB)
+      .describe("bytes queued on a consumer's socket before it is served from the log instead"),
+    consumer_heartbeat_interval_ms: int(50, 10_000).default(500).describe("a heartbeat goes out after this long without a message"),
+    consumer_takeover_ms: int(500, 600_000)
+      .default(3000)
+      .describe("with a standby waiting, an active member silent this long (no pong, no message) is replaced"),
+    consumer_idle_timeout_ms: int(1000, 3_600_000).default(60_000).describe("any consumer silent this long is disconnected"),
+    postgres_url: z
+      .string()
+      .default("")
+      .describe("PostgreSQL (`postgres://...`) for group checkpoints and timeline reader positions; the schema is migrated on start"),
+    redis_url: z.string().default("").describe("Redis (`redis://...`) caching group checkpoints on every ack, and reader positions on every `PUT`"),
+    redis_key_prefix: z
+      .string()
+      .default("ticker:")
+      .describe("prefix of Redis keys (`<prefix>cp:<stream>`, a hash of group → seq; `<prefix>tl:<timeline>`, a hash of reader → `<updated_at ms>:<cursor>`)"),
+    checkpoint_flush_interval_ms: int(10, 3_600_000)
+      .default(1000)
+      .describe("checkpoints and reader positions reach PostgreSQL in one batched write per interval, and on clean shutdown"),
+    consume_max_attempts_default: int(1, CONSUME_ATTEMPTS_MAX).default(5).describe("nacks of one event before it is dead-lettered, without `?max_attempts=`"),
 
-    /** Streams of one timeline (named or ad hoc). */
-    timeline_streams_max: int(1, TIMELINE_STREAMS_LIMIT).default(64),
-    /** Named timelines kept in the data dir. */
-    timelines_max: int(1, 1_000_000).default(10_000),
-    /** Reader positions kept per named timeline. */
-    timeline_readers_max: int(1, 1_000_000).default(10_000),
-    /** Signs timeline cursors instead of the secret kept in <data_dir>/timeline-secrets.json; empty: that file. */
-    timeline_cursor_secret: secret,
-    /** With timeline_cursor_secret: a secret that still verifies cursors (the one before it), as long as it is set. */
-    timeline_cursor_previous_secret: secret,
-    /** After a rotation of the data dir's secret, how long the one before it still verifies cursors. */
-    timeline_cursor_grace_ms: int(0, 31_536_000_000).default(86_400_000),
-    /** Events of one timeline page (`limit` above it: 400); its bytes are bounded by replay_page_bytes_max. */
-    timeline_page_events_max: int(1, 100_000).default(1000),
-    /** Longest long poll (`wait_ms`) of a forward timeline page. */
-    timeline_wait_ms_max: int(0, 600_000).default(30_000),
-    /** A shard that has not answered its part of a timeline page within this is left out of it (`partial`). */
-    timeline_source_timeout_ms: int(1, 60_000).default(200),
-    /** Timeline long polls waiting at once (more: 429). */
-    timeline_waiters_max: int(1, 1_000_000).default(10_000),
+    timeline_streams_max: int(1, TIMELINE_STREAMS_LIMIT)
+      .default(64)
+      .describe(`streams of one timeline, named or ad hoc (1 to ${TIMELINE_STREAMS_LIMIT}; more: 400)`),
+    timelines_max: int(1, 1_000_000).default(10_000).describe("named timelines (a new one past it: 409)"),
+    timeline_readers_max: int(1, 1_000_000).default(10_000).describe("reader positions per named timeline (a new reader past it: 409)"),
+    timeline_cursor_secret: secret.describe(
+      `signs timeline cursors (${TIMELINE_CURSOR_SECRET_CHARS_MIN} to ${TIMELINE_CURSOR_SECRET_CHARS_MAX} characters) instead of the secret kept in \`<data_dir>/timeline-secrets.json\`; rotation is then a config change (rotate route: 409)`,
+    ),
+    timeline_cursor_previous_secret: secret.describe("with `timeline_cursor_secret`: a secret that still verifies cursors while it is set (the one before)"),
+    timeline_cursor_grace_ms: int(0, 31_536_000_000)
+      .default(86_400_000)
+      .describe("after `POST /v1/timelines/_secret/rotate`, how long the secret before still verifies (0 to 31536000000)"),
+    timeline_page_events_max: int(1, 100_000)
+      .default(1000)
+      .describe("events of one timeline page (`limit` above it: 400; without `limit`: 25); the bytes are bounded by `replay_page_bytes_max`"),
+    timeline_wait_ms_max: int(0, 600_000).default(30_000).describe("longest `wait_ms` of a forward timeline page (above: 400)"),
+    timeline_source_timeout_ms: int(1, 60_000)
+      .default(200)
+      .describe(
+        "a shard that has not answered its part of a timeline page within this is left out (`partial`); a shard that gets to the read after it skips it, and one owing 8 such reads is not asked until it catches up (`partial`, or 429 `shard_busy`)",
+      ),
+    timeline_waiters_max: int(1, 1_000_000).default(10_000).describe("timeline long polls waiting at once (more: 429)"),
 
-    /** JSON array of API keys (README, "Security"), reloaded on SIGHUP; empty: every route is open. */
-    api_keys_file: z.string().default(""),
-    /** PEM certificate (chain) and private key for HTTPS/WSS; both or neither. */
-    tls_cert_file: z.string().default(""),
-    tls_key_file: z.string().default(""),
+    api_keys_file: z.string().default("").describe("JSON file of API keys, reloaded on SIGHUP (see Security in the README); none: every route is open"),
+    tls_cert_file: z.string().default("").describe("PEM certificate (chain) for HTTPS and WSS; flag `--tls-cert`; needs `tls_key_file`"),
+    tls_key_file: z.string().default("").describe("PEM private key of that certificate (unencrypted); flag `--tls-key`; needs `tls_cert_file`"),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -142,6 +174,39 @@ export type Config = z.infer<typeof configSchema>;
 export type ConfigKey = keyof Config;
 
 export const CONFIG_KEYS = Object.keys(configSchema._def.schema.shape) as ConfigKey[];
+
+/** Defaults that depend on the machine: the rule the docs give instead of this machine's value. */
+const DEFAULT_RULES: Partial<Record<ConfigKey, string>> = { shards: "one per core, 2 to 4" };
+
+export interface ConfigKeyDoc {
+  key: ConfigKey;
+  /** One line: what the key sets, its unit and what happens past it. */
+  description: string;
+  /** The default on this machine. */
+  default: string | number | boolean;
+  /** How the default is chosen, for a default that depends on the machine. */
+  defaultRule?: string;
+  /** The values an enum key takes. */
+  values?: readonly string[];
+}
+
+/** Every key, in schema order, with its description and default: `ticker serve --help` and the README's table. */
+export function configDocs(): ConfigKeyDoc[] {
+  const shape = configSchema._def.schema.shape as Record<ConfigKey, z.ZodDefault<z.ZodTypeAny>>;
+  const defaults = configSchema.parse({});
+  return CONFIG_KEYS.map((key) => {
+    const field = shape[key];
+    if (!(field instanceof z.ZodDefault) || !field.description) throw new Error(`config key ${key} needs a default and a .describe()`);
+    const inner = field._def.innerType;
+    return {
+      key,
+      description: field.description,
+      default: defaults[key],
+      defaultRule: DEFAULT_RULES[key],
+      values: inner instanceof z.ZodEnum ? (inner.options as string[]) : undefined,
+    };
+  });
+}
 
 export class ConfigError extends Error {}
 

@@ -1,0 +1,122 @@
+// `ticker serve` once its configuration is valid: takes the data dir, starts
+// the shards and the front, logs recovery, and stops cleanly on SIGTERM and
+// SIGINT. Loaded only by serve, so the client commands start without the
+// server's modules (uWebSockets, worker pools).
+import type { Config } from "../config.js";
+import { ShardPool } from "../front/shards.js";
+import { ListenError, createFront } from "../front/app.js";
+import { DataDirLockedError, lockDataDir } from "./data-dir-lock.js";
+import { startScrub } from "../log/scrub.js";
+import { Auth, KeysFileError } from "../front/auth.js";
+import { TlsFilesError, checkTlsFiles } from "../front/tls.js";
+import { SecretsFileError } from "../timeline/cursor.js";
+import { TimelineStores } from "../timeline/stores.js";
+import { CliError, ExitCode } from "./exit-codes.js";
+
+/**
+ * Runs the server in this process until a signal stops it (process.exit(0)).
+ * Resolves once it is ready; a start that cannot go on throws a CliError
+ * with the status (exit-codes.ts).
+ */
+export async function runServer(config: Config): Promise<void> {
+  let auth: Auth;
+  try {
+    checkTlsFiles(config);
+    auth = new Auth(config.api_keys_file);
+  } catch (err) {
+    if (err instanceof KeysFileError || err instanceof TlsFilesError) throw new CliError(err.message, ExitCode.usage);
+    throw err;
+  }
+  if (auth.enabled) console.log(`api keys: ${auth.keyCount} loaded from ${config.api_keys_file}`);
+  else if (config.host !== "127.0.0.1" && config.host !== "::1" && config.host !== "localhost") {
+    console.warn(`WARNING: listening on ${config.host} without API keys: anyone who can reach this port can read and write every stream.`);
+  }
+  // Keys are read again; requests taken after this see the new ones. (Also
+  // without a keys file: SIGHUP would otherwise end the server.)
+  process.on("SIGHUP", () => {
+    const r = auth.reload();
+    (r.ok ? console.log : console.error)(r.message);
+  });
+
+  const started = Date.now();
+  // Before anything reads or writes the data dir: one owner at a time.
+  try {
+    lockDataDir(config.data_dir); // held until the process exits
+  } catch (err) {
+    if (err instanceof DataDirLockedError) throw new CliError(err.message, ExitCode.dataDirLocked);
+    throw err;
+  }
+  // The schema is in place before any shard loads or writes checkpoints.
+  if (config.postgres_url) await (await import("../consumer/external.js")).migrate(config.postgres_url);
+  let timelines: TimelineStores;
+  try {
+    timelines = await TimelineStores.open(config);
+  } catch (err) {
+    if (err instanceof SecretsFileError) throw new CliError(err.message, ExitCode.usage);
+    throw err;
+  }
+  for (const line of timelines.damage) console.error(`recovery: DAMAGED ${line}`);
+  const pool = new ShardPool(config);
+  let ready = false;
+  const front = createFront(config, pool, () => ready, auth, timelines);
+  let port: number;
+  try {
+    port = await front.listen();
+  } catch (err) {
+    if (err instanceof ListenError) throw new CliError(err.message, ExitCode.listenFailed);
+    throw err;
+  }
+  const scheme = config.tls_cert_file ? "https" : "http";
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  console.log(`ticker listening on ${scheme}://${host}:${port} (data dir ${config.data_dir}, ${config.shards} shards)`);
+  const reports = await pool.ready();
+  ready = true;
+  let streams = 0;
+  for (const r of reports) {
+    streams += r.streams;
+    for (const dir of r.unreadable)
+      console.error(`recovery: ${dir}: DAMAGED stream.json and its copy, and the directory name does not give the id; not opened`);
+    for (const { stream, report } of r.recovery) {
+      const uncommitted = report.uncommittedRecords > 0 ? ` (${report.uncommittedRecords} records of a batch that was never acknowledged)` : "";
+      console.log(`recovery: stream ${stream}: cut ${report.truncatedBytes} torn bytes${uncommitted}, rebuilt ${report.rebuiltIndexes} index(es)`);
+      for (const f of report.files) console.error(`recovery: stream ${stream}: DAMAGED ${f}`);
+      for (const c of report.corruptions) {
+        console.error(`recovery: stream ${stream}: DAMAGED record ${c.seq} in segment ${c.segment} at byte ${c.position} (${c.reason}); it will not be served`);
+      }
+    }
+  }
+  console.log(`ticker ready: ${streams} streams recovered in ${Date.now() - started} ms`);
+
+  const scrubItems = reports.flatMap((r) => r.scrub);
+  const scrubber = startScrub(scrubItems, (item, damage) => {
+    if (!damage) return pool.notify(item.stream, { type: "verified", stream: item.stream, baseSeq: item.baseSeq });
+    const info = { segment: item.baseSeq, ...damage };
+    console.error(
+      `scrub: stream ${item.stream}: DAMAGED record ${damage.seq} in segment ${item.baseSeq} at byte ${damage.position} (${damage.reason}); it will not be served`,
+    );
+    pool.notify(item.stream, { type: "corruption", stream: item.stream, info });
+  });
+  void scrubber.done.then(() => {
+    if (scrubItems.length > 0) console.log(`scrub: verified ${scrubItems.length} closed segments`);
+  });
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: stopping (finishing ${pool.inFlight} requests in flight)`);
+    front.stopListening();
+    // Consumers are told first; the acks they sent are written before the shards stop.
+    front.consumers.closeAll();
+    const deadline = Date.now() + config.shutdown_timeout_ms;
+    while ((pool.inFlight > 0 || front.consumers.pendingWrites > 0 || front.timelines.inFlight > 0) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10));
+    await scrubber.stop();
+    await pool.shutdown();
+    await timelines.close(); // the reader positions PostgreSQL has not had yet
+    console.log("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}
