@@ -59,6 +59,8 @@ const STEPS: Step[] = [
   { id: "engine", npm: "bench:engine", script: "engine.js", args: ["--no-peers", ...(opts.quick ? ["--quick"] : [])] },
   { id: "consume", npm: "bench:consume", script: "consume.js", args: ["--rows", "w3-20k,w3-100k,fanout-100,fanout-1000", ...(opts.quick ? ["--quick"] : [])] },
   { id: "streams", npm: "bench:streams", script: "streams.js", args: opts.quick ? ["--streams", "2000"] : [] },
+  // W1-W3 through ticker/client, in this process: what an application gets.
+  { id: "client", npm: "bench:client", script: "client.js", args: opts.quick ? ["--events", "200000", "--quick"] : [] },
   // Latency for the plain Redis and NATS only: the AOF modes' W3 rows would add a minute per run.
   { id: "peers", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W1,W2,W4,fsync", ...(opts.quick ? ["--quick"] : [])] },
   { id: "peers-w3", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W3-20k,W3-100k", "--systems", "redis,nats", ...(opts.quick ? ["--quick"] : [])] },
@@ -235,6 +237,38 @@ function ratioGoal(workload: Workload, metric: string, system: string, times: nu
   };
 }
 
+/** The rows measured through ticker/client (bench:client), by variant. */
+function clientRow(all: Series[], workload: Workload, metric: string, variant: string): Series | null {
+  return all.find((x) => x.workload === workload && x.metric === metric && isTicker(x) && x.variant === variant) ?? null;
+}
+
+/** W1/W2 through the client: at least `floor` events/s and `times` x Redis Streams (ioredis, bench:peers) in the same runs. */
+function clientRateGoal(workload: Workload, variant: string, floor: number, times: number, what: string): Goal {
+  return {
+    text: `${what} through ticker/client ≥ ${num(floor)} events/s and ≥ ${times}x Redis Streams (ioredis)`,
+    check: (all) => {
+      const t = clientRow(all, workload, "events/s", variant);
+      const p = peerNamed(all, workload, "events/s", "Redis Streams");
+      if (!t || !p) return { measured: "not measured", met: null };
+      const f = factor(t, p);
+      const rate = median(t.values);
+      return { measured: `${num(rate)} events/s, ${fx(f)} Redis's ${num(median(p.values))}`, met: rate >= floor && f >= times };
+    },
+  };
+}
+
+function clientLatencyGoal(workload: "W3-20k" | "W3-100k"): Goal {
+  return {
+    text: `${workload} p99 through ticker/client ≤ Redis Streams p99 (ioredis)`,
+    check: (all) => {
+      const t = clientRow(all, workload, "p99 ms", "ticker/client consume");
+      const p = peerNamed(all, workload, "p99 ms", "Redis Streams");
+      if (!t || !p) return { measured: "not measured", met: null };
+      return { measured: `${num(median(t.values))} ms vs ${num(median(p.values))} ms`, met: median(t.values) <= median(p.values) };
+    },
+  };
+}
+
 const GOALS: Goal[] = [
   ratioGoal("W1", "events/s", "Redis Streams", 10, "W1 publish"),
   ratioGoal("W2", "events/s", "Redis Streams", 5, "W2 replay"),
@@ -267,6 +301,10 @@ const GOALS: Goal[] = [
   timelineGoal("paced", "timelines p99 ≤ 5 ms at 1,000 pages/s (3 and 32 streams)"),
   timelineGoal("unpaced", "timelines ≥ 12,000 pages/s with p99 ≤ 50 ms (3 and 32 streams)"),
   orderedGoal(),
+  clientRateGoal("W1", "ticker/client, payload_bytes", 1_000_000, 5, "W1 publish"),
+  clientRateGoal("W2", "ticker/client, payload_bytes read", 3_000_000, 5, "W2 replay"),
+  clientLatencyGoal("W3-20k"),
+  clientLatencyGoal("W3-100k"),
 ];
 
 /**

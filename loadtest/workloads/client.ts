@@ -16,19 +16,28 @@
 // - W2: replay() of a W1 stream from the start to its head, the handler
 //   reading each event's seq and payload_bytes length (binary) or its
 //   parsed payload's `t` (JSON values); seqs checked gap-free.
+// - W3-20k, W3-100k: ticker.consume() (binary frames, no group, from
+//   latest) while bench-consume's paced producer thread publishes
+//   {"t": <send stamp>, "p": <pad>} at the rate over raw HTTP (as the peers'
+//   W3 rows do: the offered rate is not the client's to cap); latency is the
+//   time the handler gets an event in its for-await loop minus the stamp,
+//   after a 2 s warm-up, over a 10 s window (1 s and 3 s with --quick).
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { type Format, Ticker } from "../../src/client/index.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
-import { BATCH_EVENTS, PAYLOAD_BYTES, payloadText, report, resultsFile, type Measurement } from "../lib/results.js";
-import { cleanupNow, onCleanup, runMain, TempDirs } from "../lib/run.js";
-import { startTicker } from "../systems/ticker.js";
+import { newRecorder, record, wallNow } from "../lib/latency.js";
+import { DRAIN_TIMEOUT_MS, PRODUCER_LANES, PRODUCER_TICK_MS, producerWindow } from "../lib/pacing.js";
+import { BATCH_EVENTS, PAYLOAD_BYTES, payloadText, report, resultsFile, type Measurement, type Workload } from "../lib/results.js";
+import { cleanupNow, onCleanup, runMain, TempDirs, within } from "../lib/run.js";
+import { createStream, startTicker } from "../systems/ticker.js";
+import { startProducer } from "./producer.js";
 
 const tempDirs = new TempDirs("ticker-bench-client-");
 onCleanup(() => tempDirs.removeAll());
 
 const { values: opts } = parseArgs({
-  options: { events: { type: "string", default: "1000000" }, results: { type: "string" } },
+  options: { events: { type: "string", default: "1000000" }, quick: { type: "boolean", default: false }, results: { type: "string" } },
   strict: true,
 });
 const EVENTS = Number(opts.events);
@@ -96,6 +105,60 @@ async function replayRow(t: Ticker, row: PublishRow): Promise<Measurement[]> {
   return [{ workload: "W2", system: "Ticker", variant, metric: "events/s", value: rate, better: "higher", note }];
 }
 
+const WARMUP_MS = opts.quick ? 1000 : 2000;
+const MEASURE_MS = opts.quick ? 3000 : 10_000;
+
+async function latencyRow(workload: Workload, rate: number): Promise<Measurement[]> {
+  const server = await startTicker(tempDirs.make());
+  const t = new Ticker({ url: server.url });
+  try {
+    await createStream(server, "w3");
+    const sub = t.consume("w3", { from: "latest" });
+    await sub.ready;
+    const w = producerWindow(WARMUP_MS, MEASURE_MS);
+    const rec = newRecorder();
+    let last = 0;
+    let target = Number.POSITIVE_INFINITY;
+    const reading = (async () => {
+      for await (const e of sub) {
+        const recv = wallNow();
+        record(rec, (e.payload as { t: number }).t, recv, w.tStart, w.tEnd);
+        if (e.seq !== last + 1) throw new Error(`W3 ${rate}/s: seq ${e.seq} after ${last}`);
+        last = e.seq;
+        if (last >= target) break;
+      }
+    })();
+    const producer = startProducer({
+      target: "ticker",
+      port: server.port,
+      stream: "w3",
+      rate,
+      ...w,
+      tickMs: PRODUCER_TICK_MS,
+      lanes: PRODUCER_LANES,
+      pad: payloadText(64),
+      stopAtEnd: false,
+    });
+    const p = await producer.result;
+    if (p.errors.length > 0) throw new Error(`producer: ${p.errors.join("; ")}`);
+    target = p.lastSeq;
+    if (last < target) await within(reading, DRAIN_TIMEOUT_MS, `the consumer reading to seq ${target}`);
+    else await sub.close();
+    const q = (x: number) => rec.hist.getValueAtPercentile(x) / 1000;
+    console.log(`${workload} ticker/client consume: p50 ${q(50).toFixed(2)} ms, p99 ${q(99).toFixed(2)} ms, ${rec.measured} events measured`);
+    const variant = "ticker/client consume";
+    const note = `ticker.consume() (binary frames, no group, from latest), the handler parsing each payload's stamp; producer thread over raw HTTP at ${rate.toLocaleString("en-US")} events/s, ${rec.measured.toLocaleString("en-US")} events in the ${MEASURE_MS / 1000} s window (${rec.negative} below 0, ${rec.clipped} clipped)`;
+    return [
+      { workload, system: "Ticker", variant, metric: "p99 ms", value: q(99), better: "lower", note },
+      { workload, system: "Ticker", variant, metric: "p50 ms", value: q(50), better: "lower" },
+      { workload, system: "Ticker", variant, metric: "p99.9 ms", value: q(99.9), better: "lower" },
+    ];
+  } finally {
+    t.close();
+    await server.stop();
+  }
+}
+
 async function main(): Promise<number> {
   let server: TickerProcess | null = null;
   const ms: Measurement[] = [];
@@ -105,8 +168,9 @@ async function main(): Promise<number> {
     for (const row of ROWS) ms.push(...(await publishRow(t, row)));
     for (const row of ROWS.filter((r) => r.format === "binary")) ms.push(...(await replayRow(t, row)));
     t.close();
-    report(ms, opts.results ?? resultsFile());
     await server.stop();
+    ms.push(...(await latencyRow("W3-20k", 20_000)), ...(await latencyRow("W3-100k", 100_000)));
+    report(ms, opts.results ?? resultsFile());
   } finally {
     cleanupNow();
   }
