@@ -5,6 +5,8 @@
 //   npm run bench                       # 3 runs, ~15 min
 //   npm run bench -- --runs 1 --quick   # a smoke run, ~3 min
 //   npm run bench -- --report-only      # rewrite the report from the kept results
+//   npm run bench -- --steps client,peers,peers-w3 --merge
+//                                       # re-run some steps; their series replace theirs in the kept results
 //
 // Each benchmark script runs as its own process (a crash or a hung server
 // stays inside it) and appends its measurements to one JSON-lines file
@@ -37,9 +39,15 @@ const { values: opts } = parseArgs({
     steps: { type: "string" },
     // Rewrite docs/BENCHMARKS.md from the kept results of the last run (after editing the analysis).
     "report-only": { type: "boolean", default: false },
+    // With --steps: the steps' series replace theirs in the kept results, the others stay (the report says which ran when).
+    merge: { type: "boolean", default: false },
   },
   strict: true,
 });
+if (opts.merge && !opts.steps) {
+  console.error("--merge needs --steps: it replaces the series of the steps run and keeps the others");
+  process.exit(2);
+}
 const RUNS = Number(opts.runs);
 if (!Number.isSafeInteger(RUNS) || RUNS < 1 || RUNS > 10) {
   console.error("--runs must be 1 to 10");
@@ -388,7 +396,11 @@ interface RunFacts {
   commit: string;
   command: string;
   date: string;
+  /** Later runs of some steps (--merge), whose series replaced theirs. */
+  reruns?: Array<{ date: string; commit: string; command: string; runs: number; steps: string[] }>;
 }
+
+const seriesKey = (m: Measurement) => `${m.workload}|${m.system}|${m.variant ?? ""}|${m.metric}`;
 
 function writeReport(all: Series[], facts: RunFacts): void {
   const { limits, limitsErr, failures, runtimeS, commit, command } = facts;
@@ -397,6 +409,10 @@ function writeReport(all: Series[], facts: RunFacts): void {
     "# Benchmarks",
     "",
     `Written by \`${command}\` (\`loadtest/reports/benchmarks.ts\`) on ${facts.date} at commit ${commit}: ${facts.runs} run${facts.runs > 1 ? "s" : ""} of every workload, Ticker and its peers in the same runs, ${Math.round(runtimeS / 60)} min in all. Figures are medians with min–max over the runs. Do not edit by hand: the prose on what limits each figure lives in \`docs/bench-analysis.md\` and is appended below. Speeds are never asserted in tests; they live here.`,
+    ...(facts.reruns ?? []).map(
+      (r) =>
+        `- **Re-run on ${r.date} at commit ${r.commit}** (\`${r.command}\`, ${r.runs} run${r.runs > 1 ? "s" : ""}): the steps ${r.steps.map((x) => `\`${x}\``).join(", ")}; their series replace the earlier ones, all other figures are from the run above. Ratios between series of these steps are from the same runs.`,
+    ),
     "",
     ...(facts.machine ?? machine()),
     `- **Steps of each run** (each also runs alone): ${(facts.steps ?? stepCommands()).map((c) => `\`${c}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
@@ -462,7 +478,16 @@ async function main(): Promise<void> {
       date: new Date().toISOString().slice(0, 10),
     };
     mkdirSync(RESULTS_DIR, { recursive: true });
-    writeFileSync(RESULTS, readFileSync(results));
+    if (opts.merge) {
+      const fresh = readResults(results);
+      const replaced = new Set(fresh.map(seriesKey));
+      const kept = readResults(RESULTS).filter((m) => !replaced.has(seriesKey(m)));
+      writeFileSync(RESULTS, [...kept, ...fresh].map((m) => `${JSON.stringify(m)}\n`).join(""));
+      const earlier = JSON.parse(readFileSync(RUN_FACTS, "utf8")) as RunFacts;
+      earlier.reruns = [...(earlier.reruns ?? []), { date: facts.date, commit: facts.commit, command: facts.command, runs: RUNS, steps: steps.map((st) => st.id) }];
+      earlier.failures = [...earlier.failures, ...failures];
+      Object.assign(facts, earlier);
+    } else writeFileSync(RESULTS, readFileSync(results));
     writeFileSync(RUN_FACTS, JSON.stringify(facts, null, 2) + "\n");
     const all = aggregate(readResults(RESULTS));
     writeReport(all, facts);
