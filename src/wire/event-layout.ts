@@ -158,7 +158,7 @@ export function eventBytesFor(f: EventFields): number {
 /** Copies `len` bytes; a loop beats Buffer.copy's fixed cost for short strings. */
 export function copyShort(src: Uint8Array, from: number, len: number, dst: Uint8Array, to: number): void {
   if (len > 32)
-    dst.set(src.subarray(from, from + len), to); // measured faster than Buffer.copy here
+    dst.set(from === 0 && len === src.length ? src : src.subarray(from, from + len), to); // measured faster than Buffer.copy here
   else for (let j = 0; j < len; j++) dst[to + j] = src[from + j];
 }
 
