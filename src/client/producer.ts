@@ -24,7 +24,7 @@ export interface ProducerOptions {
   lingerMs?: number;
   /** Batches in flight at most, over all streams (default 8). */
   inFlightMax?: number;
-  /** Batches of one stream in flight at most (default 4; 1 on streams that take no expected_head_seq). */
+  /** Batches of one stream in flight at most (default 8; 1 on streams that take no expected_head_seq). */
   inFlightPerStream?: number;
   /** Events held by the producer at most; `send` waits while it is reached (default 100,000). */
   bufferedEventsMax?: number;
@@ -69,7 +69,7 @@ export class Producer implements LaneHost {
       batchBytesMax: options.batchBytesMax ?? 1024 * 1024,
       lingerMs: options.lingerMs ?? 5,
       inFlightMax: Math.max(1, options.inFlightMax ?? 8),
-      inFlightPerStream: Math.max(1, options.inFlightPerStream ?? 4),
+      inFlightPerStream: Math.max(1, options.inFlightPerStream ?? 8),
       bufferedEventsMax: options.bufferedEventsMax ?? 100_000,
       attemptsMax: options.attemptsMax ?? 10,
       onPublished: options.onPublished,
