@@ -32,44 +32,76 @@ const START_BYTES = 64 * 1024;
 
 const invalid = (index: number, message: string) => new TickerError(0, "invalid_event", `event ${index}: ${message}`, { index });
 
-/** One batch's body under construction; `add` events (checked by checkEvent first), then `finish`. Reused batch after batch. */
+/** One batch's body under construction; `add` events (prepared by prepareEvent first), then `finish`. Reused batch after batch. */
 export interface BatchEncoder {
   readonly count: number;
   /** Body bytes so far. */
   readonly bytes: number;
-  add(e: PublishEvent, idempotencyKey: string | undefined): void;
+  add(p: Prepared, idempotencyKey: string | undefined): void;
   /** The body (a copy the encoder no longer touches); the encoder starts a new batch. */
   finish(): Buffer;
   readonly contentType: string;
 }
 
+/** An event that met the rules, its payload serialised: what an encoder adds. */
+export interface Prepared {
+  e: PublishEvent;
+  payload: Uint8Array | string | null;
+  encoding: number;
+}
+
 /**
- * The rules an event must meet before it is batched, checked for a whole
- * call before any of its events is added: a call is taken whole or refused.
+ * The rules an event must meet before it is batched, and its payload's
+ * serialisation, done for a whole call before any of its events is added:
+ * a call is taken whole or refused, and a refused event never reaches a
+ * batch (where the server would refuse the batch, other calls' events too).
  */
-export function checkEvent(e: PublishEvent, index: number): void {
+export function prepareEvent(e: PublishEvent, index: number): Prepared {
   if (e === null || typeof e !== "object") throw invalid(index, "an event must be an object");
   if (typeof e.type !== "string" || e.type.length === 0) throw invalid(index, "type must be a non-empty string");
+  checkText("type", e.type, index);
+  for (const name of ["key", "producer_id", "idempotency_key"] as const) if (e[name] !== undefined) checkText(name, e[name], index);
   checkScalar("producer_seq", e.producer_seq, index);
   checkScalar("producer_ts", e.producer_ts, index);
   const given = (e.payload !== undefined ? 1 : 0) + (e.payload_json !== undefined ? 1 : 0) + (e.payload_bytes !== undefined ? 1 : 0);
   if (given > 1) throw invalid(index, "give at most one of payload, payload_json and payload_bytes");
+  if (e.payload_bytes !== undefined) {
+    if (!(e.payload_bytes instanceof Uint8Array)) throw invalid(index, "payload_bytes must be a Uint8Array (or Buffer)");
+    return { e, payload: e.payload_bytes, encoding: PAYLOAD_BINARY };
+  }
+  if (e.payload_json !== undefined) {
+    const text =
+      typeof e.payload_json === "string" ? e.payload_json : e.payload_json instanceof Uint8Array ? Buffer.from(e.payload_json).toString("utf8") : null;
+    if (text === null) throw invalid(index, "payload_json must be JSON text, as a string or its UTF-8 bytes");
+    checkText("payload_json", text, index);
+    try {
+      JSON.parse(text);
+    } catch {
+      throw invalid(index, "payload_json is not valid JSON text");
+    }
+    return { e, payload: e.payload_json, encoding: PAYLOAD_JSON };
+  }
+  if (e.payload !== undefined) {
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(e.payload);
+    } catch (err) {
+      throw invalid(index, `payload cannot be serialised as JSON: ${(err as Error).message}`);
+    }
+    if (text === undefined) throw invalid(index, "payload is not a JSON value");
+    return { e, payload: text, encoding: PAYLOAD_JSON };
+  }
+  return { e, payload: null, encoding: PAYLOAD_NONE };
+}
+
+/** A string field: a string, and well-formed UTF-16 (a lone surrogate has no UTF-8 form: it would be stored as U+FFFD). */
+function checkText(name: string, v: unknown, index: number): void {
+  if (typeof v !== "string") throw invalid(index, `${name} must be a string`);
+  if (!v.isWellFormed()) throw invalid(index, `${name} holds a lone surrogate (not valid Unicode)`);
 }
 
 function checkScalar(name: string, v: number | undefined, index: number): void {
   if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) throw invalid(index, `${name} must be a non-negative integer, not ${v}`);
-}
-
-/** The payload of an event that passed checkEvent. */
-function payloadOf(e: PublishEvent, index: number): { bytes: Uint8Array | string | null; encoding: number } {
-  if (e.payload_bytes !== undefined) return { bytes: e.payload_bytes, encoding: PAYLOAD_BINARY };
-  if (e.payload_json !== undefined) return { bytes: e.payload_json, encoding: PAYLOAD_JSON };
-  if (e.payload !== undefined) {
-    const text = JSON.stringify(e.payload);
-    if (text === undefined) throw invalid(index, "payload is not a JSON value");
-    return { bytes: text, encoding: PAYLOAD_JSON };
-  }
-  return { bytes: null, encoding: PAYLOAD_NONE };
 }
 
 export class BinaryBatchEncoder implements BatchEncoder {
@@ -85,8 +117,8 @@ export class BinaryBatchEncoder implements BatchEncoder {
     return this.at;
   }
 
-  add(e: PublishEvent, idempotencyKey: string | undefined): void {
-    const { bytes: payload, encoding } = payloadOf(e, this.count);
+  add(prepared: Prepared, idempotencyKey: string | undefined): void {
+    const { e, payload, encoding } = prepared;
     const f = this.f;
     let p = this.put(e.type, 0);
     f.typeAt = 0;
@@ -161,9 +193,9 @@ export class BinaryBatchEncoder implements BatchEncoder {
     writeU32(b, 12, 8); // the table's soffset back to the vtable at 4
     writeU32(b, 16, 4); // records: the vector at 20
     writeU32(b, 20, records);
-    // The buffer goes with the body, a new one takes the next batch: no copy.
-    const body = b.subarray(0, this.at);
-    this.out = Buffer.allocUnsafe(Math.max(START_BYTES, this.at));
+    // A copy of its own size: a small batch must not keep a large buffer alive while it waits.
+    const body = Buffer.allocUnsafe(this.at);
+    b.copy(body, 0, 0, this.at);
     this.at = ENVELOPE_BYTES;
     this.count = 0;
     return body;
@@ -194,8 +226,8 @@ export class JsonBatchEncoder implements BatchEncoder {
     return this.length;
   }
 
-  add(e: PublishEvent, idempotencyKey: string | undefined): void {
-    const { bytes: payload, encoding } = payloadOf(e, this.count);
+  add(p: Prepared, idempotencyKey: string | undefined): void {
+    const { e, payload, encoding } = p;
     let s = `{"type":${JSON.stringify(e.type)}`;
     if (e.key !== undefined) s += `,"key":${JSON.stringify(e.key)}`;
     if (e.producer_id !== undefined) s += `,"producer_id":${JSON.stringify(e.producer_id)}`;

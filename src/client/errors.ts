@@ -8,7 +8,11 @@ export type ClientErrorCode =
   | "connection_failed" // could not connect, or the connection broke before an answer
   | "timeout" // no answer within the request timeout
   | "bad_response" // an answer this client cannot read (not Ticker, or a damaged body)
-  | "closed"; // the producer, replay or consumer was closed by the caller
+  | "closed" // the producer, replay or consumer was closed by the caller
+  | "invalid_event" // an event the client refused before sending it
+  | "invalid_parameter" // an option the client refused
+  | "bad_url"
+  | "callback_failed"; // a callback of the caller's threw (the producer's onPublished)
 
 export class TickerError extends Error {
   override readonly name = "TickerError";
@@ -26,9 +30,9 @@ export class TickerError extends Error {
     super(message);
   }
 
-  /** True for answers a later attempt may not get: backpressure, not ready, a lost connection. */
+  /** True for answers a later attempt may not get: backpressure, not ready, a lost connection or a timeout. */
   get retryable(): boolean {
-    return this.status === 0 ? this.code !== "closed" && this.code !== "bad_response" : this.status === 429 || this.status === 503;
+    return this.status === 0 ? this.code === "connection_failed" || this.code === "timeout" : this.status === 429 || this.status === 503;
   }
 }
 

@@ -153,10 +153,20 @@ export class HttpRawConnection {
 
   static connect(port: number, options: HttpRawOptions = {}): Promise<HttpRawConnection> {
     const c = new HttpRawConnection(port, options.host ?? "127.0.0.1", options.timeoutMs ?? DEFAULT_TIMEOUT_MS, options);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
+      // The socket's idle timeout counts only once connected: a connect that hangs (a full backlog) is bounded here.
+      const timer = setTimeout(() => {
+        c.socket.destroy();
+        reject(new HttpRawError(`no connection within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onError = (err: Error) => {
+        clearTimeout(timer);
+        reject(err);
+      };
       c.socket.once("error", onError);
       c.socket.once(options.tls ? "secureConnect" : "connect", () => {
+        clearTimeout(timer);
         c.socket.off("error", onError);
         resolve(c);
       });

@@ -6,7 +6,7 @@
 //
 // One Ticker holds a pool of keep-alive connections; publish, producers,
 // replays and the admin calls share it. Every failure is a TickerError.
-import { BinaryBatchEncoder, checkEvent, type Format, JsonBatchEncoder, type PublishEvent } from "./encode.js";
+import { BinaryBatchEncoder, type Format, JsonBatchEncoder, type PublishEvent, prepareEvent } from "./encode.js";
 import { errorFromAnswer, TickerError } from "./errors.js";
 import { Producer, type ProducerOptions, type PublishResult } from "./producer.js";
 import { Replay, type ReplayOptions } from "./replay.js";
@@ -107,9 +107,9 @@ export class Ticker {
   /** Publishes one request's events (at most the server's publish_events_max) and resolves with its answer. */
   async publish(stream: string, events: PublishEvent | PublishEvent[], options: { format?: Format } = {}): Promise<PublishResult> {
     const list = Array.isArray(events) ? events : [events];
-    for (let i = 0; i < list.length; i++) checkEvent(list[i], i);
+    const prepared = list.map(prepareEvent);
     const encoder = (options.format ?? this.format) === "json" ? new JsonBatchEncoder() : new BinaryBatchEncoder();
-    for (const e of list) encoder.add(e, e.idempotency_key);
+    for (const p of prepared) encoder.add(p, p.e.idempotency_key);
     const r = await this.transport.send("POST", `/v1/streams/${path(stream)}/events`, encoder.finish(), { "Content-Type": encoder.contentType });
     if (r.status >= 300) throw errorFromAnswer(r.status, r.body, r.retryAfter);
     return JSON.parse(r.body.toString("utf8")) as PublishResult;
@@ -180,7 +180,7 @@ export class Ticker {
     },
   };
 
-  /** Closes the connections; requests in flight fail with code "closed". */
+  /** Closes the connections: idle ones at once, busy ones when their request is answered; later requests fail with code "closed". */
   close(): void {
     this.transport.close();
   }

@@ -1,14 +1,16 @@
 // The producer: events are batched per stream (by count, bytes and linger)
-// and handed to the stream's lane (./lane.ts), which keeps several batches
-// of the stream in flight in order and retries them without duplicating.
+// and handed to the stream's lane (./lane.ts), which sends them in order and
+// retries them without duplicating: one batch at a time with every event
+// keyed, or, for a stream's only writer (`exclusive`), several at once kept
+// in order by expected_head_seq.
 // Batches of all streams share `inFlightMax` slots over the transport's
 // pooled connections. Events the producer holds (open, queued and in-flight
 // batches) are bounded: `send` waits while the bound is reached, so a
 // producer faster than the server slows its caller down instead of growing.
 import { randomBytes } from "node:crypto";
-import { type BatchEncoder, checkEvent, encoderFor, type Format, type PublishEvent } from "./encode.js";
+import { type BatchEncoder, encoderFor, type Format, type PublishEvent, prepareEvent } from "./encode.js";
 import { TickerError } from "./errors.js";
-import { type Batch, type LaneHost, type LaneMode, type PublishResult, StreamLane } from "./lane.js";
+import { type Batch, type LaneHost, type PublishResult, StreamLane } from "./lane.js";
 import type { Transport } from "./transport.js";
 
 export type { PublishResult } from "./lane.js";
@@ -24,7 +26,13 @@ export interface ProducerOptions {
   lingerMs?: number;
   /** Batches in flight at most, over all streams (default 8). */
   inFlightMax?: number;
-  /** Batches of one stream in flight at most (default 8; 1 on streams that take no expected_head_seq). */
+  /**
+   * This producer is the only writer of the streams it sends to: several
+   * batches of a stream in flight, kept in order by expected_head_seq
+   * (default false: one batch of a stream in flight, every event keyed).
+   */
+  exclusive?: boolean;
+  /** Exclusive mode: batches of one stream in flight at most (default 8). */
   inFlightPerStream?: number;
   /** Events held by the producer at most; `send` waits while it is reached (default 100,000). */
   bufferedEventsMax?: number;
@@ -36,9 +44,12 @@ export interface ProducerOptions {
 
 interface Open {
   encoder: BatchEncoder;
-  firstKey: string | undefined;
+  /** Exclusive mode: the key given to the batch's first event without the caller's. */
+  tag: string | undefined;
+  /** Every event of the open batch has a key. */
+  keyed: boolean;
   linger: NodeJS.Timeout | null;
-  /** Set once the stream's mode and head are known (one GET per stream). */
+  /** Set once the stream's mode (and, exclusive, its head: one GET) are known. */
   lane: StreamLane | null;
   ready: Promise<void>;
 }
@@ -68,6 +79,7 @@ export class Producer implements LaneHost {
       batchEventsMax: options.batchEventsMax ?? 1000,
       batchBytesMax: options.batchBytesMax ?? 1024 * 1024,
       lingerMs: options.lingerMs ?? 5,
+      exclusive: options.exclusive ?? false,
       inFlightMax: Math.max(1, options.inFlightMax ?? 8),
       inFlightPerStream: Math.max(1, options.inFlightPerStream ?? 8),
       bufferedEventsMax: options.bufferedEventsMax ?? 100_000,
@@ -94,23 +106,33 @@ export class Producer implements LaneHost {
    */
   async send(stream: string, events: PublishEvent | PublishEvent[]): Promise<void> {
     const list = Array.isArray(events) ? events : [events];
-    for (let i = 0; i < list.length; i++) checkEvent(list[i], i);
-    while (this.buffered + list.length > this.o.bufferedEventsMax && this.buffered > 0) {
+    const prepared = list.map(prepareEvent);
+    let open = this.openOf(stream);
+    for (;;) {
       this.check();
+      if (open.lane === null) {
+        await open.ready;
+        open = this.openOf(stream); // a failed first GET left a fresh entry to try again
+        continue;
+      }
+      if (this.buffered + list.length <= this.o.bufferedEventsMax || this.buffered === 0) break;
       await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
     }
-    this.check();
-    const open = this.openOf(stream);
-    if (open.lane === null) await open.ready;
-    this.check();
-    const keyed = open.lane?.mode === "keyed";
-    for (let i = 0; i < list.length; i++) {
-      const e = list[i];
-      // Conditional lanes need a key on each batch's first event only; keyed lanes on every event.
-      const first = open.encoder.count === 0;
-      const key = e.idempotency_key ?? (keyed || first ? this.keyPrefix + this.keyCounter++ : undefined);
-      if (first) open.firstKey = key;
-      open.encoder.add(e, key);
+    const lane = open.lane;
+    const keyed = lane.mode === "keyed";
+    for (const p of prepared) {
+      if (open.encoder.count === 0) {
+        open.tag = undefined;
+        open.keyed = true;
+      }
+      let key = p.e.idempotency_key;
+      if (key === undefined && (keyed || open.tag === undefined)) {
+        // Keyed lanes key every event; exclusive ones the first without the caller's key (the batch's tag).
+        key = this.keyPrefix + this.keyCounter++;
+        if (!keyed) open.tag = key;
+      }
+      if (key === undefined) open.keyed = false;
+      open.encoder.add(p, key);
       this.buffered++;
       if (open.encoder.count >= this.o.batchEventsMax || open.encoder.bytes >= this.o.batchBytesMax) this.seal(open);
     }
@@ -151,7 +173,12 @@ export class Producer implements LaneHost {
     if (outcome instanceof TickerError) this.failure ??= outcome;
     else {
       this.published += outcome.count;
-      this.o.onPublished?.(outcome);
+      try {
+        this.o.onPublished?.(outcome);
+      } catch (err) {
+        // The caller's callback: its error is the producer's, not a broken lane.
+        this.failure ??= new TickerError(0, "callback_failed", `onPublished threw: ${(err as Error).message}`);
+      }
     }
     for (const w of this.roomWaiters.splice(0)) w();
     if (this.buffered === 0 || this.failure) for (const w of this.idleWaiters.splice(0)) w();
@@ -165,10 +192,18 @@ export class Producer implements LaneHost {
   private openOf(stream: string): Open {
     let open = this.open.get(stream);
     if (open === undefined) {
-      const o: Open = { encoder: encoderFor(this.format), firstKey: undefined, linger: null, lane: null, ready: Promise.resolve() };
-      o.ready = this.laneFor(stream).then((lane) => {
-        o.lane = lane;
-      });
+      const o: Open = { encoder: encoderFor(this.format), tag: undefined, keyed: true, linger: null, lane: null, ready: Promise.resolve() };
+      if (!this.o.exclusive) o.lane = new StreamLane(this, stream, "keyed", 0);
+      else
+        o.ready = this.exclusiveLane(stream).then(
+          (lane) => {
+            o.lane = lane;
+          },
+          (err: unknown) => {
+            this.open.delete(stream); // the next send asks again
+            throw err;
+          },
+        );
       this.open.set(stream, o);
       open = o;
     }
@@ -176,26 +211,24 @@ export class Producer implements LaneHost {
   }
 
   /**
-   * The stream's head and whether it takes expected_head_seq (not with
-   * producer_ordering). A stream not there yet has head 0; a key that may
-   * not read the stream (403) gets the keyed mode, which needs no reads.
+   * An exclusive lane needs the stream's head, and a stream that takes
+   * expected_head_seq (not producer_ordering): one GET, retried as a batch
+   * is. A stream not there yet has head 0; a key that may not read the
+   * stream (401, 403) gets the keyed mode, which needs no reads.
    */
-  private async laneFor(stream: string): Promise<StreamLane> {
-    let mode: LaneMode = "conditional";
-    let head = 0;
-    try {
-      const info = await this.transport.json<{ head_seq: number; producer_ordering?: boolean }>("GET", `/v1/streams/${encodeURIComponent(stream)}`);
-      head = info.head_seq;
-      if (info.producer_ordering) mode = "keyed";
-    } catch (err) {
-      if (!(err instanceof TickerError)) throw err;
-      if (err.status === 403 || err.status === 401) mode = "keyed";
-      else if (err.status !== 404) {
-        this.failure ??= err;
-        throw err;
+  private async exclusiveLane(stream: string): Promise<StreamLane> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const info = await this.transport.json<{ head_seq: number; producer_ordering?: boolean }>("GET", `/v1/streams/${encodeURIComponent(stream)}`);
+        return new StreamLane(this, stream, info.producer_ordering ? "keyed" : "exclusive", info.head_seq);
+      } catch (err) {
+        if (!(err instanceof TickerError)) throw err;
+        if (err.status === 404) return new StreamLane(this, stream, "exclusive", 0);
+        if (err.status === 401 || err.status === 403) return new StreamLane(this, stream, "keyed", 0);
+        if (!err.retryable || attempt >= this.o.attemptsMax) throw err;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 50 * 2 ** (attempt - 1))));
       }
     }
-    return new StreamLane(this, stream, mode, head);
   }
 
   /** Closes the stream's open batch and hands it to its lane. */
@@ -206,6 +239,6 @@ export class Producer implements LaneHost {
     }
     if (open.encoder.count === 0 || open.lane === null) return;
     const count = open.encoder.count;
-    open.lane.push({ body: open.encoder.finish(), count, firstKey: open.firstKey });
+    open.lane.push({ body: open.encoder.finish(), count, tag: open.tag, keyed: open.keyed });
   }
 }

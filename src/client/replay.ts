@@ -88,34 +88,34 @@ export class Replay implements AsyncIterable<TickerEvent> {
   private async *pages(): AsyncGenerator<TickerEvent[]> {
     const limit = this.o.pageEvents ?? 10_000;
     const depth = Math.max(1, this.o.prefetch ?? 4);
-    const first = await this.page(this.o.from_time !== undefined ? `from_time=${this.o.from_time}` : `from=${this.o.from ?? "earliest"}`, limit);
-    const end = this.o.to ?? first.head;
-    // The first page may reach past `to` when `to` is below the head; seqs are gap-free.
-    const firstSeq = first.events.length > 0 ? first.events[0].seq : first.next;
-    yield first.events.slice(0, Math.max(0, end - firstSeq + 1));
+    const start = this.o.from_time !== undefined ? `from_time=${this.o.from_time}` : `from=${this.o.from ?? "earliest"}`;
+    const first = await this.page(this.o.to === undefined ? start : `${start}&to=${this.o.to}`, limit);
+    // Up to `to`, but never past the head the first page saw: a replay does not wait for events.
+    const end = Math.min(this.o.to ?? first.head, first.head);
+    yield first.events.filter((e) => e.seq <= end);
     const asks: Ask[] = [];
     let asked = first.next; // the first seq not yet asked for
+    const ask = (from: number, to: number): Ask => {
+      const page = this.page(`from=${from}&to=${to}`, to - from + 1);
+      page.catch(() => undefined); // read (and its error thrown) in turn; never an unhandled rejection meanwhile
+      return { from, to, page };
+    };
     const fill = () => {
       while (asks.length < depth && asked <= end) {
         const to = Math.min(end, asked + limit - 1);
-        asks.push({ from: asked, to, page: this.page(`from=${asked}&to=${to}`, to - asked + 1) });
+        asks.push(ask(asked, to));
         asked = to + 1;
       }
     };
     fill();
-    try {
-      for (let ask = asks.shift(); ask !== undefined && !this.closed; ask = asks.shift()) {
-        const page = await ask.page;
-        if (page.next <= ask.to) {
-          if (page.events.length === 0) throw new TickerError(0, "bad_response", `an empty page for seqs ${ask.from}..${ask.to}, below the head`);
-          asks.unshift({ from: page.next, to: ask.to, page: this.page(`from=${page.next}&to=${ask.to}`, ask.to - page.next + 1) });
-        }
-        fill();
-        yield page.events;
+    for (let a = asks.shift(); a !== undefined && !this.closed; a = asks.shift()) {
+      const page = await a.page;
+      if (page.next <= a.to) {
+        if (page.events.length === 0) throw new TickerError(0, "bad_response", `an empty page for seqs ${a.from}..${a.to}, below the head`);
+        asks.unshift(ask(page.next, a.to));
       }
-    } finally {
-      // Answers of pages asked for and not read are dropped, their errors too.
-      for (const a of asks) a.page.catch(() => undefined);
+      fill();
+      yield page.events;
     }
   }
 

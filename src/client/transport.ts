@@ -52,7 +52,8 @@ export class Transport {
       return await conn.request(method, this.path(path), { ...this.auth, ...headers }, body);
     } catch (err) {
       const e = err as Error;
-      const code = /no response bytes/.test(e.message) ? "timeout" : "connection_failed";
+      // A header or path refused before sending is the caller's mistake, not a lost connection.
+      const code = /no response bytes/.test(e.message) ? "timeout" : /CR or LF inside/.test(e.message) ? "invalid_parameter" : "connection_failed";
       throw new TickerError(0, code, `${method} ${path}: ${e.message}`);
     } finally {
       this.release(conn);

@@ -7,7 +7,7 @@ import * as fc from "fast-check";
 import * as flatbuffers from "flatbuffers";
 import { crc32 } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { BinaryBatchEncoder, JsonBatchEncoder, type PublishEvent } from "../../src/client/encode.js";
+import { BinaryBatchEncoder, JsonBatchEncoder, type PublishEvent, prepareEvent } from "../../src/client/encode.js";
 import { EventFields } from "../../src/wire/event-layout.js";
 import { decodeRecords } from "../../src/wire/client.js";
 import { PublishBatch } from "../../src/wire/generated/ticker/wire/publish-batch.js";
@@ -53,7 +53,7 @@ describe("client batch encoders", () => {
     const enc = new BinaryBatchEncoder();
     fc.assert(
       fc.property(fc.array(fc.tuple(event, fc.option(text, { nil: undefined })), { minLength: 1, maxLength: 20 }), (items) => {
-        for (const [e, key] of items) enc.add(e, key);
+        for (const [i, [e, key]] of items.entries()) enc.add(prepareEvent(e, i), key);
         const body = enc.finish();
         expect(enc.count).toBe(0);
         const batch = PublishBatch.getRootAsPublishBatch(new flatbuffers.ByteBuffer(body));
@@ -86,7 +86,7 @@ describe("client batch encoders", () => {
     const enc = new JsonBatchEncoder();
     fc.assert(
       fc.property(fc.array(fc.tuple(event, fc.option(text, { nil: undefined })), { minLength: 1, maxLength: 20 }), (items) => {
-        for (const [e, key] of items) enc.add(e, key);
+        for (const [i, [e, key]] of items.entries()) enc.add(prepareEvent(e, i), key);
         const body = JSON.parse(enc.finish().toString("utf8"));
         const got = body.events.map((e: Record<string, unknown>) => {
           const { payload_base64, ...rest } = e;

@@ -5,7 +5,7 @@
 import * as fc from "fast-check";
 import { crc32 } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { BinaryBatchEncoder } from "../../src/client/encode.js";
+import { BinaryBatchEncoder, prepareEvent } from "../../src/client/encode.js";
 import { eventsOf } from "../../src/client/event.js";
 import { TickerError } from "../../src/client/errors.js";
 import { decodeRecords } from "../../src/wire/client.js";
@@ -35,7 +35,7 @@ const events = fc.array(
 function page(list: fc.RecordValue<Record<string, unknown>>[]): Buffer {
   const enc = new BinaryBatchEncoder();
   for (const { payload, idempotency_key, ...rest } of list as Array<Record<string, unknown>>)
-    enc.add({ ...(rest as { type: string }), ...(payload as object) }, idempotency_key as string | undefined);
+    enc.add(prepareEvent({ ...(rest as { type: string }), ...(payload as object) }, 0), idempotency_key as string | undefined);
   const records = Buffer.from(enc.finish().subarray(24));
   for (let at = 0, seq = 1; at < records.length; at += records.readUInt32LE(at), seq++) {
     records.writeBigUInt64LE(BigInt(seq), at + 8);

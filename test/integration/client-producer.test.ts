@@ -1,0 +1,153 @@
+// The producer's promises under what a review found breaking them: another
+// writer on the same stream (order in the default mode; no give-up in the
+// exclusive one), a replay whose stream goes away, events the client must
+// refuse before they poison a batch, a throwing callback, and the buffered
+// bound under concurrent first sends.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Ticker, TickerError } from "../../src/client/index.js";
+import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
+
+describe("ticker/client producer, edges", () => {
+  let s: TestServer;
+  let t: Ticker;
+  beforeAll(async () => {
+    s = await startServer();
+    t = new Ticker({ url: s.url });
+  });
+  afterAll(async () => {
+    t.close();
+    await s.stop();
+    removeDir(s.dataDir);
+  });
+
+  /** Publishes one-event batches to `stream` through plain HTTP until `stop()`. */
+  function otherWriter(stream: string): { stop: () => Promise<number> } {
+    let going = true;
+    let n = 0;
+    const done = (async () => {
+      while (going) {
+        await api(`${s.url}/v1/streams/${stream}/events`, "POST", { events: [{ type: "other" }] });
+        n++;
+      }
+    })();
+    return {
+      stop: async () => {
+        going = false;
+        await done;
+        return n;
+      },
+    };
+  }
+
+  it("by default a producer's events keep their order beside another writer, and each lands once", async () => {
+    const other = otherWriter("shared");
+    const p = t.producer({ lingerMs: 0 });
+    for (let i = 0; i < 1500; i++) await p.send("shared", { type: "mine", payload: i });
+    await p.close();
+    const others = await other.stop();
+    const mine: number[] = [];
+    let n = 0;
+    for await (const e of t.replay("shared")) {
+      n++;
+      if (e.type === "mine") mine.push(e.payload as number);
+    }
+    expect(mine).toEqual(Array.from({ length: 1500 }, (_, i) => i));
+    expect(n).toBe(1500 + others);
+  });
+
+  it("an exclusive producer that meets another writer after all keeps going: every event lands once", async () => {
+    const other = otherWriter("not-exclusive");
+    const p = t.producer({ exclusive: true, lingerMs: 0 });
+    for (let i = 0; i < 1500; i++) await p.send("not-exclusive", { type: "mine", payload: i });
+    await p.close();
+    await other.stop();
+    const mine = new Set<number>();
+    let count = 0;
+    for await (const e of t.replay("not-exclusive")) if (e.type === "mine") mine.add(e.payload as number) && count++;
+    expect(count).toBe(1500);
+    expect(mine.size).toBe(1500);
+  });
+
+  it("an exclusive producer alone keeps several batches in flight and its order", async () => {
+    const p = t.producer({ exclusive: true, batchEventsMax: 50, lingerMs: 0 });
+    const sends: Array<Promise<void>> = [];
+    for (let i = 0; i < 5000; i++) sends.push(p.send("alone", { type: "n", payload: i }));
+    await Promise.all(sends);
+    await p.close();
+    const got: number[] = [];
+    for await (const e of t.replay("alone")) got.push(e.payload as number);
+    expect(got).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+  });
+
+  it("events the server would refuse are refused by send, and nothing of the call is batched", async () => {
+    const p = t.producer();
+    const bad: Array<[unknown, string]> = [
+      [{ type: "x", payload_json: '1},{"type":"injected"' }, "payload_json is not valid JSON"],
+      [{ type: "x\uD800" }, "lone surrogate"],
+      [{ type: "x", key: 7 }, "key must be a string"],
+      [{ type: "x", payload: 10n }, "cannot be serialised"],
+    ];
+    for (const [e, why] of bad) {
+      const err = await p.send("refusals", [{ type: "ok" }, e as { type: string }]).catch((x: unknown) => x);
+      expect(err).toBeInstanceOf(TickerError);
+      expect(err).toMatchObject({ code: "invalid_event", details: { index: 1 }, retryable: false });
+      expect((err as Error).message).toContain(why);
+    }
+    await p.flush();
+    expect((await api(`${s.url}/v1/streams/refusals`, "GET")).status).toBe(404);
+    await expect(t.publish("refusals", [{ type: "x", payload_json: "{" }], { format: "json" })).rejects.toMatchObject({ code: "invalid_event" });
+  });
+
+  it("a throwing onPublished is the producer's error, not a crash or a hung flush", async () => {
+    const p = t.producer({
+      onPublished: () => {
+        throw new Error("handler bug");
+      },
+    });
+    await p.send("callback", { type: "x" });
+    await expect(p.flush()).rejects.toMatchObject({ code: "callback_failed" });
+  });
+
+  it("the buffered bound holds for concurrent first sends to a new stream", async () => {
+    const p = t.producer({ exclusive: true, bufferedEventsMax: 100, batchEventsMax: 10 });
+    let most = 0;
+    const sends = Array.from({ length: 3000 }, (_, i) =>
+      p.send(`bound-${i % 2}`, { type: "n" }).then(() => {
+        most = Math.max(most, (p as unknown as { buffered: number }).buffered);
+      }),
+    );
+    await Promise.all(sends);
+    await p.close();
+    expect(most).toBeLessThanOrEqual(100);
+    expect((await t.streams.get("bound-0")).head_seq + (await t.streams.get("bound-1")).head_seq).toBe(3000);
+  });
+
+  it("a replay whose stream is deleted under it rejects the loop, with pages in flight, without an unhandled rejection", async () => {
+    await t.publish(
+      "going",
+      Array.from({ length: 1000 }, () => ({ type: "x", payload_bytes: new Uint8Array(100) })),
+    );
+    const r = t.replay("going", { pageEvents: 100, prefetch: 4 });
+    let n = 0;
+    const err = await (async () => {
+      for await (const _ of r) if (++n === 50) await t.streams.delete("going");
+    })().catch((e: unknown) => e);
+    // The deletion landed between pages: the loop saw an error, or the pages already fetched held the rest.
+    if (n < 1000) expect(err).toMatchObject({ status: 404 });
+    await new Promise((resolve) => setTimeout(resolve, 200)); // an unhandled rejection would fail the run here
+  });
+
+  it("a replay to a seq past the head ends at the head", async () => {
+    await t.publish(
+      "short",
+      Array.from({ length: 50 }, () => ({ type: "x" })),
+    );
+    const seqs: number[] = [];
+    for await (const e of t.replay("short", { from: 1, to: 60 })) seqs.push(e.seq);
+    expect(seqs).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    await t.streams.put("empty");
+    const none: number[] = [];
+    for await (const e of t.replay("empty", { to: 10 })) none.push(e.seq);
+    expect(none).toEqual([]);
+  });
+});
