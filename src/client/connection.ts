@@ -141,9 +141,9 @@ export class Connection {
   /** Ends the connection with `cause` (the caller's close, or a dead peer). */
   close(cause: TickerError): void {
     this.note(cause);
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000);
-    else this.ws.terminate();
-    // A paused socket would read its close frame only once resumed.
+    if (this.ws.readyState !== WebSocket.OPEN) return this.ws.terminate();
+    this.ws.close(1000);
+    // A paused socket would read its close frame only once resumed (and one still connecting has none to resume: ws throws).
     this.ws.resume();
   }
 

@@ -114,6 +114,11 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     this.connect();
   }
 
+  /** The consumer group; undefined for a plain tail. */
+  get group(): string | undefined {
+    return this.opts.group;
+  }
+
   /** Events received and not yet pulled. At most `window` plus the messages already read from the socket when it paused (docs/client.md). */
   get buffered(): number {
     return this.queue.count;

@@ -20,6 +20,16 @@ export type { PublishEvent, Format } from "./encode.js";
 export { Producer, type ProducerOptions, type PublishResult } from "./producer.js";
 export { Replay, type ReplayOptions } from "./replay.js";
 export { Subscription, type ConsumeOptions, type ConsumedEvent, type Hello, type Role } from "./consume.js";
+export {
+  processExactlyOnce,
+  ensureSchema,
+  type ExactlyOnceOptions,
+  type ExactlyOnceResult,
+  type CommittedBatch,
+  type ErrorPolicy,
+  type Handler,
+  type MarkerKey,
+} from "./exactly-once.js";
 
 export interface TickerOptions extends TransportOptions {
   /** The server, e.g. "http://127.0.0.1:8080" (a path prefix is kept). */

@@ -89,6 +89,14 @@ describe("consuming with the client on one server", () => {
     expect(await bin.next()).toEqual({ value: undefined, done: true });
   });
 
+  it("a subscription closed before its socket opened ends quietly: close resolves and the iterator is done", async () => {
+    await publish(s.url, "early", 1);
+    const sub = consume({ url: s.url }, "early", { group: "g" });
+    await sub.close();
+    expect(await sub.next()).toEqual({ value: undefined, done: true });
+    await expect(sub.ready).rejects.toMatchObject({ code: "closed" });
+  });
+
   it("an ack becomes the group's checkpoint: a new subscription of the group resumes right after it", async () => {
     await publish(s.url, "ledger", 100);
     const first = consume({ url: s.url }, "ledger", { group: "billing", from: "earliest" });
