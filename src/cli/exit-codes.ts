@@ -28,6 +28,8 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: ExitStatus,
+    /** Fields for a script, added to the --json error (e.g. publish's bad line and what was published before it). */
+    readonly details: Record<string, unknown> = {},
   ) {
     super(message);
   }

@@ -9,14 +9,38 @@ import { Command, CommanderError } from "commander";
 import { TickerError } from "../client/errors.js";
 import { addGlobalOptions } from "./context.js";
 import { CliError, ExitCode, exitCodeOf } from "./exit-codes.js";
+import { benchCommand } from "./bench.js";
+import { dlqCommand } from "./dlq.js";
+import { checkpointCommand, groupsCommand, lagCommand } from "./groups.js";
+import { publishCommand } from "./publish.js";
+import { replayCommand } from "./replay.js";
 import { serveCommand } from "./serve.js";
+import { streamCommand } from "./stream.js";
+import { streamsCommand } from "./streams.js";
+import { tailCommand } from "./tail.js";
 
-const COMMANDS: Array<() => Command> = [serveCommand];
+const COMMANDS: Array<() => Command> = [
+  serveCommand,
+  publishCommand,
+  tailCommand,
+  replayCommand,
+  streamsCommand,
+  streamCommand,
+  groupsCommand,
+  lagCommand,
+  checkpointCommand,
+  dlqCommand,
+  benchCommand,
+];
 
 const EXAMPLES = `
 Examples:
   $ ticker serve --port 8080 --data-dir ./data
   $ ticker serve --help                     # every config key, its default and meaning
+  $ echo '{"type":"trade","payload":{"px":1}}' | ticker publish md.btc-usd
+  $ ticker tail md.btc-usd --group audit    # new events, acked as they are printed
+  $ ticker replay md.btc-usd --from 1 --to 100
+  $ ticker --url https://ticker.example:8443 streams
 
 Exit statuses, environment and every command: docs/cli.md.`;
 
@@ -42,7 +66,7 @@ function report(err: unknown): never {
   if (json && err instanceof TickerError) {
     const body = { error: { status: err.status, code: err.code, message: err.message, ...err.details } };
     process.stderr.write(`${JSON.stringify(body)}\n`);
-  } else if (json && err instanceof CliError) process.stderr.write(`${JSON.stringify({ error: { message: err.message } })}\n`);
+  } else if (json && err instanceof CliError) process.stderr.write(`${JSON.stringify({ error: { message: err.message, ...err.details } })}\n`);
   else if (err instanceof TickerError) console.error(`ticker: ${err.message} (${err.status || "no answer"} ${err.code})`);
   else if (err instanceof CliError) console.error(err.message);
   else console.error(err);

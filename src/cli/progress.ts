@@ -28,10 +28,15 @@ export interface ProgressOptions {
 
 const NONE: Progress = { add() {}, stop() {} };
 
+/** Whether a progress line is drawn: a command skips work only the bar needs (counting a file's lines) when it is not. */
+export function progressShown(json: boolean, stream: NodeJS.WriteStream = process.stderr): boolean {
+  return !json && stream.isTTY === true;
+}
+
 /** A progress line, or one that draws nothing when nobody is watching a terminal. */
 export function startProgress(opts: ProgressOptions): Progress {
   const stream = opts.stream ?? process.stderr;
-  if (opts.json || !stream.isTTY) return NONE;
+  if (!progressShown(opts.json, stream)) return NONE;
   const known = opts.total !== undefined;
   const bar = new cliProgress.SingleBar({
     stream,
