@@ -109,6 +109,17 @@ describe("dead-letter redrive", () => {
     expect((await replayAll(s.url, "many", n + 1)).map((e) => e.key)).toEqual(Array.from({ length: n }, (_, i) => `k${i + 1}`));
   });
 
+  it("a consumer that closes right after its last nack still gets its dead letter written", async () => {
+    await publish(s.url, "nack-close", 2);
+    const c = await Consumer.connect(s.url, "nack-close", "group=quick&from=earliest&max_attempts=1");
+    await c.eventsThrough(2);
+    c.send({ type: "nack", seq: 2, reason: "closing" });
+    await c.close();
+    await expect
+      .poll(async () => (await replayAll(s.url, "nack-close.dlq")).map((l) => [l.payload.seq, l.payload.reason]), { timeout: 10_000 })
+      .toEqual([[2, "closing"]]);
+  });
+
   it("an unknown stream is 404; a stream without dead letters has nothing to redrive", async () => {
     const unknown = await redrive(s.url, "nosuch");
     expect(unknown.status).toBe(404);

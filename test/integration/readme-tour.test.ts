@@ -64,8 +64,9 @@ describe("README five-minute tour", () => {
     rmSync(scratch, { recursive: true, force: true });
   });
 
-  it("has blocks", () => {
-    expect(blocks.length).toBeGreaterThan(0);
+  it("has blocks of both kinds", () => {
+    expect(blocks.some((b) => b.lang === "sh")).toBe(true);
+    expect(blocks.some((b) => b.lang === "ts")).toBe(true);
   });
 
   for (const [n, b] of blocks.entries()) {

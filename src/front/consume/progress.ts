@@ -84,7 +84,9 @@ export class Progress extends HubPart {
     const dlq = `${f.stream}.dlq`;
     const retry = () => this.clock.after(RETRY_MS, () => !s.closed && this.deadLetter(s, seq, reason, attempts, epoch));
     const ok = this.shards.send(f.shard, Op.ConsumeRead, { stream: f.stream, from: seq, limit: 1, accept: ContentType.Json }, null, (r) => {
-      if (s.closed) return;
+      // A consumer that closed right after its last nack still gets its dead letter written (not its ack:
+      // the next member is given the event again, and the letter's idempotency key keeps it single).
+      if (s.closed && r.status !== 200) return;
       if (r.status === 410) {
         // Expired meanwhile: nothing left to dead-letter; the reset follows.
         s.busy = false;
