@@ -34,6 +34,20 @@ module.exports = {
       to: { path: "^src/cli/" },
     },
     {
+      name: "client-stands-apart",
+      comment: "ticker/client runs in users' processes: it uses the wire formats and leaves, never the server's layers",
+      severity: "error",
+      from: { path: "^src/client/" },
+      to: { path: "^src/(front|shard|log|ring|consumer|timeline|cli)/" },
+    },
+    {
+      name: "server-without-client",
+      comment: "the server never imports the client (the CLI's commands may)",
+      severity: "error",
+      from: { path: "^src/(front|shard|log|ring|consumer|timeline|wire)/" },
+      to: { path: "^src/client/" },
+    },
+    {
       name: "leaves-stay-leaves",
       comment: "src/*.ts are leaf modules: they import other leaves and packages only",
       severity: "error",
