@@ -84,6 +84,17 @@ export class Replay implements AsyncIterable<TickerEvent> {
     };
   }
 
+  /**
+   * The same events a page at a time (arrays of up to `pageEvents`), for a
+   * handler that takes a batch, as kafkajs's eachBatch: no promise per
+   * event. Instead of iterating the replay itself, not as well.
+   */
+  batches(): AsyncIterable<TickerEvent[]> {
+    if (this.started) throw new TickerError(0, "invalid_parameter", "a replay is iterated once; start another for a second pass");
+    this.started = true;
+    return { [Symbol.asyncIterator]: () => this.pages() };
+  }
+
   /** The pages' events in order, from the first page to `to` or the head it showed. */
   private async *pages(): AsyncGenerator<TickerEvent[]> {
     const limit = this.o.pageEvents ?? 10_000;
@@ -92,7 +103,8 @@ export class Replay implements AsyncIterable<TickerEvent> {
     const first = await this.page(this.o.to === undefined ? start : `${start}&to=${this.o.to}`, limit);
     // Up to `to`, but never past the head the first page saw: a replay does not wait for events.
     const end = Math.min(this.o.to ?? first.head, first.head);
-    yield first.events.filter((e) => e.seq <= end);
+    const head = first.events.filter((e) => e.seq <= end);
+    if (head.length > 0) yield head;
     const asks: Ask[] = [];
     let asked = first.next; // the first seq not yet asked for
     const ask = (from: number, to: number): Ask => {
@@ -115,7 +127,7 @@ export class Replay implements AsyncIterable<TickerEvent> {
         asks.unshift(ask(page.next, a.to));
       }
       fill();
-      yield page.events;
+      if (page.events.length > 0) yield page.events;
     }
   }
 

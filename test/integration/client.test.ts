@@ -118,6 +118,11 @@ describe("ticker/client against one server", () => {
     const fromTime = await drain(t.replay("big", { from_time: mid }));
     expect(fromTime[0].ingest_ts).toBeGreaterThanOrEqual(mid);
     expect(fromTime.at(-1)!.seq).toBe(100);
+    // By page: the same events in arrays, none empty, none repeated.
+    const pages: number[][] = [];
+    for await (const page of t.replay("big", { from: 40, to: 75, pageEvents: 10 }).batches()) pages.push(page.map((e) => e.seq));
+    expect(pages.flat()).toEqual(Array.from({ length: 36 }, (_, i) => i + 40));
+    expect(pages.every((p) => p.length > 0 && p.length <= 10)).toBe(true);
     // Ends at the head the first page saw, although events keep coming.
     const r = t.replay("big", { pageEvents: 10, prefetch: 1 });
     let n = 0;
