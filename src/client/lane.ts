@@ -17,8 +17,9 @@
 //   duplicates answer for it. Only one key per batch: a retry never
 //   duplicates, and the server keeps no window entry per event.
 //   A head the server reports that our own batches do not explain means
-//   another writer after all: the lane then keeps one batch in flight
-//   (depth 1 cannot be reordered) and backs off between mismatches.
+//   another writer after all: the lane is fenced (409 not_exclusive, as a
+//   Kafka producer fenced by another) and sends nothing more, rather than
+//   risk its order.
 import { decodeEventBatch } from "../wire/client.js";
 import { errorFromAnswer, TickerError } from "./errors.js";
 import { eventsOf } from "./event.js";
@@ -38,6 +39,8 @@ export interface Batch {
   count: number;
   /** Exclusive mode: the key the producer gave the first event without the caller's, looked for after a lost answer. */
   tag: string | undefined;
+  /** The tagged event's index in the batch. */
+  tagIndex: number;
   /** Every event has a key: a retry without condition cannot duplicate. */
   keyed: boolean;
 }
@@ -66,6 +69,8 @@ const BACKOFF_START_MS = 50;
 const BACKOFF_MAX_MS = 2_000;
 /** Head mismatches one batch may meet (another writer on an exclusive stream) before its error is final. */
 const MISMATCHES_MAX = 100;
+/** How long a look for a batch waits for the synced head to reach the head a 409 reported. */
+const SYNC_WAIT_MS = 10_000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms * (0.75 + Math.random() / 2)));
 const backoff = (attempt: number, e: TickerError) => Math.max(e.retryAfterMs ?? 0, Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (attempt - 1)));
@@ -88,8 +93,8 @@ export class StreamLane {
   private running = false;
   /** The head after the last batch of ours that landed (exclusive mode). */
   private head = 0;
-  /** Exclusive mode met another writer: one batch in flight from then on. */
-  private shared = false;
+  /** Exclusive mode met another writer: the lane is fenced, its batches are not sent (as a Kafka producer fenced by another). */
+  private fenced: TickerError | null = null;
 
   constructor(
     private readonly host: LaneHost,
@@ -117,26 +122,32 @@ export class StreamLane {
     let calm = true; // no failure since the flight was last empty
     try {
       for (;;) {
-        const depth = this.mode === "exclusive" && calm && !this.shared ? this.host.inFlightPerStream : 1;
+        const depth = this.mode === "exclusive" && calm ? this.host.inFlightPerStream : 1;
         while (this.queue.length > 0 && flight.length < depth) {
           const batch = this.queue.shift() as Batch;
           if (this.mode === "keyed" && !batch.keyed) {
             this.host.settled(batch, NOT_KEYED(this.stream));
             continue;
           }
-          const expected = this.mode === "exclusive" && !this.shared ? next : undefined;
+          if (this.fenced !== null) {
+            this.host.settled(batch, this.fenced);
+            continue;
+          }
+          const expected = this.mode === "exclusive" ? next : undefined;
           next += batch.count;
           flight.push({ batch, expected, outcome: this.attempt(batch, expected) });
         }
         const f = flight.shift();
         if (f === undefined) break;
         let outcome = await f.outcome;
+        let sentOn = f.expected;
         if (outcome instanceof TickerError && (outcome.retryable || outcome.code === "head_mismatch")) {
           calm = false;
-          outcome = await this.alone(f, outcome);
+          ({ outcome, sentOn } = await this.alone(f, outcome));
         }
         if (!(outcome instanceof TickerError)) {
-          if (this.mode === "exclusive") this.head = outcome.count > 0 ? Math.max(this.head, outcome.last_seq) : Math.max(this.head, f.expected ?? 0);
+          // All duplicates (count 0): the head is the one the landing attempt was sent on.
+          if (this.mode === "exclusive") this.head = outcome.count > 0 ? outcome.last_seq : (sentOn ?? this.head);
           if (outcome.count !== f.batch.count) calm = false; // duplicates: later expectations are off
         } else {
           calm = false;
@@ -169,97 +180,123 @@ export class StreamLane {
   }
 
   /**
-   * The batch at the front failed: it goes again on its own, on the head
-   * the server reported, until it lands or its error is final. After an
-   * attempt whose answer was lost, the stream is read for the batch first.
+   * The batch at the front failed: it goes again on its own until it lands
+   * or its error is final. Keyed: the same request again (the server's
+   * dedup window answers a retry). Exclusive: always with the condition, so
+   * at most one copy can land. After a lost answer on head `at`, the batch
+   * is sent again on `at`; only a 409 saying the head is now above `at`
+   * means it may have landed, and then it is looked for (its tag) among the
+   * records after `at` up to that head. An attempt on `at` can never land
+   * once the head has passed `at`, so a batch not found there is sent again
+   * on the new head.
    */
-  private async alone(f: Flight, first: TickerError): Promise<PublishResult | TickerError> {
+  private async alone(f: Flight, first: TickerError): Promise<{ outcome: PublishResult | TickerError; sentOn: number | undefined }> {
     let e = first;
     let attempts = 1;
     let mismatches = 0;
-    /** Heads after which attempts whose answer was lost would have landed (exclusive mode; keyed batches need no search). */
-    const lost: number[] = [];
     let expected = f.expected;
-    let known = this.head; // the newest head the server showed
+    /** The lowest head an attempt with a lost answer was sent on, not yet ruled out. */
+    let lostOn: number | null = null;
+    let fresh = false; // whether `e` answered an attempt made after every earlier batch was settled
     for (;;) {
-      if (e.status === 0 && this.mode === "exclusive") lost.push(expected ?? known);
-      if (e.code === "head_mismatch") {
+      if (e.status === 0 && expected !== undefined) lostOn = Math.min(lostOn ?? expected, expected);
+      if (e.code === "head_mismatch" && expected !== undefined) {
         const head = Number(e.details.head_seq);
-        known = Math.max(known, head);
-        // Every batch before this one is settled. A head below ours was seen before they landed (a
-        // refusal for arriving early); one above ours, with no lost answer of this batch, is another
-        // writer's: from then on one batch in flight, sent without a condition (depth 1 keeps our order).
-        if (head > this.head && lost.length === 0) this.shared = true;
-        const landed = await this.landedAnywhere(f.batch, lost, attempts, known);
-        if (landed) return landed;
-        if (++mismatches > MISMATCHES_MAX) return e;
-        expected = this.shared ? undefined : Math.max(head, this.head);
+        if (lostOn !== null && head > lostOn) {
+          const found = await this.lookFor(f.batch, lostOn, head, attempts);
+          if (found !== null) return { outcome: found, sentOn: lostOn };
+          lostOn = null; // not there, and an attempt on a passed head can no longer land
+        }
+        // The first refusal may be from before the batches ahead of this one landed (it arrived
+        // early); a later one is the head as it is. Above ours with no lost answer of a tagged
+        // batch: another writer, so the promise of exclusive mode is broken; stop before the order is.
+        const now = fresh ? head : Math.max(head, this.head);
+        if (now > this.head && lostOn === null && f.batch.tag !== undefined) {
+          this.fenced = new TickerError(
+            409,
+            "not_exclusive",
+            `another writer appended to stream ${this.stream} (head ${now}, this producer's ${this.head}); a producer with exclusive: true stops rather than risk its order`,
+            { head_seq: now },
+          );
+          return { outcome: this.fenced, sentOn: expected };
+        }
+        this.head = now;
+        expected = now;
+        if (++mismatches > MISMATCHES_MAX) return { outcome: e, sentOn: expected };
+        if (mismatches > 3) await sleep(Math.min(500, 10 * mismatches)); // contention with another writer
       } else {
         if (!e.retryable || attempts >= this.host.attemptsMax) {
-          // The last answer lost too: it may have landed.
-          const landed = e.status === 0 ? await this.landedAnywhere(f.batch, lost, attempts, Number.POSITIVE_INFINITY) : null;
-          return landed ?? e;
+          // The last answer was lost too: look where it could have landed before giving up.
+          if (lostOn !== null && e.status === 0) {
+            const found = await this.lookFor(f.batch, lostOn, Number.POSITIVE_INFINITY, attempts);
+            if (found !== null) return { outcome: found, sentOn: lostOn };
+          }
+          return { outcome: e, sentOn: expected };
         }
         await sleep(backoff(attempts, e));
         attempts++;
-        if (lost.length > 0) {
-          const landed = await this.landedAnywhere(f.batch, lost, attempts, Number.POSITIVE_INFINITY);
-          if (landed) return landed;
-          lost.length = 0; // looked for and not there: a later look starts from the newer head
-        }
       }
       const r = await this.attempt(f.batch, expected);
-      if (!(r instanceof TickerError)) return r;
+      fresh = true;
+      if (!(r instanceof TickerError)) return { outcome: r, sentOn: expected };
       e = r;
     }
   }
 
-  /** The batch as landed after one of the heads `lost` attempts were sent on, or null; a failed read is a final error. */
-  private async landedAnywhere(batch: Batch, lost: number[], attempts: number, upTo: number): Promise<PublishResult | TickerError | null> {
-    for (const at of lost) {
-      for (let read = 1; ; read++) {
-        try {
-          const landed = await this.landedAfter(batch, at, upTo);
-          if (landed) return landed;
-          break;
-        } catch (err) {
-          const e = err instanceof TickerError ? err : new TickerError(0, "connection_failed", String(err));
-          if (!e.retryable || read + attempts > this.host.attemptsMax) {
-            return new TickerError(
-              0,
-              "connection_failed",
-              `a batch's answer was lost and whether it landed cannot be read (${e.code}: ${e.message}); not sent again, so as not to duplicate it`,
-            );
-          }
-          await sleep(backoff(read, e));
+  /**
+   * The batch sent on head `at` and found after it (up to `upTo`), as its
+   * answer would have been; null when it is not there; a final error when
+   * the stream cannot be read. A batch without a tag (every event keyed by
+   * the caller) is never looked for: sent again, the server answers it as
+   * duplicates.
+   */
+  private async lookFor(batch: Batch, at: number, upTo: number, attempts: number): Promise<PublishResult | TickerError | null> {
+    if (batch.tag === undefined) return null;
+    for (let read = 1; ; read++) {
+      try {
+        return await this.landedAfter(batch, at, upTo);
+      } catch (err) {
+        const e = err instanceof TickerError ? err : new TickerError(0, "connection_failed", String(err));
+        if (e.status === 404) return null; // no stream: nothing landed
+        if (!e.retryable || read + attempts > this.host.attemptsMax) {
+          return new TickerError(
+            0,
+            "connection_failed",
+            `a batch's answer was lost and whether it landed cannot be read (${e.code}: ${e.message}); not sent again, so as not to duplicate it`,
+          );
         }
+        await sleep(backoff(read, e));
       }
     }
-    return null;
   }
 
   /**
-   * Whether the batch landed after head `at`: its tag among the records
-   * from at + 1 to the head (at most `upTo`). With a condition it can only
-   * be at + 1 .. at + count; without one (another writer), anywhere after.
-   * A batch without a tag (every event keyed by the caller) is sent again
-   * and answered as duplicates.
+   * Reads the records from at + 1 up to `upTo` (or the head) for the
+   * batch's tag. Reads stop at the synced head, which on an fsync stream can
+   * be behind the head a 409 reported: they are repeated until they reach
+   * it (bounded by SYNC_WAIT_MS).
    */
   private async landedAfter(batch: Batch, at: number, upTo: number): Promise<PublishResult | null> {
-    if (batch.tag === undefined) return null;
+    const since = Date.now();
     for (let from = at + 1; from <= upTo; ) {
-      const r = await this.host.transport.send("GET", `${this.path}?from=${from}&limit=1000`, null, { Accept: "application/x-flatbuffers" });
+      // No limit: the server's default page size, which any server takes.
+      const to = Number.isFinite(upTo) ? `&to=${upTo}` : "";
+      const r = await this.host.transport.send("GET", `${this.path}?from=${from}${to}`, null, { Accept: "application/x-flatbuffers" });
       if (r.status >= 300) throw errorFromAnswer(r.status, r.body, r.retryAfter);
       const page = decodeEventBatch(r.body);
       const events = eventsOf(Buffer.from(page.records.buffer, page.records.byteOffset, page.records.byteLength), this.stream);
       const hit = events.find((e) => e.idempotency_key === batch.tag);
       if (hit) {
-        // The tag is the batch's first event without the caller's key; how many of the caller's
-        // duplicates were squeezed out is not known here: the next head mismatch sets the head right.
-        return { stream: this.stream, first_seq: hit.seq, last_seq: hit.seq + batch.count - 1, count: batch.count, duplicates: [] };
+        // The batch went in whole from hit.seq - tagIndex; how many of the caller's duplicates the
+        // server squeezed out before the tag is not known here, so first_seq may be a little low.
+        const first = hit.seq - batch.tagIndex;
+        const last = Math.min(first + batch.count - 1, Number.isFinite(upTo) ? upTo : page.head_seq);
+        return { stream: this.stream, first_seq: first, last_seq: last, count: last - first + 1, duplicates: [] };
       }
-      if (events.length === 0 || page.next > page.head_seq) return null;
-      from = page.next;
+      if (events.length > 0) from = page.next;
+      else if (!Number.isFinite(upTo) || page.head_seq >= upTo) return null;
+      else if (Date.now() - since > SYNC_WAIT_MS) throw new TickerError(0, "timeout", `the stream's synced head stayed below ${upTo} for ${SYNC_WAIT_MS} ms`);
+      else await sleep(20);
     }
     return null;
   }

@@ -44,8 +44,9 @@ export interface ProducerOptions {
 
 interface Open {
   encoder: BatchEncoder;
-  /** Exclusive mode: the key given to the batch's first event without the caller's. */
+  /** Exclusive mode: the key given to the batch's first event without the caller's, and that event's index. */
   tag: string | undefined;
+  tagIndex: number;
   /** Every event of the open batch has a key. */
   keyed: boolean;
   linger: NodeJS.Timeout | null;
@@ -129,7 +130,10 @@ export class Producer implements LaneHost {
       if (key === undefined && (keyed || open.tag === undefined)) {
         // Keyed lanes key every event; exclusive ones the first without the caller's key (the batch's tag).
         key = this.keyPrefix + this.keyCounter++;
-        if (!keyed) open.tag = key;
+        if (!keyed) {
+          open.tag = key;
+          open.tagIndex = open.encoder.count;
+        }
       }
       if (key === undefined) open.keyed = false;
       open.encoder.add(p, key);
@@ -192,7 +196,7 @@ export class Producer implements LaneHost {
   private openOf(stream: string): Open {
     let open = this.open.get(stream);
     if (open === undefined) {
-      const o: Open = { encoder: encoderFor(this.format), tag: undefined, keyed: true, linger: null, lane: null, ready: Promise.resolve() };
+      const o: Open = { encoder: encoderFor(this.format), tag: undefined, tagIndex: 0, keyed: true, linger: null, lane: null, ready: Promise.resolve() };
       if (!this.o.exclusive) o.lane = new StreamLane(this, stream, "keyed", 0);
       else
         o.ready = this.exclusiveLane(stream).then(
@@ -239,6 +243,6 @@ export class Producer implements LaneHost {
     }
     if (open.encoder.count === 0 || open.lane === null) return;
     const count = open.encoder.count;
-    open.lane.push({ body: open.encoder.finish(), count, tag: open.tag, keyed: open.keyed });
+    open.lane.push({ body: open.encoder.finish(), count, tag: open.tag, tagIndex: open.tagIndex, keyed: open.keyed });
   }
 }
