@@ -5,22 +5,17 @@
 // event besides its bytes. JSON: the API's {"events": [...]} text.
 import { writeU32 } from "../bytes.js";
 import { EventFields, PAYLOAD_BINARY, PAYLOAD_JSON, PAYLOAD_NONE, eventBytesFor, writeEvent } from "../wire/event-layout.js";
+import type { OutgoingEvent } from "../wire/client.js";
 import { TickerError } from "./errors.js";
 
-/** An event as a producer gives it (API.md, "Event"; seq, stream and ingest_ts are the server's). */
-export interface PublishEvent {
-  type: string;
-  key?: string;
-  producer_id?: string;
-  producer_seq?: number;
-  producer_ts?: number;
-  idempotency_key?: string;
-  /** A JSON value, stored as its JSON text. */
-  payload?: unknown;
+/**
+ * An event as a producer gives it (API.md, "Event"; seq, stream and
+ * ingest_ts are the server's): the wire's outgoing event, and JSON text
+ * sent as is.
+ */
+export interface PublishEvent extends OutgoingEvent {
   /** JSON text, sent as is (a string or its UTF-8 bytes). */
   payload_json?: string | Uint8Array;
-  /** Binary bytes. */
-  payload_bytes?: Uint8Array;
 }
 
 export type Format = "binary" | "json";
