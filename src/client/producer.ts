@@ -8,7 +8,7 @@
 // batches) are bounded: `send` waits while the bound is reached, so a
 // producer faster than the server slows its caller down instead of growing.
 import { randomBytes } from "node:crypto";
-import { type BatchEncoder, encoderFor, type Format, type PublishEvent, prepareEvent } from "./encode.js";
+import { type BatchEncoder, BodyPool, encoderFor, type Format, type PublishEvent, prepareEvent } from "./encode.js";
 import { TickerError } from "./errors.js";
 import { type Batch, type LaneHost, type PublishResult, StreamLane } from "./lane.js";
 import type { Transport } from "./transport.js";
@@ -68,6 +68,8 @@ export class Producer implements LaneHost {
   private readonly roomWaiters: Array<() => void> = [];
   private readonly idleWaiters: Array<() => void> = [];
   readonly contentType: string;
+  /** Bodies of answered batches, for the next ones. */
+  private readonly bodies = new BodyPool();
   /** Events published and acknowledged so far. */
   published = 0;
 
@@ -174,6 +176,7 @@ export class Producer implements LaneHost {
 
   settled(batch: Batch, outcome: PublishResult | TickerError): void {
     this.buffered -= batch.count;
+    this.bodies.give(batch.body); // answered: nothing reads it any more
     if (outcome instanceof TickerError) this.failure ??= outcome;
     else {
       this.published += outcome.count;
@@ -196,7 +199,15 @@ export class Producer implements LaneHost {
   private openOf(stream: string): Open {
     let open = this.open.get(stream);
     if (open === undefined) {
-      const o: Open = { encoder: encoderFor(this.format), tag: undefined, tagIndex: 0, keyed: true, linger: null, lane: null, ready: Promise.resolve() };
+      const o: Open = {
+        encoder: encoderFor(this.format, this.bodies),
+        tag: undefined,
+        tagIndex: 0,
+        keyed: true,
+        linger: null,
+        lane: null,
+        ready: Promise.resolve(),
+      };
       if (!this.o.exclusive) o.lane = new StreamLane(this, stream, "keyed", 0);
       else
         o.ready = this.exclusiveLane(stream).then(

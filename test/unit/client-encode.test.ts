@@ -82,6 +82,43 @@ describe("client batch encoders", () => {
     );
   });
 
+  it("binary: runs of events of one shape (type and payload only, as most batches are) survive the template path", () => {
+    const enc = new BinaryBatchEncoder();
+    const plain = fc.record({
+      type: fc.constantFrom("tick", "trade", "é"),
+      payload: fc.oneof(
+        fc.jsonValue().map((payload) => ({ payload })),
+        fc.uint8Array({ maxLength: 64 }).map((payload_bytes) => ({ payload_bytes })),
+        fc.json().map((payload_json) => ({ payload_json })),
+      ),
+    });
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof({ weight: 5, arbitrary: plain.map(({ type, payload }) => ({ type, ...payload }) as PublishEvent) }, { weight: 1, arbitrary: event }),
+          { minLength: 1, maxLength: 30 },
+        ),
+        (items) => {
+          for (const [i, e] of items.entries()) enc.add(prepareEvent(e, i), undefined);
+          const body = enc.finish();
+          const records = PublishBatch.getRootAsPublishBatch(new flatbuffers.ByteBuffer(body)).recordsArray();
+          if (records === null) throw new Error("no records");
+          const buf = Buffer.from(records);
+          for (let p = 0; p < buf.length; p += buf.readUInt32LE(p)) {
+            new EventFields().read(buf, p + 24, p + buf.readUInt32LE(p));
+            buf.writeUInt32LE(crc32(buf.subarray(p + 8, p + buf.readUInt32LE(p))), p + 4);
+          }
+          const got = decodeRecords(buf).map(({ seq, ingest_ts, ...rest }) => {
+            if (rest.payload_bytes) rest.payload_bytes = Buffer.from(rest.payload_bytes);
+            return rest;
+          });
+          expect(got).toEqual(items.map((e) => expected(e, undefined)));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it("JSON: the body parses to the events as given", () => {
     const enc = new JsonBatchEncoder();
     fc.assert(
