@@ -72,8 +72,10 @@ const MISMATCHES_MAX = 100;
 /** How long a look for a batch waits for the synced head to reach the head a 409 reported. */
 const SYNC_WAIT_MS = 10_000;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms * (0.75 + Math.random() / 2)));
-const backoff = (attempt: number, e: TickerError) => Math.max(e.retryAfterMs ?? 0, Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (attempt - 1)));
+/** Waits about `ms` (jittered by ±25%, so that retries of several batches spread out). */
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms * (0.75 + Math.random() / 2)));
+/** The wait before attempt `attempt` + 1 after error `e`: 50 ms doubling to 2 s, or the server's Retry-After. */
+export const backoff = (attempt: number, e: TickerError) => Math.max(e.retryAfterMs ?? 0, Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (attempt - 1)));
 /** A stream that takes no condition (producer_ordering), or a server older than expected_head_seq (an unknown parameter). */
 const isRefusedCondition = (e: TickerError) =>
   e.status === 400 &&

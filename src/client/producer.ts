@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import { type BatchEncoder, BodyPool, encoderFor, type Format, type PublishEvent, prepareEvent } from "./encode.js";
 import { TickerError } from "./errors.js";
-import { type Batch, type LaneHost, type PublishResult, StreamLane } from "./lane.js";
+import { backoff, type Batch, type LaneHost, type PublishResult, sleep, StreamLane } from "./lane.js";
 import type { Transport } from "./transport.js";
 
 export type { PublishResult } from "./lane.js";
@@ -241,7 +241,7 @@ export class Producer implements LaneHost {
         if (err.status === 404) return new StreamLane(this, stream, "exclusive", 0);
         if (err.status === 401 || err.status === 403) return new StreamLane(this, stream, "keyed", 0);
         if (!err.retryable || attempt >= this.o.attemptsMax) throw err;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 50 * 2 ** (attempt - 1))));
+        await sleep(backoff(attempt, err));
       }
     }
   }
