@@ -7,6 +7,8 @@ import { z } from "zod";
 import { CONSUME_ATTEMPTS_MAX, limitProblems, TIMELINE_CURSOR_SECRET_CHARS_MAX, TIMELINE_CURSOR_SECRET_CHARS_MIN, TIMELINE_STREAMS_LIMIT } from "./limits.js";
 
 const MiB = 1024 * 1024;
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+const LOG_FORMATS = ["json", "pretty"] as const;
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
 /** Empty (not set), or a secret of TIMELINE_CURSOR_SECRET_CHARS_MIN..MAX characters. */
 const secret = z
@@ -92,6 +94,9 @@ export const configSchema = z
     default_retention_ms: int(1).default(604_800_000).describe("`retention_ms` of new streams"),
     default_dedup_window_ms: int(0).default(86_400_000).describe("`dedup_window_ms` of new streams"),
     default_durability: z.enum(["process", "fsync"]).default("process").describe("`durability` of new streams (`process` or `fsync`)"),
+    log_level: z.enum(LOG_LEVELS).default("info").describe("lowest level logged (`fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent`)"),
+    log_format: z.enum(LOG_FORMATS).default("json").describe("`json` (one JSON object per line, for collectors) or `pretty` (for a terminal)"),
+    access_log: bool.default(false).describe("one `info` line per HTTP request and WebSocket upgrade (method, path, status, ms)"),
     shutdown_timeout_ms: int(100, 600_000).default(10_000).describe("on SIGTERM/SIGINT, how long in-flight requests may take"),
 
     consumers_max: int(1, 1_000_000).default(20_000).describe("WebSocket consumers connected at once (more: 429 at the upgrade)"),

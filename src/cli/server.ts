@@ -5,6 +5,7 @@
 import type { Config } from "../config.js";
 import { ShardPool } from "../front/shards.js";
 import { ListenError, createFront } from "../front/app.js";
+import { enableAccessLog } from "../front/http.js";
 import { DataDirLockedError, lockDataDir } from "./data-dir-lock.js";
 import { startScrub } from "../log/scrub.js";
 import { Auth, KeysFileError } from "../front/auth.js";
@@ -12,6 +13,8 @@ import { TlsFilesError, checkTlsFiles } from "../front/tls.js";
 import { SecretsFileError } from "../timeline/cursor.js";
 import { TimelineStores } from "../timeline/stores.js";
 import { CliError, ExitCode } from "./exit-codes.js";
+import { resolve } from "node:path";
+import { createLogger, setLogger } from "../logger.js";
 
 /**
  * Runs the server in this process until a signal stops it (process.exit(0)).
@@ -19,6 +22,10 @@ import { CliError, ExitCode } from "./exit-codes.js";
  * with the status (exit-codes.ts).
  */
 export async function runServer(config: Config): Promise<void> {
+  const log = createLogger(config);
+  setLogger(log);
+  if (config.access_log) enableAccessLog();
+  const dataDir = resolve(config.data_dir);
   let auth: Auth;
   try {
     checkTlsFiles(config);
@@ -27,15 +34,20 @@ export async function runServer(config: Config): Promise<void> {
     if (err instanceof KeysFileError || err instanceof TlsFilesError) throw new CliError(err.message, ExitCode.usage);
     throw err;
   }
-  if (auth.enabled) console.log(`api keys: ${auth.keyCount} loaded from ${config.api_keys_file}`);
+  if (auth.enabled)
+    log.info({ kind: "security", keys: auth.keyCount, file: config.api_keys_file }, `api keys: ${auth.keyCount} loaded from ${config.api_keys_file}`);
   else if (config.host !== "127.0.0.1" && config.host !== "::1" && config.host !== "localhost") {
-    console.warn(`WARNING: listening on ${config.host} without API keys: anyone who can reach this port can read and write every stream.`);
+    log.warn(
+      { kind: "security", host: config.host },
+      `WARNING: listening on ${config.host} without API keys: anyone who can reach this port can read and write every stream.`,
+    );
   }
   // Keys are read again; requests taken after this see the new ones. (Also
   // without a keys file: SIGHUP would otherwise end the server.)
   process.on("SIGHUP", () => {
     const r = auth.reload();
-    (r.ok ? console.log : console.error)(r.message);
+    if (r.ok) log.info({ kind: "security" }, r.message);
+    else log.error({ kind: "security" }, r.message);
   });
 
   const started = Date.now();
@@ -55,7 +67,7 @@ export async function runServer(config: Config): Promise<void> {
     if (err instanceof SecretsFileError) throw new CliError(err.message, ExitCode.usage);
     throw err;
   }
-  for (const line of timelines.damage) console.error(`recovery: DAMAGED ${line}`);
+  for (const line of timelines.damage) log.error({ kind: "recovery", damaged: line }, `recovery: DAMAGED ${line}`);
   const pool = new ShardPool(config);
   let ready = false;
   const front = createFront(config, pool, () => ready, auth, timelines);
@@ -68,53 +80,81 @@ export async function runServer(config: Config): Promise<void> {
   }
   const scheme = config.tls_cert_file ? "https" : "http";
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
-  console.log(`ticker listening on ${scheme}://${host}:${port} (data dir ${config.data_dir}, ${config.shards} shards)`);
+  const url = `${scheme}://${host}:${port}`;
+  log.info(
+    {
+      kind: "listening",
+      url,
+      data_dir: dataDir,
+      shards: config.shards,
+      default_durability: config.default_durability,
+      default_retention_ms: config.default_retention_ms,
+      api_keys: auth.enabled,
+      postgres: config.postgres_url !== "",
+      redis: config.redis_url !== "",
+    },
+    `ticker listening on ${url} (data dir ${dataDir}, ${config.shards} shards)`,
+  );
   const reports = await pool.ready();
   ready = true;
   let streams = 0;
   for (const r of reports) {
     streams += r.streams;
     for (const dir of r.unreadable)
-      console.error(`recovery: ${dir}: DAMAGED stream.json and its copy, and the directory name does not give the id; not opened`);
+      log.error({ kind: "recovery", dir }, `recovery: ${dir}: DAMAGED stream.json and its copy, and the directory name does not give the id; not opened`);
     for (const { stream, report } of r.recovery) {
       const uncommitted = report.uncommittedRecords > 0 ? ` (${report.uncommittedRecords} records of a batch that was never acknowledged)` : "";
-      console.log(`recovery: stream ${stream}: cut ${report.truncatedBytes} torn bytes${uncommitted}, rebuilt ${report.rebuiltIndexes} index(es)`);
-      for (const f of report.files) console.error(`recovery: stream ${stream}: DAMAGED ${f}`);
+      log.warn(
+        {
+          kind: "recovery",
+          stream,
+          truncated_bytes: report.truncatedBytes,
+          uncommitted_records: report.uncommittedRecords,
+          rebuilt_indexes: report.rebuiltIndexes,
+        },
+        `recovery: stream ${stream}: cut ${report.truncatedBytes} torn bytes${uncommitted}, rebuilt ${report.rebuiltIndexes} index(es)`,
+      );
+      for (const f of report.files) log.error({ kind: "recovery", stream, damaged: f }, `recovery: stream ${stream}: DAMAGED ${f}`);
       for (const c of report.corruptions) {
-        console.error(`recovery: stream ${stream}: DAMAGED record ${c.seq} in segment ${c.segment} at byte ${c.position} (${c.reason}); it will not be served`);
+        log.error(
+          { kind: "recovery", stream, seq: c.seq, segment: c.segment, position: c.position, reason: c.reason },
+          `recovery: stream ${stream}: DAMAGED record ${c.seq} in segment ${c.segment} at byte ${c.position} (${c.reason}); it will not be served`,
+        );
       }
     }
   }
-  console.log(`ticker ready: ${streams} streams recovered in ${Date.now() - started} ms`);
+  log.info({ kind: "ready", streams, ms: Date.now() - started }, `ticker ready: ${streams} streams recovered in ${Date.now() - started} ms`);
 
   const scrubItems = reports.flatMap((r) => r.scrub);
   const scrubber = startScrub(scrubItems, (item, damage) => {
     if (!damage) return pool.notify(item.stream, { type: "verified", stream: item.stream, baseSeq: item.baseSeq });
     const info = { segment: item.baseSeq, ...damage };
-    console.error(
+    log.error(
+      { kind: "scrub", stream: item.stream, seq: damage.seq, segment: item.baseSeq, position: damage.position, reason: damage.reason },
       `scrub: stream ${item.stream}: DAMAGED record ${damage.seq} in segment ${item.baseSeq} at byte ${damage.position} (${damage.reason}); it will not be served`,
     );
     pool.notify(item.stream, { type: "corruption", stream: item.stream, info });
   });
   void scrubber.done.then(() => {
-    if (scrubItems.length > 0) console.log(`scrub: verified ${scrubItems.length} closed segments`);
+    if (scrubItems.length > 0) log.info({ kind: "scrub", segments: scrubItems.length }, `scrub: verified ${scrubItems.length} closed segments`);
   });
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${signal}: stopping (finishing ${pool.inFlight} requests in flight)`);
+    log.info({ kind: "shutdown", signal, in_flight: pool.inFlight }, `${signal}: stopping (finishing ${pool.inFlight} requests in flight)`);
     front.stopListening();
     // Consumers are told first; the acks they sent are written before the shards stop.
     front.consumers.closeAll();
-    const deadline = Date.now() + config.shutdown_timeout_ms;
+    const stopAt = Date.now();
+    const deadline = stopAt + config.shutdown_timeout_ms;
     while ((pool.inFlight > 0 || front.consumers.pendingWrites > 0 || front.timelines.inFlight > 0) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 10));
     await scrubber.stop();
     await pool.shutdown();
     await timelines.close(); // the reader positions PostgreSQL has not had yet
-    console.log("stopped");
+    log.info({ kind: "shutdown", ms: Date.now() - stopAt }, "stopped");
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

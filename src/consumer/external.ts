@@ -7,6 +7,7 @@
 // Either store may be configured alone.
 import postgres from "postgres";
 import { Redis } from "ioredis";
+import { logger } from "../logger.js";
 
 export interface ExternalCheckpointOptions {
   postgresUrl?: string;
@@ -384,12 +385,12 @@ export class ErrorBurst {
   constructor(private readonly what: string) {}
 
   readonly fail = (err: unknown): void => {
-    if (this.failures++ === 0) console.error(`${this.what}: ${(err as Error)?.message ?? err}`);
+    if (this.failures++ === 0) logger().error({ kind: "external", what: this.what, err }, `${this.what}: ${(err as Error)?.message ?? err}`);
   };
 
   readonly ok = (): void => {
     if (this.failures === 0) return;
-    console.error(`${this.what}: recovered after ${this.failures} error(s)`);
+    logger().info({ kind: "external", what: this.what, failures: this.failures }, `${this.what}: recovered after ${this.failures} error(s)`);
     this.failures = 0;
   };
 }

@@ -11,7 +11,7 @@ import { z } from "zod";
 import { ApiError } from "../errors.js";
 import type { ContentType } from "../shard/protocol.js";
 import { countPublishEvents } from "../wire/event-count.js";
-import { exchange, sendError, type Exchange } from "./http.js";
+import { exchange, logAccess, noteRequest, sendError, type Exchange } from "./http.js";
 
 export const SCOPES = ["publish", "consume", "admin"] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -317,6 +317,7 @@ export function guardRoutes(app: uWS.TemplatedApp, auth: Auth): GuardedApp {
   const route = (m: Method) => (pattern: string, access: Access, handler: Handler) => {
     const admit = check(pattern, access, false);
     app[m](pattern, (res, req) => {
+      noteRequest(res, req);
       const key = admit(res, req);
       if (key !== false) handler(res, req, key);
     });
@@ -334,9 +335,11 @@ export function guardRoutes(app: uWS.TemplatedApp, auth: Auth): GuardedApp {
       app.ws<T>(pattern, {
         ...behavior,
         upgrade: (res, req, context) => {
+          noteRequest(res, req);
           if (admit(res, req) === false) return;
           if (upgrade) upgrade(res, req, context);
-          else
+          else {
+            logAccess(res, 101, 0);
             res.upgrade(
               {} as T,
               req.getHeader("sec-websocket-key"),
@@ -344,6 +347,7 @@ export function guardRoutes(app: uWS.TemplatedApp, auth: Auth): GuardedApp {
               req.getHeader("sec-websocket-extensions"),
               context,
             );
+          }
         },
       });
     },

@@ -3,6 +3,7 @@
 import type uWS from "uWebSockets.js";
 import { type ApiError, STATUS_TEXT } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
+import { logger } from "../logger.js";
 
 export const CT_JSON = "application/json";
 export const CT_FLATBUFFERS = "application/x-flatbuffers";
@@ -29,6 +30,7 @@ export function contentTypeOf(header: string): ContentType | null {
 export function send(x: Exchange, status: number, ct: ContentType, body: Uint8Array | string | null, extraHeaders?: Record<string, string>): void {
   if (x.aborted || x.done) return;
   x.done = true;
+  if (accessLogOn) logAccess(x.res, status, body === null ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.byteLength);
   x.res.cork(() => {
     x.res.writeStatus(STATUS_TEXT[status] ?? String(status));
     if (ct !== ContentType.None) x.res.writeHeader("content-type", ct === ContentType.FlatBuffers ? CT_FLATBUFFERS : CT_JSON);
@@ -53,4 +55,34 @@ export function exchange(res: uWS.HttpResponse, req?: uWS.HttpRequest): Exchange
     x.onAbort?.();
   });
   return x;
+}
+
+// ---- the access log (config access_log): off, it costs one boolean test per answer.
+
+interface AccessEntry {
+  method: string;
+  /** Without the query: a WebSocket's `?token=` must not reach the log. */
+  path: string;
+  startMs: number;
+}
+
+let accessLogOn = false;
+const accessEntries = new WeakMap<uWS.HttpResponse, AccessEntry>();
+
+export function enableAccessLog(): void {
+  accessLogOn = true;
+}
+
+/** Called as a request arrives (its method and path are readable only then). */
+export function noteRequest(res: uWS.HttpResponse, req: uWS.HttpRequest): void {
+  if (accessLogOn) accessEntries.set(res, { method: req.getMethod().toUpperCase(), path: req.getUrl(), startMs: performance.now() });
+}
+
+/** The access line of `res`'s request, once its answer (or a WebSocket upgrade, status 101) is written. */
+export function logAccess(res: uWS.HttpResponse, status: number, bytes: number): void {
+  const e = accessEntries.get(res);
+  if (!e) return;
+  accessEntries.delete(res);
+  const ms = Math.round((performance.now() - e.startMs) * 1000) / 1000;
+  logger().info({ kind: "access", method: e.method, path: e.path, status, bytes, ms }, `${e.method} ${e.path} ${status} ${ms} ms`);
 }

@@ -21,6 +21,7 @@ import {
   type WorkerEvent,
   type WorkerInit,
 } from "../shard/protocol.js";
+import { logger } from "../logger.js";
 
 export type OnResponse = (r: Response) => void;
 
@@ -63,13 +64,13 @@ class Shard {
           if (m.type === "ready") resolve(m);
           else if (m.type === "closed") resolveClosed();
           else if (m.type === "fatal") {
-            console.error(`shard ${shard} failed: ${m.message}`);
+            logger().fatal({ kind: "shard", shard }, `shard ${shard} failed: ${m.message}`);
             reject(new Error(m.message));
             process.exit(1);
           }
         });
         this.worker.on("error", (err) => {
-          console.error(`shard ${shard} crashed: ${err.stack ?? err}`);
+          logger().fatal({ kind: "shard", shard, err }, `shard ${shard} crashed: ${err.stack ?? err}`);
           reject(err);
           process.exit(1);
         });
@@ -120,7 +121,7 @@ class Shard {
         cb?.(r);
       } catch (err) {
         // One failing handler must not stop the answers to everyone else.
-        console.error(`front: handling an answer of shard ${this.index} failed: ${(err as Error).stack ?? err}`);
+        logger().error({ kind: "internal", shard: this.index, err }, `front: handling an answer of shard ${this.index} failed: ${(err as Error).stack ?? err}`);
       } finally {
         this.outRing.release();
       }

@@ -3,6 +3,7 @@
 // segment at a time on one thread: it is background work on a 2-core box.
 import { Piscina } from "piscina";
 import type { ScrubResult, ScrubTask } from "./scrub-task.js";
+import { logger } from "../logger.js";
 
 export interface Scrubber {
   done: Promise<void>;
@@ -25,7 +26,7 @@ export function startScrub<Item extends ScrubTask>(items: Item[], onResult: (ite
         const damage = await pool.run({ path: item.path, baseSeq: item.baseSeq, lastSeq: item.lastSeq, frameBytesMax: item.frameBytesMax });
         onResult(item, damage);
       } catch (err) {
-        if (!stopped) console.error(`scrub: ${item.path}: ${(err as Error).message}`);
+        if (!stopped) logger().error({ kind: "scrub", path: item.path, err }, `scrub: ${item.path}: ${(err as Error).message}`);
       }
     }
   })();

@@ -6,6 +6,7 @@
 // leaves a larger file (start-up still drops what the log holds) and is
 // retried at the next settle, never failing a request already done.
 import { HeldStore, heldEntryBytes, type HeldEntry, type HeldLoad } from "./held-events.js";
+import { logger } from "../logger.js";
 
 export class HeldBook {
   private readonly store: HeldStore;
@@ -86,7 +87,10 @@ export class HeldBook {
     try {
       this.store.release(entries);
     } catch (err) {
-      console.error(`stream ${this.streamId}: held.log release markers not written (start-up reads the log instead): ${(err as Error).message}`);
+      logger().warn(
+        { kind: "storage", stream: this.streamId, err },
+        `stream ${this.streamId}: held.log release markers not written (start-up reads the log instead): ${(err as Error).message}`,
+      );
     }
     this.settle();
   }
@@ -96,7 +100,10 @@ export class HeldBook {
     try {
       this.store.settle(this.heldBytes + this.pendingBytes, () => [...this.held(), ...this.pending.map((p) => p.entry)]);
     } catch (err) {
-      console.error(`stream ${this.streamId}: held.log not compacted (retried at the next release): ${(err as Error).message}`);
+      logger().warn(
+        { kind: "storage", stream: this.streamId, err },
+        `stream ${this.streamId}: held.log not compacted (retried at the next release): ${(err as Error).message}`,
+      );
     }
   }
 

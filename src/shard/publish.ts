@@ -17,6 +17,8 @@ import type { OrderedStream } from "./ordered.js";
 import { ReleaseStaging } from "./release-frames.js";
 import type { WatchedStreams } from "./watch.js";
 import type { Outbox } from "./worker.js";
+import { logger } from "../logger.js";
+import { noteStorageRefusal } from "./disk-full-log.js";
 
 /**
  * An event left out of a batch: its index in the request and the seq its
@@ -165,7 +167,7 @@ export class Publisher {
       if (r.count > 0) this.commit(stream, r);
     } catch (err) {
       // Undone: still held, in memory and in held.log; the timer backs off before it tries again.
-      console.error(`stream ${stream.id}: releasing held events failed: ${(err as Error).message}`);
+      logger().error({ kind: "storage", stream: stream.id, err }, `stream ${stream.id}: releasing held events failed: ${(err as Error).message}`);
       return ordered.expireFailed(nowMs);
     }
     ordered.finish(stream.config.durability !== "fsync");
@@ -204,8 +206,9 @@ export class Publisher {
         s.dedup.forgetFrom(s.log.headSeq + 1);
         // ...and ordered ingest's releases: held.log still lists what they took.
         s.ordered?.reload(s.log, Date.now());
-        if (!answer) return console.error(`stream ${s.id}: a sync of released held events failed: ${err.message}`);
+        if (!answer) return logger().error({ kind: "storage", stream: s.id, err }, `stream ${s.id}: a sync of released held events failed: ${err.message}`);
         const e = asApiError(err);
+        noteStorageRefusal(e, s.id);
         this.outbox.reply({ reqId: answer.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
         return;
       }

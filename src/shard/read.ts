@@ -14,6 +14,7 @@ import { checkGroup } from "../stream-id.js";
 import { CONSUME_START, REPLAY_START, resolveStart } from "./start-position.js";
 import type { Stream } from "./stream.js";
 import type { Outbox } from "./worker.js";
+import { logger } from "../logger.js";
 
 export class LogReads {
   constructor(
@@ -35,7 +36,7 @@ export class LogReads {
     const limit = intParam(q, "limit", this.config.replay_page_events_default, 1, limitMax); // max: replay_page_events_max
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const page = this.readPage(log, from, to, limit, this.config.replay_page_bytes_max);
-    if (page.corrupt) console.error(`stream ${stream.id}: replay stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
+    if (page.corrupt) damagedRead(stream.id, "replay", page.corrupt);
     if (req.meta.accept === ContentType.FlatBuffers) {
       // The envelope is written around the frames as read from the log.
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: log.committedSeq, next: page.next, count: page.count };
@@ -69,7 +70,7 @@ export class LogReads {
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const bytesMax = this.config.consume_page_bytes_max;
     const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit, this.config.consume_page_events_max), bytesMax);
-    if (page.corrupt) console.error(`stream ${stream.id}: consumer read stopped at damaged record ${page.corrupt.seq} (${page.corrupt.reason})`);
+    if (page.corrupt) damagedRead(stream.id, "consumer read", page.corrupt);
     const head = log.committedSeq;
     if (req.meta.accept === ContentType.FlatBuffers) {
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
@@ -111,3 +112,8 @@ const expired = (seq: number, firstSeq: number) =>
 
 const corruptRecord = (info: CorruptionInfo) =>
   new ApiError(500, "corrupt_record", new CorruptRecordError(info).message, { seq: info.seq, segment: info.segment });
+
+/** One line per read that stopped at a damaged record (the record is never served). */
+function damagedRead(stream: string, what: string, c: CorruptionInfo): void {
+  logger().error({ kind: "storage", stream, seq: c.seq, reason: c.reason }, `stream ${stream}: ${what} stopped at damaged record ${c.seq} (${c.reason})`);
+}

@@ -1,17 +1,25 @@
 // The shard's retention timer: deletes each stream's segments past its retention_ms or
-// retention_bytes, and the idempotency keys that go with them.
+// retention_bytes, and the idempotency keys that go with them; a line per stream it cut.
+import { logger } from "../logger.js";
 import type { Stream } from "./stream.js";
 
 export function applyRetention(streams: Iterable<Stream>, nowMs: number): void {
   for (const s of streams) {
     try {
-      if (s.log.applyRetention(nowMs, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync") > 0) {
+      const firstBefore = s.log.firstSeq;
+      const segments = s.log.applyRetention(nowMs, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync");
+      if (segments > 0) {
         s.dedup.forgetBelow(s.log.firstSeq);
+        const first = s.log.firstSeq;
+        logger().info(
+          { kind: "retention", stream: s.id, segments, deleted_from_seq: firstBefore, deleted_to_seq: first - 1, first_seq: first },
+          `retention: stream ${s.id}: deleted ${segments} segment(s), seqs ${firstBefore}..${first - 1}; first seq now ${first}`,
+        );
       }
       s.dedup.expire(nowMs);
     } catch (err) {
       // One stream's failure (a file it cannot delete) must not stop the others'.
-      console.error(`stream ${s.id}: retention failed: ${(err as Error).message}`);
+      logger().error({ kind: "retention", stream: s.id, err }, `stream ${s.id}: retention failed: ${(err as Error).message}`);
     }
   }
 }

@@ -37,6 +37,8 @@ import { WatchedStreams } from "./watch.js";
 import { fullConfig, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta } from "./stream-meta.js";
 import { HELD_ENTRY_HEADER_BYTES } from "./held-events.js";
+import { createLogger, logger, setLogger } from "../logger.js";
+import { noteStorageRefusal } from "./disk-full-log.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
@@ -274,7 +276,8 @@ class ShardWorker {
           this.handle(req);
         } catch (err) {
           const e = asApiError(err);
-          if (e.status === 500) console.error(`shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
+          if (e.status === 500) logger().error({ kind: "internal", op: req.op, err }, `shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
+          else noteStorageRefusal(e, "stream" in req.meta ? String(req.meta.stream) : undefined);
           this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
         }
         this.inRing.release();
@@ -338,7 +341,9 @@ class ShardWorker {
 
 if (!parentPort) throw new Error("the shard worker runs in a worker thread (src/front/shards.ts starts it)");
 const port = parentPort;
-const worker = new ShardWorker(workerData as WorkerInit);
+const init = workerData as WorkerInit;
+setLogger(createLogger(init.config, { shard: init.shard }));
+const worker = new ShardWorker(init);
 const fatal = (err: unknown) => {
   port.postMessage({ type: "fatal", message: (err as Error).stack ?? String(err) } satisfies WorkerEvent);
   process.exit(1);

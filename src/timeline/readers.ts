@@ -11,6 +11,7 @@ import { STREAM_ID } from "../stream-id.js";
 import type { ExternalReaders, StoredPosition } from "./external-readers.js";
 import { type NamedTimeline, type NamedTimelines, timelineNotFound } from "./names.js";
 import { ReadersLog } from "./readers-log.js";
+import { logger } from "../logger.js";
 
 export interface ReaderPosition {
   timeline: string;
@@ -88,7 +89,10 @@ export class ReaderPositions {
     try {
       await this.external?.deleteTimeline(name);
     } catch (err) {
-      console.error(`timeline readers: forgetting the positions of "${name}" in PostgreSQL/Redis failed: ${(err as Error).message}`);
+      logger().error(
+        { kind: "timeline", timeline: name, err },
+        `timeline readers: forgetting the positions of "${name}" in PostgreSQL/Redis failed: ${(err as Error).message}`,
+      );
     }
   }
 
@@ -112,7 +116,8 @@ export class ReaderPositions {
       throw new ApiError(503, "storage_error", `reader positions could not be loaded from PostgreSQL/Redis (${(err as Error).message}); retry later`);
     }
     const log = new ReadersLog(this.names.dirOf(t.name), t.updated_at);
-    if (log.damage) console.error(`timeline readers: "${t.name}": DAMAGED readers.log: ${log.damage}`);
+    if (log.damage)
+      logger().error({ kind: "recovery", timeline: t.name, damaged: log.damage }, `timeline readers: "${t.name}": DAMAGED readers.log: ${log.damage}`);
     const positions = new Map(log.positions);
     for (const [reader, p] of external ?? []) {
       if (p.updatedAt < t.updated_at) continue; // of an older set, or of a deleted timeline of the same name

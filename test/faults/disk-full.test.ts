@@ -14,6 +14,7 @@ import { api, startServer, type TestServer } from "../helpers/server.js";
 import { failures, History } from "./history.js";
 import { CheckpointPoller, GroupConsumer, Producer, readBack, runSeed, rng, setUpStreams, sleep, type Target } from "./load.js";
 import { recordResult, scaled } from "./scale.js";
+import { linesOfKind } from "../helpers/log-lines.js";
 
 const TMPFS_BYTES = 8 << 20;
 const FILLER_BYTES = 1 << 20;
@@ -142,6 +143,10 @@ describe("disk full", () => {
         .output()
         .split("\n")
         .filter((l) => /checkpoint of group .* not written.*disk_full/.test(l)).length;
+      // The operator is told, in a line or a few (not one per refused publish).
+      const diskFull = linesOfKind(s.output(), "disk_full");
+      expect(diskFull.length).toBeGreaterThan(0);
+      expect(diskFull[0]).toMatchObject({ level: "error", code: "disk_full" });
       await s.stop();
       s = await startServer({ dataDir, args: ["--segment-bytes-max", String(SEGMENT_BYTES_MAX)] });
       target.url = s.url;

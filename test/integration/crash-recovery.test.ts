@@ -3,6 +3,7 @@ import { describe, it, expect } from "vitest";
 import { appendFileSync, closeSync, openSync, readdirSync, readSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { api, perTestServers, replayAll } from "../helpers/server.js";
+import { linesOfKind } from "../helpers/log-lines.js";
 import { escapeStreamId } from "../../src/shard/stream-config.js";
 
 const { start, dir } = perTestServers();
@@ -70,6 +71,9 @@ describe("crash recovery", () => {
     appendFileSync(last, Buffer.from("\x40\x00\x00\x00this is not a record, it is what a crash leaves behind"));
     const again = await start(dataDir);
     expect(again.output()).toMatch(/recovery: stream torn: cut \d+ torn bytes/);
+    const finding = linesOfKind(again.output(), "recovery").find((l) => l.stream === "torn");
+    expect(finding).toMatchObject({ level: "warn", stream: "torn" });
+    expect(finding!.truncated_bytes).toBeGreaterThan(0);
     expect(statSync(last).size).toBe(sizeBefore);
     const events = await replayAll(again.url, "torn");
     expect(events.map((e) => e.payload)).toEqual(Array.from({ length: 500 }, (_, i) => i));

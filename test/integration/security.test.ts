@@ -13,6 +13,7 @@ import { join } from "node:path";
 import WebSocket from "ws";
 import { api, removeDir, serveExpectingExit, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
 import { encodePublishBatch } from "../../src/wire/client.js";
+import { logLines } from "../helpers/log-lines.js";
 
 const secret = (role: string) => `k-${role}-${randomBytes(12).toString("hex")}`;
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
@@ -21,7 +22,12 @@ const JSON_CT = { "content-type": "application/json" };
 /** Waits until the server's output holds `text` (a log line after a signal). */
 async function outputHas(s: TestServer, text: string | RegExp, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const has = () => (typeof text === "string" ? s.output().includes(text) : text.test(s.output()));
+  // The log's messages, as written (JSON escapes undone).
+  const messages = () =>
+    logLines(s.output())
+      .map((l) => l.msg)
+      .join("\n");
+  const has = () => (typeof text === "string" ? messages().includes(text) : text.test(messages()));
   while (!has()) {
     if (Date.now() > deadline) throw new Error(`server output never held ${text}:\n${s.output()}`);
     await new Promise((r) => setTimeout(r, 20));

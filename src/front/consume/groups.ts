@@ -7,6 +7,7 @@ import { Op, responseJson } from "../../shard/protocol.js";
 import { HubPart } from "./part.js";
 import { CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_SERVER_ERROR, type ConsumerSocket } from "./ports.js";
 import { Feed, Group, Session } from "./state.js";
+import { logger } from "../../logger.js";
 
 /** What the shard answers to ConsumeStart. */
 interface StartInfo {
@@ -131,7 +132,14 @@ export class Groups extends HubPart {
       if (g.active === s) {
         g.active = null;
         const next = g.standby.shift();
-        if (next) this.activate(next, g.checkpoint !== null ? g.checkpoint + 1 : (next.explicitFrom ?? f.head + 1));
+        if (next) {
+          const from = g.checkpoint !== null ? g.checkpoint + 1 : (next.explicitFrom ?? f.head + 1);
+          logger().info(
+            { kind: "takeover", stream: f.stream, group: g.name, from_seq: from, standby_left: g.standby.length },
+            `group ${g.name} on ${f.stream}: a standby takes over from seq ${from}`,
+          );
+          this.activate(next, from);
+        }
       } else {
         const i = g.standby.indexOf(s);
         if (i >= 0) g.standby.splice(i, 1);
@@ -188,6 +196,10 @@ export class Groups extends HubPart {
           // Silent with a standby waiting: presumed dead (a killed process or a
           // pulled cable sends no close frame); the standby takes over.
           delivery.sendJson(a, { type: "error", code: "takeover", message: `no pong or message for ${c.consumer_takeover_ms} ms; a standby takes over` });
+          logger().warn(
+            { kind: "takeover", stream: f.stream, group: g.name, silent_ms: now - a.lastSeen },
+            `group ${g.name} on ${f.stream}: the active member was silent for ${now - a.lastSeen} ms; closing it`,
+          );
           this.detach(a);
           a.ws.close();
         }

@@ -9,6 +9,7 @@ import { HubPart } from "./part.js";
 import type { ClientMessage } from "./params.js";
 import { CLOSE_SERVER_ERROR } from "./ports.js";
 import type { Group, Session } from "./state.js";
+import { logger } from "../../logger.js";
 
 /** Wait before retrying a request a busy shard refused. */
 const RETRY_MS = 20;
@@ -104,6 +105,12 @@ export class Progress extends HubPart {
       };
       const body = Buffer.from(JSON.stringify({ events: [letter] }));
       const sent = this.shards.send(this.shards.shardFor(dlq), Op.Publish, { stream: dlq, ct: ContentType.Json }, body, (p) => {
+        if (p.status === 200) {
+          logger().warn(
+            { kind: "dead_letter", stream: f.stream, group, seq, attempts, reason, dlq },
+            `group ${group} on ${f.stream}: seq ${seq} dead-lettered to ${dlq} after ${attempts} attempt(s): ${reason}`,
+          );
+        }
         if (s.closed) return;
         if (p.status === 429) return retry();
         if (p.status !== 200) return this.hub.groups.fail(s, ApiError.fromBody(p.status, responseJson(p)), CLOSE_SERVER_ERROR);
@@ -123,7 +130,13 @@ export class Progress extends HubPart {
     g.writing = true;
     const body = Buffer.from(JSON.stringify({ group: g.name, seq }));
     const ok = this.shards.send(g.feed.shard, Op.SetCheckpoint, { stream: g.feed.stream }, body, (r) => {
-      if (r.status !== 200) console.error(`checkpoint of group ${g.name} on ${g.feed.stream} not written: ${Buffer.from(r.body).toString("utf8")}`);
+      if (r.status !== 200) {
+        const body = Buffer.from(r.body).toString("utf8");
+        logger().error(
+          { kind: "checkpoint", stream: g.feed.stream, group: g.name, status: r.status },
+          `checkpoint of group ${g.name} on ${g.feed.stream} not written: ${body}`,
+        );
+      }
       // A full disk or a busy shard passes: the ack was taken, so it is
       // written once it can be, not only when the next ack comes.
       if (r.status === 503 || r.status === 429) return this.clock.after(RETRY_MS, () => this.writeCheckpoint(g)); // still "writing" meanwhile

@@ -3,7 +3,7 @@
 import uWS from "uWebSockets.js";
 import { ApiError } from "../../errors.js";
 import type { GuardedApp } from "../auth.js";
-import { exchange, sendError } from "../http.js";
+import { exchange, logAccess, sendError } from "../http.js";
 import type { ConsumeHub } from "./hub.js";
 import { CLIENT_MESSAGE_BYTES_MAX, parseParams, type ConsumeParams } from "./params.js";
 import type { SocketData } from "./state.js";
@@ -41,6 +41,7 @@ export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () =>
         return sendError(x, new ApiError(429, "server_busy", `consumers_max (${max}) consumers are connected; retry later`, { consumers_max: max }));
       }
       x.done = true;
+      logAccess(res, 101, 0);
       res.upgrade<SocketData>(
         { params },
         req.getHeader("sec-websocket-key"),
