@@ -31,7 +31,7 @@ export class TickerProcess implements ServerProcess {
   shardCount = 0;
   /** Everything the server wrote, stdout and stderr. */
   output = "";
-  /** Lines the server wrote to stderr; any of them is worth reporting. */
+  /** Lines the server wrote to stderr, and its log lines at `error` or `fatal`; any of them is worth reporting. */
   readonly errors: string[] = [];
   /** How the process ended ("code 0", "signal SIGKILL"), or null while it runs. */
   exit: string | null = null;
@@ -82,6 +82,9 @@ export class TickerProcess implements ServerProcess {
       this.proc.stdout!.on("data", (c: Buffer) => {
         this.output += c.toString();
         if (opts.stdoutFile) appendFileSync(opts.stdoutFile, c);
+        // The log is JSON lines on stdout (src/logger.ts); a chunk may end mid-line, which a
+        // line at error level never does alone, so a cut line is simply not counted.
+        for (const line of c.toString().split("\n")) if (/^\{"level":"(error|fatal)"/.test(line)) this.errors.push(line);
         check();
       });
       this.proc.stderr!.on("data", (c: Buffer) => {
