@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { Redis } from "ioredis";
 import { ExternalCheckpoints, migrate, type ExternalCheckpointOptions } from "../../src/consumer/external.js";
+import { logger } from "../../src/logger.js";
 import type { ServerProcess } from "../harness/process.js";
 import { startPostgres } from "../harness/postgres.js";
 import { startRedis } from "../harness/redis.js";
@@ -197,8 +198,7 @@ describe("external checkpoints", () => {
     const ownRedis = await startRedis();
     const cp = await open({ redisUrl: ownRedis.url });
     const errors: unknown[] = [];
-    const logged = console.error;
-    console.error = (...args: unknown[]) => void errors.push(args);
+    const logged = vi.spyOn(logger(), "error").mockImplementation((...args: unknown[]) => void errors.push(args));
     try {
       await ownRedis.stop();
       for (let seq = 1; seq <= 100; seq++) cp.write("redis-down", "g", seq);
@@ -207,7 +207,7 @@ describe("external checkpoints", () => {
       expect(await pgRows("redis-down")).toEqual({ g: 100 });
       await cp.close();
     } finally {
-      console.error = logged;
+      logged.mockRestore();
     }
     // One outage, a hundred failed acks: a line per burst, not one per ack.
     expect(errors.length).toBeLessThan(10);

@@ -21,6 +21,7 @@ import {
   type Response,
 } from "../../src/shard/protocol.js";
 import { EVENTS_MESSAGE_HEAD, EVENTS_MESSAGE_TAIL } from "../../src/wire/event-codec.js";
+import { logger } from "../../src/logger.js";
 
 type Json = Record<string, unknown>;
 
@@ -384,13 +385,16 @@ describe("consume hub: acks and checkpoints", () => {
     const w = world();
     w.shards.create("jobs", 4);
     const a = w.connect("jobs", "group=g&from=earliest");
-    const logged = vi.spyOn(console, "error").mockImplementation(() => {});
+    const logged = vi.spyOn(logger(), "error").mockImplementation(() => {});
     w.shards.checkpointStatus = 503;
     w.say(a, { type: "ack", seq: 4 });
     w.advance(100);
     expect(w.shards.checkpointWrites).toEqual([]);
     expect(w.hub.pendingWrites).toBe(1);
-    expect(logged).toHaveBeenCalledWith(expect.stringContaining("checkpoint of group g on jobs not written"));
+    expect(logged).toHaveBeenCalledWith(
+      expect.objectContaining({ kind: "checkpoint", group: "g" }),
+      expect.stringContaining("checkpoint of group g on jobs not written"),
+    );
     logged.mockRestore();
     w.shards.checkpointStatus = 200;
     w.advance(100);
