@@ -18,6 +18,8 @@ import type { TimelineStores } from "../timeline/stores.js";
 import { type TimelineAdmin, timelineAdminRoutes } from "./timeline-admin.js";
 import { Timelines } from "./timelines.js";
 import { dlqRoutes } from "./dlq.js";
+import { openApiJson } from "./openapi.js";
+import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS } from "./query-params.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -106,11 +108,6 @@ function retryAfter(r: Response): Record<string, string> {
   const s = (responseJson(r) as { error?: { retry_after_s?: unknown } } | null)?.error?.retry_after_s;
   return { "retry-after": typeof s === "number" && Number.isSafeInteger(s) && s > 0 ? String(s) : RETRY_AFTER_S };
 }
-
-const NO_PARAMS: ReadonlySet<string> = new Set();
-const GROUP_PARAM: ReadonlySet<string> = new Set(["group"]);
-const REPLAY_PARAMS: ReadonlySet<string> = new Set(["from", "to", "limit", "from_time"]);
-const PUBLISH_PARAMS: ReadonlySet<string> = new Set(["expected_head_seq"]);
 
 const shardBusy = (stream: string) =>
   new ApiError(429, "shard_busy", "the shard owning this stream is at capacity (its ring is full or shard_requests_max requests are in flight); retry later", {
@@ -204,6 +201,11 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.get("/healthz", "open", (res, req) => {
     const x = plainRoute(res, req);
     if (x) send(x, 200, ContentType.Json, `{"status":"ok"}`);
+  });
+  // Open like /healthz: the document names routes, never a stream.
+  routes.get("/openapi.json", "open", (res, req) => {
+    const x = plainRoute(res, req);
+    if (x) send(x, 200, ContentType.Json, openApiJson());
   });
   routes.get("/readyz", "open", (res, req) => {
     const x = plainRoute(res, req);

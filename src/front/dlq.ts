@@ -24,7 +24,7 @@ export interface RedriveDeps {
 
 const NO_PARAMS: ReadonlySet<string> = new Set();
 const dlqSeq = z.number({ invalid_type_error: "must be a dlq seq" }).int("must be an integer").min(1, "must be at least 1");
-const redriveBody = z
+export const redriveBody = z
   .object({ from: dlqSeq.optional(), to: dlqSeq.optional(), group: z.string({ invalid_type_error: "must be a group name" }).min(1).optional() })
   .strict()
   .refine((b) => b.from === undefined || b.to === undefined || b.to >= b.from, { message: '"to" is below "from"', path: ["to"] });

@@ -38,9 +38,9 @@ export interface TimelineAdmin {
 }
 
 const NO_PARAMS: ReadonlySet<string> = new Set();
-const putTimelineBody = z.object({ streams: z.array(z.string({ invalid_type_error: "must be a stream id" })) }).strict();
-const putReaderBody = z.object({ cursor: z.string({ invalid_type_error: "must be a string" }) }).strict();
-const rotateBody = z.object({}).strict();
+export const putTimelineBody = z.object({ streams: z.array(z.string({ invalid_type_error: "must be a stream id" })) }).strict();
+export const putReaderBody = z.object({ cursor: z.string({ invalid_type_error: "must be a string" }) }).strict();
+export const rotateBody = z.object({}).strict();
 
 const timelineJson = (t: NamedTimeline) => JSON.stringify({ name: t.name, streams: t.streams, created_at: t.created_at, updated_at: t.updated_at });
 

@@ -20,12 +20,10 @@ import { exchange, send, sendError, type Exchange } from "./http.js";
 import type { ShardPool } from "./shards.js";
 import { TimelinePages, type PageRequest, type PageResult } from "./timeline-page.js";
 import { TimelineWaits, type Waiter } from "./timeline-waits.js";
+import { TIMELINE_AD_HOC_PARAMS, TIMELINE_NAMED_PARAMS } from "./query-params.js";
 
 /** Events of a page without `limit` (API.md), unless timeline_page_events_max is lower. */
 export const TIMELINE_PAGE_EVENTS_DEFAULT = 25;
-
-const NAMED_PARAMS: ReadonlySet<string> = new Set(["cursor", "limit", "direction", "wait_ms"]);
-const AD_HOC_PARAMS: ReadonlySet<string> = new Set(["streams", ...NAMED_PARAMS]);
 
 /** A page as the client asked for it, checked. */
 interface PageAsk {
@@ -143,7 +141,7 @@ export class Timelines {
   adHoc(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
     const query = req.getQuery() ?? "";
     this.begin(exchange(res), key, () => {
-      const q = checkQuery(query, AD_HOC_PARAMS);
+      const q = checkQuery(query, TIMELINE_AD_HOC_PARAMS);
       return { q, streams: adHocSet(q.get("streams"), this.deps.config.timeline_streams_max) };
     });
   }
@@ -153,7 +151,7 @@ export class Timelines {
     const query = req.getQuery() ?? "";
     this.begin(exchange(res), key, () => {
       checkTimelineName(name);
-      const q = checkQuery(query, NAMED_PARAMS);
+      const q = checkQuery(query, TIMELINE_NAMED_PARAMS);
       const t = this.deps.stores.names.get(name);
       if (!t) throw timelineNotFound(name);
       return { q, streams: t.streams };

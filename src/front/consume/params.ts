@@ -6,9 +6,9 @@ import { checkQuery, intParam } from "../../validate.js";
 import { ApiError } from "../../errors.js";
 import { checkGroup, checkStreamId } from "../../stream-id.js";
 import { CONSUME_ATTEMPTS_MAX } from "../../limits.js";
+import { CONSUME_PARAMS } from "../query-params.js";
 
 // "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
-const QUERY_KEYS = new Set(["group", "from", "from_time", "format", "window", "max_attempts", "token"]);
 /** Client messages are small JSON objects; a nack reason is capped. */
 export const CLIENT_MESSAGE_BYTES_MAX = 4096;
 const NACK_REASON_CHARS_MAX = 1024;
@@ -26,7 +26,7 @@ export interface ConsumeParams {
 /** Checks what the front can check alone; throws ApiError(400). */
 export function parseParams(config: Config, stream: string, query: string): ConsumeParams {
   checkStreamId(stream);
-  const q = checkQuery(query, QUERY_KEYS);
+  const q = checkQuery(query, CONSUME_PARAMS);
   const group = q.get("group");
   if (group !== null) checkGroup(group);
   if (q.get("from") !== null && q.get("from_time") !== null) throw new ApiError(400, "invalid_parameter", `give "from" or "from_time", not both`);
