@@ -346,6 +346,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     });
   };
   routes.any("/healthz", "open", methodNotAllowed("GET"));
+  routes.any("/openapi.json", "open", methodNotAllowed("GET"));
   routes.any("/readyz", "open", methodNotAllowed("GET"));
   routes.any("/v1/streams", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id", "key", methodNotAllowed("GET, PUT, DELETE"));

@@ -215,6 +215,7 @@ describe("unknown paths and wrong methods, through fetch", () => {
       ["POST", "/v1/streams/route-x"],
       ["PUT", "/v1/streams/route-x/events"],
       ["DELETE", "/v1/streams/route-x/events"],
+      ["POST", "/openapi.json"],
     ] as const) {
       expectError(await api(u(path), method), 405, "method_not_allowed");
     }
