@@ -15,6 +15,22 @@ import { TimelineStores } from "../timeline/stores.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import { resolve } from "node:path";
 import { createLogger, setLogger } from "../logger.js";
+import { counts } from "../front/front-metrics.js";
+import type { WorkerEvent } from "../shard/protocol.js";
+
+/** A shard's recovery report as ticker_recovery_findings_total counts. */
+function noteRecoveryFindings(r: Extract<WorkerEvent, { type: "ready" }>): void {
+  const findings = counts.recovery;
+  // Every kind from the start, at 0: rate() and alerts need the series before the first finding.
+  for (const kind of ["torn_tail", "rebuilt_index", "corruption", "file_damage"]) findings.add(kind, 0);
+  findings.add("unreadable_stream", r.unreadable.length);
+  for (const { report } of r.recovery) {
+    if (report.truncatedBytes > 0) findings.add("torn_tail");
+    findings.add("rebuilt_index", report.rebuiltIndexes);
+    findings.add("corruption", report.corruptions.length);
+    findings.add("file_damage", report.files.length);
+  }
+}
 
 /**
  * Runs the server in this process until a signal stops it (process.exit(0)).
@@ -68,6 +84,7 @@ export async function runServer(config: Config): Promise<void> {
     throw err;
   }
   for (const line of timelines.damage) log.error({ kind: "recovery", damaged: line }, `recovery: DAMAGED ${line}`);
+  counts.recovery.add("file_damage", timelines.damage.length);
   const pool = new ShardPool(config);
   let ready = false;
   const front = createFront(config, pool, () => ready, auth, timelines);
@@ -100,6 +117,7 @@ export async function runServer(config: Config): Promise<void> {
   let streams = 0;
   for (const r of reports) {
     streams += r.streams;
+    noteRecoveryFindings(r);
     for (const dir of r.unreadable)
       log.error({ kind: "recovery", dir }, `recovery: ${dir}: DAMAGED stream.json and its copy, and the directory name does not give the id; not opened`);
     for (const { stream, report } of r.recovery) {
@@ -129,6 +147,7 @@ export async function runServer(config: Config): Promise<void> {
   const scrubber = startScrub(scrubItems, (item, damage) => {
     if (!damage) return pool.notify(item.stream, { type: "verified", stream: item.stream, baseSeq: item.baseSeq });
     const info = { segment: item.baseSeq, ...damage };
+    counts.recovery.add("corruption");
     log.error(
       { kind: "scrub", stream: item.stream, seq: damage.seq, segment: item.baseSeq, position: damage.position, reason: damage.reason },
       `scrub: stream ${item.stream}: DAMAGED record ${damage.seq} in segment ${item.baseSeq} at byte ${damage.position} (${damage.reason}); it will not be served`,

@@ -20,6 +20,8 @@ import { Timelines } from "./timelines.js";
 import { dlqRoutes } from "./dlq.js";
 import { openApiJson } from "./openapi.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS } from "./query-params.js";
+import type { MeteredRoute } from "./front-metrics.js";
+import { metricsRoute } from "./metrics.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -169,8 +171,10 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     res: uWS.HttpResponse,
     req: uWS.HttpRequest,
     params: ReadonlySet<string>,
+    route?: MeteredRoute,
   ): { x: Exchange; stream: string; query: string; params: URLSearchParams } | null => {
     const x = exchange(res);
+    x.route = route;
     const stream = req.getParameter(0) ?? "";
     const query = req.getQuery() ?? "";
     if (!isReady() || draining) {
@@ -254,7 +258,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.post("/v1/streams/:id/events", "publish", (res, req, key) => {
     const ctHeader = req.getHeader("content-type");
     const len = req.getHeader("content-length");
-    const r = streamRoute(res, req, PUBLISH_PARAMS);
+    const r = streamRoute(res, req, PUBLISH_PARAMS, "publish");
     if (!r) return;
     // Read here, before the body arrives: a bad value is answered without buffering it.
     const expected = r.params.get("expected_head_seq");
@@ -289,7 +293,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
   routes.get("/v1/streams/:id/events", "consume", (res, req) => {
     const accept = req.getHeader("accept");
-    const r = streamRoute(res, req, REPLAY_PARAMS);
+    const r = streamRoute(res, req, REPLAY_PARAMS, "replay");
     if (!r) return;
     const wantsBinary = accept.toLowerCase().includes(CT_FLATBUFFERS);
     forward(r.x, Op.Replay, r.stream, { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
@@ -338,6 +342,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   });
   pages.register(routes);
   dlqRoutes(routes, { config, pool, unavailable, body });
+  metricsRoute(routes, { config, pool, hub: consumers, ready: () => isReady() && !draining });
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
@@ -348,6 +353,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/healthz", "open", methodNotAllowed("GET"));
   routes.any("/openapi.json", "open", methodNotAllowed("GET"));
   routes.any("/readyz", "open", methodNotAllowed("GET"));
+  routes.any("/metrics", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id", "key", methodNotAllowed("GET, PUT, DELETE"));
   routes.any("/v1/streams/:id/events", "key", methodNotAllowed("GET, POST"));

@@ -4,6 +4,7 @@ import type uWS from "uWebSockets.js";
 import { type ApiError, STATUS_TEXT } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 import { logger } from "../logger.js";
+import { counts, type MeteredRoute, noteResponse } from "./front-metrics.js";
 
 export const CT_JSON = "application/json";
 export const CT_FLATBUFFERS = "application/x-flatbuffers";
@@ -18,6 +19,10 @@ export interface Exchange {
   onAbort?: () => void;
   /** A HEAD request (it reaches only the 404 and 405 answers): headers without the body (RFC 9110, 9.3.2). */
   head?: boolean;
+  /** Set on the routes with metrics of their own (publish outcomes, replay duration). */
+  route?: MeteredRoute;
+  /** performance.now() when the request arrived. */
+  startedMs: number;
 }
 
 export function contentTypeOf(header: string): ContentType | null {
@@ -29,7 +34,8 @@ export function contentTypeOf(header: string): ContentType | null {
 
 export function send(x: Exchange, status: number, ct: ContentType, body: Uint8Array | string | null, extraHeaders?: Record<string, string>): void {
   if (x.aborted || x.done) return;
-  x.done = true;
+  markDone(x);
+  noteResponse(x.route, x.startedMs, status, body);
   if (accessLogOn) logAccess(x.res, status, body === null ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.byteLength);
   x.res.cork(() => {
     x.res.writeStatus(STATUS_TEXT[status] ?? String(status));
@@ -49,12 +55,20 @@ export function sendError(x: Exchange, e: ApiError, headers?: Record<string, str
 
 /** Pass `req` where a HEAD may arrive (the fallback answers): its answer then has no body. */
 export function exchange(res: uWS.HttpResponse, req?: uWS.HttpRequest): Exchange {
-  const x: Exchange = { res, aborted: false, done: false, head: req?.getMethod() === "head" };
+  const x: Exchange = { res, aborted: false, done: false, head: req?.getMethod() === "head", startedMs: performance.now() };
+  counts.inFlight++;
   res.onAborted(() => {
+    if (!x.done) counts.inFlight--;
     x.aborted = true;
     x.onAbort?.();
   });
   return x;
+}
+
+/** The request is answered (or upgraded): nothing more is written for it. */
+export function markDone(x: Exchange): void {
+  if (!x.done && !x.aborted) counts.inFlight--;
+  x.done = true;
 }
 
 // ---- the access log (config access_log): off, it costs one boolean test per answer.

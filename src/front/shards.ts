@@ -201,6 +201,11 @@ export class ShardPool {
     return this.shards.length;
   }
 
+  /** Each shard's two rings, for their occupancy on /metrics. */
+  rings(): Array<{ in: Ring; out: Ring }> {
+    return this.shards.map((s) => ({ in: s.inRing, out: s.outRing }));
+  }
+
   /**
    * Sends one request to a shard. False when its ring is full right now or it
    * already has shard_requests_max requests in flight: the caller answers

@@ -27,6 +27,8 @@ export interface LogOptions {
   indexIntervalBytes: number;
   /** Largest valid frame; anything claiming more is damage, not data. */
   frameBytesMax: number;
+  /** Told how long each fdatasync of a segment took (the shard's fsync histogram). */
+  observeSyncSeconds?: (seconds: number) => void;
 }
 
 /**
@@ -197,7 +199,7 @@ export class StreamLog {
   /** Syncs the records of fsync appends that wait for their sync (they lie in the active segment), then commits them. */
   private syncOutstanding(): void {
     try {
-      fdatasyncSync(this.active.fd);
+      this.timedSync(this.active.fd);
     } catch (err) {
       this.refuseUncommitted(err as Error);
       throw err;
@@ -220,7 +222,7 @@ export class StreamLog {
     // cuts back always lies in the active segment.
     if (durable || this.committedSeq < old.lastSeq) {
       try {
-        fdatasyncSync(old.fd);
+        this.timedSync(old.fd);
       } catch (err) {
         this.refuseUncommitted(err as Error);
         throw err;
@@ -274,7 +276,9 @@ export class StreamLog {
     const cuts = this.cuts;
     const vouches = this.vouches;
     const seg = (this.syncSeg = this.active);
+    const startedMs = performance.now();
     fdatasync(seg.fd, (err) => {
+      this.opts.observeSyncSeconds?.((performance.now() - startedMs) / 1000);
       this.syncing = false;
       this.syncSeg = null;
       if (seg.closed && this.reading !== seg) seg.close();
@@ -531,6 +535,12 @@ export class StreamLog {
     const past = segmentsPastRetention(this.segments, cutoff, retentionBytes);
     for (let i = 0; i < past; i++) this.segments.shift()?.remove();
     return past;
+  }
+
+  private timedSync(fd: number): void {
+    const startedMs = performance.now();
+    fdatasyncSync(fd);
+    this.opts.observeSyncSeconds?.((performance.now() - startedMs) / 1000);
   }
 
   close(): void {

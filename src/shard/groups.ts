@@ -64,16 +64,19 @@ export class ConsumerGroups {
    */
   private lagOf(s: Stream, group: string): Record<string, unknown> {
     const checkpoint = checkpointOf(s, group).seq;
-    const log = s.log;
-    const head = log.committedSeq;
-    let lagMs = 0;
-    const oldest = Math.max(checkpoint + 1, log.firstSeq);
-    if (oldest <= head) {
-      const page = log.read(oldest, oldest, 1, 1, this.buffers.page);
-      if (page.count === 1) lagMs = Math.max(0, Date.now() - frameTs(page.buf, 0));
-    }
+    const head = s.log.committedSeq;
+    const lagMs = oldestUnackedAgeMs(s, checkpoint, this.buffers, Date.now());
     return { group, head_seq: head, checkpoint_seq: checkpoint, lag: Math.max(0, head - checkpoint), lag_ms: lagMs };
   }
+}
+
+/** How long the oldest event past `checkpoint` has waited (0 when there is none): one record read. */
+export function oldestUnackedAgeMs(s: Stream, checkpoint: number, buffers: ShardBuffers, nowMs: number): number {
+  const log = s.log;
+  const oldest = Math.max(checkpoint + 1, log.firstSeq);
+  if (oldest > log.committedSeq) return 0;
+  const page = log.read(oldest, oldest, 1, 1, buffers.page);
+  return page.count === 1 ? Math.max(0, nowMs - frameTs(page.buf, 0)) : 0;
 }
 
 function checkpointOf(s: Stream, group: string) {

@@ -28,6 +28,8 @@ export const enum Op {
   Watch = 13,
   /** One shard's part of a timeline page: its streams' events merged (src/shard/timeline-read.ts, answer: src/timeline/shard-page.ts). */
   TimelineRead = 14,
+  /** The shard's part of a `GET /metrics` scrape: its registry as prom-client JSON (src/shard/metrics.ts). */
+  Metrics = 15,
 }
 
 /** Bits of WatchMeta.watch: the formats live batches are rendered in. */
@@ -125,6 +127,7 @@ export interface RequestMetaOf {
   [Op.ConsumeRead]: ConsumeReadMeta;
   [Op.Watch]: WatchMeta;
   [Op.TimelineRead]: TimelineReadMeta;
+  [Op.Metrics]: Record<string, never>;
 }
 
 export type RequestMeta<O extends Op = Op> = RequestMetaOf[O];

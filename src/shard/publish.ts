@@ -17,6 +17,7 @@ import type { OrderedStream } from "./ordered.js";
 import { ReleaseStaging } from "./release-frames.js";
 import type { WatchedStreams } from "./watch.js";
 import type { Outbox } from "./worker.js";
+import type { ShardMetrics } from "./metrics.js";
 import { logger } from "../logger.js";
 import { noteStorageRefusal } from "./disk-full-log.js";
 
@@ -115,6 +116,7 @@ export class Publisher {
     private readonly outbox: Outbox,
     private readonly buffers: ShardBuffers,
     private readonly watched: WatchedStreams,
+    private readonly metrics: ShardMetrics,
   ) {
     this.limits = { eventBytesMax: config.event_bytes_max, fieldBytesMax: config.event_field_bytes_max };
   }
@@ -307,7 +309,13 @@ export class Publisher {
 
   /** Appends a framed batch to the stream's log and its keys to the dedup window. */
   commit(stream: Stream, b: Appended): void {
-    if (b.count > 0) stream.log.append(b.frames, b.bytes, b.count, stream.config.durability === "fsync");
+    if (b.count > 0) {
+      const startedMs = performance.now();
+      stream.log.append(b.frames, b.bytes, b.count, stream.config.durability === "fsync");
+      this.metrics.observeAppend((performance.now() - startedMs) / 1000);
+      stream.publishedEvents += b.count;
+      stream.publishedBytes += b.bytes;
+    }
     for (const [key, s] of b.keys) stream.dedup.add(key, s, b.ts);
   }
 

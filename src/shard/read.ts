@@ -37,7 +37,9 @@ export class LogReads {
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const page = this.readPage(log, from, to, limit, this.config.replay_page_bytes_max);
     if (page.corrupt) damagedRead(stream.id, "replay", page.corrupt);
+    stream.replayPages++;
     if (req.meta.accept === ContentType.FlatBuffers) {
+      stream.replayEvents += page.count;
       // The envelope is written around the frames as read from the log.
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: log.committedSeq, next: page.next, count: page.count };
       const total = eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
@@ -45,7 +47,7 @@ export class LogReads {
     }
     const info = { streamJson: stream.idJson(), firstSeq: log.firstSeq, headSeq: log.committedSeq, from };
     const bytesMax = this.config.replay_page_bytes_max;
-    renderJsonPage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, info, bytesMax);
+    stream.replayEvents += renderJsonPage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, info, bytesMax);
     this.outbox.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: this.buffers.jsonPage.view() });
   }
 

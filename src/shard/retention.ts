@@ -1,14 +1,17 @@
 // The shard's retention timer: deletes each stream's segments past its retention_ms or
 // retention_bytes, and the idempotency keys that go with them; a line per stream it cut.
 import { logger } from "../logger.js";
+import type { ShardMetrics } from "./metrics.js";
 import type { Stream } from "./stream.js";
 
-export function applyRetention(streams: Iterable<Stream>, nowMs: number): void {
+export function applyRetention(streams: Iterable<Stream>, nowMs: number, metrics: ShardMetrics): void {
   for (const s of streams) {
     try {
       const firstBefore = s.log.firstSeq;
+      const bytesBefore = s.log.bytes;
       const segments = s.log.applyRetention(nowMs, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync");
       if (segments > 0) {
+        metrics.noteRetention(segments, Math.max(0, bytesBefore - s.log.bytes));
         s.dedup.forgetBelow(s.log.firstSeq);
         const first = s.log.firstSeq;
         logger().info(

@@ -36,6 +36,11 @@ export class Stream {
   fileDamage: string[] | null = null;
   /** Ordered ingest's state, on a stream with producer_ordering; null otherwise. */
   ordered: OrderedStream | null = null;
+  // Counted since this process opened the stream, read by a /metrics scrape (metrics.ts).
+  publishedEvents = 0;
+  publishedBytes = 0;
+  replayEvents = 0;
+  replayPages = 0;
 
   private constructor(
     readonly id: string,
@@ -124,6 +129,11 @@ export class Stream {
   /** Consumer-group checkpoints, opened on first use (most streams have none). */
   get checkpoints(): CheckpointStore {
     return (this.checkpointStore ??= new CheckpointStore(this.dir));
+  }
+
+  /** Group checkpoints without opening the store: null when the stream has none (recovery opens an existing file). */
+  get groupsIfAny(): ReadonlyMap<string, { seq: number }> | null {
+    return this.checkpointStore?.groups ?? null;
   }
 
   saveMeta(config = this.config): void {

@@ -39,6 +39,7 @@ import { hasMeta, readMeta } from "./stream-meta.js";
 import { HELD_ENTRY_HEADER_BYTES } from "./held-events.js";
 import { createLogger, logger, setLogger } from "../logger.js";
 import { noteStorageRefusal } from "./disk-full-log.js";
+import { ShardMetrics } from "./metrics.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
@@ -145,6 +146,7 @@ class ShardWorker {
   private readonly watched: WatchedStreams;
   private readonly groups: ConsumerGroups;
   private readonly timelines: TimelineReads;
+  private readonly metrics: ShardMetrics;
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -167,10 +169,12 @@ class ShardWorker {
     outRing.deferNotify = "microtask";
     this.outbox = new Outbox(outRing);
     this.root = join(c.data_dir, "streams");
+    const metrics = (this.metrics = new ShardMetrics(init.shard, init.shards, c.metrics_streams_max));
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
       indexIntervalBytes: c.index_interval_bytes,
       frameBytesMax: limits.frameBytesMax,
+      observeSyncSeconds: (s) => metrics.observeFsync(s),
     };
     this.defaults = {
       retention_ms: c.default_retention_ms,
@@ -190,7 +194,7 @@ class ShardWorker {
     this.reads = new LogReads(c, this.outbox, this.buffers);
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
-    this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched);
+    this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);
     this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
   }
 
@@ -259,7 +263,7 @@ class ShardWorker {
   }
 
   async run(): Promise<void> {
-    const retention = setInterval(() => applyRetention(this.streams.values(), Date.now()), this.config.retention_check_interval_ms);
+    const retention = setInterval(() => applyRetention(this.streams.values(), Date.now(), this.metrics), this.config.retention_check_interval_ms);
     // Ordered streams' gap timers: a held event goes out within gap_timeout_ms + this tick of its receipt.
     const gaps = setInterval(() => {
       const now = Date.now();
@@ -333,6 +337,8 @@ class ShardWorker {
         return this.watched.watch(req);
       case Op.TimelineRead:
         return this.timelines.read(req);
+      case Op.Metrics:
+        return void this.metrics.snapshot(this.streams.values(), this.buffers).then((json) => this.outbox.json(req.reqId, 200, json));
       default:
         throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
     }

@@ -330,11 +330,12 @@ function renderEvents(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: num
  * Renders `count` frames as a JSON replay page into `w`. Stops early (after
  * at least one event) once the page reaches `bytesMax`; `next` says where.
  */
-export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, info: JsonPageInfo, bytesMax: number): void {
+export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, info: JsonPageInfo, bytesMax: number): number {
   w.reset();
   w.ascii(`{"events":[`);
   const rendered = renderEvents(w, r, frames, count, info.streamJson, bytesMax);
   w.ascii(`],"next":${info.from + rendered},"head_seq":${info.headSeq},"first_seq":${info.firstSeq}}`);
+  return rendered;
 }
 
 /** A consumer's `events` message is EVENTS_MESSAGE_HEAD, the events joined by commas, EVENTS_MESSAGE_TAIL. */

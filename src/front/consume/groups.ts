@@ -2,6 +2,7 @@
 // (and of a group: one active member, standbys behind it), liveness (pings,
 // heartbeats, the idle timeout, the takeover of a silent active member) and
 // leaving, after which a standby takes over at the group's checkpoint + 1.
+import { noteThrottled } from "../front-metrics.js";
 import { ApiError } from "../../errors.js";
 import { Op, responseJson } from "../../shard/protocol.js";
 import { HubPart } from "./part.js";
@@ -58,6 +59,7 @@ export class Groups extends HubPart {
 
   /** Closes a socket that never became a session. */
   refuse(ws: ConsumerSocket, e: ApiError): void {
+    if (e.status === 429) noteThrottled(e.code);
     ws.cork(() => {
       ws.send(JSON.stringify({ type: "error", code: e.code, message: e.message }), false);
       ws.end(e.status === 429 || e.status >= 500 ? CLOSE_SERVER_ERROR : CLOSE_POLICY, e.code);
@@ -158,6 +160,7 @@ export class Groups extends HubPart {
   /** Sends an error message, then closes. */
   fail(s: Session, e: ApiError, code: number): void {
     if (s.closed) return;
+    if (e.status === 429) noteThrottled(e.code);
     this.hub.delivery.sendJson(s, { type: "error", code: e.code, message: e.message });
     this.detach(s);
     s.ws.end(code, e.code);

@@ -2,6 +2,7 @@
 // one checkpoint write per group at a time), nacks (redelivery, then a dead
 // letter on the max_attempts-th), seeks, and checkpoints set over HTTP. The
 // rules themselves are src/consumer/acks.ts; this applies them to sessions.
+import { counts } from "../front-metrics.js";
 import { ApiError } from "../../errors.js";
 import { ackMovesCheckpoint, checkNack, countNack, deadLetterDue, forgetAttempts, takeAck } from "../../consumer/acks.js";
 import { CONSUME_HEAD_BYTES, ContentType, Op, responseJson } from "../../shard/protocol.js";
@@ -71,7 +72,10 @@ export class Progress extends HubPart {
     const g = groupOf(s);
     if (ackMovesCheckpoint(seq - 1, s.acked)) this.ack(s, seq - 1);
     const attempts = countNack(g.attempts, seq);
-    if (!deadLetterDue(attempts, s.params.maxAttempts)) return this.restartAt(s, seq, seq - 1);
+    if (!deadLetterDue(attempts, s.params.maxAttempts)) {
+      counts.redeliveries.add(s.feed.stream);
+      return this.restartAt(s, seq, seq - 1);
+    }
     s.epoch++;
     s.live = false;
     s.busy = true;
@@ -106,6 +110,7 @@ export class Progress extends HubPart {
       const body = Buffer.from(JSON.stringify({ events: [letter] }));
       const sent = this.shards.send(this.shards.shardFor(dlq), Op.Publish, { stream: dlq, ct: ContentType.Json }, body, (p) => {
         if (p.status === 200) {
+          counts.deadLetters.add(f.stream);
           logger().warn(
             { kind: "dead_letter", stream: f.stream, group, seq, attempts, reason, dlq },
             `group ${group} on ${f.stream}: seq ${seq} dead-lettered to ${dlq} after ${attempts} attempt(s): ${reason}`,

@@ -3,7 +3,7 @@
 import uWS from "uWebSockets.js";
 import { ApiError } from "../../errors.js";
 import type { GuardedApp } from "../auth.js";
-import { exchange, logAccess, sendError } from "../http.js";
+import { exchange, logAccess, markDone, sendError } from "../http.js";
 import type { ConsumeHub } from "./hub.js";
 import { CLIENT_MESSAGE_BYTES_MAX, parseParams, type ConsumeParams } from "./params.js";
 import type { SocketData } from "./state.js";
@@ -40,7 +40,7 @@ export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () =>
         const max = hub.consumersMax;
         return sendError(x, new ApiError(429, "server_busy", `consumers_max (${max}) consumers are connected; retry later`, { consumers_max: max }));
       }
-      x.done = true;
+      markDone(x);
       logAccess(res, 101, 0);
       res.upgrade<SocketData>(
         { params },
