@@ -17,7 +17,8 @@ export type Workload =
   | "fanout-1000" // 1 stream -> 1,000 consumers at 1,000 events/s
   | "fsync" // W1 with every batch on disk before it is acknowledged
   | "ordered-ingest" // W1's shape from several producers, 1% out of order, producer_ordering against plain
-  | "timelines"; // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each
+  | "timelines" // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each
+  | "metrics"; // GET /metrics at 10,000 streams, and publishes meanwhile
 
 /** Events per publish: Ticker's publish_events_max (and a Redis pipeline, a NATS batch). */
 export const BATCH_EVENTS = 1000;

@@ -1,13 +1,15 @@
 // GET /metrics: Prometheus text of the front thread's registry and every
 // shard's, merged by prom-client's AggregatorRegistry.aggregate (sums by
-// label set; lag gauges take the largest). Each shard is asked once a scrape
-// (Op.Metrics) and answers from counters it already keeps; one that has not
-// answered within SHARD_WAIT_MS is left out of that scrape and counted in
+// label set; lag gauges take the largest) on a piscina thread
+// (metrics-format.ts). Each shard is asked once a scrape (Op.Metrics) and
+// answers from counters it already keeps; one that has not answered within
+// SHARD_WAIT_MS is left out of that scrape and counted in
 // ticker_metrics_shards_missing. Scrapes that arrive while one runs share it.
-import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, type MetricObjectWithValues, type MetricValue } from "prom-client";
+import { Piscina } from "piscina";
+import { collectDefaultMetrics, Counter, Gauge } from "prom-client";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { ContentType, Op, responseJson } from "../shard/protocol.js";
+import { ContentType, Op } from "../shard/protocol.js";
 import { LoopLag } from "../shard/metrics.js";
 import type { GuardedApp } from "./auth.js";
 import type { ConsumeHub } from "./consume/hub.js";
@@ -15,11 +17,14 @@ import { type CappedCounts, counts, frontRegistry, setStreamsMax } from "./front
 import { exchange, send, sendError } from "./http.js";
 import { NO_PARAMS } from "./query-params.js";
 import { checkQuery } from "../validate.js";
+import type { FormatTask } from "./metrics-format.js";
 import type { ShardPool } from "./shards.js";
 
 /** A shard busy for longer than this (a recovery, a stall) is left out of the scrape rather than hold it. */
 const SHARD_WAIT_MS = 2000;
 const PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8";
+/** The format thread stays this long after a scrape: longer than Prometheus' usual 15 to 60 s interval, so it is not started anew each time. */
+const FORMAT_THREAD_IDLE_MS = 120_000;
 
 export interface MetricsDeps {
   config: Config;
@@ -28,8 +33,6 @@ export interface MetricsDeps {
   /** Recovered and not shutting down: what /readyz says. */
   ready: () => boolean;
 }
-
-type Labelled = MetricObjectWithValues<MetricValue<string>>;
 
 /** A counter whose values are the front's plain counts under one label. */
 function countsCounter(name: string, help: string, label: string, source: CappedCounts): void {
@@ -136,21 +139,22 @@ function registerFrontSeries(d: MetricsDeps, shardsMissing: () => number): void 
   });
 }
 
-/** Every shard's registry as JSON; a shard that is not ready, full or slow gives null. */
-function askShards(pool: ShardPool, ready: boolean): Promise<Array<Labelled[] | null>> {
+/** Every shard's metrics JSON (bytes); a shard that is not ready, full or slow gives null. */
+function askShards(pool: ShardPool, ready: boolean): Promise<Array<Uint8Array | null>> {
   if (!ready) return Promise.resolve(new Array(pool.count).fill(null));
   return Promise.all(
     Array.from(
       { length: pool.count },
       (_, shard) =>
-        new Promise<Labelled[] | null>((resolve) => {
+        new Promise<Uint8Array | null>((resolve) => {
           const timer = setTimeout(() => {
             pool.deliverReady(shard); // an answer already in the ring is not late
             resolve(null);
           }, SHARD_WAIT_MS);
           const ok = pool.send(shard, Op.Metrics, {}, null, (r) => {
             clearTimeout(timer);
-            resolve(r.status === 200 ? (responseJson(r) as Labelled[]) : null);
+            // A copy: the ring's bytes are reused once this callback returns.
+            resolve(r.status === 200 ? Uint8Array.prototype.slice.call(r.body) : null);
           });
           if (!ok) {
             clearTimeout(timer);
@@ -165,13 +169,18 @@ export function metricsRoute(routes: GuardedApp, d: MetricsDeps): void {
   setStreamsMax(d.config.metrics_streams_max);
   let missing = 0;
   registerFrontSeries(d, () => missing);
+  const formatter = new Piscina<FormatTask, string>({
+    filename: new URL("./metrics-format.js", import.meta.url).href,
+    minThreads: 0,
+    maxThreads: 1,
+    idleTimeout: FORMAT_THREAD_IDLE_MS,
+  });
   let running: Promise<string> | null = null;
   const scrape = async (): Promise<string> => {
     const shards = await askShards(d.pool, d.ready());
     missing = shards.filter((s) => s === null).length;
-    const front = (await frontRegistry.getMetricsAsJSON()) as Labelled[];
-    const parts = [front, ...shards.filter((s): s is Labelled[] => s !== null)];
-    return AggregatorRegistry.aggregate(parts).metrics();
+    const front = Buffer.from(JSON.stringify(await frontRegistry.getMetricsAsJSON()));
+    return formatter.run({ parts: [front, ...shards.filter((s): s is Uint8Array => s !== null)] });
   };
   routes.get("/metrics", "admin", (res, req, key) => {
     const x = exchange(res);

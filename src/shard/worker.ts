@@ -338,7 +338,7 @@ class ShardWorker {
       case Op.TimelineRead:
         return this.timelines.read(req);
       case Op.Metrics:
-        return void this.metrics.snapshot(this.streams.values(), this.buffers).then((json) => this.outbox.json(req.reqId, 200, json));
+        return this.outbox.json(req.reqId, 200, this.metrics.snapshot(this.streams.values(), this.buffers));
       default:
         throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
     }
