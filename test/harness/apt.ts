@@ -20,12 +20,15 @@ let aptUpdated = false;
  * check runs again under flock(1) on a machine-wide lock file: vitest runs test
  * files in parallel processes, two apt-gets must never overlap, and one process
  * may install what the other was waiting for. The kernel drops the lock when its
- * holder dies, so a killed run leaves nothing stale behind.
+ * holder dies, so a killed run leaves nothing stale behind. `recommends: false`
+ * installs the packages' dependencies only.
  */
-export async function aptInstall(packages: string[], check: string): Promise<void> {
+export async function aptInstall(packages: string[], check: string, opts: { recommends?: boolean } = {}): Promise<void> {
   if (!isRoot) throw new Error(`missing ${packages.join(", ")}, and not root: apt-get install -y ${packages.join(" ")}`);
   const update = aptUpdated ? "" : "apt-get -o DPkg::Lock::Timeout=300 update && ";
-  const install = `apt-get -o DPkg::Lock::Timeout=300 install -y ${packages.join(" ")}`;
+  // Recommends can be daemons of their own (prometheus recommends node-exporter, which listens).
+  const recommends = opts.recommends === false ? "--no-install-recommends " : "";
+  const install = `apt-get -o DPkg::Lock::Timeout=300 install -y ${recommends}${packages.join(" ")}`;
   const script = `${check} || { ${update}${install}; }`;
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   const r = await run("flock", ["-w", String(APT_LOCK_WAIT_MS_MAX / 1000), APT_LOCK_PATH, "sh", "-c", script], APT_TIMEOUT_MS, { env });
