@@ -68,7 +68,8 @@ export async function api(path, { method = "GET", body, missingOk = false } = {}
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const json = res.status === 204 ? null : await res.json().catch(() => null);
   if (res.status === 401) {
-    askForKey(json?.error?.message ?? "unauthorized");
+    // An answer to a key replaced while it was in flight says nothing about the new one.
+    if (storedKey() === key) askForKey(json?.error?.message ?? "unauthorized");
     throw new KeyNeeded();
   }
   if (res.status === 404 && missingOk) return null;

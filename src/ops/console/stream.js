@@ -48,7 +48,14 @@ class LagChart {
     if (names.length === 0) return;
     const series = [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false }))];
     const width = Math.max(320, this.el.clientWidth || 600);
-    this.plot = new uPlot({ width, height: 200, series, scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } } }, data, this.el);
+    // Whole seconds on the time axis: the samples are a second apart, finer ticks only repeat labels.
+    const time = {
+      incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600],
+      space: 80,
+      values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString()),
+    };
+    const opts = { width, height: 200, series, axes: [time, {}], scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } } };
+    this.plot = new uPlot(opts, data, this.el);
   }
 
   destroy() {
