@@ -10,8 +10,10 @@ import { fileURLToPath } from "node:url";
 import type uWS from "uWebSockets.js";
 import { ApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
+import { checkQuery } from "../validate.js";
 import type { GuardedApp } from "./auth.js";
 import { exchange, send, sendError } from "./http.js";
+import { NO_PARAMS } from "./query-params.js";
 
 /**
  * The package root: the first folder above this file with a package.json.
@@ -60,16 +62,20 @@ const notFound = (req: uWS.HttpRequest) => new ApiError(404, "not_found", `no ro
 /** Registers GET /console (and /console/<file>); the 405s are app.ts's, beside the other routes'. */
 export function consoleRoutes(routes: GuardedApp): void {
   const files = assets();
-  // A page fetched again after an upgrade must not run last version's script.
-  const serve = (res: uWS.HttpResponse, a: Asset) =>
-    send(exchange(res), 200, ContentType.None, a.body, { "content-type": a.type, "cache-control": "no-cache" });
-  const index = files.get("index.html") as Asset;
+  /** Answers with `a` (or 404); a query is refused as on every route: the console keeps its state in the URL's hash. */
+  const serve = (res: uWS.HttpResponse, req: uWS.HttpRequest, a: Asset | undefined) => {
+    const x = exchange(res, req);
+    if (!a) return sendError(x, notFound(req));
+    try {
+      checkQuery(req.getQuery() ?? "", NO_PARAMS);
+    } catch (err) {
+      return sendError(x, err as ApiError);
+    }
+    // A page fetched again after an upgrade must not run last version's script.
+    send(x, 200, ContentType.None, a.body, { "content-type": a.type, "cache-control": "no-cache" });
+  };
+  const index = files.get("index.html");
   // uWS tells "/console/" from "/console"; both are the page (documented once, as /console).
-  for (const path of ["/console", "/console/"]) routes.get(path, "open", (res) => serve(res, index));
-  routes.get("/console/:file", "open", (res, req) => {
-    const name = req.getParameter(0) ?? "";
-    const a = files.get(name);
-    if (a) serve(res, a);
-    else sendError(exchange(res, req), notFound(req));
-  });
+  for (const path of ["/console", "/console/"]) routes.get(path, "open", (res, req) => serve(res, req, index));
+  routes.get("/console/:file", "open", (res, req) => serve(res, req, files.get(req.getParameter(0) ?? "")));
 }

@@ -87,6 +87,8 @@ describe("web console in Chromium", () => {
     await shows(page, '#tail li[data-seq="5"]', '{"n":5}');
     await publish(s.url, "orders", [{ type: "paid", key: "o1", payload: { live: true } }]);
     await shows(page, '#tail li[data-seq="6"]', '{"live":true}');
+    // Each event once, newest first, however many polls have run.
+    expect(await page.locator("#tail li").evaluateAll((lis) => lis.map((li) => Number(li.getAttribute("data-seq"))))).toEqual([6, 5, 4, 3, 2, 1]);
 
     expect((await api(`${s.url}/v1/streams/orders/checkpoint`, "POST", { group: "billing", seq: 2 })).status).toBe(200);
     await shows(page, '#groups tr[data-group="billing"] .lag', /^4$/);
