@@ -19,6 +19,7 @@ import { type TimelineAdmin, timelineAdminRoutes } from "./timeline-admin.js";
 import { Timelines } from "./timelines.js";
 import { dlqRoutes } from "./dlq.js";
 import { openApiJson } from "./openapi.js";
+import { consoleRoutes } from "./console.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
@@ -343,6 +344,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   pages.register(routes);
   dlqRoutes(routes, { config, pool, unavailable, body });
   metricsRoute(routes, { config, pool, hub: consumers, ready: () => isReady() && !draining });
+  consoleRoutes(routes);
 
   const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const method = req.getMethod().toUpperCase();
@@ -354,6 +356,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/openapi.json", "open", methodNotAllowed("GET"));
   routes.any("/readyz", "open", methodNotAllowed("GET"));
   routes.any("/metrics", "key", methodNotAllowed("GET"));
+  for (const path of ["/console", "/console/", "/console/:file"]) routes.any(path, "open", methodNotAllowed("GET"));
   routes.any("/v1/streams", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id", "key", methodNotAllowed("GET, PUT, DELETE"));
   routes.any("/v1/streams/:id/events", "key", methodNotAllowed("GET, POST"));

@@ -101,6 +101,23 @@ const ROUTES: Route[] = [
     open: true,
   },
   { method: "get", path: "/openapi.json", summary: "This document", ok: { 200: json(anyObject, "OpenAPI 3.1.") }, open: true },
+  {
+    method: "get",
+    path: "/console",
+    summary: "The web console (docs/operations.md, Console); it reads this API with the key typed into it",
+    ok: { 200: { description: "The console's page.", content: { "text/html": { schema: z.string() } } } },
+    open: true,
+  },
+  {
+    method: "get",
+    path: "/console/{file}",
+    summary: "A file of the web console (its script, styles, the uPlot chart library)",
+    body: { params: z.object({ file: z.string() }) },
+    ok: {
+      200: { description: "The file (JavaScript, CSS or HTML).", content: { "text/javascript": { schema: z.string() }, "text/css": { schema: z.string() } } },
+    },
+    open: true,
+  },
   { method: "get", path: "/v1/streams", summary: "List streams", ok: { 200: json(z.object({ streams: z.array(anyObject) }), "Streams the key may see.") } },
   {
     method: "put",

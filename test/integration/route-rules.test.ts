@@ -20,6 +20,9 @@ interface Route {
 const ROUTES: Route[] = [
   { path: "/healthz", methods: { GET: [] } },
   { path: "/readyz", methods: { GET: [] } },
+  { path: "/console", methods: { GET: [] } },
+  { path: "/console/", methods: { GET: [] } },
+  { path: "/console/app.js", methods: { GET: [] } },
   { path: "/v1/streams", methods: { GET: [] } },
   { path: "/v1/streams/rr", methods: { GET: [], PUT: [], DELETE: [] } },
   { path: "/v1/streams/rr/events", methods: { GET: ["from", "to", "limit", "from_time"], POST: ["expected_head_seq"] } },
