@@ -161,6 +161,7 @@ const ERROR_STATUS: Record<number, string> = {
   415: "Content type the route does not read.",
   426: "A plain GET: this is a WebSocket endpoint.",
   429: "A full shard, the request buffer, consumers_max, or the key's rate; Retry-After says when to come back.",
+  500: "A damaged record where the page would start (corrupt_record, with its seq); a page otherwise stops before one.",
   503: "Not ready (recovering streams), shutting down, or the disk is full.",
 };
 

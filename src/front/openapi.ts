@@ -182,7 +182,7 @@ const ROUTES: Route[] = [
     params: REPLAY_PARAMS,
     body: { params: id },
     ok: { 200: jsonOrBinary(replayPageSchema, "A page of events.") },
-    errors: [...KEYED, 404, 410],
+    errors: [...KEYED, 404, 410, 500],
   },
   {
     method: "post",
@@ -242,7 +242,7 @@ const ROUTES: Route[] = [
     summary: "Ad-hoc timeline page (with streams), or the named timelines",
     params: TIMELINE_AD_HOC_PARAMS,
     ok: { 200: json(z.union([timelinePageSchema, timelineListSchema]), "A page (with streams) or the list of timelines.") },
-    errors: [...KEYED, 404],
+    errors: [...KEYED, 404, 500],
   },
   {
     method: "put",
@@ -276,7 +276,7 @@ const ROUTES: Route[] = [
     params: TIMELINE_NAMED_PARAMS,
     body: { params: name },
     ok: { 200: json(timelinePageSchema, "A page.") },
-    errors: [...KEYED, 404],
+    errors: [...KEYED, 404, 500],
   },
   {
     method: "put",

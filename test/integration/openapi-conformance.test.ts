@@ -6,10 +6,12 @@
 // (operation, status) pair of the document was seen, but for the short list
 // below: a status newly documented without a way here to provoke it fails.
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { encodePublishBatch } from "../../src/wire/client.js";
+import { Consumer } from "../helpers/consumer.js";
 import { type Answer, OpenApiChecker } from "../helpers/openapi-check.js";
 import { removeDir, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
 
@@ -37,6 +39,11 @@ const TL = "conftl";
 const READER = "rd";
 const JSON_CT = "application/json";
 const REQUEST_BYTES_MAX = 1024;
+const A_ARGS = [
+  ...["--request-bytes-max", String(REQUEST_BYTES_MAX), "--timelines-max", "2", "--timeline-readers-max", "1"],
+  // Small segments and a fast retention check: a replay below first_seq (410) within a second.
+  ...["--segment-bytes-max", "4096", "--retention-check-interval-ms", "50"],
+];
 const key = (role: string) => `k-${role}-${randomBytes(12).toString("hex")}`;
 
 interface Call {
@@ -62,9 +69,9 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
   /** Sends a call to a server; the answer is checked before it is returned. */
   const hit = async (s: TestServer, c: Call): Promise<{ status: number; json: any }> => {
     const headers: Record<string, string> = { ...c.headers };
-    let body: string | undefined;
+    let body: string | Uint8Array | undefined;
     if (c.body !== undefined) {
-      body = typeof c.body === "string" ? c.body : JSON.stringify(c.body);
+      body = typeof c.body === "string" || c.body instanceof Uint8Array ? (c.body as string) : JSON.stringify(c.body);
       headers["content-type"] = c.ct ?? JSON_CT;
     }
     const res = await fetch(`${s.url}${c.path}`, { method: c.method, headers, body });
@@ -146,14 +153,7 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
 
   beforeAll(async () => {
     dir = tempDataDir("ticker-openapi-");
-    a = await startServer({
-      dataDir: join(dir, "a"),
-      args: [
-        ...["--request-bytes-max", String(REQUEST_BYTES_MAX), "--timelines-max", "2", "--timeline-readers-max", "1"],
-        // Small segments and a fast retention check: a replay below first_seq (410) within a second.
-        ...["--segment-bytes-max", "4096", "--retention-check-interval-ms", "50"],
-      ],
-    });
+    a = await startServer({ dataDir: join(dir, "a"), args: A_ARGS });
     checker = await OpenApiChecker.of(a.url);
     const doc = (await (await fetch(`${a.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, { responses: object }>> };
     operations = Object.entries(doc.paths).flatMap(([template, item]) =>
@@ -220,6 +220,33 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     await expectStatus(a, VALID["POST /v1/timelines/_secret/rotate"], 200);
     await expectStatus(a, VALID["DELETE /v1/timelines/{name}"], 204);
     await expectStatus(a, VALID["DELETE /v1/streams/{id}"], 204);
+  });
+
+  it("the optional parts of success answers match too: held events, FlatBuffers, a group only connected", async () => {
+    const ord = "conf.ordered";
+    await expectStatus(a, { method: "PUT", path: `/v1/streams/${ord}`, body: { producer_ordering: true, dedup_window_ms: 60_000 } }, 201);
+    const held = await expectStatus(
+      a,
+      { method: "POST", path: `/v1/streams/${ord}/events`, body: { events: [{ type: "t", producer_id: "p", producer_seq: 2 }] } },
+      200,
+    );
+    expect(held.held).toEqual([{ index: 0, producer_seq: 2 }]);
+    expect((await expectStatus(a, { method: "GET", path: `/v1/streams/${ord}` }, 200)).held_events).toBe(1);
+    const fb = "application/x-flatbuffers";
+    await expectStatus(a, { method: "POST", path: `/v1/streams/${S}/events`, body: encodePublishBatch([{ type: "fb" }]), ct: fb }, 200);
+    await expectStatus(a, { method: "GET", path: `/v1/streams/${S}/events?from=1`, headers: { accept: fb } }, 200);
+    const c = await Consumer.connect(a.url, S, "group=live");
+    try {
+      const deadline = Date.now() + 10_000;
+      let live: any;
+      do {
+        const groups = await expectStatus(a, VALID["GET /v1/streams/{id}/groups"], 200);
+        live = groups.groups.find((g: any) => g.group === "live" && g.members.length > 0);
+      } while (!live && Date.now() < deadline && (await new Promise((r) => setTimeout(r, 50, true))));
+      expect(live).toMatchObject({ checkpoint_seq: null, members: [{ role: "active" }] });
+    } finally {
+      c.ws.close();
+    }
   });
 
   it("an unknown query parameter is 400 on every operation", async () => {
@@ -311,6 +338,32 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     } while (info.first_seq === 1 && Date.now() < deadline);
     await expectStatus(a, { method: "GET", path: `/v1/streams/${id}/events?from=1` }, 410);
     await expectStatus(a, { method: "GET", path: `/v1/streams/${S}/consume` }, 426);
+  });
+
+  it("a page that would start at a damaged record is 500 corrupt_record, on a replay and on both timeline pages", async () => {
+    const id = "conf.damaged";
+    await expectStatus(a, { method: "PUT", path: `/v1/streams/${id}`, body: {} }, 201);
+    const big = { type: "t", payload: { pad: "x".repeat(700) } };
+    for (let i = 0; i < 12; i++) await expectStatus(a, { method: "POST", path: `/v1/streams/${id}/events`, body: { events: [big] } }, 200);
+    await expectStatus(a, { method: "PUT", path: `/v1/timelines/${TL}`, body: { streams: [id] } }, 200);
+    // One byte of the first event's payload, in the first (closed) segment: its CRC no longer holds.
+    // The server trusts bytes it wrote itself (Segment.verified), so it is restarted to read them as found.
+    await a.stop();
+    const segDir = join(a.dataDir, "streams", id);
+    const first = join(
+      segDir,
+      readdirSync(segDir)
+        .filter((f) => f.endsWith(".log"))
+        .sort()[0],
+    );
+    const bytes = readFileSync(first);
+    const at = bytes.indexOf("xxxx");
+    bytes[at] = "y".charCodeAt(0);
+    writeFileSync(first, bytes);
+    a = await startServer({ dataDir: a.dataDir, args: A_ARGS });
+    expect((await expectStatus(a, { method: "GET", path: `/v1/streams/${id}/events?from=1` }, 500)).error.code).toBe("corrupt_record");
+    await expectStatus(a, { method: "GET", path: `/v1/timelines?streams=${id}` }, 500);
+    await expectStatus(a, { method: "GET", path: `/v1/timelines/${TL}/events` }, 500);
   });
 
   it("every (operation, status) pair of the document was answered, but the listed unprovoked ones", () => {
