@@ -2,56 +2,60 @@
 // returns it as a value); the front renders it as
 // {"error": {"code", "message", ...extra}} with the status that fits.
 
-export type ErrorCode =
-  | "invalid_stream"
-  | "invalid_json"
-  | "invalid_body"
-  | "invalid_event"
-  | "invalid_config"
-  | "invalid_parameter"
-  | "invalid_flatbuffer"
-  | "event_too_large"
-  | "batch_too_large"
-  | "request_too_large"
-  | "unsupported_media_type"
-  | "stream_not_found"
-  | "group_not_found"
-  | "invalid_group"
-  | "not_found"
-  | "method_not_allowed"
-  | "upgrade_required"
-  | "expired"
-  | "shard_busy"
-  | "server_busy"
-  | "not_ready"
-  | "disk_full"
-  | "storage_error"
-  | "corrupt_record"
-  | "stream_deleted"
-  | "no_group"
-  | "not_active"
-  | "invalid_ack"
-  | "invalid_nack"
-  | "invalid_seek"
-  | "invalid_message"
-  | "message_too_large"
-  | "idle_timeout"
-  | "shutting_down"
-  | "unauthorized"
-  | "forbidden"
-  | "rate_limited"
-  | "held_full"
-  | "producers_full"
-  | "events_held"
-  | "head_mismatch"
-  | "invalid_cursor"
-  | "invalid_timeline"
-  | "invalid_reader"
-  | "timeline_not_found"
-  | "reader_not_found"
-  | "limit_reached"
-  | "secret_from_config"
-  | "internal";
+/** Every code, as a list: the OpenAPI document (src/front/openapi-responses.ts) enumerates them. */
+export const ERROR_CODES = [
+  "invalid_stream",
+  "invalid_json",
+  "invalid_body",
+  "invalid_event",
+  "invalid_config",
+  "invalid_parameter",
+  "invalid_flatbuffer",
+  "event_too_large",
+  "batch_too_large",
+  "request_too_large",
+  "unsupported_media_type",
+  "stream_not_found",
+  "group_not_found",
+  "invalid_group",
+  "not_found",
+  "method_not_allowed",
+  "upgrade_required",
+  "expired",
+  "shard_busy",
+  "server_busy",
+  "not_ready",
+  "disk_full",
+  "storage_error",
+  "corrupt_record",
+  "stream_deleted",
+  "no_group",
+  "not_active",
+  "invalid_ack",
+  "invalid_nack",
+  "invalid_seek",
+  "invalid_message",
+  "message_too_large",
+  "idle_timeout",
+  "shutting_down",
+  "unauthorized",
+  "forbidden",
+  "rate_limited",
+  "held_full",
+  "producers_full",
+  "events_held",
+  "head_mismatch",
+  "invalid_cursor",
+  "invalid_timeline",
+  "invalid_reader",
+  "timeline_not_found",
+  "reader_not_found",
+  "limit_reached",
+  "secret_from_config",
+  "internal",
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export class ApiError extends Error {
   constructor(

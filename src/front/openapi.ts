@@ -2,11 +2,28 @@
 // written to docs/openapi.json (npm run docs:openapi). Request bodies come
 // from the zod schemas the routes validate with, and query parameters from
 // the sets the routes accept (query-params.ts), so the document cannot drift
-// from what a route takes; responses follow /work/shared/API.md.
+// from what a route takes; response bodies and the one Error component are
+// openapi-responses.ts, checked against real answers by
+// test/integration/openapi-conformance.test.ts.
 import { extendZodWithOpenApi, OpenAPIRegistry, OpenApiGeneratorV31, type RouteConfig } from "@asteasolutions/zod-to-openapi";
 import { z } from "zod";
 import { streamConfigPatch } from "../shard/stream-config.js";
 import { redriveBody } from "./dlq.js";
+import {
+  checkpointSchema,
+  errorResponses,
+  groupsSchema,
+  lagSchema,
+  publishAnswerSchema,
+  readerPositionSchema,
+  redriveOutcomeSchema,
+  replayPageSchema,
+  rotationSchema,
+  streamInfoSchema,
+  timelineListSchema,
+  timelinePageSchema,
+  timelineSchema,
+} from "./openapi-responses.js";
 import { CONSUME_PARAMS, GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, TIMELINE_AD_HOC_PARAMS, TIMELINE_NAMED_PARAMS } from "./query-params.js";
 import { putReaderBody, putTimelineBody, rotateBody } from "./timeline-admin.js";
 
@@ -16,12 +33,13 @@ extendZodWithOpenApi(z);
 const FLATBUFFERS = "application/x-flatbuffers";
 const WIRE_NOTE = "The binary form is a FlatBuffers table, schema in schemas/ and described in docs/wire.md.";
 
-/** What every error answer carries (src/errors.ts): a code, a sentence, and fields named per error. */
-const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }).passthrough() });
 const anyObject = z.object({}).passthrough();
-const event = z
-  .object({ seq: z.number().int(), stream: z.string(), type: z.string(), ingest_ts: z.number().int(), payload: z.unknown().optional() })
-  .passthrough();
+// Hand-checked bodies (no zod schema on the server to register): the
+// checkpoint body is read field by field in src/shard/groups.ts
+// setCheckpoint, and a publish batch by the JSON batch scanner
+// (src/wire/json-batch.ts), which frames events without building objects.
+// Described here once; the integration suites check the server refuses what
+// these refuse.
 const checkpointBody = z.object({ group: z.string().min(1), seq: z.number().int().min(0) }).strict();
 const outgoingEvent = z.object({ type: z.string() }).passthrough();
 const publishBody = z.object({ events: z.array(outgoingEvent) }).strict();
@@ -56,25 +74,6 @@ const jsonOrBinary = (schema: z.ZodTypeAny, description: string) => ({
   content: { "application/json": { schema }, [FLATBUFFERS]: { schema: { type: "string" as const, format: "binary" } } },
 });
 
-/** The errors any route can answer, besides its own. */
-const COMMON_ERRORS: Record<number, string> = {
-  400: "Bad input (unknown query parameter, invalid value or body).",
-  401: "No key, or an unknown key, on a server with API keys.",
-  403: "The key lacks the scope or the stream prefix.",
-  404: "Unknown stream, group or timeline.",
-  405: "Method not allowed on this path (Allow lists the methods).",
-  413: "Body above the server's request_body_bytes_max.",
-  415: "Content type the route does not read.",
-  429: "Backpressure or a key's request rate; Retry-After says when to come back.",
-  503: "Not ready, shutting down, or disk full.",
-};
-
-function errors(extra: Record<number, string> = {}): RouteConfig["responses"] {
-  const out: RouteConfig["responses"] = {};
-  for (const [status, description] of Object.entries({ ...COMMON_ERRORS, ...extra })) out[status] = json(errorBody, description);
-  return out;
-}
-
 type Method = RouteConfig["method"];
 interface Route {
   method: Method;
@@ -83,29 +82,63 @@ interface Route {
   params?: ReadonlySet<string>;
   body?: RouteConfig["request"];
   ok: RouteConfig["responses"];
-  extraErrors?: Record<number, string>;
+  /** The error statuses this route can answer (openapi-responses.ts describes each). */
+  errors: readonly number[];
+  /** Descriptions more precise than the shared one, per status. */
+  notes?: Record<number, string>;
   open?: boolean;
 }
 
 const id = z.object({ id: z.string() });
 const name = z.object({ name: z.string() });
+const reader = z.object({ name: z.string(), reader: z.string() });
+const jsonBodyOf = (schema: z.ZodTypeAny) => ({ content: { "application/json": { schema } } });
+
+// The error statuses by kind of route. Every /v1 route is behind the key
+// check (401, 403, and 429 for a key's requests_per_s), refuses unknown query
+// parameters and bad ids (400), and answers 503 while not ready or draining.
+const KEYED = [400, 401, 403, 405, 429, 503];
+/** A route that reads a JSON body: too large (413) or another media type (415). */
+const WITH_BODY = [...KEYED, 413, 415];
 
 const ROUTES: Route[] = [
-  { method: "get", path: "/healthz", summary: "Liveness", ok: { 200: json(z.object({ status: z.literal("ok") }), "Alive.") }, open: true },
-  { method: "get", path: "/readyz", summary: "Readiness", ok: { 200: json(z.object({ status: z.literal("ready") }), "Ready.") }, open: true },
+  {
+    method: "get",
+    path: "/healthz",
+    summary: "Liveness",
+    ok: { 200: json(z.object({ status: z.literal("ok") }).strict(), "Alive.") },
+    errors: [400, 405],
+    open: true,
+  },
+  {
+    method: "get",
+    path: "/readyz",
+    summary: "Readiness",
+    ok: { 200: json(z.object({ status: z.literal("ready") }).strict(), "Ready.") },
+    errors: [400, 405, 503],
+    open: true,
+  },
   {
     method: "get",
     path: "/metrics",
-    summary: "Prometheus metrics",
-    ok: { 200: { description: "Prometheus text exposition format.", content: { "text/plain": { schema: z.string() } } } },
+    summary: "Prometheus metrics (docs/operations.md, Metrics); with API keys, an admin key without a prefix",
+    ok: { 200: { description: "Prometheus text exposition format 0.0.4.", content: { "text/plain": { schema: z.string() } } } },
+    errors: [400, 401, 403, 405, 429],
+  },
+  {
+    method: "get",
+    path: "/openapi.json",
+    summary: "This document",
+    ok: { 200: json(z.object({ openapi: z.literal("3.1.0"), info: anyObject, paths: anyObject }).passthrough(), "OpenAPI 3.1.") },
+    errors: [400, 405],
     open: true,
   },
-  { method: "get", path: "/openapi.json", summary: "This document", ok: { 200: json(anyObject, "OpenAPI 3.1.") }, open: true },
   {
     method: "get",
     path: "/console",
     summary: "The web console (docs/operations.md, Console); it reads this API with the key typed into it",
     ok: { 200: { description: "The console's page.", content: { "text/html": { schema: z.string() } } } },
+    errors: [400, 405],
     open: true,
   },
   {
@@ -116,28 +149,49 @@ const ROUTES: Route[] = [
     ok: {
       200: { description: "The file (JavaScript, CSS or HTML).", content: { "text/javascript": { schema: z.string() }, "text/css": { schema: z.string() } } },
     },
+    errors: [400, 404, 405],
     open: true,
   },
-  { method: "get", path: "/v1/streams", summary: "List streams", ok: { 200: json(z.object({ streams: z.array(anyObject) }), "Streams the key may see.") } },
+  {
+    method: "get",
+    path: "/v1/streams",
+    summary: "List streams",
+    ok: { 200: json(z.object({ streams: z.array(streamInfoSchema) }).strict(), "Streams the key may see, by id.") },
+    errors: KEYED,
+  },
   {
     method: "put",
     path: "/v1/streams/{id}",
     summary: "Create or configure a stream",
-    body: { params: id, body: { content: { "application/json": { schema: streamConfigPatch } } } },
-    ok: { 200: json(anyObject, "Updated."), 201: json(anyObject, "Created.") },
+    body: { params: id, body: jsonBodyOf(streamConfigPatch) },
+    ok: { 200: json(streamInfoSchema, "Updated."), 201: json(streamInfoSchema, "Created.") },
+    errors: WITH_BODY,
   },
-  { method: "get", path: "/v1/streams/{id}", summary: "Stream info", body: { params: id }, ok: { 200: json(anyObject, "Head, first seq, size and config.") } },
-  { method: "delete", path: "/v1/streams/{id}", summary: "Delete a stream", body: { params: id }, ok: { 204: { description: "Deleted." } } },
+  {
+    method: "get",
+    path: "/v1/streams/{id}",
+    summary: "Stream info",
+    body: { params: id },
+    ok: { 200: json(streamInfoSchema, "Head, first seq, size and config.") },
+    errors: [...KEYED, 404],
+  },
+  {
+    method: "delete",
+    path: "/v1/streams/{id}",
+    summary: "Delete a stream",
+    body: { params: id },
+    ok: { 204: { description: "Deleted." } },
+    errors: [...KEYED, 404],
+  },
   {
     method: "post",
     path: "/v1/streams/{id}/events",
     summary: "Publish a batch",
     params: PUBLISH_PARAMS,
     body: { params: id, body: jsonOrBinary(publishBody, "A batch of events.") },
-    ok: {
-      200: json(z.object({ stream: z.string(), first_seq: z.number().int(), last_seq: z.number().int(), count: z.number().int() }).passthrough(), "Appended."),
-    },
-    extraErrors: { 409: "expected_head_seq did not match the head." },
+    ok: { 200: json(publishAnswerSchema, "Appended (duplicates squeezed out, held events of an ordered stream listed).") },
+    errors: [...WITH_BODY, 404, 409],
+    notes: { 404: "Unknown stream, with auto_create_streams off.", 409: "expected_head_seq did not match the head (the error carries head_seq)." },
   },
   {
     method: "get",
@@ -145,15 +199,16 @@ const ROUTES: Route[] = [
     summary: "Replay a page",
     params: REPLAY_PARAMS,
     body: { params: id },
-    ok: { 200: jsonOrBinary(z.object({ events: z.array(event), next: z.number().int() }).passthrough(), "A page of events.") },
-    extraErrors: { 410: "from is below first_seq (the error carries first_seq)." },
+    ok: { 200: jsonOrBinary(replayPageSchema, "A page of events.") },
+    errors: [...KEYED, 404, 410, 500],
   },
   {
     method: "post",
     path: "/v1/streams/{id}/checkpoint",
     summary: "Set a group's checkpoint",
-    body: { params: id, body: { content: { "application/json": { schema: checkpointBody } } } },
-    ok: { 200: json(checkpointBody, "Stored.") },
+    body: { params: id, body: jsonBodyOf(checkpointBody) },
+    ok: { 200: json(checkpointSchema, "Stored.") },
+    errors: [...WITH_BODY, 404],
   },
   {
     method: "get",
@@ -161,7 +216,8 @@ const ROUTES: Route[] = [
     summary: "A group's checkpoint",
     params: GROUP_PARAM,
     body: { params: id },
-    ok: { 200: json(anyObject, "The checkpoint.") },
+    ok: { 200: json(checkpointSchema, "The checkpoint.") },
+    errors: [...KEYED, 404],
   },
   {
     method: "get",
@@ -169,14 +225,16 @@ const ROUTES: Route[] = [
     summary: "A group's lag",
     params: GROUP_PARAM,
     body: { params: id },
-    ok: { 200: json(anyObject, "Lag in events.") },
+    ok: { 200: json(lagSchema, "Lag in events and in time.") },
+    errors: [...KEYED, 404],
   },
   {
     method: "get",
     path: "/v1/streams/{id}/groups",
     summary: "Groups with checkpoint, lag and members",
     body: { params: id },
-    ok: { 200: json(z.object({ groups: z.array(anyObject) }).passthrough(), "Groups.") },
+    ok: { 200: json(groupsSchema, "Groups, by name.") },
+    errors: [...KEYED, 404],
   },
   {
     method: "get",
@@ -185,59 +243,84 @@ const ROUTES: Route[] = [
     params: CONSUME_PARAMS,
     body: { params: id },
     ok: { 101: { description: "Switching to the WebSocket protocol of docs/asyncapi.yaml." } },
-    extraErrors: { 426: "A plain GET: this is a WebSocket endpoint." },
+    errors: [...KEYED, 426],
+    notes: { 429: "consumers_max consumers are connected, or the key's rate; Retry-After says when to come back." },
   },
   {
     method: "post",
     path: "/v1/streams/{id}/dlq/redrive",
     summary: "Republish dead letters",
-    body: { params: id, body: { content: { "application/json": { schema: redriveBody } } } },
-    ok: { 200: json(anyObject, "Redriven.") },
+    body: { params: id, body: jsonBodyOf(redriveBody) },
+    ok: { 200: json(redriveOutcomeSchema, "Redriven; next is where a repeat continues (null: done).") },
+    errors: WITH_BODY,
   },
   {
     method: "get",
     path: "/v1/timelines",
-    summary: "Ad-hoc timeline page, or the named timelines",
+    summary: "Ad-hoc timeline page (with streams), or the named timelines",
     params: TIMELINE_AD_HOC_PARAMS,
-    ok: { 200: json(anyObject, "A page (with streams) or the list of timelines.") },
+    ok: { 200: json(z.union([timelinePageSchema, timelineListSchema]), "A page (with streams) or the list of timelines.") },
+    errors: [...KEYED, 404, 500],
   },
   {
     method: "put",
     path: "/v1/timelines/{name}",
     summary: "Create or replace a named timeline",
-    body: { params: name, body: { content: { "application/json": { schema: putTimelineBody } } } },
-    ok: { 200: json(anyObject, "Updated."), 201: json(anyObject, "Created.") },
+    body: { params: name, body: jsonBodyOf(putTimelineBody) },
+    ok: { 200: json(timelineSchema, "Updated."), 201: json(timelineSchema, "Created.") },
+    errors: [...WITH_BODY, 404, 409],
+    notes: { 404: "A stream of the set does not exist.", 409: "timelines_max timelines exist already." },
   },
-  { method: "get", path: "/v1/timelines/{name}", summary: "A named timeline", body: { params: name }, ok: { 200: json(anyObject, "The timeline.") } },
-  { method: "delete", path: "/v1/timelines/{name}", summary: "Delete a named timeline", body: { params: name }, ok: { 204: { description: "Deleted." } } },
+  {
+    method: "get",
+    path: "/v1/timelines/{name}",
+    summary: "A named timeline",
+    body: { params: name },
+    ok: { 200: json(timelineSchema, "The timeline.") },
+    errors: [...KEYED, 404],
+  },
+  {
+    method: "delete",
+    path: "/v1/timelines/{name}",
+    summary: "Delete a named timeline",
+    body: { params: name },
+    ok: { 204: { description: "Deleted." } },
+    errors: [...KEYED, 404],
+  },
   {
     method: "get",
     path: "/v1/timelines/{name}/events",
     summary: "A named timeline's page",
     params: TIMELINE_NAMED_PARAMS,
     body: { params: name },
-    ok: { 200: json(z.object({ events: z.array(event) }).passthrough(), "A page.") },
+    ok: { 200: json(timelinePageSchema, "A page.") },
+    errors: [...KEYED, 404, 500],
   },
   {
     method: "put",
     path: "/v1/timelines/{name}/readers/{reader}",
     summary: "Store a reader's cursor",
-    body: { params: z.object({ name: z.string(), reader: z.string() }), body: { content: { "application/json": { schema: putReaderBody } } } },
-    ok: { 200: json(anyObject, "Stored.") },
+    body: { params: reader, body: jsonBodyOf(putReaderBody) },
+    ok: { 200: json(readerPositionSchema, "Stored."), 201: json(readerPositionSchema, "Stored, the reader's first.") },
+    errors: [...WITH_BODY, 404, 409],
+    notes: { 409: "timeline_readers_max readers have a position on the timeline already." },
   },
   {
     method: "get",
     path: "/v1/timelines/{name}/readers/{reader}",
     summary: "A reader's cursor",
-    body: { params: z.object({ name: z.string(), reader: z.string() }) },
-    ok: { 200: json(anyObject, "The cursor.") },
+    body: { params: reader },
+    ok: { 200: json(readerPositionSchema, "The cursor.") },
+    errors: [...KEYED, 404],
   },
   {
     method: "post",
     path: "/v1/timelines/_secret/rotate",
     summary: "Rotate the cursor signing secret",
-    body: { body: { content: { "application/json": { schema: rotateBody } } } },
-    ok: { 200: json(anyObject, "Rotated.") },
+    body: { body: jsonBodyOf(rotateBody) },
+    ok: { 200: json(rotationSchema, "Rotated: the secret before verifies until previous_valid_until.") },
+    errors: [...WITH_BODY, 409],
+    notes: { 409: "The secret comes from the config (timeline_cursor_secret): rotate it there." },
   },
 ];
 
@@ -258,7 +341,7 @@ export function openApiJson(): string {
       path: r.path,
       summary: r.summary,
       request,
-      responses: { ...r.ok, ...errors(r.extraErrors) },
+      responses: { ...r.ok, ...errorResponses(r.errors, r.notes) },
       ...(r.open ? { security: [] } : {}),
     });
   }

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach } from "vitest";
 import { TICKER_MAIN as MAIN, TickerProcess } from "../harness/ticker.js";
+import { noteAnswer } from "./openapi-check.js";
 
 export interface TestServer {
   url: string;
@@ -95,7 +96,7 @@ export function serveExpectingExit(args: string[], timeoutMs = 15_000): Promise<
   });
 }
 
-/** JSON request helper: returns status, headers and parsed body (or null). */
+/** JSON request helper: returns status, headers and parsed body (or null); checked against /openapi.json in a file that asked for it (openapi-check.ts). */
 export async function api(
   url: string,
   method: string,
@@ -112,6 +113,7 @@ export async function api(
   }
   const res = await fetch(url, init);
   const raw = new Uint8Array(await res.arrayBuffer());
+  await noteAnswer({ method, url, status: res.status, headers: res.headers, body: raw });
   let json: any = null;
   const ct = res.headers.get("content-type") ?? "";
   if (ct.includes("json") && raw.byteLength > 0) json = JSON.parse(Buffer.from(raw).toString("utf8"));

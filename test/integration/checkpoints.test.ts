@@ -1,6 +1,10 @@
 // Group checkpoints and lag over HTTP, against a real server, through kill -9.
 import { describe, it, expect } from "vitest";
 import { api, removeDir, startServer, tempDataDir } from "../helpers/server.js";
+import { checkAnswersAgainstOpenApi } from "../helpers/openapi-check.js";
+
+// Every answer `api` gets here is also checked against /openapi.json.
+checkAnswersAgainstOpenApi();
 
 describe("checkpoints and lag", () => {
   it("a checkpoint is stored, reported with lag in events and in time, and survives kill -9", async () => {

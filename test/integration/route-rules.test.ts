@@ -9,6 +9,10 @@ import WebSocket from "ws";
 import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
 import { Client } from "../helpers/hostile.js";
 import { expectError, itStaysHealthy, streamIdsOf } from "../helpers/bad-input.js";
+import { checkAnswersAgainstOpenApi } from "../helpers/openapi-check.js";
+
+// Every answer `api` gets here is also checked against /openapi.json.
+checkAnswersAgainstOpenApi();
 
 interface Route {
   path: string;

@@ -7,6 +7,10 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
 import { encodePublishBatch } from "../../src/wire/client.js";
 import { EVENT_BYTES_MAX, FB_CT, JSON_CT, expectError, expectOk, itStaysHealthy, rawRequest, smallLimitsServer } from "../helpers/bad-input.js";
+import { checkAnswersAgainstOpenApi } from "../helpers/openapi-check.js";
+
+// Every answer `api` gets here is also checked against /openapi.json.
+checkAnswersAgainstOpenApi();
 
 describe("stream ids and stream admin, on one server with small limits", () => {
   const { server, streamUrl, eventsUrl, publish, streamIds, publishGood, seeded, expectUnchangedThenServes } = smallLimitsServer();

@@ -10,6 +10,10 @@ import { join } from "node:path";
 import { CursorSigner, SECRETS_FILE } from "../../src/timeline/cursor.js";
 import { expectError, expectOk, itStaysHealthy, JSON_CT, rawRequest } from "../helpers/bad-input.js";
 import { api, perTestServers, removeDir, serveExpectingExit, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
+import { checkAnswersAgainstOpenApi } from "../helpers/openapi-check.js";
+
+// Every answer `api` gets here is also checked against /openapi.json.
+checkAnswersAgainstOpenApi();
 
 const STREAMS_MAX = 3;
 const TIMELINES_MAX = 6;
