@@ -3,6 +3,7 @@
 // series only when a scrape collects them (metrics.ts).
 import { performance } from "node:perf_hooks";
 import { Histogram, Registry } from "prom-client";
+import type { ErrorCode } from "../errors.js";
 import { LATENCY_BUCKETS_S, OTHER_LABEL } from "../shard/metrics.js";
 
 /** The front thread's registry; metrics.ts adds the series it reads from the hub and the shards. */
@@ -55,6 +56,11 @@ export function setStreamsMax(max: number): void {
   counts.deadLetters.max = max;
   counts.redeliveries.max = max;
 }
+
+// Series that alerts watch exist at 0 from the start: rate() sees the first
+// failure only if a sample came before it (docs/alerts.yml).
+for (const code of ["ok", "shard_busy", "internal", "storage_error", "disk_full"] satisfies Array<"ok" | ErrorCode>) counts.publishOutcomes.add(code, 0);
+for (const code of ["shard_busy", "server_busy", "rate_limited", "held_full"] satisfies ErrorCode[]) counts.throttled.add(code, 0);
 
 /** The error code of a JSON error body, or "unknown". */
 function errorCode(body: Uint8Array | string | null): string {

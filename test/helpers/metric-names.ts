@@ -31,6 +31,7 @@ export const METRICS: readonly MetricContract[] = [
   m("ticker_ring_used_bytes", "gauge", ["shard", "ring"]),
   m("ticker_ring_capacity_bytes", "gauge", ["shard", "ring"]),
   m("ticker_event_loop_lag_seconds", "gauge", ["thread"]),
+  m("ticker_metrics_shards_missing", "gauge"),
   // The shards, aggregated by the front on scrape.
   m("ticker_events_published_total", "counter", ["stream"]),
   m("ticker_published_bytes_total", "counter", ["stream"]),

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { escapeStreamId } from "../../src/shard/stream-config.js";
 import { Consumer } from "../helpers/consumer.js";
+import { METRICS, metricOf } from "../helpers/metric-names.js";
 import { scrape } from "../helpers/prometheus.js";
 import { api, perTestServers } from "../helpers/server.js";
 
@@ -80,6 +81,20 @@ describe("GET /metrics", () => {
     expect(m.sum("ticker_http_responses_total", { status: "429" })).toBe(1);
     // The dead letter went to work.dlq, a stream of its own.
     expect(m.sum("ticker_events_published_total", { stream: "work.dlq" })).toBe(1);
+
+    // By now every metric of the contract (test/helpers/metric-names.ts, which the alerts and
+    // the dashboard are checked against) is in the scrape with its labels, and nothing else is.
+    expect((await api(`${s.url}/v1/streams/bounded`, "PUT", { retention_bytes: 1_000_000 })).status).toBe(201);
+    const all = await scrape(s.url);
+    for (const c of METRICS) {
+      const samples = all.samples.filter((x) => metricOf(x.name) === c);
+      expect(samples.length, c.name).toBeGreaterThan(0);
+      for (const x of samples) {
+        const expected = c.type === "histogram" && x.name.endsWith("_bucket") ? [...c.labels, "le"] : [...c.labels];
+        expect(Object.keys(x.labels).sort(), x.name).toEqual(expected.sort());
+      }
+    }
+    expect(all.samples.filter((x) => x.name.startsWith("ticker_") && !metricOf(x.name)).map((x) => x.name)).toEqual([]);
     await active.close();
     await standby.close();
   });

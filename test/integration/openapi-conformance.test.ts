@@ -21,11 +21,9 @@ import { removeDir, startServer, tempDataDir, type TestServer } from "../helpers
  * shutting_down (a request arriving on a kept-alive connection between
  * SIGTERM and exit: a race with the exit, not deterministic) or disk_full
  * (test/faults/disk-full.test.ts fills a real small filesystem for that).
- * /metrics is documented ahead of the route, which other work adds.
  */
 const UNPROVOKED: Record<string, string> = {
   "* * 503": "not_ready, shutting_down and disk_full cannot be provoked deterministically against a running server",
-  "GET /metrics *": "documented, not yet served on this branch (the /metrics route is added separately)",
 };
 /** Whether an entry ("METHOD PATH STATUS", * for any) covers a pair. */
 const covers = (entry: string, pair: string) => {
@@ -119,6 +117,9 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     "GET /healthz": { method: "GET", path: "/healthz" },
     "GET /readyz": { method: "GET", path: "/readyz" },
     "GET /openapi.json": { method: "GET", path: "/openapi.json" },
+    "GET /metrics": { method: "GET", path: "/metrics" },
+    "GET /console": { method: "GET", path: "/console" },
+    "GET /console/{file}": { method: "GET", path: "/console/app.js" },
     "GET /v1/streams": { method: "GET", path: "/v1/streams" },
     "PUT /v1/streams/{id}": { method: "PUT", path: `/v1/streams/${S}`, body: {} },
     "GET /v1/streams/{id}": { method: "GET", path: `/v1/streams/${S}` },
@@ -198,8 +199,19 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
 
   it("every operation answers its success", async () => {
     await expectStatus(a, { method: "PUT", path: `/v1/streams/${S}`, body: { retention_ms: 86_400_000 } }, 200);
-    for (const path of ["/healthz", "/readyz", "/openapi.json", "/v1/streams", `/v1/streams/${S}`, `/v1/streams/${S}/events?from=1`])
+    for (const path of [
+      "/healthz",
+      "/readyz",
+      "/openapi.json",
+      "/metrics",
+      "/console",
+      "/console/app.js",
+      "/console/style.css",
+      "/v1/streams",
+      `/v1/streams/${S}`,
+    ])
       await expectStatus(a, { method: "GET", path }, 200);
+    await expectStatus(a, { method: "GET", path: `/v1/streams/${S}/events?from=1` }, 200);
     // A page with every optional field of an event.
     const full = { type: "full", key: "k", producer_id: "p", producer_seq: 1, producer_ts: 5, idempotency_key: "i-1", payload: { a: [1] } };
     await expectStatus(a, { method: "POST", path: `/v1/streams/${S}/events`, body: { events: [full, full, { type: "bin", payload_base64: "AAE=" }] } }, 200);
@@ -303,6 +315,7 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     ])
       await expectStatus(a, { method: "GET", path }, 404);
     await expectStatus(a, { method: "DELETE", path: `/v1/streams/${nope}` }, 404);
+    await expectStatus(a, { method: "GET", path: "/console/nope.js" }, 404);
     await expectStatus(a, { method: "POST", path: `/v1/streams/${nope}/checkpoint`, body: { group: "g", seq: 0 } }, 404);
     // auto_create_streams is off on b.
     await expectStatus(b, { ...VALID["POST /v1/streams/{id}/events"], path: `/v1/streams/${nope}/events`, headers: bearer(keys.all) }, 404);
