@@ -51,6 +51,7 @@ function countsCounter(name: string, help: string, label: string, source: Capped
 function registerFrontSeries(d: MetricsDeps, shardsMissing: () => number): void {
   const registers = [frontRegistry];
   collectDefaultMetrics({ register: frontRegistry });
+  frontRegistry.removeSingleMetric("process_open_fds"); // counted on the format thread (metrics-format.ts)
   new Gauge({
     name: "ticker_ready",
     help: "1 when the server has recovered its streams and is not shutting down (as /readyz), else 0",
