@@ -9,7 +9,10 @@ import { escapeStreamId } from "../../src/shard/stream-config.js";
 import { Consumer } from "../helpers/consumer.js";
 import { METRICS, metricOf } from "../helpers/metric-names.js";
 import { scrape } from "../helpers/prometheus.js";
+
 import { api, perTestServers } from "../helpers/server.js";
+import { TickerProcess } from "../harness/ticker.js";
+import { parseMetrics, Scrape } from "../helpers/prometheus.js";
 
 const { start, dir } = perTestServers();
 
@@ -138,6 +141,39 @@ describe("GET /metrics", () => {
     const m = await scrape(again.url);
     expect(m.sum("ticker_recovery_findings_total", { finding: "torn_tail" })).toBe(1);
     expect(m.sum("ticker_recovery_findings_total", { finding: "corruption" })).toBe(0);
+  });
+
+  it("says ticker_ready 0 while the streams are recovered, and 1 once they are", async () => {
+    const dataDir = dir();
+    const s = await start(dataDir);
+    // Enough streams that their recovery takes a while (~0.2 ms each): the scrape lands in it.
+    let next = 0;
+    const STREAMS = 1500;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        for (let i = next++; i < STREAMS; i = next++) expect((await publish(s.url, `rec.${i}`, 1)).status).toBe(200);
+      }),
+    );
+    expect(await s.stop()).toBe(0);
+    let during: Promise<Scrape> | null = null;
+    const again = await TickerProcess.start(dataDir, {
+      // Listening comes before recovery: a scrape sent now is answered while the shards recover.
+      onListening: (t) => {
+        during = fetch(`${t.url}/metrics`).then(async (r) => new Scrape(parseMetrics(await r.text())));
+      },
+    });
+    try {
+      const m = await during!;
+      expect(m.sum("ticker_ready")).toBe(0);
+      // The shards are not asked until they are ready: their series are absent, and said to be.
+      expect(m.sum("ticker_metrics_shards_missing")).toBe(again.shardCount);
+      expect(m.find("ticker_streams")).toEqual([]);
+      const after = await scrape(again.url);
+      expect(after.sum("ticker_ready")).toBe(1);
+      expect(after.sum("ticker_streams")).toBe(STREAMS);
+    } finally {
+      await again.stop();
+    }
   });
 
   it("needs an admin key without a prefix when keys are on; a wrong method is 405 and an unknown parameter 400", async () => {
