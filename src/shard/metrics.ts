@@ -8,12 +8,16 @@
 // observation and ~2 µs a labelled set (label checks and hashing), which a
 // shard would pay per publish and, at a scrape, per series.
 import { monitorEventLoopDelay } from "node:perf_hooks";
+import { setImmediate as yieldToLoop } from "node:timers/promises";
 import type { ShardBuffers } from "./buffers.js";
 import { oldestUnackedAgeMs } from "./groups.js";
 import type { Stream } from "./stream.js";
 
 /** Seconds, from 50 µs (a write into the page cache) to 2.5 s (a stalled disk). */
 export const LATENCY_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+/** Streams a scrape goes through before it lets the shard's loop take requests (~0.2 ms of work). */
+const SLICE_STREAMS = 256;
 
 /** The stream (and group) label of what is past metrics_streams_max, summed into one series. */
 export const OTHER_LABEL = "_other";
@@ -129,9 +133,13 @@ export class ShardMetrics {
    * streams by id (and as many groups) get series of their own; the rest
    * are summed (lag: the largest) into `_other`. The oldest unacked event is
    * read only for the groups shown, one small read each, so a scrape's cost
-   * grows with metrics_streams_max, not with the number of groups.
+   * grows with metrics_streams_max, not with the number of groups. The
+   * streams are taken SLICE_STREAMS at a time with a turn of the event loop
+   * between: requests that came meanwhile are served in between, never held
+   * behind a pass over every stream. `isOpen` says whether a stream is still
+   * there after such a turn (a deleted one is skipped).
    */
-  snapshot(streams: Iterable<Stream>, buffers: ShardBuffers): MetricJson[] {
+  async snapshot(streams: Iterable<Stream>, isOpen: (s: Stream) => boolean, buffers: ShardBuffers): Promise<MetricJson[]> {
     const all = [...streams].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const head = metric("ticker_stream_head_seq", "gauge", "Seq of the newest event a reader can see");
     const first = metric("ticker_stream_first_seq", "gauge", "Seq of the oldest retained event (head + 1 when none is)");
@@ -147,9 +155,16 @@ export class ShardMetrics {
     const lagSeconds = metric("ticker_group_lag_seconds", "gauge", "Age of the oldest event a group has not acknowledged (0 when caught up)", "max");
     const other = { disk: 0, events: 0, bytes: 0, replayEvents: 0, replayPages: 0, lag: -1 };
     let groupsShown = 0;
-    const now = Date.now();
+    let now = Date.now();
+    let open = 0;
     for (let i = 0; i < all.length; i++) {
+      if (i > 0 && i % SLICE_STREAMS === 0) {
+        await yieldToLoop();
+        now = Date.now();
+      }
       const s = all[i];
+      if (!isOpen(s)) continue;
+      open++;
       const log = s.log;
       const size = log.bytes;
       if (i < this.seriesMax) {
@@ -204,7 +219,7 @@ export class ShardMetrics {
       single(metric("ticker_event_loop_lag_seconds", "gauge", "p99 event-loop delay of a thread since the previous scrape"), this.loopLag.takeSeconds(), {
         thread: `shard-${this.shard}`,
       }),
-      single(metric("ticker_streams", "gauge", "Streams open"), all.length),
+      single(metric("ticker_streams", "gauge", "Streams open"), open),
       head,
       first,
       disk,

@@ -338,7 +338,15 @@ class ShardWorker {
       case Op.TimelineRead:
         return this.timelines.read(req);
       case Op.Metrics:
-        return this.outbox.json(req.reqId, 200, this.metrics.snapshot(this.streams.values(), this.buffers));
+        return void this.metrics
+          .snapshot(this.streams.values(), (s) => this.streams.get(s.id) === s, this.buffers)
+          .then(
+            (json) => this.outbox.json(req.reqId, 200, json),
+            (err: unknown) => {
+              logger().error({ kind: "internal", op: req.op, err }, `shard ${this.init.shard}: metrics: ${(err as Error).stack ?? err}`);
+              this.outbox.reply({ reqId: req.reqId, status: 500, ct: ContentType.Json, body: asApiError(err).body() });
+            },
+          );
       default:
         throw new ApiError(500, "internal", `unknown op ${(req as Request).op}`);
     }
