@@ -4,7 +4,15 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
-import { CONSUME_ATTEMPTS_MAX, limitProblems, TIMELINE_CURSOR_SECRET_CHARS_MAX, TIMELINE_CURSOR_SECRET_CHARS_MIN, TIMELINE_STREAMS_LIMIT } from "./limits.js";
+import {
+  CONSUME_ATTEMPTS_MAX,
+  limitProblems,
+  OPEN_FILES_PER_SHARD_MIN,
+  openFilesProblems,
+  TIMELINE_CURSOR_SECRET_CHARS_MAX,
+  TIMELINE_CURSOR_SECRET_CHARS_MIN,
+  TIMELINE_STREAMS_LIMIT,
+} from "./limits.js";
 
 const MiB = 1024 * 1024;
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -46,6 +54,11 @@ export const configSchema = z
     shard_young_generation_mb: int(0, 1024)
       .default(3)
       .describe("cap on each shard thread's V8 young generation, MiB (0: V8's default, up to 48 under load); see docs/decisions.md"),
+    open_files_max: int(OPEN_FILES_PER_SHARD_MIN, 10_000_000)
+      .default(4096)
+      .describe(
+        "files of stream data (segments, checkpoint files) the server keeps open, split evenly across shards; the least recently used is closed and opened again on next use",
+      ),
     shard_requests_max: int(1, 1_000_000).default(4096).describe("requests a shard may have in flight, e.g. waiting for an fsync (more: 429)"),
     auto_create_streams: bool.default(true).describe("publishing to an unknown stream creates it (else 404)"),
 
@@ -162,6 +175,7 @@ export const configSchema = z
   .superRefine((c, ctx) => {
     // Limits that depend on each other (src/limits.ts).
     for (const p of limitProblems(c)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [p.key], message: p.message });
+    for (const message of openFilesProblems(c)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["open_files_max"], message });
     if (c.timeline_cursor_previous_secret !== "" && c.timeline_cursor_secret === "") {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,

@@ -215,3 +215,19 @@ export function limitProblems(c: LimitKeys): LimitProblem[] {
     problems.push({ key: "replay_page_events_default", message: "must not exceed replay_page_events_max" });
   return problems;
 }
+
+/**
+ * Open files a shard needs at least: a log's active segment, the closed one
+ * it reads, the next one a roll opens, a checkpoint file, and room so one
+ * stream's reads do not close and reopen another's segment every turn.
+ */
+export const OPEN_FILES_PER_SHARD_MIN = 8;
+
+/** A shard's share of open_files_max (log/open-files.ts): the shards' shares add up to at most open_files_max. */
+export const shardOpenFilesMax = (c: Pick<Config, "open_files_max" | "shards">) => Math.floor(c.open_files_max / c.shards);
+
+/** open_files_max against the shards that split it. */
+export function openFilesProblems(c: Pick<Config, "open_files_max" | "shards">): string[] {
+  const needed = c.shards * OPEN_FILES_PER_SHARD_MIN;
+  return c.open_files_max < needed ? [`must be at least ${needed} (${OPEN_FILES_PER_SHARD_MIN} per shard, ${c.shards} shards)`] : [];
+}

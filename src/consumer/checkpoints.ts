@@ -9,11 +9,15 @@
 // out, and the file is compacted at once. A group whose newest record was
 // hit falls back to its previous one (redelivery, never loss); a torn tail
 // (a crash mid-write) is cut.
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
+//
+// The file is one of the shard's open files (log/open-files.ts): the cache
+// may close it between writes, and the next write opens it again.
+import { closeSync, constants, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { crc32Range } from "../crc.js";
 import { readU64, writeU32, writeU64 } from "../bytes.js";
 import { STREAM_ID_CHARS_MAX } from "../stream-id.js";
+import { unboundedFiles, type CachedFile, type OpenFiles } from "../log/open-files.js";
 
 export const CHECKPOINTS_FILE = "checkpoints.log";
 /** Group names follow the stream id rule: ASCII, so one byte per character. */
@@ -28,26 +32,53 @@ export interface Checkpoint {
   updatedAt: number;
 }
 
-export class CheckpointStore {
+/** Open for read and write, created if missing, never truncated: an fd the cache closed is opened again so. */
+const OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT;
+
+export class CheckpointStore implements CachedFile {
   private readonly path: string;
-  private fd: number;
+  private fd = -1;
   private size = 0;
   readonly groups = new Map<string, Checkpoint>();
   /** What loading found wrong with the file (null: nothing). */
   damage: string | null = null;
 
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    private readonly files: OpenFiles = unboundedFiles(),
+  ) {
     this.path = join(dir, CHECKPOINTS_FILE);
     // The file is created by the first checkpoint, not by a read of lag.
-    this.fd = existsSync(this.path) ? openSync(this.path, "r+") : -1;
-    if (this.fd >= 0) this.load();
+    if (existsSync(this.path)) this.load();
+  }
+
+  /** The fd, the file opened (or created) if it is not open. Valid until the shard opens another file. */
+  private file(): number {
+    if (this.fd >= 0) {
+      this.files.used(this);
+      return this.fd;
+    }
+    this.files.makeRoom();
+    this.fd = openSync(this.path, OPEN_FLAGS);
+    this.files.opened(this);
+    return this.fd;
+  }
+
+  mayClose(): boolean {
+    return true; // every write is a synchronous pwrite: nothing runs on the fd between turns
+  }
+
+  evict(): void {
+    closeSync(this.fd);
+    this.fd = -1;
   }
 
   /** Reads every valid record; skips damaged bytes, cuts a torn tail. O(file bytes). */
   private load(): void {
-    const fileBytes = fstatSync(this.fd).size;
+    const fd = this.file();
+    const fileBytes = fstatSync(fd).size;
     const buf = Buffer.alloc(fileBytes);
-    readSync(this.fd, buf, 0, fileBytes, 0);
+    readSync(fd, buf, 0, fileBytes, 0);
     let at = 0;
     let end = 0; // after the last valid record
     let skipped = 0;
@@ -70,7 +101,7 @@ export class CheckpointStore {
       this.compact();
     } else if (end < fileBytes) {
       if (firstBad >= 0 && fileBytes - end > RECORD_BYTES_MAX) this.damage = `${fileBytes - end} bytes after byte ${end} are not records; cut`;
-      ftruncateSync(this.fd, end);
+      ftruncateSync(fd, end);
     }
   }
 
@@ -94,17 +125,17 @@ export class CheckpointStore {
     const c = { seq, updatedAt: now };
     if (this.size > CHECKPOINT_LOG_BYTES_MAX) this.compact();
     const rec = this.record(group, c);
-    if (this.fd < 0) this.fd = openSync(this.path, "w+");
+    const fd = this.file();
     // A full disk takes part of a record (a short write), then refuses the
     // rest: the torn bytes are cut and nothing changes, so the next record
     // goes where this one began instead of behind a record recovery would
     // stop at (losing every later checkpoint).
     try {
       let off = 0;
-      while (off < rec.length) off += writeSync(this.fd, rec, off, rec.length - off, this.size + off);
+      while (off < rec.length) off += writeSync(fd, rec, off, rec.length - off, this.size + off);
     } catch (err) {
       try {
-        ftruncateSync(this.fd, this.size);
+        ftruncateSync(fd, this.size);
       } catch {
         // load() cuts a torn tail if this fails too.
       }
@@ -123,14 +154,14 @@ export class CheckpointStore {
     // writeFileSync writes until done or throws: a short write must not be renamed over the file.
     writeFileSync(tmp, all);
     renameSync(tmp, this.path);
-    closeSync(this.fd);
-    this.fd = openSync(this.path, "r+");
+    this.close(); // the fd still names the file renamed over; the next write opens the new one
     this.size = all.length;
   }
 
   close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
+    if (this.fd < 0) return;
+    this.files.closed(this);
+    this.evict();
   }
 }
 

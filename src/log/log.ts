@@ -10,7 +10,8 @@
 // one of them out would put a call or an object between them on per-batch
 // paths, or make the commit point writable from outside.
 import { fdatasync, fdatasyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
-import { Segment, syncDir } from "./segment.js";
+import { Segment, syncDir, type SegmentOwner } from "./segment.js";
+import { unboundedFiles, type OpenFiles } from "./open-files.js";
 import { scanFrames } from "./scan.js";
 import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
 import { u32 } from "../bytes.js";
@@ -29,6 +30,8 @@ export interface LogOptions {
   frameBytesMax: number;
   /** Told how long each fdatasync of a segment took (the shard's fsync histogram). */
   observeSyncSeconds?: (seconds: number) => void;
+  /** The shard's open files (segments and checkpoint files); none given: never closed for want of room. */
+  openFiles?: OpenFiles;
 }
 
 /**
@@ -60,7 +63,7 @@ export interface FramePage {
 /** One record header, read by uncommittedTs (a shard's logs are used by its one thread). */
 const headerBuf = Buffer.allocUnsafe(RECORD_HEADER_BYTES);
 
-export class StreamLog {
+export class StreamLog implements SegmentOwner {
   segments: Segment[] = [];
   headSeq = 0;
   lastTs = 0;
@@ -84,10 +87,25 @@ export class StreamLog {
   /** Appended since the last fdatasync of this log (flush() skips clean logs). */
   private unsynced = false;
 
+  readonly files: OpenFiles;
+
   constructor(
     readonly dir: string,
     private readonly opts: LogOptions,
-  ) {}
+  ) {
+    this.files = opts.openFiles ?? unboundedFiles();
+  }
+
+  /**
+   * Whether the open-file cache may close a segment now: not while an
+   * fdatasync of it runs in the thread pool (the fd number could be reused
+   * under it), nor while it holds fsync appends waiting for their sync (a
+   * writeback error must reach the fd that syncs them, and the kernel may
+   * forget it once no fd of the file is open).
+   */
+  mayClose(seg: Segment): boolean {
+    return seg !== this.syncSeg && !(seg === this.active && this.committedSeq < this.headSeq);
+  }
 
   get active(): Segment {
     return this.segments[this.segments.length - 1];
@@ -116,7 +134,7 @@ export class StreamLog {
    * `unmarkedLog`: the log was written before commit marks existed.
    */
   open(durable = false, unmarkedLog = false): RecoveryReport {
-    const { segments, lastTs, report } = recoverLog(this.dir, this.opts, durable, unmarkedLog);
+    const { segments, lastTs, report } = recoverLog(this.dir, this.opts, this, durable, unmarkedLog);
     this.segments = segments;
     this.headSeq = this.active.lastSeq;
     this.lastTs = lastTs;
@@ -148,12 +166,13 @@ export class StreamLog {
     let seg = this.active;
     if (!seg.empty && seg.size + bytes > this.opts.segmentBytesMax) seg = this.roll(durable);
     const start = seg.size;
+    const fd = seg.openFd();
     try {
       let off = 0;
-      while (off < bytes) off += writeSync(seg.fd, frames, off, bytes - off, start + off);
+      while (off < bytes) off += writeSync(fd, frames, off, bytes - off, start + off);
     } catch (err) {
       try {
-        ftruncateSync(seg.fd, start);
+        ftruncateSync(fd, start);
       } catch {
         // The torn bytes are cut by recovery if this fails too.
       }
@@ -199,7 +218,7 @@ export class StreamLog {
   /** Syncs the records of fsync appends that wait for their sync (they lie in the active segment), then commits them. */
   private syncOutstanding(): void {
     try {
-      this.timedSync(this.active.fd);
+      this.timedSync(this.active.openFd());
     } catch (err) {
       this.refuseUncommitted(err as Error);
       throw err;
@@ -222,7 +241,7 @@ export class StreamLog {
     // cuts back always lies in the active segment.
     if (durable || this.committedSeq < old.lastSeq) {
       try {
-        this.timedSync(old.fd);
+        this.timedSync(old.openFd());
       } catch (err) {
         this.refuseUncommitted(err as Error);
         throw err;
@@ -236,7 +255,7 @@ export class StreamLog {
     // no inodes) the roll throws with the old segment still open and active.
     // Closing it first left a closed active segment, fd -1: every later
     // append failed with 500 even after space returned.
-    const next = new Segment(this.dir, old.lastSeq + 1, this.opts.indexIntervalBytes, true);
+    const next = new Segment(this.dir, old.lastSeq + 1, this.opts.indexIntervalBytes, true, this);
     try {
       old.writeIndexFiles();
     } catch (err) {
@@ -277,7 +296,7 @@ export class StreamLog {
     const vouches = this.vouches;
     const seg = (this.syncSeg = this.active);
     const startedMs = performance.now();
-    fdatasync(seg.fd, (err) => {
+    fdatasync(seg.openFd(), (err) => {
       this.opts.observeSyncSeconds?.((performance.now() - startedMs) / 1000);
       this.syncing = false;
       this.syncSeg = null;
@@ -326,7 +345,7 @@ export class StreamLog {
       this.cuts++;
       try {
         this.active.cutTo(this.committedBytes, this.committedSeq, this.committedTs);
-        fdatasyncSync(this.active.fd);
+        fdatasyncSync(this.active.openFd());
       } catch (cutErr) {
         this.failed = new LogFailedError(this.dir, cutErr);
       }
@@ -341,10 +360,11 @@ export class StreamLog {
   // ---- read ------------------------------------------------------------
 
   private fdFor(seg: Segment): number {
-    if (seg.fd >= 0) return seg.fd;
-    if (this.reading && this.reading !== seg && this.reading.closed) this.reading.close();
-    this.reading = seg;
-    return seg.reopen();
+    if (seg.fd < 0 && seg.closed) {
+      if (this.reading && this.reading !== seg && this.reading.closed) this.reading.close();
+      this.reading = seg;
+    }
+    return seg.openFd();
   }
 
   private segmentFor(seq: number): Segment | null {
@@ -463,7 +483,7 @@ export class StreamLog {
    */
   uncommittedTs(): number | null {
     if (this.committedSeq === this.headSeq) return null;
-    const got = readSync(this.active.fd, headerBuf, 0, RECORD_HEADER_BYTES, this.committedBytes);
+    const got = readSync(this.active.openFd(), headerBuf, 0, RECORD_HEADER_BYTES, this.committedBytes);
     if (got !== RECORD_HEADER_BYTES || frameSeq(headerBuf, 0) !== this.committedSeq + 1) {
       throw new Error(`log invariant: the record after committed seq ${this.committedSeq} is not at byte ${this.committedBytes} of the active segment`);
     }
@@ -553,7 +573,7 @@ export class StreamLog {
    */
   flush(): void {
     if (!this.unsynced) return;
-    fdatasyncSync(this.active.fd);
+    fdatasyncSync(this.active.openFd());
     this.unsynced = false;
   }
 }

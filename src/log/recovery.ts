@@ -5,7 +5,7 @@
 // own methods (resetForScan, noteRecord, cutTo), this module decides what is
 // kept.
 import { fdatasyncSync, mkdirSync, readSync, readdirSync, writeSync } from "node:fs";
-import { Segment, syncDir } from "./segment.js";
+import { Segment, syncDir, type SegmentOwner } from "./segment.js";
 import { segmentBases } from "./file-names.js";
 import { scanSegment, type ScanResult } from "./scan.js";
 import { u32, writeU32 } from "../bytes.js";
@@ -46,19 +46,25 @@ export interface RecoveredLog {
  * written before commit marks existed; its last record is taken as committed
  * and given the mark, so from now on the rule holds for it too.
  */
-export function recoverLog(dir: string, opts: { indexIntervalBytes: number; frameBytesMax: number }, durable: boolean, unmarkedLog: boolean): RecoveredLog {
+export function recoverLog(
+  dir: string,
+  opts: { indexIntervalBytes: number; frameBytesMax: number },
+  owner: SegmentOwner,
+  durable: boolean,
+  unmarkedLog: boolean,
+): RecoveredLog {
   mkdirSync(dir, { recursive: true });
   const report: RecoveryReport = { segments: 0, truncatedBytes: 0, uncommittedRecords: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
   const bases = segmentBases(readdirSync(dir));
   if (bases.length === 0) {
-    const segments = [new Segment(dir, 1, opts.indexIntervalBytes, true)]; // sized to fit
+    const segments = [new Segment(dir, 1, opts.indexIntervalBytes, true, owner)]; // sized to fit
     if (durable) syncDir(dir);
     report.segments = 1;
     return { segments, lastTs: 0, report };
   }
   const segments: Segment[] = [];
   for (let i = 0; i < bases.length; i++) {
-    const seg = new Segment(dir, bases[i], opts.indexIntervalBytes, false);
+    const seg = new Segment(dir, bases[i], opts.indexIntervalBytes, false, owner);
     if (i < bases.length - 1) {
       seg.markClosed();
       if (seg.loadIndexFiles()) report.unverified.push({ path: seg.logPath, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq });
@@ -108,7 +114,7 @@ function rescan(seg: Segment, frameBytesMax: number, nextBase = Number.MAX_SAFE_
   let committedTs = 0;
   let lastFrameAt = -1;
   let foreign = 0;
-  const scan = scanSegment(seg.fd, seg.fileBytes(), seg.baseSeq, frameBytesMax, (seq, ts, pos, frameBytes, _buf, _at, endsBatch) => {
+  const scan = scanSegment(seg.openFd(), seg.fileBytes(), seg.baseSeq, frameBytesMax, (seq, ts, pos, frameBytes, _buf, _at, endsBatch) => {
     if (seq >= nextBase) {
       foreign++;
       return true;
@@ -167,12 +173,12 @@ function recoverActive(seg: Segment, frameBytesMax: number, unmarkedLog: boolean
   seg.markVerified(); // whatever did not check out is cut just below
   if (keepBytes < fileBytes) {
     seg.cutTo(keepBytes, keepSeq, keepTs);
-    fdatasyncSync(seg.fd);
+    fdatasyncSync(seg.openFd());
     report.truncatedBytes = fileBytes - keepBytes;
   }
   if (markAt >= 0) {
-    markCommitted(seg.fd, markAt, frameBytesMax);
-    fdatasyncSync(seg.fd);
+    markCommitted(seg.openFd(), markAt, frameBytesMax);
+    fdatasyncSync(seg.openFd());
   }
 }
 

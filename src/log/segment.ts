@@ -5,6 +5,7 @@
 // is filled here as records are noted, and persisted when it closes.
 import { closeSync, fsyncSync, fstatSync, ftruncateSync, openSync, unlinkSync } from "node:fs";
 import { idxPath, logPath, tidxPath } from "./file-names.js";
+import type { CachedFile, OpenFiles } from "./open-files.js";
 import { dropPointsFrom, pointAfter, readIndexFiles, seekSeq, seekTime, writeIndexFiles, type IndexPoint, type IndexPoints } from "./sparse-index.js";
 
 /**
@@ -15,7 +16,14 @@ import { dropPointsFrom, pointAfter, readIndexFiles, seekSeq, seekTime, writeInd
  */
 type Own = { -readonly [K in "fd" | "size" | "lastSeq" | "firstTs" | "lastTs" | "closed" | "verified"]: Segment[K] };
 
-export class Segment {
+/** What a segment asks of its log: the shard's open files, and whether its fd may be closed now. */
+export interface SegmentOwner {
+  readonly files: OpenFiles;
+  mayClose(seg: Segment): boolean;
+}
+
+export class Segment implements CachedFile {
+  /** The open file, or -1: closed by a roll, by recovery, or by the shard's open-file cache. Use openFd(). */
   readonly fd: number;
   /** Bytes of valid records in the file. */
   readonly size: number = 0;
@@ -38,8 +46,11 @@ export class Segment {
     readonly baseSeq: number,
     private readonly indexIntervalBytes: number,
     create: boolean,
+    private readonly owner: SegmentOwner,
   ) {
+    owner.files.makeRoom();
     this.fd = openSync(this.logPath, create ? "wx+" : "r+");
+    owner.files.opened(this);
     this.lastSeq = baseSeq - 1;
     this.verified = create;
   }
@@ -67,7 +78,7 @@ export class Segment {
   }
 
   fileBytes(): number {
-    return fstatSync(this.reopen()).size;
+    return fstatSync(this.openFd()).size;
   }
 
   /** Accounts for a record written at `pos` (appends and recovery scans). */
@@ -117,7 +128,7 @@ export class Segment {
   cutTo(bytes: number, lastSeq: number, lastTs: number): void {
     // biome-ignore lint/complexity/noUselessThisAlias: the writable view of fields readonly outside the class
     const own: Own = this;
-    ftruncateSync(this.fd, bytes);
+    ftruncateSync(this.openFd(), bytes);
     this.truncateIndex(bytes);
     own.size = bytes;
     own.lastSeq = lastSeq;
@@ -168,15 +179,36 @@ export class Segment {
     return true;
   }
 
-  /** Opens the file again after close() (closed segments are read lazily). */
-  reopen(): number {
-    if (this.fd < 0) (this as Own).fd = openSync(this.logPath, "r");
+  /**
+   * The fd, the file opened again if it was closed (closed segments are read
+   * lazily; the open-file cache closes idle ones). Valid until the next file
+   * of the shard is opened: take it for each use, do not keep it.
+   */
+  openFd(): number {
+    const files = this.owner.files;
+    if (this.fd >= 0) {
+      files.used(this);
+      return this.fd;
+    }
+    files.makeRoom();
+    (this as Own).fd = openSync(this.logPath, this.closed ? "r" : "r+");
+    files.opened(this);
     return this.fd;
   }
 
-  close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
+  mayClose(): boolean {
+    return this.owner.mayClose(this);
+  }
+
+  evict(): void {
+    closeSync(this.fd);
     (this as Own).fd = -1;
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    this.owner.files.closed(this);
+    this.evict();
   }
 
   /** Closes and removes the segment's files (retention, stream deletion). */

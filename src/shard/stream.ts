@@ -128,7 +128,7 @@ export class Stream {
 
   /** Consumer-group checkpoints, opened on first use (most streams have none). */
   get checkpoints(): CheckpointStore {
-    return (this.checkpointStore ??= new CheckpointStore(this.dir));
+    return (this.checkpointStore ??= new CheckpointStore(this.dir, this.log.files));
   }
 
   /** Group checkpoints without opening the store: null when the stream has none (recovery opens an existing file). */

@@ -12,6 +12,8 @@ import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import type { CorruptionInfo, LogOptions } from "../log/log.js";
 import { frameBytesFor } from "../log/record.js";
+import { OpenFiles } from "../log/open-files.js";
+import { shardOpenFilesMax } from "../limits.js";
 import {
   ContentType,
   Op,
@@ -175,6 +177,7 @@ class ShardWorker {
       indexIntervalBytes: c.index_interval_bytes,
       frameBytesMax: limits.frameBytesMax,
       observeSyncSeconds: (s) => metrics.observeFsync(s),
+      openFiles: new OpenFiles(shardOpenFilesMax(c)),
     };
     this.defaults = {
       retention_ms: c.default_retention_ms,

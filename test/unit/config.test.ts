@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, loadConfig } from "../../src/config.js";
+import { shardOpenFilesMax } from "../../src/limits.js";
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -45,6 +46,14 @@ describe("configuration", () => {
     expect(() => loadConfig({ "ring-bytes": String(1 << 20) }, {})).toThrow(/ring_bytes/);
     expect(() => loadConfig({ "replay-page-events-default": "20000" }, {})).toThrow(/replay_page_events_default/);
     expect(() => loadConfig({ config: "/nonexistent/ticker.json" }, {})).toThrow(/cannot read config file/);
+  });
+
+  it("open_files_max: 4096 by default, split across shards, and refused below 8 per shard", () => {
+    expect(loadConfig({}, {}).open_files_max).toBe(4096);
+    expect(shardOpenFilesMax(loadConfig({ "open-files-max": "100", shards: "3" }, {}))).toBe(33);
+    expect(loadConfig({ "open-files-max": "32", shards: "4" }, {}).open_files_max).toBe(32);
+    expect(() => loadConfig({ "open-files-max": "31", shards: "4" }, {})).toThrow(/open_files_max: must be at least 32/);
+    expect(() => loadConfig({ "open-files-max": "7", shards: "1" }, {})).toThrow(/open_files_max/);
   });
 
   it("shard_young_generation_mb: 3 by default, 0 (V8's own) to 1024, nothing outside", () => {

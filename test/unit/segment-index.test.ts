@@ -6,8 +6,12 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, write
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { StreamLog } from "../../src/log/log.js";
-import { Segment } from "../../src/log/segment.js";
+import { Segment, type SegmentOwner } from "../../src/log/segment.js";
+import { unboundedFiles } from "../../src/log/open-files.js";
 import { LOG_OPTS, appendN, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
+
+/** A segment outside any log: its file is never closed for want of room. */
+const alone = (): SegmentOwner => ({ files: unboundedFiles(), mayClose: () => true });
 
 afterEach(removeTempDirs);
 
@@ -118,7 +122,7 @@ describe("segment index files", () => {
 describe("segment seeks", () => {
   /** A segment of `n` records of 100 body bytes (128-byte frames), an index point every 1 KiB. */
   function segmentOf(n: number): Segment {
-    const seg = new Segment(tempDir(), 1, 1024, true);
+    const seg = new Segment(tempDir(), 1, 1024, true, alone());
     for (let i = 0; i < n; i++) seg.noteRecord(1 + i, 5_000 + i, i * 128, 128);
     return seg;
   }
@@ -175,9 +179,9 @@ describe("segment seeks", () => {
   it("a new segment's first and last record times, size and count follow its records", () => {
     const seg = segmentOf(3);
     expect([seg.firstTs, seg.lastTs, seg.size, seg.records, seg.lastSeq, seg.empty]).toEqual([5_000, 5_002, 384, 3, 3, false]);
-    const fresh = new Segment(tempDir(), 7, 1024, true);
+    const fresh = new Segment(tempDir(), 7, 1024, true, alone());
     expect([fresh.empty, fresh.records, fresh.lastSeq, fresh.verified]).toEqual([true, 0, 6, true]);
-    expect(() => new Segment(fresh.dir, 7, 1024, true)).toThrow(/EEXIST/);
+    expect(() => new Segment(fresh.dir, 7, 1024, true, alone())).toThrow(/EEXIST/);
     fresh.close();
     seg.close();
   });
@@ -197,10 +201,10 @@ describe("segment seeks", () => {
 
   it("removing a segment deletes its files, also when it has no index yet, and reports other failures", () => {
     const dir = tempDir();
-    const fresh = new Segment(dir, 1, 1024, true);
+    const fresh = new Segment(dir, 1, 1024, true, alone());
     fresh.remove(); // no .idx / .tidx were ever written
     expect(readdirSync(dir)).toEqual([]);
-    const other = new Segment(dir, 5, 1024, true);
+    const other = new Segment(dir, 5, 1024, true, alone());
     mkdirSync(other.idxPath); // cannot be unlinked: the failure is not swallowed
     expect(() => other.remove()).toThrow();
     expect(existsSync(other.logPath)).toBe(false);
