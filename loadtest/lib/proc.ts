@@ -38,6 +38,11 @@ export function processMemory(pid: number): { peak: number; rss: number } {
   return { peak: kb("VmHWM"), rss: kb("VmRSS") };
 }
 
+/** File descriptors a process holds (/proc/<pid>/fd): files, sockets, pipes, eventfds alike. */
+export function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
 export function diskBytes(dir: string): number {
   // Allocated blocks (not apparent size): what the data really costs on disk.
   return Number(execFileSync("du", ["-s", "--block-size=1", dir], { encoding: "utf8" }).split("\t")[0]);

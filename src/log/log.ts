@@ -16,7 +16,7 @@ import { scanFrames } from "./scan.js";
 import { checkFrame, frameProblem, frameSeq, frameTs, FRAME_SHORT, RECORD_HEADER_BYTES } from "./record.js";
 import { u32 } from "../bytes.js";
 import { CorruptRecordError, type CorruptionInfo } from "./damage.js";
-import { recoverLog, type RecoveryReport } from "./recovery.js";
+import { firstSegment, recoverLog, type RecoveryReport } from "./recovery.js";
 import { segmentsPastRetention } from "./retention.js";
 
 // The shard takes these from the log, whose answers carry them.
@@ -140,6 +140,16 @@ export class StreamLog implements SegmentOwner {
     this.lastTs = lastTs;
     this.commitAll();
     return report;
+  }
+
+  /**
+   * Starts the log of a new stream in a directory just made (nothing in it
+   * to recover): no directory read, no scan, the first segment only. The
+   * caller syncs the directory if it must (it has files of its own there).
+   */
+  create(): void {
+    this.segments = firstSegment(this.dir, this.opts.indexIntervalBytes, this, false);
+    this.commitAll();
   }
 
   /** The scrub read this closed segment through without finding damage. */

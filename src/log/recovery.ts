@@ -57,10 +57,8 @@ export function recoverLog(
   const report: RecoveryReport = { segments: 0, truncatedBytes: 0, uncommittedRecords: 0, rebuiltIndexes: 0, corruptions: [], unverified: [] };
   const bases = segmentBases(readdirSync(dir));
   if (bases.length === 0) {
-    const segments = [new Segment(dir, 1, opts.indexIntervalBytes, true, owner)]; // sized to fit
-    if (durable) syncDir(dir);
     report.segments = 1;
-    return { segments, lastTs: 0, report };
+    return { segments: firstSegment(dir, opts.indexIntervalBytes, owner, durable), lastTs: 0, report };
   }
   const segments: Segment[] = [];
   for (let i = 0; i < bases.length; i++) {
@@ -91,6 +89,17 @@ export function recoverLog(
   let lastTs = 0;
   for (let i = segments.length - 1; i >= 0 && lastTs === 0; i--) lastTs = segments[i].lastTs;
   return { segments, lastTs, report };
+}
+
+/**
+ * The segments of a new log: one, empty, based at seq 1. `durable`: its
+ * directory entry is fsynced (a power loss must not lose the file that
+ * fsync appends are acknowledged from).
+ */
+export function firstSegment(dir: string, indexIntervalBytes: number, owner: SegmentOwner, durable: boolean): Segment[] {
+  const segments = [new Segment(dir, 1, indexIntervalBytes, true, owner)]; // sized to fit
+  if (durable) syncDir(dir);
+  return segments;
 }
 
 /** What a rescan found beyond the records the segment now holds. */

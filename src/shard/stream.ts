@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { ApiError } from "../errors.js";
 import { join } from "node:path";
 import { StreamLog, type CorruptionInfo, type LogOptions, type RecoveryReport } from "../log/log.js";
+import { syncDir } from "../log/segment.js";
 import { frameSeq, frameTs } from "../log/record.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
@@ -63,10 +64,23 @@ export class Stream {
   static create(root: string, id: string, config: StreamConfig, logOpts: LogOptions, dedupKeysMax: number, orderedLimits: OrderedLimits): Stream {
     checkOrdering(config);
     const dir = join(root, escapeStreamId(id));
-    mkdirSync(dir, { recursive: true });
+    // Undefined when the directory was there: what a crash left of a create
+    // or a delete (or a directory recovery could not read), recovered as a log.
+    const fresh = mkdirSync(dir, { recursive: true }) !== undefined;
     const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax, orderedLimits);
+    const durable = config.durability === "fsync";
     s.saveMeta();
-    s.log.open(config.durability === "fsync"); // a new log: nothing to report
+    // A new directory holds nothing to recover: one file more (the first
+    // segment), no directory read. Creation is on the publish path of every
+    // first event, and a market has thousands of streams.
+    if (fresh) s.log.create();
+    else s.log.open(); // nothing to report: whatever it finds was never acknowledged
+    // An fsync stream's events are acknowledged as durable from now on: the
+    // entries of its segment and stream.json, and its own in streams/, first.
+    if (durable) {
+      syncDir(dir);
+      syncDir(root);
+    }
     if (config.producer_ordering) s.openOrdered();
     return s;
   }
