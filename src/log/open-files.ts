@@ -36,8 +36,8 @@ export class OpenFiles {
    * Call before opening a file: closes the least recently used files that
    * may be closed until there is room for one more. Files that may not be
    * closed stay, and then (only then) the cache holds more than filesMax
-   * until their syncs end: each is a sync in flight, bounded by the shard's
-   * requests in flight.
+   * until their syncs end: each is a sync in flight or due (at most two a
+   * fsync log), bounded by the shard's requests in flight.
    */
   makeRoom(): void {
     if (this.open.size < this.filesMax) return;
