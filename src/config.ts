@@ -99,7 +99,9 @@ export const configSchema = z
     access_log: bool.default(false).describe("one `info` line per HTTP request and WebSocket upgrade (method, path, status, ms)"),
     metrics_streams_max: int(1, 100_000)
       .default(1000)
-      .describe("streams (and, apart, consumer groups) with series of their own on `GET /metrics`, by id; the rest are summed into `_other`"),
+      .describe(
+        "streams (and, apart, consumer groups) with series of their own on `GET /metrics`: the first met, while they exist; the rest are summed into `_other`",
+      ),
     shutdown_timeout_ms: int(100, 600_000).default(10_000).describe("on SIGTERM/SIGINT, how long in-flight requests may take"),
 
     consumers_max: int(1, 1_000_000).default(20_000).describe("WebSocket consumers connected at once (more: 429 at the upgrade)"),

@@ -123,7 +123,7 @@ const ROUTES: Route[] = [
     path: "/metrics",
     summary: "Prometheus metrics (docs/operations.md, Metrics); with API keys, an admin key without a prefix",
     ok: { 200: { description: "Prometheus text exposition format 0.0.4.", content: { "text/plain": { schema: z.string() } } } },
-    errors: [400, 401, 403, 405, 429],
+    errors: [400, 401, 403, 405, 429, 500],
   },
   {
     method: "get",
@@ -252,7 +252,7 @@ const ROUTES: Route[] = [
     summary: "Republish dead letters",
     body: { params: id, body: jsonBodyOf(redriveBody) },
     ok: { 200: json(redriveOutcomeSchema, "Redriven; next is where a repeat continues (null: done).") },
-    errors: WITH_BODY,
+    errors: [...WITH_BODY, 404],
   },
   {
     method: "get",
