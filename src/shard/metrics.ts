@@ -25,22 +25,33 @@ export const OTHER_LABEL = "_other";
 /** Event-loop delay is sampled this often (ms): finer costs a timer wake-up per sample. */
 const LOOP_DELAY_RESOLUTION_MS = 10;
 
+/** The window event-loop lag is measured over: scrape-independent, so two Prometheus servers read the same figure. */
+const LOOP_LAG_WINDOW_MS = 10_000;
+
 /**
  * A thread's event-loop lag: the p99 delay of a timer due every
  * LOOP_DELAY_RESOLUTION_MS, less that interval (the histogram holds the whole
- * time between firings: an idle loop reads ~10 ms), since the last take.
+ * time between firings: an idle loop reads ~10 ms), over the last complete
+ * LOOP_LAG_WINDOW_MS window.
  */
 export class LoopLag {
   private readonly delay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+  private lastSeconds = 0;
+
   constructor() {
     this.delay.enable();
+    // unref: the window must not keep a thread (or a test's process) alive.
+    setInterval(() => this.rotate(), LOOP_LAG_WINDOW_MS).unref();
   }
 
-  takeSeconds(): number {
+  private rotate(): void {
     const d = this.delay;
-    const lagMs = d.count > 0 ? Math.max(0, d.percentile(99) / 1e6 - LOOP_DELAY_RESOLUTION_MS) : 0;
+    this.lastSeconds = d.count > 0 ? Math.max(0, d.percentile(99) / 1e6 - LOOP_DELAY_RESOLUTION_MS) / 1000 : 0;
     d.reset();
-    return lagMs / 1000;
+  }
+
+  get seconds(): number {
+    return this.lastSeconds;
   }
 }
 
@@ -232,7 +243,7 @@ export class ShardMetrics {
       this.fsync.toJson("ticker_fsync_duration_seconds", "Time of one fdatasync of a log segment (group commit of fsync streams, rolls)", this.shardLabel),
       single(metric("ticker_retention_deleted_segments_total", "counter", "Log segments deleted by retention"), this.retentionSegments),
       single(metric("ticker_retention_deleted_bytes_total", "counter", "Bytes of log segments deleted by retention"), this.retentionBytes),
-      single(metric("ticker_event_loop_lag_seconds", "gauge", "p99 event-loop delay of a thread since the previous scrape"), this.loopLag.takeSeconds(), {
+      single(metric("ticker_event_loop_lag_seconds", "gauge", "p99 event-loop delay of a thread over the last complete 10 s window"), this.loopLag.seconds, {
         thread: `shard-${this.shard}`,
       }),
       single(metric("ticker_streams", "gauge", "Streams open"), open),
