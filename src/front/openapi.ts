@@ -18,13 +18,23 @@ import {
   readerPositionSchema,
   redriveOutcomeSchema,
   replayPageSchema,
+  snapshotPageSchema,
   rotationSchema,
   streamInfoSchema,
   timelineListSchema,
   timelinePageSchema,
   timelineSchema,
 } from "./openapi-responses.js";
-import { CONSUME_PARAMS, GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, TIMELINE_AD_HOC_PARAMS, TIMELINE_NAMED_PARAMS } from "./query-params.js";
+import {
+  CONSUME_PARAMS,
+  GROUP_PARAM,
+  NO_PARAMS,
+  PUBLISH_PARAMS,
+  REPLAY_PARAMS,
+  SNAPSHOT_PARAMS,
+  TIMELINE_AD_HOC_PARAMS,
+  TIMELINE_NAMED_PARAMS,
+} from "./query-params.js";
 import { putReaderBody, putTimelineBody, rotateBody } from "./timeline-admin.js";
 
 // The generator reads parameters through the .openapi() method this adds to zod.
@@ -201,6 +211,19 @@ const ROUTES: Route[] = [
     body: { params: id },
     ok: { 200: jsonOrBinary(replayPageSchema, "A page of events.") },
     errors: [...KEYED, 404, 410, 500],
+  },
+  {
+    method: "get",
+    path: "/v1/streams/{id}/snapshot",
+    summary: "A page of the snapshot: the newest event of every key",
+    params: SNAPSHOT_PARAMS,
+    body: { params: id },
+    ok: { 200: json(snapshotPageSchema, "Events ascending by seq, as of `as_of_seq`; pass `as_of_seq` and `next_after_seq` for the next page.") },
+    errors: [...KEYED, 404, 409, 410],
+    notes: {
+      409: "The stream holds more than snapshot_keys_max keys (`snapshot_keys_exceeded`).",
+      410: "The snapshot named by `as_of_seq` is no longer held (`snapshot_expired`): take a new one.",
+    },
   },
   {
     method: "post",

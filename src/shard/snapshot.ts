@@ -1,0 +1,251 @@
+// Snapshots of a stream: the newest event of every key as of a seq S (the
+// committed head when the snapshot is taken), in pages ascending by seq, for
+// GET /v1/streams/{id}/snapshot and a consumer's `from=snapshot`
+// (docs/consume.md). The key index of a stream is built on its first
+// snapshot from the retained log and caught up from the log on each later
+// one, so streams nobody snapshots cost nothing and the publish path is
+// untouched; a restart rebuilds it the same way.
+//
+// A snapshot is a cut: the seqs of the keys' newest events at S, copied out
+// of the index in one shard turn. Later pages name it by as_of_seq and read
+// from it, so every page is as of the same S however the keys move on.
+import { copyBytes, u32 } from "../bytes.js";
+import { ApiError } from "../errors.js";
+import { CorruptRecordError } from "../log/log.js";
+import { frameSeq, RECORD_HEADER_BYTES } from "../log/record.js";
+import { intParam } from "../validate.js";
+import { EVENTS_MESSAGE_TAIL, renderEvents } from "../wire/event-codec.js";
+import { EventFields } from "../wire/event-layout.js";
+import type { Config } from "../config.js";
+import type { ShardBuffers } from "./buffers.js";
+import { KeyIndex } from "./key-index.js";
+import { ContentType, type Op, type RequestOf } from "./protocol.js";
+import type { Stream } from "./stream.js";
+import type { Outbox } from "./worker.js";
+
+/**
+ * Cuts a shard keeps for the pages after the first, most recently used
+ * kept. A cut holds 8 bytes per key, so at the default snapshot_keys_max
+ * (1,000,000) this bounds them to 64 MiB a shard.
+ */
+export const SNAPSHOT_CUTS_MAX = 8;
+/** A cut nobody has read a page of for this long is dropped (its next page: 410 snapshot_expired). */
+export const SNAPSHOT_CUT_IDLE_MS = 60_000;
+/**
+ * Cut seqs this close are read as one range of the log, the records between
+ * them read and passed over: a few small records cost less than another
+ * positioned read.
+ */
+const RUN_GAP_MAX = 16;
+/** The head of a socket answer: u32 bytes of a JSON head, then the `events` message. */
+export const SNAPSHOT_SOCKET_HEAD_BYTES = 4;
+const SNAPSHOT_MESSAGE_HEAD = `{"type":"events","snapshot":true,"events":[`;
+
+interface Cut {
+  stream: Stream;
+  asOf: number;
+  seqs: Float64Array;
+  usedMs: number;
+}
+
+/** An index given up past snapshot_keys_max, and the first_seq it saw (retention must move before another try). */
+interface Overflow {
+  firstSeq: number;
+}
+
+/** The JSON head of a socket answer (the `events` message follows it). */
+export interface SnapshotSocketHead {
+  as_of_seq: number;
+  count: number;
+  /** Pass as after_seq for the next page; null once the snapshot is all sent. */
+  next_after_seq: number | null;
+}
+
+export class Snapshots {
+  private readonly indexes = new WeakMap<Stream, KeyIndex | Overflow>();
+  private readonly cuts: Cut[] = [];
+  private readonly fields = new EventFields();
+  /** The frames of one page gathered out of the log's pages (allocated on the first snapshot). */
+  private frames: Buffer | null = null;
+
+  constructor(
+    private readonly config: Config,
+    private readonly outbox: Outbox,
+    private readonly buffers: ShardBuffers,
+  ) {}
+
+  read(stream: Stream, req: RequestOf<Op.Snapshot>): void {
+    const q = new URLSearchParams(req.meta.query);
+    const socket = req.meta.socket;
+    const c = this.config;
+    const limit = socket
+      ? intParam(q, "limit", c.consume_page_events_max, 1, c.consume_page_events_max)
+      : intParam(q, "limit", c.replay_page_events_default, 1, c.replay_page_events_max);
+    const asOfParam = q.get("as_of_seq");
+    const afterParam = q.get("after_seq");
+    if (afterParam !== null && asOfParam === null) {
+      throw new ApiError(400, "invalid_parameter", `"after_seq" continues a snapshot: give the "as_of_seq" of its first page too`, { parameter: "after_seq" });
+    }
+    const asOf = intParam(q, "as_of_seq", 0, 0);
+    const after = intParam(q, "after_seq", 0, 0);
+    const now = Date.now();
+    this.dropIdle(now);
+    const cut = asOfParam === null ? this.take(stream, now) : this.find(stream, asOf, now);
+    const bytesMax = socket ? c.consume_page_bytes_max : c.replay_page_bytes_max;
+    const page = this.gather(stream, cut, after, limit, bytesMax);
+    const w = this.buffers.jsonPage;
+    w.reset();
+    w.ascii(socket ? SNAPSHOT_MESSAGE_HEAD : `{"stream":${stream.idJson()},"as_of_seq":${cut.asOf},"keys":${cut.seqs.length},"events":[`);
+    const n = page.count === 0 ? 0 : renderEvents(w, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax);
+    const last = n === 0 ? after : frameSeq(page.buf, page.offsets[n - 1]);
+    const more = n > 0 && last < cut.seqs[cut.seqs.length - 1];
+    const next = more ? last : null;
+    if (!socket) {
+      const log = stream.log;
+      w.ascii(`],"next_after_seq":${next},"first_seq":${log.firstSeq},"head_seq":${log.committedSeq}}`);
+      return this.outbox.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: w.view() });
+    }
+    w.ascii(EVENTS_MESSAGE_TAIL);
+    const head = Buffer.from(JSON.stringify({ as_of_seq: cut.asOf, count: n, next_after_seq: next } satisfies SnapshotSocketHead));
+    const msg = n === 0 ? null : w.view();
+    const total = SNAPSHOT_SOCKET_HEAD_BYTES + head.length + (msg ? msg.byteLength : 0);
+    this.outbox.replyWith(req.reqId, 200, ContentType.None, total, (data, at) => {
+      new DataView(data.buffer, data.byteOffset, data.byteLength).setUint32(at, head.length, true);
+      copyBytes(head, data, at + SNAPSHOT_SOCKET_HEAD_BYTES);
+      if (msg) copyBytes(msg, data, at + SNAPSHOT_SOCKET_HEAD_BYTES + head.length);
+    });
+  }
+
+  /** The stream's key index caught up to the committed head (built on first use); 409 past snapshot_keys_max. */
+  indexOf(stream: Stream): KeyIndex {
+    const log = stream.log;
+    let index = this.indexes.get(stream);
+    if (index !== undefined && !(index instanceof KeyIndex)) {
+      if (index.firstSeq === log.firstSeq) throw keysExceeded(this.config.snapshot_keys_max);
+      index = undefined; // retention has moved since: the retained log may hold few enough keys now
+    }
+    if (index === undefined) index = new KeyIndex(this.config.snapshot_keys_max, log.firstSeq);
+    index.forgetBelow(log.firstSeq);
+    const f = this.fields;
+    let full = false;
+    if (index.indexedTo < log.committedSeq) {
+      const idx = index;
+      log.forEach(index.indexedTo + 1, (buf, at) => {
+        if (full) return;
+        f.read(buf, at + RECORD_HEADER_BYTES);
+        const key = f.keyAt < 0 ? null : buf.toString("utf8", f.keyAt, f.keyAt + f.keyLen);
+        full = !idx.add(key, frameSeq(buf, at));
+      });
+    }
+    if (full) {
+      // Given up whole, memory and all: a partial index could only answer an incomplete snapshot.
+      this.indexes.set(stream, { firstSeq: log.firstSeq });
+      throw keysExceeded(this.config.snapshot_keys_max);
+    }
+    // A damaged record stops forEach short: the index then ends before the head, and a snapshot of it would not be as of the head.
+    if (index.indexedTo < log.committedSeq) {
+      this.indexes.set(stream, index);
+      throw new ApiError(500, "corrupt_record", `stream ${stream.id}: the log could not be read to its head (seq ${index.indexedTo + 1} is damaged)`, {
+        seq: index.indexedTo + 1,
+      });
+    }
+    this.indexes.set(stream, index);
+    return index;
+  }
+
+  private take(stream: Stream, now: number): Cut {
+    const index = this.indexOf(stream);
+    const cut = { stream, asOf: index.indexedTo, seqs: index.cut(), usedMs: now };
+    const same = this.cuts.findIndex((c) => c.stream === stream && c.asOf === cut.asOf);
+    if (same >= 0) this.cuts.splice(same, 1);
+    this.cuts.push(cut);
+    if (this.cuts.length > SNAPSHOT_CUTS_MAX) this.cuts.shift();
+    return cut;
+  }
+
+  private find(stream: Stream, asOf: number, now: number): Cut {
+    const i = this.cuts.findIndex((c) => c.stream === stream && c.asOf === asOf);
+    if (i < 0) {
+      throw new ApiError(410, "snapshot_expired", `no snapshot as of seq ${asOf} is held (idle past ${SNAPSHOT_CUT_IDLE_MS} ms, or evicted); take a new one`, {
+        as_of_seq: asOf,
+      });
+    }
+    const cut = this.cuts[i];
+    cut.usedMs = now;
+    this.cuts.splice(i, 1);
+    this.cuts.push(cut);
+    return cut;
+  }
+
+  private dropIdle(now: number): void {
+    for (let i = this.cuts.length - 1; i >= 0; i--) if (now - this.cuts[i].usedMs > SNAPSHOT_CUT_IDLE_MS) this.cuts.splice(i, 1);
+  }
+
+  /**
+   * The frames of the cut's seqs after `after`, up to `limit` events and
+   * about `bytesMax` bytes, copied together. Seqs retention has deleted
+   * since the cut are passed over: those keys' newest events are gone.
+   */
+  private gather(stream: Stream, cut: Cut, after: number, limit: number, bytesMax: number) {
+    const log = stream.log;
+    const seqs = cut.seqs;
+    const page = this.buffers.page;
+    const out = (this.frames ??= Buffer.allocUnsafe(page.length));
+    const offsets: number[] = [];
+    let i = upperBound(seqs, Math.max(after, log.firstSeq - 1));
+    let bytes = 0;
+    while (i < seqs.length && offsets.length < limit && bytes < bytesMax) {
+      let j = i;
+      while (j + 1 < seqs.length && j + 1 - i < limit - offsets.length && seqs[j + 1] - seqs[j] <= RUN_GAP_MAX) j++;
+      const from = seqs[i];
+      const read = readLog(log, from, seqs[j], bytesMax - bytes, page);
+      if (read.count === 0) {
+        if (read.corrupt) throw new ApiError(500, "corrupt_record", `stream ${stream.id}: record ${read.corrupt.seq} is damaged`, { seq: read.corrupt.seq });
+        break;
+      }
+      let at = 0;
+      for (let r = 0; r < read.count; r++) {
+        const frameBytes = u32(page, at);
+        if (i <= j && frameSeq(page, at) === seqs[i]) {
+          copyBytes(page.subarray(at, at + frameBytes), out, bytes);
+          offsets.push(bytes);
+          bytes += frameBytes;
+          i++;
+        }
+        at += frameBytes;
+      }
+      // A read cut short (its bytes) goes on from its next seq.
+      while (i <= j && seqs[i] < read.next) i++;
+    }
+    return { buf: out, count: offsets.length, offsets };
+  }
+}
+
+function readLog(log: Stream["log"], from: number, to: number, bytesMax: number, out: Buffer) {
+  try {
+    return log.read(from, to, to - from + 1, bytesMax, out);
+  } catch (err) {
+    if (err instanceof CorruptRecordError) throw new ApiError(500, "corrupt_record", err.message, { seq: err.info.seq, segment: err.info.segment });
+    throw err;
+  }
+}
+
+/** The index of the first value above `v` in ascending `a`. */
+function upperBound(a: Float64Array, v: number): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid] <= v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+const keysExceeded = (max: number) =>
+  new ApiError(
+    409,
+    "snapshot_keys_exceeded",
+    `the stream holds more than snapshot_keys_max (${max}) keys; it cannot be snapshotted until retention drops some or the limit is raised`,
+    { snapshot_keys_max: max },
+  );
