@@ -366,6 +366,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/v1/streams/:id/events", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
+  routes.any("/v1/streams/:id/snapshot", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
   routes.any("/v1/timelines/:name/events", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.

@@ -57,7 +57,11 @@ const publishBody = z.object({ events: z.array(outgoingEvent) }).strict();
 /** How each query parameter reads; a route documents exactly the names its set holds. */
 const QUERY_SCHEMAS: Record<string, z.ZodTypeAny> = {
   group: z.string().min(1),
-  from: z.union([z.string().regex(/^\d+$/), z.enum(["earliest", "latest"])]),
+  from: z
+    .union([z.string().regex(/^\d+$/), z.enum(["earliest", "latest", "snapshot"])])
+    .describe("a seq, `earliest` or `latest`; `snapshot` on consume only (docs/consume.md)"),
+  as_of_seq: z.string().regex(/^\d+$/),
+  after_seq: z.string().regex(/^\d+$/),
   to: z.string().regex(/^\d+$/),
   limit: z.string().regex(/^\d+$/),
   from_time: z.string().regex(/^\d+$/),
@@ -219,9 +223,10 @@ const ROUTES: Route[] = [
     params: SNAPSHOT_PARAMS,
     body: { params: id },
     ok: { 200: json(snapshotPageSchema, "Events ascending by seq, as of `as_of_seq`; pass `as_of_seq` and `next_after_seq` for the next page.") },
-    errors: [...KEYED, 404, 409, 410],
+    errors: [...KEYED, 404, 409, 410, 500],
     notes: {
       409: "The stream holds more than snapshot_keys_max keys (`snapshot_keys_exceeded`).",
+      500: "The log could not be read to its head for the key index, or a record of the page is damaged (`corrupt_record`).",
       410: "The snapshot named by `as_of_seq` is no longer held (`snapshot_expired`): take a new one.",
     },
   },

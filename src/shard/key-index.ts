@@ -20,6 +20,12 @@ export class KeyIndex {
   private head = 0;
   /** The last seq read into the index (with a key or not). */
   indexedTo: number;
+  /**
+   * The newest seq the log could not give (a damaged record it reads past),
+   * 0 if none: its key's newest event may be that one, so no snapshot is
+   * served while it is retained.
+   */
+  missingTo = 0;
 
   constructor(
     readonly keysMax: number,
@@ -38,9 +44,10 @@ export class KeyIndex {
     return this.seqByKey.get(key);
   }
 
-  /** Notes the event at `seq` (null key: an event without one). False once past keysMax. */
+  /** Notes the event at `seq` (null key: an event without one); seqs skipped are missing. False once past keysMax. */
   add(key: string | null, seq: number): boolean {
     if (seq <= this.indexedTo) throw new Error(`key index invariant: seq ${seq} added after ${this.indexedTo}`);
+    if (seq > this.indexedTo + 1) this.missingTo = seq - 1;
     this.indexedTo = seq;
     if (key === null) return true;
     const byKey = this.seqByKey;
@@ -52,6 +59,13 @@ export class KeyIndex {
     return true;
   }
 
+  /** The log could not give the seqs up to `seq`: they are missing. */
+  skipTo(seq: number): void {
+    if (seq <= this.indexedTo) return;
+    this.missingTo = seq;
+    this.indexedTo = seq;
+  }
+
   /** Forgets keys whose newest event retention deleted (seq below the log's first_seq). */
   forgetBelow(firstSeq: number): void {
     const byKey = this.seqByKey;
@@ -60,6 +74,7 @@ export class KeyIndex {
       this.head++;
     }
     if (this.indexedTo < firstSeq - 1) this.indexedTo = firstSeq - 1;
+    if (this.missingTo < firstSeq) this.missingTo = 0;
     if (this.head > STALE_SLACK_ENTRIES && this.head * 2 > this.keys.length) this.compact();
   }
 

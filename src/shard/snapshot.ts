@@ -142,12 +142,16 @@ export class Snapshots {
       this.indexes.set(stream, { firstSeq: log.firstSeq });
       throw keysExceeded(this.config.snapshot_keys_max);
     }
-    // A damaged record stops forEach short: the index then ends before the head, and a snapshot of it would not be as of the head.
-    if (index.indexedTo < log.committedSeq) {
+    // forEach reads past damage from the next index point: what it could not give is missing.
+    index.skipTo(log.committedSeq);
+    if (index.missingTo > 0) {
       this.indexes.set(stream, index);
-      throw new ApiError(500, "corrupt_record", `stream ${stream.id}: the log could not be read to its head (seq ${index.indexedTo + 1} is damaged)`, {
-        seq: index.indexedTo + 1,
-      });
+      throw new ApiError(
+        500,
+        "corrupt_record",
+        `stream ${stream.id}: records up to seq ${index.missingTo} could not be read for the key index; a snapshot is served once retention has deleted them`,
+        { seq: index.missingTo },
+      );
     }
     this.indexes.set(stream, index);
     return index;
