@@ -10,7 +10,8 @@
 // of the index in one shard turn. Later pages name it by as_of_seq and read
 // from it, so every page is as of the same S however the keys move on.
 import { copyBytes, u32 } from "../bytes.js";
-import { ApiError } from "../errors.js";
+import { ApiError, asApiError } from "../errors.js";
+import { logger } from "../logger.js";
 import { CorruptRecordError } from "../log/log.js";
 import { frameSeq, RECORD_HEADER_BYTES } from "../log/record.js";
 import { intParam } from "../validate.js";
@@ -37,6 +38,12 @@ export const SNAPSHOT_CUT_IDLE_MS = 60_000;
  * positioned read.
  */
 const RUN_GAP_MAX = 16;
+/**
+ * Records read into a key index per shard turn (about 25 ms of work here):
+ * the first snapshot of a long stream reads its whole retained log, and the
+ * shard's other streams are served between the slices.
+ */
+const INDEX_EVENTS_PER_TURN = 50_000;
 /** The head of a socket answer: u32 bytes of a JSON head, then the `events` message. */
 export const SNAPSHOT_SOCKET_HEAD_BYTES = 4;
 const SNAPSHOT_MESSAGE_HEAD = `{"type":"events","snapshot":true,"events":[`;
@@ -72,6 +79,8 @@ export class Snapshots {
     private readonly config: Config,
     private readonly outbox: Outbox,
     private readonly buffers: ShardBuffers,
+    /** The open stream of an id: a stream deleted while its index is read is not snapshotted. */
+    private readonly current: (id: string) => Stream | undefined,
   ) {}
 
   read(stream: Stream, req: RequestOf<Op.Snapshot>): void {
@@ -88,64 +97,107 @@ export class Snapshots {
     }
     const asOf = intParam(q, "as_of_seq", 0, 0);
     const after = intParam(q, "after_seq", 0, 0);
-    const now = Date.now();
-    this.dropIdle(now);
-    const cut = asOfParam === null ? this.take(stream, now) : this.find(stream, asOf, now);
-    const bytesMax = socket ? c.consume_page_bytes_max : c.replay_page_bytes_max;
-    const page = this.gather(stream, cut, after, limit, bytesMax);
+    this.dropIdle(Date.now());
+    const page = { reqId: req.reqId, socket, limit, after };
+    if (asOfParam !== null) return this.answer(stream, this.find(stream, asOf, Date.now()), page);
+    this.whenIndexed(
+      stream,
+      (index) => this.answer(stream, this.take(stream, index, Date.now()), page),
+      (err) => {
+        const e = asApiError(err);
+        if (e.status === 500 && !(err instanceof ApiError))
+          logger().error({ kind: "internal", stream: stream.id, err }, `snapshot of ${stream.id}: ${(err as Error).stack}`);
+        this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+      },
+    );
+  }
+
+  private answer(stream: Stream, cut: Cut, p: { reqId: number; socket: boolean; limit: number; after: number }): void {
+    const bytesMax = p.socket ? this.config.consume_page_bytes_max : this.config.replay_page_bytes_max;
+    const page = this.gather(stream, cut, p.after, p.limit, bytesMax);
     const w = this.buffers.jsonPage;
     w.reset();
-    w.ascii(socket ? SNAPSHOT_MESSAGE_HEAD : `{"stream":${stream.idJson()},"as_of_seq":${cut.asOf},"keys":${cut.seqs.length},"events":[`);
+    w.ascii(p.socket ? SNAPSHOT_MESSAGE_HEAD : `{"stream":${stream.idJson()},"as_of_seq":${cut.asOf},"keys":${cut.seqs.length},"events":[`);
     const n = page.count === 0 ? 0 : renderEvents(w, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax);
-    const last = n === 0 ? after : frameSeq(page.buf, page.offsets[n - 1]);
-    const more = n > 0 && last < cut.seqs[cut.seqs.length - 1];
-    const next = more ? last : null;
-    if (!socket) {
+    const last = n === 0 ? p.after : frameSeq(page.buf, page.offsets[n - 1]);
+    const next = n > 0 && last < cut.seqs[cut.seqs.length - 1] ? last : null;
+    if (!p.socket) {
       const log = stream.log;
       w.ascii(`],"next_after_seq":${next},"first_seq":${log.firstSeq},"head_seq":${log.committedSeq}}`);
-      return this.outbox.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: w.view() });
+      return this.outbox.reply({ reqId: p.reqId, status: 200, ct: ContentType.Json, body: w.view() });
     }
     w.ascii(EVENTS_MESSAGE_TAIL);
     const head = Buffer.from(JSON.stringify({ as_of_seq: cut.asOf, count: n, next_after_seq: next } satisfies SnapshotSocketHead));
     const msg = n === 0 ? null : w.view();
     const total = SNAPSHOT_SOCKET_HEAD_BYTES + head.length + (msg ? msg.byteLength : 0);
-    this.outbox.replyWith(req.reqId, 200, ContentType.None, total, (data, at) => {
+    this.outbox.replyWith(p.reqId, 200, ContentType.None, total, (data, at) => {
       new DataView(data.buffer, data.byteOffset, data.byteLength).setUint32(at, head.length, true);
       copyBytes(head, data, at + SNAPSHOT_SOCKET_HEAD_BYTES);
       if (msg) copyBytes(msg, data, at + SNAPSHOT_SOCKET_HEAD_BYTES + head.length);
     });
   }
 
-  /** The stream's key index caught up to the committed head (built on first use); 409 past snapshot_keys_max. */
-  indexOf(stream: Stream): KeyIndex {
+  /**
+   * Calls `then` with the stream's key index caught up to the committed
+   * head, in the turn it got there (so a cut taken then is as of that head).
+   * The log is read INDEX_EVENTS_PER_TURN records a turn, the shard serving
+   * other requests in between; `fail` gets 409 past snapshot_keys_max, 500
+   * for records the log could not give, 404 if the stream went meanwhile.
+   */
+  private whenIndexed(stream: Stream, then: (index: KeyIndex) => void, fail: (err: unknown) => void): void {
+    let index: KeyIndex;
+    try {
+      if (this.current(stream.id) !== stream) throw new ApiError(404, "stream_not_found", `stream "${stream.id}" does not exist`, { stream: stream.id });
+      index = this.indexOf(stream);
+      if (!this.catchUp(stream, index, INDEX_EVENTS_PER_TURN)) {
+        setImmediate(() => this.whenIndexed(stream, then, fail));
+        return;
+      }
+    } catch (err) {
+      return fail(err);
+    }
+    then(index);
+  }
+
+  /** The stream's key index as it stands (a new one on first use); 409 while given up past snapshot_keys_max. */
+  private indexOf(stream: Stream): KeyIndex {
     const log = stream.log;
-    let index = this.indexes.get(stream);
-    if (index !== undefined && !(index instanceof KeyIndex)) {
-      if (index.firstSeq === log.firstSeq) throw keysExceeded(this.config.snapshot_keys_max);
-      index = undefined; // retention has moved since: the retained log may hold few enough keys now
+    const index = this.indexes.get(stream);
+    if (index instanceof KeyIndex) return index;
+    if (index !== undefined && index.firstSeq === log.firstSeq) throw keysExceeded(this.config.snapshot_keys_max);
+    // New, or given up before retention moved: the retained log may hold few enough keys now.
+    const fresh = new KeyIndex(this.config.snapshot_keys_max, log.firstSeq);
+    this.indexes.set(stream, fresh);
+    return fresh;
+  }
+
+  /** Reads up to `eventsMax` records of the log into the index; true once it has reached the committed head. */
+  private catchUp(stream: Stream, index: KeyIndex, eventsMax: number): boolean {
+    const log = stream.log;
+    index.forgetBelow(log.firstSeq); // retention may have run since the last slice
+    const page = this.buffers.page;
+    let budget = eventsMax;
+    while (index.indexedTo < log.committedSeq && budget > 0) {
+      let read: ReturnType<typeof log.read> | null;
+      try {
+        read = log.read(index.indexedTo + 1, log.committedSeq, budget, this.config.replay_page_bytes_max, page);
+      } catch (err) {
+        if (!(err instanceof CorruptRecordError)) throw err;
+        read = null; // damage at the first record
+      }
+      if (read === null || read.count === 0) {
+        this.readPastDamage(stream, index);
+        break;
+      }
+      let at = 0;
+      for (let r = 0; r < read.count; r++) {
+        this.note(stream, index, page, at);
+        at += u32(page, at);
+      }
+      budget -= read.count;
     }
-    if (index === undefined) index = new KeyIndex(this.config.snapshot_keys_max, log.firstSeq);
-    index.forgetBelow(log.firstSeq);
-    const f = this.fields;
-    let full = false;
-    if (index.indexedTo < log.committedSeq) {
-      const idx = index;
-      log.forEach(index.indexedTo + 1, (buf, at) => {
-        if (full) return;
-        f.read(buf, at + RECORD_HEADER_BYTES);
-        const key = f.keyAt < 0 ? null : buf.toString("utf8", f.keyAt, f.keyAt + f.keyLen);
-        full = !idx.add(key, frameSeq(buf, at));
-      });
-    }
-    if (full) {
-      // Given up whole, memory and all: a partial index could only answer an incomplete snapshot.
-      this.indexes.set(stream, { firstSeq: log.firstSeq });
-      throw keysExceeded(this.config.snapshot_keys_max);
-    }
-    // forEach reads past damage from the next index point: what it could not give is missing.
-    index.skipTo(log.committedSeq);
+    if (index.indexedTo < log.committedSeq) return false;
     if (index.missingTo > 0) {
-      this.indexes.set(stream, index);
       throw new ApiError(
         500,
         "corrupt_record",
@@ -153,12 +205,27 @@ export class Snapshots {
         { seq: index.missingTo },
       );
     }
-    this.indexes.set(stream, index);
-    return index;
+    return true;
   }
 
-  private take(stream: Stream, now: number): Cut {
-    const index = this.indexOf(stream);
+  /** The rest of the log the way forEach reads it, from the next index point past damage (rare: one pass, in this turn). */
+  private readPastDamage(stream: Stream, index: KeyIndex): void {
+    const log = stream.log;
+    log.forEach(index.indexedTo + 1, (buf, at) => this.note(stream, index, buf, at));
+    // What it could not give is missing.
+    index.skipTo(log.committedSeq);
+  }
+
+  private note(stream: Stream, index: KeyIndex, buf: Buffer, at: number): void {
+    const f = this.fields.read(buf, at + RECORD_HEADER_BYTES);
+    const key = f.keyAt < 0 ? null : buf.toString("utf8", f.keyAt, f.keyAt + f.keyLen);
+    if (index.add(key, frameSeq(buf, at))) return;
+    // Given up whole, memory and all: a partial index could only answer an incomplete snapshot.
+    this.indexes.set(stream, { firstSeq: stream.log.firstSeq });
+    throw keysExceeded(this.config.snapshot_keys_max);
+  }
+
+  private take(stream: Stream, index: KeyIndex, now: number): Cut {
     const cut = { stream, asOf: index.indexedTo, seqs: index.cut(), usedMs: now };
     const same = this.cuts.findIndex((c) => c.stream === stream && c.asOf === cut.asOf);
     if (same >= 0) this.cuts.splice(same, 1);

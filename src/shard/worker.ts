@@ -194,7 +194,7 @@ class ShardWorker {
     this.buffers = new ShardBuffers(limits.pageBufferBytes);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
     this.reads = new LogReads(c, this.outbox, this.buffers);
-    this.snapshots = new Snapshots(c, this.outbox, this.buffers);
+    this.snapshots = new Snapshots(c, this.outbox, this.buffers, (id) => this.streams.get(id));
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);

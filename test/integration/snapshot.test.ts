@@ -129,6 +129,24 @@ describe("snapshot then live", () => {
     c.ws.close();
   });
 
+  it("the first snapshot of a long stream reads its log over several shard turns, publishes going on, and is as of the head it reached", async () => {
+    // Past INDEX_EVENTS_PER_TURN (src/shard/snapshot.ts): the index is read in slices.
+    await publish(s.url, "md.long", 130_000, 997, 0, 1000);
+    let published = 130_000;
+    let publishing = true;
+    const producer = (async () => {
+      while (publishing) {
+        await publish(s.url, "md.long", 100, 997, published, 100);
+        published += 100;
+      }
+    })();
+    const snap = await snapshotAll(s.url, "md.long", 10_000);
+    publishing = false;
+    await producer;
+    expect(snap.asOf).toBeGreaterThanOrEqual(130_000);
+    expect(snap.events).toEqual(newestPerKey(await replayAll(s.url, "md.long"), snap.asOf));
+  });
+
   it("a stream without keyed events has an empty snapshot; an unknown stream is 404", async () => {
     expect((await api(`${s.url}/v1/streams/md.empty/events`, "POST", { events: [{ type: "note" }] })).status).toBe(200);
     const r = await api(`${s.url}/v1/streams/md.empty/snapshot`, "GET");
