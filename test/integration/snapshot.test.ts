@@ -213,6 +213,38 @@ describe("snapshot then live", () => {
   });
 });
 
+describe("snapshot: a slow reader", () => {
+  it("a consumer that stops reading mid-snapshot holds the pages back, then gets all of them and goes on", async () => {
+    // A small socket buffer bound: the snapshot's pages wait for drain.
+    const s = await startServer({ args: ["--consumer-buffer-bytes-max", "65536", "--consume-page-bytes-max", "65536"] });
+    try {
+      // 20 MB of snapshot: more than the kernel's loopback buffers take, so the server's queue fills.
+      const pad = "x".repeat(10_000);
+      for (let i = 0; i < 2000; i += 100) {
+        const batch = { events: Array.from({ length: 100 }, (_, j) => ({ type: "quote", key: `big${i + j}`, payload: { pad } })) };
+        expect((await api(`${s.url}/v1/streams/md.slow/events`, "POST", batch)).status).toBe(200);
+      }
+      const c = await consume(s.url, "md.slow", "from=snapshot");
+      c.ws.pause();
+      await sleep(500);
+      await publish(s.url, "md.slow", 100, 7, 2000);
+      c.ws.resume();
+      await c.until(() => c.messages.at(-1)?.events?.at(-1)?.seq === 2100);
+      const endAt = c.messages.findIndex((m) => m.type === "snapshot_end");
+      expect(c.messages[endAt].as_of_seq).toBe(2000);
+      const snapshot = c.messages.slice(1, endAt).flatMap((m) => m.events);
+      expect(snapshot.map((e) => e.seq)).toEqual(Array.from({ length: 2000 }, (_, i) => 1 + i));
+      expect(snapshot.every((e, i) => e.key === `big${i}` && e.payload.pad === pad)).toBe(true);
+      const seqs = c.messages.slice(endAt + 1).flatMap((m) => (m.type === "events" ? m.events.map((e: any) => e.seq) : []));
+      expect(seqs).toEqual(Array.from({ length: 100 }, (_, i) => 2001 + i));
+      c.ws.close();
+    } finally {
+      await s.stop();
+      removeDir(s.dataDir);
+    }
+  });
+});
+
 describe("snapshot: restart and retention", () => {
   it("a restart rebuilds the key index: the same snapshot after it", async () => {
     const s = await startServer();
