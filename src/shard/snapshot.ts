@@ -272,7 +272,8 @@ export class Snapshots {
       const read = readLog(log, from, seqs[j], bytesMax - bytes, page);
       if (read.count === 0) {
         if (read.corrupt) throw new ApiError(500, "corrupt_record", `stream ${stream.id}: record ${read.corrupt.seq} is damaged`, { seq: read.corrupt.seq });
-        break;
+        // A retained, committed seq always reads: an empty page here would end the snapshot short without a word.
+        throw new Error(`snapshot invariant: no record read at seq ${from} (first_seq ${log.firstSeq}, committed ${log.committedSeq})`);
       }
       let at = 0;
       for (let r = 0; r < read.count; r++) {
