@@ -79,6 +79,9 @@ export const configSchema = z
       .describe("bytes of log between sparse index points"),
     retention_check_interval_ms: int(10, 3_600_000).default(1000).describe("how often retention runs"),
     dedup_keys_max: int(1, 100_000_000).default(1_000_000).describe("idempotency keys remembered per stream (oldest dropped first)"),
+    snapshot_keys_max: int(1, 100_000_000)
+      .default(1_000_000)
+      .describe("keys a stream's snapshot index holds (`from=snapshot`, `GET .../snapshot`); a stream with more: 409 `snapshot_keys_exceeded`"),
     held_events_max: int(1, 10_000_000)
       .default(10_000)
       .describe("ordered ingest: events a stream holds for missing `producer_seq`s (a batch that would hold more: 429 `held_full` with `Retry-After`)"),
