@@ -19,6 +19,8 @@ export interface ConsumeParams {
   binary: boolean;
   window: number;
   maxAttempts: number;
+  /** `from=snapshot`: the snapshot first, then on from its as_of_seq + 1 (snapshot.ts). */
+  snapshot: boolean;
   /** group / from / from_time, resolved by the shard. */
   query: string;
 }
@@ -34,12 +36,24 @@ export function parseParams(config: Config, stream: string, query: string): Cons
   if (format !== "json" && format !== "binary") throw new ApiError(400, "invalid_parameter", `"format" must be "json" or "binary"`);
   const window = intParam(q, "window", config.consume_window_default, 1, config.consume_window_max);
   const maxAttempts = intParam(q, "max_attempts", config.consume_max_attempts_default, 1, CONSUME_ATTEMPTS_MAX);
+  const snapshot = q.get("from") === "snapshot";
+  if (snapshot) checkSnapshot(group, format);
   const forward = new URLSearchParams();
-  for (const k of ["group", "from", "from_time"]) {
+  // A snapshot consumer's start is its snapshot's as_of_seq + 1, known once the first page is taken.
+  for (const k of snapshot ? ["group"] : ["group", "from", "from_time"]) {
     const v = q.get(k);
     if (v !== null) forward.set(k, v);
   }
-  return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString() };
+  return { stream, group, binary: format === "binary", window, maxAttempts, snapshot, query: forward.toString() };
+}
+
+/**
+ * A group's members start at its checkpoint, which a snapshot would skip
+ * past, and snapshot events are rendered as JSON only (docs/consume.md).
+ */
+function checkSnapshot(group: string | null, format: string): void {
+  if (group !== null) throw new ApiError(400, "invalid_parameter", `"from=snapshot" is for consumers without a group`, { parameter: "from" });
+  if (format !== "json") throw new ApiError(400, "invalid_parameter", `"from=snapshot" needs "format=json"`, { parameter: "format" });
 }
 
 export type ClientMessage = { type: "ack"; seq: number } | { type: "nack"; seq: number; reason: string } | { type: "seek"; seq: number };
