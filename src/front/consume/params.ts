@@ -7,6 +7,7 @@ import { ApiError } from "../../errors.js";
 import { checkGroup, checkStreamId } from "../../stream-id.js";
 import { CONSUME_ATTEMPTS_MAX } from "../../limits.js";
 import { CONSUME_PARAMS } from "../query-params.js";
+import { parseFilter, parseMaxRate } from "../../wire/event-filter.js";
 
 // "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
 /** Client messages are small JSON objects; a nack reason is capped. */
@@ -21,6 +22,10 @@ export interface ConsumeParams {
   maxAttempts: number;
   /** group / from / from_time, resolved by the shard. */
   query: string;
+  /** `types` / `keys` as query text for the shard's reads; null without a filter. */
+  filter: string | null;
+  /** `max_rate` (events/s); null: as fast as the consumer takes them. */
+  maxRate: number | null;
 }
 
 /** Checks what the front can check alone; throws ApiError(400). */
@@ -34,12 +39,24 @@ export function parseParams(config: Config, stream: string, query: string): Cons
   if (format !== "json" && format !== "binary") throw new ApiError(400, "invalid_parameter", `"format" must be "json" or "binary"`);
   const window = intParam(q, "window", config.consume_window_default, 1, config.consume_window_max);
   const maxAttempts = intParam(q, "max_attempts", config.consume_max_attempts_default, 1, CONSUME_ATTEMPTS_MAX);
+  // Checked here so that a bad filter is a 400 at the upgrade; the shard parses the same text for its reads.
+  const filter = parseFilter(q, config) === null ? null : filterQuery(q);
+  const maxRate = parseMaxRate(q);
   const forward = new URLSearchParams();
   for (const k of ["group", "from", "from_time"]) {
     const v = q.get(k);
     if (v !== null) forward.set(k, v);
   }
-  return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString() };
+  return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString(), filter, maxRate };
+}
+
+function filterQuery(q: URLSearchParams): string {
+  const f = new URLSearchParams();
+  for (const k of ["types", "keys"]) {
+    const v = q.get(k);
+    if (v !== null) f.set(k, v);
+  }
+  return f.toString();
 }
 
 export type ClientMessage = { type: "ack"; seq: number } | { type: "nack"; seq: number; reason: string } | { type: "seek"; seq: number };
