@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
 import { decodeEventBatch } from "../../src/wire/client.js";
+import { Ticker } from "../../src/client/index.js";
 
 /** Filter bounds the server runs with here, so the tests can stand at them. */
 const VALUES_MAX = 4;
@@ -50,10 +51,16 @@ const expected = (n: number, pass: (e: ReturnType<typeof eventOf>) => boolean) =
 class Recorder {
   readonly messages: any[] = [];
   private wake: Array<() => void> = [];
-  private constructor(readonly ws: WebSocket) {
+  private constructor(
+    readonly ws: WebSocket,
+    autoAck: boolean,
+  ) {
     ws.on("message", (data: Buffer, isBinary) => {
-      if (!isBinary) this.messages.push(JSON.parse(data.toString("utf8")));
-      else {
+      if (!isBinary) {
+        const m = JSON.parse(data.toString("utf8"));
+        this.messages.push(m);
+        if (autoAck && m.type === "events") ws.send(JSON.stringify({ type: "ack", seq: m.events[m.events.length - 1].seq }));
+      } else {
         const b = decodeEventBatch(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
         const r = Buffer.from(b.records.buffer, b.records.byteOffset, b.records.byteLength);
         const seqs: number[] = [];
@@ -64,10 +71,12 @@ class Recorder {
     });
   }
 
-  static open(url: string, stream: string, query: string): Promise<Recorder> {
+  /** Opens the socket; listens from the start, since the first messages can come with the upgrade's answer. */
+  static open(url: string, stream: string, query: string, autoAck = false): Promise<Recorder> {
     const ws = new WebSocket(`${url.replace(/^http/, "ws")}/v1/streams/${stream}/consume?${query}`);
     return new Promise((resolve, reject) => {
-      ws.once("open", () => resolve(new Recorder(ws)));
+      const r = new Recorder(ws, autoAck);
+      ws.once("open", () => resolve(r));
       ws.once("unexpected-response", (_q, res) => {
         let body = "";
         res.on("data", (d: Buffer) => (body += d));
@@ -188,13 +197,9 @@ describe("server-side filters and max_rate", () => {
   });
 
   it("a filtered group with a small window is not stalled by the filtered-out events between its own", async () => {
-    const c = await Recorder.open(s.url, "md", "from=earliest&format=json&group=g-small&window=10&types=trade.big");
-    const want = expected(3600, (e) => e.type === "trade.big");
-    c.ws.on("message", (d: Buffer, bin) => {
-      if (bin) return;
-      const m = JSON.parse(d.toString("utf8"));
-      if (m.type === "events") c.ws.send(JSON.stringify({ type: "ack", seq: m.events[m.events.length - 1].seq }));
-    });
+    const c = await Recorder.open(s.url, "md", "from=earliest&format=json&group=g-small&window=3&types=trade.big&keys=BTC-USD", true);
+    const head = (await api(`${s.url}/v1/streams/md`, "GET")).json.head_seq;
+    const want = expected(head, (e) => e.type === "trade.big" && e.key === "BTC-USD");
     await c.until(() => c.covered().seqs.length >= want.length, "every matching event");
     expect(c.covered().seqs).toEqual(want);
     c.close();
@@ -252,5 +257,36 @@ describe("server-side filters and max_rate", () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(400);
     expect(seqs().slice(0, 1000)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
     c.close();
+  });
+
+  it("the client's replay and consume take types, keys and maxRate, and a filtered subscription goes on past filtered-out stretches", async () => {
+    const t = new Ticker({ url: s.url });
+    try {
+      const pass = (e: ReturnType<typeof eventOf>) => e.type === "quote" && e.key === "ETH-USD";
+      const got: number[] = [];
+      for await (const e of t.replay("md", { types: ["quote"], keys: ["ETH-USD"], pageEvents: 50 })) got.push(e.seq);
+      expect(got).toEqual(expected(3600, pass));
+      for (const format of ["binary", "json"] as const) {
+        const sub = t.consume("md", { from: "earliest", types: ["quote"], keys: ["ETH*"], format });
+        const seen: number[] = [];
+        for await (const e of sub) {
+          seen.push(e.seq);
+          if (seen.length === got.length) break;
+        }
+        expect(seen).toEqual(got);
+        await sub.close();
+      }
+      // A live subscription that nothing matches for a while, then something does.
+      const sub = t.consume("md", { from: "latest", types: ["late"], format: "json" });
+      await sub.ready;
+      await publish(s.url, "md", 3600, 500);
+      await new Promise((r) => setTimeout(r, 1500)); // past a heartbeat with next_seq
+      const r = await api(`${s.url}/v1/streams/md/events`, "POST", { events: [{ type: "late", payload: {} }] });
+      const first = await sub.next();
+      expect(first.value?.seq).toBe(r.json.first_seq);
+      await sub.close();
+    } finally {
+      t.close();
+    }
   });
 });
