@@ -170,7 +170,8 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       seen?.(r);
       const headers = r.status === 429 ? retryAfter(r) : undefined;
       const waitMs = x.startedMs + holdMs - performance.now();
-      if (waitMs < 1) return send(x, r.status, r.ct, r.body, headers);
+      // Only a page is held: an error says at once what is wrong.
+      if (waitMs < 1 || r.status !== 200) return send(x, r.status, r.ct, r.body, headers);
       // Copied: the ring's bytes are reused once this callback returns.
       const copy = Buffer.from(r.body);
       setTimeout(() => send(x, r.status, r.ct, copy, headers), waitMs);
