@@ -290,3 +290,42 @@ describe("server-side filters and max_rate", () => {
     }
   });
 });
+
+describe("live first", () => {
+  it("while live batches are pushed, a replay page on the same shard is cut at 1,000 events and its next goes on from there", async () => {
+    const s = await startServer({ args: ["--shards", "1"] });
+    try {
+      await publish(s.url, "history", 0, 5000);
+      const full = await api(`${s.url}/v1/streams/history/events?from=1&limit=5000`, "GET");
+      expect(full.json.events.length).toBe(5000); // nobody consumes anything live: the whole page
+      await publish(s.url, "ticks", 0, 1); // a consumer needs the stream
+      const live = await Recorder.open(s.url, "ticks", "from=latest&format=json");
+      let publishing = true;
+      const producer = (async () => {
+        while (publishing) await publish(s.url, "ticks", 0, 10);
+      })();
+      // "Being pushed" is the last 100 ms: on a loaded machine a publish can take longer, so a few tries.
+      const pages: Array<[number, number]> = [];
+      try {
+        await live.until(() => live.messages.some((m) => m.type === "events"), "a live batch");
+        while (pages.length < 50 && !pages.some(([n]) => n === 1000)) {
+          const r = await api(`${s.url}/v1/streams/history/events?from=1&limit=5000`, "GET");
+          pages.push([r.json.events.length, r.json.next]);
+        }
+      } finally {
+        publishing = false;
+        await producer;
+      }
+      for (const p of pages)
+        expect([
+          [5000, 5001],
+          [1000, 1001],
+        ]).toContainEqual(p);
+      expect(pages).toContainEqual([1000, 1001]);
+      live.close();
+    } finally {
+      await s.stop();
+      removeDir(s.dataDir);
+    }
+  });
+});
