@@ -83,6 +83,9 @@ export const configSchema = z
       .describe("bytes of log between sparse index points"),
     retention_check_interval_ms: int(10, 3_600_000).default(1000).describe("how often retention runs"),
     dedup_keys_max: int(1, 100_000_000).default(1_000_000).describe("idempotency keys remembered per stream (oldest dropped first)"),
+    snapshot_keys_max: int(1, 100_000_000)
+      .default(1_000_000)
+      .describe("keys a stream's snapshot index holds (`from=snapshot`, `GET .../snapshot`); a stream with more: 409 `snapshot_keys_exceeded`"),
     held_events_max: int(1, 10_000_000)
       .default(10_000)
       .describe("ordered ingest: events a stream holds for missing `producer_seq`s (a batch that would hold more: 429 `held_full` with `Retry-After`)"),
@@ -103,7 +106,9 @@ export const configSchema = z
     access_log: bool.default(false).describe("one `info` line per HTTP request and WebSocket upgrade (method, path, status, ms)"),
     metrics_streams_max: int(1, 100_000)
       .default(1000)
-      .describe("streams (and, apart, consumer groups) with series of their own on `GET /metrics`, by id; the rest are summed into `_other`"),
+      .describe(
+        "streams (and, apart, consumer groups) with series of their own on `GET /metrics`: the first met, while they exist; the rest are summed into `_other`",
+      ),
     shutdown_timeout_ms: int(100, 600_000).default(10_000).describe("on SIGTERM/SIGINT, how long in-flight requests may take"),
 
     consumers_max: int(1, 1_000_000).default(20_000).describe("WebSocket consumers connected at once (more: 429 at the upgrade)"),

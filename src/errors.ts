@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   "method_not_allowed",
   "upgrade_required",
   "expired",
+  "snapshot_expired",
+  "snapshot_keys_exceeded",
   "shard_busy",
   "server_busy",
   "not_ready",

@@ -18,7 +18,8 @@ export type Workload =
   | "fsync" // W1 with every batch on disk before it is acknowledged
   | "ordered-ingest" // W1's shape from several producers, 1% out of order, producer_ordering against plain
   | "timelines" // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each
-  | "metrics"; // GET /metrics at 10,000 streams, and publishes meanwhile
+  | "metrics" // GET /metrics at 10,000 streams, and publishes meanwhile
+  | "snapshot"; // the newest event of 100,000 keys, over HTTP pages and from=snapshot
 
 /** Events per publish: Ticker's publish_events_max (and a Redis pipeline, a NATS batch). */
 export const BATCH_EVENTS = 1000;

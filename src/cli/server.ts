@@ -110,7 +110,8 @@ export async function runServer(config: Config): Promise<void> {
       postgres: config.postgres_url !== "",
       redis: config.redis_url !== "",
     },
-    `ticker listening on ${url} (data dir ${dataDir}, ${config.shards} shards)`,
+    // The defaults in the text too: --log-format pretty shows only the message.
+    `ticker listening on ${url} (data dir ${dataDir}, ${config.shards} shards); new streams: durability ${config.default_durability}, retention ${config.default_retention_ms} ms`,
   );
   const reports = await pool.ready();
   ready = true;

@@ -20,7 +20,7 @@ import { Timelines } from "./timelines.js";
 import { dlqRoutes } from "./dlq.js";
 import { openApiJson } from "./openapi.js";
 import { consoleRoutes } from "./console.js";
-import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS } from "./query-params.js";
+import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, SNAPSHOT_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
 import { parseMaxRate } from "../wire/event-filter.js";
@@ -322,6 +322,10 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     const meta = { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json };
     forward(r.x, Op.Replay, r.stream, meta, null, undefined, holdMs);
   });
+  routes.get("/v1/streams/:id/snapshot", "consume", (res, req) => {
+    const r = streamRoute(res, req, SNAPSHOT_PARAMS);
+    if (r) forward(r.x, Op.Snapshot, r.stream, { stream: r.stream, query: r.query, socket: false }, null);
+  });
 
   routes.post(
     "/v1/streams/:id/checkpoint",
@@ -385,6 +389,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/v1/streams/:id/events", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
+  routes.any("/v1/streams/:id/snapshot", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
   routes.any("/v1/timelines/:name/events", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.

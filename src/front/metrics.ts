@@ -123,11 +123,11 @@ function registerFrontSeries(d: MetricsDeps, shardsMissing: () => number): void 
   const loopLag = new LoopLag();
   new Gauge({
     name: "ticker_event_loop_lag_seconds",
-    help: "p99 event-loop delay of a thread since the previous scrape",
+    help: "p99 event-loop delay of a thread over the last complete 10 s window",
     labelNames: ["thread"],
     registers,
     collect() {
-      this.set({ thread: "front" }, loopLag.takeSeconds());
+      this.set({ thread: "front" }, loopLag.seconds);
     },
   });
   new Gauge({

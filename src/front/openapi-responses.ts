@@ -84,6 +84,20 @@ export const replayPageSchema = z
   .strict()
   .openapi("ReplayPage");
 
+/** src/shard/snapshot.ts read. */
+export const snapshotPageSchema = z
+  .object({
+    stream: z.string(),
+    as_of_seq: seq(),
+    keys: seq(),
+    events: z.array(eventSchema),
+    next_after_seq: seq().nullable(),
+    first_seq: seq(),
+    head_seq: seq(),
+  })
+  .strict()
+  .openapi("SnapshotPage");
+
 /** src/shard/groups.ts: what POST stores and GET shows. */
 export const checkpointSchema = z.object({ group: z.string(), seq: seq() }).strict().openapi("Checkpoint");
 

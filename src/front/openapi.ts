@@ -18,13 +18,23 @@ import {
   readerPositionSchema,
   redriveOutcomeSchema,
   replayPageSchema,
+  snapshotPageSchema,
   rotationSchema,
   streamInfoSchema,
   timelineListSchema,
   timelinePageSchema,
   timelineSchema,
 } from "./openapi-responses.js";
-import { CONSUME_PARAMS, GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, TIMELINE_AD_HOC_PARAMS, TIMELINE_NAMED_PARAMS } from "./query-params.js";
+import {
+  CONSUME_PARAMS,
+  GROUP_PARAM,
+  NO_PARAMS,
+  PUBLISH_PARAMS,
+  REPLAY_PARAMS,
+  SNAPSHOT_PARAMS,
+  TIMELINE_AD_HOC_PARAMS,
+  TIMELINE_NAMED_PARAMS,
+} from "./query-params.js";
 import { putReaderBody, putTimelineBody, rotateBody } from "./timeline-admin.js";
 
 // The generator reads parameters through the .openapi() method this adds to zod.
@@ -50,7 +60,11 @@ const FILTER_LIST = /^[^,*]+\*?(,[^,*]+\*?)*$/;
 /** How each query parameter reads; a route documents exactly the names its set holds. */
 const QUERY_SCHEMAS: Record<string, z.ZodTypeAny> = {
   group: z.string().min(1),
-  from: z.union([z.string().regex(/^\d+$/), z.enum(["earliest", "latest"])]),
+  from: z
+    .union([z.string().regex(/^\d+$/), z.enum(["earliest", "latest", "snapshot"])])
+    .describe("a seq, `earliest` or `latest`; `snapshot` on consume only (docs/consume.md)"),
+  as_of_seq: z.string().regex(/^\d+$/),
+  after_seq: z.string().regex(/^\d+$/),
   to: z.string().regex(/^\d+$/),
   limit: z.string().regex(/^\d+$/),
   from_time: z.string().regex(/^\d+$/),
@@ -130,7 +144,7 @@ const ROUTES: Route[] = [
     path: "/metrics",
     summary: "Prometheus metrics (docs/operations.md, Metrics); with API keys, an admin key without a prefix",
     ok: { 200: { description: "Prometheus text exposition format 0.0.4.", content: { "text/plain": { schema: z.string() } } } },
-    errors: [400, 401, 403, 405, 429],
+    errors: [400, 401, 403, 405, 429, 500],
   },
   {
     method: "get",
@@ -215,6 +229,20 @@ const ROUTES: Route[] = [
     errors: [...KEYED, 404, 410, 500],
   },
   {
+    method: "get",
+    path: "/v1/streams/{id}/snapshot",
+    summary: "A page of the snapshot: the newest event of every key",
+    params: SNAPSHOT_PARAMS,
+    body: { params: id },
+    ok: { 200: json(snapshotPageSchema, "Events ascending by seq, as of `as_of_seq`; pass `as_of_seq` and `next_after_seq` for the next page.") },
+    errors: [...KEYED, 404, 409, 410, 500],
+    notes: {
+      409: "The stream holds more than snapshot_keys_max keys (`snapshot_keys_exceeded`).",
+      500: "The log could not be read to its head for the key index, or a record of the page is damaged (`corrupt_record`).",
+      410: "The snapshot named by `as_of_seq` is no longer held (`snapshot_expired`): take a new one.",
+    },
+  },
+  {
     method: "post",
     path: "/v1/streams/{id}/checkpoint",
     summary: "Set a group's checkpoint",
@@ -264,7 +292,7 @@ const ROUTES: Route[] = [
     summary: "Republish dead letters",
     body: { params: id, body: jsonBodyOf(redriveBody) },
     ok: { 200: json(redriveOutcomeSchema, "Redriven; next is where a repeat continues (null: done).") },
-    errors: WITH_BODY,
+    errors: [...WITH_BODY, 404],
   },
   {
     method: "get",

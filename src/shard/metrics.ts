@@ -16,8 +16,8 @@ import type { Stream } from "./stream.js";
 /** Seconds, from 50 µs (a write into the page cache) to 2.5 s (a stalled disk). */
 export const LATENCY_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
-/** Streams a scrape goes through before it lets the shard's loop take requests (~0.2 ms of work). */
-const SLICE_STREAMS = 256;
+/** Streams and group reads a scrape goes through before it lets the shard's loop take requests (~0.2 ms of work). */
+const SLICE_WORK = 256;
 
 /** The stream (and group) label of what is past metrics_streams_max, summed into one series. */
 export const OTHER_LABEL = "_other";
@@ -25,22 +25,33 @@ export const OTHER_LABEL = "_other";
 /** Event-loop delay is sampled this often (ms): finer costs a timer wake-up per sample. */
 const LOOP_DELAY_RESOLUTION_MS = 10;
 
+/** The window event-loop lag is measured over: scrape-independent, so two Prometheus servers read the same figure. */
+const LOOP_LAG_WINDOW_MS = 10_000;
+
 /**
  * A thread's event-loop lag: the p99 delay of a timer due every
  * LOOP_DELAY_RESOLUTION_MS, less that interval (the histogram holds the whole
- * time between firings: an idle loop reads ~10 ms), since the last take.
+ * time between firings: an idle loop reads ~10 ms), over the last complete
+ * LOOP_LAG_WINDOW_MS window.
  */
 export class LoopLag {
   private readonly delay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+  private lastSeconds = 0;
+
   constructor() {
     this.delay.enable();
+    // unref: the window must not keep a thread (or a test's process) alive.
+    setInterval(() => this.rotate(), LOOP_LAG_WINDOW_MS).unref();
   }
 
-  takeSeconds(): number {
+  private rotate(): void {
     const d = this.delay;
-    const lagMs = d.count > 0 ? Math.max(0, d.percentile(99) / 1e6 - LOOP_DELAY_RESOLUTION_MS) : 0;
+    this.lastSeconds = d.count > 0 ? Math.max(0, d.percentile(99) / 1e6 - LOOP_DELAY_RESOLUTION_MS) / 1000 : 0;
     d.reset();
-    return lagMs / 1000;
+  }
+
+  get seconds(): number {
+    return this.lastSeconds;
   }
 }
 
@@ -105,6 +116,9 @@ export class ShardMetrics {
   private readonly loopLag = new LoopLag();
   /** Series of this shard's own: its share of metrics_streams_max. */
   private readonly seriesMax: number;
+  /** The streams, and `stream\0group` pairs, that have series of their own. */
+  private readonly shownStreams = new Set<string>();
+  private readonly shownGroups = new Set<string>();
 
   constructor(
     private readonly shard: number,
@@ -129,18 +143,24 @@ export class ShardMetrics {
   }
 
   /**
-   * This shard's metrics as prom-client JSON. The first `seriesMax`
-   * streams by id (and as many groups) get series of their own; the rest
-   * are summed (lag: the largest) into `_other`. The oldest unacked event is
-   * read only for the groups shown, one small read each, so a scrape's cost
-   * grows with metrics_streams_max, not with the number of groups. The
-   * streams are taken SLICE_STREAMS at a time with a turn of the event loop
-   * between: requests that came meanwhile are served in between, never held
-   * behind a pass over every stream. `isOpen` says whether a stream is still
-   * there after such a turn (a deleted one is skipped).
+   * This shard's metrics as prom-client JSON. Up to `seriesMax` streams
+   * (and as many groups) have series of their own: those it met first (by id
+   * among those met at once), for as long as they exist, so a new stream
+   * never pushes a shown one into `_other` (its counters would jump there,
+   * which rate() takes for events). The rest are summed (lag: the largest)
+   * into `_other`. The oldest unacked event is read only for the groups
+   * shown, one small read each, so a scrape's cost grows with
+   * metrics_streams_max, not with the number of groups. The work is taken
+   * SLICE_WORK items (a stream, a group read) at a time with a turn of the
+   * event loop between: requests that came meanwhile are served in between.
+   * `isOpen` says whether a stream is still there after such a turn.
    */
   async snapshot(streams: Iterable<Stream>, isOpen: (s: Stream) => boolean, buffers: ShardBuffers): Promise<MetricJson[]> {
     const all = [...streams].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const ids = new Set(all.map((x) => x.id));
+    for (const id of this.shownStreams) if (!ids.has(id)) this.shownStreams.delete(id);
+    for (const x of all) if (this.shownStreams.size < this.seriesMax) this.shownStreams.add(x.id);
+    const groupsSeen = new Set<string>();
     const head = metric("ticker_stream_head_seq", "gauge", "Seq of the newest event a reader can see");
     const first = metric("ticker_stream_first_seq", "gauge", "Seq of the oldest retained event (head + 1 when none is)");
     const disk = metric("ticker_stream_disk_bytes", "gauge", "Bytes of the stream's log segments on disk");
@@ -154,20 +174,22 @@ export class ShardMetrics {
     const lagEvents = metric("ticker_group_lag_events", "gauge", "Events between a group's checkpoint and the head", "max");
     const lagSeconds = metric("ticker_group_lag_seconds", "gauge", "Age of the oldest event a group has not acknowledged (0 when caught up)", "max");
     const other = { disk: 0, events: 0, bytes: 0, replayEvents: 0, replayPages: 0, lag: -1 };
-    let groupsShown = 0;
     let now = Date.now();
     let open = 0;
-    for (let i = 0; i < all.length; i++) {
-      if (i > 0 && i % SLICE_STREAMS === 0) {
+    let work = 0;
+    for (const s of all) {
+      if (work >= SLICE_WORK) {
         await yieldToLoop();
         now = Date.now();
+        work = 0;
       }
-      const s = all[i];
+      work++;
       if (!isOpen(s)) continue;
       open++;
       const log = s.log;
       const size = log.bytes;
-      if (i < this.seriesMax) {
+      const shown = this.shownStreams.has(s.id);
+      if (shown) {
         const labels = { stream: s.id };
         head.values.push({ labels, value: log.committedSeq });
         first.values.push({ labels, value: log.firstSeq });
@@ -187,18 +209,23 @@ export class ShardMetrics {
       }
       const groups = s.groupsIfAny;
       if (!groups) continue;
-      for (const name of [...groups.keys()].sort()) {
-        const checkpoint = groups.get(name)?.seq ?? 0;
-        const lag = Math.max(0, log.committedSeq - checkpoint);
-        if (i < this.seriesMax && groupsShown < this.seriesMax) {
-          const labels = { stream: s.id, group: name };
-          lagEvents.values.push({ labels, value: lag });
-          lagSeconds.values.push({ labels, value: oldestUnackedAgeMs(s, checkpoint, buffers, now) / 1000 });
-          groupsShown++;
-        } else other.lag = Math.max(other.lag, lag);
+      for (const [name, c] of [...groups].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+        const lag = Math.max(0, log.committedSeq - c.seq);
+        const key = `${s.id}\u0000${name}`;
+        groupsSeen.add(key);
+        if (shown && !this.shownGroups.has(key) && this.shownGroups.size < this.seriesMax) this.shownGroups.add(key);
+        if (!this.shownGroups.has(key)) {
+          other.lag = Math.max(other.lag, lag);
+          continue;
+        }
+        const labels = { stream: s.id, group: name };
+        lagEvents.values.push({ labels, value: lag });
+        lagSeconds.values.push({ labels, value: oldestUnackedAgeMs(s, c.seq, buffers, now) / 1000 });
+        work++;
       }
     }
-    if (all.length > this.seriesMax) {
+    for (const key of this.shownGroups) if (!groupsSeen.has(key)) this.shownGroups.delete(key);
+    if (all.length > this.shownStreams.size) {
       const labels = { stream: OTHER_LABEL };
       disk.values.push({ labels, value: other.disk });
       events.values.push({ labels, value: other.events });
@@ -216,7 +243,7 @@ export class ShardMetrics {
       this.fsync.toJson("ticker_fsync_duration_seconds", "Time of one fdatasync of a log segment (group commit of fsync streams, rolls)", this.shardLabel),
       single(metric("ticker_retention_deleted_segments_total", "counter", "Log segments deleted by retention"), this.retentionSegments),
       single(metric("ticker_retention_deleted_bytes_total", "counter", "Bytes of log segments deleted by retention"), this.retentionBytes),
-      single(metric("ticker_event_loop_lag_seconds", "gauge", "p99 event-loop delay of a thread since the previous scrape"), this.loopLag.takeSeconds(), {
+      single(metric("ticker_event_loop_lag_seconds", "gauge", "p99 event-loop delay of a thread over the last complete 10 s window"), this.loopLag.seconds, {
         thread: `shard-${this.shard}`,
       }),
       single(metric("ticker_streams", "gauge", "Streams open"), open),

@@ -30,6 +30,8 @@ export const enum Op {
   TimelineRead = 14,
   /** The shard's part of a `GET /metrics` scrape: its registry as prom-client JSON (src/shard/metrics.ts). */
   Metrics = 15,
+  /** A page of a stream's snapshot, newest event per key (src/shard/snapshot.ts). */
+  Snapshot = 16,
 }
 
 /** Bits of WatchMeta.watch: the formats live batches are rendered in. */
@@ -70,6 +72,11 @@ export interface PublishMeta extends StreamMeta {
 export interface ReplayMeta extends QueryMeta {
   /** Wanted response format. */
   accept: ContentType;
+}
+
+export interface SnapshotMeta extends QueryMeta {
+  /** For a consumer's socket (`from=snapshot`): a JSON head, then an `events` message; else the HTTP page. */
+  socket: boolean;
 }
 
 export interface ConsumeReadMeta extends StreamMeta {
@@ -130,6 +137,7 @@ export interface RequestMetaOf {
   [Op.Watch]: WatchMeta;
   [Op.TimelineRead]: TimelineReadMeta;
   [Op.Metrics]: Record<string, never>;
+  [Op.Snapshot]: SnapshotMeta;
 }
 
 export type RequestMeta<O extends Op = Op> = RequestMetaOf[O];

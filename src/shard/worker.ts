@@ -30,6 +30,7 @@ import { ShardBuffers } from "./buffers.js";
 import { ConsumerGroups } from "./groups.js";
 import { Publisher } from "./publish.js";
 import { LogReads } from "./read.js";
+import { Snapshots } from "./snapshot.js";
 import { applyRetention } from "./retention.js";
 import { Stream, type StreamReport } from "./stream.js";
 import { TimelineReads } from "./timeline-read.js";
@@ -151,6 +152,7 @@ class ShardWorker {
   private readonly streams: StreamAdmin;
   private readonly publisher: Publisher;
   private readonly reads: LogReads;
+  private readonly snapshots: Snapshots;
   /** Streams the front follows live, and the pushes for them. */
   private readonly watched: WatchedStreams;
   private readonly groups: ConsumerGroups;
@@ -200,6 +202,7 @@ class ShardWorker {
     };
     this.buffers = new ShardBuffers(limits.pageBufferBytes);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
+    this.snapshots = new Snapshots(c, this.outbox, this.buffers, (id) => this.streams.get(id));
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.reads = new LogReads(c, this.outbox, this.buffers, this.watched);
     this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
@@ -366,6 +369,8 @@ class ShardWorker {
         return this.watched.watch(req);
       case Op.TimelineRead:
         return this.timelines.read(req);
+      case Op.Snapshot:
+        return this.snapshots.read(this.streams.existing(req.meta.stream), req);
       case Op.Metrics:
         return void this.metrics
           .snapshot(this.streams.values(), (s) => this.streams.get(s.id) === s, this.buffers)

@@ -313,7 +313,7 @@ export interface JsonPageInfo {
  * stopping early (after at least one) once `w` reaches `bytesMax`; returns
  * how many it rendered.
  */
-function renderEvents(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, streamJson: string, bytesMax: number): number {
+export function renderEvents(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, streamJson: string, bytesMax: number): number {
   r.forStream(streamJson);
   let at = 0;
   let rendered = 0;

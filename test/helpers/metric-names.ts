@@ -1,6 +1,6 @@
 // The metric contract of GET /metrics in one place: every series the server
 // promises, its type and its labels. docs/alerts.yml and
-// docs/grafana-dashboard.json are checked against it (test/unit/alerts.test.ts),
+// docs/grafana-dashboard.json are checked against it (test/unit/metric-contract.test.ts, test/integration/alerts.test.ts),
 // and a test of the endpoint can check a real scrape against the same list, so
 // a renamed metric breaks a test instead of a dashboard nobody looks at.
 

@@ -19,7 +19,7 @@ const messages = doc.components.messages as Record<string, { payload: Record<str
 /** `#/components/schemas/event` as the compiled schema's id. */
 const resolve = (schema: unknown): unknown => JSON.parse(JSON.stringify(schema).replaceAll('"#/components/schemas/event"', '"event"'));
 const validators = new Map(Object.entries(messages).map(([name, m]) => [name, ajv.compile(resolve(m.payload) as object)]));
-const received = new Set(["hello", "events", "heartbeat", "range", "reset", "error"]);
+const received = new Set(["hello", "events", "snapshot_end", "heartbeat", "range", "reset", "error"]);
 const sent = new Set(["ack", "nack", "seek"]);
 
 function check(kind: Set<string>, m: { type?: unknown }): string {
@@ -81,7 +81,7 @@ describe("docs/asyncapi.yaml", () => {
     expect(inOperations.sort()).toEqual(listed);
   });
 
-  it("describes every message of a real session: grouped with acks, nacks, a dead letter, seek, heartbeats, takeover, an error; and binary", async () => {
+  it("describes every message of a real session: grouped with acks, nacks, a dead letter, seek, heartbeats, takeover, an error; binary; a snapshot", async () => {
     const s = await start(dir(), ["--consumer-heartbeat-interval-ms", "100"]);
     const events = [
       { type: "order", key: "k1", producer_id: "feed-a", producer_seq: 1, producer_ts: 1764000000000, idempotency_key: "a:1", payload: { px: 1.5 } },
@@ -115,6 +115,9 @@ describe("docs/asyncapi.yaml", () => {
     const binary = await Session.open(s.url, "orders", "from=1&format=binary");
     await binary.until((m) => m.type === "heartbeat");
     expect(binary.binaries).toBeGreaterThan(0);
+    const snap = await Session.open(s.url, "orders", "from=snapshot");
+    await snap.until((m) => m.type === "snapshot_end");
+    expect(snap.texts.find((m) => m.type === "events")).toMatchObject({ snapshot: true });
 
     // Filtered consumers: ranges on events messages, range messages before batches, next_seq on heartbeats.
     const filtered = await Session.open(s.url, "orders", "from=1&types=ord*&keys=k1,k2");
@@ -124,9 +127,9 @@ describe("docs/asyncapi.yaml", () => {
     await filteredBin.until((m) => m.type === "range");
     expect(filteredBin.binaries).toBeGreaterThan(0);
 
-    const seen = new Set([...a.types, ...b.types, ...letters.types, ...binary.types, ...filtered.types, ...filteredBin.types]);
+    const seen = new Set([...a.types, ...b.types, ...letters.types, ...binary.types, ...filtered.types, ...filteredBin.types, ...snap.types]);
     // reset needs a stream to expire under a consumer: docs/consume.md; the rest are all here.
-    expect([...seen].sort()).toEqual(["error", "events", "heartbeat", "hello", "range"]);
-    for (const x of [b, letters, binary, filtered, filteredBin]) x.ws.close();
+    expect([...seen].sort()).toEqual(["error", "events", "heartbeat", "hello", "range", "snapshot_end"]);
+    for (const x of [b, letters, binary, filtered, filteredBin, snap]) x.ws.close();
   });
 });

@@ -4,7 +4,7 @@
 // level and format flags, and the optional access log.
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { isAbsolute } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { Consumer } from "../helpers/consumer.js";
@@ -89,9 +89,24 @@ describe("structured logs", () => {
 
     const pretty = await start(dir(), ["--log-format", "pretty"]);
     const text = pretty.output();
-    expect(text).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: ticker listening on http:\/\/127\.0\.0\.1:\d+ \(data dir \/.+, \d+ shards\)$/m);
+    expect(text).toMatch(
+      /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: ticker listening on http:\/\/127\.0\.0\.1:\d+ \(data dir \/.+, \d+ shards\); new streams: durability process, retention 604800000 ms$/m,
+    );
     expect(text).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: ticker ready: 0 streams recovered in \d+ ms$/m);
     expect(text).not.toContain("{");
+  });
+
+  it("a relative --data-dir is logged as the absolute path it resolves to", async () => {
+    const cwd = dir();
+    const child = spawn(process.execPath, [TICKER_MAIN, "serve", "--port", "0", "--data-dir", "rel/data"], { cwd });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    try {
+      const listening = await lineOfKind(() => out, "listening");
+      expect(listening.data_dir).toBe(join(cwd, "rel", "data"));
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 
   it("the access log has a line per request and upgrade, without the query (where a token may be)", async () => {

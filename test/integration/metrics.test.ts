@@ -119,6 +119,19 @@ describe("GET /metrics", () => {
     expect(m.sum("ticker_streams")).toBe(8);
   });
 
+  it("a stream keeps its own series while it exists: a new one with a lower id goes to _other, not in its place", async () => {
+    const s = await start(dir(), ["--shards", "1", "--metrics-streams-max", "2"]);
+    for (const id of ["keep.b", "keep.c"]) expect((await publish(s.url, id, 3)).status).toBe(200);
+    expect((await scrape(s.url)).labelValues("ticker_events_published_total", "stream")).toEqual(["keep.b", "keep.c"]);
+    expect((await publish(s.url, "keep.a", 5)).status).toBe(200);
+    const m = await scrape(s.url);
+    expect(m.labelValues("ticker_events_published_total", "stream")).toEqual(["_other", "keep.b", "keep.c"]);
+    expect(m.sum("ticker_events_published_total", { stream: "_other" })).toBe(5);
+    // Deleting a shown stream makes room: the next scrape shows the one waiting.
+    expect((await api(`${s.url}/v1/streams/keep.b`, "DELETE")).status).toBe(204);
+    expect((await scrape(s.url)).labelValues("ticker_events_published_total", "stream")).toEqual(["keep.a", "keep.c"]);
+  });
+
   it("counts retention deletions and recovery findings", async () => {
     const dataDir = dir();
     const s = await start(dataDir, ["--segment-bytes-max", "4096", "--retention-check-interval-ms", "50"]);

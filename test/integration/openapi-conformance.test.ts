@@ -24,6 +24,7 @@ import { removeDir, startServer, tempDataDir, type TestServer } from "../helpers
  */
 const UNPROVOKED: Record<string, string> = {
   "* * 503": "not_ready, shutting_down and disk_full cannot be provoked deterministically against a running server",
+  "GET /metrics 500": "the metrics format thread failing: a bug, with nothing a request can do to cause it",
 };
 /** Whether an entry ("METHOD PATH STATUS", * for any) covers a pair. */
 const covers = (entry: string, pair: string) => {
@@ -41,6 +42,8 @@ const A_ARGS = [
   ...["--request-bytes-max", String(REQUEST_BYTES_MAX), "--timelines-max", "2", "--timeline-readers-max", "1"],
   // Small segments and a fast retention check: a replay below first_seq (410) within a second.
   ...["--segment-bytes-max", "4096", "--retention-check-interval-ms", "50"],
+  // A stream of three keys is past it: a snapshot's 409.
+  ...["--snapshot-keys-max", "2"],
 ];
 const key = (role: string) => `k-${role}-${randomBytes(12).toString("hex")}`;
 
@@ -126,6 +129,7 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     "DELETE /v1/streams/{id}": { method: "DELETE", path: `/v1/streams/${S}.del` },
     "POST /v1/streams/{id}/events": { method: "POST", path: `/v1/streams/${S}/events`, body: { events: [{ type: "t", payload: { n: 1 } }] } },
     "GET /v1/streams/{id}/events": { method: "GET", path: `/v1/streams/${S}/events?from=1` },
+    "GET /v1/streams/{id}/snapshot": { method: "GET", path: `/v1/streams/${S}/snapshot?limit=10` },
     "POST /v1/streams/{id}/checkpoint": { method: "POST", path: `/v1/streams/${S}/checkpoint`, body: { group: "g", seq: 1 } },
     "GET /v1/streams/{id}/checkpoint": { method: "GET", path: `/v1/streams/${S}/checkpoint?group=g` },
     "GET /v1/streams/{id}/lag": { method: "GET", path: `/v1/streams/${S}/lag?group=g` },
@@ -309,6 +313,7 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     for (const path of [
       `/v1/streams/${nope}`,
       `/v1/streams/${nope}/events?from=1`,
+      `/v1/streams/${nope}/snapshot`,
       `/v1/streams/${nope}/groups`,
       `/v1/streams/${S}/checkpoint?group=nope`,
       `/v1/streams/${S}/lag?group=nope`,
@@ -316,6 +321,7 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
       await expectStatus(a, { method: "GET", path }, 404);
     await expectStatus(a, { method: "DELETE", path: `/v1/streams/${nope}` }, 404);
     await expectStatus(a, { method: "GET", path: "/console/nope.js" }, 404);
+    await expectStatus(a, { method: "POST", path: `/v1/streams/${nope}/dlq/redrive`, body: {} }, 404);
     await expectStatus(a, { method: "POST", path: `/v1/streams/${nope}/checkpoint`, body: { group: "g", seq: 0 } }, 404);
     // auto_create_streams is off on b.
     await expectStatus(b, { ...VALID["POST /v1/streams/{id}/events"], path: `/v1/streams/${nope}/events`, headers: bearer(keys.all) }, 404);
@@ -327,7 +333,7 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     await expectStatus(a, { method: "PUT", path: `/v1/timelines/nope/readers/${READER}`, body: { cursor: "AAAA" } }, 404);
   });
 
-  it("conflicts are 409: a wrong expected_head_seq, timelines_max, timeline_readers_max, rotating a configured secret", async () => {
+  it("conflicts are 409: a wrong expected_head_seq, timelines_max, timeline_readers_max, rotating a configured secret, snapshot_keys_max", async () => {
     await expectStatus(a, withQuery(VALID["POST /v1/streams/{id}/events"], "expected_head_seq=999999"), 409);
     await expectStatus(a, { method: "PUT", path: "/v1/timelines/conftl3", body: { streams: [S] } }, 201);
     await expectStatus(a, { method: "PUT", path: "/v1/timelines/conftl4", body: { streams: [S] } }, 409);
@@ -335,9 +341,12 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     await expectStatus(a, { method: "PUT", path: "/v1/timelines/conftl3/readers/r1", body: { cursor: page.next_cursor } }, 201);
     await expectStatus(a, { method: "PUT", path: "/v1/timelines/conftl3/readers/r2", body: { cursor: page.next_cursor } }, 409);
     await expectStatus(b, { ...VALID["POST /v1/timelines/_secret/rotate"], headers: bearer(keys.all) }, 409);
+    const keyed = { events: ["a", "b", "c"].map((k) => ({ type: "t", key: k })) };
+    await expectStatus(a, { method: "POST", path: "/v1/streams/conf.keys/events", body: keyed }, 200);
+    await expectStatus(a, { method: "GET", path: "/v1/streams/conf.keys/snapshot" }, 409);
   });
 
-  it("a replay below first_seq is 410, and a plain GET of consume 426", async () => {
+  it("a replay below first_seq and a snapshot page no longer held are 410, and a plain GET of consume 426", async () => {
     const id = "conf.expiring";
     await expectStatus(a, { method: "PUT", path: `/v1/streams/${id}`, body: { retention_ms: 1 } }, 201);
     // Events of a fifth of a segment each: the older segments expire at once.
@@ -350,6 +359,8 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
       info = await expectStatus(a, { method: "GET", path: `/v1/streams/${id}` }, 200);
     } while (info.first_seq === 1 && Date.now() < deadline);
     await expectStatus(a, { method: "GET", path: `/v1/streams/${id}/events?from=1` }, 410);
+    // A snapshot page of a cut the server does not hold.
+    await expectStatus(a, { method: "GET", path: `/v1/streams/${id}/snapshot?as_of_seq=999&after_seq=1` }, 410);
     await expectStatus(a, { method: "GET", path: `/v1/streams/${S}/consume` }, 426);
   });
 
@@ -375,6 +386,8 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     writeFileSync(first, bytes);
     a = await startServer({ dataDir: a.dataDir, args: A_ARGS });
     expect((await expectStatus(a, { method: "GET", path: `/v1/streams/${id}/events?from=1` }, 500)).error.code).toBe("corrupt_record");
+    // The key index is built by reading the log to its head, which the damage stops.
+    expect((await expectStatus(a, { method: "GET", path: `/v1/streams/${id}/snapshot` }, 500)).error.code).toBe("corrupt_record");
     await expectStatus(a, { method: "GET", path: `/v1/timelines?streams=${id}` }, 500);
     await expectStatus(a, { method: "GET", path: `/v1/timelines/${TL}/events` }, 500);
   });

@@ -6,6 +6,7 @@ import { describe, it, expect, vi } from "vitest";
 import { configSchema, type Config } from "../../src/config.js";
 import { ConsumeHub } from "../../src/front/consume/hub.js";
 import { parseParams } from "../../src/front/consume/params.js";
+import { DEAD_LETTER_LOG_INTERVAL_MS } from "../../src/front/consume/progress.js";
 import type { Clock, ConsumerSocket, ShardLink } from "../../src/front/consume/ports.js";
 import type { SocketData } from "../../src/front/consume/state.js";
 import type { OnResponse, WatchOwner } from "../../src/front/shards.js";
@@ -436,6 +437,27 @@ describe("consume hub: nacks and dead letters", () => {
     ]);
     expect(w.shards.checkpointWrites.map((c) => c.seq)).toEqual([2, 3]);
     expect(a.seqs()).toEqual([...range(1, 5), ...range(3, 5), 4, 5]);
+  });
+
+  it("logs at most one dead letter per group a second, and the next line says how many it left out", () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const warn = vi.spyOn(logger(), "warn").mockImplementation(((o: Record<string, unknown>) => void lines.push(o)) as never);
+    try {
+      const w = world();
+      w.shards.create("jobs", 6);
+      const a = w.connect("jobs", "group=g&from=earliest&max_attempts=1");
+      for (const seq of [1, 2, 3]) w.say(a, { type: "nack", seq, reason: `boom ${seq}` });
+      expect(w.shards.published).toHaveLength(3);
+      expect(lines.map((l) => [l.kind, l.seq, l.unlogged])).toEqual([["dead_letter", 1, 0]]);
+      w.advance(DEAD_LETTER_LOG_INTERVAL_MS);
+      w.say(a, { type: "nack", seq: 4, reason: "boom 4" });
+      expect(lines.map((l) => [l.seq, l.unlogged])).toEqual([
+        [1, 0],
+        [4, 2],
+      ]);
+    } finally {
+      warn.mockRestore();
+    }
   });
 
   it("a nack outside the delivered, unacked seqs is refused and the group does not move", () => {

@@ -108,10 +108,10 @@ describe("docs/grafana-dashboard.json", () => {
   const d = dashboard();
   const variables = new Map(d.templating.list.map((v) => [v.name, v]));
 
-  it("picks a Prometheus data source and the streams from ticker_stream_head_seq", () => {
+  it("picks a Prometheus data source and the streams from ticker_stream_disk_bytes (which has _other)", () => {
     expect(d.schemaVersion).toBeGreaterThanOrEqual(39);
     expect(variables.get("datasource")).toMatchObject({ type: "datasource", query: "prometheus" });
-    expect(variableQuery(variables.get("stream")!)).toMatch(/^label_values\(ticker_stream_head_seq(\{[^}]*\})?, stream\)$/);
+    expect(variableQuery(variables.get("stream")!)).toMatch(/^label_values\(ticker_stream_disk_bytes(\{[^}]*\})?, stream\)$/);
   });
 
   it("queries the chosen data source in every panel, with unique panel ids", () => {

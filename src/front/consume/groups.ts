@@ -45,10 +45,10 @@ export class Groups extends HubPart {
    * async callback), so an unknown stream or a bad `from` is reported as an
    * error message and a close rather than as an HTTP status.
    */
-  open(ws: ConsumerSocket): void {
+  open(ws: ConsumerSocket, query = ws.getUserData().params.query): void {
     const data = ws.getUserData();
     const params = data.params;
-    const ok = this.shards.send(this.shards.shardFor(params.stream), Op.ConsumeStart, { stream: params.stream, query: params.query }, null, (r) => {
+    const ok = this.shards.send(this.shards.shardFor(params.stream), Op.ConsumeStart, { stream: params.stream, query }, null, (r) => {
       if (data.closed) return;
       const body = responseJson(r);
       if (r.status !== 200) return this.refuse(ws, ApiError.fromBody(r.status, body));
@@ -88,10 +88,13 @@ export class Groups extends HubPart {
     // consumer's first page read: both go through the same ring, in order.
     if (!this.hub.delivery.updateWatch(feed))
       return this.fail(s, new ApiError(429, "shard_busy", "the shard owning this stream is at capacity; retry later"), CLOSE_SERVER_ERROR);
+    // Busy until its snapshot is sent: the log path starts after it (snapshot.ts).
+    if (params.snapshot) s.busy = true;
     if (group?.active) {
       group.standby.push(s);
       this.hello(s, null);
     } else this.activate(s, s.explicitFrom ?? (group && group.checkpoint !== null ? group.checkpoint + 1 : feed.head + 1));
+    if (params.snapshot) this.hub.snapshots.begin(s);
     const data = ws.getUserData();
     const early = data.early;
     data.early = undefined;

@@ -12,6 +12,7 @@ import { Groups, type MemberInfo } from "./groups.js";
 import { parseClientMessage } from "./params.js";
 import { CLOSE_POLICY, systemClock, type Clock, type ConsumerSocket, type ShardLink } from "./ports.js";
 import { Progress } from "./progress.js";
+import { SnapshotDelivery } from "./snapshot.js";
 import type { Feed } from "./state.js";
 
 const TICK_MS = 100;
@@ -24,6 +25,7 @@ export class ConsumeHub {
   readonly delivery: Delivery;
   readonly groups: Groups;
   readonly progress: Progress;
+  readonly snapshots: SnapshotDelivery;
   /** The live message and socket bounds (src/limits.ts). */
   readonly limits: Limits;
   private readonly stopTick: () => void;
@@ -40,6 +42,7 @@ export class ConsumeHub {
     this.delivery = new Delivery(this);
     this.groups = new Groups(this);
     this.progress = new Progress(this);
+    this.snapshots = new SnapshotDelivery(this);
     shards.onPush((r) => this.delivery.onPush(r));
     this.stopTick = clock.every(TICK_MS, () => this.groups.tick());
   }
@@ -57,7 +60,8 @@ export class ConsumeHub {
   }
 
   open(ws: ConsumerSocket): void {
-    this.groups.open(ws);
+    if (ws.getUserData().params.snapshot) this.snapshots.open(ws);
+    else this.groups.open(ws);
   }
 
   message(ws: ConsumerSocket, data: ArrayBuffer, isBinary: boolean): void {
@@ -82,7 +86,7 @@ export class ConsumeHub {
 
   drain(ws: ConsumerSocket): void {
     const s = ws.getUserData().session;
-    if (s) this.delivery.pump(s);
+    if (s && !this.snapshots.drain(s)) this.delivery.pump(s);
   }
 
   pong(ws: ConsumerSocket): void {

@@ -20,6 +20,8 @@ export interface ConsumeParams {
   binary: boolean;
   window: number;
   maxAttempts: number;
+  /** `from=snapshot`: the snapshot first, then on from its as_of_seq + 1 (snapshot.ts). */
+  snapshot: boolean;
   /** group / from / from_time, resolved by the shard. */
   query: string;
   /** `types` / `keys` as query text for the shard's reads; null without a filter. */
@@ -42,12 +44,15 @@ export function parseParams(config: Config, stream: string, query: string): Cons
   // Checked here so that a bad filter is a 400 at the upgrade; the shard parses the same text for its reads.
   const filter = parseFilter(q, config) === null ? null : filterQuery(q);
   const maxRate = parseMaxRate(q);
+  const snapshot = q.get("from") === "snapshot";
+  if (snapshot) checkSnapshot(group, format, filter !== null || maxRate !== null);
   const forward = new URLSearchParams();
-  for (const k of ["group", "from", "from_time"]) {
+  // A snapshot consumer's start is its snapshot's as_of_seq + 1, known once the first page is taken.
+  for (const k of snapshot ? ["group"] : ["group", "from", "from_time"]) {
     const v = q.get(k);
     if (v !== null) forward.set(k, v);
   }
-  return { stream, group, binary: format === "binary", window, maxAttempts, query: forward.toString(), filter, maxRate };
+  return { stream, group, binary: format === "binary", window, maxAttempts, snapshot, query: forward.toString(), filter, maxRate };
 }
 
 function filterQuery(q: URLSearchParams): string {
@@ -57,6 +62,17 @@ function filterQuery(q: URLSearchParams): string {
     if (v !== null) f.set(k, v);
   }
   return f.toString();
+}
+
+/**
+ * A group's members start at its checkpoint, which a snapshot would skip
+ * past, and snapshot events are rendered as JSON only (docs/consume.md).
+ * Snapshot pages are neither filtered nor paced.
+ */
+function checkSnapshot(group: string | null, format: string, filteredOrPaced: boolean): void {
+  if (group !== null) throw new ApiError(400, "invalid_parameter", `"from=snapshot" is for consumers without a group`, { parameter: "from" });
+  if (format !== "json") throw new ApiError(400, "invalid_parameter", `"from=snapshot" needs "format=json"`, { parameter: "format" });
+  if (filteredOrPaced) throw new ApiError(400, "invalid_parameter", `"from=snapshot" takes no "types", "keys" or "max_rate" yet`, { parameter: "from" });
 }
 
 export type ClientMessage = { type: "ack"; seq: number } | { type: "nack"; seq: number; reason: string } | { type: "seek"; seq: number };

@@ -14,6 +14,8 @@ import { logger } from "../../logger.js";
 
 /** Wait before retrying a request a busy shard refused. */
 const RETRY_MS = 20;
+/** At most one dead_letter log line per group this often (ms); the next says how many were left out. */
+export const DEAD_LETTER_LOG_INTERVAL_MS = 1000;
 
 /** Acks and nacks come only from a session in a group (the hub refuses them otherwise: no_group). */
 function groupOf(s: Session): Group {
@@ -82,6 +84,28 @@ export class Progress extends HubPart {
     this.deadLetter(s, seq, reason, attempts, s.epoch);
   }
 
+  /**
+   * A line per dead letter, but at most one per group per
+   * DEAD_LETTER_LOG_INTERVAL_MS: a handler failing on every event would
+   * otherwise log every event. The next line says how many were left out
+   * (ticker_dead_letters_total counts them all).
+   */
+  private logDeadLetter(g: Group, d: { stream: string; group: string; seq: number; attempts: number; reason: string; dlq: string }): void {
+    const now = this.clock.nowMs();
+    if (now - g.deadLetterLoggedMs < DEAD_LETTER_LOG_INTERVAL_MS) {
+      g.deadLettersUnlogged++;
+      return;
+    }
+    const unlogged = g.deadLettersUnlogged;
+    const more = unlogged > 0 ? ` (${unlogged} more since the last line)` : "";
+    logger().warn(
+      { kind: "dead_letter", ...d, unlogged },
+      `group ${d.group} on ${d.stream}: seq ${d.seq} dead-lettered to ${d.dlq} after ${d.attempts} attempt(s): ${d.reason}${more}`,
+    );
+    g.deadLetterLoggedMs = now;
+    g.deadLettersUnlogged = 0;
+  }
+
   /** Reads event `seq`, appends it to `{stream}.dlq`, then acks it. */
   private deadLetter(s: Session, seq: number, reason: string, attempts: number, epoch: number): void {
     const f = s.feed;
@@ -111,10 +135,7 @@ export class Progress extends HubPart {
       const sent = this.shards.send(this.shards.shardFor(dlq), Op.Publish, { stream: dlq, ct: ContentType.Json }, body, (p) => {
         if (p.status === 200) {
           counts.deadLetters.add(f.stream);
-          logger().warn(
-            { kind: "dead_letter", stream: f.stream, group, seq, attempts, reason, dlq },
-            `group ${group} on ${f.stream}: seq ${seq} dead-lettered to ${dlq} after ${attempts} attempt(s): ${reason}`,
-          );
+          this.logDeadLetter(groupOf(s), { stream: f.stream, group, seq, attempts, reason, dlq });
         }
         if (s.closed) return;
         if (p.status === 429) return retry();

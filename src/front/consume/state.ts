@@ -72,6 +72,9 @@ export class Group {
   writing = false;
   /** Nacks per seq; entries go once the group acks past them. */
   readonly attempts = new Map<number, number>();
+  /** When a dead letter of this group was last logged, and how many were not since (progress.ts). */
+  deadLetterLoggedMs = Number.NEGATIVE_INFINITY;
+  deadLettersUnlogged = 0;
 
   constructor(
     readonly name: string,

@@ -78,9 +78,17 @@ function timelineView(name) {
       " ",
       h("button", { type: "button", onclick: () => go("direction=backward") }, "Newest"),
       " ",
-      h("button", { type: "button", id: "timeline-prev", onclick: () => go(`cursor=${encodeURIComponent(page.prev_cursor)}`) }, "Previous page"),
+      h(
+        "button",
+        { type: "button", id: "timeline-prev", disabled: !page.prev_cursor, onclick: () => go(`cursor=${encodeURIComponent(page.prev_cursor)}`) },
+        "Previous page",
+      ),
       " ",
-      h("button", { type: "button", id: "timeline-next", onclick: () => go(`cursor=${encodeURIComponent(page.next_cursor)}`) }, "Next page"),
+      h(
+        "button",
+        { type: "button", id: "timeline-next", disabled: !page.next_cursor, onclick: () => go(`cursor=${encodeURIComponent(page.next_cursor)}`) },
+        "Next page",
+      ),
       page.has_gap ? h("span", { class: "bad" }, " this page has a gap") : null,
     );
   return {

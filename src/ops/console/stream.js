@@ -1,7 +1,7 @@
 // A stream's page: its info, its groups with their lag (and a chart of it
 // over the last minutes), a live tail, and its dead letters with redrive.
 // Everything is polled from the JSON API; what the page keeps is bounded.
-import { api, damageOf, fmtBytes, fmtMs, fmtTime, h, num, row, streamPath, table } from "./api.js";
+import { KeyNeeded, api, damageOf, fmtBytes, fmtMs, fmtTime, h, num, row, streamPath, table } from "./api.js";
 
 /** Newest events shown in the tail; older ones drop off the bottom. */
 const TAIL_EVENTS_MAX = 50;
@@ -75,8 +75,14 @@ export function streamView(id) {
 
   const redrive = async (range) => {
     redriveResult.textContent = "redriving...";
-    const r = await api(streamPath(id, "/dlq/redrive"), { method: "POST", body: range });
-    redriveResult.textContent = `moved ${r.moved}, duplicates ${r.duplicates}, skipped ${r.skipped}${r.next ? `; more from dlq seq ${r.next}` : ""}`;
+    try {
+      const r = await api(streamPath(id, "/dlq/redrive"), { method: "POST", body: range });
+      redriveResult.textContent = `moved ${r.moved}, duplicates ${r.duplicates}, skipped ${r.skipped}${r.next ? `; more from dlq seq ${r.next}` : ""}`;
+    } catch (err) {
+      // A 401 asks for the key as every call does; anything else is said here rather than left at "redriving...".
+      redriveResult.textContent = `redrive failed: ${err.message}`;
+      if (err instanceof KeyNeeded) throw err;
+    }
   };
 
   const el = h(
