@@ -226,6 +226,14 @@ describe("server-side filters and max_rate", () => {
       );
       expect([q, refused?.status, refused?.body?.error?.code]).toEqual([q, 400, "invalid_parameter"]);
     }
+    // Snapshot pages are neither filtered nor paced: the combination is refused, not half done.
+    for (const q of ["from=snapshot&types=trade", "from=snapshot&max_rate=10"]) {
+      const refused = await Recorder.open(s.url, "md", q).then(
+        () => null,
+        (e: { status: number; body: any }) => e,
+      );
+      expect([q, refused?.status, refused?.body?.error?.code]).toEqual([q, 400, "invalid_parameter"]);
+    }
     // Exactly at the bounds: VALUES_MAX values, BYTES_MAX bytes.
     const atValues = await api(`${s.url}/v1/streams/md/events?from=1&types=a,b&keys=c,d`, "GET");
     expect(atValues.status).toBe(200);
