@@ -80,6 +80,10 @@ export const configSchema = z
     replay_page_bytes_max: int(64 * 1024, 256 * MiB)
       .default(8 * MiB)
       .describe("bytes per replay page (at least one event is always sent)"),
+    filter_values_max: int(1, 10_000).default(64).describe("values of `types` and `keys` together on a replay or consume (more: 400)"),
+    filter_bytes_max: int(16, 1024 * 1024)
+      .default(4096)
+      .describe("bytes of `types` and `keys` together on a replay or consume (more: 400)"),
     redrive_letters_max: int(1, 1_000_000)
       .default(1000)
       .describe("dead letters one `POST .../dlq/redrive` reads (in replay pages of the dlq); `next` says where to continue"),

@@ -5,7 +5,7 @@
 // that has gone (`| head`) ends the replay with status 0.
 import { Command, Option } from "commander";
 import type { Ticker } from "../client/index.js";
-import { type Position, integerAtLeast, position } from "./args.js";
+import { type Position, type ReadFlags, addReadOptions, integerAtLeast, position } from "./args.js";
 import { withTicker } from "./client.js";
 import type { CliContext } from "./context.js";
 import { CliError, ExitCode } from "./exit-codes.js";
@@ -17,9 +17,10 @@ Examples:
   $ ticker replay orders > orders.ndjson                 # everything retained, to the head
   $ ticker replay orders --from 1000 --to 1999
   $ ticker replay orders --from-time 1764000000000 --format payload
-  $ ticker replay orders | ticker publish orders-copy    # a copy of the stream`;
+  $ ticker replay orders | ticker publish orders-copy    # a copy of the stream
+  $ ticker replay md --types 'trade*' --max-rate 5000    # trades only, 5,000 events/s at most`;
 
-interface ReplayFlags {
+interface ReplayFlags extends ReadFlags {
   from?: Position;
   to?: number;
   fromTime?: number;
@@ -27,7 +28,7 @@ interface ReplayFlags {
 }
 
 export function replayCommand(): Command {
-  return new Command("replay")
+  return addReadOptions(new Command("replay"))
     .description("print a range of a stream's events (one NDJSON line each), then exit")
     .argument("<stream>", "the stream")
     .option("--from <seq|earliest|latest>", "the first seq (default: earliest, the oldest retained)", position)
@@ -52,7 +53,8 @@ async function replay(ticker: Ticker, ctx: CliContext, stream: string, flags: Re
   let first: number | null = null;
   let last: number | null = null;
   try {
-    for await (const e of ticker.replay(stream, { from: flags.from, to: flags.to, from_time: flags.fromTime })) {
+    const opts = { from: flags.from, to: flags.to, from_time: flags.fromTime, types: flags.types, keys: flags.keys, maxRate: flags.maxRate };
+    for await (const e of ticker.replay(stream, opts)) {
       first ??= e.seq;
       last = e.seq;
       count++;
@@ -72,9 +74,10 @@ async function replay(ticker: Ticker, ctx: CliContext, stream: string, flags: Re
   note(ctx, `${counted(count, "event")} replayed${first === null ? "" : ` (seqs ${first}..${last})`} in ${seconds.toFixed(2)} s`);
 }
 
-/** The events the replay will print, for the bar: known for a range of seqs, not for a start by time. */
+/** The events the replay will print, for the bar: known for a range of seqs, not for a start by time or a filter. */
 async function total(ticker: Ticker, stream: string, flags: ReplayFlags): Promise<number | undefined> {
-  if (flags.fromTime !== undefined) return undefined;
+  // A filter's share of the range is known only once read.
+  if (flags.fromTime !== undefined || flags.types !== undefined || flags.keys !== undefined) return undefined;
   const info = await ticker.streams.get(stream);
   const from = flags.from === undefined || flags.from === "earliest" ? info.first_seq : flags.from === "latest" ? info.head_seq + 1 : flags.from;
   return Math.max(0, Math.min(flags.to ?? info.head_seq, info.head_seq) - from + 1);

@@ -7,7 +7,7 @@
 // or when the reader of stdout has gone (`| head`): all with status 0.
 import { Command, Option } from "commander";
 import type { Ticker } from "../client/index.js";
-import { type Position, integerAtLeast, position } from "./args.js";
+import { type Position, type ReadFlags, addReadOptions, integerAtLeast, position } from "./args.js";
 import { withTicker } from "./client.js";
 import type { CliContext } from "./context.js";
 import { EVENT_FORMATS, type EventFormat, LineOut, eventLine, note } from "./output.js";
@@ -21,9 +21,10 @@ Examples:
   $ ticker tail orders --from earliest --count 100      # the first 100, then exit
   $ ticker tail orders --group billing --count 10       # 10 events, acked as printed
   $ ticker tail orders --format payload | jq .total
+  $ ticker tail md --types trade --keys 'BTC-*'         # only trades of BTC-* instruments
   $ ticker tail orders --from earliest | head -n 3      # exits 0 once head has its lines`;
 
-interface TailFlags {
+interface TailFlags extends ReadFlags {
   group?: string;
   from?: Position;
   count?: number;
@@ -31,7 +32,7 @@ interface TailFlags {
 }
 
 export function tailCommand(): Command {
-  return new Command("tail")
+  return addReadOptions(new Command("tail"))
     .description("print a stream's events as they come (one NDJSON line each); with a group, ack each once it is printed")
     .argument("<stream>", "the stream")
     .option("--group <group>", "consume as this group: printed events are acked (the group's checkpoint), one active member at a time")
@@ -45,7 +46,7 @@ export function tailCommand(): Command {
 async function tail(ticker: Ticker, ctx: CliContext, stream: string, flags: TailFlags): Promise<void> {
   // The subscription would retry an unreachable server for ever: ask once first (an unknown stream is refused here too).
   await ticker.streams.get(stream);
-  const sub = ticker.consume(stream, { group: flags.group, from: flags.from });
+  const sub = ticker.consume(stream, { group: flags.group, from: flags.from, types: flags.types, keys: flags.keys, maxRate: flags.maxRate });
   const out = new LineOut();
   let stopping = false;
   let writing = false;

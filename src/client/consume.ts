@@ -11,6 +11,7 @@ import { eventsOf, type EventJson } from "./event.js";
 import { JsonEvent, type ConsumedEvent } from "./json-event.js";
 import { Position } from "./position.js";
 import { EventQueue } from "./queue.js";
+import { readQuery } from "./replay.js";
 
 export type { ConsumedEvent } from "./json-event.js";
 
@@ -41,6 +42,12 @@ export interface ConsumeOptions {
   maxAttempts?: number;
   /** Wire format (default "binary"); events reach the caller alike in both. */
   format?: "binary" | "json";
+  /** Only events of these types (exact, or a prefix ending in "*"): the server filters, and says which seqs it passed over. */
+  types?: string[];
+  /** Only events with these keys (exact, or a prefix ending in "*"). */
+  keys?: string[];
+  /** At most this many events a second, history and live alike (the server paces its pages). */
+  maxRate?: number;
   reconnect?: {
     /** First delay after a connection ends (default 100 ms); doubled after each failed attempt. */
     initialDelayMs?: number;
@@ -99,6 +106,9 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
   private lastPingMs = 0;
   private ackQueued = false;
   private settleReady: { resolve: (h: Hello) => void; reject: (e: TickerError) => void } | null = null;
+  /** The range message before a filtered binary batch. */
+  private range: { from: number; to: number } | null = null;
+  private readonly filtered: boolean;
   private readonly listeners: { [K in keyof SubscriptionEvents]: Set<SubscriptionEvents[K]> } = { role: new Set(), reset: new Set(), reconnect: new Set() };
 
   constructor(
@@ -107,6 +117,7 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     private readonly opts: ConsumeOptions,
   ) {
     this.windowEvents = opts.window ?? WINDOW_DEFAULT;
+    this.filtered = opts.types !== undefined || opts.keys !== undefined;
     this.position = new Position(opts.group !== undefined, this.windowEvents);
     this.ready = new Promise((resolve, reject) => (this.settleReady = { resolve, reject }));
     this.ready.catch(() => {}); // also thrown by the iterator: a caller that never awaits `ready` is not an unhandled rejection
@@ -228,7 +239,7 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     q.set("window", String(this.windowEvents));
     if (o.maxAttempts !== undefined) q.set("max_attempts", String(o.maxAttempts));
     const base = this.conn.url.replace(/^http/, "ws").replace(/\/+$/, "");
-    return `${base}/v1/streams/${encodeURIComponent(this.stream)}/consume?${q}`;
+    return `${base}/v1/streams/${encodeURIComponent(this.stream)}/consume?${q}${readQuery(o)}`;
   }
 
   private onEnded(cause: TickerError): void {
@@ -300,9 +311,17 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     switch (m.type) {
       case "hello":
         return this.onHello(m as unknown as Hello);
-      case "events":
-        return this.onEvents((m.events as EventJson[]).map((e) => new JsonEvent(e)));
+      case "events": {
+        const events = (m.events as EventJson[]).map((e) => new JsonEvent(e));
+        // A filtered consumer's message covers from_seq..to_seq, filtered-out seqs included.
+        return this.onEvents(events, typeof m.from_seq === "number" ? { from: m.from_seq, to: m.to_seq as number } : null);
+      }
+      case "range":
+        // Before a filtered binary batch: the seqs it covers.
+        this.range = { from: m.from_seq as number, to: m.to_seq as number };
+        return;
       case "heartbeat": {
+        if (typeof m.next_seq === "number") this.position.onPassed(m.next_seq);
         const refill = this.position.onHeartbeat(m.head_seq as number, Date.now());
         if (refill !== null) this.seekTo(refill);
         return;
@@ -331,18 +350,31 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     const records = Buffer.from(batch.records.buffer, batch.records.byteOffset, batch.records.byteLength);
     const events = eventsOf(records, this.stream);
     if (events.length !== batch.count) throw new TickerError(0, "bad_response", `an EventBatch says ${batch.count} events and holds ${events.length}`);
-    this.onEvents(events);
+    const range = this.range;
+    this.range = null;
+    if (this.filtered && range === null) throw new TickerError(0, "bad_response", "a filtered consumer's batch came without its range message");
+    this.onEvents(events, range);
   }
 
-  private onEvents(events: ConsumedEvent[]): void {
+  /** Events in seq order; `range` (filtered consumers) is the seqs they cover, else they run without a gap. */
+  private onEvents(events: ConsumedEvent[], range: { from: number; to: number } | null): void {
     const n = events.length;
     if (n === 0) return;
     const first = events[0].seq;
     const last = events[n - 1].seq;
-    if (last - first + 1 !== n) throw new TickerError(0, "bad_response", `a batch of ${n} events runs from seq ${first} to ${last}`);
-    const v = this.position.onBatch(first, last);
+    if (range === null) {
+      if (last - first + 1 !== n) throw new TickerError(0, "bad_response", `a batch of ${n} events runs from seq ${first} to ${last}`);
+    } else {
+      for (let i = 1; i < n; i++) if (events[i].seq <= events[i - 1].seq) throw new TickerError(0, "bad_response", "a filtered batch is not in seq order");
+      if (first < range.from || last > range.to)
+        throw new TickerError(0, "bad_response", `a batch of seqs ${first}..${last} says it covers ${range.from}..${range.to}`);
+    }
+    const from = range?.from ?? first;
+    const v = this.position.onBatch(from, range?.to ?? last);
     if (v.kind === "refill") return this.seekTo(v.from);
-    if (v.kind === "deliver") this.enqueue(v.skip === 0 ? events : events.slice(v.skip));
+    if (v.kind !== "deliver") return;
+    if (v.skip === 0) this.enqueue(events);
+    else this.enqueue(range === null ? events.slice(v.skip) : events.filter((e) => e.seq >= from + v.skip));
   }
 
   // ---- the buffer ----------------------------------------------------------

@@ -113,6 +113,24 @@ export class Position {
     return true;
   }
 
+  /**
+   * A filtered consumer's heartbeat: every seq below `next` was sent before
+   * it (and taken by onBatch) or filtered out, so the position moves there.
+   * After a nack it is past the nacked seq without a redelivery only when
+   * the server dead-lettered it.
+   */
+  onPassed(next: number): void {
+    if (this.expected === null) return;
+    const r = this.restart;
+    if (r !== null) {
+      if (!r.pong || next <= r.at) return;
+      if (r.alt !== null) this.pulled = this.acked = this.ackWanted = r.at;
+      this.restart = null;
+    } else if (next <= this.expected) return;
+    this.expected = next;
+    this.stalledSince = null;
+  }
+
   /** A pong: `id` is the ping's number. */
   onPong(id: number): void {
     if (this.restart !== null && id >= this.restart.barrier) this.restart.pong = true;

@@ -4,7 +4,8 @@
 // range, `prefetch` at a time; a page that stops short of its range (the
 // server's bytes bound) is followed by one for the rest before anything
 // later is read. The iteration ends at `to`, or at the head as the first
-// page saw it.
+// page saw it. With `types` / `keys` the server sends only matching events
+// and a page's `next` passes over the others.
 import { decodeEventBatch } from "../wire/client.js";
 import { errorFromAnswer, TickerError } from "./errors.js";
 import { eventsOf, type TickerEvent } from "./event.js";
@@ -19,8 +20,24 @@ export interface ReplayOptions {
   from_time?: number;
   /** Events per page (default 10,000, the server's default replay_page_events_max). */
   pageEvents?: number;
-  /** Pages asked for ahead of the one being read (default 4). */
+  /** Pages asked for ahead of the one being read (default 4; 1 with maxRate, which paces each page). */
   prefetch?: number;
+  /** Only events of these types (exact, or a prefix ending in "*"): the server filters. */
+  types?: string[];
+  /** Only events with these keys (exact, or a prefix ending in "*"). */
+  keys?: string[];
+  /** At most this many events a second: the server holds each page for its share (docs/consume.md, "Rate-limited reads"). */
+  maxRate?: number;
+}
+
+/** The filter and rate of a read, as query parameters (also for consume). */
+export function readQuery(o: { types?: string[]; keys?: string[]; maxRate?: number }): string {
+  const q = new URLSearchParams();
+  if (o.types !== undefined) q.set("types", o.types.join(","));
+  if (o.keys !== undefined) q.set("keys", o.keys.join(","));
+  if (o.maxRate !== undefined) q.set("max_rate", String(o.maxRate));
+  const text = q.toString();
+  return text === "" ? "" : `&${text}`;
 }
 
 interface Page {
@@ -97,8 +114,10 @@ export class Replay implements AsyncIterable<TickerEvent> {
 
   /** The pages' events in order, from the first page to `to` or the head it showed. */
   private async *pages(): AsyncGenerator<TickerEvent[]> {
-    const limit = this.o.pageEvents ?? 10_000;
-    const depth = Math.max(1, this.o.prefetch ?? 4);
+    const maxRate = this.o.maxRate;
+    // Parallel pages would each be held for their own share: with a rate, one at a time.
+    const limit = maxRate === undefined ? (this.o.pageEvents ?? 10_000) : Math.min(this.o.pageEvents ?? 10_000, maxRate);
+    const depth = maxRate === undefined ? Math.max(1, this.o.prefetch ?? 4) : 1;
     const start = this.o.from_time !== undefined ? `from_time=${this.o.from_time}` : `from=${this.o.from ?? "earliest"}`;
     const first = await this.page(this.o.to === undefined ? start : `${start}&to=${this.o.to}`, limit);
     // Up to `to`, but never past the head the first page saw: a replay does not wait for events.
@@ -123,7 +142,8 @@ export class Replay implements AsyncIterable<TickerEvent> {
     for (let a = asks.shift(); a !== undefined && !this.closed; a = asks.shift()) {
       const page = await a.page;
       if (page.next <= a.to) {
-        if (page.events.length === 0) throw new TickerError(0, "bad_response", `an empty page for seqs ${a.from}..${a.to}, below the head`);
+        // Short of its range (the server's bounds; with a filter, maybe holding nothing) but never without moving on.
+        if (page.next <= a.from) throw new TickerError(0, "bad_response", `a page for seqs ${a.from}..${a.to} did not move past ${a.from}`);
         asks.unshift(ask(page.next, a.to));
       }
       fill();
@@ -132,7 +152,7 @@ export class Replay implements AsyncIterable<TickerEvent> {
   }
 
   private async page(position: string, limit: number): Promise<Page> {
-    const path = `/v1/streams/${encodeURIComponent(this.stream)}/events?${position}&limit=${limit}`;
+    const path = `/v1/streams/${encodeURIComponent(this.stream)}/events?${position}&limit=${limit}${readQuery(this.o)}`;
     const r = await this.transport.send("GET", path, null, { Accept: "application/x-flatbuffers" });
     if (r.status >= 300) throw errorFromAnswer(r.status, r.body, r.retryAfter);
     if (!r.contentType.startsWith("application/x-flatbuffers"))

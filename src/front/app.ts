@@ -6,7 +6,7 @@
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
 import { ApiError } from "../errors.js";
-import { checkQuery, intValue } from "../validate.js";
+import { checkQuery, intParam, intValue } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, RETRY_AFTER_S, send, sendError, type Exchange } from "./http.js";
 import { checkStreamId } from "../stream-id.js";
@@ -23,6 +23,7 @@ import { consoleRoutes } from "./console.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, SNAPSHOT_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
+import { parseMaxRate } from "../wire/event-filter.js";
 
 /**
  * Bytes of request bodies the front holds at once, across all connections:
@@ -148,7 +149,16 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   let draining = false;
 
   /** Routes a request to the stream's shard and relays its answer. */
-  const forward = <O extends Op>(x: Exchange, op: O, stream: string, meta: RequestMeta<O>, body: Uint8Array | null, seen?: (r: Response) => void): boolean => {
+  const forward = <O extends Op>(
+    x: Exchange,
+    op: O,
+    stream: string,
+    meta: RequestMeta<O>,
+    body: Uint8Array | null,
+    seen?: (r: Response) => void,
+    /** The answer is sent no sooner than this long after the request came (a replay's max_rate). */
+    holdMs = 0,
+  ): boolean => {
     if (x.aborted) return false;
     // A body that finished arriving after SIGTERM: refused, not taken (the
     // drain waits only for what the shards were given).
@@ -158,7 +168,13 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     }
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
       seen?.(r);
-      send(x, r.status, r.ct, r.body, r.status === 429 ? retryAfter(r) : undefined);
+      const headers = r.status === 429 ? retryAfter(r) : undefined;
+      const waitMs = x.startedMs + holdMs - performance.now();
+      // Only a page is held: an error says at once what is wrong.
+      if (waitMs < 1 || r.status !== 200) return send(x, r.status, r.ct, r.body, headers);
+      // Copied: the ring's bytes are reused once this callback returns.
+      const copy = Buffer.from(r.body);
+      setTimeout(() => send(x, r.status, r.ct, copy, headers), waitMs);
     });
     if (!ok) sendError(x, shardBusy(stream));
     return ok;
@@ -297,7 +313,14 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     const r = streamRoute(res, req, REPLAY_PARAMS, "replay");
     if (!r) return;
     const wantsBinary = accept.toLowerCase().includes(CT_FLATBUFFERS);
-    forward(r.x, Op.Replay, r.stream, { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json }, null);
+    let holdMs: number;
+    try {
+      holdMs = replayHoldMs(r.params, config);
+    } catch (err) {
+      return sendError(r.x, err as ApiError);
+    }
+    const meta = { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json };
+    forward(r.x, Op.Replay, r.stream, meta, null, undefined, holdMs);
   });
   routes.get("/v1/streams/:id/snapshot", "consume", (res, req) => {
     const r = streamRoute(res, req, SNAPSHOT_PARAMS);
@@ -403,4 +426,18 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       listenSocket = null;
     },
   };
+}
+
+/**
+ * How long a replay page with `max_rate` is held: the time its page size
+ * (`limit`, at most max_rate: the shard sizes it so) takes at that rate,
+ * whatever the page holds. A client that asks for the next page when one
+ * comes then reads at most max_rate events a second, and no state is kept
+ * between requests (docs/consume.md, "Rate-limited reads").
+ */
+function replayHoldMs(q: URLSearchParams, config: Config): number {
+  const maxRate = parseMaxRate(q);
+  if (maxRate === null) return 0;
+  const limit = intParam(q, "limit", config.replay_page_events_default, 1, config.replay_page_events_max);
+  return (Math.min(limit, maxRate) * 1000) / maxRate;
 }

@@ -54,6 +54,9 @@ const checkpointBody = z.object({ group: z.string().min(1), seq: z.number().int(
 const outgoingEvent = z.object({ type: z.string() }).passthrough();
 const publishBody = z.object({ events: z.array(outgoingEvent) }).strict();
 
+/** A filter value list: non-empty values, each with at most a trailing "*". */
+const FILTER_LIST = /^[^,*]+\*?(,[^,*]+\*?)*$/;
+
 /** How each query parameter reads; a route documents exactly the names its set holds. */
 const QUERY_SCHEMAS: Record<string, z.ZodTypeAny> = {
   group: z.string().min(1),
@@ -73,6 +76,10 @@ const QUERY_SCHEMAS: Record<string, z.ZodTypeAny> = {
   format: z.enum(["json", "binary"]),
   window: z.string().regex(/^\d+$/),
   max_attempts: z.string().regex(/^\d+$/),
+  // Comma-separated exact values or prefixes ("trade*"); bounds: filter_values_max, filter_bytes_max.
+  types: z.string().regex(FILTER_LIST),
+  keys: z.string().regex(FILTER_LIST),
+  max_rate: z.string().regex(/^\d+$/),
   token: z.string(),
 };
 
@@ -213,7 +220,12 @@ const ROUTES: Route[] = [
     summary: "Replay a page",
     params: REPLAY_PARAMS,
     body: { params: id },
-    ok: { 200: jsonOrBinary(replayPageSchema, "A page of events.") },
+    ok: {
+      200: jsonOrBinary(
+        replayPageSchema,
+        "A page of events. With types / keys, only matching ones, and next passes over the others; with max_rate, answered no sooner than min(limit, max_rate) / max_rate s after the request.",
+      ),
+    },
     errors: [...KEYED, 404, 410, 500],
   },
   {

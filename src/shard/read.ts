@@ -5,8 +5,8 @@ import { copyBytes } from "../bytes.js";
 import { ApiError } from "../errors.js";
 import { intParam, intValue } from "../validate.js";
 import type { Config } from "../config.js";
-import { CorruptRecordError, type CorruptionInfo } from "../log/log.js";
-import { renderEventsMessage, renderJsonPage } from "../wire/event-codec.js";
+import { CorruptRecordError, type CorruptionInfo, type FramePage } from "../log/log.js";
+import { frameSeqAt, renderEventsMessage, renderJsonPage } from "../wire/event-codec.js";
 import { eventBatchHeaderBytes, writeEventBatchHeader } from "../wire/event-batch.js";
 import { CONSUME_HEAD_BYTES, ConsumeHeadKind, ContentType, writeConsumeHead, type ConsumeHead, type Op, type RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
@@ -14,14 +14,32 @@ import { checkGroup } from "../stream-id.js";
 import { CONSUME_START, REPLAY_START, resolveStart } from "./start-position.js";
 import type { Stream } from "./stream.js";
 import type { Outbox } from "./worker.js";
+import type { WatchedStreams } from "./watch.js";
 import { logger } from "../logger.js";
+import { type EventFilter, parseFilter, parseMaxRate } from "../wire/event-filter.js";
+
+/** Filters of consumers' reads, parsed once per distinct query: a few per stream in practice, cleared when this many. */
+const FILTER_CACHE_MAX = 256;
+
+/**
+ * While live batches were pushed this recently, a replay page holds at most
+ * BUSY_PAGE_EVENTS_MAX events and BUSY_PAGE_BYTES_MAX bytes: rendering one
+ * is then ~1 ms of the shard's thread, the most a live push waits behind it
+ * (docs/consume.md, "Rate-limited reads"). Its `next` says where to go on.
+ */
+const LIVE_BUSY_MS = 100;
+const BUSY_PAGE_EVENTS_MAX = 1000;
+const BUSY_PAGE_BYTES_MAX = 256 * 1024;
 
 export class LogReads {
   constructor(
     private readonly config: Config,
     private readonly outbox: Outbox,
     private readonly buffers: ShardBuffers,
+    private readonly watched: WatchedStreams,
   ) {}
+
+  private readonly filters = new Map<string, EventFilter | null>();
 
   replay(stream: Stream, req: RequestOf<Op.Replay>): void {
     const log = stream.log;
@@ -33,10 +51,22 @@ export class LogReads {
     const to = toParam === null ? Number.MAX_SAFE_INTEGER : intValue("to", toParam, 1);
     if (to < from && fromParam !== "latest") throw new ApiError(400, "invalid_parameter", `"to" (${to}) is below "from" (${from})`);
     const limitMax = this.config.replay_page_events_max;
-    const limit = intParam(q, "limit", this.config.replay_page_events_default, 1, limitMax); // max: replay_page_events_max
+    let limit = intParam(q, "limit", this.config.replay_page_events_default, 1, limitMax); // max: replay_page_events_max
+    const filter = parseFilter(q, this.config);
+    // A page holds at most a second of events at max_rate: the front holds its answer that long (docs/consume.md).
+    const maxRate = parseMaxRate(q);
+    if (maxRate !== null) limit = Math.min(limit, maxRate);
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
-    const page = this.readPage(log, from, to, limit, this.config.replay_page_bytes_max);
+    // With a filter, `limit` bounds the events sent; the page scans up to replay_page_events_max.
+    let scanMax = filter ? limitMax : limit;
+    let bytesMax = this.config.replay_page_bytes_max;
+    if (performance.now() - this.watched.lastPushMs < LIVE_BUSY_MS) {
+      scanMax = Math.min(scanMax, BUSY_PAGE_EVENTS_MAX);
+      bytesMax = Math.min(bytesMax, BUSY_PAGE_BYTES_MAX);
+    }
+    const page = this.readPage(log, from, to, scanMax, bytesMax);
     if (page.corrupt) damagedRead(stream.id, "replay", page.corrupt);
+    if (filter) narrow(page, filter, limit);
     stream.replayPages++;
     if (req.meta.accept === ContentType.FlatBuffers) {
       stream.replayEvents += page.count;
@@ -45,8 +75,7 @@ export class LogReads {
       const total = eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
       return this.outbox.replyWith(req.reqId, 200, ContentType.FlatBuffers, total, (data, at) => writeBatch(data, at, info, page.buf, page.bytes));
     }
-    const info = { streamJson: stream.idJson(), firstSeq: log.firstSeq, headSeq: log.committedSeq, from };
-    const bytesMax = this.config.replay_page_bytes_max;
+    const info = { streamJson: stream.idJson(), firstSeq: log.firstSeq, headSeq: log.committedSeq, next: page.next };
     stream.replayEvents += renderJsonPage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, info, bytesMax);
     this.outbox.reply({ reqId: req.reqId, status: 200, ct: ContentType.Json, body: this.buffers.jsonPage.view() });
   }
@@ -71,25 +100,44 @@ export class LogReads {
     const from = req.meta.from;
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const bytesMax = this.config.consume_page_bytes_max;
-    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, Math.min(req.meta.limit, this.config.consume_page_events_max), bytesMax);
+    const filter = req.meta.filter === undefined ? null : this.filterOf(req.meta.filter);
+    const limit = Math.min(req.meta.limit, this.config.consume_page_events_max);
+    // With a filter, `limit` (the room in the window) bounds the events sent, not those scanned.
+    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, filter ? this.config.consume_page_events_max : limit, bytesMax);
     if (page.corrupt) damagedRead(stream.id, "consumer read", page.corrupt);
+    if (filter) narrow(page, filter, limit);
     const head = log.committedSeq;
     if (req.meta.accept === ContentType.FlatBuffers) {
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
       const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
-      const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: page.count, next: page.next, headSeq: head, firstSeq: log.firstSeq };
+      const last = page.count === 0 ? 0 : filter ? frameSeqAt(page.buf, page.count - 1) : page.next - 1;
+      const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: page.count, next: page.next, last, headSeq: head, firstSeq: log.firstSeq };
       return this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
         writeConsumeHead(data, at, consumed);
         if (page.count > 0) writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
       });
     }
-    const n = page.count === 0 ? 0 : renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax);
+    const range = filter ? { from, next: page.next } : undefined;
+    const n = page.count === 0 ? 0 : renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax, range);
     const json = n === 0 ? null : this.buffers.jsonPage.view();
-    const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: n, next: from + n, headSeq: head, firstSeq: log.firstSeq };
+    const next = n < page.count ? frameSeqAt(page.buf, n) : page.next;
+    const last = n === 0 ? 0 : filter ? frameSeqAt(page.buf, n - 1) : next - 1;
+    const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: n, next, last, headSeq: head, firstSeq: log.firstSeq };
     this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + (json ? json.byteLength : 0), (data, at) => {
       writeConsumeHead(data, at, consumed);
       if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
     });
+  }
+
+  /** A consumer's filter, from the query text the front checked (`types` / `keys`). */
+  private filterOf(text: string): EventFilter | null {
+    let f = this.filters.get(text);
+    if (f === undefined) {
+      if (this.filters.size >= FILTER_CACHE_MAX) this.filters.clear();
+      f = parseFilter(new URLSearchParams(text), this.config);
+      this.filters.set(text, f);
+    }
+    return f;
   }
 
   /** A page of frames into the page buffer; damage at its first record is a 500 corrupt_record. */
@@ -101,6 +149,14 @@ export class LogReads {
       throw err;
     }
   }
+}
+
+/** Keeps a page's matching frames (at most `keepMax`); its `next` stays past the frames looked at. */
+function narrow(page: FramePage, filter: EventFilter, keepMax: number): void {
+  const kept = filter.compact(page.buf, page.count, keepMax);
+  page.count = kept.count;
+  page.bytes = kept.bytes;
+  if (kept.stopSeq >= 0) page.next = kept.stopSeq;
 }
 
 /** An EventBatch envelope around frames, written at data[at]. */

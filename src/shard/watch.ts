@@ -37,6 +37,9 @@ export class WatchedStreams {
     this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
   }
 
+  /** performance.now() of the last live batch pushed: replay pages are kept short while live consumers are served (read.ts). */
+  lastPushMs = Number.NEGATIVE_INFINITY;
+
   has(id: string): boolean {
     return this.formats.has(id);
   }
@@ -55,6 +58,7 @@ export class WatchedStreams {
   pushLive(s: Stream, frames: Buffer, bytes: number, count: number, first: number): void {
     const mask = this.formats.get(s.id);
     if (!mask) return;
+    this.lastPushMs = performance.now();
     const last = first + count - 1;
     const idBytes = Buffer.byteLength(s.id);
     const info = { stream: s.id, firstSeq: s.log.firstSeq, headSeq: last, next: last + 1, count };

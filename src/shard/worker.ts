@@ -53,6 +53,15 @@ const REQUESTS_PER_TURN_MAX = 64;
  */
 const RING_WAIT_MS_MAX = 1000;
 
+/**
+ * Log reads (replay pages, consumers' pages) taken from the ring and run
+ * after the other requests of the pass, one per pass: a publish, whose
+ * commit is what live consumers wait for, never queues behind a batch of
+ * them. More than this wait: the next ones run in ring order.
+ */
+const READS_WAITING_MAX = 64;
+const isLogRead = (r: Request) => r.op === Op.Replay || r.op === Op.ConsumeRead;
+
 /** How often ordered streams look for gaps past gap_timeout_ms. */
 const GAP_TICK_MS = 100;
 
@@ -196,9 +205,9 @@ class ShardWorker {
     };
     this.buffers = new ShardBuffers(limits.pageBufferBytes);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
-    this.reads = new LogReads(c, this.outbox, this.buffers);
     this.snapshots = new Snapshots(c, this.outbox, this.buffers, (id) => this.streams.get(id));
     this.watched = new WatchedStreams(this.outbox, this.buffers);
+    this.reads = new LogReads(c, this.outbox, this.buffers, this.watched);
     this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);
     this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
@@ -282,26 +291,34 @@ class ShardWorker {
       if (this.stopping) return;
       for (const s of this.streams.values()) if (s.ordered) this.publisher.expireHeld(s, now);
     }, GAP_TICK_MS);
+    // Their bodies are empty: nothing of the ring is kept once released.
+    const reads: Request[] = [];
+    let turn = 0;
     while (!this.stopping) {
       let taken = 0;
       while (taken < REQUESTS_PER_TURN_MAX && this.outbox.waiting === 0) {
         const msg = this.inRing.read();
         if (!msg) break;
         const req = readRequest(this.inRing, msg);
-        try {
-          this.handle(req);
-        } catch (err) {
-          const e = asApiError(err);
-          if (e.status === 500) logger().error({ kind: "internal", op: req.op, err }, `shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
-          else noteStorageRefusal(e, "stream" in req.meta ? String(req.meta.stream) : undefined);
-          this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
-        }
+        if (isLogRead(req) && reads.length < READS_WAITING_MAX) reads.push(req);
+        else this.serve(req);
         this.inRing.release();
         taken++;
       }
+      const read = this.outbox.waiting === 0 ? reads.shift() : undefined;
+      if (read) {
+        this.serve(read);
+        taken++;
+      }
+      turn += taken;
       if (this.outbox.waiting > 0) await this.outbox.drain();
-      else if (taken === 0) await this.inRing.waitReadable(RING_WAIT_MS_MAX);
-      else if (taken === REQUESTS_PER_TURN_MAX) await yieldToLoop();
+      else if (taken === 0) {
+        turn = 0;
+        await this.inRing.waitReadable(RING_WAIT_MS_MAX);
+      } else if (turn >= REQUESTS_PER_TURN_MAX) {
+        turn = 0;
+        await yieldToLoop();
+      }
     }
     clearInterval(retention);
     clearInterval(gaps);
@@ -317,6 +334,18 @@ class ShardWorker {
       }
     }
     await this.external?.close(); // the last batch of checkpoints
+  }
+
+  /** Runs a request; an error becomes its answer. */
+  private serve(req: Request): void {
+    try {
+      this.handle(req);
+    } catch (err) {
+      const e = asApiError(err);
+      if (e.status === 500) logger().error({ kind: "internal", op: req.op, err }, `shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
+      else noteStorageRefusal(e, "stream" in req.meta ? String(req.meta.stream) : undefined);
+      this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+    }
   }
 
   private handle(req: Request): void {

@@ -304,8 +304,8 @@ export interface JsonPageInfo {
   streamJson: string;
   firstSeq: number;
   headSeq: number;
-  /** The seq of the first frame. */
-  from: number;
+  /** The seq after the last frame the page looked at (filtered-out ones included). */
+  next: number;
 }
 
 /**
@@ -334,7 +334,9 @@ export function renderJsonPage(w: ByteWriter, r: JsonRenderer, frames: Buffer, c
   w.reset();
   w.ascii(`{"events":[`);
   const rendered = renderEvents(w, r, frames, count, info.streamJson, bytesMax);
-  w.ascii(`],"next":${info.from + rendered},"head_seq":${info.headSeq},"first_seq":${info.firstSeq}}`);
+  // Cut at the byte bound: the next page starts at the first frame left out.
+  const next = rendered < count ? frameSeqAt(frames, rendered) : info.next;
+  w.ascii(`],"next":${next},"head_seq":${info.headSeq},"first_seq":${info.firstSeq}}`);
   return rendered;
 }
 
@@ -346,10 +348,30 @@ export const EVENTS_MESSAGE_TAIL = `]}`;
  * Renders frames as a consumer's `events` message; same early stop as a
  * replay page. Returns how many events the message holds.
  */
-export function renderEventsMessage(w: ByteWriter, r: JsonRenderer, frames: Buffer, count: number, streamJson: string, bytesMax: number): number {
+export function renderEventsMessage(
+  w: ByteWriter,
+  r: JsonRenderer,
+  frames: Buffer,
+  count: number,
+  streamJson: string,
+  bytesMax: number,
+  range?: { from: number; next: number },
+): number {
   w.reset();
   w.ascii(EVENTS_MESSAGE_HEAD);
   const rendered = renderEvents(w, r, frames, count, streamJson, bytesMax);
-  w.ascii(EVENTS_MESSAGE_TAIL);
+  if (!range) w.ascii(EVENTS_MESSAGE_TAIL);
+  else {
+    // A filtered consumer's message says which seqs it covers, filtered-out ones included (docs/consume.md, "Filters").
+    const next = rendered < count ? frameSeqAt(frames, rendered) : range.next;
+    w.ascii(`],"from_seq":${range.from},"to_seq":${next - 1}}`);
+  }
   return rendered;
+}
+
+/** The seq of the frame at `index` of a page (a message cut at its byte bound resumes there). */
+export function frameSeqAt(frames: Buffer, index: number): number {
+  let at = 0;
+  for (let i = 0; i < index; i++) at += u32(frames, at);
+  return frameSeq(frames, at);
 }

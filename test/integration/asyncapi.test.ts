@@ -19,7 +19,7 @@ const messages = doc.components.messages as Record<string, { payload: Record<str
 /** `#/components/schemas/event` as the compiled schema's id. */
 const resolve = (schema: unknown): unknown => JSON.parse(JSON.stringify(schema).replaceAll('"#/components/schemas/event"', '"event"'));
 const validators = new Map(Object.entries(messages).map(([name, m]) => [name, ajv.compile(resolve(m.payload) as object)]));
-const received = new Set(["hello", "events", "snapshot_end", "heartbeat", "reset", "error"]);
+const received = new Set(["hello", "events", "snapshot_end", "heartbeat", "range", "reset", "error"]);
 const sent = new Set(["ack", "nack", "seek"]);
 
 function check(kind: Set<string>, m: { type?: unknown }): string {
@@ -119,9 +119,17 @@ describe("docs/asyncapi.yaml", () => {
     await snap.until((m) => m.type === "snapshot_end");
     expect(snap.texts.find((m) => m.type === "events")).toMatchObject({ snapshot: true });
 
-    const seen = new Set([...a.types, ...b.types, ...letters.types, ...binary.types, ...snap.types]);
+    // Filtered consumers: ranges on events messages, range messages before batches, next_seq on heartbeats.
+    const filtered = await Session.open(s.url, "orders", "from=1&types=ord*&keys=k1,k2");
+    const filteredBin = await Session.open(s.url, "orders", "from=1&keys=k2&format=binary");
+    await filtered.until((m) => m.type === "events" && m.from_seq === 1);
+    await filtered.until((m) => m.type === "heartbeat" && m.next_seq !== undefined);
+    await filteredBin.until((m) => m.type === "range");
+    expect(filteredBin.binaries).toBeGreaterThan(0);
+
+    const seen = new Set([...a.types, ...b.types, ...letters.types, ...binary.types, ...filtered.types, ...filteredBin.types, ...snap.types]);
     // reset needs a stream to expire under a consumer: docs/consume.md; the rest are all here.
-    expect([...seen].sort()).toEqual(["error", "events", "heartbeat", "hello", "snapshot_end"]);
-    for (const x of [b, letters, binary, snap]) x.ws.close();
+    expect([...seen].sort()).toEqual(["error", "events", "heartbeat", "hello", "range", "snapshot_end"]);
+    for (const x of [b, letters, binary, filtered, filteredBin, snap]) x.ws.close();
   });
 });

@@ -129,6 +129,18 @@ describe("ticker publish and replay", () => {
     expect(ndjson(quiet.stdout)).toHaveLength(4);
   });
 
+  it("replay and tail take --types and --keys (a value ending in * is a prefix) and --max-rate; the server filters", async () => {
+    await ticker(["publish", "pr.filter"], lines(EVENTS));
+    const r = await ticker(["replay", "pr.filter", "--types", "trade,bl*", "--max-rate", "1000"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(ndjson(r.stdout).map((e) => e.seq)).toEqual([1, 2]);
+    expect(ndjson((await ticker(["replay", "pr.filter", "--keys", "k2"])).stdout).map((e) => e.seq)).toEqual([2]);
+    const tail = await ticker(["tail", "pr.filter", "--from", "earliest", "--types", "text", "--count", "1"]);
+    expect(ndjson(tail.stdout).map((e) => e.seq)).toEqual([4]);
+    const bad = await ticker(["replay", "pr.filter", "--types", "a*b"]);
+    expect([bad.code, bad.stderr]).toEqual([5, expect.stringContaining("invalid_parameter")]);
+  });
+
   it("a bad line exits 2 naming its line; the lines before it are published and none after it", async () => {
     const input = `${lines(EVENTS.slice(0, 2))}\n{"type": "x", "colour": 1}\n${lines(EVENTS.slice(2))}`;
     const r = await ticker(["publish", "pr.bad"], input);

@@ -124,6 +124,29 @@ describe("the client's position in a stream", () => {
     expect(seeking.onHeartbeat(20, STALL_MS)).toBeNull();
   });
 
+  it("a filtered consumer's heartbeat next_seq moves it past a stretch with nothing for it, so that is no stall and what follows no gap", () => {
+    const p = at(1, false);
+    expect(p.onBatch(1, 10)).toEqual(deliver()); // a range 1..10 (its events are some of those)
+    p.onPassed(31); // 11..30 filtered out
+    expect(p.expected).toBe(31);
+    p.onHeartbeat(30, 0);
+    expect(p.onHeartbeat(30, STALL_MS)).toBeNull();
+    expect(p.onBatch(31, 40)).toEqual(deliver());
+    p.onPassed(35); // behind what came: changes nothing
+    expect(p.expected).toBe(41);
+    expect(p.onBatch(45, 50)).toEqual(refill(p.refillFrom())); // 41..44 covered by nothing: a loss
+
+    const seeking = at(1, true);
+    seeking.onBatch(1, 10);
+    pullThrough(seeking, 1, 10);
+    const ping = seeking.nack(5);
+    seeking.onPassed(20); // before the barrier: answers the old place
+    expect(seeking.expected).toBe(5);
+    seeking.onPong(ping);
+    seeking.onPassed(20); // past the nacked seq without redelivering it: dead-lettered
+    expect([seeking.expected, seeking.acked]).toEqual([20, 5]);
+  });
+
   it("acks name only events pulled since the position last moved, and the newest of several is sent once", () => {
     const p = at(1);
     p.onBatch(1, 10);

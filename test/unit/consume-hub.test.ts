@@ -187,7 +187,14 @@ class FakeShards implements ShardLink {
         const page = s!.events.slice(from - 1, from - 1 + limit);
         const msg = page.length > 0 ? this.render(page) : new Uint8Array(0);
         const out = new Uint8Array(CONSUME_HEAD_BYTES + msg.byteLength);
-        writeConsumeHead(out, 0, { kind: ConsumeHeadKind.Page, count: page.length, next: from + page.length, headSeq: s!.events.length, firstSeq: s!.first });
+        writeConsumeHead(out, 0, {
+          kind: ConsumeHeadKind.Page,
+          count: page.length,
+          next: from + page.length,
+          last: page.length > 0 ? from + page.length - 1 : 0,
+          headSeq: s!.events.length,
+          firstSeq: s!.first,
+        });
         out.set(msg, CONSUME_HEAD_BYTES);
         return { status: 200, reqId: 0, ct: ContentType.None, body: out };
       }

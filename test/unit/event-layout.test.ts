@@ -131,7 +131,7 @@ describe("JSON page rendering", () => {
       at += fb;
     }
     const w = new ByteWriter(16);
-    renderJsonPage(w, new JsonRenderer(), page, seqs.length, { streamJson: `"s.1"`, firstSeq: 1, headSeq: 9, from: 7 }, 1 << 20);
+    renderJsonPage(w, new JsonRenderer(), page, seqs.length, { streamJson: `"s.1"`, firstSeq: 1, headSeq: 9, next: 7 + seqs.length }, 1 << 20);
     const json = JSON.parse(w.view().toString("utf8"));
     expect(json.events.map((e: any) => e.seq)).toEqual(seqs);
     expect(json.events.map((e: any) => e.ingest_ts)).toEqual(seqs.map((_, i) => 1764000000000 + (i >> 2)));

@@ -21,6 +21,7 @@ import {
   WATCH_JSON,
   readConsumeHead,
   responseJson,
+  type ConsumeReadMeta,
   type Response,
 } from "../../shard/protocol.js";
 import type { ConsumeHub } from "./hub.js";
@@ -28,6 +29,9 @@ import { HubPart } from "./part.js";
 import { joinRun, runsOf, type LiveBatch } from "./live-batch.js";
 import { CLOSE_GOING_AWAY, CLOSE_SERVER_ERROR } from "./ports.js";
 import type { Feed, Session } from "./state.js";
+
+/** A rate-limited consumer's log pages hold this long of events at its max_rate. */
+const PACE_PAGE_MS = 50;
 
 /** What uWS's send() answers when it dropped the message: what was queued already passed maxBackpressure (1: sent, 0: queued). */
 const SEND_DROPPED = 2;
@@ -49,14 +53,15 @@ export class Delivery extends HubPart {
     if (s.ws.getBufferedAmount() >= this.config.consumer_buffer_bytes_max) return; // drain() calls again
     const room = s.room;
     if (room <= 0) return; // an ack calls again
+    const maxRate = s.params.maxRate;
+    if (maxRate !== null && !this.paceAllows(s)) return; // its timer calls again
     s.busy = true;
     const epoch = s.epoch;
-    const meta = {
-      stream: s.feed.stream,
-      from: s.nextSeq,
-      limit: Math.min(room, this.config.consume_page_events_max),
-      accept: s.params.binary ? ContentType.FlatBuffers : ContentType.Json,
-    };
+    let limit = Math.min(room, this.config.consume_page_events_max);
+    // Pages of PACE_PAGE_MS worth of events: the pace is smooth, not a burst a second.
+    if (maxRate !== null) limit = Math.min(limit, Math.max(1, Math.floor((maxRate * PACE_PAGE_MS) / 1000)));
+    const meta: ConsumeReadMeta = { stream: s.feed.stream, from: s.nextSeq, limit, accept: s.params.binary ? ContentType.FlatBuffers : ContentType.Json };
+    if (s.params.filter !== null) meta.filter = s.params.filter;
     const ok = this.shards.send(s.feed.shard, Op.ConsumeRead, meta, null, (r) => {
       s.busy = false;
       if (s.closed) return;
@@ -82,13 +87,33 @@ export class Delivery extends HubPart {
     if (h.headSeq > f.head) f.head = h.headSeq;
     f.first = h.firstSeq;
     if (h.count > 0) {
+      // A binary EventBatch has no field for the seqs a filter passed over: a range message before it says them.
+      if (s.params.filter !== null && s.params.binary) this.sendJson(s, { type: "range", from_seq: s.nextSeq, to_seq: h.next - 1, events: h.count });
       if (!this.sendData(s, r.body.subarray(CONSUME_HEAD_BYTES))) return;
-      s.nextSeq = h.next;
+      s.sentSeq = h.last;
+      s.sentEpoch = s.epoch;
+      if (s.params.maxRate !== null) s.paceAt = Math.max(this.clock.preciseMs(), s.paceAt) + (h.count * 1000) / s.params.maxRate;
     }
+    // Past the filtered-out frames too (without a filter, next is the asked seq when count is 0).
+    s.nextSeq = h.next;
     // Caught up: the next push of this stream starts right after the head
     // this page saw.
     if (s.nextSeq > h.headSeq) s.live = true;
     else this.pump(s);
+  }
+
+  /** Whether a rate-limited consumer may have its next page now; if not, a timer pumps it then. */
+  private paceAllows(s: Session): boolean {
+    const waitMs = s.paceAt - this.clock.preciseMs();
+    if (waitMs <= 0) return true;
+    if (!s.paceQueued) {
+      s.paceQueued = true;
+      this.clock.after(waitMs, () => {
+        s.paceQueued = false;
+        this.pump(s);
+      });
+    }
+    return false;
   }
 
   // ---- the live path -----------------------------------------------------
@@ -162,12 +187,14 @@ export class Delivery extends HubPart {
   private deliverLive(s: Session, b: LiveBatch, msg: Buffer | null): void {
     if (b.last < s.nextSeq) return; // already sent
     const fits =
+      !s.viaLog &&
       b.count > 0 &&
       b.first === s.nextSeq &&
       msg !== null &&
       msg.byteLength <= this.liveMessageBytesMax &&
       b.count <= s.room &&
       s.ws.getBufferedAmount() < this.config.consumer_buffer_bytes_max;
+    // Filtered and rate-limited consumers always go back to the log, where the shard filters and pace holds.
     if (!fits) {
       s.live = false;
       return this.pump(s);

@@ -193,7 +193,7 @@ export class Groups extends HubPart {
           s.lastPing = now;
           s.ws.ping();
         }
-        if (now - s.lastSent >= c.consumer_heartbeat_interval_ms) delivery.sendJson(s, { type: "heartbeat", head_seq: f.head, ts: now });
+        if (now - s.lastSent >= c.consumer_heartbeat_interval_ms) delivery.sendJson(s, heartbeat(s, f.head, now));
         if (!s.closed && !s.live && !s.busy) delivery.pump(s); // after a refused read
       }
       for (const g of f.groups.values()) {
@@ -229,4 +229,14 @@ export class Groups extends HubPart {
     }
     return { head: f.head, groups: out };
   }
+}
+
+/**
+ * A heartbeat; a filtered, active consumer's also says next_seq: every seq
+ * below it was sent before or filtered out, so a client can tell a stretch
+ * with nothing for it from a loss (docs/consume.md, "Filters").
+ */
+function heartbeat(s: Session, head: number, now: number): object {
+  if (s.params.filter === null || s.role !== "active") return { type: "heartbeat", head_seq: head, ts: now };
+  return { type: "heartbeat", head_seq: head, ts: now, next_seq: s.nextSeq };
 }

@@ -7,6 +7,7 @@ import { ApiError } from "../../errors.js";
 import { checkGroup, checkStreamId } from "../../stream-id.js";
 import { CONSUME_ATTEMPTS_MAX } from "../../limits.js";
 import { CONSUME_PARAMS } from "../query-params.js";
+import { parseFilter, parseMaxRate } from "../../wire/event-filter.js";
 
 // "token": the API key, which a browser WebSocket cannot send as a header (src/front/auth.ts).
 /** Client messages are small JSON objects; a nack reason is capped. */
@@ -23,6 +24,10 @@ export interface ConsumeParams {
   snapshot: boolean;
   /** group / from / from_time, resolved by the shard. */
   query: string;
+  /** `types` / `keys` as query text for the shard's reads; null without a filter. */
+  filter: string | null;
+  /** `max_rate` (events/s); null: as fast as the consumer takes them. */
+  maxRate: number | null;
 }
 
 /** Checks what the front can check alone; throws ApiError(400). */
@@ -36,24 +41,38 @@ export function parseParams(config: Config, stream: string, query: string): Cons
   if (format !== "json" && format !== "binary") throw new ApiError(400, "invalid_parameter", `"format" must be "json" or "binary"`);
   const window = intParam(q, "window", config.consume_window_default, 1, config.consume_window_max);
   const maxAttempts = intParam(q, "max_attempts", config.consume_max_attempts_default, 1, CONSUME_ATTEMPTS_MAX);
+  // Checked here so that a bad filter is a 400 at the upgrade; the shard parses the same text for its reads.
+  const filter = parseFilter(q, config) === null ? null : filterQuery(q);
+  const maxRate = parseMaxRate(q);
   const snapshot = q.get("from") === "snapshot";
-  if (snapshot) checkSnapshot(group, format);
+  if (snapshot) checkSnapshot(group, format, filter !== null || maxRate !== null);
   const forward = new URLSearchParams();
   // A snapshot consumer's start is its snapshot's as_of_seq + 1, known once the first page is taken.
   for (const k of snapshot ? ["group"] : ["group", "from", "from_time"]) {
     const v = q.get(k);
     if (v !== null) forward.set(k, v);
   }
-  return { stream, group, binary: format === "binary", window, maxAttempts, snapshot, query: forward.toString() };
+  return { stream, group, binary: format === "binary", window, maxAttempts, snapshot, query: forward.toString(), filter, maxRate };
+}
+
+function filterQuery(q: URLSearchParams): string {
+  const f = new URLSearchParams();
+  for (const k of ["types", "keys"]) {
+    const v = q.get(k);
+    if (v !== null) f.set(k, v);
+  }
+  return f.toString();
 }
 
 /**
  * A group's members start at its checkpoint, which a snapshot would skip
  * past, and snapshot events are rendered as JSON only (docs/consume.md).
+ * Snapshot pages are neither filtered nor paced.
  */
-function checkSnapshot(group: string | null, format: string): void {
+function checkSnapshot(group: string | null, format: string, filteredOrPaced: boolean): void {
   if (group !== null) throw new ApiError(400, "invalid_parameter", `"from=snapshot" is for consumers without a group`, { parameter: "from" });
   if (format !== "json") throw new ApiError(400, "invalid_parameter", `"from=snapshot" needs "format=json"`, { parameter: "format" });
+  if (filteredOrPaced) throw new ApiError(400, "invalid_parameter", `"from=snapshot" takes no "types", "keys" or "max_rate" yet`, { parameter: "from" });
 }
 
 export type ClientMessage = { type: "ack"; seq: number } | { type: "nack"; seq: number; reason: string } | { type: "seek"; seq: number };

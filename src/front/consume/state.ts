@@ -26,6 +26,12 @@ export class Session {
   /** Bumped by seek, nack and promotion: answers to older reads are dropped. */
   epoch = 0;
   closed = false;
+  /** With a filter: the last event sent (sentEpoch tells which position it belongs to); the window counts up to it. */
+  sentSeq = 0;
+  sentEpoch = -1;
+  /** With max_rate: preciseMs() before which the next log page waits, and whether a timer waits for it. */
+  paceAt = 0;
+  paceQueued = false;
   lastSent: number;
   lastSeen: number;
   lastPing: number;
@@ -44,7 +50,16 @@ export class Session {
 
   /** Unacked events it may still be sent (groups only; others are bound by the socket buffer). */
   get room(): number {
-    return this.group ? this.params.window - (this.nextSeq - 1 - this.acked) : Number.MAX_SAFE_INTEGER;
+    if (!this.group) return Number.MAX_SAFE_INTEGER;
+    // A filtered consumer cannot ack the filtered-out seqs after its last
+    // event: the window counts unacked events, not seqs passed.
+    const sent = this.params.filter === null ? this.nextSeq - 1 : this.sentEpoch === this.epoch ? Math.max(this.sentSeq, this.acked) : this.acked;
+    return this.params.window - (sent - this.acked);
+  }
+
+  /** Filtered or rate-limited: served from the log only, where the shard filters and the front paces. */
+  get viaLog(): boolean {
+    return this.params.filter !== null || this.params.maxRate !== null;
   }
 }
 
