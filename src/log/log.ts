@@ -562,7 +562,12 @@ export class StreamLog implements SegmentOwner {
   applyRetention(nowMs: number, retentionMs: number, retentionBytes: number | null, durable: boolean): number {
     const cutoff = nowMs - retentionMs;
     if (!this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
-    const past = segmentsPastRetention(this.segments, cutoff, retentionBytes);
+    let past = segmentsPastRetention(this.segments, cutoff, retentionBytes);
+    // A segment an fdatasync still runs on (one just rolled) waits for the next
+    // round: closing its fd now could hand that fd number to another file
+    // before the thread pool gets to the sync.
+    const syncing = this.syncSeg === null ? -1 : this.segments.indexOf(this.syncSeg);
+    if (syncing >= 0 && syncing < past) past = syncing;
     for (let i = 0; i < past; i++) this.segments.shift()?.remove();
     return past;
   }

@@ -102,3 +102,22 @@ describe("age retention", () => {
     log.close();
   });
 });
+
+describe("retention and a sync in flight", () => {
+  it("leaves a just-rolled segment an fdatasync still runs on for the next round", async () => {
+    const log = new StreamLog(tempDir(), LOG_OPTS);
+    log.open(true);
+    appendN(log, 10, { durable: true });
+    const synced = new Promise<Error | null>((resolve) => log.syncTo(log.headSeq, resolve));
+    const rolled = log.active;
+    log.roll(true);
+    // Everything is past retention, but the rolled segment's sync has not come back yet.
+    expect(log.applyRetention(Number.MAX_SAFE_INTEGER, 1, null, true)).toBe(0);
+    expect(existsSync(rolled.logPath)).toBe(true);
+    expect(await synced).toBeNull();
+    expect(log.applyRetention(Number.MAX_SAFE_INTEGER, 1, null, true)).toBe(1);
+    expect(existsSync(rolled.logPath)).toBe(false);
+    expect(log.headSeq).toBe(10);
+    log.close();
+  });
+});
