@@ -3,7 +3,7 @@
 // it at the repository root), and where generated files go: docs/results/,
 // apart from the prose in docs/, with no path of the machine that made them.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { REPO_ROOT } from "../../test/harness/process.js";
@@ -117,4 +117,12 @@ export function includeProse(file: string, into: string): string {
     if (/^([a-z]+:|#|\/)/.test(target)) return whole;
     return `](${relative(dirname(into), resolve(from, target))})`;
   });
+}
+
+/** Prints a workload's markdown report and keeps it as `path` (docs/results/...); says where, with `extra` after. */
+export function writeReport(path: string, report: string, extra = ""): void {
+  process.stdout.write(report);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, report);
+  console.error(`report written to ${relative(REPO_ROOT, path)}${extra}`);
 }

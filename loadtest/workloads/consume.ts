@@ -24,7 +24,6 @@
 //
 // Prints a markdown report and writes it to docs/results/bench-consume-latest.md.
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -36,7 +35,7 @@ import type { TickerProcess } from "../../test/harness/ticker.js";
 import { clockOffset, decodeHistogram, newHistogram } from "../lib/latency.js";
 import { DRAIN_TIMEOUT_MS, PRODUCER_LANES, PRODUCER_TICK_MS, producerWindow } from "../lib/pacing.js";
 import { cpuWindow, processMemory, waitQuiet } from "../lib/proc.js";
-import { cell, commandLine, commit, f2, int, machineLine, mib, ms, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { cell, commandLine, commit, f2, int, machineLine, mib, ms, RESULTS_DIR, table, writeReport } from "../lib/report.js";
 import { payloadText, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 import { connectAll } from "../lib/resp.js";
@@ -524,10 +523,7 @@ async function main(): Promise<number> {
     ...(notes.length > 0 ? ["", "## Notes from this run", "", ...notes.map((n) => `- ${n}`)] : []),
     "",
   ].join("\n");
-  process.stdout.write(report);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  writeFileSync(REPORT_PATH, report);
-  console.error(`report written to ${repoRelative(REPORT_PATH)} (${runtimeS.toFixed(0)} s)`);
+  writeReport(REPORT_PATH, report, ` (${runtimeS.toFixed(0)} s)`);
   clearTimeout(deadline);
   return rows.some((r) => r.error) ? 1 : 0;
 }

@@ -10,7 +10,7 @@
 // (./engine-redis.ts), so docs can put both side by side from one run.
 // Prints a markdown report and writes it to docs/results/bench-engine-latest.md.
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -20,7 +20,7 @@ import type { TickerProcess } from "../../test/harness/ticker.js";
 import { stoppedCleanly } from "../../test/harness/process.js";
 import { HttpRawClient } from "../../src/client/http.js";
 import { CLK_TCK, diskBytes, processMemory, ticksOf, timed } from "../lib/proc.js";
-import { cell, commandLine, f1, f2, int, machineFacts, machineLine, mib, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { cell, commandLine, f1, f2, int, machineFacts, machineLine, mib, RESULTS_DIR, table, writeReport } from "../lib/report.js";
 import { BATCH_EVENTS, IN_FLIGHT, PAGE_EVENTS, PAYLOAD_BYTES, payloadText, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 import { uintAt } from "../lib/scan.js";
@@ -763,10 +763,7 @@ async function main(): Promise<number> {
     ...(allNotes.length > 0 ? ["", "## Notes from this run", "", ...allNotes.map((n) => `- ${n}`)] : []),
     "",
   ].join("\n");
-  process.stdout.write(report);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  writeFileSync(REPORT_PATH, report);
-  console.error(`report written to ${repoRelative(REPORT_PATH)}`);
+  writeReport(REPORT_PATH, report);
   clearTimeout(deadline);
   // An unavailable peer is the machine's state, not a failed run; a failed peer row is.
   return rows.some((r) => r.error) || (peer?.available && peer.rows.some((r) => r.error)) ? 1 : 0;

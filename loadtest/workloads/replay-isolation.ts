@@ -10,7 +10,6 @@
 //
 // Prints a markdown report and writes it to docs/results/bench-replay-isolation-latest.md.
 import { fork } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,7 +18,7 @@ import { shardOf } from "../../src/shard/protocol.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";
 import { DRAIN_TIMEOUT_MS, PRODUCER_LANES, PRODUCER_TICK_MS, producerWindow } from "../lib/pacing.js";
 import { cpuWindow, waitQuiet } from "../lib/proc.js";
-import { commandLine, commit, f2, int, machineLine, ms, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { commandLine, commit, f2, int, machineLine, ms, RESULTS_DIR, table, writeReport } from "../lib/report.js";
 import { payloadText } from "../lib/results.js";
 import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 import { createStream, startTicker, WsConsumerSet } from "../systems/ticker.js";
@@ -219,10 +218,7 @@ async function main(): Promise<number> {
     ...(notes.length > 0 ? ["", "## Notes", "", ...notes.map((n) => `- ${n}`)] : []),
     "",
   ].join("\n");
-  process.stdout.write(report);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  writeFileSync(REPORT_PATH, report);
-  console.error(`report written to ${repoRelative(REPORT_PATH)}`);
+  writeReport(REPORT_PATH, report);
   clearTimeout(deadline);
   return 0;
 }

@@ -1,18 +1,6 @@
-// bench:timelines (issue 12): ordered ingest's publish throughput against a
-// plain stream's (./ordered-publish.ts), and timeline pages over 3 and over
-// 32 streams of 1,000,000 events each (./timeline-pages.ts, on the data set
-// of ./timeline-data.ts). Prints a markdown report and writes it to
-// docs/results/bench-timelines-latest.md; `npm run bench` runs it as a step
-// (--runs 1) and reads its figures (workloads "ordered-ingest", "timelines").
-//
-//   npm run bench:timelines                                  # both parts
-//   npm run bench:timelines -- --parts ingest --runs 1       # ordered ingest only, one run
-//   npm run bench:timelines -- --quick                       # small sizes, a smoke run
-//   npm run bench:timelines -- --parts pages --cache cold    # pages without reading each set once first
-import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { commandLine, f2, int, mib, ms, machineFacts, machineLine, repoRelative, RESULTS_DIR, table } from "../lib/report.js";
+import { commandLine, f2, int, mib, ms, machineFacts, machineLine, RESULTS_DIR, table, writeReport } from "../lib/report.js";
 import { BATCH_EVENTS, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, runMain } from "../lib/run.js";
 import { ensureDataSet, READY_TIMEOUT_MS, shardSplit, type DataSet } from "./timeline-data.js";
@@ -432,10 +420,7 @@ async function main(): Promise<number> {
     ...sections,
     ...(notes.length > 0 ? ["## Notes from this run", "", ...notes.map((n) => `- ${n}`), ""] : []),
   ].join("\n");
-  process.stdout.write(text);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  writeFileSync(REPORT_PATH, text);
-  console.error(`report written to ${repoRelative(REPORT_PATH)}`);
+  writeReport(REPORT_PATH, text);
   clearTimeout(deadline);
   return failed ? 1 : 0;
 }

@@ -19,6 +19,7 @@ import { NO_PARAMS } from "./query-params.js";
 import { checkQuery } from "../validate.js";
 import type { FormatTask } from "./metrics-format.js";
 import type { ShardPool } from "./shards.js";
+import type { Ring } from "../ring/ring.js";
 
 /** A shard busy for longer than this (a recovery, a stall) is left out of the scrape rather than hold it. */
 const SHARD_WAIT_MS = 2000;
@@ -96,30 +97,23 @@ function registerFrontSeries(d: MetricsDeps, shardsMissing: () => number): void 
     },
   });
   const rings = d.pool.rings();
-  new Gauge({
-    name: "ticker_ring_used_bytes",
-    help: "Bytes waiting in a shard's ring: in (requests to the shard) or out (answers and live batches to the front)",
-    labelNames: ["shard", "ring"],
-    registers,
-    collect() {
-      rings.forEach((r, shard) => {
-        this.set({ shard: String(shard), ring: "in" }, r.in.usedBytes());
-        this.set({ shard: String(shard), ring: "out" }, r.out.usedBytes());
-      });
-    },
-  });
-  new Gauge({
-    name: "ticker_ring_capacity_bytes",
-    help: "Data bytes of a shard's ring (ring_bytes)",
-    labelNames: ["shard", "ring"],
-    registers,
-    collect() {
-      rings.forEach((r, shard) => {
-        this.set({ shard: String(shard), ring: "in" }, r.in.capacity);
-        this.set({ shard: String(shard), ring: "out" }, r.out.capacity);
-      });
-    },
-  });
+  const ringGauge = (name: string, help: string, value: (r: Ring) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["shard", "ring"],
+      registers,
+      collect() {
+        rings.forEach((r, shard) => {
+          this.set({ shard: String(shard), ring: "in" }, value(r.in));
+          this.set({ shard: String(shard), ring: "out" }, value(r.out));
+        });
+      },
+    });
+  ringGauge("ticker_ring_used_bytes", "Bytes waiting in a shard's ring: in (requests to the shard) or out (answers and live batches to the front)", (r) =>
+    r.usedBytes(),
+  );
+  ringGauge("ticker_ring_capacity_bytes", "Data bytes of a shard's ring (ring_bytes)", (r) => r.capacity);
   const loopLag = new LoopLag();
   new Gauge({
     name: "ticker_event_loop_lag_seconds",
