@@ -80,6 +80,7 @@ const QUERY_SCHEMAS: Record<string, z.ZodTypeAny> = {
   types: z.string().regex(FILTER_LIST),
   keys: z.string().regex(FILTER_LIST),
   max_rate: z.string().regex(/^\d+$/),
+  conflate: z.enum(["key"]).describe("consume only: a consumer behind gets the newest event per key (docs/consume.md)"),
   token: z.string(),
 };
 

@@ -17,5 +17,6 @@ export const CONSUME_PARAMS: ReadonlySet<string> = new Set([
   "types",
   "keys",
   "max_rate",
+  "conflate",
   "token",
 ]);

@@ -86,6 +86,8 @@ export interface ConsumeReadMeta extends StreamMeta {
   accept: ContentType;
   /** `types` / `keys` of a filtered consumer, as query text (checked by the front). */
   filter?: string;
+  /** `conflate=key`: the page keeps the newest event per key (src/wire/event-conflate.ts). */
+  conflate?: true;
 }
 
 export interface WatchMeta extends StreamMeta {
@@ -149,7 +151,7 @@ export type RequestMeta<O extends Op = Op> = RequestMetaOf[O];
  *
  *   0 u32 kind   4 u32 count   8 f64 seq   16 f64 seq   24 f64 first_seq
  *   32 u32 id bytes   36 u32 binary bytes   40 u32 JSON bytes   44 (unused)
- *   (a page: 32 f64 the seq of its last event)
+ *   (a page: 32 f64 the seq of its last event, 40 u32 events conflated)
  *
  * A page's message follows its head. A push's stream id follows its head,
  * then its binary and its JSON message (either may be empty). 48 bytes keeps
@@ -173,6 +175,8 @@ export interface ConsumePageHead {
   next: number;
   /** The seq of its last event (0 when count is 0); below next - 1 when a filter left out the frames after it. */
   last: number;
+  /** Events of the page's range left out by conflation (0 without conflate=key). */
+  conflated: number;
   headSeq: number;
   firstSeq: number;
 }
@@ -209,6 +213,7 @@ export function writeConsumeHead(data: Uint8Array, at: number, h: ConsumeHead): 
       dv.setFloat64(8, h.next, true);
       dv.setFloat64(16, h.headSeq, true);
       dv.setFloat64(32, h.last, true);
+      dv.setUint32(40, h.conflated, true);
       return;
     case ConsumeHeadKind.Batch:
       dv.setUint32(4, h.count, true);
@@ -231,7 +236,15 @@ export function readConsumeHead(data: Uint8Array): ConsumeHead {
   const firstSeq = dv.getFloat64(24, true);
   switch (kind) {
     case ConsumeHeadKind.Page:
-      return { kind, count: dv.getUint32(4, true), next: dv.getFloat64(8, true), last: dv.getFloat64(32, true), headSeq: dv.getFloat64(16, true), firstSeq };
+      return {
+        kind,
+        count: dv.getUint32(4, true),
+        next: dv.getFloat64(8, true),
+        last: dv.getFloat64(32, true),
+        conflated: dv.getUint32(40, true),
+        headSeq: dv.getFloat64(16, true),
+        firstSeq,
+      };
     case ConsumeHeadKind.Batch:
       return {
         kind,

@@ -17,6 +17,7 @@ import type { Outbox } from "./worker.js";
 import type { WatchedStreams } from "./watch.js";
 import { logger } from "../logger.js";
 import { type EventFilter, parseFilter, parseMaxRate } from "../wire/event-filter.js";
+import { PageConflater } from "../wire/event-conflate.js";
 
 /** Filters of consumers' reads, parsed once per distinct query: a few per stream in practice, cleared when this many. */
 const FILTER_CACHE_MAX = 256;
@@ -37,9 +38,13 @@ export class LogReads {
     private readonly outbox: Outbox,
     private readonly buffers: ShardBuffers,
     private readonly watched: WatchedStreams,
-  ) {}
+  ) {
+    this.conflater = new PageConflater(config.consume_page_events_max);
+  }
 
   private readonly filters = new Map<string, EventFilter | null>();
+  /** One for the shard: pages are conflated one at a time on its thread. */
+  private readonly conflater: PageConflater;
 
   replay(stream: Stream, req: RequestOf<Op.Replay>): void {
     const log = stream.log;
@@ -101,32 +106,47 @@ export class LogReads {
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const bytesMax = this.config.consume_page_bytes_max;
     const filter = req.meta.filter === undefined ? null : this.filterOf(req.meta.filter);
-    const limit = Math.min(req.meta.limit, this.config.consume_page_events_max);
-    // With a filter, `limit` (the room in the window) bounds the events sent, not those scanned.
-    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, filter ? this.config.consume_page_events_max : limit, bytesMax);
+    const conflate = req.meta.conflate === true;
+    const scanMax = this.config.consume_page_events_max;
+    const limit = Math.min(req.meta.limit, scanMax);
+    // Filtered or conflated, `limit` (the room in the window) bounds the events sent, not those scanned.
+    const page = this.readPage(log, from, Number.MAX_SAFE_INTEGER, filter || conflate ? scanMax : limit, bytesMax);
     if (page.corrupt) damagedRead(stream.id, "consumer read", page.corrupt);
-    if (filter) narrow(page, filter, limit);
+    if (filter) narrow(page, filter, conflate ? scanMax : limit);
+    const conflated = conflate ? this.conflatePage(page, limit) : 0;
+    // Past the events sent: the seq of the last one is not next - 1 when frames after it were left out.
+    const gappy = filter !== null || conflate;
     const head = log.committedSeq;
     if (req.meta.accept === ContentType.FlatBuffers) {
       const info = { stream: stream.id, firstSeq: log.firstSeq, headSeq: head, next: page.next, count: page.count };
       const batchBytes = page.count === 0 ? 0 : eventBatchHeaderBytes(Buffer.byteLength(stream.id)) + page.bytes;
-      const last = page.count === 0 ? 0 : filter ? frameSeqAt(page.buf, page.count - 1) : page.next - 1;
-      const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: page.count, next: page.next, last, headSeq: head, firstSeq: log.firstSeq };
+      const last = page.count === 0 ? 0 : gappy ? frameSeqAt(page.buf, page.count - 1) : page.next - 1;
+      const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: page.count, next: page.next, last, conflated, headSeq: head, firstSeq: log.firstSeq };
       return this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + batchBytes, (data, at) => {
         writeConsumeHead(data, at, consumed);
         if (page.count > 0) writeBatch(data, at + CONSUME_HEAD_BYTES, info, page.buf, page.bytes);
       });
     }
-    const range = filter ? { from, next: page.next } : undefined;
+    const range = gappy ? { from, next: page.next, droppedBefore: conflate ? this.conflater.droppedBefore : undefined } : undefined;
     const n = page.count === 0 ? 0 : renderEventsMessage(this.buffers.jsonPage, this.buffers.renderer, page.buf, page.count, stream.idJson(), bytesMax, range);
     const json = n === 0 ? null : this.buffers.jsonPage.view();
     const next = n < page.count ? frameSeqAt(page.buf, n) : page.next;
-    const last = n === 0 ? 0 : filter ? frameSeqAt(page.buf, n - 1) : next - 1;
-    const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: n, next, last, headSeq: head, firstSeq: log.firstSeq };
+    const last = n === 0 ? 0 : gappy ? frameSeqAt(page.buf, n - 1) : next - 1;
+    const sentConflated = conflate ? this.conflater.droppedBefore[n] : 0;
+    const consumed: ConsumeHead = { kind: ConsumeHeadKind.Page, count: n, next, last, conflated: sentConflated, headSeq: head, firstSeq: log.firstSeq };
     this.outbox.replyWith(req.reqId, 200, ContentType.None, CONSUME_HEAD_BYTES + (json ? json.byteLength : 0), (data, at) => {
       writeConsumeHead(data, at, consumed);
       if (json) copyBytes(json, data, at + CONSUME_HEAD_BYTES);
     });
+  }
+
+  /** Keeps the newest frame per key of a page (at most `keepMax`); returns how many it left out. */
+  private conflatePage(page: FramePage, keepMax: number): number {
+    const c = this.conflater.conflate(page.buf, page.count, keepMax);
+    page.count = c.count;
+    page.bytes = c.bytes;
+    if (c.stopSeq >= 0) page.next = c.stopSeq;
+    return c.conflated;
   }
 
   /** A consumer's filter, from the query text the front checked (`types` / `keys`). */

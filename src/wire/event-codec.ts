@@ -355,7 +355,7 @@ export function renderEventsMessage(
   count: number,
   streamJson: string,
   bytesMax: number,
-  range?: { from: number; next: number },
+  range?: { from: number; next: number; droppedBefore?: Uint32Array },
 ): number {
   w.reset();
   w.ascii(EVENTS_MESSAGE_HEAD);
@@ -364,7 +364,9 @@ export function renderEventsMessage(
   else {
     // A filtered consumer's message says which seqs it covers, filtered-out ones included (docs/consume.md, "Filters").
     const next = rendered < count ? frameSeqAt(frames, rendered) : range.next;
-    w.ascii(`],"from_seq":${range.from},"to_seq":${next - 1}}`);
+    // A conflated one also says how many events of that range it left out (docs/consume.md, "Conflation").
+    const conflated = range.droppedBefore ? `,"conflated":${range.droppedBefore[rendered]}` : "";
+    w.ascii(`],"from_seq":${range.from},"to_seq":${next - 1}${conflated}}`);
   }
   return rendered;
 }

@@ -126,10 +126,25 @@ describe("docs/asyncapi.yaml", () => {
     await filtered.until((m) => m.type === "heartbeat" && m.next_seq !== undefined);
     await filteredBin.until((m) => m.type === "range");
     expect(filteredBin.binaries).toBeGreaterThan(0);
+    // Conflating consumers behind (from=1): the count of what was left out, on events and range messages.
+    const conflating = await Session.open(s.url, "orders", "from=1&conflate=key");
+    const conflatingBin = await Session.open(s.url, "orders", "from=1&conflate=key&format=binary");
+    await conflating.until((m) => m.type === "events" && m.from_seq === 1 && typeof m.conflated === "number");
+    await conflatingBin.until((m) => m.type === "range" && typeof m.conflated === "number");
 
-    const seen = new Set([...a.types, ...b.types, ...letters.types, ...binary.types, ...filtered.types, ...filteredBin.types, ...snap.types]);
+    const seen = new Set([
+      ...a.types,
+      ...b.types,
+      ...letters.types,
+      ...binary.types,
+      ...filtered.types,
+      ...filteredBin.types,
+      ...snap.types,
+      ...conflating.types,
+      ...conflatingBin.types,
+    ]);
     // reset needs a stream to expire under a consumer: docs/consume.md; the rest are all here.
     expect([...seen].sort()).toEqual(["error", "events", "heartbeat", "hello", "range", "snapshot_end"]);
-    for (const x of [b, letters, binary, filtered, filteredBin, snap]) x.ws.close();
+    for (const x of [b, letters, binary, filtered, filteredBin, snap, conflating, conflatingBin]) x.ws.close();
   });
 });

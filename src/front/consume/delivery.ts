@@ -62,6 +62,7 @@ export class Delivery extends HubPart {
     if (maxRate !== null) limit = Math.min(limit, Math.max(1, Math.floor((maxRate * PACE_PAGE_MS) / 1000)));
     const meta: ConsumeReadMeta = { stream: s.feed.stream, from: s.nextSeq, limit, accept: s.params.binary ? ContentType.FlatBuffers : ContentType.Json };
     if (s.params.filter !== null) meta.filter = s.params.filter;
+    if (s.params.conflate) meta.conflate = true;
     const ok = this.shards.send(s.feed.shard, Op.ConsumeRead, meta, null, (r) => {
       s.busy = false;
       if (s.closed) return;
@@ -87,8 +88,10 @@ export class Delivery extends HubPart {
     if (h.headSeq > f.head) f.head = h.headSeq;
     f.first = h.firstSeq;
     if (h.count > 0) {
-      // A binary EventBatch has no field for the seqs a filter passed over: a range message before it says them.
-      if (s.params.filter !== null && s.params.binary) this.sendJson(s, { type: "range", from_seq: s.nextSeq, to_seq: h.next - 1, events: h.count });
+      // A binary EventBatch has no field for the seqs a filter or conflation passed over: a range message before it says them.
+      if (s.params.binary && s.params.conflate)
+        this.sendJson(s, { type: "range", from_seq: s.nextSeq, to_seq: h.next - 1, events: h.count, conflated: h.conflated });
+      else if (s.params.binary && s.params.filter !== null) this.sendJson(s, { type: "range", from_seq: s.nextSeq, to_seq: h.next - 1, events: h.count });
       if (!this.sendData(s, r.body.subarray(CONSUME_HEAD_BYTES))) return;
       s.sentSeq = h.last;
       s.sentEpoch = s.epoch;

@@ -28,6 +28,8 @@ export interface ConsumeParams {
   filter: string | null;
   /** `max_rate` (events/s); null: as fast as the consumer takes them. */
   maxRate: number | null;
+  /** `conflate=key`: log pages keep the newest event per key (src/wire/event-conflate.ts). */
+  conflate: boolean;
 }
 
 /** Checks what the front can check alone; throws ApiError(400). */
@@ -46,13 +48,26 @@ export function parseParams(config: Config, stream: string, query: string): Cons
   const maxRate = parseMaxRate(q);
   const snapshot = q.get("from") === "snapshot";
   if (snapshot) checkSnapshot(group, format, filter !== null || maxRate !== null);
+  const conflate = parseConflate(q.get("conflate"), group);
   const forward = new URLSearchParams();
   // A snapshot consumer's start is its snapshot's as_of_seq + 1, known once the first page is taken.
   for (const k of snapshot ? ["group"] : ["group", "from", "from_time"]) {
     const v = q.get(k);
     if (v !== null) forward.set(k, v);
   }
-  return { stream, group, binary: format === "binary", window, maxAttempts, snapshot, query: forward.toString(), filter, maxRate };
+  return { stream, group, binary: format === "binary", window, maxAttempts, snapshot, query: forward.toString(), filter, maxRate, conflate };
+}
+
+/**
+ * `conflate=key`. Not with a group: an ack of a seq past conflated events
+ * would checkpoint events no member was sent, and a nack or seek of one
+ * would name an event the consumer never saw (docs/decisions.md).
+ */
+function parseConflate(value: string | null, group: string | null): boolean {
+  if (value === null) return false;
+  if (value !== "key") throw new ApiError(400, "invalid_parameter", `"conflate" must be "key"`, { parameter: "conflate" });
+  if (group !== null) throw new ApiError(400, "invalid_parameter", `"conflate" is for consumers without a group`, { parameter: "conflate" });
+  return true;
 }
 
 function filterQuery(q: URLSearchParams): string {
