@@ -6,7 +6,7 @@ const seq = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 
 const head: fc.Arbitrary<ConsumeHead> = fc.oneof(
-  fc.record({ kind: fc.constant(ConsumeHeadKind.Page as const), count: u32, next: seq, last: seq, headSeq: seq, firstSeq: seq }),
+  fc.record({ kind: fc.constant(ConsumeHeadKind.Page as const), count: u32, next: seq, last: seq, headSeq: seq, firstSeq: seq, conflated: u32 }),
   fc.record({
     kind: fc.constant(ConsumeHeadKind.Batch as const),
     count: u32,
