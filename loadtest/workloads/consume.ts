@@ -38,7 +38,7 @@ import { stoppedCleanly, type ServerProcess } from "../../test/harness/process.j
 import type { TickerProcess } from "../../test/harness/ticker.js";
 import { clockOffset, decodeHistogram, newHistogram } from "../lib/latency.js";
 import { DRAIN_TIMEOUT_MS, PRODUCER_LANES, PRODUCER_TICK_MS, producerWindow } from "../lib/pacing.js";
-import { cpuWindow, processMemory, waitQuiet } from "../lib/proc.js";
+import { cpuWindow, pidsCpuWindow, processMemory, waitQuiet } from "../lib/proc.js";
 import { cell, commandLine, commit, f2, int, machineLine, mib, ms, RESULTS_DIR, table, writeReport } from "../lib/report.js";
 import { payloadText, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
@@ -309,11 +309,16 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
     if (set) set.window = { tStart: w.tStart, tEnd: w.tEnd };
     for (const h of hosts) h.tell({ type: "window", window: { tStart: w.tStart, tEnd: w.tEnd } });
     const cpu = cpuWindow(server.pid, w.tStart, w.tEnd);
+    const hostCpuWin = pidsCpuWindow(
+      hosts.map((h) => h.proc.pid!),
+      w.tStart,
+      w.tEnd,
+    );
     const producer = startProducer(
       { target: "ticker", port, stream: STREAM, rate, ...w, tickMs: spec.tickMs, lanes: LANES, pad: PAD, stopAtEnd: false },
       PRODUCER === "inline",
     );
-    const [p, prodOffset, winCpu] = await Promise.all([producer.result, producer.offset, cpu]);
+    const [p, prodOffset, winCpu, hostCpuS] = await Promise.all([producer.result, producer.offset, cpu, hostCpuWin]);
     const mem = processMemory(server.pid);
     if (p.errors.length > 0) throw new Error(`producer: ${p.errors.join("; ")}`);
     if (p.accepted !== p.sent || p.lastSeq !== p.sent) throw new Error(`producer sent ${p.sent}, the server accepted ${p.accepted}, last_seq ${p.lastSeq}`);
@@ -339,7 +344,7 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
         heartbeats: parts.reduce((a, x) => a + x.heartbeats, 0),
         messages: parts.reduce((a, x) => a + x.messages, 0),
         caughtUp: parts.every((x) => x.caughtUp),
-        hostCpu: parts.map((x) => x.cpuS / (MEASURE_MS / 1000)),
+        hostCpu: hostCpuS.map((c) => c / winCpu.wallS),
       };
     }
     const drainS = (performance.now() - td) / 1000;
