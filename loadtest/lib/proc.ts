@@ -168,6 +168,25 @@ export function cpuWindow(pid: number | null, tStart: number, tEnd: number): Pro
   });
 }
 
+/**
+ * CPU seconds of each of `pids` (all threads) over [tStart, tEnd) (wallNow
+ * ms), read from /proc by this process: a busy process's own timers fire
+ * late (a fan-out consumer host measured itself at ~0 over a window it spent
+ * behind), an observer with an idle event loop reads on time.
+ */
+export function pidsCpuWindow(pids: number[], tStart: number, tEnd: number): Promise<number[]> {
+  const ticks = () => pids.map((pid) => ticksOf(`/proc/${pid}/stat`));
+  return new Promise((resolve) => {
+    setTimeout(
+      () => {
+        const t0 = ticks();
+        setTimeout(() => resolve(ticks().map((t, i) => (t - t0[i]) / CLK_TCK)), Math.max(0, tEnd - wallNow()));
+      },
+      Math.max(0, tStart - wallNow()),
+    );
+  });
+}
+
 /** Idle means under this many cores busy over a QUIET_WINDOW_MS sample. */
 const QUIET_CORES = 0.3;
 const QUIET_WINDOW_MS = 500;

@@ -15,6 +15,7 @@ export type Workload =
   | "W4" // 10,000 streams x 10 events
   | "fanout-100" // 1 stream -> 100 consumers at 1,000 events/s
   | "fanout-1000" // 1 stream -> 1,000 consumers at 1,000 events/s
+  | "fanout-10000" // 1 stream -> 10,000 consumers at 100 events/s, in child processes
   | "fsync" // W1 with every batch on disk before it is acknowledged
   | "ordered-ingest" // W1's shape from several producers, 1% out of order, producer_ordering against plain
   | "timelines" // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each

@@ -65,7 +65,8 @@ interface Step {
 
 const STEPS: Step[] = [
   { id: "engine", npm: "bench:engine", script: "engine.js", args: ["--no-peers", ...(opts.quick ? ["--quick"] : [])] },
-  { id: "consume", npm: "bench:consume", script: "consume.js", args: ["--rows", "w3-20k,w3-100k,fanout-100,fanout-1000", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "consume", npm: "bench:consume", script: "consume.js", args: ["--rows", "w3-20k,w3-100k", ...(opts.quick ? ["--quick"] : [])] },
+  { id: "fanout", npm: "bench:fanout", script: "consume.js", args: ["--rows", "fanout-100,fanout-1000,fanout-10000", ...(opts.quick ? ["--quick"] : [])] },
   { id: "streams", npm: "bench:streams", script: "streams.js", args: opts.quick ? ["--streams", "2000"] : [] },
   // W1-W3 through ticker/client, in this process: what an application gets.
   { id: "client", npm: "bench:client", script: "client.js", args: opts.quick ? ["--events", "200000", "--quick"] : [] },
@@ -176,6 +177,12 @@ const SECTIONS: Section[] = [
   { workload: "W4", title: "W4: 10,000 streams x 10 events", what: "total time, server RSS after, data on disk", metrics: ["RSS MiB", "s", "disk MiB"] },
   { workload: "fanout-100", title: "Fan-out: 1 stream to 100 consumers at 1,000 events/s", what: "ms over all deliveries, server CPU", metrics: ["p99 ms", "p50 ms", "max ms", "server CPU cores"] },
   { workload: "fanout-1000", title: "Fan-out: 1 stream to 1,000 consumers at 1,000 events/s", what: "ms over all deliveries, server CPU", metrics: ["p99 ms", "p50 ms", "max ms", "server CPU cores"] },
+  {
+    workload: "fanout-10000",
+    title: "Fan-out: 1 stream to 10,000 consumers at 100 events/s",
+    what: "ms over all deliveries (consumers in 2 child processes), server and consumer-process CPU, server RSS at the end of the window",
+    metrics: ["p99 ms", "p50 ms", "max ms", "server CPU cores", "client CPU cores", "server RSS MiB"],
+  },
   {
     workload: "timelines",
     title: "Timelines: 25-event pages over 3 and 32 streams of 1,000,000 events each",
@@ -305,6 +312,18 @@ const GOALS: Goal[] = [
       return t ? { measured: `${num(median(t.values))} MiB`, met: median(t.values) <= 100 } : { measured: "not measured", met: null };
     },
   },
+  ...([
+    ["fanout-1000", "1,000 consumers at 1,000 events/s", 50],
+    ["fanout-10000", "10,000 consumers at 100 events/s", 250],
+  ] as const).map(
+    ([w, what, goalMs]): Goal => ({
+      text: `fan-out to ${what}: p99 ≤ ${goalMs} ms`,
+      check: (all) => {
+        const t = tickerBest(all, w, "p99 ms");
+        return t ? { measured: `${num(median(t.values))} ms`, met: median(t.values) <= goalMs } : { measured: "not measured", met: null };
+      },
+    }),
+  ),
   ratioGoal("fsync", "events/s", "Redis Streams (AOF always)", 5, "fsync publish"),
   timelineGoal("paced", "timelines p99 ≤ 5 ms at 1,000 pages/s (3 and 32 streams)"),
   timelineGoal("unpaced", "timelines ≥ 12,000 pages/s with p99 ≤ 50 ms (3 and 32 streams)"),
@@ -417,7 +436,7 @@ function writeReport(all: Series[], facts: RunFacts): void {
     "",
     ...(facts.machine ?? machine()),
     `- **Steps of each run** (each also runs alone): ${(facts.steps ?? stepCommands()).map((c) => `\`${c}\``).join(", ")}; machine limits: \`npm run bench:limits\`.`,
-    `- **Each run's full reports:** [results/bench-engine-latest.md](results/bench-engine-latest.md), [results/bench-consume-latest.md](results/bench-consume-latest.md) (last run); raw measurements of all runs: [results/bench-results.jsonl](results/bench-results.jsonl).`,
+    `- **Each run's full reports:** [results/bench-engine-latest.md](results/bench-engine-latest.md), [results/bench-consume-latest.md](results/bench-consume-latest.md), [results/bench-fanout-latest.md](results/bench-fanout-latest.md) (last run); raw measurements of all runs: [results/bench-results.jsonl](results/bench-results.jsonl).`,
     "",
     "## Goals",
     "",

@@ -3,7 +3,6 @@
 // own main thread. Driven over IPC by bench-consume; exits when it
 // disconnects.
 import { encodeHistogram, wallNow, type Window } from "../lib/latency.js";
-import { cpuWindow } from "../lib/proc.js";
 import { WsConsumerSet, type ConsumerSetResult, type WsSetSpec } from "../systems/ticker.js";
 
 export type HostRequest =
@@ -21,13 +20,10 @@ export type HostReply =
       caughtUp: boolean;
       /** The latency histogram, encoded (encodeHistogram). */
       hist: string;
-      /** This process's CPU seconds over [tStart, tEnd]. */
-      cpuS: number;
     });
 
 const send = (m: HostReply) => process.send!(m);
 let set: WsConsumerSet | null = null;
-let cpuS = NaN;
 
 process.on("message", (m: HostRequest) => {
   switch (m.type) {
@@ -42,15 +38,13 @@ process.on("message", (m: HostRequest) => {
       return;
     case "window":
       set!.window = m.window;
-      // This process's CPU between the window's two instants.
-      void cpuWindow(null, m.window.tStart, m.window.tEnd).then((c) => (cpuS = c.clientCpuS));
       return;
     case "finish": {
       const s = set!;
       void s.waitFor(m.last, m.timeoutMs).then((caughtUp) => {
         const r = s.result();
         s.close();
-        send({ ...r, type: "result", caughtUp, hist: encodeHistogram(r.hist), cpuS });
+        send({ ...r, type: "result", caughtUp, hist: encodeHistogram(r.hist) });
       });
       return;
     }

@@ -6,12 +6,16 @@
 //   npm run bench:consume -- --quick               # 3 s windows, smoke run
 //   npm run bench:consume -- --no-peers            # Ticker only
 //   npm run bench:consume -- --rows w3-100k --producer inline  # re-check a choice below
+//   npm run bench:fanout                           # the three fan-out rows
 //
 // Rows (each on a fresh server and temp dir):
 // - W3 latency: one stream, one consumer (format=json, from=latest, no
 //   group), a producer at 20,000 and at 100,000 events/s;
 // - fan-out: one stream, 100 and 1,000 consumers, a producer at 1,000
 //   events/s; and 1,000 consumers again with 10-event publishes;
+// - fan-out to 10,000 consumers at 100 events/s, the consumers in child
+//   processes (consume-host.ts), the server's RSS and the CPU split between
+//   server, consumer processes and the rest reported;
 // - Redis: the W3 rates, XADD from the same producer, one XREAD BLOCK reader.
 // Each row warms up for WARMUP_MS at the full rate, then measures MEASURE_MS.
 //
@@ -34,7 +38,7 @@ import { stoppedCleanly, type ServerProcess } from "../../test/harness/process.j
 import type { TickerProcess } from "../../test/harness/ticker.js";
 import { clockOffset, decodeHistogram, newHistogram } from "../lib/latency.js";
 import { DRAIN_TIMEOUT_MS, PRODUCER_LANES, PRODUCER_TICK_MS, producerWindow } from "../lib/pacing.js";
-import { cpuWindow, processMemory, waitQuiet } from "../lib/proc.js";
+import { cpuWindow, pidsCpuWindow, processMemory, waitQuiet } from "../lib/proc.js";
 import { cell, commandLine, commit, f2, int, machineLine, mib, ms, RESULTS_DIR, table, writeReport } from "../lib/report.js";
 import { payloadText, report as reportResults, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
@@ -45,7 +49,6 @@ import type { HostReply, HostRequest } from "./consume-host.js";
 import { startProducer, type ProducerResult } from "./producer.js";
 
 const HOST_MAIN = fileURLToPath(new URL("./consume-host.js", import.meta.url));
-const REPORT_PATH = join(RESULTS_DIR, "bench-consume-latest.md");
 
 const STREAM = "bench";
 /** The payload is {"t":<stamp>,"p":"<PAD_CHARS>"}: about 100 bytes, as in bench-engine. */
@@ -76,7 +79,18 @@ interface RowSpec {
   tickMs: number;
   /** The issue's goal for p99, ms. */
   goalMs?: number;
+  /** Child processes holding the consumers; overrides --fanout-hosts (see FANOUT_HOSTS). */
+  hosts?: number;
 }
+
+/**
+ * 10,000 consumers do not fit in this process: one event loop reading
+ * 10,000 sockets x 100 messages/s is ~1 M messages/s, several cores of `ws`
+ * work. Two child processes (one per core) each hold 5,000 sockets, far
+ * under `ulimit -n` (20,000 here; the server's 10,000 sockets are in its own
+ * process) and its `consumers_max` (20,000 by default).
+ */
+const FANOUT_10K_HOSTS = 2;
 
 const ROWS: RowSpec[] = [
   { id: "w3-20k", label: "W3 latency, Ticker", target: "ticker", rate: 20_000, consumers: 1, tickMs: TICK_MS, goalMs: 2 },
@@ -93,6 +107,7 @@ const ROWS: RowSpec[] = [
     consumers: 1000,
     tickMs: FANOUT_BATCH_TICK_MS,
   },
+  { id: "fanout-10000", label: "fan-out, Ticker", target: "ticker", rate: 100, consumers: 10_000, tickMs: TICK_MS, goalMs: 250, hosts: FANOUT_10K_HOSTS },
   { id: "redis-20k", label: "W3 latency, Redis Streams", target: "redis", rate: 20_000, consumers: 1, tickMs: TICK_MS },
   { id: "redis-100k", label: "W3 latency, Redis Streams", target: "redis", rate: 100_000, consumers: 1, tickMs: TICK_MS },
 ];
@@ -153,6 +168,9 @@ for (const id of selected) {
     process.exit(2);
   }
 }
+/** `npm run bench` runs the W3 rows and the fan-out rows as two steps; each keeps its own report. */
+const FANOUT_ONLY = [...selected].every((id) => id.startsWith("fanout-"));
+const REPORT_PATH = join(RESULTS_DIR, FANOUT_ONLY ? "bench-fanout-latest.md" : "bench-consume-latest.md");
 
 // ---- the consumer hosts ---------------------------------------------------------
 
@@ -216,6 +234,10 @@ interface Row {
   delivered?: string;
   hist?: Histogram;
   serverCpu?: number;
+  /** The consumers' CPU, cores: the child processes', or the bench process's (with the producer thread) when they run in it. */
+  clientCpu?: number;
+  /** Everything else on the machine over the window, cores. */
+  otherCpu?: number;
   rssMiB?: number;
   peakMiB?: number;
   error?: string;
@@ -260,7 +282,7 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
   let server: TickerProcess | null = null;
   let set: WsConsumerSet | null = null;
   const hosts: Host[] = [];
-  const useHosts = consumers > 1 ? FANOUT_HOSTS : 0;
+  const useHosts = consumers > 1 ? (spec.hosts ?? FANOUT_HOSTS) : 0;
   try {
     server = await startTicker(dir);
     const port = server.port;
@@ -287,11 +309,16 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
     if (set) set.window = { tStart: w.tStart, tEnd: w.tEnd };
     for (const h of hosts) h.tell({ type: "window", window: { tStart: w.tStart, tEnd: w.tEnd } });
     const cpu = cpuWindow(server.pid, w.tStart, w.tEnd);
+    const hostCpuWin = pidsCpuWindow(
+      hosts.map((h) => h.proc.pid!),
+      w.tStart,
+      w.tEnd,
+    );
     const producer = startProducer(
       { target: "ticker", port, stream: STREAM, rate, ...w, tickMs: spec.tickMs, lanes: LANES, pad: PAD, stopAtEnd: false },
       PRODUCER === "inline",
     );
-    const [p, prodOffset, winCpu] = await Promise.all([producer.result, producer.offset, cpu]);
+    const [p, prodOffset, winCpu, hostCpuS] = await Promise.all([producer.result, producer.offset, cpu, hostCpuWin]);
     const mem = processMemory(server.pid);
     if (p.errors.length > 0) throw new Error(`producer: ${p.errors.join("; ")}`);
     if (p.accepted !== p.sent || p.lastSeq !== p.sent) throw new Error(`producer sent ${p.sent}, the server accepted ${p.accepted}, last_seq ${p.lastSeq}`);
@@ -317,13 +344,16 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
         heartbeats: parts.reduce((a, x) => a + x.heartbeats, 0),
         messages: parts.reduce((a, x) => a + x.messages, 0),
         caughtUp: parts.every((x) => x.caughtUp),
-        hostCpu: parts.map((x) => x.cpuS / (MEASURE_MS / 1000)),
+        hostCpu: hostCpuS.map((c) => c / winCpu.wallS),
       };
     }
     const drainS = (performance.now() - td) / 1000;
 
     row.hist = r.hist;
+    const hostCores = r.hostCpu.reduce((x, y) => x + y, 0);
     row.serverCpu = winCpu.serverCores;
+    row.clientCpu = useHosts === 0 ? winCpu.clientCores : hostCores;
+    row.otherCpu = Math.max(0, winCpu.machineCores - winCpu.serverCores - winCpu.clientCores - hostCores);
     row.rssMiB = mib(mem.rss);
     row.peakMiB = mib(mem.peak);
     row.delivered = mergedCheck(label, p.measured, consumers, r);
@@ -336,7 +366,7 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
     notes.push(producerNote(label, p, rate));
     const hostCpu = r.hostCpu.length > 0 ? `, consumer host processes ${r.hostCpu.map(f2).join(" / ")} cores` : "";
     notes.push(
-      `${label}: CPU over the window: server ${f2(winCpu.serverCores)} cores (main thread ${f2(winCpu.serverMainCores)}), bench process ${f2(winCpu.clientCores)} cores (${useHosts === 0 ? "consumers" : "coordination"}${PRODUCER === "thread" ? " + producer thread" : " + producer, inline"})${hostCpu}, whole machine ${f2(winCpu.machineCores)} of ${cpus().length} (other processes ${f2(Math.max(0, winCpu.machineCores - winCpu.serverCores - winCpu.clientCores - r.hostCpu.reduce((x, y) => x + y, 0)))}); ` +
+      `${label}: CPU over the window: server ${f2(winCpu.serverCores)} cores (main thread ${f2(winCpu.serverMainCores)}), bench process ${f2(winCpu.clientCores)} cores (${useHosts === 0 ? "consumers" : "coordination"}${PRODUCER === "thread" ? " + producer thread" : " + producer, inline"})${hostCpu}, whole machine ${f2(winCpu.machineCores)} of ${cpus().length} (other processes ${f2(row.otherCpu)}); ` +
         `clock offset producer ${(prodOffset.offsetMs * 1000).toFixed(0)} µs${hostOffsets.length ? `, hosts ${hostOffsets.map((o) => (o.offsetMs * 1000).toFixed(0)).join(" / ")} µs` : ""}; ` +
         `${consumers} consumer(s) connected in ${connectS.toFixed(1)} s; drained ${drainS.toFixed(2)} s after the producer's last answer; ` +
         `in the window: ${int(r.messages)} events messages (${(r.measured / Math.max(1, r.messages)).toFixed(1)} events each), ${int(r.heartbeats)} heartbeats (each a consumer left ${HEARTBEAT_MS} ms without events).`,
@@ -426,7 +456,9 @@ const PAD = payloadText(PAD_CHARS);
 
 /** A row as measurements for `npm run bench`: W3 rows and the plain fan-out rows. */
 function measurementsOf(r: Row): Measurement[] {
-  const workload = ({ "w3-20k": "W3-20k", "w3-100k": "W3-100k", "fanout-100": "fanout-100", "fanout-1000": "fanout-1000" } as const)[r.spec.id as "w3-20k"];
+  const workload = (
+    { "w3-20k": "W3-20k", "w3-100k": "W3-100k", "fanout-100": "fanout-100", "fanout-1000": "fanout-1000", "fanout-10000": "fanout-10000" } as const
+  )[r.spec.id as "w3-20k"];
   if (!workload || !r.hist || r.spec.target !== "ticker") return [];
   const h = r.hist;
   const at = (metric: string, us: number): Measurement => ({ workload, system: "Ticker", metric, value: us / 1000, better: "lower" });
@@ -436,6 +468,9 @@ function measurementsOf(r: Row): Measurement[] {
     at("p99.9 ms", h.getValueAtPercentile(99.9)),
     at("max ms", h.maxValue),
     { workload, system: "Ticker", metric: "server CPU cores", value: r.serverCpu!, better: "lower" },
+    { workload, system: "Ticker", metric: "client CPU cores", value: r.clientCpu!, better: "lower" },
+    { workload, system: "Ticker", metric: "server RSS MiB", value: r.rssMiB!, better: "lower" },
+    { workload, system: "Ticker", metric: "server peak RSS MiB", value: r.peakMiB!, better: "lower" },
   ];
 }
 
@@ -454,16 +489,18 @@ function rowsTable(rows: Row[]): string {
       "p99.9 ms",
       "max ms",
       "server CPU (cores)",
+      "client CPU (cores)",
+      "other CPU (cores)",
       "server RSS MiB (peak)",
       "goal: p99",
     ],
-    ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
+    ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
     rows.map((r) => {
       const { label, rate, consumers, goalMs: goal } = r.spec;
       const h = r.hist;
       const p99 = h ? h.getValueAtPercentile(99) : NaN;
       const goalText = goal === undefined ? "–" : !h ? `≤ ${goal} ms` : p99 <= goal * 1000 ? `≤ ${goal} ms: met` : `≤ ${goal} ms: **missed**`;
-      if (!h) return [label, int(rate), int(consumers), `FAILED: ${cell(r.error ?? "")}`, "", "", "", "", "", "", goalText];
+      if (!h) return [label, int(rate), int(consumers), `FAILED: ${cell(r.error ?? "")}`, "", "", "", "", "", "", "", "", goalText];
       return [
         label,
         int(rate),
@@ -474,6 +511,8 @@ function rowsTable(rows: Row[]): string {
         usMs(h.getValueAtPercentile(99.9)),
         usMs(h.maxValue),
         f2(r.serverCpu!),
+        f2(r.clientCpu!),
+        f2(r.otherCpu!),
         `${r.rssMiB!.toFixed(0)} (${r.peakMiB!.toFixed(0)})`,
         goalText,
       ];
@@ -498,7 +537,7 @@ async function main(): Promise<number> {
 
   const runtimeS = (performance.now() - runStart) / 1000;
   const report = [
-    "# Consume benchmark: latest run",
+    `# ${FANOUT_ONLY ? "Fan-out" : "Consume"} benchmark: latest run`,
     "",
     "Written by `loadtest/workloads/consume.ts`; overwritten on every run.",
     "",
@@ -516,10 +555,10 @@ async function main(): Promise<number> {
     `- Latency is end to end, per event: the consumer's receive time minus the send time the producer stamped into the event (\`payload.t\`, taken right before the request carrying it is built and written). Both are \`performance.timeOrigin + performance.now()\`, read in different threads (and processes with --fanout-hosts); the offset between them is measured each row and is in the notes (µs). Every event of the window goes into an HDR histogram (µs, 3 significant digits); p50 / p99 / p99.9 / max are over all deliveries of the window (at 1,000 consumers, every event × every consumer). Warm-up ${WARMUP_MS / 1000} s at the full rate, then a ${MEASURE_MS / 1000} s window; a fresh server (\`serve --port 0\`, default config, durability "process") on a fresh temp dir per row, and the machine idle before each row (waited for; the notes say when it was not).`,
     `- Producer: its own worker thread (${PRODUCER === "thread" ? "as in this run" : "**this run: inline**, on the consumers' event loop"}); a timer every ${TICK_MS} ms (${FANOUT_BATCH_TICK_MS} ms in the row that says so) sends the events due so far (rate × elapsed − sent) as one \`POST /v1/streams/${STREAM}/events\` JSON batch (at most 1,000 events) on one of ${LANES} keep-alive raw-socket connections (\`src/client/http.ts\`) with no request outstanding; events are \`{"type":"tick","payload":{"t":<ms>,"p":"<${PAD_CHARS} chars>"}}\`. At 1,000 events/s a 1 ms tick means publishes of one or two events. The notes give each row's achieved rate, request count, stalls (ticks with every connection busy) and the publish round trip (stamp to answer): Ticker pushes a batch to its consumers before it answers its publish, so when the end-to-end figure is close to the round trip, the time went in the publish path (or in waiting for a core), not in delivery.`,
     `- "delivered" is the window's events received, summed over consumers, checked against what the producer sent in the window for every consumer (a mismatch is marked ✗ and described in the notes); every consumer also checks that seqs run on from hello's \`from\` with no gap or duplicate, warm-up included.`,
-    `- Consumers: \`ws\` clients, \`?from=latest&format=json\`, no group; each message is scanned for \`{"seq":\` and \`"payload":{"t":\` rather than JSON.parse. ${FANOUT_HOSTS === 0 ? "All of them run in the benchmark process" : `Fan-out consumers run in ${FANOUT_HOSTS} child process(es) (\`loadtest/workloads/consume-host.ts\`)`}, on the same ${cpus().length} cores as the server: **the fan-out rows load the machine fully** (see "whole machine" in the notes), so they show what one 2-core box does with server and consumers together, not the server alone. The notes give events per message (how far the server coalesced: over 1, consumers were behind and served from the log) and heartbeats inside the window (each a consumer left ${HEARTBEAT_MS} ms without events).`,
-    "- Server CPU is utime+stime of the server's pid (/proc/<pid>/stat, all threads) over the window, divided by the window's wall time: 1.00 is one core; the notes add its main thread (the uWS front, which sends every WebSocket message). Server RSS is VmRSS at the end of the window, VmHWM (peak over the process's life) in brackets.",
+    `- Consumers: \`ws\` clients, \`?from=latest&format=json\`, no group; each message is scanned for \`{"seq":\` and \`"payload":{"t":\` rather than JSON.parse. ${FANOUT_HOSTS === 0 ? "The 100 and 1,000 consumers run in the benchmark process" : `The 100 and 1,000 consumers run in ${FANOUT_HOSTS} child process(es) (\`loadtest/workloads/consume-host.ts\`)`}, the 10,000 in ${FANOUT_10K_HOSTS} child processes, all on the same ${cpus().length} cores as the server: **the fan-out rows load the machine fully** (see "whole machine" in the notes), so they show what one 2-core box does with server and consumers together, not the server alone. The notes give events per message (how far the server coalesced: over 1, consumers were behind and served from the log) and heartbeats inside the window (each a consumer left ${HEARTBEAT_MS} ms without events).`,
+    "- Server CPU is utime+stime of the server's pid (/proc/<pid>/stat, all threads) over the window, divided by the window's wall time: 1.00 is one core; the notes add its main thread (the uWS front, which sends every WebSocket message). Client CPU is the consumers' child processes over the window, or the benchmark process (consumers and producer thread) when the consumers run in it; other CPU is the machine minus the server, the benchmark process and the consumer processes: other sessions' work (with child processes the benchmark process, producer thread and coordination, is in the notes, not in either column). Server RSS is VmRSS at the end of the window, VmHWM (peak over the process's life) in brackets.",
     `- Redis rows: a private redis-server without persistence (\`--save "" --appendonly no\`; Ticker's default durability survives a crash of its process, so Redis does less per event here). The same producer thread sends pipelines of \`XADD ${STREAM} * t <ms> p <${PAD_CHARS} chars>\` on ${LANES} raw connections; one reader on its own connection loops \`XREAD BLOCK 0 STREAMS ${STREAM} <last id>\` (\`$\` the first time: re-reading from \`$\` each time would miss entries added between two reads), and its receive time is the arrival of each reply's last byte. Ids must rise and the reader must get XLEN entries.`,
-    "- Goals (from the issue): p99 ≤ 2 ms at 20,000 events/s, ≤ 10 ms at 100,000 events/s, ≤ 50 ms with 1,000 consumers. They are shown, not enforced.",
+    "- Goals (from the issue): p99 ≤ 2 ms at 20,000 events/s, ≤ 10 ms at 100,000 events/s, ≤ 50 ms with 1,000 consumers at 1,000 events/s, ≤ 250 ms with 10,000 consumers at 100 events/s. They are shown, not enforced.",
     ...(notes.length > 0 ? ["", "## Notes from this run", "", ...notes.map((n) => `- ${n}`)] : []),
     "",
   ].join("\n");
