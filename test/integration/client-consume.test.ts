@@ -124,7 +124,7 @@ describe("consuming with the client on one server", () => {
     }
     // 4 and 5, buffered when 3 was nacked, come again after it, never before it.
     expect(seen).toEqual([1, 2, 3, 3, 3, 4, 5]);
-    await expect.poll(() => checkpointOf(s.url, "jobs", "workers")).toBe(5);
+    await expect.poll(() => checkpointOf(s.url, "jobs", "workers"), { timeout: 10_000 }).toBe(5);
     const letters = await replayAll(s.url, "jobs.dlq");
     expect(letters).toHaveLength(1);
     expect(letters[0]).toMatchObject({ type: "dead_letter", payload: { stream: "jobs", seq: 3, group: "workers", reason: "boom", attempts: 3 } });
@@ -183,9 +183,10 @@ describe("consuming with the client on one server", () => {
       }
     });
     try {
-      await expect.poll(() => lines.filter((l) => l.seq !== undefined).length).toBe(100);
+      // A child node process starting and connecting can take more than the default 1 s on a loaded machine.
+      await expect.poll(() => lines.filter((l) => l.seq !== undefined).length, { timeout: 15_000 }).toBe(100);
       expect(lines[0]).toEqual({ role: "active" });
-      await expect.poll(() => checkpointOf(s.url, "work", "g")).toBe(50);
+      await expect.poll(() => checkpointOf(s.url, "work", "g"), { timeout: 10_000 }).toBe(50);
       const standby = consume({ url: s.url }, "work", { group: "g" });
       const roles: string[] = [];
       standby.on("role", (r) => roles.push(r));
@@ -256,7 +257,7 @@ describe("a subscription through faults", () => {
     const before = await pull(tail, 100);
     await pull(group, 100);
     group.ack(80); // 81..100 handed out, not acked
-    await expect.poll(() => checkpointOf(s.url, "feed", "g")).toBe(80);
+    await expect.poll(() => checkpointOf(s.url, "feed", "g"), { timeout: 10_000 }).toBe(80);
     await s.kill9(); // mid-stream: 200 more were published, some buffered or on the wire
     const again = await servers.start(dir, ["--port", String(port)]);
     expect(again.url).toBe(s.url);
