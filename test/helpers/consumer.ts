@@ -1,7 +1,7 @@
 // A WebSocket consumer for integration tests: a real `ws` client on a real
 // socket, recording every message, with waits that fail loudly on timeout.
 import WebSocket from "ws";
-import { decodeEventBatch } from "../../src/wire/client.js";
+import { batchSeqs } from "./raw-consumer.js";
 
 export interface ConsumerOptions {
   /** Acknowledge each events message's last seq as it arrives. */
@@ -51,9 +51,8 @@ export class Consumer {
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (isBinary) {
       if (this.opts.keepMessages !== false) this.binary.push(new Uint8Array(data));
-      const batch = decodeEventBatch(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      const r = Buffer.from(batch.records.buffer, batch.records.byteOffset, batch.records.byteLength);
-      for (let at = 0; at < r.length; at += r.readUInt32LE(at)) this.seqs.push(Number(r.readBigUInt64LE(at + 8)));
+      const batch = batchSeqs(data);
+      for (const q of batch.seqs) this.seqs.push(q);
       if (this.opts.autoAck && batch.count > 0) this.send({ type: "ack", seq: batch.next - 1 });
     } else {
       const m = JSON.parse(data.toString("utf8"));

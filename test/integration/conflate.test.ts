@@ -4,9 +4,8 @@
 // them it left out, the counts add up and the ranges have no gap; once caught
 // up it gets every event live. Bad values and a group are 400 at the upgrade.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import WebSocket from "ws";
 import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
-import { decodeEventBatch } from "../../src/wire/client.js";
+import { RawConsumer } from "../helpers/raw-consumer.js";
 
 const KEYS = 10;
 /** Event i's key: one of KEYS instruments, except every 7th event, which has none (always kept). */
@@ -33,46 +32,14 @@ interface Covered {
   liveMessages: number;
 }
 
-/** A raw consumer: messages in order, binary batches decoded to their seqs. */
-class Recorder {
-  readonly messages: any[] = [];
+/** A raw consumer that walks the ranges its messages cover, counting what was conflated. */
+class Recorder extends RawConsumer {
   private walk: Covered | null = null;
   private walked = 0;
   private range: { from_seq: number; to_seq: number; events: number; conflated: number } | null = null;
-  private wake: Array<() => void> = [];
-  private constructor(readonly ws: WebSocket) {
-    ws.on("message", (data: Buffer, isBinary) => {
-      if (!isBinary) this.messages.push(JSON.parse(data.toString("utf8")));
-      else {
-        const b = decodeEventBatch(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-        const r = Buffer.from(b.records.buffer, b.records.byteOffset, b.records.byteLength);
-        const seqs: number[] = [];
-        for (let at = 0; at < r.length; at += r.readUInt32LE(at)) seqs.push(Number(r.readBigUInt64LE(at + 8)));
-        this.messages.push({ type: "batch", seqs });
-      }
-      for (const w of this.wake.splice(0)) w();
-    });
-  }
 
-  static open(url: string, stream: string, query: string): Promise<Recorder> {
-    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/v1/streams/${stream}/consume?${query}`);
-    return new Promise((resolve, reject) => {
-      const r = new Recorder(ws);
-      ws.once("open", () => resolve(r));
-      ws.once("unexpected-response", (_q, res) => {
-        let body = "";
-        res.on("data", (d: Buffer) => (body += d));
-        res.on("end", () => reject(Object.assign(new Error(body), { status: res.statusCode, body: JSON.parse(body) })));
-      });
-    });
-  }
-
-  until(ok: () => boolean, what: string, ms = 30_000): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}: ${JSON.stringify(this.messages.slice(-2)).slice(0, 500)}`)), ms);
-      const check = () => (ok() ? (clearTimeout(t), resolve()) : this.wake.push(check));
-      check();
-    });
+  override until(ok: () => boolean, what: string, ms = 30_000): Promise<void> {
+    return super.until(ok, what, ms);
   }
 
   /**

@@ -5,9 +5,9 @@
 // next_seq) cover every seq exactly once, so a client can prove it missed
 // nothing. Bad filters are 400 invalid_parameter, also at the bounds.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import WebSocket from "ws";
 import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
 import { decodeEventBatch } from "../../src/wire/client.js";
+import { RawConsumer } from "../helpers/raw-consumer.js";
 import { Ticker } from "../../src/client/index.js";
 
 /** Filter bounds the server runs with here, so the tests can stand at them. */
@@ -47,52 +47,8 @@ async function replayPages(url: string, stream: string, query: string) {
 const expected = (n: number, pass: (e: ReturnType<typeof eventOf>) => boolean) =>
   Array.from({ length: n }, (_, i) => i).flatMap((i) => (pass(eventOf(i)) ? [i + 1] : []));
 
-/** A raw consumer: every message in order, binary ones decoded to their seqs. */
-class Recorder {
-  readonly messages: any[] = [];
-  private wake: Array<() => void> = [];
-  private constructor(
-    readonly ws: WebSocket,
-    autoAck: boolean,
-  ) {
-    ws.on("message", (data: Buffer, isBinary) => {
-      if (!isBinary) {
-        const m = JSON.parse(data.toString("utf8"));
-        this.messages.push(m);
-        if (autoAck && m.type === "events") ws.send(JSON.stringify({ type: "ack", seq: m.events[m.events.length - 1].seq }));
-      } else {
-        const b = decodeEventBatch(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-        const r = Buffer.from(b.records.buffer, b.records.byteOffset, b.records.byteLength);
-        const seqs: number[] = [];
-        for (let at = 0; at < r.length; at += r.readUInt32LE(at)) seqs.push(Number(r.readBigUInt64LE(at + 8)));
-        this.messages.push({ type: "batch", seqs, next: b.next });
-      }
-      for (const w of this.wake.splice(0)) w();
-    });
-  }
-
-  /** Opens the socket; listens from the start, since the first messages can come with the upgrade's answer. */
-  static open(url: string, stream: string, query: string, autoAck = false): Promise<Recorder> {
-    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/v1/streams/${stream}/consume?${query}`);
-    return new Promise((resolve, reject) => {
-      const r = new Recorder(ws, autoAck);
-      ws.once("open", () => resolve(r));
-      ws.once("unexpected-response", (_q, res) => {
-        let body = "";
-        res.on("data", (d: Buffer) => (body += d));
-        res.on("end", () => reject(Object.assign(new Error(body), { status: res.statusCode, body: JSON.parse(body) })));
-      });
-    });
-  }
-
-  until(ok: () => boolean, what: string, ms = 15_000): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}: ${JSON.stringify(this.messages.slice(-3))}`)), ms);
-      const check = () => (ok() ? (clearTimeout(t), resolve()) : this.wake.push(check));
-      check();
-    });
-  }
-
+/** A raw consumer that walks the ranges its messages cover. */
+class Recorder extends RawConsumer {
   /**
    * Walks the messages as a client proving completeness would: each covers
    * the seqs from where the last one ended, with its events inside. Returns
