@@ -178,23 +178,67 @@ function reorder(e: EventJson): EventJson {
 }
 
 /**
- * The events of `records` (frames back to back) as views, checking only
- * what keeps the walk inside the buffer: each frame's length is at least a
- * header and a minimal Event, a multiple of 8, and ends inside the records.
- * A frame that breaks this is a bad_response (the walk stops, having made
- * progress of at least 32 bytes per frame).
+ * The frames of `records` (back to back), walked once for their offsets:
+ * each frame's length is at least a header and a minimal Event, a multiple
+ * of 8, and ends inside the records. A frame that breaks this is a
+ * bad_response (the walk stops, having made progress of at least 32 bytes
+ * per frame). The events themselves are made on demand (`at`), so a page
+ * fetched ahead holds one small array of offsets, not an object per event
+ * that every young-generation collection would copy while it waits.
  */
-export function eventsOf(records: Buffer, stream: string): TickerEvent[] {
-  const out: TickerEvent[] = [];
-  const end = records.length;
-  let at = 0;
-  while (at < end) {
-    const frameBytes = at + 4 <= end ? u32(records, at) : 0;
-    if (frameBytes < 32 || (frameBytes & 7) !== 0 || at + frameBytes > end) {
-      throw new TickerError(0, "bad_response", `a record frame at byte ${at} of a page is malformed (length ${frameBytes}, ${end - at} bytes left)`);
+/** The frame offsets of the page being walked, before they are cut to size. */
+let scratch = new Uint32Array(0);
+
+export class EventPage {
+  /** Where each frame starts in `records`. */
+  private readonly offsets: Uint32Array;
+  /** Events in the page (fewer after endAt). */
+  length: number;
+
+  constructor(
+    private readonly records: Buffer,
+    readonly stream: string,
+  ) {
+    const end = records.length;
+    if (scratch.length < end >>> 5) scratch = new Uint32Array(end >>> 5); // at most one frame per 32 bytes
+    const offsets = scratch;
+    let n = 0;
+    for (let at = 0; at < end; n++) {
+      const frameBytes = at + 4 <= end ? u32(records, at) : 0;
+      if (frameBytes < 32 || (frameBytes & 7) !== 0 || at + frameBytes > end) {
+        throw new TickerError(0, "bad_response", `a record frame at byte ${at} of a page is malformed (length ${frameBytes}, ${end - at} bytes left)`);
+      }
+      offsets[n] = at;
+      at += frameBytes;
     }
-    out.push(new TickerEvent(records, at, stream));
-    at += frameBytes;
+    this.offsets = offsets.slice(0, n);
+    this.length = n;
   }
-  return out;
+
+  /** The i-th event's seq, read from its frame header without making the event. */
+  seqAt(i: number): number {
+    return readU64(this.records, this.offsets[i] + 8);
+  }
+
+  /** Drops the events after `seq` (seqs rise through a page). */
+  endAt(seq: number): this {
+    while (this.length > 0 && this.seqAt(this.length - 1) > seq) this.length--;
+    return this;
+  }
+
+  at(i: number): TickerEvent {
+    return new TickerEvent(this.records, this.offsets[i], this.stream);
+  }
+
+  /** The events from `from` (an index) to the end, as an array. */
+  list(from = 0): TickerEvent[] {
+    const out = new Array<TickerEvent>(Math.max(0, this.length - from));
+    for (let i = from; i < this.length; i++) out[i - from] = this.at(i);
+    return out;
+  }
+}
+
+/** The events of `records` as views (an EventPage made whole). */
+export function eventsOf(records: Buffer, stream: string): TickerEvent[] {
+  return new EventPage(records, stream).list();
 }

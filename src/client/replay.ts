@@ -8,7 +8,7 @@
 // and a page's `next` passes over the others.
 import { decodeEventBatch } from "../wire/client.js";
 import { errorFromAnswer, TickerError } from "./errors.js";
-import { eventsOf, type TickerEvent } from "./event.js";
+import { EventPage, type TickerEvent } from "./event.js";
 import type { Transport } from "./transport.js";
 
 export interface ReplayOptions {
@@ -44,7 +44,7 @@ interface Page {
   stream: string;
   head: number;
   next: number;
-  events: TickerEvent[];
+  events: EventPage;
 }
 
 interface Ask {
@@ -78,7 +78,7 @@ export class Replay implements AsyncIterable<TickerEvent> {
   [Symbol.asyncIterator](): AsyncIterator<TickerEvent> {
     if (this.started) throw new TickerError(0, "invalid_parameter", "a replay is iterated once; start another for a second pass");
     this.started = true;
-    let events: TickerEvent[] = [];
+    let events: EventPage | null = null;
     let i = 0;
     const more = this.pages();
     const done: IteratorResult<TickerEvent> = { done: true, value: undefined };
@@ -88,11 +88,12 @@ export class Replay implements AsyncIterable<TickerEvent> {
         if (r.done || this.closed) return done;
         events = r.value;
         i = 0;
-        if (events.length > 0) return { done: false, value: events[i++] };
+        if (events.length > 0) return { done: false, value: events.at(i++) };
       }
     };
     return {
-      next: () => (this.closed ? Promise.resolve(done) : i < events.length ? Promise.resolve({ done: false, value: events[i++] }) : refill()),
+      next: () =>
+        this.closed ? Promise.resolve(done) : events !== null && i < events.length ? Promise.resolve({ done: false, value: events.at(i++) }) : refill(),
       return: async () => {
         this.closed = true;
         await more.return(undefined);
@@ -109,11 +110,18 @@ export class Replay implements AsyncIterable<TickerEvent> {
   batches(): AsyncIterable<TickerEvent[]> {
     if (this.started) throw new TickerError(0, "invalid_parameter", "a replay is iterated once; start another for a second pass");
     this.started = true;
-    return { [Symbol.asyncIterator]: () => this.pages() };
+    const pages = this.pages();
+    const list = (r: IteratorResult<EventPage>): IteratorResult<TickerEvent[]> => (r.done ? r : { done: false, value: r.value.list() });
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: () => pages.next().then(list),
+        return: () => pages.return(undefined).then(list),
+      }),
+    };
   }
 
   /** The pages' events in order, from the first page to `to` or the head it showed. */
-  private async *pages(): AsyncGenerator<TickerEvent[]> {
+  private async *pages(): AsyncGenerator<EventPage> {
     const maxRate = this.o.maxRate;
     // Parallel pages would each be held for their own share: with a rate, one at a time.
     const limit = maxRate === undefined ? (this.o.pageEvents ?? 10_000) : Math.min(this.o.pageEvents ?? 10_000, maxRate);
@@ -122,7 +130,7 @@ export class Replay implements AsyncIterable<TickerEvent> {
     const first = await this.page(this.o.to === undefined ? start : `${start}&to=${this.o.to}`, limit);
     // Up to `to`, but never past the head the first page saw: a replay does not wait for events.
     const end = Math.min(this.o.to ?? first.head, first.head);
-    const head = first.events.filter((e) => e.seq <= end);
+    const head = first.events.endAt(end);
     if (head.length > 0) yield head;
     const asks: Ask[] = [];
     let asked = first.next; // the first seq not yet asked for
@@ -165,6 +173,6 @@ export class Replay implements AsyncIterable<TickerEvent> {
     }
     const records = Buffer.from(batch.records.buffer, batch.records.byteOffset, batch.records.byteLength);
     const stream = batch.stream ?? this.stream;
-    return { stream, head: batch.head_seq, next: batch.next, events: eventsOf(records, stream) };
+    return { stream, head: batch.head_seq, next: batch.next, events: new EventPage(records, stream) };
   }
 }
