@@ -14,7 +14,6 @@ const EMPTY = Buffer.alloc(0);
 const PAYLOAD_SLOT = 4 + 2 * 7;
 
 const UNREAD = Symbol("unread");
-const UNLOCATED = -2;
 /** The vtable slot of Event.payload_encoding (field 6). */
 const ENCODING_SLOT = 4 + 2 * 6;
 
@@ -35,13 +34,25 @@ export interface EventJson {
   payload_base64?: string;
 }
 
+/**
+ * Where locate() found the payload: module state rather than a result
+ * object or fields of every event, since an event is made per delivery and
+ * a throughput handler reads only its seq and payload once (JS runs one
+ * locate() at a time).
+ */
+let foundAt = -1;
+let foundLen = 0;
+let foundEncoding = PAYLOAD_NONE;
+
+/** What an event keeps once more than its seq and payload is read. */
+interface EventCache {
+  fields: EventFields | null;
+  parsed: unknown;
+}
+
 export class TickerEvent {
-  private fields: EventFields | null = null;
-  private parsed: unknown = UNREAD;
-  /** The payload's place in `buf` (-1: none), found on first access. */
-  private payloadAt = UNLOCATED;
-  private payloadLen = 0;
-  private encoding = PAYLOAD_NONE;
+  /** Made on the first read of a field or of the parsed payload (four fields an event, not eight: less to collect). */
+  private cache: EventCache | null = null;
 
   constructor(
     /** The page (or batch) the frame lies in. */
@@ -90,33 +101,33 @@ export class TickerEvent {
   }
 
   get payload_encoding(): PayloadEncoding {
-    if (this.payloadAt === UNLOCATED) this.locatePayload();
-    return this.payloadAt < 0 ? "none" : this.encoding === PAYLOAD_JSON ? "json" : this.encoding === PAYLOAD_BINARY ? "binary" : "none";
+    this.locate();
+    return foundAt < 0 ? "none" : foundEncoding === PAYLOAD_JSON ? "json" : foundEncoding === PAYLOAD_BINARY ? "binary" : "none";
   }
 
   /** The stored payload bytes (JSON text for a JSON payload), a view into the page; empty when there is none. */
   get payload_bytes(): Buffer {
-    if (this.payloadAt === UNLOCATED) this.locatePayload();
-    return this.payloadAt < 0 ? EMPTY : this.buf.subarray(this.payloadAt, this.payloadAt + this.payloadLen);
+    this.locate();
+    return foundAt < 0 ? EMPTY : this.buf.subarray(foundAt, foundAt + foundLen);
   }
 
   /** A JSON payload's value, parsed on first access; undefined for a binary payload or none. */
   get payload(): unknown {
-    if (this.parsed === UNREAD) {
-      if (this.payloadAt === UNLOCATED) this.locatePayload();
-      const json = this.payloadAt >= 0 && this.encoding === PAYLOAD_JSON;
-      this.parsed = json ? JSON.parse(this.buf.toString("utf8", this.payloadAt, this.payloadAt + this.payloadLen)) : undefined;
+    const c = this.cached();
+    if (c.parsed === UNREAD) {
+      this.locate();
+      c.parsed = foundAt >= 0 && foundEncoding === PAYLOAD_JSON ? JSON.parse(this.buf.toString("utf8", foundAt, foundAt + foundLen)) : undefined;
     }
-    return this.parsed;
+    return c.parsed;
   }
 
   /**
    * Finds the payload and its encoding straight from the vtable, without
    * reading the other fields: what a throughput handler reads per event.
    * Every load is bounded by the frame; a malformed one goes to read(),
-   * which throws.
+   * which throws. Sets foundAt (-1: no payload), foundLen, foundEncoding.
    */
-  private locatePayload(): void {
+  private locate(): void {
     const b = this.buf;
     const base = this.at + FRAME_HEADER_BYTES;
     const end = this.at + u32(b, this.at);
@@ -129,22 +140,22 @@ export class TickerEvent {
     const off = slot(PAYLOAD_SLOT);
     const encOff = slot(ENCODING_SLOT);
     if (off === 0) {
-      this.payloadAt = -1;
+      foundAt = -1;
       return;
     }
     const s = table + off + 4 <= end ? table + off + u32(b, table + off) : -1;
     const len = s >= base && s + 4 <= end ? u32(b, s) : -1;
     if (len < 0 || s + 4 + len > end || (encOff !== 0 && table + encOff >= end)) return this.readPayload();
-    this.payloadAt = s + 4;
-    this.payloadLen = len;
-    this.encoding = encOff === 0 ? PAYLOAD_NONE : b[table + encOff];
+    foundAt = s + 4;
+    foundLen = len;
+    foundEncoding = encOff === 0 ? PAYLOAD_NONE : b[table + encOff];
   }
 
   private readPayload(): void {
     const f = this.read();
-    this.payloadAt = f.payloadAt;
-    this.payloadLen = f.payloadLen;
-    this.encoding = f.encoding;
+    foundAt = f.payloadAt;
+    foundLen = f.payloadLen;
+    foundEncoding = f.encoding;
   }
 
   /** The API's JSON form (what a JSON replay page shows for this event). */
@@ -160,12 +171,18 @@ export class TickerEvent {
     return reorder(out);
   }
 
+  private cached(): EventCache {
+    this.cache ??= { fields: null, parsed: UNREAD };
+    return this.cache;
+  }
+
   private read(): EventFields {
-    if (this.fields === null) {
+    const c = this.cached();
+    if (c.fields === null) {
       const frameBytes = u32(this.buf, this.at);
-      this.fields = new EventFields().read(this.buf, this.at + FRAME_HEADER_BYTES, this.at + frameBytes);
+      c.fields = new EventFields().read(this.buf, this.at + FRAME_HEADER_BYTES, this.at + frameBytes);
     }
-    return this.fields;
+    return c.fields;
   }
 }
 
@@ -178,67 +195,65 @@ function reorder(e: EventJson): EventJson {
 }
 
 /**
- * The frames of `records` (back to back), walked once for their offsets:
- * each frame's length is at least a header and a minimal Event, a multiple
- * of 8, and ends inside the records. A frame that breaks this is a
- * bad_response (the walk stops, having made progress of at least 32 bytes
- * per frame). The events themselves are made on demand (`at`), so a page
- * fetched ahead holds one small array of offsets, not an object per event
- * that every young-generation collection would copy while it waits.
+ * The frames of `records` (back to back) as events, made one at a time as
+ * they are taken: a page fetched ahead holds no object per event for every
+ * young-generation collection to copy while it waits, and each frame is
+ * touched once, when its event is handed out. Each frame is checked for what
+ * keeps the walk inside the buffer: its length is at least a header and a
+ * minimal Event, a multiple of 8, and ends inside the records. A frame that
+ * breaks this is a bad_response (the walk stops there, having made progress
+ * of at least 32 bytes a frame; the events before it were good).
  */
-/** The frame offsets of the page being walked, before they are cut to size. */
-let scratch = new Uint32Array(0);
-
 export class EventPage {
-  /** Where each frame starts in `records`. */
-  private readonly offsets: Uint32Array;
-  /** Events in the page (fewer after endAt). */
-  length: number;
+  /** Where the next frame starts. */
+  private pos = 0;
+  /** Events past this seq are not handed out (seqs rise through a page). */
+  private last = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly records: Buffer,
     readonly stream: string,
-  ) {
-    const end = records.length;
-    if (scratch.length < end >>> 5) scratch = new Uint32Array(end >>> 5); // at most one frame per 32 bytes
-    const offsets = scratch;
-    let n = 0;
-    for (let at = 0; at < end; n++) {
-      const frameBytes = at + 4 <= end ? u32(records, at) : 0;
-      if (frameBytes < 32 || (frameBytes & 7) !== 0 || at + frameBytes > end) {
-        throw new TickerError(0, "bad_response", `a record frame at byte ${at} of a page is malformed (length ${frameBytes}, ${end - at} bytes left)`);
-      }
-      offsets[n] = at;
-      at += frameBytes;
-    }
-    this.offsets = offsets.slice(0, n);
-    this.length = n;
+  ) {}
+
+  /** Whether the page holds no frame at all. */
+  get empty(): boolean {
+    return this.records.length === 0;
   }
 
-  /** The i-th event's seq, read from its frame header without making the event. */
-  seqAt(i: number): number {
-    return readU64(this.records, this.offsets[i] + 8);
-  }
-
-  /** Drops the events after `seq` (seqs rise through a page). */
+  /** Ends the page after the event with this seq. */
   endAt(seq: number): this {
-    while (this.length > 0 && this.seqAt(this.length - 1) > seq) this.length--;
+    this.last = seq;
     return this;
   }
 
-  at(i: number): TickerEvent {
-    return new TickerEvent(this.records, this.offsets[i], this.stream);
+  /** The next event, or null at the page's end. */
+  take(): TickerEvent | null {
+    const b = this.records;
+    const at = this.pos;
+    const end = b.length;
+    if (at >= end) return null;
+    const frameBytes = at + 4 <= end ? u32(b, at) : 0;
+    if (frameBytes < 32 || (frameBytes & 7) !== 0 || at + frameBytes > end) {
+      this.pos = end;
+      throw new TickerError(0, "bad_response", `a record frame at byte ${at} of a page is malformed (length ${frameBytes}, ${end - at} bytes left)`);
+    }
+    if (readU64(b, at + 8) > this.last) {
+      this.pos = end;
+      return null;
+    }
+    this.pos = at + frameBytes;
+    return new TickerEvent(b, at, this.stream);
   }
 
-  /** The events from `from` (an index) to the end, as an array. */
-  list(from = 0): TickerEvent[] {
-    const out = new Array<TickerEvent>(Math.max(0, this.length - from));
-    for (let i = from; i < this.length; i++) out[i - from] = this.at(i);
+  /** The events not taken yet, as an array. */
+  list(): TickerEvent[] {
+    const out: TickerEvent[] = [];
+    for (let e = this.take(); e !== null; e = this.take()) out.push(e);
     return out;
   }
 }
 
-/** The events of `records` as views (an EventPage made whole). */
+/** The events of `records` as views, all checked before any is handed out. */
 export function eventsOf(records: Buffer, stream: string): TickerEvent[] {
   return new EventPage(records, stream).list();
 }

@@ -79,7 +79,6 @@ export class Replay implements AsyncIterable<TickerEvent> {
     if (this.started) throw new TickerError(0, "invalid_parameter", "a replay is iterated once; start another for a second pass");
     this.started = true;
     let events: EventPage | null = null;
-    let i = 0;
     const more = this.pages();
     const done: IteratorResult<TickerEvent> = { done: true, value: undefined };
     const refill = async (): Promise<IteratorResult<TickerEvent>> => {
@@ -87,13 +86,17 @@ export class Replay implements AsyncIterable<TickerEvent> {
         const r = await more.next();
         if (r.done || this.closed) return done;
         events = r.value;
-        i = 0;
-        if (events.length > 0) return { done: false, value: events.at(i++) };
+        const e = events.take();
+        if (e !== null) return { done: false, value: e };
       }
     };
+    const next = (): Promise<IteratorResult<TickerEvent>> => {
+      if (this.closed) return Promise.resolve(done);
+      const e = events === null ? null : events.take();
+      return e === null ? refill() : Promise.resolve({ done: false, value: e });
+    };
     return {
-      next: () =>
-        this.closed ? Promise.resolve(done) : events !== null && i < events.length ? Promise.resolve({ done: false, value: events.at(i++) }) : refill(),
+      next,
       return: async () => {
         this.closed = true;
         await more.return(undefined);
@@ -111,13 +114,19 @@ export class Replay implements AsyncIterable<TickerEvent> {
     if (this.started) throw new TickerError(0, "invalid_parameter", "a replay is iterated once; start another for a second pass");
     this.started = true;
     const pages = this.pages();
-    const list = (r: IteratorResult<EventPage>): IteratorResult<TickerEvent[]> => (r.done ? r : { done: false, value: r.value.list() });
-    return {
-      [Symbol.asyncIterator]: () => ({
-        next: () => pages.next().then(list),
-        return: () => pages.return(undefined).then(list),
-      }),
+    const next = async (): Promise<IteratorResult<TickerEvent[]>> => {
+      for (;;) {
+        const r = await pages.next();
+        if (r.done) return r;
+        const events = r.value.list();
+        if (events.length > 0) return { done: false, value: events };
+      }
     };
+    const done = async (): Promise<IteratorResult<TickerEvent[]>> => {
+      await pages.return(undefined);
+      return { done: true, value: undefined };
+    };
+    return { [Symbol.asyncIterator]: () => ({ next, return: done }) };
   }
 
   /** The pages' events in order, from the first page to `to` or the head it showed. */
@@ -130,8 +139,7 @@ export class Replay implements AsyncIterable<TickerEvent> {
     const first = await this.page(this.o.to === undefined ? start : `${start}&to=${this.o.to}`, limit);
     // Up to `to`, but never past the head the first page saw: a replay does not wait for events.
     const end = Math.min(this.o.to ?? first.head, first.head);
-    const head = first.events.endAt(end);
-    if (head.length > 0) yield head;
+    if (!first.events.empty) yield first.events.endAt(end);
     const asks: Ask[] = [];
     let asked = first.next; // the first seq not yet asked for
     const ask = (from: number, to: number): Ask => {
@@ -155,7 +163,7 @@ export class Replay implements AsyncIterable<TickerEvent> {
         asks.unshift(ask(page.next, a.to));
       }
       fill();
-      if (page.events.length > 0) yield page.events;
+      if (!page.events.empty) yield page.events;
     }
   }
 
