@@ -134,6 +134,11 @@ export const configSchema = z
     consumer_buffer_bytes_max: int(4096, 1024 * MiB)
       .default(1 * MiB)
       .describe("bytes queued on a consumer's socket before it is served from the log instead"),
+    consumer_coalesce_ms_max: int(0, 1000)
+      .default(20)
+      .describe(
+        "longest pause between two live writes to a stream's caught-up consumers: the pause is as long as the last round of writes took, up to this; events coming meanwhile go out together",
+      ),
     consumer_heartbeat_interval_ms: int(50, 10_000).default(500).describe("a heartbeat goes out after this long without a message"),
     consumer_takeover_ms: int(500, 600_000)
       .default(3000)

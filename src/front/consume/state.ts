@@ -99,6 +99,8 @@ export class Feed {
   pending: LiveBatch[] = [];
   pendingBytes = 0;
   flushQueued = false;
+  /** A round of live writes is under way, in slices (see Delivery.flushLive); the next one waits for it. */
+  writing = false;
   /** preciseMs() before which the next flush waits (see Delivery.flushLive). */
   nextFlushAt = 0;
 

@@ -1,0 +1,107 @@
+// Rounds of live writes (src/front/consume/delivery.ts): a round to many
+// caught-up consumers goes in slices with the event loop served between them,
+// what comes during a round goes out after it (or from the log once it is
+// more than one message), and the pause between rounds adapts to how long
+// the last one took, up to consumer_coalesce_ms_max. Socket writes take
+// FakeClock.sendCostMs each, so a round's length is known.
+import { describe, it, expect } from "vitest";
+import { configSchema } from "../../src/config.js";
+import { range, world, type FakeSocket } from "../helpers/consume-world.js";
+
+/** `n` consumers of `stream` from its head, caught up. */
+function consumers(w: ReturnType<typeof world>, stream: string, n: number): FakeSocket[] {
+  return Array.from({ length: n }, () => w.connect(stream, "from=latest"));
+}
+
+/** Hands the hub the next push or answer of the shard, then runs the first thing it scheduled for the turn's end. */
+function pushThenOneTurn(w: ReturnType<typeof world>): void {
+  w.shards.out.shift()!();
+  w.clock.immediates.shift()!();
+}
+
+describe("consume hub: rounds of live writes", () => {
+  it("a round to many consumers goes in slices; what is published meanwhile reaches every consumer once, in order, after it", () => {
+    const w = world();
+    w.shards.create("q", 0);
+    const socks = consumers(w, "q", 200);
+    const reads = w.shards.pageReads;
+    // 0.1 ms a write: a round to 200 consumers takes 20 ms, five slices of ~4 ms.
+    w.clock.sendCostMs = 0.1;
+    w.shards.append("q", 2);
+    pushThenOneTurn(w);
+    const reached = socks.filter((s) => s.seqs().length > 0).length;
+    expect(reached).toBeGreaterThan(0);
+    expect(reached).toBeLessThan(200);
+
+    w.shards.append("q", 3);
+    w.settle();
+    w.advance(25); // the pause after a 20 ms round
+    for (const s of socks) expect(s.seqs()).toEqual(range(1, 5));
+    // Everyone stayed live: the second batch went out as one more message, not from the log.
+    expect(w.shards.pageReads).toBe(reads);
+  });
+
+  it("more than one message's worth published during a round goes to the consumers it had not reached from the log: no gap, no duplicate", () => {
+    // liveMessageBytesMax is 2 x consume_page_bytes_max: 8 KiB here, ~110 rendered events.
+    const w = world({ consume_page_bytes_max: 4096 });
+    w.shards.create("q", 0);
+    const socks = consumers(w, "q", 200);
+    const reads = w.shards.pageReads;
+    w.clock.sendCostMs = 0.1;
+    w.shards.append("q", 2);
+    pushThenOneTurn(w);
+    for (let i = 0; i < 3; i++) w.shards.append("q", 60);
+    w.settle();
+    w.advance(100);
+    for (const s of socks) expect(s.seqs()).toEqual(range(1, 182));
+    expect(w.shards.pageReads).toBeGreaterThan(reads);
+  });
+
+  it("the pause after a round is as long as the round took, at most consumer_coalesce_ms_max", () => {
+    const w = world({ consumer_coalesce_ms_max: 5 });
+    w.shards.create("q", 0);
+    const socks = consumers(w, "q", 10);
+    w.clock.sendCostMs = 1; // a round of 10 ms
+    w.shards.append("q", 1);
+    w.settle();
+    expect(socks[9].seqs()).toEqual([1]);
+    w.shards.append("q", 1);
+    w.settle();
+    w.advance(4);
+    expect(socks[0].seqs()).toEqual([1]);
+    w.advance(1);
+    for (const s of socks) expect(s.seqs()).toEqual([1, 2]);
+
+    // A round shorter than the bound: the pause is the round's length.
+    const v = world({ consumer_coalesce_ms_max: 1000 });
+    v.shards.create("q", 0);
+    const few = consumers(v, "q", 3);
+    v.clock.sendCostMs = 1; // a round of 3 ms
+    v.shards.append("q", 1);
+    v.settle();
+    v.shards.append("q", 1);
+    v.settle();
+    v.advance(2);
+    expect(few[0].seqs()).toEqual([1]);
+    v.advance(1);
+    for (const s of few) expect(s.seqs()).toEqual([1, 2]);
+  });
+
+  it("with consumer_coalesce_ms_max 0 the next round starts as soon as the last ends", () => {
+    const w = world({ consumer_coalesce_ms_max: 0 });
+    w.shards.create("q", 0);
+    const socks = consumers(w, "q", 10);
+    w.clock.sendCostMs = 1;
+    w.shards.append("q", 1);
+    w.settle();
+    w.shards.append("q", 1);
+    w.settle();
+    for (const s of socks) expect(s.seqs()).toEqual([1, 2]);
+  });
+
+  it("consumer_coalesce_ms_max takes 0 to 1000 ms", () => {
+    expect(configSchema.parse({ consumer_coalesce_ms_max: 1000 }).consumer_coalesce_ms_max).toBe(1000);
+    expect(() => configSchema.parse({ consumer_coalesce_ms_max: 1001 })).toThrow();
+    expect(() => configSchema.parse({ consumer_coalesce_ms_max: -1 })).toThrow();
+  });
+});
