@@ -249,8 +249,7 @@ export class Delivery extends HubPart {
 
   /** Tells the shard which live formats the feed needs; false if the shard is too busy to hear it. */
   updateWatch(f: Feed): boolean {
-    let mask = 0;
-    for (const s of f.sessions) mask |= s.params.binary ? WATCH_BINARY : WATCH_JSON;
+    const mask = (f.binarySessions > 0 ? WATCH_BINARY : 0) | (f.jsonSessions > 0 ? WATCH_JSON : 0);
     if (mask === f.mask) return true;
     if (!this.shards.setWatch(f.stream, "consume", mask)) {
       // A stale wider mask only costs rendering; one lacking a wanted format would starve consumers.

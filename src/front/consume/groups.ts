@@ -83,7 +83,7 @@ export class Groups extends HubPart {
     }
     const s = new Session(ws, feed, group, params, start.from, this.clock.nowMs());
     ws.getUserData().session = s;
-    feed.sessions.add(s);
+    feed.add(s);
     // The shard must render live batches in this format before this
     // consumer's first page read: both go through the same ring, in order.
     if (!this.hub.delivery.updateWatch(feed))
@@ -131,7 +131,7 @@ export class Groups extends HubPart {
     s.closed = true;
     this.connections--;
     const f = s.feed;
-    f.sessions.delete(s);
+    f.remove(s);
     const g = s.group;
     if (g) {
       if (g.active === s) {

@@ -91,7 +91,11 @@ export class Group {
 
 /** Everything the front knows about one consumed stream. */
 export class Feed {
+  /** Its consumers; add() and remove() keep the counts by format. */
   readonly sessions = new Set<Session>();
+  /** Sessions that take binary frames, and JSON ones: the formats the shard must render (no walk over 10,000 sessions at each connect). */
+  binarySessions = 0;
+  jsonSessions = 0;
   readonly groups = new Map<string, Group>();
   /** WATCH_* formats the shard renders live batches in. */
   mask = 0;
@@ -110,4 +114,16 @@ export class Feed {
     public head: number,
     public first: number,
   ) {}
+
+  add(s: Session): void {
+    this.sessions.add(s);
+    if (s.params.binary) this.binarySessions++;
+    else this.jsonSessions++;
+  }
+
+  remove(s: Session): void {
+    if (!this.sessions.delete(s)) return;
+    if (s.params.binary) this.binarySessions--;
+    else this.jsonSessions--;
+  }
 }
