@@ -1,6 +1,6 @@
 // Machine limits: what this machine allows at best (memory copy, sequential
 // disk write, append + fdatasync, loopback TCP), measured by a small C program
-// (native-bench/limits.c) so that a benchmark report can set Ticker's figures
+// (native-bench/limits.c and limits-sockets.c) so that a benchmark report can set Ticker's figures
 // against the hardware's. See native-bench/README.md for what each figure is.
 //
 //   npm run bench:limits        # build, compile, measure: ~5 s of measuring
@@ -23,7 +23,7 @@ import { guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 
 const run = promisify(execFile);
 
-const SOURCE = join(REPO_ROOT, "native-bench", "limits.c");
+const SOURCES = ["limits.c", "limits-sockets.c"].map((f) => join(REPO_ROOT, "native-bench", f));
 const CC_ARGS = ["-O2", "-std=c11", "-pthread", "-Wall", "-Wextra"];
 // The program bounds itself (a 20 s watchdog); these only catch a wedged child.
 const COMPILE_TIMEOUT_MS = 60_000;
@@ -109,9 +109,9 @@ async function measureWithDetail(): Promise<LimitsRun> {
     const data = join(dir, "data");
     mkdirSync(data);
     try {
-      await run("cc", [...CC_ARGS, "-o", bin, SOURCE], { timeout: COMPILE_TIMEOUT_MS });
+      await run("cc", [...CC_ARGS, "-o", bin, ...SOURCES], { timeout: COMPILE_TIMEOUT_MS });
     } catch (err) {
-      throw failure("compiling native-bench/limits.c failed", err);
+      throw failure("compiling native-bench/limits.c and limits-sockets.c failed", err);
     }
     const t0 = performance.now();
     let out: { stdout: string; stderr: string };
