@@ -9,7 +9,7 @@
 //   ./limits [dir]     # dir: where the disk phases write (default "."),
 //                      # so it must be on the file system being judged
 //
-// Usually run through `npm run bench:limits` (loadtest/limits.ts). Every phase
+// Usually run through `npm run bench:limits` (loadtest/workloads/limits.ts). Every phase
 // is bounded in time and the whole program in well under 10 s on our machines;
 // a watchdog ends it after WATCHDOG_S whatever happens. Any failed call prints
 // what failed to stderr, removes the scratch files and exits 1.
@@ -286,6 +286,7 @@ int main(int argc, char **argv) {
   // sends the device work that would land in the next phase's fdatasyncs.
   double memcpy_gib_s = measure_memcpy_gib_s();
   double tcp_gbit_s = measure_tcp_gbit_s();
+  struct socket_writes writes = measure_socket_writes();
   struct sync_result sync = measure_fdatasync(sync_fd);
   double seq_mib_s = measure_seq_write_mib_s(seq_fd);
   if (unlink(sync_path) != 0) die("cleanup", "unlink(fdatasync scratch file)");
@@ -296,8 +297,9 @@ int main(int argc, char **argv) {
   fprintf(stderr, "limits: all phases in %.1f s\n", now_s() - t0);
 
   printf("{\"memcpy_gib_s\":%.2f,\"seq_write_mib_s\":%.1f,\"fdatasync_per_s\":%.1f,"
-         "\"fdatasync_p50_ms\":%.3f,\"fdatasync_p99_ms\":%.3f,\"tcp_loopback_gbit_s\":%.2f}\n",
-         memcpy_gib_s, seq_mib_s, sync.per_s, sync.p50_ms, sync.p99_ms, tcp_gbit_s);
+         "\"fdatasync_p50_ms\":%.3f,\"fdatasync_p99_ms\":%.3f,\"tcp_loopback_gbit_s\":%.2f,"
+         "\"socket_writes_per_s\":%.0f,\"socket_write_us\":%.3f}\n",
+         memcpy_gib_s, seq_mib_s, sync.per_s, sync.p50_ms, sync.p99_ms, tcp_gbit_s, writes.per_s, writes.us);
   if (fflush(stdout) != 0 || ferror(stdout)) die("output", "writing the JSON to stdout");
   return 0;
 }

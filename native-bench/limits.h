@@ -19,4 +19,10 @@ void fill_pattern(unsigned char *buf, size_t bytes);
 // limits-sockets.c
 double measure_tcp_gbit_s(void);
 
+struct socket_writes {
+  double per_s; // small writes completed per second by one sender thread
+  double us;    // and what each took it
+};
+struct socket_writes measure_socket_writes(void);
+
 #endif

@@ -1,9 +1,10 @@
 // Machine limits: what this machine allows at best (memory copy, sequential
-// disk write, append + fdatasync, loopback TCP), measured by a small C program
-// (native-bench/limits.c and limits-sockets.c) so that a benchmark report can set Ticker's figures
-// against the hardware's. See native-bench/README.md for what each figure is.
+// disk write, append + fdatasync, loopback TCP in bytes and in small writes
+// over many sockets), measured by a small C program (native-bench/limits.c and
+// limits-sockets.c) so that a benchmark report can set Ticker's figures against
+// the hardware's. See native-bench/README.md for what each figure is.
 //
-//   npm run bench:limits        # build, compile, measure: ~5 s of measuring
+//   npm run bench:limits        # build, compile, measure: ~6 s of measuring
 //
 // The program is compiled with the system's `cc` into a fresh temp dir and
 // measures disk on a directory in os.tmpdir(), the file system the other
@@ -39,6 +40,8 @@ const limitsSchema = z
     fdatasync_p50_ms: z.number().finite().positive(),
     fdatasync_p99_ms: z.number().finite().positive(),
     tcp_loopback_gbit_s: z.number().finite().positive(),
+    socket_writes_per_s: z.number().finite().positive(),
+    socket_write_us: z.number().finite().positive(),
   })
   .strict()
   .refine((l) => l.fdatasync_p50_ms <= l.fdatasync_p99_ms, "fdatasync p50 is above p99");
@@ -132,7 +135,7 @@ async function measureWithDetail(): Promise<LimitsRun> {
   }
 }
 
-/** Measures this machine's limits (~5 s; compiles native-bench/limits.c with `cc`, installing gcc if root and missing). */
+/** Measures this machine's limits (~6 s; compiles native-bench/limits.c with `cc`, installing gcc if root and missing). */
 export async function measureLimits(): Promise<MachineLimits> {
   return (await measureWithDetail()).limits;
 }
@@ -149,6 +152,12 @@ export function limitsTable(l: MachineLimits): string {
       ["append + fdatasync p50", `${l.fdatasync_p50_ms.toFixed(3)} ms`, ""],
       ["append + fdatasync p99", `${l.fdatasync_p99_ms.toFixed(3)} ms`, ""],
       ["loopback TCP", `${l.tcp_loopback_gbit_s.toFixed(2)} Gbit/s`, "1 GiB over 127.0.0.1 in 256 KiB writes"],
+      [
+        "small socket writes",
+        `${l.socket_writes_per_s.toFixed(0)} /s`,
+        "one thread, 200 B to each of 1,000 loopback sockets in turn (TCP_NODELAY, non-blocking), 1.5 s",
+      ],
+      ["small socket write", `${l.socket_write_us.toFixed(3)} µs`, ""],
     ],
   );
 }
