@@ -35,7 +35,8 @@
 // events message (one event, its frame headers) is about 200 bytes.
 #define FANOUT_SOCKETS 1000
 #define FANOUT_MESSAGE_BYTES 200
-#define FANOUT_DURATION_S 1.5
+#define FANOUT_PASSES 3
+#define FANOUT_PASS_S 0.5
 // The sockets' fds, the listener, the epoll fd, stdio and a few to spare.
 #define FANOUT_FDS_MAX (2 * FANOUT_SOCKETS + 16)
 // The receiver reads whatever is queued on a socket in one recv; 64 KiB is
@@ -272,38 +273,47 @@ struct socket_writes measure_socket_writes(void) {
   unsigned char msg[FANOUT_MESSAGE_BYTES];
   fill_pattern(msg, sizeof msg);
   uint64_t writes = 0, full = 0, sent = 0;
-  double t0 = now_s(), elapsed;
-  // Non-blocking, round robin, as a server's event loop writes: a socket whose
-  // buffer is full (EAGAIN) is skipped this round, where a server would queue
-  // the message and wait for the socket to be writable; the rest of a partial
-  // write goes first on the socket's next turn, so its stream stays whole
-  // messages. Only a message written to its end counts as a write.
-  do {
-    for (int i = 0; i < FANOUT_SOCKETS; i++) {
-      size_t left = unsent[i] > 0 ? unsent[i] : FANOUT_MESSAGE_BYTES;
-      ssize_t n;
-      // MSG_NOSIGNAL: a receiver that died is an error message, not a silent SIGPIPE.
-      do n = send(server[i], msg + (FANOUT_MESSAGE_BYTES - left), left, MSG_NOSIGNAL);
-      while (n < 0 && errno == EINTR);
-      if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) die(phase, "send");
-        full++;
-        continue;
+  double best_per_s = 0.0;
+  // Best of N short passes, as for memcpy: another tenant or another benchmark
+  // on these cores only ever slows a pass down.
+  for (int pass = 0; pass < FANOUT_PASSES; pass++) {
+    uint64_t pass_writes = 0;
+    double t0 = now_s(), elapsed;
+    // Non-blocking, round robin, as a server's event loop writes: a socket
+    // whose buffer is full (EAGAIN) is skipped this round, where a server would
+    // queue the message and wait for the socket to be writable; the rest of a
+    // partial write goes first on the socket's next turn, so its stream stays
+    // whole messages. Only a message written to its end counts as a write.
+    do {
+      for (int i = 0; i < FANOUT_SOCKETS; i++) {
+        size_t left = unsent[i] > 0 ? unsent[i] : FANOUT_MESSAGE_BYTES;
+        ssize_t n;
+        // MSG_NOSIGNAL: a receiver that died is an error message, not a silent SIGPIPE.
+        do n = send(server[i], msg + (FANOUT_MESSAGE_BYTES - left), left, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+          if (errno != EAGAIN && errno != EWOULDBLOCK) die(phase, "send");
+          full++;
+          continue;
+        }
+        sent += (uint64_t)n;
+        unsent[i] = left - (size_t)n;
+        if (unsent[i] == 0) pass_writes++;
       }
-      sent += (uint64_t)n;
-      unsent[i] = left - (size_t)n;
-      if (unsent[i] == 0) writes++;
-    }
-    // The clock once a round, not once a write: a round is a few ms.
-    elapsed = now_s() - t0;
-  } while (elapsed < FANOUT_DURATION_S);
+      // The clock once a round, not once a write: a round is a few ms.
+      elapsed = now_s() - t0;
+    } while (elapsed < FANOUT_PASS_S);
+    writes += pass_writes;
+    double per_s = (double)pass_writes / elapsed;
+    if (per_s > best_per_s) best_per_s = per_s;
+  }
 
   for (int i = 0; i < FANOUT_SOCKETS; i++) {
     if (shutdown(server[i], SHUT_WR) != 0) die(phase, "shutdown");
   }
   join_thread(phase, tid);
   if (r.bytes != sent) die_msg(phase, "the receiver counted a different number of bytes than were sent");
-  if (writes == 0) die_msg(phase, "no write completed: every socket's buffer stayed full");
+  if (best_per_s == 0.0) die_msg(phase, "no write completed in any pass: every socket's buffer stayed full");
   for (int i = 0; i < FANOUT_SOCKETS; i++) {
     if (close(server[i]) != 0 || close(client[i]) != 0) die(phase, "close");
   }
@@ -312,11 +322,11 @@ struct socket_writes measure_socket_writes(void) {
   free(client);
   free(unsent);
 
-  struct socket_writes res = {.per_s = (double)writes / elapsed, .us = elapsed * 1e6 / (double)writes};
+  struct socket_writes res = {.per_s = best_per_s, .us = 1e6 / best_per_s};
   fprintf(stderr,
-          "limits: fan-out: %llu writes of %d B round robin over %d sockets (TCP_NODELAY, non-blocking) in %.3f s: "
-          "%.0f/s, %.3f us a write; %llu found a full socket buffer\n",
-          (unsigned long long)writes, FANOUT_MESSAGE_BYTES, FANOUT_SOCKETS, elapsed, res.per_s, res.us,
-          (unsigned long long)full);
+          "limits: fan-out: %llu writes of %d B round robin over %d sockets (TCP_NODELAY, non-blocking) in %d passes "
+          "of %.1f s; best pass %.0f/s, %.3f us a write; %llu found a full socket buffer\n",
+          (unsigned long long)writes, FANOUT_MESSAGE_BYTES, FANOUT_SOCKETS, FANOUT_PASSES, FANOUT_PASS_S, res.per_s,
+          res.us, (unsigned long long)full);
   return res;
 }
