@@ -2,39 +2,32 @@
 // so that a benchmark report can set Ticker's figures against the hardware's
 // (a publish path at 40% of loopback TCP or at 90% of fdatasync/s reads very
 // differently). Prints one JSON object on stdout, shaped like MachineLimits in
-// loadtest/results.ts; one line per phase on stderr says how it went.
+// loadtest/lib/results.ts; one line per phase on stderr says how it went. The
+// memory and disk phases are here, the socket phases in limits-sockets.c.
 //
-//   cc -O2 -std=c11 -pthread -o limits native-bench/limits.c
+//   cc -O2 -std=c11 -pthread -o limits native-bench/limits.c native-bench/limits-sockets.c
 //   ./limits [dir]     # dir: where the disk phases write (default "."),
 //                      # so it must be on the file system being judged
 //
-// Usually run through `npm run bench:limits` (loadtest/limits.ts). Every phase
+// Usually run through `npm run bench:limits` (loadtest/workloads/limits.ts). Every phase
 // is bounded in time and the whole program in well under 10 s on our machines;
 // a watchdog ends it after WATCHDOG_S whatever happens. Any failed call prints
 // what failed to stderr, removes the scratch files and exits 1.
 #define _POSIX_C_SOURCE 200809L
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-#define KiB ((size_t)1024)
-#define MiB (1024 * KiB)
-#define GiB (1024 * MiB)
+#include "limits.h"
 
 // memcpy: 64 MiB is far beyond any cache here (L3 is a few tens of MiB at
 // most), so this is DRAM bandwidth, the ceiling for any copy of event data.
@@ -52,13 +45,6 @@
 #define SYNC_APPENDS_MAX 5000
 #define SYNC_DURATION_S 2.0
 
-// Loopback TCP: 1 GiB in 256 KiB writes, about what a busy server's writes are.
-#define TCP_TOTAL_BYTES (1 * GiB)
-#define TCP_WRITE_BYTES (256 * KiB)
-#define TCP_MAX_S 3.0
-// A peer that stops reading or never connects must not hang the program.
-#define TCP_IO_TIMEOUT_S 5
-
 // Phases above are bounded, but a single fdatasync or a stuck device cannot be;
 // past this the numbers are worthless anyway.
 #define WATCHDOG_S 20
@@ -73,14 +59,14 @@ static void remove_scratch(void) {
   if (sync_path[0] != '\0') unlink(sync_path);
 }
 
-static _Noreturn void die(const char *phase, const char *what) {
+_Noreturn void die(const char *phase, const char *what) {
   int err = errno;
   fprintf(stderr, "limits: %s: %s failed: %s\n", phase, what, strerror(err));
   remove_scratch();
   exit(1);
 }
 
-static _Noreturn void die_msg(const char *phase, const char *msg) {
+_Noreturn void die_msg(const char *phase, const char *msg) {
   fprintf(stderr, "limits: %s: %s\n", phase, msg);
   remove_scratch();
   exit(1);
@@ -95,14 +81,14 @@ static void on_watchdog(int sig) {
   _exit(1);
 }
 
-static double now_s(void) {
+double now_s(void) {
   struct timespec ts;
   // MONOTONIC: wall-clock steps (NTP) must not shorten or stretch a phase.
   if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die("clock", "clock_gettime(CLOCK_MONOTONIC)");
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void *alloc_or_die(const char *phase, size_t bytes) {
+void *alloc_or_die(const char *phase, size_t bytes) {
   void *p = NULL;
   // Page-aligned, so a copy or a write never straddles a page it need not.
   int rc = posix_memalign(&p, 4096, bytes);
@@ -115,7 +101,7 @@ static void *alloc_or_die(const char *phase, size_t bytes) {
 
 // Non-zero, non-repeating-per-page bytes: nothing on the way (a compressing or
 // deduplicating virtual disk, zero-page tricks) gets an easier job than real data.
-static void fill_pattern(unsigned char *buf, size_t bytes) {
+void fill_pattern(unsigned char *buf, size_t bytes) {
   uint32_t x = 0x9e3779b9u;
   for (size_t i = 0; i < bytes; i++) {
     x ^= x << 13;
@@ -190,113 +176,6 @@ static double measure_memcpy_gib_s(void) {
   fprintf(stderr, "limits: memcpy: best of %d passes of %.1f s, 64 MiB buffers: %.2f GiB/s\n", MEMCPY_PASSES,
           MEMCPY_PASS_S, best);
   return best;
-}
-
-// ---------------------------------------------------------------- loopback TCP
-
-struct receiver {
-  int listen_fd;
-  uint64_t bytes;
-  double done_s;
-};
-
-static void set_timeout(const char *phase, int fd, int option) {
-  struct timeval tv = {.tv_sec = TCP_IO_TIMEOUT_S, .tv_usec = 0};
-  if (setsockopt(fd, SOL_SOCKET, option, &tv, sizeof tv) != 0) die(phase, "setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)");
-}
-
-static void *receive_all(void *arg) {
-  struct receiver *r = arg;
-  struct pollfd pfd = {.fd = r->listen_fd, .events = POLLIN};
-  int ready;
-  do ready = poll(&pfd, 1, TCP_IO_TIMEOUT_S * 1000);
-  while (ready < 0 && errno == EINTR);
-  if (ready < 0) die("tcp receiver", "poll");
-  if (ready == 0) die_msg("tcp receiver", "no connection within the timeout");
-  int fd = accept(r->listen_fd, NULL, NULL);
-  if (fd < 0) die("tcp receiver", "accept");
-  set_timeout("tcp receiver", fd, SO_RCVTIMEO);
-
-  unsigned char *buf = alloc_or_die("tcp receiver", TCP_WRITE_BYTES);
-  for (;;) {
-    ssize_t n = recv(fd, buf, TCP_WRITE_BYTES, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      die("tcp receiver", errno == EAGAIN || errno == EWOULDBLOCK ? "recv (timed out)" : "recv");
-    }
-    if (n == 0) break; // the sender's shutdown(SHUT_WR): everything has arrived
-    r->bytes += (uint64_t)n;
-  }
-  r->done_s = now_s();
-  free(buf);
-  if (close(fd) != 0) die("tcp receiver", "close");
-  return NULL;
-}
-
-static double measure_tcp_gbit_s(void) {
-  const char *phase = "tcp";
-  int lfd = socket(AF_INET, SOCK_STREAM, 0);
-  if (lfd < 0) die(phase, "socket");
-  struct sockaddr_in addr;
-  memset(&addr, 0, sizeof addr);
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0; // ephemeral: never collides with a server someone else is benchmarking
-  if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0) die(phase, "bind(127.0.0.1:0)");
-  if (listen(lfd, 1) != 0) die(phase, "listen");
-  socklen_t len = sizeof addr;
-  if (getsockname(lfd, (struct sockaddr *)&addr, &len) != 0) die(phase, "getsockname");
-
-  // A thread, not a fork: the receiver's count and end time come back without IPC.
-  struct receiver r = {.listen_fd = lfd, .bytes = 0, .done_s = 0.0};
-  pthread_t tid;
-  int rc = pthread_create(&tid, NULL, receive_all, &r);
-  if (rc != 0) {
-    errno = rc;
-    die(phase, "pthread_create");
-  }
-
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) die(phase, "socket");
-  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die(phase, "connect(127.0.0.1)");
-  set_timeout(phase, fd, SO_SNDTIMEO);
-
-  unsigned char *buf = alloc_or_die(phase, TCP_WRITE_BYTES);
-  fill_pattern(buf, TCP_WRITE_BYTES);
-  uint64_t sent = 0;
-  double t0 = now_s();
-  while (sent < TCP_TOTAL_BYTES && now_s() - t0 < TCP_MAX_S) {
-    size_t off = 0;
-    while (off < TCP_WRITE_BYTES) {
-      // MSG_NOSIGNAL: a receiver that died is an error message, not a silent SIGPIPE.
-      ssize_t n = send(fd, buf + off, TCP_WRITE_BYTES - off, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        die(phase, errno == EAGAIN || errno == EWOULDBLOCK ? "send (timed out)" : "send");
-      }
-      off += (size_t)n;
-    }
-    sent += TCP_WRITE_BYTES;
-  }
-  if (shutdown(fd, SHUT_WR) != 0) die(phase, "shutdown");
-  rc = pthread_join(tid, NULL);
-  if (rc != 0) {
-    errno = rc;
-    die(phase, "pthread_join");
-  }
-  // Timed to the last byte received, not sent: a send only fills the socket buffer.
-  double elapsed = r.done_s - t0;
-  if (r.bytes != sent) die_msg(phase, "the receiver counted a different number of bytes than were sent");
-  free(buf);
-  if (close(fd) != 0) die(phase, "close");
-  if (close(lfd) != 0) die(phase, "close");
-
-  // Gbit/s in decimal bits (1e9), as network links are rated.
-  double gbit_s = (double)sent * 8.0 / elapsed / 1e9;
-  fprintf(stderr, "limits: tcp: %.0f MiB over 127.0.0.1 in %.3f s, %zu KiB writes: %.2f Gbit/s%s\n",
-          (double)sent / (double)MiB, elapsed, TCP_WRITE_BYTES / KiB, gbit_s,
-          sent < TCP_TOTAL_BYTES ? " (stopped at the time limit)" : "");
-  return gbit_s;
 }
 
 // ---------------------------------------------------------------- append + fdatasync
@@ -407,6 +286,7 @@ int main(int argc, char **argv) {
   // sends the device work that would land in the next phase's fdatasyncs.
   double memcpy_gib_s = measure_memcpy_gib_s();
   double tcp_gbit_s = measure_tcp_gbit_s();
+  struct socket_writes writes = measure_socket_writes();
   struct sync_result sync = measure_fdatasync(sync_fd);
   double seq_mib_s = measure_seq_write_mib_s(seq_fd);
   if (unlink(sync_path) != 0) die("cleanup", "unlink(fdatasync scratch file)");
@@ -417,8 +297,9 @@ int main(int argc, char **argv) {
   fprintf(stderr, "limits: all phases in %.1f s\n", now_s() - t0);
 
   printf("{\"memcpy_gib_s\":%.2f,\"seq_write_mib_s\":%.1f,\"fdatasync_per_s\":%.1f,"
-         "\"fdatasync_p50_ms\":%.3f,\"fdatasync_p99_ms\":%.3f,\"tcp_loopback_gbit_s\":%.2f}\n",
-         memcpy_gib_s, seq_mib_s, sync.per_s, sync.p50_ms, sync.p99_ms, tcp_gbit_s);
+         "\"fdatasync_p50_ms\":%.3f,\"fdatasync_p99_ms\":%.3f,\"tcp_loopback_gbit_s\":%.2f,"
+         "\"socket_writes_per_s\":%.0f,\"socket_write_us\":%.3f}\n",
+         memcpy_gib_s, seq_mib_s, sync.per_s, sync.p50_ms, sync.p99_ms, tcp_gbit_s, writes.per_s, writes.us);
   if (fflush(stdout) != 0 || ferror(stdout)) die("output", "writing the JSON to stdout");
   return 0;
 }

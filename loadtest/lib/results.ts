@@ -99,4 +99,7 @@ export interface MachineLimits {
   fdatasync_p50_ms: number;
   fdatasync_p99_ms: number;
   tcp_loopback_gbit_s: number;
+  /** One thread writing a small message to each of many sockets in turn, as a server fans an event out. */
+  socket_writes_per_s: number;
+  socket_write_us: number;
 }

@@ -1,9 +1,10 @@
 // Machine limits: what this machine allows at best (memory copy, sequential
-// disk write, append + fdatasync, loopback TCP), measured by a small C program
-// (native-bench/limits.c) so that a benchmark report can set Ticker's figures
-// against the hardware's. See native-bench/README.md for what each figure is.
+// disk write, append + fdatasync, loopback TCP in bytes and in small writes
+// over many sockets), measured by a small C program (native-bench/limits.c and
+// limits-sockets.c) so that a benchmark report can set Ticker's figures against
+// the hardware's. See native-bench/README.md for what each figure is.
 //
-//   npm run bench:limits        # build, compile, measure: ~5 s of measuring
+//   npm run bench:limits        # build, compile, measure: ~6 s of measuring
 //
 // The program is compiled with the system's `cc` into a fresh temp dir and
 // measures disk on a directory in os.tmpdir(), the file system the other
@@ -23,7 +24,7 @@ import { guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 
 const run = promisify(execFile);
 
-const SOURCE = join(REPO_ROOT, "native-bench", "limits.c");
+const SOURCES = ["limits.c", "limits-sockets.c"].map((f) => join(REPO_ROOT, "native-bench", f));
 const CC_ARGS = ["-O2", "-std=c11", "-pthread", "-Wall", "-Wextra"];
 // The program bounds itself (a 20 s watchdog); these only catch a wedged child.
 const COMPILE_TIMEOUT_MS = 60_000;
@@ -39,6 +40,8 @@ const limitsSchema = z
     fdatasync_p50_ms: z.number().finite().positive(),
     fdatasync_p99_ms: z.number().finite().positive(),
     tcp_loopback_gbit_s: z.number().finite().positive(),
+    socket_writes_per_s: z.number().finite().positive(),
+    socket_write_us: z.number().finite().positive(),
   })
   .strict()
   .refine((l) => l.fdatasync_p50_ms <= l.fdatasync_p99_ms, "fdatasync p50 is above p99");
@@ -109,9 +112,9 @@ async function measureWithDetail(): Promise<LimitsRun> {
     const data = join(dir, "data");
     mkdirSync(data);
     try {
-      await run("cc", [...CC_ARGS, "-o", bin, SOURCE], { timeout: COMPILE_TIMEOUT_MS });
+      await run("cc", [...CC_ARGS, "-o", bin, ...SOURCES], { timeout: COMPILE_TIMEOUT_MS });
     } catch (err) {
-      throw failure("compiling native-bench/limits.c failed", err);
+      throw failure("compiling native-bench/limits.c and limits-sockets.c failed", err);
     }
     const t0 = performance.now();
     let out: { stdout: string; stderr: string };
@@ -132,7 +135,7 @@ async function measureWithDetail(): Promise<LimitsRun> {
   }
 }
 
-/** Measures this machine's limits (~5 s; compiles native-bench/limits.c with `cc`, installing gcc if root and missing). */
+/** Measures this machine's limits (~6 s; compiles native-bench/limits.c with `cc`, installing gcc if root and missing). */
 export async function measureLimits(): Promise<MachineLimits> {
   return (await measureWithDetail()).limits;
 }
@@ -149,6 +152,12 @@ export function limitsTable(l: MachineLimits): string {
       ["append + fdatasync p50", `${l.fdatasync_p50_ms.toFixed(3)} ms`, ""],
       ["append + fdatasync p99", `${l.fdatasync_p99_ms.toFixed(3)} ms`, ""],
       ["loopback TCP", `${l.tcp_loopback_gbit_s.toFixed(2)} Gbit/s`, "1 GiB over 127.0.0.1 in 256 KiB writes"],
+      [
+        "small socket writes",
+        `${l.socket_writes_per_s.toFixed(0)} /s`,
+        "one thread, 200 B to each of 1,000 loopback sockets in turn (TCP_NODELAY, non-blocking), best of 3 passes of 0.5 s",
+      ],
+      ["small socket write", `${l.socket_write_us.toFixed(3)} µs`, ""],
     ],
   );
 }
