@@ -27,6 +27,13 @@ module.exports = {
       to: { path: "^src/(front|cli)/" },
     },
     {
+      name: "cluster-below-front",
+      comment: "leases, fencing, the tail store and the archive serve the front and the shards' owners; they never import the front, the shards or the CLI",
+      severity: "error",
+      from: { path: "^src/cluster/" },
+      to: { path: "^src/(front|shard|cli)/" },
+    },
+    {
       name: "front-below-cli",
       comment: "the CLI starts the front, not the other way round",
       severity: "error",

@@ -37,7 +37,8 @@ const TIMER_MS_MAX = 2 ** 31 - 1;
  * Numbered schema migrations, applied in order, each once. Append only: a
  * released migration is never edited, a change is a new number. One list for
  * the whole schema, also the tables of other stores (2: timeline reader
- * positions, src/timeline/external-readers.ts).
+ * positions, src/timeline/external-readers.ts; 3: cluster shards and nodes,
+ * src/cluster/leases.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -58,6 +59,21 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       cursor text not null,
       updated_at_ms bigint not null,
       primary key (timeline, reader)
+    )`,
+  },
+  {
+    // Cluster mode (src/cluster/leases.ts): a row per cluster shard, a row per node.
+    version: 3,
+    sql: `create table ticker_cluster_shards (
+      shard int primary key,
+      owner text,
+      epoch bigint not null default 0,
+      lease_until timestamptz not null default '-infinity'
+    );
+    create table ticker_cluster_nodes (
+      node_id text primary key,
+      advertise_url text not null,
+      heartbeat_until timestamptz not null
     )`,
   },
 ];
