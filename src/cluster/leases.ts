@@ -12,9 +12,10 @@
 //
 // Fencing is not here but in every durable write of an owner (tail batches,
 // manifest rows, checkpoints), each a statement that succeeds only while its
-// epoch is current (see FENCE_SQL): a node that checked its lease and then
+// epoch is current (see fence()): a node that checked its lease and then
 // froze cannot write after another node claimed the shard.
 import type postgres from "postgres";
+import { textArray } from "./sql-array.js";
 
 export interface Lease {
   shard: number;
@@ -38,15 +39,16 @@ export interface LeaseOptions {
 const NODE_GONE_LEASES = 1;
 
 /**
- * The fencing condition, for a statement's WHERE: the shard's row as the
- * owner's write expects it, read FOR SHARE. A claim (an UPDATE of the row)
- * then waits for a write in flight to commit, and a write that comes after a
- * claim re-reads the row and finds the new epoch: either way no write of an
- * old epoch lands after a new owner has the shard. Parameters: shard, owner,
- * epoch.
+ * The fencing condition, as a query fragment to select from: the shard's
+ * row as the owner's write expects it, read FOR SHARE. A claim (an UPDATE of
+ * the row) then waits for a write in flight to commit, and a write that
+ * comes after a claim re-reads the row and finds the new epoch: either way
+ * no write of an old epoch lands after a new owner has the shard.
  */
-export const FENCE_SQL = `select 1 from ticker_cluster_shards
-  where shard = $1 and owner = $2 and epoch = $3 and lease_until >= now() for share`;
+export function fence(sql: postgres.Sql | postgres.TransactionSql, shard: number, owner: string, epoch: number) {
+  return sql`select 1 from ticker_cluster_shards
+    where shard = ${shard} and owner = ${owner} and epoch = ${epoch} and lease_until >= now() for share`;
+}
 
 export class ShardLeases {
   private readonly nodeId: string;
@@ -112,7 +114,7 @@ export class ShardLeases {
     const sent = this.now();
     const rows = await this.sql<{ shard: number; epoch: string }[]>`update ticker_cluster_shards s
       set lease_until = now() + ${this.leaseMs} * interval '1 millisecond'
-      from unnest(${mine.map((l) => l.shard)}::int[], ${mine.map((l) => l.epoch)}::bigint[]) as h(shard, epoch)
+      from unnest(${textArray(mine.map((l) => String(l.shard)))}::int[], ${textArray(mine.map((l) => String(l.epoch)))}::bigint[]) as h(shard, epoch)
       where s.shard = h.shard and s.owner = ${this.nodeId} and s.epoch = h.epoch and s.lease_until >= now()
       returning s.shard, s.epoch`;
     const kept = new Set(rows.map((r) => r.shard));

@@ -38,7 +38,7 @@ const TIMER_MS_MAX = 2 ** 31 - 1;
  * released migration is never edited, a change is a new number. One list for
  * the whole schema, also the tables of other stores (2: timeline reader
  * positions, src/timeline/external-readers.ts; 3: cluster shards and nodes,
- * src/cluster/leases.ts).
+ * src/cluster/leases.ts; 4: the open tail, src/cluster/tail.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -74,6 +74,19 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       node_id text primary key,
       advertise_url text not null,
       heartbeat_until timestamptz not null
+    )`,
+  },
+  {
+    // Cluster mode (src/cluster/tail.ts): each stream's open tail, a row per published batch.
+    version: 4,
+    sql: `create table ticker_cluster_tail (
+      stream text not null,
+      first_seq bigint not null,
+      last_seq bigint not null,
+      shard int not null,
+      epoch bigint not null,
+      records bytea not null,
+      primary key (stream, first_seq)
     )`,
   },
 ];

@@ -3,42 +3,18 @@
 // of a writer's statement, and balancing as nodes come and go. Each test has
 // its own database, so its shard rows start empty.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import postgres from "postgres";
-import { FENCE_SQL, ShardLeases, rendezvous } from "../../src/cluster/leases.js";
-import { migrate } from "../../src/consumer/external.js";
-import type { ServerProcess } from "../harness/process.js";
-import { startPostgres } from "../harness/postgres.js";
+import type postgres from "postgres";
+import { fence, ShardLeases, rendezvous } from "../../src/cluster/leases.js";
+import { clusterDb, sleep, type ClusterDb } from "../helpers/cluster-db.js";
 
-let pg: ServerProcess;
-let admin: postgres.Sql;
-const clients: postgres.Sql[] = [];
-let databases = 0;
-
+let db: ClusterDb;
 beforeAll(async () => {
-  pg = await startPostgres();
-  admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+  db = await clusterDb();
 });
-
 afterAll(async () => {
-  await Promise.allSettled(clients.map((c) => c.end()));
-  await admin?.end();
-  await pg?.stop();
+  await db?.stop();
 });
-
-/** A fresh migrated database and a way to open clients on it. */
-async function cluster(): Promise<() => postgres.Sql> {
-  const name = `ticker_cluster_${++databases}`;
-  await admin.unsafe(`create database ${name}`);
-  const url = pg.url.replace(/\/postgres$/, `/${name}`);
-  await migrate(url);
-  return () => {
-    const c = postgres(url, { max: 2, onnotice: () => {} });
-    clients.push(c);
-    return c;
-  };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const cluster = () => db.fresh();
 
 describe("cluster shard leases", () => {
   it("a claim takes a free shard under a new epoch; another node gets it only once the lease ran out, and the old owner's renewal then fails", async () => {
@@ -87,7 +63,7 @@ describe("cluster shard leases", () => {
     await a.ensureShards();
     await sqlA`create table fenced_writes (epoch bigint, written_at timestamptz default clock_timestamp())`;
     const write = (sql: postgres.Sql | postgres.TransactionSql, node: string, epoch: number) =>
-      sql.unsafe(`insert into fenced_writes (epoch) select $3::bigint from (${FENCE_SQL}) as lease`, [0, node, epoch]);
+      sql`insert into fenced_writes (epoch) select ${epoch}::bigint from (${fence(sql, 0, node, epoch)}) as lease`;
     const lease = (await a.claim(0))!;
 
     let claimedAt = 0;

@@ -1,0 +1,139 @@
+// The open tail of a cluster shard's streams in PostgreSQL: one row per
+// published batch (stream, first and last seq, the owner's epoch, the framed
+// records), written before the publish is acknowledged, so that nothing
+// acknowledged depends on one machine's disk. A new owner replays the rows
+// after the last archived seq of each stream; rows go once their segment is
+// archived.
+//
+// Group commit: batches of a shard's streams that come while a commit is in
+// flight wait and go in the next one, one INSERT for all of them, so a shard
+// costs one round trip per commit however many streams publish. Each INSERT
+// reads the shard's lease row FOR SHARE (leases.ts, fence()): under an old
+// epoch or a lease run out it inserts nothing, and every batch of it is
+// refused with a FencedError. A row's primary key is (stream, first_seq): a
+// batch can land once only.
+import type postgres from "postgres";
+import { fence } from "./leases.js";
+import { textArray } from "./sql-array.js";
+
+export interface TailBatch {
+  stream: string;
+  firstSeq: number;
+  lastSeq: number;
+  /** The batch's record frames, as appended to the local log. */
+  records: Uint8Array;
+}
+
+export interface TailRow extends TailBatch {
+  epoch: number;
+}
+
+/** The shard is no longer this node's under this epoch: nothing of the commit landed. */
+export class FencedError extends Error {
+  constructor(
+    readonly shard: number,
+    readonly epoch: number,
+  ) {
+    super(`cluster shard ${shard}: epoch ${epoch} is no longer current (the lease passed or ran out); nothing was written`);
+    this.name = "FencedError";
+  }
+}
+
+interface Waiting {
+  batch: TailBatch;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/** Batches of one commit, at most: bounds a statement's parameters and its size. */
+const COMMIT_BATCHES_MAX = 1000;
+
+export class TailStore {
+  /** Batches waiting for the next commit, by shard. */
+  private readonly queues = new Map<number, { epoch: number; waiting: Waiting[]; committing: boolean }>();
+
+  constructor(
+    private readonly sql: postgres.Sql,
+    private readonly nodeId: string,
+  ) {}
+
+  /**
+   * Resolves once the batch is committed under `epoch`; rejects with a
+   * FencedError if the epoch is not current. Batches of one stream must be
+   * appended in seq order; they are committed in that order.
+   */
+  append(shard: number, epoch: number, batch: TailBatch): Promise<void> {
+    let q = this.queues.get(shard);
+    if (!q) {
+      q = { epoch, waiting: [], committing: false };
+      this.queues.set(shard, q);
+    }
+    if (q.epoch !== epoch) {
+      // A new epoch of the shard (the node claimed it again): what waits under the old one cannot land.
+      if (epoch < q.epoch) return Promise.reject(new FencedError(shard, epoch));
+      for (const w of q.waiting.splice(0)) w.reject(new FencedError(shard, q.epoch));
+      q.epoch = epoch;
+    }
+    const done = new Promise<void>((resolve, reject) => q.waiting.push({ batch, resolve, reject }));
+    if (!q.committing) void this.commit(shard, q);
+    return done;
+  }
+
+  private async commit(shard: number, q: { epoch: number; waiting: Waiting[]; committing: boolean }): Promise<void> {
+    q.committing = true;
+    try {
+      while (q.waiting.length > 0) {
+        const epoch = q.epoch;
+        const group = q.waiting.splice(0, COMMIT_BATCHES_MAX);
+        try {
+          const inserted = await this.insert(
+            shard,
+            epoch,
+            group.map((w) => w.batch),
+          );
+          const err = inserted === group.length ? null : new FencedError(shard, epoch);
+          for (const w of group) err ? w.reject(err) : w.resolve();
+        } catch (err) {
+          for (const w of group) w.reject(err as Error);
+        }
+      }
+    } finally {
+      q.committing = false;
+    }
+  }
+
+  private async insert(shard: number, epoch: number, batches: TailBatch[]): Promise<number> {
+    const sql = this.sql;
+    const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+    const r = await sql`insert into ticker_cluster_tail (stream, first_seq, last_seq, shard, epoch, records)
+      select b.stream, b.first_seq, b.last_seq, ${shard}, ${epoch}, decode(b.records, 'hex')
+      from (${fence(sql, shard, this.nodeId, epoch)}) as lease,
+        unnest(${textArray(batches.map((b) => b.stream))}::text[], ${textArray(batches.map((b) => String(b.firstSeq)))}::bigint[],
+          ${textArray(batches.map((b) => String(b.lastSeq)))}::bigint[], ${textArray(batches.map((b) => hex(b.records)))}::text[])
+        as b(stream, first_seq, last_seq, records)`;
+    return r.count;
+  }
+
+  /** The rows of a stream from `fromSeq` on (the first may start below it), in seq order: what a new owner replays. */
+  async read(stream: string, fromSeq: number): Promise<TailRow[]> {
+    const rows = await this.sql<{ stream: string; first_seq: string; last_seq: string; epoch: string; records: Buffer }[]>`
+      select stream, first_seq, last_seq, epoch, records from ticker_cluster_tail
+      where stream = ${stream} and last_seq >= ${fromSeq} order by first_seq`;
+    return rows.map((r) => ({ stream: r.stream, firstSeq: Number(r.first_seq), lastSeq: Number(r.last_seq), epoch: Number(r.epoch), records: r.records }));
+  }
+
+  /**
+   * Deletes a stream's rows up to `archivedSeq` once that much is in the
+   * archive, fenced like a write; false if the epoch is no longer current.
+   */
+  async trim(shard: number, epoch: number, stream: string, archivedSeq: number): Promise<boolean> {
+    const sql = this.sql;
+    const r = await sql`with lease as (${fence(sql, shard, this.nodeId, epoch)})
+      delete from ticker_cluster_tail t using lease where t.stream = ${stream} and t.last_seq <= ${archivedSeq}`;
+    if (r.count > 0) return true;
+    // Nothing deleted: nothing to delete under a live lease, or refused. Tell them apart.
+    const live = await sql`select 1 from ticker_cluster_shards
+      where shard = ${shard} and owner = ${this.nodeId} and epoch = ${epoch} and lease_until >= now()`;
+    return live.length > 0;
+  }
+}

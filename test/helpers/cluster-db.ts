@@ -1,0 +1,39 @@
+// A private PostgreSQL for the cluster modules' tests, with a fresh migrated
+// database per test (its shard, node and tail rows start empty).
+import postgres from "postgres";
+import { migrate } from "../../src/consumer/external.js";
+import type { ServerProcess } from "../harness/process.js";
+import { startPostgres } from "../harness/postgres.js";
+
+export interface ClusterDb {
+  /** A fresh migrated database; the function opens clients on it. */
+  fresh(): Promise<() => postgres.Sql>;
+  stop(): Promise<void>;
+}
+
+export async function clusterDb(): Promise<ClusterDb> {
+  const pg: ServerProcess = await startPostgres();
+  const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+  const clients: postgres.Sql[] = [];
+  let databases = 0;
+  return {
+    async fresh() {
+      const name = `ticker_cluster_${++databases}`;
+      await admin.unsafe(`create database ${name}`);
+      const url = pg.url.replace(/\/postgres$/, `/${name}`);
+      await migrate(url);
+      return () => {
+        const c = postgres(url, { max: 2, onnotice: () => {} });
+        clients.push(c);
+        return c;
+      };
+    },
+    async stop() {
+      await Promise.allSettled(clients.map((c) => c.end()));
+      await admin.end();
+      await pg.stop();
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
