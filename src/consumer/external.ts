@@ -38,7 +38,8 @@ const TIMER_MS_MAX = 2 ** 31 - 1;
  * released migration is never edited, a change is a new number. One list for
  * the whole schema, also the tables of other stores (2: timeline reader
  * positions, src/timeline/external-readers.ts; 3: cluster shards and nodes,
- * src/cluster/leases.ts; 4: the open tail, src/cluster/tail.ts).
+ * src/cluster/leases.ts; 4: the open tail, src/cluster/tail.ts; 5: the segment
+ * manifest, src/cluster/archive.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -87,6 +88,19 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       epoch bigint not null,
       records bytea not null,
       primary key (stream, first_seq)
+    )`,
+  },
+  {
+    // Cluster mode (src/cluster/archive.ts): the manifest of archived segments, their commit point.
+    version: 5,
+    sql: `create table ticker_cluster_segments (
+      stream text not null,
+      base_seq bigint not null,
+      last_seq bigint not null,
+      epoch bigint not null,
+      key text not null,
+      bytes bigint not null,
+      primary key (stream, base_seq)
     )`,
   },
 ];

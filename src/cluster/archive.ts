@@ -1,0 +1,146 @@
+// Closed segments in an archive, behind one small interface, and the
+// manifest in PostgreSQL that is the commit point of each (DESIGN.md "Beyond
+// one machine"). An owner puts a closed segment's bytes under a key of its
+// own epoch, then inserts the manifest row fenced by its lease; only then
+// does the segment exist for anyone. A put that loses its lease before the
+// row leaves an object nobody points at (the key has the epoch, so it never
+// replaces a committed one); removing such leftovers is the next owner's
+// sweep. So the archive needs no conditional PUT: puts are whole and
+// idempotent, and the database orders them.
+import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { dirname, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+import type postgres from "postgres";
+import { fence } from "./leases.js";
+
+export interface Archive {
+  /** Stores `bytes` whole under `key` (replacing what was there); durable once it resolves. */
+  put(key: string, bytes: Uint8Array): Promise<void>;
+  /** Bytes [start, end) of the object (all of it without a range). */
+  get(key: string, range?: { start: number; end: number }): Promise<Buffer>;
+  delete(key: string): Promise<void>;
+}
+
+/** `file:///dir`: a directory, typically on a filesystem every node mounts (NFS). */
+export class FileArchive implements Archive {
+  readonly root: string;
+
+  constructor(url: string) {
+    if (!url.startsWith("file://")) throw new Error(`a file archive is a file:// URL, not ${url}`);
+    this.root = resolve(fileURLToPath(url));
+    mkdirSync(this.root, { recursive: true });
+  }
+
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    const path = this.pathOf(key);
+    mkdirSync(dirname(path), { recursive: true });
+    // Whole or not at all: a reader never sees half an object under its key.
+    const tmp = `${path}.tmp-${process.pid}`;
+    writeFileSync(tmp, bytes);
+    syncPath(tmp);
+    renameSync(tmp, path);
+    syncPath(dirname(path));
+  }
+
+  async get(key: string, range?: { start: number; end: number }): Promise<Buffer> {
+    const path = this.pathOf(key);
+    const size = statSync(path).size;
+    const start = Math.min(range?.start ?? 0, size);
+    const end = Math.min(range?.end ?? size, size);
+    const out = Buffer.allocUnsafe(Math.max(0, end - start));
+    const fd = openSync(path, "r");
+    try {
+      for (let at = 0; at < out.length; ) {
+        const n = readSync(fd, out, at, out.length - at, start + at);
+        if (n === 0) throw new Error(`archive object ${key} ended at ${start + at} of ${end}`);
+        at += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return out;
+  }
+
+  async delete(key: string): Promise<void> {
+    rmSync(this.pathOf(key), { force: true });
+  }
+
+  /** Keys are ours (stream dir names and numbers), but never let one leave the root. */
+  private pathOf(key: string): string {
+    const path = resolve(this.root, key);
+    if (!path.startsWith(this.root + sep)) throw new Error(`archive key ${JSON.stringify(key)} is outside the archive`);
+    return path;
+  }
+}
+
+function syncPath(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export interface SegmentEntry {
+  stream: string;
+  baseSeq: number;
+  lastSeq: number;
+  /** The epoch of the owner that archived it (also in its key). */
+  epoch: number;
+  key: string;
+  bytes: number;
+}
+
+/** The key of a stream's segment archived under an epoch: stream dir name / base seq, zero-padded so keys sort by seq. */
+export function segmentKey(escapedStream: string, baseSeq: number, epoch: number): string {
+  return `${escapedStream}/${String(baseSeq).padStart(20, "0")}-${epoch}.seg`;
+}
+
+/** The segment manifest: which archived objects hold which seqs of a stream. */
+export class Manifest {
+  constructor(
+    private readonly sql: postgres.Sql,
+    private readonly nodeId: string,
+  ) {}
+
+  /**
+   * Commits an archived segment, fenced by the shard's lease: false (and no
+   * row) if the epoch is no longer current. A segment is committed once; a
+   * second commit of the same base seq is an error.
+   */
+  async commit(shard: number, e: SegmentEntry): Promise<boolean> {
+    const sql = this.sql;
+    const r = await sql`insert into ticker_cluster_segments (stream, base_seq, last_seq, epoch, key, bytes)
+      select ${e.stream}, ${e.baseSeq}, ${e.lastSeq}, ${e.epoch}, ${e.key}, ${e.bytes}
+      from (${fence(sql, shard, this.nodeId, e.epoch)}) as lease`;
+    return r.count === 1;
+  }
+
+  /** The committed segments of a stream holding seqs from `fromSeq` on, in seq order (at most `limit`). */
+  async segments(stream: string, fromSeq: number, limit = 100): Promise<SegmentEntry[]> {
+    const rows = await this.sql<{ stream: string; base_seq: string; last_seq: string; epoch: string; key: string; bytes: string }[]>`
+      select stream, base_seq, last_seq, epoch, key, bytes from ticker_cluster_segments
+      where stream = ${stream} and last_seq >= ${fromSeq} order by base_seq limit ${limit}`;
+    return rows.map((r) => ({
+      stream: r.stream,
+      baseSeq: Number(r.base_seq),
+      lastSeq: Number(r.last_seq),
+      epoch: Number(r.epoch),
+      key: r.key,
+      bytes: Number(r.bytes),
+    }));
+  }
+
+  /** The last archived seq of a stream (0: none): a new owner's local log starts after it. */
+  async archivedThrough(stream: string): Promise<number> {
+    const [row] = await this.sql<{ last: string | null }[]>`select max(last_seq) as last from ticker_cluster_segments where stream = ${stream}`;
+    return row.last === null ? 0 : Number(row.last);
+  }
+}
+
+/** The archive a URL names; s3:// comes with the AWS SDK and is refused until then. */
+export function openArchive(url: string): Archive {
+  if (url.startsWith("file://")) return new FileArchive(url);
+  throw new Error(`archive ${JSON.stringify(url)}: only file:// archives are supported so far`);
+}
