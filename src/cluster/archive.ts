@@ -12,6 +12,7 @@ import { dirname, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import type postgres from "postgres";
 import { fence } from "./leases.js";
+import { S3Archive } from "./s3-archive.js";
 
 export interface Archive {
   /** Stores `bytes` whole under `key` (replacing what was there); durable once it resolves. */
@@ -139,8 +140,9 @@ export class Manifest {
   }
 }
 
-/** The archive a URL names; s3:// comes with the AWS SDK and is refused until then. */
+/** The archive a URL names: file:///dir or s3://bucket/prefix (s3-archive.ts). */
 export function openArchive(url: string): Archive {
   if (url.startsWith("file://")) return new FileArchive(url);
-  throw new Error(`archive ${JSON.stringify(url)}: only file:// archives are supported so far`);
+  if (url.startsWith("s3://")) return new S3Archive(url);
+  throw new Error(`archive ${JSON.stringify(url)}: an archive is file:///dir or s3://bucket/prefix`);
 }
