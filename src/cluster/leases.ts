@@ -15,6 +15,7 @@
 // epoch is current (see fence()): a node that checked its lease and then
 // froze cannot write after another node claimed the shard.
 import type postgres from "postgres";
+import { fnv1a } from "../hash.js";
 import { textArray } from "./sql-array.js";
 
 export interface Lease {
@@ -188,13 +189,12 @@ export class ShardLeases {
   }
 }
 
-/** A node's preference for a shard: a 32-bit FNV-1a hash of both (rendezvous / highest-random-weight hashing). */
+/** A node's preference for a shard: a hash of both (rendezvous / highest-random-weight hashing). */
 export function rendezvous(nodeId: string, shard: number): number {
-  let h = 0x811c9dc5;
-  const text = `${nodeId}\u0000${shard}`;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
+  return fnv1a(`${nodeId}\u0000${shard}`);
+}
+
+/** The cluster shard a stream belongs to (the shard workers' hash, modulo cluster_shards). */
+export function clusterShardOf(stream: string, shards: number): number {
+  return fnv1a(stream) % shards;
 }

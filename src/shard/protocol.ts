@@ -1,6 +1,7 @@
 // Everything that crosses between the front and a shard worker, typed in one
 // place. Requests and responses travel through the two SharedArrayBuffer
 // rings; postMessage carries only start-up, readiness and shutdown.
+import { fnv1a } from "../hash.js";
 import type { Config } from "../config.js";
 import type { Limits } from "../limits.js";
 import type { Ring, RingMessage } from "../ring/ring.js";
@@ -419,10 +420,5 @@ export function responseJson(r: Response): unknown {
 
 /** Stable stream -> shard routing (FNV-1a of the id). */
 export function shardOf(streamId: string, shards: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < streamId.length; i++) {
-    h ^= streamId.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % shards;
+  return fnv1a(streamId) % shards;
 }
