@@ -30,7 +30,7 @@ export interface LogOptions {
   frameBytesMax: number;
   /** Told how long each fdatasync of a segment took (the shard's fsync histogram). */
   observeSyncSeconds?: (seconds: number) => void;
-  /** The shard's open files (segments and checkpoint files); none given: never closed for want of room. */
+  /** The shard's open files (segments, checkpoint files, held.log); none given: never closed for want of room. */
   openFiles?: OpenFiles;
 }
 

@@ -149,7 +149,7 @@ class ShardWorker {
   private readonly defaults: StreamDefaults;
   private stopping = false;
   private retention: NodeJS.Timeout | null = null;
-  /** The shard's open files (segments, checkpoint files); its bound is also how many syncs a clean stop keeps in flight. */
+  /** The shard's open files (segments, checkpoint files, held.log); its bound is also how many syncs a clean stop keeps in flight. */
   private readonly files: OpenFiles;
   /** PostgreSQL / Redis copies of group checkpoints, when configured. */
   private external: ExternalCheckpoints | null = null;
