@@ -57,7 +57,7 @@ export const configSchema = z
     open_files_max: int(OPEN_FILES_PER_SHARD_MIN, 10_000_000)
       .default(4096)
       .describe(
-        "files of stream data (segments, checkpoint files) the server keeps open, split evenly across shards; the least recently used is closed and opened again on next use",
+        "files of stream data (segments, checkpoint files, ordered streams' held.log) the server keeps open, split evenly across shards; the least recently used is closed and opened again on next use",
       ),
     shard_requests_max: int(1, 1_000_000).default(4096).describe("requests a shard may have in flight, e.g. waiting for an fsync (more: 429)"),
     auto_create_streams: bool.default(true).describe("publishing to an unknown stream creates it (else 404)"),

@@ -22,6 +22,7 @@ Examples:
   $ ticker tail orders --group billing --count 10       # 10 events, acked as printed
   $ ticker tail orders --format payload | jq .total
   $ ticker tail md --types trade --keys 'BTC-*'         # only trades of BTC-* instruments
+  $ ticker tail md --from earliest --conflate           # while behind, the newest event of each key
   $ ticker tail orders --from earliest | head -n 3      # exits 0 once head has its lines`;
 
 interface TailFlags extends ReadFlags {
@@ -29,6 +30,7 @@ interface TailFlags extends ReadFlags {
   from?: Position;
   count?: number;
   format: EventFormat;
+  conflate?: boolean;
 }
 
 export function tailCommand(): Command {
@@ -38,6 +40,9 @@ export function tailCommand(): Command {
     .option("--group <group>", "consume as this group: printed events are acked (the group's checkpoint), one active member at a time")
     .option("--from <seq|earliest|latest>", "where to start (default: the group's checkpoint + 1, else latest)", position)
     .option("--count <n>", "exit 0 after this many events", integerAtLeast(1))
+    .addOption(
+      new Option("--conflate", "while behind, the server sends the newest event of each key and leaves out the older ones (conflate=key)").conflicts("group"),
+    )
     .addOption(new Option("--format <format>", "ndjson: each event's API JSON form; payload: its payload alone").choices(EVENT_FORMATS).default("ndjson"))
     .addHelpText("after", EXAMPLES)
     .action((stream: string, flags: TailFlags, cmd: Command) => withTicker(cmd, (ticker, ctx) => tail(ticker, ctx, stream, flags)));
@@ -46,7 +51,14 @@ export function tailCommand(): Command {
 async function tail(ticker: Ticker, ctx: CliContext, stream: string, flags: TailFlags): Promise<void> {
   // The subscription would retry an unreachable server for ever: ask once first (an unknown stream is refused here too).
   await ticker.streams.get(stream);
-  const sub = ticker.consume(stream, { group: flags.group, from: flags.from, types: flags.types, keys: flags.keys, maxRate: flags.maxRate });
+  const sub = ticker.consume(stream, {
+    group: flags.group,
+    from: flags.from,
+    types: flags.types,
+    keys: flags.keys,
+    maxRate: flags.maxRate,
+    conflate: flags.conflate ? "key" : undefined,
+  });
   const out = new LineOut();
   let stopping = false;
   let writing = false;

@@ -11,9 +11,10 @@ import { eventsOf, type EventJson } from "./event.js";
 import { JsonEvent, type ConsumedEvent } from "./json-event.js";
 import { Position } from "./position.js";
 import { EventQueue } from "./queue.js";
-import { readQuery } from "./replay.js";
+import { checkConsumeOptions, consumeQuery, type ConsumeOptions, type Hello, type Role, type SubscriptionEvents } from "./consume-options.js";
 
 export type { ConsumedEvent } from "./json-event.js";
+export type { ConsumeOptions, Hello, Role, SubscriptionEvents } from "./consume-options.js";
 
 /** The server's documented default window; sent always, so the client knows the bound it buffers to. */
 const WINDOW_DEFAULT = 10_000;
@@ -27,52 +28,15 @@ const TICK_MS = 500;
 /** The server's cap on a nack reason. */
 const NACK_REASON_CHARS_MAX = 1024;
 
-export type Role = "active" | "standby";
-
-export interface ConsumeOptions {
-  /** A consumer group: acks become its checkpoint; one member is active, others wait as standby. */
-  group?: string;
-  /** Where to start: a seq, "earliest" or "latest". Without it a group resumes at its checkpoint + 1, anything else at latest. */
-  from?: number | "earliest" | "latest";
-  /** Start at the first event ingested at or after this time (ms since epoch); instead of `from`. */
-  fromTime?: number;
-  /** Most unacked events in flight for a group, and the events this client buffers (default 10,000). */
-  window?: number;
-  /** Nacks of one event before it is dead-lettered (server default 5). */
-  maxAttempts?: number;
-  /** Wire format (default "binary"); events reach the caller alike in both. */
-  format?: "binary" | "json";
-  /** Only events of these types (exact, or a prefix ending in "*"): the server filters, and says which seqs it passed over. */
-  types?: string[];
-  /** Only events with these keys (exact, or a prefix ending in "*"). */
-  keys?: string[];
-  /** At most this many events a second, history and live alike (the server paces its pages). */
-  maxRate?: number;
-  reconnect?: {
-    /** First delay after a connection ends (default 100 ms); doubled after each failed attempt. */
-    initialDelayMs?: number;
-    /** Largest delay (default 5 s). Each delay is jittered between half and all of it. */
-    maxDelayMs?: number;
-    /** Failed attempts in a row before the subscription gives up with the last error (default unbounded). */
-    attemptsMax?: number;
-  };
+/** The seqs a filtered or conflated message covers, and how many of them conflation left out. */
+interface Range {
+  from: number;
+  to: number;
+  conflated: number;
 }
 
-/** The server's hello: where delivery starts (null for a standby) and the stream's bounds then. */
-export interface Hello {
-  from: number | null;
-  head_seq: number;
-  first_seq: number;
-  role: Role;
-}
-
-export interface SubscriptionEvents {
-  /** The role changed (a standby took over, or a reconnect landed as standby). */
-  role: (role: Role) => void;
-  /** Events up to `from` - 1 expired before they could be delivered; delivery goes on at `from`. */
-  reset: (reset: { from: number; reason: string }) => void;
-  /** A connection ended with `error`; the next attempt starts in `delayMs`. */
-  reconnect: (info: { attempt: number; delayMs: number; error: TickerError }) => void;
+function rangeOf(m: Record<string, unknown>): Range {
+  return { from: m.from_seq as number, to: m.to_seq as number, conflated: typeof m.conflated === "number" ? m.conflated : 0 };
 }
 
 /** Subscribes to `stream`; see Subscription. */
@@ -106,9 +70,10 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
   private lastPingMs = 0;
   private ackQueued = false;
   private settleReady: { resolve: (h: Hello) => void; reject: (e: TickerError) => void } | null = null;
-  /** The range message before a filtered binary batch. */
-  private range: { from: number; to: number } | null = null;
+  /** The range message before a filtered or conflated binary batch. */
+  private range: Range | null = null;
   private readonly filtered: boolean;
+  private conflatedEvents = 0;
   private readonly listeners: { [K in keyof SubscriptionEvents]: Set<SubscriptionEvents[K]> } = { role: new Set(), reset: new Set(), reconnect: new Set() };
 
   constructor(
@@ -116,6 +81,7 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     readonly stream: string,
     private readonly opts: ConsumeOptions,
   ) {
+    checkConsumeOptions(opts);
     this.windowEvents = opts.window ?? WINDOW_DEFAULT;
     this.filtered = opts.types !== undefined || opts.keys !== undefined;
     this.position = new Position(opts.group !== undefined, this.windowEvents);
@@ -128,6 +94,15 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
   /** The consumer group; undefined for a plain tail. */
   get group(): string | undefined {
     return this.opts.group;
+  }
+
+  /**
+   * With `conflate: "key"`, how many events the server has left out of the
+   * messages this subscription took so far (the newest of their key came
+   * instead). A stretch sent again after a reconnect is counted again.
+   */
+  get conflated(): number {
+    return this.conflatedEvents;
   }
 
   /** Events received and not yet pulled. At most `window` plus the messages already read from the socket when it paused (docs/client.md). */
@@ -228,18 +203,8 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
   }
 
   private url(): string {
-    const o = this.opts;
-    const q = new URLSearchParams();
-    if (o.group !== undefined) q.set("group", o.group);
-    const from = this.position.resumeFrom();
-    if (from !== null) q.set("from", String(from));
-    else if (o.fromTime !== undefined) q.set("from_time", String(o.fromTime));
-    else if (o.from !== undefined) q.set("from", String(o.from));
-    q.set("format", o.format ?? "binary");
-    q.set("window", String(this.windowEvents));
-    if (o.maxAttempts !== undefined) q.set("max_attempts", String(o.maxAttempts));
     const base = this.conn.url.replace(/^http/, "ws").replace(/\/+$/, "");
-    return `${base}/v1/streams/${encodeURIComponent(this.stream)}/consume?${q}${readQuery(o)}`;
+    return `${base}/v1/streams/${encodeURIComponent(this.stream)}/consume?${consumeQuery(this.opts, this.position.resumeFrom(), this.windowEvents)}`;
   }
 
   private onEnded(cause: TickerError): void {
@@ -313,12 +278,12 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
         return this.onHello(m as unknown as Hello);
       case "events": {
         const events = (m.events as EventJson[]).map((e) => new JsonEvent(e));
-        // A filtered consumer's message covers from_seq..to_seq, filtered-out seqs included.
-        return this.onEvents(events, typeof m.from_seq === "number" ? { from: m.from_seq, to: m.to_seq as number } : null);
+        // A filtered or conflated message from the log covers from_seq..to_seq, the seqs passed over included.
+        return this.onEvents(events, typeof m.from_seq === "number" ? rangeOf(m) : null);
       }
       case "range":
-        // Before a filtered binary batch: the seqs it covers.
-        this.range = { from: m.from_seq as number, to: m.to_seq as number };
+        // Before a filtered or conflated binary batch: the seqs it covers.
+        this.range = rangeOf(m);
         return;
       case "heartbeat": {
         if (typeof m.next_seq === "number") this.position.onPassed(m.next_seq);
@@ -356,8 +321,8 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     this.onEvents(events, range);
   }
 
-  /** Events in seq order; `range` (filtered consumers) is the seqs they cover, else they run without a gap. */
-  private onEvents(events: ConsumedEvent[], range: { from: number; to: number } | null): void {
+  /** Events in seq order; `range` (filtered or conflated messages) is the seqs they cover, else they run without a gap. */
+  private onEvents(events: ConsumedEvent[], range: Range | null): void {
     const n = events.length;
     if (n === 0) return;
     const first = events[0].seq;
@@ -373,6 +338,7 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     const v = this.position.onBatch(from, range?.to ?? last);
     if (v.kind === "refill") return this.seekTo(v.from);
     if (v.kind !== "deliver") return;
+    if (range !== null) this.conflatedEvents += range.conflated;
     if (v.skip === 0) this.enqueue(events);
     else this.enqueue(range === null ? events.slice(v.skip) : events.filter((e) => e.seq >= from + v.skip));
   }

@@ -30,7 +30,7 @@ export interface LogOptions {
   frameBytesMax: number;
   /** Told how long each fdatasync of a segment took (the shard's fsync histogram). */
   observeSyncSeconds?: (seconds: number) => void;
-  /** The shard's open files (segments and checkpoint files); none given: never closed for want of room. */
+  /** The shard's open files (segments, checkpoint files, held.log); none given: never closed for want of room. */
   openFiles?: OpenFiles;
 }
 
@@ -84,8 +84,12 @@ export class StreamLog implements SegmentOwner {
   /** The one closed segment whose file is open for reading (bounded fds). */
   private reading: Segment | null = null;
   private syncWaiters: Array<{ seq: number; done: (err: Error | null) => void }> | null = null;
-  /** Appended since the last fdatasync of this log (flush() skips clean logs). */
+  /** Appended to the active segment since the last flush (flush() skips clean logs). */
   private unsynced = false;
+  /** Segments rolled without an fdatasync (process durability) while holding records appended since the last flush: flush() syncs them too. */
+  private rolledUnsynced: Segment[] = [];
+  /** The segment flush() is syncing in the thread pool. */
+  private flushSeg: Segment | null = null;
 
   readonly files: OpenFiles;
 
@@ -104,7 +108,7 @@ export class StreamLog implements SegmentOwner {
    * forget it once no fd of the file is open).
    */
   mayClose(seg: Segment): boolean {
-    return seg !== this.syncSeg && !(seg === this.active && this.committedSeq < this.headSeq);
+    return seg !== this.syncSeg && seg !== this.flushSeg && !(seg === this.active && this.committedSeq < this.headSeq);
   }
 
   get active(): Segment {
@@ -249,7 +253,8 @@ export class StreamLog implements SegmentOwner {
     // Records still waiting for their sync are synced with the segment that
     // closes (even if this append is not durable), so what a failed sync
     // cuts back always lies in the active segment.
-    if (durable || this.committedSeq < old.lastSeq) {
+    const synced = durable || this.committedSeq < old.lastSeq;
+    if (synced) {
       try {
         this.timedSync(old.openFd());
       } catch (err) {
@@ -278,6 +283,9 @@ export class StreamLog implements SegmentOwner {
       throw err;
     }
     old.markClosed();
+    // Its records stay due for the clean stop's sync: closing the fd does not write them.
+    if (this.unsynced && !synced) this.rolledUnsynced.push(old);
+    this.unsynced = false;
     // An fdatasync may still be running on this fd in the thread pool; its
     // callback closes the file instead, so the fd number is never reused under it.
     if (this.syncSeg !== old) old.close();
@@ -568,7 +576,12 @@ export class StreamLog implements SegmentOwner {
     // before the thread pool gets to the sync.
     const syncing = this.syncSeg === null ? -1 : this.segments.indexOf(this.syncSeg);
     if (syncing >= 0 && syncing < past) past = syncing;
-    for (let i = 0; i < past; i++) this.segments.shift()?.remove();
+    for (let i = 0; i < past; i++) {
+      const seg = this.segments.shift() as Segment;
+      seg.remove();
+      // Gone from disk: nothing left to sync.
+      if (this.rolledUnsynced.includes(seg)) this.rolledUnsynced = this.rolledUnsynced.filter((s) => s !== seg);
+    }
     return past;
   }
 
@@ -583,12 +596,26 @@ export class StreamLog implements SegmentOwner {
   }
 
   /**
-   * Flushes the active segment if anything was appended since its last sync
-   * (a clean stop then survives power loss too); the index is rebuilt.
+   * Syncs every segment holding records appended since the last flush: the
+   * active one, and those rolled without a sync (process durability), also
+   * when the open-file cache closed their fd since (the pages stay dirty in
+   * the kernel; an fd opened again syncs them). A clean stop then survives
+   * power loss too; the index is rebuilt. One fdatasync at a time for this
+   * log, in the thread pool, so that a shard keeps many logs' syncs in flight.
    */
-  flush(): void {
-    if (!this.unsynced) return;
-    fdatasyncSync(this.active.openFd());
+  async flush(): Promise<void> {
+    const due = this.unsynced ? [...this.rolledUnsynced, this.active] : this.rolledUnsynced;
+    for (const seg of due) {
+      this.flushSeg = seg;
+      try {
+        const fd = seg.openFd();
+        await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+      } finally {
+        this.flushSeg = null;
+      }
+      if (seg.closed && this.reading !== seg) seg.close();
+    }
+    this.rolledUnsynced = [];
     this.unsynced = false;
   }
 }

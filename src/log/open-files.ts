@@ -1,4 +1,4 @@
-// The open files of a shard's streams (segments, checkpoint files), least
+// The open files of a shard's streams (segments, checkpoint files, held.log), least
 // recently used first, at most `filesMax` of them: a shard with 25,000 small
 // streams would otherwise hold one file per stream (two with a consumer
 // group) and pass the process's ulimit. A file the cache closes is opened

@@ -7,6 +7,7 @@
 // retried at the next settle, never failing a request already done.
 import { HeldStore, heldEntryBytes, type HeldEntry, type HeldLoad } from "./held-events.js";
 import { logger } from "../logger.js";
+import type { OpenFiles } from "../log/open-files.js";
 
 export class HeldBook {
   private readonly store: HeldStore;
@@ -23,8 +24,10 @@ export class HeldBook {
     /** The entries held now (the rule's), for a rewrite. */
     private readonly held: () => Iterable<HeldEntry>,
     private readonly streamId: string,
+    /** The shard's open files: held.log is one of them. */
+    files: OpenFiles,
   ) {
-    this.store = new HeldStore(dir, entryBytesMax);
+    this.store = new HeldStore(dir, entryBytesMax, files);
   }
 
   open(): HeldLoad {

@@ -18,11 +18,17 @@
 // that does not check out (a torn tail, or damage, which it reports), keeps
 // entries up to the last batch end before it — a batch is acknowledged
 // whole, so a torn one is not — and cuts the file there.
+//
+// The fd is the shard's open-file cache's to close (src/log/open-files.ts),
+// as a segment's: a shard with many ordered streams holds open_files_max
+// files, not one held.log each. Every call on it is synchronous, so it may
+// be closed between any two, and the next use opens the file again.
 import { closeSync, existsSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { readU64, u32, writeU32, writeU64 } from "../bytes.js";
 import { crc32Range } from "../crc.js";
 import { syncDir } from "../log/segment.js";
+import { unboundedFiles, type CachedFile, type OpenFiles } from "../log/open-files.js";
 
 export const HELD_FILE = "held.log";
 export const HELD_ENTRY_HEADER_BYTES = 40; // bytes, crc, producer_seq, received_ms, id bytes, frame bytes, flags, zero
@@ -139,7 +145,7 @@ export function decodeHeld(buf: Buffer, entryBytesMax: number): HeldLoad {
   return { entries: live, cutBytes: buf.length - keptBytes, damage };
 }
 
-export class HeldStore {
+export class HeldStore implements CachedFile {
   private readonly path: string;
   private fd = -1;
   private size = 0;
@@ -147,24 +153,51 @@ export class HeldStore {
   constructor(
     private readonly dir: string,
     private readonly entryBytesMax: number,
+    private readonly files: OpenFiles = unboundedFiles(),
   ) {
     this.path = join(dir, HELD_FILE);
   }
 
   /** Opens (or creates) the file, cuts what does not check out, and returns what it holds. */
   open(): HeldLoad {
-    // Not "a+": with O_APPEND, Linux writes at the end whatever position is given.
     const created = !existsSync(this.path);
-    this.fd = openSync(this.path, created ? "w+" : "r+");
-    if (created) syncDir(this.dir);
-    const buf = readFileSync(this.fd); // bounded: held_events_max entries, rewritten when mostly released
+    if (created) {
+      this.file("w+");
+      syncDir(this.dir);
+    }
+    const buf = readFileSync(this.file()); // bounded: held_events_max entries, rewritten when mostly released
     const load = decodeHeld(buf, this.entryBytesMax);
     this.size = buf.length - load.cutBytes;
     if (load.cutBytes > 0) {
-      ftruncateSync(this.fd, this.size);
-      fdatasyncSync(this.fd);
+      ftruncateSync(this.file(), this.size);
+      fdatasyncSync(this.file());
     }
     return load;
+  }
+
+  /**
+   * The fd, the file opened if the cache closed it. Valid until the shard
+   * opens another file. Not "a+": with O_APPEND, Linux writes at the end
+   * whatever position is given.
+   */
+  private file(flags: "r+" | "w+" = "r+"): number {
+    if (this.fd >= 0) {
+      this.files.used(this);
+      return this.fd;
+    }
+    this.files.makeRoom();
+    this.fd = openSync(this.path, flags);
+    this.files.opened(this);
+    return this.fd;
+  }
+
+  mayClose(): boolean {
+    return true; // every call on the fd is synchronous: nothing runs on it between turns
+  }
+
+  evict(): void {
+    closeSync(this.fd);
+    this.fd = -1;
   }
 
   /** Appends one batch of newly held events, whole; durable: synced before it returns. */
@@ -175,12 +208,13 @@ export class HeldStore {
 
   private write(buf: Buffer, durable: boolean): void {
     try {
+      const fd = this.file();
       let off = 0;
-      while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off, this.size + off);
-      if (durable) fdatasyncSync(this.fd);
+      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off, this.size + off);
+      if (durable) fdatasyncSync(fd);
     } catch (err) {
       try {
-        ftruncateSync(this.fd, this.size);
+        ftruncateSync(this.file(), this.size);
       } catch {
         // A torn batch is cut by the next open.
       }
@@ -202,7 +236,7 @@ export class HeldStore {
   /** Cuts the file back to `bytes` (a batch added for a request that then failed). */
   cutTo(bytes: number): void {
     if (bytes >= this.size) return;
-    ftruncateSync(this.fd, bytes);
+    ftruncateSync(this.file(), bytes);
     this.size = bytes;
   }
 
@@ -216,7 +250,7 @@ export class HeldStore {
   settle(liveBytes: number, live: () => readonly HeldEntry[]): void {
     if (liveBytes === 0) {
       if (this.size > 0) {
-        ftruncateSync(this.fd, 0);
+        ftruncateSync(this.file(), 0);
         this.size = 0;
       }
       return;
@@ -234,9 +268,8 @@ export class HeldStore {
     }
     renameSync(tmp, this.path);
     // The new file is the store now, whatever the directory sync says: later
-    // adds must not go to the old one, unlinked by the rename.
-    closeSync(this.fd);
-    this.fd = openSync(this.path, "r+");
+    // adds must not go to the old one, unlinked by the rename (the next use opens the new one).
+    this.close();
     this.size = buf.length;
     syncDir(this.dir);
   }
@@ -252,7 +285,8 @@ export class HeldStore {
   }
 
   close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
+    if (this.fd < 0) return;
+    this.files.closed(this);
+    this.evict();
   }
 }

@@ -24,6 +24,7 @@
 import { ApiError } from "../errors.js";
 import { frameTs, RECORD_HEADER_BYTES, sealFrame } from "../log/record.js";
 import type { StreamLog } from "../log/log.js";
+import type { OpenFiles } from "../log/open-files.js";
 import { u32 } from "../bytes.js";
 import { recordIdempotencyKey } from "../wire/event-codec.js";
 import { type BatchColumns, EventFields } from "../wire/event-layout.js";
@@ -95,9 +96,10 @@ export class OrderedStream {
     private readonly limits: OrderedLimits,
     private gapTimeoutMs: number,
     private producerIdleMs: number,
+    files: OpenFiles,
   ) {
     this.ingest = this.newIngest();
-    this.book = new HeldBook(dir, limits.entryBytesMax, () => this.heldEntries(), streamId);
+    this.book = new HeldBook(dir, limits.entryBytesMax, () => this.heldEntries(), streamId, files);
   }
 
   /** Start-up: producers from the log, held events from held.log. */
@@ -110,7 +112,7 @@ export class OrderedStream {
     producerIdleMs: number,
     nowMs: number,
   ): OrderedStream {
-    const o = new OrderedStream(dir, streamId, limits, gapTimeoutMs, producerIdleMs);
+    const o = new OrderedStream(dir, streamId, limits, gapTimeoutMs, producerIdleMs, log.files);
     const load = o.book.open();
     o.damage = load.damage === null ? null : `held.log: ${load.damage} (${load.cutBytes} bytes cut)`;
     o.restore(log, load.entries, nowMs);

@@ -43,6 +43,7 @@ import { HELD_ENTRY_HEADER_BYTES } from "./held-events.js";
 import { createLogger, logger, setLogger } from "../logger.js";
 import { noteStorageRefusal } from "./disk-full-log.js";
 import { ShardMetrics } from "./metrics.js";
+import { syncAndClose } from "./clean-stop.js";
 
 /** Requests taken from the ring before yielding to timers and fsync callbacks. */
 const REQUESTS_PER_TURN_MAX = 64;
@@ -147,6 +148,9 @@ class ShardWorker {
   private readonly logOpts: LogOptions;
   private readonly defaults: StreamDefaults;
   private stopping = false;
+  private retention: NodeJS.Timeout | null = null;
+  /** The shard's open files (segments, checkpoint files, held.log); its bound is also how many syncs a clean stop keeps in flight. */
+  private readonly files: OpenFiles;
   /** PostgreSQL / Redis copies of group checkpoints, when configured. */
   private external: ExternalCheckpoints | null = null;
   private readonly buffers: ShardBuffers;
@@ -188,7 +192,7 @@ class ShardWorker {
       indexIntervalBytes: c.index_interval_bytes,
       frameBytesMax: limits.frameBytesMax,
       observeSyncSeconds: (s) => metrics.observeFsync(s),
-      openFiles: new OpenFiles(shardOpenFilesMax(c)),
+      openFiles: (this.files = new OpenFiles(shardOpenFilesMax(c))),
     };
     this.defaults = {
       retention_ms: c.default_retention_ms,
@@ -284,7 +288,10 @@ class ShardWorker {
   }
 
   async run(): Promise<void> {
-    const retention = setInterval(() => applyRetention(this.streams.values(), Date.now(), this.metrics), this.config.retention_check_interval_ms);
+    const retention = (this.retention = setInterval(
+      () => applyRetention(this.streams.values(), Date.now(), this.metrics),
+      this.config.retention_check_interval_ms,
+    ));
     // Ordered streams' gap timers: a held event goes out within gap_timeout_ms + this tick of its receipt.
     const gaps = setInterval(() => {
       const now = Date.now();
@@ -326,13 +333,9 @@ class ShardWorker {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    for (const s of this.streams.values()) {
-      try {
-        s.log.flush();
-      } finally {
-        s.close();
-      }
-    }
+    // Nothing rolls or removes a segment while the syncs are in flight.
+    if (this.retention !== null) clearInterval(this.retention);
+    await syncAndClose(this.streams.values(), this.files.filesMax);
     await this.external?.close(); // the last batch of checkpoints
   }
 

@@ -4,7 +4,8 @@
 // a client socket there must be an fdatasync of that stream's segment file
 // that began after the pwrite of the batch's records ended and ended before
 // the response was written; and group commit must show (one fdatasync
-// covering several waiting publishes).
+// covering several waiting publishes). And a clean stop: every segment
+// written since its last sync is fdatasynced before the server exits.
 import { describe, it, expect } from "vitest";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -125,44 +126,61 @@ export function proveFsync(calls: Call[], streamDir: string): FsyncProof {
   };
 }
 
+/** Segment files of `streamsDir` written and not fdatasynced since their last pwrite (a clean stop must leave none). */
+export function unsyncedSegments(calls: Call[], streamsDir: string): { written: number; unsynced: string[] } {
+  const fdPath = new Map<number, string>();
+  const written = new Set<string>();
+  /** Segments written since their last fdatasync: the end of that pwrite. */
+  const lastWrite = new Map<string, number>();
+  const isSegment = (path: string | undefined): path is string => path?.startsWith(`${streamsDir}/`) === true && /\d{20}\.log$/.test(path);
+  // An fd names its file from the end of the openat that returned it: with two shard threads,
+  // an openat may start before another thread's close of the same fd number has.
+  const at = (c: Call) => (c.name === "openat" ? c.endUs : c.startUs);
+  for (const c of [...calls].sort((a, b) => at(a) - at(b))) {
+    const fd = Number(/^(\d+)/.exec(c.text)?.[1] ?? -1);
+    const path = fdPath.get(fd);
+    if (c.name === "openat") {
+      const m = /^AT_FDCWD, "([^"]+)".*\) = (\d+)$/.exec(c.text);
+      if (m) fdPath.set(Number(m[2]), m[1]);
+    } else if (c.name === "close") fdPath.delete(fd);
+    else if (c.name === "pwrite64" && isSegment(path)) {
+      written.add(path);
+      lastWrite.set(path, c.endUs);
+    } else if (c.name === "fdatasync" && isSegment(path) && / = 0$/.test(c.text) && c.startUs >= (lastWrite.get(path) ?? Number.POSITIVE_INFINITY)) {
+      lastWrite.delete(path);
+    }
+  }
+  return { written: written.size, unsynced: [...lastWrite.keys()] };
+}
+
+/** The server under `strace -f`, tracing `calls`; resolves once it is ready. */
+async function tracedServer(dataDir: string, calls: string, args: string[] = []) {
+  const trace = join(dataDir, "..", `${dataDir.split("/").pop()}.strace`);
+  const data = join(dataDir, "data");
+  const proc = spawn(
+    "strace",
+    ["-f", "-tt", "-T", "-s", "1024", "-e", `trace=${calls}`, "-o", trace, process.execPath, MAIN, "serve", "--port", "0", "--data-dir", data, ...args],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+  for (let i = 0; i < 600 && !out.includes("ticker ready") && proc.exitCode === null; i++) await sleep(50);
+  if (!out.includes("ticker ready")) throw new Error(`the server under strace did not start: ${out}`);
+  // The server's pid is in its data dir lock (strace's own pid is the parent's child).
+  const pid = Number(readFileSync(join(data, "LOCK"), "utf8").trim());
+  const url = `http://127.0.0.1:${/ticker listening on [^\s]+:(\d+)/.exec(out)![1]}`;
+  return { trace, data, pid, url, exited, output: () => out };
+}
+
 describe("durability fsync under strace", () => {
   it("every publish answer to an fsync stream follows an fdatasync of its segment that began after its pwrite, and one fdatasync serves several publishes", async () => {
     const dataDir = tempDataDir("ticker-strace-");
-    const trace = join(dataDir, "..", `${dataDir.split("/").pop()}.strace`);
-    const data = join(dataDir, "data");
-    const proc = spawn(
-      "strace",
-      [
-        "-f",
-        "-tt",
-        "-T",
-        "-s",
-        "1024",
-        "-e",
-        "trace=openat,close,fdatasync,pwrite64,write,writev,sendto,sendmsg",
-        "-o",
-        trace,
-        process.execPath,
-        MAIN,
-        "serve",
-        "--port",
-        "0",
-        "--data-dir",
-        data,
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let out = "";
-    proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-    proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
-    let pid = 0;
+    const server = await tracedServer(dataDir, "openat,close,fdatasync,pwrite64,write,writev,sendto,sendmsg");
+    const { trace, data, url, exited } = server;
+    let pid = server.pid;
     try {
-      for (let i = 0; i < 600 && !out.includes("ticker ready"); i++) await sleep(50);
-      expect(out).toContain("ticker ready");
-      // The server's pid is in its data dir lock (strace's own pid is the parent's child).
-      pid = Number(readFileSync(join(data, "LOCK"), "utf8").trim());
-      const url = `http://127.0.0.1:${/ticker listening on [^\s]+:(\d+)/.exec(out)![1]}`;
       expect((await api(`${url}/v1/streams/${STREAM}`, "PUT", { durability: "fsync" })).status).toBe(201);
       let acked = 0;
       await Promise.all(
@@ -195,6 +213,38 @@ describe("durability fsync under strace", () => {
       expect(proof.publishes).toBe(CLIENTS * PUBLISHES_PER_CLIENT);
       expect(proof.unproven).toBe(0);
       expect(proof.groupMax).toBeGreaterThan(1); // group commit
+    } finally {
+      if (pid) process.kill(pid, "SIGKILL");
+      await exited;
+      removeDir(dataDir);
+      removeDir(trace);
+    }
+  });
+
+  it("a clean stop fdatasyncs every segment written since its last sync: process durability, rolled segments, and those the open-file cache closed", async () => {
+    const dataDir = tempDataDir("ticker-strace-stop-");
+    // 8 open files a shard for 24 streams of 4 segments each: most files were closed by the cache before the stop.
+    const server = await tracedServer(dataDir, "openat,close,fdatasync,pwrite64", ["--shards", "2", "--open-files-max", "16", "--segment-bytes-max", "4096"]);
+    const { trace, data, url, exited } = server;
+    let pid = server.pid;
+    try {
+      const streams = Array.from({ length: 24 }, (_, i) => `stop.${i}`);
+      for (let batch = 0; batch < 4; batch++) {
+        await Promise.all(
+          streams.map(async (stream) => {
+            // ~5 KB a batch, past segment_bytes_max: each batch rolls the segment before it.
+            const events = Array.from({ length: 20 }, (_, j) => ({ type: "t", payload: { batch, j, pad: "x".repeat(200) } }));
+            const r = await api(`${url}/v1/streams/${stream}/events`, "POST", { events });
+            expect(r.status, JSON.stringify(r.json)).toBe(200);
+          }),
+        );
+      }
+      process.kill(pid, "SIGTERM");
+      expect(await exited).toBe(0);
+      pid = 0;
+      const { written, unsynced } = unsyncedSegments(parseTrace(readFileSync(trace, "utf8")), join(data, "streams"));
+      expect(written).toBe(streams.length * 4);
+      expect(unsynced).toEqual([]);
     } finally {
       if (pid) process.kill(pid, "SIGKILL");
       await exited;

@@ -190,6 +190,20 @@ describe("ticker tail", () => {
     expect(r.stdout).toBe('"a string\\nwith a newline"\n7\n');
   });
 
+  it("--conflate from earliest prints the newest event of each key; with --group it is a usage error", async () => {
+    const quotes = Array.from({ length: 300 }, (_, i) => ({ type: "quote", key: `k${i % 3}`, payload: i }));
+    await ticker(["publish", "tl.conflate"], lines(quotes));
+    const r = await ticker(["tail", "tl.conflate", "--from", "earliest", "--conflate", "--count", "3"]);
+    expect([r.code, r.stderr]).toEqual([0, ""]);
+    expect(ndjson(r.stdout).map((e) => [e.seq, e.key])).toEqual([
+      [298, "k0"],
+      [299, "k1"],
+      [300, "k2"],
+    ]);
+    const both = await ticker(["tail", "tl.conflate", "--conflate", "--group", "g"]);
+    expect([both.code, both.stderr]).toEqual([2, expect.stringContaining("--conflate")]);
+  });
+
   it("piped into head -n 3, tail and replay exit 0 once head has gone; SIGINT ends tail with 0 and its printed events acked", async () => {
     await fill("tl.many", 5000); // more than a pipe holds: a write meets the closed pipe
     for (const command of ["tail", "replay"]) {

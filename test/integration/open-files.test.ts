@@ -1,10 +1,12 @@
 // open_files_max against a real server: many streams with consumer groups,
 // some fsync, publish, replay and checkpoint through a small open-file
 // budget, and the process's fds stay within it (plus the fixed ones every
-// server holds) before and after a restart.
+// server holds) before and after a restart; so do many ordered streams,
+// whose held.log files are in the same budget.
 import { describe, expect, it } from "vitest";
 import { readdirSync, readlinkSync } from "node:fs";
-import { api, perTestServers } from "../helpers/server.js";
+import { api, perTestServers, replayAll } from "../helpers/server.js";
+import { ev, ordered, publish } from "../helpers/ordered.js";
 
 const OPEN_FILES_MAX = 64;
 const STREAMS = 500;
@@ -86,5 +88,38 @@ describe("open_files_max", () => {
     });
     within();
     expect((await api(`${s.url}/v1/streams/${stream(0)}`, "GET")).json).toMatchObject({ head_seq: 4, durability: "fsync" });
+  });
+
+  it("more ordered streams than open files hold events in held.log through 32 open files, keep them over a restart, and release them in order", async () => {
+    const dataDir = servers.dir();
+    const filesMax = 32;
+    const streams = 200;
+    const args = ["--open-files-max", String(filesMax), "--shards", "2"];
+    let s = await servers.start(dataDir, args);
+    const fixed = fds(s.proc.pid!, dataDir).all;
+    const within = () => {
+      const n = fds(s.proc.pid!, dataDir);
+      expect(n.data).toBeLessThanOrEqual(filesMax);
+      expect(n.all).toBeLessThanOrEqual(fixed + filesMax + CLIENT_SOCKETS_MAX);
+    };
+    const name = (i: number) => `ord-${i}`;
+    await each(streams, async (i) => {
+      // An hour: nothing is released by the gap timer while the test runs.
+      expect((await ordered(s.url, name(i), { gap_timeout_ms: 3_600_000 })).status).toBe(201);
+      const held = await publish(s.url, name(i), [ev("p", 2, { payload: i }), ev("p", 3, { payload: i })]);
+      expect(held.json).toMatchObject({ count: 0, held: [{ producer_seq: 2 }, { producer_seq: 3 }] });
+    });
+    within();
+    expect(await s.stop()).toBe(0);
+    s = await servers.start(dataDir, args);
+    within();
+    await each(streams, async (i) => {
+      expect((await api(`${s.url}/v1/streams/${name(i)}`, "GET")).json).toMatchObject({ held_events: 2 });
+      const closing = await publish(s.url, name(i), [ev("p", 1, { payload: i })]);
+      expect(closing.json).toMatchObject({ first_seq: 1, last_seq: 3, count: 3, held: [] });
+      const events = await replayAll(s.url, name(i));
+      expect(events.map((e: any) => [e.producer_seq, e.payload])).toEqual([1, 2, 3].map((q) => [q, i]));
+    });
+    within();
   });
 });

@@ -1,12 +1,14 @@
 // The held-events file of an ordered-ingest stream: what was added comes
 // back after a reopen, a torn or damaged file gives back a prefix of it and
-// never a damaged entry, and settling empties or compacts it.
+// never a damaged entry, settling empties or compacts it, and a file the
+// shard's open-file cache closed is opened again on next use.
 import fc from "fast-check";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { HELD_FILE, type HeldEntry, HeldStore, decodeHeld, heldEntryBytes } from "../../src/shard/held-events.js";
 import { removeTempDirs, tempDir } from "../helpers/log-frames.js";
+import { OpenFiles } from "../../src/log/open-files.js";
 
 const ENTRY_BYTES_MAX = 64 * 1024;
 
@@ -63,6 +65,38 @@ describe("held events on disk", () => {
     expect(store.bytes).toBe(0);
     store.close();
     expect(readFileSync(join(dir, HELD_FILE)).length).toBe(0);
+  });
+
+  it("two stores sharing one open file close each other's held.log at every use, and adds, cuts and a rewrite still land in the right file", () => {
+    const files = new OpenFiles(1);
+    const dirs = [tempDir(), tempDir()];
+    const stores = dirs.map((d) => new HeldStore(d, ENTRY_BYTES_MAX, files));
+    for (const st of stores) st.open();
+    const added: HeldEntry[][] = [[], []];
+    for (let i = 0; i < 20; i++) {
+      const k = i % 2;
+      const e = entry(`p${k}`, i + 2);
+      stores[k].add([e], false);
+      added[k].push(e);
+      expect(files.size).toBe(1);
+    }
+    const before = stores[0].bytes;
+    stores[0].add([entry("p0", 99)], false);
+    stores[1].add([entry("p1", 99)], false); // closes store 0's file
+    stores[0].cutTo(before);
+    added[1].push(entry("p1", 99));
+    const live = added[0].slice(-2);
+    stores[0].settle(
+      live.reduce((n, e) => n + heldEntryBytes(e), 0),
+      () => live,
+    ); // rewritten: renamed over the old file, opened again on next use
+    stores[0].add([entry("p0", 100)], false);
+    stores[1].add([entry("p1", 100)], false);
+    expect(files.evictions).toBeGreaterThan(20);
+    for (const st of stores) st.close();
+    expect(files.size).toBe(0);
+    expect(reopened(dirs[0]).entries).toEqual([...live, entry("p0", 100)]);
+    expect(reopened(dirs[1]).entries).toEqual([...added[1], entry("p1", 100)]);
   });
 
   it("a file cut at any byte or with any bit flipped gives back a prefix of what was added, never a damaged entry, and is cut there", () => {

@@ -7,16 +7,24 @@ import fs, { appendFileSync, existsSync, openSync, closeSync, writeSync, readdir
 import { syncBuiltinESMExports } from "node:module";
 import { join } from "node:path";
 import { StreamLog, CorruptRecordError } from "../../src/log/log.js";
+import { OpenFiles } from "../../src/log/open-files.js";
 import { checkFrame, frameBytesFor, frameSeq, RECORD_HEADER_BYTES } from "../../src/log/record.js";
 import { LOG_OPTS, appendN, frames, readAll, range, removeTempDirs, tempDir } from "../helpers/log-frames.js";
 
 // The syncs are the real ones, counted (see log-durability.test.ts).
 const syncs: string[] = [];
-const real = { fsyncSync: fs.fsyncSync, fdatasyncSync: fs.fdatasyncSync };
+/** The files flush() synced in the thread pool, by path. */
+const synced: string[] = [];
+const real = { fsyncSync: fs.fsyncSync, fdatasyncSync: fs.fdatasyncSync, fdatasync: fs.fdatasync };
 beforeEach(() => {
-  syncs.length = 0;
+  syncs.length = synced.length = 0;
   fs.fsyncSync = (fd: number) => (syncs.push(`fsync ${statKind(fd)}`), real.fsyncSync(fd));
   fs.fdatasyncSync = (fd: number) => (syncs.push(`fdatasync ${statKind(fd)}`), real.fdatasyncSync(fd));
+  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    syncs.push(`fdatasync ${statKind(fd)}`);
+    synced.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    real.fdatasync(fd, cb);
+  }) as typeof fs.fdatasync;
   syncBuiltinESMExports();
 });
 afterEach(() => {
@@ -423,16 +431,37 @@ describe("log syncs", () => {
     log.close();
   });
 
-  it("flush syncs a log with appends since its last sync, once", () => {
+  it("flush syncs a log with appends since its last sync, once", async () => {
     const log = new StreamLog(tempDir(), LOG_OPTS);
     log.open();
-    log.flush();
+    await log.flush();
     expect(syncs).toEqual([]);
     appendN(log, 5);
-    log.flush();
-    log.flush();
+    await log.flush();
+    await log.flush();
     expect(syncs).toEqual(["fdatasync file"]);
     log.close();
+  });
+
+  it("flush syncs the segments a process-durability log rolled without a sync, also once the open-file cache closed them, but not those retention removed", async () => {
+    const dir = tempDir();
+    const files = new OpenFiles(1); // every other file opened closes the last one
+    const log = new StreamLog(dir, { ...LOG_OPTS, openFiles: files });
+    log.open(false);
+    appendN(log, 1600, { batch: 100 }); // 128-byte records, 64 KiB segments: 4 segments
+    expect(log.segments).toHaveLength(4);
+    expect(syncs).toEqual([]);
+    const other = new StreamLog(tempDir(), { ...LOG_OPTS, openFiles: files });
+    other.open(false); // takes the one open file: the active segment is closed, not synced
+    expect(log.active.fd).toBe(-1);
+    expect(log.applyRetention(Date.now(), Number.MAX_SAFE_INTEGER, 3 * LOG_OPTS.segmentBytesMax, false)).toBe(1);
+    await log.flush();
+    expect(synced).toEqual(log.segments.map((s) => s.logPath));
+    synced.length = 0;
+    await log.flush();
+    expect(synced).toEqual([]);
+    log.close();
+    other.close();
   });
 
   it("an append stamped with the wrong seqs is refused and moves nothing", () => {

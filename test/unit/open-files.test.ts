@@ -104,13 +104,13 @@ describe("logs and checkpoint files sharing a small cache", () => {
     expect(fdsUnder(root)).toBe(0);
   });
 
-  it("a log reopened after the cache closed its active segment recovers every record", () => {
+  it("a log reopened after the cache closed its active segment recovers every record", async () => {
     const root = tempDir();
     const files = new OpenFiles(2);
     const logs = range(1, 5).map((i) => new StreamLog(join(root, `s${i}`), { ...LOG_OPTS, openFiles: files }));
     for (const log of logs) log.open();
     for (const log of logs) appendN(log, 10);
-    for (const log of logs) log.flush();
+    for (const log of logs) await log.flush();
     for (const log of logs) log.close();
     const again = new StreamLog(join(root, "s1"), { ...LOG_OPTS, openFiles: files });
     again.open();
