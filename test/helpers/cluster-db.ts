@@ -8,6 +8,8 @@ import { startPostgres } from "../harness/postgres.js";
 export interface ClusterDb {
   /** A fresh migrated database; the function opens clients on it. */
   fresh(): Promise<() => postgres.Sql>;
+  /** A fresh migrated database's URL, and the same URL through another port (a proxy's). */
+  freshUrl(): Promise<{ url: string; port: number; via(port: number): string }>;
   stop(): Promise<void>;
 }
 
@@ -16,12 +18,17 @@ export async function clusterDb(): Promise<ClusterDb> {
   const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
   const clients: postgres.Sql[] = [];
   let databases = 0;
+  const freshUrl = async () => {
+    const name = `ticker_cluster_${++databases}`;
+    await admin.unsafe(`create database ${name}`);
+    const url = pg.url.replace(/\/postgres$/, `/${name}`);
+    await migrate(url);
+    return { url, port: pg.port, via: (port: number) => url.replace(`:${pg.port}/`, `:${port}/`) };
+  };
   return {
+    freshUrl,
     async fresh() {
-      const name = `ticker_cluster_${++databases}`;
-      await admin.unsafe(`create database ${name}`);
-      const url = pg.url.replace(/\/postgres$/, `/${name}`);
-      await migrate(url);
+      const { url } = await freshUrl();
       return () => {
         const c = postgres(url, { max: 2, onnotice: () => {} });
         clients.push(c);
