@@ -135,7 +135,7 @@ export const configSchema = z
       .default(1 * MiB)
       .describe("bytes queued on a consumer's socket before it is served from the log instead"),
     consumer_coalesce_ms_max: int(0, 1000)
-      .default(20)
+      .default(100)
       .describe(
         "longest pause between two live writes to a stream's caught-up consumers: the pause is as long as the last round of writes took, up to this; events coming meanwhile go out together",
       ),

@@ -177,10 +177,12 @@ export class Delivery extends HubPart {
    * Flushes a feed's pending batches once its pause since the last round
    * has passed. The pause is as long as that round's writes took, up to
    * consumer_coalesce_ms_max: with one consumer it is nothing, with ten
-   * thousand (a round of ~60 ms) the front writes about three quarters of
-   * the time and each write carries every event of the pause and the round.
-   * An event's wait for its write to start is bounded by that pause plus
-   * the round before it.
+   * thousand (a round of ~60 ms) the front writes half the time and each
+   * write carries every event of the pause and the round. Not shorter: each
+   * message costs a consumer too, and on a box shared with the consumers
+   * more rounds a second is more of their CPU (docs/decisions.md, "Live
+   * rounds"). An event's wait for its write to start is bounded by that
+   * pause plus the round before it.
    */
   private queueFlush(feed: Feed): void {
     if (feed.flushQueued) return;
