@@ -1,17 +1,20 @@
 // stream.json: what a stream directory says about itself (id, creation time,
 // config, log format). It is small and rarely written, and the stream cannot
-// be routed or opened without it, so it is kept twice (stream.json and
-// stream.json.bak, each written whole and renamed into place) and each copy
-// carries a CRC of its own text: a bit flip that leaves valid JSON (a digit
-// of retention_ms) is damage too, and the other copy is used.
+// be routed or opened without it, so it is kept twice (stream.json, and a
+// line of the data dir's stream-copies.log) and each copy carries a CRC of
+// its own text: a bit flip that leaves valid JSON (a digit of retention_ms)
+// is damage too, and the other copy is used. Directories written before the
+// shared copies file hold their copy as stream.json.bak, still read.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { crc32 } from "node:zlib";
 import { z } from "zod";
 import { escapeStreamId, streamConfigPatch, type StreamConfig } from "./stream-config.js";
 import { STREAM_ID } from "../stream-id.js";
+import type { StreamCopies } from "./stream-copies.js";
 
 export const META_FILE = "stream.json";
+/** The copy's file in directories written before stream-copies.log. */
 const COPY_FILE = "stream.json.bak";
 
 export interface StreamMeta {
@@ -48,37 +51,67 @@ export interface MetaRead {
 /** A stream directory's metadata files exist (a crash can leave an empty new dir). */
 export const hasMeta = (dir: string) => existsSync(join(dir, META_FILE)) || existsSync(join(dir, COPY_FILE));
 
-export function writeMeta(dir: string, meta: StreamMeta): void {
+/**
+ * Writes the description: its copy first (a crash before stream.json leaves
+ * a directory recovery skips), then stream.json. In a directory mkdir just
+ * made (`fresh`) stream.json is written in place: there is no older copy to
+ * protect, and a process crash cuts no write(2) in half. Otherwise it is
+ * written beside and renamed over, and a legacy stream.json.bak goes (the
+ * copies file holds the newer copy).
+ */
+export function writeMeta(dir: string, meta: StreamMeta, copies: StreamCopies, fresh = false): void {
   const body = JSON.stringify(meta);
   const text = `${body.slice(0, -1)},"crc32":${crc32(body)}}`;
-  // Both written before either is renamed: a write refused by a full disk
-  // changes nothing. stream.json is renamed first: if a crash comes between
-  // the two renames, the newer one wins on read.
-  const paths = [META_FILE, COPY_FILE].map((name) => join(dir, name));
+  const path = join(dir, META_FILE);
+  if (fresh) {
+    copies.append(basename(dir), text, meta.config.durability === "fsync");
+    writeFileSync(path, text, { flag: "wx" });
+    return;
+  }
+  // stream.json's new text is on disk before the copy is appended: a write
+  // refused by a full disk changes nothing.
   try {
-    for (const path of paths) writeFileSync(`${path}.tmp`, text);
+    writeFileSync(`${path}.tmp`, text);
+    copies.append(basename(dir), text, meta.config.durability === "fsync");
   } catch (err) {
-    for (const path of paths) rmSync(`${path}.tmp`, { force: true });
+    rmSync(`${path}.tmp`, { force: true });
     throw err;
   }
-  for (const path of paths) renameSync(`${path}.tmp`, path);
+  renameSync(`${path}.tmp`, path);
+  rmSync(join(dir, COPY_FILE), { force: true });
 }
 
+/** The text ends with the CRC of what precedes it, and they agree (no parse: compaction checks every line). */
+export function sealedIntact(text: string): boolean {
+  const sealed = SEAL.exec(text);
+  return sealed !== null && crc32(`${text.slice(0, sealed.index)}}`) === Number(sealed[1]);
+}
+
+const SEAL = /,"crc32":(\d+)\}$/;
+
 /**
- * Reads stream.json, or its copy when it is damaged. With both unreadable,
+ * Reads stream.json, or its copy when it is damaged: the copies file's line,
+ * else (a directory from before it) stream.json.bak. With both unreadable,
  * the id comes from the directory name when its escape can be undone, and
  * the config is the safest one (keep everything, fsync) until an operator
  * sets it again; null when even the id cannot be known.
  */
-export function readMeta(dir: string, defaults: () => StreamConfig): MetaRead | null {
-  // Both copies are read, so a damaged copy is reported (and rewritten by
-  // the caller) while the other one is still good.
+export function readMeta(dir: string, defaults: () => StreamConfig, copies: StreamCopies): MetaRead | null {
   const problems: string[] = [];
-  let found: StreamMeta | null = null;
-  for (const name of [META_FILE, COPY_FILE]) {
-    const r = readCopy(dir, name);
-    if (typeof r === "string") problems.push(`${name}: ${r}`);
-    else found ??= r;
+  const own = checkCopy(dir, readText(dir, META_FILE));
+  // A legacy copy is read while it exists, so its damage is reported (and
+  // the caller's rewrite replaces it) while stream.json is still good.
+  const legacy = readText(dir, COPY_FILE);
+  const oldCopy = legacy === "missing" ? legacy : checkCopy(dir, legacy);
+  if (typeof own === "string") problems.push(`${META_FILE}: ${own}`);
+  if (typeof oldCopy === "string" && oldCopy !== "missing") problems.push(`${COPY_FILE}: ${oldCopy}`);
+  let found = typeof own === "string" ? null : own;
+  if (found === null) {
+    const line = copies.lookup(basename(dir));
+    const copy = line === null ? `no line for ${basename(dir)}` : checkCopy(dir, { text: line });
+    if (typeof copy !== "string") found = copy;
+    else if (typeof oldCopy !== "string") found = oldCopy;
+    else if (oldCopy === "missing") problems.push(`stream-copies.log: ${copy}`);
   }
   if (found) return { meta: found, damage: problems.length ? problems.join("; ") : null, rebuilt: false };
   const id = unescapeStreamId(basename(dir));
@@ -87,13 +120,17 @@ export function readMeta(dir: string, defaults: () => StreamConfig): MetaRead | 
   return { meta: { id, created_at: 0, config }, damage: `${problems.join("; ")}; config reset to keep everything until it is set again`, rebuilt: true };
 }
 
-function readCopy(dir: string, name: string): StreamMeta | string {
-  let text: string;
+function readText(dir: string, name: string): string | { text: string } {
   try {
-    text = readFileSync(join(dir, name), "utf8");
+    return { text: readFileSync(join(dir, name), "utf8") };
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "ENOENT" ? "missing" : (err as Error).message;
   }
+}
+
+function checkCopy(dir: string, read: string | { text: string }): StreamMeta | string {
+  if (typeof read === "string") return read;
+  const text = read.text;
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -103,9 +140,8 @@ function readCopy(dir: string, name: string): StreamMeta | string {
   const r = metaSchema.safeParse(parsed);
   if (!r.success) return `not a stream description (${r.error.issues[0].path.join(".") || "body"}: ${r.error.issues[0].message})`;
   // The CRC is of the text before it (as written), not of a re-serialisation.
-  const sealed = /,"crc32":(\d+)\}$/.exec(text);
-  if (sealed) {
-    if (crc32(`${text.slice(0, sealed.index)}}`) !== Number(sealed[1])) return "CRC mismatch";
+  if (SEAL.test(text)) {
+    if (!sealedIntact(text)) return "CRC mismatch";
   } else if (r.data.crc32 !== undefined) return "CRC not where it is written";
   const { crc32: _crc, ...meta } = r.data;
   if (escapeStreamId(meta.id) !== basename(dir)) return `id "${meta.id}" does not belong in directory ${basename(dir)}`;

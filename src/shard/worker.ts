@@ -39,6 +39,7 @@ import { TimelineReads } from "./timeline-read.js";
 import { WatchedStreams } from "./watch.js";
 import { fullConfig, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta, unescapeStreamId } from "./stream-meta.js";
+import { COPIES_FILE, StreamCopies } from "./stream-copies.js";
 import { HELD_ENTRY_HEADER_BYTES } from "./held-events.js";
 import { createLogger, logger, setLogger } from "../logger.js";
 import { noteStorageRefusal } from "./disk-full-log.js";
@@ -144,6 +145,7 @@ class ShardWorker {
   private readonly inRing: Ring;
   private readonly outbox: Outbox;
   private readonly root: string;
+  private readonly copies: StreamCopies;
   private readonly logOpts: LogOptions;
   private readonly defaults: StreamDefaults;
   private stopping = false;
@@ -182,6 +184,7 @@ class ShardWorker {
     outRing.deferNotify = "microtask";
     this.outbox = new Outbox(outRing);
     this.root = join(c.data_dir, "streams");
+    this.copies = new StreamCopies(join(c.data_dir, COPIES_FILE));
     const metrics = (this.metrics = new ShardMetrics(init.shard, init.shards, c.metrics_streams_max));
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
@@ -208,7 +211,7 @@ class ShardWorker {
     this.snapshots = new Snapshots(c, this.outbox, this.buffers, (id) => this.streams.get(id));
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.reads = new LogReads(c, this.outbox, this.buffers, this.watched);
-    this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
+    this.streams = new StreamAdmin(this.root, this.copies, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);
     this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
   }
@@ -232,7 +235,7 @@ class ShardWorker {
       if (named !== null && shardOf(named, this.init.shards) !== this.init.shard) continue;
       const dir = join(this.root, name);
       if (!hasMeta(dir)) continue; // a crash between mkdir and the first write: nothing in it
-      const read = readMeta(dir, () => fullConfig({}, this.defaults));
+      const read = readMeta(dir, () => fullConfig({}, this.defaults), this.copies);
       if (read === null) {
         // Every shard sees it; shard 0 alone reports it.
         if (this.init.shard === 0) unreadable.push(dir);
@@ -240,7 +243,7 @@ class ShardWorker {
       }
       // Only the owner may open a stream: opening runs recovery, which writes.
       if (shardOf(read.meta.id, this.init.shards) !== this.init.shard) continue;
-      const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults);
+      const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults, this.copies);
       this.streams.adopt(s);
       for (const u of r.unverified) scrub.push({ stream: s.id, ...u, frameBytesMax: this.logOpts.frameBytesMax });
       r.unverified = [];
@@ -333,6 +336,7 @@ class ShardWorker {
         s.close();
       }
     }
+    this.copies.close();
     await this.external?.close(); // the last batch of checkpoints
   }
 

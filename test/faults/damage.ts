@@ -15,6 +15,7 @@ import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameSeq, sealFrame }
 import { writeU32, writeU64 } from "../../src/bytes.js";
 import { crc32Range } from "../../src/crc.js";
 import { escapeStreamId, type StreamDefaults } from "../../src/shard/stream-config.js";
+import { COPIES_FILE } from "../../src/shard/stream-copies.js";
 import { loadConfig } from "../../src/config.js";
 import { deriveLimits } from "../../src/limits.js";
 import { api, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
@@ -104,6 +105,8 @@ export async function buildFixture(): Promise<Fixture> {
     const dir = join(dataDir, "streams", escapeStreamId(STREAM));
     const files = new Map<string, Buffer>();
     for (const name of readdirSync(dir)) if (!name.endsWith(".tmp")) files.set(name, readFileSync(join(dir, name)));
+    // The data dir's copies file (the second copy of stream.json) is one of the files damage may hit.
+    files.set(COPIES_FILE, readFileSync(join(dataDir, COPIES_FILE)));
     const otherDir = join(dataDir, "streams", escapeStreamId(OTHER));
     const foreignFrames: Buffer[] = [];
     for (const name of readdirSync(otherDir).filter(isSegment)) foreignFrames.push(...framesOf(readFileSync(join(otherDir, name))).map((f) => f.bytes));
@@ -236,7 +239,7 @@ function lastFrameSeq(log: Buffer): number {
 export function writeStreamDir(fx: Fixture, dataDir: string, d: Damage | null, damaged: Buffer | null): string {
   const dir = join(dataDir, "streams", escapeStreamId(STREAM));
   mkdirSync(dir, { recursive: true });
-  for (const [name, bytes] of fx.files) writeFileSync(join(dir, name), d && name === d.file ? damaged! : bytes);
+  for (const [name, bytes] of fx.files) writeFileSync(join(name === COPIES_FILE ? dataDir : dir, name), d && name === d.file ? damaged! : bytes);
   return dir;
 }
 

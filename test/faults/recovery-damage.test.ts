@@ -12,6 +12,7 @@ import { frameSeq, frameBytesFor, markBatchEnd, sealFrame, writeFrameHeader, REC
 import { Stream } from "../../src/shard/stream.js";
 import { fullConfig } from "../../src/shard/stream-config.js";
 import { readMeta } from "../../src/shard/stream-meta.js";
+import { COPIES_FILE, StreamCopies } from "../../src/shard/stream-copies.js";
 import { recordIdempotencyKey } from "../../src/wire/event-codec.js";
 import { EventFields } from "../../src/wire/event-layout.js";
 import { api, startServer } from "../helpers/server.js";
@@ -59,10 +60,11 @@ function recoverInProcess(root: string, d: Damage): Outcome {
   // Every file is written again, so what the last case's recovery changed is undone.
   const dir = writeStreamDir(fx, root, d, damaged);
   const t0 = performance.now();
-  const read = readMeta(dir, () => fullConfig({}, DEFAULTS));
+  const copies = new StreamCopies(join(root, COPIES_FILE));
+  const read = readMeta(dir, () => fullConfig({}, DEFAULTS), copies);
   expect(read, "stream.json and its copy both unreadable from one damage").not.toBeNull();
   // No roll on the test's own append: the directory keeps the fixture's files only.
-  const { stream, report } = Stream.open(dir, read!, { ...LOG_OPTS, segmentBytesMax: 1 << 30 }, 1_000_000, DEFAULTS);
+  const { stream, report } = Stream.open(dir, read!, { ...LOG_OPTS, segmentBytesMax: 1 << 30 }, 1_000_000, DEFAULTS, copies);
   const openMs = performance.now() - t0;
   try {
     expect(stream.id).toBe(STREAM);
@@ -123,6 +125,7 @@ function recoverInProcess(root: string, d: Damage): Outcome {
     return { served, reported, headSeq, checkpoints, openMs };
   } finally {
     stream.close();
+    copies.close();
   }
 }
 
@@ -187,12 +190,12 @@ describe("recovery from damage to any file of a real data dir", () => {
     );
     // Every kind of damage to every kind of file was tried.
     for (const k of ["truncate", "flip", "garbage"])
-      for (const f of [".log", ".idx", ".tidx", "stream.json", "stream.json.bak", "checkpoints.log"])
+      for (const f of [".log", ".idx", ".tidx", "stream.json", "stream-copies.log", "checkpoints.log"])
         expect(kinds.get(`${k}:${f}`) ?? 0, `${k} of ${f}`).toBeGreaterThan(0);
     expect(kinds.get("frame:.log") ?? 0).toBeGreaterThan(0);
     recordResult({
       fault: "damaged files, recovered in-process",
-      setup: `${fx.logs.length} segments, ${fx.records.size} records, idx/tidx, stream.json + copy, checkpoints of 3 groups`,
+      setup: `${fx.logs.length} segments, ${fx.records.size} records, idx/tidx, stream.json + copy (stream-copies.log), checkpoints of 3 groups`,
       cases,
       survived: cases,
       acked: fx.records.size,
