@@ -17,8 +17,7 @@ import { resolve } from "node:path";
 import { createLogger, setLogger } from "../logger.js";
 import { counts } from "../front/front-metrics.js";
 import type { WorkerEvent } from "../shard/protocol.js";
-import { compactCopies } from "../shard/stream-copies.js";
-import { META_FILE } from "../shard/stream-meta.js";
+import { compactDescriptions } from "../shard/descriptions.js";
 
 /** A shard's recovery report as ticker_recovery_findings_total counts. */
 function noteRecoveryFindings(r: Extract<WorkerEvent, { type: "ready" }>): void {
@@ -88,9 +87,9 @@ export async function runServer(config: Config): Promise<void> {
   for (const line of timelines.damage) log.error({ kind: "recovery", damaged: line }, `recovery: DAMAGED ${line}`);
   counts.recovery.add("file_damage", timelines.damage.length);
   // Before the shards append to it.
-  const copiesDamage = compactCopies(dataDir, META_FILE);
-  for (const line of copiesDamage) log.error({ kind: "recovery", damaged: line }, `recovery: DAMAGED ${line}`);
-  counts.recovery.add("file_damage", copiesDamage.length);
+  const descriptionDamage = compactDescriptions(dataDir);
+  for (const line of descriptionDamage) log.error({ kind: "recovery", damaged: line }, `recovery: DAMAGED ${line}`);
+  counts.recovery.add("file_damage", descriptionDamage.length);
   const pool = new ShardPool(config);
   let ready = false;
   const front = createFront(config, pool, () => ready, auth, timelines);

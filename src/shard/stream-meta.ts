@@ -1,20 +1,22 @@
-// stream.json: what a stream directory says about itself (id, creation time,
-// config, log format). It is small and rarely written, and the stream cannot
-// be routed or opened without it, so it is kept twice (stream.json, and a
-// line of the data dir's stream-copies.log) and each copy carries a CRC of
-// its own text: a bit flip that leaves valid JSON (a digit of retention_ms)
-// is damage too, and the other copy is used. Directories written before the
-// shared copies file hold their copy as stream.json.bak, still read.
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+// A stream's description (id, creation time, config, log format). It is
+// small and rarely written, and the stream cannot be routed or opened
+// without it, so it is kept twice: a line in each of the data dir's two
+// description files (descriptions.ts). Each copy carries a CRC of its own
+// text: a bit flip that leaves valid JSON (a digit of retention_ms) is
+// damage too, and the other copy is used. Directories written before those
+// files hold theirs as stream.json and stream.json.bak, still read; the
+// first write of such a stream's description moves it to the files.
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { crc32 } from "node:zlib";
 import { z } from "zod";
 import { escapeStreamId, streamConfigPatch, type StreamConfig } from "./stream-config.js";
 import { STREAM_ID } from "../stream-id.js";
-import type { StreamCopies } from "./stream-copies.js";
+import { COPY_FILE as COPY_LOG, MAIN_FILE, SEAL, sealedIntact, type Descriptions } from "./descriptions.js";
 
+/** The description's file in directories written before the description files. */
 export const META_FILE = "stream.json";
-/** The copy's file in directories written before stream-copies.log. */
+/** Its copy there. */
 const COPY_FILE = "stream.json.bak";
 
 export interface StreamMeta {
@@ -48,73 +50,58 @@ export interface MetaRead {
   rebuilt: boolean;
 }
 
-/** A stream directory's metadata files exist (a crash can leave an empty new dir). */
-export const hasMeta = (dir: string) => existsSync(join(dir, META_FILE)) || existsSync(join(dir, COPY_FILE));
+/**
+ * The directory is a stream's: described, or holding files (whose
+ * description was lost: recovered with a safe config, and reported). A crash
+ * between the mkdir of a create and its description leaves neither.
+ */
+export const hasMeta = (dir: string, descriptions: Descriptions) => descriptions.has(basename(dir)) || readdirSync(dir).length > 0;
 
 /**
- * Writes the description: its copy first (a crash before stream.json leaves
- * a directory recovery skips), then stream.json. In a directory mkdir just
- * made (`fresh`) stream.json is written in place: there is no older copy to
- * protect, and a process crash cuts no write(2) in half. Otherwise it is
- * written beside and renamed over, and a legacy stream.json.bak goes (the
- * copies file holds the newer copy).
+ * Appends the description to both files. A stream from before them (not
+ * `fresh`) then loses its stream.json and copy: the files' lines are newer,
+ * and read first.
  */
-export function writeMeta(dir: string, meta: StreamMeta, copies: StreamCopies, fresh = false): void {
+export function writeMeta(dir: string, meta: StreamMeta, descriptions: Descriptions, fresh = false): void {
   const body = JSON.stringify(meta);
-  const text = `${body.slice(0, -1)},"crc32":${crc32(body)}}`;
-  const path = join(dir, META_FILE);
-  if (fresh) {
-    copies.append(basename(dir), text, meta.config.durability === "fsync");
-    writeFileSync(path, text, { flag: "wx" });
-    return;
-  }
-  // stream.json's new text is on disk before the copy is appended: a write
-  // refused by a full disk changes nothing.
-  try {
-    writeFileSync(`${path}.tmp`, text);
-    copies.append(basename(dir), text, meta.config.durability === "fsync");
-  } catch (err) {
-    rmSync(`${path}.tmp`, { force: true });
-    throw err;
-  }
-  renameSync(`${path}.tmp`, path);
-  rmSync(join(dir, COPY_FILE), { force: true });
+  descriptions.write(basename(dir), `${body.slice(0, -1)},"crc32":${crc32(body)}}`, meta.config.durability === "fsync");
+  if (fresh) return;
+  for (const name of [META_FILE, COPY_FILE]) rmSync(join(dir, name), { force: true });
 }
-
-/** The text ends with the CRC of what precedes it, and they agree (no parse: compaction checks every line). */
-export function sealedIntact(text: string): boolean {
-  const sealed = SEAL.exec(text);
-  return sealed !== null && crc32(`${text.slice(0, sealed.index)}}`) === Number(sealed[1]);
-}
-
-const SEAL = /,"crc32":(\d+)\}$/;
 
 /**
- * Reads stream.json, or its copy when it is damaged: the copies file's line,
- * else (a directory from before it) stream.json.bak. With both unreadable,
- * the id comes from the directory name when its escape can be undone, and
- * the config is the safest one (keep everything, fsync) until an operator
- * sets it again; null when even the id cannot be known.
+ * Reads the description: the main file's line, else the copy's; for a
+ * directory that neither describes, stream.json, else stream.json.bak. With
+ * both unreadable, the id comes from the directory name when its escape can
+ * be undone, and the config is the safest one (keep everything, fsync) until
+ * an operator sets it again; null when even the id cannot be known.
  */
-export function readMeta(dir: string, defaults: () => StreamConfig, copies: StreamCopies): MetaRead | null {
+export function readMeta(dir: string, defaults: () => StreamConfig, descriptions: Descriptions): MetaRead | null {
+  const name = basename(dir);
+  const texts = descriptions.texts(name);
+  const copy = texts.main === undefined ? texts.copy() : undefined;
   const problems: string[] = [];
-  const own = checkCopy(dir, readText(dir, META_FILE));
-  // A legacy copy is read while it exists, so its damage is reported (and
-  // the caller's rewrite replaces it) while stream.json is still good.
-  const legacy = readText(dir, COPY_FILE);
-  const oldCopy = legacy === "missing" ? legacy : checkCopy(dir, legacy);
-  if (typeof own === "string") problems.push(`${META_FILE}: ${own}`);
-  if (typeof oldCopy === "string" && oldCopy !== "missing") problems.push(`${COPY_FILE}: ${oldCopy}`);
-  let found = typeof own === "string" ? null : own;
-  if (found === null) {
-    const line = copies.lookup(basename(dir));
-    const copy = line === null ? `no line for ${basename(dir)}` : checkCopy(dir, { text: line });
-    if (typeof copy !== "string") found = copy;
-    else if (typeof oldCopy !== "string") found = oldCopy;
-    else if (oldCopy === "missing") problems.push(`stream-copies.log: ${copy}`);
+  let found: StreamMeta | null = null;
+  const take = (file: string, read: string | { text: string }) => {
+    const r = checkCopy(dir, read);
+    if (typeof r !== "string") found ??= r;
+    else if (r !== "missing" || (file !== COPY_FILE && file !== META_FILE)) problems.push(`${file}: ${r}`);
+  };
+  if (texts.main !== undefined || copy !== undefined) {
+    take(MAIN_FILE, texts.main === undefined ? "no intact line" : { text: texts.main });
+    if (found === null) {
+      const c = copy ?? texts.copy();
+      take(COPY_LOG, c === undefined ? "no intact line" : { text: c });
+    }
+  } else {
+    // Legacy: the copy is read while it exists, so its damage is reported
+    // (and the caller's rewrite moves both to the files) while stream.json is good.
+    take(META_FILE, readText(dir, META_FILE));
+    take(COPY_FILE, readText(dir, COPY_FILE));
+    if (found === null && problems.length === 0) problems.push(`no intact line in ${MAIN_FILE} or ${COPY_LOG}, no ${META_FILE}`);
   }
   if (found) return { meta: found, damage: problems.length ? problems.join("; ") : null, rebuilt: false };
-  const id = unescapeStreamId(basename(dir));
+  const id = unescapeStreamId(name);
   if (id === null) return null;
   const config: StreamConfig = { ...defaults(), retention_ms: Number.MAX_SAFE_INTEGER, retention_bytes: null, durability: "fsync" };
   return { meta: { id, created_at: 0, config }, damage: `${problems.join("; ")}; config reset to keep everything until it is set again`, rebuilt: true };

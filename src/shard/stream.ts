@@ -13,7 +13,7 @@ import { CHECKPOINTS_FILE, CheckpointStore } from "../consumer/checkpoints.js";
 import { checkOrdering, escapeStreamId, fullConfig, type StreamConfig, type StreamDefaults } from "./stream-config.js";
 import { OrderedStream, type OrderedLimits } from "./ordered.js";
 import { writeMeta, type MetaRead } from "./stream-meta.js";
-import type { StreamCopies } from "./stream-copies.js";
+import type { Descriptions } from "./descriptions.js";
 
 /** stream.json's log_format: 2 means every batch carries a commit mark (record.ts). */
 const LOG_FORMAT = 2;
@@ -52,8 +52,8 @@ export class Stream {
     logOpts: LogOptions,
     dedupKeysMax: number,
     private readonly orderedLimits: OrderedLimits,
-    /** The shard's stream-copies.log, where every write of the description puts its copy. */
-    private readonly copies: StreamCopies,
+    /** The data dir's description files, where every write of the description goes. */
+    private readonly descriptions: Descriptions,
   ) {
     this.log = new StreamLog(dir, logOpts); // segments sit beside stream.json
     this.dedup = new DedupWindow(config.dedup_window_ms, dedupKeysMax);
@@ -66,7 +66,7 @@ export class Stream {
 
   static create(
     root: string,
-    copies: StreamCopies,
+    descriptions: Descriptions,
     id: string,
     config: StreamConfig,
     logOpts: LogOptions,
@@ -78,7 +78,7 @@ export class Stream {
     // Undefined when the directory was there: what a crash left of a create
     // or a delete (or a directory recovery could not read), recovered as a log.
     const fresh = mkdirSync(dir, { recursive: true }) !== undefined;
-    const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax, orderedLimits, copies);
+    const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax, orderedLimits, descriptions);
     const durable = config.durability === "fsync";
     s.saveMeta(config, fresh);
     // A new directory holds nothing to recover: one file more (the first
@@ -106,11 +106,11 @@ export class Stream {
     logOpts: LogOptions,
     dedupKeysMax: number,
     defaults: StreamDefaults,
-    copies: StreamCopies,
+    descriptions: Descriptions,
   ): { stream: Stream; report: StreamReport } {
     const meta = read.meta;
     const config = { ...fullConfig({}, defaults), ...meta.config };
-    const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax, defaults.ordered, copies);
+    const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax, defaults.ordered, descriptions);
     // A rebuilt description cannot know the log's format. Taking it as
     // unmarked keeps every whole record (at worst the start of a batch that
     // was never acknowledged); taking it as marked could cut acknowledged
@@ -169,7 +169,7 @@ export class Stream {
   }
 
   saveMeta(config = this.config, fresh = false): void {
-    writeMeta(this.dir, { id: this.id, created_at: this.createdAt, config, log_format: LOG_FORMAT }, this.copies, fresh);
+    writeMeta(this.dir, { id: this.id, created_at: this.createdAt, config, log_format: LOG_FORMAT }, this.descriptions, fresh);
   }
 
   update(patch: Partial<StreamConfig>): void {

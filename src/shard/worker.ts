@@ -39,7 +39,7 @@ import { TimelineReads } from "./timeline-read.js";
 import { WatchedStreams } from "./watch.js";
 import { fullConfig, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta, unescapeStreamId } from "./stream-meta.js";
-import { COPIES_FILE, StreamCopies } from "./stream-copies.js";
+import { Descriptions } from "./descriptions.js";
 import { HELD_ENTRY_HEADER_BYTES } from "./held-events.js";
 import { createLogger, logger, setLogger } from "../logger.js";
 import { noteStorageRefusal } from "./disk-full-log.js";
@@ -145,7 +145,7 @@ class ShardWorker {
   private readonly inRing: Ring;
   private readonly outbox: Outbox;
   private readonly root: string;
-  private readonly copies: StreamCopies;
+  private readonly descriptions: Descriptions;
   private readonly logOpts: LogOptions;
   private readonly defaults: StreamDefaults;
   private stopping = false;
@@ -184,7 +184,7 @@ class ShardWorker {
     outRing.deferNotify = "microtask";
     this.outbox = new Outbox(outRing);
     this.root = join(c.data_dir, "streams");
-    this.copies = new StreamCopies(join(c.data_dir, COPIES_FILE));
+    this.descriptions = new Descriptions(c.data_dir);
     const metrics = (this.metrics = new ShardMetrics(init.shard, init.shards, c.metrics_streams_max));
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
@@ -211,7 +211,7 @@ class ShardWorker {
     this.snapshots = new Snapshots(c, this.outbox, this.buffers, (id) => this.streams.get(id));
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.reads = new LogReads(c, this.outbox, this.buffers, this.watched);
-    this.streams = new StreamAdmin(this.root, this.copies, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
+    this.streams = new StreamAdmin(this.root, this.descriptions, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);
     this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
   }
@@ -234,8 +234,8 @@ class ShardWorker {
       const named = unescapeStreamId(name);
       if (named !== null && shardOf(named, this.init.shards) !== this.init.shard) continue;
       const dir = join(this.root, name);
-      if (!hasMeta(dir)) continue; // a crash between mkdir and the first write: nothing in it
-      const read = readMeta(dir, () => fullConfig({}, this.defaults), this.copies);
+      if (!hasMeta(dir, this.descriptions)) continue; // a crash between mkdir and the first write: nothing in it
+      const read = readMeta(dir, () => fullConfig({}, this.defaults), this.descriptions);
       if (read === null) {
         // Every shard sees it; shard 0 alone reports it.
         if (this.init.shard === 0) unreadable.push(dir);
@@ -243,12 +243,13 @@ class ShardWorker {
       }
       // Only the owner may open a stream: opening runs recovery, which writes.
       if (shardOf(read.meta.id, this.init.shards) !== this.init.shard) continue;
-      const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults, this.copies);
+      const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults, this.descriptions);
       this.streams.adopt(s);
       for (const u of r.unverified) scrub.push({ stream: s.id, ...u, frameBytesMax: this.logOpts.frameBytesMax });
       r.unverified = [];
       if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0 || r.files.length > 0) recovery.push({ stream: s.id, report: r });
     }
+    this.descriptions.forget();
     return { type: "ready", streams: this.streams.size, recovery, scrub, unreadable };
   }
 
@@ -336,7 +337,7 @@ class ShardWorker {
         s.close();
       }
     }
-    this.copies.close();
+    this.descriptions.close();
     await this.external?.close(); // the last batch of checkpoints
   }
 

@@ -13,7 +13,7 @@ import { loadConfig } from "../../src/config.js";
 import { deriveLimits } from "../../src/limits.js";
 import { fullConfig } from "../../src/shard/stream-config.js";
 import { readMeta, writeMeta } from "../../src/shard/stream-meta.js";
-import { COPIES_FILE, StreamCopies } from "../../src/shard/stream-copies.js";
+import { Descriptions } from "../../src/shard/descriptions.js";
 import { encodeEvent } from "../../src/wire/client.js";
 import { STREAM_DEFAULTS } from "./damage.js";
 import { recordResult, scaled } from "./scale.js";
@@ -59,7 +59,7 @@ describe("recovery time", () => {
     const bytes = log.bytes;
     const segments = log.segments.length;
     log.close();
-    const copies = new StreamCopies(join(dir, COPIES_FILE));
+    const copies = new Descriptions(dir);
     writeMeta(dir, { id: "rate", created_at: ts, config: fullConfig({}, DEFAULTS), log_format: 2 }, copies);
     for (const f of readdirSync(dir)) if (f.endsWith(".idx") || f.endsWith(".tidx")) unlinkSync(join(dir, f));
     const t0 = performance.now();

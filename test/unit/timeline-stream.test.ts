@@ -8,9 +8,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { frameBytesFor, markBatchEnd, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";
-import { join } from "node:path";
 import { Stream } from "../../src/shard/stream.js";
-import { COPIES_FILE, StreamCopies } from "../../src/shard/stream-copies.js";
+import { Descriptions } from "../../src/shard/descriptions.js";
 import { fullConfig } from "../../src/shard/stream-config.js";
 import { CHUNK_BYTES, TimelineStream } from "../../src/shard/timeline-stream.js";
 import { firstChunkEvents } from "../../src/shard/timeline-read.js";
@@ -28,7 +27,7 @@ afterEach(() => removeTempDirs());
 
 function newStream(id = "s"): Stream {
   const dir = tempDir("ticker-tl-");
-  return Stream.create(dir, new StreamCopies(join(dir, COPIES_FILE)), id, fullConfig({}, DEFAULTS), LOG_OPTS, 1000, ORDERED);
+  return Stream.create(dir, new Descriptions(dir), id, fullConfig({}, DEFAULTS), LOG_OPTS, 1000, ORDERED);
 }
 
 /** Appends one batch of events at ingest_ts `ts`, as the publisher frames it. */

@@ -1,0 +1,176 @@
+// The descriptions of the data dir's streams (stream.json's text, sealed with
+// its CRC), two files of lines `<directory name>\t<text>\n` beside streams/:
+// stream-descriptions.log and its copy stream-descriptions.copy.log. Each
+// was a file in every stream directory (stream.json and stream.json.bak),
+// two of the four inodes a stream was made of, and an inode is what creating
+// a stream costs here (docs/decisions.md, "Many streams"): a line appended to
+// an open file is not. Each shard thread appends through its own O_APPEND
+// descriptors (a line is one write(2), which Linux places whole at the end);
+// a shard reads the main file once, at start, and the copy only when a line
+// of the main one is damaged or missing. Start-up rewrites both, before the
+// shards open, once most lines are stale (updates, deleted streams) or some
+// are damaged.
+import { closeSync, existsSync, fdatasyncSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { syncDir } from "../log/segment.js";
+import { crc32 } from "node:zlib";
+
+export const MAIN_FILE = "stream-descriptions.log";
+export const COPY_FILE = "stream-descriptions.copy.log";
+
+/** The text ends with the CRC of what precedes it, and they agree (no parse: compaction checks every line). */
+export function sealedIntact(text: string): boolean {
+  const sealed = SEAL.exec(text);
+  return sealed !== null && crc32(`${text.slice(0, sealed.index)}}`) === Number(sealed[1]);
+}
+
+export const SEAL = /,"crc32":(\d+)\}$/;
+
+/** One of the two files: appended through a descriptor opened with the shard (a fixed fd). */
+class DescriptionFile {
+  private fd: number;
+  /** A write failed part-way: the next line starts on a line of its own. */
+  private torn = false;
+  /** Directory name -> newest intact text, read from the file on the first lookup. */
+  private found: Map<string, string> | null = null;
+
+  constructor(readonly path: string) {
+    this.fd = openSync(path, "a");
+  }
+
+  append(dirName: string, text: string, durable: boolean): void {
+    const line = `${this.torn ? "\n" : ""}${dirName}\t${text}\n`;
+    const bytes = Buffer.byteLength(line);
+    let written = 0;
+    try {
+      written = writeSync(this.fd, line);
+    } finally {
+      this.torn = written !== bytes;
+    }
+    if (this.torn) throw new Error(`${this.path}: short write (${written} of ${bytes} bytes)`);
+    if (durable) fdatasyncSync(this.fd);
+    this.found?.set(dirName, text);
+  }
+
+  /** Drops what lookup read: it serves recovery, and at 100,000 streams it is ~30 MB a shard. */
+  forget(): void {
+    this.found = null;
+  }
+
+  lookup(dirName: string): string | undefined {
+    this.found ??= readLines(this.path).texts;
+    return this.found.get(dirName);
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+/** What the files hold for one stream directory; a copy's text only when the main one is damaged or missing. */
+export interface DescriptionTexts {
+  main: string | undefined;
+  copy: () => string | undefined;
+}
+
+export class Descriptions {
+  private readonly main: DescriptionFile;
+  private readonly copy: DescriptionFile;
+
+  constructor(dataDir: string) {
+    this.main = new DescriptionFile(join(dataDir, MAIN_FILE));
+    this.copy = new DescriptionFile(join(dataDir, COPY_FILE));
+  }
+
+  /** Appends `text` to both files, the main one first; fdatasynced for an fsync stream (its description is durable before its events are). */
+  write(dirName: string, text: string, durable: boolean): void {
+    this.main.append(dirName, text, durable);
+    this.copy.append(dirName, text, durable);
+  }
+
+  texts(dirName: string): DescriptionTexts {
+    return { main: this.main.lookup(dirName), copy: () => this.copy.lookup(dirName) };
+  }
+
+  /** Either file has a line for the directory (one made by mkdir and never described has none). */
+  has(dirName: string): boolean {
+    return this.main.lookup(dirName) !== undefined || this.copy.lookup(dirName) !== undefined;
+  }
+
+  /** Recovery is done: nothing is looked up again until the next start. */
+  forget(): void {
+    this.main.forget();
+    this.copy.forget();
+  }
+
+  close(): void {
+    this.main.close();
+    this.copy.close();
+  }
+}
+
+/** A file's newest intact text per directory name, how many lines it has and how many were damaged. */
+function readLines(path: string): { texts: Map<string, string>; lines: number; damaged: number } {
+  const texts = new Map<string, string>();
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { texts, lines: 0, damaged: 0 };
+    throw err;
+  }
+  let lines = 0;
+  let damaged = 0;
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    lines++;
+    const tab = line.indexOf("\t");
+    if (tab > 0 && sealedIntact(line.slice(tab + 1))) texts.set(line.slice(0, tab), line.slice(tab + 1));
+    else damaged++;
+  }
+  return { texts, lines, damaged };
+}
+
+/**
+ * Start-up, before any shard writes: rewrites both files with one line per
+ * stream directory when fewer than half their lines are live, when some are
+ * damaged, or when they disagree on which directories they describe. Each
+ * stream's text comes from a file without damage when there is one (a
+ * damaged file's newest intact line for a stream may be an older one).
+ * Returns what was found damaged, for the recovery log.
+ */
+export function compactDescriptions(dataDir: string): string[] {
+  const main = readLines(join(dataDir, MAIN_FILE));
+  const copy = readLines(join(dataDir, COPY_FILE));
+  if (main.lines === 0 && copy.lines === 0) return [];
+  const root = join(dataDir, "streams");
+  const [first, second] = main.damaged === 0 || copy.damaged > 0 ? [main, copy] : [copy, main];
+  const live = new Map<string, string>();
+  let oneSided = 0;
+  for (const name of existsSync(root) ? readdirSync(root) : []) {
+    const text = first.texts.get(name) ?? second.texts.get(name);
+    if (text === undefined) continue;
+    live.set(name, text);
+    if (!main.texts.has(name) || !copy.texts.has(name)) oneSided++;
+  }
+  const damage: string[] = [];
+  if (main.damaged > 0) damage.push(`${MAIN_FILE}: ${main.damaged} damaged lines, rewritten from ${COPY_FILE}`);
+  if (copy.damaged > 0) damage.push(`${COPY_FILE}: ${copy.damaged} damaged lines, rewritten from ${MAIN_FILE}`);
+  if (damage.length === 0 && oneSided === 0 && live.size * 2 >= Math.max(main.lines, copy.lines)) return [];
+  const body = [...live].map(([name, t]) => `${name}\t${t}\n`).join("");
+  for (const name of [MAIN_FILE, COPY_FILE]) rewrite(join(dataDir, name), body);
+  syncDir(dataDir);
+  return damage;
+}
+
+function rewrite(path: string, body: string): void {
+  writeFileSync(`${path}.tmp`, body);
+  const fd = openSync(`${path}.tmp`, "r");
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(`${path}.tmp`, path);
+}
