@@ -10,7 +10,7 @@
 // of the main one is damaged or missing. Start-up rewrites both, before the
 // shards open, once most lines are stale (updates, deleted streams) or some
 // are damaged.
-import { closeSync, existsSync, fdatasyncSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, readdirSync, readFileSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { syncDir } from "../log/segment.js";
 import { crc32 } from "node:zlib";
@@ -35,7 +35,12 @@ class DescriptionFile {
   private found: Map<string, string> | null = null;
 
   constructor(readonly path: string) {
-    this.fd = openSync(path, "a");
+    this.fd = openSync(path, "a+");
+    // A file that ends inside a line (a write cut by a full disk, a crash
+    // of the machine): the next line must not be glued to it.
+    const size = fstatSync(this.fd).size;
+    const last = Buffer.alloc(1);
+    this.torn = size > 0 && readSync(this.fd, last, 0, 1, size - 1) === 1 && last[0] !== 10;
   }
 
   append(dirName: string, text: string, durable: boolean): void {
@@ -134,34 +139,50 @@ function readLines(path: string): { texts: Map<string, string>; lines: number; d
 
 /**
  * Start-up, before any shard writes: rewrites both files with one line per
- * stream directory when fewer than half their lines are live, when some are
- * damaged, or when they disagree on which directories they describe. Each
- * stream's text comes from a file without damage when there is one (a
- * damaged file's newest intact line for a stream may be an older one).
- * Returns what was found damaged, for the recovery log.
+ * stream directory when more than half their lines are stale, or when they
+ * hold different numbers of lines (they are appended in pairs: one was cut
+ * or damaged). Each stream's text comes from a file without damage when
+ * there is one (a damaged file's newest intact line for a stream may be an
+ * older one). Returns what was found damaged, for the recovery log. A line
+ * damaged in place is otherwise found by the shard that reads it: the
+ * stream's open reports it and writes the description again.
  */
 export function compactDescriptions(dataDir: string): string[] {
+  const root = join(dataDir, "streams");
+  const dirs = existsSync(root) ? readdirSync(root) : [];
+  // Counted on the bytes: the main thread keeps no strings of a file it leaves alone.
+  const mainLines = countLines(join(dataDir, MAIN_FILE));
+  const copyLines = countLines(join(dataDir, COPY_FILE));
+  if (mainLines === copyLines && mainLines <= dirs.length * 2) return [];
   const main = readLines(join(dataDir, MAIN_FILE));
   const copy = readLines(join(dataDir, COPY_FILE));
-  if (main.lines === 0 && copy.lines === 0) return [];
-  const root = join(dataDir, "streams");
   const [first, second] = main.damaged === 0 || copy.damaged > 0 ? [main, copy] : [copy, main];
   const live = new Map<string, string>();
-  let oneSided = 0;
-  for (const name of existsSync(root) ? readdirSync(root) : []) {
+  for (const name of dirs) {
     const text = first.texts.get(name) ?? second.texts.get(name);
-    if (text === undefined) continue;
-    live.set(name, text);
-    if (!main.texts.has(name) || !copy.texts.has(name)) oneSided++;
+    if (text !== undefined) live.set(name, text);
   }
   const damage: string[] = [];
   if (main.damaged > 0) damage.push(`${MAIN_FILE}: ${main.damaged} damaged lines, rewritten from ${COPY_FILE}`);
   if (copy.damaged > 0) damage.push(`${COPY_FILE}: ${copy.damaged} damaged lines, rewritten from ${MAIN_FILE}`);
-  if (damage.length === 0 && oneSided === 0 && live.size * 2 >= Math.max(main.lines, copy.lines)) return [];
   const body = [...live].map(([name, t]) => `${name}\t${t}\n`).join("");
   for (const name of [MAIN_FILE, COPY_FILE]) rewrite(join(dataDir, name), body);
   syncDir(dataDir);
   return damage;
+}
+
+function countLines(path: string): number {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return 0;
+    throw err;
+  }
+  let n = 0;
+  for (let at = buf.indexOf(10); at >= 0; at = buf.indexOf(10, at + 1)) n++;
+  // A last line without its newline (a cut write) counts too.
+  return buf.length > 0 && buf[buf.length - 1] !== 10 ? n + 1 : n;
 }
 
 function rewrite(path: string, body: string): void {

@@ -144,14 +144,18 @@ describe("stream descriptions", () => {
     const before = readFileSync(join(data, MAIN_FILE), "utf8");
     expect(compactDescriptions(data)).toEqual([]);
     expect(readFileSync(join(data, MAIN_FILE), "utf8")).toBe(before);
-    // A flipped digit in keep's main line: rewritten from the copy, and reported.
+    // A flipped digit in keep's main line, and the copy cut short: the counts differ, both are rewritten from the copy, and it is reported.
     writeFileSync(join(data, MAIN_FILE), before.replace('"retention_ms":9', '"retention_ms":8'));
+    const copyBefore = readFileSync(join(data, COPY_FILE), "utf8");
+    writeFileSync(join(data, COPY_FILE), copyBefore.slice(0, copyBefore.indexOf("\n") + 1));
     expect(compactDescriptions(data)).toEqual([`${MAIN_FILE}: 1 damaged lines, rewritten from ${COPY_FILE}`]);
     expect(lines(data, MAIN_FILE).sort()).toEqual(before.split("\n").filter(Boolean).sort());
     expect(lines(data, COPY_FILE).sort()).toEqual(before.split("\n").filter(Boolean).sort());
-    // A truncated copy: the main file's lines go back into it.
-    writeFileSync(join(data, COPY_FILE), "");
-    expect(compactDescriptions(data)).toEqual([]);
-    expect(lines(data, COPY_FILE).sort()).toEqual(before.split("\n").filter(Boolean).sort());
+    // A file cut inside its last line: the next line starts on a line of its own.
+    writeFileSync(join(data, MAIN_FILE), before.slice(0, -5));
+    const d3 = new Descriptions(data);
+    create(root, d3, "next");
+    d3.close();
+    expect(lines(data, MAIN_FILE).at(-1)).toMatch(/^next\t/);
   });
 });
