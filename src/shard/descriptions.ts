@@ -6,11 +6,11 @@
 // a stream costs here (docs/decisions.md, "Many streams"): a line appended to
 // an open file is not. Each shard thread appends through its own O_APPEND
 // descriptors (a line is one write(2), which Linux places whole at the end);
-// a shard reads the main file once, at start, and the copy only when a line
-// of the main one is damaged or missing. Start-up rewrites both, before the
-// shards open, once most lines are stale (updates, deleted streams) or some
-// are damaged.
-import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, readdirSync, readFileSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
+// a shard reads the main file once, at start (keeping its own streams'
+// lines until recovery is done), and the copy only when a line of the main
+// one is damaged or missing. Start-up rewrites both, before the shards open,
+// once most lines are stale (updates, deleted streams) or the two differ.
+import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, readdirSync, readSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { syncDir } from "../log/segment.js";
 import { crc32 } from "node:zlib";
@@ -34,7 +34,10 @@ class DescriptionFile {
   /** Directory name -> newest intact text, read from the file on the first lookup. */
   private found: Map<string, string> | null = null;
 
-  constructor(readonly path: string) {
+  constructor(
+    readonly path: string,
+    private readonly keep: (dirName: string) => boolean,
+  ) {
     this.fd = openSync(path, "a+");
     // A file that ends inside a line (a write cut by a full disk, a crash
     // of the machine): the next line must not be glued to it.
@@ -63,7 +66,7 @@ class DescriptionFile {
   }
 
   lookup(dirName: string): string | undefined {
-    this.found ??= readLines(this.path).texts;
+    this.found ??= readLines(this.path, this.keep).texts;
     return this.found.get(dirName);
   }
 
@@ -83,9 +86,10 @@ export class Descriptions {
   private readonly main: DescriptionFile;
   private readonly copy: DescriptionFile;
 
-  constructor(dataDir: string) {
-    this.main = new DescriptionFile(join(dataDir, MAIN_FILE));
-    this.copy = new DescriptionFile(join(dataDir, COPY_FILE));
+  /** `keep`: the directory names whose lines a lookup may ask for (a shard's own streams); the others' are not kept. */
+  constructor(dataDir: string, keep: (dirName: string) => boolean = () => true) {
+    this.main = new DescriptionFile(join(dataDir, MAIN_FILE), keep);
+    this.copy = new DescriptionFile(join(dataDir, COPY_FILE), keep);
   }
 
   /** Appends `text` to both files, the main one first; fdatasynced for an fsync stream (its description is durable before its events are). */
@@ -115,25 +119,64 @@ export class Descriptions {
   }
 }
 
-/** A file's newest intact text per directory name, how many lines it has and how many were damaged. */
-function readLines(path: string): { texts: Map<string, string>; lines: number; damaged: number } {
-  const texts = new Map<string, string>();
-  let text: string;
+/** Bytes read at a time: a file of 100,000 streams is ~27 MB, and no buffer or string of all of it is made. */
+const CHUNK_BYTES = 1 << 20;
+
+/** Calls `fn` with each line's bounds (newline excluded) in `buf`, valid during the call; a last line without its newline too. */
+function eachLine(path: string, fn: (buf: Buffer, start: number, end: number) => void): void {
+  let fd: number;
   try {
-    text = readFileSync(path, "utf8");
+    fd = openSync(path, "r");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { texts, lines: 0, damaged: 0 };
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
   }
+  try {
+    let buf = Buffer.allocUnsafe(CHUNK_BYTES);
+    let kept = 0; // bytes of a line begun in the last chunk, at the start of buf
+    for (;;) {
+      if (kept === buf.length) buf = Buffer.concat([buf, Buffer.allocUnsafe(buf.length)]); // a line longer than buf
+      const n = readSync(fd, buf, kept, buf.length - kept, null);
+      const end = kept + n;
+      let start = 0;
+      for (let nl = buf.indexOf(10, kept); nl >= 0 && nl < end; nl = buf.indexOf(10, start)) {
+        fn(buf, start, nl);
+        start = nl + 1;
+      }
+      if (n === 0) {
+        if (start < end) fn(buf, start, end);
+        return;
+      }
+      buf.copy(buf, 0, start, end);
+      kept = end - start;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A file's newest intact text per directory name (of the names `keep`
+ * takes), how many lines it has and how many were damaged.
+ */
+function readLines(path: string, keep: (dirName: string) => boolean = () => true): { texts: Map<string, string>; lines: number; damaged: number } {
+  const texts = new Map<string, string>();
   let lines = 0;
   let damaged = 0;
-  for (const line of text.split("\n")) {
-    if (line === "") continue;
+  eachLine(path, (buf, start, end) => {
+    if (start === end) return;
     lines++;
-    const tab = line.indexOf("\t");
-    if (tab > 0 && sealedIntact(line.slice(tab + 1))) texts.set(line.slice(0, tab), line.slice(tab + 1));
+    const tab = buf.indexOf(9, start);
+    if (tab <= start || tab >= end) {
+      damaged++;
+      return;
+    }
+    const name = buf.toString("latin1", start, tab);
+    if (!keep(name)) return;
+    const text = buf.toString("utf8", tab + 1, end);
+    if (sealedIntact(text)) texts.set(name, text);
     else damaged++;
-  }
+  });
   return { texts, lines, damaged };
 }
 
@@ -172,17 +215,9 @@ export function compactDescriptions(dataDir: string): string[] {
 }
 
 function countLines(path: string): number {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return 0;
-    throw err;
-  }
   let n = 0;
-  for (let at = buf.indexOf(10); at >= 0; at = buf.indexOf(10, at + 1)) n++;
-  // A last line without its newline (a cut write) counts too.
-  return buf.length > 0 && buf[buf.length - 1] !== 10 ? n + 1 : n;
+  eachLine(path, () => n++);
+  return n;
 }
 
 function rewrite(path: string, body: string): void {

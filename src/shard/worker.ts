@@ -184,7 +184,12 @@ class ShardWorker {
     outRing.deferNotify = "microtask";
     this.outbox = new Outbox(outRing);
     this.root = join(c.data_dir, "streams");
-    this.descriptions = new Descriptions(c.data_dir);
+    // Every shard reads the files; each keeps its own streams' lines (and
+    // those of hashed names, which do not tell their owner).
+    this.descriptions = new Descriptions(c.data_dir, (name) => {
+      const id = unescapeStreamId(name);
+      return id === null || shardOf(id, init.shards) === init.shard;
+    });
     const metrics = (this.metrics = new ShardMetrics(init.shard, init.shards, c.metrics_streams_max));
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
