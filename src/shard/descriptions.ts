@@ -206,6 +206,7 @@ export function compactDescriptions(dataDir: string): string[] {
     if (text !== undefined) live.set(name, text);
   }
   const damage: string[] = [];
+  if (mainLines !== copyLines) damage.push(`${MAIN_FILE} holds ${mainLines} lines and ${COPY_FILE} ${copyLines}: one was cut or torn`);
   if (main.damaged > 0) damage.push(`${MAIN_FILE}: ${main.damaged} damaged lines, rewritten from ${COPY_FILE}`);
   if (copy.damaged > 0) damage.push(`${COPY_FILE}: ${copy.damaged} damaged lines, rewritten from ${MAIN_FILE}`);
   const body = [...live].map(([name, t]) => `${name}\t${t}\n`).join("");

@@ -148,7 +148,10 @@ describe("stream descriptions", () => {
     writeFileSync(join(data, MAIN_FILE), before.replace('"retention_ms":9', '"retention_ms":8'));
     const copyBefore = readFileSync(join(data, COPY_FILE), "utf8");
     writeFileSync(join(data, COPY_FILE), copyBefore.slice(0, copyBefore.indexOf("\n") + 1));
-    expect(compactDescriptions(data)).toEqual([`${MAIN_FILE}: 1 damaged lines, rewritten from ${COPY_FILE}`]);
+    expect(compactDescriptions(data)).toEqual([
+      `${MAIN_FILE} holds 2 lines and ${COPY_FILE} 1: one was cut or torn`,
+      `${MAIN_FILE}: 1 damaged lines, rewritten from ${COPY_FILE}`,
+    ]);
     expect(lines(data, MAIN_FILE).sort()).toEqual(before.split("\n").filter(Boolean).sort());
     expect(lines(data, COPY_FILE).sort()).toEqual(before.split("\n").filter(Boolean).sort());
     // A file cut inside its last line: the next line starts on a line of its own.
