@@ -41,7 +41,7 @@ export const configSchema = z
       .min(1)
       .default("./data")
       .describe(
-        "where streams live (`streams/<escaped id>/`), named timelines and their readers (`timelines/<escaped name>/`), the cursor secrets (`timeline-secrets.json`, mode 0600)",
+        "where streams live (`streams/<escaped id>/`, their descriptions in `stream-descriptions.log` and its `.copy.log`), named timelines and their readers (`timelines/<escaped name>/`), the cursor secrets (`timeline-secrets.json`, mode 0600)",
       ),
     shards: int(1, 64).default(SHARDS_DEFAULT).describe("shard worker threads; each owns the streams that hash to it"),
     ring_bytes: int(1 * MiB, 1024 * MiB)

@@ -17,6 +17,7 @@ import { resolve } from "node:path";
 import { createLogger, setLogger } from "../logger.js";
 import { counts } from "../front/front-metrics.js";
 import type { WorkerEvent } from "../shard/protocol.js";
+import { compactDescriptions } from "../shard/descriptions.js";
 
 /** A shard's recovery report as ticker_recovery_findings_total counts. */
 function noteRecoveryFindings(r: Extract<WorkerEvent, { type: "ready" }>): void {
@@ -85,6 +86,10 @@ export async function runServer(config: Config): Promise<void> {
   }
   for (const line of timelines.damage) log.error({ kind: "recovery", damaged: line }, `recovery: DAMAGED ${line}`);
   counts.recovery.add("file_damage", timelines.damage.length);
+  // Before the shards append to it.
+  const descriptionDamage = compactDescriptions(dataDir);
+  for (const line of descriptionDamage) log.error({ kind: "recovery", damaged: line }, `recovery: DAMAGED ${line}`);
+  counts.recovery.add("file_damage", descriptionDamage.length);
   const pool = new ShardPool(config);
   let ready = false;
   const front = createFront(config, pool, () => ready, auth, timelines);

@@ -7,6 +7,7 @@ import type { LogOptions } from "../log/log.js";
 import { ContentType, type Op, type RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
 import { Stream } from "./stream.js";
+import type { Descriptions } from "./descriptions.js";
 import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
 import type { WatchedStreams } from "./watch.js";
 import type { Outbox } from "./worker.js";
@@ -17,6 +18,7 @@ export class StreamAdmin {
   constructor(
     /** The data dir's streams/ folder: one folder per stream. */
     private readonly root: string,
+    private readonly descriptions: Descriptions,
     private readonly logOpts: LogOptions,
     private readonly defaults: StreamDefaults,
     private readonly config: Config,
@@ -38,7 +40,15 @@ export class StreamAdmin {
   }
 
   create(id: string, patch: Parameters<typeof fullConfig>[0]): Stream {
-    const s = Stream.create(this.root, id, fullConfig(patch, this.defaults), this.logOpts, this.config.dedup_keys_max, this.defaults.ordered);
+    const s = Stream.create(
+      this.root,
+      this.descriptions,
+      id,
+      fullConfig(patch, this.defaults),
+      this.logOpts,
+      this.config.dedup_keys_max,
+      this.defaults.ordered,
+    );
     this.byId.set(id, s);
     return s;
   }

@@ -1,17 +1,22 @@
-// stream.json: what a stream directory says about itself (id, creation time,
-// config, log format). It is small and rarely written, and the stream cannot
-// be routed or opened without it, so it is kept twice (stream.json and
-// stream.json.bak, each written whole and renamed into place) and each copy
-// carries a CRC of its own text: a bit flip that leaves valid JSON (a digit
-// of retention_ms) is damage too, and the other copy is used.
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+// A stream's description (id, creation time, config, log format). It is
+// small and rarely written, and the stream cannot be routed or opened
+// without it, so it is kept twice: a line in each of the data dir's two
+// description files (descriptions.ts). Each copy carries a CRC of its own
+// text: a bit flip that leaves valid JSON (a digit of retention_ms) is
+// damage too, and the other copy is used. Directories written before those
+// files hold theirs as stream.json and stream.json.bak, still read; the
+// first write of such a stream's description moves it to the files.
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { crc32 } from "node:zlib";
 import { z } from "zod";
 import { escapeStreamId, streamConfigPatch, type StreamConfig } from "./stream-config.js";
 import { STREAM_ID } from "../stream-id.js";
+import { COPY_FILE as COPY_LOG, MAIN_FILE, SEAL, sealedIntact, type Descriptions } from "./descriptions.js";
 
+/** The description's file in directories written before the description files. */
 export const META_FILE = "stream.json";
+/** Its copy there. */
 const COPY_FILE = "stream.json.bak";
 
 export interface StreamMeta {
@@ -45,55 +50,74 @@ export interface MetaRead {
   rebuilt: boolean;
 }
 
-/** A stream directory's metadata files exist (a crash can leave an empty new dir). */
-export const hasMeta = (dir: string) => existsSync(join(dir, META_FILE)) || existsSync(join(dir, COPY_FILE));
+/**
+ * The directory is a stream's: described, or holding files (whose
+ * description was lost: recovered with a safe config, and reported). A crash
+ * between the mkdir of a create and its description leaves neither.
+ */
+export const hasMeta = (dir: string, descriptions: Descriptions) => descriptions.has(basename(dir)) || readdirSync(dir).length > 0;
 
-export function writeMeta(dir: string, meta: StreamMeta): void {
+/**
+ * Appends the description to both files. A stream from before them (not
+ * `fresh`) then loses its stream.json and copy: the files' lines are newer,
+ * and read first.
+ */
+export function writeMeta(dir: string, meta: StreamMeta, descriptions: Descriptions, fresh = false): void {
   const body = JSON.stringify(meta);
-  const text = `${body.slice(0, -1)},"crc32":${crc32(body)}}`;
-  // Both written before either is renamed: a write refused by a full disk
-  // changes nothing. stream.json is renamed first: if a crash comes between
-  // the two renames, the newer one wins on read.
-  const paths = [META_FILE, COPY_FILE].map((name) => join(dir, name));
-  try {
-    for (const path of paths) writeFileSync(`${path}.tmp`, text);
-  } catch (err) {
-    for (const path of paths) rmSync(`${path}.tmp`, { force: true });
-    throw err;
-  }
-  for (const path of paths) renameSync(`${path}.tmp`, path);
+  descriptions.write(basename(dir), `${body.slice(0, -1)},"crc32":${crc32(body)}}`, meta.config.durability === "fsync");
+  if (fresh) return;
+  for (const name of [META_FILE, COPY_FILE]) rmSync(join(dir, name), { force: true });
 }
 
 /**
- * Reads stream.json, or its copy when it is damaged. With both unreadable,
- * the id comes from the directory name when its escape can be undone, and
- * the config is the safest one (keep everything, fsync) until an operator
- * sets it again; null when even the id cannot be known.
+ * Reads the description: the main file's line, else the copy's; for a
+ * directory that neither describes, stream.json, else stream.json.bak. With
+ * both unreadable, the id comes from the directory name when its escape can
+ * be undone, and the config is the safest one (keep everything, fsync) until
+ * an operator sets it again; null when even the id cannot be known.
  */
-export function readMeta(dir: string, defaults: () => StreamConfig): MetaRead | null {
-  // Both copies are read, so a damaged copy is reported (and rewritten by
-  // the caller) while the other one is still good.
+export function readMeta(dir: string, defaults: () => StreamConfig, descriptions: Descriptions): MetaRead | null {
+  const name = basename(dir);
+  const texts = descriptions.texts(name);
+  const copy = texts.main === undefined ? texts.copy() : undefined;
   const problems: string[] = [];
   let found: StreamMeta | null = null;
-  for (const name of [META_FILE, COPY_FILE]) {
-    const r = readCopy(dir, name);
-    if (typeof r === "string") problems.push(`${name}: ${r}`);
-    else found ??= r;
+  const take = (file: string, read: string | { text: string }) => {
+    const r = checkCopy(dir, read);
+    if (typeof r !== "string") found ??= r;
+    else if (r !== "missing" || (file !== COPY_FILE && file !== META_FILE)) problems.push(`${file}: ${r}`);
+  };
+  if (texts.main !== undefined || copy !== undefined) {
+    take(MAIN_FILE, texts.main === undefined ? "no intact line" : { text: texts.main });
+    if (found === null) {
+      const c = copy ?? texts.copy();
+      take(COPY_LOG, c === undefined ? "no intact line" : { text: c });
+    }
+  } else {
+    // Legacy: the copy is read while it exists, so its damage is reported
+    // (and the caller's rewrite moves both to the files) while stream.json is good.
+    take(META_FILE, readText(dir, META_FILE));
+    take(COPY_FILE, readText(dir, COPY_FILE));
+    if (found === null && problems.length === 0) problems.push(`no intact line in ${MAIN_FILE} or ${COPY_LOG}, no ${META_FILE}`);
   }
   if (found) return { meta: found, damage: problems.length ? problems.join("; ") : null, rebuilt: false };
-  const id = unescapeStreamId(basename(dir));
+  const id = unescapeStreamId(name);
   if (id === null) return null;
   const config: StreamConfig = { ...defaults(), retention_ms: Number.MAX_SAFE_INTEGER, retention_bytes: null, durability: "fsync" };
   return { meta: { id, created_at: 0, config }, damage: `${problems.join("; ")}; config reset to keep everything until it is set again`, rebuilt: true };
 }
 
-function readCopy(dir: string, name: string): StreamMeta | string {
-  let text: string;
+function readText(dir: string, name: string): string | { text: string } {
   try {
-    text = readFileSync(join(dir, name), "utf8");
+    return { text: readFileSync(join(dir, name), "utf8") };
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "ENOENT" ? "missing" : (err as Error).message;
   }
+}
+
+function checkCopy(dir: string, read: string | { text: string }): StreamMeta | string {
+  if (typeof read === "string") return read;
+  const text = read.text;
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -103,9 +127,8 @@ function readCopy(dir: string, name: string): StreamMeta | string {
   const r = metaSchema.safeParse(parsed);
   if (!r.success) return `not a stream description (${r.error.issues[0].path.join(".") || "body"}: ${r.error.issues[0].message})`;
   // The CRC is of the text before it (as written), not of a re-serialisation.
-  const sealed = /,"crc32":(\d+)\}$/.exec(text);
-  if (sealed) {
-    if (crc32(`${text.slice(0, sealed.index)}}`) !== Number(sealed[1])) return "CRC mismatch";
+  if (SEAL.test(text)) {
+    if (!sealedIntact(text)) return "CRC mismatch";
   } else if (r.data.crc32 !== undefined) return "CRC not where it is written";
   const { crc32: _crc, ...meta } = r.data;
   if (escapeStreamId(meta.id) !== basename(dir)) return `id "${meta.id}" does not belong in directory ${basename(dir)}`;

@@ -13,6 +13,7 @@ import { CHECKPOINTS_FILE, CheckpointStore } from "../consumer/checkpoints.js";
 import { checkOrdering, escapeStreamId, fullConfig, type StreamConfig, type StreamDefaults } from "./stream-config.js";
 import { OrderedStream, type OrderedLimits } from "./ordered.js";
 import { writeMeta, type MetaRead } from "./stream-meta.js";
+import type { Descriptions } from "./descriptions.js";
 
 /** stream.json's log_format: 2 means every batch carries a commit mark (record.ts). */
 const LOG_FORMAT = 2;
@@ -51,6 +52,8 @@ export class Stream {
     logOpts: LogOptions,
     dedupKeysMax: number,
     private readonly orderedLimits: OrderedLimits,
+    /** The data dir's description files, where every write of the description goes. */
+    private readonly descriptions: Descriptions,
   ) {
     this.log = new StreamLog(dir, logOpts); // segments sit beside stream.json
     this.dedup = new DedupWindow(config.dedup_window_ms, dedupKeysMax);
@@ -61,15 +64,23 @@ export class Stream {
     return JSON.stringify(this.id);
   }
 
-  static create(root: string, id: string, config: StreamConfig, logOpts: LogOptions, dedupKeysMax: number, orderedLimits: OrderedLimits): Stream {
+  static create(
+    root: string,
+    descriptions: Descriptions,
+    id: string,
+    config: StreamConfig,
+    logOpts: LogOptions,
+    dedupKeysMax: number,
+    orderedLimits: OrderedLimits,
+  ): Stream {
     checkOrdering(config);
     const dir = join(root, escapeStreamId(id));
     // Undefined when the directory was there: what a crash left of a create
     // or a delete (or a directory recovery could not read), recovered as a log.
     const fresh = mkdirSync(dir, { recursive: true }) !== undefined;
-    const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax, orderedLimits);
+    const s = new Stream(id, dir, Date.now(), config, logOpts, dedupKeysMax, orderedLimits, descriptions);
     const durable = config.durability === "fsync";
-    s.saveMeta();
+    s.saveMeta(config, fresh);
     // A new directory holds nothing to recover: one file more (the first
     // segment), no directory read. Creation is on the publish path of every
     // first event, and a market has thousands of streams.
@@ -89,10 +100,17 @@ export class Stream {
    * Opens an existing stream directory (its metadata read by readMeta):
    * recovery of the log, the checkpoint file, then the dedup rebuild.
    */
-  static open(dir: string, read: MetaRead, logOpts: LogOptions, dedupKeysMax: number, defaults: StreamDefaults): { stream: Stream; report: StreamReport } {
+  static open(
+    dir: string,
+    read: MetaRead,
+    logOpts: LogOptions,
+    dedupKeysMax: number,
+    defaults: StreamDefaults,
+    descriptions: Descriptions,
+  ): { stream: Stream; report: StreamReport } {
     const meta = read.meta;
     const config = { ...fullConfig({}, defaults), ...meta.config };
-    const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax, defaults.ordered);
+    const s = new Stream(meta.id, dir, meta.created_at, config, logOpts, dedupKeysMax, defaults.ordered, descriptions);
     // A rebuilt description cannot know the log's format. Taking it as
     // unmarked keeps every whole record (at worst the start of a batch that
     // was never acknowledged); taking it as marked could cut acknowledged
@@ -150,8 +168,8 @@ export class Stream {
     return this.checkpointStore?.groups ?? null;
   }
 
-  saveMeta(config = this.config): void {
-    writeMeta(this.dir, { id: this.id, created_at: this.createdAt, config, log_format: LOG_FORMAT });
+  saveMeta(config = this.config, fresh = false): void {
+    writeMeta(this.dir, { id: this.id, created_at: this.createdAt, config, log_format: LOG_FORMAT }, this.descriptions, fresh);
   }
 
   update(patch: Partial<StreamConfig>): void {

@@ -39,6 +39,7 @@ import { TimelineReads } from "./timeline-read.js";
 import { WatchedStreams } from "./watch.js";
 import { fullConfig, type StreamDefaults } from "./stream-config.js";
 import { hasMeta, readMeta, unescapeStreamId } from "./stream-meta.js";
+import { Descriptions } from "./descriptions.js";
 import { HELD_ENTRY_HEADER_BYTES } from "./held-events.js";
 import { createLogger, logger, setLogger } from "../logger.js";
 import { noteStorageRefusal } from "./disk-full-log.js";
@@ -145,6 +146,7 @@ class ShardWorker {
   private readonly inRing: Ring;
   private readonly outbox: Outbox;
   private readonly root: string;
+  private readonly descriptions: Descriptions;
   private readonly logOpts: LogOptions;
   private readonly defaults: StreamDefaults;
   private stopping = false;
@@ -186,6 +188,12 @@ class ShardWorker {
     outRing.deferNotify = "microtask";
     this.outbox = new Outbox(outRing);
     this.root = join(c.data_dir, "streams");
+    // Every shard reads the files; each keeps its own streams' lines (and
+    // those of hashed names, which do not tell their owner).
+    this.descriptions = new Descriptions(c.data_dir, (name) => {
+      const id = unescapeStreamId(name);
+      return id === null || shardOf(id, init.shards) === init.shard;
+    });
     const metrics = (this.metrics = new ShardMetrics(init.shard, init.shards, c.metrics_streams_max));
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
@@ -212,7 +220,7 @@ class ShardWorker {
     this.snapshots = new Snapshots(c, this.outbox, this.buffers, (id) => this.streams.get(id));
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.reads = new LogReads(c, this.outbox, this.buffers, this.watched);
-    this.streams = new StreamAdmin(this.root, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
+    this.streams = new StreamAdmin(this.root, this.descriptions, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);
     this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
   }
@@ -235,8 +243,8 @@ class ShardWorker {
       const named = unescapeStreamId(name);
       if (named !== null && shardOf(named, this.init.shards) !== this.init.shard) continue;
       const dir = join(this.root, name);
-      if (!hasMeta(dir)) continue; // a crash between mkdir and the first write: nothing in it
-      const read = readMeta(dir, () => fullConfig({}, this.defaults));
+      if (!hasMeta(dir, this.descriptions)) continue; // a crash between mkdir and the first write: nothing in it
+      const read = readMeta(dir, () => fullConfig({}, this.defaults), this.descriptions);
       if (read === null) {
         // Every shard sees it; shard 0 alone reports it.
         if (this.init.shard === 0) unreadable.push(dir);
@@ -244,12 +252,13 @@ class ShardWorker {
       }
       // Only the owner may open a stream: opening runs recovery, which writes.
       if (shardOf(read.meta.id, this.init.shards) !== this.init.shard) continue;
-      const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults);
+      const { stream: s, report: r } = Stream.open(dir, read, this.logOpts, this.config.dedup_keys_max, this.defaults, this.descriptions);
       this.streams.adopt(s);
       for (const u of r.unverified) scrub.push({ stream: s.id, ...u, frameBytesMax: this.logOpts.frameBytesMax });
       r.unverified = [];
       if (r.truncatedBytes > 0 || r.rebuiltIndexes > 0 || r.corruptions.length > 0 || r.files.length > 0) recovery.push({ stream: s.id, report: r });
     }
+    this.descriptions.forget();
     return { type: "ready", streams: this.streams.size, recovery, scrub, unreadable };
   }
 
@@ -336,6 +345,7 @@ class ShardWorker {
     // Nothing rolls or removes a segment while the syncs are in flight.
     if (this.retention !== null) clearInterval(this.retention);
     await syncAndClose(this.streams.values(), this.files.filesMax);
+    this.descriptions.close();
     await this.external?.close(); // the last batch of checkpoints
   }
 

@@ -15,6 +15,7 @@ import { BATCH_END, RECORD_HEADER_BYTES, checkFrameMarked, frameSeq, sealFrame }
 import { writeU32, writeU64 } from "../../src/bytes.js";
 import { crc32Range } from "../../src/crc.js";
 import { escapeStreamId, type StreamDefaults } from "../../src/shard/stream-config.js";
+import { COPY_FILE, MAIN_FILE } from "../../src/shard/descriptions.js";
 import { loadConfig } from "../../src/config.js";
 import { deriveLimits } from "../../src/limits.js";
 import { api, startServer, tempDataDir, type TestServer } from "../helpers/server.js";
@@ -29,6 +30,8 @@ export const STREAM_DEFAULTS: StreamDefaults = {
 };
 
 export const STREAM = "dmg";
+/** In the data dir, not the stream's. */
+const DESCRIPTION_FILES = [MAIN_FILE, COPY_FILE];
 export const OTHER = "dmg-other";
 export const SERVER_ARGS = ["--segment-bytes-max", "16384", "--index-interval-bytes", "1024", "--shards", "2"];
 /** The server's frame limit with its default event and field limits (src/limits.ts). */
@@ -104,6 +107,20 @@ export async function buildFixture(): Promise<Fixture> {
     const dir = join(dataDir, "streams", escapeStreamId(STREAM));
     const files = new Map<string, Buffer>();
     for (const name of readdirSync(dir)) if (!name.endsWith(".tmp")) files.set(name, readFileSync(join(dir, name)));
+    // The data dir's description files, with the stream's lines only (the
+    // other stream's directory is not written): damage may hit them too.
+    const own = `${escapeStreamId(STREAM)}\t`;
+    for (const name of DESCRIPTION_FILES)
+      files.set(
+        name,
+        Buffer.from(
+          readFileSync(join(dataDir, name), "utf8")
+            .split("\n")
+            .filter((l) => l.startsWith(own))
+            .map((l) => `${l}\n`)
+            .join(""),
+        ),
+      );
     const otherDir = join(dataDir, "streams", escapeStreamId(OTHER));
     const foreignFrames: Buffer[] = [];
     for (const name of readdirSync(otherDir).filter(isSegment)) foreignFrames.push(...framesOf(readFileSync(join(otherDir, name))).map((f) => f.bytes));
@@ -236,7 +253,7 @@ function lastFrameSeq(log: Buffer): number {
 export function writeStreamDir(fx: Fixture, dataDir: string, d: Damage | null, damaged: Buffer | null): string {
   const dir = join(dataDir, "streams", escapeStreamId(STREAM));
   mkdirSync(dir, { recursive: true });
-  for (const [name, bytes] of fx.files) writeFileSync(join(dir, name), d && name === d.file ? damaged! : bytes);
+  for (const [name, bytes] of fx.files) writeFileSync(join(DESCRIPTION_FILES.includes(name) ? dataDir : dir, name), d && name === d.file ? damaged! : bytes);
   return dir;
 }
 
@@ -269,7 +286,7 @@ export function expect_(fx: Fixture, d: Damage, damaged: Buffer): Expectation {
     }
     return out;
   }
-  if (!isSegment(d.file)) return out; // indexes are rebuilt, stream.json has its copy
+  if (!isSegment(d.file)) return out; // indexes are rebuilt, the description has its copy
   const inFile = [...fx.records.values()].filter((r) => r.file === d.file);
   const active = d.file === fx.logs[fx.logs.length - 1];
   const orig = fx.files.get(d.file)!;

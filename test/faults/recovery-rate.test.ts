@@ -13,6 +13,7 @@ import { loadConfig } from "../../src/config.js";
 import { deriveLimits } from "../../src/limits.js";
 import { fullConfig } from "../../src/shard/stream-config.js";
 import { readMeta, writeMeta } from "../../src/shard/stream-meta.js";
+import { Descriptions } from "../../src/shard/descriptions.js";
 import { encodeEvent } from "../../src/wire/client.js";
 import { STREAM_DEFAULTS } from "./damage.js";
 import { recordResult, scaled } from "./scale.js";
@@ -58,12 +59,14 @@ describe("recovery time", () => {
     const bytes = log.bytes;
     const segments = log.segments.length;
     log.close();
-    writeMeta(dir, { id: "rate", created_at: ts, config: fullConfig({}, DEFAULTS), log_format: 2 });
+    const copies = new Descriptions(dir);
+    writeMeta(dir, { id: "rate", created_at: ts, config: fullConfig({}, DEFAULTS), log_format: 2 }, copies);
     for (const f of readdirSync(dir)) if (f.endsWith(".idx") || f.endsWith(".tidx")) unlinkSync(join(dir, f));
     const t0 = performance.now();
-    const { stream, report } = Stream.open(dir, readMeta(dir, () => fullConfig({}, DEFAULTS))!, OPTS, 100_000_000, DEFAULTS);
+    const { stream, report } = Stream.open(dir, readMeta(dir, () => fullConfig({}, DEFAULTS), copies)!, OPTS, 100_000_000, DEFAULTS, copies);
     const ms = performance.now() - t0;
     stream.close();
+    copies.close();
     expect(stream.log.headSeq).toBe(seq - 1);
     expect(report.rebuiltIndexes).toBe(segments - 1);
     expect(stream.dedup.size).toBe(1); // the one key, rebuilt

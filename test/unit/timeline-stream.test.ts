@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { frameBytesFor, markBatchEnd, sealFrame, writeFrameHeader, RECORD_HEADER_BYTES } from "../../src/log/record.js";
 import { Stream } from "../../src/shard/stream.js";
+import { Descriptions } from "../../src/shard/descriptions.js";
 import { fullConfig } from "../../src/shard/stream-config.js";
 import { CHUNK_BYTES, TimelineStream } from "../../src/shard/timeline-stream.js";
 import { firstChunkEvents } from "../../src/shard/timeline-read.js";
@@ -20,11 +21,13 @@ import { removeTempDirs, tempDir } from "../helpers/log-frames.js";
 const LOG_OPTS = { segmentBytesMax: 256 * 1024, indexIntervalBytes: 4096, frameBytesMax: 1 << 20 };
 const DEFAULTS = { retention_ms: 1e12, dedup_window_ms: 0, durability: "process" as const, max_event_bytes: 1 << 19 };
 const PAGE = Buffer.alloc(2 << 20);
+const ORDERED = { heldEventsMax: 10_000, heldBytesMax: 64 << 20, producersMax: 10_000, entryBytesMax: 2 << 20 };
 
 afterEach(() => removeTempDirs());
 
 function newStream(id = "s"): Stream {
-  return Stream.create(tempDir("ticker-tl-"), id, fullConfig({}, DEFAULTS), LOG_OPTS, 1000);
+  const dir = tempDir("ticker-tl-");
+  return Stream.create(dir, new Descriptions(dir), id, fullConfig({}, DEFAULTS), LOG_OPTS, 1000, ORDERED);
 }
 
 /** Appends one batch of events at ingest_ts `ts`, as the publisher frames it. */
