@@ -507,6 +507,8 @@ async function main(): Promise<void> {
       earlier.reruns = [...(earlier.reruns ?? []), { date: facts.date, commit: facts.commit, command: facts.command, runs: RUNS, steps: steps.map((st) => st.id) }];
       earlier.failures = [...earlier.failures, ...failures];
       Object.assign(facts, earlier);
+      // The machine as it is now: limits measured in this run replace the earlier run's (which may lack newer figures).
+      if (limits) Object.assign(facts, { limits, limitsErr: null });
     } else writeFileSync(RESULTS, readFileSync(results));
     writeFileSync(RUN_FACTS, JSON.stringify(facts, null, 2) + "\n");
     const all = aggregate(readResults(RESULTS));
