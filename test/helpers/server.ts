@@ -3,7 +3,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach } from "vitest";
+import { afterAll, afterEach, beforeAll } from "vitest";
+import { Ticker } from "../../src/client/index.js";
 import { TICKER_MAIN as MAIN, TickerProcess } from "../harness/ticker.js";
 import { noteAnswer } from "./openapi-check.js";
 
@@ -131,4 +132,23 @@ export async function replayAll(url: string, stream: string, from = 1, limit = 1
     events.push(...r.json.events);
     next = r.json.next;
   }
+}
+
+/**
+ * A server and a ticker/client on it for the tests of one describe block:
+ * started before them, closed and removed after. Read `server` and `client`
+ * inside the tests (they are set once the block starts).
+ */
+export function serverWithClient(opts: Parameters<typeof startServer>[0] = {}): { readonly server: TestServer; readonly client: Ticker } {
+  const env = {} as { server: TestServer; client: Ticker };
+  beforeAll(async () => {
+    env.server = await startServer(opts);
+    env.client = new Ticker({ url: env.server.url });
+  });
+  afterAll(async () => {
+    env.client?.close();
+    await env.server?.stop();
+    if (env.server) removeDir(env.server.dataDir);
+  });
+  return env;
 }

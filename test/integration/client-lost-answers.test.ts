@@ -3,29 +3,19 @@
 // came, one that never arrived, one that arrives only after the producer
 // tried again. In both modes every event must land exactly once, in order,
 // and the producer must go on publishing afterwards.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type ProducerOptions, Ticker } from "../../src/client/index.js";
 import { type Action, AnswerProxy } from "../helpers/answer-proxy.js";
-import { removeDir, startServer, type TestServer } from "../helpers/server.js";
+import { serverWithClient } from "../helpers/server.js";
 import type { PublishEvent } from "../../src/client/index.js";
 
 describe("ticker/client producer with lost answers", () => {
-  let s: TestServer;
-  let direct: Ticker;
-  beforeAll(async () => {
-    s = await startServer();
-    direct = new Ticker({ url: s.url });
-  });
-  afterAll(async () => {
-    direct.close();
-    await s.stop();
-    removeDir(s.dataDir);
-  });
+  const env = serverWithClient();
 
   /** Sends `batches` through a proxy whose policy treats the `nth` publish as `action`; returns the stream's events. */
   async function run(stream: string, options: ProducerOptions, batches: PublishEvent[][], nth: number, action: Action) {
     let publishes = 0;
-    const proxy = await AnswerProxy.start(s.port, (r) => (r.method === "POST" && ++publishes === nth ? action : "pass"));
+    const proxy = await AnswerProxy.start(env.server.port, (r) => (r.method === "POST" && ++publishes === nth ? action : "pass"));
     const t = new Ticker({ url: proxy.url });
     try {
       const p = t.producer({ lingerMs: 0, ...options });
@@ -36,7 +26,7 @@ describe("ticker/client producer with lost answers", () => {
       await p.close();
       await proxy.settled();
       const got: string[] = [];
-      for await (const e of direct.replay(stream)) got.push(`${e.type}:${String(e.payload ?? "")}`);
+      for await (const e of env.client.replay(stream)) got.push(`${e.type}:${String(e.payload ?? "")}`);
       return { got, log: proxy.log };
     } finally {
       t.close();

@@ -5,9 +5,9 @@
 // up it gets every event live. Bad values and a group are 400 at the upgrade.
 // The client's `conflate` option rides the same path and counts what was left out.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { api, removeDir, startServer, type TestServer } from "../helpers/server.js";
+import { api, removeDir, startServer, type TestServer, serverWithClient } from "../helpers/server.js";
 import { RawConsumer } from "../helpers/raw-consumer.js";
-import { Ticker, type ConsumeOptions, type Subscription } from "../../src/client/index.js";
+import type { ConsumeOptions, Subscription } from "../../src/client/index.js";
 
 const KEYS = 10;
 /** Event i's key: one of KEYS instruments, except every 7th event, which has none (always kept). */
@@ -209,17 +209,7 @@ describe("conflate=key", () => {
 });
 
 describe("the client's conflate option", () => {
-  let s: TestServer;
-  let t: Ticker;
-  beforeAll(async () => {
-    s = await startServer();
-    t = new Ticker({ url: s.url });
-  });
-  afterAll(async () => {
-    t.close();
-    await s.stop();
-    removeDir(s.dataDir);
-  });
+  const env = serverWithClient();
 
   /** Pulls events until one reaches seq `last` (next(), as a break out of for await would close it); a gap the subscription found rejects here. */
   async function pullTo(sub: Subscription, last: number, seqs: number[] = []): Promise<number[]> {
@@ -235,18 +225,18 @@ describe("the client's conflate option", () => {
   it("a subscriber that stops pulling falls behind and then gets the newest event of each key, a conflated count that adds up, and no gap error", async () => {
     for (const format of ["binary", "json"] as const) {
       const stream = `slow.${format}`;
-      await publish(s.url, stream, 0, 1);
-      const sub = t.consume(stream, { from: 1, conflate: "key", window: 100, format });
+      await publish(env.server.url, stream, 0, 1);
+      const sub = env.client.consume(stream, { from: 1, conflate: "key", window: 100, format });
       const seqs = await pullTo(sub, 1);
       // Pulls nothing while ~20 MB is published: the client's buffer fills, it stops reading, and the server's writes back up.
-      await publish(s.url, stream, 1, 99_999);
+      await publish(env.server.url, stream, 1, 99_999);
       await pullTo(sub, 100_000, seqs);
       expect(sub.conflated).toBeGreaterThan(0);
       expect(seqs.length + sub.conflated).toBe(100_000);
       expectNewestOfEveryKey(seqs, 100_000);
       // Caught up, it rides live again: every event, none left out.
       const before = sub.conflated;
-      await publish(s.url, stream, 100_000, 20);
+      await publish(env.server.url, stream, 100_000, 20);
       expect((await pullTo(sub, 100_020)).length).toBe(20);
       expect(sub.conflated).toBe(before);
       await sub.close();
@@ -255,6 +245,7 @@ describe("the client's conflate option", () => {
 
   it("refuses conflate with a group, or a value other than key, before any connection", () => {
     const bad = [{ conflate: "key", group: "g" }, { conflate: "KEY" }] as const;
-    for (const o of bad) expect(() => t.consume("md", o as ConsumeOptions), JSON.stringify(o)).toThrow(expect.objectContaining({ code: "invalid_parameter" }));
+    for (const o of bad)
+      expect(() => env.client.consume("md", o as ConsumeOptions), JSON.stringify(o)).toThrow(expect.objectContaining({ code: "invalid_parameter" }));
   });
 });

@@ -13,22 +13,26 @@ function consumers(w: ReturnType<typeof world>, stream: string, n: number): Fake
   return Array.from({ length: n }, () => w.connect(stream, "from=latest"));
 }
 
-/** Hands the hub the next push or answer of the shard, then runs the first thing it scheduled for the turn's end. */
-function pushThenOneTurn(w: ReturnType<typeof world>): void {
-  w.shards.out.shift()!();
-  w.clock.immediates.shift()!();
+/**
+ * 200 caught-up consumers of "q", writes of 0.1 ms each (a round of 20 ms,
+ * five slices of ~4 ms), and a first batch of 2 events pushed: returns once
+ * the round's first slice is written, with the page reads made so far.
+ */
+function roundUnderWay(w: ReturnType<typeof world>): { socks: FakeSocket[]; reads: number } {
+  w.shards.create("q", 0);
+  const socks = consumers(w, "q", 200);
+  const reads = w.shards.pageReads;
+  w.clock.sendCostMs = 0.1;
+  w.shards.append("q", 2);
+  w.shards.out.shift()!(); // the push
+  w.clock.immediates.shift()!(); // the round's first slice
+  return { socks, reads };
 }
 
 describe("consume hub: rounds of live writes", () => {
   it("a round to many consumers goes in slices; what is published meanwhile reaches every consumer once, in order, after it", () => {
     const w = world();
-    w.shards.create("q", 0);
-    const socks = consumers(w, "q", 200);
-    const reads = w.shards.pageReads;
-    // 0.1 ms a write: a round to 200 consumers takes 20 ms, five slices of ~4 ms.
-    w.clock.sendCostMs = 0.1;
-    w.shards.append("q", 2);
-    pushThenOneTurn(w);
+    const { socks, reads } = roundUnderWay(w);
     const reached = socks.filter((s) => s.seqs().length > 0).length;
     expect(reached).toBeGreaterThan(0);
     expect(reached).toBeLessThan(200);
@@ -44,12 +48,7 @@ describe("consume hub: rounds of live writes", () => {
   it("more than one message's worth published during a round goes to the consumers it had not reached from the log: no gap, no duplicate", () => {
     // liveMessageBytesMax is 2 x consume_page_bytes_max: 8 KiB here, ~110 rendered events.
     const w = world({ consume_page_bytes_max: 4096 });
-    w.shards.create("q", 0);
-    const socks = consumers(w, "q", 200);
-    const reads = w.shards.pageReads;
-    w.clock.sendCostMs = 0.1;
-    w.shards.append("q", 2);
-    pushThenOneTurn(w);
+    const { socks, reads } = roundUnderWay(w);
     for (let i = 0; i < 3; i++) w.shards.append("q", 60);
     w.settle();
     w.advance(100);
