@@ -5,7 +5,7 @@
 // the last one took, up to consumer_coalesce_ms_max. Socket writes take
 // FakeClock.sendCostMs each, so a round's length is known.
 import { describe, it, expect } from "vitest";
-import { configSchema } from "../../src/config.js";
+import { configSchema, type Config } from "../../src/config.js";
 import { range, world, type FakeSocket } from "../helpers/consume-world.js";
 
 /** `n` consumers of `stream` from its head, caught up. */
@@ -27,6 +27,24 @@ function roundUnderWay(w: ReturnType<typeof world>): { socks: FakeSocket[]; read
   w.shards.out.shift()!(); // the push
   w.clock.immediates.shift()!(); // the round's first slice
   return { socks, reads };
+}
+
+/**
+ * `n` caught-up consumers, writes of 1 ms each: a first round of one event
+ * written to all of them, then a second event pushed, whose round waits for
+ * the pause (or has gone out, with no pause).
+ */
+function secondRoundWaiting(config: Partial<Config>, n: number): ReturnType<typeof world> & { socks: FakeSocket[] } {
+  const w = world(config);
+  w.shards.create("q", 0);
+  const socks = consumers(w, "q", n);
+  w.clock.sendCostMs = 1;
+  w.shards.append("q", 1);
+  w.settle();
+  expect(socks[n - 1].seqs()).toEqual([1]);
+  w.shards.append("q", 1);
+  w.settle();
+  return { ...w, socks };
 }
 
 describe("consume hub: rounds of live writes", () => {
@@ -57,45 +75,24 @@ describe("consume hub: rounds of live writes", () => {
   });
 
   it("the pause after a round is as long as the round took, at most consumer_coalesce_ms_max", () => {
-    const w = world({ consumer_coalesce_ms_max: 5 });
-    w.shards.create("q", 0);
-    const socks = consumers(w, "q", 10);
-    w.clock.sendCostMs = 1; // a round of 10 ms
-    w.shards.append("q", 1);
-    w.settle();
-    expect(socks[9].seqs()).toEqual([1]);
-    w.shards.append("q", 1);
-    w.settle();
+    // 10 consumers, a round of 10 ms, the bound 5 ms.
+    const w = secondRoundWaiting({ consumer_coalesce_ms_max: 5 }, 10);
     w.advance(4);
-    expect(socks[0].seqs()).toEqual([1]);
+    expect(w.socks[0].seqs()).toEqual([1]);
     w.advance(1);
-    for (const s of socks) expect(s.seqs()).toEqual([1, 2]);
+    for (const s of w.socks) expect(s.seqs()).toEqual([1, 2]);
 
-    // A round shorter than the bound: the pause is the round's length.
-    const v = world({ consumer_coalesce_ms_max: 1000 });
-    v.shards.create("q", 0);
-    const few = consumers(v, "q", 3);
-    v.clock.sendCostMs = 1; // a round of 3 ms
-    v.shards.append("q", 1);
-    v.settle();
-    v.shards.append("q", 1);
-    v.settle();
+    // A round shorter than the bound (3 consumers, 3 ms): the pause is the round's length.
+    const v = secondRoundWaiting({ consumer_coalesce_ms_max: 1000 }, 3);
     v.advance(2);
-    expect(few[0].seqs()).toEqual([1]);
+    expect(v.socks[0].seqs()).toEqual([1]);
     v.advance(1);
-    for (const s of few) expect(s.seqs()).toEqual([1, 2]);
+    for (const s of v.socks) expect(s.seqs()).toEqual([1, 2]);
   });
 
   it("with consumer_coalesce_ms_max 0 the next round starts as soon as the last ends", () => {
-    const w = world({ consumer_coalesce_ms_max: 0 });
-    w.shards.create("q", 0);
-    const socks = consumers(w, "q", 10);
-    w.clock.sendCostMs = 1;
-    w.shards.append("q", 1);
-    w.settle();
-    w.shards.append("q", 1);
-    w.settle();
-    for (const s of socks) expect(s.seqs()).toEqual([1, 2]);
+    const w = secondRoundWaiting({ consumer_coalesce_ms_max: 0 }, 10);
+    for (const s of w.socks) expect(s.seqs()).toEqual([1, 2]);
   });
 
   it("consumer_coalesce_ms_max takes 0 to 1000 ms", () => {
