@@ -98,10 +98,18 @@ export class Descriptions {
     this.copy = new DescriptionFile(join(dataDir, COPY_FILE), keep);
   }
 
-  /** Appends `text` to both files, the main one first; fdatasynced for an fsync stream (its description is durable before its events are). */
+  /**
+   * Appends `text` to both files, fdatasynced for an fsync stream (its
+   * description is durable before its events are). The copy first: a write
+   * refused by a full disk after the copy took its line leaves the main file
+   * as it was, so the change the caller was refused is not there after a
+   * restart either (start-up finds the files' line counts apart and rewrites
+   * both from the main one). Main first, a refused change would come back
+   * from the main file.
+   */
   write(dirName: string, text: string, durable: boolean): void {
-    this.main.append(dirName, text, durable);
     this.copy.append(dirName, text, durable);
+    this.main.append(dirName, text, durable);
   }
 
   texts(dirName: string): DescriptionTexts {
