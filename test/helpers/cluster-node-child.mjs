@@ -4,7 +4,7 @@
 // row into `writes` for each shard it believes it holds, whatever its own
 // deadline says: the database must refuse every write of a stale epoch.
 // usage: node cluster-node-child.mjs <postgres url> <node id> <lease ms> <shards>
-// Prints JSON lines: started, gained, lost, error, write.
+// Prints JSON lines: started, gained, lost, error, write (with `sent`, when the write was sent, and `may`, its own check then).
 import postgres from "postgres";
 import { fence } from "../../dist/src/cluster/leases.js";
 import { ClusterNode } from "../../dist/src/cluster/node.js";
@@ -25,10 +25,11 @@ setInterval(async () => {
   writing = true;
   try {
     for (const l of [...node.leases.held.values()]) {
+      const sent = performance.timeOrigin + performance.now();
       const may = node.leases.mayWrite(l.shard) !== null;
       const r = await sql`insert into writes (shard, node, epoch) select ${l.shard}, ${nodeId}, ${l.epoch}
         from (${fence(sql, l.shard, nodeId, l.epoch)}) as lease`;
-      out({ type: "write", shard: l.shard, epoch: l.epoch, landed: r.count, may });
+      out({ type: "write", shard: l.shard, epoch: l.epoch, landed: r.count, may, sent });
     }
   } catch (err) {
     out({ type: "error", message: err.message });
