@@ -1,6 +1,7 @@
 // A node's part in the cluster: a loop that renews its leases well before
 // they run out, says it is alive, and moves towards an even spread of shards
-// (leases.ts), and tells its owner what it gained and lost. Safety does not
+// (leases.ts), and tells its owner what it gained and lost, and the other
+// nodes that the shard map changed (routing.ts). Safety does not
 // depend on the loop keeping time: whether the node may write to a shard is
 // mayWrite(), the local deadline of the last lease the database granted, so
 // a node whose loop is stuck (a frozen process, a database out of reach)
@@ -8,6 +9,7 @@
 import { EventEmitter } from "node:events";
 import type postgres from "postgres";
 import { clusterShardOf, ShardLeases, type Lease } from "./leases.js";
+import { announce } from "./routing.js";
 
 export interface ClusterNodeOptions {
   nodeId: string;
@@ -36,7 +38,7 @@ export class ClusterNode extends EventEmitter<ClusterNodeEvents> {
   private stopped = false;
 
   constructor(
-    sql: postgres.Sql,
+    private readonly sql: postgres.Sql,
     private readonly o: ClusterNodeOptions,
   ) {
     super();
@@ -63,7 +65,10 @@ export class ClusterNode extends EventEmitter<ClusterNodeEvents> {
     await this.turning;
     const held = [...this.leases.held.keys()];
     for (const shard of held) await this.leases.release(shard);
-    if (held.length > 0) this.emit("lost", held);
+    if (held.length > 0) {
+      this.emit("lost", held);
+      await announce(this.sql, held);
+    }
   }
 
   private schedule(): void {
@@ -88,6 +93,8 @@ export class ClusterNode extends EventEmitter<ClusterNodeEvents> {
           "gained",
           claimed.map((shard) => this.leases.held.get(shard)).filter((l): l is Lease => l !== undefined),
         );
+      // A hint to the other nodes' shard maps; the table stays the truth.
+      await announce(this.sql, [...released, ...claimed]);
     } catch (err) {
       this.emit("error", err as Error);
     }
