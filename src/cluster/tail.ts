@@ -132,8 +132,7 @@ export class TailStore {
       delete from ticker_cluster_tail t using lease where t.stream = ${stream} and t.last_seq <= ${archivedSeq}`;
     if (r.count > 0) return true;
     // Nothing deleted: nothing to delete under a live lease, or refused. Tell them apart.
-    const live = await sql`select 1 from ticker_cluster_shards
-      where shard = ${shard} and owner = ${this.nodeId} and epoch = ${epoch} and lease_until >= now()`;
+    const live = await sql`select 1 from (${fence(sql, shard, this.nodeId, epoch)}) as lease`;
     return live.length > 0;
   }
 }

@@ -5,7 +5,8 @@
 // owns the stream touches it (single writer).
 //
 // Past ~450 lines: append, group commit with its failure handling (the cut
-// back, the vouches of synchronous syncs), read and the timelines' horizon (uncommittedTs) share the head,
+// back, the vouches of synchronous syncs), read, the timelines' horizon (uncommittedTs) and the
+// clean stop's flush (of the active segment and those rolled without a sync) share the head,
 // the commit point and the segments' open files, private to this class; taking
 // one of them out would put a call or an object between them on per-batch
 // paths, or make the commit point writable from outside.

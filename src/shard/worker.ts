@@ -190,10 +190,7 @@ class ShardWorker {
     this.root = join(c.data_dir, "streams");
     // Every shard reads the files; each keeps its own streams' lines (and
     // those of hashed names, which do not tell their owner).
-    this.descriptions = new Descriptions(c.data_dir, (name) => {
-      const id = unescapeStreamId(name);
-      return id === null || shardOf(id, init.shards) === init.shard;
-    });
+    this.descriptions = new Descriptions(c.data_dir, (name) => this.mayOwn(name));
     const metrics = (this.metrics = new ShardMetrics(init.shard, init.shards, c.metrics_streams_max));
     this.logOpts = {
       segmentBytesMax: c.segment_bytes_max,
@@ -240,8 +237,7 @@ class ShardWorker {
       // keep (hashed): every shard lists every stream, and reading the
       // others' two stream.json copies made restart at 100,000 streams
       // read 200,000 files per shard instead of 200,000 in all.
-      const named = unescapeStreamId(name);
-      if (named !== null && shardOf(named, this.init.shards) !== this.init.shard) continue;
+      if (!this.mayOwn(name)) continue;
       const dir = join(this.root, name);
       if (!hasMeta(dir, this.descriptions)) continue; // a crash between mkdir and the first write: nothing in it
       const read = readMeta(dir, () => fullConfig({}, this.defaults), this.descriptions);
@@ -294,6 +290,12 @@ class ShardWorker {
   /** Damage the background scrub found: shown in the stream's info from now on. */
   noteCorruption(stream: string, info: CorruptionInfo): void {
     this.streams.get(stream)?.noteCorruption(info);
+  }
+
+  /** Whether a stream directory may be this shard's: its name tells the owner, unless the id was hashed (too long to keep). */
+  private mayOwn(dirName: string): boolean {
+    const id = unescapeStreamId(dirName);
+    return id === null || shardOf(id, this.init.shards) === this.init.shard;
   }
 
   async run(): Promise<void> {

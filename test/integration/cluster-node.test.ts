@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { ShardLeases } from "../../src/cluster/leases.js";
-import { clusterDb, sleep, type ClusterDb } from "../helpers/cluster-db.js";
+import { clusterDb, sleep, until, type ClusterDb } from "../helpers/cluster-db.js";
 import { tcpProxy } from "../helpers/tcp-proxy.js";
 
 const CHILD = fileURLToPath(new URL("../helpers/cluster-node-child.mjs", import.meta.url));
@@ -56,16 +56,6 @@ function startNode(url: string, id: string): Node {
     for (const p of parts) node.lines.push(JSON.parse(p));
   });
   return node;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | null> | T | null, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== null) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 /** Live owners by shard, as the database says. */

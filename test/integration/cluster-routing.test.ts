@@ -5,9 +5,11 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { clusterShardOf, ShardLeases } from "../../src/cluster/leases.js";
 import { ClusterNode } from "../../src/cluster/node.js";
 import { redirectLocation, ShardMap } from "../../src/cluster/routing.js";
-import { clusterDb, sleep, type ClusterDb } from "../helpers/cluster-db.js";
+import { clusterDb, until, type ClusterDb } from "../helpers/cluster-db.js";
 
 const SHARDS = 8;
+/** How long the map may take to follow a change. */
+const WAIT_MS = 10_000;
 let db: ClusterDb;
 beforeAll(async () => {
   db = await clusterDb();
@@ -15,15 +17,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await db?.stop();
 });
-
-async function until<T>(what: string, probe: () => T | null, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (let v = probe(); ; v = probe()) {
-    if (v !== null) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 describe("the cluster's shard map", () => {
   it("follows the nodes' claims and releases through their notices alone, and sends a stream's requests to its owner", async () => {
@@ -41,13 +34,15 @@ describe("the cluster's shard map", () => {
       expect(map.all().every((s) => s.owner === null && s.url === null)).toBe(true);
 
       await a.start();
-      await until("a owning every shard in the map", () => (map.all().every((s) => s.owner === "a") ? true : null));
+      await until("a owning every shard in the map", () => (map.all().every((s) => s.owner === "a") ? true : null), WAIT_MS);
       expect(map.ownerOf("prices.eurusd")).toMatchObject({ owner: "a", url: "http://a.example:8080", shard: clusterShardOf("prices.eurusd", SHARDS) });
 
       // b joins: a gives up half at its next turn, b claims them at its next.
       await b.start();
-      await until("half the shards on each node", () =>
-        map.all().filter((s) => s.owner === "a").length === SHARDS / 2 && map.all().filter((s) => s.owner === "b").length === SHARDS / 2 ? true : null,
+      await until(
+        "half the shards on each node",
+        () => (map.all().filter((s) => s.owner === "a").length === SHARDS / 2 && map.all().filter((s) => s.owner === "b").length === SHARDS / 2 ? true : null),
+        WAIT_MS,
       );
       const onB = map.all().find((s) => s.owner === "b")!;
       const stream = Array.from({ length: 1000 }, (_, i) => `s${i}`).find((id) => clusterShardOf(id, SHARDS) === onB.shard)!;
@@ -57,7 +52,7 @@ describe("the cluster's shard map", () => {
 
       // b leaves cleanly: its shards are free at once (a keeps its share while b's heartbeat lasts), and the map says so.
       await b.stop();
-      await until("b gone from the map", () => (map.all().every((s) => s.owner !== "b") ? true : null));
+      await until("b gone from the map", () => (map.all().every((s) => s.owner !== "b") ? true : null), WAIT_MS);
       expect(map.all().filter((s) => s.owner === null).length).toBe(SHARDS / 2);
     } finally {
       await Promise.allSettled([a.stop(), b.stop()]);
