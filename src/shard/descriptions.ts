@@ -18,6 +18,11 @@ import { crc32 } from "node:zlib";
 export const MAIN_FILE = "stream-descriptions.log";
 export const COPY_FILE = "stream-descriptions.copy.log";
 
+/** A JSON object's text with the CRC of that text as its last key: what sealedIntact() checks. */
+export function seal(body: string): string {
+  return `${body.slice(0, -1)},"crc32":${crc32(body)}}`;
+}
+
 /** The text ends with the CRC of what precedes it, and they agree (no parse: compaction checks every line). */
 export function sealedIntact(text: string): boolean {
   const sealed = SEAL.exec(text);

@@ -8,11 +8,10 @@
 // first write of such a stream's description moves it to the files.
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
-import { crc32 } from "node:zlib";
 import { z } from "zod";
 import { escapeStreamId, streamConfigPatch, type StreamConfig } from "./stream-config.js";
 import { STREAM_ID } from "../stream-id.js";
-import { COPY_FILE as COPY_LOG, MAIN_FILE, SEAL, sealedIntact, type Descriptions } from "./descriptions.js";
+import { COPY_FILE as COPY_LOG, MAIN_FILE, SEAL, seal, sealedIntact, type Descriptions } from "./descriptions.js";
 
 /** The description's file in directories written before the description files. */
 export const META_FILE = "stream.json";
@@ -64,7 +63,7 @@ export const hasMeta = (dir: string, descriptions: Descriptions) => descriptions
  */
 export function writeMeta(dir: string, meta: StreamMeta, descriptions: Descriptions, fresh = false): void {
   const body = JSON.stringify(meta);
-  descriptions.write(basename(dir), `${body.slice(0, -1)},"crc32":${crc32(body)}}`, meta.config.durability === "fsync");
+  descriptions.write(basename(dir), seal(body), meta.config.durability === "fsync");
   if (fresh) return;
   for (const name of [META_FILE, COPY_FILE]) rmSync(join(dir, name), { force: true });
 }
