@@ -13,6 +13,7 @@ import {
   TIMELINE_CURSOR_SECRET_CHARS_MIN,
   TIMELINE_STREAMS_LIMIT,
 } from "./limits.js";
+import { clusterProblems } from "./cluster-config.js";
 
 const MiB = 1024 * 1024;
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -181,6 +182,31 @@ export const configSchema = z
       ),
     timeline_waiters_max: int(1, 1_000_000).default(10_000).describe("timeline long polls waiting at once (more: 429)"),
 
+    cluster_postgres_url: z
+      .string()
+      .default("")
+      .describe(
+        "cluster mode (docs/CLUSTER.md): the PostgreSQL (`postgres://...`) holding shard leases, the open tail of every stream, the segment manifest and group checkpoints; needs `node_id`, `advertise_url` and `archive`; none: one node, nothing shared",
+      ),
+    node_id: z.string().default("").describe("cluster mode: this node's id, unique in the cluster (1 to 64 of `A-Za-z0-9._-`)"),
+    advertise_url: z
+      .string()
+      .default("")
+      .describe("cluster mode: where other nodes and clients reach this node (`http://host:port`), the target of their 307s"),
+    archive: z.string().default("").describe("cluster mode: where closed segments go, `file:///dir` (a filesystem every node mounts) or `s3://bucket/prefix`"),
+    cluster_shards: int(1, 4096)
+      .default(64)
+      .describe("cluster mode: cluster shards streams hash to, fixed for the life of the cluster (a node started with another number is refused)"),
+    cluster_lease_ms: int(1000, 600_000)
+      .default(5000)
+      .describe("cluster mode: how long a shard lease holds; renewed every third of it, so an owner that dies is replaced within about this long"),
+    cluster_archive_interval_ms: int(10, 600_000)
+      .default(1000)
+      .describe("cluster mode: how often an owner copies its streams' closed segments to the archive and drops their tail rows"),
+    archive_cache_bytes_max: int(1 * MiB, 64 * 1024 * MiB)
+      .default(256 * MiB)
+      .describe("cluster mode: archived segments each shard thread keeps in memory to serve history from, bytes"),
+
     api_keys_file: z.string().default("").describe("JSON file of API keys, reloaded on SIGHUP (see Security in the README); none: every route is open"),
     tls_cert_file: z.string().default("").describe("PEM certificate (chain) for HTTPS and WSS; flag `--tls-cert`; needs `tls_key_file`"),
     tls_key_file: z.string().default("").describe("PEM private key of that certificate (unencrypted); flag `--tls-key`; needs `tls_cert_file`"),
@@ -197,6 +223,7 @@ export const configSchema = z
         message: "needs timeline_cursor_secret (the data dir's secret is rotated with POST /v1/timelines/_secret/rotate instead)",
       });
     }
+    for (const p of clusterProblems(c)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [p.key], message: p.message });
     if ((c.tls_cert_file === "") !== (c.tls_key_file === "")) {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,

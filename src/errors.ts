@@ -54,6 +54,11 @@ export const ERROR_CODES = [
   "reader_not_found",
   "limit_reached",
   "secret_from_config",
+  "shard_moving",
+  "cluster_commit_failed",
+  "not_owner",
+  "shard_unowned",
+  "cluster_unsupported",
   "internal",
 ] as const;
 

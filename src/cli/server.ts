@@ -4,7 +4,8 @@
 // server's modules (uWebSockets, worker pools).
 import type { Config } from "../config.js";
 import { ShardPool } from "../front/shards.js";
-import { ListenError, createFront } from "../front/app.js";
+import { ListenError, createFront, type Front } from "../front/app.js";
+import type { ClusterRuntime } from "../front/cluster-runtime.js";
 import { enableAccessLog } from "../front/http.js";
 import { DataDirLockedError, lockDataDir } from "./data-dir-lock.js";
 import { startScrub } from "../log/scrub.js";
@@ -14,7 +15,7 @@ import { SecretsFileError } from "../timeline/cursor.js";
 import { TimelineStores } from "../timeline/stores.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import { resolve } from "node:path";
-import { createLogger, setLogger } from "../logger.js";
+import { createLogger, logger, setLogger } from "../logger.js";
 import { counts } from "../front/front-metrics.js";
 import type { WorkerEvent } from "../shard/protocol.js";
 import { compactDescriptions } from "../shard/descriptions.js";
@@ -38,7 +39,9 @@ function noteRecoveryFindings(r: Extract<WorkerEvent, { type: "ready" }>): void 
  * Resolves once it is ready; a start that cannot go on throws a CliError
  * with the status (exit-codes.ts).
  */
-export async function runServer(config: Config): Promise<void> {
+export async function runServer(given: Config): Promise<void> {
+  // Cluster mode keeps group checkpoints in the cluster's PostgreSQL unless postgres_url names another.
+  const config = given.cluster_postgres_url && !given.postgres_url ? { ...given, postgres_url: given.cluster_postgres_url } : given;
   const log = createLogger(config);
   setLogger(log);
   if (config.access_log) enableAccessLog();
@@ -77,6 +80,8 @@ export async function runServer(config: Config): Promise<void> {
   }
   // The schema is in place before any shard loads or writes checkpoints.
   if (config.postgres_url) await (await import("../consumer/external.js")).migrate(config.postgres_url);
+  if (config.cluster_postgres_url && config.cluster_postgres_url !== config.postgres_url)
+    await (await import("../consumer/external.js")).migrate(config.cluster_postgres_url);
   let timelines: TimelineStores;
   try {
     timelines = await TimelineStores.open(config);
@@ -92,7 +97,15 @@ export async function runServer(config: Config): Promise<void> {
   counts.recovery.add("file_damage", descriptionDamage.length);
   const pool = new ShardPool(config);
   let ready = false;
-  const front = createFront(config, pool, () => ready, auth, timelines);
+  let cluster: ClusterRuntime | null = null;
+  const front = createFront(
+    config,
+    pool,
+    () => ready,
+    auth,
+    timelines,
+    () => cluster,
+  );
   let port: number;
   try {
     port = await front.listen();
@@ -119,6 +132,7 @@ export async function runServer(config: Config): Promise<void> {
     `ticker listening on ${url} (data dir ${dataDir}, ${config.shards} shards); new streams: durability ${config.default_durability}, retention ${config.default_retention_ms} ms`,
   );
   const reports = await pool.ready();
+  if (config.cluster_postgres_url) cluster = await joinCluster(config, pool, front);
   ready = true;
   let streams = 0;
   for (const r of reports) {
@@ -177,6 +191,8 @@ export async function runServer(config: Config): Promise<void> {
     while ((pool.inFlight > 0 || front.consumers.pendingWrites > 0 || front.timelines.inFlight > 0) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 10));
     await scrubber.stop();
+    // Its shards go to the other nodes now rather than when their leases run out.
+    await cluster?.stop().catch((err: Error) => log.warn({ kind: "cluster", err: err.message }, `cluster: leaving failed: ${err.message}`));
     await pool.shutdown();
     await timelines.close(); // the reader positions PostgreSQL has not had yet
     log.info({ kind: "shutdown", ms: Date.now() - stopAt }, "stopped");
@@ -184,4 +200,20 @@ export async function runServer(config: Config): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/** Cluster mode: the node joins, and its shard threads learn which publishes they may take. */
+async function joinCluster(config: Config, pool: ShardPool, front: Front): Promise<ClusterRuntime> {
+  const { ClusterRuntime } = await import("../front/cluster-runtime.js");
+  const { clusterShardOf } = await import("../cluster/leases.js");
+  const rt = await ClusterRuntime.start(config, pool, (shard) => front.consumers.moved((stream) => clusterShardOf(stream, config.cluster_shards) === shard));
+  pool.clusterEpoch = (stream) => {
+    const r = rt.route(stream);
+    return r.kind === "local" ? r.epoch : undefined;
+  };
+  logger().info(
+    { kind: "cluster", node_id: config.node_id, advertise_url: config.advertise_url, cluster_shards: config.cluster_shards },
+    `cluster: node ${config.node_id} joined (${config.advertise_url}, ${config.cluster_shards} cluster shards)`,
+  );
+  return rt;
 }

@@ -112,8 +112,8 @@ export class Manifest {
    */
   async commit(shard: number, e: SegmentEntry): Promise<boolean> {
     const sql = this.sql;
-    const r = await sql`insert into ticker_cluster_segments (stream, base_seq, last_seq, epoch, key, bytes)
-      select ${e.stream}, ${e.baseSeq}, ${e.lastSeq}, ${e.epoch}, ${e.key}, ${e.bytes}
+    const r = await sql`insert into ticker_cluster_segments (stream, base_seq, last_seq, epoch, key, bytes, shard)
+      select ${e.stream}, ${e.baseSeq}, ${e.lastSeq}, ${e.epoch}, ${e.key}, ${e.bytes}, ${shard}
       from (${fence(sql, shard, this.nodeId, e.epoch)}) as lease`;
     return r.count === 1;
   }
@@ -131,6 +131,13 @@ export class Manifest {
       key: r.key,
       bytes: Number(r.bytes),
     }));
+  }
+
+  /** The streams of a cluster shard: those with tail rows or archived segments. */
+  async streamsOf(shard: number): Promise<string[]> {
+    const rows = await this.sql<{ stream: string }[]>`select stream from ticker_cluster_tail where shard = ${shard}
+      union select stream from ticker_cluster_segments where shard = ${shard}`;
+    return rows.map((r) => r.stream);
   }
 
   /** The last archived seq of a stream (0: none): a new owner's local log starts after it. */

@@ -194,7 +194,13 @@ export function rendezvous(nodeId: string, shard: number): number {
   return fnv1a(`${nodeId}\u0000${shard}`);
 }
 
-/** The cluster shard a stream belongs to (the shard workers' hash, modulo cluster_shards). */
+/**
+ * The cluster shard a stream belongs to (the shard workers' hash, modulo
+ * cluster_shards). A dead-letter stream `{stream}.dlq` goes with its stream:
+ * the owner that nacks an event writes its dead letter under the same lease.
+ */
 export function clusterShardOf(stream: string, shards: number): number {
-  return fnv1a(stream) % shards;
+  return fnv1a(stream.endsWith(DLQ_SUFFIX) ? stream.slice(0, -DLQ_SUFFIX.length) : stream) % shards;
 }
+
+const DLQ_SUFFIX = ".dlq";

@@ -39,6 +39,20 @@ export class FencedError extends Error {
   }
 }
 
+interface Queue {
+  epoch: number;
+  waiting: Waiting[];
+  committing: boolean;
+  /** The commit loop while it runs. */
+  running: Promise<void> | null;
+  /**
+   * Why the last commit failed, until reset(): the batches after it were
+   * stamped on top of it, so none may land (a gap) until the owner has read
+   * back what the database holds.
+   */
+  broken: Error | null;
+}
+
 interface Waiting {
   batch: TailBatch;
   resolve: () => void;
@@ -50,7 +64,7 @@ const COMMIT_BATCHES_MAX = 1000;
 
 export class TailStore {
   /** Batches waiting for the next commit, by shard. */
-  private readonly queues = new Map<number, { epoch: number; waiting: Waiting[]; committing: boolean }>();
+  private readonly queues = new Map<number, Queue>();
 
   constructor(
     private readonly sql: postgres.Sql,
@@ -65,7 +79,7 @@ export class TailStore {
   append(shard: number, epoch: number, batch: TailBatch): Promise<void> {
     let q = this.queues.get(shard);
     if (!q) {
-      q = { epoch, waiting: [], committing: false };
+      q = { epoch, waiting: [], committing: false, running: null, broken: null };
       this.queues.set(shard, q);
     }
     if (q.epoch !== epoch) {
@@ -73,13 +87,27 @@ export class TailStore {
       if (epoch < q.epoch) return Promise.reject(new FencedError(shard, epoch));
       for (const w of q.waiting.splice(0)) w.reject(new FencedError(shard, q.epoch));
       q.epoch = epoch;
+      q.broken = null;
     }
+    if (q.broken) return Promise.reject(q.broken);
     const done = new Promise<void>((resolve, reject) => q.waiting.push({ batch, resolve, reject }));
-    if (!q.committing) void this.commit(shard, q);
+    if (!q.committing) q.running = this.commit(shard, q);
     return done;
   }
 
-  private async commit(shard: number, q: { epoch: number; waiting: Waiting[]; committing: boolean }): Promise<void> {
+  /** Resolves once no commit of the shard is in flight (each waiting batch has its answer). */
+  async settled(shard: number): Promise<void> {
+    await this.queues.get(shard)?.running;
+  }
+
+  /** The owner has caught up with what the database holds: the shard's batches may go again. */
+  reset(shard: number): void {
+    const q = this.queues.get(shard);
+    if (q && !q.committing) this.queues.delete(shard);
+    else if (q) q.broken = null;
+  }
+
+  private async commit(shard: number, q: Queue): Promise<void> {
     q.committing = true;
     try {
       while (q.waiting.length > 0) {
@@ -91,10 +119,12 @@ export class TailStore {
             epoch,
             group.map((w) => w.batch),
           );
-          const err = inserted === group.length ? null : new FencedError(shard, epoch);
-          for (const w of group) err ? w.reject(err) : w.resolve();
+          if (inserted !== group.length) throw new FencedError(shard, epoch);
+          for (const w of group) w.resolve();
         } catch (err) {
-          for (const w of group) w.reject(err as Error);
+          // What waits was stamped after what failed: it fails too.
+          q.broken = err as Error;
+          for (const w of [...group, ...q.waiting.splice(0)]) w.reject(err as Error);
         }
       }
     } finally {

@@ -103,6 +103,13 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       primary key (stream, base_seq)
     )`,
   },
+  {
+    // Cluster mode: a new owner lists a shard's streams from its tail rows and segments.
+    version: 6,
+    sql: `alter table ticker_cluster_segments add column shard int not null default -1;
+    create index ticker_cluster_segments_shard on ticker_cluster_segments (shard);
+    create index ticker_cluster_tail_shard on ticker_cluster_tail (shard)`,
+  },
 ];
 
 export class ExternalCheckpoints {

@@ -20,89 +20,13 @@ import { Timelines } from "./timelines.js";
 import { dlqRoutes } from "./dlq.js";
 import { openApiJson } from "./openapi.js";
 import { consoleRoutes } from "./console.js";
+import { BodyBudget, readBody } from "./body.js";
+import type { ClusterRuntime } from "./cluster-runtime.js";
+import { clusterMapRoute, clusterRefusals, clusterUnsupported, routeInCluster } from "./cluster.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, SNAPSHOT_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
 import { parseMaxRate } from "../wire/event-filter.js";
-
-/**
- * Bytes of request bodies the front holds at once, across all connections:
- * without this bound, many slow uploads of legal size would each hold a
- * buffer of up to request_bytes_max.
- */
-class BodyBudget {
-  private used = 0;
-  constructor(private readonly max: number) {}
-  take(n: number): boolean {
-    if (this.used + n > this.max) return false;
-    this.used += n;
-    return true;
-  }
-  give(n: number): void {
-    this.used -= n;
-  }
-}
-
-const bodyBufferFull = (maxBytes: number) =>
-  new ApiError(429, "server_busy", `request bodies in progress would exceed request_buffer_bytes_max (${maxBytes} bytes); retry later`, {
-    request_buffer_bytes_max: maxBytes,
-  });
-
-/**
- * Collects a request body up to `limitBytes`, within the shared budget.
- * Past the limit the client gets 413 at once (past the budget, 429) and the
- * rest of the body is dropped, never buffered.
- */
-function readBody(x: Exchange, lengthHeader: string, limitBytes: number, budget: BodyBudget, budgetMax: number, done: (body: Buffer) => void): void {
-  const declared = lengthHeader === "" ? -1 : Number(lengthHeader);
-  if (declared > limitBytes) {
-    // Answered before reading: uWS drops the rest of the body.
-    return sendError(x, tooLarge(limitBytes));
-  }
-  // Not Math.max: a content-length that is not a number is NaN here, and
-  // Math.max(NaN, 0) is NaN (a buffer of NaN bytes throws and kills the process).
-  // biome-ignore lint/complexity/useMathMinMax: NaN must become 0
-  let held = declared > 0 ? declared : 0;
-  if (!budget.take(held)) return sendError(x, bodyBufferFull(budgetMax));
-  const release = () => {
-    budget.give(held);
-    held = 0;
-  };
-  x.onAbort = release;
-  let buf = Buffer.allocUnsafe(held);
-  let len = 0;
-  x.res.onData((chunk, isLast) => {
-    if (x.done || x.aborted) return;
-    if (len + chunk.byteLength > limitBytes) {
-      release();
-      return sendError(x, tooLarge(limitBytes));
-    }
-    if (len + chunk.byteLength > buf.length) {
-      const size = Math.min(limitBytes, Math.max(len + chunk.byteLength, buf.length * 2));
-      if (!budget.take(size - held)) {
-        release();
-        return sendError(x, bodyBufferFull(budgetMax));
-      }
-      held = size;
-      const next = Buffer.allocUnsafe(size);
-      buf.copy(next, 0, 0, len);
-      buf = next;
-    }
-    // The chunk's memory belongs to uWS and is reused after this callback.
-    buf.set(new Uint8Array(chunk), len);
-    len += chunk.byteLength;
-    if (isLast) {
-      try {
-        done(buf.subarray(0, len)); // copies the body into a ring, or answers
-      } finally {
-        release();
-      }
-    }
-  });
-}
-
-const tooLarge = (limitBytes: number) =>
-  new ApiError(413, "request_too_large", `request body exceeds request_bytes_max (${limitBytes} bytes)`, { request_bytes_max: limitBytes });
 
 const notReady = () => new ApiError(503, "not_ready", "the server is still recovering its streams");
 const shuttingDown = () => new ApiError(503, "shutting_down", "the server is shutting down; retry on another node or after the restart");
@@ -132,7 +56,16 @@ export interface Front {
   readonly timelines: TimelineAdmin;
 }
 
-export function createFront(config: Config, pool: ShardPool, isReady: () => boolean, auth: Auth, timelineStores: TimelineStores): Front {
+export function createFront(
+  config: Config,
+  pool: ShardPool,
+  isReady: () => boolean,
+  auth: Auth,
+  timelineStores: TimelineStores,
+  /** Cluster mode: the node's place in the cluster, once it has joined (null before, and always outside cluster mode). */
+  cluster: () => ClusterRuntime | null = () => null,
+): Front {
+  const inCluster = config.cluster_postgres_url !== "";
   const app = config.tls_cert_file ? uWS.SSLApp({ cert_file_name: config.tls_cert_file, key_file_name: config.tls_key_file }) : uWS.App();
   // Every route says what access it needs (src/front/auth.ts); `app` itself is only for listening.
   const routes = guardRoutes(app, auth);
@@ -200,7 +133,11 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     }
     try {
       checkStreamId(stream);
-      return { x, stream, query, params: checkQuery(query, params) };
+      const checked = checkQuery(query, params);
+      // Checked here, served by the stream's owner (307 there from any other node).
+      const rt = cluster();
+      if (rt && !routeInCluster(x, rt, stream, req.getUrl(), query)) return null;
+      return { x, stream, query, params: checked };
     } catch (err) {
       sendError(x, err as ApiError);
       return null;
@@ -258,7 +195,9 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
       if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
       body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
     };
-  routes.put("/v1/streams/:id", "admin", jsonBodyRoute(Op.PutStream, "stream config"));
+  // A stream's config and its removal would have to reach every node's copy: not in cluster mode yet.
+  const refusedInCluster = (what: string) => (res: uWS.HttpResponse) => clusterUnsupported(exchange(res), what);
+  routes.put("/v1/streams/:id", "admin", inCluster ? refusedInCluster("a stream config") : jsonBodyRoute(Op.PutStream, "stream config"));
   /** A route without a body or query: the stream goes to its shard. */
   const streamOnlyRoute = (op: Op.GetStream | Op.DeleteStream) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const r = streamRoute(res, req, NO_PARAMS);
@@ -270,7 +209,7 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     if (r) forward(r.x, op, r.stream, { stream: r.stream, query: r.query }, null);
   };
   routes.get("/v1/streams/:id", "consume", streamOnlyRoute(Op.GetStream));
-  routes.del("/v1/streams/:id", "admin", streamOnlyRoute(Op.DeleteStream));
+  routes.del("/v1/streams/:id", "admin", inCluster ? refusedInCluster("deleting a stream") : streamOnlyRoute(Op.DeleteStream));
 
   routes.post("/v1/streams/:id/events", "publish", (res, req, key) => {
     const ctHeader = req.getHeader("content-type");
@@ -322,10 +261,12 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     const meta = { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json };
     forward(r.x, Op.Replay, r.stream, meta, null, undefined, holdMs);
   });
-  routes.get("/v1/streams/:id/snapshot", "consume", (res, req) => {
-    const r = streamRoute(res, req, SNAPSHOT_PARAMS);
-    if (r) forward(r.x, Op.Snapshot, r.stream, { stream: r.stream, query: r.query, socket: false }, null);
-  });
+  if (!inCluster) {
+    routes.get("/v1/streams/:id/snapshot", "consume", (res, req) => {
+      const r = streamRoute(res, req, SNAPSHOT_PARAMS);
+      if (r) forward(r.x, Op.Snapshot, r.stream, { stream: r.stream, query: r.query, socket: false }, null);
+    });
+  }
 
   routes.post(
     "/v1/streams/:id/checkpoint",
@@ -356,20 +297,25 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
     });
     if (!ok) sendError(r.x, shardBusy(r.stream));
   });
-  consumeRoute(routes, consumers, isReady);
+  consumeRoute(routes, consumers, isReady, cluster);
   const unavailable = () => (draining ? shuttingDown() : isReady() ? null : notReady());
   // The page reads (src/front/timelines.ts) and the control plane (timeline-admin.ts) share /v1/timelines: a GET with ?streams= is a page.
   const pages = new Timelines({ config, pool, stores: timelineStores, unavailable });
-  const timelines = timelineAdminRoutes(routes, {
-    config,
-    pool,
-    stores: timelineStores,
-    unavailable,
-    body,
-    adHocPage: (res, req, key) => pages.adHoc(res, req, key),
-  });
-  pages.register(routes);
-  dlqRoutes(routes, { config, pool, unavailable, body });
+  let timelines: TimelineAdmin = { inFlight: 0 };
+  clusterMapRoute(routes, inCluster, cluster);
+  if (inCluster) clusterRefusals(routes);
+  else {
+    timelines = timelineAdminRoutes(routes, {
+      config,
+      pool,
+      stores: timelineStores,
+      unavailable,
+      body,
+      adHocPage: (res, req, key) => pages.adHoc(res, req, key),
+    });
+    pages.register(routes);
+    dlqRoutes(routes, { config, pool, unavailable, body });
+  }
   metricsRoute(routes, { config, pool, hub: consumers, ready: () => isReady() && !draining });
   consoleRoutes(routes);
 
@@ -389,9 +335,10 @@ export function createFront(config: Config, pool: ShardPool, isReady: () => bool
   routes.any("/v1/streams/:id/events", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
-  routes.any("/v1/streams/:id/snapshot", "key", methodNotAllowed("GET"));
+  if (!inCluster) routes.any("/v1/streams/:id/snapshot", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
-  routes.any("/v1/timelines/:name/events", "key", methodNotAllowed("GET"));
+  if (!inCluster) routes.any("/v1/timelines/:name/events", "key", methodNotAllowed("GET"));
+  routes.any("/v1/cluster", "key", methodNotAllowed("GET"));
   // A GET without the upgrade headers reaches here, not the WebSocket route.
   routes.get("/v1/streams/:id/consume", "consume", (res) => {
     sendError(exchange(res), new ApiError(426, "upgrade_required", "consume is a WebSocket endpoint: send a GET with Upgrade: websocket"), {

@@ -120,6 +120,19 @@ const jsonBodyOf = (schema: z.ZodTypeAny) => ({ content: { "application/json": {
 // check (401, 403, and 429 for a key's requests_per_s), refuses unknown query
 // parameters and bad ids (400), and answers 503 while not ready or draining.
 const KEYED = [400, 401, 403, 405, 429, 503];
+
+const clusterSchema = z
+  .object({
+    node_id: z.string(),
+    advertise_url: z.string(),
+    cluster_shards: z.number().int(),
+    lease_ms: z.number().int(),
+    serving: z.array(z.number().int()),
+    nodes: z.array(z.object({ node_id: z.string(), url: z.string().nullable(), shards: z.number().int() }).strict()),
+    shards: z.array(z.object({ shard: z.number().int(), owner: z.string().nullable(), epoch: z.number().int(), url: z.string().nullable() }).strict()),
+  })
+  .strict()
+  .openapi("Cluster");
 /** A route that reads a JSON body: too large (413) or another media type (415). */
 const WITH_BODY = [...KEYED, 413, 415];
 
@@ -146,6 +159,14 @@ const ROUTES: Route[] = [
     summary: "Prometheus metrics (docs/operations.md, Metrics); with API keys, an admin key without a prefix",
     ok: { 200: { description: "Prometheus text exposition format 0.0.4.", content: { "text/plain": { schema: z.string() } } } },
     errors: [400, 401, 403, 405, 429, 500],
+  },
+  {
+    method: "get",
+    path: "/v1/cluster",
+    summary: "Cluster mode (docs/CLUSTER.md): this node, the nodes that own shards, and every cluster shard's owner and epoch; with API keys, an admin key",
+    ok: { 200: json(clusterSchema, "The shard map as the lease table said last; `serving`: the shards this node serves now.") },
+    errors: [400, 401, 403, 404, 405, 429, 503],
+    notes: { 404: "A single node, not in cluster mode: it has no shard map." },
   },
   {
     method: "get",

@@ -63,6 +63,7 @@ class Shard {
         this.worker.on("message", (m: WorkerEvent) => {
           if (m.type === "ready") resolve(m);
           else if (m.type === "closed") resolveClosed();
+          else if (m.type === "clusterGained") this.gains.get(`${m.shard}:${m.epoch}`)?.();
           else if (m.type === "fatal") {
             logger().fatal({ kind: "shard", shard }, `shard ${shard} failed: ${m.message}`);
             reject(new Error(m.message));
@@ -80,6 +81,9 @@ class Shard {
     this.closed ??= Promise.resolve();
     void this.pump();
   }
+
+  /** Cluster mode: clusterGain commands waiting for the thread's clusterGained, by "shard:epoch". */
+  readonly gains = new Map<string, () => void>();
 
   /** deliverReady is running: a call from one of its callbacks returns at once. */
   private delivering = false;
@@ -213,6 +217,8 @@ export class ShardPool {
    */
   send<O extends Op>(shard: number, op: O, meta: RequestMeta<O>, body: Uint8Array | null, onResponse: OnResponse): boolean {
     const s = this.shards[shard];
+    // Every publish, whoever sends it (a producer, a dead letter, a redrive), carries the lease it is fenced by.
+    if (op === Op.Publish && this.clusterEpoch) meta = { ...meta, clusterEpoch: this.clusterEpoch((meta as RequestMeta<Op.Publish>).stream) };
     if (s.pending.size >= this.config.shard_requests_max) return false;
     const reqId = this.nextReqId;
     this.nextReqId = this.nextReqId === 0xffffffff ? 1 : this.nextReqId + 1;
@@ -244,6 +250,34 @@ export class ShardPool {
         if (!ok) return resolve(null);
       }
     });
+  }
+
+  /**
+   * Cluster mode: the epoch of this node's lease on a stream's cluster shard
+   * while it serves the shard (undefined: it does not, and the shard refuses
+   * the publish).
+   */
+  clusterEpoch: ((stream: string) => number | undefined) | null = null;
+
+  /** Cluster mode: every thread brings its streams of a cluster shard up to date; resolves once all have. */
+  clusterGain(shard: number, epoch: number): Promise<void> {
+    const key = `${shard}:${epoch}`;
+    return Promise.all(
+      this.shards.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.gains.set(key, () => {
+              s.gains.delete(key);
+              resolve();
+            });
+            s.worker.postMessage({ type: "clusterGain", shard, epoch } satisfies FrontCommand);
+          }),
+      ),
+    ).then(() => undefined);
+  }
+
+  clusterLose(shard: number): void {
+    for (const s of this.shards) s.worker.postMessage({ type: "clusterLose", shard } satisfies FrontCommand);
   }
 
   /** Tells the shard owning `stream` about damage found outside it. */

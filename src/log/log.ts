@@ -151,9 +151,12 @@ export class StreamLog implements SegmentOwner {
    * Starts the log of a new stream in a directory just made (nothing in it
    * to recover): no directory read, no scan, the first segment only. The
    * caller syncs the directory if it must (it has files of its own there).
+   * `baseSeq`: the seq of its first record (a cluster node's copy of a
+   * stream starts after what the archive holds).
    */
-  create(): void {
-    this.segments = firstSegment(this.dir, this.opts.indexIntervalBytes, this, false);
+  create(baseSeq = 1): void {
+    this.segments = firstSegment(this.dir, this.opts.indexIntervalBytes, this, false, baseSeq);
+    this.headSeq = baseSeq - 1;
     this.commitAll();
   }
 

@@ -96,8 +96,8 @@ export function recoverLog(
  * directory entry is fsynced (a power loss must not lose the file that
  * fsync appends are acknowledged from).
  */
-export function firstSegment(dir: string, indexIntervalBytes: number, owner: SegmentOwner, durable: boolean): Segment[] {
-  const segments = [new Segment(dir, 1, indexIntervalBytes, true, owner)]; // sized to fit
+export function firstSegment(dir: string, indexIntervalBytes: number, owner: SegmentOwner, durable: boolean, baseSeq = 1): Segment[] {
+  const segments = [new Segment(dir, baseSeq, indexIntervalBytes, true, owner)]; // sized to fit
   if (durable) syncDir(dir);
   return segments;
 }

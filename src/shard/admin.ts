@@ -39,7 +39,7 @@ export class StreamAdmin {
     return s;
   }
 
-  create(id: string, patch: Parameters<typeof fullConfig>[0]): Stream {
+  create(id: string, patch: Parameters<typeof fullConfig>[0], baseSeq = 1): Stream {
     const s = Stream.create(
       this.root,
       this.descriptions,
@@ -48,9 +48,18 @@ export class StreamAdmin {
       this.logOpts,
       this.config.dedup_keys_max,
       this.defaults.ordered,
+      baseSeq,
     );
     this.byId.set(id, s);
     return s;
+  }
+
+  /** Removes this node's copy of a stream (cluster mode: the database and the archive hold it). */
+  drop(id: string): void {
+    const s = this.byId.get(id);
+    if (!s) return;
+    this.byId.delete(id);
+    s.remove();
   }
 
   /** A stream that recovery opened. */

@@ -68,6 +68,8 @@ export interface PublishMeta extends StreamMeta {
    * this head (absent: any head). Left out of the meta when not given.
    */
   expectedHeadSeq?: number;
+  /** Cluster mode: the epoch of this node's lease on the stream's cluster shard, which the batch's commit in PostgreSQL is fenced by. */
+  clusterEpoch?: number;
 }
 
 export interface ReplayMeta extends QueryMeta {
@@ -293,12 +295,17 @@ export type WorkerEvent =
       unreadable: string[];
     }
   | { type: "closed" }
-  | { type: "fatal"; message: string };
+  | { type: "fatal"; message: string }
+  /** Cluster mode: the shard's streams of a cluster shard caught up after a clusterGain (or it was lost meanwhile). */
+  | { type: "clusterGained"; shard: number; epoch: number };
 
 export type FrontCommand =
   | { type: "shutdown" }
   | { type: "corruption"; stream: string; info: CorruptionInfo }
-  | { type: "verified"; stream: string; baseSeq: number };
+  | { type: "verified"; stream: string; baseSeq: number }
+  /** Cluster mode: this node holds a cluster shard under `epoch` now (src/shard/cluster.ts), or no longer. */
+  | { type: "clusterGain"; shard: number; epoch: number }
+  | { type: "clusterLose"; shard: number };
 
 const REQUEST_HEADER_BYTES = 8;
 const RESPONSE_HEADER_BYTES = 8;

@@ -61,7 +61,20 @@ export interface FramedBatch {
 }
 
 /** Frames in the log's order, as commit() and the live push take them. */
-type Appended = Pick<FramedBatch, "frames" | "bytes" | "count" | "first" | "ts" | "keys">;
+export type Appended = Pick<FramedBatch, "frames" | "bytes" | "count" | "first" | "ts" | "keys">;
+
+/** Who waits for a batch's answer, and what it says besides the seqs. */
+export interface Answer {
+  reqId: number;
+  duplicates: Duplicate[];
+  held: unknown[] | null;
+}
+
+/** The cluster's part of a publish (src/shard/cluster.ts), set in cluster mode. */
+export interface ClusterPublish {
+  /** `epoch` undefined: the front does not serve the stream's shard (refused). */
+  publish(id: string, stream: Stream | undefined, batch: FramedBatch, epoch: number | undefined, reqId: number): void;
+}
 
 /**
  * `expected_head_seq`: the head the batch must be appended on. Checked in
@@ -82,7 +95,7 @@ function checkHead(stream: Stream | undefined, expected: number): void {
       { parameter: "expected_head_seq" },
     );
   }
-  const head = stream ? stream.log.headSeq : 0;
+  const head = stream ? stream.log.headSeq + stream.pending : 0;
   if (head !== expected) {
     throw new ApiError(409, "head_mismatch", `expected head_seq ${expected}, but the stream's head_seq is ${head}; nothing was appended`, { head_seq: head });
   }
@@ -108,6 +121,8 @@ export class Publisher {
   };
   /** Where ordered streams frame what they release. */
   private readonly releases = new ReleaseStaging();
+  /** Set by the worker in cluster mode. */
+  cluster: ClusterPublish | null = null;
 
   constructor(
     private readonly config: Config,
@@ -130,9 +145,16 @@ export class Publisher {
     if (stream?.ordered) return this.publishOrdered(stream, stream.ordered, batch, req.reqId);
     // A new stream is created only once the whole batch has passed: a
     // rejected request leaves nothing behind, not even an empty stream.
+    // Cluster mode: appended once PostgreSQL has it (src/shard/cluster.ts).
+    if (this.cluster) return this.cluster.publish(id, stream, batch, req.meta.clusterEpoch, req.reqId);
     stream ??= this.streams.create(id, {});
-    this.commit(stream, batch);
-    this.afterAppend(stream, batch, { reqId: req.reqId, duplicates: batch.duplicates, held: null });
+    this.appendCommitted(stream, batch, { reqId: req.reqId, duplicates: batch.duplicates, held: null });
+  }
+
+  /** Appends a batch, pushes it live and answers (answer null: nobody to answer) once durable at the stream's level. */
+  appendCommitted(stream: Stream, b: Appended, answer: Answer | null): void {
+    this.commit(stream, b);
+    this.afterAppend(stream, b, answer);
   }
 
   /**
@@ -180,7 +202,7 @@ export class Publisher {
    * Pushes what was appended live and answers (`answer` null: a release of
    * the gap timer, nobody to answer), once durable at the stream's level.
    */
-  private afterAppend(stream: Stream, b: Appended, answer: { reqId: number; duplicates: Duplicate[]; held: unknown[] | null } | null): void {
+  private afterAppend(stream: Stream, b: Appended, answer: Answer | null): void {
     const log = stream.log;
     const { count, first } = b;
     const body =
@@ -250,8 +272,8 @@ export class Publisher {
     else flat = checkFlatBatch(raw, this.config.publish_events_max, limits, this.frameBytesMax, this.fields, cols);
     const n = flat ? flat.count : this.jsonBatch.count;
     const out = flat ? raw.subarray(flat.start, flat.end) : null;
-    const ts = Math.max(Date.now(), stream ? stream.log.lastTs : 0);
-    let seq = (stream ? stream.log.headSeq : 0) + 1;
+    const ts = Math.max(Date.now(), stream ? Math.max(stream.log.lastTs, stream.pendingTs) : 0);
+    let seq = (stream ? stream.log.headSeq + stream.pending : 0) + 1;
     const first = seq;
     let bytes = 0; // frames kept so far (in `out`, or in staging for JSON)
     let count = 0;

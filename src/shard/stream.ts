@@ -43,6 +43,13 @@ export class Stream {
   publishedBytes = 0;
   replayEvents = 0;
   replayPages = 0;
+  /**
+   * Cluster mode: events stamped after the log's head and waiting for their
+   * commit in PostgreSQL (src/shard/cluster.ts), and their ingest_ts: the
+   * next batch is stamped after them, and they reach the log once committed.
+   */
+  pending = 0;
+  pendingTs = 0;
 
   private constructor(
     readonly id: string,
@@ -72,6 +79,8 @@ export class Stream {
     logOpts: LogOptions,
     dedupKeysMax: number,
     orderedLimits: OrderedLimits,
+    /** The seq of its first record: 1, or past what a cluster's archive holds. */
+    baseSeq = 1,
   ): Stream {
     checkOrdering(config);
     const dir = join(root, escapeStreamId(id));
@@ -84,7 +93,7 @@ export class Stream {
     // A new directory holds nothing to recover: one file more (the first
     // segment), no directory read. Creation is on the publish path of every
     // first event, and a market has thousands of streams.
-    if (fresh) s.log.create();
+    if (fresh) s.log.create(baseSeq);
     else s.log.open(); // nothing to report: whatever it finds was never acknowledged
     // An fsync stream's events are acknowledged as durable from now on: the
     // entries of its segment and stream.json, and its own in streams/, first.
@@ -145,8 +154,8 @@ export class Stream {
     (this.corruptions ??= []).push(info);
   }
 
-  /** Reads the log's last dedup_window_ms of records back into the window. */
-  private rebuildDedup(): void {
+  /** Reads the log's last dedup_window_ms of records back into the window (also after a cluster owner appended what the database held). */
+  rebuildDedup(): void {
     if (this.config.dedup_window_ms === 0 || this.log.headSeq === 0) return;
     const now = Date.now();
     const from = this.log.seqAtTime(now - this.config.dedup_window_ms);

@@ -10,6 +10,8 @@ import { Ring } from "../ring/ring.js";
 import { ApiError, asApiError } from "../errors.js";
 import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
+import { applyExternalCheckpoints, openExternalCheckpoints } from "./external-checkpoints.js";
+import { WorkerCluster } from "./cluster.js";
 import type { CorruptionInfo, LogOptions } from "../log/log.js";
 import { frameBytesFor } from "../log/record.js";
 import { OpenFiles } from "../log/open-files.js";
@@ -166,6 +168,8 @@ class ShardWorker {
   private readonly groups: ConsumerGroups;
   private readonly timelines: TimelineReads;
   private readonly metrics: ShardMetrics;
+  /** Cluster mode only. */
+  private readonly cluster: WorkerCluster | null = null;
 
   constructor(private readonly init: WorkerInit) {
     const c = init.config;
@@ -220,6 +224,18 @@ class ShardWorker {
     this.streams = new StreamAdmin(this.root, this.descriptions, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);
     this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
+    if (c.cluster_postgres_url) {
+      this.cluster = new WorkerCluster(c, init.shard, init.shards, this.streams, this.publisher, this.outbox, () => this.external);
+      this.publisher.cluster = this.cluster;
+    }
+  }
+
+  clusterGain(shard: number, epoch: number): Promise<void> {
+    return this.cluster?.gain(shard, epoch) ?? Promise.resolve();
+  }
+
+  clusterLose(shard: number): void {
+    this.cluster?.lose(shard);
   }
 
   private get config(): Config {
@@ -258,29 +274,10 @@ class ShardWorker {
     return { type: "ready", streams: this.streams.size, recovery, scrub, unreadable };
   }
 
-  /**
-   * With PostgreSQL or Redis configured, their checkpoints win over the data
-   * dir's: Redis (set on every ack) first, then PostgreSQL (batched). The data
-   * dir may be new, restored or behind; those stores are shared.
-   */
+  /** With PostgreSQL or Redis configured: their checkpoints, which win over the data dir's (external-checkpoints.ts). */
   async loadExternalCheckpoints(): Promise<void> {
-    const c = this.config;
-    if (!c.postgres_url && !c.redis_url) return;
-    // Loaded only when configured: the PostgreSQL and Redis clients cost each
-    // shard thread megabytes of heap.
-    const { ExternalCheckpoints } = await import("../consumer/external.js");
-    this.external = await ExternalCheckpoints.open({
-      postgresUrl: c.postgres_url || undefined,
-      redisUrl: c.redis_url || undefined,
-      flushIntervalMs: c.checkpoint_flush_interval_ms,
-      keyPrefix: c.redis_key_prefix,
-    });
-    const loaded = await this.external.load(this.streams.ids());
-    for (const [id, groups] of loaded) {
-      const s = this.streams.get(id);
-      if (!s) continue; // asked for the streams that are open: deleted since only
-      for (const [group, seq] of groups) if (s.checkpoints.get(group)?.seq !== seq) s.checkpoints.set(group, seq);
-    }
+    this.external = await openExternalCheckpoints(this.config);
+    if (this.external) await applyExternalCheckpoints(this.external, this.streams, this.streams.ids());
   }
 
   noteVerified(stream: string, baseSeq: number): void {
@@ -349,6 +346,7 @@ class ShardWorker {
     await syncAndClose(this.streams.values(), this.files.filesMax);
     this.descriptions.close();
     await this.external?.close(); // the last batch of checkpoints
+    await this.cluster?.close();
   }
 
   /** Runs a request; an error becomes its answer. */
@@ -430,6 +428,11 @@ try {
 port.on("message", (cmd: FrontCommand) => {
   if (cmd.type === "corruption") worker.noteCorruption(cmd.stream, cmd.info);
   else if (cmd.type === "verified") worker.noteVerified(cmd.stream, cmd.baseSeq);
+  else if (cmd.type === "clusterGain") {
+    void worker
+      .clusterGain(cmd.shard, cmd.epoch)
+      .then(() => port.postMessage({ type: "clusterGained", shard: cmd.shard, epoch: cmd.epoch } satisfies WorkerEvent), fatal);
+  } else if (cmd.type === "clusterLose") worker.clusterLose(cmd.shard);
   else if (cmd.type === "shutdown") {
     void worker.stop().then(() => {
       port.postMessage({ type: "closed" } satisfies WorkerEvent);

@@ -25,6 +25,7 @@ import { removeDir, startServer, tempDataDir, type TestServer } from "../helpers
 const UNPROVOKED: Record<string, string> = {
   "* * 503": "not_ready, shutting_down and disk_full cannot be provoked deterministically against a running server",
   "GET /metrics 500": "the metrics format thread failing: a bug, with nothing a request can do to cause it",
+  "GET /v1/cluster 200": "the shard map of cluster mode: this server is a single node (cluster-serve.test.ts checks the map a cluster node answers)",
 };
 /** Whether an entry ("METHOD PATH STATUS", * for any) covers a pair. */
 const covers = (entry: string, pair: string) => {
@@ -121,6 +122,7 @@ describe("every answer of the HTTP API is the one /openapi.json documents", () =
     "GET /readyz": { method: "GET", path: "/readyz" },
     "GET /openapi.json": { method: "GET", path: "/openapi.json" },
     "GET /metrics": { method: "GET", path: "/metrics" },
+    "GET /v1/cluster": { method: "GET", path: "/v1/cluster" },
     "GET /console": { method: "GET", path: "/console" },
     "GET /console/{file}": { method: "GET", path: "/console/app.js" },
     "GET /v1/streams": { method: "GET", path: "/v1/streams" },

@@ -10,7 +10,7 @@ import { deriveLimits, type Limits } from "../../limits.js";
 import { Delivery } from "./delivery.js";
 import { Groups, type MemberInfo } from "./groups.js";
 import { parseClientMessage } from "./params.js";
-import { CLOSE_POLICY, systemClock, type Clock, type ConsumerSocket, type ShardLink } from "./ports.js";
+import { CLOSE_GOING_AWAY, CLOSE_POLICY, systemClock, type Clock, type ConsumerSocket, type ShardLink } from "./ports.js";
 import { Progress } from "./progress.js";
 import { SnapshotDelivery } from "./snapshot.js";
 import type { Feed } from "./state.js";
@@ -123,6 +123,19 @@ export class ConsumeHub {
     this.closing = true;
     this.stopTick();
     this.groups.failAll();
+  }
+
+  /**
+   * Cluster mode: the streams `moved` says left this node (their shard's
+   * lease passed on): their consumers are closed, and reconnect through any
+   * node to the new owner, from their group's checkpoint.
+   */
+  moved(moved: (stream: string) => boolean): void {
+    for (const feed of this.feeds.values()) {
+      if (!moved(feed.stream)) continue;
+      const e = new ApiError(503, "shard_moving", `stream "${feed.stream}" moved to another node; reconnect`);
+      for (const s of [...feed.sessions]) this.groups.fail(s, e, CLOSE_GOING_AWAY);
+    }
   }
 
   /** Checkpoint writes still on their way to the shards. */

@@ -7,6 +7,8 @@ import { exchange, logAccess, markDone, sendError } from "../http.js";
 import type { ConsumeHub } from "./hub.js";
 import { CLIENT_MESSAGE_BYTES_MAX, parseParams, type ConsumeParams } from "./params.js";
 import type { SocketData } from "./state.js";
+import type { ClusterRuntime } from "../cluster-runtime.js";
+import { refuseUpgradeInCluster } from "../cluster.js";
 
 /**
  * Largest client message uWS takes (maxPayloadLength): on a larger one it
@@ -17,7 +19,7 @@ import type { SocketData } from "./state.js";
 const SOCKET_PAYLOAD_BYTES_MAX = 4 * CLIENT_MESSAGE_BYTES_MAX;
 
 /** The WebSocket route: upgrade only once the shard has said where the consumer starts. */
-export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () => boolean): void {
+export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () => boolean, cluster: () => ClusterRuntime | null): void {
   routes.ws<SocketData>("/v1/streams/:id/consume", "consume", {
     compression: uWS.DISABLED,
     maxPayloadLength: SOCKET_PAYLOAD_BYTES_MAX,
@@ -36,6 +38,9 @@ export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () =>
       } catch (err) {
         return sendError(x, err as ApiError);
       }
+      // A stream served by another node: refused with its URL (307, Location), the client reconnects there.
+      const rt = cluster();
+      if (rt && refuseUpgradeInCluster(x, rt, params.stream, req.getUrl(), req.getQuery() ?? "")) return;
       if (!hub.admit()) {
         const max = hub.consumersMax;
         return sendError(x, new ApiError(429, "server_busy", `consumers_max (${max}) consumers are connected; retry later`, { consumers_max: max }));

@@ -1,0 +1,257 @@
+// A shard worker's part in cluster mode (docs/CLUSTER.md): the cluster
+// shards this node holds a lease on, as far as this thread's streams go.
+//
+// A publish is stamped here, committed to PostgreSQL (the tail, fenced by
+// the lease's epoch), and only then appended to the local log, pushed live
+// and answered. So the local log never holds what the cluster does not: it
+// is always a prefix of the truth (archive + tail), and a node that lost a
+// shard and gets it back needs only what was added since. A commit that
+// fails (fenced, or the database out of reach, where it may even have
+// landed) fails every batch stamped after it too, and the shard takes no
+// publish until it has read back what the database holds.
+//
+// Closed segments go to the archive: the object under the owner's epoch,
+// then the manifest row (fenced: the commit point), then the tail rows the
+// segment covers are deleted.
+import { readFileSync } from "node:fs";
+import postgres from "postgres";
+import type { Config } from "../config.js";
+import { ApiError, asApiError } from "../errors.js";
+import { logger } from "../logger.js";
+import { escapeStreamId } from "./stream-config.js";
+import { clusterShardOf } from "../cluster/leases.js";
+import { TailStore, type TailRow } from "../cluster/tail.js";
+import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
+import { RECORD_HEADER_BYTES } from "../log/record.js";
+import type { StreamAdmin } from "./admin.js";
+import type { FramedBatch, Publisher } from "./publish.js";
+import { ContentType, shardOf } from "./protocol.js";
+import type { Stream } from "./stream.js";
+import type { Outbox } from "./worker.js";
+import type { ExternalCheckpoints } from "../consumer/external.js";
+import { applyExternalCheckpoints } from "./external-checkpoints.js";
+
+/** Connections of one shard thread: commits of its shards and the archiver, one each. */
+const PG_CONNECTIONS = 2;
+/** After a failed catch-up (the database out of reach), the next try. */
+const CATCH_UP_RETRY_MS = 500;
+const NO_KEYS: ReadonlyMap<string, number> = new Map();
+
+interface Held {
+  epoch: number;
+  /** Not taking publishes: catching up with the database (after a gain, or a failed commit). */
+  syncing: boolean;
+}
+
+export class WorkerCluster {
+  private readonly sql: postgres.Sql;
+  private readonly tail: TailStore;
+  private readonly manifest: Manifest;
+  private readonly archive: Archive;
+  private readonly held = new Map<number, Held>();
+  /** The last archived seq of each of this thread's streams in held shards. */
+  private readonly archived = new Map<string, number>();
+  private readonly archiver: NodeJS.Timeout;
+  private archiving = false;
+
+  constructor(
+    private readonly config: Config,
+    /** This thread's shard and the number of them: which streams of a cluster shard are its own. */
+    private readonly shard: number,
+    private readonly shards: number,
+    private readonly streams: StreamAdmin,
+    private readonly publisher: Publisher,
+    private readonly outbox: Outbox,
+    /** Group checkpoints in PostgreSQL (cluster mode always has them): a gained stream's groups resume from there. */
+    private readonly external: () => ExternalCheckpoints | null,
+  ) {
+    this.sql = postgres(config.cluster_postgres_url, { max: PG_CONNECTIONS, onnotice: () => {}, idle_timeout: 30 });
+    this.tail = new TailStore(this.sql, config.node_id);
+    this.manifest = new Manifest(this.sql, config.node_id);
+    this.archive = openArchive(config.archive);
+    this.archiver = setInterval(() => void this.archiveClosed(), config.cluster_archive_interval_ms);
+  }
+
+  private clusterShardOf(stream: string): number {
+    return clusterShardOf(stream, this.config.cluster_shards);
+  }
+
+  /**
+   * The node holds `shard` under `epoch` now: this thread's streams of it
+   * catch up with the database before it takes a publish.
+   */
+  async gain(shard: number, epoch: number): Promise<void> {
+    const h: Held = { epoch, syncing: true };
+    this.held.set(shard, h);
+    // Batches of an earlier epoch still in flight get their answers (landed or fenced) first.
+    await this.tail.settled(shard);
+    await this.catchUp(shard, h, true);
+  }
+
+  /** The node no longer holds `shard`: its local copies stay, and are brought up to date if it comes back. */
+  lose(shard: number): void {
+    this.held.delete(shard);
+  }
+
+  /** A publish in cluster mode (Publisher.publish hands it over once the batch is framed). */
+  publish(id: string, existing: Stream | undefined, batch: FramedBatch, epoch: number | undefined, reqId: number): void {
+    const shard = this.clusterShardOf(id);
+    const h = this.held.get(shard);
+    if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
+    const stream = existing ?? this.streams.create(id, {});
+    const answer = { reqId, duplicates: [...batch.duplicates], held: null };
+    if (batch.count === 0) return this.publisher.appendCommitted(stream, batch, answer);
+    // The batch's frames leave the reused staging area (or the ring) for the wait.
+    const frames = Buffer.from(batch.frames.subarray(0, batch.bytes));
+    const { count, first, ts, bytes } = batch;
+    stream.pending += count;
+    stream.pendingTs = ts;
+    // In the window now: a batch stamped before this one commits must still see them.
+    for (const [key, seq] of batch.keys) stream.dedup.add(key, seq, ts);
+    this.tail.append(shard, epoch, { stream: stream.id, firstSeq: first, lastSeq: first + count - 1, records: frames }).then(
+      () => {
+        stream.pending -= count;
+        if (this.streams.get(stream.id) !== stream) return this.refuse(reqId, shardMoving(shard));
+        try {
+          this.publisher.appendCommitted(stream, { frames, bytes, count, first, ts, keys: NO_KEYS as Map<string, number> }, answer);
+        } catch (err) {
+          // PostgreSQL has it and this disk does not: read it back before going on.
+          this.refuse(reqId, asApiError(err));
+          this.recover(shard);
+        }
+      },
+      (err: Error) => {
+        // Every batch stamped after this one fails with it (TailStore): none is appended.
+        stream.pending = 0;
+        stream.dedup.forgetFrom(stream.log.headSeq + 1);
+        logger().warn({ kind: "cluster", shard, stream: stream.id, err: err.message }, `cluster shard ${shard}: a tail commit failed: ${err.message}`);
+        this.refuse(reqId, new ApiError(503, "cluster_commit_failed", `the batch was not committed to the cluster (${err.message}); retry`, { shard }));
+        this.recover(shard);
+      },
+    );
+  }
+
+  private refuse(reqId: number, e: ApiError): void {
+    this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+  }
+
+  /** After a failed commit: no publish until the shard's streams have caught up. */
+  private recover(shard: number): void {
+    const h = this.held.get(shard);
+    if (!h || h.syncing) return;
+    h.syncing = true;
+    void this.catchUp(shard, h, false);
+  }
+
+  /**
+   * Brings this thread's streams of a shard up to what the database holds,
+   * retrying while the shard is still held; `listed`: also the streams the
+   * database knows and this node does not have (a gain).
+   */
+  private async catchUp(shard: number, h: Held, listed: boolean): Promise<void> {
+    for (;;) {
+      if (this.held.get(shard) !== h) return;
+      try {
+        const ids = new Set<string>();
+        for (const s of this.streams.values()) if (this.clusterShardOf(s.id) === shard) ids.add(s.id);
+        if (listed) for (const id of await this.manifest.streamsOf(shard)) if (shardOf(id, this.shards) === this.shard) ids.add(id);
+        for (const id of ids) await this.catchUpStream(id);
+        const external = this.external();
+        if (listed && external) await applyExternalCheckpoints(external, this.streams, [...ids]);
+        if (this.held.get(shard) !== h) return;
+        this.tail.reset(shard);
+        h.syncing = false;
+        return;
+      } catch (err) {
+        logger().warn(
+          { kind: "cluster", shard, err: (err as Error).message },
+          `cluster shard ${shard}: catching up failed, retrying: ${(err as Error).message}`,
+        );
+        await new Promise((r) => setTimeout(r, CATCH_UP_RETRY_MS));
+      }
+    }
+  }
+
+  /**
+   * One stream: kept if its local log lines up with the archive (a segment
+   * starts right after the last archived seq, and it is not behind it),
+   * else started again after it; then the tail rows past its head appended.
+   */
+  private async catchUpStream(id: string): Promise<void> {
+    const archivedThrough = await this.manifest.archivedThrough(id);
+    let s = this.streams.get(id);
+    const rows = await this.tail.read(id, Math.min(s?.log.headSeq ?? 0, archivedThrough) + 1);
+    const clusterHead = rows.length > 0 ? rows[rows.length - 1].lastSeq : archivedThrough;
+    if (s && !linesUp(s, archivedThrough, clusterHead)) {
+      logger().info({ kind: "cluster", stream: id }, `stream ${id}: this node's copy starts again after seq ${archivedThrough} (the archive moved on)`);
+      this.streams.drop(id);
+      s = undefined;
+    }
+    if (!s && clusterHead === 0) return;
+    s ??= this.streams.create(id, {}, archivedThrough + 1);
+    for (const row of rows) {
+      if (row.lastSeq <= s.log.headSeq) continue;
+      if (row.firstSeq !== s.log.headSeq + 1) throw new Error(`stream ${id}: tail row ${row.firstSeq}..${row.lastSeq} does not follow head ${s.log.headSeq}`);
+      appendRow(s, row);
+    }
+    s.rebuildDedup();
+    this.archived.set(id, archivedThrough);
+  }
+
+  /** Copies closed segments of held shards' streams to the archive, in seq order, one at a time. */
+  private async archiveClosed(): Promise<void> {
+    if (this.archiving || this.held.size === 0) return;
+    this.archiving = true;
+    try {
+      for (const s of [...this.streams.values()]) {
+        const shard = this.clusterShardOf(s.id);
+        const h = this.held.get(shard);
+        if (!h || h.syncing) continue;
+        for (;;) {
+          const through = this.archived.get(s.id) ?? 0;
+          const seg = s.log.segments.find((g) => g.baseSeq === through + 1);
+          if (!seg?.closed || seg.empty || this.streams.get(s.id) !== s) break;
+          const key = segmentKey(escapeStreamId(s.id), seg.baseSeq, h.epoch);
+          const bytes = readFileSync(seg.logPath);
+          await this.archive.put(key, bytes);
+          const entry = { stream: s.id, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq, epoch: h.epoch, key, bytes: bytes.byteLength };
+          if (!(await this.manifest.commit(shard, entry))) break; // the lease passed: the next owner archives it
+          this.archived.set(s.id, seg.lastSeq);
+          await this.tail.trim(shard, h.epoch, s.id, seg.lastSeq);
+        }
+      }
+    } catch (err) {
+      logger().warn({ kind: "cluster", err: (err as Error).message }, `cluster: archiving failed, retrying: ${(err as Error).message}`);
+    } finally {
+      this.archiving = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.archiver);
+    await this.sql.end({ timeout: 2 });
+  }
+}
+
+/** Whether a local log is a copy the tail rows can extend: not behind the archive, not past the cluster, split where the archive is. */
+function linesUp(s: Stream, archivedThrough: number, clusterHead: number): boolean {
+  const log = s.log;
+  if (log.headSeq < archivedThrough || log.headSeq > clusterHead) return false;
+  return archivedThrough === 0 || log.segments.some((g) => g.baseSeq === archivedThrough + 1);
+}
+
+/** A committed tail row into the log as it was framed (seqs, ingest_ts, commit mark and all). */
+function appendRow(s: Stream, row: TailRow): void {
+  const frames = Buffer.from(row.records);
+  let count = 0;
+  for (let at = 0; at + RECORD_HEADER_BYTES <= frames.length; count++) {
+    const frameBytes = frames.readUInt32LE(at);
+    if (frameBytes < RECORD_HEADER_BYTES) throw new Error(`stream ${s.id}: tail row ${row.firstSeq}..${row.lastSeq} has a ${frameBytes}-byte frame`);
+    at += frameBytes;
+  }
+  if (count !== row.lastSeq - row.firstSeq + 1) throw new Error(`stream ${s.id}: tail row ${row.firstSeq}..${row.lastSeq} holds ${count} frames`);
+  s.log.append(frames, frames.length, count, false);
+}
+
+const shardMoving = (shard: number) =>
+  new ApiError(503, "shard_moving", `cluster shard ${shard} is moving to or from this node, or catching up with the database; retry`, { shard });

@@ -1,0 +1,102 @@
+// Ticker nodes in cluster mode as real `ticker serve` processes on one
+// private PostgreSQL and one archive directory, each on a port chosen first
+// (its advertised URL names it), for the cluster's integration and fault tests.
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { onFreePort } from "../harness/process.js";
+import { TickerProcess } from "../harness/ticker.js";
+import { until } from "./cluster-db.js";
+
+export interface ClusterSetup {
+  postgresUrl: string;
+  /** The archive directory every node shares (file://). */
+  archiveDir: string;
+  clusterShards: number;
+  leaseMs: number;
+  /** More `ticker serve` flags for every node. */
+  args?: string[];
+}
+
+export interface ClusterNodeProcess {
+  id: string;
+  dataDir: string;
+  port: number;
+  server: TickerProcess;
+  url: string;
+}
+
+export function clusterSetup(postgresUrl: string, o: Partial<ClusterSetup> = {}): ClusterSetup {
+  return {
+    postgresUrl,
+    archiveDir: o.archiveDir ?? mkdtempSync(join(tmpdir(), "ticker-archive-")),
+    clusterShards: o.clusterShards ?? 8,
+    leaseMs: o.leaseMs ?? 2000,
+    args: o.args,
+  };
+}
+
+/** Starts node `id` (a fresh data dir unless given one, a fresh port unless given one: a restart keeps both). */
+export async function startNode(c: ClusterSetup, id: string, at?: { dataDir: string; port: number }): Promise<ClusterNodeProcess> {
+  const dataDir = at?.dataDir ?? mkdtempSync(join(tmpdir(), `ticker-node-${id}-`));
+  const launch = async (port: number) => {
+    const server = await TickerProcess.start(dataDir, {
+      args: [
+        "--port",
+        String(port),
+        "--shards",
+        "2",
+        "--cluster-postgres-url",
+        c.postgresUrl,
+        "--node-id",
+        id,
+        "--advertise-url",
+        `http://127.0.0.1:${port}`,
+        "--archive",
+        `file://${c.archiveDir}`,
+        "--cluster-shards",
+        String(c.clusterShards),
+        "--cluster-lease-ms",
+        String(c.leaseMs),
+        ...(c.args ?? []),
+      ],
+    });
+    return { id, dataDir, port, server, url: server.url };
+  };
+  return at ? launch(at.port) : onFreePort(launch);
+}
+
+export interface ClusterView {
+  node_id: string;
+  serving: number[];
+  nodes: Array<{ node_id: string; url: string | null; shards: number }>;
+  shards: Array<{ shard: number; owner: string | null; epoch: number; url: string | null }>;
+}
+
+export async function clusterView(url: string): Promise<ClusterView> {
+  const r = await fetch(`${url}/v1/cluster`);
+  if (r.status !== 200) throw new Error(`GET /v1/cluster: ${r.status} ${await r.text()}`);
+  return (await r.json()) as ClusterView;
+}
+
+/** Waits until every shard has a live owner among `nodes`, spread evenly (each has its share, rounded down), and each node serves the shards the map gives it. */
+export async function settled(nodes: ClusterNodeProcess[], shards: number, ms = 30_000): Promise<ClusterView> {
+  return until(
+    `all ${shards} shards served by ${nodes.map((n) => n.id).join(", ")}`,
+    async () => {
+      const views = await Promise.all(nodes.map((n) => clusterView(n.url).catch(() => null)));
+      if (views.some((v) => v === null)) return null;
+      const ids = new Set(nodes.map((n) => n.id));
+      const v = views[0]!;
+      if (v.shards.length !== shards || v.shards.some((s) => !s.owner || !ids.has(s.owner))) return null;
+      const share = Math.floor(shards / nodes.length);
+      if (nodes.some((n) => v.shards.filter((s) => s.owner === n.id).length < share)) return null;
+      for (const n of views) {
+        const mine = v.shards.filter((s) => s.owner === n!.node_id).map((s) => s.shard);
+        if (mine.length !== n!.serving.length || mine.some((s) => !n!.serving.includes(s))) return null;
+      }
+      return v;
+    },
+    ms,
+  );
+}
