@@ -101,7 +101,7 @@ export function createFront(
     }
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
       seen?.(r);
-      const headers = r.status === 429 ? retryAfter(r) : undefined;
+      const headers = r.status === 429 || r.status === 503 ? retryAfter(r) : undefined;
       const waitMs = x.startedMs + holdMs - performance.now();
       // Only a page is held: an error says at once what is wrong.
       if (waitMs < 1 || r.status !== 200) return send(x, r.status, r.ct, r.body, headers);

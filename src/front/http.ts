@@ -50,7 +50,8 @@ export function send(x: Exchange, status: number, ct: ContentType, body: Uint8Ar
 }
 
 export function sendError(x: Exchange, e: ApiError, headers?: Record<string, string>): void {
-  send(x, e.status, ContentType.Json, e.body(), e.status === 429 ? { "retry-after": RETRY_AFTER_S, ...headers } : headers);
+  // A 503 passes too (a node starting, stopping, or a cluster shard between owners): both say when to come back.
+  send(x, e.status, ContentType.Json, e.body(), e.status === 429 || e.status === 503 ? { "retry-after": RETRY_AFTER_S, ...headers } : headers);
 }
 
 /** Pass `req` where a HEAD may arrive (the fallback answers): its answer then has no body. */
