@@ -21,6 +21,7 @@ import { logger } from "../logger.js";
 import { escapeStreamId } from "./stream-config.js";
 import { clusterShardOf } from "../cluster/leases.js";
 import { TailStore, type TailRow } from "../cluster/tail.js";
+import { FencedCheckpoints } from "../cluster/checkpoints.js";
 import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
 import { RECORD_HEADER_BYTES } from "../log/record.js";
 import type { StreamAdmin } from "./admin.js";
@@ -47,6 +48,7 @@ export class WorkerCluster {
   private readonly sql: postgres.Sql;
   private readonly tail: TailStore;
   private readonly manifest: Manifest;
+  private readonly checkpoints: FencedCheckpoints;
   private readonly archive: Archive;
   private readonly held = new Map<number, Held>();
   /** The last archived seq of each of this thread's streams in held shards. */
@@ -68,6 +70,7 @@ export class WorkerCluster {
     this.sql = postgres(config.cluster_postgres_url, { max: PG_CONNECTIONS, onnotice: () => {}, idle_timeout: 30 });
     this.tail = new TailStore(this.sql, config.node_id);
     this.manifest = new Manifest(this.sql, config.node_id);
+    this.checkpoints = new FencedCheckpoints(this.sql, config.node_id);
     this.archive = openArchive(config.archive);
     this.archiver = setInterval(() => void this.archiveClosed(), config.cluster_archive_interval_ms);
   }
@@ -128,6 +131,21 @@ export class WorkerCluster {
         this.refuse(reqId, new ApiError(503, "cluster_commit_failed", `the batch was not committed to the cluster (${err.message}); retry`, { shard }));
         this.recover(shard);
       },
+    );
+  }
+
+  /** A checkpoint in cluster mode: in PostgreSQL (fenced) first, then here, then answered. */
+  setCheckpoint(s: Stream, group: string, seq: number, epoch: number | undefined, reqId: number): void {
+    const shard = this.clusterShardOf(s.id);
+    const h = this.held.get(shard);
+    if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
+    this.checkpoints.set(shard, h.epoch, s.id, group, seq).then(
+      () => {
+        if (this.streams.get(s.id) === s) s.checkpoints.set(group, seq);
+        this.outbox.json(reqId, 200, { group, seq });
+      },
+      (err: Error) =>
+        this.refuse(reqId, new ApiError(503, "cluster_commit_failed", `the checkpoint was not committed to the cluster (${err.message}); retry`, { shard })),
     );
   }
 

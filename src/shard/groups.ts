@@ -19,7 +19,16 @@ function groupParam(query: string): string {
   return checkGroup(g);
 }
 
+/** The cluster's part of a checkpoint (src/shard/cluster.ts), set in cluster mode. */
+export interface ClusterCheckpoint {
+  /** `epoch` undefined: the front does not serve the stream's shard (refused). */
+  setCheckpoint(s: Stream, group: string, seq: number, epoch: number | undefined, reqId: number): void;
+}
+
 export class ConsumerGroups {
+  /** Set by the worker in cluster mode. */
+  cluster: ClusterCheckpoint | null = null;
+
   constructor(
     private readonly outbox: Outbox,
     private readonly buffers: ShardBuffers,
@@ -39,6 +48,8 @@ export class ConsumerGroups {
     if (seq > s.log.headSeq) {
       throw new ApiError(400, "invalid_parameter", `"seq" ${seq} is above the stream's head_seq ${s.log.headSeq}`, { head_seq: s.log.headSeq });
     }
+    // Cluster mode: set once PostgreSQL has it, fenced by the lease (src/shard/cluster.ts).
+    if (this.cluster) return this.cluster.setCheckpoint(s, group, seq, req.meta.clusterEpoch, req.reqId);
     s.checkpoints.set(group, seq);
     this.external()?.write(s.id, group, seq);
     this.outbox.json(req.reqId, 200, { group, seq });

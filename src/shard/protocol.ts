@@ -72,6 +72,11 @@ export interface PublishMeta extends StreamMeta {
   clusterEpoch?: number;
 }
 
+export interface CheckpointMeta extends StreamMeta {
+  /** Cluster mode: the lease epoch the checkpoint's write to PostgreSQL is fenced by. */
+  clusterEpoch?: number;
+}
+
 export interface ReplayMeta extends QueryMeta {
   /** Wanted response format. */
   accept: ContentType;
@@ -133,7 +138,7 @@ export interface RequestMetaOf {
   [Op.GetStream]: StreamMeta;
   [Op.DeleteStream]: StreamMeta;
   [Op.ListStreams]: Record<string, never>;
-  [Op.SetCheckpoint]: StreamMeta;
+  [Op.SetCheckpoint]: CheckpointMeta;
   [Op.GetCheckpoint]: QueryMeta;
   [Op.Lag]: QueryMeta;
   [Op.Groups]: StreamMeta;

@@ -227,6 +227,7 @@ class ShardWorker {
     if (c.cluster_postgres_url) {
       this.cluster = new WorkerCluster(c, init.shard, init.shards, this.streams, this.publisher, this.outbox, () => this.external);
       this.publisher.cluster = this.cluster;
+      this.groups.cluster = this.cluster;
     }
   }
 

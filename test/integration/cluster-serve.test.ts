@@ -129,6 +129,15 @@ describe("a cluster of three nodes", () => {
       expect(p.status).toBe(200);
       acked = p.body.last_seq as number;
     }
+    // A group's checkpoint, through a node that does not own the stream: in PostgreSQL before the answer.
+    const cp = await fetch(`${survivors[0].url}/v1/streams/${stream}/checkpoint`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ group: "g", seq: 321 }),
+    });
+    expect(cp.status).toBe(200);
+    const [row] = await sql<{ seq: string }[]>`select seq from ticker_checkpoints where stream = ${stream} and group_name = 'g'`;
+    expect(Number(row.seq)).toBe(321);
     victim.server.killNow();
     const killedAt = Date.now();
     let answer: { status: number; body: Record<string, unknown> };
@@ -140,6 +149,25 @@ describe("a cluster of three nodes", () => {
       await sleep(50);
     }
     expect(answer.body.first_seq).toBe(acked + 1);
+    // Everything acknowledged is there once, in order, and the group's checkpoint moved with the shard.
+    const seqs: number[] = [];
+    const payloads: number[] = [];
+    for (let from = 1; from <= acked + 1; ) {
+      const page = (await (await fetch(`${survivors[1].url}/v1/streams/${stream}/events?from=${from}&limit=1000`)).json()) as {
+        events: Array<{ seq: number; payload: { i: number } }>;
+        next: number;
+      };
+      if (page.events.length === 0) break;
+      for (const e of page.events) {
+        seqs.push(e.seq);
+        payloads.push(e.payload.i);
+      }
+      from = page.next;
+    }
+    expect(seqs).toEqual(Array.from({ length: acked + 1 }, (_, i) => i + 1));
+    expect(payloads).toEqual(Array.from({ length: acked + 1 }, (_, i) => i));
+    const moved = (await (await fetch(`${survivors[1].url}/v1/streams/${stream}/checkpoint?group=g`)).json()) as { seq: number };
+    expect(moved.seq).toBe(321);
     nodes = survivors;
     const newOwner = await ownerOf(stream);
     expect(newOwner.id).not.toBe(victim.id);
