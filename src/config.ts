@@ -203,6 +203,11 @@ export const configSchema = z
     cluster_archive_interval_ms: int(10, 600_000)
       .default(1000)
       .describe("cluster mode: how often an owner copies its streams' closed segments to the archive and drops their tail rows"),
+    archive_manifest_ttl_ms: int(1, 3_600_000)
+      .default(1000)
+      .describe(
+        "cluster mode: how long a shard thread trusts what it read of a stream's segment manifest before it reads it again (a node that does not own the stream sees newly archived segments after at most this)",
+      ),
     archive_cache_bytes_max: int(1 * MiB, 64 * 1024 * MiB)
       .default(256 * MiB)
       .describe("cluster mode: archived segments each shard thread keeps in memory to serve history from, bytes"),

@@ -91,6 +91,8 @@ export function createFront(
     seen?: (r: Response) => void,
     /** The answer is sent no sooner than this long after the request came (a replay's max_rate). */
     holdMs = 0,
+    /** Takes an answer instead of relaying it (true: taken). */
+    divert?: (r: Response) => boolean,
   ): boolean => {
     if (x.aborted) return false;
     // A body that finished arriving after SIGTERM: refused, not taken (the
@@ -100,6 +102,7 @@ export function createFront(
       return false;
     }
     const ok = pool.send(pool.shardFor(stream), op, meta, body, (r) => {
+      if (divert?.(r)) return;
       seen?.(r);
       const headers = r.status === 429 || r.status === 503 ? retryAfter(r) : undefined;
       const waitMs = x.startedMs + holdMs - performance.now();
@@ -122,7 +125,9 @@ export function createFront(
     req: uWS.HttpRequest,
     params: ReadonlySet<string>,
     route?: MeteredRoute,
-  ): { x: Exchange; stream: string; query: string; params: URLSearchParams } | null => {
+    /** Cluster mode: a node that does not own the stream may serve it from the archive (a replay). */
+    fromArchive = false,
+  ): { x: Exchange; stream: string; query: string; params: URLSearchParams; url: string; archiveOnly: boolean } | null => {
     const x = exchange(res);
     x.route = route;
     const stream = req.getParameter(0) ?? "";
@@ -136,8 +141,10 @@ export function createFront(
       const checked = checkQuery(query, params);
       // Checked here, served by the stream's owner (307 there from any other node).
       const rt = cluster();
-      if (rt && !routeInCluster(x, rt, stream, req.getUrl(), query)) return null;
-      return { x, stream, query, params: checked };
+      const url = req.getUrl();
+      const archiveOnly = rt !== null && fromArchive && !checked.has("from_time") && rt.route(stream).kind !== "local";
+      if (rt && !archiveOnly && !routeInCluster(x, rt, stream, url, query)) return null;
+      return { x, stream, query, params: checked, url, archiveOnly };
     } catch (err) {
       sendError(x, err as ApiError);
       return null;
@@ -249,7 +256,7 @@ export function createFront(
   });
   routes.get("/v1/streams/:id/events", "consume", (res, req) => {
     const accept = req.getHeader("accept");
-    const r = streamRoute(res, req, REPLAY_PARAMS, "replay");
+    const r = streamRoute(res, req, REPLAY_PARAMS, "replay", true);
     if (!r) return;
     const wantsBinary = accept.toLowerCase().includes(CT_FLATBUFFERS);
     let holdMs: number;
@@ -259,7 +266,17 @@ export function createFront(
       return sendError(r.x, err as ApiError);
     }
     const meta = { stream: r.stream, query: r.query, accept: wantsBinary ? ContentType.FlatBuffers : ContentType.Json };
-    forward(r.x, Op.Replay, r.stream, meta, null, undefined, holdMs);
+    if (!r.archiveOnly) return void forward(r.x, Op.Replay, r.stream, meta, null, undefined, holdMs);
+    // Cluster mode, another node's stream: what the archive holds is served here, the rest by the owner.
+    const rt = cluster();
+    const pastArchive = (answer: Response) => {
+      if (answer.status !== 307 || rt === null) return false;
+      // Moved here meanwhile: the reader asks again, and this node serves it.
+      if (routeInCluster(r.x, rt, r.stream, r.url, r.query))
+        sendError(r.x, new ApiError(503, "shard_moving", `stream "${r.stream}" just moved to this node; retry`));
+      return true;
+    };
+    forward(r.x, Op.Replay, r.stream, { ...meta, archiveOnly: true }, null, undefined, holdMs, pastArchive);
   });
   if (!inCluster) {
     routes.get("/v1/streams/:id/snapshot", "consume", (res, req) => {

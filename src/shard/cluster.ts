@@ -22,6 +22,8 @@ import { escapeStreamId } from "./stream-config.js";
 import { clusterShardOf } from "../cluster/leases.js";
 import { TailStore, type TailRow } from "../cluster/tail.js";
 import { FencedCheckpoints } from "../cluster/checkpoints.js";
+import { ArchivedHistory } from "../cluster/archived-history.js";
+import { archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
 import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
 import { RECORD_HEADER_BYTES } from "../log/record.js";
 import type { StreamAdmin } from "./admin.js";
@@ -50,6 +52,8 @@ export class WorkerCluster {
   private readonly manifest: Manifest;
   private readonly checkpoints: FencedCheckpoints;
   private readonly archive: Archive;
+  /** Archived segments this thread serves history from. */
+  readonly history: ArchivedHistory;
   private readonly held = new Map<number, Held>();
   /** The last archived seq of each of this thread's streams in held shards. */
   private readonly archived = new Map<string, number>();
@@ -61,6 +65,7 @@ export class WorkerCluster {
     /** This thread's shard and the number of them: which streams of a cluster shard are its own. */
     private readonly shard: number,
     private readonly shards: number,
+    frameBytesMax: number,
     private readonly streams: StreamAdmin,
     private readonly publisher: Publisher,
     private readonly outbox: Outbox,
@@ -72,7 +77,22 @@ export class WorkerCluster {
     this.manifest = new Manifest(this.sql, config.node_id);
     this.checkpoints = new FencedCheckpoints(this.sql, config.node_id);
     this.archive = openArchive(config.archive);
+    this.history = new ArchivedHistory(this.archive, this.manifest, {
+      cacheBytesMax: config.archive_cache_bytes_max,
+      frameBytesMax,
+      manifestTtlMs: config.archive_manifest_ttl_ms,
+    });
     this.archiver = setInterval(() => void this.archiveClosed(), config.cluster_archive_interval_ms);
+  }
+
+  /** A stream's history as its reads see it: the archive below this node's copy. */
+  logOf(s: Stream): ReadLog {
+    return new HistoryView(this.history, s.id, s.log);
+  }
+
+  /** A stream this node does not own, from the archive alone. */
+  archivedOnly(id: string): ReadStream {
+    return archivedOnly(this.history, id);
   }
 
   private clusterShardOf(stream: string): number {

@@ -80,6 +80,8 @@ export interface CheckpointMeta extends StreamMeta {
 export interface ReplayMeta extends QueryMeta {
   /** Wanted response format. */
   accept: ContentType;
+  /** Cluster mode, on a node that does not own the stream: from the archive only (past it: 307, and the front redirects). */
+  archiveOnly?: true;
 }
 
 export interface SnapshotMeta extends QueryMeta {

@@ -18,6 +18,7 @@ import type { WatchedStreams } from "./watch.js";
 import { logger } from "../logger.js";
 import { type EventFilter, parseFilter, parseMaxRate } from "../wire/event-filter.js";
 import { PageConflater } from "../wire/event-conflate.js";
+import type { ReadLog, ReadStream } from "./history-view.js";
 
 /** Filters of consumers' reads, parsed once per distinct query: a few per stream in practice, cleared when this many. */
 const FILTER_CACHE_MAX = 256;
@@ -46,8 +47,8 @@ export class LogReads {
   /** One for the shard: pages are conflated one at a time on its thread. */
   private readonly conflater: PageConflater;
 
-  replay(stream: Stream, req: RequestOf<Op.Replay>): void {
-    const log = stream.log;
+  /** `log`: the stream's log, or in cluster mode its history (archive, then this node's copy: history-view.ts). */
+  replay(stream: ReadStream, req: RequestOf<Op.Replay>, log: ReadLog = stream.log): void {
     // The front has checked the names (unknown or repeated: 400).
     const q = new URLSearchParams(req.meta.query);
     const fromParam = q.get("from");
@@ -55,6 +56,8 @@ export class LogReads {
     const toParam = q.get("to");
     const to = toParam === null ? Number.MAX_SAFE_INTEGER : intValue("to", toParam, 1);
     if (to < from && fromParam !== "latest") throw new ApiError(400, "invalid_parameter", `"to" (${to}) is below "from" (${from})`);
+    // A node that does not own the stream serves what the archive holds; past it, the front sends the reader to the owner.
+    if (req.meta.archiveOnly && from > log.committedSeq) throw new ApiError(307, "not_owner", `seq ${from} is past the archive: the stream's owner serves it`);
     const limitMax = this.config.replay_page_events_max;
     let limit = intParam(q, "limit", this.config.replay_page_events_default, 1, limitMax); // max: replay_page_events_max
     const filter = parseFilter(q, this.config);
@@ -90,9 +93,8 @@ export class LogReads {
    * when neither is given), plus the group's checkpoint for the front to fall
    * back on.
    */
-  consumeStart(s: Stream, req: RequestOf<Op.ConsumeStart>): void {
+  consumeStart(s: Stream, req: RequestOf<Op.ConsumeStart>, log: ReadLog = s.log): void {
     const q = new URLSearchParams(req.meta.query);
-    const log = s.log;
     const group = q.get("group");
     const from = resolveStart(log, { from: q.get("from"), from_time: q.get("from_time") }, CONSUME_START);
     const checkpoint = group === null ? null : (s.checkpoints.get(checkGroup(group))?.seq ?? null);
@@ -100,8 +102,7 @@ export class LogReads {
   }
 
   /** One page of the log for a consumer, as the message its socket gets. */
-  consumeRead(stream: Stream, req: RequestOf<Op.ConsumeRead>): void {
-    const log = stream.log;
+  consumeRead(stream: Stream, req: RequestOf<Op.ConsumeRead>, log: ReadLog = stream.log): void {
     const from = req.meta.from;
     if (from < log.firstSeq) throw expired(from, log.firstSeq);
     const bytesMax = this.config.consume_page_bytes_max;
@@ -161,7 +162,7 @@ export class LogReads {
   }
 
   /** A page of frames into the page buffer; damage at its first record is a 500 corrupt_record. */
-  private readPage(log: Stream["log"], from: number, to: number, eventsMax: number, bytesMax: number) {
+  private readPage(log: ReadLog, from: number, to: number, eventsMax: number, bytesMax: number) {
     try {
       return log.read(from, to, eventsMax, bytesMax, this.buffers.page);
     } catch (err) {

@@ -12,6 +12,7 @@ import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { applyExternalCheckpoints, openExternalCheckpoints } from "./external-checkpoints.js";
 import { WorkerCluster } from "./cluster.js";
+import { ArchiveMiss } from "./history-view.js";
 import type { CorruptionInfo, LogOptions } from "../log/log.js";
 import { frameBytesFor } from "../log/record.js";
 import { OpenFiles } from "../log/open-files.js";
@@ -68,6 +69,12 @@ const isLogRead = (r: Request) => r.op === Op.Replay || r.op === Op.ConsumeRead;
 
 /** How often ordered streams look for gaps past gap_timeout_ms. */
 const GAP_TICK_MS = 100;
+/**
+ * Fetches of archived segments one read may wait for: each brings the next
+ * segment it needs (or the manifest), and a cache too small for the readers
+ * at once could evict it again before the read comes back.
+ */
+const ARCHIVE_ATTEMPTS_MAX = 8;
 
 /** An answer or a push, as the out-ring takes it. */
 interface Reply {
@@ -225,7 +232,7 @@ class ShardWorker {
     this.publisher = new Publisher(c, this.logOpts.frameBytesMax, this.streams, this.outbox, this.buffers, this.watched, metrics);
     this.timelines = new TimelineReads(c, this.outbox, this.buffers, this.streams);
     if (c.cluster_postgres_url) {
-      this.cluster = new WorkerCluster(c, init.shard, init.shards, this.streams, this.publisher, this.outbox, () => this.external);
+      this.cluster = new WorkerCluster(c, init.shard, init.shards, limits.frameBytesMax, this.streams, this.publisher, this.outbox, () => this.external);
       this.publisher.cluster = this.cluster;
       this.groups.cluster = this.cluster;
     }
@@ -351,15 +358,27 @@ class ShardWorker {
   }
 
   /** Runs a request; an error becomes its answer. */
-  private serve(req: Request): void {
+  private serve(req: Request, attempt = 1): void {
     try {
       this.handle(req);
     } catch (err) {
-      const e = asApiError(err);
-      if (e.status === 500) logger().error({ kind: "internal", op: req.op, err }, `shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
-      else noteStorageRefusal(e, "stream" in req.meta ? String(req.meta.stream) : undefined);
-      this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+      // Cluster mode: history in the archive, fetched first; then the request again (read bodies are empty: nothing of the ring is kept).
+      if (err instanceof ArchiveMiss && attempt < ARCHIVE_ATTEMPTS_MAX) {
+        err.loading.then(
+          () => this.serve(req, attempt + 1),
+          (e: unknown) => this.serveError(req, e),
+        );
+        return;
+      }
+      this.serveError(req, err);
     }
+  }
+
+  private serveError(req: Request, err: unknown): void {
+    const e = asApiError(err);
+    if (e.status === 500) logger().error({ kind: "internal", op: req.op, err }, `shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
+    else noteStorageRefusal(e, "stream" in req.meta ? String(req.meta.stream) : undefined);
+    this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
   }
 
   private handle(req: Request): void {
@@ -367,6 +386,10 @@ class ShardWorker {
       case Op.Publish:
         return this.publisher.publish(req);
       case Op.Replay:
+        if (this.cluster) {
+          const s = req.meta.archiveOnly ? this.cluster.archivedOnly(req.meta.stream) : this.streams.existing(req.meta.stream);
+          return this.reads.replay(s, req, req.meta.archiveOnly ? s.log : this.cluster.logOf(s as Stream));
+        }
         return this.reads.replay(this.streams.existing(req.meta.stream), req);
       case Op.PutStream:
         return this.streams.put(req);
@@ -384,10 +407,14 @@ class ShardWorker {
         return this.groups.lag(this.streams.existing(req.meta.stream), req);
       case Op.Groups:
         return this.groups.list(this.streams.existing(req.meta.stream), req);
-      case Op.ConsumeStart:
-        return this.reads.consumeStart(this.streams.existing(req.meta.stream), req);
-      case Op.ConsumeRead:
-        return this.reads.consumeRead(this.streams.existing(req.meta.stream), req);
+      case Op.ConsumeStart: {
+        const s = this.streams.existing(req.meta.stream);
+        return this.reads.consumeStart(s, req, this.cluster?.logOf(s));
+      }
+      case Op.ConsumeRead: {
+        const s = this.streams.existing(req.meta.stream);
+        return this.reads.consumeRead(s, req, this.cluster?.logOf(s));
+      }
       case Op.Watch:
         return this.watched.watch(req);
       case Op.TimelineRead:

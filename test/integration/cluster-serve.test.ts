@@ -117,6 +117,22 @@ describe("a cluster of three nodes", () => {
       const [r] = await sql<{ n: string }[]>`select count(*) as n from ticker_cluster_tail where stream = 'archived' and last_seq <= ${through}`;
       return Number(r.n) === 0 ? true : null;
     });
+    // Another node serves what the archive holds itself, and sends a reader past it to the owner.
+    const other = nodes.find((n) => n !== owner)!;
+    const got: Array<{ seq: number; payload: { i: number } }> = [];
+    for (let from = 1; from <= through; ) {
+      const page = await fetch(`${other.url}/v1/streams/archived/events?from=${from}&limit=1000`, { redirect: "manual" });
+      expect(page.status).toBe(200);
+      const body = (await page.json()) as { events: Array<{ seq: number; payload: { i: number } }>; next: number };
+      expect(body.events.length).toBeGreaterThan(0);
+      got.push(...body.events);
+      from = body.next;
+    }
+    expect(got.map((e) => e.seq)).toEqual(Array.from({ length: through }, (_, i) => i + 1));
+    expect(got.map((e) => e.payload.i)).toEqual(Array.from({ length: through }, (_, i) => i));
+    const past = await fetch(`${other.url}/v1/streams/archived/events?from=${through + 1}`, { redirect: "manual" });
+    expect(past.status).toBe(307);
+    expect(past.headers.get("location")).toBe(`${owner.url}/v1/streams/archived/events?from=${through + 1}`);
   });
 
   it("moves a killed owner's shards to the others, which go on from what PostgreSQL holds", async () => {
@@ -138,6 +154,11 @@ describe("a cluster of three nodes", () => {
     expect(cp.status).toBe(200);
     const [row] = await sql<{ seq: string }[]>`select seq from ticker_checkpoints where stream = ${stream} and group_name = 'g'`;
     expect(Number(row.seq)).toBe(321);
+    // Some of it archived, the rest only in the tail: the new owner needs both.
+    await until("a segment of the stream archived", async () => {
+      const [r] = await sql<{ n: string }[]>`select count(*) as n from ticker_cluster_segments where stream = ${stream}`;
+      return Number(r.n) > 0 ? true : null;
+    });
     victim.server.killNow();
     const killedAt = Date.now();
     let answer: { status: number; body: Record<string, unknown> };

@@ -1,0 +1,78 @@
+// Cluster mode: a stream's history as replays and consumers read it, the
+// archive's closed segments (src/cluster/archived-history.ts) before what
+// this node's log holds. A node's copy of a stream starts after the last
+// archived seq when it gained the shard, and a node that does not own the
+// stream has no copy at all: either way, seqs below the local log come from
+// the archive. The archive is read into memory first; a read that needs a
+// segment not there yet throws ArchiveMiss, and the shard serves the request
+// again once it is (worker.ts).
+import { ApiError } from "../errors.js";
+import type { FramePage, StreamLog } from "../log/log.js";
+import type { ArchivedHistory } from "../cluster/archived-history.js";
+import type { Stream } from "./stream.js";
+
+/** A read needs what `loading` fetches: serve the request again once it settles. */
+export class ArchiveMiss extends Error {
+  constructor(readonly loading: Promise<void>) {
+    super("an archived segment is being fetched");
+  }
+}
+
+/** What replays and consumer reads ask of a log. */
+export type ReadLog = Pick<StreamLog, "firstSeq" | "committedSeq" | "seqAtTime" | "read">;
+
+/** What replays and consumer reads ask of a stream. */
+export type ReadStream = Pick<Stream, "id" | "idJson" | "replayPages" | "replayEvents"> & { log: ReadLog };
+
+export class HistoryView implements ReadLog {
+  constructor(
+    private readonly history: ArchivedHistory,
+    private readonly id: string,
+    /** This node's copy (null: it has none, the stream is another node's). */
+    private readonly local: StreamLog | null,
+  ) {}
+
+  private range(): { firstSeq: number; lastSeq: number } {
+    const r = this.history.range(this.id);
+    if (r === null) throw new ArchiveMiss(this.history.load(this.id, this.local?.firstSeq ?? 1));
+    return r;
+  }
+
+  get firstSeq(): number {
+    const local = this.local;
+    // A copy from seq 1 needs no archive to say where history starts.
+    if (local && local.firstSeq <= 1) return local.firstSeq;
+    const r = this.range();
+    if (r.lastSeq === 0) return local ? local.firstSeq : 1;
+    return Math.min(r.firstSeq, local?.firstSeq ?? r.firstSeq);
+  }
+
+  get committedSeq(): number {
+    return this.local ? this.local.committedSeq : this.range().lastSeq;
+  }
+
+  seqAtTime(ts: number): number {
+    if (this.local) return this.local.seqAtTime(ts);
+    throw new ApiError(400, "invalid_parameter", `"from_time" is resolved by the stream's owner; ask it (or give "from")`);
+  }
+
+  read(from: number, to: number, eventsMax: number, bytesMax: number, out: Buffer): FramePage {
+    const local = this.local;
+    if (local && from >= local.firstSeq) return local.read(from, to, eventsMax, bytesMax, out);
+    const r = this.range();
+    if (r.lastSeq === 0 || from < r.firstSeq) throw expired(from, this.firstSeq);
+    // Up to where this node's copy begins; the next page goes on from there.
+    const end = local ? Math.min(to, local.firstSeq - 1) : to;
+    const page = this.history.read(this.id, from, end, eventsMax, bytesMax, out);
+    if (page === null) throw new ArchiveMiss(this.history.load(this.id, from));
+    return page;
+  }
+}
+
+export const expired = (seq: number, firstSeq: number) =>
+  new ApiError(410, "expired", `seq ${seq} has expired; the oldest retained seq is ${firstSeq}`, { first_seq: firstSeq });
+
+/** A stream this node has no copy of, read from the archive alone (a replay on a node that does not own it). */
+export function archivedOnly(history: ArchivedHistory, id: string): ReadStream {
+  return { id, idJson: () => JSON.stringify(id), replayPages: 0, replayEvents: 0, log: new HistoryView(history, id, null) };
+}
