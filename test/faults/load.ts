@@ -35,6 +35,8 @@ export interface Batch {
 /** Batch sizes up to the 1,000-event request limit, small ones most often. */
 const SIZES = [1, 1, 3, 10, 10, 50, 100, 250, 1000];
 const REQUEST_TIMEOUT_MS = 5000;
+/** 503s a fault may cause: a full disk, a server starting or stopping, a cluster shard between owners or its commit refused. */
+const EXPECTED_503 = ["disk_full", "not_ready", "shutting_down", "shard_moving", "shard_unowned", "cluster_commit_failed"];
 
 export interface ProducerStats {
   sent: number;
@@ -111,7 +113,7 @@ export class Producer {
       this.history.published(b.stream, json, b.events);
       this.stats.acked += b.events.length;
     } else if (status === 0) this.stats.unanswered.push(b);
-    else if (status !== 429 && !(status === 503 && ["disk_full", "not_ready", "shutting_down"].includes(json?.error?.code))) {
+    else if (status !== 429 && !(status === 503 && EXPECTED_503.includes(json?.error?.code))) {
       this.stats.unexpected.push(`${status} ${JSON.stringify(json)}`);
     }
     this.opts.onAnswer?.(b, status);
@@ -163,7 +165,10 @@ export class GroupConsumer {
   connectOnce(target: Target): Promise<{ code: number; errors: string[]; session: Session }> {
     const session = (this.current = this.history.session(this.stream, this.group));
     this.sessions++;
-    const ws = (this.ws = new WebSocket(`${target.url.replace(/^http/, "ws")}/v1/streams/${this.stream}/consume?group=${this.group}`));
+    // A cluster node that does not own the stream refuses the upgrade with 307 to the owner.
+    const ws = (this.ws = new WebSocket(`${target.url.replace(/^http/, "ws")}/v1/streams/${this.stream}/consume?group=${this.group}`, {
+      followRedirects: true,
+    }));
     const errors: string[] = [];
     return new Promise((resolve) => {
       ws.on("message", (data: Buffer) => {

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { onFreePort } from "../harness/process.js";
 import { TickerProcess } from "../harness/ticker.js";
 import { until } from "./cluster-db.js";
+import { clusterShardOf } from "../../src/cluster/leases.js";
 
 export interface ClusterSetup {
   postgresUrl: string;
@@ -20,6 +21,8 @@ export interface ClusterSetup {
 
 export interface ClusterNodeProcess {
   id: string;
+  /** The PostgreSQL it was started with. */
+  postgresUrl: string;
   dataDir: string;
   port: number;
   server: TickerProcess;
@@ -36,8 +39,12 @@ export function clusterSetup(postgresUrl: string, o: Partial<ClusterSetup> = {})
   };
 }
 
-/** Starts node `id` (a fresh data dir unless given one, a fresh port unless given one: a restart keeps both). */
-export async function startNode(c: ClusterSetup, id: string, at?: { dataDir: string; port: number }): Promise<ClusterNodeProcess> {
+/**
+ * Starts node `id`: a fresh data dir and port unless `at` gives them (a
+ * restart keeps both), PostgreSQL at `postgresUrl` unless given another (a
+ * proxy's, that the test cuts).
+ */
+export async function startNode(c: ClusterSetup, id: string, at?: { dataDir: string; port: number }, postgresUrl = c.postgresUrl): Promise<ClusterNodeProcess> {
   const dataDir = at?.dataDir ?? mkdtempSync(join(tmpdir(), `ticker-node-${id}-`));
   const launch = async (port: number) => {
     const server = await TickerProcess.start(dataDir, {
@@ -47,7 +54,7 @@ export async function startNode(c: ClusterSetup, id: string, at?: { dataDir: str
         "--shards",
         "2",
         "--cluster-postgres-url",
-        c.postgresUrl,
+        postgresUrl,
         "--node-id",
         id,
         "--advertise-url",
@@ -61,7 +68,7 @@ export async function startNode(c: ClusterSetup, id: string, at?: { dataDir: str
         ...(c.args ?? []),
       ],
     });
-    return { id, dataDir, port, server, url: server.url };
+    return { id, postgresUrl, dataDir, port, server, url: server.url };
   };
   return at ? launch(at.port) : onFreePort(launch);
 }
@@ -99,4 +106,18 @@ export async function settled(nodes: ClusterNodeProcess[], shards: number, ms = 
     },
     ms,
   );
+}
+
+/** The node that owns a stream's cluster shard, as `via`'s map says. */
+export async function ownerOf(via: string, nodes: ClusterNodeProcess[], stream: string, shards: number): Promise<ClusterNodeProcess> {
+  const v = await clusterView(via);
+  const owner = v.shards[clusterShardOf(stream, shards)].owner;
+  const n = nodes.find((x) => x.id === owner);
+  if (!n) throw new Error(`no node of ${nodes.map((x) => x.id).join(", ")} owns ${stream} (the map says ${owner})`);
+  return n;
+}
+
+/** Starts a node again on its data dir and port, after a kill or a stop. */
+export function restartNode(c: ClusterSetup, n: ClusterNodeProcess): Promise<ClusterNodeProcess> {
+  return startNode(c, n.id, { dataDir: n.dataDir, port: n.port }, n.postgresUrl);
 }
