@@ -91,12 +91,19 @@ export interface SegmentEntry {
   epoch: number;
   key: string;
   bytes: number;
+  /** Records with an idempotency key (listed in the segment's .keys object, segment-keys.ts). */
+  keyed?: number;
+  /** ingest_ts of its last record. */
+  lastTs?: number;
 }
 
 /** The key of a stream's segment archived under an epoch: stream dir name / base seq, zero-padded so keys sort by seq. */
 export function segmentKey(escapedStream: string, baseSeq: number, epoch: number): string {
   return `${escapedStream}/${String(baseSeq).padStart(20, "0")}-${epoch}.seg`;
 }
+
+/** Keyed segments one look for a stream's dedup window reads, at most (their keys are bounded by dedup_keys_max besides). */
+const KEYED_SEGMENTS_MAX = 10_000;
 
 /** The segment manifest: which archived objects hold which seqs of a stream. */
 export class Manifest {
@@ -112,8 +119,8 @@ export class Manifest {
    */
   async commit(shard: number, e: SegmentEntry): Promise<boolean> {
     const sql = this.sql;
-    const r = await sql`insert into ticker_cluster_segments (stream, base_seq, last_seq, epoch, key, bytes, shard)
-      select ${e.stream}, ${e.baseSeq}, ${e.lastSeq}, ${e.epoch}, ${e.key}, ${e.bytes}, ${shard}
+    const r = await sql`insert into ticker_cluster_segments (stream, base_seq, last_seq, epoch, key, bytes, shard, keyed, last_ts)
+      select ${e.stream}, ${e.baseSeq}, ${e.lastSeq}, ${e.epoch}, ${e.key}, ${e.bytes}, ${shard}, ${e.keyed ?? 0}, ${e.lastTs ?? 0}
       from (${fence(sql, shard, this.nodeId, e.epoch)}) as lease`;
     return r.count === 1;
   }
@@ -131,6 +138,25 @@ export class Manifest {
       key: r.key,
       bytes: Number(r.bytes),
     }));
+  }
+
+  /**
+   * The newest archived segments below `beforeSeq` with idempotency keys and
+   * a record since `sinceTs`, newest first, until they hold `keysMax` keys:
+   * where a new owner finds the keys of the stream's dedup window.
+   */
+  async keyedSince(stream: string, beforeSeq: number, sinceTs: number, keysMax: number): Promise<SegmentEntry[]> {
+    const rows = await this.sql<{ base_seq: string; last_seq: string; epoch: string; key: string; bytes: string; keyed: number }[]>`
+      select base_seq, last_seq, epoch, key, bytes, keyed from ticker_cluster_segments
+      where stream = ${stream} and last_seq < ${beforeSeq} and keyed > 0 and last_ts >= ${sinceTs} order by base_seq desc limit ${KEYED_SEGMENTS_MAX}`;
+    const out: SegmentEntry[] = [];
+    let keys = 0;
+    for (const r of rows) {
+      if (keys >= keysMax) break;
+      keys += r.keyed;
+      out.push({ stream, baseSeq: Number(r.base_seq), lastSeq: Number(r.last_seq), epoch: Number(r.epoch), key: r.key, bytes: Number(r.bytes), keyed: r.keyed });
+    }
+    return out;
   }
 
   /** The streams of a cluster shard: those with tail rows or archived segments. */

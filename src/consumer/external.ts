@@ -110,6 +110,11 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
     create index ticker_cluster_segments_shard on ticker_cluster_segments (shard);
     create index ticker_cluster_tail_shard on ticker_cluster_tail (shard)`,
   },
+  {
+    // Cluster mode: which archived segments have idempotency keys (a .keys object beside them), and their newest ingest_ts.
+    version: 7,
+    sql: `alter table ticker_cluster_segments add column keyed int not null default 0, add column last_ts bigint not null default 0`,
+  },
 ];
 
 export class ExternalCheckpoints {

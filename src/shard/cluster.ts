@@ -23,6 +23,7 @@ import { clusterShardOf } from "../cluster/leases.js";
 import { TailStore, type TailRow } from "../cluster/tail.js";
 import { FencedCheckpoints } from "../cluster/checkpoints.js";
 import { ArchivedHistory } from "../cluster/archived-history.js";
+import { keysObjectOf, keysOfSegment, parseKeys } from "../cluster/segment-keys.js";
 import { archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
 import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
 import { RECORD_HEADER_BYTES } from "../log/record.js";
@@ -232,8 +233,30 @@ export class WorkerCluster {
       if (row.firstSeq !== s.log.headSeq + 1) throw new Error(`stream ${id}: tail row ${row.firstSeq}..${row.lastSeq} does not follow head ${s.log.headSeq}`);
       appendRow(s, row);
     }
-    s.rebuildDedup();
+    await this.rememberKeys(s);
     this.archived.set(id, archivedThrough);
+  }
+
+  /**
+   * The stream's dedup window again: the keys of archived segments below
+   * this node's copy (their .keys objects), then those of the copy.
+   */
+  private async rememberKeys(s: Stream): Promise<void> {
+    const windowMs = s.config.dedup_window_ms;
+    const keysMax = this.config.dedup_keys_max;
+    s.dedup.clear();
+    if (windowMs > 0 && s.log.firstSeq > 1) {
+      const segments = await this.manifest.keyedSince(s.id, s.log.firstSeq, Date.now() - windowMs, keysMax);
+      for (const seg of segments.reverse()) {
+        const keys = parseKeys((await this.archive.get(keysObjectOf(seg.key))).toString("utf8"), seg.baseSeq, seg.lastSeq, keysMax);
+        if (!keys) {
+          logger().error({ kind: "cluster", stream: s.id, segment: seg.key }, `stream ${s.id}: the keys of archived segment ${seg.key} are damaged; its idempotency keys are not remembered`);
+          continue;
+        }
+        for (const [key, seq, ts] of keys) s.dedup.add(key, seq, ts);
+      }
+    }
+    s.rebuildDedup();
   }
 
   /** Copies closed segments of held shards' streams to the archive, in seq order, one at a time. */
@@ -252,7 +275,10 @@ export class WorkerCluster {
           const key = segmentKey(escapeStreamId(s.id), seg.baseSeq, h.epoch);
           const bytes = readFileSync(seg.logPath);
           await this.archive.put(key, bytes);
-          const entry = { stream: s.id, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq, epoch: h.epoch, key, bytes: bytes.byteLength };
+          // Its keys beside it, before the manifest row that makes both exist.
+          const keys = keysOfSegment(bytes);
+          if (keys.length > 0) await this.archive.put(keysObjectOf(key), Buffer.from(JSON.stringify(keys)));
+          const entry = { stream: s.id, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq, epoch: h.epoch, key, bytes: bytes.byteLength, keyed: keys.length, lastTs: seg.lastTs };
           if (!(await this.manifest.commit(shard, entry))) break; // the lease passed: the next owner archives it
           this.archived.set(s.id, seg.lastSeq);
           await this.tail.trim(shard, h.epoch, s.id, seg.lastSeq);

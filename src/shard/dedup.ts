@@ -24,6 +24,13 @@ export class DedupWindow {
     return (this.seqByKey ?? NO_KEYS).size;
   }
 
+  /** Forgets every key (a cluster owner rebuilds the window from the archive and its copy). */
+  clear(): void {
+    this.seqByKey = null;
+    this.keys = this.seqs = this.tss = NONE;
+    this.head = 0;
+  }
+
   setWindow(windowMs: number): void {
     this.windowMs = windowMs;
   }

@@ -60,6 +60,11 @@ export class HistoryView implements ReadLog {
     const local = this.local;
     if (local && from >= local.firstSeq) return local.read(from, to, eventsMax, bytesMax, out);
     const r = this.range();
+    if (local && from > r.lastSeq) {
+      // Below this node's copy, past what was read of the manifest: newer segments are archived than it said.
+      this.history.forget(this.id);
+      throw new ArchiveMiss(this.history.load(this.id, from));
+    }
     if (r.lastSeq === 0 || from < r.firstSeq) throw expired(from, this.firstSeq);
     // Up to where this node's copy begins; the next page goes on from there.
     const end = local ? Math.min(to, local.firstSeq - 1) : to;

@@ -22,6 +22,8 @@ let db: ClusterDb;
 let proxy: TcpProxy;
 let setup: ClusterSetup;
 let nodes: ClusterNodeProcess[] = [];
+/** One history for the whole run: the rolling restart's consumers resume from checkpoints the first test's acks set. */
+const history = new History();
 
 beforeAll(async () => {
   db = await clusterDb();
@@ -67,7 +69,6 @@ function judge(name: string, load: Load, counts: ReturnType<History["check"]>, c
 describe("a cluster under faults", () => {
   it("loses nothing acknowledged through kill -9 of an owner, a frozen owner and a node cut from PostgreSQL; the woken owner writes nothing", async () => {
     const seed = runSeed("cluster faults");
-    const history = new History();
     await prepare(nodes[0].url, history);
     const load = new Load(
       history,
@@ -130,7 +131,7 @@ describe("a cluster under faults", () => {
   it("loses nothing acknowledged through a rolling restart of every node under load", async () => {
     const seed = runSeed("cluster rolling restart");
     const load = new Load(
-      new History(),
+      history,
       seed,
       nodes.map((n) => n.url),
     );

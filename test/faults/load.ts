@@ -89,8 +89,9 @@ export class Producer {
   }
 
   async send(target: Target, b: Batch): Promise<{ status: number; code?: string }> {
+    // A Blob: Node's fetch sends it again on a 307 (a cluster node that does not own the stream); a Uint8Array it cannot.
     const body = b.binary
-      ? encodePublishBatch(b.events.map((e) => ({ type: "t", payload: e.payload, idempotency_key: e.idempotency_key })))
+      ? new Blob([encodePublishBatch(b.events.map((e) => ({ type: "t", payload: e.payload, idempotency_key: e.idempotency_key })))])
       : JSON.stringify({ events: b.events.map((e) => ({ type: "t", ...e })) });
     this.stats.sent++;
     let status = 0;

@@ -135,6 +135,9 @@ export class ConsumeHub {
       if (!moved(feed.stream)) continue;
       const e = new ApiError(503, "shard_moving", `stream "${feed.stream}" moved to another node; reconnect`);
       for (const s of [...feed.sessions]) this.groups.fail(s, e, CLOSE_GOING_AWAY);
+      for (const g of feed.groups.values()) g.moved = true;
+      feed.groups.clear();
+      this.groups.dropIfIdle(feed);
     }
   }
 

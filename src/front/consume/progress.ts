@@ -153,6 +153,10 @@ export class Progress extends HubPart {
   private writeCheckpoint(g: Group): void {
     const seq = g.checkpoint;
     if (seq === null) return; // nothing acked yet: nothing to write
+    if (g.moved) {
+      g.writing = false;
+      return;
+    }
     g.writing = true;
     const body = Buffer.from(JSON.stringify({ group: g.name, seq }));
     const ok = this.shards.send(g.feed.shard, Op.SetCheckpoint, { stream: g.feed.stream }, body, (r) => {

@@ -70,6 +70,13 @@ export class Group {
   checkpoint: number | null;
   /** A SetCheckpoint is on its way to the shard. */
   writing = false;
+  /**
+   * Cluster mode: the stream's shard left this node. A checkpoint write
+   * refused meanwhile is not tried again: the group goes on at the new owner,
+   * and a retry from here, were the shard to come back, would move the
+   * checkpoint back to this node's older value.
+   */
+  moved = false;
   /** Nacks per seq; entries go once the group acks past them. */
   readonly attempts = new Map<number, number>();
   /** When a dead letter of this group was last logged, and how many were not since (progress.ts). */
