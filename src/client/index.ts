@@ -10,7 +10,7 @@ import { BinaryBatchEncoder, type Format, JsonBatchEncoder, type PublishEvent, p
 import { errorFromAnswer, TickerError } from "./errors.js";
 import { Producer, type ProducerOptions, type PublishResult } from "./producer.js";
 import { Replay, type ReplayOptions } from "./replay.js";
-import { consume, type ConsumeOptions, type Subscription } from "./consume.js";
+import { consume, type ConsumeConnection, type ConsumeOptions, type Subscription } from "./consume.js";
 import { Transport, type TransportOptions } from "./transport.js";
 
 export { TickerError } from "./errors.js";
@@ -106,12 +106,23 @@ const query = (q: Record<string, string | number | undefined>) => {
 export class Ticker {
   private readonly transport: Transport;
   private readonly format: Format;
-  private readonly conn: { url: string; token?: string };
+  private readonly conn: ConsumeConnection;
 
   constructor(options: TickerOptions) {
     this.transport = new Transport(options.url, options.token, options);
-    this.conn = { url: options.url, token: options.token };
+    this.conn = { url: options.url, token: options.token, routes: this.transport.routes };
     this.format = options.format ?? "binary";
+  }
+
+  /**
+   * Redirects this client followed so far (a cluster node sending a
+   * stream's request, or a consumer's upgrade, to its owner). Each stream's
+   * owner is remembered once learned, so with a settled cluster this stops
+   * growing: a count that keeps rising means the route cache is missing
+   * (shards moving, or more streams than routedStreamsMax).
+   */
+  get redirects(): number {
+    return this.transport.routes.redirects;
   }
 
   /** Publishes one request's events (at most the server's publish_events_max) and resolves with its answer. */
