@@ -175,6 +175,11 @@ describe("a client in front of a cluster", () => {
 });
 
 describe("the route cache", () => {
+  it("refuses a bound that is not an integer >= 0", () => {
+    expect(() => new Transport("http://entry:1", undefined, { redirectsMax: -1 })).toThrow(/redirectsMax must be an integer >= 0/);
+    expect(() => new Transport("http://entry:1", undefined, { routedStreamsMax: 1.5 })).toThrow(/routedStreamsMax must be an integer >= 0/);
+  });
+
   const go = (r: Routes, stream: string, to: string) =>
     r.redirect(307, `${to}/v1/streams/${stream}/events`, "http://entry:1/v1/streams/x", stream, `/v1/streams/${stream}/events`, 0);
 
