@@ -5,8 +5,10 @@
 // requests a second it cost about twice the CPU per request (~0.45 ms
 // against ~0.2 ms on the 2-core VM).
 //
-// It reads the status line and headers only for the status code and
-// Content-Length, and reads each body straight into one buffer of that
+// It reads the status line and headers only for the status code,
+// Content-Length and the three headers the client acts on (Retry-After,
+// Content-Type, and Location: a cluster node's 307 to a stream's owner, which
+// transport.ts follows), and reads each body straight into one buffer of that
 // length: once a head is parsed, the socket's next reads go into the unfilled
 // rest of the body (net's `onread` with a buffer chosen per read), so a page
 // is not copied or reassembled in JavaScript and no chunk is allocated per

@@ -4,8 +4,10 @@
 //   await ticker.publish("orders", [{ type: "created", payload: { id: 1 } }]);
 //   for await (const e of ticker.replay("orders")) console.log(e.seq, e.payload);
 //
-// One Ticker holds a pool of keep-alive connections; publish, producers,
-// replays and the admin calls share it. Every failure is a TickerError.
+// One Ticker holds a pool of keep-alive connections (one per node, in a
+// cluster, whose redirects it follows and remembers: transport.ts);
+// publish, producers, replays and the admin calls share it. Every failure is
+// a TickerError.
 import { BinaryBatchEncoder, type Format, JsonBatchEncoder, type PublishEvent, prepareEvent } from "./encode.js";
 import { errorFromAnswer, TickerError } from "./errors.js";
 import { Producer, type ProducerOptions, type PublishResult } from "./producer.js";
