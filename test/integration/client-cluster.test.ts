@@ -10,6 +10,7 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { Ticker, type Subscription, type TickerError } from "../../src/client/index.js";
 import { clusterShardOf } from "../../src/cluster/leases.js";
 import { clusterDb, until, type ClusterDb } from "../helpers/cluster-db.js";
+import { scrape } from "../helpers/prometheus.js";
 import { clusterSetup, clusterView, settled, startNode, type ClusterNodeProcess, type ClusterSetup, type ClusterView } from "../helpers/cluster-nodes.js";
 
 const SHARDS = 8;
@@ -75,6 +76,9 @@ describe("ticker/client in front of a cluster", () => {
     const view = await clusterView(nodes[0].url);
     const onB = ownedBy(view, "n2", "pub");
     const onC = ownedBy(view, "n3", "pub");
+    /** The 307s n1 answered: the server's side of the client's count. */
+    const redirected = async () => (await scrape(nodes[0].url)).sum("ticker_http_responses_total", { status: "307" });
+    const before = await redirected();
     const t = client();
     const p = t.producer({ lingerMs: 0 });
     for (let i = 0; i < 10; i++) {
@@ -91,6 +95,7 @@ describe("ticker/client in front of a cluster", () => {
     expect(await payloads(t, onB)).toEqual(Array.from({ length: 205 }, (_, i) => i));
     expect(await payloads(t, onC)).toEqual(Array.from({ length: 200 }, (_, i) => i));
     expect(t.redirects).toBe(2);
+    expect((await redirected()) - before).toBe(2);
   });
 
   it("replays a stream through a node that does not own it: the first page is redirected, the rest asked of the owner", async () => {
