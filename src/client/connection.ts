@@ -2,7 +2,10 @@
 // WebSocket): the upgrade, the messages, flow control, and why it ended, as
 // one TickerError. A refused upgrade is the server's HTTP error; after the
 // upgrade the server says why in an `error` message before it closes;
-// anything else is a lost connection.
+// anything else is a lost connection. A redirect (a cluster node refusing the
+// upgrade of a stream it does not own) ends the connection too, with the
+// Location in the error's details: the subscription follows it itself, as
+// ws's own followRedirects would drop the token on another host.
 import type { Socket } from "node:net";
 import WebSocket from "ws";
 import { errorFromAnswer, TickerError } from "./errors.js";
@@ -34,6 +37,10 @@ const SOCKET_ERROR_STATUS: Record<string, number> = {
   shutting_down: 503,
   storage_error: 503,
   disk_full: 503,
+  // Cluster mode: the stream's shard left this node (or has no owner yet); a new connection finds the owner.
+  shard_moving: 503,
+  shard_unowned: 503,
+  cluster_commit_failed: 503,
 };
 
 /**
@@ -81,7 +88,10 @@ export class Connection {
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () => {
         const retryAfter = res.headers["retry-after"];
-        this.note(errorFromAnswer(res.statusCode ?? 0, Buffer.concat(chunks), typeof retryAfter === "string" ? retryAfter : null));
+        const e = errorFromAnswer(res.statusCode ?? 0, Buffer.concat(chunks), typeof retryAfter === "string" ? retryAfter : null);
+        // A cluster node that does not own the stream names the owner (consume.ts follows it); the header is what counts.
+        const location = res.headers.location;
+        this.note(location === undefined ? e : new TickerError(e.status, e.code, e.message, { ...e.details, location }, e.retryAfterMs));
         ws.terminate();
       });
       res.on("error", () => ws.terminate());

@@ -3,13 +3,17 @@
 // consume WebSocket that it reconnects with backoff, resuming where the
 // group (or, without one, the caller) got to. Its seq rules are position.ts,
 // the socket is connection.ts, the buffer between socket and caller
-// queue.ts; this file holds the lifecycle around them.
+// queue.ts; this file holds the lifecycle around them. In a cluster the
+// upgrade may be refused with the stream's owner (307): followed at once and
+// remembered (routes.ts, shared with the client's HTTP requests), and a
+// connection ended because the shard moved reconnects through the url given.
 import { decodeEventBatch } from "../wire/client.js";
 import { Connection, reconnects } from "./connection.js";
 import { TickerError } from "./errors.js";
 import { eventsOf, type EventJson } from "./event.js";
 import { JsonEvent, type ConsumedEvent } from "./json-event.js";
 import { Position } from "./position.js";
+import { type Base, Routes, staleRoute } from "./routes.js";
 import { EventQueue } from "./queue.js";
 import { checkConsumeOptions, consumeQuery, type ConsumeOptions, type Hello, type Role, type SubscriptionEvents } from "./consume-options.js";
 
@@ -39,8 +43,15 @@ function rangeOf(m: Record<string, unknown>): Range {
   return { from: m.from_seq as number, to: m.to_seq as number, conflated: typeof m.conflated === "number" ? m.conflated : 0 };
 }
 
+/** Where a subscription connects: the client's url and token, and its route cache (one of its own if not given). */
+export interface ConsumeConnection {
+  url: string;
+  token?: string;
+  routes?: Routes;
+}
+
 /** Subscribes to `stream`; see Subscription. */
-export function consume(conn: { url: string; token?: string }, stream: string, opts: ConsumeOptions = {}): Subscription {
+export function consume(conn: ConsumeConnection, stream: string, opts: ConsumeOptions = {}): Subscription {
   return new Subscription(conn, stream, opts);
 }
 
@@ -75,13 +86,20 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
   private readonly filtered: boolean;
   private conflatedEvents = 0;
   private readonly listeners: { [K in keyof SubscriptionEvents]: Set<SubscriptionEvents[K]> } = { role: new Set(), reset: new Set(), reconnect: new Set() };
+  private readonly routes: Routes;
+  /** The base the current connection went to (the url given, or the stream's owner), and its URL. */
+  private base: Base = "";
+  private target = "";
+  /** Redirects followed since the last hello or reconnect. */
+  private hops = 0;
 
   constructor(
-    private readonly conn: { url: string; token?: string },
+    private readonly conn: ConsumeConnection,
     readonly stream: string,
     private readonly opts: ConsumeOptions,
   ) {
     checkConsumeOptions(opts);
+    this.routes = conn.routes ?? new Routes(new URL(conn.url));
     this.windowEvents = opts.window ?? WINDOW_DEFAULT;
     this.filtered = opts.types !== undefined || opts.keys !== undefined;
     this.position = new Position(opts.group !== undefined, this.windowEvents);
@@ -191,10 +209,13 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
 
   // ---- the connection ------------------------------------------------------
 
-  private connect(): void {
+  /** Opens a connection to `to` (an http(s) URL), or to the stream's owner as remembered, else the url given. */
+  private connect(to: string | null = null): void {
     this.retryTimer = null;
     this.lastHeardMs = Date.now();
-    this.connection = new Connection(this.url(), this.conn.token, {
+    if (to === null) this.base = this.routes.baseFor(this.stream);
+    this.target = to ?? this.base + this.path();
+    this.connection = new Connection(this.target.replace(/^http/, "ws"), this.conn.token, {
       message: (data, isBinary) => this.onMessage(data, isBinary),
       pong: (id) => this.position.onPong(id),
       heard: () => (this.lastHeardMs = Date.now()),
@@ -202,9 +223,22 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
     });
   }
 
-  private url(): string {
-    const base = this.conn.url.replace(/^http/, "ws").replace(/\/+$/, "");
-    return `${base}/v1/streams/${encodeURIComponent(this.stream)}/consume?${consumeQuery(this.opts, this.position.resumeFrom(), this.windowEvents)}`;
+  private path(): string {
+    return `/v1/streams/${encodeURIComponent(this.stream)}/consume?${consumeQuery(this.opts, this.position.resumeFrom(), this.windowEvents)}`;
+  }
+
+  /** An upgrade refused with the stream's owner (a cluster's 307): connect there at once, a redirect and not a reconnect. */
+  private follow(cause: TickerError): boolean {
+    const location = cause.details.location;
+    if ((cause.status !== 307 && cause.status !== 308) || typeof location !== "string") return false;
+    try {
+      const next = this.routes.redirect(cause.status, location, this.target, this.stream, this.path(), this.hops++);
+      this.base = next.base;
+      this.connect(next.url);
+    } catch (err) {
+      this.fail(err as TickerError);
+    }
+    return true;
   }
 
   private onEnded(cause: TickerError): void {
@@ -216,7 +250,10 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
       for (const w of this.closedWaiters.splice(0)) w();
       return;
     }
-    if (this.failure) return;
+    if (this.failure || this.follow(cause)) return;
+    // The owner remembered is gone, or says the shard left it: reconnect through the url given, which knows the new one.
+    if (this.base !== this.routes.origin && staleRoute(cause)) this.routes.forget(this.stream, this.base);
+    this.hops = 0;
     const r = this.opts.reconnect ?? {};
     if (!reconnects(cause) || this.attempt >= (r.attemptsMax ?? Number.POSITIVE_INFINITY)) return this.fail(cause);
     this.attempt++;
@@ -302,6 +339,7 @@ export class Subscription implements AsyncIterableIterator<ConsumedEvent> {
   private onHello(h: Hello): void {
     this.position.hello(h.role === "active" ? h.from : null);
     this.attempt = 0;
+    this.hops = 0;
     this.settleReady?.resolve({ from: h.from, head_seq: h.head_seq, first_seq: h.first_seq, role: h.role });
     this.settleReady = null;
     if (h.role !== this.role) {

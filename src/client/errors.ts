@@ -12,6 +12,7 @@ export type ClientErrorCode =
   | "invalid_event" // an event the client refused before sending it
   | "invalid_parameter" // an option the client refused
   | "bad_url"
+  | "too_many_redirects" // a request (or consume upgrade) was redirected more than redirectsMax times
   | "callback_failed"; // a callback of the caller's threw (the producer's onPublished)
 
 export class TickerError extends Error {

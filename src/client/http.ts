@@ -5,8 +5,10 @@
 // requests a second it cost about twice the CPU per request (~0.45 ms
 // against ~0.2 ms on the 2-core VM).
 //
-// It reads the status line and headers only for the status code and
-// Content-Length, and reads each body straight into one buffer of that
+// It reads the status line and headers only for the status code,
+// Content-Length and the three headers the client acts on (Retry-After,
+// Content-Type, and Location: a cluster node's 307 to a stream's owner, which
+// transport.ts follows), and reads each body straight into one buffer of that
 // length: once a head is parsed, the socket's next reads go into the unfilled
 // rest of the body (net's `onread` with a buffer chosen per read), so a page
 // is not copied or reassembled in JavaScript and no chunk is allocated per
@@ -27,6 +29,8 @@ export interface HttpRawReply {
   retryAfter: string | null;
   /** The Content-Type header, lowercased, or "" when absent. */
   contentType: string;
+  /** The Location header as sent (absolute or relative to the request), when the answer has one: a 307 names a stream's owner. */
+  location: string | null;
 }
 
 export class HttpRawError extends Error {}
@@ -60,6 +64,7 @@ export interface ResponseHead {
   contentLength: number;
   retryAfter: string | null;
   contentType: string;
+  location: string | null;
 }
 
 export function parseResponseHead(head: Buffer): ResponseHead {
@@ -71,6 +76,7 @@ export function parseResponseHead(head: Buffer): ResponseHead {
   let contentLength: number | null = null;
   let retryAfter: string | null = null;
   let contentType = "";
+  let location: string | null = null;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i];
     const colon = line.indexOf(":");
@@ -84,6 +90,7 @@ export function parseResponseHead(head: Buffer): ResponseHead {
     }
     if (name === "retry-after") retryAfter = value;
     if (name === "content-type") contentType = value.toLowerCase();
+    if (name === "location") location = value;
     if (name === "content-length") {
       if (!/^\d{1,15}$/.test(value)) throw new HttpRawError(`${status} response has a bad Content-Length: ${JSON.stringify(value)}`);
       const n = Number(value);
@@ -92,9 +99,9 @@ export function parseResponseHead(head: Buffer): ResponseHead {
     }
   }
   if (status < 200) throw new HttpRawError(`interim ${status} response: not expected (no request here asks for one)`);
-  if (status === 204 || status === 304) return { status, contentLength: 0, retryAfter, contentType };
+  if (status === 204 || status === 304) return { status, contentLength: 0, retryAfter, contentType, location };
   if (contentLength === null) throw new HttpRawError(`${status} response without Content-Length (this client reads only Content-Length bodies)`);
-  return { status, contentLength, retryAfter, contentType };
+  return { status, contentLength, retryAfter, contentType, location };
 }
 
 interface Waiter {
@@ -117,6 +124,7 @@ export class HttpRawConnection {
   private status = 0;
   private retryAfter: string | null = null;
   private contentType = "";
+  private location: string | null = null;
   /** The body being read, or null while reading a head. */
   private body: Buffer | null = null;
   private bodyLen = 0;
@@ -279,10 +287,11 @@ export class HttpRawConnection {
       if (matched === 4) {
         this.headLen = 0;
         this.headEndMatched = 0;
-        const { status, contentLength, retryAfter, contentType } = parseResponseHead(head.subarray(0, len - 4));
+        const { status, contentLength, retryAfter, contentType, location } = parseResponseHead(head.subarray(0, len - 4));
         this.status = status;
         this.retryAfter = retryAfter;
         this.contentType = contentType;
+        this.location = location;
         this.bodyLen = 0;
         this.body = Buffer.allocUnsafe(contentLength);
         if (contentLength === 0) this.finishBody();
@@ -299,7 +308,7 @@ export class HttpRawConnection {
     this.body = null;
     this.bodyLen = 0;
     // readHead checked that a request is outstanding.
-    this.waiting.shift()?.resolve({ status: this.status, body, retryAfter: this.retryAfter, contentType: this.contentType });
+    this.waiting.shift()?.resolve({ status: this.status, body, retryAfter: this.retryAfter, contentType: this.contentType, location: this.location });
   }
 
   private fail(err: Error): void {

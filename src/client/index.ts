@@ -4,13 +4,15 @@
 //   await ticker.publish("orders", [{ type: "created", payload: { id: 1 } }]);
 //   for await (const e of ticker.replay("orders")) console.log(e.seq, e.payload);
 //
-// One Ticker holds a pool of keep-alive connections; publish, producers,
-// replays and the admin calls share it. Every failure is a TickerError.
+// One Ticker holds a pool of keep-alive connections (one per node, in a
+// cluster, whose redirects it follows and remembers: transport.ts);
+// publish, producers, replays and the admin calls share it. Every failure is
+// a TickerError.
 import { BinaryBatchEncoder, type Format, JsonBatchEncoder, type PublishEvent, prepareEvent } from "./encode.js";
 import { errorFromAnswer, TickerError } from "./errors.js";
 import { Producer, type ProducerOptions, type PublishResult } from "./producer.js";
 import { Replay, type ReplayOptions } from "./replay.js";
-import { consume, type ConsumeOptions, type Subscription } from "./consume.js";
+import { consume, type ConsumeConnection, type ConsumeOptions, type Subscription } from "./consume.js";
 import { Transport, type TransportOptions } from "./transport.js";
 
 export { TickerError } from "./errors.js";
@@ -106,12 +108,23 @@ const query = (q: Record<string, string | number | undefined>) => {
 export class Ticker {
   private readonly transport: Transport;
   private readonly format: Format;
-  private readonly conn: { url: string; token?: string };
+  private readonly conn: ConsumeConnection;
 
   constructor(options: TickerOptions) {
     this.transport = new Transport(options.url, options.token, options);
-    this.conn = { url: options.url, token: options.token };
+    this.conn = { url: options.url, token: options.token, routes: this.transport.routes };
     this.format = options.format ?? "binary";
+  }
+
+  /**
+   * Redirects this client followed so far (a cluster node sending a
+   * stream's request, or a consumer's upgrade, to its owner). Each stream's
+   * owner is remembered once learned, so with a settled cluster this stops
+   * growing: a count that keeps rising means the route cache is missing
+   * (shards moving, or more streams than routedStreamsMax).
+   */
+  get redirects(): number {
+    return this.transport.routes.redirects;
   }
 
   /** Publishes one request's events (at most the server's publish_events_max) and resolves with its answer. */

@@ -1,62 +1,105 @@
-// The client's connections to one server: a pool of keep-alive HTTP/1.1
-// connections (src/client/http.ts) that opens them as requests need them,
-// up to `sockets`, sends each request on the least busy one (the server
-// takes one request at a time per connection), and replaces a connection
-// that broke. Every failure comes back as a TickerError: an error answer
-// with the server's status and code, a lost connection as status 0.
-import { HttpRawConnection, type HttpRawReply } from "./http.js";
+// How the client's requests reach the server: one pool of keep-alive
+// connections per node (./pool.ts), and, when the server is a cluster, the
+// redirects to a stream's owner followed and remembered (./routes.ts). A
+// request about a stream goes to its owner as last learned, else to the url
+// given; a 307 or 308 is sent again, same method and body, to its Location,
+// at most redirectsMax times. Every failure comes back as a TickerError: an
+// error answer with the server's status and code, a lost connection as
+// status 0.
+import type { HttpRawReply } from "./http.js";
 import { errorFromAnswer, TickerError } from "./errors.js";
+import { Pool, type PoolOptions } from "./pool.js";
+import { type Base, Routes, staleRoute, streamOfPath } from "./routes.js";
 
 export interface TransportOptions {
-  /** Connections at most (default 8). */
+  /** Connections at most, to each node (default 8). */
   sockets?: number;
   /** A request with no answer for this long fails with code "timeout" (default 30 s). */
   timeoutMs?: number;
   /** https: check the server's certificate (default true). */
   rejectUnauthorized?: boolean;
+  /** Redirects (307, 308: a cluster node sending a stream's request to its owner) one request follows at most (default 5). */
+  redirectsMax?: number;
+  /** Streams whose owner (learned from a redirect) is remembered at most; past it the least recently used is forgotten (default 10,000). */
+  routedStreamsMax?: number;
 }
 
+const isRedirect = (r: HttpRawReply) => (r.status === 307 || r.status === 308) && r.location !== null;
+
 export class Transport {
-  readonly base: URL;
+  readonly routes: Routes;
   private readonly auth: Record<string, string>;
-  /** Connections open or opening. */
-  private open = 0;
-  private readonly idle: HttpRawConnection[] = [];
-  private readonly waiters: Array<{ resolve: (c: HttpRawConnection) => void; reject: (e: Error) => void }> = [];
-  private readonly socketsMax: number;
-  private readonly timeoutMs: number;
-  private readonly rejectUnauthorized: boolean;
+  private readonly pools = new Map<string, Pool>();
+  private readonly pool: PoolOptions;
   private closed = false;
 
   constructor(url: string, token: string | undefined, options: TransportOptions = {}) {
-    this.base = new URL(url);
-    if (this.base.protocol !== "http:" && this.base.protocol !== "https:") {
+    let base: URL;
+    try {
+      base = new URL(url);
+    } catch {
+      throw new TickerError(0, "bad_url", `the server url is not a URL: ${JSON.stringify(url)}`);
+    }
+    if (base.protocol !== "http:" && base.protocol !== "https:") {
       throw new TickerError(0, "bad_url", `the server url must be http:// or https://, not ${JSON.stringify(url)}`);
     }
+    this.routes = new Routes(base, options.redirectsMax, options.routedStreamsMax);
     this.auth = token ? { Authorization: `Bearer ${token}` } : {};
-    this.socketsMax = Math.max(1, options.sockets ?? 8);
-    this.timeoutMs = options.timeoutMs ?? 30_000;
-    this.rejectUnauthorized = options.rejectUnauthorized ?? true;
+    this.pool = {
+      socketsMax: Math.max(1, options.sockets ?? 8),
+      timeoutMs: options.timeoutMs ?? 30_000,
+      rejectUnauthorized: options.rejectUnauthorized ?? true,
+    };
   }
 
-  /** The path prefix of the url (e.g. "" or "/ticker"), joined to every request path. */
-  private path(p: string): string {
-    const prefix = this.base.pathname.replace(/\/+$/, "");
-    return prefix + p;
-  }
-
-  /** Sends one request; resolves with any answer (2xx or not), rejects only when none came. */
+  /**
+   * Sends one request; resolves with any answer (2xx or not) once no
+   * redirect is left to follow, rejects only when none came. `path` is the
+   * API path and query ("/v1/streams/orders/events?from=1"), joined to the
+   * base it goes to (the url's path prefix kept).
+   */
   async send(method: string, path: string, body: Buffer | null = null, headers: Record<string, string> = {}): Promise<HttpRawReply> {
-    const conn = await this.acquire();
-    try {
-      return await conn.request(method, this.path(path), { ...this.auth, ...headers }, body);
-    } catch (err) {
-      const e = err as Error;
-      // A header or path refused before sending is the caller's mistake, not a lost connection.
-      const code = /no response bytes/.test(e.message) ? "timeout" : /CR or LF inside/.test(e.message) ? "invalid_parameter" : "connection_failed";
-      throw new TickerError(0, code, `${method} ${path}: ${e.message}`);
-    } finally {
-      this.release(conn);
+    const stream = streamOfPath(path);
+    const all = { ...this.auth, ...headers };
+    let base: Base = this.routes.baseFor(stream);
+    /** `base` is a route remembered from an earlier request, not yet confirmed by this one. */
+    let remembered = base !== this.routes.origin;
+    let target = new URL(base + path);
+    for (let hops = 0; ; ) {
+      const pool = this.poolOf(target);
+      let conn: Awaited<ReturnType<Pool["acquire"]>>;
+      try {
+        conn = await pool.acquire();
+      } catch (err) {
+        if (remembered && err instanceof TickerError && err.code === "connection_failed") {
+          // Nothing was sent to the owner we remembered: through the url given instead, once.
+          this.routes.forget(stream, base);
+          remembered = false;
+          base = this.routes.origin;
+          target = new URL(base + path);
+          continue;
+        }
+        if (base !== this.routes.origin) this.routes.forget(stream, base);
+        throw err;
+      }
+      let r: HttpRawReply;
+      try {
+        r = await pool.exchange(conn, method, target.pathname + target.search, body, all);
+      } catch (err) {
+        // Sent, and maybe served: the caller's retry decides; it goes through the url given.
+        if (base !== this.routes.origin && err instanceof TickerError && staleRoute(err)) this.routes.forget(stream, base);
+        throw err;
+      }
+      if (isRedirect(r)) {
+        const next = this.routes.redirect(r.status, r.location as string, target.href, stream, path, hops++);
+        target = new URL(next.url);
+        base = next.base;
+        remembered = false;
+        continue;
+      }
+      // An owner that says the shard left it: forgotten; the caller's retry (if any) asks the url given.
+      if (r.status === 503 && base !== this.routes.origin && staleRoute(errorFromAnswer(r.status, r.body, r.retryAfter))) this.routes.forget(stream, base);
+      return r;
     }
   }
 
@@ -80,55 +123,19 @@ export class Transport {
     }
   }
 
-  /** A connection with nothing outstanding: an idle one, a new one, or the next one released. */
-  private async acquire(): Promise<HttpRawConnection> {
+  /** The pool of `url`'s node (its origin), opened on first use. */
+  private poolOf(url: URL): Pool {
     if (this.closed) throw new TickerError(0, "closed", "the client was closed");
-    const idle = this.idle.pop();
-    if (idle !== undefined && !idle.failed) return idle;
-    if (idle !== undefined) {
-      this.open--; // closed by the server while idle
-      return this.acquire();
+    let p = this.pools.get(url.origin);
+    if (p === undefined) {
+      p = new Pool(url, this.pool);
+      this.pools.set(url.origin, p);
     }
-    if (this.open >= this.socketsMax) return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
-    this.open++;
-    try {
-      const c = await HttpRawConnection.connect(Number(this.base.port) || (this.base.protocol === "https:" ? 443 : 80), {
-        host: this.base.hostname.replace(/^\[|\]$/g, ""),
-        tls: this.base.protocol === "https:",
-        rejectUnauthorized: this.rejectUnauthorized,
-        timeoutMs: this.timeoutMs,
-      });
-      if (this.closed) c.close();
-      return c;
-    } catch (err) {
-      this.open--;
-      this.wakeOne();
-      throw new TickerError(0, "connection_failed", `cannot connect to ${this.base.host}: ${(err as Error).message}`);
-    }
-  }
-
-  /** Hands a connection whose request settled to the next waiter, or keeps it idle; a broken one is dropped. */
-  private release(c: HttpRawConnection): void {
-    if (c.failed || this.closed) {
-      c.close();
-      this.open--;
-      this.wakeOne();
-      return;
-    }
-    const w = this.waiters.shift();
-    if (w) w.resolve(c);
-    else this.idle.push(c);
-  }
-
-  /** A slot freed: the next waiter opens a connection of its own. */
-  private wakeOne(): void {
-    const w = this.waiters.shift();
-    if (w) this.acquire().then(w.resolve, w.reject);
+    return p;
   }
 
   close(): void {
     this.closed = true;
-    for (const c of this.idle.splice(0)) c.close();
-    for (const w of this.waiters.splice(0)) w.reject(new TickerError(0, "closed", "the client was closed"));
+    for (const p of this.pools.values()) p.close();
   }
 }
