@@ -154,7 +154,15 @@ export class Manifest {
     for (const r of rows) {
       if (keys >= keysMax) break;
       keys += r.keyed;
-      out.push({ stream, baseSeq: Number(r.base_seq), lastSeq: Number(r.last_seq), epoch: Number(r.epoch), key: r.key, bytes: Number(r.bytes), keyed: r.keyed });
+      out.push({
+        stream,
+        baseSeq: Number(r.base_seq),
+        lastSeq: Number(r.last_seq),
+        epoch: Number(r.epoch),
+        key: r.key,
+        bytes: Number(r.bytes),
+        keyed: r.keyed,
+      });
     }
     return out;
   }

@@ -144,6 +144,12 @@ export class TailStore {
     return r.count;
   }
 
+  /** The last seq of a stream's newest tail row (0: none). */
+  async head(stream: string): Promise<number> {
+    const [row] = await this.sql<{ last_seq: string }[]>`select last_seq from ticker_cluster_tail where stream = ${stream} order by first_seq desc limit 1`;
+    return row ? Number(row.last_seq) : 0;
+  }
+
   /** The rows of a stream from `fromSeq` on (the first may start below it), in seq order: what a new owner replays. */
   async read(stream: string, fromSeq: number): Promise<TailRow[]> {
     const rows = await this.sql<{ stream: string; first_seq: string; last_seq: string; epoch: string; records: Buffer }[]>`

@@ -24,7 +24,7 @@ import { TailStore, type TailRow } from "../cluster/tail.js";
 import { FencedCheckpoints } from "../cluster/checkpoints.js";
 import { ArchivedHistory } from "../cluster/archived-history.js";
 import { keysObjectOf, keysOfSegment, parseKeys } from "../cluster/segment-keys.js";
-import { archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
+import { ArchiveMiss, archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
 import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
 import { RECORD_HEADER_BYTES } from "../log/record.js";
 import type { StreamAdmin } from "./admin.js";
@@ -40,6 +40,8 @@ const PG_CONNECTIONS = 2;
 /** After a failed catch-up (the database out of reach), the next try. */
 const CATCH_UP_RETRY_MS = 500;
 const NO_KEYS: ReadonlyMap<string, number> = new Map();
+/** Heads of other nodes' streams remembered at once (a replay on a non-owner reads one); past it they are all read again. */
+const HEADS_MAX = 10_000;
 
 interface Held {
   epoch: number;
@@ -60,6 +62,12 @@ export class WorkerCluster {
   private readonly archived = new Map<string, number>();
   private readonly archiver: NodeJS.Timeout;
   private archiving = false;
+  /** Each stream's latest batch on its way to PostgreSQL: a batch of duplicates of it is answered once it lands. */
+  private readonly lastCommit = new WeakMap<Stream, Promise<void>>();
+  /** The last catch-up or archiving run (exclusive()). */
+  private serial: Promise<void> = Promise.resolve();
+  /** Heads of streams other nodes own, as their tails last said (headOf). */
+  private readonly heads = new Map<string, { head: number; readMs: number }>();
 
   constructor(
     private readonly config: Config,
@@ -93,7 +101,16 @@ export class WorkerCluster {
 
   /** A stream this node does not own, from the archive alone. */
   archivedOnly(id: string): ReadStream {
-    return archivedOnly(this.history, id);
+    return archivedOnly(this.history, id, (s) => this.headOf(s));
+  }
+
+  /** The newest tail row's last seq of a stream this node does not own, read again after archive_manifest_ttl_ms. */
+  private headOf(id: string): number {
+    const known = this.heads.get(id);
+    if (known && performance.now() - known.readMs < this.config.archive_manifest_ttl_ms) return known.head;
+    if (this.heads.size >= HEADS_MAX) this.heads.clear();
+    const readMs = performance.now();
+    throw new ArchiveMiss(this.tail.head(id).then((head) => void this.heads.set(id, { head, readMs })));
   }
 
   private clusterShardOf(stream: string): number {
@@ -124,7 +141,18 @@ export class WorkerCluster {
     if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
     const stream = existing ?? this.streams.create(id, {});
     const answer = { reqId, duplicates: [...batch.duplicates], held: null };
-    if (batch.count === 0) return this.publisher.appendCommitted(stream, batch, answer);
+    if (batch.count === 0) {
+      // Every event a duplicate: of what is appended (answered now), or of a batch still being committed (answered with it).
+      const waiting = answer.duplicates.some((d) => (d.seq ?? 0) > stream.log.headSeq) ? this.lastCommit.get(stream) : undefined;
+      if (!waiting) return this.publisher.appendCommitted(stream, batch, answer);
+      const b = { ...batch, keys: NO_KEYS as Map<string, number> };
+      waiting.then(
+        () => this.publisher.appendCommitted(stream, b, answer),
+        () =>
+          this.refuse(reqId, new ApiError(503, "cluster_commit_failed", "the batch these events repeat was not committed to the cluster; retry", { shard })),
+      );
+      return;
+    }
     // The batch's frames leave the reused staging area (or the ring) for the wait.
     const frames = Buffer.from(batch.frames.subarray(0, batch.bytes));
     const { count, first, ts, bytes } = batch;
@@ -132,7 +160,9 @@ export class WorkerCluster {
     stream.pendingTs = ts;
     // In the window now: a batch stamped before this one commits must still see them.
     for (const [key, seq] of batch.keys) stream.dedup.add(key, seq, ts);
-    this.tail.append(shard, epoch, { stream: stream.id, firstSeq: first, lastSeq: first + count - 1, records: frames }).then(
+    const commit = this.tail.append(shard, epoch, { stream: stream.id, firstSeq: first, lastSeq: first + count - 1, records: frames });
+    this.lastCommit.set(stream, commit);
+    commit.then(
       () => {
         stream.pending -= count;
         if (this.streams.get(stream.id) !== stream) return this.refuse(reqId, shardMoving(shard));
@@ -188,18 +218,22 @@ export class WorkerCluster {
    * database knows and this node does not have (a gain).
    */
   private async catchUp(shard: number, h: Held, listed: boolean): Promise<void> {
+    const live = () => this.held.get(shard) === h;
     for (;;) {
-      if (this.held.get(shard) !== h) return;
+      if (!live()) return;
       try {
-        const ids = new Set<string>();
-        for (const s of this.streams.values()) if (this.clusterShardOf(s.id) === shard) ids.add(s.id);
-        if (listed) for (const id of await this.manifest.streamsOf(shard)) if (shardOf(id, this.shards) === this.shard) ids.add(id);
-        for (const id of ids) await this.catchUpStream(id);
-        const external = this.external();
-        if (listed && external) await applyExternalCheckpoints(external, this.streams, [...ids]);
-        if (this.held.get(shard) !== h) return;
-        this.tail.reset(shard);
-        h.syncing = false;
+        // One at a time with other catch-ups and the archiver: two of them on one stream would each take its copy for theirs.
+        await this.exclusive(async () => {
+          const ids = new Set<string>();
+          for (const s of this.streams.values()) if (this.clusterShardOf(s.id) === shard) ids.add(s.id);
+          if (listed) for (const id of await this.manifest.streamsOf(shard)) if (shardOf(id, this.shards) === this.shard) ids.add(id);
+          for (const id of ids) if (live()) await this.catchUpStream(id, live);
+          const external = this.external();
+          if (listed && external && live()) await applyExternalCheckpoints(external, this.streams, [...ids]);
+          if (!live()) return;
+          this.tail.reset(shard);
+          h.syncing = false;
+        });
         return;
       } catch (err) {
         logger().warn(
@@ -216,10 +250,12 @@ export class WorkerCluster {
    * starts right after the last archived seq, and it is not behind it),
    * else started again after it; then the tail rows past its head appended.
    */
-  private async catchUpStream(id: string): Promise<void> {
+  private async catchUpStream(id: string, live: () => boolean): Promise<void> {
     const archivedThrough = await this.manifest.archivedThrough(id);
     let s = this.streams.get(id);
     const rows = await this.tail.read(id, Math.min(s?.log.headSeq ?? 0, archivedThrough) + 1);
+    // The shard left (or came back under another epoch) meanwhile: that catch-up decides, not this one.
+    if (!live()) return;
     const clusterHead = rows.length > 0 ? rows[rows.length - 1].lastSeq : archivedThrough;
     if (s && !linesUp(s, archivedThrough, clusterHead)) {
       logger().info({ kind: "cluster", stream: id }, `stream ${id}: this node's copy starts again after seq ${archivedThrough} (the archive moved on)`);
@@ -250,7 +286,10 @@ export class WorkerCluster {
       for (const seg of segments.reverse()) {
         const keys = parseKeys((await this.archive.get(keysObjectOf(seg.key))).toString("utf8"), seg.baseSeq, seg.lastSeq, keysMax);
         if (!keys) {
-          logger().error({ kind: "cluster", stream: s.id, segment: seg.key }, `stream ${s.id}: the keys of archived segment ${seg.key} are damaged; its idempotency keys are not remembered`);
+          logger().error(
+            { kind: "cluster", stream: s.id, segment: seg.key },
+            `stream ${s.id}: the keys of archived segment ${seg.key} are damaged; its idempotency keys are not remembered`,
+          );
           continue;
         }
         for (const [key, seq, ts] of keys) s.dedup.add(key, seq, ts);
@@ -259,10 +298,21 @@ export class WorkerCluster {
     s.rebuildDedup();
   }
 
+  /** Runs `fn` after every catch-up and archiving run before it. */
+  private exclusive(fn: () => Promise<void>): Promise<void> {
+    const run = this.serial.then(fn);
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
   /** Copies closed segments of held shards' streams to the archive, in seq order, one at a time. */
-  private async archiveClosed(): Promise<void> {
-    if (this.archiving || this.held.size === 0) return;
+  private archiveClosed(): Promise<void> {
+    if (this.archiving || this.held.size === 0) return Promise.resolve();
     this.archiving = true;
+    return this.exclusive(() => this.archiveNow());
+  }
+
+  private async archiveNow(): Promise<void> {
     try {
       for (const s of [...this.streams.values()]) {
         const shard = this.clusterShardOf(s.id);
@@ -278,7 +328,18 @@ export class WorkerCluster {
           // Its keys beside it, before the manifest row that makes both exist.
           const keys = keysOfSegment(bytes);
           if (keys.length > 0) await this.archive.put(keysObjectOf(key), Buffer.from(JSON.stringify(keys)));
-          const entry = { stream: s.id, baseSeq: seg.baseSeq, lastSeq: seg.lastSeq, epoch: h.epoch, key, bytes: bytes.byteLength, keyed: keys.length, lastTs: seg.lastTs };
+          const entry = {
+            stream: s.id,
+            baseSeq: seg.baseSeq,
+            lastSeq: seg.lastSeq,
+            epoch: h.epoch,
+            key,
+            bytes: bytes.byteLength,
+            keyed: keys.length,
+            lastTs: seg.lastTs,
+          };
+          // Lost, or catching up since the object went (catch-ups wait for this run, but a failed commit marks the shard at once).
+          if (this.held.get(shard) !== h || h.syncing || this.streams.get(s.id) !== s) break;
           if (!(await this.manifest.commit(shard, entry))) break; // the lease passed: the next owner archives it
           this.archived.set(s.id, seg.lastSeq);
           await this.tail.trim(shard, h.epoch, s.id, seg.lastSeq);

@@ -24,12 +24,17 @@ export type ReadLog = Pick<StreamLog, "firstSeq" | "committedSeq" | "seqAtTime" 
 /** What replays and consumer reads ask of a stream. */
 export type ReadStream = Pick<Stream, "id" | "idJson" | "replayPages" | "replayEvents"> & { log: ReadLog };
 
+/** The stream's head as the cluster last said (its tail in PostgreSQL), for a node that has no copy; throws ArchiveMiss while it is being read. */
+export type ClusterHead = (id: string) => number;
+
 export class HistoryView implements ReadLog {
   constructor(
     private readonly history: ArchivedHistory,
     private readonly id: string,
     /** This node's copy (null: it has none, the stream is another node's). */
     private readonly local: StreamLog | null,
+    /** With no copy: the head a page shows (the owner's, as the database has it), so a reader knows there is more past the archive. */
+    private readonly clusterHead: ClusterHead | null = null,
   ) {}
 
   private range(): { firstSeq: number; lastSeq: number } {
@@ -48,7 +53,9 @@ export class HistoryView implements ReadLog {
   }
 
   get committedSeq(): number {
-    return this.local ? this.local.committedSeq : this.range().lastSeq;
+    if (this.local) return this.local.committedSeq;
+    const archived = this.range().lastSeq;
+    return this.clusterHead ? Math.max(archived, this.clusterHead(this.id)) : archived;
   }
 
   seqAtTime(ts: number): number {
@@ -65,6 +72,8 @@ export class HistoryView implements ReadLog {
       this.history.forget(this.id);
       throw new ArchiveMiss(this.history.load(this.id, from));
     }
+    // Past the archive, a node without a copy sends the reader to the owner.
+    if (!local && from > r.lastSeq) throw new ApiError(307, "not_owner", `seq ${from} is past the archive: the stream's owner serves it`);
     if (r.lastSeq === 0 || from < r.firstSeq) throw expired(from, this.firstSeq);
     // Up to where this node's copy begins; the next page goes on from there.
     const end = local ? Math.min(to, local.firstSeq - 1) : to;
@@ -78,6 +87,6 @@ export const expired = (seq: number, firstSeq: number) =>
   new ApiError(410, "expired", `seq ${seq} has expired; the oldest retained seq is ${firstSeq}`, { first_seq: firstSeq });
 
 /** A stream this node has no copy of, read from the archive alone (a replay on a node that does not own it). */
-export function archivedOnly(history: ArchivedHistory, id: string): ReadStream {
-  return { id, idJson: () => JSON.stringify(id), replayPages: 0, replayEvents: 0, log: new HistoryView(history, id, null) };
+export function archivedOnly(history: ArchivedHistory, id: string, head: ClusterHead): ReadStream {
+  return { id, idJson: () => JSON.stringify(id), replayPages: 0, replayEvents: 0, log: new HistoryView(history, id, null, head) };
 }

@@ -22,13 +22,15 @@ export class ClusterLoad {
     readonly history: History,
     seed: number,
     urls: string[],
+    /** Names this load's producers (their batch ids and idempotency keys): loads of one history must not repeat them. */
+    name: string,
   ) {
     const target = (i: number): Target => {
       const t = { url: urls[i % urls.length] };
       this.targets.push(t);
       return t;
     };
-    this.producers = Array.from({ length: PRODUCERS }, (_, i) => new Producer(`p${i}`, STREAMS, this.history, rng(seed + 1 + i)));
+    this.producers = Array.from({ length: PRODUCERS }, (_, i) => new Producer(`${name}${i}`, STREAMS, this.history, rng(seed + 1 + i)));
     this.consumers = STREAMS.flatMap((s) => GROUPS.map((g) => new GroupConsumer(this.history, s, g)));
     this.poller = new CheckpointPoller(
       this.history,

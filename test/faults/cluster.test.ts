@@ -74,6 +74,7 @@ describe("a cluster under faults", () => {
       history,
       seed,
       nodes.map((n) => n.url),
+      "f",
     );
     await sleep(2000);
 
@@ -134,6 +135,7 @@ describe("a cluster under faults", () => {
       history,
       seed,
       nodes.map((n) => n.url),
+      "r",
     );
     await sleep(1500);
     for (const n of [...nodes]) {
