@@ -186,25 +186,32 @@ export async function shardCaughtUp(url: string, stream: string): Promise<number
 }
 
 /**
- * Most replays replaysLasting queues at once. Bounded well below what a
- * runaway doubling could queue: a replay is ~8.5 MB of JSON to render, and a
- * round whose requests the server had not read yet when the probe came (a
- * loaded machine) doubles again, so 1,024 once left a shard minutes of
- * rendering that the test's end (a clean stop answers what it took) waited
- * out. 4 + 8 + ... + 128 is ~12 s of this VM's shard at most.
+ * Most replays replaysLasting queues in one round. A replay renders a page
+ * of up to replay_page_bytes_max (1 MiB) of JSON: ~2 ms of an idle VM's
+ * shard, 10 on a loaded one; so 1,024 is 2 to 10 s of rendering, the most a
+ * round can leave for the test's end (a clean stop answers what it took) to
+ * wait out.
  */
-const BUSY_REPLAYS_MAX = 128;
+const BUSY_REPLAYS_MAX = 1024;
+/** A round queues at most this many times the last one: a probe answered before the server read the round's requests (a loaded machine) must not make the next round huge. */
+const BUSY_GROWTH_MAX = 4;
 
 /**
  * How many replays of a large stream queued at once keep its shard busy for
- * `busyMs` at least on this machine, however fast it is: doubled from 4
- * until a request queued behind them waits that long.
+ * `busyMs` at least on this machine, however fast it is: from 4, each round
+ * sized for twice `busyMs` at the cost per replay the last one showed (at
+ * most BUSY_GROWTH_MAX times it), until a request queued behind them waits
+ * that long.
  */
 export async function replaysLasting(url: string, stream: string, busyMs: number): Promise<number> {
-  for (let count = 4; count <= BUSY_REPLAYS_MAX; count *= 2) {
+  let count = 4;
+  for (;;) {
     await queueReplays(url, stream, count);
     const waitedMs = await shardCaughtUp(url, stream);
     if (waitedMs >= busyMs) return count;
+    if (count >= BUSY_REPLAYS_MAX) break;
+    const perReplayMs = Math.max(waitedMs, 1) / count;
+    count = Math.min(BUSY_REPLAYS_MAX, count * BUSY_GROWTH_MAX, Math.max(count * 2, Math.ceil((2 * busyMs) / perReplayMs)));
   }
   throw new Error(`the shard of ${stream} served ${BUSY_REPLAYS_MAX} replays in less than ${busyMs} ms`);
 }
