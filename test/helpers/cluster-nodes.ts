@@ -13,6 +13,8 @@ export interface ClusterSetup {
   postgresUrl: string;
   /** The archive directory every node shares (file://). */
   archiveDir: string;
+  /** Another archive instead (an s3:// URL). */
+  archiveUrl?: string;
   clusterShards: number;
   leaseMs: number;
   /** More `ticker serve` flags for every node. */
@@ -33,6 +35,7 @@ export function clusterSetup(postgresUrl: string, o: Partial<ClusterSetup> = {})
   return {
     postgresUrl,
     archiveDir: o.archiveDir ?? mkdtempSync(join(tmpdir(), "ticker-archive-")),
+    archiveUrl: o.archiveUrl,
     clusterShards: o.clusterShards ?? 8,
     leaseMs: o.leaseMs ?? 2000,
     args: o.args,
@@ -60,7 +63,7 @@ export async function startNode(c: ClusterSetup, id: string, at?: { dataDir: str
         "--advertise-url",
         `http://127.0.0.1:${port}`,
         "--archive",
-        `file://${c.archiveDir}`,
+        c.archiveUrl ?? `file://${c.archiveDir}`,
         "--cluster-shards",
         String(c.clusterShards),
         "--cluster-lease-ms",
@@ -86,7 +89,7 @@ export async function clusterView(url: string): Promise<ClusterView> {
   return (await r.json()) as ClusterView;
 }
 
-/** Waits until every shard has a live owner among `nodes`, spread evenly (each has its share, rounded down), and each node serves the shards the map gives it. */
+/** Waits until every shard has a live owner among `nodes`, spread as balancing spreads them, and each node serves the shards the map gives it. */
 export async function settled(nodes: ClusterNodeProcess[], shards: number, ms = 30_000): Promise<ClusterView> {
   return until(
     `all ${shards} shards served by ${nodes.map((n) => n.id).join(", ")}`,
@@ -96,8 +99,9 @@ export async function settled(nodes: ClusterNodeProcess[], shards: number, ms = 
       const ids = new Set(nodes.map((n) => n.id));
       const v = views[0]!;
       if (v.shards.length !== shards || v.shards.some((s) => !s.owner || !ids.has(s.owner))) return null;
-      const share = Math.floor(shards / nodes.length);
-      if (nodes.some((n) => v.shards.filter((s) => s.owner === n.id).length < share)) return null;
+      // Each node takes up to ceil(shards / nodes); the last to claim gets what is left, at least this.
+      const least = Math.max(1, shards - (nodes.length - 1) * Math.ceil(shards / nodes.length));
+      if (nodes.some((n) => v.shards.filter((s) => s.owner === n.id).length < least)) return null;
       for (const n of views) {
         const mine = v.shards.filter((s) => s.owner === n!.node_id).map((s) => s.shard);
         if (mine.length !== n!.serving.length || mine.some((s) => !n!.serving.includes(s))) return null;
