@@ -167,6 +167,29 @@ export class Manifest {
     return out;
   }
 
+  /**
+   * Removes a stream's archived segments past retention, fenced by the
+   * shard's lease: those whose last record is older than `cutoffTs`, then,
+   * with `retentionBytes`, the oldest while the archive's bytes plus
+   * `otherBytes` (the owner's segments not archived yet) exceed it; never
+   * the newest. Returns what left the manifest: the objects to delete.
+   */
+  async expire(shard: number, epoch: number, stream: string, cutoffTs: number, retentionBytes: number | null, otherBytes: number): Promise<SegmentEntry[]> {
+    const rows = await this.sql<{ base_seq: string; last_ts: string; bytes: string }[]>`
+      select base_seq, last_ts, bytes from ticker_cluster_segments where stream = ${stream} order by base_seq`;
+    let total = otherBytes + rows.reduce((n, r) => n + Number(r.bytes), 0);
+    let n = 0;
+    // Never the newest: its last seq is where a new owner's copy starts (archivedThrough).
+    while (n < rows.length - 1 && (Number(rows[n].last_ts) < cutoffTs || (retentionBytes !== null && total > retentionBytes))) total -= Number(rows[n++].bytes);
+    if (n === 0) return [];
+    const sql = this.sql;
+    const gone = await sql<{ stream: string; base_seq: string; last_seq: string; epoch: string; key: string; bytes: string; keyed: number }[]>`
+      with lease as (${fence(sql, shard, this.nodeId, epoch)})
+      delete from ticker_cluster_segments t using lease where t.stream = ${stream} and t.base_seq <= ${rows[n - 1].base_seq}
+      returning t.stream, t.base_seq, t.last_seq, t.epoch, t.key, t.bytes, t.keyed`;
+    return gone.map((r) => ({ stream: r.stream, baseSeq: Number(r.base_seq), lastSeq: Number(r.last_seq), epoch: Number(r.epoch), key: r.key, bytes: Number(r.bytes), keyed: r.keyed }));
+  }
+
   /** The streams of a cluster shard: those with tail rows or archived segments. */
   async streamsOf(shard: number): Promise<string[]> {
     const rows = await this.sql<{ stream: string }[]>`select stream from ticker_cluster_tail where shard = ${shard}

@@ -571,10 +571,12 @@ export class StreamLog implements SegmentOwner {
    * active segment is rolled first when everything in it has expired, so an
    * idle stream frees its disk too. Returns the number of segments removed.
    */
-  applyRetention(nowMs: number, retentionMs: number, retentionBytes: number | null, durable: boolean): number {
+  applyRetention(nowMs: number, retentionMs: number, retentionBytes: number | null, durable: boolean, keepFromSeq = Number.POSITIVE_INFINITY): number {
     const cutoff = nowMs - retentionMs;
     if (!this.active.empty && this.active.lastTs < cutoff) this.roll(durable);
     let past = segmentsPastRetention(this.segments, cutoff, retentionBytes);
+    // Cluster mode: a segment not yet in the archive stays until it is.
+    while (past > 0 && this.segments[past - 1].lastSeq >= keepFromSeq) past--;
     // A segment an fdatasync still runs on (one just rolled) waits for the next
     // round: closing its fd now could hand that fd number to another file
     // before the thread pool gets to the sync.

@@ -62,6 +62,8 @@ export class WorkerCluster {
   private readonly archived = new Map<string, number>();
   private readonly archiver: NodeJS.Timeout;
   private archiving = false;
+  /** When the archive's retention last ran (Date.now()). */
+  private expiredMs = 0;
   /** Each stream's latest batch on its way to PostgreSQL: a batch of duplicates of it is answered once it lands. */
   private readonly lastCommit = new WeakMap<Stream, Promise<void>>();
   /** The last catch-up or archiving run (exclusive()). */
@@ -92,6 +94,11 @@ export class WorkerCluster {
       manifestTtlMs: config.archive_manifest_ttl_ms,
     });
     this.archiver = setInterval(() => void this.archiveClosed(), config.cluster_archive_interval_ms);
+  }
+
+  /** The first seq of a stream not in the archive yet, as far as this node knows (its copy keeps it until it is). */
+  keepFrom(s: Stream): number {
+    return this.held.has(this.clusterShardOf(s.id)) ? (this.archived.get(s.id) ?? 0) + 1 : Number.POSITIVE_INFINITY;
   }
 
   /** A stream's history as its reads see it: the archive below this node's copy. */
@@ -312,7 +319,26 @@ export class WorkerCluster {
     return this.exclusive(() => this.archiveNow());
   }
 
+  /**
+   * Retention of the archive, by the stream's owner: the archived segments
+   * past retention_ms or retention_bytes (the archive's bytes and this
+   * node's copy's, newest kept first) leave the manifest (fenced), then the
+   * archive.
+   */
+  private async expireArchived(shard: number, h: Held, s: Stream): Promise<void> {
+    const localBytes = s.log.segments.filter((g) => g.lastSeq > (this.archived.get(s.id) ?? 0)).reduce((n, g) => n + g.size, 0);
+    const gone = await this.manifest.expire(shard, h.epoch, s.id, Date.now() - s.config.retention_ms, s.config.retention_bytes, localBytes);
+    if (gone.length > 0) this.history.forget(s.id);
+    for (const e of gone) {
+      await this.archive.delete(e.key);
+      if ((e.keyed ?? 0) > 0) await this.archive.delete(keysObjectOf(e.key));
+    }
+  }
+
   private async archiveNow(): Promise<void> {
+    // Retention of the archive runs at the local retention's pace, not at every archiving run.
+    const expire = Date.now() - this.expiredMs >= this.config.retention_check_interval_ms;
+    if (expire) this.expiredMs = Date.now();
     try {
       for (const s of [...this.streams.values()]) {
         const shard = this.clusterShardOf(s.id);
@@ -344,6 +370,7 @@ export class WorkerCluster {
           this.archived.set(s.id, seg.lastSeq);
           await this.tail.trim(shard, h.epoch, s.id, seg.lastSeq);
         }
+        if (expire && this.held.get(shard) === h && !h.syncing) await this.expireArchived(shard, h, s);
       }
     } catch (err) {
       logger().warn({ kind: "cluster", err: (err as Error).message }, `cluster: archiving failed, retrying: ${(err as Error).message}`);

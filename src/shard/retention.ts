@@ -4,12 +4,13 @@ import { logger } from "../logger.js";
 import type { ShardMetrics } from "./metrics.js";
 import type { Stream } from "./stream.js";
 
-export function applyRetention(streams: Iterable<Stream>, nowMs: number, metrics: ShardMetrics): void {
+/** `keepFrom`: cluster mode, the first seq of a stream the archive does not hold yet (its segments stay until it does). */
+export function applyRetention(streams: Iterable<Stream>, nowMs: number, metrics: ShardMetrics, keepFrom?: (s: Stream) => number): void {
   for (const s of streams) {
     try {
       const firstBefore = s.log.firstSeq;
       const bytesBefore = s.log.bytes;
-      const segments = s.log.applyRetention(nowMs, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync");
+      const segments = s.log.applyRetention(nowMs, s.config.retention_ms, s.config.retention_bytes, s.config.durability === "fsync", keepFrom?.(s));
       if (segments > 0) {
         metrics.noteRetention(segments, Math.max(0, bytesBefore - s.log.bytes));
         s.dedup.forgetBelow(s.log.firstSeq);

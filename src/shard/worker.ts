@@ -305,7 +305,7 @@ class ShardWorker {
 
   async run(): Promise<void> {
     const retention = (this.retention = setInterval(
-      () => applyRetention(this.streams.values(), Date.now(), this.metrics),
+      () => applyRetention(this.streams.values(), Date.now(), this.metrics, this.cluster ? (s) => this.cluster!.keepFrom(s) : undefined),
       this.config.retention_check_interval_ms,
     ));
     // Ordered streams' gap timers: a held event goes out within gap_timeout_ms + this tick of its receipt.
