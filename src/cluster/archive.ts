@@ -187,7 +187,15 @@ export class Manifest {
       with lease as (${fence(sql, shard, this.nodeId, epoch)})
       delete from ticker_cluster_segments t using lease where t.stream = ${stream} and t.base_seq <= ${rows[n - 1].base_seq}
       returning t.stream, t.base_seq, t.last_seq, t.epoch, t.key, t.bytes, t.keyed`;
-    return gone.map((r) => ({ stream: r.stream, baseSeq: Number(r.base_seq), lastSeq: Number(r.last_seq), epoch: Number(r.epoch), key: r.key, bytes: Number(r.bytes), keyed: r.keyed }));
+    return gone.map((r) => ({
+      stream: r.stream,
+      baseSeq: Number(r.base_seq),
+      lastSeq: Number(r.last_seq),
+      epoch: Number(r.epoch),
+      key: r.key,
+      bytes: Number(r.bytes),
+      keyed: r.keyed,
+    }));
   }
 
   /** The streams of a cluster shard: those with tail rows or archived segments. */

@@ -238,6 +238,9 @@ class ShardWorker {
     }
   }
 
+  /** Cluster mode: the first seq of a stream the archive does not hold yet (retention keeps it). */
+  private readonly keepFrom = (s: Stream): number => this.cluster?.keepFrom(s) ?? Number.POSITIVE_INFINITY;
+
   clusterGain(shard: number, epoch: number): Promise<void> {
     return this.cluster?.gain(shard, epoch) ?? Promise.resolve();
   }
@@ -305,7 +308,7 @@ class ShardWorker {
 
   async run(): Promise<void> {
     const retention = (this.retention = setInterval(
-      () => applyRetention(this.streams.values(), Date.now(), this.metrics, this.cluster ? (s) => this.cluster!.keepFrom(s) : undefined),
+      () => applyRetention(this.streams.values(), Date.now(), this.metrics, this.keepFrom),
       this.config.retention_check_interval_ms,
     ));
     // Ordered streams' gap timers: a held event goes out within gap_timeout_ms + this tick of its receipt.
