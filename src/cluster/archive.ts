@@ -102,6 +102,27 @@ export function segmentKey(escapedStream: string, baseSeq: number, epoch: number
   return `${escapedStream}/${String(baseSeq).padStart(20, "0")}-${epoch}.seg`;
 }
 
+/** A manifest row as PostgreSQL gives it (bigints as text). */
+interface SegmentRow {
+  stream: string;
+  base_seq: string;
+  last_seq: string;
+  epoch: string;
+  key: string;
+  bytes: string;
+  keyed: number;
+}
+
+const entryOf = (r: SegmentRow): SegmentEntry => ({
+  stream: r.stream,
+  baseSeq: Number(r.base_seq),
+  lastSeq: Number(r.last_seq),
+  epoch: Number(r.epoch),
+  key: r.key,
+  bytes: Number(r.bytes),
+  keyed: r.keyed,
+});
+
 /** Keyed segments one look for a stream's dedup window reads, at most (their keys are bounded by dedup_keys_max besides). */
 const KEYED_SEGMENTS_MAX = 10_000;
 
@@ -127,17 +148,10 @@ export class Manifest {
 
   /** The committed segments of a stream holding seqs from `fromSeq` on, in seq order (at most `limit`). */
   async segments(stream: string, fromSeq: number, limit = 100): Promise<SegmentEntry[]> {
-    const rows = await this.sql<{ stream: string; base_seq: string; last_seq: string; epoch: string; key: string; bytes: string }[]>`
-      select stream, base_seq, last_seq, epoch, key, bytes from ticker_cluster_segments
+    const rows = await this.sql<SegmentRow[]>`
+      select stream, base_seq, last_seq, epoch, key, bytes, keyed from ticker_cluster_segments
       where stream = ${stream} and last_seq >= ${fromSeq} order by base_seq limit ${limit}`;
-    return rows.map((r) => ({
-      stream: r.stream,
-      baseSeq: Number(r.base_seq),
-      lastSeq: Number(r.last_seq),
-      epoch: Number(r.epoch),
-      key: r.key,
-      bytes: Number(r.bytes),
-    }));
+    return rows.map(entryOf);
   }
 
   /**
@@ -146,23 +160,15 @@ export class Manifest {
    * where a new owner finds the keys of the stream's dedup window.
    */
   async keyedSince(stream: string, beforeSeq: number, sinceTs: number, keysMax: number): Promise<SegmentEntry[]> {
-    const rows = await this.sql<{ base_seq: string; last_seq: string; epoch: string; key: string; bytes: string; keyed: number }[]>`
-      select base_seq, last_seq, epoch, key, bytes, keyed from ticker_cluster_segments
+    const rows = await this.sql<SegmentRow[]>`
+      select stream, base_seq, last_seq, epoch, key, bytes, keyed from ticker_cluster_segments
       where stream = ${stream} and last_seq < ${beforeSeq} and keyed > 0 and last_ts >= ${sinceTs} order by base_seq desc limit ${KEYED_SEGMENTS_MAX}`;
     const out: SegmentEntry[] = [];
     let keys = 0;
     for (const r of rows) {
       if (keys >= keysMax) break;
       keys += r.keyed;
-      out.push({
-        stream,
-        baseSeq: Number(r.base_seq),
-        lastSeq: Number(r.last_seq),
-        epoch: Number(r.epoch),
-        key: r.key,
-        bytes: Number(r.bytes),
-        keyed: r.keyed,
-      });
+      out.push(entryOf(r));
     }
     return out;
   }
@@ -183,19 +189,11 @@ export class Manifest {
     while (n < rows.length - 1 && (Number(rows[n].last_ts) < cutoffTs || (retentionBytes !== null && total > retentionBytes))) total -= Number(rows[n++].bytes);
     if (n === 0) return [];
     const sql = this.sql;
-    const gone = await sql<{ stream: string; base_seq: string; last_seq: string; epoch: string; key: string; bytes: string; keyed: number }[]>`
+    const gone = await sql<SegmentRow[]>`
       with lease as (${fence(sql, shard, this.nodeId, epoch)})
       delete from ticker_cluster_segments t using lease where t.stream = ${stream} and t.base_seq <= ${rows[n - 1].base_seq}
       returning t.stream, t.base_seq, t.last_seq, t.epoch, t.key, t.bytes, t.keyed`;
-    return gone.map((r) => ({
-      stream: r.stream,
-      baseSeq: Number(r.base_seq),
-      lastSeq: Number(r.last_seq),
-      epoch: Number(r.epoch),
-      key: r.key,
-      bytes: Number(r.bytes),
-      keyed: r.keyed,
-    }));
+    return gone.map(entryOf);
   }
 
   /** The streams of a cluster shard: those with tail rows or archived segments. */

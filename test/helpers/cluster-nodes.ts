@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { onFreePort } from "../harness/process.js";
 import { TickerProcess } from "../harness/ticker.js";
-import { until } from "./cluster-db.js";
+import postgres from "postgres";
+import { clusterDb, until, type ClusterDb } from "./cluster-db.js";
 import { clusterShardOf } from "../../src/cluster/leases.js";
 
 export interface ClusterSetup {
@@ -124,4 +125,34 @@ export async function ownerOf(via: string, nodes: ClusterNodeProcess[], stream: 
 /** Starts a node again on its data dir and port, after a kill or a stop. */
 export function restartNode(c: ClusterSetup, n: ClusterNodeProcess): Promise<ClusterNodeProcess> {
   return startNode(c, n.id, { dataDir: n.dataDir, port: n.port }, n.postgresUrl);
+}
+
+/** A test's cluster: a fresh database, a client on it, the nodes started and settled; stop() ends it all. */
+export interface ClusterWorld {
+  db: ClusterDb;
+  sql: postgres.Sql;
+  setup: ClusterSetup;
+  nodes: ClusterNodeProcess[];
+  stop(): Promise<void>;
+}
+
+export async function startCluster(ids: string[], o: Partial<ClusterSetup>): Promise<ClusterWorld> {
+  const db = await clusterDb();
+  const { url } = await db.freshUrl();
+  const sql = postgres(url, { max: 2, onnotice: () => {} });
+  const setup = clusterSetup(url, o);
+  const world: ClusterWorld = {
+    db,
+    sql,
+    setup,
+    nodes: [],
+    async stop() {
+      await Promise.allSettled(world.nodes.map((n) => n.server.stop()));
+      await sql.end();
+      await db.stop();
+    },
+  };
+  world.nodes = await Promise.all(ids.map((id) => startNode(setup, id)));
+  await settled(world.nodes, setup.clusterShards);
+  return world;
 }

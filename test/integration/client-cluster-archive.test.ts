@@ -4,32 +4,22 @@
 // owner the node redirects to; a second replay goes straight to the owner
 // for what the first learned.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import postgres from "postgres";
 import { Ticker } from "../../src/client/index.js";
 import { clusterShardOf } from "../../src/cluster/leases.js";
-import { clusterDb, until, type ClusterDb } from "../helpers/cluster-db.js";
-import { clusterSetup, clusterView, settled, startNode, type ClusterNodeProcess } from "../helpers/cluster-nodes.js";
+import { until } from "../helpers/cluster-db.js";
+import { clusterView, startCluster, type ClusterWorld } from "../helpers/cluster-nodes.js";
 
 const SHARDS = 4;
-let db: ClusterDb;
-let sql: postgres.Sql;
-let nodes: ClusterNodeProcess[] = [];
+let w: ClusterWorld;
 const clients: Ticker[] = [];
 
 beforeAll(async () => {
-  db = await clusterDb();
-  const { url } = await db.freshUrl();
-  sql = postgres(url, { max: 1, onnotice: () => {} });
   // Small segments, archived often: a few hundred events make history a non-owner serves from the archive.
-  const setup = clusterSetup(url, { clusterShards: SHARDS, leaseMs: 2000, args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"] });
-  nodes = await Promise.all(["n1", "n2"].map((id) => startNode(setup, id)));
-  await settled(nodes, SHARDS);
+  w = await startCluster(["n1", "n2"], { clusterShards: SHARDS, leaseMs: 2000, args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"] });
 }, 90_000);
 afterAll(async () => {
   for (const c of clients) await c.close();
-  await Promise.allSettled(nodes.map((n) => n.server.stop()));
-  await sql?.end();
-  await db?.stop();
+  await w?.stop();
 });
 
 async function payloads(t: Ticker, stream: string): Promise<number[]> {
@@ -40,10 +30,10 @@ async function payloads(t: Ticker, stream: string): Promise<number[]> {
 
 describe("ticker/client replaying a cluster's archive", () => {
   it("replays a stream whole through a non-owner, the archived part served there and the rest by the owner", async () => {
-    const view = await clusterView(nodes[0].url);
+    const view = await clusterView(w.nodes[0].url);
     let stream = "";
     for (let i = 0; !stream; i++) if (view.shards[clusterShardOf(`arch-${i}`, SHARDS)].owner === "n2") stream = `arch-${i}`;
-    const t = new Ticker({ url: nodes[0].url });
+    const t = new Ticker({ url: w.nodes[0].url });
     clients.push(t);
     for (let i = 0; i < 20; i++)
       await t.publish(
@@ -51,10 +41,10 @@ describe("ticker/client replaying a cluster's archive", () => {
         Array.from({ length: 50 }, (_, k) => ({ type: "t", payload: i * 50 + k })),
       );
     await until("archived segments", async () => {
-      const [r] = await sql<{ n: string }[]>`select count(*) as n from ticker_cluster_segments where stream = ${stream}`;
+      const [r] = await w.sql<{ n: string }[]>`select count(*) as n from ticker_cluster_segments where stream = ${stream}`;
       return Number(r.n) >= 2 ? true : null;
     });
-    const reader = new Ticker({ url: nodes[0].url });
+    const reader = new Ticker({ url: w.nodes[0].url });
     clients.push(reader);
     expect(await payloads(reader, stream)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
     expect(reader.redirects).toBeGreaterThanOrEqual(1);

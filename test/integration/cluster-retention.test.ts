@@ -5,43 +5,27 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import postgres from "postgres";
-import { clusterDb, sleep, until, type ClusterDb } from "../helpers/cluster-db.js";
-import { clusterSetup, ownerOf, settled, startNode, type ClusterNodeProcess, type ClusterSetup } from "../helpers/cluster-nodes.js";
+import { sleep, until } from "../helpers/cluster-db.js";
+import { ownerOf, startCluster, type ClusterWorld } from "../helpers/cluster-nodes.js";
 
 const SHARDS = 4;
 const RETENTION_MS = 1500;
-let db: ClusterDb;
-let sql: postgres.Sql;
-let setup: ClusterSetup;
-let nodes: ClusterNodeProcess[] = [];
+let w: ClusterWorld;
 
 beforeAll(async () => {
-  db = await clusterDb();
-  const { url } = await db.freshUrl();
-  sql = postgres(url, { max: 1, onnotice: () => {} });
-  setup = clusterSetup(url, {
-    clusterShards: SHARDS,
-    leaseMs: 2000,
-    args: [
-      "--segment-bytes-max",
-      "8192",
-      "--cluster-archive-interval-ms",
-      "100",
-      "--default-retention-ms",
-      String(RETENTION_MS),
-      "--retention-check-interval-ms",
-      "100",
-    ],
-  });
-  nodes = await Promise.all(["r1", "r2"].map((id) => startNode(setup, id)));
-  await settled(nodes, SHARDS);
+  const args = [
+    "--segment-bytes-max",
+    "8192",
+    "--cluster-archive-interval-ms",
+    "100",
+    "--default-retention-ms",
+    String(RETENTION_MS),
+    "--retention-check-interval-ms",
+    "100",
+  ];
+  w = await startCluster(["r1", "r2"], { clusterShards: SHARDS, leaseMs: 2000, args });
 }, 90_000);
-afterAll(async () => {
-  await Promise.allSettled(nodes.map((n) => n.server.stop()));
-  await sql?.end();
-  await db?.stop();
-});
+afterAll(() => w?.stop());
 
 const publish = (url: string, stream: string, from: number, n: number) =>
   fetch(`${url}/v1/streams/${stream}/events`, {
@@ -53,24 +37,26 @@ const publish = (url: string, stream: string, from: number, n: number) =>
 describe("retention in cluster mode", () => {
   it("expires the archive's old segments and their objects, keeps the newest, and answers 410 below what is left on every node", async () => {
     const stream = "ret.a";
-    const owner = await ownerOf(nodes[0].url, nodes, stream, SHARDS);
-    const other = nodes.find((n) => n !== owner)!;
+    const owner = await ownerOf(w.nodes[0].url, w.nodes, stream, SHARDS);
+    const other = w.nodes.find((n) => n !== owner)!;
     for (let i = 0; i < 10; i++) expect((await publish(owner.url, stream, i * 20, 20)).status).toBe(200);
     const first = await until("segments archived", async () => {
-      const rows = await sql<{ key: string; base_seq: string }[]>`select key, base_seq from ticker_cluster_segments where stream = ${stream} order by base_seq`;
+      const rows = await w.sql<
+        { key: string; base_seq: string }[]
+      >`select key, base_seq from ticker_cluster_segments where stream = ${stream} order by base_seq`;
       return rows.length >= 2 ? rows : null;
     });
-    expect(existsSync(join(setup.archiveDir, first[0].key))).toBe(true);
+    expect(existsSync(join(w.setup.archiveDir, first[0].key))).toBe(true);
     // Past retention, with newer events since: the old segments go from the manifest and the archive.
     await sleep(RETENTION_MS + 200);
     for (let i = 10; i < 20; i++) expect((await publish(owner.url, stream, i * 20, 20)).status).toBe(200);
     const left = await until("old segments expired", async () => {
-      const rows = await sql<
+      const rows = await w.sql<
         { base_seq: string; n: string }[]
       >`select min(base_seq) as base_seq, count(*) as n from ticker_cluster_segments where stream = ${stream}`;
       return Number(rows[0].n) >= 1 && Number(rows[0].base_seq) > Number(first[1].base_seq) ? Number(rows[0].base_seq) : null;
     });
-    expect(existsSync(join(setup.archiveDir, first[0].key))).toBe(false);
+    expect(existsSync(join(w.setup.archiveDir, first[0].key))).toBe(false);
     for (const n of [owner, other]) {
       const r = await fetch(`${n.url}/v1/streams/${stream}/events?from=1`);
       expect(r.status).toBe(410);

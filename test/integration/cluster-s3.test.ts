@@ -4,37 +4,27 @@
 // serves them from there, and after the owner's kill -9 the new owner serves
 // the whole stream, archive and tail, from seq 1.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import postgres from "postgres";
-import { clusterDb, until, type ClusterDb } from "../helpers/cluster-db.js";
-import { clusterSetup, ownerOf, settled, startNode, type ClusterNodeProcess } from "../helpers/cluster-nodes.js";
+import { until } from "../helpers/cluster-db.js";
+import { ownerOf, settled, startCluster, type ClusterWorld } from "../helpers/cluster-nodes.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 
 const SHARDS = 4;
-let db: ClusterDb;
 let s3: S3Server;
-let sql: postgres.Sql;
-let nodes: ClusterNodeProcess[] = [];
+let w: ClusterWorld;
 
 beforeAll(async () => {
-  db = await clusterDb();
   s3 = await startS3();
   await s3.createBucket("ticker");
-  const { url } = await db.freshUrl();
-  sql = postgres(url, { max: 1, onnotice: () => {} });
-  const setup = clusterSetup(url, {
+  w = await startCluster(["s1", "s2"], {
     clusterShards: SHARDS,
     leaseMs: 2000,
     archiveUrl: `s3://ticker/cluster-a?endpoint=${encodeURIComponent(s3.endpoint)}&region=us-east-1&path_style=true`,
     args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"],
   });
-  nodes = await Promise.all(["s1", "s2"].map((id) => startNode(setup, id)));
-  await settled(nodes, SHARDS);
 }, 90_000);
 afterAll(async () => {
-  await Promise.allSettled(nodes.map((n) => n.server.stop()));
-  await sql?.end();
+  await w?.stop();
   await s3?.stop();
-  await db?.stop();
 });
 
 async function readAll(url: string, stream: string): Promise<number[]> {
@@ -55,8 +45,8 @@ async function readAll(url: string, stream: string): Promise<number[]> {
 describe("a cluster with an s3:// archive", () => {
   it("archives closed segments to the bucket and serves them from any node, also after the owner's kill -9", async () => {
     const stream = "s3.history";
-    const owner = await ownerOf(nodes[0].url, nodes, stream, SHARDS);
-    const other = nodes.find((n) => n !== owner)!;
+    const owner = await ownerOf(w.nodes[0].url, w.nodes, stream, SHARDS);
+    const other = w.nodes.find((n) => n !== owner)!;
     for (let i = 0; i < 20; i++) {
       const events = Array.from({ length: 20 }, (_, k) => ({ type: "t", payload: { i: i * 20 + k } }));
       const r = await fetch(`${owner.url}/v1/streams/${stream}/events`, {
@@ -67,7 +57,7 @@ describe("a cluster with an s3:// archive", () => {
       expect(r.status).toBe(200);
     }
     const archived = await until("segments in the bucket", async () => {
-      const [r] = await sql<
+      const [r] = await w.sql<
         { n: string; last: string | null; key: string | null }[]
       >`select count(*) as n, max(last_seq) as last, min(key) as key from ticker_cluster_segments where stream = ${stream}`;
       return Number(r.n) >= 2 ? { last: Number(r.last), key: r.key! } : null;

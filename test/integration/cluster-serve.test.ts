@@ -6,31 +6,28 @@
 // what the database holds, nothing acknowledged lost.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { request } from "node:http";
-import postgres from "postgres";
-import { clusterDb, sleep, until, type ClusterDb } from "../helpers/cluster-db.js";
-import { clusterSetup, clusterView, settled, startNode, type ClusterNodeProcess, type ClusterSetup } from "../helpers/cluster-nodes.js";
+import type postgres from "postgres";
+import { sleep, until } from "../helpers/cluster-db.js";
+import { clusterView, startCluster, type ClusterNodeProcess, type ClusterWorld } from "../helpers/cluster-nodes.js";
 import { clusterShardOf } from "../../src/cluster/leases.js";
 
 const SHARDS = 8;
-let db: ClusterDb;
+let w: ClusterWorld;
 let sql: postgres.Sql;
-let setup: ClusterSetup;
 let nodes: ClusterNodeProcess[] = [];
 
 beforeAll(async () => {
-  db = await clusterDb();
-  const { url } = await db.freshUrl();
-  sql = postgres(url, { max: 2, onnotice: () => {} });
   // Small segments: a few hundred events close one, and the archiver runs often.
-  setup = clusterSetup(url, { clusterShards: SHARDS, leaseMs: 2000, args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"] });
-  nodes = await Promise.all(["n1", "n2", "n3"].map((id) => startNode(setup, id)));
-  await settled(nodes, SHARDS);
+  w = await startCluster(["n1", "n2", "n3"], {
+    clusterShards: SHARDS,
+    leaseMs: 2000,
+    args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"],
+  });
+  sql = w.sql;
+  nodes = w.nodes;
 }, 90_000);
-afterAll(async () => {
-  await Promise.allSettled(nodes.map((n) => n.server.stop()));
-  await sql?.end();
-  await db?.stop();
-});
+// Every node, the killed one too: w.nodes is the list as started.
+afterAll(() => w?.stop());
 
 const events = (n: number, from = 0) => JSON.stringify({ events: Array.from({ length: n }, (_, i) => ({ type: "t", payload: { i: from + i } })) });
 
@@ -104,11 +101,16 @@ describe("a cluster of three nodes", () => {
   it("copies closed segments to the archive and drops the tail rows they cover", async () => {
     const owner = await ownerOf("archived");
     for (let i = 0; i < 20; i++) expect((await publish(owner.url, "archived", 20, i * 20)).status).toBe(200);
+    // Every closed segment archived: the manifest stops growing (the archiver takes a stream's closed segments in one run).
+    let seen = -1;
     const segs = await until("archived segments", async () => {
       const rows = await sql<
         { base_seq: string; last_seq: string }[]
       >`select base_seq, last_seq from ticker_cluster_segments where stream = 'archived' order by base_seq`;
-      return rows.length >= 2 ? rows.map((r) => [Number(r.base_seq), Number(r.last_seq)]) : null;
+      const settledAt = rows.length >= 2 && rows.length === seen;
+      seen = rows.length;
+      if (!settledAt) await sleep(300);
+      return settledAt ? rows.map((r) => [Number(r.base_seq), Number(r.last_seq)]) : null;
     });
     expect(segs[0][0]).toBe(1);
     for (let i = 1; i < segs.length; i++) expect(segs[i][0]).toBe(segs[i - 1][1] + 1);
