@@ -29,6 +29,8 @@ const END = "<!-- test:cluster results: end -->";
 
 const leaseDefault = Number(configDocs().find((d) => d.key === "cluster_lease_ms")?.default);
 
+let probes = 0;
+
 /** Publishes one event to `stream` through `via` until one is accepted; resolves with the ms since `t0`. */
 async function firstAccepted(via: () => string, stream: string, t0: number): Promise<number> {
   for (;;) {
@@ -38,7 +40,8 @@ async function firstAccepted(via: () => string, stream: string, t0: number): Pro
       const r = await fetch(`${via()}/v1/streams/${stream}/events`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ events: [{ type: "probe" }] }),
+        // A payload of its own: the checker hashes every event's payload, and no two may be alike.
+        body: JSON.stringify({ events: [{ type: "probe", payload: { probe: ++probes } }] }),
         signal: AbortSignal.timeout(2000),
       });
       await r.arrayBuffer();
@@ -87,6 +90,7 @@ it(
         nodes = [...alive, await restartNode(setup, victim)];
         await settled(nodes, SHARDS, 60_000);
       }
+      console.log("failovers done: stopping the load, then reading every stream back");
       await load.stop(nodes[0].url);
       counts = history.check(await readBack(nodes[0].url, STREAMS));
       console.log(JSON.stringify(counts));

@@ -202,9 +202,15 @@ export class GroupConsumer {
   async stop(): Promise<void> {
     this.running = false;
     this.ws?.close();
-    await this.loop;
+    // A socket between a redirect and its upgrade may never say it closed: cut it, and do not wait on it for ever.
+    if (await Promise.race([this.loop?.then(() => true), sleep(STOP_WAIT_MS).then(() => false)])) return;
+    this.ws?.terminate();
+    await Promise.race([this.loop, sleep(STOP_WAIT_MS)]);
   }
 }
+
+/** How long a consumer's stop waits for its socket to close before it cuts it, and then again. */
+const STOP_WAIT_MS = 3000;
 
 /** Polls the checkpoints the server reports (what the checker calls confirmed). */
 export class CheckpointPoller {
