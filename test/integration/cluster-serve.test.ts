@@ -36,6 +36,22 @@ async function publish(url: string, stream: string, n: number, from = 0): Promis
   return { status: r.status, body: (await r.json()) as Record<string, unknown> };
 }
 
+/** A WebSocket upgrade request's answer when it is refused (an upgrade that goes through fails the test). */
+function upgrade(url: string): Promise<{ code: number; location: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      headers: { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" },
+    });
+    req.on("response", (res) => {
+      res.resume();
+      resolve({ code: res.statusCode ?? 0, location: res.headers.location });
+    });
+    req.on("upgrade", () => reject(new Error(`upgraded: ${url}`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 async function ownerOf(stream: string): Promise<ClusterNodeProcess> {
   const v = await clusterView(nodes[0].url);
   const owner = v.shards[clusterShardOf(stream, SHARDS)].owner;
@@ -72,19 +88,23 @@ describe("a cluster of three nodes", () => {
   it("refuses a consumer's upgrade on a node that does not own the stream, naming the owner", async () => {
     const owner = await ownerOf("routed");
     const other = nodes.find((n) => n !== owner)!;
-    const status = await new Promise<{ code: number; location: string | undefined }>((resolve, reject) => {
-      const req = request(`${other.url}/v1/streams/routed/consume?group=g`, {
-        headers: { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" },
-      });
-      req.on("response", (res) => {
-        res.resume();
-        resolve({ code: res.statusCode ?? 0, location: res.headers.location });
-      });
-      req.on("upgrade", () => reject(new Error("upgraded on a node that does not own the stream")));
-      req.on("error", reject);
-      req.end();
-    });
+    const status = await upgrade(`${other.url}/v1/streams/routed/consume?group=g`);
     expect(status).toEqual({ code: 307, location: `${owner.url}/v1/streams/routed/consume?group=g` });
+  });
+
+  it("refuses what it does not serve across nodes yet with 501 cluster_unsupported, on any node", async () => {
+    const refused = async (path: string, init?: RequestInit) => {
+      const r = await fetch(`${nodes[0].url}${path}`, init);
+      expect(r.status).toBe(501);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe("cluster_unsupported");
+    };
+    await refused("/v1/streams/routed", { method: "PUT", headers: { "content-type": "application/json" }, body: "{}" });
+    await refused("/v1/streams/routed", { method: "DELETE" });
+    await refused("/v1/streams/routed/snapshot");
+    expect((await upgrade(`${nodes[0].url}/v1/streams/routed/consume?from=snapshot`)).code).toBe(501);
+    await refused("/v1/timelines?streams=routed");
+    await refused("/v1/timelines/t1", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ streams: ["routed"] }) });
+    await refused("/v1/streams/routed/dlq/redrive", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   });
 
   it("answers a publish only once its batch is a tail row in PostgreSQL, fenced by the owner's epoch", async () => {
