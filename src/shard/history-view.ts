@@ -39,8 +39,18 @@ export class HistoryView implements ReadLog {
 
   private range(): { firstSeq: number; lastSeq: number } {
     const r = this.history.range(this.id);
-    if (r === null) throw new ArchiveMiss(this.history.load(this.id, this.local?.firstSeq ?? 1));
+    if (r === null) throw this.miss(this.local?.firstSeq ?? 1);
     return r;
+  }
+
+  /**
+   * The fetch a read waits for. One that fails (a segment whose object
+   * retention removed since the manifest was read, the database out of
+   * reach) forgets what was read of the stream: the read, served again,
+   * starts from the manifest as it is now (410 below what is left).
+   */
+  private miss(seq: number): ArchiveMiss {
+    return new ArchiveMiss(this.history.load(this.id, seq).catch(() => this.history.forget(this.id)));
   }
 
   get firstSeq(): number {
@@ -70,7 +80,7 @@ export class HistoryView implements ReadLog {
     if (local && from > r.lastSeq) {
       // Below this node's copy, past what was read of the manifest: newer segments are archived than it said.
       this.history.forget(this.id);
-      throw new ArchiveMiss(this.history.load(this.id, from));
+      throw this.miss(from);
     }
     // Past the archive, a node without a copy sends the reader to the owner.
     if (!local && from > r.lastSeq) throw new ApiError(307, "not_owner", `seq ${from} is past the archive: the stream's owner serves it`);
@@ -78,7 +88,7 @@ export class HistoryView implements ReadLog {
     // Up to where this node's copy begins; the next page goes on from there.
     const end = local ? Math.min(to, local.firstSeq - 1) : to;
     const page = this.history.read(this.id, from, end, eventsMax, bytesMax, out);
-    if (page === null) throw new ArchiveMiss(this.history.load(this.id, from));
+    if (page === null) throw this.miss(from);
     return page;
   }
 }

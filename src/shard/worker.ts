@@ -290,6 +290,9 @@ class ShardWorker {
         );
         return;
       }
+      // Past the tries: the archive (or the database) did not give what the read needs.
+      if (err instanceof ArchiveMiss)
+        return this.serveError(req, new ApiError(503, "storage_error", `the archive could not be read after ${ARCHIVE_ATTEMPTS_MAX} tries; retry later`));
       this.serveError(req, err);
     }
   }
