@@ -143,11 +143,11 @@ export const ownerOf = (sys: BenchSystem, stream: string): Node => {
   return n;
 };
 
-/** `perNode` stream names owned by each node (the same names on one node): a load spread over every owner. */
+/** `perNode` stream names owned by each of the cluster's nodes (as many on one node): a load spread over every owner. */
 export function spreadStreams(sys: BenchSystem, prefix: string, perNode: number): string[] {
   const out: string[] = [];
   const taken = new Map<string, number>();
-  for (let i = 0; out.length < perNode * sys.nodes.length; i++) {
+  for (let i = 0; out.length < perNode * CLUSTER_NODES; i++) {
     const name = `${prefix}-${i}`;
     const id = ownerOf(sys, name).id;
     const n = taken.get(id) ?? 0;

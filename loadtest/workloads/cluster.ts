@@ -10,7 +10,9 @@
 //   npm run bench:cluster -- --quick --results out.jsonl
 //
 // Rows, each on one node and then on the cluster (8 MiB segments on both,
-// the defaults otherwise: cluster_shards 64, a 5 s lease, archiving every 1 s):
+// the defaults otherwise: cluster_shards 64, a 5 s lease, archiving every 1 s),
+// each after waiting up to 30 s for the machine to go quiet (its note says
+// when it did not):
 // - paced: ticker.publish() of a batch of 1,000 events of 100 B every 50 ms
 //   (20,000 events/s), round robin over 12 streams (4 owned by each node),
 //   through node 1 (each stream's owner learned from its one redirect in the
@@ -33,6 +35,7 @@ import { parseArgs } from "node:util";
 import { type PublishEvent, Ticker } from "../../src/client/index.js";
 import type { Histogram } from "hdr-histogram-js";
 import { newHistogram } from "../lib/latency.js";
+import { waitQuiet } from "../lib/proc.js";
 import { BATCH_EVENTS, PAYLOAD_BYTES, report, resultsFile, type Measurement } from "../lib/results.js";
 import { cleanupNow, onCleanup, runMain, TempDirs } from "../lib/run.js";
 import { clusterVariant, PACED_EVENTS_PER_S, type Row, SEGMENT_BYTES_MAX, type Setup } from "./cluster-rows.js";
@@ -79,6 +82,15 @@ const PER_STREAM_IN_FLIGHT = 4;
 const ARCHIVE_QUIET_MS = 3000;
 const ARCHIVE_TIMEOUT_MS = 120_000;
 const REPLAY_STREAM = "replay";
+/** How long a row waits for the machine to go quiet (others share this VM); its note says when it did not. */
+const QUIET_TIMEOUT_MS = 30_000;
+/** What the last quiet() found, for the next row's note. */
+let busyBefore = "";
+
+async function quiet(): Promise<void> {
+  const q = await waitQuiet(QUIET_TIMEOUT_MS);
+  busyBefore = q.quiet ? "" : `; the machine was still ${q.busyCores.toFixed(2)} cores busy after ${QUIET_TIMEOUT_MS / 1000} s of waiting for quiet`;
+}
 
 const bytes = randomBytes(PAYLOAD_BYTES);
 const BATCH: PublishEvent[] = Array.from({ length: BATCH_EVENTS }, () => ({ type: "tick", payload_bytes: bytes }));
@@ -90,7 +102,7 @@ function cpuRows(setup: Setup, row: Row, c: CpuUse): { ms: Measurement[]; line: 
   const m = (metric: string, value: number): Measurement => ({ workload: "cluster", system: "Ticker", variant, metric, value, better: "lower" });
   const nodes = c.nodesS.reduce((a, b) => a + b, 0);
   const perNode = c.nodesS.length > 1 ? ` (${c.nodesS.map((s) => s.toFixed(2)).join(" + ")})` : "";
-  const line = `wall ${c.wallS.toFixed(2)} s; CPU s: nodes ${nodes.toFixed(2)}${perNode}, PostgreSQL ${c.pgS.toFixed(2)}, client ${c.clientS.toFixed(2)}, other ${c.otherS.toFixed(2)}`;
+  const line = `wall ${c.wallS.toFixed(2)} s; CPU s: nodes ${nodes.toFixed(2)}${perNode}, PostgreSQL ${c.pgS.toFixed(2)}, client ${c.clientS.toFixed(2)}, other ${c.otherS.toFixed(2)}${busyBefore}`;
   return {
     ms: [m("wall s", c.wallS), m("nodes CPU s", nodes), m("PostgreSQL CPU s", c.pgS), m("client CPU s", c.clientS), m("other CPU s", c.otherS)],
     line,
@@ -102,6 +114,7 @@ async function pacedRow(sys: BenchSystem): Promise<Measurement[]> {
   const t = new Ticker({ url: sys.nodes[0].server.url });
   try {
     for (const s of streams) await t.publish(s, BATCH);
+    await quiet();
     const hist: Histogram = newHistogram();
     const intervalMs = (BATCH_EVENTS / PACED_EVENTS_PER_S) * 1000;
     const batches = Math.round((WARMUP_MS + MEASURE_MS) / intervalMs);
@@ -149,6 +162,7 @@ async function publishRow(sys: BenchSystem): Promise<Measurement[]> {
   const t = new Ticker({ url: sys.nodes[0].server.url });
   try {
     const producer = t.producer({ exclusive: true, inFlightPerStream: PER_STREAM_IN_FLIGHT, inFlightMax: PER_STREAM_IN_FLIGHT * streams.length });
+    await quiet();
     const mark = cpuMark(sys);
     for (let sent = 0, i = 0; sent < EVENTS; sent += BATCH_EVENTS, i++) await producer.send(streams[i % streams.length], BATCH);
     await producer.flush();
@@ -169,6 +183,7 @@ async function publishRow(sys: BenchSystem): Promise<Measurement[]> {
 async function replayRow(sys: BenchSystem, row: Row, url: string, archived: number): Promise<Measurement[]> {
   const t = new Ticker({ url });
   try {
+    await quiet();
     const mark = cpuMark(sys);
     let last = 0;
     for await (const page of t.replay(REPLAY_STREAM, { from: 1 }).batches())
