@@ -20,7 +20,8 @@ export type Workload =
   | "ordered-ingest" // W1's shape from several producers, 1% out of order, producer_ordering against plain
   | "timelines" // 25-event timeline pages over 3 and 32 streams of 1,000,000 events each
   | "metrics" // GET /metrics at 10,000 streams, and publishes meanwhile
-  | "snapshot"; // the newest event of 100,000 keys, over HTTP pages and from=snapshot
+  | "snapshot" // the newest event of 100,000 keys, over HTTP pages and from=snapshot
+  | "cluster"; // publish and replay on a 3-node cluster against one node (bench:cluster)
 
 /** Events per publish: Ticker's publish_events_max (and a Redis pipeline, a NATS batch). */
 export const BATCH_EVENTS = 1000;

@@ -20,6 +20,9 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { commandLine, commit, DOCS_DIR, includeProse, machineLine, repoRelative, RESULTS_DIR } from "../lib/report.js";
 import { readResults, type MachineLimits, type Measurement, type Workload } from "../lib/results.js";
+import { clusterSection } from "./cluster-section.js";
+import { GOALS } from "./goals.js";
+import { aggregate, bestPeer, factor, fx, isTicker, type RunFacts, type Series, seriesCell } from "./series.js";
 import { limitsTable, measureLimits } from "../workloads/limits.js";
 
 const WORKLOADS_DIST = fileURLToPath(new URL("../workloads/", import.meta.url));
@@ -75,6 +78,8 @@ const STEPS: Step[] = [
   { id: "peers-w3", npm: "bench:peers", script: "peers.js", args: ["--workloads", "W3-20k,W3-100k", "--systems", "redis,nats", ...(opts.quick ? ["--quick"] : [])] },
   // One run of its own per run here. The first ever also loads its kept data set (~1.5 min) and walks
   // the timelines for their cursors (~5 min); later ones reuse both.
+  // Issue 16: one node, then a 3-node cluster with PostgreSQL, on the same cores (~4 min; its own section).
+  { id: "cluster", npm: "bench:cluster", script: "cluster.js", args: opts.quick ? ["--quick"] : [] },
   { id: "timelines", npm: "bench:timelines", script: "timelines.js", args: ["--runs", "1", ...(opts.quick ? ["--quick"] : [])], timeoutMs: 30 * 60_000 },
 ];
 const steps = opts.steps ? STEPS.filter((s) => opts.steps!.split(",").includes(s.id)) : STEPS;
@@ -93,71 +98,6 @@ function runStep(step: Step, results: string, log: string): Promise<string | nul
     });
   });
 }
-
-// ---- aggregation -------------------------------------------------------------
-
-interface Series {
-  workload: Workload;
-  system: string;
-  variant: string;
-  metric: string;
-  better: "higher" | "lower";
-  values: number[];
-  notes: string[];
-}
-
-function aggregate(ms: Measurement[]): Series[] {
-  const by = new Map<string, Series>();
-  for (const m of ms) {
-    const key = [m.workload, m.system, m.variant ?? "", m.metric].join("\u0000");
-    let s = by.get(key);
-    if (!s) {
-      s = { workload: m.workload, system: m.system, variant: m.variant ?? "", metric: m.metric, better: m.better, values: [], notes: [] };
-      by.set(key, s);
-    }
-    s.values.push(m.value);
-    // The first run's note says how it was measured; later runs repeat it with other figures.
-    if (m.note && s.notes.length === 0) s.notes.push(m.note);
-  }
-  return [...by.values()];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
-/** 1,234,567 / 12.3 / 0.123: rates as integers, small figures with 3 significant digits. */
-function num(x: number): string {
-  if (!Number.isFinite(x)) return "?";
-  if (Math.abs(x) >= 1000) return Math.round(x).toLocaleString("en-US");
-  return Number(x.toPrecision(3)).toString();
-}
-
-function seriesCell(s: Series): string {
-  const m = median(s.values);
-  if (s.values.length === 1) return num(m);
-  return `${num(m)} (${num(Math.min(...s.values))}–${num(Math.max(...s.values))})`;
-}
-
-const isTicker = (s: { system: string }) => s.system === "Ticker";
-
-/** The best peer median for a workload and metric, or null. */
-function bestPeer(all: Series[], workload: Workload, metric: string): Series | null {
-  const peers = all.filter((s) => s.workload === workload && s.metric === metric && !isTicker(s));
-  if (peers.length === 0) return null;
-  return peers.reduce((a, b) => ((a.better === "higher" ? median(b.values) > median(a.values) : median(b.values) < median(a.values)) ? b : a));
-}
-
-/** How many times better Ticker is than `peer` (> 1: Ticker better). */
-function factor(t: Series, peer: Series): number {
-  const a = median(t.values);
-  const b = median(peer.values);
-  return t.better === "higher" ? a / b : b / a;
-}
-
-const fx = (f: number) => (Number.isFinite(f) ? `${f >= 10 ? f.toFixed(0) : f.toFixed(2)}x` : "?");
 
 // ---- the report ------------------------------------------------------------------
 
@@ -221,175 +161,6 @@ function sectionTable(all: Series[], sec: Section): string[] {
   return [...lines, ""];
 }
 
-interface Goal {
-  text: string;
-  check: (all: Series[]) => { measured: string; met: boolean | null };
-}
-
-/** Ticker's best median of a metric over its variants. */
-function tickerBest(all: Series[], workload: Workload, metric: string): Series | null {
-  const t = all.filter((s) => s.workload === workload && s.metric === metric && isTicker(s));
-  if (t.length === 0) return null;
-  return t.reduce((a, b) => ((a.better === "higher" ? median(b.values) > median(a.values) : median(b.values) < median(a.values)) ? b : a));
-}
-
-function peerNamed(all: Series[], workload: Workload, metric: string, system: string): Series | null {
-  const p = all.filter((s) => s.workload === workload && s.metric === metric && s.system === system);
-  if (p.length === 0) return null;
-  return p.reduce((a, b) => ((a.better === "higher" ? median(b.values) > median(a.values) : median(b.values) < median(a.values)) ? b : a));
-}
-
-function ratioGoal(workload: Workload, metric: string, system: string, times: number, what: string): Goal {
-  return {
-    text: `${what} ≥ ${times}x ${system}`,
-    check: (all) => {
-      const t = tickerBest(all, workload, metric);
-      const p = peerNamed(all, workload, metric, system);
-      if (!t || !p) return { measured: "not measured", met: null };
-      const f = factor(t, p);
-      return { measured: `${fx(f)} (${num(median(t.values))} vs ${num(median(p.values))} ${metric})`, met: f >= times };
-    },
-  };
-}
-
-/** The rows measured through ticker/client (bench:client), by variant. */
-function clientRow(all: Series[], workload: Workload, metric: string, variant: string): Series | null {
-  return all.find((x) => x.workload === workload && x.metric === metric && isTicker(x) && x.variant === variant) ?? null;
-}
-
-/** W1/W2 through the client: at least `floor` events/s and `times` x Redis Streams (ioredis, bench:peers) in the same runs. */
-function clientRateGoal(workload: Workload, variant: string, floor: number, times: number, what: string): Goal {
-  return {
-    text: `${what} through ticker/client ≥ ${num(floor)} events/s and ≥ ${times}x Redis Streams (ioredis)`,
-    check: (all) => {
-      const t = clientRow(all, workload, "events/s", variant);
-      const p = peerNamed(all, workload, "events/s", "Redis Streams");
-      if (!t || !p) return { measured: "not measured", met: null };
-      const f = factor(t, p);
-      const rate = median(t.values);
-      return { measured: `${num(rate)} events/s, ${fx(f)} Redis's ${num(median(p.values))}`, met: rate >= floor && f >= times };
-    },
-  };
-}
-
-function clientLatencyGoal(workload: "W3-20k" | "W3-100k"): Goal {
-  return {
-    text: `${workload} p99 through ticker/client ≤ Redis Streams p99 (ioredis)`,
-    check: (all) => {
-      const t = clientRow(all, workload, "p99 ms", "ticker/client consume");
-      const p = peerNamed(all, workload, "p99 ms", "Redis Streams");
-      if (!t || !p) return { measured: "not measured", met: null };
-      return { measured: `${num(median(t.values))} ms vs ${num(median(p.values))} ms`, met: median(t.values) <= median(p.values) };
-    },
-  };
-}
-
-const GOALS: Goal[] = [
-  ratioGoal("W1", "events/s", "Redis Streams", 10, "W1 publish"),
-  ratioGoal("W2", "events/s", "Redis Streams", 5, "W2 replay"),
-  {
-    text: "W2 replay ≥ 3,000,000 events/s",
-    check: (all) => {
-      const t = tickerBest(all, "W2", "events/s");
-      return t ? { measured: `${num(median(t.values))} events/s (${t.variant})`, met: median(t.values) >= 3_000_000 } : { measured: "not measured", met: null };
-    },
-  },
-  ...(["W3-20k", "W3-100k"] as const).map(
-    (w): Goal => ({
-      text: `${w} p99 ≤ Redis Streams p99`,
-      check: (all) => {
-        const t = tickerBest(all, w, "p99 ms");
-        const p = peerNamed(all, w, "p99 ms", "Redis Streams");
-        if (!t || !p) return { measured: "not measured", met: null };
-        return { measured: `${num(median(t.values))} ms vs ${num(median(p.values))} ms`, met: median(t.values) <= median(p.values) };
-      },
-    }),
-  ),
-  {
-    text: "W4 RSS ≤ 100 MiB after 10,000 streams",
-    check: (all) => {
-      const t = tickerBest(all, "W4", "RSS MiB");
-      return t ? { measured: `${num(median(t.values))} MiB`, met: median(t.values) <= 100 } : { measured: "not measured", met: null };
-    },
-  },
-  ...([
-    ["fanout-1000", "1,000 consumers at 1,000 events/s", 50],
-    ["fanout-10000", "10,000 consumers at 100 events/s", 250],
-  ] as const).map(
-    ([w, what, goalMs]): Goal => ({
-      text: `fan-out to ${what}: p99 ≤ ${goalMs} ms`,
-      check: (all) => {
-        const t = tickerBest(all, w, "p99 ms");
-        return t ? { measured: `${num(median(t.values))} ms`, met: median(t.values) <= goalMs } : { measured: "not measured", met: null };
-      },
-    }),
-  ),
-  ratioGoal("fsync", "events/s", "Redis Streams (AOF always)", 5, "fsync publish"),
-  timelineGoal("paced", "timelines p99 ≤ 5 ms at 1,000 pages/s (3 and 32 streams)"),
-  timelineGoal("unpaced", "timelines ≥ 12,000 pages/s with p99 ≤ 50 ms (3 and 32 streams)"),
-  orderedGoal(),
-  clientRateGoal("W1", "ticker/client, payload_bytes", 1_000_000, 5, "W1 publish"),
-  clientRateGoal("W2", "ticker/client, payload_bytes read", 3_000_000, 5, "W2 replay (for await over events)"),
-  clientRateGoal("W2", "ticker/client, payload_bytes read, by page", 3_000_000, 5, "W2 replay (for await over batches())"),
-  clientLatencyGoal("W3-20k"),
-  clientLatencyGoal("W3-100k"),
-];
-
-/**
- * The timeline goals, over both sets (variant names from bench:timelines):
- * the p99 of "<n> streams, 1,000 pages/s" (autocannon at that rate; the
- * evenly paced row beside it); or, of the "<n> streams, <c> connections,
- * unpaced" rows, the fastest with p99 <= 50 ms (else the fastest).
- */
-function timelineGoal(rows: "paced" | "unpaced", text: string): Goal {
-  return {
-    text,
-    check: (all) => {
-      const parts: string[] = [];
-      let met = true;
-      const of = (variant: (v: string) => boolean, metric: string) =>
-        all.filter((x) => x.workload === "timelines" && x.metric === metric && variant(x.variant));
-      const same = (a: Series, metric: string) => of((v) => v === a.variant, metric)[0];
-      for (const n of [3, 32]) {
-        if (rows === "paced") {
-          const p99 = of((v) => v === `${n} streams, 1,000 pages/s`, "p99 ms")[0];
-          const even = of((v) => v === `${n} streams, 1,000 pages/s, evenly paced`, "p99 ms")[0];
-          if (!p99) return { measured: "not measured", met: null };
-          const p = median(p99.values);
-          parts.push(`${n} streams: ${num(p)} ms${even ? ` (evenly paced ${num(median(even.values))} ms)` : ""}`);
-          met &&= p <= 5;
-          continue;
-        }
-        const rates = of((v) => v.startsWith(`${n} streams, `) && v.endsWith(" connections, unpaced"), "pages/s");
-        if (rates.length === 0) return { measured: "not measured", met: null };
-        const p99 = (r: Series) => median(same(r, "p99 ms")?.values ?? [Number.NaN]);
-        const fastest = (xs: Series[]) => xs.reduce((a, b) => (median(b.values) > median(a.values) ? b : a));
-        const within = rates.filter((r) => p99(r) <= 50);
-        const best = fastest(within.length > 0 ? within : rates);
-        const r = median(best.values);
-        parts.push(`${n} streams: ${num(r)} pages/s, p99 ${num(p99(best))} ms (${best.variant.split(", ")[1]})`);
-        met &&= r >= 12_000 && p99(best) <= 50;
-      }
-      return { measured: parts.join("; "), met };
-    },
-  };
-}
-
-/** Ordered ingest within 2x of a plain stream: the fastest publish path's two rows. */
-function orderedGoal(): Goal {
-  return {
-    text: "ordered ingest (1% out of order) ≥ 0.5x a plain stream's events/s (FlatBuffers, raw HTTP)",
-    check: (all) => {
-      const rate = (variant: string) => all.find((x) => x.workload === "ordered-ingest" && x.metric === "events/s" && x.variant === variant);
-      const o = rate("producer_ordering, FlatBuffers, raw HTTP");
-      const p = rate("plain, FlatBuffers, raw HTTP");
-      if (!o || !p) return { measured: "not measured", met: null };
-      const f = median(o.values) / median(p.values);
-      return { measured: `${fx(f)} (${num(median(o.values))} vs ${num(median(p.values))} events/s)`, met: f >= 0.5 };
-    },
-  };
-}
-
 const stepCommands = () => STEPS.map((st) => commandLine(st.npm, st.args));
 
 function machine(): string[] {
@@ -403,22 +174,6 @@ function machine(): string[] {
   return [`- **Machine:** ${machineLine()}`, `- **Software:** Node ${process.version}; ${version("redis-server")}; ${version("nats-server")}`];
 }
 
-
-interface RunFacts {
-  /** The machine and software lines, and the steps' commands, as they were when measured (--report-only must not take today's). */
-  machine?: string[];
-  steps?: string[];
-  limits: MachineLimits | null;
-  limitsErr: string | null;
-  failures: string[];
-  runtimeS: number;
-  runs: number;
-  commit: string;
-  command: string;
-  date: string;
-  /** Later runs of some steps (--merge), whose series replaced theirs. */
-  reruns?: Array<{ date: string; commit: string; command: string; runs: number; steps: string[] }>;
-}
 
 const seriesKey = (m: Measurement) => `${m.workload}|${m.system}|${m.variant ?? ""}|${m.metric}`;
 
@@ -449,6 +204,7 @@ function writeReport(all: Series[], facts: RunFacts): void {
     ...(limits ? [limitsTable(limits), ""] : [`_Not measured: ${limitsErr}_`, ""]),
   ];
   for (const sec of SECTIONS) lines.push(`## ${sec.title}`, "", `${sec.what}.`, "", ...sectionTable(all, sec));
+  lines.push(...clusterSection(all, facts));
   // Every metric of a row carries the row's note: list each once.
   const notes = [...new Set(all.filter((s) => s.notes.length > 0).map((s) => `- ${s.workload}, ${s.system}${s.variant ? ` (${s.variant})` : ""}: ${s.notes.join("; ")}`))];
   if (notes.length > 0) lines.push("## Notes from the runs", "", ...notes, "");
@@ -504,7 +260,10 @@ async function main(): Promise<void> {
       const kept = readResults(RESULTS).filter((m) => !replaced.has(seriesKey(m)));
       writeFileSync(RESULTS, [...kept, ...fresh].map((m) => `${JSON.stringify(m)}\n`).join(""));
       const earlier = JSON.parse(readFileSync(RUN_FACTS, "utf8")) as RunFacts;
-      earlier.reruns = [...(earlier.reruns ?? []), { date: facts.date, commit: facts.commit, command: facts.command, runs: RUNS, steps: steps.map((st) => st.id) }];
+      earlier.reruns = [
+        ...(earlier.reruns ?? []),
+        { date: facts.date, commit: facts.commit, command: facts.command, runs: RUNS, steps: steps.map((st) => st.id), machine: facts.machine },
+      ];
       earlier.failures = [...earlier.failures, ...failures];
       Object.assign(facts, earlier);
       // The machine as it is now: limits measured in this run replace the earlier run's (which may lack newer figures).
