@@ -9,3 +9,12 @@
 export function textArray(values: string[]): string {
   return `{${values.map((v) => `"${v.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(",")}}`;
 }
+
+/**
+ * As textArray, for values that hold no quote or backslash (decimal digits,
+ * base64): no escaping pass over their bytes, which for a tail commit's
+ * records is most of the statement.
+ */
+export function plainTextArray(values: string[]): string {
+  return values.length === 0 ? "{}" : `{"${values.join('","')}"}`;
+}
