@@ -7,7 +7,9 @@
 // replaces a committed one); removing such leftovers is the next owner's
 // sweep. So the archive needs no conditional PUT: puts are whole and
 // idempotent, and the database orders them.
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
+import { mkdir, open, rename, rm } from "node:fs/promises";
+import { threadId } from "node:worker_threads";
 import { dirname, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import type postgres from "postgres";
@@ -32,38 +34,49 @@ export class FileArchive implements Archive {
     mkdirSync(this.root, { recursive: true });
   }
 
+  // Asynchronous, in the thread pool: a shard thread archiving a 64 MiB
+  // segment (and its fsyncs) must not stop taking publishes meanwhile.
   async put(key: string, bytes: Uint8Array): Promise<void> {
     const path = this.pathOf(key);
-    mkdirSync(dirname(path), { recursive: true });
+    await mkdir(dirname(path), { recursive: true });
     // Whole or not at all: a reader never sees half an object under its key.
-    const tmp = `${path}.tmp-${process.pid}`;
-    writeFileSync(tmp, bytes);
-    syncPath(tmp);
-    renameSync(tmp, path);
-    syncPath(dirname(path));
+    const tmp = `${path}.tmp-${process.pid}-${threadId}`;
+    const f = await open(tmp, "w");
+    try {
+      await f.writeFile(bytes);
+      await f.sync();
+    } finally {
+      await f.close();
+    }
+    await rename(tmp, path);
+    const dir = await open(dirname(path), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   }
 
   async get(key: string, range?: { start: number; end: number }): Promise<Buffer> {
-    const path = this.pathOf(key);
-    const size = statSync(path).size;
-    const start = Math.min(range?.start ?? 0, size);
-    const end = Math.min(range?.end ?? size, size);
-    const out = Buffer.allocUnsafe(Math.max(0, end - start));
-    const fd = openSync(path, "r");
+    const f = await open(this.pathOf(key), "r");
     try {
+      const size = (await f.stat()).size;
+      const start = Math.min(range?.start ?? 0, size);
+      const end = Math.min(range?.end ?? size, size);
+      const out = Buffer.allocUnsafe(Math.max(0, end - start));
       for (let at = 0; at < out.length; ) {
-        const n = readSync(fd, out, at, out.length - at, start + at);
-        if (n === 0) throw new Error(`archive object ${key} ended at ${start + at} of ${end}`);
-        at += n;
+        const { bytesRead } = await f.read(out, at, out.length - at, start + at);
+        if (bytesRead === 0) throw new Error(`archive object ${key} ended at ${start + at} of ${end}`);
+        at += bytesRead;
       }
+      return out;
     } finally {
-      closeSync(fd);
+      await f.close();
     }
-    return out;
   }
 
   async delete(key: string): Promise<void> {
-    rmSync(this.pathOf(key), { force: true });
+    await rm(this.pathOf(key), { force: true });
   }
 
   /** Keys are ours (stream dir names and numbers), but never let one leave the root. */
@@ -71,15 +84,6 @@ export class FileArchive implements Archive {
     const path = resolve(this.root, key);
     if (!path.startsWith(this.root + sep)) throw new Error(`archive key ${JSON.stringify(key)} is outside the archive`);
     return path;
-  }
-}
-
-function syncPath(path: string): void {
-  const fd = openSync(path, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

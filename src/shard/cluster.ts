@@ -13,7 +13,7 @@
 // Closed segments go to the archive: the object under the owner's epoch,
 // then the manifest row (fenced: the commit point), then the tail rows the
 // segment covers are deleted.
-import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import postgres from "postgres";
 import type { Config } from "../config.js";
 import { ApiError, asApiError } from "../errors.js";
@@ -349,7 +349,8 @@ export class WorkerCluster {
           const seg = s.log.segments.find((g) => g.baseSeq === through + 1);
           if (!seg?.closed || seg.empty || this.streams.get(s.id) !== s) break;
           const key = segmentKey(escapeStreamId(s.id), seg.baseSeq, h.epoch);
-          const bytes = readFileSync(seg.logPath);
+          // Off the thread: a closed segment is up to segment_bytes_max, and publishes go on meanwhile (retention keeps it: keepFrom).
+          const bytes = await readFile(seg.logPath);
           await this.archive.put(key, bytes);
           // Its keys beside it, before the manifest row that makes both exist.
           const keys = keysOfSegment(bytes);
