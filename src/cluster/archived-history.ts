@@ -154,6 +154,19 @@ export class ArchivedHistory {
   }
 
   /**
+   * Starts fetching the segment after the cached one holding `seq`, if the
+   * archive has one and it is not cached: a reader going through the
+   * stream then finds it there, its fetch and check done while it took the
+   * pages before. Failures are the next load's to report.
+   */
+  readAhead(stream: string, seq: number): void {
+    const st = this.streams.get(stream);
+    const seg = st?.holding(seq);
+    if (!st || !seg || seg.lastSeq >= st.lastSeq || st.holding(seg.lastSeq + 1)) return;
+    this.load(stream, seg.lastSeq + 1).catch(() => undefined);
+  }
+
+  /**
    * Frames from `from` to min(to, the last archived seq), at most `eventsMax`
    * and about `bytesMax` bytes (the first frame always, if it fits `out`),
    * on into following segments while they are cached. Null when the range is

@@ -89,6 +89,7 @@ export class HistoryView implements ReadLog {
     const end = local ? Math.min(to, local.firstSeq - 1) : to;
     const page = this.history.read(this.id, from, end, eventsMax, bytesMax, out);
     if (page === null) throw this.miss(from);
+    this.history.readAhead(this.id, page.next > from ? page.next - 1 : from);
     return page;
   }
 }

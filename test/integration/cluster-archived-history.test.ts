@@ -3,7 +3,7 @@
 // archive and committed to the manifest in a real private PostgreSQL under a
 // live lease, then read back page by page as a shard worker would. Damaged
 // and made-up archived bytes: cluster-archived-history-damage.test.ts.
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, vi, beforeAll, afterAll } from "vitest";
 import { CorruptRecordError } from "../../src/log/log.js";
 import { sealFrame, writeFrameHeader } from "../../src/log/record.js";
 import { archiveWorld, seqsOf, type ArchiveWorld, type Written } from "../helpers/archived-segments.js";
@@ -75,6 +75,26 @@ describe("archived history, page by page", () => {
     expect(page.buf.subarray(0, page.bytes).equals(framesOf(segs, a.lastSeq - 4, b.lastSeq))).toBe(true);
     expect(page.next).toBe(c.baseSeq);
     expect(h.read(stream, c.baseSeq, MAX, 10, 1 << 20, out)).toBeNull();
+  });
+
+  it("read-ahead fetches the segment after the one a seq is in, once, and nothing past the archive's end", async () => {
+    const { stream, segs } = await archivedStream(2000);
+    const [a, b] = segs;
+    const last = segs[segs.length - 1];
+    const h = history();
+    await h.load(stream, a.baseSeq);
+    const before = w.archive.gets;
+    h.readAhead(stream, a.baseSeq + 3);
+    h.readAhead(stream, a.baseSeq + 4);
+    await vi.waitFor(() => expect(h.read(stream, b.baseSeq, MAX, 10, 1 << 20, out)).not.toBeNull());
+    expect(w.archive.gets - before).toBe(1);
+    // Not cached, or nothing after it: no fetch.
+    h.readAhead(stream, last.baseSeq);
+    await h.load(stream, last.baseSeq);
+    const atEnd = w.archive.gets;
+    h.readAhead(stream, last.lastSeq);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(w.archive.gets).toBe(atEnd);
   });
 
   it("any seq inside a segment is found (through the sparse index), and each one starts its page", async () => {
