@@ -200,10 +200,11 @@ export class Manifest {
     return gone.map(entryOf);
   }
 
-  /** The streams of a cluster shard: those with tail rows or archived segments. */
+  /** The streams of a cluster shard: those with tail rows, archived segments or a config set. */
   async streamsOf(shard: number): Promise<string[]> {
     const rows = await this.sql<{ stream: string }[]>`select stream from ticker_cluster_tail where shard = ${shard}
-      union select stream from ticker_cluster_segments where shard = ${shard}`;
+      union select stream from ticker_cluster_segments where shard = ${shard}
+      union select stream from ticker_cluster_streams where shard = ${shard}`;
     return rows.map((r) => r.stream);
   }
 

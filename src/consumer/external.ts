@@ -115,6 +115,16 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
     version: 7,
     sql: `alter table ticker_cluster_segments add column keyed int not null default 0, add column last_ts bigint not null default 0`,
   },
+  {
+    // Cluster mode (src/cluster/catalog.ts): stream configs set with PUT, which every owner of the stream's shard applies.
+    version: 8,
+    sql: `create table ticker_cluster_streams (
+      stream text primary key,
+      shard int not null,
+      config jsonb not null
+    );
+    create index ticker_cluster_streams_shard on ticker_cluster_streams (shard)`,
+  },
 ];
 
 export class ExternalCheckpoints {

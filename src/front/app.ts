@@ -202,9 +202,9 @@ export function createFront(
       if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
       body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
     };
-  // A stream's config and its removal would have to reach every node's copy: not in cluster mode yet.
+  // A stream's removal would have to reach every node's copy and the archive: not in cluster mode yet.
   const refusedInCluster = (what: string) => (res: uWS.HttpResponse) => clusterUnsupported(exchange(res), what);
-  routes.put("/v1/streams/:id", "admin", inCluster ? refusedInCluster("a stream config") : jsonBodyRoute(Op.PutStream, "stream config"));
+  routes.put("/v1/streams/:id", "admin", jsonBodyRoute(Op.PutStream, "stream config"));
   /** A route without a body or query: the stream goes to its shard. */
   const streamOnlyRoute = (op: Op.GetStream | Op.DeleteStream) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
     const r = streamRoute(res, req, NO_PARAMS);

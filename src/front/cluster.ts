@@ -4,7 +4,7 @@
 // it, keeping method and body), or 503 with Retry-After while nobody owns it.
 // GET /v1/cluster shows the shard map; the features that keep state outside
 // a stream's shard (named timelines, timeline pages across streams, stream
-// configs and deletes, snapshots) are refused until they are served across
+// deletes, snapshots, redrive) are refused until they are served across
 // nodes.
 import type uWS from "uWebSockets.js";
 import { ApiError } from "../errors.js";

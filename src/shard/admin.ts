@@ -8,7 +8,7 @@ import { ContentType, type Op, type RequestOf } from "./protocol.js";
 import type { ShardBuffers } from "./buffers.js";
 import { Stream } from "./stream.js";
 import type { Descriptions } from "./descriptions.js";
-import { fullConfig, parseStreamConfigPatch, type StreamDefaults } from "./stream-config.js";
+import { fullConfig, parseStreamConfigPatch, type StreamConfig, type StreamDefaults } from "./stream-config.js";
 import type { WatchedStreams } from "./watch.js";
 import type { Outbox } from "./worker.js";
 
@@ -79,17 +79,31 @@ export class StreamAdmin {
     return this.byId.size;
   }
 
+  /** A PUT's body as the config change it asks for (400 when it is not one). */
+  patchOf(req: RequestOf<Op.PutStream>): Partial<StreamConfig> {
+    const body = req.body.byteLength > 0 ? this.buffers.jsonBody(req.body) : undefined;
+    return parseStreamConfigPatch(body, this.config.event_bytes_max);
+  }
+
+  /** The whole config a stream has after `patch`: its own merged, or the defaults' for a new one. */
+  configAfter(id: string, patch: Partial<StreamConfig>): StreamConfig {
+    const existing = this.byId.get(id);
+    return existing ? { ...existing.config, ...patch } : fullConfig(patch, this.defaults);
+  }
+
   /** PUT: creates the stream (201) or merges the body into its config (200). */
   put(req: RequestOf<Op.PutStream>): void {
-    const body = req.body.byteLength > 0 ? this.buffers.jsonBody(req.body) : undefined;
-    const patch = parseStreamConfigPatch(body, this.config.event_bytes_max);
-    const id = req.meta.stream;
+    this.apply(req.reqId, req.meta.stream, this.patchOf(req));
+  }
+
+  /** Creates the stream with `patch` (201) or merges it into its config (200), and answers. */
+  apply(reqId: number, id: string, patch: Partial<StreamConfig>): void {
     const existing = this.byId.get(id);
     if (existing) {
       existing.update(patch);
-      return this.outbox.json(req.reqId, 200, existing.info());
+      return this.outbox.json(reqId, 200, existing.info());
     }
-    return this.outbox.json(req.reqId, 201, this.create(id, patch).info());
+    return this.outbox.json(reqId, 201, this.create(id, patch).info());
   }
 
   show(req: RequestOf<Op.GetStream>): void {

@@ -22,6 +22,7 @@ import { escapeStreamId } from "./stream-config.js";
 import { clusterShardOf } from "../cluster/leases.js";
 import { TailStore, type TailRow } from "../cluster/tail.js";
 import { FencedCheckpoints } from "../cluster/checkpoints.js";
+import { StreamCatalog } from "../cluster/catalog.js";
 import { ArchivedHistory } from "../cluster/archived-history.js";
 import { keysObjectOf, keysOfSegment, parseKeys } from "../cluster/segment-keys.js";
 import { ArchiveMiss, archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
@@ -29,8 +30,9 @@ import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/arch
 import { RECORD_HEADER_BYTES } from "../log/record.js";
 import type { StreamAdmin } from "./admin.js";
 import type { FramedBatch, Publisher } from "./publish.js";
-import { ContentType, shardOf } from "./protocol.js";
+import { ContentType, shardOf, type Op, type RequestOf } from "./protocol.js";
 import type { Stream } from "./stream.js";
+import type { StreamConfig } from "./stream-config.js";
 import type { Outbox } from "./worker.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { applyExternalCheckpoints } from "./external-checkpoints.js";
@@ -54,6 +56,7 @@ export class WorkerCluster {
   private readonly tail: TailStore;
   private readonly manifest: Manifest;
   private readonly checkpoints: FencedCheckpoints;
+  private readonly catalog: StreamCatalog;
   private readonly archive: Archive;
   /** Archived segments this thread serves history from. */
   readonly history: ArchivedHistory;
@@ -87,6 +90,7 @@ export class WorkerCluster {
     this.tail = new TailStore(this.sql, config.node_id);
     this.manifest = new Manifest(this.sql, config.node_id);
     this.checkpoints = new FencedCheckpoints(this.sql, config.node_id);
+    this.catalog = new StreamCatalog(this.sql, config.node_id);
     this.archive = openArchive(config.archive);
     this.history = new ArchivedHistory(this.archive, this.manifest, {
       cacheBytesMax: config.archive_cache_bytes_max,
@@ -192,6 +196,33 @@ export class WorkerCluster {
     );
   }
 
+  /** A stream config in cluster mode: the whole config in PostgreSQL (fenced) first, then this copy's, then answered. */
+  putStream(req: RequestOf<Op.PutStream>): void {
+    const id = req.meta.stream;
+    const shard = this.clusterShardOf(id);
+    const h = this.held.get(shard);
+    if (!h || h.epoch !== req.meta.clusterEpoch || h.syncing) throw shardMoving(shard);
+    const patch = this.streams.patchOf(req);
+    // Held events and producers' places live in one node's held.log: not across nodes yet.
+    if (patch.producer_ordering) throw new ApiError(501, "cluster_unsupported", `"producer_ordering" is not served in cluster mode yet (docs/CLUSTER.md)`);
+    const config = this.streams.configAfter(id, patch);
+    this.catalog.put(shard, h.epoch, id, config).then(
+      (landed) => {
+        if (!landed || this.held.get(shard) !== h) return this.refuse(req.reqId, shardMoving(shard));
+        try {
+          this.streams.apply(req.reqId, id, patch);
+        } catch (err) {
+          this.refuse(req.reqId, asApiError(err));
+        }
+      },
+      (err: Error) =>
+        this.refuse(
+          req.reqId,
+          new ApiError(503, "cluster_commit_failed", `the stream config was not committed to the cluster (${err.message}); retry`, { shard }),
+        ),
+    );
+  }
+
   /** A checkpoint in cluster mode: in PostgreSQL (fenced) first, then here, then answered. */
   setCheckpoint(s: Stream, group: string, seq: number, epoch: number | undefined, reqId: number): void {
     const shard = this.clusterShardOf(s.id);
@@ -234,7 +265,8 @@ export class WorkerCluster {
           const ids = new Set<string>();
           for (const s of this.streams.values()) if (this.clusterShardOf(s.id) === shard) ids.add(s.id);
           if (listed) for (const id of await this.manifest.streamsOf(shard)) if (shardOf(id, this.shards) === this.shard) ids.add(id);
-          for (const id of ids) if (live()) await this.catchUpStream(id, live);
+          const configs = await this.catalog.ofShard(shard);
+          for (const id of ids) if (live()) await this.catchUpStream(id, live, configs.get(id));
           const external = this.external();
           if (listed && external && live()) await applyExternalCheckpoints(external, this.streams, [...ids]);
           if (!live()) return;
@@ -257,7 +289,7 @@ export class WorkerCluster {
    * starts right after the last archived seq, and it is not behind it),
    * else started again after it; then the tail rows past its head appended.
    */
-  private async catchUpStream(id: string, live: () => boolean): Promise<void> {
+  private async catchUpStream(id: string, live: () => boolean, config: Partial<StreamConfig> | undefined): Promise<void> {
     const archivedThrough = await this.manifest.archivedThrough(id);
     let s = this.streams.get(id);
     const rows = await this.tail.read(id, Math.min(s?.log.headSeq ?? 0, archivedThrough) + 1);
@@ -269,8 +301,11 @@ export class WorkerCluster {
       this.streams.drop(id);
       s = undefined;
     }
-    if (!s && clusterHead === 0) return;
-    s ??= this.streams.create(id, {}, archivedThrough + 1);
+    // A stream with no event yet exists if a config was set for it.
+    if (!s && clusterHead === 0 && !config) return;
+    s ??= this.streams.create(id, config ?? {}, archivedThrough + 1);
+    // The config the cluster has, over whatever this copy had.
+    if (config) s.update(config);
     for (const row of rows) {
       if (row.lastSeq <= s.log.headSeq) continue;
       if (row.firstSeq !== s.log.headSeq + 1) throw new Error(`stream ${id}: tail row ${row.firstSeq}..${row.lastSeq} does not follow head ${s.log.headSeq}`);

@@ -72,8 +72,9 @@ export interface PublishMeta extends StreamMeta {
   clusterEpoch?: number;
 }
 
+/** A checkpoint or a stream config: in cluster mode written to PostgreSQL first. */
 export interface CheckpointMeta extends StreamMeta {
-  /** Cluster mode: the lease epoch the checkpoint's write to PostgreSQL is fenced by. */
+  /** Cluster mode: the lease epoch the write to PostgreSQL is fenced by. */
   clusterEpoch?: number;
 }
 
@@ -136,7 +137,7 @@ export const TIMELINE_READ_EXPIRED = 504;
 export interface RequestMetaOf {
   [Op.Publish]: PublishMeta;
   [Op.Replay]: ReplayMeta;
-  [Op.PutStream]: StreamMeta;
+  [Op.PutStream]: CheckpointMeta;
   [Op.GetStream]: StreamMeta;
   [Op.DeleteStream]: StreamMeta;
   [Op.ListStreams]: Record<string, never>;

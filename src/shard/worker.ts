@@ -315,7 +315,7 @@ class ShardWorker {
         }
         return this.reads.replay(this.streams.existing(req.meta.stream), req);
       case Op.PutStream:
-        return this.streams.put(req);
+        return this.cluster ? this.cluster.putStream(req) : this.streams.put(req);
       case Op.GetStream:
         return this.streams.show(req);
       case Op.DeleteStream:

@@ -92,13 +92,28 @@ describe("a cluster of three nodes", () => {
     expect(status).toEqual({ code: 307, location: `${owner.url}/v1/streams/routed/consume?group=g` });
   });
 
+  it("creates a stream with its config through any node, the config in PostgreSQL before the answer", async () => {
+    const owner = await ownerOf("configured");
+    const other = nodes.find((n) => n !== owner)!;
+    const r = await fetch(`${other.url}/v1/streams/configured`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ dedup_window_ms: 60_000 }),
+    });
+    expect(r.status).toBe(201);
+    const [row] = await sql<{ config: { dedup_window_ms: number } }[]>`select config from ticker_cluster_streams where stream = 'configured'`;
+    expect(row.config.dedup_window_ms).toBe(60_000);
+    const shown = (await (await fetch(`${other.url}/v1/streams/configured`)).json()) as { dedup_window_ms: number; head_seq: number };
+    expect([shown.dedup_window_ms, shown.head_seq]).toEqual([60_000, 0]);
+  });
+
   it("refuses what it does not serve across nodes yet with 501 cluster_unsupported, on any node", async () => {
     const refused = async (path: string, init?: RequestInit) => {
       const r = await fetch(`${nodes[0].url}${path}`, init);
       expect(r.status).toBe(501);
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe("cluster_unsupported");
     };
-    await refused("/v1/streams/routed", { method: "PUT", headers: { "content-type": "application/json" }, body: "{}" });
+    await refused("/v1/streams/routed", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ producer_ordering: true }) });
     await refused("/v1/streams/routed", { method: "DELETE" });
     await refused("/v1/streams/routed/snapshot");
     expect((await upgrade(`${nodes[0].url}/v1/streams/routed/consume?from=snapshot`)).code).toBe(501);
@@ -167,6 +182,14 @@ describe("a cluster of three nodes", () => {
       expect(p.status).toBe(200);
       acked = p.body.last_seq as number;
     }
+    // A stream config, through a node that does not own the stream: in PostgreSQL before the answer, and on the new owner after.
+    const put = await fetch(`${survivors[0].url}/v1/streams/${stream}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ retention_ms: 123_456_789 }),
+    });
+    expect(put.status).toBe(200);
+    expect(((await put.json()) as { retention_ms: number }).retention_ms).toBe(123_456_789);
     // A group's checkpoint, through a node that does not own the stream: in PostgreSQL before the answer.
     const cp = await fetch(`${survivors[0].url}/v1/streams/${stream}/checkpoint`, {
       method: "POST",
@@ -211,6 +234,9 @@ describe("a cluster of three nodes", () => {
     expect(payloads).toEqual(Array.from({ length: acked + 1 }, (_, i) => i));
     const moved = (await (await fetch(`${survivors[1].url}/v1/streams/${stream}/checkpoint?group=g`)).json()) as { seq: number };
     expect(moved.seq).toBe(321);
+    const info = (await (await fetch(`${survivors[1].url}/v1/streams/${stream}`)).json()) as { retention_ms: number; head_seq: number };
+    expect(info.retention_ms).toBe(123_456_789);
+    expect(info.head_seq).toBe(acked + 1);
     nodes = survivors;
     const newOwner = await ownerOf(stream);
     expect(newOwner.id).not.toBe(victim.id);
