@@ -7,7 +7,7 @@
 import { readdirSync } from "node:fs";
 import postgres from "postgres";
 import { clusterShardOf } from "../../src/cluster/leases.js";
-import { migrate } from "../../src/consumer/external.js";
+import { migrate } from "../../src/consumer/schema.js";
 import { startPostgres } from "../../test/harness/postgres.js";
 import { onFreePort, type ServerProcess } from "../../test/harness/process.js";
 import type { TickerProcess } from "../../test/harness/ticker.js";

@@ -79,9 +79,8 @@ export async function runServer(given: Config): Promise<void> {
     throw err;
   }
   // The schema is in place before any shard loads or writes checkpoints.
-  if (config.postgres_url) await (await import("../consumer/external.js")).migrate(config.postgres_url);
-  if (config.cluster_postgres_url && config.cluster_postgres_url !== config.postgres_url)
-    await (await import("../consumer/external.js")).migrate(config.cluster_postgres_url);
+  const databases = new Set([config.postgres_url, config.cluster_postgres_url].filter((url) => url !== ""));
+  for (const url of databases) await (await import("../consumer/schema.js")).migrate(url);
   let timelines: TimelineStores;
   try {
     timelines = await TimelineStores.open(config);

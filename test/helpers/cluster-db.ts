@@ -1,7 +1,7 @@
 // A private PostgreSQL for the cluster modules' tests, with a fresh migrated
 // database per test (its shard, node and tail rows start empty).
 import postgres from "postgres";
-import { migrate } from "../../src/consumer/external.js";
+import { migrate } from "../../src/consumer/schema.js";
 import type { ServerProcess } from "../harness/process.js";
 import { startPostgres } from "../harness/postgres.js";
 

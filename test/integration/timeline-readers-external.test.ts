@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { Redis } from "ioredis";
-import { migrate } from "../../src/consumer/external.js";
+import { migrate } from "../../src/consumer/schema.js";
 import { CursorSigner } from "../../src/timeline/cursor.js";
 import { ExternalReaders, type ExternalReadersOptions } from "../../src/timeline/external-readers.js";
 import { NamedTimelines } from "../../src/timeline/names.js";
