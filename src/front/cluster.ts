@@ -16,7 +16,11 @@ import type { GuardedApp } from "./auth.js";
 import { exchange, send, sendError, type Exchange } from "./http.js";
 import { NO_PARAMS } from "./query-params.js";
 
-/** What a stream request gets from the cluster: served here (its lease's epoch), or already answered (null). */
+/**
+ * What a stream request gets from the cluster: served here (its lease's
+ * epoch), or already answered (null). A consumer's upgrade too: refused with
+ * the owner's URL, which the client reconnects to.
+ */
 export function routeInCluster(x: Exchange, rt: ClusterRuntime, stream: string, url: string, query: string): { epoch: number } | null {
   const r: ClusterRoute = rt.route(stream);
   if (r.kind === "local") return { epoch: r.epoch };
@@ -27,11 +31,6 @@ export function routeInCluster(x: Exchange, rt: ClusterRuntime, stream: string, 
   }
   sendError(x, unowned(r.shard));
   return null;
-}
-
-/** The upgrade of a consumer socket for a stream served elsewhere: refused with the owner's URL, which the client reconnects to. */
-export function refuseUpgradeInCluster(x: Exchange, rt: ClusterRuntime, stream: string, url: string, query: string): boolean {
-  return routeInCluster(x, rt, stream, url, query) === null;
 }
 
 const unowned = (shard: number) =>

@@ -124,6 +124,13 @@ export class WorkerCluster {
     throw new ArchiveMiss(this.tail.head(id).then((head) => void this.heads.set(id, { head, readMs })));
   }
 
+  /** The shard as this node serves it under `epoch` (the lease the front saw), or 503: moving, or catching up. */
+  private serving(shard: number, epoch: number | undefined): Held {
+    const h = this.held.get(shard);
+    if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
+    return h;
+  }
+
   private clusterShardOf(stream: string): number {
     return clusterShardOf(stream, this.config.cluster_shards);
   }
@@ -148,8 +155,7 @@ export class WorkerCluster {
   /** A publish in cluster mode (Publisher.publish hands it over once the batch is framed). */
   publish(id: string, existing: Stream | undefined, batch: FramedBatch, epoch: number | undefined, reqId: number): void {
     const shard = this.clusterShardOf(id);
-    const h = this.held.get(shard);
-    if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
+    const h = this.serving(shard, epoch);
     const stream = existing ?? this.streams.create(id, {});
     const answer = { reqId, duplicates: [...batch.duplicates], held: null };
     if (batch.count === 0) {
@@ -159,8 +165,7 @@ export class WorkerCluster {
       const b = { ...batch, keys: NO_KEYS as Map<string, number> };
       waiting.then(
         () => this.publisher.appendCommitted(stream, b, answer),
-        () =>
-          this.refuse(reqId, new ApiError(503, "cluster_commit_failed", "the batch these events repeat was not committed to the cluster; retry", { shard })),
+        () => this.refuse(reqId, commitFailed("the batch these events repeat", shard)),
       );
       return;
     }
@@ -171,7 +176,7 @@ export class WorkerCluster {
     stream.pendingTs = ts;
     // In the window now: a batch stamped before this one commits must still see them.
     for (const [key, seq] of batch.keys) stream.dedup.add(key, seq, ts);
-    const commit = this.tail.append(shard, epoch, { stream: stream.id, firstSeq: first, lastSeq: first + count - 1, records: frames });
+    const commit = this.tail.append(shard, h.epoch, { stream: stream.id, firstSeq: first, lastSeq: first + count - 1, records: frames });
     this.lastCommit.set(stream, commit);
     commit.then(
       () => {
@@ -190,7 +195,7 @@ export class WorkerCluster {
         stream.pending = 0;
         stream.dedup.forgetFrom(stream.log.headSeq + 1);
         logger().warn({ kind: "cluster", shard, stream: stream.id, err: err.message }, `cluster shard ${shard}: a tail commit failed: ${err.message}`);
-        this.refuse(reqId, new ApiError(503, "cluster_commit_failed", `the batch was not committed to the cluster (${err.message}); retry`, { shard }));
+        this.refuse(reqId, commitFailed("the batch", shard, err));
         this.recover(shard);
       },
     );
@@ -200,8 +205,7 @@ export class WorkerCluster {
   putStream(req: RequestOf<Op.PutStream>): void {
     const id = req.meta.stream;
     const shard = this.clusterShardOf(id);
-    const h = this.held.get(shard);
-    if (!h || h.epoch !== req.meta.clusterEpoch || h.syncing) throw shardMoving(shard);
+    const h = this.serving(shard, req.meta.clusterEpoch);
     const patch = this.streams.patchOf(req);
     // Held events and producers' places live in one node's held.log: not across nodes yet.
     if (patch.producer_ordering) throw new ApiError(501, "cluster_unsupported", `"producer_ordering" is not served in cluster mode yet (docs/CLUSTER.md)`);
@@ -215,26 +219,20 @@ export class WorkerCluster {
           this.refuse(req.reqId, asApiError(err));
         }
       },
-      (err: Error) =>
-        this.refuse(
-          req.reqId,
-          new ApiError(503, "cluster_commit_failed", `the stream config was not committed to the cluster (${err.message}); retry`, { shard }),
-        ),
+      (err: Error) => this.refuse(req.reqId, commitFailed("the stream config", shard, err)),
     );
   }
 
   /** A checkpoint in cluster mode: in PostgreSQL (fenced) first, then here, then answered. */
   setCheckpoint(s: Stream, group: string, seq: number, epoch: number | undefined, reqId: number): void {
     const shard = this.clusterShardOf(s.id);
-    const h = this.held.get(shard);
-    if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
+    const h = this.serving(shard, epoch);
     this.checkpoints.set(shard, h.epoch, s.id, group, seq).then(
       () => {
         if (this.streams.get(s.id) === s) s.checkpoints.set(group, seq);
         this.outbox.json(reqId, 200, { group, seq });
       },
-      (err: Error) =>
-        this.refuse(reqId, new ApiError(503, "cluster_commit_failed", `the checkpoint was not committed to the cluster (${err.message}); retry`, { shard })),
+      (err: Error) => this.refuse(reqId, commitFailed("the checkpoint", shard, err)),
     );
   }
 
@@ -443,3 +441,7 @@ function appendRow(s: Stream, row: TailRow): void {
 
 const shardMoving = (shard: number) =>
   new ApiError(503, "shard_moving", `cluster shard ${shard} is moving to or from this node, or catching up with the database; retry`, { shard });
+
+/** A write of the owner's that PostgreSQL did not take (fenced, or out of reach; it may even have landed). */
+const commitFailed = (what: string, shard: number, err?: Error) =>
+  new ApiError(503, "cluster_commit_failed", `${what} was not committed to the cluster${err ? ` (${err.message})` : ""}; retry`, { shard });
