@@ -55,6 +55,7 @@ export const ERROR_CODES = [
   "limit_reached",
   "secret_from_config",
   "shard_moving",
+  "stream_deleting",
   "cluster_commit_failed",
   "not_owner",
   "shard_unowned",

@@ -40,6 +40,7 @@ const SOCKET_ERROR_STATUS: Record<string, number> = {
   // Cluster mode: the stream's shard left this node (or has no owner yet); a new connection finds the owner.
   shard_moving: 503,
   shard_unowned: 503,
+  stream_deleting: 503,
   cluster_commit_failed: 503,
 };
 

@@ -101,9 +101,15 @@ export interface SegmentEntry {
   lastTs?: number;
 }
 
-/** The key of a stream's segment archived under an epoch: stream dir name / base seq, zero-padded so keys sort by seq. */
-export function segmentKey(escapedStream: string, baseSeq: number, epoch: number): string {
-  return `${escapedStream}/${String(baseSeq).padStart(20, "0")}-${epoch}.seg`;
+/**
+ * The key of a stream's segment archived under an epoch: stream dir name /
+ * base seq, zero-padded so keys sort by seq. `unique` (random, at the
+ * archiver) keeps a key from ever naming two contents: a stream deleted and
+ * made again under the same epoch archives the same base seq again, and a
+ * node's cache of the first object must not answer for the second.
+ */
+export function segmentKey(escapedStream: string, baseSeq: number, epoch: number, unique = ""): string {
+  return `${escapedStream}/${String(baseSeq).padStart(20, "0")}-${epoch}${unique === "" ? "" : `-${unique}`}.seg`;
 }
 
 /** A manifest row as PostgreSQL gives it (bigints as text). */

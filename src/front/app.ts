@@ -22,7 +22,7 @@ import { openApiJson } from "./openapi.js";
 import { consoleRoutes } from "./console.js";
 import { BodyBudget, readBody } from "./body.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
-import { clusterMapRoute, clusterRefusals, clusterUnsupported, routeInCluster } from "./cluster.js";
+import { clusterMapRoute, clusterRefusals, routeInCluster } from "./cluster.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, SNAPSHOT_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
@@ -202,8 +202,6 @@ export function createFront(
       if (contentTypeOf(ctHeader) !== ContentType.Json) return sendError(r.x, new ApiError(415, "unsupported_media_type", `${what} must be ${CT_JSON}`));
       body(r.x, len, (b) => forward(r.x, op, r.stream, { stream: r.stream }, b, seen && ((answer) => seen(answer, r.stream))));
     };
-  // A stream's removal would have to reach every node's copy and the archive: not in cluster mode yet.
-  const refusedInCluster = (what: string) => (res: uWS.HttpResponse) => clusterUnsupported(exchange(res), what);
   routes.put("/v1/streams/:id", "admin", jsonBodyRoute(Op.PutStream, "stream config"));
   /** A route without a body or query: the stream goes to its shard. */
   const streamOnlyRoute = (op: Op.GetStream | Op.DeleteStream) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
@@ -216,7 +214,7 @@ export function createFront(
     if (r) forward(r.x, op, r.stream, { stream: r.stream, query: r.query }, null);
   };
   routes.get("/v1/streams/:id", "consume", streamOnlyRoute(Op.GetStream));
-  routes.del("/v1/streams/:id", "admin", inCluster ? refusedInCluster("deleting a stream") : streamOnlyRoute(Op.DeleteStream));
+  routes.del("/v1/streams/:id", "admin", streamOnlyRoute(Op.DeleteStream));
 
   routes.post("/v1/streams/:id/events", "publish", (res, req, key) => {
     const ctHeader = req.getHeader("content-type");
@@ -331,8 +329,8 @@ export function createFront(
       adHocPage: (res, req, key) => pages.adHoc(res, req, key),
     });
     pages.register(routes);
-    dlqRoutes(routes, { config, pool, unavailable, body });
   }
+  dlqRoutes(routes, { config, pool, unavailable, body, cluster });
   metricsRoute(routes, { config, pool, hub: consumers, ready: () => isReady() && !draining });
   consoleRoutes(routes);
 

@@ -71,5 +71,4 @@ export function clusterRefusals(routes: GuardedApp): void {
   ])
     routes.any(path, "key", refuse("a timeline"));
   routes.any("/v1/streams/:id/snapshot", "key", refuse("a snapshot"));
-  routes.any("/v1/streams/:id/dlq/redrive", "key", refuse("a dead-letter redrive"));
 }

@@ -2,7 +2,10 @@
 // pages of `{id}.dlq` and republishes its dead letters (src/front/consume/
 // progress.ts writes them) to `{id}`, one publish each, in dlq order. Each
 // carries the idempotency key `redrive:<dlq seq>`, so a repeat within the
-// stream's dedup window is a duplicate, not a second copy.
+// stream's dedup window is a duplicate, not a second copy. In cluster mode
+// the stream's owner redrives (another node answers 307 to it): the dlq
+// hashes with its stream, so both are in one shard and under one lease, and
+// the owner's replay of the dlq reads the archive below its copy.
 import { z } from "zod";
 import type { Config } from "../config.js";
 import { ApiError, asApiError } from "../errors.js";
@@ -12,6 +15,8 @@ import { checkQuery, jsonBody, parseBody } from "../validate.js";
 import { checkStreams, type GuardedApp, sendRefusal } from "./auth.js";
 import { CT_JSON, contentTypeOf, type Exchange, exchange, send, sendError } from "./http.js";
 import type { ShardPool } from "./shards.js";
+import type { ClusterRuntime } from "./cluster-runtime.js";
+import { routeInCluster } from "./cluster.js";
 
 export interface RedriveDeps {
   config: Config;
@@ -20,6 +25,8 @@ export interface RedriveDeps {
   unavailable: () => ApiError | null;
   /** Reads a request body within the front's limits (app.ts). */
   body: (x: Exchange, contentLength: string, done: (b: Buffer) => void) => void;
+  /** Cluster mode: the node's place in the cluster (null outside it, and before it joined). */
+  cluster: () => ClusterRuntime | null;
 }
 
 const NO_PARAMS: ReadonlySet<string> = new Set();
@@ -165,6 +172,8 @@ export function dlqRoutes(routes: GuardedApp, deps: RedriveDeps): void {
     // Publish on the stream (the route's own check), and reading its dead letters.
     const refused = checkStreams(key, "consume", [`${stream}.dlq`]);
     if (refused) return sendRefusal(x, refused);
+    const rt = deps.cluster();
+    if (rt && !routeInCluster(x, rt, stream, req.getUrl(), req.getQuery() ?? "")) return;
     if (contentTypeOf(ct) !== ContentType.Json) return sendError(x, new ApiError(415, "unsupported_media_type", `redrive body must be ${CT_JSON}`));
     deps.body(x, len, (raw) => {
       let b: RedriveBody;

@@ -218,7 +218,7 @@ export class ShardPool {
   send<O extends Op>(shard: number, op: O, meta: RequestMeta<O>, body: Uint8Array | null, onResponse: OnResponse): boolean {
     const s = this.shards[shard];
     // Every publish, checkpoint and stream config, whoever sends it (a producer, a dead letter, an ack), carries the lease it is fenced by.
-    if ((op === Op.Publish || op === Op.SetCheckpoint || op === Op.PutStream) && this.clusterEpoch)
+    if ((op === Op.Publish || op === Op.SetCheckpoint || op === Op.PutStream || op === Op.DeleteStream) && this.clusterEpoch)
       meta = { ...meta, clusterEpoch: this.clusterEpoch((meta as RequestMeta<Op.Publish>).stream) };
     if (s.pending.size >= this.config.shard_requests_max) return false;
     const reqId = this.nextReqId;

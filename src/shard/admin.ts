@@ -111,12 +111,16 @@ export class StreamAdmin {
   }
 
   remove(req: RequestOf<Op.DeleteStream>): void {
-    const s = this.existing(req.meta.stream);
+    this.removeNow(this.existing(req.meta.stream));
+    this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
+  }
+
+  /** The stream, its files and its groups' checkpoints gone (`checkpointsGone`: the cluster's removal took them); its watchers told. */
+  removeNow(s: Stream, checkpointsGone = false): void {
     this.byId.delete(s.id);
     s.remove();
-    void this.external()?.deleteStream(s.id);
+    if (!checkpointsGone) void this.external()?.deleteStream(s.id);
     this.watched.deleted(s.id);
-    this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null });
   }
 
   list(req: RequestOf<Op.ListStreams>): void {

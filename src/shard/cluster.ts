@@ -13,6 +13,7 @@
 // Closed segments go to the archive: the object under the owner's epoch,
 // then the manifest row (fenced: the commit point), then the tail rows the
 // segment covers are deleted.
+import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import postgres from "postgres";
 import type { Config } from "../config.js";
@@ -20,14 +21,16 @@ import { ApiError, asApiError } from "../errors.js";
 import { logger } from "../logger.js";
 import { escapeStreamId } from "./stream-config.js";
 import { clusterShardOf } from "../cluster/leases.js";
-import { TailStore, type TailRow } from "../cluster/tail.js";
+import { TailStore } from "../cluster/tail.js";
 import { FencedCheckpoints } from "../cluster/checkpoints.js";
 import { StreamCatalog } from "../cluster/catalog.js";
 import { ArchivedHistory } from "../cluster/archived-history.js";
-import { keysObjectOf, keysOfSegment, parseKeys } from "../cluster/segment-keys.js";
+import { keysObjectOf, keysOfSegment } from "../cluster/segment-keys.js";
 import { ArchiveMiss, archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
 import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
-import { RECORD_HEADER_BYTES } from "../log/record.js";
+import { StreamRemoval } from "../cluster/removal.js";
+import { appendRow, copyLinesUp, rememberKeys } from "./cluster-copy.js";
+import { commitFailed, orphaned, shardMoving, streamDeleting } from "./cluster-refusals.js";
 import type { StreamAdmin } from "./admin.js";
 import type { FramedBatch, Publisher } from "./publish.js";
 import { ContentType, shardOf, type Op, type RequestOf } from "./protocol.js";
@@ -57,6 +60,7 @@ export class WorkerCluster {
   private readonly manifest: Manifest;
   private readonly checkpoints: FencedCheckpoints;
   private readonly catalog: StreamCatalog;
+  private readonly removal: StreamRemoval;
   private readonly archive: Archive;
   /** Archived segments this thread serves history from. */
   readonly history: ArchivedHistory;
@@ -71,6 +75,10 @@ export class WorkerCluster {
   private readonly lastCommit = new WeakMap<Stream, Promise<void>>();
   /** The last catch-up or archiving run (exclusive()). */
   private serial: Promise<void> = Promise.resolve();
+  /** Streams being deleted: their writes wait (503) until the removal is done. */
+  private readonly removing = new Set<string>();
+  /** One frame, for a look at a copy's newest event (copyLinesUp). */
+  private readonly scratch: Buffer;
   /** Heads of streams other nodes own, as their tails last said (headOf). */
   private readonly heads = new Map<string, { head: number; readMs: number }>();
 
@@ -91,6 +99,8 @@ export class WorkerCluster {
     this.manifest = new Manifest(this.sql, config.node_id);
     this.checkpoints = new FencedCheckpoints(this.sql, config.node_id);
     this.catalog = new StreamCatalog(this.sql, config.node_id);
+    this.removal = new StreamRemoval(this.sql, config.node_id);
+    this.scratch = Buffer.allocUnsafe(frameBytesMax);
     this.archive = openArchive(config.archive);
     this.history = new ArchivedHistory(this.archive, this.manifest, {
       cacheBytesMax: config.archive_cache_bytes_max,
@@ -124,10 +134,11 @@ export class WorkerCluster {
     throw new ArchiveMiss(this.tail.head(id).then((head) => void this.heads.set(id, { head, readMs })));
   }
 
-  /** The shard as this node serves it under `epoch` (the lease the front saw), or 503: moving, or catching up. */
-  private serving(shard: number, epoch: number | undefined): Held {
+  /** The shard as this node serves it under `epoch` (the lease the front saw), or 503: moving, catching up, or the stream being deleted. */
+  private serving(shard: number, epoch: number | undefined, stream: string): Held {
     const h = this.held.get(shard);
     if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
+    if (this.removing.has(stream)) throw streamDeleting(stream);
     return h;
   }
 
@@ -155,7 +166,7 @@ export class WorkerCluster {
   /** A publish in cluster mode (Publisher.publish hands it over once the batch is framed). */
   publish(id: string, existing: Stream | undefined, batch: FramedBatch, epoch: number | undefined, reqId: number): void {
     const shard = this.clusterShardOf(id);
-    const h = this.serving(shard, epoch);
+    const h = this.serving(shard, epoch, id);
     const stream = existing ?? this.streams.create(id, {});
     const answer = { reqId, duplicates: [...batch.duplicates], held: null };
     if (batch.count === 0) {
@@ -205,7 +216,7 @@ export class WorkerCluster {
   putStream(req: RequestOf<Op.PutStream>): void {
     const id = req.meta.stream;
     const shard = this.clusterShardOf(id);
-    const h = this.serving(shard, req.meta.clusterEpoch);
+    const h = this.serving(shard, req.meta.clusterEpoch, id);
     const patch = this.streams.patchOf(req);
     // Held events and producers' places live in one node's held.log: not across nodes yet.
     if (patch.producer_ordering) throw new ApiError(501, "cluster_unsupported", `"producer_ordering" is not served in cluster mode yet (docs/CLUSTER.md)`);
@@ -226,7 +237,7 @@ export class WorkerCluster {
   /** A checkpoint in cluster mode: in PostgreSQL (fenced) first, then here, then answered. */
   setCheckpoint(s: Stream, group: string, seq: number, epoch: number | undefined, reqId: number): void {
     const shard = this.clusterShardOf(s.id);
-    const h = this.serving(shard, epoch);
+    const h = this.serving(shard, epoch, s.id);
     this.checkpoints.set(shard, h.epoch, s.id, group, seq).then(
       () => {
         if (this.streams.get(s.id) === s) s.checkpoints.set(group, seq);
@@ -234,6 +245,39 @@ export class WorkerCluster {
       },
       (err: Error) => this.refuse(reqId, commitFailed("the checkpoint", shard, err)),
     );
+  }
+
+  /**
+   * A stream's removal in cluster mode: its writes refused meanwhile, its
+   * batches on their way settled, then all the cluster holds of it gone in one
+   * fenced transaction (the commit point), then this copy and the archive's
+   * objects; answered once all of that is done.
+   */
+  deleteStream(req: RequestOf<Op.DeleteStream>): void {
+    const id = req.meta.stream;
+    const shard = this.clusterShardOf(id);
+    const h = this.serving(shard, req.meta.clusterEpoch, id);
+    const s = this.streams.existing(id);
+    this.removing.add(id);
+    const removed = this.exclusive(async () => {
+      await this.lastCommit.get(s)?.catch(() => undefined);
+      if (this.held.get(shard) !== h || h.syncing) throw shardMoving(shard);
+      const gone = await this.removal.remove(shard, h.epoch, id);
+      if (gone === null) throw shardMoving(shard);
+      const copy = this.streams.get(id);
+      if (copy) this.streams.removeNow(copy, true);
+      this.archived.delete(id);
+      this.heads.delete(id);
+      this.history.forget(id);
+      for (const g of gone)
+        for (const key of g.keyed > 0 ? [g.key, keysObjectOf(g.key)] : [g.key]) await this.archive.delete(key).catch((err: Error) => orphaned(id, key, err));
+    });
+    removed
+      .then(
+        () => this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null }),
+        (err: Error) => this.refuse(req.reqId, err instanceof ApiError ? err : commitFailed("the stream's removal", shard, err)),
+      )
+      .finally(() => this.removing.delete(id));
   }
 
   private refuse(reqId: number, e: ApiError): void {
@@ -294,7 +338,8 @@ export class WorkerCluster {
     // The shard left (or came back under another epoch) meanwhile: that catch-up decides, not this one.
     if (!live()) return;
     const clusterHead = rows.length > 0 ? rows[rows.length - 1].lastSeq : archivedThrough;
-    if (s && !linesUp(s, archivedThrough, clusterHead)) {
+    const state = { archivedThrough, rows, clusterHead, archivedEnd: () => this.removal.archivedEnd(id, archivedThrough) };
+    if (s && !(await copyLinesUp(s, state, this.scratch))) {
       logger().info({ kind: "cluster", stream: id }, `stream ${id}: this node's copy starts again after seq ${archivedThrough} (the archive moved on)`);
       this.streams.drop(id);
       s = undefined;
@@ -309,33 +354,8 @@ export class WorkerCluster {
       if (row.firstSeq !== s.log.headSeq + 1) throw new Error(`stream ${id}: tail row ${row.firstSeq}..${row.lastSeq} does not follow head ${s.log.headSeq}`);
       appendRow(s, row);
     }
-    await this.rememberKeys(s);
+    await rememberKeys(s, this.manifest, this.archive, this.config.dedup_keys_max);
     this.archived.set(id, archivedThrough);
-  }
-
-  /**
-   * The stream's dedup window again: the keys of archived segments below
-   * this node's copy (their .keys objects), then those of the copy.
-   */
-  private async rememberKeys(s: Stream): Promise<void> {
-    const windowMs = s.config.dedup_window_ms;
-    const keysMax = this.config.dedup_keys_max;
-    s.dedup.clear();
-    if (windowMs > 0 && s.log.firstSeq > 1) {
-      const segments = await this.manifest.keyedSince(s.id, s.log.firstSeq, Date.now() - windowMs, keysMax);
-      for (const seg of segments.reverse()) {
-        const keys = parseKeys((await this.archive.get(keysObjectOf(seg.key))).toString("utf8"), seg.baseSeq, seg.lastSeq, keysMax);
-        if (!keys) {
-          logger().error(
-            { kind: "cluster", stream: s.id, segment: seg.key },
-            `stream ${s.id}: the keys of archived segment ${seg.key} are damaged; its idempotency keys are not remembered`,
-          );
-          continue;
-        }
-        for (const [key, seq, ts] of keys) s.dedup.add(key, seq, ts);
-      }
-    }
-    s.rebuildDedup();
   }
 
   /** Runs `fn` after every catch-up and archiving run before it. */
@@ -381,7 +401,7 @@ export class WorkerCluster {
           const through = this.archived.get(s.id) ?? 0;
           const seg = s.log.segments.find((g) => g.baseSeq === through + 1);
           if (!seg?.closed || seg.empty || this.streams.get(s.id) !== s) break;
-          const key = segmentKey(escapeStreamId(s.id), seg.baseSeq, h.epoch);
+          const key = segmentKey(escapeStreamId(s.id), seg.baseSeq, h.epoch, randomBytes(4).toString("hex"));
           // Off the thread: a closed segment is up to segment_bytes_max, and publishes go on meanwhile (retention keeps it: keepFrom).
           const bytes = await readFile(seg.logPath);
           await this.archive.put(key, bytes);
@@ -418,30 +438,3 @@ export class WorkerCluster {
     await this.sql.end({ timeout: 2 });
   }
 }
-
-/** Whether a local log is a copy the tail rows can extend: not behind the archive, not past the cluster, split where the archive is. */
-function linesUp(s: Stream, archivedThrough: number, clusterHead: number): boolean {
-  const log = s.log;
-  if (log.headSeq < archivedThrough || log.headSeq > clusterHead) return false;
-  return archivedThrough === 0 || log.segments.some((g) => g.baseSeq === archivedThrough + 1);
-}
-
-/** A committed tail row into the log as it was framed (seqs, ingest_ts, commit mark and all). */
-function appendRow(s: Stream, row: TailRow): void {
-  const frames = Buffer.from(row.records);
-  let count = 0;
-  for (let at = 0; at + RECORD_HEADER_BYTES <= frames.length; count++) {
-    const frameBytes = frames.readUInt32LE(at);
-    if (frameBytes < RECORD_HEADER_BYTES) throw new Error(`stream ${s.id}: tail row ${row.firstSeq}..${row.lastSeq} has a ${frameBytes}-byte frame`);
-    at += frameBytes;
-  }
-  if (count !== row.lastSeq - row.firstSeq + 1) throw new Error(`stream ${s.id}: tail row ${row.firstSeq}..${row.lastSeq} holds ${count} frames`);
-  s.log.append(frames, frames.length, count, false);
-}
-
-const shardMoving = (shard: number) =>
-  new ApiError(503, "shard_moving", `cluster shard ${shard} is moving to or from this node, or catching up with the database; retry`, { shard });
-
-/** A write of the owner's that PostgreSQL did not take (fenced, or out of reach; it may even have landed). */
-const commitFailed = (what: string, shard: number, err?: Error) =>
-  new ApiError(503, "cluster_commit_failed", `${what} was not committed to the cluster${err ? ` (${err.message})` : ""}; retry`, { shard });

@@ -73,7 +73,8 @@ export interface PublishMeta extends StreamMeta {
 }
 
 /** A checkpoint or a stream config: in cluster mode written to PostgreSQL first. */
-export interface CheckpointMeta extends StreamMeta {
+/** A write of a stream's state (a config, a checkpoint, a delete) that cluster mode fences. */
+export interface FencedWriteMeta extends StreamMeta {
   /** Cluster mode: the lease epoch the write to PostgreSQL is fenced by. */
   clusterEpoch?: number;
 }
@@ -137,11 +138,11 @@ export const TIMELINE_READ_EXPIRED = 504;
 export interface RequestMetaOf {
   [Op.Publish]: PublishMeta;
   [Op.Replay]: ReplayMeta;
-  [Op.PutStream]: CheckpointMeta;
+  [Op.PutStream]: FencedWriteMeta;
   [Op.GetStream]: StreamMeta;
-  [Op.DeleteStream]: StreamMeta;
+  [Op.DeleteStream]: FencedWriteMeta;
   [Op.ListStreams]: Record<string, never>;
-  [Op.SetCheckpoint]: CheckpointMeta;
+  [Op.SetCheckpoint]: FencedWriteMeta;
   [Op.GetCheckpoint]: QueryMeta;
   [Op.Lag]: QueryMeta;
   [Op.Groups]: StreamMeta;

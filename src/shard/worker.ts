@@ -319,7 +319,7 @@ class ShardWorker {
       case Op.GetStream:
         return this.streams.show(req);
       case Op.DeleteStream:
-        return this.streams.remove(req);
+        return this.cluster ? this.cluster.deleteStream(req) : this.streams.remove(req);
       case Op.ListStreams:
         return this.streams.list(req);
       case Op.SetCheckpoint:
