@@ -5,7 +5,7 @@
 // shard's answer back, corked into one send.
 import uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
-import { ApiError } from "../errors.js";
+import { ApiError, asApiError } from "../errors.js";
 import { checkQuery, intParam, intValue } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
 import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, RETRY_AFTER_S, send, sendError, type Exchange } from "./http.js";
@@ -23,6 +23,7 @@ import { consoleRoutes } from "./console.js";
 import { BodyBudget, readBody } from "./body.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
 import { clusterMapRoute, clusterRefusals, routeInCluster } from "./cluster.js";
+import { clusterStreams, NODE_ONLY_HEADER } from "./cluster-streams.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, SNAPSHOT_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
@@ -184,9 +185,19 @@ export function createFront(
     const x = plainRoute(res, req);
     if (!x) return;
     if (!isReady() || draining) return sendError(x, draining ? shuttingDown() : notReady());
-    void pool.broadcast(Op.ListStreams, {}).then((answers) => {
+    // Cluster mode: this node's part, and (unless this is a part itself) every other owner's.
+    const rt = cluster();
+    const nodeOnly = req.getHeader(NODE_ONLY_HEADER) !== "";
+    const authorization = req.getHeader("authorization");
+    void pool.broadcast(Op.ListStreams, {}).then(async (answers) => {
       if (!answers) return sendError(x, new ApiError(429, "shard_busy", "a shard is at capacity; retry later"));
-      const streams = answers.flatMap((a) => (a.json as { streams: Array<{ id: string }> }).streams).filter((s) => key === null || s.id.startsWith(key.prefix));
+      let streams = answers.flatMap((a) => (a.json as { streams: Array<{ id: string }> }).streams);
+      try {
+        if (rt) streams = await clusterStreams(rt, streams, nodeOnly, authorization);
+      } catch (err) {
+        return sendError(x, asApiError(err));
+      }
+      streams = streams.filter((s) => key === null || s.id.startsWith(key.prefix));
       streams.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       send(x, 200, ContentType.Json, JSON.stringify({ streams }));
     });

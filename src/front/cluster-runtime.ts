@@ -80,6 +80,23 @@ export class ClusterRuntime {
     return { kind: "unavailable", shard };
   }
 
+  /**
+   * Where each shard is served right now: here, by another node (its URL,
+   * by node id), or by nobody (a lease run out and not claimed yet, or this
+   * node still catching up); for a request over every stream (the list).
+   */
+  placement(): { peers: Map<string, string>; unserved: number[] } {
+    const peers = new Map<string, string>();
+    const unserved: number[] = [];
+    for (const s of this.map.all()) {
+      const lease = this.node.leases.mayWrite(s.shard);
+      if (lease && this.serving.get(s.shard) === lease.epoch) continue;
+      if (s.owner && s.url && s.owner !== this.config.node_id) peers.set(s.owner, s.url);
+      else unserved.push(s.shard);
+    }
+    return { peers, unserved };
+  }
+
   /** GET /v1/cluster: this node, every node that owns a shard, and each shard's owner and epoch, as the table said last. */
   describe(): Record<string, unknown> {
     const shards = this.map.all();

@@ -199,8 +199,11 @@ const ROUTES: Route[] = [
     method: "get",
     path: "/v1/streams",
     summary: "List streams",
-    ok: { 200: json(z.object({ streams: z.array(streamInfoSchema) }).strict(), "Streams the key may see, by id.") },
+    ok: {
+      200: json(z.object({ streams: z.array(streamInfoSchema) }).strict(), "Streams the key may see, by id; in cluster mode, every node's (docs/CLUSTER.md)."),
+    },
     errors: KEYED,
+    notes: { 503: "Cluster mode: a shard has no live owner right now, or its owner did not list its streams (shard_unowned); retry." },
   },
   {
     method: "put",

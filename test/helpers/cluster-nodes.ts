@@ -20,6 +20,8 @@ export interface ClusterSetup {
   leaseMs: number;
   /** More `ticker serve` flags for every node. */
   args?: string[];
+  /** An admin key, for the helpers' own requests to nodes with API keys. */
+  token?: string;
 }
 
 export interface ClusterNodeProcess {
@@ -40,6 +42,7 @@ export function clusterSetup(postgresUrl: string, o: Partial<ClusterSetup> = {})
     clusterShards: o.clusterShards ?? 8,
     leaseMs: o.leaseMs ?? 2000,
     args: o.args,
+    token: o.token,
   };
 }
 
@@ -84,18 +87,18 @@ export interface ClusterView {
   shards: Array<{ shard: number; owner: string | null; epoch: number; url: string | null }>;
 }
 
-export async function clusterView(url: string): Promise<ClusterView> {
-  const r = await fetch(`${url}/v1/cluster`);
+export async function clusterView(url: string, token?: string): Promise<ClusterView> {
+  const r = await fetch(`${url}/v1/cluster`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   if (r.status !== 200) throw new Error(`GET /v1/cluster: ${r.status} ${await r.text()}`);
   return (await r.json()) as ClusterView;
 }
 
 /** Waits until every shard has a live owner among `nodes`, spread as balancing spreads them, and each node serves the shards the map gives it. */
-export async function settled(nodes: ClusterNodeProcess[], shards: number, ms = 30_000): Promise<ClusterView> {
+export async function settled(nodes: ClusterNodeProcess[], shards: number, ms = 30_000, token?: string): Promise<ClusterView> {
   return until(
     `all ${shards} shards served by ${nodes.map((n) => n.id).join(", ")}`,
     async () => {
-      const views = await Promise.all(nodes.map((n) => clusterView(n.url).catch(() => null)));
+      const views = await Promise.all(nodes.map((n) => clusterView(n.url, token).catch(() => null)));
       if (views.some((v) => v === null)) return null;
       const ids = new Set(nodes.map((n) => n.id));
       const v = views[0]!;
@@ -114,8 +117,8 @@ export async function settled(nodes: ClusterNodeProcess[], shards: number, ms = 
 }
 
 /** The node that owns a stream's cluster shard, as `via`'s map says. */
-export async function ownerOf(via: string, nodes: ClusterNodeProcess[], stream: string, shards: number): Promise<ClusterNodeProcess> {
-  const v = await clusterView(via);
+export async function ownerOf(via: string, nodes: ClusterNodeProcess[], stream: string, shards: number, token?: string): Promise<ClusterNodeProcess> {
+  const v = await clusterView(via, token);
   const owner = v.shards[clusterShardOf(stream, shards)].owner;
   const n = nodes.find((x) => x.id === owner);
   if (!n) throw new Error(`no node of ${nodes.map((x) => x.id).join(", ")} owns ${stream} (the map says ${owner})`);
@@ -153,6 +156,6 @@ export async function startCluster(ids: string[], o: Partial<ClusterSetup>): Pro
     },
   };
   world.nodes = await Promise.all(ids.map((id) => startNode(setup, id)));
-  await settled(world.nodes, setup.clusterShards);
+  await settled(world.nodes, setup.clusterShards, 30_000, setup.token);
   return world;
 }

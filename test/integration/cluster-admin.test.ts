@@ -3,7 +3,8 @@
 // archive's objects, and a former owner's stale copy never served again) and
 // a dead-letter redrive through any node. Two real `ticker serve` nodes on a
 // private PostgreSQL and a shared archive directory.
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -151,6 +152,27 @@ describe("a stream's delete in cluster mode", () => {
   }, 60_000);
 });
 
+describe("the stream list in cluster mode", () => {
+  it("lists every stream of the cluster on any node, each once, with its owner's view of it", async () => {
+    const ids = Array.from({ length: 12 }, (_, i) => `listed-${i}`);
+    for (const id of ids) await publish((await ownerOf(id)).url, id, 3, "l");
+    const owners = new Set(await Promise.all(ids.map(async (id) => (await ownerOf(id)).id)));
+    expect(owners.size).toBe(2);
+    for (const n of live()) {
+      const r = await fetch(`${n.url}/v1/streams`);
+      expect(r.status).toBe(200);
+      const listed = ((await r.json()) as { streams: Array<{ id: string; head_seq: number }> }).streams.filter((s) => s.id.startsWith("listed-"));
+      expect(listed.map((s) => s.id)).toEqual([...ids].sort());
+      for (const s of listed) expect(s.head_seq).toBe(3);
+    }
+    // One node's part alone: the streams of the shards it serves.
+    const n = live()[0];
+    const part = (await (await fetch(`${n.url}/v1/streams`, { headers: { "ticker-node-only": "1" } })).json()) as { streams: Array<{ id: string }> };
+    const mine = await Promise.all(ids.map(async (id) => ((await ownerOf(id)) === n ? id : null)));
+    expect(part.streams.map((s) => s.id).filter((id) => id.startsWith("listed-"))).toEqual(mine.filter((id) => id !== null).sort());
+  });
+});
+
 describe("a dead-letter redrive in cluster mode", () => {
   it("is served by the stream's owner through any node, each dead letter moved once however often it is called", async () => {
     const stream = "jobs";
@@ -183,5 +205,47 @@ describe("a dead-letter redrive in cluster mode", () => {
     const events = await replay(other.url, stream);
     expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(events[5].payload).toEqual(events[1].payload);
+  });
+});
+
+describe("the stream list of a cluster with API keys", () => {
+  let k: ClusterWorld;
+  const keysFile = join(mkdtempSync(join(tmpdir(), "ticker-keys-")), "keys.json");
+  const auth = (key: string) => ({ authorization: `Bearer ${key}` });
+  beforeAll(async () => {
+    writeFileSync(
+      keysFile,
+      JSON.stringify([
+        { key: "k-admin", scopes: ["publish", "admin"] },
+        { key: "k-md", scopes: ["admin"], prefix: "md." },
+        { key: "k-publish", scopes: ["publish"] },
+      ]),
+    );
+    k = await startCluster(["b1", "b2"], { clusterShards: SHARDS, leaseMs: 2000, args: ["--api-keys-file", keysFile], token: "k-admin" });
+  }, 90_000);
+  afterAll(() => k?.stop());
+
+  it("asks the other owners with the caller's key: its scope and prefix hold on every node's part", async () => {
+    const ids = ["md.a", "md.b", "md.c", "md.d", "fx.a", "fx.b", "fx.c", "fx.d"];
+    for (const id of ids) {
+      // At the owner: fetch drops Authorization when it follows a 307 to another origin.
+      const owner = await ownerIn(k.nodes[0].url, k.nodes, id, SHARDS, "k-admin");
+      const r = await fetch(`${owner.url}/v1/streams/${id}/events`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...auth("k-admin") },
+        body: `{"events":[{"type":"t"}]}`,
+      });
+      expect(r.status).toBe(200);
+    }
+    const owners = new Set(await Promise.all(ids.map(async (id) => (await ownerIn(k.nodes[0].url, k.nodes, id, SHARDS, "k-admin")).id)));
+    expect(owners.size).toBe(2);
+    const list = async (key?: string) => {
+      const r = await fetch(`${k.nodes[1].url}/v1/streams`, { headers: key ? auth(key) : {} });
+      return { status: r.status, ids: r.status === 200 ? ((await r.json()) as { streams: Array<{ id: string }> }).streams.map((s) => s.id) : [] };
+    };
+    expect(await list("k-admin")).toEqual({ status: 200, ids: [...ids].sort() });
+    expect(await list("k-md")).toEqual({ status: 200, ids: ["md.a", "md.b", "md.c", "md.d"] });
+    expect((await list("k-publish")).status).toBe(403);
+    expect((await list()).status).toBe(401);
   });
 });
