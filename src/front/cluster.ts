@@ -4,8 +4,7 @@
 // it, keeping method and body), or 503 with Retry-After while nobody owns it.
 // GET /v1/cluster shows the shard map; the features that keep state outside
 // a stream's shard (named timelines, timeline pages across streams, stream
-// deletes, snapshots, redrive) are refused until they are served across
-// nodes.
+// deletes, redrive) are refused until they are served across nodes.
 import type uWS from "uWebSockets.js";
 import { ApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
@@ -70,6 +69,5 @@ export function clusterRefusals(routes: GuardedApp): void {
     "/v1/timelines/_secret/rotate",
   ])
     routes.any(path, "key", refuse("a timeline"));
-  routes.any("/v1/streams/:id/snapshot", "key", refuse("a snapshot"));
   routes.any("/v1/streams/:id/dlq/redrive", "key", refuse("a dead-letter redrive"));
 }

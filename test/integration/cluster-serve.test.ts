@@ -115,8 +115,6 @@ describe("a cluster of three nodes", () => {
     };
     await refused("/v1/streams/routed", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ producer_ordering: true }) });
     await refused("/v1/streams/routed", { method: "DELETE" });
-    await refused("/v1/streams/routed/snapshot");
-    expect((await upgrade(`${nodes[0].url}/v1/streams/routed/consume?from=snapshot`)).code).toBe(501);
     await refused("/v1/timelines?streams=routed");
     await refused("/v1/timelines/t1", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ streams: ["routed"] }) });
     await refused("/v1/streams/routed/dlq/redrive", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
