@@ -287,12 +287,11 @@ export function createFront(
     };
     forward(r.x, Op.Replay, r.stream, { ...meta, archiveOnly: true }, null, undefined, holdMs, pastArchive);
   });
-  if (!inCluster) {
-    routes.get("/v1/streams/:id/snapshot", "consume", (res, req) => {
-      const r = streamRoute(res, req, SNAPSHOT_PARAMS);
-      if (r) forward(r.x, Op.Snapshot, r.stream, { stream: r.stream, query: r.query, socket: false }, null);
-    });
-  }
+  // Cluster mode: served by the owner, from the stream's whole history (the archive below its copy).
+  routes.get("/v1/streams/:id/snapshot", "consume", (res, req) => {
+    const r = streamRoute(res, req, SNAPSHOT_PARAMS);
+    if (r) forward(r.x, Op.Snapshot, r.stream, { stream: r.stream, query: r.query, socket: false }, null);
+  });
 
   routes.post(
     "/v1/streams/:id/checkpoint",
@@ -361,7 +360,7 @@ export function createFront(
   routes.any("/v1/streams/:id/events", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/checkpoint", "key", methodNotAllowed("GET, POST"));
   routes.any("/v1/streams/:id/lag", "key", methodNotAllowed("GET"));
-  if (!inCluster) routes.any("/v1/streams/:id/snapshot", "key", methodNotAllowed("GET"));
+  routes.any("/v1/streams/:id/snapshot", "key", methodNotAllowed("GET"));
   routes.any("/v1/streams/:id/groups", "key", methodNotAllowed("GET"));
   if (!inCluster) routes.any("/v1/timelines/:name/events", "key", methodNotAllowed("GET"));
   routes.any("/v1/cluster", "key", methodNotAllowed("GET"));

@@ -2,10 +2,9 @@
 // is served by the node that owns the stream's cluster shard. Another node
 // answers 307 to the same path and query at the owner (HTTP clients follow
 // it, keeping method and body), or 503 with Retry-After while nobody owns it.
-// GET /v1/cluster shows the shard map; the features that keep state outside
-// a stream's shard (named timelines, timeline pages across streams, stream
-// deletes, snapshots, redrive) are refused until they are served across
-// nodes.
+// GET /v1/cluster shows the shard map; timelines (named ones, and pages
+// across streams), which read streams of many shards, are refused until they
+// are served across nodes.
 import type uWS from "uWebSockets.js";
 import { ApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
@@ -70,5 +69,4 @@ export function clusterRefusals(routes: GuardedApp): void {
     "/v1/timelines/_secret/rotate",
   ])
     routes.any(path, "key", refuse("a timeline"));
-  routes.any("/v1/streams/:id/snapshot", "key", refuse("a snapshot"));
 }

@@ -18,6 +18,36 @@ export class ArchiveMiss extends Error {
   }
 }
 
+/**
+ * Fetches of archived segments a read may wait for without getting further:
+ * each brings the next segment it needs (or the manifest), and a cache too
+ * small for the readers at once could evict it again before the read comes
+ * back.
+ */
+export const ARCHIVE_ATTEMPTS_MAX = 8;
+
+export const archiveUnreadable = () => new ApiError(503, "storage_error", `the archive could not be read after ${ARCHIVE_ATTEMPTS_MAX} tries; retry later`);
+
+/**
+ * The tries of a read that goes on over many fetches (a snapshot's key
+ * index reads the whole archive, a segment a fetch): only the fetches after
+ * which it got no further count toward ARCHIVE_ATTEMPTS_MAX.
+ */
+export class ArchiveTries {
+  private attempts = 0;
+  private reached = Number.NEGATIVE_INFINITY;
+
+  /** After `miss` at `progress` (how far the read got; it never goes back): `again` once the fetch settles, or `fail` with 503 past the tries. */
+  wait(miss: ArchiveMiss, progress: number, again: () => void, fail: (err: unknown) => void): void {
+    if (progress > this.reached) {
+      this.reached = progress;
+      this.attempts = 0;
+    }
+    if (++this.attempts >= ARCHIVE_ATTEMPTS_MAX) return fail(archiveUnreadable());
+    miss.loading.then(again, fail);
+  }
+}
+
 /** What replays and consumer reads ask of a log. */
 export type ReadLog = Pick<StreamLog, "firstSeq" | "committedSeq" | "seqAtTime" | "read">;
 

@@ -6,6 +6,11 @@
 // one, so streams nobody snapshots cost nothing and the publish path is
 // untouched; a restart rebuilds it the same way.
 //
+// In cluster mode the history is the archive below this node's copy
+// (HistoryView): a new owner's copy starts after the last archived seq, so
+// its first snapshot builds the index from the archive, waiting for each
+// segment to be fetched (ArchiveMiss) between slices.
+//
 // A snapshot is a cut: the seqs of the keys' newest events at S, copied out
 // of the index in one shard turn. Later pages name it by as_of_seq and read
 // from it, so every page is as of the same S however the keys move on.
@@ -19,6 +24,7 @@ import { EVENTS_MESSAGE_TAIL, renderEvents } from "../wire/event-codec.js";
 import { EventFields } from "../wire/event-layout.js";
 import type { Config } from "../config.js";
 import type { ShardBuffers } from "./buffers.js";
+import { ArchiveMiss, ArchiveTries, type ReadLog } from "./history-view.js";
 import { KeyIndex } from "./key-index.js";
 import { ContentType, type Op, type RequestOf } from "./protocol.js";
 import type { Stream } from "./stream.js";
@@ -60,6 +66,22 @@ interface Overflow {
   firstSeq: number;
 }
 
+/** A page being gathered; kept across the fetches of archived segments it waits for (cluster mode). */
+interface Gathering {
+  /** The next index into the cut's seqs. */
+  i: number;
+  out: Buffer;
+  bytes: number;
+  offsets: number[];
+}
+
+interface PageAsked {
+  reqId: number;
+  socket: boolean;
+  limit: number;
+  after: number;
+}
+
 /** The JSON head of a socket answer (the `events` message follows it). */
 export interface SnapshotSocketHead {
   as_of_seq: number;
@@ -81,6 +103,8 @@ export class Snapshots {
     private readonly buffers: ShardBuffers,
     /** The open stream of an id: a stream deleted while its index is read is not snapshotted. */
     private readonly current: (id: string) => Stream | undefined,
+    /** The stream's history: its log on one node; in cluster mode the archive below this node's copy too. */
+    private readonly logOf: (stream: Stream) => ReadLog,
   ) {}
 
   read(stream: Stream, req: RequestOf<Op.Snapshot>): void {
@@ -99,22 +123,42 @@ export class Snapshots {
     const after = intParam(q, "after_seq", 0, 0);
     this.dropIdle(Date.now());
     const page = { reqId: req.reqId, socket, limit, after };
-    if (asOfParam !== null) return this.answer(stream, this.find(stream, asOf, Date.now()), page);
-    this.whenIndexed(
-      stream,
-      (index) => this.answer(stream, this.take(stream, index, Date.now()), page),
-      (err) => {
-        const e = asApiError(err);
-        if (e.status === 500 && !(err instanceof ApiError))
-          logger().error({ kind: "internal", stream: stream.id, err }, `snapshot of ${stream.id}: ${(err as Error).stack}`);
-        this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
-      },
-    );
+    const fail = (err: unknown) => {
+      const e = asApiError(err);
+      if (e.status === 500 && !(err instanceof ApiError))
+        logger().error({ kind: "internal", stream: stream.id, err }, `snapshot of ${stream.id}: ${(err as Error).stack}`);
+      this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+    };
+    if (asOfParam !== null) return this.answerWhenRead(stream, this.find(stream, asOf, Date.now()), page, fail);
+    this.whenIndexed(stream, (index) => this.answerWhenRead(stream, this.take(stream, index, Date.now()), page, fail), fail, new ArchiveTries());
   }
 
-  private answer(stream: Stream, cut: Cut, p: { reqId: number; socket: boolean; limit: number; after: number }): void {
+  /** Answers a page of the cut; one that needs an archived segment first (cluster mode) goes on from where it was once it is fetched. */
+  private answerWhenRead(stream: Stream, cut: Cut, p: PageAsked, fail: (err: unknown) => void): void {
+    const g: Gathering = { i: 0, out: (this.frames ??= Buffer.allocUnsafe(this.buffers.page.length)), bytes: 0, offsets: [] };
+    let tries: ArchiveTries | undefined;
+    const attempt = (): void => {
+      try {
+        this.answer(stream, cut, p, g);
+      } catch (err) {
+        if (!(err instanceof ArchiveMiss)) return fail(err);
+        // The shared buffer serves other requests meanwhile: what was gathered waits in one of its own.
+        if (g.out === this.frames) {
+          const own = Buffer.allocUnsafe(g.out.length);
+          g.out.copy(own, 0, 0, g.bytes);
+          g.out = own;
+        }
+        tries ??= new ArchiveTries();
+        tries.wait(err, g.i, () => (this.current(stream.id) === stream ? attempt() : fail(streamGone(stream.id))), fail);
+      }
+    };
+    attempt();
+  }
+
+  private answer(stream: Stream, cut: Cut, p: PageAsked, g: Gathering): void {
     const bytesMax = p.socket ? this.config.consume_page_bytes_max : this.config.replay_page_bytes_max;
-    const page = this.gather(stream, cut, p.after, p.limit, bytesMax);
+    const log = this.logOf(stream);
+    const page = this.gather(stream, log, cut, p.after, p.limit, bytesMax, g);
     const w = this.buffers.jsonPage;
     w.reset();
     w.ascii(p.socket ? SNAPSHOT_MESSAGE_HEAD : `{"stream":${stream.idJson()},"as_of_seq":${cut.asOf},"keys":${cut.seqs.length},"events":[`);
@@ -122,7 +166,6 @@ export class Snapshots {
     const last = n === 0 ? p.after : frameSeq(page.buf, page.offsets[n - 1]);
     const next = n > 0 && last < cut.seqs[cut.seqs.length - 1] ? last : null;
     if (!p.socket) {
-      const log = stream.log;
       w.ascii(`],"next_after_seq":${next},"first_seq":${log.firstSeq},"head_seq":${log.committedSeq}}`);
       return this.outbox.reply({ reqId: p.reqId, status: 200, ct: ContentType.Json, body: w.view() });
     }
@@ -141,27 +184,31 @@ export class Snapshots {
    * Calls `then` with the stream's key index caught up to the committed
    * head, in the turn it got there (so a cut taken then is as of that head).
    * The log is read INDEX_EVENTS_PER_TURN records a turn, the shard serving
-   * other requests in between; `fail` gets 409 past snapshot_keys_max, 500
-   * for records the log could not give, 404 if the stream went meanwhile.
+   * other requests in between, and for the fetch of an archived segment it
+   * needs (cluster mode); `fail` gets 409 past snapshot_keys_max, 500 for
+   * records the log could not give, 404 if the stream went meanwhile, 503
+   * if the archive did not give what it needs.
    */
-  private whenIndexed(stream: Stream, then: (index: KeyIndex) => void, fail: (err: unknown) => void): void {
+  private whenIndexed(stream: Stream, then: (index: KeyIndex) => void, fail: (err: unknown) => void, tries: ArchiveTries): void {
     let index: KeyIndex;
     try {
-      if (this.current(stream.id) !== stream) throw new ApiError(404, "stream_not_found", `stream "${stream.id}" does not exist`, { stream: stream.id });
+      if (this.current(stream.id) !== stream) throw streamGone(stream.id);
       index = this.indexOf(stream);
       if (!this.catchUp(stream, index, INDEX_EVENTS_PER_TURN)) {
-        setImmediate(() => this.whenIndexed(stream, then, fail));
+        setImmediate(() => this.whenIndexed(stream, then, fail, tries));
         return;
       }
     } catch (err) {
-      return fail(err);
+      if (!(err instanceof ArchiveMiss)) return fail(err);
+      const index = this.indexes.get(stream);
+      return tries.wait(err, index instanceof KeyIndex ? index.indexedTo : 0, () => this.whenIndexed(stream, then, fail, tries), fail);
     }
     then(index);
   }
 
   /** The stream's key index as it stands (a new one on first use); 409 while given up past snapshot_keys_max. */
   private indexOf(stream: Stream): KeyIndex {
-    const log = stream.log;
+    const log = this.logOf(stream);
     const index = this.indexes.get(stream);
     if (index instanceof KeyIndex) return index;
     if (index !== undefined && index.firstSeq === log.firstSeq) throw keysExceeded(this.config.snapshot_keys_max);
@@ -173,7 +220,7 @@ export class Snapshots {
 
   /** Reads up to `eventsMax` records of the log into the index; true once it has reached the committed head. */
   private catchUp(stream: Stream, index: KeyIndex, eventsMax: number): boolean {
-    const log = stream.log;
+    const log = this.logOf(stream);
     index.forgetBelow(log.firstSeq); // retention may have run since the last slice
     const page = this.buffers.page;
     let budget = eventsMax;
@@ -208,7 +255,12 @@ export class Snapshots {
     return true;
   }
 
-  /** The rest of the log the way forEach reads it, from the next index point past damage (rare: one pass, in this turn). */
+  /**
+   * The rest of the log the way forEach reads it, from the next index point
+   * past damage (rare: one pass, in this turn). In cluster mode the damage
+   * may be in the archive: this node's copy is read from its first record,
+   * and the seqs skipped before it are missing (KeyIndex.add).
+   */
   private readPastDamage(stream: Stream, index: KeyIndex): void {
     const log = stream.log;
     log.forEach(index.indexedTo + 1, (buf, at) => this.note(stream, index, buf, at));
@@ -221,7 +273,7 @@ export class Snapshots {
     const key = f.keyAt < 0 ? null : buf.toString("utf8", f.keyAt, f.keyAt + f.keyLen);
     if (index.add(key, frameSeq(buf, at))) return;
     // Given up whole, memory and all: a partial index could only answer an incomplete snapshot.
-    this.indexes.set(stream, { firstSeq: stream.log.firstSeq });
+    this.indexes.set(stream, { firstSeq: this.logOf(stream).firstSeq });
     throw keysExceeded(this.config.snapshot_keys_max);
   }
 
@@ -254,17 +306,16 @@ export class Snapshots {
 
   /**
    * The frames of the cut's seqs after `after`, up to `limit` events and
-   * about `bytesMax` bytes, copied together. Seqs retention has deleted
-   * since the cut are passed over: those keys' newest events are gone.
+   * about `bytesMax` bytes, copied together into `g` (which an ArchiveMiss
+   * leaves as far as it got). Seqs retention has deleted since the cut are
+   * passed over: those keys' newest events are gone.
    */
-  private gather(stream: Stream, cut: Cut, after: number, limit: number, bytesMax: number) {
-    const log = stream.log;
+  private gather(stream: Stream, log: ReadLog, cut: Cut, after: number, limit: number, bytesMax: number, g: Gathering) {
     const seqs = cut.seqs;
     const page = this.buffers.page;
-    const out = (this.frames ??= Buffer.allocUnsafe(page.length));
-    const offsets: number[] = [];
-    let i = upperBound(seqs, Math.max(after, log.firstSeq - 1));
-    let bytes = 0;
+    const { out, offsets } = g;
+    let i = (g.i = Math.max(g.i, upperBound(seqs, Math.max(after, log.firstSeq - 1))));
+    let bytes = g.bytes;
     while (i < seqs.length && offsets.length < limit && bytes < bytesMax) {
       let j = i;
       while (j + 1 < seqs.length && j + 1 - i < limit - offsets.length && seqs[j + 1] - seqs[j] <= RUN_GAP_MAX) j++;
@@ -288,12 +339,16 @@ export class Snapshots {
       }
       // A read cut short (its bytes) goes on from its next seq.
       while (i <= j && seqs[i] < read.next) i++;
+      g.i = i;
+      g.bytes = bytes;
     }
     return { buf: out, count: offsets.length, offsets };
   }
 }
 
-function readLog(log: Stream["log"], from: number, to: number, bytesMax: number, out: Buffer) {
+const streamGone = (id: string) => new ApiError(404, "stream_not_found", `stream "${id}" does not exist`, { stream: id });
+
+function readLog(log: ReadLog, from: number, to: number, bytesMax: number, out: Buffer) {
   try {
     return log.read(from, to, to - from + 1, bytesMax, out);
   } catch (err) {

@@ -12,7 +12,7 @@ import type { Config } from "../config.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { applyExternalCheckpoints, openExternalCheckpoints } from "./external-checkpoints.js";
 import { WorkerCluster } from "./cluster.js";
-import { ArchiveMiss } from "./history-view.js";
+import { ARCHIVE_ATTEMPTS_MAX, ArchiveMiss, archiveUnreadable } from "./history-view.js";
 import type { CorruptionInfo, LogOptions } from "../log/log.js";
 import { frameBytesFor } from "../log/record.js";
 import { OpenFiles } from "../log/open-files.js";
@@ -57,13 +57,6 @@ const isLogRead = (r: Request) => r.op === Op.Replay || r.op === Op.ConsumeRead;
 
 /** How often ordered streams look for gaps past gap_timeout_ms. */
 const GAP_TICK_MS = 100;
-/**
- * Fetches of archived segments one read may wait for: each brings the next
- * segment it needs (or the manifest), and a cache too small for the readers
- * at once could evict it again before the read comes back.
- */
-const ARCHIVE_ATTEMPTS_MAX = 8;
-
 import { Outbox } from "./outbox.js";
 
 export { Outbox };
@@ -142,7 +135,14 @@ class ShardWorker {
     };
     this.buffers = new ShardBuffers(limits.pageBufferBytes);
     this.groups = new ConsumerGroups(this.outbox, this.buffers, () => this.external);
-    this.snapshots = new Snapshots(c, this.outbox, this.buffers, (id) => this.streams.get(id));
+    // Cluster mode: the stream's whole history, the archive below this node's copy (a new owner's copy starts after it).
+    this.snapshots = new Snapshots(
+      c,
+      this.outbox,
+      this.buffers,
+      (id) => this.streams.get(id),
+      (s) => this.cluster?.logOf(s) ?? s.log,
+    );
     this.watched = new WatchedStreams(this.outbox, this.buffers);
     this.reads = new LogReads(c, this.outbox, this.buffers, this.watched);
     this.streams = new StreamAdmin(this.root, this.descriptions, this.logOpts, this.defaults, c, this.outbox, this.buffers, this.watched, () => this.external);
@@ -291,8 +291,7 @@ class ShardWorker {
         return;
       }
       // Past the tries: the archive (or the database) did not give what the read needs.
-      if (err instanceof ArchiveMiss)
-        return this.serveError(req, new ApiError(503, "storage_error", `the archive could not be read after ${ARCHIVE_ATTEMPTS_MAX} tries; retry later`));
+      if (err instanceof ArchiveMiss) return this.serveError(req, archiveUnreadable());
       this.serveError(req, err);
     }
   }

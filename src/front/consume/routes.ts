@@ -8,7 +8,7 @@ import type { ConsumeHub } from "./hub.js";
 import { CLIENT_MESSAGE_BYTES_MAX, parseParams, type ConsumeParams } from "./params.js";
 import type { SocketData } from "./state.js";
 import type { ClusterRuntime } from "../cluster-runtime.js";
-import { clusterUnsupported, routeInCluster } from "../cluster.js";
+import { routeInCluster } from "../cluster.js";
 
 /**
  * Largest client message uWS takes (maxPayloadLength): on a larger one it
@@ -40,8 +40,6 @@ export function consumeRoute(routes: GuardedApp, hub: ConsumeHub, isReady: () =>
       }
       // A stream served by another node: refused with its URL (307, Location), the client reconnects there.
       const rt = cluster();
-      // A snapshot needs the stream's whole retention in one place: not served in cluster mode yet (as GET .../snapshot).
-      if (rt && params.snapshot) return clusterUnsupported(x, "a snapshot (from=snapshot)");
       if (rt && !routeInCluster(x, rt, params.stream, req.getUrl(), req.getQuery() ?? "")) return;
       if (!hub.admit()) {
         const max = hub.consumersMax;
