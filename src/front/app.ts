@@ -24,6 +24,7 @@ import { BodyBudget, readBody } from "./body.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
 import { clusterMapRoute, clusterRefusals, routeInCluster } from "./cluster.js";
 import { clusterStreams, NODE_ONLY_HEADER } from "./cluster-streams.js";
+import { clusterTimelineReadRoute, RemoteTimelineReads } from "./cluster-timelines.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, SNAPSHOT_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
@@ -325,11 +326,13 @@ export function createFront(
   consumeRoute(routes, consumers, isReady, cluster);
   const unavailable = () => (draining ? shuttingDown() : isReady() ? null : notReady());
   // The page reads (src/front/timelines.ts) and the control plane (timeline-admin.ts) share /v1/timelines: a GET with ?streams= is a page.
-  const pages = new Timelines({ config, pool, stores: timelineStores, unavailable });
+  const pages = new Timelines({ config, pool, stores: timelineStores, unavailable, remote: inCluster ? new RemoteTimelineReads(cluster) : null });
   let timelines: TimelineAdmin = { inFlight: 0 };
   clusterMapRoute(routes, inCluster, cluster);
-  if (inCluster) clusterRefusals(routes);
-  else {
+  if (inCluster) {
+    clusterRefusals(routes, (res, req, key) => pages.adHoc(res, req, key));
+    clusterTimelineReadRoute(routes, { config, pool, cluster, unavailable, body });
+  } else {
     timelines = timelineAdminRoutes(routes, {
       config,
       pool,

@@ -2,16 +2,16 @@
 // is served by the node that owns the stream's cluster shard. Another node
 // answers 307 to the same path and query at the owner (HTTP clients follow
 // it, keeping method and body), or 503 with Retry-After while nobody owns it.
-// GET /v1/cluster shows the shard map; timelines (named ones, and pages
-// across streams), which read streams of many shards, are refused until they
-// are served across nodes.
+// GET /v1/cluster shows the shard map; named timelines (their definitions
+// and readers live in one node's data dir) are refused until they are kept
+// in PostgreSQL. Pages across streams are served (cluster-timelines.ts).
 import type uWS from "uWebSockets.js";
 import { ApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 import { checkQuery } from "../validate.js";
 import type { ClusterRoute, ClusterRuntime } from "./cluster-runtime.js";
 import { redirectLocation } from "../cluster/routing.js";
-import type { GuardedApp } from "./auth.js";
+import type { ApiKey, GuardedApp } from "./auth.js";
 import { exchange, send, sendError, type Exchange } from "./http.js";
 import { NO_PARAMS } from "./query-params.js";
 
@@ -58,9 +58,16 @@ export function clusterMapRoute(routes: GuardedApp, inCluster: boolean, rt: () =
   });
 }
 
-/** Cluster mode: the refusals of what it does not serve yet. */
-export function clusterRefusals(routes: GuardedApp): void {
+/**
+ * Cluster mode: the refusals of what it does not serve yet, the named
+ * timelines; `adHoc` serves `GET /v1/timelines?streams=` (src/front/cluster-timelines.ts).
+ */
+export function clusterRefusals(routes: GuardedApp, adHoc: (res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null) => void): void {
   const refuse = (what: string) => (res: uWS.HttpResponse) => clusterUnsupported(exchange(res), what);
+  routes.get("/v1/timelines", "key", (res, req, key) => {
+    if (new URLSearchParams(req.getQuery() ?? "").has("streams")) return adHoc(res, req, key);
+    clusterUnsupported(exchange(res), "a named timeline");
+  });
   for (const path of [
     "/v1/timelines",
     "/v1/timelines/:name",
@@ -68,5 +75,5 @@ export function clusterRefusals(routes: GuardedApp): void {
     "/v1/timelines/:name/readers/:reader",
     "/v1/timelines/_secret/rotate",
   ])
-    routes.any(path, "key", refuse("a timeline"));
+    routes.any(path, "key", refuse("a named timeline"));
 }

@@ -1,5 +1,6 @@
 // What the front keeps about timelines, opened once at start: the cursor
-// signer, the named timelines and the reader positions. PostgreSQL and
+// signer (its secret the cluster's in cluster mode), the named timelines and
+// the reader positions. PostgreSQL and
 // Redis are connected (and their module loaded) only when configured.
 import type { Config } from "../config.js";
 import { CursorSigner } from "./cursor.js";
@@ -21,8 +22,11 @@ export class TimelineStores {
    * cannot use; a damaged timeline file is left out and listed in `damage`.
    */
   static async open(config: Config): Promise<TimelineStores> {
+    // Cluster mode: the secret every node shares (PostgreSQL's), unless the config gives one.
+    let secret = config.timeline_cursor_secret || null;
+    if (!secret && config.cluster_postgres_url) secret = await (await import("../cluster/secrets.js")).clusterCursorSecret(config.cluster_postgres_url);
     const signer = CursorSigner.open(config.data_dir, {
-      secret: config.timeline_cursor_secret || null,
+      secret,
       previousSecret: config.timeline_cursor_previous_secret || null,
       graceMs: config.timeline_cursor_grace_ms,
     });

@@ -114,7 +114,7 @@ describe("a cluster of three nodes", () => {
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe("cluster_unsupported");
     };
     await refused("/v1/streams/routed", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ producer_ordering: true }) });
-    await refused("/v1/timelines?streams=routed");
+    await refused("/v1/timelines");
     await refused("/v1/timelines/t1", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ streams: ["routed"] }) });
   });
 
