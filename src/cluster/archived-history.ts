@@ -87,6 +87,8 @@ class StreamState {
   refreshing: Promise<void> | null = null;
   /** Fetches in flight by key and chunk: loads of one chunk wait for the same one. */
   readonly fetching = new Map<string, Promise<void>>();
+  /** Manifest rows being read, by the seq asked for. */
+  readonly looking = new Map<number, Promise<Entry>>();
 
   constructor(readonly name: string) {}
 
@@ -172,14 +174,25 @@ export class ArchivedHistory {
     if (this.stale(st)) await (st.refreshing ??= this.refresh(st).finally(() => (st.refreshing = null)));
     // Forgotten meanwhile: the caller's next read answers null and it loads again.
     if (this.streams.get(stream) !== st || seq < st.firstSeq || seq > st.lastSeq || st.holding(seq)) return;
-    let x = st.entryHolding(seq);
-    if (!x) {
-      const [e] = await this.manifest.segments(stream, seq, 1);
-      if (this.streams.get(stream) !== st || st.holding(seq)) return;
-      if (!e || e.baseSeq > seq) throw noSegment(seq);
-      x = st.remember(e);
-    }
+    const x = st.entryHolding(seq) ?? (await this.lookUp(st, seq));
+    if (this.streams.get(stream) !== st || st.holding(seq)) return;
     await this.fetchOnce(st, x, spanOf(x, seq));
+  }
+
+  /** The manifest row of the segment holding `seq`, read and kept (one look in flight per seq). */
+  private lookUp(st: StreamState, seq: number): Promise<Entry> {
+    let look = st.looking.get(seq);
+    if (!look) {
+      look = this.manifest
+        .segments(st.name, seq, 1)
+        .then(([e]) => {
+          if (!e || e.baseSeq > seq) throw noSegment(seq);
+          return st.remember(e);
+        })
+        .finally(() => st.looking.delete(seq));
+      st.looking.set(seq, look);
+    }
+    return look;
   }
 
   /**
@@ -188,9 +201,10 @@ export class ArchivedHistory {
    * through the stream then finds them there, their fetch and check done
    * while it took the pages before. Not into room the chunk being read
    * needs: with a cache that holds less, a chunk fetched ahead would evict
-   * it. Failures are the next load's to report.
+   * it. Failures are the next load's to report. `looks`: rows it may read
+   * from the manifest first, each then going on from where it stopped.
    */
-  readAhead(stream: string, seq: number): void {
+  readAhead(stream: string, seq: number, looks = READ_AHEAD_CHUNKS): void {
     const st = this.streams.get(stream);
     const c = st?.holding(seq);
     if (!st || !c) return;
@@ -204,8 +218,15 @@ export class ArchivedHistory {
         continue;
       }
       const x = st.entryHolding(next);
-      // Its row first: the next call knows the chunk.
-      if (!x) return void this.load(stream, next).catch(() => undefined);
+      // Its row first: the size of its chunk is not known before.
+      if (!x) {
+        if (looks > 0)
+          this.lookUp(st, next).then(
+            () => this.readAhead(stream, seq, looks - 1),
+            () => undefined,
+          );
+        return;
+      }
       const span = spanOf(x, next);
       room -= Math.max(0, span.end - span.start);
       if (room < 0) return;
@@ -307,7 +328,7 @@ export class ArchivedHistory {
     for (const st of this.streams.values()) {
       if (looked++ === SWEEP_STATES) return;
       this.streams.delete(st.name);
-      if (!this.stale(st) || st.chunks.length > 0 || st.fetching.size > 0 || st.refreshing) this.streams.set(st.name, st);
+      if (!this.stale(st) || st.chunks.length > 0 || st.fetching.size > 0 || st.looking.size > 0 || st.refreshing) this.streams.set(st.name, st);
     }
   }
 
