@@ -21,7 +21,8 @@ import { RECORD_BYTES_MIN, RECORD_HEADER_BYTES, checkFrame, frameProblem, frameS
  * 128-byte frames replayed cold through ArchivedHistory, 2 busy cores):
  * from a file archive 256 KiB chunks stall the replay (0.9-2.1 M events/s,
  * a fetch that has not landed every few pages), 1 and 4 MiB replay at
- * 1.8-2.3 M, 16 MiB at 1.5-1.7 M; from S3 (s3rver) 4 MiB did best (0.64 M,
+ * 1.8-2.3 M (2.05 and 2.49 M once the cores were quiet), 16 MiB at
+ * 1.5-2.2 M; from S3 (s3rver) 4 MiB did best (0.64 M,
  * 0.56 at 1 MiB, 0.25 at 256 KiB: a request per chunk), and a real S3's tens
  * of ms per GET favour the larger. A first page from the middle then costs
  * 11-20 ms (whole: 190-340 ms, and 64 MiB of cache).
