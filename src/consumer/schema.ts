@@ -13,7 +13,8 @@ const PG_CLOSE_TIMEOUT_S = 5;
  * positions, src/timeline/external-readers.ts; 3: cluster shards and nodes,
  * src/cluster/leases.ts; 4: the open tail, src/cluster/tail.ts; 5-7: the
  * segment manifest, src/cluster/archive.ts; 8: stream configs,
- * src/cluster/catalog.ts).
+ * src/cluster/catalog.ts; 9: where archived segments' chunks start,
+ * src/cluster/segment-chunks.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -106,6 +107,11 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       name text primary key,
       secret text not null
     )`,
+  },
+  {
+    // Cluster mode (src/cluster/segment-chunks.ts): where each chunk of an archived segment starts; null before this.
+    version: 10,
+    sql: `alter table ticker_cluster_segments add column points bytea`,
   },
 ];
 
