@@ -113,6 +113,16 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
     version: 10,
     sql: `alter table ticker_cluster_segments add column points bytea`,
   },
+  {
+    // Cluster mode (src/timeline/cluster-names.ts): named timelines, which every node serves (their readers: ticker_timeline_readers).
+    version: 11,
+    sql: `create table ticker_cluster_timelines (
+      name text primary key,
+      streams jsonb not null,
+      created_at bigint not null,
+      updated_at bigint not null
+    )`,
+  },
 ];
 
 /**

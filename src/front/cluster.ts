@@ -2,16 +2,15 @@
 // is served by the node that owns the stream's cluster shard. Another node
 // answers 307 to the same path and query at the owner (HTTP clients follow
 // it, keeping method and body), or 503 with Retry-After while nobody owns it.
-// GET /v1/cluster shows the shard map; named timelines (their definitions
-// and readers live in one node's data dir) are refused until they are kept
-// in PostgreSQL. Pages across streams are served (cluster-timelines.ts).
-import type uWS from "uWebSockets.js";
+// GET /v1/cluster shows the shard map. What is not one stream's (timeline
+// pages across nodes, named timelines) is cluster-timelines.ts's and
+// src/timeline/cluster-names.ts's.
 import { ApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 import { checkQuery } from "../validate.js";
 import type { ClusterRoute, ClusterRuntime } from "./cluster-runtime.js";
 import { redirectLocation } from "../cluster/routing.js";
-import type { ApiKey, GuardedApp } from "./auth.js";
+import type { GuardedApp } from "./auth.js";
 import { exchange, send, sendError, type Exchange } from "./http.js";
 import { NO_PARAMS } from "./query-params.js";
 
@@ -56,24 +55,4 @@ export function clusterMapRoute(routes: GuardedApp, inCluster: boolean, rt: () =
     if (!runtime) return sendError(x, new ApiError(503, "not_ready", "the node has not joined the cluster yet"));
     send(x, 200, ContentType.Json, JSON.stringify(runtime.describe()));
   });
-}
-
-/**
- * Cluster mode: the refusals of what it does not serve yet, the named
- * timelines; `adHoc` serves `GET /v1/timelines?streams=` (src/front/cluster-timelines.ts).
- */
-export function clusterRefusals(routes: GuardedApp, adHoc: (res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null) => void): void {
-  const refuse = (what: string) => (res: uWS.HttpResponse) => clusterUnsupported(exchange(res), what);
-  routes.get("/v1/timelines", "key", (res, req, key) => {
-    if (new URLSearchParams(req.getQuery() ?? "").has("streams")) return adHoc(res, req, key);
-    clusterUnsupported(exchange(res), "a named timeline");
-  });
-  for (const path of [
-    "/v1/timelines",
-    "/v1/timelines/:name",
-    "/v1/timelines/:name/events",
-    "/v1/timelines/:name/readers/:reader",
-    "/v1/timelines/_secret/rotate",
-  ])
-    routes.any(path, "key", refuse("a named timeline"));
 }

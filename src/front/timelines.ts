@@ -7,10 +7,10 @@
 // waits, timeline-waits.ts.
 import type uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
-import { ApiError } from "../errors.js";
+import { ApiError, asApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 import type { CursorSigner, Direction } from "../timeline/cursor.js";
-import { checkTimelineName, timelineNotFound } from "../timeline/names.js";
+import { checkTimelineName, type NamedTimeline, timelineNotFound } from "../timeline/names.js";
 import { HEAD_BOUNDARY } from "../timeline/shard-page.js";
 import type { TimelineStores } from "../timeline/stores.js";
 import { streamSet } from "../timeline/stream-set.js";
@@ -159,13 +159,16 @@ export class Timelines {
   private named(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
     const name = req.getParameter(0) ?? "";
     const query = req.getQuery() ?? "";
-    this.begin(exchange(res), key, req.getHeader("authorization"), () => {
-      checkTimelineName(name);
-      const q = checkQuery(query, TIMELINE_NAMED_PARAMS);
-      const t = this.deps.stores.names.get(name);
-      if (!t) throw timelineNotFound(name);
-      return { q, streams: t.streams };
-    });
+    const authorization = req.getHeader("authorization");
+    const x = exchange(res);
+    const found = (t: NamedTimeline | undefined) =>
+      this.begin(x, key, authorization, () => {
+        checkTimelineName(name);
+        const q = checkQuery(query, TIMELINE_NAMED_PARAMS);
+        if (!t) throw timelineNotFound(name);
+        return { q, streams: t.streams };
+      });
+    this.deps.stores.names.find(name).then(found, (err: unknown) => sendError(x, asApiError(err)));
   }
 
   /** The checks of both routes, in one order: readiness, the names and query, the key on the set, the page asked for. */
