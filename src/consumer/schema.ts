@@ -101,11 +101,11 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
     create index ticker_cluster_streams_shard on ticker_cluster_streams (shard)`,
   },
   {
-    // Cluster mode (src/cluster/secrets.ts): the timeline cursor secret every node signs and verifies with.
+    // Cluster mode (src/cluster/secrets.ts): the timeline cursor secrets every node signs and verifies with, and when each signs.
     version: 9,
     sql: `create table ticker_cluster_secrets (
       name text primary key,
-      secret text not null
+      keys jsonb not null
     )`,
   },
   {

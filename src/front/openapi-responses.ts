@@ -156,7 +156,14 @@ export const readerPositionSchema = z
   .openapi("ReaderPosition");
 
 /** src/timeline/cursor.ts CursorSigner.rotate. */
-export const rotationSchema = z.object({ key_id: int(), previous_valid_until: int() }).strict().openapi("Rotation");
+export const rotationSchema = z
+  .object({
+    key_id: int(),
+    previous_valid_until: int(),
+    signs_from: int().optional().describe("cluster mode: when the new secret starts signing (every node verifies it before)"),
+  })
+  .strict()
+  .openapi("Rotation");
 
 /**
  * What each error status means. A status sits on an operation only if that

@@ -18,7 +18,6 @@ import { streamSet } from "../timeline/stream-set.js";
 import { checkQuery, jsonBody, parseBody } from "../validate.js";
 import { type ApiKey, checkStreams, type GuardedApp, Refusal, sendRefusal } from "./auth.js";
 import { CT_JSON, contentTypeOf, type Exchange, exchange, send, sendError } from "./http.js";
-import { clusterUnsupported } from "./cluster.js";
 import type { ShardPool } from "./shards.js";
 
 export interface TimelineAdminDeps {
@@ -190,11 +189,9 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     if (key && key.prefix !== "") {
       return sendError(x, new ApiError(403, "forbidden", "rotating the cursor secret needs an admin key without a prefix", { prefix: key.prefix }));
     }
-    // The cluster's secret is one row every node read at start: rotating it would need every node told.
-    if (config.cluster_postgres_url !== "") return clusterUnsupported(x, "rotating the cursor secret (rotate it through timeline_cursor_secret on every node)");
     withBody(x, ct, len, "rotate body", async (body) => {
       parseBody(rotateBody, body, "invalid_body");
-      send(x, 200, ContentType.Json, JSON.stringify(stores.signer.rotate()));
+      send(x, 200, ContentType.Json, JSON.stringify(await stores.rotate()));
     });
   });
 

@@ -34,6 +34,12 @@ export interface TimelineCursor {
   seqs: number[];
 }
 
+/** The secret that signs, and the others that verify until their time (cluster mode's keys, src/cluster/secrets.ts). */
+export interface CursorKeys {
+  current: string;
+  others: Array<{ secret: string; validUntil: number }>;
+}
+
 export interface CursorSignerOptions {
   /** The current secret from the config; null: the data dir's. */
   secret: string | null;
@@ -218,6 +224,26 @@ export class CursorSigner {
   /** The id of the secret new cursors are signed with. */
   get keyId(): number {
     return this.current.id;
+  }
+
+  /** The key id a secret has. */
+  idOf(secret: string): number {
+    return signingKey(secret, 0).id;
+  }
+
+  /**
+   * Cluster mode (src/cluster/secrets.ts): the keys as the cluster's row
+   * says at this moment, in place of the ones before. A key kept keeps its
+   * MAC state; only new secrets are keyed.
+   */
+  useKeys(keys: CursorKeys): void {
+    const had = new Map([this.current, ...this.previous].map((k) => [k.secret, k]));
+    const keyOf = (secret: string, validUntil: number): SigningKey => {
+      const k = had.get(secret);
+      return k ? { ...k, validUntil } : signingKey(secret, validUntil);
+    };
+    this.current = keyOf(keys.current, Number.POSITIVE_INFINITY);
+    this.previous = keys.others.map((o) => keyOf(o.secret, o.validUntil));
   }
 
   /** Whether rotate() may be called (false: the config gives the secrets). */

@@ -114,7 +114,6 @@ describe("a cluster of three nodes", () => {
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe("cluster_unsupported");
     };
     await refused("/v1/streams/routed", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ producer_ordering: true }) });
-    await refused("/v1/timelines/_secret/rotate", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   });
 
   it("answers a publish only once its batch is a tail row in PostgreSQL, fenced by the owner's epoch", async () => {

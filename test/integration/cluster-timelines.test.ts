@@ -171,6 +171,32 @@ describe("timeline pages in cluster mode", () => {
     expect((await fetch(`${b.url}/v1/timelines/nm/events`)).status).toBe(404);
   });
 
+  it("rotates the cluster's cursor secret on one node: every node verifies the new key before any signs with it, and the old one verifies through the grace", async () => {
+    const { streams, owners } = await spread("rot-", 1);
+    for (const id of streams) await publish(owners.get(id)!.url, id, 1);
+    const set = `streams=${streams.join(",")}`;
+    const keyOf = (cursor: string) => Buffer.from(cursor, "base64url").readUInt32LE(1);
+    const before = await page(w.nodes[1].url, `${set}&limit=1`);
+    const r = await fetch(`${w.nodes[0].url}/v1/timelines/_secret/rotate`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    expect(r.status).toBe(200);
+    const rotation = (await r.json()) as { key_id: number; previous_valid_until: number; signs_from: number };
+    expect(rotation.key_id).not.toBe(keyOf(before.next_cursor));
+    // Until signs_from, the old key still signs everywhere; from then on, the new one, on both nodes.
+    const signed = await until(
+      "the new key signing on both nodes",
+      async () => {
+        const keys = await Promise.all(w.nodes.map(async (n) => keyOf((await page(n.url, `${set}&limit=1`)).next_cursor)));
+        if (keys.some((k) => k !== rotation.key_id)) expect(Date.now()).toBeLessThan(rotation.signs_from + 3000);
+        return keys.every((k) => k === rotation.key_id) ? keys : (await sleep(250), null);
+      },
+      20_000,
+    );
+    expect(Date.now()).toBeGreaterThanOrEqual(rotation.signs_from);
+    expect(signed).toEqual([rotation.key_id, rotation.key_id]);
+    // A cursor of the old key still pages on, on either node.
+    for (const n of w.nodes) expect((await page(n.url, `${set}&cursor=${before.next_cursor}`)).events.length).toBeGreaterThan(0);
+  });
+
   it("leaves the streams of a node that is gone partial, and serves them again once another node has taken them", async () => {
     const { streams, owners } = await spread("gone-", 2);
     for (const id of streams) await publish(owners.get(id)!.url, id, 1);
