@@ -13,7 +13,8 @@ const PG_CLOSE_TIMEOUT_S = 5;
  * positions, src/timeline/external-readers.ts; 3: cluster shards and nodes,
  * src/cluster/leases.ts; 4: the open tail, src/cluster/tail.ts; 5-7: the
  * segment manifest, src/cluster/archive.ts; 8: stream configs,
- * src/cluster/catalog.ts).
+ * src/cluster/catalog.ts; 10: ordered ingest's held events and producers,
+ * src/cluster/ordered-store.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -98,6 +99,27 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       config jsonb not null
     );
     create index ticker_cluster_streams_shard on ticker_cluster_streams (shard)`,
+  },
+  {
+    // Cluster mode (src/cluster/ordered-store.ts): producer_ordering's held events and each producer's last appended producer_seq.
+    version: 10,
+    sql: `create table ticker_cluster_held (
+      stream text not null,
+      producer_id text not null,
+      producer_seq bigint not null,
+      received_ms bigint not null,
+      frame bytea not null,
+      shard int not null,
+      primary key (stream, producer_id, producer_seq)
+    );
+    create table ticker_cluster_producers (
+      stream text not null,
+      producer_id text not null,
+      last_seq bigint not null,
+      last_seen_ms bigint not null,
+      shard int not null,
+      primary key (stream, producer_id)
+    )`,
   },
 ];
 
