@@ -147,7 +147,9 @@ export class ClusterOrdered {
       const a = o.admit(batch, this.staging, s.log, s.dedup, nowMs);
       try {
         const answer: Answer = { reqId, duplicates: batch.duplicates.map((d) => ({ ...d })), held: a.held };
-        return this.commit(s, o, shard, h.epoch, a.released, changesOf(s.id, o, nowMs, null), answer);
+        const changes = changesOf(s.id, o, nowMs, null);
+        if (changes) storable(changes);
+        return this.commit(s, o, shard, h.epoch, a.released, changes, answer);
       } catch (err) {
         o.abort(); // the rule's transaction is open until the commit settles it
         throw err;
@@ -249,6 +251,20 @@ export class ClusterOrdered {
 
   private refuse(reqId: number, e: ApiError): void {
     this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+  }
+}
+
+/**
+ * PostgreSQL's text holds no NUL character, which a producer_id may (JSON's
+ * \u0000, or FlatBuffers bytes): refused (400) before the commit, which
+ * would fail, and fail again at every retry, each time costing the whole
+ * shard a catch-up.
+ */
+function storable(c: OrderedChanges): void {
+  for (const p of [...c.held, ...c.producers]) {
+    if (p.producerId.includes("\0")) {
+      throw new ApiError(400, "invalid_event", `a "producer_id" with a NUL character is not taken on a stream with producer_ordering in cluster mode`);
+    }
   }
 }
 

@@ -103,6 +103,22 @@ describe("ordered ingest in cluster mode", () => {
       first_seq: 6,
       duplicates: [{ index: 0, producer_seq: 2 }],
     });
+    // Held again, then the stream deleted through the other node: its held events and places go with it.
+    expect((await publish(owner.url, stream, [ev("a", 9)])).json).toMatchObject({ count: 0, held: [{ index: 0, producer_seq: 9 }] });
+    expect((await fetch(`${other.url}/v1/streams/${stream}`, { method: "DELETE" })).status).toBe(204);
+    expect(await heldRows(stream)).toEqual([]);
+    expect(await placeOf(stream, "a")).toBeNull();
+  });
+
+  it("refuses a producer_id PostgreSQL cannot store (a NUL) with 400, the batch whole, and the shard goes on", async () => {
+    const stream = "ord-nul";
+    const owner = await ownerOf(stream);
+    expect((await ordered(owner.url, stream)).status).toBe(201);
+    const bad = await publish(owner.url, stream, [ev("ok", 1), ev("a\u0000b", 1)]);
+    expect(bad.status).toBe(400);
+    expect(bad.json.error.code).toBe("invalid_event");
+    expect((await publish(owner.url, stream, [ev("ok", 1)])).json).toMatchObject({ first_seq: 1, count: 1 });
+    expect(await placeOf(stream, "ok")).toBe(1);
   });
 
   it("concurrent publishes of one stream take turns: one producer's events sent at once in any order reach the log once each, in order", async () => {
