@@ -29,7 +29,7 @@ import type { StreamAdmin } from "./admin.js";
 import type { Outbox } from "./worker.js";
 
 /** Publishes of one ordered stream waiting for its admission in commit, at most; past it, 429 (the shard's requests in flight bound them all). */
-export const ORDERED_WAITING_MAX = 32;
+const ORDERED_WAITING_MAX = 32;
 
 /** What the owner (WorkerCluster, cluster.ts) lends: its leases as this thread knows them. */
 export interface OrderedOwner {
@@ -50,6 +50,8 @@ export class ClusterOrdered {
   /** Streams with an admission committing (or about to run), and what waits behind it, in order. */
   private readonly turns = new Map<Stream, Array<() => boolean>>();
   private readonly staging = new ReleaseStaging();
+  /** Restored from PostgreSQL, whose idle producers (left out) are not forgotten there yet: the next expiry does it. */
+  private readonly unswept = new WeakSet<OrderedStream>();
 
   constructor(
     private readonly owner: OrderedOwner,
@@ -104,7 +106,9 @@ export class ClusterOrdered {
     if (!o) return;
     const nowMs = Date.now();
     const state = await this.store.read(s.id, nowMs - s.config.dedup_window_ms);
-    if (s.ordered === o) o.restoreFrom(state.producers, state.held, nowMs);
+    if (s.ordered !== o) return;
+    o.restoreFrom(state.producers, state.held, nowMs);
+    this.unswept.add(o);
   }
 
   /** The shard's epoch if it is held and not catching up, else null (a non-owner's copy expires nothing). */
@@ -171,8 +175,8 @@ export class ClusterOrdered {
     const producersBefore = o.producers;
     const r = o.expire(this.staging, s.log, s.dedup, nowMs);
     try {
-      // PostgreSQL forgets idle producers when the rule does, not at every tick.
-      const sweep = o.producers < producersBefore ? nowMs - s.config.dedup_window_ms : null;
+      // PostgreSQL forgets idle producers when the rule does (or left them out of a restore), not at every tick.
+      const sweep = o.producers < producersBefore || this.unswept.has(o) ? nowMs - s.config.dedup_window_ms : null;
       return this.commit(s, o, shard, epoch, r, changesOf(s.id, o, nowMs, sweep), null);
     } catch (err) {
       o.expireFailed(nowMs);
@@ -216,6 +220,7 @@ export class ClusterOrdered {
           this.publisher.appendCommitted(s, b, answer);
           o.finish(true);
           o.placesUnsaved = false;
+          if (changes && changes.idleBeforeMs !== null) this.unswept.delete(o);
         } catch (err) {
           // PostgreSQL has it and this disk does not: read it back before going on.
           o.abort();
