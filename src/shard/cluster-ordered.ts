@@ -281,19 +281,22 @@ function storable(c: OrderedChanges): void {
  */
 function changesOf(stream: string, o: OrderedStream, nowMs: number, idleBeforeMs: number | null): OrderedChanges | null {
   const { newHeld, releasedHeld, out } = o.pendingChanges();
-  const producers = new Map<string, ProducerRow>();
-  if (o.placesUnsaved) for (const p of o.places()) producers.set(p.producerId, p);
-  // In release order: a producer's last release is its highest seq (a tombstone's is its range's end).
+  // In release order: a producer's last release is its highest seq (a tombstone's is its range's end). No object per event.
+  const last = new Map<string, number>();
   for (const r of out) {
-    if (r.kind === "gap") producers.set(r.producerId, { producerId: r.producerId, lastSeq: r.toSeq, lastSeenMs: nowMs });
-    else if (r.producerId !== "") producers.set(r.producerId, { producerId: r.producerId, lastSeq: r.producerSeq, lastSeenMs: nowMs });
+    if (r.kind === "gap") last.set(r.producerId, r.toSeq);
+    else if (r.producerId !== "") last.set(r.producerId, r.producerSeq);
   }
-  if (newHeld.length === 0 && releasedHeld.length === 0 && producers.size === 0 && idleBeforeMs === null) return null;
+  const rows = new Map<string, ProducerRow>();
+  if (o.placesUnsaved) for (const p of o.places()) rows.set(p.producerId, p);
+  for (const [producerId, lastSeq] of last) rows.set(producerId, { producerId, lastSeq, lastSeenMs: nowMs });
+  if (newHeld.length === 0 && releasedHeld.length === 0 && rows.size === 0 && idleBeforeMs === null) return null;
+  const producers = [...rows.values()];
   return {
     stream,
     held: [...newHeld],
     released: releasedHeld.map((r) => ({ producerId: r.entry.producerId, producerSeq: r.entry.producerSeq })),
-    producers: [...producers.values()],
+    producers,
     idleBeforeMs,
   };
 }

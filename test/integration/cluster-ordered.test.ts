@@ -110,6 +110,19 @@ describe("ordered ingest in cluster mode", () => {
     expect(await placeOf(stream, "a")).toBeNull();
   });
 
+  it("a plain stream made ordered keeps its producers' places from its log, and its first ordered commit puts them all in PostgreSQL", async () => {
+    const stream = "ord-late";
+    const owner = await ownerOf(stream);
+    expect((await publish(owner.url, stream, [ev("a", 1), ev("a", 2), ev("a", 3), ev("b", 1)])).json).toMatchObject({ count: 4 });
+    expect((await ordered(owner.url, stream)).status).toBe(200);
+    expect((await publish(owner.url, stream, [ev("a", 3), ev("a", 4)])).json).toMatchObject({
+      first_seq: 5,
+      count: 1,
+      duplicates: [{ index: 0, producer_seq: 3 }],
+    });
+    expect([await placeOf(stream, "a"), await placeOf(stream, "b")]).toEqual([4, 1]);
+  });
+
   it("refuses a producer_id PostgreSQL cannot store (a NUL) with 400, the batch whole, and the shard goes on", async () => {
     const stream = "ord-nul";
     const owner = await ownerOf(stream);
