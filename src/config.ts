@@ -210,7 +210,9 @@ export const configSchema = z
       ),
     archive_cache_bytes_max: int(1 * MiB, 64 * 1024 * MiB)
       .default(256 * MiB)
-      .describe("cluster mode: archived segments each shard thread keeps in memory to serve history from, bytes"),
+      .describe(
+        "cluster mode: chunks of archived segments (4 MiB, docs/CLUSTER.md) each shard thread keeps in memory to serve history from, least recently read evicted first, bytes",
+      ),
 
     api_keys_file: z.string().default("").describe("JSON file of API keys, reloaded on SIGHUP (see Security in the README); none: every route is open"),
     tls_cert_file: z.string().default("").describe("PEM certificate (chain) for HTTPS and WSS; flag `--tls-cert`; needs `tls_key_file`"),

@@ -99,6 +99,8 @@ export interface SegmentEntry {
   keyed?: number;
   /** ingest_ts of its last record. */
   lastTs?: number;
+  /** Where its chunks start (segment-chunks.ts; none in a segment archived before them): given by segments() alone. */
+  points?: Uint8Array | null;
 }
 
 /**
@@ -121,6 +123,7 @@ interface SegmentRow {
   key: string;
   bytes: string;
   keyed: number;
+  points?: Buffer | null;
 }
 
 const entryOf = (r: SegmentRow): SegmentEntry => ({
@@ -131,6 +134,7 @@ const entryOf = (r: SegmentRow): SegmentEntry => ({
   key: r.key,
   bytes: Number(r.bytes),
   keyed: r.keyed,
+  points: r.points ?? null,
 });
 
 /** Keyed segments one look for a stream's dedup window reads, at most (their keys are bounded by dedup_keys_max besides). */
@@ -150,16 +154,17 @@ export class Manifest {
    */
   async commit(shard: number, e: SegmentEntry): Promise<boolean> {
     const sql = this.sql;
-    const r = await sql`insert into ticker_cluster_segments (stream, base_seq, last_seq, epoch, key, bytes, shard, keyed, last_ts)
-      select ${e.stream}, ${e.baseSeq}, ${e.lastSeq}, ${e.epoch}, ${e.key}, ${e.bytes}, ${shard}, ${e.keyed ?? 0}, ${e.lastTs ?? 0}
+    const points = e.points ? Buffer.from(e.points.buffer, e.points.byteOffset, e.points.byteLength) : null;
+    const r = await sql`insert into ticker_cluster_segments (stream, base_seq, last_seq, epoch, key, bytes, shard, keyed, last_ts, points)
+      select ${e.stream}, ${e.baseSeq}, ${e.lastSeq}, ${e.epoch}, ${e.key}, ${e.bytes}, ${shard}, ${e.keyed ?? 0}, ${e.lastTs ?? 0}, ${points}
       from (${fence(sql, shard, this.nodeId, e.epoch)}) as lease`;
     return r.count === 1;
   }
 
-  /** The committed segments of a stream holding seqs from `fromSeq` on, in seq order (at most `limit`). */
+  /** The committed segments of a stream holding seqs from `fromSeq` on, in seq order (at most `limit`), with their points. */
   async segments(stream: string, fromSeq: number, limit = 100): Promise<SegmentEntry[]> {
     const rows = await this.sql<SegmentRow[]>`
-      select stream, base_seq, last_seq, epoch, key, bytes, keyed from ticker_cluster_segments
+      select stream, base_seq, last_seq, epoch, key, bytes, keyed, points from ticker_cluster_segments
       where stream = ${stream} and last_seq >= ${fromSeq} order by base_seq limit ${limit}`;
     return rows.map(entryOf);
   }

@@ -1,26 +1,32 @@
 // History of any stream from the archive (DESIGN.md "Beyond one machine"): a
-// shard worker thread's cache of archived segments, held whole, and the reads
+// shard worker thread's cache of chunks of archived segments, and the reads
 // replay pages and consumers make of them, in the shape StreamLog.read gives.
 //
+// A read of seq X fetches the chunk holding it (segment-chunks.ts: where
+// chunks start is in the segment's manifest row), not the whole object; a
+// segment archived without points, or whose points or chunk bytes disagree,
+// is fetched whole instead, as before chunks.
+//
 // Archived bytes come from shared storage another node wrote and anything may
-// have damaged, so nothing in them is taken on trust: a segment is checked
+// have damaged, so nothing in them is taken on trust: a chunk is checked
 // frame by frame once, as it arrives (length, CRC, seq chain, ingest_ts
 // order), and reads only ever follow the lengths that check accepted, from
 // the sparse index it built. Every loop over the bytes accepts a frame or ends.
 //
 // What is archived never changes: a key names one epoch's copy of one
-// segment, and the manifest commits a base seq once. So a cached segment is
-// never stale; only a stream's range (its first and last archived seq) is
-// read again after manifestTtlMs, as owners archive more and retention removes
-// the oldest.
+// segment, and the manifest commits a base seq once. So a cached chunk or
+// manifest row is never stale; only a stream's range (its first and last
+// archived seq) is read again after manifestTtlMs, as owners archive more
+// and retention removes the oldest.
 import { u32 } from "../bytes.js";
 import { CorruptRecordError, type CorruptionInfo } from "../log/damage.js";
 import type { FramePage } from "../log/log.js";
-import { checkFrame, frameProblem, frameSeq, frameTs, RECORD_BYTES_MIN } from "../log/record.js";
+import { frameSeq, RECORD_BYTES_MIN } from "../log/record.js";
 import type { Archive, Manifest, SegmentEntry } from "./archive.js";
+import { checkChunk, chunkHolding, parsePoints, seekChunk, wholeSpan, type CheckedChunk, type ChunkPoints, type ChunkSpan } from "./segment-chunks.js";
 
 export interface ArchivedHistoryOptions {
-  /** Bytes of archived segments one worker thread holds (LRU over whole segments; one larger than this is still held, alone). */
+  /** Bytes of archived chunks one worker thread holds (LRU over chunks; one larger than this is still held, alone). */
   cacheBytesMax: number;
   /** Largest valid frame; anything claiming more is damage, not data. */
   frameBytesMax: number;
@@ -31,20 +37,15 @@ export interface ArchivedHistoryOptions {
 }
 
 /**
- * A sparse index point every this many frames: a seek walks at most 63 frame
- * headers (lengths the check accepted, no CRC again), and a point is found by
- * division, not a search. A point is 8 bytes per 64 frames of at least 32
- * bytes each: under 0.4% of what the segment itself holds.
+ * Chunks fetched ahead of the one a reader is in. Two: a replay takes a
+ * 4 MiB chunk in a few ms from a file archive, about the time its fetch and
+ * check take, and an S3 GET takes tens of ms; with one ahead, a reader that
+ * catches up waits out all of the fetch.
  */
-const INDEX_FRAMES = 64;
+const READ_AHEAD_CHUNKS = 2;
 
-/**
- * Bytes checked before the check yields to the worker's event loop: about a
- * millisecond of CRC (measured 0.8-1.1 ms per MiB of 128-byte frames, 0.5
- * of 1 KiB ones). A 64 MiB segment checked in one go would hold the shard's
- * publishes up for 55-70 ms.
- */
-const CHECK_SLICE_BYTES = 1024 * 1024;
+/** Manifest rows a stream keeps (with their points): the segments its readers are in, and the next, without a query per chunk. */
+const ENTRIES_MAX = 8;
 
 /**
  * Stream states each load() looks at for one to drop (stale, nothing cached,
@@ -53,20 +54,25 @@ const CHECK_SLICE_BYTES = 1024 * 1024;
  */
 const SWEEP_STATES = 2;
 
-/** A segment in the cache, checked. */
-interface Cached {
+/** A manifest row, with its points checked (null: none, or not to be used: the object is read whole). */
+interface Entry {
+  readonly e: SegmentEntry;
+  points: ChunkPoints | null;
+}
+
+/** A chunk in the cache, checked (or a whole segment: `index` -1). */
+interface Cached extends CheckedChunk {
   readonly state: StreamState;
   readonly key: string;
-  readonly baseSeq: number;
-  /** The manifest's last seq: seqs up to here are this segment's to answer, served or damaged. */
+  readonly index: number;
+  /** The first seq of the chunk. */
+  readonly firstSeq: number;
+  /** Seqs up to here are this chunk's to answer, served or damaged. */
   readonly lastSeq: number;
+  /** Where the chunk starts in its segment's object. */
+  readonly start: number;
+  readonly baseSeq: number;
   readonly bytes: Buffer;
-  /** Position of the frame of seq baseSeq + i * INDEX_FRAMES. */
-  readonly points: Float64Array;
-  /** The last seq that passed the check: lastSeq unless damaged. */
-  readonly checkedSeq: number;
-  /** The first frame that failed the check (at seq checkedSeq + 1), or null. */
-  readonly damage: CorruptionInfo | null;
 }
 
 class StreamState {
@@ -74,34 +80,60 @@ class StreamState {
   lastSeq = 0;
   /** When the range was asked for (-Infinity: never). */
   loadedMs = Number.NEGATIVE_INFINITY;
-  /** Cached segments of the stream, by base seq. */
-  readonly segments: Cached[] = [];
+  /** Cached chunks of the stream, by first seq. */
+  readonly chunks: Cached[] = [];
+  /** Manifest rows read, the one used last at the end. */
+  readonly entries: Entry[] = [];
   refreshing: Promise<void> | null = null;
-  /** Fetches in flight by key: loads of one segment wait for the same one. */
+  /** Fetches in flight by key and chunk: loads of one chunk wait for the same one. */
   readonly fetching = new Map<string, Promise<void>>();
+  /** Manifest rows being read, by the seq asked for. */
+  readonly looking = new Map<number, Promise<Entry>>();
 
   constructor(readonly name: string) {}
 
-  /** The cached segment that answers for `seq`, or null. */
+  /** The cached chunk that answers for `seq`, or null. */
   holding(seq: number): Cached | null {
-    const list = this.segments;
+    const list = this.chunks;
     let lo = 0;
     let hi = list.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (list[mid].baseSeq <= seq) lo = mid;
+      if (list[mid].firstSeq <= seq) lo = mid;
       else hi = mid - 1;
     }
-    const s = list[lo];
-    return s && s.baseSeq <= seq && seq <= s.lastSeq ? s : null;
+    const c = list[lo];
+    return c && c.firstSeq <= seq && seq <= c.lastSeq ? c : null;
+  }
+
+  /** The manifest row read for the segment holding `seq`, or null. */
+  entryHolding(seq: number): Entry | null {
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const x = this.entries[i];
+      if (x.e.baseSeq <= seq && seq <= x.e.lastSeq) return x;
+    }
+    return null;
+  }
+
+  remember(e: SegmentEntry): Entry {
+    const known = this.entries.find((x) => x.e.key === e.key);
+    if (known) return known;
+    const x = { e, points: parsePoints(e.points, e) };
+    if (this.entries.push(x) > ENTRIES_MAX) this.entries.shift();
+    return x;
   }
 }
 
 const noSegment = (seq: number) => new CorruptRecordError({ segment: -1, position: 0, seq, reason: "no archived segment holds this seq" });
 
+/** The part of an entry's object a read of `seq` fetches. */
+const spanOf = (x: Entry, seq: number): ChunkSpan => (x.points ? chunkHolding(x.e, x.points, seq) : wholeSpan(x.e));
+
+const fetchKey = (x: Entry, span: ChunkSpan) => `${x.e.key}#${span.index}`;
+
 export class ArchivedHistory {
   private readonly streams = new Map<string, StreamState>();
-  /** Every cached segment, least recently read first (a Set keeps insertion order; a read moves its segments to the end). */
+  /** Every cached chunk, least recently read first (a Set keeps insertion order; a read moves its chunks to the end). */
   private readonly lru = new Set<Cached>();
   private cachedBytes = 0;
   private readonly now: () => number;
@@ -120,7 +152,7 @@ export class ArchivedHistory {
     this.now = o.now ?? Date.now;
   }
 
-  /** Bytes of segments held now (at most cacheBytesMax, or one segment larger than it). */
+  /** Bytes of chunks held now (at most cacheBytesMax, or one chunk larger than it). */
   get bytes(): number {
     return this.cachedBytes;
   }
@@ -131,7 +163,7 @@ export class ArchivedHistory {
   }
 
   /**
-   * Reads the stream's range if stale, then fetches and checks the segment
+   * Reads the stream's range if stale, then fetches and checks the chunk
    * holding `seq` if it is archived and not cached. Rejects with a
    * CorruptRecordError when the manifest has no segment for a seq inside the
    * range (a hole a read could only answer with null again), and with the
@@ -142,35 +174,72 @@ export class ArchivedHistory {
     if (this.stale(st)) await (st.refreshing ??= this.refresh(st).finally(() => (st.refreshing = null)));
     // Forgotten meanwhile: the caller's next read answers null and it loads again.
     if (this.streams.get(stream) !== st || seq < st.firstSeq || seq > st.lastSeq || st.holding(seq)) return;
-    const [entry] = await this.manifest.segments(stream, seq, 1);
+    const x = st.entryHolding(seq) ?? (await this.lookUp(st, seq));
     if (this.streams.get(stream) !== st || st.holding(seq)) return;
-    if (!entry || entry.baseSeq > seq) throw noSegment(seq);
-    let fetch = st.fetching.get(entry.key);
-    if (!fetch) {
-      fetch = this.fetch(st, entry).finally(() => st.fetching.delete(entry.key));
-      st.fetching.set(entry.key, fetch);
+    await this.fetchOnce(st, x, spanOf(x, seq));
+  }
+
+  /** The manifest row of the segment holding `seq`, read and kept (one look in flight per seq). */
+  private lookUp(st: StreamState, seq: number): Promise<Entry> {
+    let look = st.looking.get(seq);
+    if (!look) {
+      look = this.manifest
+        .segments(st.name, seq, 1)
+        .then(([e]) => {
+          if (!e || e.baseSeq > seq) throw noSegment(seq);
+          return st.remember(e);
+        })
+        .finally(() => st.looking.delete(seq));
+      st.looking.set(seq, look);
     }
-    await fetch;
+    return look;
   }
 
   /**
-   * Starts fetching the segment after the cached one holding `seq`, if the
-   * archive has one and it is not cached: a reader going through the
-   * stream then finds it there, its fetch and check done while it took the
-   * pages before. Failures are the next load's to report.
+   * Starts fetching the READ_AHEAD_CHUNKS chunks after the cached one holding
+   * `seq`, those the archive has and the cache does not: a reader going
+   * through the stream then finds them there, their fetch and check done
+   * while it took the pages before. Not into room the chunk being read
+   * needs: with a cache that holds less, a chunk fetched ahead would evict
+   * it. Failures are the next load's to report. `looks`: rows it may read
+   * from the manifest first, each then going on from where it stopped.
    */
-  readAhead(stream: string, seq: number): void {
+  readAhead(stream: string, seq: number, looks = READ_AHEAD_CHUNKS): void {
     const st = this.streams.get(stream);
-    const seg = st?.holding(seq);
-    if (!st || !seg || seg.lastSeq >= st.lastSeq || st.holding(seg.lastSeq + 1)) return;
-    this.load(stream, seg.lastSeq + 1).catch(() => undefined);
+    const c = st?.holding(seq);
+    if (!st || !c) return;
+    let room = this.o.cacheBytesMax - c.bytes.length;
+    let next = c.lastSeq + 1;
+    for (let i = 0; i < READ_AHEAD_CHUNKS && next <= st.lastSeq; i++) {
+      const cached = st.holding(next);
+      if (cached) {
+        room -= cached.bytes.length;
+        next = cached.lastSeq + 1;
+        continue;
+      }
+      const x = st.entryHolding(next);
+      // Its row first: the size of its chunk is not known before.
+      if (!x) {
+        if (looks > 0)
+          this.lookUp(st, next).then(
+            () => this.readAhead(stream, seq, looks - 1),
+            () => undefined,
+          );
+        return;
+      }
+      const span = spanOf(x, next);
+      room -= Math.max(0, span.end - span.start);
+      if (room < 0) return;
+      this.fetchOnce(st, x, span).catch(() => undefined);
+      next = span.lastSeq + 1;
+    }
   }
 
   /**
    * Frames from `from` to min(to, the last archived seq), at most `eventsMax`
    * and about `bytesMax` bytes (the first frame always, if it fits `out`),
-   * on into following segments while they are cached. Null when the range is
-   * stale or unknown or the segment holding `from` is not cached: the caller
+   * on into following chunks while they are cached. Null when the range is
+   * stale or unknown or the chunk holding `from` is not cached: the caller
    * awaits load(stream, from) and asks again. Like StreamLog.read, a page
    * that reaches damage ends there with `corrupt` set, and a page that would
    * be empty because of it throws CorruptRecordError instead.
@@ -181,35 +250,35 @@ export class ArchivedHistory {
     const last = Math.min(to, st.lastSeq);
     if (from > last) return { buf: out, bytes: 0, count: 0, next: from };
     if (from < st.firstSeq) throw noSegment(from);
-    let seg = st.holding(from);
-    if (!seg) return null;
-    this.touch(seg);
+    let c = st.holding(from);
+    if (!c) return null;
+    this.touch(c);
     let seq = from;
     let count = 0;
     let len = 0;
-    let pos = seek(seg, seq);
+    let pos = seekChunk(c, seq);
     let runFrom = pos;
     let corrupt: CorruptionInfo | undefined;
     let why = "record cannot be read";
     while (count < eventsMax && seq <= last) {
-      if (seq > seg.checkedSeq) {
-        if (seg.damage) {
-          corrupt = seg.damage;
+      if (seq > c.checkedSeq) {
+        if (c.damage) {
+          corrupt = c.damage;
           break;
         }
-        // Undamaged, the segment was checked to its last seq, so seq is past
-        // it: the next one is another segment, entered at the seq due (also
+        // Undamaged, the chunk was checked to its last seq, so seq is past
+        // it: the next one is another chunk, entered at the seq due (also
         // one that overlaps its neighbour in a bad manifest).
         const next = st.holding(seq);
         if (!next) break; // not cached: the page ends here, `next` says where to go on
-        seg.bytes.copy(out, len, runFrom, pos);
+        c.bytes.copy(out, len, runFrom, pos);
         len += pos - runFrom;
-        seg = next;
-        this.touch(seg);
-        pos = runFrom = seek(seg, seq);
+        c = next;
+        this.touch(c);
+        pos = runFrom = seekChunk(c, seq);
         continue;
       }
-      const frameBytes = u32(seg.bytes, pos);
+      const frameBytes = u32(c.bytes, pos);
       const pageBytes = len + (pos - runFrom) + frameBytes;
       if (pageBytes > out.length) {
         why = `a ${frameBytes}-byte record does not fit the ${out.length}-byte read buffer`;
@@ -217,16 +286,17 @@ export class ArchivedHistory {
       }
       if (count > 0 && pageBytes > bytesMax) break;
       // The check of the pair: what the index leads to is the frame it indexed.
-      if (frameSeq(seg.bytes, pos) !== seq) throw new Error(`archived history invariant: seq ${frameSeq(seg.bytes, pos)} at ${pos} of ${seg.key}, ${seq} due`);
+      if (frameSeq(c.bytes, pos) !== seq)
+        throw new Error(`archived history invariant: seq ${frameSeq(c.bytes, pos)} at ${pos} of ${c.key}#${c.index}, ${seq} due`);
       pos += frameBytes;
       seq++;
       count++;
     }
-    seg.bytes.copy(out, len, runFrom, pos);
+    c.bytes.copy(out, len, runFrom, pos);
     len += pos - runFrom;
     // A page never comes back empty while records are due: that would read
     // as "caught up" to a client and hide what follows (as in StreamLog.read).
-    if (count === 0 && !corrupt) corrupt = { segment: seg.baseSeq, position: pos, seq, reason: why };
+    if (count === 0 && !corrupt) corrupt = { segment: c.baseSeq, position: c.start + pos, seq, reason: why };
     if (corrupt && count === 0) throw new CorruptRecordError(corrupt);
     return { buf: out, bytes: len, count, next: from + count, corrupt };
   }
@@ -238,7 +308,7 @@ export class ArchivedHistory {
     // Fetches in flight find their state gone and keep nothing: a stream
     // deleted and made again starts at seq 1, and may be archived under the
     // same key (one epoch) with other bytes.
-    for (const s of [...st.segments]) this.drop(s);
+    for (const c of [...st.chunks]) this.drop(c);
   }
 
   private stale(st: StreamState): boolean {
@@ -258,7 +328,7 @@ export class ArchivedHistory {
     for (const st of this.streams.values()) {
       if (looked++ === SWEEP_STATES) return;
       this.streams.delete(st.name);
-      if (!this.stale(st) || st.segments.length > 0 || st.fetching.size > 0 || st.refreshing) this.streams.set(st.name, st);
+      if (!this.stale(st) || st.chunks.length > 0 || st.fetching.size > 0 || st.looking.size > 0 || st.refreshing) this.streams.set(st.name, st);
     }
   }
 
@@ -270,88 +340,72 @@ export class ArchivedHistory {
     st.lastSeq = last;
     st.loadedMs = askedMs;
     // Retention removed these: they answer nothing now.
-    for (const s of [...st.segments]) if (s.lastSeq < st.firstSeq) this.drop(s);
+    for (const c of [...st.chunks]) if (c.lastSeq < st.firstSeq) this.drop(c);
+    for (let i = st.entries.length - 1; i >= 0; i--) if (st.entries[i].e.lastSeq < st.firstSeq) st.entries.splice(i, 1);
   }
 
-  private async fetch(st: StreamState, e: SegmentEntry): Promise<void> {
-    // No more than the manifest says it holds, whatever the object's size is now.
-    const bytes = await this.archive.get(e.key, { start: 0, end: e.bytes });
-    const seg = await checkSegment(st, e, bytes, this.o.frameBytesMax);
-    if (this.streams.get(st.name) !== st || st.holding(e.baseSeq)) return;
-    this.insert(seg);
+  /** Fetches a span of an entry unless one fetch of it is in flight already. */
+  private fetchOnce(st: StreamState, x: Entry, span: ChunkSpan): Promise<void> {
+    const k = fetchKey(x, span);
+    let fetch = st.fetching.get(k);
+    if (!fetch) {
+      fetch = this.fetch(st, x, span).finally(() => st.fetching.delete(k));
+      st.fetching.set(k, fetch);
+    }
+    return fetch;
   }
 
-  private insert(seg: Cached): void {
+  private async fetch(st: StreamState, x: Entry, span: ChunkSpan): Promise<void> {
+    // No more than the row says the object holds, whatever its size is now.
+    const bytes = await this.archive.get(x.e.key, { start: span.start, end: span.end });
+    const checked = await checkChunk(x.e.baseSeq, span, bytes, this.o.frameBytesMax);
+    if (this.streams.get(st.name) !== st) return;
+    if (checked.damage && span.index >= 0) {
+      // The bytes disagree with the points (damaged either): the whole
+      // object, checked from its start, says what is served, as without points.
+      x.points = null;
+      return this.fetchOnce(st, x, wholeSpan(x.e));
+    }
+    if (span.index < 0) {
+      // Whole, it answers for every seq of the segment: chunks of it go.
+      for (const c of [...st.chunks]) if (c.key === x.e.key) this.drop(c);
+    } else if (st.holding(span.firstSeq)) return;
+    this.insert({
+      ...checked,
+      state: st,
+      key: x.e.key,
+      index: span.index,
+      firstSeq: span.firstSeq,
+      lastSeq: span.lastSeq,
+      start: span.start,
+      baseSeq: x.e.baseSeq,
+      bytes,
+    });
+  }
+
+  private insert(c: Cached): void {
     // Oldest first, until it fits; one larger than the bound empties the cache and is held alone.
     for (const old of this.lru) {
-      if (this.cachedBytes + seg.bytes.length <= this.o.cacheBytesMax) break;
+      if (this.cachedBytes + c.bytes.length <= this.o.cacheBytesMax) break;
       this.drop(old);
     }
-    const list = seg.state.segments;
+    const list = c.state.chunks;
     let i = list.length;
-    while (i > 0 && list[i - 1].baseSeq > seg.baseSeq) i--;
-    list.splice(i, 0, seg);
-    this.lru.add(seg);
-    this.cachedBytes += seg.bytes.length;
+    while (i > 0 && list[i - 1].firstSeq > c.firstSeq) i--;
+    list.splice(i, 0, c);
+    this.lru.add(c);
+    this.cachedBytes += c.bytes.length;
   }
 
-  private drop(seg: Cached): void {
-    if (!this.lru.delete(seg)) return;
-    this.cachedBytes -= seg.bytes.length;
-    const list = seg.state.segments;
-    list.splice(list.indexOf(seg), 1);
+  private drop(c: Cached): void {
+    if (!this.lru.delete(c)) return;
+    this.cachedBytes -= c.bytes.length;
+    const list = c.state.chunks;
+    list.splice(list.indexOf(c), 1);
   }
 
-  private touch(seg: Cached): void {
-    this.lru.delete(seg);
-    this.lru.add(seg);
+  private touch(c: Cached): void {
+    this.lru.delete(c);
+    this.lru.add(c);
   }
-}
-
-/** Position of the frame of `seq` (checked: baseSeq <= seq <= checkedSeq + 1): a point, then under INDEX_FRAMES accepted lengths. */
-function seek(seg: Cached, seq: number): number {
-  if (seq > seg.checkedSeq) return seg.damage?.position ?? seg.bytes.length;
-  const i = Math.floor((seq - seg.baseSeq) / INDEX_FRAMES);
-  let pos = seg.points[i];
-  for (let s = seg.baseSeq + i * INDEX_FRAMES; s < seq; s++) pos += u32(seg.bytes, pos);
-  return pos;
-}
-
-/**
- * Checks every frame of an archived segment, from its base seq to the
- * manifest's last, and builds its sparse index. Bounded: each pass accepts a
- * frame of at least RECORD_BYTES_MIN bytes that lies inside `bytes`, or ends
- * the check at the damage; bytes past the last seq are never read.
- */
-async function checkSegment(state: StreamState, e: SegmentEntry, bytes: Buffer, frameBytesMax: number): Promise<Cached> {
-  const points: number[] = [];
-  let pos = 0;
-  let seq = e.baseSeq;
-  let prevTs = 0;
-  let sliceEnd = CHECK_SLICE_BYTES;
-  let damage: CorruptionInfo | null = null;
-  while (seq <= e.lastSeq) {
-    if (pos >= sliceEnd) {
-      await new Promise((resolve) => setImmediate(resolve));
-      sliceEnd = pos + CHECK_SLICE_BYTES;
-    }
-    const r = checkFrame(bytes, pos, bytes.length, frameBytesMax);
-    const reason =
-      r < 0
-        ? frameProblem(r)
-        : frameSeq(bytes, pos) !== seq
-          ? `found seq ${frameSeq(bytes, pos)}`
-          : frameTs(bytes, pos) < prevTs
-            ? "ingest_ts went back"
-            : null;
-    if (reason !== null) {
-      damage = { segment: e.baseSeq, position: pos, seq, reason };
-      break;
-    }
-    if ((seq - e.baseSeq) % INDEX_FRAMES === 0) points.push(pos);
-    prevTs = frameTs(bytes, pos);
-    pos += r;
-    seq++;
-  }
-  return { state, key: e.key, baseSeq: e.baseSeq, lastSeq: e.lastSeq, bytes, points: Float64Array.from(points), checkedSeq: seq - 1, damage };
 }

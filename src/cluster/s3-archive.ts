@@ -70,7 +70,13 @@ export class S3Archive implements Archive {
           Range: range ? `bytes=${range.start}-${range.end - 1}` : undefined,
         }),
       );
-      return Buffer.from((await r.Body?.transformToByteArray()) ?? new Uint8Array(0));
+      const got = (await r.Body?.transformToByteArray()) ?? new Uint8Array(0);
+      const body = Buffer.from(got.buffer, got.byteOffset, got.byteLength);
+      if (!range) return body;
+      // A server that does not do ranges answers 200 with the whole object, no Content-Range: the range is cut from it.
+      if (r.ContentRange === undefined) return body.subarray(Math.min(range.start, body.length), Math.min(range.end, body.length));
+      if (body.length > range.end - range.start) throw new Error(`archive object ${key}: ${body.length} bytes for range ${range.start}-${range.end}`);
+      return body;
     } catch (err) {
       // A range that starts past the end: nothing there, as a file archive answers.
       if (range && (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return Buffer.alloc(0);

@@ -13,8 +13,9 @@ const PG_CLOSE_TIMEOUT_S = 5;
  * positions, src/timeline/external-readers.ts; 3: cluster shards and nodes,
  * src/cluster/leases.ts; 4: the open tail, src/cluster/tail.ts; 5-7: the
  * segment manifest, src/cluster/archive.ts; 8: stream configs,
- * src/cluster/catalog.ts; 10: ordered ingest's held events and producers,
- * src/cluster/ordered-store.ts).
+ * src/cluster/catalog.ts; 9: where archived segments' chunks start,
+ * src/cluster/segment-chunks.ts; 12: ordered ingest's held events and
+ * producers, src/cluster/ordered-store.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -101,8 +102,31 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
     create index ticker_cluster_streams_shard on ticker_cluster_streams (shard)`,
   },
   {
-    // Cluster mode (src/cluster/ordered-store.ts): producer_ordering's held events and each producer's last appended producer_seq.
+    // Cluster mode (src/cluster/secrets.ts): the timeline cursor secret every node signs and verifies with.
+    version: 9,
+    sql: `create table ticker_cluster_secrets (
+      name text primary key,
+      secret text not null
+    )`,
+  },
+  {
+    // Cluster mode (src/cluster/segment-chunks.ts): where each chunk of an archived segment starts; null before this.
     version: 10,
+    sql: `alter table ticker_cluster_segments add column points bytea`,
+  },
+  {
+    // Cluster mode (src/timeline/cluster-names.ts): named timelines, which every node serves (their readers: ticker_timeline_readers).
+    version: 11,
+    sql: `create table ticker_cluster_timelines (
+      name text primary key,
+      streams jsonb not null,
+      created_at bigint not null,
+      updated_at bigint not null
+    )`,
+  },
+  {
+    // Cluster mode (src/cluster/ordered-store.ts): producer_ordering's held events and each producer's last appended producer_seq.
+    version: 12,
     sql: `create table ticker_cluster_held (
       stream text not null,
       producer_id text not null,

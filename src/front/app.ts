@@ -22,8 +22,9 @@ import { openApiJson } from "./openapi.js";
 import { consoleRoutes } from "./console.js";
 import { BodyBudget, readBody } from "./body.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
-import { clusterMapRoute, clusterRefusals, routeInCluster } from "./cluster.js";
+import { clusterMapRoute, routeInCluster } from "./cluster.js";
 import { clusterStreams, NODE_ONLY_HEADER } from "./cluster-streams.js";
+import { clusterTimelineReadRoute, RemoteTimelineReads } from "./cluster-timelines.js";
 import { GROUP_PARAM, NO_PARAMS, PUBLISH_PARAMS, REPLAY_PARAMS, SNAPSHOT_PARAMS } from "./query-params.js";
 import type { MeteredRoute } from "./front-metrics.js";
 import { metricsRoute } from "./metrics.js";
@@ -325,21 +326,19 @@ export function createFront(
   consumeRoute(routes, consumers, isReady, cluster);
   const unavailable = () => (draining ? shuttingDown() : isReady() ? null : notReady());
   // The page reads (src/front/timelines.ts) and the control plane (timeline-admin.ts) share /v1/timelines: a GET with ?streams= is a page.
-  const pages = new Timelines({ config, pool, stores: timelineStores, unavailable });
-  let timelines: TimelineAdmin = { inFlight: 0 };
+  const pages = new Timelines({ config, pool, stores: timelineStores, unavailable, remote: inCluster ? new RemoteTimelineReads(cluster) : null });
   clusterMapRoute(routes, inCluster, cluster);
-  if (inCluster) clusterRefusals(routes);
-  else {
-    timelines = timelineAdminRoutes(routes, {
-      config,
-      pool,
-      stores: timelineStores,
-      unavailable,
-      body,
-      adHocPage: (res, req, key) => pages.adHoc(res, req, key),
-    });
-    pages.register(routes);
-  }
+  const timelines: TimelineAdmin = timelineAdminRoutes(routes, {
+    config,
+    pool,
+    stores: timelineStores,
+    unavailable,
+    body,
+    adHocPage: (res, req, key) => pages.adHoc(res, req, key),
+  });
+  pages.register(routes);
+  // Cluster mode: another node's page reads this node's part here.
+  if (inCluster) clusterTimelineReadRoute(routes, { config, pool, cluster, unavailable, body });
   dlqRoutes(routes, { config, pool, unavailable, body, cluster });
   metricsRoute(routes, { config, pool, hub: consumers, ready: () => isReady() && !draining });
   consoleRoutes(routes);

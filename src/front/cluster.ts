@@ -2,10 +2,9 @@
 // is served by the node that owns the stream's cluster shard. Another node
 // answers 307 to the same path and query at the owner (HTTP clients follow
 // it, keeping method and body), or 503 with Retry-After while nobody owns it.
-// GET /v1/cluster shows the shard map; timelines (named ones, and pages
-// across streams), which read streams of many shards, are refused until they
-// are served across nodes.
-import type uWS from "uWebSockets.js";
+// GET /v1/cluster shows the shard map. What is not one stream's (timeline
+// pages across nodes, named timelines) is cluster-timelines.ts's and
+// src/timeline/cluster-names.ts's.
 import { ApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 import { checkQuery } from "../validate.js";
@@ -56,17 +55,4 @@ export function clusterMapRoute(routes: GuardedApp, inCluster: boolean, rt: () =
     if (!runtime) return sendError(x, new ApiError(503, "not_ready", "the node has not joined the cluster yet"));
     send(x, 200, ContentType.Json, JSON.stringify(runtime.describe()));
   });
-}
-
-/** Cluster mode: the refusals of what it does not serve yet. */
-export function clusterRefusals(routes: GuardedApp): void {
-  const refuse = (what: string) => (res: uWS.HttpResponse) => clusterUnsupported(exchange(res), what);
-  for (const path of [
-    "/v1/timelines",
-    "/v1/timelines/:name",
-    "/v1/timelines/:name/events",
-    "/v1/timelines/:name/readers/:reader",
-    "/v1/timelines/_secret/rotate",
-  ])
-    routes.any(path, "key", refuse("a timeline"));
 }

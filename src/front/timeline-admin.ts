@@ -18,6 +18,7 @@ import { streamSet } from "../timeline/stream-set.js";
 import { checkQuery, jsonBody, parseBody } from "../validate.js";
 import { type ApiKey, checkStreams, type GuardedApp, Refusal, sendRefusal } from "./auth.js";
 import { CT_JSON, contentTypeOf, type Exchange, exchange, send, sendError } from "./http.js";
+import { clusterUnsupported } from "./cluster.js";
 import type { ShardPool } from "./shards.js";
 
 export interface TimelineAdminDeps {
@@ -90,18 +91,12 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     });
   };
 
-  /** The named timeline, and the key may use all its streams; else the 404 or 403 is answered. */
-  const existing = (x: Exchange, name: string, key: ApiKey | null, scope: "admin" | "consume"): NamedTimeline | null => {
-    const t = stores.names.get(name);
-    if (!t) {
-      sendError(x, timelineNotFound(name));
-      return null;
-    }
+  /** The named timeline, and the key may use all its streams; else the 404 or 403 is thrown (run() answers it). */
+  const existing = async (name: string, key: ApiKey | null, scope: "admin" | "consume"): Promise<NamedTimeline> => {
+    const t = await stores.names.find(name);
+    if (!t) throw timelineNotFound(name);
     const refused = checkStreams(key, scope, t.streams);
-    if (refused) {
-      sendRefusal(x, refused);
-      return null;
-    }
+    if (refused) throw refused;
     return t;
   };
 
@@ -111,9 +106,11 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     if (!x) return;
     const refused = checkStreams(key, "admin", []);
     if (refused) return sendRefusal(x, refused);
-    // As GET /v1/streams: a key with a prefix sees the timelines it could use.
-    const timelines = stores.names.list().filter((t) => checkStreams(key, "admin", t.streams) === null);
-    send(x, 200, ContentType.Json, `{"timelines":[${timelines.map(timelineJson).join(",")}]}`);
+    run(x, async () => {
+      // As GET /v1/streams: a key with a prefix sees the timelines it could use.
+      const timelines = (await stores.names.all()).filter((t) => checkStreams(key, "admin", t.streams) === null);
+      send(x, 200, ContentType.Json, `{"timelines":[${timelines.map(timelineJson).join(",")}]}`);
+    });
   });
 
   routes.put("/v1/timelines/:name", "admin", (res, req, key) => {
@@ -125,9 +122,9 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     withBody(x, ct, len, "timeline body", async (body) => {
       const streams = streamSet(parseBody(putTimelineBody, body, "invalid_body").streams, config.timeline_streams_max, "invalid_body");
       // The key must cover the new streams, and the old ones of a timeline it changes.
-      const refused = checkStreams(key, "admin", [...streams, ...(stores.names.get(name)?.streams ?? [])]);
+      const refused = checkStreams(key, "admin", [...streams, ...((await stores.names.find(name))?.streams ?? [])]);
       if (refused) throw refused;
-      await streamsExist(pool, streams);
+      await (stores.streamsExist ?? ((s) => streamsExist(pool, s)))(streams);
       const r = await stores.names.put(name, streams);
       // The old set's cursors are foreign now; its readers' positions go with them.
       if (r.changed && !r.created) await stores.readers.forget(name);
@@ -139,17 +136,15 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     const name = req.getParameter(0) ?? "";
     const x = begin(res, req, { timeline: true });
     if (!x) return;
-    const t = existing(x, name, key, "admin");
-    if (t) send(x, 200, ContentType.Json, timelineJson(t));
+    run(x, async () => send(x, 200, ContentType.Json, timelineJson(await existing(name, key, "admin"))));
   });
 
   routes.del("/v1/timelines/:name", "admin", (res, req, key) => {
     const name = req.getParameter(0) ?? "";
     const x = begin(res, req, { timeline: true });
     if (!x) return;
-    const t = existing(x, name, key, "admin");
-    if (!t) return;
     run(x, async () => {
+      await existing(name, key, "admin");
       if (!(await stores.names.remove(name))) throw timelineNotFound(name);
       await stores.readers.forget(name);
       send(x, 204, ContentType.None, null);
@@ -166,8 +161,7 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     withBody(x, ct, len, "reader position body", async (body) => {
       const { cursor } = parseBody(putReaderBody, body, "invalid_body");
       // Looked up once the body is in: the timeline must be the one the cursor is checked against.
-      const t = existing(x, name, key, "consume");
-      if (!t) return;
+      const t = await existing(name, key, "consume");
       stores.signer.decode(cursor, t.streams);
       const r = await stores.readers.put(t, reader, cursor);
       send(x, r.created ? 201 : 200, ContentType.Json, JSON.stringify(r.position));
@@ -179,10 +173,8 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     const reader = req.getParameter(1) ?? "";
     const x = begin(res, req, { timeline: true, reader: true });
     if (!x) return;
-    const t = existing(x, name, key, "consume");
-    if (!t) return;
     run(x, async () => {
-      const p = await stores.readers.get(t, reader);
+      const p = await stores.readers.get(await existing(name, key, "consume"), reader);
       if (!p) throw readerNotFound(name, reader);
       send(x, 200, ContentType.Json, JSON.stringify(p));
     });
@@ -198,6 +190,8 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     if (key && key.prefix !== "") {
       return sendError(x, new ApiError(403, "forbidden", "rotating the cursor secret needs an admin key without a prefix", { prefix: key.prefix }));
     }
+    // The cluster's secret is one row every node read at start: rotating it would need every node told.
+    if (config.cluster_postgres_url !== "") return clusterUnsupported(x, "rotating the cursor secret (rotate it through timeline_cursor_secret on every node)");
     withBody(x, ct, len, "rotate body", async (body) => {
       parseBody(rotateBody, body, "invalid_body");
       send(x, 200, ContentType.Json, JSON.stringify(stores.signer.rotate()));

@@ -14,6 +14,7 @@ import { Heap, keyOrder, type EventKey } from "../timeline/merge.js";
 import { type AnswerEvents, HEAD_BOUNDARY, readShardPage, resolvedByShard, timeCut, type PageEvent, type ShardPage } from "../timeline/shard-page.js";
 import type { ShardPool } from "./shards.js";
 import { LateReads } from "./timeline-late.js";
+import type { PartAnswer, RemoteTimelineReads } from "./cluster-timelines.js";
 
 export interface PageRequest {
   /** The set: sorted, without repeats. */
@@ -22,6 +23,8 @@ export interface PageRequest {
   /** One boundary per stream of the set (HEAD_BOUNDARY: its head, found by its shard). */
   seqs: readonly number[];
   limit: number;
+  /** Cluster mode: the caller's Authorization, which another owner's part is asked with. */
+  authorization?: string;
 }
 
 export interface PageResult {
@@ -44,13 +47,20 @@ export interface PageResult {
 /** What the shards are, for a page: ShardPool in the server. */
 export type PageShards = Pick<ShardPool, "send" | "shardFor" | "deliverReady">;
 
-/** One shard's part: its streams' entries, and its answer once it came. */
+/**
+ * One shard's part: its streams' entries, and its answer once it came. In
+ * cluster mode a part may be another node's (`url`: its shards' answers, one
+ * page each) or nobody's right now (`unowned`: never sent, partial).
+ */
 interface ShardPart {
+  /** The local shard (-1: another node's part, or nobody's). */
   shard: number;
+  url?: string;
+  unowned?: boolean;
   meta: RequestMeta<Op.TimelineRead>;
   /** False when the shard could not take the request (full ring, too many in flight) or was behind on reads given up on. */
   sent: boolean;
-  answer: ShardPage | ApiError | null;
+  answer: ShardPage[] | ApiError | null;
 }
 
 /**
@@ -92,7 +102,14 @@ export class TimelinePages {
   constructor(
     private readonly config: Config,
     private readonly shards: PageShards,
+    /** Cluster mode: the parts other nodes own. */
+    private readonly remote: RemoteTimelineReads | null = null,
   ) {}
+
+  /** Whether any stream of the set is read from another node (they push nothing here: a long poll looks again on a timer). */
+  readsRemote(streams: readonly string[]): boolean {
+    return this.remote !== null && streams.some((id) => this.remote?.placeOf(id).kind !== "local");
+  }
 
   /** Reads one page; `done` gets it, or the error of a shard (an unknown stream: 404 naming it). */
   read(req: PageRequest, done: (r: PageResult | ApiError) => void): void {
@@ -125,10 +142,22 @@ export class TimelinePages {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
-      for (const p of awaiting) this.late.gaveUp(p.shard);
+      for (const p of awaiting) if (p.shard >= 0) this.late.gaveUp(p.shard);
       then(parts, nowMs);
     };
     for (const p of parts) {
+      if (p.unowned) continue;
+      if (p.url !== undefined) {
+        p.sent = true;
+        awaiting.add(p);
+        this.remote?.read(p.url, p.meta, req.authorization ?? "", (answers) => {
+          awaiting.delete(p);
+          if (finished) return;
+          p.answer = answers === null ? null : pagesOf(answers, req.streams);
+          if (awaiting.size === 0) finish();
+        });
+        continue;
+      }
       // Answers already in its out-ring may show it caught up.
       if (this.late.behind(p.shard)) this.shards.deliverReady(p.shard);
       if (this.late.behind(p.shard)) continue;
@@ -138,7 +167,7 @@ export class TimelinePages {
         // Past its deadline the shard read nothing: as if it had not answered.
         if (r.status !== TIMELINE_READ_EXPIRED) {
           // Copied: the ring's bytes are reused once this callback returns.
-          p.answer = r.status === 200 ? readShardPage(answerCopy(r.body), req.streams) : ApiError.fromBody(r.status, responseJson(r));
+          p.answer = r.status === 200 ? [readShardPage(answerCopy(r.body), req.streams)] : ApiError.fromBody(r.status, responseJson(r));
         }
         if (awaiting.size === 0) finish();
       });
@@ -147,23 +176,27 @@ export class TimelinePages {
     if (awaiting.size === 0) return finish();
     timer = setTimeout(() => {
       // Answers that came in time but wait in the rings are taken first.
-      for (const p of awaiting) this.shards.deliverReady(p.shard);
+      for (const p of awaiting) if (p.shard >= 0) this.shards.deliverReady(p.shard);
       finish();
     }, this.config.timeline_source_timeout_ms);
   }
 
   private split(req: PageRequest, nowMs: number, deadlineMs: number): ShardPart[] {
-    const byShard = new Map<number, ShardPart>();
+    const byPlace = new Map<number | string, ShardPart>();
     for (let i = 0; i < req.streams.length; i++) {
-      const shard = this.shards.shardFor(req.streams[i]);
-      let p = byShard.get(shard);
+      const place = this.remote?.placeOf(req.streams[i]) ?? { kind: "local" as const };
+      const shard = place.kind === "local" ? this.shards.shardFor(req.streams[i]) : -1;
+      const key = place.kind === "local" ? shard : place.kind === "remote" ? `node:${place.node}` : "unowned";
+      let p = byPlace.get(key);
       if (!p) {
         p = { shard, meta: { streams: [], backward: req.direction === "backward", limit: req.limit, nowMs, deadlineMs }, sent: false, answer: null };
-        byShard.set(shard, p);
+        if (place.kind === "remote") p.url = place.url;
+        if (place.kind === "unowned") p.unowned = true;
+        byPlace.set(key, p);
       }
       p.meta.streams.push({ id: req.streams[i], index: i, seq: req.seqs[i] });
     }
-    return [...byShard.values()].sort((a, b) => a.shard - b.shard);
+    return [...byPlace.values()];
   }
 
   /**
@@ -175,11 +208,12 @@ export class TimelinePages {
     const answered: ShardPage[] = [];
     for (const p of parts) {
       if (p.answer instanceof ApiError) return p.answer;
-      if (p.answer) answered.push(p.answer);
+      if (p.answer) answered.push(...p.answer);
     }
     if (answered.length === 0) {
+      if (parts.every((p) => p.unowned)) return unowned();
       if (!parts.some((p) => p.sent)) return shardBusy();
-      return { page: emptyPage(req, parts, nowMs), retryAt: null };
+      return { page: emptyPage(req, nowMs), retryAt: null };
     }
     const backward = req.direction === "backward";
     const before = keyOrder(req.direction);
@@ -242,7 +276,7 @@ export class TimelinePages {
       next: { direction: req.direction, seqs: next },
       prev: { direction: backward ? "forward" : "backward", seqs: boundary },
       hasGap,
-      partial: partialOf(req, parts),
+      partial: partialOf(req, answered),
       clockHeldTs,
     };
     const retryAt = req.seqs.some(resolvedByShard) && answered.some((a) => a.horizon > horizon) ? horizon : null;
@@ -250,12 +284,42 @@ export class TimelinePages {
   }
 }
 
-/** The streams of the shards that did not answer, in set order. */
-function partialOf(req: PageRequest, parts: ShardPart[]): string[] {
-  const missing = new Set<number>();
-  for (const p of parts) if (p.answer === null) for (const s of p.meta.streams) missing.add(s.index);
-  return req.streams.filter((_, i) => missing.has(i));
+/** The streams no answer speaks for (their shard, or node, did not answer in time), in set order. */
+function partialOf(req: PageRequest, answered: readonly ShardPage[]): string[] {
+  const covered = new Set<number>();
+  for (const a of answered) for (const s of a.streams) covered.add(s.index);
+  return req.streams.filter((_, i) => !covered.has(i));
 }
+
+/**
+ * Another node's shards' answers as pages: an error answer fails the page;
+ * one that read nothing (expired), or bytes that do not add up (null: the
+ * whole part), leave their streams partial.
+ */
+function pagesOf(answers: readonly PartAnswer[], ids: readonly string[]): ShardPage[] | ApiError | null {
+  const pages: ShardPage[] = [];
+  for (const a of answers) {
+    if (a.status === TIMELINE_READ_EXPIRED) continue;
+    if (a.status !== 200) return ApiError.fromBody(a.status, jsonOf(a.body));
+    try {
+      pages.push(readShardPage(a.body, ids));
+    } catch {
+      return null;
+    }
+  }
+  return pages;
+}
+
+function jsonOf(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch {
+    return null;
+  }
+}
+
+const unowned = () =>
+  new ApiError(503, "shard_unowned", "no live node serves this timeline's streams right now (a node left or is catching up); retry", { retry_after_s: 1 });
 
 /**
  * The boundaries of a page before its answers are placed: the request's,
@@ -268,14 +332,14 @@ function unansweredBoundaries(req: PageRequest, horizon: number): number[] {
 }
 
 /** No shard answered in time: the same boundaries again (the head as the cut at `nowMs`), every stream partial. */
-function emptyPage(req: PageRequest, parts: ShardPart[], nowMs: number): PageResult {
+function emptyPage(req: PageRequest, nowMs: number): PageResult {
   const seqs = unansweredBoundaries(req, nowMs);
   return {
     events: [],
     next: { direction: req.direction, seqs },
     prev: { direction: req.direction === "backward" ? "forward" : "backward", seqs },
     hasGap: false,
-    partial: partialOf(req, parts),
+    partial: req.streams.slice(),
     clockHeldTs: -1,
   };
 }

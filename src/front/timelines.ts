@@ -7,10 +7,10 @@
 // waits, timeline-waits.ts.
 import type uWS from "uWebSockets.js";
 import type { Config } from "../config.js";
-import { ApiError } from "../errors.js";
+import { ApiError, asApiError } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 import type { CursorSigner, Direction } from "../timeline/cursor.js";
-import { checkTimelineName, timelineNotFound } from "../timeline/names.js";
+import { checkTimelineName, type NamedTimeline, timelineNotFound } from "../timeline/names.js";
 import { HEAD_BOUNDARY } from "../timeline/shard-page.js";
 import type { TimelineStores } from "../timeline/stores.js";
 import { streamSet } from "../timeline/stream-set.js";
@@ -20,6 +20,7 @@ import { exchange, send, sendError, type Exchange } from "./http.js";
 import type { ShardPool } from "./shards.js";
 import { TimelinePages, type PageRequest, type PageResult } from "./timeline-page.js";
 import { TimelineWaits, type Waiter } from "./timeline-waits.js";
+import type { RemoteTimelineReads } from "./cluster-timelines.js";
 import { TIMELINE_AD_HOC_PARAMS, TIMELINE_NAMED_PARAMS } from "./query-params.js";
 
 /** Events of a page without `limit` (API.md), unless timeline_page_events_max is lower. */
@@ -38,7 +39,16 @@ export interface TimelineDeps {
   stores: TimelineStores;
   /** The 503 to answer while the server is not ready or is draining, else null. */
   unavailable: () => ApiError | null;
+  /** Cluster mode: the parts of pages other nodes own. */
+  remote?: RemoteTimelineReads | null;
 }
+
+/**
+ * Cluster mode: how often a long poll over streams of other nodes looks
+ * again (their commits push nothing to this node), so a new event there
+ * shows within this much of its commit.
+ */
+export const REMOTE_POLL_MS = 100;
 
 /** The set of `?streams=a,b,c`, by the one stream-set rule (src/timeline/stream-set.ts). */
 function adHocSet(raw: string | null, max: number): string[] {
@@ -118,7 +128,7 @@ export class Timelines {
   private readonly polls = new Set<() => void>();
 
   constructor(private readonly deps: TimelineDeps) {
-    this.pages = new TimelinePages(deps.config, deps.pool);
+    this.pages = new TimelinePages(deps.config, deps.pool, deps.remote ?? null);
     this.waits = new TimelineWaits(deps.config, deps.pool);
   }
 
@@ -140,7 +150,7 @@ export class Timelines {
   /** GET /v1/timelines?streams=a,b,c&...: the route's admission has checked the key, this its scope and prefix. */
   adHoc(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
     const query = req.getQuery() ?? "";
-    this.begin(exchange(res), key, () => {
+    this.begin(exchange(res), key, req.getHeader("authorization"), () => {
       const q = checkQuery(query, TIMELINE_AD_HOC_PARAMS);
       return { q, streams: adHocSet(q.get("streams"), this.deps.config.timeline_streams_max) };
     });
@@ -149,17 +159,20 @@ export class Timelines {
   private named(res: uWS.HttpResponse, req: uWS.HttpRequest, key: ApiKey | null): void {
     const name = req.getParameter(0) ?? "";
     const query = req.getQuery() ?? "";
-    this.begin(exchange(res), key, () => {
-      checkTimelineName(name);
-      const q = checkQuery(query, TIMELINE_NAMED_PARAMS);
-      const t = this.deps.stores.names.get(name);
-      if (!t) throw timelineNotFound(name);
-      return { q, streams: t.streams };
-    });
+    const authorization = req.getHeader("authorization");
+    const x = exchange(res);
+    const found = (t: NamedTimeline | undefined) =>
+      this.begin(x, key, authorization, () => {
+        checkTimelineName(name);
+        const q = checkQuery(query, TIMELINE_NAMED_PARAMS);
+        if (!t) throw timelineNotFound(name);
+        return { q, streams: t.streams };
+      });
+    this.deps.stores.names.find(name).then(found, (err: unknown) => sendError(x, asApiError(err)));
   }
 
   /** The checks of both routes, in one order: readiness, the names and query, the key on the set, the page asked for. */
-  private begin(x: Exchange, key: ApiKey | null, set: () => { q: URLSearchParams; streams: readonly string[] }): void {
+  private begin(x: Exchange, key: ApiKey | null, authorization: string, set: () => { q: URLSearchParams; streams: readonly string[] }): void {
     let ask: PageAsk;
     try {
       const down = this.deps.unavailable();
@@ -168,6 +181,7 @@ export class Timelines {
       const refused = checkStreams(key, "consume", streams);
       if (refused) return sendRefusal(x, refused);
       ask = pageAsk(q, streams, this.deps.config, this.signer);
+      ask.req.authorization = authorization;
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       return sendError(x, err);
@@ -203,10 +217,12 @@ export class Timelines {
     let waiter: Waiter | null = null;
     let clockTimer: NodeJS.Timeout | undefined;
     let deadline: NodeJS.Timeout | undefined;
+    let remotePoll: NodeJS.Timeout | undefined;
     const finish = () => {
       over = true;
       clearTimeout(clockTimer);
       clearTimeout(deadline);
+      clearInterval(remotePoll);
       this.polls.delete(end);
       if (waiter !== null) this.waits.disarm(waiter);
     };
@@ -246,6 +262,7 @@ export class Timelines {
     if (armed === "busy") return sendError(x, new ApiError(429, "shard_busy", "a shard owning this timeline's streams is at capacity; retry later"));
     waiter = armed;
     deadline = setTimeout(end, ask.waitMs);
+    if (this.pages.readsRemote(ask.req.streams)) remotePoll = setInterval(look, REMOTE_POLL_MS);
     this.polls.add(end);
     x.onAbort = finish;
     look();

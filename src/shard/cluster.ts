@@ -26,6 +26,7 @@ import { FencedCheckpoints } from "../cluster/checkpoints.js";
 import { StreamCatalog } from "../cluster/catalog.js";
 import { ArchivedHistory } from "../cluster/archived-history.js";
 import { keysObjectOf, keysOfSegment } from "../cluster/segment-keys.js";
+import { chunkPointsOf } from "../cluster/segment-chunks.js";
 import { ArchiveMiss, archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
 import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
 import { StreamRemoval } from "../cluster/removal.js";
@@ -421,6 +422,7 @@ export class WorkerCluster {
             bytes: bytes.byteLength,
             keyed: keys.length,
             lastTs: seg.lastTs,
+            points: chunkPointsOf(bytes),
           };
           // Lost, or catching up since the object went (catch-ups wait for this run, but a failed commit marks the shard at once).
           if (this.held.get(shard) !== h || h.syncing || this.streams.get(s.id) !== s) break;

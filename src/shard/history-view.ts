@@ -3,9 +3,9 @@
 // this node's log holds. A node's copy of a stream starts after the last
 // archived seq when it gained the shard, and a node that does not own the
 // stream has no copy at all: either way, seqs below the local log come from
-// the archive. The archive is read into memory first; a read that needs a
-// segment not there yet throws ArchiveMiss, and the shard serves the request
-// again once it is (worker.ts).
+// the archive. The archive is read into memory first, a chunk of a segment
+// at a time; a read that needs a chunk not there yet throws ArchiveMiss, and
+// the shard serves the request again once it is (worker.ts).
 import { ApiError } from "../errors.js";
 import type { FramePage, StreamLog } from "../log/log.js";
 import type { ArchivedHistory } from "../cluster/archived-history.js";
@@ -14,7 +14,7 @@ import type { Stream } from "./stream.js";
 /** A read needs what `loading` fetches: serve the request again once it settles. */
 export class ArchiveMiss extends Error {
   constructor(readonly loading: Promise<void>) {
-    super("an archived segment is being fetched");
+    super("a chunk of an archived segment is being fetched");
   }
 }
 

@@ -14,6 +14,7 @@ import { escapeStreamId } from "../shard/stream-config.js";
 import { STREAM_ID } from "../stream-id.js";
 import { fsyncDir, TMP_SUFFIX, writeFileAtomic } from "./atomic-file.js";
 import { isStreamSet } from "./stream-set.js";
+import type { TimelineNames } from "./name-store.js";
 
 export const TIMELINES_DIR = "timelines";
 export const TIMELINE_FILE = "timeline.json";
@@ -43,7 +44,7 @@ const timelineSchema = z
   })
   .strict();
 
-export class NamedTimelines {
+export class NamedTimelines implements TimelineNames {
   private readonly byName = new Map<string, NamedTimeline>();
   /** Files found but not loaded, one line each for the start-up log. */
   readonly damage: string[] = [];
@@ -85,6 +86,14 @@ export class NamedTimelines {
 
   get(name: string): NamedTimeline | undefined {
     return this.byName.get(name);
+  }
+
+  find(name: string): Promise<NamedTimeline | undefined> {
+    return Promise.resolve(this.byName.get(name));
+  }
+
+  all(): Promise<NamedTimeline[]> {
+    return Promise.resolve(this.list());
   }
 
   /** Every timeline, by name. */

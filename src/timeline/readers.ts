@@ -12,6 +12,7 @@ import type { ExternalReaders, StoredPosition } from "./external-readers.js";
 import { type NamedTimeline, type NamedTimelines, timelineNotFound } from "./names.js";
 import { ReadersLog } from "./readers-log.js";
 import { logger } from "../logger.js";
+import type { TimelineReaders } from "./name-store.js";
 
 export interface ReaderPosition {
   timeline: string;
@@ -35,7 +36,7 @@ interface Loaded {
   positions: Map<string, StoredPosition>;
 }
 
-export class ReaderPositions {
+export class ReaderPositions implements TimelineReaders {
   private readonly loaded = new Map<string, Loaded>();
   /** Loads under way, so that concurrent first uses of a timeline read its files once. */
   private readonly loading = new Map<NamedTimeline, Promise<Loaded>>();

@@ -241,8 +241,10 @@ export function readShardPage(body: Buffer, ids: readonly string[]): ShardPage {
   const streams: PageStream[] = [];
   let at = PAGE_HEAD_BYTES;
   for (let i = 0; i < streamCount; i++, at += PAGE_STREAM_BYTES) {
+    const index = body.readUInt32LE(at);
+    if (ids[index] === undefined) throw new Error(`shard page invariant: stream entry ${i} of stream index ${index}`);
     streams.push({
-      index: body.readUInt32LE(at),
+      index,
       gap: (body.readUInt32LE(at + 4) & STREAM_GAP) !== 0,
       boundary: body.readDoubleLE(at + 8),
       headSeq: body.readDoubleLE(at + 16),

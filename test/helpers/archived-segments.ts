@@ -10,21 +10,27 @@ import type postgres from "postgres";
 import { ArchivedHistory, type ArchivedHistoryOptions } from "../../src/cluster/archived-history.js";
 import { FileArchive, Manifest, segmentKey } from "../../src/cluster/archive.js";
 import { ShardLeases } from "../../src/cluster/leases.js";
+import { ARCHIVE_CHUNK_BYTES, chunkPointsOf } from "../../src/cluster/segment-chunks.js";
 import { StreamLog, type FramePage } from "../../src/log/log.js";
 import { frameSeq } from "../../src/log/record.js";
 import { clusterDb } from "./cluster-db.js";
 import { LOG_OPTS, appendN, removeTempDirs, tempDir } from "./log-frames.js";
 
-/** Counts the gets that reach the archive's directory; `held` keeps them waiting. */
+/** Counts the gets that reach the archive's directory, and the bytes they read; `held` keeps them waiting. */
 export class CountingArchive extends FileArchive {
   gets = 0;
+  bytesRead = 0;
+  /** The ranges asked for, as [key, start, end]. */
+  readonly ranges: Array<[string, number, number]> = [];
   held: Promise<void> | null = null;
   /** Called as each get's bytes come back. */
   onGot: (() => void) | null = null;
   override async get(key: string, r?: { start: number; end: number }): Promise<Buffer> {
     this.gets++;
+    this.ranges.push([key, r?.start ?? 0, r?.end ?? Number.POSITIVE_INFINITY]);
     await this.held;
     const bytes = await super.get(key, r);
+    this.bytesRead += bytes.length;
     this.onGot?.();
     return bytes;
   }
@@ -43,8 +49,12 @@ export interface ArchiveWorld {
   archive: CountingArchive;
   /** The epoch of the live lease on shard 0 that manifest rows are committed under. */
   epoch: number;
-  /** Puts segments in the archive and commits their manifest rows, as the stream's owner does. */
-  archiveSegments(stream: string, segs: Written[]): Promise<void>;
+  /**
+   * Puts segments in the archive and commits their manifest rows, as the stream's owner does: with
+   * the points of chunks of `chunkBytes` (ARCHIVE_CHUNK_BYTES unless told), or none (null: a segment
+   * archived before points).
+   */
+  archiveSegments(stream: string, segs: Written[], chunkBytes?: number | null): Promise<void>;
   /** An ArchivedHistory over this archive (16 MiB cache, LOG_OPTS' frame bound, a minute's TTL unless told). */
   history(o?: Partial<ArchivedHistoryOptions>): ArchivedHistory;
   /**
@@ -70,11 +80,12 @@ export async function archiveWorld(): Promise<ArchiveWorld> {
     manifest,
     archive,
     epoch,
-    async archiveSegments(stream, segs) {
+    async archiveSegments(stream, segs, chunkBytes = ARCHIVE_CHUNK_BYTES) {
       for (const s of segs) {
         const key = segmentKey(stream, s.baseSeq, epoch);
         await archive.put(key, s.bytes);
-        expect(await manifest.commit(0, { stream, baseSeq: s.baseSeq, lastSeq: s.lastSeq, epoch, key, bytes: s.bytes.length })).toBe(true);
+        const points = chunkBytes === null ? null : chunkPointsOf(s.bytes, chunkBytes);
+        expect(await manifest.commit(0, { stream, baseSeq: s.baseSeq, lastSeq: s.lastSeq, epoch, key, bytes: s.bytes.length, points })).toBe(true);
       }
     },
     history: (o = {}) =>

@@ -112,6 +112,43 @@ describe("a stream's delete in cluster mode", () => {
     expect(shown.retention_ms).not.toBe(86_400_000);
   });
 
+  it("takes publishes racing a delete: each answered 200 or 503 stream_deleting, and what stays is whole, gap-free and only what was acknowledged", async () => {
+    const stream = "raced";
+    const owner = await ownerOf(stream);
+    await publish(owner.url, stream, 20, "before");
+    const answers: Array<{ tag: string; status: number; code?: string; at: number }> = [];
+    let deletedAt = Number.POSITIVE_INFINITY;
+    const send = async (tag: string) => {
+      const r = await fetch(`${owner.url}/v1/streams/${stream}/events`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ events: [{ type: "t", payload: { tag, i: 0 } }] }),
+      });
+      const body = (await r.json()) as { error?: { code: string } };
+      answers.push({ tag, status: r.status, code: body.error?.code, at: performance.now() });
+    };
+    const racers = Array.from({ length: 4 }, (_, k) =>
+      (async () => {
+        for (let i = 0; i < 25; i++) await send(`r${k}-${i}`);
+      })(),
+    );
+    await sleep(20);
+    const del = await fetch(`${owner.url}/v1/streams/${stream}`, { method: "DELETE" });
+    deletedAt = performance.now();
+    expect(del.status).toBe(204);
+    await Promise.all(racers);
+    for (const a of answers) expect(a.status === 200 || (a.status === 503 && a.code === "stream_deleting"), JSON.stringify(a)).toBe(true);
+    const kept = await replay(owner.url, stream);
+    expect(kept.map((e) => e.seq)).toEqual(kept.map((_, i) => i + 1));
+    const acked = new Set(answers.filter((a) => a.status === 200).map((a) => a.tag));
+    for (const e of kept) expect(acked.has(e.payload.tag), e.payload.tag).toBe(true);
+    // Acknowledged after the delete was answered: made again, and kept.
+    const after = answers.filter((a) => a.status === 200 && a.at > deletedAt).map((a) => a.tag);
+    expect(after.length).toBeGreaterThan(0);
+    for (const tag of after) expect(kept.map((e) => e.payload.tag)).toContain(tag);
+    expect(kept.some((e) => e.payload.tag === "before")).toBe(false);
+  });
+
   it("a former owner's copy of the deleted stream is never served: its next gain starts from what the cluster holds", async () => {
     const stream = "reborn";
     const first = await ownerOf(stream);

@@ -6,6 +6,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -15,6 +16,7 @@ import { parseS3Url, type S3Archive } from "../../src/cluster/s3-archive.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 import { ShardLeases } from "../../src/cluster/leases.js";
 import { clusterDb, sleep, type ClusterDb } from "../helpers/cluster-db.js";
+import { tcpProxy } from "../helpers/tcp-proxy.js";
 
 let db: ClusterDb;
 let s3: S3Server;
@@ -87,6 +89,45 @@ describe.each(kinds)("the $name archive", (kind) => {
   });
 });
 
+describe("ranged gets of an s3:// archive", () => {
+  it("a range moves only its bytes over the wire (counted by a TCP proxy in front of s3rver), not the object", async () => {
+    await s3.createBucket("ranged");
+    const proxy = await tcpProxy(Number(new URL(s3.endpoint).port));
+    const a = openArchive(`s3://ranged/p?endpoint=http://127.0.0.1:${proxy.port}&region=us-east-1&path_style=true`) as S3Archive;
+    try {
+      const bytes = randomBytes(8 << 20);
+      await a.put("big", bytes);
+      const before = proxy.bytesDown;
+      expect((await a.get("big", { start: 5 << 20, end: (5 << 20) + 1000 })).equals(bytes.subarray(5 << 20, (5 << 20) + 1000))).toBe(true);
+      // The answer's headers and 1,000 bytes of body, not 8 MiB.
+      expect(proxy.bytesDown - before).toBeLessThan(4096);
+      expect(proxy.bytesDown - before).toBeGreaterThan(1000);
+    } finally {
+      a.close();
+      await proxy.close();
+    }
+  });
+
+  it("a server that ignores Range (200, the whole object, no Content-Range) still gives a get its range", async () => {
+    const object = randomBytes(10_000);
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": object.length, etag: '"x"' });
+      res.end(object);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as { port: number };
+    const a = openArchive(`s3://plain/p?endpoint=http://127.0.0.1:${port}&region=us-east-1&path_style=true`) as S3Archive;
+    try {
+      expect((await a.get("k", { start: 1000, end: 3000 })).equals(object.subarray(1000, 3000))).toBe(true);
+      expect((await a.get("k", { start: 9000, end: 20_000 })).equals(object.subarray(9000))).toBe(true);
+      expect((await a.get("k")).equals(object)).toBe(true);
+    } finally {
+      a.close();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
 describe("archive URLs", () => {
   it("file:// keys never leave the archive's directory; s3:// URLs are checked; anything else is refused", async () => {
     const { dir, url } = archiveDir();
@@ -135,5 +176,11 @@ describe("the segment manifest", () => {
     expect(await mb.commit(0, entry(251, 300, taken.epoch))).toBe(true);
     expect((await ma.segments("prices", 251)).map((s) => s.key)).toEqual([segmentKey("prices", 251, taken.epoch)]);
     await expect(mb.commit(0, entry(251, 300, taken.epoch))).rejects.toThrow("duplicate key");
+    // Where its chunks start, stored with the row; a row without them (archived before points) has none.
+    const points = randomBytes(48);
+    expect(await mb.commit(0, { ...entry(301, 400, taken.epoch), points })).toBe(true);
+    const [withPoints] = await mb.segments("prices", 301);
+    expect(Buffer.from(withPoints.points!).equals(points)).toBe(true);
+    expect((await mb.segments("prices", 251))[0].points).toBeNull();
   });
 });

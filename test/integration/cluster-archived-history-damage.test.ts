@@ -2,11 +2,14 @@
 // segment, damaged every way fast-check finds (made up, cut, bit flips,
 // garbage, lengths, frames re-sealed with another seq or time), put in a real
 // file:// archive under manifest rows in a real PostgreSQL that claim other
-// last seqs and sizes, then read page by page and from anywhere.
+// last seqs and sizes and hold the points of its chunks as its owner wrote
+// them, damaged, made up or none (segment-chunks.ts), then read page by page
+// and from anywhere.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { segmentKey } from "../../src/cluster/archive.js";
+import { chunkPointsOf } from "../../src/cluster/segment-chunks.js";
 import { CorruptRecordError, StreamLog, type FramePage } from "../../src/log/log.js";
 import { checkFrame, frameSeq, frameTs, sealFrame } from "../../src/log/record.js";
 import { archiveWorld, type ArchiveWorld } from "../helpers/archived-segments.js";
@@ -38,6 +41,7 @@ describe("archived bytes are untrusted", () => {
   const F = fixture.lastSeq;
 
   const damageArb = fc.oneof(
+    fc.record({ kind: fc.constant("none") }),
     fc.record({ kind: fc.constant("made up"), bytes: fc.uint8Array({ maxLength: 4096 }) }),
     fc.record({ kind: fc.constant("cut"), at: fc.nat(L) }),
     fc.record({ kind: fc.constant("flips"), bits: fc.array(fc.nat(L * 8 - 1), { minLength: 1, maxLength: 8 }) }),
@@ -55,6 +59,35 @@ describe("archived bytes are untrusted", () => {
     lastSeq: fc.oneof(fc.constant(F), fc.integer({ min: 1, max: F + 5 }), fc.integer({ min: 1, max: 1e9 })),
     bytesDelta: fc.oneof(fc.constant(0), fc.integer({ min: -1000, max: 1000 }), fc.nat(1e6)),
   });
+  // The row's points: none (archived before them), the owner's for chunks of some size, then damaged or not, or made up.
+  const pointsArb = fc.oneof(
+    fc.record({ kind: fc.constant("none") }),
+    fc.record({ kind: fc.constant("owner's"), chunkBytes: fc.integer({ min: 32, max: 1 << 16 }) }),
+    fc.record({
+      kind: fc.constant("flipped"),
+      chunkBytes: fc.integer({ min: 32, max: 1 << 14 }),
+      bits: fc.array(fc.nat(1 << 16), { minLength: 1, maxLength: 4 }),
+    }),
+    fc.record({
+      kind: fc.constant("edited"),
+      chunkBytes: fc.integer({ min: 32, max: 1 << 14 }),
+      point: fc.nat(1000),
+      word: fc.nat(3),
+      value: fc.oneof(fc.nat(F + 2), fc.nat(L + 64), fc.nat({ max: 0xffffffff })),
+    }),
+    fc.record({ kind: fc.constant("made up"), bytes: fc.uint8Array({ maxLength: 256 }) }),
+  );
+  type Points = typeof pointsArb extends fc.Arbitrary<infer T> ? T : never;
+
+  function pointsOf(p: Points): Buffer | null {
+    if (p.kind === "none") return null;
+    if (p.kind === "made up") return Buffer.from(p.bytes);
+    const b = chunkPointsOf(fixture.bytes, p.chunkBytes);
+    if (p.kind === "flipped") for (const bit of p.bits) b[(bit >> 3) % b.length] ^= 1 << (bit & 7);
+    if (p.kind === "edited") b.writeUInt32LE(p.value, ((p.point % (b.length / 16)) * 16 + p.word * 4) % b.length);
+    return b;
+  }
+
   const readArb = fc.record({
     eventsMax: fc.integer({ min: 1, max: 100 }),
     bytesMax: fc.integer({ min: 1, max: 100_000 }),
@@ -66,6 +99,8 @@ describe("archived bytes are untrusted", () => {
   function damaged(d: Damage): Buffer {
     const b = Buffer.from(fixture.bytes);
     switch (d.kind) {
+      case "none":
+        return b;
       case "made up":
         return Buffer.from(d.bytes);
       case "cut":
@@ -92,19 +127,28 @@ describe("archived bytes are untrusted", () => {
     }
   }
 
-  it("random, cut, flipped, garbled, mis-sized and re-sealed segments never hang a read, never throw but CorruptRecordError, never serve a bad frame, and lose nothing before the damage", async () => {
+  it("random, cut, flipped, garbled, mis-sized and re-sealed segments, under any points, never hang a read, never throw but CorruptRecordError, never serve a bad frame, and lose nothing before the damage", async () => {
     let runs = 0;
     let damagedPages = 0;
+    let chunked = 0;
     await fc.assert(
-      fc.asyncProperty(damageArb, claimArb, readArb, async (d, claim, r) => {
+      fc.asyncProperty(damageArb, claimArb, pointsArb, readArb, async (d, claim, p, r) => {
         const stream = `p${++runs}`;
         const bytes = damaged(d);
         const claimedBytes = Math.max(0, bytes.length + claim.bytesDelta);
         const key = segmentKey(stream, 1, w.epoch);
         await w.archive.put(key, bytes);
-        expect(await w.manifest.commit(0, { stream, baseSeq: 1, lastSeq: claim.lastSeq, epoch: w.epoch, key, bytes: claimedBytes })).toBe(true);
+        const points = pointsOf(p);
+        expect(await w.manifest.commit(0, { stream, baseSeq: 1, lastSeq: claim.lastSeq, epoch: w.epoch, key, bytes: claimedBytes, points })).toBe(true);
         const h = w.history({ cacheBytesMax: 1 << 20 });
-        await h.load(stream, 1);
+        // A load fetches a chunk and, if the bytes disagree with the points, the whole object: never more.
+        const load = async (seq: number) => {
+          const gets = w.archive.gets;
+          await h.load(stream, seq);
+          expect(w.archive.gets - gets).toBeLessThanOrEqual(2);
+          for (const [k, start] of w.archive.ranges.slice(w.archive.ranges.length - (w.archive.gets - gets))) if (k === key && start > 0) chunked++;
+        };
+        await load(1);
         // Frames that lie wholly before the first changed byte (and inside what the row claims) are served as written.
         const seen = Math.min(bytes.length, claimedBytes);
         let firstChanged = 0;
@@ -113,10 +157,14 @@ describe("archived bytes are untrusted", () => {
         while (intact < Math.min(F, claim.lastSeq) && fixture.starts[intact] + fixture.bytes.readUInt32LE(fixture.starts[intact]) <= firstChanged) intact++;
 
         const out = Buffer.alloc(r.outBytes);
-        const readPage = (from: number): FramePage | "corrupt" => {
-          let page: FramePage | null;
+        const readPage = async (from: number): Promise<FramePage | "corrupt"> => {
+          let page: FramePage | null = null;
           try {
-            page = h.read(stream, from, MAX, r.eventsMax, r.bytesMax, out);
+            // Not cached yet (another chunk): once loaded, it is.
+            for (let tries = 0; tries < 2 && page === null; tries++) {
+              page = h.read(stream, from, MAX, r.eventsMax, r.bytesMax, out);
+              if (page === null && tries === 0) await load(from);
+            }
           } catch (err) {
             expect(err).toBeInstanceOf(CorruptRecordError);
             return "corrupt";
@@ -145,22 +193,25 @@ describe("archived bytes are untrusted", () => {
         let seq = 1;
         for (let pages = 0; ; pages++) {
           expect(pages).toBeLessThanOrEqual(bytes.length / 32 + 1);
-          const page = readPage(seq);
+          const page = await readPage(seq);
           if (page === "corrupt" || page.count === 0) break;
           seq = page.next;
           if (page.corrupt) {
             damagedPages++;
-            expect(readPage(seq)).toBe("corrupt");
+            expect(await readPage(seq)).toBe("corrupt");
             break;
           }
         }
         // A read buffer too small for a frame stops the walk early; otherwise nothing intact is lost.
         if (r.outBytes === 1 << 20) expect(seq).toBeGreaterThan(intact);
-        for (const from of r.froms) readPage(from);
+        // Intact bytes under a true row are served whole, whatever its points.
+        if (d.kind === "none" && claim.lastSeq === F && claim.bytesDelta === 0 && r.outBytes === 1 << 20) expect(seq).toBe(F + 1);
+        for (const from of r.froms) await readPage(from);
         h.forget(stream);
       }),
       { numRuns: 300, seed: 20261204 },
     );
     expect(damagedPages).toBeGreaterThan(0);
+    expect(chunked).toBeGreaterThan(0);
   });
 });

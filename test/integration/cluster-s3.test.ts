@@ -4,6 +4,7 @@
 // serves them from there, and after the owner's kill -9 the new owner serves
 // the whole stream, archive and tail, from seq 1.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { chunkPointsOf, parsePoints } from "../../src/cluster/segment-chunks.js";
 import { until } from "../helpers/cluster-db.js";
 import { ownerOf, settled, startCluster, type ClusterWorld } from "../helpers/cluster-nodes.js";
 import { startS3, type S3Server } from "../harness/s3.js";
@@ -65,7 +66,14 @@ describe("a cluster with an s3:// archive", () => {
     // The object is in the bucket under the prefix, as the manifest row names it.
     const object = await fetch(`${s3.endpoint}/ticker/cluster-a/${archived.key}`);
     expect(object.status).toBe(200);
-    expect((await object.arrayBuffer()).byteLength).toBeGreaterThan(0);
+    const segment = Buffer.from(await object.arrayBuffer());
+    expect(segment.byteLength).toBeGreaterThan(0);
+    // Its row holds the points of its chunks as the owner built them from those bytes (one chunk: 8 KiB segments).
+    const [row] = await w.sql<{ points: Buffer; base_seq: string }[]>`select points, base_seq from ticker_cluster_segments where key = ${archived.key}`;
+    expect(row.points.equals(chunkPointsOf(segment))).toBe(true);
+    expect(parsePoints(row.points, { baseSeq: Number(row.base_seq), lastSeq: Number.MAX_SAFE_INTEGER, bytes: segment.length })?.seqs).toEqual(
+      Float64Array.of(Number(row.base_seq)),
+    );
     // A non-owner serves the archived part itself.
     const page = await fetch(`${other.url}/v1/streams/${stream}/events?from=1&limit=10`, { redirect: "manual" });
     expect(page.status).toBe(200);

@@ -107,14 +107,13 @@ describe("a cluster of three nodes", () => {
     expect([shown.dedup_window_ms, shown.head_seq]).toEqual([60_000, 0]);
   });
 
-  it("refuses timelines (not served across nodes yet) with 501 cluster_unsupported, on any node", async () => {
+  it("refuses the timeline cursor secret's rotation (not served across nodes yet) with 501 cluster_unsupported, on any node", async () => {
     const refused = async (path: string, init?: RequestInit) => {
       const r = await fetch(`${nodes[0].url}${path}`, init);
       expect(r.status).toBe(501);
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe("cluster_unsupported");
     };
-    await refused("/v1/timelines?streams=routed");
-    await refused("/v1/timelines/t1", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ streams: ["routed"] }) });
+    await refused("/v1/timelines/_secret/rotate", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   });
 
   it("answers a publish only once its batch is a tail row in PostgreSQL, fenced by the owner's epoch", async () => {
