@@ -59,7 +59,6 @@ export const ERROR_CODES = [
   "cluster_commit_failed",
   "not_owner",
   "shard_unowned",
-  "cluster_unsupported",
   "internal",
 ] as const;
 

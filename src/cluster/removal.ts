@@ -1,5 +1,6 @@
 // A stream's removal in cluster mode: everything the cluster holds of it —
-// its tail rows, its manifest rows, its config, its groups' checkpoints —
+// its tail rows, its manifest rows, its config, its groups' checkpoints,
+// ordered ingest's held events and producers —
 // goes in one transaction fenced by the shard's lease, the commit point of a
 // DELETE. The archive objects the manifest named are then garbage, removed
 // by the owner after the commit (an object left by a crash meanwhile is
@@ -35,6 +36,8 @@ export class StreamRemoval {
       const gone = await tx<{ key: string; keyed: number }[]>`delete from ticker_cluster_segments where stream = ${stream} returning key, keyed`;
       await tx`delete from ticker_cluster_streams where stream = ${stream}`;
       await tx`delete from ticker_checkpoints where stream = ${stream}`;
+      await tx`delete from ticker_cluster_held where stream = ${stream}`;
+      await tx`delete from ticker_cluster_producers where stream = ${stream}`;
       return gone.map((r) => ({ key: r.key, keyed: Number(r.keyed) }));
     }) as Promise<RemovedSegment[] | null>;
   }

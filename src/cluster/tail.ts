@@ -12,8 +12,14 @@
 // epoch or a lease run out it inserts nothing, and every batch of it is
 // refused with a FencedError. A row's primary key is (stream, first_seq): a
 // batch can land once only.
+//
+// A batch of a producer_ordering stream carries its admission's changes to
+// held events and producers (ordered-store.ts), which must land with its row
+// or not at all: a group holding one is committed as one transaction, fenced
+// once at its start; a group without (every plain publish) stays one statement.
 import type postgres from "postgres";
 import { fence } from "./leases.js";
+import { writeOrdered, type OrderedChanges } from "./ordered-store.js";
 import { plainTextArray, textArray } from "./sql-array.js";
 
 export interface TailBatch {
@@ -54,7 +60,9 @@ interface Queue {
 }
 
 interface Waiting {
-  batch: TailBatch;
+  /** Null: an admission that appends nothing (it only holds events). */
+  batch: TailBatch | null;
+  ordered: OrderedChanges | null;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -77,6 +85,18 @@ export class TailStore {
    * appended in seq order; they are committed in that order.
    */
   append(shard: number, epoch: number, batch: TailBatch): Promise<void> {
+    return this.enqueue(shard, epoch, batch, null);
+  }
+
+  /**
+   * As append(), for an ordered admission: its tail batch (null: it
+   * appends nothing) and its changes land together, in the shard's order.
+   */
+  appendOrdered(shard: number, epoch: number, batch: TailBatch | null, changes: OrderedChanges): Promise<void> {
+    return this.enqueue(shard, epoch, batch, changes);
+  }
+
+  private enqueue(shard: number, epoch: number, batch: TailBatch | null, ordered: OrderedChanges | null): Promise<void> {
     let q = this.queues.get(shard);
     if (!q) {
       q = { epoch, waiting: [], committing: false, running: null, broken: null };
@@ -90,7 +110,7 @@ export class TailStore {
       q.broken = null;
     }
     if (q.broken) return Promise.reject(q.broken);
-    const done = new Promise<void>((resolve, reject) => q.waiting.push({ batch, resolve, reject }));
+    const done = new Promise<void>((resolve, reject) => q.waiting.push({ batch, ordered, resolve, reject }));
     if (!q.committing) q.running = this.commit(shard, q);
     return done;
   }
@@ -114,12 +134,8 @@ export class TailStore {
         const epoch = q.epoch;
         const group = q.waiting.splice(0, COMMIT_BATCHES_MAX);
         try {
-          const inserted = await this.insert(
-            shard,
-            epoch,
-            group.map((w) => w.batch),
-          );
-          if (inserted !== group.length) throw new FencedError(shard, epoch);
+          if (group.some((w) => w.ordered !== null)) await this.commitOrdered(shard, epoch, group);
+          else await this.commitPlain(shard, epoch, group);
           for (const w of group) w.resolve();
         } catch (err) {
           // What waits was stamped after what failed: it fails too.
@@ -132,8 +148,33 @@ export class TailStore {
     }
   }
 
-  private async insert(shard: number, epoch: number, batches: TailBatch[]): Promise<number> {
-    const sql = this.sql;
+  /** A group of plain batches: one statement. */
+  private async commitPlain(shard: number, epoch: number, group: Waiting[]): Promise<void> {
+    const inserted = await this.insert(
+      this.sql,
+      shard,
+      epoch,
+      group.map((w) => w.batch as TailBatch),
+    );
+    if (inserted !== group.length) throw new FencedError(shard, epoch);
+  }
+
+  /** A group with ordered changes: its rows and the changes in one transaction, fenced at its start. */
+  private async commitOrdered(shard: number, epoch: number, group: Waiting[]): Promise<void> {
+    await this.sql.begin(async (tx) => {
+      // Read FOR SHARE, the lease row stays locked to the end: a claim waits for this transaction.
+      if ((await tx`${fence(tx, shard, this.nodeId, epoch)}`).length === 0) throw new FencedError(shard, epoch);
+      const batches = group.flatMap((w) => (w.batch ? [w.batch] : []));
+      if (batches.length > 0 && (await this.insert(tx, shard, epoch, batches)) !== batches.length) throw new FencedError(shard, epoch);
+      await writeOrdered(
+        tx,
+        shard,
+        group.flatMap((w) => (w.ordered ? [w.ordered] : [])),
+      );
+    });
+  }
+
+  private async insert(sql: postgres.Sql | postgres.TransactionSql, shard: number, epoch: number, batches: TailBatch[]): Promise<number> {
     // Base64, not hex: a third more bytes than the records rather than twice as many, encoded natively.
     const base64 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("base64");
     const r = await sql`insert into ticker_cluster_tail (stream, first_seq, last_seq, shard, epoch, records)

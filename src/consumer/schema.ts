@@ -14,7 +14,8 @@ const PG_CLOSE_TIMEOUT_S = 5;
  * src/cluster/leases.ts; 4: the open tail, src/cluster/tail.ts; 5-7: the
  * segment manifest, src/cluster/archive.ts; 8: stream configs,
  * src/cluster/catalog.ts; 9: where archived segments' chunks start,
- * src/cluster/segment-chunks.ts).
+ * src/cluster/segment-chunks.ts; 12: ordered ingest's held events and
+ * producers, src/cluster/ordered-store.ts).
  */
 const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
   {
@@ -121,6 +122,27 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       streams jsonb not null,
       created_at bigint not null,
       updated_at bigint not null
+    )`,
+  },
+  {
+    // Cluster mode (src/cluster/ordered-store.ts): producer_ordering's held events and each producer's last appended producer_seq.
+    version: 12,
+    sql: `create table ticker_cluster_held (
+      stream text not null,
+      producer_id text not null,
+      producer_seq bigint not null,
+      received_ms bigint not null,
+      frame bytea not null,
+      shard int not null,
+      primary key (stream, producer_id, producer_seq)
+    );
+    create table ticker_cluster_producers (
+      stream text not null,
+      producer_id text not null,
+      last_seq bigint not null,
+      last_seen_ms bigint not null,
+      shard int not null,
+      primary key (stream, producer_id)
     )`,
   },
 ];

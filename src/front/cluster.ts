@@ -37,10 +37,6 @@ const unowned = (shard: number) =>
     retry_after_s: 1,
   });
 
-/** Answers a request for a feature not served in cluster mode yet. */
-export const clusterUnsupported = (x: Exchange, what: string) =>
-  sendError(x, new ApiError(501, "cluster_unsupported", `${what} is not served in cluster mode yet (docs/CLUSTER.md)`));
-
 /** GET /v1/cluster: the shard map in cluster mode; a single node answers 404 (it has none). */
 export function clusterMapRoute(routes: GuardedApp, inCluster: boolean, rt: () => ClusterRuntime | null): void {
   routes.get("/v1/cluster", "admin", (res, req) => {

@@ -40,6 +40,8 @@ import type { StreamConfig } from "./stream-config.js";
 import type { Outbox } from "./worker.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { applyExternalCheckpoints } from "./external-checkpoints.js";
+import { ClusterOrdered } from "./cluster-ordered.js";
+import { OrderedStore } from "../cluster/ordered-store.js";
 
 /** Connections of one shard thread: commits of its shards and the archiver, one each. */
 const PG_CONNECTIONS = 2;
@@ -65,7 +67,9 @@ export class WorkerCluster {
   private readonly archive: Archive;
   /** Archived segments this thread serves history from. */
   readonly history: ArchivedHistory;
-  private readonly held = new Map<number, Held>();
+  /** producer_ordering's admissions, committed with their held events and producers. */
+  readonly ordered: ClusterOrdered;
+  readonly held = new Map<number, Held>();
   /** The last archived seq of each of this thread's streams in held shards. */
   private readonly archived = new Map<string, number>();
   private readonly archiver: NodeJS.Timeout;
@@ -73,7 +77,7 @@ export class WorkerCluster {
   /** When the archive's retention last ran (Date.now()). */
   private expiredMs = 0;
   /** Each stream's latest batch on its way to PostgreSQL: a batch of duplicates of it is answered once it lands. */
-  private readonly lastCommit = new WeakMap<Stream, Promise<void>>();
+  readonly lastCommit = new WeakMap<Stream, Promise<void>>();
   /** The last catch-up or archiving run (exclusive()). */
   private serial: Promise<void> = Promise.resolve();
   /** Streams being deleted: their writes wait (503) until the removal is done. */
@@ -109,6 +113,7 @@ export class WorkerCluster {
       manifestTtlMs: config.archive_manifest_ttl_ms,
     });
     this.archiver = setInterval(() => void this.archiveClosed(), config.cluster_archive_interval_ms);
+    this.ordered = new ClusterOrdered(this, this.tail, new OrderedStore(this.sql), streams, publisher, outbox);
   }
 
   /** The first seq of a stream not in the archive yet, as far as this node knows (its copy keeps it until it is). */
@@ -136,14 +141,14 @@ export class WorkerCluster {
   }
 
   /** The shard as this node serves it under `epoch` (the lease the front saw), or 503: moving, catching up, or the stream being deleted. */
-  private serving(shard: number, epoch: number | undefined, stream: string): Held {
+  serving(shard: number, epoch: number | undefined, stream: string): Held {
     const h = this.held.get(shard);
     if (!h || h.epoch !== epoch || h.syncing) throw shardMoving(shard);
     if (this.removing.has(stream)) throw streamDeleting(stream);
     return h;
   }
 
-  private clusterShardOf(stream: string): number {
+  clusterShardOf(stream: string): number {
     return clusterShardOf(stream, this.config.cluster_shards);
   }
 
@@ -219,8 +224,6 @@ export class WorkerCluster {
     const shard = this.clusterShardOf(id);
     const h = this.serving(shard, req.meta.clusterEpoch, id);
     const patch = this.streams.patchOf(req);
-    // Held events and producers' places live in one node's held.log: not across nodes yet.
-    if (patch.producer_ordering) throw new ApiError(501, "cluster_unsupported", `"producer_ordering" is not served in cluster mode yet (docs/CLUSTER.md)`);
     const config = this.streams.configAfter(id, patch);
     this.catalog.put(shard, h.epoch, id, config).then(
       (landed) => {
@@ -286,7 +289,7 @@ export class WorkerCluster {
   }
 
   /** After a failed commit: no publish until the shard's streams have caught up. */
-  private recover(shard: number): void {
+  recover(shard: number): void {
     const h = this.held.get(shard);
     if (!h || h.syncing) return;
     h.syncing = true;
@@ -356,6 +359,7 @@ export class WorkerCluster {
       appendRow(s, row);
     }
     await rememberKeys(s, this.manifest, this.archive, this.config.dedup_keys_max);
+    await this.ordered.restore(s);
     this.archived.set(id, archivedThrough);
   }
 

@@ -17,6 +17,7 @@ export class HeldBook {
   private pendingBytes = 0;
   private sizeBefore = 0;
   private closed = false;
+  private detached = false;
 
   constructor(
     dir: string,
@@ -42,6 +43,19 @@ export class HeldBook {
     return this.store.reload();
   }
 
+  /**
+   * Cluster mode: PostgreSQL holds the events (src/shard/cluster-ordered.ts),
+   * the books count them only, and held.log is emptied (never read again as
+   * the truth: a catch-up replaces whatever a restart loads from it).
+   */
+  detach(): void {
+    this.heldBytes = 0;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.detached = true;
+    this.settle();
+  }
+
   get bytes(): number {
     return this.heldBytes;
   }
@@ -57,12 +71,13 @@ export class HeldBook {
 
   /** Writes a batch's newly held events, before the log append (synced when `durable`); undoAdd() takes them back. */
   add(entries: readonly HeldEntry[], durable: boolean): void {
+    if (this.detached) throw new Error("ordered ingest: held.log written in cluster mode");
     this.sizeBefore = this.store.bytes;
     this.store.add(entries, durable);
   }
 
   undoAdd(): void {
-    this.store.cutTo(this.sizeBefore);
+    if (!this.detached) this.store.cutTo(this.sizeBefore);
   }
 
   /** The batch stands: its newly held events count, and those it released leave the file (or wait for the sync). */
@@ -70,6 +85,7 @@ export class HeldBook {
     for (const e of newHeld) this.heldBytes += heldEntryBytes(e);
     if (released.length === 0) return;
     for (const r of released) this.heldBytes -= heldEntryBytes(r.entry);
+    if (this.detached) return;
     if (logDurable) return this.markReleased(released.map((r) => r.entry));
     for (const r of released) {
       this.pending.push(r);

@@ -113,6 +113,11 @@ export class OrderedIngest<T> {
     for (const p of this.producers.values()) for (const h of p.held.values()) yield h.item;
   }
 
+  /** Each producer that has appended: its last producer_seq (a tombstone's end counts) and when it was last seen. */
+  *places(): IterableIterator<{ producerId: string; lastSeq: number; lastSeenMs: number }> {
+    for (const [producerId, p] of this.producers) if (p.started && p.next > 1) yield { producerId, lastSeq: p.next - 1, lastSeenMs: p.lastSeenMs };
+  }
+
   /**
    * Start-up: a producer the log shows, with the last producer_seq it
    * appended (a tombstone counts for the end of its range) and when.

@@ -21,6 +21,10 @@
 // A held event's idempotency key is taken while it is held: another event
 // with that key is its duplicate, as it would be once the held one is
 // appended.
+//
+// Cluster mode (src/shard/cluster-ordered.ts): PostgreSQL keeps the held
+// events and producers' places, committed with each admission's tail row;
+// the stream is restored from there (restoreFrom) and held.log is not used.
 import { ApiError } from "../errors.js";
 import { frameTs, RECORD_HEADER_BYTES, sealFrame } from "../log/record.js";
 import type { StreamLog } from "../log/log.js";
@@ -89,6 +93,10 @@ export class OrderedStream {
   private readonly heldKeys = new Map<string, KeyHolder>();
   /** Damage found in held.log when it was opened (reported with the stream's recovery), or null. */
   damage: string | null = null;
+  /** Cluster mode: restored from PostgreSQL, which keeps what held.log would. */
+  clustered = false;
+  /** Cluster mode: the producers' places came from the local log and are not in PostgreSQL yet (the next commit writes them all). */
+  placesUnsaved = false;
 
   private constructor(
     dir: string,
@@ -151,6 +159,35 @@ export class OrderedStream {
     }
   }
 
+  /**
+   * Cluster mode: the rule from what PostgreSQL holds (producers' places,
+   * held events; their gap timers run from their receipt), or from the
+   * places it knows now (`producers` null: a stream just made ordered by
+   * its owner, whose log is the cluster's) with nothing held.
+   */
+  restoreFrom(producers: Array<{ producerId: string; lastSeq: number; lastSeenMs: number }> | null, held: HeldEntry[], nowMs: number): void {
+    this.placesUnsaved = producers === null;
+    const places = producers ?? [...this.ingest.places()];
+    this.clustered = true;
+    this.book.detach();
+    this.ingest = this.newIngest();
+    this.restored = [];
+    const holders = new Set(held.map((e) => e.producerId));
+    for (const p of places)
+      if (p.lastSeenMs >= nowMs - this.producerIdleMs || holders.has(p.producerId)) this.ingest.restore(p.producerId, p.lastSeq, p.lastSeenMs);
+    this.restoreHeldEntries(held, nowMs);
+  }
+
+  /** The admission or expiry in progress as cluster mode commits it: held events, released ones, and the releases in order. */
+  pendingChanges(): { newHeld: readonly HeldEntry[]; releasedHeld: ReadonlyArray<{ entry: HeldEntry }>; out: readonly Release<Item>[] } {
+    return { newHeld: this.newHeld, releasedHeld: this.releasedHeld, out: this.out };
+  }
+
+  /** Every producer's place now (after an admission: what a commit of all of them writes). */
+  places(): IterableIterator<{ producerId: string; lastSeq: number; lastSeenMs: number }> {
+    return this.ingest.places();
+  }
+
   private restore(log: StreamLog, entries: HeldEntry[], nowMs: number): void {
     const idleSince = nowMs - this.producerIdleMs;
     // Back to the oldest held entry too: a released one without its marker is in the log after its receipt.
@@ -171,6 +208,10 @@ export class OrderedStream {
       });
     }
     for (const [id, p] of last) if (p.ts >= idleSince || holders.has(id)) this.ingest.restore(id, p.seq, p.ts);
+    this.restoreHeldEntries(entries, nowMs);
+  }
+
+  private restoreHeldEntries(entries: HeldEntry[], nowMs: number): void {
     this.heldKeys.clear();
     for (const e of entries) {
       if (!this.ingest.restoreHeld(e.producerId, e.producerSeq, e, e.receivedMs)) continue;
@@ -187,7 +228,8 @@ export class OrderedStream {
    * lists every event not durably released.
    */
   reload(log: StreamLog, nowMs: number): void {
-    if (this.book.isClosed) return;
+    // Cluster mode: PostgreSQL holds the releases; the log's lag fails the next commit, and the catch-up restores both.
+    if (this.book.isClosed || this.clustered) return;
     this.ingest = this.newIngest();
     this.restored = [];
     this.restore(log, this.book.reload(), nowMs);

@@ -74,6 +74,8 @@ export interface Answer {
 export interface ClusterPublish {
   /** `epoch` undefined: the front does not serve the stream's shard (refused). */
   publish(id: string, stream: Stream | undefined, batch: FramedBatch, epoch: number | undefined, reqId: number): void;
+  /** Ordered streams (src/shard/cluster-ordered.ts): their publishes take turns, framed when theirs comes; their gap timers. */
+  readonly ordered: { publish(stream: Stream, req: RequestOf<Op.Publish>): void; expire(stream: Stream, nowMs: number): void };
 }
 
 /**
@@ -141,6 +143,7 @@ export class Publisher {
     let stream = this.streams.get(id);
     if (!stream && !this.config.auto_create_streams) this.streams.existing(id);
     if (req.meta.expectedHeadSeq !== undefined) checkHead(stream, req.meta.expectedHeadSeq);
+    if (this.cluster && stream?.ordered) return this.cluster.ordered.publish(stream, req);
     const batch = this.frame(stream, req.meta.ct, req.body);
     if (stream?.ordered) return this.publishOrdered(stream, stream.ordered, batch, req.reqId);
     // A new stream is created only once the whole batch has passed: a
@@ -184,6 +187,7 @@ export class Publisher {
    * has waited gap_timeout_ms, appended with nobody waiting for an answer.
    */
   expireHeld(stream: Stream, nowMs: number): void {
+    if (this.cluster) return this.cluster.ordered.expire(stream, nowMs);
     const ordered = stream.ordered;
     if (!ordered?.due(nowMs)) return;
     const r = ordered.expire(this.releases, stream.log, stream.dedup, nowMs);

@@ -107,15 +107,6 @@ describe("a cluster of three nodes", () => {
     expect([shown.dedup_window_ms, shown.head_seq]).toEqual([60_000, 0]);
   });
 
-  it("refuses what it does not serve across nodes yet with 501 cluster_unsupported, on any node", async () => {
-    const refused = async (path: string, init?: RequestInit) => {
-      const r = await fetch(`${nodes[0].url}${path}`, init);
-      expect(r.status).toBe(501);
-      expect(((await r.json()) as { error: { code: string } }).error.code).toBe("cluster_unsupported");
-    };
-    await refused("/v1/streams/routed", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ producer_ordering: true }) });
-  });
-
   it("answers a publish only once its batch is a tail row in PostgreSQL, fenced by the owner's epoch", async () => {
     const owner = await ownerOf("tailed");
     const p = await publish(owner.url, "tailed", 5);
