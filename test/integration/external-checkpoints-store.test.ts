@@ -68,7 +68,7 @@ describe("external checkpoints", () => {
     const db = postgres(url, { max: 1, onnotice: () => {} });
     try {
       const versions = await db<{ version: number }[]>`select version from ticker_schema_migrations order by version`;
-      expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
       await db`insert into ticker_checkpoints (stream, group_name, seq) values ('s', 'g', 9007199254740991)`;
       const [row] = await db<{ seq: string }[]>`select seq from ticker_checkpoints`;
       expect(row.seq).toBe("9007199254740991");
