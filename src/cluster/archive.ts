@@ -19,8 +19,12 @@ import { S3Archive } from "./s3-archive.js";
 export interface Archive {
   /** Stores `bytes` whole under `key` (replacing what was there); durable once it resolves. */
   put(key: string, bytes: Uint8Array): Promise<void>;
-  /** Bytes [start, end) of the object (all of it without a range). */
-  get(key: string, range?: { start: number; end: number }): Promise<Buffer>;
+  /**
+   * Bytes [start, end) of the object (all of it without a range). `into`: a
+   * buffer the caller is done with, read into when it holds the range (the
+   * answer is then a view of it), so a reader's chunks reuse memory.
+   */
+  get(key: string, range?: { start: number; end: number }, into?: Buffer): Promise<Buffer>;
   delete(key: string): Promise<void>;
 }
 
@@ -57,13 +61,14 @@ export class FileArchive implements Archive {
     }
   }
 
-  async get(key: string, range?: { start: number; end: number }): Promise<Buffer> {
+  async get(key: string, range?: { start: number; end: number }, into?: Buffer): Promise<Buffer> {
     const f = await open(this.pathOf(key), "r");
     try {
       const size = (await f.stat()).size;
       const start = Math.min(range?.start ?? 0, size);
       const end = Math.min(range?.end ?? size, size);
-      const out = Buffer.allocUnsafe(Math.max(0, end - start));
+      const n = Math.max(0, end - start);
+      const out = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
       for (let at = 0; at < out.length; ) {
         const { bytesRead } = await f.read(out, at, out.length - at, start + at);
         if (bytesRead === 0) throw new Error(`archive object ${key} ended at ${start + at} of ${end}`);

@@ -54,6 +54,15 @@ const ENTRIES_MAX = 8;
  */
 const SWEEP_STATES = 2;
 
+/** Buffers of chunks gone from the cache kept for the next fetches (memory besides cacheBytesMax: at most this many chunks). */
+const SPARE_BUFFERS_MAX = 2;
+/**
+ * Room a chunk's buffer has past its bytes, so that it can take the next
+ * chunk, which ends at another frame's end (1.6% of a 4 MiB chunk, also
+ * besides cacheBytesMax, which counts the bytes).
+ */
+const CHUNK_SLACK_BYTES = 64 * 1024;
+
 /** A manifest row, with its points checked (null: none, or not to be used: the object is read whole). */
 interface Entry {
   readonly e: SegmentEntry;
@@ -73,6 +82,8 @@ interface Cached extends CheckedChunk {
   readonly start: number;
   readonly baseSeq: number;
   readonly bytes: Buffer;
+  /** The buffer `bytes` is a view of, when it can hold another chunk once this one goes (null: a whole segment's, or an S3 answer's). */
+  readonly block: Buffer | null;
 }
 
 class StreamState {
@@ -136,6 +147,13 @@ export class ArchivedHistory {
   /** Every cached chunk, least recently read first (a Set keeps insertion order; a read moves its chunks to the end). */
   private readonly lru = new Set<Cached>();
   private cachedBytes = 0;
+  /**
+   * Buffers of chunks that left the cache, for the next fetches to read
+   * into: a replay reads a chunk after another, and a fresh 4 MiB buffer
+   * each time is memory outside the heap whose growth starts full
+   * collections (a fifth of a non-owner's CPU in a replay from the archive).
+   */
+  private readonly spare: Buffer[] = [];
   private readonly now: () => number;
 
   constructor(
@@ -356,21 +374,39 @@ export class ArchivedHistory {
   }
 
   private async fetch(st: StreamState, x: Entry, span: ChunkSpan): Promise<void> {
-    // No more than the row says the object holds, whatever its size is now.
-    const bytes = await this.archive.get(x.e.key, { start: span.start, end: span.end });
-    const checked = await checkChunk(x.e.baseSeq, span, bytes, this.o.frameBytesMax);
-    if (this.streams.get(st.name) !== st) return;
+    // A chunk reads into a spare buffer, or a new one with room for a chunk a little larger (a chunk ends at a frame's end).
+    const n = span.end - span.start;
+    const block = span.index < 0 ? null : (this.spare.pop() ?? null);
+    const into = block && block.length >= n ? block : span.index < 0 ? undefined : Buffer.allocUnsafeSlow(n + CHUNK_SLACK_BYTES);
+    if (block && block !== into) this.recycle(block);
+    let bytes: Buffer;
+    let checked: CheckedChunk;
+    try {
+      // No more than the row says the object holds, whatever its size is now.
+      bytes = await this.archive.get(x.e.key, { start: span.start, end: span.end }, into);
+      checked = await checkChunk(x.e.baseSeq, span, bytes, this.o.frameBytesMax);
+    } catch (err) {
+      if (into) this.recycle(into);
+      throw err;
+    }
+    const kept = into && bytes.buffer === into.buffer ? into : null;
+    // An archive that answered with its own buffer (S3) left `into` as it was.
+    if (into && !kept) this.recycle(into);
+    const unused = () => kept && this.recycle(kept);
+    if (this.streams.get(st.name) !== st) return void unused();
     if (checked.damage && span.index >= 0) {
       // The bytes disagree with the points (damaged either): the whole
       // object, checked from its start, says what is served, as without points.
+      unused();
       x.points = null;
       return this.fetchOnce(st, x, wholeSpan(x.e));
     }
     if (span.index < 0) {
       // Whole, it answers for every seq of the segment: chunks of it go.
       for (const c of [...st.chunks]) if (c.key === x.e.key) this.drop(c);
-    } else if (st.holding(span.firstSeq)) return;
+    } else if (st.holding(span.firstSeq)) return void unused();
     this.insert({
+      block: kept,
       ...checked,
       state: st,
       key: x.e.key,
@@ -400,8 +436,14 @@ export class ArchivedHistory {
   private drop(c: Cached): void {
     if (!this.lru.delete(c)) return;
     this.cachedBytes -= c.bytes.length;
+    if (c.block) this.recycle(c.block);
     const list = c.state.chunks;
     list.splice(list.indexOf(c), 1);
+  }
+
+  /** Keeps a chunk's buffer for the next fetch, up to SPARE_BUFFERS_MAX of them. */
+  private recycle(block: Buffer): void {
+    if (this.spare.length < SPARE_BUFFERS_MAX) this.spare.push(block);
   }
 
   private touch(c: Cached): void {

@@ -92,7 +92,7 @@ export class WorkerCluster {
     /** This thread's shard and the number of them: which streams of a cluster shard are its own. */
     private readonly shard: number,
     private readonly shards: number,
-    frameBytesMax: number,
+    private readonly frameBytesMax: number,
     private readonly streams: StreamAdmin,
     private readonly publisher: Publisher,
     private readonly outbox: Outbox,
@@ -422,7 +422,7 @@ export class WorkerCluster {
             bytes: bytes.byteLength,
             keyed: keys.length,
             lastTs: seg.lastTs,
-            points: chunkPointsOf(bytes),
+            points: await chunkPointsOf(bytes, this.frameBytesMax),
           };
           // Lost, or catching up since the object went (catch-ups wait for this run, but a failed commit marks the shard at once).
           if (this.held.get(shard) !== h || h.syncing || this.streams.get(s.id) !== s) break;

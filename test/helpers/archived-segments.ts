@@ -84,7 +84,7 @@ export async function archiveWorld(): Promise<ArchiveWorld> {
       for (const s of segs) {
         const key = segmentKey(stream, s.baseSeq, epoch);
         await archive.put(key, s.bytes);
-        const points = chunkBytes === null ? null : chunkPointsOf(s.bytes, chunkBytes);
+        const points = chunkBytes === null ? null : await chunkPointsOf(s.bytes, LOG_OPTS.frameBytesMax, chunkBytes);
         expect(await manifest.commit(0, { stream, baseSeq: s.baseSeq, lastSeq: s.lastSeq, epoch, key, bytes: s.bytes.length, points })).toBe(true);
       }
     },

@@ -6,10 +6,12 @@
 // shard worker reads them.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { segmentKey } from "../../src/cluster/archive.js";
-import { ARCHIVE_CHUNK_BYTES, chunkPointsOf } from "../../src/cluster/segment-chunks.js";
+import { crc32 } from "node:zlib";
+import { ARCHIVE_CHUNK_BYTES, chunkPointsOf, POINT_BYTES } from "../../src/cluster/segment-chunks.js";
 import type { ArchivedHistory } from "../../src/cluster/archived-history.js";
 import { archiveWorld, seqsOf, type ArchiveWorld, type Written } from "../helpers/archived-segments.js";
 import { range } from "../helpers/log-frames.js";
+import { CorruptRecordError } from "../../src/log/log.js";
 
 const MAX = Number.MAX_SAFE_INTEGER;
 const FRAME = 1024; // owner(1000): 1,000-byte bodies in 1 KiB frames
@@ -137,6 +139,24 @@ describe("ranged reads of archived segments", () => {
     for (const from of [1025, segs[1].baseSeq]) expect(h.read(stream, from, MAX, 1, 1 << 20, out)!.count).toBe(1);
   });
 
+  it("the owner checks every frame's CRC as it makes the points: each point carries its chunk's CRC, and a segment with a bad frame gets none", async () => {
+    const points = (await chunkPointsOf(big.bytes, 1 << 24, 1 << 20)) as Buffer;
+    for (let i = 0; i < points.length / POINT_BYTES; i++) {
+      const start = points.readUInt32LE(i * POINT_BYTES + 4);
+      const end = i + 1 < points.length / POINT_BYTES ? points.readUInt32LE((i + 1) * POINT_BYTES + 4) : big.bytes.length;
+      expect(points.readUInt32LE(i * POINT_BYTES + 16)).toBe(crc32(big.bytes.subarray(start, end)));
+    }
+    const rotten = Buffer.from(big.bytes);
+    rotten[frameAt(7000) + 100] ^= 0x40;
+    expect(await chunkPointsOf(rotten, 1 << 24, 1 << 20)).toBeNull();
+    // Archived so, with no points, the reader checks the whole object frame by frame and finds it.
+    const { stream } = await archived({ ...big, bytes: rotten }, null);
+    const h = w.history({ cacheBytesMax: 64 << 20 });
+    await h.load(stream, 6990);
+    expect(seqsOf(h.read(stream, 6990, MAX, 100, 1 << 20, out)!)).toEqual(range(6990, 6999));
+    expect(() => h.read(stream, 7000, MAX, 1, 1 << 20, out)).toThrow(CorruptRecordError);
+  });
+
   it("a segment archived before points (no points in its row) is fetched whole and served", async () => {
     const { stream, key } = await archived(big, null);
     const h = w.history({ cacheBytesMax: 64 << 20 });
@@ -148,8 +168,8 @@ describe("ranged reads of archived segments", () => {
   });
 
   it("points that cannot be an owner's are not used, and points the bytes disagree with fall back to the whole object: every seq is still served", async () => {
-    const good = chunkPointsOf(big.bytes, 1 << 20);
-    expect(good.length).toBe(12 * 16);
+    const good = (await chunkPointsOf(big.bytes, 1 << 24, 1 << 20)) as Buffer;
+    expect(good.length).toBe(12 * POINT_BYTES);
     const variants: Array<[string, Buffer, "whole" | "chunk then whole"]> = [];
     const edit = (name: string, how: "whole" | "chunk then whole", f: (p: Buffer) => void) => {
       const p = Buffer.from(good);
@@ -157,16 +177,16 @@ describe("ranged reads of archived segments", () => {
       variants.push([name, p, how]);
     };
     edit("not whole points", "whole", () => undefined);
-    variants[0][1] = good.subarray(0, 20);
+    variants[0][1] = good.subarray(0, POINT_BYTES + 4);
     edit("the first point not at the segment's start", "whole", (p) => p.writeUInt32LE(8, 4));
-    edit("positions going back", "whole", (p) => p.writeUInt32LE(100, 5 * 16 + 4));
-    edit("a position past the object", "whole", (p) => p.writeUInt32LE(0xffff0000, 11 * 16 + 4));
-    edit("a seq past the row's last", "whole", (p) => p.writeUInt32LE(1e6, 11 * 16));
-    edit("ingest_ts going back", "whole", (p) => p.writeUInt32LE(0, 6 * 16 + 8));
+    edit("positions going back", "whole", (p) => p.writeUInt32LE(100, 5 * POINT_BYTES + 4));
+    edit("a position past the object", "whole", (p) => p.writeUInt32LE(0xffff0000, 11 * POINT_BYTES + 4));
+    edit("a seq past the row's last", "whole", (p) => p.writeUInt32LE(1e6, 11 * POINT_BYTES));
+    edit("ingest_ts going back", "whole", (p) => p.writeUInt32LE(0, 6 * POINT_BYTES + 8));
     // Plausible, but not where the frames are: a chunk's check disagrees.
-    edit("a point one frame late", "chunk then whole", (p) => p.writeUInt32LE(p.readUInt32LE(5 * 16 + 4) + FRAME, 5 * 16 + 4));
-    edit("a point's seq one off", "chunk then whole", (p) => p.writeUInt32LE(p.readUInt32LE(5 * 16) + 1, 5 * 16));
-    edit("a point's ingest_ts not its frame's", "chunk then whole", (p) => p.writeUInt32LE(p.readUInt32LE(5 * 16 + 8) - 1, 5 * 16 + 8));
+    edit("a point one frame late", "chunk then whole", (p) => p.writeUInt32LE(p.readUInt32LE(5 * POINT_BYTES + 4) + FRAME, 5 * POINT_BYTES + 4));
+    edit("a point's seq one off", "chunk then whole", (p) => p.writeUInt32LE(p.readUInt32LE(5 * POINT_BYTES) + 1, 5 * POINT_BYTES));
+    edit("a point's ingest_ts not its frame's", "chunk then whole", (p) => p.writeUInt32LE(p.readUInt32LE(5 * POINT_BYTES + 8) - 1, 5 * POINT_BYTES + 8));
     for (const [name, points, how] of variants) {
       const stream = `c${++streams}`;
       const key = segmentKey(stream, 1, w.epoch);
