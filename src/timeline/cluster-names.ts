@@ -11,7 +11,7 @@ import postgres from "postgres";
 import { ApiError } from "../errors.js";
 import { textArray } from "../cluster/sql-array.js";
 import type { NamedTimeline } from "./names.js";
-import { timelineNotFound } from "./names.js";
+import { nextTimeline, timelineNotFound, timelinesFull } from "./names.js";
 import type { ReaderPosition } from "./readers.js";
 import type { TimelineNames, TimelineReaders } from "./name-store.js";
 
@@ -59,18 +59,9 @@ export class ClusterTimelines implements TimelineNames {
       if (before && before.streams.join("\n") === streams.join("\n")) return { timeline: before, created: false, changed: false };
       if (!before) {
         const [{ n }] = await tx<{ n: string }[]>`select count(*) as n from ticker_cluster_timelines`;
-        if (Number(n) >= this.timelinesMax) {
-          throw new ApiError(409, "limit_reached", `there are timelines_max (${this.timelinesMax}) timelines already; delete one first`, {
-            timelines_max: this.timelinesMax,
-          });
-        }
+        if (Number(n) >= this.timelinesMax) throw timelinesFull(this.timelinesMax);
       }
-      const t: NamedTimeline = {
-        name,
-        streams: [...streams],
-        created_at: before?.created_at ?? now,
-        updated_at: before ? Math.max(now, before.updated_at + 1) : now,
-      };
+      const t = nextTimeline(name, streams, before, now);
       await tx`insert into ticker_cluster_timelines (name, streams, created_at, updated_at)
         values (${name}, ${tx.json(t.streams)}, ${t.created_at}, ${t.updated_at})
         on conflict (name) do update set streams = excluded.streams, updated_at = excluded.updated_at`;

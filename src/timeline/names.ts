@@ -33,6 +33,21 @@ export function checkTimelineName(name: string): void {
   if (!STREAM_ID.test(name)) throw new ApiError(400, "invalid_timeline", `timeline name must match ${STREAM_ID.source}`, { timeline: name.slice(0, 200) });
 }
 
+/** A new timeline past timelines_max. */
+export const timelinesFull = (max: number) =>
+  new ApiError(409, "limit_reached", `there are timelines_max (${max}) timelines already; delete one first`, { timelines_max: max });
+
+/** The timeline a PUT of `streams` makes of `before` (undefined: a new one). */
+export function nextTimeline(name: string, streams: readonly string[], before: NamedTimeline | undefined, now: number): NamedTimeline {
+  return {
+    name,
+    streams: [...streams],
+    created_at: before?.created_at ?? now,
+    // Never back in time: positions are told apart from older sets' by it.
+    updated_at: before ? Math.max(now, before.updated_at + 1) : now,
+  };
+}
+
 export const timelineNotFound = (name: string) => new ApiError(404, "timeline_not_found", `timeline "${name}" does not exist`, { timeline: name });
 
 const timelineSchema = z
@@ -116,18 +131,8 @@ export class NamedTimelines implements TimelineNames {
     return this.serially(async () => {
       const before = this.byName.get(name);
       if (before && before.streams.join("\n") === streams.join("\n")) return { timeline: before, created: false, changed: false };
-      if (!before && this.byName.size >= this.timelinesMax) {
-        throw new ApiError(409, "limit_reached", `there are timelines_max (${this.timelinesMax}) timelines already; delete one first`, {
-          timelines_max: this.timelinesMax,
-        });
-      }
-      const t: NamedTimeline = {
-        name,
-        streams: [...streams],
-        created_at: before?.created_at ?? now,
-        // Never back in time: positions are told apart from older sets' by it.
-        updated_at: before ? Math.max(now, before.updated_at + 1) : now,
-      };
+      if (!before && this.byName.size >= this.timelinesMax) throw timelinesFull(this.timelinesMax);
+      const t = nextTimeline(name, streams, before, now);
       const dir = this.dirOf(name);
       if (!before) {
         await mkdir(dir, { recursive: true });

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { onFreePort } from "../harness/process.js";
 import { TickerProcess } from "../harness/ticker.js";
 import postgres from "postgres";
+import { afterAll, beforeAll } from "vitest";
 import { clusterDb, until, type ClusterDb } from "./cluster-db.js";
 import { clusterShardOf } from "../../src/cluster/leases.js";
 
@@ -158,4 +159,29 @@ export async function startCluster(ids: string[], o: Partial<ClusterSetup>): Pro
   world.nodes = await Promise.all(ids.map((id) => startNode(setup, id)));
   await settled(world.nodes, setup.clusterShards, 30_000, setup.token);
   return world;
+}
+
+/**
+ * A test file's two-node cluster (small segments, a quick archiver: a few
+ * kB of events reach the archive within a second), started before its tests
+ * and stopped after, with the questions its tests ask: which nodes are
+ * alive, who owns a stream, the other live node.
+ */
+export function smallCluster(ids: string[], shards: number) {
+  let world: ClusterWorld | undefined;
+  beforeAll(async () => {
+    world = await startCluster(ids, { clusterShards: shards, leaseMs: 2000, args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"] });
+  }, 90_000);
+  afterAll(() => world?.stop());
+  const w = () => {
+    if (!world) throw new Error("the cluster is not started yet (use it inside a test or a later hook)");
+    return world;
+  };
+  const live = () => w().nodes.filter((n) => n.server.exit === null);
+  return {
+    world: w,
+    live,
+    ownerOf: (stream: string) => ownerOf(live()[0].url, live(), stream, shards),
+    otherThan: (n: ClusterNodeProcess) => live().find((x) => x !== n) as ClusterNodeProcess,
+  };
 }

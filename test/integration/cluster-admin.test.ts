@@ -10,27 +10,18 @@ import type postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { escapeStreamId } from "../../src/shard/stream-config.js";
 import { sleep, until } from "../helpers/cluster-db.js";
-import { ownerOf as ownerIn, restartNode, settled, startCluster, type ClusterNodeProcess, type ClusterWorld } from "../helpers/cluster-nodes.js";
+import { ownerOf as ownerIn, restartNode, settled, smallCluster, startCluster, type ClusterWorld } from "../helpers/cluster-nodes.js";
 import { Consumer } from "../helpers/consumer.js";
 
 const SHARDS = 4;
+const cluster = smallCluster(["a1", "a2"], SHARDS);
+const { live, ownerOf, otherThan } = cluster;
 let w: ClusterWorld;
 let sql: postgres.Sql;
-
-beforeAll(async () => {
-  // Small segments: ~80 small events close one, and the archiver runs often.
-  w = await startCluster(["a1", "a2"], {
-    clusterShards: SHARDS,
-    leaseMs: 2000,
-    args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"],
-  });
+beforeAll(() => {
+  w = cluster.world();
   sql = w.sql;
-}, 90_000);
-afterAll(() => w?.stop());
-
-const live = () => w.nodes.filter((n) => n.server.exit === null);
-const ownerOf = (stream: string) => ownerIn(live()[0].url, live(), stream, SHARDS);
-const otherThan = (n: ClusterNodeProcess) => live().find((x) => x !== n)!;
+});
 
 async function publish(url: string, stream: string, n: number, tag: string): Promise<{ first_seq: number; last_seq: number }> {
   const events = Array.from({ length: n }, (_, i) => ({ type: "t", key: `k${i % 7}`, payload: { tag, i } }));

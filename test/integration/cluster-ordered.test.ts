@@ -8,32 +8,23 @@
 // events are only in the archive; the killed node, back on its old copy,
 // takes PostgreSQL's state over its own when it owns the stream again.
 import type postgres from "postgres";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { sleep, until } from "../helpers/cluster-db.js";
-import { ownerOf as ownerIn, restartNode, settled, startCluster, type ClusterNodeProcess, type ClusterWorld } from "../helpers/cluster-nodes.js";
+import { restartNode, settled, type ClusterWorld, smallCluster } from "../helpers/cluster-nodes.js";
 import { clusterShardOf } from "../../src/cluster/leases.js";
 import { api, replayAll } from "../helpers/server.js";
 import { ev, ordered, publish } from "../helpers/ordered.js";
 import { rng } from "../helpers/rng.js";
 
 const SHARDS = 4;
+const cluster = smallCluster(["o1", "o2"], SHARDS);
+const { live, ownerOf, otherThan } = cluster;
 let w: ClusterWorld;
 let sql: postgres.Sql;
-
-beforeAll(async () => {
-  // Small segments and a quick archiver: a producer's events reach the archive within a second.
-  w = await startCluster(["o1", "o2"], {
-    clusterShards: SHARDS,
-    leaseMs: 2000,
-    args: ["--segment-bytes-max", "8192", "--cluster-archive-interval-ms", "100"],
-  });
+beforeAll(() => {
+  w = cluster.world();
   sql = w.sql;
-}, 90_000);
-afterAll(() => w?.stop());
-
-const live = () => w.nodes.filter((n) => n.server.exit === null);
-const ownerOf = (stream: string) => ownerIn(live()[0].url, live(), stream, SHARDS);
-const otherThan = (n: ClusterNodeProcess) => live().find((x) => x !== n)!;
+});
 
 const heldRows = async (stream: string) =>
   (
