@@ -23,6 +23,7 @@ import { CorruptRecordError, type CorruptionInfo } from "../log/damage.js";
 import type { FramePage } from "../log/log.js";
 import { frameSeq, RECORD_BYTES_MIN } from "../log/record.js";
 import type { Archive, Manifest, SegmentEntry } from "./archive.js";
+import { ChunkBuffers } from "./chunk-buffers.js";
 import { checkChunk, chunkHolding, parsePoints, seekChunk, wholeSpan, type CheckedChunk, type ChunkPoints, type ChunkSpan } from "./segment-chunks.js";
 
 export interface ArchivedHistoryOptions {
@@ -53,15 +54,6 @@ const ENTRIES_MAX = 8;
  * the map would keep every stream ever read until the thread ends.
  */
 const SWEEP_STATES = 2;
-
-/** Buffers of chunks gone from the cache kept for the next fetches (memory besides cacheBytesMax: at most this many chunks). */
-const SPARE_BUFFERS_MAX = 2;
-/**
- * Room a chunk's buffer has past its bytes, so that it can take the next
- * chunk, which ends at another frame's end (1.6% of a 4 MiB chunk, also
- * besides cacheBytesMax, which counts the bytes).
- */
-const CHUNK_SLACK_BYTES = 64 * 1024;
 
 /** A manifest row, with its points checked (null: none, or not to be used: the object is read whole). */
 interface Entry {
@@ -147,13 +139,8 @@ export class ArchivedHistory {
   /** Every cached chunk, least recently read first (a Set keeps insertion order; a read moves its chunks to the end). */
   private readonly lru = new Set<Cached>();
   private cachedBytes = 0;
-  /**
-   * Buffers of chunks that left the cache, for the next fetches to read
-   * into: a replay reads a chunk after another, and a fresh 4 MiB buffer
-   * each time is memory outside the heap whose growth starts full
-   * collections (a fifth of a non-owner's CPU in a replay from the archive).
-   */
-  private readonly spare: Buffer[] = [];
+  /** Buffers of chunks that left the cache, for the next fetches to read into. */
+  private readonly buffers = new ChunkBuffers();
   private readonly now: () => number;
 
   constructor(
@@ -354,6 +341,12 @@ export class ArchivedHistory {
     // From when it was asked: the answer is no older than that.
     const askedMs = this.now();
     const [[first], last] = await Promise.all([this.manifest.segments(st.name, 0, 1), this.manifest.archivedThrough(st.name)]);
+    // The archive went back, or its first segment is another object at the same base: the stream was deleted and made again.
+    const known = st.entries.find((x) => x.e.baseSeq === first?.baseSeq);
+    if (last < st.lastSeq || (first && first.baseSeq < st.firstSeq) || (known && known.e.key !== first?.key)) {
+      for (const c of [...st.chunks]) this.drop(c);
+      st.entries.length = 0;
+    }
     st.firstSeq = first?.baseSeq ?? last + 1;
     st.lastSeq = last;
     st.loadedMs = askedMs;
@@ -374,11 +367,8 @@ export class ArchivedHistory {
   }
 
   private async fetch(st: StreamState, x: Entry, span: ChunkSpan): Promise<void> {
-    // A chunk reads into a spare buffer, or a new one with room for a chunk a little larger (a chunk ends at a frame's end).
-    const n = span.end - span.start;
-    const block = span.index < 0 ? null : (this.spare.pop() ?? null);
-    const into = block && block.length >= n ? block : span.index < 0 ? undefined : Buffer.allocUnsafeSlow(n + CHUNK_SLACK_BYTES);
-    if (block && block !== into) this.recycle(block);
+    // A chunk reads into a buffer it may pass on (a whole segment's is its own).
+    const into = span.index < 0 ? undefined : this.buffers.take(span.end - span.start);
     let bytes: Buffer;
     let checked: CheckedChunk;
     try {
@@ -386,13 +376,13 @@ export class ArchivedHistory {
       bytes = await this.archive.get(x.e.key, { start: span.start, end: span.end }, into);
       checked = await checkChunk(x.e.baseSeq, span, bytes, this.o.frameBytesMax);
     } catch (err) {
-      if (into) this.recycle(into);
+      if (into) this.buffers.give(into);
       throw err;
     }
     const kept = into && bytes.buffer === into.buffer ? into : null;
     // An archive that answered with its own buffer (S3) left `into` as it was.
-    if (into && !kept) this.recycle(into);
-    const unused = () => kept && this.recycle(kept);
+    if (into && !kept) this.buffers.give(into);
+    const unused = () => kept && this.buffers.give(kept);
     if (this.streams.get(st.name) !== st) return void unused();
     if (checked.damage && span.index >= 0) {
       // The bytes disagree with the points (damaged either): the whole
@@ -436,14 +426,9 @@ export class ArchivedHistory {
   private drop(c: Cached): void {
     if (!this.lru.delete(c)) return;
     this.cachedBytes -= c.bytes.length;
-    if (c.block) this.recycle(c.block);
+    if (c.block) this.buffers.give(c.block);
     const list = c.state.chunks;
     list.splice(list.indexOf(c), 1);
-  }
-
-  /** Keeps a chunk's buffer for the next fetch, up to SPARE_BUFFERS_MAX of them. */
-  private recycle(block: Buffer): void {
-    if (this.spare.length < SPARE_BUFFERS_MAX) this.spare.push(block);
   }
 
   private touch(c: Cached): void {

@@ -6,7 +6,10 @@
 // by the owner after the commit (an object left by a crash meanwhile is
 // named by no manifest row, so nothing reads it).
 import type postgres from "postgres";
+import { logger } from "../logger.js";
+import type { Archive } from "./archive.js";
 import { fence } from "./leases.js";
+import { keysObjectOf } from "./segment-keys.js";
 
 /** An archived object of a removed stream: the segment, and its .keys object if it had keys. */
 export interface RemovedSegment {
@@ -48,4 +51,23 @@ export class StreamRemoval {
       select base_seq, bytes, last_ts from ticker_cluster_segments where stream = ${stream} and last_seq = ${lastSeq}`;
     return row ? { baseSeq: Number(row.base_seq), bytes: Number(row.bytes), lastTs: Number(row.last_ts) } : null;
   }
+}
+
+/**
+ * The archive objects of a removed stream (segments and their .keys), after
+ * its rows' commit. One that cannot be removed is named by no manifest row,
+ * so nothing reads it; it is logged as left behind.
+ */
+export async function removeObjects(archive: Archive, stream: string, gone: readonly RemovedSegment[]): Promise<void> {
+  for (const g of gone)
+    for (const key of g.keyed > 0 ? [g.key, keysObjectOf(g.key)] : [g.key]) {
+      await archive
+        .delete(key)
+        .catch((err: Error) =>
+          logger().warn(
+            { kind: "cluster", stream, key, err: err.message },
+            `stream ${stream} deleted: its archive object ${key} was left behind (${err.message})`,
+          ),
+        );
+    }
 }

@@ -57,7 +57,12 @@ function frameIn(rows: TailRow[], seq: number): Buffer | null {
 /** Whether the copy's frame of `seq` is `theirs`, but for the commit mark (which batch it ended). */
 function sameFrame(s: Stream, seq: number, theirs: Buffer | null, scratch: Buffer): boolean {
   if (theirs === null || s.log.firstSeq > seq) return false;
-  const page = s.log.read(seq, seq, 1, scratch.length, scratch);
+  let page: ReturnType<typeof s.log.read>;
+  try {
+    page = s.log.read(seq, seq, 1, scratch.length, scratch);
+  } catch {
+    return false; // damaged here: the copy starts again after the archive
+  }
   if (page.count !== 1) return false;
   const bytes = page.buf.readUInt32LE(0);
   return bytes === theirs.length && page.buf.subarray(8, bytes).equals(theirs.subarray(8));

@@ -40,6 +40,8 @@ export interface OrderedOwner {
   clusterShardOf(stream: string): number;
   /** Each stream's latest batch on its way to PostgreSQL: a plain one (a stream just made ordered may have one), or an admission (a delete waits for it). */
   readonly lastCommit: WeakMap<Stream, Promise<void>>;
+  /** Streams being deleted: nothing more of them is committed. */
+  readonly removing: ReadonlySet<string>;
   /** After a failed commit: no publish until the shard has caught up. */
   recover(shard: number): void;
 }
@@ -169,7 +171,7 @@ export class ClusterOrdered {
     const o = s.ordered;
     const shard = this.owner.clusterShardOf(s.id);
     const epoch = this.servingEpoch(shard);
-    if (!o || epoch === null || this.streams.get(s.id) !== s) return false;
+    if (!o || epoch === null || this.streams.get(s.id) !== s || this.owner.removing.has(s.id)) return false;
     if (s.pending > 0) return false; // a plain batch still landing: the next tick
     if (!o.clustered) o.restoreFrom(null, [], nowMs);
     const producersBefore = o.producers;

@@ -1,17 +1,12 @@
 // The answers of a shard thread in cluster mode when it cannot take a write
-// (src/shard/cluster.ts): each a 503 the client retries, or a log line.
+// (src/shard/cluster.ts): each a 503 the client retries.
 import { ApiError } from "../errors.js";
-import { logger } from "../logger.js";
 
 export const shardMoving = (shard: number) =>
   new ApiError(503, "shard_moving", `cluster shard ${shard} is moving to or from this node, or catching up with the database; retry`, { shard });
 
 export const streamDeleting = (stream: string) =>
   new ApiError(503, "stream_deleting", `stream "${stream}" is being deleted; retry (a write after the delete makes the stream again)`, { stream });
-
-/** An archive object of a deleted stream that could not be removed: no manifest row names it, so nothing reads it. */
-export const orphaned = (stream: string, key: string, err: Error) =>
-  logger().warn({ kind: "cluster", stream, key, err: err.message }, `stream ${stream} deleted: its archive object ${key} was left behind (${err.message})`);
 
 /** A write of the owner's that PostgreSQL did not take (fenced, or out of reach; it may even have landed). */
 export const commitFailed = (what: string, shard: number, err?: Error) =>

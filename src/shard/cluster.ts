@@ -3,23 +3,20 @@
 //
 // A publish is stamped here, committed to PostgreSQL (the tail, fenced by
 // the lease's epoch), and only then appended to the local log, pushed live
-// and answered. So the local log never holds what the cluster does not: it
-// is always a prefix of the truth (archive + tail), and a node that lost a
-// shard and gets it back needs only what was added since. A commit that
-// fails (fenced, or the database out of reach, where it may even have
-// landed) fails every batch stamped after it too, and the shard takes no
-// publish until it has read back what the database holds.
+// and answered: the local log is always a prefix of the truth (archive +
+// tail), and a node that gets a shard back needs only what was added since.
+// A commit that fails (fenced, or the database out of reach, where it may
+// even have landed) fails every batch stamped after it too, and the shard
+// takes no publish until it has read back what the database holds.
 //
-// Closed segments go to the archive: the object under the owner's epoch,
-// then the manifest row (fenced: the commit point), then the tail rows the
-// segment covers are deleted.
+// Closed segments go to the archive: the object, then the manifest row
+// (fenced: the commit point), then the tail rows it covers are deleted.
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import postgres from "postgres";
 import type { Config } from "../config.js";
 import { ApiError, asApiError } from "../errors.js";
 import { logger } from "../logger.js";
-import { escapeStreamId } from "./stream-config.js";
 import { clusterShardOf } from "../cluster/leases.js";
 import { TailStore } from "../cluster/tail.js";
 import { FencedCheckpoints } from "../cluster/checkpoints.js";
@@ -29,14 +26,15 @@ import { keysObjectOf, keysOfSegment } from "../cluster/segment-keys.js";
 import { chunkPointsOf } from "../cluster/segment-chunks.js";
 import { ArchiveMiss, archivedOnly, HistoryView, type ReadLog, type ReadStream } from "./history-view.js";
 import { Manifest, openArchive, segmentKey, type Archive } from "../cluster/archive.js";
-import { StreamRemoval } from "../cluster/removal.js";
+import { removeObjects, StreamRemoval } from "../cluster/removal.js";
 import { appendRow, copyLinesUp, rememberKeys } from "./cluster-copy.js";
-import { commitFailed, orphaned, shardMoving, streamDeleting } from "./cluster-refusals.js";
+import { commitFailed, shardMoving, streamDeleting } from "./cluster-refusals.js";
+import { FencedWrites } from "./cluster-writes.js";
 import type { StreamAdmin } from "./admin.js";
 import type { FramedBatch, Publisher } from "./publish.js";
 import { ContentType, shardOf, type Op, type RequestOf } from "./protocol.js";
 import type { Stream } from "./stream.js";
-import type { StreamConfig } from "./stream-config.js";
+import { escapeStreamId, type StreamConfig } from "./stream-config.js";
 import type { Outbox } from "./worker.js";
 import type { ExternalCheckpoints } from "../consumer/external.js";
 import { applyExternalCheckpoints } from "./external-checkpoints.js";
@@ -81,7 +79,8 @@ export class WorkerCluster {
   /** The last catch-up or archiving run (exclusive()). */
   private serial: Promise<void> = Promise.resolve();
   /** Streams being deleted: their writes wait (503) until the removal is done. */
-  private readonly removing = new Set<string>();
+  readonly removing = new Set<string>();
+  private readonly writes = new FencedWrites();
   /** One frame, for a look at a copy's newest event (copyLinesUp). */
   private readonly scratch: Buffer;
   /** Heads of streams other nodes own, as their tails last said (headOf). */
@@ -225,7 +224,7 @@ export class WorkerCluster {
     const h = this.serving(shard, req.meta.clusterEpoch, id);
     const patch = this.streams.patchOf(req);
     const config = this.streams.configAfter(id, patch);
-    this.catalog.put(shard, h.epoch, id, config).then(
+    this.writes.track(id, this.catalog.put(shard, h.epoch, id, config)).then(
       (landed) => {
         if (!landed || this.held.get(shard) !== h) return this.refuse(req.reqId, shardMoving(shard));
         try {
@@ -242,7 +241,7 @@ export class WorkerCluster {
   setCheckpoint(s: Stream, group: string, seq: number, epoch: number | undefined, reqId: number): void {
     const shard = this.clusterShardOf(s.id);
     const h = this.serving(shard, epoch, s.id);
-    this.checkpoints.set(shard, h.epoch, s.id, group, seq).then(
+    this.writes.track(s.id, this.checkpoints.set(shard, h.epoch, s.id, group, seq)).then(
       () => {
         if (this.streams.get(s.id) === s) s.checkpoints.set(group, seq);
         this.outbox.json(reqId, 200, { group, seq });
@@ -264,7 +263,7 @@ export class WorkerCluster {
     const s = this.streams.existing(id);
     this.removing.add(id);
     const removed = this.exclusive(async () => {
-      await this.lastCommit.get(s)?.catch(() => undefined);
+      await this.writes.settled(id, () => this.lastCommit.get(s));
       if (this.held.get(shard) !== h || h.syncing) throw shardMoving(shard);
       const gone = await this.removal.remove(shard, h.epoch, id);
       if (gone === null) throw shardMoving(shard);
@@ -273,13 +272,17 @@ export class WorkerCluster {
       this.archived.delete(id);
       this.heads.delete(id);
       this.history.forget(id);
-      for (const g of gone)
-        for (const key of g.keyed > 0 ? [g.key, keysObjectOf(g.key)] : [g.key]) await this.archive.delete(key).catch((err: Error) => orphaned(id, key, err));
+      await removeObjects(this.archive, id, gone);
     });
     removed
       .then(
         () => this.outbox.reply({ reqId: req.reqId, status: 204, ct: ContentType.None, body: null }),
-        (err: Error) => this.refuse(req.reqId, err instanceof ApiError ? err : commitFailed("the stream's removal", shard, err)),
+        (err: Error) => {
+          if (err instanceof ApiError) return this.refuse(req.reqId, err);
+          // It may have landed: the shard reads back what the database holds before it goes on.
+          this.refuse(req.reqId, commitFailed("the stream's removal", shard, err));
+          this.recover(shard);
+        },
       )
       .finally(() => this.removing.delete(id));
   }

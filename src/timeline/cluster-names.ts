@@ -65,13 +65,18 @@ export class ClusterTimelines implements TimelineNames {
       await tx`insert into ticker_cluster_timelines (name, streams, created_at, updated_at)
         values (${name}, ${tx.json(t.streams)}, ${t.created_at}, ${t.updated_at})
         on conflict (name) do update set streams = excluded.streams, updated_at = excluded.updated_at`;
+      // The old set's positions go in the same transaction: a position of the new set, stored after it, stays.
+      if (before) await tx`delete from ticker_timeline_readers where timeline = ${name}`;
       return { timeline: t, created: !before, changed: true };
     }) as Promise<{ timeline: NamedTimeline; created: boolean; changed: boolean }>;
   }
 
   async remove(name: string): Promise<boolean> {
-    const r = await this.sql`delete from ticker_cluster_timelines where name = ${name}`;
-    return r.count === 1;
+    return this.sql.begin(async (tx) => {
+      const r = await tx`delete from ticker_cluster_timelines where name = ${name}`;
+      await tx`delete from ticker_timeline_readers where timeline = ${name}`;
+      return r.count === 1;
+    }) as Promise<boolean>;
   }
 
   /**
@@ -103,7 +108,8 @@ export class ClusterReaders implements TimelineReaders {
   /** Stores a reader's cursor for `t`, which must still be the timeline's set (the cursor was checked against it). */
   put(t: NamedTimeline, reader: string, cursor: string, now = Date.now()): Promise<{ position: ReaderPosition; created: boolean }> {
     return this.sql.begin(async (tx) => {
-      const [cur] = await tx<{ updated_at: string }[]>`select updated_at from ticker_cluster_timelines where name = ${t.name} for share`;
+      // For update: one reader's PUT of a timeline at a time, so the count against timeline_readers_max is exact.
+      const [cur] = await tx<{ updated_at: string }[]>`select updated_at from ticker_cluster_timelines where name = ${t.name} for update`;
       if (!cur) throw timelineNotFound(t.name);
       if (Number(cur.updated_at) !== t.updated_at)
         throw new ApiError(400, "invalid_cursor", "cursor was made for another stream set (the timeline's streams changed meanwhile)");
@@ -125,7 +131,8 @@ export class ClusterReaders implements TimelineReaders {
     }) as Promise<{ position: ReaderPosition; created: boolean }>;
   }
 
-  async forget(name: string): Promise<void> {
-    await this.sql`delete from ticker_timeline_readers where timeline = ${name}`;
+  /** Nothing to do: the timeline's PUT or delete removed its positions in its own transaction (ClusterTimelines). */
+  forget(): Promise<void> {
+    return Promise.resolve();
   }
 }

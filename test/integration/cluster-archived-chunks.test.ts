@@ -157,6 +157,37 @@ describe("ranged reads of archived segments", () => {
     expect(() => h.read(stream, 7000, MAX, 1, 1 << 20, out)).toThrow(CorruptRecordError);
   });
 
+  it("a stream deleted and made again is read afresh by a node that had it cached: its first segment is another object now", async () => {
+    let nowMs = 1_000_000;
+    const h = w.history({ cacheBytesMax: 64 << 20, manifestTtlMs: 1000, now: () => nowMs });
+    const stream = `c${++streams}`;
+    const life = async (seg: Written, key: string) => {
+      await w.archive.put(key, seg.bytes);
+      const points = await chunkPointsOf(seg.bytes, 1 << 24, 1 << 20);
+      expect(await w.manifest.commit(0, { stream, baseSeq: 1, lastSeq: seg.lastSeq, epoch: w.epoch, key, bytes: seg.bytes.length, points })).toBe(true);
+    };
+    const frameOf = async (seq: number) => {
+      for (let tries = 0; tries < 5; tries++) {
+        const page = h.read(stream, seq, seq, 1, 1 << 20, out);
+        if (page !== null) return Buffer.from(page.buf.subarray(0, page.bytes));
+        await h.load(stream, seq);
+      }
+      throw new Error(`seq ${seq} was never served`);
+    };
+    const [first] = w.owner(1000, 2 << 20)(1024);
+    const [second] = w.owner(600, 2 << 20)(1024);
+    await life(first, `${stream}/first.seg`);
+    expect((await frameOf(5)).equals(first.bytes.subarray(frameAt(5), frameAt(5) + FRAME))).toBe(true);
+    // Deleted (its rows gone, as the owner's removal does) and made again under another key, past this node's manifest TTL.
+    await w.sql`delete from ticker_cluster_segments where stream = ${stream}`;
+    await life(second, `${stream}/second.seg`);
+    nowMs += 2000;
+    const again = await frameOf(5);
+    expect(again.equals(first.bytes.subarray(frameAt(5), frameAt(5) + FRAME))).toBe(false);
+    expect(again.readUInt32LE(0)).toBe(second.bytes.readUInt32LE(0));
+    expect(again.equals(second.bytes.subarray(4 * again.length, 5 * again.length))).toBe(true);
+  });
+
   it("a segment archived before points (no points in its row) is fetched whole and served", async () => {
     const { stream, key } = await archived(big, null);
     const h = w.history({ cacheBytesMax: 64 << 20 });
