@@ -8,7 +8,7 @@ import type { Config } from "../config.js";
 import { ApiError, asApiError } from "../errors.js";
 import { checkQuery, intParam, intValue } from "../validate.js";
 import { ContentType, Op, responseJson, type RequestMeta, type Response } from "../shard/protocol.js";
-import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, RETRY_AFTER_S, send, sendError, type Exchange } from "./http.js";
+import { CT_FLATBUFFERS, CT_JSON, contentTypeOf, exchange, methodNotAllowed, RETRY_AFTER_S, send, sendError, type Exchange } from "./http.js";
 import { checkStreamId } from "../stream-id.js";
 import type { ShardPool } from "./shards.js";
 import { ConsumeHub } from "./consume/hub.js";
@@ -343,12 +343,6 @@ export function createFront(
   metricsRoute(routes, { config, pool, hub: consumers, ready: () => isReady() && !draining });
   consoleRoutes(routes);
 
-  const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
-    const method = req.getMethod().toUpperCase();
-    sendError(exchange(res, req), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
-      allow: allowed,
-    });
-  };
   routes.any("/healthz", "open", methodNotAllowed("GET"));
   routes.any("/openapi.json", "open", methodNotAllowed("GET"));
   routes.any("/readyz", "open", methodNotAllowed("GET"));

@@ -17,7 +17,7 @@ import { checkStreamId } from "../stream-id.js";
 import { checkQuery, jsonBody, parseBody } from "../validate.js";
 import { checkStreams, type GuardedApp, sendRefusal } from "./auth.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
-import { CT_JSON, contentTypeOf, type Exchange, exchange, send, sendError } from "./http.js";
+import { CT_JSON, contentTypeOf, type Exchange, exchange, methodNotAllowed, send, sendError } from "./http.js";
 import { NO_PARAMS } from "./query-params.js";
 import type { ShardPool } from "./shards.js";
 
@@ -152,12 +152,7 @@ export function clusterTimelineReadRoute(routes: GuardedApp, deps: TimelineReadD
       readHere(deps.pool, meta, (answers) => send(x, 200, ContentType.None, writeAnswers(answers), { "content-type": "application/octet-stream" }));
     });
   });
-  routes.any(TIMELINE_READ_PATH, "key", (res, req) => {
-    const method = req.getMethod().toUpperCase();
-    sendError(exchange(res, req), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: POST`, { allow: "POST" }), {
-      allow: "POST",
-    });
-  });
+  routes.any(TIMELINE_READ_PATH, "key", methodNotAllowed("POST"));
 }
 
 /** Sends each local shard its streams of the part; a shard that cannot take it now answers as expired (nothing read). */

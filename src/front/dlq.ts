@@ -13,7 +13,7 @@ import { ContentType, Op, type RequestMeta, type Response, responseJson } from "
 import { checkStreamId } from "../stream-id.js";
 import { checkQuery, jsonBody, parseBody } from "../validate.js";
 import { checkStreams, type GuardedApp, sendRefusal } from "./auth.js";
-import { CT_JSON, contentTypeOf, type Exchange, exchange, send, sendError } from "./http.js";
+import { CT_JSON, contentTypeOf, type Exchange, exchange, methodNotAllowed, send, sendError } from "./http.js";
 import type { ShardPool } from "./shards.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
 import { routeInCluster } from "./cluster.js";
@@ -190,10 +190,5 @@ export function dlqRoutes(routes: GuardedApp, deps: RedriveDeps): void {
     });
   });
 
-  routes.any("/v1/streams/:id/dlq/redrive", "key", (res, req) => {
-    const method = req.getMethod().toUpperCase();
-    sendError(exchange(res, req), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: POST`, { allow: "POST" }), {
-      allow: "POST",
-    });
-  });
+  routes.any("/v1/streams/:id/dlq/redrive", "key", methodNotAllowed("POST"));
 }

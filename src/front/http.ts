@@ -1,7 +1,7 @@
 // HTTP answers on uWS: every response is written corked, once, and never
 // after the client went away.
 import type uWS from "uWebSockets.js";
-import { type ApiError, STATUS_TEXT } from "../errors.js";
+import { ApiError, STATUS_TEXT } from "../errors.js";
 import { ContentType } from "../shard/protocol.js";
 import { logger } from "../logger.js";
 import { counts, type MeteredRoute, noteResponse } from "./front-metrics.js";
@@ -101,3 +101,11 @@ export function logAccess(res: uWS.HttpResponse, status: number, bytes: number):
   const ms = Math.round((performance.now() - e.startMs) * 1000) / 1000;
   logger().info({ kind: "access", method: e.method, path: e.path, status, bytes, ms }, `${e.method} ${e.path} ${status} ${ms} ms`);
 }
+
+/** The 405 of a route's other methods, naming the ones it takes (`allowed`: "GET, PUT"), one rule on every route. */
+export const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+  const method = req.getMethod().toUpperCase();
+  sendError(exchange(res, req), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
+    allow: allowed,
+  });
+};

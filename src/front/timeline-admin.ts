@@ -17,7 +17,7 @@ import type { TimelineStores } from "../timeline/stores.js";
 import { streamSet } from "../timeline/stream-set.js";
 import { checkQuery, jsonBody, parseBody } from "../validate.js";
 import { type ApiKey, checkStreams, type GuardedApp, Refusal, sendRefusal } from "./auth.js";
-import { CT_JSON, contentTypeOf, type Exchange, exchange, send, sendError } from "./http.js";
+import { CT_JSON, contentTypeOf, type Exchange, exchange, methodNotAllowed, send, sendError } from "./http.js";
 import type { ShardPool } from "./shards.js";
 
 export interface TimelineAdminDeps {
@@ -195,12 +195,6 @@ export function timelineAdminRoutes(routes: GuardedApp, deps: TimelineAdminDeps)
     });
   });
 
-  const methodNotAllowed = (allowed: string) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
-    const method = req.getMethod().toUpperCase();
-    sendError(exchange(res, req), new ApiError(405, "method_not_allowed", `${method} is not allowed here; allowed: ${allowed}`, { allow: allowed }), {
-      allow: allowed,
-    });
-  };
   routes.any("/v1/timelines", "key", methodNotAllowed("GET"));
   routes.any("/v1/timelines/_secret/rotate", "key", methodNotAllowed("POST"));
   routes.any("/v1/timelines/:name", "key", methodNotAllowed("GET, PUT, DELETE"));
