@@ -20,7 +20,7 @@ import { logger } from "../logger.js";
 import type { OrderedChanges, OrderedStore, ProducerRow } from "../cluster/ordered-store.js";
 import type { TailBatch, TailStore } from "../cluster/tail.js";
 import { commitFailed, shardMoving } from "./cluster-refusals.js";
-import { ContentType, type Op, type RequestOf } from "./protocol.js";
+import type { ContentType, Op, RequestOf } from "./protocol.js";
 import type { Answer, Appended, Publisher } from "./publish.js";
 import type { OrderedStream } from "./ordered.js";
 import { ReleaseStaging, type Released } from "./release-frames.js";
@@ -257,7 +257,7 @@ export class ClusterOrdered {
   }
 
   private refuse(reqId: number, e: ApiError): void {
-    this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+    this.outbox.error(reqId, e);
   }
 }
 

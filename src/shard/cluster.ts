@@ -288,7 +288,7 @@ export class WorkerCluster {
   }
 
   private refuse(reqId: number, e: ApiError): void {
-    this.outbox.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+    this.outbox.error(reqId, e);
   }
 
   /** After a failed commit: no publish until the shard's streams have caught up. */

@@ -1,4 +1,5 @@
 // The shard's one way back to the front (answers and pushes into the out-ring, in order), used by every operation's module.
+import type { ApiError } from "../errors.js";
 import type { Ring } from "../ring/ring.js";
 import { ContentType, writeResponse, writeResponseWith } from "./protocol.js";
 
@@ -42,6 +43,11 @@ export class Outbox {
     // Replies also come from callbacks (fsync completions) while the request
     // loop may be parked: drain from here too rather than wait for it.
     if (!this.draining) void this.drain();
+  }
+
+  /** An error's JSON answer, with its status. */
+  error(reqId: number, e: ApiError): void {
+    this.reply({ reqId, status: e.status, ct: ContentType.Json, body: e.body() });
   }
 
   json(reqId: number, status: number, value: unknown): void {

@@ -237,7 +237,7 @@ export class Publisher {
         if (!answer) return logger().error({ kind: "storage", stream: s.id, err }, `stream ${s.id}: a sync of released held events failed: ${err.message}`);
         const e = asApiError(err);
         noteStorageRefusal(e, s.id);
-        this.outbox.reply({ reqId: answer.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+        this.outbox.error(answer.reqId, e);
         return;
       }
       s.ordered?.synced(s.log.committedSeq);

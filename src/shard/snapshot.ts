@@ -127,7 +127,7 @@ export class Snapshots {
       const e = asApiError(err);
       if (e.status === 500 && !(err instanceof ApiError))
         logger().error({ kind: "internal", stream: stream.id, err }, `snapshot of ${stream.id}: ${(err as Error).stack}`);
-      this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+      this.outbox.error(req.reqId, e);
     };
     if (asOfParam !== null) return this.answerWhenRead(stream, this.find(stream, asOf, Date.now()), page, fail);
     this.whenIndexed(stream, (index) => this.answerWhenRead(stream, this.take(stream, index, Date.now()), page, fail), fail, new ArchiveTries());

@@ -300,7 +300,7 @@ class ShardWorker {
     const e = asApiError(err);
     if (e.status === 500) logger().error({ kind: "internal", op: req.op, err }, `shard ${this.init.shard}: ${(err as Error).stack ?? err}`);
     else noteStorageRefusal(e, "stream" in req.meta ? String(req.meta.stream) : undefined);
-    this.outbox.reply({ reqId: req.reqId, status: e.status, ct: ContentType.Json, body: e.body() });
+    this.outbox.error(req.reqId, e);
   }
 
   private handle(req: Request): void {
