@@ -23,15 +23,18 @@ const row = (stream: string, firstSeq: number, lastSeq: number): TailBatch => ({
 const held = (producerId: string, producerSeq: number, receivedMs = 1000) => ({ producerId, producerSeq, receivedMs, frame: randomBytes(24) });
 const changes = (stream: string, c: Partial<OrderedChanges>): OrderedChanges => ({ stream, held: [], released: [], producers: [], idleBeforeMs: null, ...c });
 
+/** A fresh database with node "a" owning its one shard: its tail and ordered store. */
+async function owner() {
+  const sql = (await db.fresh())();
+  const leases = new ShardLeases(sql, { nodeId: "a", leaseMs: 30_000, shards: 1 });
+  await leases.ensureShards();
+  const { epoch } = (await leases.claim(0))!;
+  return { sql, epoch, tail: new TailStore(sql, "a"), store: new OrderedStore(sql) };
+}
+
 describe("ordered ingest's store in PostgreSQL", () => {
   it("an admission's tail row, held events and producers land in one transaction with the plain batches of its group, and read back", async () => {
-    const open = await db.fresh();
-    const sql = open();
-    const leases = new ShardLeases(sql, { nodeId: "a", leaseMs: 30_000, shards: 1 });
-    await leases.ensureShards();
-    const { epoch } = (await leases.claim(0))!;
-    const tail = new TailStore(sql, "a");
-    const store = new OrderedStore(sql);
+    const { sql, epoch, tail, store } = await owner();
     const h3 = held("p", 3, 5000);
     const first = tail.appendOrdered(
       0,
@@ -70,13 +73,7 @@ describe("ordered ingest's store in PostgreSQL", () => {
   });
 
   it("a new owner reads back held events whole and the producers that are not idle, unless they hold an event; the idle sweep forgets the same ones", async () => {
-    const open = await db.fresh();
-    const sql = open();
-    const leases = new ShardLeases(sql, { nodeId: "a", leaseMs: 30_000, shards: 1 });
-    await leases.ensureShards();
-    const { epoch } = (await leases.claim(0))!;
-    const tail = new TailStore(sql, "a");
-    const store = new OrderedStore(sql);
+    const { sql, epoch, tail, store } = await owner();
     const h = held("holder", 9, 1234);
     await tail.appendOrdered(
       0,
