@@ -47,7 +47,8 @@ export function keysAt(keys: readonly StoredKey[], now: number): CursorKeys {
   const valid = keys.filter((k) => k.valid_until === null || k.valid_until >= now);
   const started = valid.filter((k) => k.active_from <= now);
   // Never none: the oldest valid key signs if none has started (a clock behind the one that rotated).
-  const current = (started.length > 0 ? started : valid).reduce((a, b) => (b.active_from > a.active_from ? b : a), (started.length > 0 ? started : valid)[0]);
+  const candidates = started.length > 0 ? started : valid;
+  const current = candidates.reduce((a, b) => (b.active_from > a.active_from ? b : a));
   return {
     current: current.secret,
     others: valid.filter((k) => k !== current).map((k) => ({ secret: k.secret, validUntil: k.valid_until ?? Number.POSITIVE_INFINITY })),
@@ -84,9 +85,9 @@ export class ClusterSecrets {
     const first: StoredKey[] = [{ secret: newSecret(), active_from: 0, valid_until: null }];
     await sql`insert into ticker_cluster_secrets (name, keys) values (${CURSOR_SECRETS}, ${sql.json(first)}) on conflict (name) do nothing`;
     const keys = await ClusterSecrets.read(sql);
-    const now = Date.now();
-    const signer = CursorSigner.open(dataDir, { secret: keysAt(keys, now).current, previousSecret: null, graceMs });
-    signer.useKeys(keysAt(keys, now));
+    const now = keysAt(keys, Date.now());
+    const signer = CursorSigner.open(dataDir, { secret: now.current, previousSecret: null, graceMs });
+    signer.useKeys(now);
     return new ClusterSecrets(sql, signer, graceMs);
   }
 
