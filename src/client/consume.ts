@@ -24,7 +24,7 @@ export type { ConsumeOptions, Hello, Role, SubscriptionEvents } from "./consume-
 const WINDOW_DEFAULT = 10_000;
 const RECONNECT_INITIAL_DELAY_MS = 100;
 const RECONNECT_MAX_DELAY_MS = 5000;
-/** The server sends a ping every second and a heartbeat after 500 ms of silence: this long without either, the connection is dead. */
+/** The server pings every 3 s at most (every second in a group) and sends a heartbeat after 500 ms of silence: this long without either, the connection is dead. */
 const SILENCE_MS_MAX = 5000;
 /** A seek or nack whose barrier pong has not come this long pings again (any later pong is a barrier too). */
 const BARRIER_PING_MS = 1000;

@@ -48,6 +48,31 @@ describe("consume hub: group membership and takeover", () => {
     expect(b.seqs()).toEqual(range(3, 6));
   });
 
+  it("a group member is pinged every second; a consumer without a group every idle timeout / 4, at most 3 s apart", () => {
+    const w = world({ consumer_idle_timeout_ms: 60_000 });
+    w.shards.create("jobs", 1);
+    const member = w.connect("jobs", "group=g");
+    const solo = w.connect("jobs", "");
+    for (let i = 0; i < 30; i++) {
+      w.advance(1000);
+      w.hub.pong(member);
+      w.hub.pong(solo);
+    }
+    expect(member.pings).toBeGreaterThanOrEqual(29);
+    expect(solo.pings).toBeGreaterThanOrEqual(9);
+    expect(solo.pings).toBeLessThanOrEqual(10);
+
+    const short = world({ consumer_idle_timeout_ms: 4000 });
+    short.shards.create("jobs", 1);
+    const c = short.connect("jobs", "");
+    for (let i = 0; i < 20; i++) {
+      short.advance(1000);
+      short.hub.pong(c);
+    }
+    expect(c.pings).toBeGreaterThanOrEqual(19);
+    expect(c.closedWith).toBeNull();
+  });
+
   it("without a standby, a silent active member keeps its place until consumer_idle_timeout_ms", () => {
     const w = world({ consumer_takeover_ms: 3000, consumer_idle_timeout_ms: 20_000 });
     w.shards.create("jobs", 3);
