@@ -12,6 +12,7 @@
 import WebSocket from "ws";
 import { TickerProcess, type TickerOptions } from "../../test/harness/ticker.js";
 import { HttpRawClient, HttpRawConnection, type HttpRawReply } from "../../src/client/http.js";
+import { LightWebSocket } from "../lib/light-ws.js";
 import { newRecorder, record, wallNow, type LatencyRecorder, type Window } from "../lib/latency.js";
 import { noteError, type Lane } from "../lib/pacing.js";
 import { udecimalAt, uintAt } from "../lib/scan.js";
@@ -114,7 +115,11 @@ export interface WsSetSpec {
   port: number;
   stream: string;
   consumers: number;
+  /** `ws` (default) or the light client of loadtest/lib/light-ws.ts (the fan-out rows: thousands of sockets in one process). */
+  client?: ConsumerClient;
 }
+
+export type ConsumerClient = "ws" | "light";
 
 export interface ConsumerSetResult extends LatencyRecorder {
   /** Fewest and most measured events one consumer got: each must equal the producer's count. */
@@ -138,7 +143,7 @@ const CONNECT_CONCURRENCY = 50;
 const CONNECT_TIMEOUT_MS = 20_000;
 
 class WsConsumer {
-  ws: WebSocket | null = null;
+  socket: WebSocket | LightWebSocket | null = null;
   /** Next seq due, from hello's `from`; 0 before hello. */
   next = 0;
   measured = 0;
@@ -156,16 +161,10 @@ class WsConsumer {
 
   connect(): Promise<void> {
     const { port, stream } = this.set.spec;
+    const path = `/v1/streams/${stream}/consume?from=latest&format=json`;
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/streams/${stream}/consume?from=latest&format=json`, {
-        perMessageDeflate: false,
-        // The server sends JSON it rendered itself; checking every byte is UTF-8 would be our cost, not its.
-        skipUTF8Validation: true,
-        handshakeTimeout: CONNECT_TIMEOUT_MS,
-      });
-      this.ws = ws;
       let hello = false;
-      ws.on("message", (data: Buffer, isBinary: boolean) => {
+      const message = (data: Buffer, isBinary: boolean) => {
         // Taken first: everything below is the consumer's own work on an event it already has.
         const recv = wallNow();
         if (isBinary) return this.error(`binary message of ${data.length} bytes on a JSON consumer`);
@@ -185,16 +184,36 @@ class WsConsumer {
         } else {
           this.error(`unexpected message: ${data.toString("utf8", 0, 200)}`);
         }
+      };
+      const closed = (code: number, reason: string) => {
+        if (!this.set.closing) this.error(`closed by the server: ${code} ${reason}`);
+        this.closed = true;
+        if (!hello) reject(new Error(`closed before hello: ${code} ${reason}`));
+      };
+      if (this.set.spec.client === "light") {
+        this.socket = new LightWebSocket(port, path, {
+          message,
+          open: () => {},
+          close: (code, err) => {
+            if (err) this.error(`socket error: ${err.message}`);
+            closed(code, err?.message ?? "");
+          },
+        });
+        return;
+      }
+      const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, {
+        perMessageDeflate: false,
+        // The server sends JSON it rendered itself; checking every byte is UTF-8 would be our cost, not its.
+        skipUTF8Validation: true,
+        handshakeTimeout: CONNECT_TIMEOUT_MS,
       });
+      this.socket = ws;
+      ws.on("message", message);
       ws.on("error", (err) => {
         this.error(`socket error: ${err.message}`);
         if (!hello) reject(err);
       });
-      ws.on("close", (code, reason) => {
-        if (!this.set.closing) this.error(`closed by the server: ${code} ${reason.toString()}`);
-        this.closed = true;
-        if (!hello) reject(new Error(`closed before hello: ${code} ${reason.toString()}`));
-      });
+      ws.on("close", (code, reason) => closed(code, reason.toString()));
     });
   }
 
@@ -293,6 +312,6 @@ export class WsConsumerSet {
 
   close(): void {
     this.closing = true;
-    for (const c of this.consumers) c.ws?.terminate();
+    for (const c of this.consumers) c.socket?.terminate();
   }
 }

@@ -44,7 +44,7 @@ import { payloadText, report as reportResults, resultsFile, type Measurement } f
 import { cleanupNow, guardRun, onCleanup, runMain, TempDirs } from "../lib/run.js";
 import { connectAll } from "../lib/resp.js";
 import { findRedis, versionText, XreadConsumer } from "../systems/redis.js";
-import { createStream, startTicker, WsConsumerSet, type ConsumerSetResult } from "../systems/ticker.js";
+import { type ConsumerClient, createStream, startTicker, WsConsumerSet, type ConsumerSetResult } from "../systems/ticker.js";
 import type { HostReply, HostRequest } from "./consume-host.js";
 import { startProducer, type ProducerResult } from "./producer.js";
 
@@ -84,19 +84,18 @@ interface RowSpec {
 }
 
 /**
- * 10,000 consumers do not fit in this process: one event loop reading
- * 10,000 sockets x 100 messages/s is ~1 M messages/s, several cores of `ws`
- * work. Two child processes (one per core) each hold 5,000 sockets, far
- * under `ulimit -n` (20,000 here; the server's 10,000 sockets are in its own
- * process) and its `consumers_max` (20,000 by default).
+ * The 1,000 and 10,000 consumers' child processes (one per core): one event
+ * loop reading 10,000 sockets does not keep up, and two each hold 5,000,
+ * far under `ulimit -n` (20,000 here; the server's 10,000 sockets are in its
+ * own process) and its `consumers_max` (20,000 by default).
  */
-const FANOUT_10K_HOSTS = 2;
+const FANOUT_HOSTS_MANY = 2;
 
 const ROWS: RowSpec[] = [
   { id: "w3-20k", label: "W3 latency, Ticker", target: "ticker", rate: 20_000, consumers: 1, tickMs: TICK_MS, goalMs: 2 },
   { id: "w3-100k", label: "W3 latency, Ticker", target: "ticker", rate: 100_000, consumers: 1, tickMs: TICK_MS, goalMs: 10 },
   { id: "fanout-100", label: "fan-out, Ticker", target: "ticker", rate: 1000, consumers: 100, tickMs: TICK_MS },
-  { id: "fanout-1000", label: "fan-out, Ticker", target: "ticker", rate: 1000, consumers: 1000, tickMs: TICK_MS, goalMs: 50 },
+  { id: "fanout-1000", label: "fan-out, Ticker", target: "ticker", rate: 1000, consumers: 1000, tickMs: TICK_MS, goalMs: 50, hosts: FANOUT_HOSTS_MANY },
   // Not in the issue: the same fan-out with ~10-event publishes, to tell a
   // limit on messages per second from one on events per second.
   {
@@ -106,8 +105,9 @@ const ROWS: RowSpec[] = [
     rate: 1000,
     consumers: 1000,
     tickMs: FANOUT_BATCH_TICK_MS,
+    hosts: FANOUT_HOSTS_MANY,
   },
-  { id: "fanout-10000", label: "fan-out, Ticker", target: "ticker", rate: 100, consumers: 10_000, tickMs: TICK_MS, goalMs: 250, hosts: FANOUT_10K_HOSTS },
+  { id: "fanout-10000", label: "fan-out, Ticker", target: "ticker", rate: 100, consumers: 10_000, tickMs: TICK_MS, goalMs: 250, hosts: FANOUT_HOSTS_MANY },
   { id: "redis-20k", label: "W3 latency, Redis Streams", target: "redis", rate: 20_000, consumers: 1, tickMs: TICK_MS },
   { id: "redis-100k", label: "W3 latency, Redis Streams", target: "redis", rate: 100_000, consumers: 1, tickMs: TICK_MS },
 ];
@@ -119,6 +119,8 @@ const { values: opts } = parseArgs({
     producer: { type: "string", default: "thread" },
     // Child processes holding the fan-out consumers; 0 = in this process. See FANOUT_HOSTS below.
     "fanout-hosts": { type: "string" },
+    // The fan-out consumers' WebSocket client: "light" (loadtest/lib/light-ws.ts, the default) or "ws".
+    "fanout-client": { type: "string", default: "light" },
     rows: { type: "string" },
     "no-peers": { type: "boolean", default: false },
     // A JSON-lines file that gets this run's measurements (lib/results.ts), for `npm run bench`.
@@ -145,20 +147,33 @@ if (opts.producer !== "thread" && opts.producer !== "inline") {
  */
 const PRODUCER = opts.producer as "thread" | "inline";
 /**
- * Fan-out consumers live in this process by default (0 child processes).
- * One process of `ws` clients does not keep up at 1,000 consumers (it uses
- * a whole core), but on 2 cores a second process cannot add a core that is
- * not there: the server takes the other one (0.7-0.9 cores), so more
- * consumer processes only take CPU from it. Measured with 10 s windows,
- * alternating: 100 consumers p99 13 / 29 ms in this process, 22 / 30 ms in
- * one child; 1,000 consumers p99 1.9 / 5.8 s here, 5.3 / 3.9 s in one
- * child, and (--quick) 1.2 s in two children. `--fanout-hosts N` re-checks it.
+ * Where the fan-out rows' consumers live when their row does not say
+ * (`hosts`): this process by default (0 child processes), which is where
+ * the 100-consumer row runs. The 1,000- and 10,000-consumer rows say 2:
+ * with the light client their per-event work (a scan and a histogram record
+ * per event per consumer, ~1 M a second) is about a core, and in this
+ * process it shares one event loop; measured on 2026-12-06 (AMD EPYC VM,
+ * 10 s windows), 1,000 consumers p99 338 / 371 ms here against 73 ms in two
+ * children. `--fanout-hosts N` puts every fan-out row in N children.
  */
 const FANOUT_HOSTS = opts["fanout-hosts"] !== undefined ? Number(opts["fanout-hosts"]) : 0;
 if (!Number.isSafeInteger(FANOUT_HOSTS) || FANOUT_HOSTS < 0 || FANOUT_HOSTS > 4) {
   console.error("--fanout-hosts must be 0 to 4");
   process.exit(2);
 }
+if (opts["fanout-client"] !== "light" && opts["fanout-client"] !== "ws") {
+  console.error(`--fanout-client must be "light" or "ws"`);
+  process.exit(2);
+}
+/**
+ * The fan-out rows' consumers (W3's one consumer is always `ws`, as a user's
+ * would be). With `ws`, 10,000 consumers cost their two processes 1.1–1.4
+ * of the 2 cores (~15 µs a message) and the server gets what is left; the
+ * light client reads each socket into one shared buffer and cuts frames in
+ * place. `--fanout-client ws` re-runs the rows as before.
+ */
+const FANOUT_CLIENT = opts["fanout-client"] as ConsumerClient;
+const clientFor = (consumers: number): ConsumerClient => (consumers > 1 ? FANOUT_CLIENT : "ws");
 const selected = new Set<string>(
   opts.rows !== undefined ? opts.rows.split(",") : ROWS.filter((r) => !(opts["no-peers"] && r.target === "redis")).map((r) => r.id),
 );
@@ -282,7 +297,7 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
   let server: TickerProcess | null = null;
   let set: WsConsumerSet | null = null;
   const hosts: Host[] = [];
-  const useHosts = consumers > 1 ? (spec.hosts ?? FANOUT_HOSTS) : 0;
+  const useHosts = consumers > 1 ? (opts["fanout-hosts"] !== undefined ? FANOUT_HOSTS : (spec.hosts ?? FANOUT_HOSTS)) : 0;
   try {
     server = await startTicker(dir);
     const port = server.port;
@@ -290,14 +305,14 @@ async function tickerRow(spec: RowSpec): Promise<Row> {
 
     const tc = performance.now();
     if (useHosts === 0) {
-      set = new WsConsumerSet({ port, stream: STREAM, consumers });
+      set = new WsConsumerSet({ port, stream: STREAM, consumers, client: clientFor(consumers) });
       await set.connect();
     } else {
       for (let h = 0; h < useHosts; h++) hosts.push(Host.start());
       await Promise.all(
         hosts.map((h, i) => {
           const n = Math.floor(consumers / useHosts) + (i < consumers % useHosts ? 1 : 0);
-          return h.ask({ type: "connect", spec: { port, stream: STREAM, consumers: n } }, "connected");
+          return h.ask({ type: "connect", spec: { port, stream: STREAM, consumers: n, client: clientFor(consumers) } }, "connected");
         }),
       );
     }
@@ -555,7 +570,7 @@ async function main(): Promise<number> {
     `- Latency is end to end, per event: the consumer's receive time minus the send time the producer stamped into the event (\`payload.t\`, taken right before the request carrying it is built and written). Both are \`performance.timeOrigin + performance.now()\`, read in different threads (and processes with --fanout-hosts); the offset between them is measured each row and is in the notes (µs). Every event of the window goes into an HDR histogram (µs, 3 significant digits); p50 / p99 / p99.9 / max are over all deliveries of the window (at 1,000 consumers, every event × every consumer). Warm-up ${WARMUP_MS / 1000} s at the full rate, then a ${MEASURE_MS / 1000} s window; a fresh server (\`serve --port 0\`, default config, durability "process") on a fresh temp dir per row, and the machine idle before each row (waited for; the notes say when it was not).`,
     `- Producer: its own worker thread (${PRODUCER === "thread" ? "as in this run" : "**this run: inline**, on the consumers' event loop"}); a timer every ${TICK_MS} ms (${FANOUT_BATCH_TICK_MS} ms in the row that says so) sends the events due so far (rate × elapsed − sent) as one \`POST /v1/streams/${STREAM}/events\` JSON batch (at most 1,000 events) on one of ${LANES} keep-alive raw-socket connections (\`src/client/http.ts\`) with no request outstanding; events are \`{"type":"tick","payload":{"t":<ms>,"p":"<${PAD_CHARS} chars>"}}\`. At 1,000 events/s a 1 ms tick means publishes of one or two events. The notes give each row's achieved rate, request count, stalls (ticks with every connection busy) and the publish round trip (stamp to answer): Ticker pushes a batch to its consumers before it answers its publish, so when the end-to-end figure is close to the round trip, the time went in the publish path (or in waiting for a core), not in delivery.`,
     `- "delivered" is the window's events received, summed over consumers, checked against what the producer sent in the window for every consumer (a mismatch is marked ✗ and described in the notes); every consumer also checks that seqs run on from hello's \`from\` with no gap or duplicate, warm-up included.`,
-    `- Consumers: \`ws\` clients, \`?from=latest&format=json\`, no group; each message is scanned for \`{"seq":\` and \`"payload":{"t":\` rather than JSON.parse. ${FANOUT_HOSTS === 0 ? "The 100 and 1,000 consumers run in the benchmark process" : `The 100 and 1,000 consumers run in ${FANOUT_HOSTS} child process(es) (\`loadtest/workloads/consume-host.ts\`)`}, the 10,000 in ${FANOUT_10K_HOSTS} child processes, all on the same ${cpus().length} cores as the server: **the fan-out rows load the machine fully** (see "whole machine" in the notes), so they show what one 2-core box does with server and consumers together, not the server alone. The notes give events per message (how far the server coalesced: over 1, consumers were behind and served from the log) and heartbeats inside the window (each a consumer left ${HEARTBEAT_MS} ms without events).`,
+    `- Consumers: ${FANOUT_CLIENT === "light" ? "W3's one consumer a `ws` client, the fan-out rows' the light client of `loadtest/lib/light-ws.ts` (every socket read into one shared buffer, frames cut in place; `--fanout-client ws` runs them on `ws`)" : "`ws` clients (this run: `--fanout-client ws`)"}, \`?from=latest&format=json\`, no group; each message is scanned for \`{"seq":\` and \`"payload":{"t":\` rather than JSON.parse. ${opts["fanout-hosts"] === undefined ? `The 100 consumers run in the benchmark process, the 1,000 and 10,000 in ${FANOUT_HOSTS_MANY} child processes (\`loadtest/workloads/consume-host.ts\`)` : `Every fan-out row's consumers run in ${FANOUT_HOSTS === 0 ? "the benchmark process" : `${FANOUT_HOSTS} child process(es) (\`loadtest/workloads/consume-host.ts\`)`} (this run: \`--fanout-hosts ${FANOUT_HOSTS}\`)`}, all on the same ${cpus().length} cores as the server: **the fan-out rows load the machine fully** (see "whole machine" in the notes), so they show what one 2-core box does with server and consumers together, not the server alone. The notes give events per message (how far the server coalesced: over 1, consumers were behind and served from the log) and heartbeats inside the window (each a consumer left ${HEARTBEAT_MS} ms without events).`,
     "- Server CPU is utime+stime of the server's pid (/proc/<pid>/stat, all threads) over the window, divided by the window's wall time: 1.00 is one core; the notes add its main thread (the uWS front, which sends every WebSocket message). Client CPU is the consumers' child processes over the window, or the benchmark process (consumers and producer thread) when the consumers run in it; other CPU is the machine minus the server, the benchmark process and the consumer processes: other sessions' work (with child processes the benchmark process, producer thread and coordination, is in the notes, not in either column). Server RSS is VmRSS at the end of the window, VmHWM (peak over the process's life) in brackets.",
     `- Redis rows: a private redis-server without persistence (\`--save "" --appendonly no\`; Ticker's default durability survives a crash of its process, so Redis does less per event here). The same producer thread sends pipelines of \`XADD ${STREAM} * t <ms> p <${PAD_CHARS} chars>\` on ${LANES} raw connections; one reader on its own connection loops \`XREAD BLOCK 0 STREAMS ${STREAM} <last id>\` (\`$\` the first time: re-reading from \`$\` each time would miss entries added between two reads), and its receive time is the arrival of each reply's last byte. Ids must rise and the reader must get XLEN entries.`,
     "- Goals (from the issue): p99 ≤ 2 ms at 20,000 events/s, ≤ 10 ms at 100,000 events/s, ≤ 50 ms with 1,000 consumers at 1,000 events/s, ≤ 250 ms with 10,000 consumers at 100 events/s. They are shown, not enforced.",
